@@ -1,0 +1,3 @@
+from meshauth.cli import main
+
+main()

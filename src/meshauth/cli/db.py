@@ -1,0 +1,18 @@
+"""``meshauth db``: schema migrations."""
+
+from __future__ import annotations
+
+import typer
+
+from meshauth.config import load_settings
+from meshauth.db import migrate
+
+app = typer.Typer(help="Database schema.", no_args_is_help=True)
+
+
+@app.command("upgrade")
+def upgrade(revision: str = typer.Argument("head", help="Alembic revision to reach.")) -> None:
+    """Apply migrations up to REVISION (default: the newest)."""
+    settings = load_settings()
+    migrate(settings.sqlalchemy_url, revision)
+    typer.echo(f"database at revision {revision}")

@@ -1,0 +1,43 @@
+"""``meshauth serve``: run one service in the foreground (what a Kubernetes container runs)."""
+
+from __future__ import annotations
+
+import typer
+
+from meshauth.config import load_settings
+from meshauth.db import migrate
+from meshauth.server import serve_asgi
+
+app = typer.Typer(help="Run one service in the foreground.", no_args_is_help=True)
+
+
+@app.command("auth")
+def auth(
+    migrate_db: bool = typer.Option(True, "--migrate/--no-migrate", help="Apply migrations first."),
+) -> None:
+    """The auth service: OAuth 2.0 endpoints, sessions, Envoy ext_authz (HTTP here, gRPC on grpc_port)."""
+    settings = load_settings()
+    if migrate_db:
+        migrate(settings.sqlalchemy_url)
+    serve_asgi(
+        "meshauth.auth.app:create_app",
+        host=settings.auth_host,
+        port=settings.auth_port,
+        workers=settings.auth_workers,
+    )
+
+
+@app.command("policy")
+def policy(
+    migrate_db: bool = typer.Option(True, "--migrate/--no-migrate", help="Apply migrations first."),
+) -> None:
+    """The policy decision service: Cedar policy stores behind the OpenID AuthZEN API."""
+    settings = load_settings()
+    if migrate_db:
+        migrate(settings.sqlalchemy_url)
+    serve_asgi(
+        "meshauth.policy.app:create_app",
+        host=settings.policy_host,
+        port=settings.policy_port,
+        workers=settings.policy_workers,
+    )

@@ -1,0 +1,156 @@
+"""Settings: one frozen object, read from ``MESHAUTH_*`` environment variables and an optional TOML file.
+
+Precedence, highest first: explicit keyword arguments, environment, the file named by
+``MESHAUTH_CONFIG_FILE``, defaults. ``DATABASE_URL`` and ``REDIS_URL`` are honoured without the
+prefix because every platform sets them that way.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+SigningAlg = Literal["ES256", "EdDSA", "RS256"]
+
+DEFAULT_VAR_DIR = Path("var")
+MAX_LEEWAY_SECONDS = 300
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MESHAUTH_",
+        frozen=True,
+        extra="forbid",
+        populate_by_name=True,
+    )
+
+    # Where local state lives when the embedded defaults are used.
+    var_dir: Path = DEFAULT_VAR_DIR
+
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("MESHAUTH_DATABASE_URL", "DATABASE_URL", "database_url")
+    )
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("MESHAUTH_REDIS_URL", "REDIS_URL", "redis_url")
+    )
+    redis_prefix: str = "meshauth:"
+    admin_token: SecretStr | None = None
+
+    # Auth service
+    issuer: str = "http://127.0.0.1:8080"
+    audience: str = "meshauth"
+    auth_host: str = "127.0.0.1"
+    auth_port: int = Field(default=8080, ge=0, le=65535)
+    grpc_port: int = Field(default=9001, ge=0, le=65535)
+    auth_workers: int = Field(default=1, ge=1, le=64)
+
+    # Policy service
+    policy_host: str = "127.0.0.1"
+    policy_port: int = Field(default=8090, ge=0, le=65535)
+    policy_workers: int = Field(default=1, ge=1, le=64)
+
+    # Tokens (seconds)
+    signing_alg: SigningAlg = "ES256"
+    access_token_ttl: int = Field(default=900, ge=10, le=86_400)
+    refresh_token_ttl: int = Field(default=14 * 86_400, ge=60)
+    leeway: int = Field(default=30, ge=0, le=MAX_LEEWAY_SECONDS)
+    max_token_bytes: int = Field(default=8192, ge=512, le=65_536)
+    max_body_bytes: int = Field(default=65_536, ge=1024)
+
+    # Caches (switchable, for tests and for measuring what they buy)
+    jwt_cache_enabled: bool = True
+    jwt_cache_size: int = Field(default=100_000, ge=1)
+    session_cache_ttl: float = Field(default=5.0, ge=0)
+    key_refresh_interval: float = Field(default=30.0, gt=0)
+
+    # Sessions (seconds)
+    session_cookie_name: str = "meshauth_session"
+    session_idle_timeout: int = Field(default=1800, ge=10)
+    session_absolute_timeout: int = Field(default=8 * 3600, ge=10)
+    cookie_secure: bool = True
+    cookie_samesite: Literal["lax", "strict", "none"] = "lax"
+
+    # Guessing throttle: failures allowed per window before 429.
+    throttle_window: int = Field(default=300, ge=1)
+    throttle_max_per_account: int = Field(default=5, ge=1)
+    throttle_max_per_address: int = Field(default=50, ge=1)
+
+    # Password hashing (argon2id); the defaults are RFC 9106's second recommendation.
+    argon2_time_cost: int = Field(default=3, ge=1)
+    argon2_memory_kib: int = Field(default=65_536, ge=8)
+    argon2_parallelism: int = Field(default=1, ge=1)
+
+    @field_validator("redis_prefix")
+    @classmethod
+    def _prefix_ends_with_colon(cls, v: str) -> str:
+        if not v.endswith(":"):
+            raise ValueError("redis_prefix must end with ':'")
+        return v
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer_is_url(cls, v: str) -> str:
+        if not v.startswith(("https://", "http://")) or "?" in v or "#" in v:
+            raise ValueError("issuer must be an http(s) URL without query or fragment (RFC 8414 §2)")
+        return v.rstrip("/")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("MESHAUTH_CONFIG_FILE")
+        if config_file:
+            if not Path(config_file).is_file():
+                raise FileNotFoundError(f"MESHAUTH_CONFIG_FILE={config_file} does not exist")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    @cached_property
+    def sqlalchemy_url(self) -> str:
+        """The async SQLAlchemy URL: the configured database, or a SQLite file under ``var_dir``."""
+        url = self.database_url or f"sqlite:///{(self.var_dir / 'meshauth.db').resolve()}"
+        return async_database_url(url)
+
+    @property
+    def admin_token_file(self) -> Path:
+        return self.var_dir / "admin-token"
+
+    @property
+    def redis_url_file(self) -> Path:
+        """Written by ``meshauth up`` when it starts the embedded Valkey, read by the CLI."""
+        return self.var_dir / "redis-url"
+
+
+def async_database_url(url: str) -> str:
+    """Map the URL spellings platforms use to the async drivers meshauth ships with."""
+    for prefix, driver in (
+        ("postgres://", "postgresql+asyncpg://"),
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgresql+psycopg://", "postgresql+asyncpg://"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+    ):
+        if url.startswith(prefix):
+            return driver + url[len(prefix) :]
+    if url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+        return url
+    raise ValueError(f"unsupported database URL scheme: {url.split(':', 1)[0]!r} (use postgresql:// or sqlite://)")
+
+
+def load_settings(**overrides: object) -> Settings:
+    return Settings(**overrides)  # type: ignore[arg-type]
