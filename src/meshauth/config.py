@@ -58,6 +58,20 @@ class Settings(BaseSettings):
     policy_host: str = "127.0.0.1"
     policy_port: int = Field(default=8090, ge=0, le=65535)
     policy_workers: int = Field(default=1, ge=1, le=64)
+    # Decision requests (bytes, items) and admin uploads (policies, schema, entity bulk loads).
+    policy_max_request_bytes: int = Field(default=1_048_576, ge=1024)
+    policy_max_evaluations: int = Field(default=1024, ge=1)
+    policy_max_upload_bytes: int = Field(default=64 * 1_048_576, ge=1024)
+    # How often a replica re-reads store revisions to pick up another replica's writes (seconds).
+    policy_refresh_interval: float = Field(default=0.05, gt=0, le=60)
+    # Scope index and entity cache: switchable, for tests and for measuring what they buy.
+    policy_index_enabled: bool = True
+    policy_entity_cache_enabled: bool = True
+    policy_entity_cache_size: int = Field(default=200_000, ge=1)
+    # Entities referenced from request entities' attributes are loaded this many hops deep
+    # (parents are always followed to the top of the hierarchy, up to policy_max_hierarchy_depth).
+    policy_entity_ref_depth: int = Field(default=1, ge=0, le=8)
+    policy_max_hierarchy_depth: int = Field(default=32, ge=1, le=256)
 
     # Tokens (seconds)
     signing_alg: SigningAlg = "ES256"

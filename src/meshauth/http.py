@@ -38,9 +38,7 @@ class ApiError(Exception):
         return json_response(body, status=self.status, headers=headers)
 
 
-def json_response(
-    content: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
-) -> Response:
+def json_response(content: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     return Response(
         _encoder.encode(content), status_code=status, headers=dict(headers or {}), media_type="application/json"
     )

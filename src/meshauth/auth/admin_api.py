@@ -1,0 +1,117 @@
+"""``/admin/``: users and clients, behind the admin bearer token."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from meshauth.admin_token import is_admin
+from meshauth.auth.accounts import (
+    AccountError,
+    AlreadyExists,
+    check_attributes,
+    check_grant_types,
+    check_name,
+    check_scopes,
+    check_secret,
+)
+from meshauth.auth.client_auth import ClientAuthenticator
+from meshauth.auth.service import AuthService
+from meshauth.http import ApiError, json_response, read_json_object
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+CLIENT_FIELDS = frozenset({"client_id", "client_secret", "scopes", "grant_types"})
+USER_FIELDS = frozenset({"username", "password", "attributes"})
+
+
+def _unknown_fields(body: dict[str, object], allowed: frozenset[str]) -> None:
+    extra = sorted(set(body) - allowed)
+    if extra:
+        raise ApiError(400, "invalid_request", f"unknown field {extra[0]!r}")
+
+
+class AdminEndpoints:
+    def __init__(self, service: AuthService, clients: ClientAuthenticator) -> None:
+        self._s = service
+        self._clients = clients
+
+    def guarded(self, endpoint: Endpoint) -> Endpoint:
+        async def wrapper(request: Request) -> Response:
+            if not is_admin(request.headers.get("authorization"), self._s.admin_token):
+                raise ApiError(
+                    401,
+                    "unauthorized",
+                    "admin bearer token required",
+                    headers={"www-authenticate": 'Bearer realm="meshauth-admin"'},
+                )
+            return await endpoint(request)
+
+        return wrapper
+
+    async def create_client(self, request: Request) -> Response:
+        body = await read_json_object(request, self._s.settings.max_body_bytes)
+        _unknown_fields(body, CLIENT_FIELDS)
+        try:
+            client_id = check_name("client_id", body.get("client_id"))
+            secret = check_secret("client_secret", body.get("client_secret"))
+            scopes = check_scopes(body.get("scopes", []))
+            grants = check_grant_types(body.get("grant_types", ["client_credentials"]))
+        except AccountError as exc:
+            raise ApiError(400, "invalid_request", str(exc)) from None
+        try:
+            client = await self._s.accounts.add_client(
+                client_id, await self._s.passwords.hash_async(secret), scopes, grants
+            )
+        except AlreadyExists as exc:
+            raise ApiError(409, "conflict", str(exc)) from None
+        return json_response(client.public(), status=201)
+
+    async def list_clients(self, _request: Request) -> Response:
+        return json_response({"clients": [c.public() for c in await self._s.accounts.list_clients()]})
+
+    async def disable_client(self, request: Request) -> Response:
+        client_id = request.path_params["client_id"]
+        if not await self._s.accounts.set_client_disabled(client_id, True):
+            raise ApiError(404, "not_found", f"no client {client_id!r}")
+        self._clients.forget(client_id)
+        return json_response({"client_id": client_id, "disabled": True})
+
+    async def delete_client(self, request: Request) -> Response:
+        client_id = request.path_params["client_id"]
+        if not await self._s.accounts.delete_client(client_id):
+            raise ApiError(404, "not_found", f"no client {client_id!r}")
+        self._clients.forget(client_id)
+        return Response(status_code=204)
+
+    async def create_user(self, request: Request) -> Response:
+        body = await read_json_object(request, self._s.settings.max_body_bytes)
+        _unknown_fields(body, USER_FIELDS)
+        try:
+            username = check_name("username", body.get("username"))
+            password = check_secret("password", body.get("password"))
+            attributes = check_attributes(body.get("attributes", {}))
+        except AccountError as exc:
+            raise ApiError(400, "invalid_request", str(exc)) from None
+        try:
+            user = await self._s.accounts.add_user(username, await self._s.passwords.hash_async(password), attributes)
+        except AlreadyExists as exc:
+            raise ApiError(409, "conflict", str(exc)) from None
+        return json_response(user.public(), status=201)
+
+    async def list_users(self, _request: Request) -> Response:
+        return json_response({"users": [u.public() for u in await self._s.accounts.list_users()]})
+
+    async def disable_user(self, request: Request) -> Response:
+        username = request.path_params["username"]
+        if not await self._s.accounts.set_user_disabled(username, True):
+            raise ApiError(404, "not_found", f"no user {username!r}")
+        return json_response({"username": username, "disabled": True})
+
+    async def delete_user(self, request: Request) -> Response:
+        username = request.path_params["username"]
+        if not await self._s.accounts.delete_user(username):
+            raise ApiError(404, "not_found", f"no user {username!r}")
+        return Response(status_code=204)

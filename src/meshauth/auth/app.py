@@ -1,0 +1,148 @@
+"""The auth service's ASGI app: ext_authz (raw ASGI, the hot path) in front of a Starlette router."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import sqlalchemy as sa
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from meshauth.auth.admin_api import AdminEndpoints
+from meshauth.auth.client_auth import ClientAuthenticator
+from meshauth.auth.extauthz_grpc import start_grpc_server
+from meshauth.auth.extauthz_http import ExtAuthzHttp, is_ext_authz
+from meshauth.auth.gate import Gate
+from meshauth.auth.oauth import OAuthEndpoints
+from meshauth.auth.service import AuthService
+from meshauth.auth.session_api import SessionEndpoints
+from meshauth.config import Settings, load_settings
+from meshauth.http import ApiError, api_error_handler, internal_error_handler, json_response
+from meshauth.observability.metrics import (
+    INVALIDATION_CONNECTED,
+    JWT_CACHE,
+    REVOKED_TOKENS,
+    metrics_endpoint,
+)
+
+log = logging.getLogger(__name__)
+_Scope = dict[str, Any]
+
+
+class AuthApp:
+    """ASGI callable. ``grpc_port=None`` skips the gRPC listener (tests that do not need it)."""
+
+    def __init__(self, settings: Settings, *, service: AuthService | None = None, grpc_port: int | None = None) -> None:
+        self.settings = settings
+        self.service = service or AuthService(settings)
+        self.gate = Gate(self.service)
+        self.grpc_port = grpc_port
+        self.grpc_bound: int | None = None
+        self._grpc: grpc.aio.Server | None = None
+        authorization_limit = settings.max_token_bytes + len("Bearer ")
+        self.ext_authz = ExtAuthzHttp(self.gate, authorization_limit)
+        self.router = self._router()
+
+    def _router(self) -> Starlette:
+        s = self.service
+        clients = ClientAuthenticator(s)
+        oauth = OAuthEndpoints(s, clients)
+        sessions = SessionEndpoints(s, oauth)
+        admin = AdminEndpoints(s, clients)
+        g = admin.guarded
+        routes = [
+            Route("/oauth2/token", oauth.token, methods=["POST"]),
+            Route("/oauth2/introspect", oauth.introspect, methods=["POST"]),
+            Route("/oauth2/revoke", oauth.revoke, methods=["POST"]),
+            Route("/.well-known/openid-configuration", oauth.metadata, methods=["GET"]),
+            Route("/.well-known/oauth-authorization-server", oauth.metadata, methods=["GET"]),
+            Route("/.well-known/jwks.json", oauth.jwks, methods=["GET"]),
+            Route("/v1/sessions", sessions.create, methods=["POST"]),
+            Route("/v1/sessions/current", sessions.end, methods=["DELETE"]),
+            Route("/admin/clients", g(admin.create_client), methods=["POST"]),
+            Route("/admin/clients", g(admin.list_clients), methods=["GET"]),
+            Route("/admin/clients/{client_id}/disable", g(admin.disable_client), methods=["POST"]),
+            Route("/admin/clients/{client_id}", g(admin.delete_client), methods=["DELETE"]),
+            Route("/admin/users", g(admin.create_user), methods=["POST"]),
+            Route("/admin/users", g(admin.list_users), methods=["GET"]),
+            Route("/admin/users/{username}/disable", g(admin.disable_user), methods=["POST"]),
+            Route("/admin/users/{username}", g(admin.delete_user), methods=["DELETE"]),
+            Route("/healthz", self._healthz, methods=["GET"]),
+            Route("/readyz", self._readyz, methods=["GET"]),
+            Route("/metrics", self._metrics, methods=["GET"]),
+        ]
+        return Starlette(
+            routes=routes,
+            exception_handlers={ApiError: api_error_handler, Exception: internal_error_handler},
+            lifespan=self._lifespan,
+        )
+
+    async def __call__(self, scope: _Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and is_ext_authz(scope["path"]):
+            await self.ext_authz(scope, receive, send)
+        else:
+            await self.router(scope, receive, send)
+
+    def running(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Start and stop the service outside an ASGI server (tests, embedding)."""
+        return self._lifespan(self.router)
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        await self.service.start()
+        if self.grpc_port is not None:
+            self._grpc, self.grpc_bound = await start_grpc_server(
+                self.gate,
+                host=self.settings.auth_host,
+                port=self.grpc_port,
+                max_authorization_bytes=self.settings.max_token_bytes + len("Bearer "),
+            )
+        try:
+            yield
+        finally:
+            if self._grpc is not None:
+                await self._grpc.stop(grace=1.0)
+            await self.service.stop()
+
+    async def _healthz(self, _request: Request) -> Response:
+        return json_response({"status": "ok"})
+
+    async def _readyz(self, _request: Request) -> Response:
+        checks: dict[str, str] = {}
+        try:
+            async with self.service.engine.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+            checks["database"] = "ok"
+        except (SQLAlchemyError, OSError) as exc:
+            checks["database"] = f"unavailable: {type(exc).__name__}"
+        try:
+            await self.service.redis.ping()
+            checks["redis"] = "ok"
+        except (RedisError, OSError) as exc:
+            checks["redis"] = f"unavailable: {type(exc).__name__}"
+        ready = all(v == "ok" for v in checks.values())
+        return json_response(
+            {"status": "ready" if ready else "not ready", "checks": checks}, status=200 if ready else 503
+        )
+
+    async def _metrics(self, request: Request) -> Response:
+        v = self.service.verifier
+        JWT_CACHE.labels("hit")._value.set(v.cache_hits)
+        JWT_CACHE.labels("miss")._value.set(v.cache_misses)
+        REVOKED_TOKENS.set(len(self.service.denylist))
+        INVALIDATION_CONNECTED.set(1 if self.service.listener.connected else 0)
+        return await metrics_endpoint(request)
+
+
+def create_app() -> AuthApp:
+    """Factory for ``meshauth serve auth`` (granian): settings from the environment."""
+    settings = load_settings()
+    return AuthApp(settings, grpc_port=settings.grpc_port)

@@ -1,0 +1,117 @@
+"""OAuth client authentication: ``client_secret_basic`` and ``client_secret_post`` (RFC 6749 §2.3.1).
+
+A secret that verified recently is remembered by its SHA-256 for a minute, so a busy client does not
+pay an argon2 verification per token request; the remembered digest is compared in constant time.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from urllib.parse import unquote_plus
+
+from cachetools import TTLCache
+from starlette.requests import Request
+
+from meshauth.auth.accounts import MAX_SECRET_CHARS, Client
+from meshauth.auth.forms import oauth_error
+from meshauth.auth.service import AuthService
+from meshauth.http import ApiError
+
+VERIFIED_SECRET_TTL = 60.0
+MAX_CREDENTIAL_CHARS = 1024
+MAX_NAME_CHARS = 128
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def too_many(retry_after: int) -> ApiError:
+    return oauth_error(
+        429,
+        "too_many_requests",
+        f"too many failed attempts; retry after {retry_after} seconds",
+        **{"retry-after": str(retry_after)},
+    )
+
+
+class ClientAuthenticator:
+    def __init__(self, service: AuthService) -> None:
+        self._service = service
+        self._verified: TTLCache[str, bytes] = TTLCache(maxsize=10_000, ttl=VERIFIED_SECRET_TTL)
+
+    async def authenticate(self, request: Request, form: dict[str, str]) -> Client:
+        client_id, secret, via_basic = self._credentials(request, form)
+        fail = self._failure(via_basic)
+        if not 0 < len(client_id) <= MAX_NAME_CHARS or len(secret) > MAX_SECRET_CHARS:
+            raise fail
+        throttle = self._service.throttle
+        address = client_address(request)
+        wait = await throttle.check("client", client_id, address)
+        if wait is not None:
+            raise too_many(wait.retry_after)
+        client = await self._service.accounts.get_client(client_id)
+        digest = hashlib.sha256(secret.encode()).digest()
+        remembered = self._verified.get(client_id)
+        if client is not None and remembered is not None and hmac.compare_digest(remembered, digest):
+            ok = True
+        else:
+            ok = await self._service.passwords.verify(client.secret_hash if client else None, secret)
+        if not ok or client is None:
+            await throttle.failed("client", client_id, address)
+            raise fail
+        if client.disabled:
+            raise oauth_error(401, "invalid_client", "client is disabled")
+        self._verified[client_id] = digest
+        return client
+
+    def forget(self, client_id: str) -> None:
+        self._verified.pop(client_id, None)
+
+    @staticmethod
+    def _failure(via_basic: bool) -> ApiError:
+        headers = {"www-authenticate": 'Basic realm="meshauth"'} if via_basic else {}
+        return oauth_error(401, "invalid_client", "client authentication failed", **headers)
+
+    @staticmethod
+    def _credentials(request: Request, form: dict[str, str]) -> tuple[str, str, bool]:
+        header = request.headers.get("authorization")
+        in_body = "client_secret" in form
+        if header is not None and header[:6].lower() == "basic ":
+            if in_body:
+                raise oauth_error(400, "invalid_request", "use one client authentication method, not two")
+            if len(header) > MAX_CREDENTIAL_CHARS:
+                raise oauth_error(400, "invalid_request", "Authorization header is too long")
+            try:
+                decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                raise oauth_error(
+                    401,
+                    "invalid_client",
+                    "Basic credentials are not base64",
+                    **{"www-authenticate": 'Basic realm="meshauth"'},
+                ) from None
+            raw_id, sep, raw_secret = decoded.partition(":")
+            if not sep:
+                raise oauth_error(
+                    401,
+                    "invalid_client",
+                    "Basic credentials lack ':'",
+                    **{"www-authenticate": 'Basic realm="meshauth"'},
+                )
+            # RFC 6749 §2.3.1: id and secret are form-encoded before Basic encoding.
+            client_id, secret = unquote_plus(raw_id), unquote_plus(raw_secret)
+            if "client_id" in form and form["client_id"] != client_id:
+                raise oauth_error(400, "invalid_request", "client_id in the body differs from the Basic credentials")
+            return client_id, secret, True
+        if in_body:
+            client_id = form.get("client_id", "")
+            if not client_id:
+                raise oauth_error(400, "invalid_request", "client_secret without client_id")
+            return client_id, form["client_secret"], False
+        raise oauth_error(
+            401, "invalid_client", "client authentication is required", **{"www-authenticate": 'Basic realm="meshauth"'}
+        )

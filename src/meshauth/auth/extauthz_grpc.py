@@ -1,0 +1,84 @@
+"""Envoy ext_authz, gRPC mode: ``envoy.service.auth.v3.Authorization/Check`` on ``grpc_port``.
+
+Same gate as the HTTP mode. Allowed: ``OkHttpResponse`` with the identity headers. Refused:
+``DeniedHttpResponse`` carrying the HTTP status Envoy should send (401, or 503 when a session cannot be
+confirmed) and ``www-authenticate``, with the gRPC status UNAUTHENTICATED / UNAVAILABLE.
+"""
+
+from __future__ import annotations
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from envoy.type.v3 import http_status_pb2
+from google.rpc import code_pb2, status_pb2
+
+from meshauth.auth.gate import Gate
+from meshauth.observability.metrics import GATE_DECISIONS
+
+MAX_MESSAGE_BYTES = 1 << 20
+
+
+def _header(name: str, value: str) -> base_pb2.HeaderValueOption:
+    return base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=name, value=value),
+        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+    )
+
+
+class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
+    def __init__(self, gate: Gate, max_authorization_bytes: int) -> None:
+        self._gate = gate
+        self._max = max_authorization_bytes
+
+    async def Check(
+        self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
+    ) -> external_auth_pb2.CheckResponse:
+        # Envoy lower-cases header names in CheckRequest.
+        headers = request.attributes.request.http.headers
+        authorization = headers.get("authorization")
+        cookie = headers.get("cookie")
+        if authorization is not None and len(authorization) > self._max:
+            GATE_DECISIONS.labels("grpc", "bearer", "deny").inc()
+            return self._denied(401, (("www-authenticate", 'Bearer realm="meshauth", error="invalid_token"'),))
+        verdict = await self._gate.check(authorization, cookie)
+        if verdict.allowed:
+            GATE_DECISIONS.labels("grpc", verdict.credential, "allow").inc()
+            return external_auth_pb2.CheckResponse(
+                status=status_pb2.Status(code=code_pb2.OK),
+                ok_response=external_auth_pb2.OkHttpResponse(headers=[_header(k, v) for k, v in verdict.headers]),
+            )
+        GATE_DECISIONS.labels("grpc", verdict.credential, "error" if verdict.status >= 500 else "deny").inc()
+        return self._denied(verdict.status, verdict.headers, verdict.reason)
+
+    @staticmethod
+    def _denied(status: int, headers: tuple[tuple[str, str], ...], reason: str = "") -> external_auth_pb2.CheckResponse:
+        code = code_pb2.UNAVAILABLE if status >= 500 else code_pb2.UNAUTHENTICATED
+        return external_auth_pb2.CheckResponse(
+            status=status_pb2.Status(code=code, message=reason),
+            denied_response=external_auth_pb2.DeniedHttpResponse(
+                status=http_status_pb2.HttpStatus(code=status),  # type: ignore[arg-type]
+                headers=[_header(k, v) for k, v in headers],
+                body=reason,
+            ),
+        )
+
+
+async def start_grpc_server(
+    gate: Gate, *, host: str, port: int, max_authorization_bytes: int
+) -> tuple[grpc.aio.Server, int]:
+    """Start serving; returns the server and the port it bound (useful with port 0)."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 1),
+        ]
+    )
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
+        AuthorizationServicer(gate, max_authorization_bytes), server
+    )
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"could not bind gRPC ext_authz to {host}:{port}")
+    await server.start()
+    return server, bound

@@ -1,0 +1,45 @@
+"""Strict parsing of ``application/x-www-form-urlencoded`` bodies for the OAuth endpoints."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+
+from meshauth.http import ApiError, read_body
+
+MAX_FORM_FIELDS = 32
+
+
+def oauth_error(status: int, error: str, description: str, **headers: str) -> ApiError:
+    # RFC 6749 §5.1: responses carrying tokens or errors must not be cached.
+    return ApiError(status, error, description, headers={"pragma": "no-cache", **headers})
+
+
+async def read_form(request: Request, limit: int) -> dict[str, str]:
+    """The form as a dict; 400 invalid_request for a wrong media type, bad encoding or repeated parameter."""
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != "application/x-www-form-urlencoded":
+        raise oauth_error(400, "invalid_request", "send the body as application/x-www-form-urlencoded")
+    raw = await read_body(request, limit)
+    try:
+        text = raw.decode("ascii")
+        pairs = parse_qsl(
+            text,
+            keep_blank_values=True,
+            strict_parsing=bool(text),
+            max_num_fields=MAX_FORM_FIELDS,
+            encoding="utf-8",
+            errors="strict",
+        )
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise oauth_error(400, "invalid_request", f"body is not a valid form: {exc}") from None
+    form: dict[str, str] = {}
+    for name, value in pairs:
+        if name in form:
+            # RFC 6749 §3.1/§3.2: parameters must not be included more than once.
+            raise oauth_error(400, "invalid_request", f"parameter {name!r} is repeated")
+        if "\x00" in value:
+            raise oauth_error(400, "invalid_request", f"parameter {name!r} contains a NUL character")
+        form[name] = value
+    return form

@@ -1,0 +1,98 @@
+"""The gate: one request's credentials in, an identity or a refusal out (authn mode).
+
+Order of checks, cheapest first: bearer token from the JWT cache (no I/O), full verification on a miss,
+the revocation mirror on every request; otherwise the session cookie (in-process cache, then Redis).
+A request with both presents only its bearer token to the decision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from http.cookies import CookieError, SimpleCookie
+
+from redis.exceptions import RedisError
+
+from meshauth.auth.service import AuthService
+from meshauth.auth.tokens import Identity, TokenError
+
+SESSION_CLIENT_ID = "meshauth-session"
+REALM = 'Bearer realm="meshauth"'
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    credential: str  # "bearer" | "session" | "none"
+    reason: str = ""
+
+    @property
+    def allowed(self) -> bool:
+        return self.status == 200
+
+
+def _refused(credential: str, reason: str, error: str = "invalid_token") -> Verdict:
+    quoted = reason.replace("\\", "\\\\").replace('"', "'")
+    return Verdict(
+        401, (("www-authenticate", f'{REALM}, error="{error}", error_description="{quoted}"'),), credential, reason
+    )
+
+
+MISSING = Verdict(401, (("www-authenticate", REALM),), "none", "no credential")
+
+
+def identity_headers(subject: str, client_id: str, scope: str) -> tuple[tuple[str, str], ...]:
+    return (
+        ("x-meshauth-subject", subject),
+        ("x-meshauth-client-id", client_id),
+        ("x-meshauth-scope", scope),
+    )
+
+
+class Gate:
+    def __init__(self, service: AuthService) -> None:
+        self._s = service
+        self._cookie_name = service.settings.session_cookie_name
+
+    async def check(self, authorization: str | None, cookie: str | None) -> Verdict:
+        if authorization:
+            return await self._bearer(authorization)
+        if cookie:
+            session_id = self._session_id(cookie)
+            if session_id:
+                return await self._session(session_id)
+        return MISSING
+
+    async def _bearer(self, authorization: str) -> Verdict:
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            return _refused("bearer", "Authorization must be 'Bearer <token>'", "invalid_request")
+        identity: Identity | None = self._s.verifier.cached(token)
+        if identity is None:
+            try:
+                identity = await self._s.verifier.verify(token)
+            except TokenError as exc:
+                return _refused("bearer", str(exc))
+        if identity.jti in self._s.denylist:
+            return _refused("bearer", "token has been revoked")
+        return Verdict(200, identity_headers(identity.subject, identity.client_id, identity.scope), "bearer")
+
+    def _session_id(self, cookie: str) -> str | None:
+        jar = SimpleCookie()
+        try:
+            jar.load(cookie)
+        except CookieError:
+            return None
+        morsel = jar.get(self._cookie_name)
+        return morsel.value if morsel is not None else None
+
+    async def _session(self, session_id: str) -> Verdict:
+        try:
+            session = await self._s.sessions.get(session_id)
+        except (RedisError, OSError):
+            # Fail closed: a session that cannot be confirmed is not a session.
+            return Verdict(503, (), "session", "session store unavailable")
+        if session is None:
+            return _refused("session", "session is unknown or has expired")
+        return Verdict(200, identity_headers(session.subject, SESSION_CLIENT_ID, session.scope), "session")

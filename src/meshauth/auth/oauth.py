@@ -1,0 +1,255 @@
+"""The OAuth 2.0 endpoints: token (RFC 6749), introspection (RFC 7662), revocation (RFC 7009), metadata
+(RFC 8414) and JWKS."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from meshauth.auth.accounts import NAME_PATTERN, Client
+from meshauth.auth.client_auth import ClientAuthenticator, client_address, too_many
+from meshauth.auth.forms import oauth_error, read_form
+from meshauth.auth.refresh import RefreshError, RefreshGrant, Reused
+from meshauth.auth.service import AuthService
+from meshauth.auth.tokens import TokenError
+from meshauth.http import json_response
+
+GRANTS = ("client_credentials", "password", "refresh_token")
+NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
+MAX_PASSWORD_CHARS = 1024
+
+
+def _requested_scope(form: dict[str, str], allowed: tuple[str, ...] | list[str]) -> str:
+    """RFC 6749 §3.3: the requested scope must be within what is allowed; absent means all of it."""
+    raw = form.get("scope")
+    if raw is None:
+        return " ".join(allowed)
+    requested = raw.split(" ")
+    if any(not s for s in requested):
+        raise oauth_error(400, "invalid_scope", "scope must be space-separated scope tokens")
+    unknown = [s for s in requested if s not in allowed]
+    if unknown:
+        raise oauth_error(400, "invalid_scope", f"scope {unknown[0]!r} is not allowed for this grant")
+    return " ".join(dict.fromkeys(requested))
+
+
+class OAuthEndpoints:
+    def __init__(self, service: AuthService, clients: ClientAuthenticator) -> None:
+        self._s = service
+        self._clients = clients
+
+    # --- token -------------------------------------------------------------------------------------
+
+    async def token(self, request: Request) -> Response:
+        form = await read_form(request, self._s.settings.max_body_bytes)
+        grant_type = form.get("grant_type")
+        if not grant_type:
+            raise oauth_error(400, "invalid_request", "grant_type is required")
+        if grant_type not in GRANTS:
+            raise oauth_error(400, "unsupported_grant_type", f"grant_type {grant_type[:64]!r} is not supported")
+        client = await self._clients.authenticate(request, form)
+        if grant_type not in client.grant_types:
+            raise oauth_error(400, "unauthorized_client", f"client may not use the {grant_type} grant")
+        if grant_type == "client_credentials":
+            return self._client_credentials(client, form)
+        if grant_type == "password":
+            return await self._password(request, client, form)
+        return await self._refresh(client, form)
+
+    def _client_credentials(self, client: Client, form: dict[str, str]) -> Response:
+        scope = _requested_scope(form, client.scopes)
+        issued = self._s.issuer.issue(subject=client.client_id, client_id=client.client_id, scope=scope)
+        # RFC 6749 §4.4.3: no refresh token for client credentials.
+        return self._token_response(issued.token, scope, None)
+
+    async def _password(self, request: Request, client: Client, form: dict[str, str]) -> Response:
+        username, password = form.get("username"), form.get("password")
+        if username is None or password is None:
+            raise oauth_error(400, "invalid_request", "username and password are required")
+        scope = _requested_scope(form, client.scopes)
+        await self.check_password(request, username, password)
+        issued = self._s.issuer.issue(subject=username, client_id=client.client_id, scope=scope)
+        refresh = await self._s.refresh_tokens.issue(
+            None,
+            client_id=client.client_id,
+            subject=username,
+            scope=scope,
+            access_jti=issued.jti,
+            access_exp=issued.exp,
+        )
+        return self._token_response(issued.token, scope, refresh)
+
+    async def check_password(self, request: Request, username: str, password: str) -> None:
+        """Verify a user's password under the guessing throttle; invalid_grant on any failure."""
+        if not NAME_PATTERN.fullmatch(username) or len(password) > MAX_PASSWORD_CHARS:
+            raise oauth_error(400, "invalid_grant", "invalid username or password")
+        address = client_address(request)
+        wait = await self._s.throttle.check("user", username, address)
+        if wait is not None:
+            raise too_many(wait.retry_after)
+        user = await self._s.accounts.get_user(username)
+        ok = await self._s.passwords.verify(user.password_hash if user else None, password)
+        if not ok or user is None:
+            await self._s.throttle.failed("user", username, address)
+            raise oauth_error(400, "invalid_grant", "invalid username or password")
+        if user.disabled:
+            raise oauth_error(400, "invalid_grant", "user is disabled")
+        await self._s.throttle.succeeded("user", username)
+
+    async def _refresh(self, client: Client, form: dict[str, str]) -> Response:
+        token = form.get("refresh_token")
+        if not token:
+            raise oauth_error(400, "invalid_request", "refresh_token is required")
+        try:
+            outcome = await self._s.refresh_tokens.redeem(token, client.client_id)
+        except RefreshError as exc:
+            raise oauth_error(400, "invalid_grant", str(exc)) from None
+        if isinstance(outcome, Reused):
+            for jti, exp in outcome.access_tokens:
+                await self._s.denylist.revoke(jti, exp)
+            raise oauth_error(400, "invalid_grant", "refresh token was already used; its token family is revoked")
+        grant: RefreshGrant = outcome
+        user = await self._s.accounts.get_user(grant.subject)
+        if user is None or user.disabled:
+            raise oauth_error(400, "invalid_grant", "the user of this refresh token is gone or disabled")
+        # RFC 6749 §6: a refreshed scope may narrow, never widen, the original grant.
+        scope = _requested_scope(form, grant.scope.split(" ") if grant.scope else [])
+        issued = self._s.issuer.issue(subject=grant.subject, client_id=client.client_id, scope=scope)
+        refresh = await self._s.refresh_tokens.issue(
+            grant,
+            client_id=client.client_id,
+            subject=grant.subject,
+            scope=grant.scope,
+            access_jti=issued.jti,
+            access_exp=issued.exp,
+        )
+        return self._token_response(issued.token, scope, refresh)
+
+    def _token_response(self, access_token: str, scope: str, refresh_token: str | None) -> Response:
+        body: dict[str, Any] = {
+            "access_token": access_token,
+            "token_type": "Bearer",
+            "expires_in": self._s.issuer.ttl,
+            "scope": scope,
+        }
+        if refresh_token is not None:
+            body["refresh_token"] = refresh_token
+        return json_response(body, headers=NO_STORE)
+
+    # --- introspection and revocation ----------------------------------------------------------------
+
+    async def introspect(self, request: Request) -> Response:
+        form = await read_form(request, self._s.settings.max_body_bytes)
+        await self._clients.authenticate(request, form)
+        token = form.get("token")
+        if token is None:
+            raise oauth_error(400, "invalid_request", "token is required")
+        hint = form.get("token_type_hint")
+        inactive = json_response({"active": False}, headers=NO_STORE)
+        if hint != "refresh_token":
+            found = await self._introspect_access(token)
+            if found is not None:
+                return json_response(found, headers=NO_STORE)
+        refresh = await self._s.refresh_tokens.lookup(token)
+        now = int(time.time())
+        if (
+            refresh is None
+            or refresh.used_at is not None
+            or refresh.revoked_at is not None
+            or refresh.expires_at <= now
+        ):
+            return inactive
+        return json_response(
+            {
+                "active": True,
+                "token_type": "refresh_token",
+                "client_id": refresh.client_id,
+                "sub": refresh.subject,
+                "scope": refresh.scope,
+                "exp": refresh.expires_at,
+                "iat": refresh.created_at,
+                "iss": self._s.settings.issuer,
+            },
+            headers=NO_STORE,
+        )
+
+    async def _introspect_access(self, token: str) -> dict[str, Any] | None:
+        try:
+            identity = await self._s.verifier.verify(token)
+        except TokenError:
+            return None
+        if identity.jti in self._s.denylist:
+            return None
+        claims = identity.claims
+        return {
+            "active": True,
+            "token_type": "Bearer",
+            "scope": identity.scope,
+            "client_id": identity.client_id,
+            "sub": identity.subject,
+            "exp": claims["exp"],
+            "iat": claims["iat"],
+            "nbf": claims.get("nbf", claims["iat"]),
+            "iss": claims["iss"],
+            "aud": claims["aud"],
+            "jti": identity.jti,
+        }
+
+    async def revoke(self, request: Request) -> Response:
+        form = await read_form(request, self._s.settings.max_body_bytes)
+        client = await self._clients.authenticate(request, form)
+        token = form.get("token")
+        if token is None:
+            raise oauth_error(400, "invalid_request", "token is required")
+        ok = json_response({}, headers=NO_STORE)
+        hint = form.get("token_type_hint")
+        if hint is not None and hint not in ("access_token", "refresh_token"):
+            # RFC 7009 §2.2.1; we still search both kinds.
+            hint = None
+        if hint != "refresh_token":
+            try:
+                identity = await self._s.verifier.verify(token)
+            except TokenError:
+                identity = None
+            if identity is not None:
+                if identity.client_id != client.client_id:
+                    raise oauth_error(400, "unauthorized_client", "token was not issued to this client")
+                await self._s.denylist.revoke(identity.jti, identity.exp)
+                return ok
+        refresh = await self._s.refresh_tokens.lookup(token)
+        if refresh is not None:
+            if refresh.client_id != client.client_id:
+                raise oauth_error(400, "unauthorized_client", "token was not issued to this client")
+            # RFC 7009 §2.1: revoking a refresh token also invalidates access tokens of the same grant.
+            for jti, exp in await self._s.refresh_tokens.revoke_family(str(refresh.family_id)):
+                await self._s.denylist.revoke(jti, exp)
+        # RFC 7009 §2.2: an invalid or unknown token still gets 200.
+        return ok
+
+    # --- discovery ------------------------------------------------------------------------------------
+
+    async def metadata(self, _request: Request) -> Response:
+        iss = self._s.settings.issuer
+        return json_response(
+            {
+                "issuer": iss,
+                "token_endpoint": f"{iss}/oauth2/token",
+                "jwks_uri": f"{iss}/.well-known/jwks.json",
+                "introspection_endpoint": f"{iss}/oauth2/introspect",
+                "revocation_endpoint": f"{iss}/oauth2/revoke",
+                "grant_types_supported": list(GRANTS),
+                "response_types_supported": [],
+                "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+                "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+                "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+                "access_token_signing_alg_values_supported": sorted({k.alg for k in self._s.keys.published()}),
+            },
+            headers={"cache-control": "public, max-age=300"},
+        )
+
+    async def jwks(self, _request: Request) -> Response:
+        # Short max-age: a rotation must reach verifiers well within the overlap window.
+        return json_response(self._s.keys.jwks(), headers={"cache-control": "public, max-age=60"})

@@ -1,0 +1,129 @@
+"""Rotating refresh tokens with reuse detection (OAuth 2.0 Security BCP §4.14).
+
+Each refresh token is single-use. Using one marks it used and mints its successor in the same *family*.
+Presenting a token that was already used means two parties hold it: the whole family is revoked, and
+the access tokens minted with it are handed back so the caller can deny them too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from meshauth.db.tables import refresh_tokens
+
+MAX_REFRESH_TOKEN_CHARS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshGrant:
+    family_id: str
+    client_id: str
+    subject: str
+    scope: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reused:
+    """A used or revoked token came back: its family is now revoked, with these access tokens."""
+
+    access_tokens: list[tuple[str, int]]
+
+
+class RefreshError(Exception):
+    pass
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class RefreshTokens:
+    def __init__(self, engine: AsyncEngine, *, ttl: int) -> None:
+        self._engine = engine
+        self._ttl = ttl
+
+    async def issue(
+        self, grant: RefreshGrant | None, *, client_id: str, subject: str, scope: str, access_jti: str, access_exp: int
+    ) -> str:
+        """A new refresh token: the first of a family (``grant`` None) or the successor in ``grant``'s family."""
+        token = secrets.token_urlsafe(32)
+        now = int(time.time())
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                refresh_tokens.insert().values(
+                    token_hash=token_hash(token),
+                    family_id=grant.family_id if grant else secrets.token_hex(16),
+                    client_id=client_id,
+                    subject=subject,
+                    scope=scope,
+                    created_at=now,
+                    expires_at=now + self._ttl,
+                    used_at=None,
+                    revoked_at=None,
+                    access_jti=access_jti,
+                    access_exp=access_exp,
+                )
+            )
+        return token
+
+    async def redeem(self, token: str, client_id: str) -> RefreshGrant | Reused:
+        """Spend ``token`` once. RefreshError for unknown/expired/foreign tokens; Reused for a replay."""
+        if len(token) > MAX_REFRESH_TOKEN_CHARS:
+            raise RefreshError("refresh token is malformed")
+        digest = token_hash(token)
+        now = int(time.time())
+        async with self._engine.begin() as conn:
+            row = (await conn.execute(sa.select(refresh_tokens).where(refresh_tokens.c.token_hash == digest))).first()
+            if row is None:
+                raise RefreshError("refresh token is unknown")
+            if row.client_id != client_id:
+                # Not this client's token: do not reveal or touch it (RFC 6749 §6).
+                raise RefreshError("refresh token was not issued to this client")
+            if row.expires_at <= now:
+                raise RefreshError("refresh token has expired")
+            if row.used_at is None and row.revoked_at is None:
+                # Conditional update: of two concurrent redemptions exactly one wins; the other is a reuse.
+                spent = await conn.execute(
+                    refresh_tokens.update()
+                    .where(
+                        refresh_tokens.c.token_hash == digest,
+                        refresh_tokens.c.used_at.is_(None),
+                        refresh_tokens.c.revoked_at.is_(None),
+                    )
+                    .values(used_at=now)
+                )
+                if spent.rowcount == 1:
+                    return RefreshGrant(row.family_id, row.client_id, row.subject, row.scope)
+        return Reused(await self.revoke_family(row.family_id))
+
+    async def revoke_family(self, family_id: str) -> list[tuple[str, int]]:
+        """Revoke every token of a family; returns the (jti, exp) of its access tokens still alive."""
+        now = int(time.time())
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                refresh_tokens.update()
+                .where(refresh_tokens.c.family_id == family_id, refresh_tokens.c.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+            rows = (
+                await conn.execute(
+                    sa.select(refresh_tokens.c.access_jti, refresh_tokens.c.access_exp).where(
+                        refresh_tokens.c.family_id == family_id, refresh_tokens.c.access_exp > now
+                    )
+                )
+            ).all()
+        return [(r.access_jti, r.access_exp) for r in rows]
+
+    async def lookup(self, token: str) -> sa.Row[tuple[object, ...]] | None:
+        if len(token) > MAX_REFRESH_TOKEN_CHARS:
+            return None
+        async with self._engine.connect() as conn:
+            return (
+                await conn.execute(sa.select(refresh_tokens).where(refresh_tokens.c.token_hash == token_hash(token)))
+            ).first()

@@ -1,0 +1,68 @@
+"""Revoked access tokens: a jti denylist in Redis (TTL = remaining lifetime) mirrored in every replica.
+
+The hot path asks only the local mirror. It is filled from a Redis snapshot at start and after any
+reconnect, and kept current by ``jti`` entries on the invalidation stream.
+"""
+
+from __future__ import annotations
+
+import time
+
+from redis.asyncio import Redis
+
+from meshauth.bus.invalidations import STREAM_MAXLEN, entry
+from meshauth.kv import Keys
+
+KIND = "jti"
+
+
+class Denylist:
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._local: dict[str, int] = {}
+
+    def __contains__(self, jti: str) -> bool:
+        exp = self._local.get(jti)
+        if exp is None:
+            return False
+        if exp < time.time():
+            # The token is past exp, so signature checks refuse it anyway; forget the entry.
+            self._local.pop(jti, None)
+            return False
+        return True
+
+    def __len__(self) -> int:
+        return len(self._local)
+
+    def add_local(self, jti: str, exp: int) -> None:
+        self._local[jti] = exp
+
+    async def revoke(self, jti: str, exp: int) -> None:
+        """Deny ``jti`` until ``exp`` everywhere: write the key, announce it, and apply it here at once."""
+        self.add_local(jti, exp)
+        if exp <= time.time():
+            return
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._keys.revoked(jti), str(exp), exat=exp)
+            pipe.xadd(self._keys.invalidations, entry(KIND, jti, exp), maxlen=STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
+            await pipe.execute()
+
+    async def snapshot(self) -> None:
+        """Replace the mirror with what Redis holds now."""
+        fresh: dict[str, int] = {}
+        cursor = 0
+        prefix_len = len(self._keys.revoked(""))
+        while True:
+            cursor, batch = await self._redis.scan(cursor, match=self._keys.revoked_pattern(), count=1000)
+            if batch:
+                values = await self._redis.mget(batch)
+                for key, value in zip(batch, values, strict=True):
+                    if value is not None:
+                        fresh[key.decode()[prefix_len:]] = int(value)
+            if cursor == 0:
+                break
+        # Keep local additions made while the snapshot ran; they were written to Redis too.
+        now = time.time()
+        fresh.update((jti, exp) for jti, exp in self._local.items() if exp >= now)
+        self._local = fresh

@@ -1,0 +1,117 @@
+"""The auth service's parts, built once per process from settings and started/stopped with the app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from meshauth.admin_token import read_admin_token
+from meshauth.auth import revocation, sessions
+from meshauth.auth.accounts import Accounts
+from meshauth.auth.keys import KeyStore, ensure_key
+from meshauth.auth.passwords import Passwords
+from meshauth.auth.refresh import RefreshTokens
+from meshauth.auth.revocation import Denylist
+from meshauth.auth.sessions import SessionStore
+from meshauth.auth.throttle import Throttle
+from meshauth.auth.tokens import TokenIssuer, TokenVerifier
+from meshauth.bus.invalidations import InvalidationListener
+from meshauth.config import Settings
+from meshauth.db import create_engine
+from meshauth.kv import Keys, connect, resolve_redis_url
+
+log = logging.getLogger(__name__)
+
+KEYS_KIND = "keys"
+
+
+class AuthService:
+    def __init__(self, settings: Settings, *, engine: AsyncEngine | None = None, redis_url: str | None = None) -> None:
+        url = redis_url or resolve_redis_url(settings)
+        if url is None:
+            raise RuntimeError("no Redis configured: set REDIS_URL (or run `meshauth up`, which starts one)")
+        self.settings = settings
+        self.redis_url = url
+        self.engine = engine or create_engine(settings.sqlalchemy_url)
+        self.redis: Redis = connect(url)
+        self.rkeys = Keys(settings.redis_prefix)
+        # Tokens signed by a retired key stay verifiable this long after it stopped signing.
+        self.key_overlap = settings.access_token_ttl + settings.leeway
+        self.keys = KeyStore(self.engine, overlap=self.key_overlap)
+        self.issuer = TokenIssuer(
+            self.keys, issuer=settings.issuer, audience=settings.audience, ttl=settings.access_token_ttl
+        )
+        self.verifier = TokenVerifier(
+            self.keys,
+            issuer=settings.issuer,
+            audience=settings.audience,
+            leeway=settings.leeway,
+            max_bytes=settings.max_token_bytes,
+            cache_size=settings.jwt_cache_size,
+            cache_enabled=settings.jwt_cache_enabled,
+        )
+        self.denylist = Denylist(self.redis, self.rkeys)
+        self.sessions = SessionStore(
+            self.redis,
+            self.rkeys,
+            idle_timeout=settings.session_idle_timeout,
+            absolute_timeout=settings.session_absolute_timeout,
+            cache_ttl=settings.session_cache_ttl,
+        )
+        self.throttle = Throttle(
+            self.redis,
+            self.rkeys,
+            window=settings.throttle_window,
+            per_account=settings.throttle_max_per_account,
+            per_address=settings.throttle_max_per_address,
+        )
+        self.accounts = Accounts(self.engine)
+        self.refresh_tokens = RefreshTokens(self.engine, ttl=settings.refresh_token_ttl)
+        self.passwords = Passwords(
+            time_cost=settings.argon2_time_cost,
+            memory_kib=settings.argon2_memory_kib,
+            parallelism=settings.argon2_parallelism,
+        )
+        self.admin_token = read_admin_token(settings)
+        self.listener = InvalidationListener(url, self.rkeys.invalidations, self._on_invalidation, self._resync)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await ensure_key(self.engine, self.settings.signing_alg)
+        await self.keys.load()
+        await self.listener.start()
+        self._tasks.append(asyncio.create_task(self._refresh_keys_forever(), name="key-refresh"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.listener.stop()
+        await self.redis.aclose()
+        await self.engine.dispose()
+
+    def _on_invalidation(self, kind: str, value: str, exp: int) -> None:
+        if kind == revocation.KIND:
+            self.denylist.add_local(value, exp)
+        elif kind == sessions.KIND:
+            self.sessions.evict_local(value)
+        elif kind == KEYS_KIND:
+            self._tasks.append(asyncio.create_task(self.keys.load(), name="key-reload"))  # type: ignore[arg-type]
+
+    async def _resync(self) -> None:
+        await self.denylist.snapshot()
+        # Logouts missed while disconnected are unknown; drop every cached session rather than guess.
+        self.sessions.clear_local()
+
+    async def _refresh_keys_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.key_refresh_interval)
+            try:
+                await self.keys.load()
+            except Exception:
+                log.exception("signing key refresh failed; keeping the current set")

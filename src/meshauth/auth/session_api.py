@@ -1,0 +1,70 @@
+"""``/v1/sessions``: browser sessions as an HttpOnly cookie, plus an access token for API calls."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from meshauth.auth.gate import SESSION_CLIENT_ID
+from meshauth.auth.oauth import OAuthEndpoints
+from meshauth.auth.service import AuthService
+from meshauth.http import ApiError, json_response, read_json_object
+
+SESSION_SCOPE = "session"
+
+
+class SessionEndpoints:
+    def __init__(self, service: AuthService, oauth: OAuthEndpoints) -> None:
+        self._s = service
+        self._oauth = oauth
+
+    async def create(self, request: Request) -> Response:
+        body = await read_json_object(request, self._s.settings.max_body_bytes)
+        username, password = body.get("username"), body.get("password")
+        if not isinstance(username, str) or not isinstance(password, str):
+            raise ApiError(400, "invalid_request", "username and password must be strings")
+        await self._oauth.check_password(request, username, password)
+        issued = self._s.issuer.issue(subject=username, client_id=SESSION_CLIENT_ID, scope=SESSION_SCOPE)
+        new = await self._s.sessions.create(
+            subject=username, scope=SESSION_SCOPE, access_jti=issued.jti, access_exp=issued.exp
+        )
+        response = json_response(
+            {
+                "access_token": issued.token,
+                "token_type": "Bearer",
+                "expires_in": self._s.issuer.ttl,
+                "scope": SESSION_SCOPE,
+                "session_expires_at": new.session.absolute_exp,
+            },
+            status=201,
+            headers={"cache-control": "no-store"},
+        )
+        settings = self._s.settings
+        response.set_cookie(
+            settings.session_cookie_name,
+            new.session_id,
+            max_age=settings.session_absolute_timeout,
+            path="/",
+            secure=settings.cookie_secure,
+            httponly=True,
+            samesite=settings.cookie_samesite,
+        )
+        return response
+
+    async def end(self, request: Request) -> Response:
+        session_id = request.cookies.get(self._s.settings.session_cookie_name)
+        ended = await self._s.sessions.end(session_id) if session_id else None
+        if ended is None:
+            raise ApiError(401, "invalid_session", "no live session cookie on this request")
+        # The token handed out with the session ends with it.
+        await self._s.denylist.revoke(ended.access_jti, ended.access_exp)
+        response = Response(status_code=204)
+        settings = self._s.settings
+        response.delete_cookie(
+            settings.session_cookie_name,
+            path="/",
+            secure=settings.cookie_secure,
+            httponly=True,
+            samesite=settings.cookie_samesite,
+        )
+        return response

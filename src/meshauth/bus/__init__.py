@@ -1,0 +1,1 @@
+"""Redis Streams: what must reach every replica (invalidations) or must not block a request (audit)."""

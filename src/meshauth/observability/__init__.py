@@ -1,0 +1,1 @@
+"""Prometheus metrics every process exposes at ``/metrics``."""

@@ -1,0 +1,260 @@
+"""POST /oauth2/token: grants, client authentication, and RFC 6749 §5.2 errors."""
+
+from __future__ import annotations
+
+import jwt
+
+from tests.auth.conftest import PASSWORD, SECRET, Harness, basic
+
+
+async def test_client_credentials_with_basic_auth(auth: Harness) -> None:
+    """client_secret_basic yields an RFC 9068 access token and no refresh token."""
+    await auth.add_client()
+    body = await auth.token(scope="read")
+    assert body["token_type"] == "Bearer"
+    assert body["scope"] == "read"
+    assert "refresh_token" not in body
+    header = jwt.get_unverified_header(body["access_token"])
+    assert header["typ"] == "at+jwt"
+    assert header["alg"] == "ES256"
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert {"iss", "sub", "aud", "exp", "iat", "jti", "client_id", "scope"} <= claims.keys()
+    assert claims["sub"] == "svc" and claims["client_id"] == "svc"
+    assert claims["exp"] - claims["iat"] == body["expires_in"]
+
+
+async def test_client_secret_post(auth: Harness) -> None:
+    """client_secret_post works as well as Basic."""
+    await auth.add_client()
+    r = await auth.http.post(
+        "/oauth2/token", data={"grant_type": "client_credentials", "client_id": "svc", "client_secret": SECRET}
+    )
+    assert r.status_code == 200
+    assert r.headers["cache-control"] == "no-store"
+
+
+async def test_default_scope_is_everything_allowed(auth: Harness) -> None:
+    """Without a scope parameter the token carries the client's whole allowed scope."""
+    await auth.add_client()
+    assert (await auth.token())["scope"] == "read write"
+
+
+async def test_scope_beyond_allowed_is_invalid_scope(auth: Harness) -> None:
+    """Asking for a scope the client lacks is invalid_scope."""
+    await auth.add_client()
+    r = await auth.http.post(
+        "/oauth2/token", data={"grant_type": "client_credentials", "scope": "admin"}, headers=basic("svc", SECRET)
+    )
+    assert r.status_code == 400
+    assert r.json()["error"] == "invalid_scope"
+
+
+async def test_wrong_secret_is_invalid_client_with_challenge(auth: Harness) -> None:
+    """A wrong Basic secret is 401 invalid_client with a Basic challenge."""
+    await auth.add_client()
+    r = await auth.http.post("/oauth2/token", data={"grant_type": "client_credentials"}, headers=basic("svc", "nope-nope"))
+    assert r.status_code == 401
+    assert r.json()["error"] == "invalid_client"
+    assert r.headers["www-authenticate"].startswith("Basic")
+
+
+async def test_unknown_client_is_invalid_client(auth: Harness) -> None:
+    """An unknown client id fails exactly like a wrong secret."""
+    r = await auth.http.post("/oauth2/token", data={"grant_type": "client_credentials"}, headers=basic("ghost", SECRET))
+    assert r.status_code == 401
+    assert r.json()["error"] == "invalid_client"
+
+
+async def test_no_client_authentication(auth: Harness) -> None:
+    """No credentials at all is invalid_client."""
+    r = await auth.http.post("/oauth2/token", data={"grant_type": "client_credentials"})
+    assert r.status_code == 401
+    assert r.json()["error"] == "invalid_client"
+
+
+async def test_two_authentication_methods_rejected(auth: Harness) -> None:
+    """Basic and client_secret in the body together is invalid_request (RFC 6749 §2.3)."""
+    await auth.add_client()
+    r = await auth.http.post(
+        "/oauth2/token",
+        data={"grant_type": "client_credentials", "client_id": "svc", "client_secret": SECRET},
+        headers=basic("svc", SECRET),
+    )
+    assert r.status_code == 400
+    assert r.json()["error"] == "invalid_request"
+
+
+async def test_unknown_grant_type(auth: Harness) -> None:
+    """An unknown grant type is unsupported_grant_type."""
+    await auth.add_client()
+    r = await auth.http.post("/oauth2/token", data={"grant_type": "urn:evil"}, headers=basic("svc", SECRET))
+    assert r.status_code == 400
+    assert r.json() == {"error": "unsupported_grant_type", "error_description": "grant_type 'urn:evil' is not supported"}
+
+
+async def test_missing_grant_type(auth: Harness) -> None:
+    """No grant_type is invalid_request."""
+    r = await auth.http.post("/oauth2/token", data={}, headers=basic("svc", SECRET))
+    assert r.status_code == 400
+    assert r.json()["error"] == "invalid_request"
+
+
+async def test_grant_not_allowed_for_client(auth: Harness) -> None:
+    """A client may use only its registered grant types."""
+    await auth.add_client(grant_types=("client_credentials",))
+    await auth.add_user()
+    r = await auth.http.post(
+        "/oauth2/token",
+        data={"grant_type": "password", "username": "alice", "password": PASSWORD},
+        headers=basic("svc", SECRET),
+    )
+    assert r.status_code == 400
+    assert r.json()["error"] == "unauthorized_client"
+
+
+async def test_json_body_is_rejected(auth: Harness) -> None:
+    """The token endpoint speaks forms only; JSON is invalid_request."""
+    r = await auth.http.post("/oauth2/token", json={"grant_type": "client_credentials"}, headers=basic("svc", SECRET))
+    assert r.status_code == 400
+    assert r.json()["error"] == "invalid_request"
+
+
+async def test_malformed_form_body(auth: Harness) -> None:
+    """A body that is not valid form encoding is invalid_request, not a 500."""
+    for body in (b"grant_type", b"\xff\xfe=\x00", b"a=1&&&b"):
+        r = await auth.http.post(
+            "/oauth2/token", content=body, headers={"content-type": "application/x-www-form-urlencoded"}
+        )
+        assert r.status_code == 400, body
+        assert r.json()["error"] == "invalid_request"
+
+
+async def test_repeated_parameter(auth: Harness) -> None:
+    """A parameter sent twice is invalid_request (RFC 6749 §3.2)."""
+    r = await auth.http.post(
+        "/oauth2/token",
+        content=b"grant_type=client_credentials&grant_type=password",
+        headers={"content-type": "application/x-www-form-urlencoded", **basic("svc", SECRET)},
+    )
+    assert r.status_code == 400
+    assert "repeated" in r.json()["error_description"]
+
+
+async def test_oversized_body(auth: Harness) -> None:
+    """A body over the limit is 413, refused before it is parsed."""
+    r = await auth.http.post(
+        "/oauth2/token",
+        content=b"grant_type=client_credentials&x=" + b"a" * 70_000,
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 413
+    assert r.json()["error"] == "request_too_large"
+
+
+async def test_password_grant_issues_refresh_token(auth: Harness) -> None:
+    """The password grant returns an access token for the user and a refresh token."""
+    await auth.add_client()
+    await auth.add_user()
+    body = await auth.token(grant_type="password", username="alice", password=PASSWORD, scope="read")
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert claims["sub"] == "alice" and claims["client_id"] == "svc"
+    assert body["refresh_token"]
+
+
+async def test_password_grant_wrong_password(auth: Harness) -> None:
+    """A wrong password is invalid_grant."""
+    await auth.add_client()
+    await auth.add_user()
+    r = await auth.http.post(
+        "/oauth2/token",
+        data={"grant_type": "password", "username": "alice", "password": "wrong-password"},
+        headers=basic("svc", SECRET),
+    )
+    assert r.status_code == 400
+    assert r.json()["error"] == "invalid_grant"
+
+
+async def test_refresh_rotates(auth: Harness) -> None:
+    """A refresh token is single-use: it yields a new access and a new refresh token."""
+    await auth.add_client()
+    await auth.add_user()
+    first = await auth.token(grant_type="password", username="alice", password=PASSWORD)
+    second = await auth.token(grant_type="refresh_token", refresh_token=first["refresh_token"])
+    assert second["refresh_token"] != first["refresh_token"]
+    assert second["access_token"] != first["access_token"]
+
+
+async def test_refresh_reuse_revokes_family(auth: Harness) -> None:
+    """Replaying a used refresh token revokes its whole family, including the newest tokens."""
+    await auth.add_client()
+    await auth.add_user()
+    first = await auth.token(grant_type="password", username="alice", password=PASSWORD)
+    second = await auth.token(grant_type="refresh_token", refresh_token=first["refresh_token"])
+    replay = await auth.http.post(
+        "/oauth2/token",
+        data={"grant_type": "refresh_token", "refresh_token": first["refresh_token"]},
+        headers=basic("svc", SECRET),
+    )
+    assert replay.status_code == 400
+    assert replay.json()["error"] == "invalid_grant"
+    newest = await auth.http.post(
+        "/oauth2/token",
+        data={"grant_type": "refresh_token", "refresh_token": second["refresh_token"]},
+        headers=basic("svc", SECRET),
+    )
+    assert newest.status_code == 400
+    assert (await auth.gate(second["access_token"])).status_code == 401
+
+
+async def test_refresh_scope_may_narrow_not_widen(auth: Harness) -> None:
+    """A refresh may ask for less scope than the original grant, never more."""
+    await auth.add_client()
+    await auth.add_user()
+    first = await auth.token(grant_type="password", username="alice", password=PASSWORD, scope="read")
+    r = await auth.http.post(
+        "/oauth2/token",
+        data={"grant_type": "refresh_token", "refresh_token": first["refresh_token"], "scope": "read write"},
+        headers=basic("svc", SECRET),
+    )
+    assert r.status_code == 400
+    assert r.json()["error"] == "invalid_scope"
+
+
+async def test_refresh_token_of_another_client(auth: Harness) -> None:
+    """A refresh token is bound to the client it was issued to."""
+    await auth.add_client("svc")
+    await auth.add_client("other")
+    await auth.add_user()
+    first = await auth.token(grant_type="password", username="alice", password=PASSWORD)
+    r = await auth.http.post(
+        "/oauth2/token",
+        data={"grant_type": "refresh_token", "refresh_token": first["refresh_token"]},
+        headers=basic("other", SECRET),
+    )
+    assert r.status_code == 400
+    assert r.json()["error"] == "invalid_grant"
+    # The rightful client can still use it: a foreign attempt must not burn it.
+    assert (await auth.token(grant_type="refresh_token", refresh_token=first["refresh_token"]))["access_token"]
+
+
+async def test_unknown_refresh_token(auth: Harness) -> None:
+    """An unknown refresh token is invalid_grant."""
+    await auth.add_client()
+    r = await auth.http.post(
+        "/oauth2/token",
+        data={"grant_type": "refresh_token", "refresh_token": "x" * 43},
+        headers=basic("svc", SECRET),
+    )
+    assert r.status_code == 400
+    assert r.json()["error"] == "invalid_grant"
+
+
+async def test_disabled_client_cannot_get_tokens(auth: Harness) -> None:
+    """Disabling a client stops token issuance at once."""
+    await auth.add_client()
+    await auth.token()
+    r = await auth.http.post("/admin/clients/svc/disable", headers=auth.admin)
+    assert r.status_code == 200
+    r = await auth.http.post("/oauth2/token", data={"grant_type": "client_credentials"}, headers=basic("svc", SECRET))
+    assert r.status_code == 401
+    assert r.json()["error"] == "invalid_client"
