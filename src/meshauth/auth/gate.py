@@ -13,7 +13,7 @@ from http.cookies import CookieError, SimpleCookie
 from redis.exceptions import RedisError
 
 from meshauth.auth.service import AuthService
-from meshauth.auth.tokens import Identity, TokenError
+from meshauth.auth.tokens import TokenError
 
 SESSION_CLIENT_ID = "meshauth-session"
 REALM = 'Bearer realm="meshauth"'
@@ -68,12 +68,10 @@ class Gate:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             return _refused("bearer", "Authorization must be 'Bearer <token>'", "invalid_request")
-        identity: Identity | None = self._s.verifier.cached(token)
-        if identity is None:
-            try:
-                identity = await self._s.verifier.verify(token)
-            except TokenError as exc:
-                return _refused("bearer", str(exc))
+        try:
+            identity = await self._s.verifier.verify(token)
+        except TokenError as exc:
+            return _refused("bearer", str(exc))
         if identity.jti in self._s.denylist:
             return _refused("bearer", "token has been revoked")
         return Verdict(200, identity_headers(identity.subject, identity.client_id, identity.scope), "bearer")

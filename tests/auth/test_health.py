@@ -1,0 +1,50 @@
+"""/healthz, /readyz and /metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from tests.auth.conftest import Harness, make_settings, start_harness
+
+
+async def test_healthz(auth_sqlite: Harness) -> None:
+    """Alive means the process answers."""
+    assert (await auth_sqlite.http.get("/healthz")).json() == {"status": "ok"}
+
+
+async def test_readyz_when_ready(auth: Harness) -> None:
+    """Ready when the database and Redis both answer."""
+    r = await auth.http.get("/readyz")
+    assert r.status_code == 200
+    assert r.json()["checks"] == {"database": "ok", "redis": "ok"}
+
+
+async def test_readyz_without_redis(sqlite_url: str, valkey_server_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Not ready (503) when Redis is gone, and it says which dependency failed."""
+    server = valkey_server_factory()
+    async for h in start_harness(make_settings(sqlite_url, f"redis://127.0.0.1:{server.port}", tmp_path)):
+        server.stop()
+        r = await h.http.get("/readyz")
+        assert r.status_code == 503
+        assert r.json()["checks"]["database"] == "ok"
+        assert r.json()["checks"]["redis"].startswith("unavailable")
+
+
+async def test_metrics_count_gate_decisions(auth_sqlite: Harness, redis: Redis) -> None:
+    """Prometheus text includes gate decisions and JWT cache counts."""
+    h = auth_sqlite
+    await h.add_client()
+    token = (await h.token())["access_token"]
+    await h.gate(token)
+    await h.gate(token)
+    text = (await h.http.get("/metrics")).text
+    assert 'meshauth_gate_decisions_total{credential="bearer",outcome="allow",transport="http"}' in text
+    assert 'meshauth_jwt_cache_total{result="hit"}' in text
+
+
+async def test_unknown_route_is_404_json_free_of_internals(auth_sqlite: Harness) -> None:
+    """Unknown paths are a plain 404, methods not allowed a 405."""
+    assert (await auth_sqlite.http.get("/nope")).status_code == 404
+    assert (await auth_sqlite.http.get("/oauth2/token")).status_code == 405

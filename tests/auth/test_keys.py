@@ -1,0 +1,117 @@
+"""Signing keys: rotation with overlap, JWKS contents, discovery metadata, algorithms."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import jwt
+import pytest
+import sqlalchemy as sa
+from redis.asyncio import Redis
+
+from meshauth.auth import keys
+from meshauth.db.tables import signing_keys
+from tests.auth.conftest import Harness, make_settings, start_harness
+
+
+async def test_jwks_publishes_the_signer(auth: Harness) -> None:
+    """JWKS holds the active public key, and no private material."""
+    body = (await auth.http.get("/.well-known/jwks.json")).json()
+    kid = auth.app.service.keys.signer.kid
+    assert [k["kid"] for k in body["keys"]] == [kid]
+    assert body["keys"][0]["alg"] == "ES256" and body["keys"][0]["use"] == "sig"
+    assert "d" not in body["keys"][0]
+
+
+async def test_tokens_verify_with_published_jwks(auth: Harness) -> None:
+    """A third party can verify our tokens with nothing but the JWKS."""
+    await auth.add_client()
+    token = (await auth.token())["access_token"]
+    jwks = (await auth.http.get("/.well-known/jwks.json")).json()
+    key = jwt.PyJWKSet.from_dict(jwks)[jwt.get_unverified_header(token)["kid"]]
+    claims = jwt.decode(token, key.key, algorithms=["ES256"], audience="meshauth")
+    assert claims["client_id"] == "svc"
+
+
+async def test_rotation_keeps_old_tokens_valid(auth: Harness) -> None:
+    """After rotation, tokens from the old key still pass, new tokens use the new key, JWKS has both."""
+    await auth.add_client()
+    old_token = (await auth.token())["access_token"]
+    old_kid = auth.app.service.keys.signer.kid
+    new_kid, deleted = await keys.rotate(auth.app.service.engine, "ES256", overlap=auth.app.service.key_overlap)
+    assert deleted == []
+    await auth.app.service.keys.load()
+    assert auth.app.service.keys.signer.kid == new_kid
+    new_token = (await auth.token())["access_token"]
+    assert jwt.get_unverified_header(new_token)["kid"] == new_kid
+    auth.app.service.verifier.evict(old_token)
+    assert (await auth.gate(old_token)).status_code == 200
+    assert (await auth.gate(new_token)).status_code == 200
+    kids = {k["kid"] for k in (await auth.http.get("/.well-known/jwks.json")).json()["keys"]}
+    assert kids == {old_kid, new_kid}
+
+
+async def test_expired_keys_leave_jwks(auth: Harness) -> None:
+    """A key retired longer ago than the token lifetime is unpublished and deleted on the next rotation."""
+    engine = auth.app.service.engine
+    old_kid = auth.app.service.keys.signer.kid
+    await keys.rotate(engine, "ES256", overlap=auth.app.service.key_overlap)
+    long_ago = int(time.time()) - auth.app.service.key_overlap - 10
+    async with engine.begin() as conn:
+        await conn.execute(signing_keys.update().where(signing_keys.c.kid == old_kid).values(retired_at=long_ago))
+    await auth.app.service.keys.load()
+    kids = {k["kid"] for k in (await auth.http.get("/.well-known/jwks.json")).json()["keys"]}
+    assert old_kid not in kids
+    _, deleted = await keys.rotate(engine, "ES256", overlap=auth.app.service.key_overlap)
+    assert old_kid in deleted
+    async with engine.connect() as conn:
+        assert await conn.scalar(sa.select(sa.func.count()).where(signing_keys.c.kid == old_kid)) == 0
+
+
+async def test_other_replica_rotation_found_by_unknown_kid(auth: Harness) -> None:
+    """A token signed with a key this replica has not loaded yet triggers a (rate-limited) reload."""
+    await auth.add_client()
+    new_kid, _ = await keys.rotate(auth.app.service.engine, "ES256", overlap=auth.app.service.key_overlap)
+    other = keys.KeyStore(auth.app.service.engine, overlap=auth.app.service.key_overlap)
+    await other.load()
+    token = jwt.encode(
+        {
+            "iss": auth.app.settings.issuer,
+            "sub": "x",
+            "aud": "meshauth",
+            "exp": int(time.time()) + 60,
+            "iat": int(time.time()),
+            "jti": "j1",
+            "client_id": "svc",
+            "scope": "",
+        },
+        other.signer.private_key,
+        algorithm="ES256",
+        headers={"kid": new_kid, "typ": "at+jwt"},
+    )
+    auth.app.service.keys._last_load = 0.0  # the rate limit window has passed
+    assert (await auth.gate(token)).status_code == 200
+
+
+@pytest.mark.parametrize("alg", ["EdDSA", "RS256"])
+async def test_configurable_algorithms(alg: str, sqlite_url: str, valkey_url: str, redis: Redis, tmp_path: Path) -> None:
+    """EdDSA and RS256 sign and verify end to end."""
+    async for h in start_harness(make_settings(sqlite_url, valkey_url, tmp_path, signing_alg=alg)):
+        await h.add_client()
+        token = (await h.token())["access_token"]
+        assert jwt.get_unverified_header(token)["alg"] == alg
+        assert (await h.gate(token)).status_code == 200
+
+
+async def test_metadata(auth: Harness) -> None:
+    """RFC 8414 metadata names every endpoint under the issuer."""
+    body = (await auth.http.get("/.well-known/openid-configuration")).json()
+    iss = auth.app.settings.issuer
+    assert body["issuer"] == iss
+    assert body["token_endpoint"] == f"{iss}/oauth2/token"
+    assert body["jwks_uri"] == f"{iss}/.well-known/jwks.json"
+    assert body["introspection_endpoint"] == f"{iss}/oauth2/introspect"
+    assert body["revocation_endpoint"] == f"{iss}/oauth2/revoke"
+    assert set(body["grant_types_supported"]) == {"client_credentials", "password", "refresh_token"}
+    assert body["token_endpoint_auth_methods_supported"] == ["client_secret_basic", "client_secret_post"]

@@ -1,0 +1,130 @@
+"""/v1/sessions: server-side sessions in Redis behind an HttpOnly cookie."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from tests.auth.conftest import PASSWORD, Harness, make_settings, start_harness
+
+
+async def login(h: Harness) -> str:
+    r = await h.http.post("/v1/sessions", json={"username": "alice", "password": PASSWORD})
+    assert r.status_code == 201, r.text
+    cookie = r.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/" in cookie
+    assert r.json()["access_token"]
+    return r.cookies["meshauth_session"]
+
+
+async def test_session_cookie_passes_gate(auth: Harness) -> None:
+    """The session cookie alone is a credential at the gate."""
+    await auth.add_user()
+    sid = await login(auth)
+    r = await auth.http.get("/ext_authz/app", headers={"cookie": f"theme=dark; meshauth_session={sid}"})
+    assert r.status_code == 200
+    assert r.headers["x-meshauth-subject"] == "alice"
+
+
+async def test_secure_cookie_by_default(sqlite_url: str, valkey_url: str, redis: Redis, tmp_path: Path) -> None:
+    """Production settings mark the cookie Secure."""
+    async for h in start_harness(make_settings(sqlite_url, valkey_url, tmp_path, cookie_secure=True)):
+        await h.add_user()
+        r = await h.http.post("/v1/sessions", json={"username": "alice", "password": PASSWORD})
+        assert "Secure" in r.headers["set-cookie"]
+
+
+async def test_logout_ends_session_everywhere(auth: Harness) -> None:
+    """DELETE /v1/sessions/current ends the session, its token, and clears the cookie."""
+    await auth.add_user()
+    r = await auth.http.post("/v1/sessions", json={"username": "alice", "password": PASSWORD})
+    sid, token = r.cookies["meshauth_session"], r.json()["access_token"]
+    assert (await auth.http.get("/ext_authz/", headers={"cookie": f"meshauth_session={sid}"})).status_code == 200
+    r = await auth.http.delete("/v1/sessions/current", headers={"cookie": f"meshauth_session={sid}"})
+    assert r.status_code == 204
+    assert "Max-Age=0" in r.headers["set-cookie"]
+    assert (await auth.http.get("/ext_authz/", headers={"cookie": f"meshauth_session={sid}"})).status_code == 401
+    assert (await auth.gate(token)).status_code == 401
+
+
+async def test_logout_without_session(auth: Harness) -> None:
+    """Logging out with no live session is a clear 401."""
+    r = await auth.http.delete("/v1/sessions/current", headers={"cookie": "meshauth_session=nope"})
+    assert r.status_code == 401
+    assert r.json()["error"] == "invalid_session"
+
+
+async def test_bad_login(auth: Harness) -> None:
+    """A wrong password creates no session."""
+    await auth.add_user()
+    r = await auth.http.post("/v1/sessions", json={"username": "alice", "password": "wrong-password"})
+    assert r.status_code == 400
+    assert r.json()["error"] == "invalid_grant"
+    assert "set-cookie" not in r.headers
+
+
+async def test_malformed_session_requests(auth: Harness) -> None:
+    """Malformed bodies are 400/413/415 with a machine-readable error."""
+    cases = [
+        ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 400),
+        ({"content": b"[1,2]", "headers": {"content-type": "application/json"}}, 400),
+        ({"json": {"username": 1, "password": None}}, 400),
+        ({"content": b"username=a", "headers": {"content-type": "application/x-www-form-urlencoded"}}, 415),
+        ({"content": b"{" + b" " * 70_000 + b"}", "headers": {"content-type": "application/json"}}, 413),
+    ]
+    for kwargs, status in cases:
+        r = await auth.http.post("/v1/sessions", **kwargs)  # type: ignore[arg-type]
+        assert r.status_code == status, kwargs
+        assert "error" in r.json()
+
+
+async def test_unknown_cookie_refused(auth: Harness) -> None:
+    """A forged or unknown session id is refused; so is a malformed cookie header."""
+    for cookie in ("meshauth_session=forged", "meshauth_session=" + "a" * 500, 'meshauth_session="\\', "=;=;"):
+        r = await auth.http.get("/ext_authz/", headers={"cookie": cookie})
+        assert r.status_code == 401, cookie
+
+
+async def test_idle_timeout(sqlite_url: str, valkey_url: str, redis: Redis, tmp_path: Path) -> None:
+    """A session unused for longer than the idle timeout is gone."""
+    settings = make_settings(sqlite_url, valkey_url, tmp_path, session_idle_timeout=10, session_cache_ttl=0)
+    async for h in start_harness(settings):
+        await h.add_user()
+        sid = await login(h)
+        key = next(iter(await redis.keys("meshauth:session:*")))
+        assert 0 < await redis.ttl(key) <= 10
+        await redis.pexpire(key, 50)  # fast-forward the idle clock
+        await asyncio.sleep(0.1)
+        assert (await h.http.get("/ext_authz/", headers={"cookie": f"meshauth_session={sid}"})).status_code == 401
+
+
+async def test_absolute_timeout(sqlite_url: str, valkey_url: str, redis: Redis, tmp_path: Path) -> None:
+    """A session past its absolute deadline is refused even while in use."""
+    settings = make_settings(sqlite_url, valkey_url, tmp_path, session_cache_ttl=0)
+    async for h in start_harness(settings):
+        await h.add_user()
+        sid = await login(h)
+        key = next(iter(await redis.keys("meshauth:session:*")))
+        raw = await redis.get(key)
+        assert raw is not None
+        import json
+
+        data = json.loads(raw)
+        data["absolute_exp"] = data["created_at"] - 1
+        await redis.set(key, json.dumps(data), keepttl=True)
+        assert (await h.http.get("/ext_authz/", headers={"cookie": f"meshauth_session={sid}"})).status_code == 401
+
+
+async def test_session_store_down_fails_closed(sqlite_url: str, valkey_server_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """With Redis gone, a session that is not cached is denied (503), never allowed."""
+    server = valkey_server_factory()
+    url = f"redis://127.0.0.1:{server.port}"
+    settings = make_settings(sqlite_url, url, tmp_path, session_cache_ttl=0)
+    async for h in start_harness(settings):
+        await h.add_user()
+        sid = await login(h)
+        server.stop()
+        r = await h.http.get("/ext_authz/", headers={"cookie": f"meshauth_session={sid}"})
+        assert r.status_code == 503
