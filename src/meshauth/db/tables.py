@@ -69,3 +69,47 @@ refresh_tokens = sa.Table(
     sa.Column("access_jti", sa.String(64), nullable=False),
     sa.Column("access_exp", sa.BigInteger, nullable=False),
 )
+
+# --- policy service -----------------------------------------------------------------------------
+
+policy_stores = sa.Table(
+    "policy_stores",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    # Increases on every activation, schema change and deletion; never reused, so a decision
+    # cached under (store, revision) can never be served for a different policy set.
+    sa.Column("revision", sa.BigInteger, nullable=False, default=0),
+    sa.Column("active_version", sa.Integer, nullable=True),
+    # Counter handing out version numbers (UPDATE … RETURNING keeps concurrent uploads apart).
+    sa.Column("last_version", sa.Integer, nullable=False, default=0),
+    sa.Column("schema_text", sa.Text, nullable=True),
+    sa.Column("schema_format", sa.String(8), nullable=True),
+    # Increases on every entity write, so other replicas know to drop their entity caches.
+    sa.Column("entities_version", sa.BigInteger, nullable=False, default=0),
+    # Deleted stores keep their row (a tombstone) so that a re-created store continues the revision.
+    sa.Column("deleted", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)
+
+policy_versions = sa.Table(
+    "policy_versions",
+    metadata,
+    sa.Column("store", sa.String(64), sa.ForeignKey("policy_stores.name"), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("author", sa.String(128), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
+
+policy_entities = sa.Table(
+    "policy_entities",
+    metadata,
+    sa.Column("store", sa.String(64), sa.ForeignKey("policy_stores.name"), primary_key=True),
+    # Canonical JSON of [type, id]: one indexable key for the loader's IN (…) queries.
+    sa.Column("uid", sa.Text, primary_key=True),
+    # The entity in Cedar's JSON entity format, exactly as handed to the engine.
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)

@@ -1,0 +1,208 @@
+"""Admin operations on policy stores: each validates first, then writes in one transaction, then
+makes this process serve the result at once (other replicas follow within the refresh interval).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from meshauth.policy import cedar, stores
+from meshauth.policy.entities import delete_entity, normalize_upload, read_entity, upsert_entities
+from meshauth.policy.errors import bad_request, invalid_policy, invalid_schema, not_found, store_not_found
+from meshauth.policy.registry import Registry
+from meshauth.policy.source import Location, SourceError, statement_location, syntax_errors
+
+SCHEMA_FORMATS = ("cedar", "json")
+
+
+def check_policies(text: str, schema: cedar.Schema | None) -> None:
+    """Raise a 422 listing every syntax or type error in ``text`` with its location."""
+    try:
+        cedar.parse_policies(text)
+    except ValueError as exc:
+        raise invalid_policy(syntax_errors(text, str(exc))) from None
+    if schema is None:
+        return
+    issues = cedar.validate(text, schema)
+    if not issues:
+        return
+    annotations = cedar.id_annotations(text)
+    errors = []
+    for issue in issues:
+        loc = statement_location(text, issue.policy_id) if issue.policy_id else None
+        errors.append(
+            SourceError(
+                issue.error,
+                loc or Location(1, 1, 0),
+                issue.policy_id or None,
+                annotations.get(issue.policy_id),
+            )
+        )
+    raise invalid_policy(errors)
+
+
+def _schema_of(row: stores.StoreRow) -> cedar.Schema | None:
+    if not row.schema_text:
+        return None
+    return cedar.parse_schema(row.schema_text, row.schema_format or "cedar")
+
+
+class Admin:
+    def __init__(self, engine: AsyncEngine, registry: Registry) -> None:
+        self._engine = engine
+        self._registry = registry
+
+    async def _existing(self, conn: Any, store: str) -> stores.StoreRow:
+        row = await stores.get(conn, store)
+        if row is None:
+            raise store_not_found(store)
+        return row
+
+    async def create_store(self, store: str) -> dict[str, Any]:
+        async with self._engine.begin() as conn:
+            row = await stores.ensure(conn, store)
+        await self._registry.reload(store)
+        return _store_json(row)
+
+    async def store_info(self, store: str) -> dict[str, Any]:
+        async with self._engine.connect() as conn:
+            row = await self._existing(conn, store)
+        return _store_json(row)
+
+    async def list_stores(self) -> dict[str, Any]:
+        async with self._engine.connect() as conn:
+            rows = await stores.list_stores(conn)
+        names = {r.name for r in rows}
+        listed = [_store_json(r) for r in rows]
+        if stores.DEFAULT_STORE not in names:
+            listed.insert(0, await self.store_info(stores.DEFAULT_STORE))
+        return {"stores": listed}
+
+    async def delete_store(self, store: str) -> dict[str, Any]:
+        async with self._engine.begin() as conn:
+            await self._existing(conn, store)
+            revision = await stores.delete(conn, store)
+        await self._registry.reload(store)
+        return {"store": store, "deleted": True, "revision": revision}
+
+    async def upload(self, store: str, text: str, *, activate: bool | None, author: str) -> dict[str, Any]:
+        """Store a new version (validated); activate it when asked, or when nothing is active yet."""
+        async with self._engine.begin() as conn:
+            row = await stores.ensure(conn, store)
+            schema = await asyncio.to_thread(_schema_of, row)
+            await asyncio.to_thread(check_policies, text, schema)
+            version = await stores.add_version(conn, store, text, author)
+            do_activate = activate if activate is not None else row.active_version is None
+            revision = row.revision
+            if do_activate:
+                revision = await stores.activate(conn, store, version)
+        await self._registry.reload(store)
+        return {
+            "store": store,
+            "version": version,
+            "revision": revision,
+            "activated": do_activate,
+            "active_version": version if do_activate else row.active_version,
+        }
+
+    async def activate(self, store: str, version: int) -> dict[str, Any]:
+        async with self._engine.begin() as conn:
+            row = await self._existing(conn, store)
+            text = await stores.version_text(conn, store, version)
+            if text is None:
+                raise not_found(f"store {store!r} has no policy version {version}")
+            schema = await asyncio.to_thread(_schema_of, row)
+            await asyncio.to_thread(check_policies, text, schema)
+            revision = await stores.activate(conn, store, version)
+        await self._registry.reload(store)
+        return {"store": store, "version": version, "revision": revision, "active_version": version}
+
+    async def versions(self, store: str) -> dict[str, Any]:
+        async with self._engine.connect() as conn:
+            row = await self._existing(conn, store)
+            rows = await stores.versions(conn, store)
+        return {
+            "store": store,
+            "revision": row.revision,
+            "active_version": row.active_version,
+            "versions": [v.as_json(row.active_version) for v in rows],
+        }
+
+    async def version(self, store: str, version: int) -> dict[str, Any]:
+        async with self._engine.connect() as conn:
+            row = await self._existing(conn, store)
+            text = await stores.version_text(conn, store, version)
+        if text is None:
+            raise not_found(f"store {store!r} has no policy version {version}")
+        return {"store": store, "version": version, "active": row.active_version == version, "policies": text}
+
+    async def put_schema(self, store: str, text: str, fmt: str) -> dict[str, Any]:
+        """Set the schema; refused (422) when it does not parse or the active policies break under it."""
+        try:
+            schema = await asyncio.to_thread(cedar.parse_schema, text, fmt)
+        except ValueError as exc:
+            raise invalid_schema(f"{fmt} schema does not parse: {exc}") from None
+        async with self._engine.begin() as conn:
+            row = await stores.ensure(conn, store)
+            if row.active_version is not None:
+                active = await stores.version_text(conn, store, row.active_version) or ""
+                await asyncio.to_thread(check_policies, active, schema)
+            revision = await stores.set_schema(conn, store, text, fmt)
+        await self._registry.reload(store)
+        return {"store": store, "revision": revision, "format": fmt}
+
+    async def get_schema(self, store: str) -> dict[str, Any]:
+        async with self._engine.connect() as conn:
+            row = await self._existing(conn, store)
+        if row.schema_text is None:
+            raise not_found(f"store {store!r} has no schema")
+        return {"store": store, "format": row.schema_format, "schema": row.schema_text}
+
+    async def upsert_entities(self, store: str, items: object) -> dict[str, Any]:
+        entities = normalize_upload(items)
+        async with self._engine.begin() as conn:
+            row = await stores.ensure(conn, store)
+            schema = await asyncio.to_thread(_schema_of, row)
+            document = "[" + ",".join(data.decode() for _, data in entities) + "]"
+            try:
+                await asyncio.to_thread(cedar.parse_entities, document, schema)
+            except ValueError as exc:
+                raise bad_request("entities", str(exc)) from None
+            new_version = await upsert_entities(conn, store, entities)
+        self._registry.cache_drop(store, [uid for uid, _ in entities], row.entities_version, new_version)
+        return {"store": store, "upserted": len(entities), "entities_version": new_version}
+
+    async def delete_entity(self, store: str, etype: str, eid: str) -> dict[str, Any]:
+        async with self._engine.begin() as conn:
+            row = await self._existing(conn, store)
+            new_version = await delete_entity(conn, store, (etype, eid))
+        if new_version is None:
+            raise not_found(f"store {store!r} has no entity {etype}::{eid!r}")
+        self._registry.cache_drop(store, [(etype, eid)], row.entities_version, new_version)
+        return {"store": store, "deleted": {"type": etype, "id": eid}, "entities_version": new_version}
+
+    async def get_entity(self, store: str, etype: str, eid: str) -> bytes:
+        async with self._engine.connect() as conn:
+            await self._existing(conn, store)
+        data = await read_entity(self._engine, store, (etype, eid))
+        if data is None:
+            raise not_found(f"store {store!r} has no entity {etype}::{eid!r}")
+        return data
+
+    async def ping(self) -> None:
+        async with self._engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
+
+def _store_json(row: stores.StoreRow) -> dict[str, Any]:
+    return {
+        "store": row.name,
+        "revision": row.revision,
+        "active_version": row.active_version,
+        "has_schema": row.schema_text is not None,
+        "entities_version": row.entities_version,
+    }

@@ -1,0 +1,74 @@
+"""The policy service's ASGI app. ``create_app`` is the zero-argument factory granian serves
+(``meshauth serve policy``); it expects a migrated database (``serve`` migrates first).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from meshauth.admin_token import read_admin_token
+from meshauth.config import Settings, load_settings
+from meshauth.db import create_engine
+from meshauth.http import ApiError, api_error_handler, internal_error_handler, json_response
+from meshauth.policy.admin import Admin
+from meshauth.policy.api import PolicyApi
+from meshauth.policy.entities import EntityCache, EntityLoader
+from meshauth.policy.evaluator import Evaluator
+from meshauth.policy.registry import Registry
+
+_HTTP_ERRORS = {404: "not_found", 405: "method_not_allowed"}
+
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return json_response(
+        {"error": _HTTP_ERRORS.get(exc.status_code, "invalid_request"), "error_description": exc.detail},
+        status=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or load_settings()
+    engine = create_engine(settings.sqlalchemy_url)
+    cache = EntityCache(max_entries=settings.policy_entity_cache_size, enabled=settings.policy_entity_cache_enabled)
+    loader = EntityLoader(
+        engine,
+        cache,
+        ref_depth=settings.policy_entity_ref_depth,
+        max_depth=settings.policy_max_hierarchy_depth,
+    )
+    registry = Registry(engine, cache, index_enabled=settings.policy_index_enabled)
+    api = PolicyApi(
+        settings=settings,
+        registry=registry,
+        evaluator=Evaluator(loader),
+        admin=Admin(engine, registry),
+        admin_token=read_admin_token(settings),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        try:
+            async with registry.refreshing(settings.policy_refresh_interval):
+                yield
+        finally:
+            await engine.dispose()
+
+    app = Starlette(
+        routes=api.routes(),
+        lifespan=lifespan,
+        exception_handlers={
+            ApiError: api_error_handler,
+            HTTPException: _http_error,
+            Exception: internal_error_handler,
+        },
+    )
+    app.state.api = api
+    return app

@@ -1,0 +1,157 @@
+"""AuthZEN 1.0 → Cedar: turn request bodies into :class:`Query` objects, with precise 400s.
+
+- ``subject``/``resource``: ``type`` → entity type (``App::User`` allowed), ``id`` → entity id,
+  ``properties`` → attributes merged over the stored entity's;
+- ``action.name`` → ``Action::"name"``, or used as is when already a Cedar uid
+  (``App::Action::"view"``);
+- ``context`` → the Cedar context.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from meshauth import wire
+from meshauth.http import ApiError
+from meshauth.policy.cedar import Uid
+from meshauth.policy.errors import bad_request
+from meshauth.policy.names import check_uid
+
+_canonical = msgspec.json.Encoder(order="deterministic")
+_FULL_UID = re.compile(r'(?P<type>[A-Za-z_][A-Za-z0-9_]*(?:::[A-Za-z_][A-Za-z0-9_]*)*)::"(?P<id>(?:[^"\\]|\\.)*)"\Z')
+_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "0": "\0", "\\": "\\", '"': '"', "'": "'"}
+_MSGSPEC_PATH = re.compile(r" - at `\$\.?([^`]*)`")
+_MISSING = re.compile(r"missing required field `([^`]*)`")
+_ITEM_KEYS = ("subject", "action", "resource", "context")
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """One Cedar request, validated. ``key`` is a canonical encoding used to de-duplicate a batch."""
+
+    principal: Uid
+    action: Uid
+    resource: Uid
+    context: dict[str, Any] | None
+    principal_attrs: dict[str, Any] | None
+    resource_attrs: dict[str, Any] | None
+    key: bytes
+
+
+def _unescape(s: str) -> str:
+    out: list[str] = []
+    i = 0
+    while i < len(s):
+        c = s[i]
+        if c == "\\" and i + 1 < len(s):
+            nxt = s[i + 1]
+            if nxt == "u" and s[i + 2 : i + 3] == "{":
+                end = s.index("}", i)
+                out.append(chr(int(s[i + 3 : end], 16)))
+                i = end + 1
+                continue
+            out.append(_ESCAPES.get(nxt, nxt))
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def action_uid(field: str, name: str) -> Uid:
+    if name.endswith('"') and '::"' in name:
+        m = _FULL_UID.match(name)
+        if m is None:
+            raise bad_request(field, f'{name!r} looks like a Cedar uid but is not one (Type::"id")')
+        try:
+            return check_uid(field, m["type"], _unescape(m["id"]))
+        except (ValueError, IndexError):
+            raise bad_request(field, f"{name!r} has a bad escape in its id") from None
+    return check_uid(field, "Action", name)
+
+
+def to_query(req: wire.EvaluationRequest, field: str = "") -> Query:
+    """Map one decoded request; raises a 400 naming ``field``-prefixed paths."""
+    prefix = f"{field}." if field else ""
+    principal = check_uid(f"{prefix}subject", req.subject.type, req.subject.id)
+    resource = check_uid(f"{prefix}resource", req.resource.type, req.resource.id)
+    action = action_uid(f"{prefix}action.name", req.action.name)
+    context = req.context or None
+    pattrs = req.subject.properties or None
+    rattrs = req.resource.properties or None
+    key = _canonical.encode((principal, action, resource, context, pattrs, rattrs))
+    return Query(principal, action, resource, context, pattrs, rattrs, key)
+
+
+def _field_of(exc: msgspec.ValidationError, prefix: str) -> tuple[str, str]:
+    text = str(exc)
+    m = _MSGSPEC_PATH.search(text)
+    path = m.group(1) if m else ""
+    message = _MSGSPEC_PATH.sub("", text)
+    missing = _MISSING.search(message)
+    if missing:
+        path = ".".join(p for p in (path, missing.group(1)) if p)
+        message = "is required"
+    field = ".".join(p for p in (prefix, path) if p) or "body"
+    return field, message
+
+
+_decode_single = msgspec.json.Decoder(wire.EvaluationRequest)
+
+
+def parse_evaluation(body: bytes) -> Query:
+    """``POST …/evaluation`` body → query, or a 400 naming the field."""
+    try:
+        req = _decode_single.decode(body)
+    except msgspec.ValidationError as exc:
+        field, message = _field_of(exc, "")
+        raise bad_request(field, message) from None
+    except msgspec.DecodeError as exc:
+        raise bad_request("body", f"not valid JSON: {exc}") from None
+    return to_query(req)
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    items: list[Query | wire.ItemError]
+    semantic: wire.Semantic
+    single: bool  # no ``evaluations`` array: answer like ``…/evaluation`` (AuthZEN §7.1)
+
+
+def parse_evaluations(body: bytes, max_items: int) -> Batch:
+    """``POST …/evaluations`` body → items (a bad item becomes an :class:`wire.ItemError`)."""
+    try:
+        raw = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise bad_request("body", f"not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise bad_request("body", "must be a JSON object")
+    try:
+        top = msgspec.convert(raw, wire.EvaluationsRequest)
+    except msgspec.ValidationError as exc:
+        field, message = _field_of(exc, "")
+        raise bad_request(field, message) from None
+    semantic: wire.Semantic = top.options.evaluations_semantic if top.options else "execute_all"
+    evaluations = top.evaluations
+    if not evaluations:
+        return Batch([_item({}, raw, "")], semantic, single=True)
+    if len(evaluations) > max_items:
+        raise ApiError(413, "request_too_large", f"evaluations has {len(evaluations)} items; the limit is {max_items}")
+    items = [_item(e, raw, f"evaluations[{n}]") for n, e in enumerate(evaluations)]
+    return Batch(items, semantic, single=False)
+
+
+def _item(item: dict[str, Any], defaults: dict[str, Any], field: str) -> Query | wire.ItemError:
+    merged = {k: item[k] if k in item else defaults[k] for k in _ITEM_KEYS if k in item or k in defaults}
+    try:
+        req = msgspec.convert(merged, wire.EvaluationRequest)
+        return to_query(req, field)
+    except msgspec.ValidationError as exc:
+        name, message = _field_of(exc, field)
+        return wire.ItemError(400, f"{name}: {message}")
+    except ApiError as exc:
+        return wire.ItemError(exc.status, exc.description)

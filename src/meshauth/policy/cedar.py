@@ -1,0 +1,130 @@
+"""The one module that talks to cedarpy: compile policies and schemas, parse entities, authorize.
+
+It calls cedarpy's extension module (``cedarpy._internal``, pinned in constraints.txt) rather than
+the public wrappers: the wrappers re-encode the context with ``json`` and build result objects per
+decision, which doubles the cost of a decision (measured: ~35 µs → ~67 µs). Everything above this
+module sees only the types defined here, so a cedarpy upgrade or swap touches this file alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from cedarpy import _internal
+
+PolicySet = _internal.PolicySet
+Schema = _internal.Schema
+Entities = _internal.Entities
+
+Uid = tuple[str, str]  # (entity type, entity id)
+
+__all__ = [
+    "Entities",
+    "PolicySet",
+    "Result",
+    "Schema",
+    "Uid",
+    "ValidationIssue",
+    "authorize",
+    "id_annotations",
+    "parse_entities",
+    "parse_policies",
+    "parse_schema",
+    "schema_action_parents",
+    "validate",
+]
+
+
+class Diagnostics(msgspec.Struct):
+    reason: list[str] = msgspec.field(default_factory=list)
+    errors: list[str] = msgspec.field(default_factory=list)
+
+
+class Result(msgspec.Struct):
+    """One engine answer. ``decision`` is ``Allow``, ``Deny`` or ``NoDecision`` (a bad request)."""
+
+    decision: str
+    diagnostics: Diagnostics = msgspec.field(default_factory=Diagnostics)
+
+
+class ValidationIssue(msgspec.Struct):
+    policy_id: str = ""
+    error: str = ""
+
+
+class _Validation(msgspec.Struct):
+    validation_passed: bool = False
+    errors: list[ValidationIssue] = msgspec.field(default_factory=list)
+
+
+_result_decoder = msgspec.json.Decoder(Result)
+_validation_decoder = msgspec.json.Decoder(_Validation)
+_json_encoder = msgspec.json.Encoder()
+
+
+def parse_policies(text: str) -> PolicySet:
+    """Compile Cedar policy text. Raises ``ValueError`` with the parser's message."""
+    return PolicySet.from_str(text, release_gil=True)
+
+
+def parse_schema(text: str, fmt: str) -> Schema:
+    """``fmt`` is ``cedar`` (human-readable schema) or ``json``. Raises ``ValueError``."""
+    if fmt == "json":
+        return Schema.from_json_str(text, release_gil=True)
+    return Schema.from_str(text, release_gil=True)
+
+
+def parse_entities(document: str, schema: Schema | None) -> Entities:
+    """A Cedar JSON entities document → a handle; with a schema, values are typed as it says.
+
+    Raises ``ValueError`` when an entity is malformed or does not conform to the schema.
+    """
+    return Entities.from_json_str(document, schema)
+
+
+def schema_action_parents(schema: Schema) -> dict[Uid, tuple[Uid, ...]]:
+    """The action hierarchy a schema declares (``action view in [read]``), as direct parents."""
+    rendered = msgspec.json.decode(str(Entities.from_json_str("[]", schema)))
+    parents: dict[Uid, tuple[Uid, ...]] = {}
+    for entity in rendered:
+        uid = entity["uid"]
+        parents[(uid["type"], uid["id"])] = tuple((p["type"], p["id"]) for p in entity.get("parents", ()))
+    return parents
+
+
+def id_annotations(text: str) -> dict[str, str]:
+    """Cedar's positional policy id → its ``@id`` annotation, for policies that have one."""
+    tree = PolicySet.from_str(text).to_pst()
+    return {
+        pid: p.annotations["id"]
+        for pid, p in (*tree.static_policies.items(), *tree.templates.items())
+        if "id" in p.annotations
+    }
+
+
+def validate(text: str, schema: Schema) -> list[ValidationIssue]:
+    """Type-check policies against a schema; an empty list means they pass."""
+    raw = _internal.validate_policies(text, schema, release_gil=True)
+    result = _validation_decoder.decode(raw)
+    return [] if result.validation_passed else result.errors
+
+
+def request(principal: Uid, action: Uid, resource: Uid, context: dict[str, Any] | None) -> dict[str, Any]:
+    """An engine request. An empty context is left out: encoding it costs ~10 µs per decision."""
+    req: dict[str, Any] = {
+        "principal": {"type": principal[0], "id": principal[1]},
+        "action": {"type": action[0], "id": action[1]},
+        "resource": {"type": resource[0], "id": resource[1]},
+    }
+    if context:
+        req["context"] = _json_encoder.encode(context).decode()
+    return req
+
+
+def authorize(
+    requests: list[dict[str, Any]], policies: PolicySet, entities: Entities, schema: Schema | None
+) -> list[Result]:
+    """Evaluate ``requests`` (from :func:`request`) with one engine call, answers in order."""
+    raw = _internal.is_authorized_batch(requests, policies, entities, schema, False)
+    return [_result_decoder.decode(r) for r in raw]

@@ -1,0 +1,176 @@
+"""Batched evaluation: de-duplicate, load entities once, evaluate per policy subset, answer in order.
+
+For a batch: identical queries are evaluated once; the entities of every query come from one
+loader call and are parsed into one Cedar ``Entities`` handle; queries are grouped by the policy
+subset the scope index picks for them, and each group is one ``is_authorized_batch`` call.
+
+Queries carrying ``properties`` get an entity set of their own (the stored entity with the
+properties merged over its attributes, plus what it reaches), so they never leak into the shared
+handle. A shared handle that Cedar rejects (an entity not conforming to the schema) is split per
+query, so one bad entity fails only the queries that use it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+from meshauth import wire
+from meshauth.policy import cedar
+from meshauth.policy.authzen import Query
+from meshauth.policy.cedar import Uid
+from meshauth.policy.entities import EntityLoader, EntityRecord, bare_entity, entity_refs
+from meshauth.policy.registry import StoreState
+
+
+def _ancestors(uid: Uid, parents_of: dict[Uid, tuple[Uid, ...]]) -> frozenset[Uid]:
+    seen: set[Uid] = set()
+    stack = list(parents_of.get(uid, ()))
+    while stack:
+        p = stack.pop()
+        if p not in seen:
+            seen.add(p)
+            stack.extend(parents_of.get(p, ()))
+    return frozenset(seen)
+
+
+def _closure(roots: Iterable[Uid], loaded: dict[Uid, EntityRecord]) -> list[EntityRecord]:
+    seen: set[Uid] = set()
+    out: list[EntityRecord] = []
+    stack = list(roots)
+    while stack:
+        uid = stack.pop()
+        if uid in seen:
+            continue
+        seen.add(uid)
+        rec = loaded.get(uid)
+        if rec is not None:
+            out.append(rec)
+            stack.extend(rec.parents)
+            stack.extend(rec.refs)
+    return out
+
+
+def _document(parts: Iterable[bytes]) -> str:
+    return (b"[" + b",".join(parts) + b"]").decode()
+
+
+def _roots(q: Query, with_action: bool) -> list[Uid]:
+    roots = [q.principal, q.resource]
+    if with_action:
+        roots.append(q.action)
+    for extra in (q.context, q.principal_attrs, q.resource_attrs):
+        if extra:
+            roots.extend(entity_refs(extra))
+    return roots
+
+
+class Evaluator:
+    def __init__(self, loader: EntityLoader) -> None:
+        self.loader = loader
+        self.engine_calls = 0  # for tests and metrics
+
+    async def decide(self, state: StoreState, items: Sequence[Query | wire.ItemError]) -> list[wire.Decision]:
+        unique: dict[bytes, Query] = {}
+        for item in items:
+            if isinstance(item, Query):
+                unique.setdefault(item.key, item)
+        with_action = state.schema_actions is None
+        roots: list[Uid] = []
+        for q in unique.values():
+            roots.extend(_roots(q, with_action))
+        loaded = await self.loader.load(state.name, roots) if roots else {}
+        answers = self._evaluate(state, list(unique.values()), loaded)
+        out: list[wire.Decision] = []
+        for item in items:
+            if isinstance(item, Query):
+                out.append(answers[item.key])
+            else:
+                out.append(_item_error(state.revision, item))
+        return out
+
+    def _evaluate(
+        self, state: StoreState, queries: list[Query], loaded: dict[Uid, EntityRecord]
+    ) -> dict[bytes, wire.Decision]:
+        answers: dict[bytes, wire.Decision] = {}
+        shared = [q for q in queries if q.principal_attrs is None and q.resource_attrs is None]
+        if shared:
+            doc = _document(rec.json for rec in loaded.values())
+            self._run_group(state, shared, doc, loaded, answers, splittable=True)
+        for q in queries:
+            if q.principal_attrs is not None or q.resource_attrs is not None:
+                self._run_group(state, [q], self._own_document(q, loaded), loaded, answers, splittable=False)
+        return answers
+
+    def _own_document(self, q: Query, loaded: dict[Uid, EntityRecord]) -> str:
+        overrides = {q.principal: q.principal_attrs, q.resource: q.resource_attrs}
+        parts: dict[Uid, bytes] = {}
+        for rec in _closure(_roots(q, True), loaded):
+            attrs = overrides.get(rec.uid)
+            parts[rec.uid] = rec.with_attrs(attrs) if attrs else rec.json
+        for uid, attrs in overrides.items():
+            if attrs and uid not in parts:
+                parts[uid] = bare_entity(uid, attrs)
+        return _document(parts.values())
+
+    def _run_group(
+        self,
+        state: StoreState,
+        queries: list[Query],
+        doc: str,
+        loaded: dict[Uid, EntityRecord],
+        answers: dict[bytes, wire.Decision],
+        *,
+        splittable: bool,
+    ) -> None:
+        try:
+            entities = cedar.parse_entities(doc, state.schema)
+        except ValueError as exc:
+            if splittable and len(queries) > 1:
+                for q in queries:
+                    own = _document(rec.json for rec in _closure(_roots(q, True), loaded))
+                    self._run_group(state, [q], own, loaded, answers, splittable=False)
+                return
+            for q in queries:
+                answers[q.key] = _item_error(state.revision, wire.ItemError(400, f"entities: {exc}"))
+            return
+        groups: dict[int, tuple[cedar.PolicySet, list[Query]]] = {}
+        parents_of = state.schema_actions
+        if parents_of is None:
+            parents_of = {uid: rec.parents for uid, rec in loaded.items()}
+        for q in queries:
+            ps = state.index.policies_for(q.action, _ancestors(q.action, parents_of), q.principal[0], q.resource[0])
+            groups.setdefault(id(ps), (ps, []))[1].append(q)
+        for ps, group in groups.values():
+            requests = [cedar.request(q.principal, q.action, q.resource, q.context) for q in group]
+            self.engine_calls += 1
+            results = cedar.authorize(requests, ps, entities, state.schema)
+            for q, result in zip(group, results, strict=True):
+                answers[q.key] = _decision(state, result)
+
+
+def _decision(state: StoreState, result: cedar.Result) -> wire.Decision:
+    index = state.index
+    policies = [index.display_id(pid) for pid in result.diagnostics.reason]
+    errors = result.diagnostics.errors
+    if errors and index.annotations:
+        errors = [_rename(e, index.annotations) for e in errors]
+    return wire.Decision(
+        decision=result.decision == "Allow",
+        context=wire.DecisionContext(revision=state.revision, policies=policies, errors=errors),
+    )
+
+
+_POLICY_ID = re.compile(r"`(policy\d+)`")
+
+
+def _rename(message: str, annotations: dict[str, str]) -> str:
+    """Engine messages name policies by position; say their ``@id`` instead when they have one."""
+    return _POLICY_ID.sub(lambda m: f"`{annotations.get(m[1], m[1])}`", message)
+
+
+def _item_error(revision: int, error: wire.ItemError) -> wire.Decision:
+    return wire.Decision(
+        decision=False,
+        context=wire.DecisionContext(revision=revision, errors=[error.message], error=error),
+    )

@@ -1,0 +1,157 @@
+"""The compiled stores this process serves, and how they follow the database.
+
+States: a store is *unloaded* until the first request names it, then *loaded* (its active version
+compiled once into a :class:`StoreState`). A new state replaces the old one in a single dict
+assignment, so a request sees either the old or the new policy set, never a mix.
+
+Following other writers: every ``refresh_interval`` seconds one cheap query reads the revision and
+``entities_version`` of the loaded stores. A changed revision recompiles the store; a changed
+``entities_version`` drops the store's cached entities; a deleted store is unloaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from meshauth.policy import stores
+from meshauth.policy.cedar import Schema, Uid, parse_policies, parse_schema, schema_action_parents
+from meshauth.policy.entities import EntityCache
+from meshauth.policy.errors import store_not_found
+from meshauth.policy.index import PolicyIndex
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreState:
+    name: str
+    revision: int
+    active_version: int | None
+    index: PolicyIndex
+    schema: Schema | None
+    # The action hierarchy a schema declares; None when the store has no schema (then action
+    # entities and their parents come from the store's entities, like any other entity).
+    schema_actions: dict[Uid, tuple[Uid, ...]] | None
+    entities_version: int
+
+
+def compile_state(row: stores.StoreRow, text: str, *, index_enabled: bool) -> StoreState:
+    """Build a state (CPU-bound: run it in a worker thread)."""
+    schema = parse_schema(row.schema_text, row.schema_format or "cedar") if row.schema_text else None
+    return StoreState(
+        name=row.name,
+        revision=row.revision,
+        active_version=row.active_version,
+        index=PolicyIndex(parse_policies(text), enabled=index_enabled),
+        schema=schema,
+        schema_actions=schema_action_parents(schema) if schema is not None else None,
+        entities_version=row.entities_version,
+    )
+
+
+class Registry:
+    def __init__(self, engine: AsyncEngine, cache: EntityCache, *, index_enabled: bool = True) -> None:
+        self._engine = engine
+        self._cache = cache
+        self._index_enabled = index_enabled
+        self._states: dict[str, StoreState] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def get(self, name: str) -> StoreState:
+        """The store's compiled state (loaded on first use), or a 404."""
+        state = self._states.get(name)
+        if state is not None:
+            return state
+        state = await self.reload(name)
+        if state is None:
+            raise store_not_found(name)
+        return state
+
+    def loaded(self) -> list[str]:
+        return list(self._states)
+
+    async def reload(self, name: str) -> StoreState | None:
+        """Read the store from the database and compile it, unless that revision is already loaded."""
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            async with self._engine.begin() as conn:
+                row = await stores.get(conn, name)
+                if row is None:
+                    self._forget(name)
+                    return None
+                current = self._states.get(name)
+                if current is not None and current.revision == row.revision:
+                    if current.entities_version != row.entities_version:
+                        self._cache.clear_store(name)
+                        current = replace(current, entities_version=row.entities_version)
+                        self._states[name] = current
+                    return current
+                text = ""
+                if row.active_version is not None:
+                    text = await stores.version_text(conn, name, row.active_version) or ""
+            state = await asyncio.to_thread(compile_state, row, text, index_enabled=self._index_enabled)
+            if current is None or current.entities_version != row.entities_version:
+                self._cache.clear_store(name)
+            self._states[name] = state
+            return state
+
+    def cache_drop(self, name: str, uids: list[Uid], previous: int, new: int) -> None:
+        """After a local entity write: drop exactly what was written, and note the new version so
+        the refresh loop does not clear the whole cache for our own write. When another writer came
+        between (the version moved by more than one), the refresh loop clears everything instead.
+        """
+        self._cache.drop(name, uids)
+        state = self._states.get(name)
+        if state is not None and state.entities_version == previous and new == previous + 1:
+            self._states[name] = replace(state, entities_version=new)
+
+    def _forget(self, name: str) -> None:
+        self._states.pop(name, None)
+        self._cache.clear_store(name)
+
+    async def refresh(self) -> None:
+        """One pass of the follow-the-database check."""
+        names = self.loaded()
+        if not names:
+            return
+        async with self._engine.connect() as conn:
+            heads = await stores.heads(conn, names)
+        for name in names:
+            state = self._states.get(name)
+            head = heads.get(name)
+            if state is None:
+                continue
+            if head is None or head[2]:
+                if name == stores.DEFAULT_STORE and head is not None:
+                    await self.reload(name)
+                else:
+                    self._forget(name)
+                continue
+            revision, entities_version, _ = head
+            if revision != state.revision or entities_version != state.entities_version:
+                await self.reload(name)
+
+    async def run_refresh(self, interval: float) -> None:
+        """Refresh forever (a lifespan task); a failing database only delays following it."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.refresh()
+            except Exception:  # keep serving what is loaded; the log says why
+                log.warning("policy store refresh failed", exc_info=True)
+
+    @contextlib.asynccontextmanager
+    async def refreshing(self, interval: float) -> AsyncIterator[Registry]:
+        task = asyncio.create_task(self.run_refresh(interval))
+        try:
+            yield self
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
