@@ -1,0 +1,200 @@
+"""``POST …/evaluations``: defaults merging, order, the three semantics, per-item errors, limits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from tests.policy.conftest import ask, push
+
+POLICIES = """
+permit(principal, action == Action::"view", resource);
+forbid(principal, action, resource == Doc::"secret");
+"""
+
+
+async def batch(client: httpx.AsyncClient, body: dict[str, Any], store: str = "default") -> dict[str, Any]:
+    path = "/access/v1/evaluations" if store == "default" else f"/stores/{store}/access/v1/evaluations"
+    r = await client.post(path, json=body)
+    assert r.status_code == 200, r.text
+    result: dict[str, Any] = r.json()
+    return result
+
+
+def docs(*ids: str) -> list[dict[str, Any]]:
+    return [{"resource": {"type": "Doc", "id": i}} for i in ids]
+
+
+async def test_results_in_request_order_with_defaults(client: httpx.AsyncClient) -> None:
+    """Top-level subject and action apply to every item; answers come back in request order."""
+    await push(client, POLICIES)
+    body = {"subject": {"type": "User", "id": "u"}, "action": {"name": "view"}, "evaluations": docs("a", "secret", "b")}
+    out = await batch(client, body)
+    assert [e["decision"] for e in out["evaluations"]] == [True, False, True]
+    assert all(e["context"]["revision"] == 1 for e in out["evaluations"])
+
+
+async def test_item_field_replaces_default(client: httpx.AsyncClient) -> None:
+    """An item's own action replaces the default action."""
+    await push(client, POLICIES)
+    body = {
+        "subject": {"type": "User", "id": "u"},
+        "action": {"name": "view"},
+        "resource": {"type": "Doc", "id": "a"},
+        "evaluations": [{}, {"action": {"name": "edit"}}],
+    }
+    out = await batch(client, body)
+    assert [e["decision"] for e in out["evaluations"]] == [True, False]
+
+
+async def test_default_context_applies_to_items(client: httpx.AsyncClient) -> None:
+    """A top-level context is the context of items that give none."""
+    await push(client, "permit(principal, action, resource) when { context.ok };")
+    body = {
+        "subject": {"type": "User", "id": "u"},
+        "action": {"name": "view"},
+        "context": {"ok": True},
+        "evaluations": [*docs("a"), {"resource": {"type": "Doc", "id": "b"}, "context": {"ok": False}}],
+    }
+    out = await batch(client, body)
+    assert [e["decision"] for e in out["evaluations"]] == [True, False]
+
+
+async def test_bad_item_fails_alone(client: httpx.AsyncClient) -> None:
+    """One malformed item yields an error for that item only, naming its field."""
+    await push(client, POLICIES)
+    body = {
+        "subject": {"type": "User", "id": "u"},
+        "action": {"name": "view"},
+        "evaluations": [*docs("a"), {"resource": {"type": "Doc"}}, {"resource": {"type": "if", "id": "x"}}, *docs("b")],
+    }
+    out = (await batch(client, body))["evaluations"]
+    assert [e["decision"] for e in out] == [True, False, False, True]
+    assert out[1]["context"]["error"]["status"] == 400
+    assert "evaluations[1].resource.id" in out[1]["context"]["error"]["message"]
+    assert "evaluations[2].resource.type" in out[2]["context"]["error"]["message"]
+    assert "error" not in out[0]["context"]
+
+
+async def test_deny_on_first_deny_stops_after_the_deny(client: httpx.AsyncClient) -> None:
+    """deny_on_first_deny returns the items up to and including the first deny."""
+    await push(client, POLICIES)
+    body = {
+        "subject": {"type": "User", "id": "u"},
+        "action": {"name": "view"},
+        "options": {"evaluations_semantic": "deny_on_first_deny"},
+        "evaluations": docs("a", "secret", "b"),
+    }
+    out = (await batch(client, body))["evaluations"]
+    assert [e["decision"] for e in out] == [True, False]
+
+
+async def test_permit_on_first_permit_stops_after_the_permit(client: httpx.AsyncClient) -> None:
+    """permit_on_first_permit returns the items up to and including the first permit."""
+    await push(client, POLICIES)
+    body = {
+        "subject": {"type": "User", "id": "u"},
+        "action": {"name": "view"},
+        "options": {"evaluations_semantic": "permit_on_first_permit"},
+        "evaluations": docs("secret", "a", "b"),
+    }
+    out = (await batch(client, body))["evaluations"]
+    assert [e["decision"] for e in out] == [False, True]
+
+
+async def test_execute_all_runs_everything(client: httpx.AsyncClient) -> None:
+    """execute_all (named explicitly) answers every item."""
+    await push(client, POLICIES)
+    body = {
+        "subject": {"type": "User", "id": "u"},
+        "action": {"name": "view"},
+        "options": {"evaluations_semantic": "execute_all"},
+        "evaluations": docs("secret", "a", "secret"),
+    }
+    out = (await batch(client, body))["evaluations"]
+    assert [e["decision"] for e in out] == [False, True, False]
+
+
+async def test_an_item_error_counts_as_deny_for_deny_on_first_deny(client: httpx.AsyncClient) -> None:
+    """A failed item stops deny_on_first_deny like a deny does."""
+    await push(client, POLICIES)
+    body = {
+        "subject": {"type": "User", "id": "u"},
+        "action": {"name": "view"},
+        "options": {"evaluations_semantic": "deny_on_first_deny"},
+        "evaluations": [*docs("a"), {"resource": {"type": "Doc"}}, *docs("b")],
+    }
+    out = (await batch(client, body))["evaluations"]
+    assert len(out) == 2
+
+
+async def test_unknown_semantic_is_400(client: httpx.AsyncClient) -> None:
+    """An evaluations_semantic outside the three is a 400 naming the field."""
+    body = {"options": {"evaluations_semantic": "first_wins"}, "evaluations": []}
+    r = await client.post("/access/v1/evaluations", json=body)
+    assert r.status_code == 400
+    assert r.json()["field"] == "options.evaluations_semantic"
+
+
+async def test_no_evaluations_array_answers_like_evaluation(client: httpx.AsyncClient) -> None:
+    """Without an evaluations array the request is one evaluation (AuthZEN §7.1)."""
+    await push(client, POLICIES)
+    r = await client.post("/access/v1/evaluations", json=ask("User:u", "view", "Doc:a"))
+    assert r.status_code == 200
+    assert r.json()["decision"] is True
+
+
+async def test_duplicate_items_are_answered_each(client: httpx.AsyncClient) -> None:
+    """Identical items are evaluated once but every position gets its answer."""
+    await push(client, POLICIES)
+    body = {"subject": {"type": "User", "id": "u"}, "action": {"name": "view"}, "evaluations": docs("a", "a", "secret", "a")}
+    out = (await batch(client, body))["evaluations"]
+    assert [e["decision"] for e in out] == [True, True, False, True]
+
+
+async def test_batch_over_item_limit_is_413(make_app) -> None:  # type: ignore[no-untyped-def]
+    """More items than policy_max_evaluations is refused with 413."""
+    async with make_app(policy_max_evaluations=3) as (_app, client):
+        body = {"subject": {"type": "User", "id": "u"}, "action": {"name": "view"}, "evaluations": docs("a", "b", "c", "d")}
+        r = await client.post("/access/v1/evaluations", json=body)
+    assert r.status_code == 413
+
+
+async def test_evaluations_is_not_a_list_is_400(client: httpx.AsyncClient) -> None:
+    """A non-array evaluations field is a 400 naming it."""
+    r = await client.post("/access/v1/evaluations", json={"evaluations": {"a": 1}})
+    assert r.status_code == 400
+    assert r.json()["field"] == "evaluations"
+
+
+async def test_batch_uses_one_engine_call_per_policy_subset(make_app) -> None:  # type: ignore[no-untyped-def]
+    """Items sharing a policy subset are evaluated together: engine calls = distinct subsets."""
+    async with make_app() as (app, client):
+        await push(client, 'permit(principal, action == Action::"view", resource is Doc);\npermit(principal, action == Action::"view", resource is Img);')
+        evaluator = app.state.api.evaluator
+        before = evaluator.engine_calls
+        items = [{"resource": {"type": t, "id": str(n)}} for n, t in enumerate(["Doc", "Img"] * 10)]
+        body = {"subject": {"type": "User", "id": "u"}, "action": {"name": "view"}, "evaluations": items}
+        out = await batch(client, body)
+        assert all(e["decision"] for e in out["evaluations"])
+        assert evaluator.engine_calls - before == 2
+
+
+async def test_batch_loads_entities_with_one_query_per_level(make_app) -> None:  # type: ignore[no-untyped-def]
+    """A batch's entities come from one SQL query per hierarchy level, then from the cache."""
+    from tests.policy.conftest import entity, load
+
+    async with make_app() as (app, client):
+        await push(client, 'permit(principal in Group::"g", action, resource);')
+        await load(client, [entity(f"User:u{n}", parents=("Group:g",)) for n in range(10)])
+        loader = app.state.api.evaluator.loader
+        body = {"action": {"name": "view"}, "resource": {"type": "Doc", "id": "d"},
+                "evaluations": [{"subject": {"type": "User", "id": f"u{n}"}} for n in range(10)]}
+        before = loader.queries
+        out = await batch(client, body)
+        assert all(e["decision"] for e in out["evaluations"])
+        assert loader.queries - before == 2  # users + resource, then their parent group
+        before = loader.queries
+        await batch(client, body)
+        assert loader.queries == before  # all cached
