@@ -58,7 +58,12 @@ class Harness:
         r = await self.http.post(
             "/admin/clients",
             headers=self.admin,
-            json={"client_id": client_id, "client_secret": SECRET, "scopes": list(scopes), "grant_types": list(grant_types)},
+            json={
+                "client_id": client_id,
+                "client_secret": SECRET,
+                "scopes": list(scopes),
+                "grant_types": list(grant_types),
+            },
         )
         assert r.status_code == 201, r.text
 

@@ -43,7 +43,12 @@ async def test_duplicate_is_conflict(auth: Harness) -> None:
     r = await auth.http.post(
         "/admin/clients",
         headers=auth.admin,
-        json={"client_id": "svc", "client_secret": "another-secret", "scopes": [], "grant_types": ["client_credentials"]},
+        json={
+            "client_id": "svc",
+            "client_secret": "another-secret",
+            "scopes": [],
+            "grant_types": ["client_credentials"],
+        },
     )
     assert r.status_code == 409
     assert (await auth.token("svc"))["access_token"]

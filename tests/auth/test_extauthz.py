@@ -66,7 +66,9 @@ async def test_cache_can_be_switched_off(sqlite_url: str, valkey_url: str, redis
 
 
 @pytest.fixture
-async def grpc_auth(sqlite_url: str, valkey_url: str, redis: Redis, tmp_path: Path) -> AsyncIterator[tuple[Harness, str]]:
+async def grpc_auth(
+    sqlite_url: str, valkey_url: str, redis: Redis, tmp_path: Path
+) -> AsyncIterator[tuple[Harness, str]]:
     async for h in start_harness(make_settings(sqlite_url, valkey_url, tmp_path), grpc_port=0):
         yield h, f"127.0.0.1:{h.app.grpc_bound}"
 
@@ -74,7 +76,9 @@ async def grpc_auth(sqlite_url: str, valkey_url: str, redis: Redis, tmp_path: Pa
 def check_request(headers: dict[str, str]) -> external_auth_pb2.CheckRequest:
     http = attribute_context_pb2.AttributeContext.HttpRequest(method="GET", path="/orders/1", headers=headers)
     return external_auth_pb2.CheckRequest(
-        attributes=attribute_context_pb2.AttributeContext(request=attribute_context_pb2.AttributeContext.Request(http=http))
+        attributes=attribute_context_pb2.AttributeContext(
+            request=attribute_context_pb2.AttributeContext.Request(http=http)
+        )
     )
 
 

@@ -95,7 +95,9 @@ async def test_other_replica_rotation_found_by_unknown_kid(auth: Harness) -> Non
 
 
 @pytest.mark.parametrize("alg", ["EdDSA", "RS256"])
-async def test_configurable_algorithms(alg: str, sqlite_url: str, valkey_url: str, redis: Redis, tmp_path: Path) -> None:
+async def test_configurable_algorithms(
+    alg: str, sqlite_url: str, valkey_url: str, redis: Redis, tmp_path: Path
+) -> None:
     """EdDSA and RS256 sign and verify end to end."""
     async for h in start_harness(make_settings(sqlite_url, valkey_url, tmp_path, signing_alg=alg)):
         await h.add_client()

@@ -52,7 +52,9 @@ async def test_scope_beyond_allowed_is_invalid_scope(auth: Harness) -> None:
 async def test_wrong_secret_is_invalid_client_with_challenge(auth: Harness) -> None:
     """A wrong Basic secret is 401 invalid_client with a Basic challenge."""
     await auth.add_client()
-    r = await auth.http.post("/oauth2/token", data={"grant_type": "client_credentials"}, headers=basic("svc", "nope-nope"))
+    r = await auth.http.post(
+        "/oauth2/token", data={"grant_type": "client_credentials"}, headers=basic("svc", "nope-nope")
+    )
     assert r.status_code == 401
     assert r.json()["error"] == "invalid_client"
     assert r.headers["www-authenticate"].startswith("Basic")
@@ -89,7 +91,10 @@ async def test_unknown_grant_type(auth: Harness) -> None:
     await auth.add_client()
     r = await auth.http.post("/oauth2/token", data={"grant_type": "urn:evil"}, headers=basic("svc", SECRET))
     assert r.status_code == 400
-    assert r.json() == {"error": "unsupported_grant_type", "error_description": "grant_type 'urn:evil' is not supported"}
+    assert r.json() == {
+        "error": "unsupported_grant_type",
+        "error_description": "grant_type 'urn:evil' is not supported",
+    }
 
 
 async def test_missing_grant_type(auth: Harness) -> None:

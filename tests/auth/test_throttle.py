@@ -19,7 +19,9 @@ async def test_password_guessing_throttled_per_account(
         await h.add_user()
         form = {"grant_type": "password", "username": "alice"}
         for _ in range(3):
-            r = await h.http.post("/oauth2/token", data={**form, "password": "guess-guess"}, headers=basic("svc", SECRET))
+            r = await h.http.post(
+                "/oauth2/token", data={**form, "password": "guess-guess"}, headers=basic("svc", SECRET)
+            )
             assert r.status_code == 400
         r = await h.http.post("/oauth2/token", data={**form, "password": PASSWORD}, headers=basic("svc", SECRET))
         assert r.status_code == 429

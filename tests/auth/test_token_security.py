@@ -92,7 +92,9 @@ async def test_embedded_key_headers(auth_sqlite: Harness, name: str) -> None:
         "x5u": "https://evil.example/cert.pem",
         "x5c": ["MIIB"],
     }
-    token = jwt.encode(claims(h), attacker, algorithm="ES256", headers={"typ": "at+jwt", "kid": "evil", name: values[name]})
+    token = jwt.encode(
+        claims(h), attacker, algorithm="ES256", headers={"typ": "at+jwt", "kid": "evil", name: values[name]}
+    )
     assert name in await refused(h, token)
     # The same header on a token our own key signed is still refused.
     assert name in await refused(h, sign(h, claims(h), **{name: values[name]}))
@@ -127,8 +129,7 @@ async def test_unknown_crit(auth_sqlite: Harness, crit: list[str]) -> None:
     header: dict[str, Any] = {"crit": crit}
     for name in crit:
         header.setdefault(name, True)
-    if "exp" in header:
-        del header["exp"]
+    header.pop("exp", None)
     assert "crit" in await refused(h, sign(h, claims(h), **header))
 
 
@@ -220,7 +221,17 @@ async def test_oversized_token_refused_before_parsing(auth_sqlite: Harness) -> N
 
 @pytest.mark.parametrize(
     "token",
-    ["", "abc", "a.b", "a.b.c.d", "!!!.???.***", "e30.e30.", "bnVsbA.e30.AA", "W10.e30.AA", "eyJhbGciOiJFUzI1NiJ9.%%%.AA"],
+    [
+        "",
+        "abc",
+        "a.b",
+        "a.b.c.d",
+        "!!!.???.***",
+        "e30.e30.",
+        "bnVsbA.e30.AA",
+        "W10.e30.AA",
+        "eyJhbGciOiJFUzI1NiJ9.%%%.AA",
+    ],
 )
 async def test_garbage_tokens(auth_sqlite: Harness, token: str) -> None:
     """Strings that are not JWS compact tokens are refused cleanly."""

@@ -26,7 +26,7 @@ def _header(name: str, value: str) -> base_pb2.HeaderValueOption:
     )
 
 
-class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
+class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
     def __init__(self, gate: Gate, max_authorization_bytes: int) -> None:
         self._gate = gate
         self._max = max_authorization_bytes
@@ -57,7 +57,7 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
         return external_auth_pb2.CheckResponse(
             status=status_pb2.Status(code=code, message=reason),
             denied_response=external_auth_pb2.DeniedHttpResponse(
-                status=http_status_pb2.HttpStatus(code=status),  # type: ignore[arg-type]
+                status=http_status_pb2.HttpStatus(code=status),
                 headers=[_header(k, v) for k, v in headers],
                 body=reason,
             ),

@@ -59,7 +59,8 @@ class Denylist:
                 values = await self._redis.mget(batch)
                 for key, value in zip(batch, values, strict=True):
                     if value is not None:
-                        fresh[key.decode()[prefix_len:]] = int(value)
+                        name = key.decode() if isinstance(key, bytes) else key
+                        fresh[name[prefix_len:]] = int(value)
             if cursor == 0:
                 break
         # Keep local additions made while the snapshot ran; they were written to Redis too.

@@ -79,6 +79,7 @@ class AuthService:
         self.admin_token = read_admin_token(settings)
         self.listener = InvalidationListener(url, self.rkeys.invalidations, self._on_invalidation, self._resync)
         self._tasks: list[asyncio.Task[None]] = []
+        self._reloads: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         await ensure_key(self.engine, self.settings.signing_alg)
@@ -101,7 +102,9 @@ class AuthService:
         elif kind == sessions.KIND:
             self.sessions.evict_local(value)
         elif kind == KEYS_KIND:
-            self._tasks.append(asyncio.create_task(self.keys.load(), name="key-reload"))  # type: ignore[arg-type]
+            task = asyncio.create_task(self.keys.load(), name="key-reload")
+            self._reloads.add(task)
+            task.add_done_callback(self._reloads.discard)
 
     async def _resync(self) -> None:
         await self.denylist.snapshot()

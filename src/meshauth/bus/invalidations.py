@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -24,6 +25,8 @@ BLOCK_MS = 1000
 # A blocked XREAD must not hit the socket timeout (redis/redis-py#3138).
 READER_SOCKET_TIMEOUT = BLOCK_MS / 1000 + 5
 
+# XREAD's reply with decode_responses=False: [(stream, [(id, {field: value})])]
+StreamReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
 Handler = Callable[[str, str, int], None]
 Resync = Callable[[], Awaitable[None]]
 
@@ -71,7 +74,7 @@ class InvalidationListener:
                 self._ready.set()
                 backoff = 0.05
                 while True:
-                    entries = await redis.xread({self._stream: last_id}, block=BLOCK_MS, count=1000)
+                    entries = cast(StreamReply, await redis.xread({self._stream: last_id}, block=BLOCK_MS, count=1000))
                     for _stream, messages in entries:
                         for msg_id, fields in messages:
                             last_id = msg_id
@@ -89,8 +92,8 @@ class InvalidationListener:
     async def _resync(self, redis: Redis) -> bytes:
         # Take the stream's position first, then rebuild: anything written after the position is read
         # from the stream, anything before it is in the snapshot.
-        newest = await redis.xrevrange(self._stream, count=1)
-        position: bytes = newest[0][0] if newest else b"0-0"
+        newest = cast(list[tuple[bytes, dict[bytes, bytes]]], await redis.xrevrange(self._stream, count=1))
+        position = newest[0][0] if newest else b"0-0"
         await self._on_resync()
         return position
 

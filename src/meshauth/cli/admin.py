@@ -1,7 +1,220 @@
-"""``meshauth admin``: users, clients and signing keys, straight against the database."""
+"""``meshauth admin``: users, clients and signing keys, straight against the database.
+
+Works with or without a running service. A key rotation is announced on the invalidation stream when a
+Redis is known (``REDIS_URL`` or the embedded one ``meshauth up`` recorded), so running replicas switch
+at once; otherwise they pick it up on their next periodic refresh.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
 import typer
+from redis.exceptions import RedisError
+
+from meshauth.auth import keys
+from meshauth.auth.accounts import (
+    AccountError,
+    Accounts,
+    AlreadyExists,
+    check_attributes,
+    check_grant_types,
+    check_name,
+    check_scopes,
+    check_secret,
+)
+from meshauth.auth.passwords import Passwords
+from meshauth.auth.service import KEYS_KIND
+from meshauth.bus.invalidations import publish
+from meshauth.config import Settings, load_settings
+from meshauth.db import create_engine, migrate
+from meshauth.kv import Keys, connect, resolve_redis_url
 
 app = typer.Typer(help="Users, clients and signing keys.", no_args_is_help=True)
+clients_app = typer.Typer(help="OAuth clients.", no_args_is_help=True)
+users_app = typer.Typer(help="Users.", no_args_is_help=True)
+app.add_typer(clients_app, name="clients")
+app.add_typer(users_app, name="users")
+
+T = TypeVar("T")
+
+
+def _run(work: Callable[[Settings, Accounts, Passwords], Awaitable[T]]) -> T:
+    settings = load_settings()
+    migrate(settings.sqlalchemy_url)
+
+    async def main() -> T:
+        engine = create_engine(settings.sqlalchemy_url)
+        try:
+            passwords = Passwords(
+                time_cost=settings.argon2_time_cost,
+                memory_kib=settings.argon2_memory_kib,
+                parallelism=settings.argon2_parallelism,
+            )
+            return await work(settings, Accounts(engine), passwords)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _echo(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+@clients_app.command("create")
+def clients_create(
+    client_id: str = typer.Argument(...),
+    secret: str = typer.Option(..., "--secret", prompt=True, hide_input=True, help="Client secret (8-512 chars)."),
+    scope: list[str] = typer.Option([], "--scope", help="Allowed scope; repeat for several."),
+    grant: list[str] = typer.Option(["client_credentials"], "--grant", help="Allowed grant type; repeat."),
+) -> None:
+    """Register an OAuth client."""
+    try:
+        cid, sec = check_name("client_id", client_id), check_secret("client_secret", secret)
+        scopes, grants = check_scopes(list(scope)), check_grant_types(list(grant))
+    except AccountError as exc:
+        raise _fail(str(exc), 2) from None
+
+    async def work(_s: Settings, accounts: Accounts, passwords: Passwords) -> dict[str, Any]:
+        return (await accounts.add_client(cid, await passwords.hash_async(sec), scopes, grants)).public()
+
+    try:
+        _echo(_run(work))
+    except AlreadyExists as exc:
+        raise _fail(str(exc)) from None
+
+
+@clients_app.command("list")
+def clients_list() -> None:
+    """List clients (never their secrets)."""
+
+    async def work(_s: Settings, accounts: Accounts, _p: Passwords) -> list[dict[str, Any]]:
+        return [c.public() for c in await accounts.list_clients()]
+
+    _echo(_run(work))
+
+
+@clients_app.command("disable")
+def clients_disable(client_id: str) -> None:
+    """Stop a client from getting tokens."""
+
+    async def work(_s: Settings, accounts: Accounts, _p: Passwords) -> bool:
+        return await accounts.set_client_disabled(client_id, True)
+
+    if not _run(work):
+        raise _fail(f"no client {client_id!r}")
+    typer.echo(f"client {client_id} disabled")
+
+
+@clients_app.command("delete")
+def clients_delete(client_id: str) -> None:
+    """Delete a client."""
+
+    async def work(_s: Settings, accounts: Accounts, _p: Passwords) -> bool:
+        return await accounts.delete_client(client_id)
+
+    if not _run(work):
+        raise _fail(f"no client {client_id!r}")
+    typer.echo(f"client {client_id} deleted")
+
+
+@users_app.command("create")
+def users_create(
+    username: str = typer.Argument(...),
+    password: str = typer.Option(..., "--password", prompt=True, hide_input=True, help="Password (8-512 chars)."),
+    attributes: str = typer.Option("{}", "--attributes", help="JSON object of attributes."),
+) -> None:
+    """Create a user."""
+    try:
+        name, pw = check_name("username", username), check_secret("password", password)
+        attrs = check_attributes(json.loads(attributes))
+    except json.JSONDecodeError as exc:
+        raise _fail(f"attributes is not JSON: {exc}", 2) from None
+    except AccountError as exc:
+        raise _fail(str(exc), 2) from None
+
+    async def work(_s: Settings, accounts: Accounts, passwords: Passwords) -> dict[str, Any]:
+        return (await accounts.add_user(name, await passwords.hash_async(pw), attrs)).public()
+
+    try:
+        _echo(_run(work))
+    except AlreadyExists as exc:
+        raise _fail(str(exc)) from None
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List users."""
+
+    async def work(_s: Settings, accounts: Accounts, _p: Passwords) -> list[dict[str, Any]]:
+        return [u.public() for u in await accounts.list_users()]
+
+    _echo(_run(work))
+
+
+@users_app.command("disable")
+def users_disable(username: str) -> None:
+    """Stop a user from logging in or refreshing tokens."""
+
+    async def work(_s: Settings, accounts: Accounts, _p: Passwords) -> bool:
+        return await accounts.set_user_disabled(username, True)
+
+    if not _run(work):
+        raise _fail(f"no user {username!r}")
+    typer.echo(f"user {username} disabled")
+
+
+@users_app.command("delete")
+def users_delete(username: str) -> None:
+    """Delete a user."""
+
+    async def work(_s: Settings, accounts: Accounts, _p: Passwords) -> bool:
+        return await accounts.delete_user(username)
+
+    if not _run(work):
+        raise _fail(f"no user {username!r}")
+    typer.echo(f"user {username} deleted")
+
+
+@app.command("rotate-keys")
+def rotate_keys() -> None:
+    """Make a new signing key the signer. Old keys keep verifying until every token they signed expired."""
+    settings = load_settings()
+    migrate(settings.sqlalchemy_url)
+    overlap = settings.access_token_ttl + settings.leeway
+
+    async def main() -> tuple[str, list[str], bool]:
+        engine = create_engine(settings.sqlalchemy_url)
+        try:
+            kid, deleted = await keys.rotate(engine, settings.signing_alg, overlap=overlap)
+        finally:
+            await engine.dispose()
+        announced = False
+        url = resolve_redis_url(settings)
+        if url:
+            redis = connect(url)
+            try:
+                await publish(redis, Keys(settings.redis_prefix).invalidations, KEYS_KIND, kid)
+                announced = True
+            except (RedisError, OSError):
+                pass
+            finally:
+                await redis.aclose()
+        return kid, deleted, announced
+
+    kid, deleted, announced = asyncio.run(main())
+    typer.echo(f"new signing key {kid} ({settings.signing_alg}); previous keys verify for {overlap}s more")
+    if deleted:
+        typer.echo(f"deleted expired keys: {', '.join(deleted)}")
+    typer.echo(
+        "running replicas notified" if announced else "no Redis reachable: replicas switch on their next key refresh"
+    )

@@ -1,8 +1,61 @@
-"""``meshauth up``: the whole local stack in the foreground."""
+"""``meshauth up``: the whole local stack in the foreground, with a walkthrough that works as printed."""
 
 from __future__ import annotations
 
+import os
 
-def up() -> None:
-    """Start Valkey (embedded unless REDIS_URL), the auth and policy services; print a walkthrough."""
-    raise SystemExit("not yet")
+import typer
+
+from meshauth.admin_token import ensure_admin_token
+from meshauth.config import load_settings
+from meshauth.local.bootstrap import bootstrap
+from meshauth.local.stack import Stack, child_env, policy_available
+from meshauth.local.walkthrough import walkthrough
+
+
+def up(
+    demo: bool = typer.Option(True, "--demo/--no-demo", help="Create the demo client and user."),
+) -> None:
+    """Start Valkey (embedded unless REDIS_URL), the auth and policy services, and print a walkthrough."""
+    # The local stack serves plain HTTP on loopback, where a Secure cookie would never be sent back.
+    os.environ.setdefault("MESHAUTH_COOKIE_SECURE", "false")
+    settings = load_settings()
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    _token, token_file = ensure_admin_token(settings)
+    demo_info = bootstrap(settings, demo=demo)
+    stack = Stack(settings, env={})
+    code = 1
+    try:
+        redis_url = stack.start_redis()
+        stack.env = child_env(settings, redis_url)
+        with_policy = policy_available()
+        stack.spawn("auth", "serve", "auth", "--no-migrate")
+        if with_policy:
+            stack.spawn("policy", "serve", "policy", "--no-migrate")
+        stack.wait_ready("auth", f"http://{settings.auth_host}:{settings.auth_port}/healthz")
+        if with_policy:
+            stack.wait_ready("policy", f"http://{settings.policy_host}:{settings.policy_port}/healthz")
+        auth = f"http://{settings.auth_host}:{settings.auth_port}"
+        typer.echo("")
+        typer.echo("meshauth is up")
+        typer.echo(f"  auth service     {auth}   (OAuth 2.0, sessions, ext_authz under /ext_authz/)")
+        typer.echo(f"  ext_authz gRPC   {settings.auth_host}:{settings.grpc_port}")
+        if with_policy:
+            typer.echo(f"  policy service   http://{settings.policy_host}:{settings.policy_port}   (AuthZEN)")
+        typer.echo(f"  redis            {redis_url}{'' if settings.redis_url else '   (embedded Valkey)'}")
+        typer.echo(f"  database         {settings.sqlalchemy_url}")
+        typer.echo(f"  metrics          {auth}/metrics")
+        if token_file is not None:
+            typer.echo(f"  admin token      in {token_file.resolve()} (mode 0600)")
+        else:
+            typer.echo("  admin token      from MESHAUTH_ADMIN_TOKEN")
+        typer.echo("")
+        if demo_info is not None:
+            typer.echo(walkthrough(settings, demo_info, policy=with_policy))
+        typer.echo("\nPress Ctrl-C to stop.", nl=True)
+        code = stack.run_until_stopped()
+    except RuntimeError as exc:
+        typer.echo(f"meshauth up: {exc}", err=True)
+    finally:
+        stack.stop()
+    raise typer.Exit(code)

@@ -1,0 +1,92 @@
+"""``meshauth up`` from an empty directory: it starts everything and its walkthrough works as printed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from meshauth.local.walkthrough import BEGIN, END
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the printed walkthrough uses curl")
+def test_up_walkthrough_works_as_printed(tmp_path: Path) -> None:
+    """Every step of the printed walkthrough gives the answer its comment promises."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("MESHAUTH_") and k not in ("REDIS_URL", "DATABASE_URL")
+    }
+    env.update(
+        MESHAUTH_AUTH_PORT=str(free_port()),
+        MESHAUTH_GRPC_PORT=str(free_port()),
+        MESHAUTH_POLICY_PORT=str(free_port()),
+        # Keep the suite quick; production hashing parameters are the defaults.
+        MESHAUTH_ARGON2_TIME_COST="1",
+        MESHAUTH_ARGON2_MEMORY_KIB="1024",
+    )
+    out = tmp_path / "out.txt"
+    with out.open("w") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "meshauth", "up"], cwd=tmp_path, env=env, stdout=sink, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "Press Ctrl-C" not in out.read_text():
+            assert proc.poll() is None, out.read_text()
+            assert time.monotonic() < deadline, out.read_text()
+            time.sleep(0.2)
+        text = out.read_text()
+        assert oct((tmp_path / "var" / "admin-token").stat().st_mode & 0o777) == "0o600"
+        script = text[text.index(BEGIN) : text.index(END) + len(END)]
+        result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, check=False)
+        walk = result.stdout
+        assert result.returncode == 0, result.stderr
+        responses = walk.split("HTTP/1.1 ")
+        assert responses[1].startswith("200") and "x-meshauth-subject: demo" in responses[1]
+        assert '"active":true' in responses[1]
+        assert responses[2].startswith("401") and "revoked" in responses[2]
+        assert responses[3].startswith("200") and "x-meshauth-subject: alice" in responses[3]
+        assert "access_evaluation_endpoint" in walk or "policy service" not in text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=30)
+    assert code == 0, out.read_text()
+    assert not (tmp_path / "var" / "redis-url").exists(), "the embedded Valkey was not stopped"
+
+
+def test_up_refuses_a_busy_port(tmp_path: Path) -> None:
+    """If the auth port is taken, up says so and exits non-zero instead of hanging."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MESHAUTH_")}
+        env.update(
+            MESHAUTH_AUTH_PORT=str(busy.getsockname()[1]),
+            MESHAUTH_GRPC_PORT=str(free_port()),
+            MESHAUTH_POLICY_PORT=str(free_port()),
+            MESHAUTH_ARGON2_TIME_COST="1",
+            MESHAUTH_ARGON2_MEMORY_KIB="1024",
+        )
+        result = subprocess.run(
+            [sys.executable, "-m", "meshauth", "up", "--no-demo"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+    assert result.returncode != 0
+    assert "auth" in result.stderr
