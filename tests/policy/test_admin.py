@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 
 from tests.policy.conftest import ADMIN, ask, decide, entity, load, push
@@ -42,7 +44,7 @@ async def test_text_plain_upload(client: httpx.AsyncClient) -> None:
 async def test_first_upload_activates_later_ones_wait(client: httpx.AsyncClient) -> None:
     """Without an explicit choice the first version goes live; later ones wait for activation."""
     first = await push(client, ALLOW, activate=None)
-    second = await push(client, 'forbid(principal, action, resource);', activate=None)
+    second = await push(client, "forbid(principal, action, resource);", activate=None)
     assert first["activated"] is True
     assert second["activated"] is False
     assert (await decide(client, ask("User:u", "view", "Doc:a")))["decision"] is True
@@ -51,7 +53,7 @@ async def test_first_upload_activates_later_ones_wait(client: httpx.AsyncClient)
 async def test_upload_without_activate_keeps_active_version(client: httpx.AsyncClient) -> None:
     """activate=false stores a version without changing decisions or the revision."""
     await push(client, ALLOW)
-    staged = await push(client, 'forbid(principal, action, resource);', activate=False)
+    staged = await push(client, "forbid(principal, action, resource);", activate=False)
     assert staged["revision"] == 1
     assert staged["active_version"] == 1
     assert (await decide(client, ask("User:u", "view", "Doc:a")))["decision"] is True
@@ -105,7 +107,8 @@ async def test_syntax_error_is_422_with_location(client: httpx.AsyncClient) -> N
 async def test_invalid_upload_leaves_active_version(client: httpx.AsyncClient) -> None:
     """A refused upload creates no version and changes no decision."""
     await push(client, ALLOW)
-    r = await client.post("/admin/stores/default/policies", json={"policies": "permit(", "activate": True}, headers=ADMIN)
+    body = {"policies": "permit(", "activate": True}
+    r = await client.post("/admin/stores/default/policies", json=body, headers=ADMIN)
     assert r.status_code == 422
     listing = (await client.get("/admin/stores/default/policies", headers=ADMIN)).json()
     assert [v["version"] for v in listing["versions"]] == [1]
@@ -127,8 +130,8 @@ async def test_type_error_against_schema_is_422(client: httpx.AsyncClient) -> No
 
 async def test_schema_that_breaks_active_policies_is_refused(client: httpx.AsyncClient) -> None:
     """A schema under which the active policies would not type-check is refused (422)."""
-    await push(client, 'permit(principal, action, resource) when { principal.level > 1 };', store="s")
-    schema = 'entity User { level: String }; entity Doc; action view appliesTo { principal: User, resource: Doc };'
+    await push(client, "permit(principal, action, resource) when { principal.level > 1 };", store="s")
+    schema = "entity User { level: String }; entity Doc; action view appliesTo { principal: User, resource: Doc };"
     r = await client.put("/admin/stores/s/schema", content=schema, headers=ADMIN)
     assert r.status_code == 422
 
@@ -142,8 +145,10 @@ async def test_unparsable_schema_is_422(client: httpx.AsyncClient) -> None:
 
 async def test_json_schema_format(client: httpx.AsyncClient) -> None:
     """A schema in Cedar's JSON format is accepted and read back."""
-    schema = '{"": {"entityTypes": {"User": {}, "Doc": {}}, "actions": {"view": {"appliesTo": {"principalTypes": ["User"], "resourceTypes": ["Doc"]}}}}}'
-    r = await client.put("/admin/stores/s/schema", content=schema, headers={**ADMIN, "content-type": "application/json"})
+    applies = {"appliesTo": {"principalTypes": ["User"], "resourceTypes": ["Doc"]}}
+    schema = json.dumps({"": {"entityTypes": {"User": {}, "Doc": {}}, "actions": {"view": applies}}})
+    headers = {**ADMIN, "content-type": "application/json"}
+    r = await client.put("/admin/stores/s/schema", content=schema, headers=headers)
     assert r.status_code == 200, r.text
     got = (await client.get("/admin/stores/s/schema", headers=ADMIN)).json()
     assert got["format"] == "json"

@@ -56,8 +56,11 @@ async def test_hierarchy_in_follows_parents_transitively(client: httpx.AsyncClie
     await push(client, 'permit(principal in Group::"all", action, resource);')
     await load(
         client,
-        [entity("User:erin", parents=("Group:team",)), entity("Group:team", parents=("Group:dept",))]
-        + [entity("Group:dept", parents=("Group:all",))],
+        [
+            entity("User:erin", parents=("Group:team",)),
+            entity("Group:team", parents=("Group:dept",)),
+            entity("Group:dept", parents=("Group:all",)),
+        ],
     )
     assert (await decide(client, ask("User:erin", "view", "Doc:x")))["decision"] is True
     assert (await decide(client, ask("User:frank", "view", "Doc:x")))["decision"] is False
@@ -120,7 +123,7 @@ async def test_properties_merge_over_stored_attributes(client: httpx.AsyncClient
 
 async def test_resource_properties_for_unknown_entity(client: httpx.AsyncClient) -> None:
     """Properties describe a resource the store does not hold."""
-    await push(client, 'permit(principal, action, resource) when { resource.public == true };')
+    await push(client, "permit(principal, action, resource) when { resource.public == true };")
     body = ask("User:u", "view", "Doc:new")
     body["resource"]["properties"] = {"public": True}
     assert (await decide(client, body))["decision"] is True

@@ -22,6 +22,9 @@ async def batch(client: httpx.AsyncClient, body: dict[str, Any], store: str = "d
     return result
 
 
+USER_VIEWS = {"subject": {"type": "User", "id": "u"}, "action": {"name": "view"}}
+
+
 def docs(*ids: str) -> list[dict[str, Any]]:
     return [{"resource": {"type": "Doc", "id": i}} for i in ids]
 
@@ -148,7 +151,7 @@ async def test_no_evaluations_array_answers_like_evaluation(client: httpx.AsyncC
 async def test_duplicate_items_are_answered_each(client: httpx.AsyncClient) -> None:
     """Identical items are evaluated once but every position gets its answer."""
     await push(client, POLICIES)
-    body = {"subject": {"type": "User", "id": "u"}, "action": {"name": "view"}, "evaluations": docs("a", "a", "secret", "a")}
+    body = {**USER_VIEWS, "evaluations": docs("a", "a", "secret", "a")}
     out = (await batch(client, body))["evaluations"]
     assert [e["decision"] for e in out] == [True, True, False, True]
 
@@ -156,7 +159,7 @@ async def test_duplicate_items_are_answered_each(client: httpx.AsyncClient) -> N
 async def test_batch_over_item_limit_is_413(make_app) -> None:  # type: ignore[no-untyped-def]
     """More items than policy_max_evaluations is refused with 413."""
     async with make_app(policy_max_evaluations=3) as (_app, client):
-        body = {"subject": {"type": "User", "id": "u"}, "action": {"name": "view"}, "evaluations": docs("a", "b", "c", "d")}
+        body = {**USER_VIEWS, "evaluations": docs("a", "b", "c", "d")}
         r = await client.post("/access/v1/evaluations", json=body)
     assert r.status_code == 413
 
@@ -171,7 +174,11 @@ async def test_evaluations_is_not_a_list_is_400(client: httpx.AsyncClient) -> No
 async def test_batch_uses_one_engine_call_per_policy_subset(make_app) -> None:  # type: ignore[no-untyped-def]
     """Items sharing a policy subset are evaluated together: engine calls = distinct subsets."""
     async with make_app() as (app, client):
-        await push(client, 'permit(principal, action == Action::"view", resource is Doc);\npermit(principal, action == Action::"view", resource is Img);')
+        await push(
+            client,
+            'permit(principal, action == Action::"view", resource is Doc);\n'
+            'permit(principal, action == Action::"view", resource is Img);',
+        )
         evaluator = app.state.api.evaluator
         before = evaluator.engine_calls
         items = [{"resource": {"type": t, "id": str(n)}} for n, t in enumerate(["Doc", "Img"] * 10)]
@@ -189,8 +196,11 @@ async def test_batch_loads_entities_with_one_query_per_level(make_app) -> None: 
         await push(client, 'permit(principal in Group::"g", action, resource);')
         await load(client, [entity(f"User:u{n}", parents=("Group:g",)) for n in range(10)])
         loader = app.state.api.evaluator.loader
-        body = {"action": {"name": "view"}, "resource": {"type": "Doc", "id": "d"},
-                "evaluations": [{"subject": {"type": "User", "id": f"u{n}"}} for n in range(10)]}
+        body = {
+            "action": {"name": "view"},
+            "resource": {"type": "Doc", "id": "d"},
+            "evaluations": [{"subject": {"type": "User", "id": f"u{n}"}} for n in range(10)],
+        }
         before = loader.queries
         out = await batch(client, body)
         assert all(e["decision"] for e in out["evaluations"])
