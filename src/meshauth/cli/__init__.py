@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from meshauth.cli import admin, db, policy, serve, up
+from meshauth.cli import admin, bench, db, policy, serve, up
 
 app = typer.Typer(
     name="meshauth",
@@ -13,6 +13,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(admin.app, name="admin")
+app.add_typer(bench.app, name="bench")
 app.add_typer(db.app, name="db")
 app.add_typer(policy.app, name="policy")
 app.add_typer(policy.entities_app, name="entities")

@@ -1,0 +1,35 @@
+"""``meshauth bench``: the benchmark harness (service on core 0, load generator on core 1)."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+from meshauth.bench.results import save
+
+app = typer.Typer(help="Benchmarks; results go to bench/results/ and a table to stdout.", no_args_is_help=True)
+
+
+@app.command("auth")
+def auth(
+    rate: int = typer.Option(3000, help="Offered request rate for the latency runs (req/s)."),
+    seconds: int = typer.Option(10, help="Duration of each run."),
+    workers: int = typer.Option(12, help="hey workers sharing the offered rate."),
+) -> None:
+    """ext_authz HTTP check: warm, cache off, and a trivial app as the floor, at a fixed rate."""
+    from meshauth.bench import auth as bench
+
+    result = bench.run(rate=rate, seconds=seconds, workers=workers)
+    save("auth", result)
+    typer.echo(bench.report(result))
+
+
+@app.command("policy", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def policy(ctx: typer.Context) -> None:
+    """Policy decision service: single and batched AuthZEN evaluations (see `python -m meshauth.bench.policy -h`)."""
+    import sys
+
+    module = importlib.import_module("meshauth.bench.policy")
+    sys.argv = ["meshauth bench policy", *ctx.args]
+    module.main()

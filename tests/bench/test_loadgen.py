@@ -1,0 +1,73 @@
+"""Parsing the load generators' reports (their real output formats, captured from hey 0.1.4 and wrk 4.1)."""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+import pytest
+
+from meshauth.bench import loadgen
+
+HEY = """
+Summary:
+  Total:\t5.0012 secs
+  Requests/sec:\t2992.4561
+
+Latency distribution:
+  10% in 0.0003 secs
+  25% in 0.0004 secs
+  50% in 0.0008 secs
+  75% in 0.0010 secs
+  90% in 0.0012 secs
+  95% in 0.0014 secs
+  99% in 0.0038 secs
+
+Status code distribution:
+  [200]\t14950 responses
+  [401]\t15 responses
+"""
+
+WRK = """Running 5s test @ http://127.0.0.1:1/x
+  1 threads and 32 connections
+  Latency Distribution
+     50%  3.50ms
+     75%  4.10ms
+     90%  5.00ms
+     99%  812.00us
+  40450 requests in 5.00s, 3.1MB read
+  Non-2xx or 3xx responses: 7
+Requests/sec:   8090.12
+"""
+
+
+def fake_run(output: str) -> Any:
+    def run(cmd: list[str], **_kw: Any) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(cmd, 0, stdout=output, stderr="")
+
+    return run
+
+
+def test_hey_percentiles_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Percentiles convert to milliseconds; non-2xx responses are counted, the token is masked."""
+    monkeypatch.setattr(loadgen.subprocess, "run", fake_run(HEY))
+    r = loadgen.hey("http://x/", rate=3000, workers=12, seconds=5, headers={"authorization": "Bearer abc.def.ghi"})
+    assert (r.p50_ms, r.p95_ms, r.p99_ms) == pytest.approx((0.8, 1.4, 3.8))
+    assert r.requests == 14965 and r.non_2xx == 15
+    assert "-q 250" in r.command and "abc.def" not in r.command
+
+
+def test_hey_without_percentiles_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that produced no latency table is an error, not a zero."""
+    monkeypatch.setattr(loadgen.subprocess, "run", fake_run("Error: connection refused"))
+    with pytest.raises(RuntimeError, match="percentile"):
+        loadgen.hey("http://x/", rate=10, workers=1, seconds=1, headers={})
+
+
+def test_wrk_throughput(monkeypatch: pytest.MonkeyPatch) -> None:
+    """wrk's rate, p99 (any unit) and non-2xx count are read."""
+    monkeypatch.setattr(loadgen.subprocess, "run", fake_run(WRK))
+    r = loadgen.wrk("http://x/", connections=32, seconds=5, headers={})
+    assert r.rps == pytest.approx(8090.12)
+    assert r.p99_ms == pytest.approx(0.812)
+    assert r.non_2xx == 7
