@@ -82,6 +82,18 @@ async def api_error_handler(_request: Request, exc: Exception) -> Response:
     return exc.response()
 
 
+async def unavailable_handler(_request: Request, exc: Exception) -> Response:
+    """A dependency (database, Redis) failed: 503, nothing half-written (each write is one transaction)."""
+    return json_response(
+        {
+            "error": "temporarily_unavailable",
+            "error_description": f"a backing store is unavailable ({type(exc).__name__})",
+        },
+        status=503,
+        headers={"retry-after": "1", "cache-control": "no-store"},
+    )
+
+
 async def internal_error_handler(_request: Request, _exc: Exception) -> Response:
     # Never leak internals; the traceback goes to the server log through Starlette's error middleware.
     return json_response(

@@ -25,7 +25,7 @@ from meshauth.auth.oauth import OAuthEndpoints
 from meshauth.auth.service import AuthService
 from meshauth.auth.session_api import SessionEndpoints
 from meshauth.config import Settings, load_settings
-from meshauth.http import ApiError, api_error_handler, internal_error_handler, json_response
+from meshauth.http import ApiError, api_error_handler, internal_error_handler, json_response, unavailable_handler
 from meshauth.observability.metrics import (
     INVALIDATION_CONNECTED,
     JWT_CACHE,
@@ -81,7 +81,13 @@ class AuthApp:
         ]
         return Starlette(
             routes=routes,
-            exception_handlers={ApiError: api_error_handler, Exception: internal_error_handler},
+            exception_handlers={
+                ApiError: api_error_handler,
+                SQLAlchemyError: unavailable_handler,
+                RedisError: unavailable_handler,
+                ConnectionError: unavailable_handler,
+                Exception: internal_error_handler,
+            },
             lifespan=self._lifespan,
         )
 
