@@ -124,3 +124,15 @@ async def test_revoke_requires_client_auth(auth: Harness) -> None:
     """Revocation needs client authentication."""
     r = await auth.http.post("/oauth2/revoke", data={"token": "x"})
     assert r.status_code == 401
+
+
+async def test_wrong_hint_still_finds_token(auth: Harness) -> None:
+    """A wrong token_type_hint does not hide a live token (RFC 7662 §2.1)."""
+    await auth.add_client()
+    await auth.add_user()
+    first = await auth.token(grant_type="password", username="alice", password=PASSWORD)
+    for token, hint in ((first["access_token"], "refresh_token"), (first["refresh_token"], "access_token")):
+        r = await auth.http.post(
+            "/oauth2/introspect", data={"token": token, "token_type_hint": hint}, headers=basic("svc", SECRET)
+        )
+        assert r.json()["active"] is True

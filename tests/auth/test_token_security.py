@@ -252,3 +252,14 @@ async def test_rs256_token_against_es256_key(auth_sqlite: Harness) -> None:
     key = h.app.service.keys.signer
     token = raw_token({"alg": "RS256", "typ": "at+jwt", "kid": key.kid}, claims(h), b"\x01" * 256)
     assert "does not match" in await refused(h, token)
+
+
+@pytest.mark.parametrize("alg", ["ES256\u4e2d", "ES256\r\nx-meshauth-subject: root", 'ES256"'])
+async def test_hostile_alg_text_stays_out_of_headers(auth_sqlite: Harness, alg: str) -> None:
+    """An alg with non-ASCII, CR/LF or quotes is refused, and the challenge header stays clean ASCII."""
+    h = auth_sqlite
+    token = raw_token({"alg": alg, "typ": "at+jwt", "kid": h.app.service.keys.signer.kid}, claims(h), b"x" * 64)
+    challenge = await refused(h, token)
+    assert challenge.isascii()
+    assert "\r" not in challenge and "\n" not in challenge
+    assert "x-meshauth-subject" not in (await h.gate(token)).headers

@@ -32,7 +32,8 @@ class Verdict:
 
 
 def _refused(credential: str, reason: str, error: str = "invalid_token") -> Verdict:
-    quoted = reason.replace("\\", "\\\\").replace('"', "'")
+    # Reasons can quote attacker-chosen header values: keep the challenge printable ASCII, quote-safe.
+    quoted = "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in reason)
     return Verdict(
         401, (("www-authenticate", f'{REALM}, error="{error}", error_description="{quoted}"'),), credential, reason
     )

@@ -147,12 +147,17 @@ class OAuthEndpoints:
         token = form.get("token")
         if token is None:
             raise oauth_error(400, "invalid_request", "token is required")
-        hint = form.get("token_type_hint")
-        inactive = json_response({"active": False}, headers=NO_STORE)
-        if hint != "refresh_token":
-            found = await self._introspect_access(token)
+        # RFC 7662 §2.1: the hint orders the search; a wrong hint must not hide a live token.
+        lookups = [self._introspect_access, self._introspect_refresh]
+        if form.get("token_type_hint") == "refresh_token":
+            lookups.reverse()
+        for lookup in lookups:
+            found = await lookup(token)
             if found is not None:
                 return json_response(found, headers=NO_STORE)
+        return json_response({"active": False}, headers=NO_STORE)
+
+    async def _introspect_refresh(self, token: str) -> dict[str, Any] | None:
         refresh = await self._s.refresh_tokens.lookup(token)
         now = int(time.time())
         if (
@@ -161,20 +166,17 @@ class OAuthEndpoints:
             or refresh.revoked_at is not None
             or refresh.expires_at <= now
         ):
-            return inactive
-        return json_response(
-            {
-                "active": True,
-                "token_type": "refresh_token",
-                "client_id": refresh.client_id,
-                "sub": refresh.subject,
-                "scope": refresh.scope,
-                "exp": refresh.expires_at,
-                "iat": refresh.created_at,
-                "iss": self._s.settings.issuer,
-            },
-            headers=NO_STORE,
-        )
+            return None
+        return {
+            "active": True,
+            "token_type": "refresh_token",
+            "client_id": refresh.client_id,
+            "sub": refresh.subject,
+            "scope": refresh.scope,
+            "exp": refresh.expires_at,
+            "iat": refresh.created_at,
+            "iss": self._s.settings.issuer,
+        }
 
     async def _introspect_access(self, token: str) -> dict[str, Any] | None:
         try:

@@ -20,6 +20,10 @@ def up(
     # The local stack serves plain HTTP on loopback, where a Secure cookie would never be sent back.
     os.environ.setdefault("MESHAUTH_COOKIE_SECURE", "false")
     settings = load_settings()
+    if "MESHAUTH_ISSUER" not in os.environ:
+        # Metadata and tokens should name the address the stack really serves on.
+        os.environ["MESHAUTH_ISSUER"] = f"http://{settings.auth_host}:{settings.auth_port}"
+        settings = load_settings()
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     _token, token_file = ensure_admin_token(settings)
     demo_info = bootstrap(settings, demo=demo)
