@@ -1,0 +1,68 @@
+"""Replicas follow each other through the database: activations, entity writes, deletions."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from tests.policy.conftest import ADMIN, ask, decide, entity, load, push
+
+
+async def eventually(client: httpx.AsyncClient, body: dict[str, Any], want: bool, timeout: float = 2.0) -> float:
+    """Seconds until ``client`` answers ``want``."""
+    start = asyncio.get_running_loop().time()
+    while True:
+        if (await decide(client, body))["decision"] is want:
+            return asyncio.get_running_loop().time() - start
+        if asyncio.get_running_loop().time() - start > timeout:
+            raise AssertionError(f"replica did not answer {want} within {timeout}s")
+        await asyncio.sleep(0.01)
+
+
+async def test_activation_reaches_other_replica(make_app) -> None:  # type: ignore[no-untyped-def]
+    """A policy activated through one replica is honoured by another within the refresh interval."""
+    async with make_app() as (_a, one), make_app() as (_b, two):
+        await push(one, "forbid(principal, action, resource);")
+        body = ask("User:u", "view", "Doc:a")
+        assert (await decide(two, body))["decision"] is False
+        await push(one, "permit(principal, action, resource);")
+        await eventually(two, body, True)
+        assert (await decide(two, body))["context"]["revision"] == 2
+
+
+async def test_entity_write_reaches_other_replica_cache(make_app) -> None:  # type: ignore[no-untyped-def]
+    """An entity cached by one replica is refreshed when another replica changes it."""
+    async with make_app() as (_a, one), make_app() as (_b, two):
+        await push(one, 'permit(principal in Group::"g", action, resource);')
+        body = ask("User:u", "view", "Doc:a")
+        assert (await decide(two, body))["decision"] is False  # caches "User:u absent"
+        await load(one, [entity("User:u", parents=("Group:g",))])
+        await eventually(two, body, True)
+
+
+async def test_deleted_store_disappears_from_other_replica(make_app) -> None:  # type: ignore[no-untyped-def]
+    """A store deleted through one replica becomes a 404 on another."""
+    async with make_app() as (_a, one), make_app() as (_b, two):
+        await push(one, "permit(principal, action, resource);", store="gone")
+        path = "/stores/gone/access/v1/evaluation"
+        assert (await two.post(path, json=ask("User:u", "v", "Doc:a"))).status_code == 200
+        assert (await one.delete("/admin/stores/gone", headers=ADMIN)).status_code == 200
+        for _ in range(200):
+            if (await two.post(path, json=ask("User:u", "v", "Doc:a"))).status_code == 404:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("store still served by the other replica")
+
+
+async def test_cache_off_reads_every_time(make_app) -> None:  # type: ignore[no-untyped-def]
+    """With the entity cache switched off every request reads the database."""
+    async with make_app(policy_entity_cache_enabled=False) as (app, client):
+        await push(client, "permit(principal, action, resource);")
+        loader = app.state.api.evaluator.loader
+        before = loader.queries
+        for _ in range(3):
+            await decide(client, ask("User:u", "view", "Doc:a"))
+        assert loader.queries - before == 3
