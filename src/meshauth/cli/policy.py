@@ -1,8 +1,221 @@
-"""``meshauth policy`` and ``meshauth entities``: policy stores from the command line."""
+"""``meshauth policy`` and ``meshauth entities``: policy stores from the command line.
+
+Every command goes through the running policy service's admin API (``--url``, default
+``http://127.0.0.1:8090`` or ``MESHAUTH_POLICY_URL``), so what it changes is served at once by the
+service it talks to and by every other replica within their refresh interval. The admin token comes
+from ``MESHAUTH_ADMIN_TOKEN`` or ``var/admin-token``.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
 import typer
+
+from meshauth.admin_token import read_admin_token
+from meshauth.config import load_settings
 
 app = typer.Typer(help="Cedar policy stores: push, list versions, activate.", no_args_is_help=True)
 entities_app = typer.Typer(help="Entities of a policy store.", no_args_is_help=True)
+
+TIMEOUT_SECONDS = 120.0
+URL_OPTION = typer.Option(None, "--url", help="Policy service base URL [default: MESHAUTH_POLICY_URL or settings].")
+
+
+def _base_url(url: str | None) -> str:
+    if url:
+        return url.rstrip("/")
+    env = os.environ.get("MESHAUTH_POLICY_URL")
+    if env:
+        return env.rstrip("/")
+    settings = load_settings()
+    return f"http://{settings.policy_host}:{settings.policy_port}"
+
+
+class CommandError(Exception):
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(body.get("error_description", body.get("error", f"HTTP {status}")))
+        self.status = status
+        self.body = body
+
+
+@dataclass(frozen=True)
+class AdminClient:
+    base: str
+    token: str | None
+
+    def call(
+        self, method: str, path: str, *, body: bytes | None = None, content_type: str = "application/json"
+    ) -> dict[str, Any]:
+        headers = {"accept": "application/json", "x-meshauth-author": os.environ.get("USER", "cli")}
+        if self.token:
+            headers["authorization"] = f"Bearer {self.token}"
+        if body is not None:
+            headers["content-type"] = content_type
+        req = urllib.request.Request(self.base + path, data=body, method=method, headers=headers)  # noqa: S310 - URL is the operator's
+        try:
+            with urllib.request.urlopen(req, timeout=TIMEOUT_SECONDS) as resp:  # noqa: S310
+                data: dict[str, Any] = json.loads(resp.read() or b"{}")
+                return data
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                parsed = json.loads(raw)
+            except ValueError:
+                parsed = {"error": "http_error", "error_description": raw.decode(errors="replace")[:500]}
+            raise CommandError(exc.code, parsed) from None
+        except urllib.error.URLError as exc:
+            raise CommandError(0, {"error": "unreachable", "error_description": f"{self.base}: {exc.reason}"}) from None
+
+
+def _client(url: str | None) -> AdminClient:
+    return AdminClient(_base_url(url), os.environ.get("MESHAUTH_ADMIN_TOKEN") or read_admin_token(load_settings()))
+
+
+def _store_path(store: str) -> str:
+    return "/admin/stores/" + urllib.parse.quote(store, safe="")
+
+
+def _fail(exc: CommandError, sources: list[tuple[Path, int, int]] | None = None) -> typer.Exit:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    for err in exc.body.get("errors", []):
+        where = _where(err.get("line"), err.get("column"), sources)
+        name = f" [{err['id'] or err['policy_id']}]" if err.get("id") or err.get("policy_id") else ""
+        typer.echo(f"  {where}{name}: {err.get('message')}", err=True)
+    return typer.Exit(1)
+
+
+def _where(line: int | None, column: int | None, sources: list[tuple[Path, int, int]] | None) -> str:
+    """Map a line of the concatenated upload back to the file it came from."""
+    if line is None:
+        return "?"
+    for path, first, count in sources or []:
+        if first <= line < first + count:
+            return f"{path}:{line - first + 1}:{column}"
+    return f"line {line}, column {column}"
+
+
+def _policy_files(target: Path) -> list[Path]:
+    if target.is_dir():
+        files = sorted(p for p in target.rglob("*.cedar") if p.is_file())
+        if not files:
+            raise typer.BadParameter(f"{target} holds no *.cedar files")
+        return files
+    if not target.is_file():
+        raise typer.BadParameter(f"{target} does not exist")
+    return [target]
+
+
+@app.command("push")
+def push(
+    target: Path = typer.Argument(..., help="A .cedar file, or a directory whose *.cedar files form one version."),
+    store: str = typer.Option("default", "--store", "-s", help="Policy store."),
+    activate: bool = typer.Option(False, "--activate", help="Activate the new version at once."),
+    url: str | None = URL_OPTION,
+) -> None:
+    """Upload policies as a new version (validated; the first version of a store is activated)."""
+    parts: list[str] = []
+    sources: list[tuple[Path, int, int]] = []
+    line = 1
+    for path in _policy_files(target):
+        text = path.read_text()
+        if not text.endswith("\n"):
+            text += "\n"
+        count = text.count("\n")
+        sources.append((path, line, count))
+        parts.append(text)
+        line += count
+    body: dict[str, Any] = {"policies": "".join(parts)}
+    if activate:
+        body["activate"] = True
+    try:
+        result = _client(url).call("POST", _store_path(store) + "/policies", body=json.dumps(body).encode())
+    except CommandError as exc:
+        raise _fail(exc, sources) from None
+    state = "active" if result["activated"] else f"not active (active: {result['active_version']})"
+    typer.echo(f"{store}: version {result['version']} {state}, revision {result['revision']}")
+
+
+@app.command("versions")
+def versions(
+    store: str = typer.Argument("default", help="Policy store."),
+    url: str | None = URL_OPTION,
+) -> None:
+    """List a store's policy versions; '*' marks the active one."""
+    try:
+        result = _client(url).call("GET", _store_path(store) + "/policies")
+    except CommandError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"store {store}  revision {result['revision']}  active {result['active_version']}")
+    for v in result["versions"]:
+        mark = "*" if v["active"] else " "
+        typer.echo(f"{mark} {v['version']:>5}  {v['created_at']:>10}  {v['author']:<16} {v['sha256'][:12]}")
+
+
+@app.command("activate")
+def activate_version(
+    store: str = typer.Argument(..., help="Policy store."),
+    version: int = typer.Argument(..., help="Version to activate (an older one rolls back)."),
+    url: str | None = URL_OPTION,
+) -> None:
+    """Activate a version (also how to roll back)."""
+    try:
+        result = _client(url).call("POST", f"{_store_path(store)}/policies/{version}/activate")
+    except CommandError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"{store}: version {result['version']} active, revision {result['revision']}")
+
+
+@app.command("schema")
+def schema(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="Cedar (.cedarschema) or JSON schema."),
+    store: str = typer.Option("default", "--store", "-s", help="Policy store."),
+    url: str | None = URL_OPTION,
+) -> None:
+    """Set a store's schema (refused when the active policies would not type-check under it)."""
+    fmt = "json" if file.suffix == ".json" else "cedar"
+    try:
+        result = _client(url).call(
+            "PUT", f"{_store_path(store)}/schema?format={fmt}", body=file.read_bytes(), content_type="text/plain"
+        )
+    except CommandError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"{store}: schema set, revision {result['revision']}")
+
+
+@entities_app.command("load")
+def load_entities(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="Cedar JSON entities (an array)."),
+    store: str = typer.Option("default", "--store", "-s", help="Policy store."),
+    url: str | None = URL_OPTION,
+) -> None:
+    """Upsert entities from a file in Cedar's JSON entity format, in one transaction."""
+    try:
+        result = _client(url).call("POST", _store_path(store) + "/entities", body=file.read_bytes())
+    except CommandError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"{store}: {result['upserted']} entities written")
+
+
+@entities_app.command("delete")
+def delete_entity(
+    entity_type: str = typer.Argument(..., help="Entity type, e.g. App::User."),
+    entity_id: str = typer.Argument(..., help="Entity id."),
+    store: str = typer.Option("default", "--store", "-s", help="Policy store."),
+    url: str | None = URL_OPTION,
+) -> None:
+    """Delete one entity."""
+    path = f"{_store_path(store)}/entities/{urllib.parse.quote(entity_type, safe=':')}/"
+    path += urllib.parse.quote(entity_id, safe="")
+    try:
+        _client(url).call("DELETE", path)
+    except CommandError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"{store}: deleted {entity_type}::{json.dumps(entity_id)}")
