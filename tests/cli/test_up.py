@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import shutil
 import signal
@@ -9,11 +11,41 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
+import grpc
 import pytest
+from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
 
 from meshauth.local.walkthrough import BEGIN, END
+
+
+def assert_grpc_ext_authz(tmp_path: Path, http_port: int, grpc_port: int) -> None:
+    """The gRPC listener inside the served process answers Check: allowed with a token, denied without."""
+    secret = (tmp_path / "var" / "demo-client-secret").read_text().strip()
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{http_port}/oauth2/token", data=b"grant_type=client_credentials", method="POST"
+    )
+    req.add_header("authorization", "Basic " + base64.b64encode(f"demo:{secret}".encode()).decode())
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        token = json.load(resp)["access_token"]
+
+    def check(headers: dict[str, str]) -> external_auth_pb2.CheckResponse:
+        http = attribute_context_pb2.AttributeContext.HttpRequest(method="GET", path="/x", headers=headers)
+        request = external_auth_pb2.CheckRequest(
+            attributes=attribute_context_pb2.AttributeContext(
+                request=attribute_context_pb2.AttributeContext.Request(http=http)
+            )
+        )
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            return external_auth_pb2_grpc.AuthorizationStub(channel).Check(request, timeout=10)
+
+    allowed = check({"authorization": f"Bearer {token}"})
+    assert allowed.HasField("ok_response")
+    assert {o.header.key: o.header.value for o in allowed.ok_response.headers}["x-meshauth-subject"] == "demo"
+    denied = check({})
+    assert denied.denied_response.status.code == 401
 
 
 def free_port() -> int:
@@ -59,6 +91,7 @@ def test_up_walkthrough_works_as_printed(tmp_path: Path) -> None:
         assert responses[2].startswith("401") and "revoked" in responses[2]
         assert responses[3].startswith("200") and "x-meshauth-subject: alice" in responses[3]
         assert "access_evaluation_endpoint" in walk or "policy service" not in text
+        assert_grpc_ext_authz(tmp_path, int(env["MESHAUTH_AUTH_PORT"]), int(env["MESHAUTH_GRPC_PORT"]))
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=30)
