@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     # (parents are always followed to the top of the hierarchy, up to policy_max_hierarchy_depth).
     policy_entity_ref_depth: int = Field(default=1, ge=0, le=8)
     policy_max_hierarchy_depth: int = Field(default=32, ge=1, le=256)
+    # Stores with at most this many entities are also kept whole as one parsed Cedar entity set
+    # (rebuilt in the background after writes), so requests without properties skip per-request
+    # entity loading and parsing; 0 turns the snapshot off.
+    policy_snapshot_max_entities: int = Field(default=200_000, ge=0)
 
     # Tokens (seconds)
     signing_alg: SigningAlg = "ES256"

@@ -192,7 +192,7 @@ async def test_batch_loads_entities_with_one_query_per_level(make_app) -> None: 
     """A batch's entities come from one SQL query per hierarchy level, then from the cache."""
     from tests.policy.conftest import entity, load
 
-    async with make_app() as (app, client):
+    async with make_app(policy_snapshot_max_entities=0) as (app, client):
         await push(client, 'permit(principal in Group::"g", action, resource);')
         await load(client, [entity(f"User:u{n}", parents=("Group:g",)) for n in range(10)])
         loader = app.state.api.evaluator.loader

@@ -59,7 +59,7 @@ async def test_deleted_store_disappears_from_other_replica(make_app) -> None:  #
 
 async def test_cache_off_reads_every_time(make_app) -> None:  # type: ignore[no-untyped-def]
     """With the entity cache switched off every request reads the database."""
-    async with make_app(policy_entity_cache_enabled=False) as (app, client):
+    async with make_app(policy_entity_cache_enabled=False, policy_snapshot_max_entities=0) as (app, client):
         await push(client, "permit(principal, action, resource);")
         loader = app.state.api.evaluator.loader
         before = loader.queries

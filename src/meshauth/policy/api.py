@@ -78,7 +78,7 @@ class PolicyApi:
         body = await read_body(request, self.settings.policy_max_request_bytes)
         state = await self.registry.get(store)
         query = parse_evaluation(body)
-        (decision,) = await self.evaluator.decide(state, [query])
+        (decision,) = await self.evaluator.decide(state, [query], self.registry.snapshot_for(state))
         return Response(wire.encode(decision), media_type=_JSON)
 
     async def evaluations(self, request: Request) -> Response:
@@ -86,7 +86,7 @@ class PolicyApi:
         body = await read_body(request, self.settings.policy_max_request_bytes)
         state = await self.registry.get(store)
         batch = parse_evaluations(body, self.settings.policy_max_evaluations)
-        decisions = await self.evaluator.decide(state, batch.items)
+        decisions = await self.evaluator.decide(state, batch.items, self.registry.snapshot_for(state))
         if batch.semantic != "execute_all":
             stop_on = batch.semantic == "permit_on_first_permit"
             for n, d in enumerate(decisions):

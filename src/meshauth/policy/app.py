@@ -44,7 +44,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         ref_depth=settings.policy_entity_ref_depth,
         max_depth=settings.policy_max_hierarchy_depth,
     )
-    registry = Registry(engine, cache, index_enabled=settings.policy_index_enabled)
+    registry = Registry(
+        engine,
+        cache,
+        index_enabled=settings.policy_index_enabled,
+        snapshot_max_entities=settings.policy_snapshot_max_entities,
+    )
     api = PolicyApi(
         settings=settings,
         registry=registry,

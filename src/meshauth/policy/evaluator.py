@@ -1,7 +1,8 @@
 """Batched evaluation: de-duplicate, load entities once, evaluate per policy subset, answer in order.
 
 For a batch: identical queries are evaluated once; the entities of every query come from one
-loader call and are parsed into one Cedar ``Entities`` handle; queries are grouped by the policy
+loader call and are parsed into one Cedar ``Entities`` handle (or, for a store small enough to be
+kept whole, from its current snapshot: see ``snapshot.py``); queries are grouped by the policy
 subset the scope index picks for them, and each group is one ``is_authorized_batch`` call.
 
 Queries carrying ``properties`` get an entity set of their own (the stored entity with the
@@ -21,6 +22,7 @@ from meshauth.policy.authzen import Query
 from meshauth.policy.cedar import Uid
 from meshauth.policy.entities import EntityLoader, EntityRecord, bare_entity, entity_refs
 from meshauth.policy.registry import StoreState
+from meshauth.policy.snapshot import Snapshot
 
 
 def _ancestors(uid: Uid, parents_of: dict[Uid, tuple[Uid, ...]]) -> frozenset[Uid]:
@@ -70,17 +72,34 @@ class Evaluator:
         self.loader = loader
         self.engine_calls = 0  # for tests and metrics
 
-    async def decide(self, state: StoreState, items: Sequence[Query | wire.ItemError]) -> list[wire.Decision]:
+    async def decide(
+        self,
+        state: StoreState,
+        items: Sequence[Query | wire.ItemError],
+        snapshot: Snapshot | None = None,
+    ) -> list[wire.Decision]:
+        """Answer ``items`` in order. With a current ``snapshot``, queries without properties use
+        it instead of loading and parsing their entities."""
         unique: dict[bytes, Query] = {}
         for item in items:
             if isinstance(item, Query):
                 unique.setdefault(item.key, item)
+        queries = list(unique.values())
+        shared = [q for q in queries if q.principal_attrs is None and q.resource_attrs is None]
+        own = [q for q in queries if q.principal_attrs is not None or q.resource_attrs is not None]
         with_action = state.schema_actions is None
         roots: list[Uid] = []
-        for q in unique.values():
+        for q in own if snapshot is not None else queries:
             roots.extend(_roots(q, with_action))
         loaded = await self.loader.load(state.name, roots) if roots else {}
-        answers = self._evaluate(state, list(unique.values()), loaded)
+        answers: dict[bytes, wire.Decision] = {}
+        if shared and snapshot is not None:
+            parents_of = state.schema_actions if state.schema_actions is not None else snapshot.action_parents
+            self._run(state, shared, snapshot.handle, parents_of, answers)
+        elif shared:
+            self._run_document(state, shared, _document(r.json for r in loaded.values()), loaded, answers)
+        for q in own:
+            self._run_document(state, [q], self._own_document(q, loaded), loaded, answers)
         out: list[wire.Decision] = []
         for item in items:
             if isinstance(item, Query):
@@ -88,19 +107,6 @@ class Evaluator:
             else:
                 out.append(_item_error(state.revision, item))
         return out
-
-    def _evaluate(
-        self, state: StoreState, queries: list[Query], loaded: dict[Uid, EntityRecord]
-    ) -> dict[bytes, wire.Decision]:
-        answers: dict[bytes, wire.Decision] = {}
-        shared = [q for q in queries if q.principal_attrs is None and q.resource_attrs is None]
-        if shared:
-            doc = _document(rec.json for rec in loaded.values())
-            self._run_group(state, shared, doc, loaded, answers, splittable=True)
-        for q in queries:
-            if q.principal_attrs is not None or q.resource_attrs is not None:
-                self._run_group(state, [q], self._own_document(q, loaded), loaded, answers, splittable=False)
-        return answers
 
     def _own_document(self, q: Query, loaded: dict[Uid, EntityRecord]) -> str:
         overrides = {q.principal: q.principal_attrs, q.resource: q.resource_attrs}
@@ -113,33 +119,45 @@ class Evaluator:
                 parts[uid] = bare_entity(uid, attrs)
         return _document(parts.values())
 
-    def _run_group(
+    def _run_document(
         self,
         state: StoreState,
         queries: list[Query],
         doc: str,
         loaded: dict[Uid, EntityRecord],
         answers: dict[bytes, wire.Decision],
-        *,
-        splittable: bool,
     ) -> None:
+        """Parse ``doc`` once and evaluate ``queries`` with it; a document Cedar rejects is split
+        per query, so a bad entity fails only the queries that reach it."""
         try:
             entities = cedar.parse_entities(doc, state.schema)
         except ValueError as exc:
-            if splittable and len(queries) > 1:
+            if len(queries) > 1:
                 for q in queries:
                     own = _document(rec.json for rec in _closure(_roots(q, True), loaded))
-                    self._run_group(state, [q], own, loaded, answers, splittable=False)
+                    self._run_document(state, [q], own, loaded, answers)
                 return
             for q in queries:
                 answers[q.key] = _item_error(state.revision, wire.ItemError(400, f"entities: {exc}"))
             return
-        groups: dict[int, tuple[cedar.PolicySet, list[Query]]] = {}
         parents_of = state.schema_actions
         if parents_of is None:
             parents_of = {uid: rec.parents for uid, rec in loaded.items()}
+        self._run(state, queries, entities, parents_of, answers)
+
+    def _run(
+        self,
+        state: StoreState,
+        queries: list[Query],
+        entities: cedar.Entities,
+        parents_of: dict[Uid, tuple[Uid, ...]],
+        answers: dict[bytes, wire.Decision],
+    ) -> None:
+        """One engine call per policy subset the scope index picks for these queries."""
+        groups: dict[int, tuple[cedar.PolicySet, list[Query]]] = {}
+        index = state.index
         for q in queries:
-            ps = state.index.policies_for(q.action, _ancestors(q.action, parents_of), q.principal[0], q.resource[0])
+            ps = index.policies_for(q.action, _ancestors(q.action, parents_of), q.principal[0], q.resource[0])
             groups.setdefault(id(ps), (ps, []))[1].append(q)
         for ps, group in groups.values():
             requests = [cedar.request(q.principal, q.action, q.resource, q.context) for q in group]

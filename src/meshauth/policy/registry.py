@@ -24,6 +24,7 @@ from meshauth.policy.cedar import Schema, Uid, parse_policies, parse_schema, sch
 from meshauth.policy.entities import EntityCache
 from meshauth.policy.errors import store_not_found
 from meshauth.policy.index import PolicyIndex
+from meshauth.policy.snapshot import REBUILD_PAUSE_SECONDS, Snapshot, read_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +57,65 @@ def compile_state(row: stores.StoreRow, text: str, *, index_enabled: bool) -> St
 
 
 class Registry:
-    def __init__(self, engine: AsyncEngine, cache: EntityCache, *, index_enabled: bool = True) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        cache: EntityCache,
+        *,
+        index_enabled: bool = True,
+        snapshot_max_entities: int = 0,
+    ) -> None:
         self._engine = engine
         self._cache = cache
         self._index_enabled = index_enabled
+        self._snapshot_max = snapshot_max_entities
         self._states: dict[str, StoreState] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._snapshots: dict[str, Snapshot] = {}
+        self._too_big: dict[str, int] = {}  # store → entities_version found over the snapshot limit
+        self._building: dict[str, asyncio.Task[None]] = {}
+
+    def snapshot_for(self, state: StoreState) -> Snapshot | None:
+        """The store's entity snapshot when it is current; else start a rebuild and return None."""
+        snap = self._snapshots.get(state.name)
+        if snap is not None and snap.revision == state.revision and snap.entities_version == state.entities_version:
+            return snap
+        if (
+            self._snapshot_max > 0
+            and state.name not in self._building
+            and self._too_big.get(state.name) != state.entities_version
+        ):
+            self._building[state.name] = asyncio.create_task(self._rebuild(state.name))
+        return None
+
+    async def _rebuild(self, name: str) -> None:
+        try:
+            while (state := self._states.get(name)) is not None:
+                snap = await read_snapshot(
+                    self._engine,
+                    name,
+                    max_entities=self._snapshot_max,
+                    revision=state.revision,
+                    schema=state.schema,
+                )
+                current = self._states.get(name)
+                if current is None:
+                    return
+                if snap is None and current.entities_version == state.entities_version:
+                    self._too_big[name] = state.entities_version  # or unparsable: don't retry this version
+                    return
+                if (
+                    snap is not None
+                    and snap.revision == current.revision
+                    and snap.entities_version == current.entities_version
+                ):
+                    self._snapshots[name] = snap
+                    return
+                await asyncio.sleep(REBUILD_PAUSE_SECONDS)  # the store moved on meanwhile: try again
+        except Exception:  # the loader keeps serving; say why in the log
+            log.warning("entity snapshot of store %r failed", name, exc_info=True)
+        finally:
+            self._building.pop(name, None)
 
     async def get(self, name: str) -> StoreState:
         """The store's compiled state (loaded on first use), or a 404."""
@@ -113,6 +167,7 @@ class Registry:
 
     def _forget(self, name: str) -> None:
         self._states.pop(name, None)
+        self._snapshots.pop(name, None)
         self._cache.clear_store(name)
 
     async def refresh(self) -> None:
@@ -152,6 +207,8 @@ class Registry:
         try:
             yield self
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for t in (task, *self._building.values()):
+                t.cancel()
+            for t in (task, *self._building.values()):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
