@@ -13,6 +13,7 @@ from starlette.applications import Starlette
 
 from meshauth.config import Settings, load_settings
 from meshauth.policy.app import create_app
+from meshauth.policy.fast import DecisionFront
 
 TOKEN = "test-admin-token"
 ADMIN = {"authorization": f"Bearer {TOKEN}"}
@@ -30,10 +31,12 @@ def settings_for(db_url: str, tmp_path: Path, **overrides: Any) -> Settings:
 
 
 @asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
+async def running(settings: Settings) -> AsyncIterator[tuple[DecisionFront, httpx.AsyncClient]]:
     """The app with its lifespan running, and a client that talks to it in-process."""
     app = create_app(settings)
-    async with app.router.lifespan_context(app):
+    inner = app.app
+    assert isinstance(inner, Starlette)
+    async with inner.router.lifespan_context(inner):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://pdp") as client:
             yield app, client

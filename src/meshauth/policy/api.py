@@ -1,7 +1,8 @@
 """HTTP routes: the AuthZEN decision API (open to the mesh) and the admin API (admin bearer token).
 
 Decision API: ``POST /access/v1/evaluation``, ``POST /access/v1/evaluations`` (store ``default``),
-the same under ``/stores/{store}/``, and ``GET /.well-known/authzen-configuration``.
+the same under ``/stores/{store}/`` (served by ``fast.DecisionFront``, in front of Starlette), and
+``GET /.well-known/authzen-configuration``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from meshauth.policy.registry import Registry
 from meshauth.policy.stores import DEFAULT_STORE
 
 _JSON = "application/json"
+_encoder = msgspec.json.Encoder()
 
 
 def _store(request: Request) -> str:
@@ -71,19 +73,17 @@ class PolicyApi:
     admin: Admin
     admin_token: str | None
 
-    # --- decision API (hot path) ---------------------------------------------------------------
+    # --- decision API (hot path: called by ``fast.DecisionFront``, not through Starlette) --------
 
-    async def evaluation(self, request: Request) -> Response:
-        store = _store(request)
-        body = await read_body(request, self.settings.policy_max_request_bytes)
+    async def evaluation(self, store: str, body: bytes) -> bytes:
+        check_store(store)
         state = await self.registry.get(store)
         query = parse_evaluation(body)
         (decision,) = await self.evaluator.decide(state, [query], self.registry.snapshot_for(state))
-        return Response(wire.encode(decision), media_type=_JSON)
+        return wire.encode(decision)
 
-    async def evaluations(self, request: Request) -> Response:
-        store = _store(request)
-        body = await read_body(request, self.settings.policy_max_request_bytes)
+    async def evaluations(self, store: str, body: bytes) -> bytes:
+        check_store(store)
         state = await self.registry.get(store)
         batch = parse_evaluations(body, self.settings.policy_max_evaluations)
         decisions = await self.evaluator.decide(state, batch.items, self.registry.snapshot_for(state))
@@ -97,8 +97,8 @@ class PolicyApi:
             # No ``evaluations`` array: answer as ``…/evaluation`` does (AuthZEN 1.0 §7.1); the
             # same decision is also given as a one-item ``evaluations`` for batch-minded clients.
             only = decisions[0]
-            return json_response({"decision": only.decision, "context": only.context, "evaluations": [only]})
-        return Response(wire.encode(wire.EvaluationsResponse(decisions)), media_type=_JSON)
+            return _encoder.encode({"decision": only.decision, "context": only.context, "evaluations": [only]})
+        return wire.encode(wire.EvaluationsResponse(decisions))
 
     async def configuration(self, request: Request) -> Response:
         base = str(request.base_url).rstrip("/")
@@ -230,10 +230,6 @@ class PolicyApi:
         s = "/stores/{store}"
         a = "/admin/stores/{store}"
         return [
-            Route("/access/v1/evaluation", self.evaluation, methods=["POST"]),
-            Route("/access/v1/evaluations", self.evaluations, methods=["POST"]),
-            Route(f"{s}/access/v1/evaluation", self.evaluation, methods=["POST"]),
-            Route(f"{s}/access/v1/evaluations", self.evaluations, methods=["POST"]),
             Route("/.well-known/authzen-configuration", self.configuration, methods=["GET"]),
             Route(f"{s}/.well-known/authzen-configuration", self.configuration, methods=["GET"]),
             Route("/healthz", self.health, methods=["GET"]),

@@ -20,6 +20,7 @@ from meshauth.policy.admin import Admin
 from meshauth.policy.api import PolicyApi
 from meshauth.policy.entities import EntityCache, EntityLoader
 from meshauth.policy.evaluator import Evaluator
+from meshauth.policy.fast import DecisionFront
 from meshauth.policy.registry import Registry
 
 _HTTP_ERRORS = {404: "not_found", 405: "method_not_allowed"}
@@ -34,7 +35,7 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
     )
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None) -> DecisionFront:
     settings = settings or load_settings()
     engine = create_engine(settings.sqlalchemy_url)
     cache = EntityCache(max_entries=settings.policy_entity_cache_size, enabled=settings.policy_entity_cache_enabled)
@@ -76,4 +77,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         },
     )
     app.state.api = api
-    return app
+    return DecisionFront(
+        app,
+        evaluation=api.evaluation,
+        evaluations=api.evaluations,
+        max_body=settings.policy_max_request_bytes,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 from meshauth.policy.errors import bad_request
@@ -17,6 +18,11 @@ def type_problem(value: object) -> str | None:
     """Why ``value`` is not a Cedar entity type name, or None when it is one."""
     if not isinstance(value, str):
         return "must be a string"
+    return _type_problem(value)
+
+
+@functools.lru_cache(maxsize=4096)  # a store has few types; checking them is on every request
+def _type_problem(value: str) -> str | None:
     if len(value) > MAX_TYPE_CHARS:
         return f"is longer than {MAX_TYPE_CHARS} characters"
     if not _TYPE.match(value):

@@ -1,0 +1,247 @@
+"""Policy-service benchmark (issue 3): ``python -m meshauth.bench.policy``.
+
+Builds the issue's store (1,000 policies over 50 resource types × 20 actions, 1,000 users,
+10,000 resources) in a fresh SQLite database, serves it with ``meshauth serve policy`` pinned to
+core 0, and drives it from core 1 with requests spread at random over users, resources and actions:
+
+1. bulk entity load through the admin API (11,020 entities, then 100,000 into another store);
+2. single ``evaluation`` at a fixed 1,000 req/s (open-loop driver, latency from due time) → p50/p95/p99;
+3. the same rate with ``hey`` and one fixed body, as a cross-check;
+4. maximum throughput (wrk, closed loop, Lua script picking random pregenerated bodies) for single
+   ``evaluation`` and for 64-item ``evaluations``, counted in decisions/s;
+5. optionally (``--no-index``) single-evaluation throughput with the scope index switched off.
+
+Run it under the shared benchmark lock: ``flock /tmp/meshauth-bench.lock python -m meshauth.bench.policy``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from meshauth.bench import policy_workload as workload
+from meshauth.bench.loadgen import CLIENT_CORE, pinned
+from meshauth.bench.processes import free_port, running
+from meshauth.bench.results import save
+
+TOKEN = "bench-admin-token"
+FLOOR_APP = "meshauth.bench.floor:create_app"
+BATCH = 64
+LUA = """
+local bodies = {}
+for line in io.lines(os.getenv("BENCH_BODIES")) do bodies[#bodies + 1] = line end
+local path = os.getenv("BENCH_PATH")
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  return wrk.format(nil, path, nil, bodies[math.random(#bodies)])
+end
+"""
+
+
+def _admin(base: str, method: str, path: str, body: bytes) -> dict[str, Any]:
+    req = urllib.request.Request(  # noqa: S310 - loopback URL built here
+        base + path,
+        data=body,
+        method=method,
+        headers={"authorization": f"Bearer {TOKEN}", "content-type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=600) as resp:  # noqa: S310 - loopback
+        result: dict[str, Any] = json.loads(resp.read())
+        return result
+
+
+def _env(var: Path, port: int, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESHAUTH_") and k != "DATABASE_URL"}
+    env.update(
+        MESHAUTH_VAR_DIR=str(var),
+        MESHAUTH_DATABASE_URL=f"sqlite:///{var / 'bench.db'}",
+        MESHAUTH_ADMIN_TOKEN=TOKEN,
+        MESHAUTH_POLICY_PORT=str(port),
+    )
+    env.update(extra)
+    return env
+
+
+def _wrk(url: str, bodies: Path, path: str, script: Path, *, seconds: int, connections: int) -> dict[str, Any]:
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]
+    env = {**os.environ, "BENCH_BODIES": str(bodies), "BENCH_PATH": path}
+    out = subprocess.run(pinned(cmd, CLIENT_CORE), capture_output=True, text=True, check=True, env=env).stdout
+    rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    p99 = re.search(r"99%\s+([0-9.]+)(us|ms|s)", out)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    return {
+        "command": f"BENCH_BODIES={bodies.name} BENCH_PATH={path} " + " ".join(pinned(cmd, CLIENT_CORE)),
+        "requests_per_s": rps,
+        "p99_ms_closed_loop": float(p99.group(1)) * scale[p99.group(2)] if p99 else None,
+        "non_2xx": int(bad.group(1)) if bad else 0,
+    }
+
+
+def _driver(url: str, bodies: Path, *, rate: int, seconds: int) -> dict[str, Any]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "meshauth.bench.policy_driver",
+        url,
+        "--bodies",
+        str(bodies),
+        "--rate",
+        str(rate),
+        "--seconds",
+        str(seconds),
+    ]
+    out = subprocess.run(pinned(cmd, CLIENT_CORE), capture_output=True, text=True, check=True).stdout
+    result: dict[str, Any] = json.loads(out)
+    result["command"] = " ".join(pinned(["python", *cmd[1:]], CLIENT_CORE)).replace(str(bodies), bodies.name)
+    return result
+
+
+def _hey(url: str, body: Path, *, rate: int, seconds: int) -> dict[str, Any]:
+    workers = 10
+    cmd = ["hey", "-z", f"{seconds}s", "-c", str(workers), "-q", str(rate // workers)]
+    cmd += ["-m", "POST", "-T", "application/json", "-D", str(body), url]
+    out = subprocess.run(pinned(cmd, CLIENT_CORE), capture_output=True, text=True, check=True).stdout
+
+    def pct(p: int) -> float:
+        m = re.search(rf"\s{p}% in ([0-9.]+) secs", out)
+        return float(m.group(1)) * 1000 if m else float("nan")
+
+    rps = re.search(r"Requests/sec:\s+([0-9.]+)", out)
+    return {
+        "command": " ".join(pinned(cmd, CLIENT_CORE)).replace(str(body), body.name),
+        "achieved_rps": float(rps.group(1)) if rps else 0.0,
+        "p50_ms": pct(50),
+        "p95_ms": pct(95),
+        "p99_ms": pct(99),
+    }
+
+
+def run(*, seconds: int, rate: int, bulk: int, compare_index: bool) -> dict[str, Any]:
+    results: dict[str, Any] = {"seconds": seconds}
+    w = workload.build()
+    with tempfile.TemporaryDirectory(prefix="meshauth-bench-policy-") as tmp:
+        root = Path(tmp)
+        singles = root / "singles.jsonl"
+        batches = root / "batch64.jsonl"
+        one = root / "one.json"
+        script = root / "random-body.lua"
+        single_bodies = workload.single_bodies(20_000)
+        singles.write_bytes(b"\n".join(single_bodies) + b"\n")
+        batches.write_bytes(b"\n".join(workload.batch_bodies(2_000, BATCH)) + b"\n")
+        one.write_bytes(single_bodies[0])
+        script.write_text(LUA)
+
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        var = root / "var"
+        var.mkdir()
+        with running(["-m", "meshauth", "serve", "policy"], _env(var, port), base + "/healthz"):
+            t = time.perf_counter()
+            _admin(base, "POST", "/admin/stores/default/policies", json.dumps({"policies": w.policies}).encode())
+            results["policy_upload_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            _admin(base, "POST", "/admin/stores/default/entities", json.dumps(w.entities).encode())
+            results["entities_load_s"] = {"count": len(w.entities), "seconds": time.perf_counter() - t}
+            if bulk:
+                body = json.dumps(workload.bulk_entities(bulk)).encode()
+                t = time.perf_counter()
+                _admin(base, "POST", "/admin/stores/bulk/entities", body)
+                results["bulk_load"] = {"count": bulk, "seconds": time.perf_counter() - t, "bytes": len(body)}
+            single_url = base + "/access/v1/evaluation"
+            # Warm-up: compile every policy subset, fill the entity cache and build the snapshot.
+            _wrk(base, singles, "/access/v1/evaluation", script, seconds=5, connections=16)
+            _wrk(base, batches, "/access/v1/evaluations", script, seconds=3, connections=8)
+            results["fixed_rate_random"] = _driver(single_url, singles, rate=rate, seconds=seconds)
+            results["fixed_rate_hey_one_body"] = _hey(single_url, one, rate=rate, seconds=seconds)
+            single = _wrk(base, singles, "/access/v1/evaluation", script, seconds=seconds, connections=32)
+            single["decisions_per_s"] = single["requests_per_s"]
+            batch = _wrk(base, batches, "/access/v1/evaluations", script, seconds=seconds, connections=8)
+            batch["decisions_per_s"] = batch["requests_per_s"] * BATCH
+            results["max_single"] = single
+            results["max_batch64"] = batch
+            results["batch_over_single"] = batch["decisions_per_s"] / single["decisions_per_s"]
+        # The floor in the same run: a trivial ASGI app under the same server, same load tools.
+        port = free_port()
+        floor = f"http://127.0.0.1:{port}"
+        code = f"from meshauth.server import serve_asgi; serve_asgi({FLOOR_APP!r}, host='127.0.0.1', port={port})"
+        with running(["-c", code], _env(var, port), floor + "/"):
+            results["floor_fixed_rate"] = _driver(floor + "/", singles, rate=rate, seconds=seconds)
+            results["floor_max"] = _wrk(floor, singles, "/", script, seconds=seconds, connections=32)
+        if compare_index:
+            port = free_port()
+            base = f"http://127.0.0.1:{port}"
+            env = _env(var, port, MESHAUTH_POLICY_INDEX_ENABLED="false")
+            with running(["-m", "meshauth", "serve", "policy"], env, base + "/healthz"):
+                _wrk(base, singles, "/access/v1/evaluation", script, seconds=3, connections=16)
+                off = _wrk(base, singles, "/access/v1/evaluation", script, seconds=seconds, connections=32)
+                results["max_single_index_off"] = off
+    return results
+
+
+def report(r: dict[str, Any]) -> str:
+    fr, hey, single, batch = r["fixed_rate_random"], r["fixed_rate_hey_one_body"], r["max_single"], r["max_batch64"]
+    lines = [
+        "| measurement | result |",
+        "|---|---|",
+        f"| policy upload (1,000 policies, validate + compile) | {r['policy_upload_s']:.2f} s |",
+        f"| entity load, {r['entities_load_s']['count']:,} entities (HTTP, one transaction) "
+        f"| {r['entities_load_s']['seconds']:.2f} s |",
+    ]
+    if "bulk_load" in r:
+        b = r["bulk_load"]
+        lines.append(f"| bulk entity load, {b['count']:,} entities, {b['bytes'] / 1e6:.1f} MB | {b['seconds']:.1f} s |")
+    lines += [
+        f"| single evaluation at {fr['offered_rps']:.0f} req/s, random bodies (open loop) "
+        f"| p50 {fr['p50_ms']:.2f} ms, **p95 {fr['p95_ms']:.2f} ms**, p99 {fr['p99_ms']:.2f} ms "
+        f"({fr['failures']} failed) |",
+        f"| single evaluation at {fr['offered_rps']:.0f} req/s, one body (hey) "
+        f"| p50 {hey['p50_ms']:.2f} ms, p95 {hey['p95_ms']:.2f} ms, p99 {hey['p99_ms']:.2f} ms |",
+        f"| max throughput, single evaluation (wrk c=32) | **{single['decisions_per_s']:,.0f} decisions/s** |",
+        f"| max throughput, 64-item evaluations (wrk c=8) | **{batch['decisions_per_s']:,.0f} decisions/s** "
+        f"({batch['requests_per_s']:,.0f} req/s) — **{r['batch_over_single']:.1f}×** single |",
+    ]
+    if "floor_max" in r:
+        ff = r["floor_fixed_rate"]
+        lines += [
+            f"| floor: trivial ASGI app, same server, at {ff['offered_rps']:.0f} req/s "
+            f"| p50 {ff['p50_ms']:.2f} ms, p95 {ff['p95_ms']:.2f} ms, p99 {ff['p99_ms']:.2f} ms |",
+            f"| floor: trivial ASGI app, max throughput (wrk c=32) | {r['floor_max']['requests_per_s']:,.0f} req/s |",
+        ]
+    if "max_single_index_off" in r:
+        lines.append(
+            f"| max throughput, single evaluation, scope index off | "
+            f"{r['max_single_index_off']['requests_per_s']:,.0f} decisions/s |"
+        )
+    lines += ["", "Commands:", ""]
+    for key in ("fixed_rate_random", "fixed_rate_hey_one_body", "max_single", "max_batch64", "max_single_index_off"):
+        if key in r:
+            lines.append(f"    {r[key]['command']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--rate", type=int, default=1000)
+    parser.add_argument("--bulk", type=int, default=100_000, help="entities for the bulk-load timing (0: skip)")
+    parser.add_argument("--no-index", action="store_true", help="also measure with the scope index off")
+    args = parser.parse_args(argv)
+    results = run(seconds=args.seconds, rate=args.rate, bulk=args.bulk, compare_index=args.no_index)
+    path = save("policy", results)
+    print(report(results))
+    print(f"\nraw results: {path}")
+
+
+if __name__ == "__main__":
+    main()
