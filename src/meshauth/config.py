@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from functools import cached_property
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Literal
 
@@ -102,6 +103,8 @@ class Settings(BaseSettings):
     throttle_window: int = Field(default=300, ge=1)
     throttle_max_per_account: int = Field(default=5, ge=1)
     throttle_max_per_address: int = Field(default=50, ge=1)
+    # Peers whose X-Forwarded-For is believed (CIDRs): the sidecar/gateway addresses in a mesh.
+    trusted_proxies: tuple[str, ...] = ()
 
     # Password hashing (argon2id); the defaults are RFC 9106's second recommendation.
     argon2_time_cost: int = Field(default=3, ge=1)
@@ -113,6 +116,13 @@ class Settings(BaseSettings):
     def _prefix_ends_with_colon(cls, v: str) -> str:
         if not v.endswith(":"):
             raise ValueError("redis_prefix must end with ':'")
+        return v
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in v:
+            ip_network(cidr, strict=False)
         return v
 
     @field_validator("issuer")

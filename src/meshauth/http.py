@@ -72,6 +72,8 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
         data = msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
         raise ApiError(400, "invalid_request", f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "invalid_request", "body is nested too deeply") from None
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_request", "body must be a JSON object")
     return data

@@ -48,5 +48,8 @@ class Keys:
     def session(self, session_hash: str) -> str:
         return f"{self.prefix}session:{session_hash}"
 
+    def user_sessions(self, subject: str) -> str:
+        return f"{self.prefix}user-sessions:{subject}"
+
     def throttle(self, kind: str, who: str) -> str:
         return f"{self.prefix}throttle:{kind}:{who}"

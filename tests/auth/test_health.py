@@ -18,7 +18,7 @@ async def test_readyz_when_ready(auth: Harness) -> None:
     """Ready when the database and Redis both answer."""
     r = await auth.http.get("/readyz")
     assert r.status_code == 200
-    assert r.json()["checks"] == {"database": "ok", "redis": "ok"}
+    assert r.json()["checks"] == {"database": "ok", "redis": "ok", "revocations": "ok"}
 
 
 async def test_readyz_without_redis(sqlite_url: str, valkey_server_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -14,6 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from meshauth.auth.tokens import TokenError
 from tests.auth.conftest import Harness
 
 
@@ -212,8 +213,15 @@ async def test_oversized_token_refused_before_parsing(auth_sqlite: Harness) -> N
     """A token over the size limit is refused without being decoded."""
     h = auth_sqlite
     limit = h.app.settings.max_token_bytes
-    r = await h.gate("a" * (limit + 1))
+    r = await h.gate("a.b." + "c" * (limit - 4))
     assert r.status_code == 401
+    assert "over" not in r.headers["www-authenticate"]  # just under the limit: parsed, then refused
+    r = await h.gate("a.b." + "c" * (limit - 3))
+    assert r.status_code == 401
+    # Refused at the edge from the header's length alone: no parse, so no reason from the verifier.
+    assert r.headers["www-authenticate"] == 'Bearer realm="meshauth", error="invalid_token"'
+    with pytest.raises(TokenError, match=f"over {limit} bytes"):
+        await h.app.service.verifier.verify("a.b." + "c" * (limit - 3))
     # Bigger than the header limit at the edge: same answer, no parsing.
     r = await h.gate("a.b." + "c" * (limit * 2))
     assert r.status_code == 401

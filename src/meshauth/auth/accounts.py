@@ -16,6 +16,8 @@ from meshauth.db.tables import clients, users
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}$")
 # RFC 6749 §3.3 scope-token: %x21 / %x23-5B / %x5D-7E
 SCOPE_PATTERN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,128}$")
+# The client id session tokens carry (see auth.gate); no registered client may take it.
+RESERVED_CLIENT_IDS = frozenset({"meshauth-session"})
 GRANT_TYPES = frozenset({"client_credentials", "password", "refresh_token"})
 MAX_SECRET_CHARS = 512
 MIN_SECRET_CHARS = 8
@@ -114,9 +116,15 @@ class Accounts:
     async def add_client(
         self, client_id: str, secret_hash: str, scopes: tuple[str, ...], grant_types: tuple[str, ...]
     ) -> Client:
+        if client_id in RESERVED_CLIENT_IDS:
+            raise AlreadyExists(f"client id {client_id!r} is reserved")
         client = Client(client_id, secret_hash, scopes, grant_types, False, int(time.time()))
         try:
             async with self._engine.begin() as conn:
+                # A client's token has sub = client_id: one name must not be both a client and a user,
+                # or the two identities would be indistinguishable downstream (RFC 9068 §5).
+                if await conn.scalar(sa.select(users.c.username).where(users.c.username == client_id)):
+                    raise AlreadyExists(f"{client_id!r} is already a username")
                 await conn.execute(
                     clients.insert().values(
                         client_id=client_id,
@@ -164,6 +172,8 @@ class Accounts:
         user = User(username, password_hash, attributes, False, int(time.time()))
         try:
             async with self._engine.begin() as conn:
+                if await conn.scalar(sa.select(clients.c.client_id).where(clients.c.client_id == username)):
+                    raise AlreadyExists(f"{username!r} is already a client id")
                 await conn.execute(
                     users.insert().values(
                         username=username,

@@ -18,6 +18,7 @@ from meshauth.auth.accounts import (
     check_secret,
 )
 from meshauth.auth.client_auth import ClientAuthenticator
+from meshauth.auth.offboarding import cut_off
 from meshauth.auth.service import AuthService
 from meshauth.http import ApiError, json_response, read_json_object
 
@@ -108,10 +109,16 @@ class AdminEndpoints:
         username = request.path_params["username"]
         if not await self._s.accounts.set_user_disabled(username, True):
             raise ApiError(404, "not_found", f"no user {username!r}")
-        return json_response({"username": username, "disabled": True})
+        ended = await self._cut_off(username)
+        return json_response({"username": username, "disabled": True, "ended": ended})
 
     async def delete_user(self, request: Request) -> Response:
         username = request.path_params["username"]
         if not await self._s.accounts.delete_user(username):
             raise ApiError(404, "not_found", f"no user {username!r}")
+        await self._cut_off(username)
         return Response(status_code=204)
+
+    async def _cut_off(self, username: str) -> int:
+        s = self._s
+        return await cut_off(username, refresh=s.refresh_tokens, denylist=s.denylist, sessions=s.sessions)

@@ -134,6 +134,7 @@ class AuthApp:
             checks["redis"] = "ok"
         except (RedisError, OSError) as exc:
             checks["redis"] = f"unavailable: {type(exc).__name__}"
+        checks["revocations"] = "ok" if self.service.listener.synced else "not loaded yet"
         ready = all(v == "ok" for v in checks.values())
         return json_response(
             {"status": "ready" if ready else "not ready", "checks": checks}, status=200 if ready else 503

@@ -10,6 +10,8 @@ import base64
 import binascii
 import hashlib
 import hmac
+from collections.abc import Sequence
+from ipaddress import IPv4Network, IPv6Network, ip_address
 from urllib.parse import unquote_plus
 
 from cachetools import TTLCache
@@ -25,8 +27,26 @@ MAX_CREDENTIAL_CHARS = 1024
 MAX_NAME_CHARS = 128
 
 
-def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+def client_address(request: Request, trusted: Sequence[IPv4Network | IPv6Network]) -> str:
+    """The caller's address: the TCP peer, or, when the peer is a trusted proxy (a sidecar, an ingress
+    gateway), the nearest untrusted hop in X-Forwarded-For. Behind a mesh every peer is the proxy, so
+    without this one guesser would throttle everybody."""
+    peer = request.client.host if request.client else "unknown"
+    if not trusted or not _is_trusted(peer, trusted):
+        return peer
+    hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _is_trusted(hop, trusted):
+            return hop[:64]
+    return peer
+
+
+def _is_trusted(address: str, trusted: Sequence[IPv4Network | IPv6Network]) -> bool:
+    try:
+        ip = ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in trusted)
 
 
 def too_many(retry_after: int) -> ApiError:
@@ -48,20 +68,23 @@ class ClientAuthenticator:
         fail = self._failure(via_basic)
         if not 0 < len(client_id) <= MAX_NAME_CHARS or len(secret) > MAX_SECRET_CHARS:
             raise fail
-        throttle = self._service.throttle
-        address = client_address(request)
-        wait = await throttle.check("client", client_id, address)
-        if wait is not None:
-            raise too_many(wait.retry_after)
         client = await self._service.accounts.get_client(client_id)
         digest = hashlib.sha256(secret.encode()).digest()
         remembered = self._verified.get(client_id)
         if client is not None and remembered is not None and hmac.compare_digest(remembered, digest):
+            # The secret verified within the last minute: no guess here, nothing to throttle or hash.
             ok = True
         else:
+            throttle = self._service.throttle
+            address = client_address(request, self._service.trusted_proxies)
+            account = f"{client_id}@{address}"
+            wait = await throttle.attempt("client", account, address)
+            if wait is not None:
+                raise too_many(wait.retry_after)
             ok = await self._service.passwords.verify(client.secret_hash if client else None, secret)
+            if ok and client is not None:
+                await throttle.succeeded("client", account, address)
         if not ok or client is None:
-            await throttle.failed("client", client_id, address)
             raise fail
         if client.disabled:
             raise oauth_error(401, "invalid_client", "client is disabled")

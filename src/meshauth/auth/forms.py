@@ -35,11 +35,15 @@ async def read_form(request: Request, limit: int) -> dict[str, str]:
     except (UnicodeDecodeError, ValueError) as exc:
         raise oauth_error(400, "invalid_request", f"body is not a valid form: {exc}") from None
     form: dict[str, str] = {}
+    seen: set[str] = set()
     for name, value in pairs:
-        if name in form:
+        if name in seen:
             # RFC 6749 §3.1/§3.2: parameters must not be included more than once.
             raise oauth_error(400, "invalid_request", f"parameter {name!r} is repeated")
+        seen.add(name)
         if "\x00" in value:
             raise oauth_error(400, "invalid_request", f"parameter {name!r} contains a NUL character")
-        form[name] = value
+        if value:
+            # RFC 6749 §3.1: a parameter sent without a value is treated as omitted.
+            form[name] = value
     return form

@@ -8,14 +8,14 @@ A request with both presents only its bearer token to the decision.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from http.cookies import CookieError, SimpleCookie
 
 from redis.exceptions import RedisError
+from starlette.requests import cookie_parser
 
 from meshauth.auth.service import AuthService
 from meshauth.auth.tokens import TokenError
 
-SESSION_CLIENT_ID = "meshauth-session"
+SESSION_CLIENT_ID = "meshauth-session"  # reserved in accounts.RESERVED_CLIENT_IDS
 REALM = 'Bearer realm="meshauth"'
 
 
@@ -75,16 +75,15 @@ class Gate:
             return _refused("bearer", str(exc))
         if identity.jti in self._s.denylist:
             return _refused("bearer", "token has been revoked")
+        if not self._s.listener.synced:
+            # Fail closed: until the revocation list has loaded once, a revoked token looks valid.
+            return Verdict(503, (), "bearer", "revocation list not loaded yet")
         return Verdict(200, identity_headers(identity.subject, identity.client_id, identity.scope), "bearer")
 
     def _session_id(self, cookie: str) -> str | None:
-        jar = SimpleCookie()
-        try:
-            jar.load(cookie)
-        except CookieError:
-            return None
-        morsel = jar.get(self._cookie_name)
-        return morsel.value if morsel is not None else None
+        # Starlette's lenient parser, as browsers send them: one odd cookie of another app on the same
+        # domain must not hide ours (http.cookies stops at the first cookie it dislikes).
+        return cookie_parser(cookie).get(self._cookie_name)
 
     async def _session(self, session_id: str) -> Verdict:
         try:

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meshauth.config import SigningAlg
@@ -163,18 +164,38 @@ class KeyStore:
     async def load(self) -> None:
         """Re-read the table: publish active keys and retired keys that can still have live tokens."""
         async with self._lock:
-            now = int(time.time())
-            async with self._engine.connect() as conn:
-                rows = (await conn.execute(sa.select(signing_keys))).all()
-            live = [_load_row(r) for r in rows if r.retired_at is None or r.retired_at + self._overlap > now]
-            active = sorted((k for k in live if k.retired_at is None), key=lambda k: (k.created_at, k.kid))
-            self._by_kid = {k.kid: k for k in live}
-            self._signer = active[-1] if active else None
-            self._last_load = time.monotonic()
+            await self._load()
+
+    async def _load(self) -> None:
+        self._last_load = time.monotonic()
+        now = int(time.time())
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(sa.select(signing_keys))).all()
+        live = [self._parsed(r) for r in rows if r.retired_at is None or r.retired_at + self._overlap > now]
+        active = sorted((k for k in live if k.retired_at is None), key=lambda k: (k.created_at, k.kid))
+        self._by_kid = {k.kid: k for k in live}
+        self._signer = active[-1] if active else None
+
+    def _parsed(self, row: Any) -> SigningKey:
+        # Parse each PEM once per process; a reload only parses keys it has not seen.
+        known = self._by_kid.get(row.kid)
+        if known is not None and known.retired_at == row.retired_at:
+            return known
+        return _load_row(row)
 
     async def reload_for_unknown_kid(self) -> bool:
-        """Reload if the last load is older than the rate limit; True when a reload happened."""
+        """Reload if the last load is older than the rate limit; True when a reload happened.
+
+        Single-flight: concurrent callers wait for one reload instead of each running their own, and a
+        database that is down counts as "no reload" (the kid stays unknown: 401, never 500).
+        """
         if time.monotonic() - self._last_load < UNKNOWN_KID_RELOAD_INTERVAL:
             return False
-        await self.load()
+        async with self._lock:
+            if time.monotonic() - self._last_load < UNKNOWN_KID_RELOAD_INTERVAL:
+                return True  # another caller reloaded while this one waited
+            try:
+                await self._load()
+            except (SQLAlchemyError, OSError):
+                return False
         return True

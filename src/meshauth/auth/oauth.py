@@ -86,18 +86,18 @@ class OAuthEndpoints:
         """Verify a user's password under the guessing throttle; invalid_grant on any failure."""
         if not NAME_PATTERN.fullmatch(username) or len(password) > MAX_PASSWORD_CHARS:
             raise oauth_error(400, "invalid_grant", "invalid username or password")
-        address = client_address(request)
-        wait = await self._s.throttle.check("user", username, address)
+        address = client_address(request, self._s.trusted_proxies)
+        wait = await self._s.throttle.attempt("user", username, address)
         if wait is not None:
             raise too_many(wait.retry_after)
         user = await self._s.accounts.get_user(username)
         ok = await self._s.passwords.verify(user.password_hash if user else None, password)
         if not ok or user is None:
-            await self._s.throttle.failed("user", username, address)
             raise oauth_error(400, "invalid_grant", "invalid username or password")
         if user.disabled:
-            raise oauth_error(400, "invalid_grant", "user is disabled")
-        await self._s.throttle.succeeded("user", username)
+            # Same words as a wrong password: this answer comes only after a correct one.
+            raise oauth_error(400, "invalid_grant", "invalid username or password")
+        await self._s.throttle.succeeded("user", username, address)
 
     async def _refresh(self, client: Client, form: dict[str, str]) -> Response:
         token = form.get("refresh_token")
@@ -206,30 +206,36 @@ class OAuthEndpoints:
         token = form.get("token")
         if token is None:
             raise oauth_error(400, "invalid_request", "token is required")
-        ok = json_response({}, headers=NO_STORE)
-        hint = form.get("token_type_hint")
-        if hint is not None and hint not in ("access_token", "refresh_token"):
-            # RFC 7009 §2.2.1; we still search both kinds.
-            hint = None
-        if hint != "refresh_token":
-            try:
-                identity = await self._s.verifier.verify(token)
-            except TokenError:
-                identity = None
-            if identity is not None:
-                if identity.client_id != client.client_id:
-                    raise oauth_error(400, "unauthorized_client", "token was not issued to this client")
-                await self._s.denylist.revoke(identity.jti, identity.exp)
-                return ok
-        refresh = await self._s.refresh_tokens.lookup(token)
-        if refresh is not None:
-            if refresh.client_id != client.client_id:
-                raise oauth_error(400, "unauthorized_client", "token was not issued to this client")
-            # RFC 7009 §2.1: revoking a refresh token also invalidates access tokens of the same grant.
-            for jti, exp in await self._s.refresh_tokens.revoke_family(str(refresh.family_id)):
-                await self._s.denylist.revoke(jti, exp)
+        # RFC 7009 §2.1: the hint orders the search, and the search extends to every kind.
+        lookups = [self._revoke_access, self._revoke_refresh]
+        if form.get("token_type_hint") == "refresh_token":
+            lookups.reverse()
+        for lookup in lookups:
+            if await lookup(token, client.client_id):
+                break
         # RFC 7009 §2.2: an invalid or unknown token still gets 200.
-        return ok
+        return json_response({}, headers=NO_STORE)
+
+    async def _revoke_access(self, token: str, client_id: str) -> bool:
+        try:
+            identity = await self._s.verifier.verify(token)
+        except TokenError:
+            return False
+        if identity.client_id != client_id:
+            raise oauth_error(400, "unauthorized_client", "token was not issued to this client")
+        await self._s.denylist.revoke(identity.jti, identity.exp)
+        return True
+
+    async def _revoke_refresh(self, token: str, client_id: str) -> bool:
+        refresh = await self._s.refresh_tokens.lookup(token)
+        if refresh is None:
+            return False
+        if refresh.client_id != client_id:
+            raise oauth_error(400, "unauthorized_client", "token was not issued to this client")
+        # RFC 7009 §2.1: revoking a refresh token also invalidates access tokens of the same grant.
+        for jti, exp in await self._s.refresh_tokens.revoke_family(str(refresh.family_id)):
+            await self._s.denylist.revoke(jti, exp)
+        return True
 
     # --- discovery ------------------------------------------------------------------------------------
 

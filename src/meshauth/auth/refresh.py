@@ -120,6 +120,24 @@ class RefreshTokens:
             ).all()
         return [(r.access_jti, r.access_exp) for r in rows]
 
+    async def revoke_subject(self, subject: str) -> list[tuple[str, int]]:
+        """Revoke every refresh token of a user; returns the (jti, exp) of access tokens still alive."""
+        now = int(time.time())
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                refresh_tokens.update()
+                .where(refresh_tokens.c.subject == subject, refresh_tokens.c.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+            rows = (
+                await conn.execute(
+                    sa.select(refresh_tokens.c.access_jti, refresh_tokens.c.access_exp).where(
+                        refresh_tokens.c.subject == subject, refresh_tokens.c.access_exp > now
+                    )
+                )
+            ).all()
+        return [(r.access_jti, r.access_exp) for r in rows]
+
     async def lookup(self, token: str) -> sa.Row[tuple[object, ...]] | None:
         if len(token) > MAX_REFRESH_TOKEN_CHARS:
             return None

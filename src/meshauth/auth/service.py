@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from ipaddress import ip_network
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -29,6 +30,12 @@ log = logging.getLogger(__name__)
 KEYS_KIND = "keys"
 
 
+def key_overlap(settings: Settings) -> int:
+    """Seconds a retired key stays published: its last token's life, the leeway, and one refresh interval
+    (a replica that missed the rotation announcement signs with the old key until its next refresh)."""
+    return settings.access_token_ttl + settings.leeway + int(settings.key_refresh_interval + 1)
+
+
 class AuthService:
     def __init__(self, settings: Settings, *, engine: AsyncEngine | None = None, redis_url: str | None = None) -> None:
         url = redis_url or resolve_redis_url(settings)
@@ -39,8 +46,7 @@ class AuthService:
         self.engine = engine or create_engine(settings.sqlalchemy_url)
         self.redis: Redis = connect(url)
         self.rkeys = Keys(settings.redis_prefix)
-        # Tokens signed by a retired key stay verifiable this long after it stopped signing.
-        self.key_overlap = settings.access_token_ttl + settings.leeway
+        self.key_overlap = key_overlap(settings)
         self.keys = KeyStore(self.engine, overlap=self.key_overlap)
         self.issuer = TokenIssuer(
             self.keys, issuer=settings.issuer, audience=settings.audience, ttl=settings.access_token_ttl
@@ -54,7 +60,7 @@ class AuthService:
             cache_size=settings.jwt_cache_size,
             cache_enabled=settings.jwt_cache_enabled,
         )
-        self.denylist = Denylist(self.redis, self.rkeys)
+        self.denylist = Denylist(self.redis, self.rkeys, leeway=settings.leeway)
         self.sessions = SessionStore(
             self.redis,
             self.rkeys,
@@ -69,6 +75,7 @@ class AuthService:
             per_account=settings.throttle_max_per_account,
             per_address=settings.throttle_max_per_address,
         )
+        self.trusted_proxies = [ip_network(c, strict=False) for c in settings.trusted_proxies]
         self.accounts = Accounts(self.engine)
         self.refresh_tokens = RefreshTokens(self.engine, ttl=settings.refresh_token_ttl)
         self.passwords = Passwords(

@@ -66,7 +66,15 @@ class SessionStore:
             access_exp=access_exp,
         )
         ttl = min(self._idle, self._absolute)
-        await self._redis.set(self._keys.session(session_hash(session_id)), self._encoder.encode(session), ex=ttl)
+        digest = session_hash(session_id)
+        index = self._keys.user_sessions(subject)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._keys.session(digest), self._encoder.encode(session), ex=ttl)
+            # Per-user index, so disabling a user can end every session they have.
+            pipe.sadd(index, digest)
+            pipe.expire(index, self._absolute, gt=True)
+            pipe.expire(index, self._absolute, nx=True)
+            await pipe.execute()
         return NewSession(session_id=session_id, session=session)
 
     async def get(self, session_id: str) -> Session | None:
@@ -87,8 +95,10 @@ class SessionStore:
         remaining = session.absolute_exp - int(now)
         if remaining <= 0:
             return None
-        await self._redis.expire(key, min(self._idle, remaining))
-        if self._cache is not None:
+        still_there = await self._redis.expire(key, min(self._idle, remaining))
+        # Cache only if the session outlived the round trip: a logout between GET and EXPIRE would
+        # otherwise be cached away until the cache TTL ran out.
+        if self._cache is not None and still_there:
             self._cache[digest] = session
         return session
 
@@ -96,7 +106,21 @@ class SessionStore:
         """Delete the session everywhere; returns what it was, if it existed."""
         if not session_id or len(session_id) > MAX_COOKIE_CHARS:
             return None
-        digest = session_hash(session_id)
+        return await self._end_digest(session_hash(session_id))
+
+    async def end_all(self, subject: str) -> list[Session]:
+        """End every session of ``subject`` (a disabled or deleted user); returns those that were live."""
+        index = self._keys.user_sessions(subject)
+        digests = await self._redis.smembers(index)
+        ended = []
+        for digest in digests:
+            session = await self._end_digest(digest.decode() if isinstance(digest, bytes) else digest)
+            if session is not None:
+                ended.append(session)
+        await self._redis.delete(index)
+        return ended
+
+    async def _end_digest(self, digest: str) -> Session | None:
         key = self._keys.session(digest)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.getdel(key)

@@ -1,9 +1,12 @@
-"""Throttling of password and client-secret guessing, per account and per client address, in Redis.
+"""Throttling of password and client-secret guessing, in Redis so every replica shares the count.
 
-Fixed windows: each failure increments a counter whose TTL is the window; once a counter reaches its
-limit, attempts are refused with 429 and ``Retry-After`` (the counter's remaining TTL) before any hash
-is computed. Counters live in Redis so every replica sees the same count. A success clears the account's
-counter, never the address's.
+Each attempt is *reserved* before any hash is computed: the counters are incremented first and the
+attempt refused (429, ``Retry-After`` = the counter's remaining window) when a count passes its limit.
+Checking first and counting after the hash would let every guess already in flight through.
+A success clears the account's counter and gives its reservation on the address counter back.
+
+Users are counted per account and per client address; clients per (client id, address) and per
+address, so that nobody can lock a service out of its tokens by guessing its (public) client id.
 """
 
 from __future__ import annotations
@@ -13,6 +16,12 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from meshauth.kv import Keys
+
+# DECR only a counter that still exists: a DECR after expiry would create a counter with no TTL.
+_RELEASE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECR', KEYS[1]) end
+return 0
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,35 +36,29 @@ class Throttle:
         self._window = window
         self._per_account = per_account
         self._per_address = per_address
+        self._release = redis.register_script(_RELEASE)
 
     def _pair(self, kind: str, account: str, address: str) -> tuple[str, str]:
         return self._keys.throttle(kind, account), self._keys.throttle("addr", address)
 
-    async def check(self, kind: str, account: str, address: str) -> Throttled | None:
-        """None when an attempt may proceed; otherwise how long to wait."""
-        acct_key, addr_key = self._pair(kind, account, address)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.get(acct_key)
-            pipe.get(addr_key)
-            pipe.ttl(acct_key)
-            pipe.ttl(addr_key)
-            acct, addr, acct_ttl, addr_ttl = await pipe.execute()
-        waits = []
-        if acct is not None and int(acct) >= self._per_account:
-            waits.append(acct_ttl)
-        if addr is not None and int(addr) >= self._per_address:
-            waits.append(addr_ttl)
-        if not waits:
-            return None
-        return Throttled(retry_after=max(1, max(waits)))
-
-    async def failed(self, kind: str, account: str, address: str) -> None:
+    async def attempt(self, kind: str, account: str, address: str) -> Throttled | None:
+        """Count one attempt. None: go ahead. Otherwise the attempt is refused; wait ``retry_after`` s."""
         acct_key, addr_key = self._pair(kind, account, address)
         async with self._redis.pipeline(transaction=True) as pipe:
             for key in (acct_key, addr_key):
                 pipe.incr(key)
                 pipe.expire(key, self._window, nx=True)
-            await pipe.execute()
+            pipe.ttl(acct_key)
+            pipe.ttl(addr_key)
+            acct, _, addr, _, acct_ttl, addr_ttl = await pipe.execute()
+        waits = []
+        if acct > self._per_account:
+            waits.append(acct_ttl)
+        if addr > self._per_address:
+            waits.append(addr_ttl)
+        return Throttled(retry_after=max(1, *waits)) if waits else None
 
-    async def succeeded(self, kind: str, account: str) -> None:
-        await self._redis.delete(self._keys.throttle(kind, account))
+    async def succeeded(self, kind: str, account: str, address: str) -> None:
+        acct_key, addr_key = self._pair(kind, account, address)
+        await self._redis.delete(acct_key)
+        await self._release(keys=[addr_key])

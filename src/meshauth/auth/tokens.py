@@ -27,6 +27,8 @@ from meshauth.auth.keys import KID_PATTERN, KeyStore
 
 FORBIDDEN_HEADERS = frozenset({"jwk", "jku", "x5u", "x5c", "crit"})
 ACCEPTED_TYP = frozenset({"at+jwt", "application/at+jwt"})
+# Our headers are ~100 characters; a header this long is an attack on the JSON parser, not a token.
+MAX_HEADER_CHARS = 1024
 REQUIRED_CLAIMS = ["iss", "sub", "aud", "exp", "iat", "jti", "client_id"]
 
 
@@ -81,10 +83,12 @@ class TokenIssuer:
 
 
 def _b64url_json(segment: str) -> Any:
+    if len(segment) > MAX_HEADER_CHARS:
+        raise TokenError("token header is too long")
     padded = segment + "=" * (-len(segment) % 4)
     try:
         return json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-    except (binascii.Error, ValueError, UnicodeError) as exc:
+    except (binascii.Error, ValueError, UnicodeError, RecursionError) as exc:
         raise TokenError("token header is not base64url-encoded JSON") from exc
 
 
@@ -166,7 +170,7 @@ class TokenVerifier:
             raise TokenError(f"token lacks the {exc.claim!r} claim") from None
         except jwt.InvalidSignatureError:
             raise TokenError("token signature is invalid") from None
-        except jwt.InvalidTokenError:
+        except (jwt.InvalidTokenError, RecursionError):
             raise TokenError("token is malformed") from None
         identity = self._identity(claims)
         if self._cache is not None:

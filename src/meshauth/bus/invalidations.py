@@ -52,6 +52,11 @@ class InvalidationListener:
         self._ready = asyncio.Event()
         self.connected = False
 
+    @property
+    def synced(self) -> bool:
+        """True once the first snapshot is in: before that, this replica knows no revocation."""
+        return self._ready.is_set()
+
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="invalidation-listener")
         # Wait briefly for the first snapshot so a fresh replica does not serve a revoked token.

@@ -26,8 +26,9 @@ from meshauth.auth.accounts import (
     check_scopes,
     check_secret,
 )
+from meshauth.auth.offboarding import cut_off
 from meshauth.auth.passwords import Passwords
-from meshauth.auth.service import KEYS_KIND
+from meshauth.auth.service import KEYS_KIND, AuthService, key_overlap
 from meshauth.bus.invalidations import publish
 from meshauth.config import Settings, load_settings
 from meshauth.db import create_engine, migrate
@@ -170,7 +171,7 @@ def users_disable(username: str) -> None:
 
     if not _run(work):
         raise _fail(f"no user {username!r}")
-    typer.echo(f"user {username} disabled")
+    typer.echo(f"user {username} disabled; {_cut_off(username)}")
 
 
 @users_app.command("delete")
@@ -182,7 +183,29 @@ def users_delete(username: str) -> None:
 
     if not _run(work):
         raise _fail(f"no user {username!r}")
-    typer.echo(f"user {username} deleted")
+    typer.echo(f"user {username} deleted; {_cut_off(username)}")
+
+
+def _cut_off(username: str) -> str:
+    """End the user's refresh tokens, sessions and tracked access tokens, when a Redis is reachable."""
+    settings = load_settings()
+    url = resolve_redis_url(settings)
+    if url is None:
+        return "no Redis known: sessions and issued tokens end at their own expiry"
+
+    async def main() -> int:
+        service = AuthService(settings, redis_url=url)
+        try:
+            return await cut_off(
+                username, refresh=service.refresh_tokens, denylist=service.denylist, sessions=service.sessions
+            )
+        finally:
+            await service.stop()
+
+    try:
+        return f"{asyncio.run(main())} tokens and sessions ended"
+    except (RedisError, OSError) as exc:
+        return f"Redis unreachable ({exc}): sessions and issued tokens end at their own expiry"
 
 
 @app.command("rotate-keys")
@@ -190,7 +213,7 @@ def rotate_keys() -> None:
     """Make a new signing key the signer. Old keys keep verifying until every token they signed expired."""
     settings = load_settings()
     migrate(settings.sqlalchemy_url)
-    overlap = settings.access_token_ttl + settings.leeway
+    overlap = key_overlap(settings)
 
     async def main() -> tuple[str, list[str], bool]:
         engine = create_engine(settings.sqlalchemy_url)
