@@ -167,15 +167,22 @@ class Evaluator:
         answers: dict[bytes, wire.Decision],
     ) -> None:
         """One engine call per policy subset the scope index picks for these queries."""
-        groups: dict[int, tuple[cedar.PolicySet, list[Query]]] = {}
-        index = state.index
+        groups: dict[int, list[Query]] = {}
+        sets: dict[int, cedar.PolicySet] = {}
+        policies_for = state.index.policies_for
         for q in queries:
-            ps = index.policies_for(q.action, _ancestors(q.action, parents_of), q.principal[0], q.resource[0])
-            groups.setdefault(id(ps), (ps, []))[1].append(q)
-        for ps, group in groups.values():
+            ps = policies_for(q.action, _ancestors(q.action, parents_of), q.principal[0], q.resource[0])
+            group = groups.get(id(ps))
+            if group is None:
+                groups[id(ps)] = [q]
+                sets[id(ps)] = ps
+            else:
+                group.append(q)
+        self.engine_calls += len(groups)
+        schema = state.schema
+        for key, group in groups.items():
             requests = [cedar.request(q.principal, q.action, q.resource, q.context) for q in group]
-            self.engine_calls += 1
-            results = cedar.authorize(requests, ps, entities, state.schema)
+            results = cedar.authorize(requests, sets[key], entities, schema)
             for q, result in zip(group, results, strict=True):
                 answers[q.key] = _decision(state, result)
 

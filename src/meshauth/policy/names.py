@@ -45,6 +45,8 @@ def id_problem(value: object) -> str | None:
 
 def check_uid(field: str, etype: object, eid: object) -> tuple[str, str]:
     """``(type, id)``, or a 400 naming ``field.type`` / ``field.id``."""
+    if type(etype) is str and type(eid) is str and len(eid) <= MAX_ID_CHARS and _type_problem(etype) is None:
+        return etype, eid  # the hot path: a valid uid costs two type checks and a cache hit
     problem = type_problem(etype)
     if problem:
         raise bad_request(f"{field}.type", problem)
