@@ -71,3 +71,13 @@ async def test_store_over_limit_has_no_snapshot(make_app) -> None:  # type: igno
         await asyncio.sleep(0.3)
         assert registry.snapshot_for(await registry.get("default")) is None
         assert (await decide(client, ask("User:u1", "view", "Doc:a")))["decision"] is True
+
+
+async def test_snapshot_knows_action_groups(make_app) -> None:  # type: ignore[no-untyped-def]
+    """Action entities with parents in the store still group actions when served from the snapshot."""
+    async with make_app() as (app, client):
+        await push(client, 'permit(principal, action in Action::"read", resource);')
+        await load(client, [entity("Action:view", parents=("Action:read",))])
+        await snapshot_ready(app)
+        assert (await decide(client, ask("User:u", "view", "Doc:a")))["decision"] is True
+        assert (await decide(client, ask("User:u", "delete", "Doc:a")))["decision"] is False
