@@ -42,8 +42,8 @@ class Keys:
     def revoked(self, jti: str) -> str:
         return f"{self.prefix}revoked:{jti}"
 
-    def revoked_pattern(self) -> str:
-        return f"{self.prefix}revoked:*"
+    def cutoff(self, key: str) -> str:
+        return f"{self.prefix}cutoff:{key}"
 
     def session(self, session_hash: str) -> str:
         return f"{self.prefix}session:{session_hash}"

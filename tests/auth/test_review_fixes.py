@@ -214,3 +214,35 @@ async def test_rotation_announcement_reaches_running_replica(auth_sqlite: Harnes
     while h.app.service.keys.signer.kid != new_kid:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.01)
+
+
+async def test_disabling_a_client_refuses_its_tokens_everywhere(
+    sqlite_url: str, valkey_url: str, redis: Redis, tmp_path: Path
+) -> None:
+    """Tokens a client already holds are refused on every replica once it is disabled, and on new ones."""
+    settings = make_settings(sqlite_url, valkey_url, tmp_path)
+    async for a in start_harness(settings):
+        async for b in start_harness(settings):
+            await a.add_client()
+            token = (await a.token())["access_token"]
+            assert (await b.gate(token)).status_code == 200
+            assert (await a.http.post("/admin/clients/svc/disable", headers=a.admin)).status_code == 200
+            deadline = time.monotonic() + 2
+            while (await b.gate(token)).status_code != 401:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.005)
+            async for late in start_harness(settings):
+                assert (await late.gate(token)).status_code == 401
+
+
+async def test_disabled_user_tokens_from_any_grant_refused(auth_sqlite: Harness) -> None:
+    """Every token whose subject is a disabled user is refused, not only the ones tracked by jti."""
+    h = auth_sqlite
+    await h.add_user()
+    untracked = h.app.service.issuer.issue(subject="alice", client_id="meshauth-session", scope="").token
+    assert (await h.gate(untracked)).status_code == 200
+    await h.http.post("/admin/users/alice/disable", headers=h.admin)
+    assert (await h.gate(untracked)).status_code == 401
+    await asyncio.sleep(1.1)  # tokens issued after the cut-off second are not covered by it
+    fresh = h.app.service.issuer.issue(subject="alice", client_id="meshauth-session", scope="").token
+    assert (await h.gate(fresh)).status_code == 200

@@ -18,7 +18,7 @@ from meshauth.auth.accounts import (
     check_secret,
 )
 from meshauth.auth.client_auth import ClientAuthenticator
-from meshauth.auth.offboarding import cut_off
+from meshauth.auth.offboarding import cut_off, cut_off_client
 from meshauth.auth.service import AuthService
 from meshauth.http import ApiError, json_response, read_json_object
 
@@ -78,6 +78,7 @@ class AdminEndpoints:
         if not await self._s.accounts.set_client_disabled(client_id, True):
             raise ApiError(404, "not_found", f"no client {client_id!r}")
         self._clients.forget(client_id)
+        await cut_off_client(client_id, refresh=self._s.refresh_tokens, denylist=self._s.denylist)
         return json_response({"client_id": client_id, "disabled": True})
 
     async def delete_client(self, request: Request) -> Response:
@@ -85,6 +86,7 @@ class AdminEndpoints:
         if not await self._s.accounts.delete_client(client_id):
             raise ApiError(404, "not_found", f"no client {client_id!r}")
         self._clients.forget(client_id)
+        await cut_off_client(client_id, refresh=self._s.refresh_tokens, denylist=self._s.denylist)
         return Response(status_code=204)
 
     async def create_user(self, request: Request) -> Response:

@@ -73,7 +73,7 @@ class Gate:
             identity = await self._s.verifier.verify(token)
         except TokenError as exc:
             return _refused("bearer", str(exc))
-        if identity.jti in self._s.denylist:
+        if self._s.denylist.refuses(identity):
             return _refused("bearer", "token has been revoked")
         if not self._s.listener.synced:
             # Fail closed: until the revocation list has loaded once, a revoked token looks valid.

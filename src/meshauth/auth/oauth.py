@@ -183,7 +183,7 @@ class OAuthEndpoints:
             identity = await self._s.verifier.verify(token)
         except TokenError:
             return None
-        if identity.jti in self._s.denylist:
+        if self._s.denylist.refuses(identity):
             return None
         claims = identity.claims
         return {

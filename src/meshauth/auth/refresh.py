@@ -104,35 +104,26 @@ class RefreshTokens:
 
     async def revoke_family(self, family_id: str) -> list[tuple[str, int]]:
         """Revoke every token of a family; returns the (jti, exp) of its access tokens still alive."""
-        now = int(time.time())
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                refresh_tokens.update()
-                .where(refresh_tokens.c.family_id == family_id, refresh_tokens.c.revoked_at.is_(None))
-                .values(revoked_at=now)
-            )
-            rows = (
-                await conn.execute(
-                    sa.select(refresh_tokens.c.access_jti, refresh_tokens.c.access_exp).where(
-                        refresh_tokens.c.family_id == family_id, refresh_tokens.c.access_exp > now
-                    )
-                )
-            ).all()
-        return [(r.access_jti, r.access_exp) for r in rows]
+        return await self._revoke_where(refresh_tokens.c.family_id == family_id)
 
     async def revoke_subject(self, subject: str) -> list[tuple[str, int]]:
         """Revoke every refresh token of a user; returns the (jti, exp) of access tokens still alive."""
+        return await self._revoke_where(refresh_tokens.c.subject == subject)
+
+    async def revoke_client(self, client_id: str) -> list[tuple[str, int]]:
+        """Revoke every refresh token of a client; returns the (jti, exp) of access tokens still alive."""
+        return await self._revoke_where(refresh_tokens.c.client_id == client_id)
+
+    async def _revoke_where(self, condition: sa.ColumnElement[bool]) -> list[tuple[str, int]]:
         now = int(time.time())
         async with self._engine.begin() as conn:
             await conn.execute(
-                refresh_tokens.update()
-                .where(refresh_tokens.c.subject == subject, refresh_tokens.c.revoked_at.is_(None))
-                .values(revoked_at=now)
+                refresh_tokens.update().where(condition, refresh_tokens.c.revoked_at.is_(None)).values(revoked_at=now)
             )
             rows = (
                 await conn.execute(
                     sa.select(refresh_tokens.c.access_jti, refresh_tokens.c.access_exp).where(
-                        refresh_tokens.c.subject == subject, refresh_tokens.c.access_exp > now
+                        condition, refresh_tokens.c.access_exp > now
                     )
                 )
             ).all()

@@ -5,6 +5,10 @@ reconnect, and kept current by ``jti`` entries on the invalidation stream.
 
 An entry lives until the token's ``exp`` plus the verification leeway: verifiers accept a token that
 long, so the denial must last as long (RFC 7009 §2.1).
+
+Besides single tokens, a whole subject or client can be *cut off*: every token it was issued up to that
+second is refused (a disabled user or client). A cut-off lives for one token lifetime plus leeway, after
+which every token it covers has expired anyway.
 """
 
 from __future__ import annotations
@@ -13,19 +17,37 @@ import time
 
 from redis.asyncio import Redis
 
+from meshauth.auth.tokens import Identity
 from meshauth.bus.invalidations import STREAM_MAXLEN, entry
 from meshauth.kv import Keys
 
 KIND = "jti"
+CUTOFF_KIND = "cutoff"
 
 
 class Denylist:
-    def __init__(self, redis: Redis, keys: Keys, *, leeway: int) -> None:
+    def __init__(self, redis: Redis, keys: Keys, *, leeway: int, token_ttl: int) -> None:
         self._redis = redis
         self._keys = keys
         self._leeway = leeway
+        self._horizon = token_ttl + leeway
         # jti -> unix time until which it is denied (token exp + leeway)
         self._local: dict[str, int] = {}
+        # "sub:<subject>" / "client:<client_id>" -> tokens issued at or before this second are refused
+        self._cutoffs: dict[str, int] = {}
+
+    def refuses(self, identity: Identity) -> bool:
+        """True when this token was revoked, or its subject or client was cut off after it was issued."""
+        if identity.jti in self:
+            return True
+        if not self._cutoffs:
+            return False
+        iat = identity.claims.get("iat", 0)
+        for key in (f"sub:{identity.subject}", f"client:{identity.client_id}"):
+            cutoff = self._cutoffs.get(key)
+            if cutoff is not None and iat <= cutoff:
+                return True
+        return False
 
     def __contains__(self, jti: str) -> bool:
         until = self._local.get(jti)
@@ -43,10 +65,24 @@ class Denylist:
     def add_local(self, jti: str, until: int) -> None:
         self._local[jti] = until
 
+    def add_cutoff_local(self, key: str, at: int) -> None:
+        self._cutoffs[key] = max(at, self._cutoffs.get(key, 0))
+
     def sweep(self) -> None:
         """Drop entries whose tokens can no longer verify, so the mirror does not grow forever."""
         now = time.time()
         self._local = {jti: until for jti, until in self._local.items() if until >= now}
+        self._cutoffs = {k: at for k, at in self._cutoffs.items() if at + self._horizon >= now}
+
+    async def cut_off(self, kind: str, name: str) -> None:
+        """Refuse every token issued so far to subject (``kind="sub"``) or client (``kind="client"``) ``name``."""
+        key = f"{kind}:{name}"
+        at = int(time.time())
+        self.add_cutoff_local(key, at)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._keys.cutoff(key), str(at), ex=self._horizon)
+            pipe.xadd(self._keys.invalidations, entry(CUTOFF_KIND, key, at), maxlen=STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
+            await pipe.execute()
 
     async def revoke(self, jti: str, exp: int) -> None:
         """Deny ``jti`` everywhere until its token cannot verify: write the key, announce it, apply it here."""
@@ -61,20 +97,26 @@ class Denylist:
 
     async def snapshot(self) -> None:
         """Replace the mirror with what Redis holds now."""
-        fresh: dict[str, int] = {}
+        fresh = await self._scan(self._keys.revoked(""))
+        cutoffs = await self._scan(self._keys.cutoff(""))
+        # Keep local additions made while the snapshot ran; they were written to Redis too.
+        now = time.time()
+        fresh.update((jti, until) for jti, until in self._local.items() if until >= now)
+        for key, at in self._cutoffs.items():
+            cutoffs[key] = max(at, cutoffs.get(key, 0))
+        self._local = fresh
+        self._cutoffs = cutoffs
+
+    async def _scan(self, prefix: str) -> dict[str, int]:
+        found: dict[str, int] = {}
         cursor = 0
-        prefix_len = len(self._keys.revoked(""))
         while True:
-            cursor, batch = await self._redis.scan(cursor, match=self._keys.revoked_pattern(), count=1000)
+            cursor, batch = await self._redis.scan(cursor, match=f"{prefix}*", count=1000)
             if batch:
                 values = await self._redis.mget(batch)
                 for key, value in zip(batch, values, strict=True):
                     if value is not None:
                         name = key.decode() if isinstance(key, bytes) else key
-                        fresh[name[prefix_len:]] = int(value)
+                        found[name[len(prefix) :]] = int(value)
             if cursor == 0:
-                break
-        # Keep local additions made while the snapshot ran; they were written to Redis too.
-        now = time.time()
-        fresh.update((jti, until) for jti, until in self._local.items() if until >= now)
-        self._local = fresh
+                return found

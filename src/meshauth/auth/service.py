@@ -60,7 +60,7 @@ class AuthService:
             cache_size=settings.jwt_cache_size,
             cache_enabled=settings.jwt_cache_enabled,
         )
-        self.denylist = Denylist(self.redis, self.rkeys, leeway=settings.leeway)
+        self.denylist = Denylist(self.redis, self.rkeys, leeway=settings.leeway, token_ttl=settings.access_token_ttl)
         self.sessions = SessionStore(
             self.redis,
             self.rkeys,
@@ -106,6 +106,8 @@ class AuthService:
     def _on_invalidation(self, kind: str, value: str, exp: int) -> None:
         if kind == revocation.KIND:
             self.denylist.add_local(value, exp)
+        elif kind == revocation.CUTOFF_KIND:
+            self.denylist.add_cutoff_local(value, exp)
         elif kind == sessions.KIND:
             self.sessions.evict_local(value)
         elif kind == KEYS_KIND:

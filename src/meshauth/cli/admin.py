@@ -26,7 +26,7 @@ from meshauth.auth.accounts import (
     check_scopes,
     check_secret,
 )
-from meshauth.auth.offboarding import cut_off
+from meshauth.auth.offboarding import cut_off, cut_off_client
 from meshauth.auth.passwords import Passwords
 from meshauth.auth.service import KEYS_KIND, AuthService, key_overlap
 from meshauth.bus.invalidations import publish
@@ -113,7 +113,7 @@ def clients_disable(client_id: str) -> None:
 
     if not _run(work):
         raise _fail(f"no client {client_id!r}")
-    typer.echo(f"client {client_id} disabled")
+    typer.echo(f"client {client_id} disabled; {_end_tokens('client', client_id)}")
 
 
 @clients_app.command("delete")
@@ -125,7 +125,7 @@ def clients_delete(client_id: str) -> None:
 
     if not _run(work):
         raise _fail(f"no client {client_id!r}")
-    typer.echo(f"client {client_id} deleted")
+    typer.echo(f"client {client_id} deleted; {_end_tokens('client', client_id)}")
 
 
 @users_app.command("create")
@@ -171,7 +171,7 @@ def users_disable(username: str) -> None:
 
     if not _run(work):
         raise _fail(f"no user {username!r}")
-    typer.echo(f"user {username} disabled; {_cut_off(username)}")
+    typer.echo(f"user {username} disabled; {_end_tokens('user', username)}")
 
 
 @users_app.command("delete")
@@ -183,29 +183,33 @@ def users_delete(username: str) -> None:
 
     if not _run(work):
         raise _fail(f"no user {username!r}")
-    typer.echo(f"user {username} deleted; {_cut_off(username)}")
+    typer.echo(f"user {username} deleted; {_end_tokens('user', username)}")
 
 
-def _cut_off(username: str) -> str:
-    """End the user's refresh tokens, sessions and tracked access tokens, when a Redis is reachable."""
+def _end_tokens(kind: str, name: str) -> str:
+    """End what a disabled user or client holds, when a Redis is reachable (the running replicas' one)."""
     settings = load_settings()
     url = resolve_redis_url(settings)
     if url is None:
-        return "no Redis known: sessions and issued tokens end at their own expiry"
+        return "no Redis known: issued tokens and sessions end at their own expiry"
 
-    async def main() -> int:
+    async def main() -> str:
         service = AuthService(settings, redis_url=url)
         try:
-            return await cut_off(
-                username, refresh=service.refresh_tokens, denylist=service.denylist, sessions=service.sessions
+            if kind == "client":
+                await cut_off_client(name, refresh=service.refresh_tokens, denylist=service.denylist)
+                return "its issued tokens are refused from now on"
+            ended = await cut_off(
+                name, refresh=service.refresh_tokens, denylist=service.denylist, sessions=service.sessions
             )
+            return f"issued tokens refused, {ended} tracked tokens and sessions ended"
         finally:
             await service.stop()
 
     try:
-        return f"{asyncio.run(main())} tokens and sessions ended"
+        return asyncio.run(main())
     except (RedisError, OSError) as exc:
-        return f"Redis unreachable ({exc}): sessions and issued tokens end at their own expiry"
+        return f"Redis unreachable ({exc}): issued tokens and sessions end at their own expiry"
 
 
 @app.command("rotate-keys")
