@@ -80,6 +80,9 @@ class Settings(BaseSettings):
 
     # Tokens (seconds)
     signing_alg: SigningAlg = "ES256"
+    # Encrypts signing keys at rest in the database (PKCS#8). Changing it makes existing keys unreadable:
+    # rotate keys first, then switch after the overlap.
+    key_encryption_key: SecretStr | None = None
     access_token_ttl: int = Field(default=900, ge=10, le=86_400)
     refresh_token_ttl: int = Field(default=14 * 86_400, ge=60)
     leeway: int = Field(default=30, ge=0, le=MAX_LEEWAY_SECONDS)
@@ -154,6 +157,10 @@ class Settings(BaseSettings):
         """The async SQLAlchemy URL: the configured database, or a SQLite file under ``var_dir``."""
         url = self.database_url or f"sqlite:///{(self.var_dir / 'meshauth.db').resolve()}"
         return async_database_url(url)
+
+    @property
+    def kek(self) -> bytes | None:
+        return self.key_encryption_key.get_secret_value().encode() if self.key_encryption_key else None
 
     @property
     def admin_token_file(self) -> Path:

@@ -117,3 +117,18 @@ async def test_metadata(auth: Harness) -> None:
     assert body["revocation_endpoint"] == f"{iss}/oauth2/revoke"
     assert set(body["grant_types_supported"]) == {"client_credentials", "password", "refresh_token"}
     assert body["token_endpoint_auth_methods_supported"] == ["client_secret_basic", "client_secret_post"]
+
+
+async def test_keys_encrypted_at_rest(sqlite_url: str, valkey_url: str, redis: Redis, tmp_path: Path) -> None:
+    """With a key-encryption key, the database holds only encrypted PEMs, and tokens still verify."""
+    settings = make_settings(sqlite_url, valkey_url, tmp_path, key_encryption_key="kek-from-a-k8s-secret")
+    async for h in start_harness(settings):
+        await h.add_client()
+        assert (await h.gate((await h.token())["access_token"])).status_code == 200
+        async with h.app.service.engine.connect() as conn:
+            pems = (await conn.execute(sa.select(signing_keys.c.private_pem))).scalars().all()
+        assert pems and all(p.startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----") for p in pems)
+    # Without the key-encryption key the service refuses to start rather than run without keys.
+    with pytest.raises(RuntimeError, match="MESHAUTH_KEY_ENCRYPTION_KEY"):
+        async for _ in start_harness(make_settings(sqlite_url, valkey_url, tmp_path)):
+            pass

@@ -66,8 +66,12 @@ def public_jwk(alg: str, kid: str, public_key: PublicKey) -> dict[str, Any]:
     return {**jwk, "kid": kid, "alg": alg, "use": "sig"}
 
 
-def _load_row(row: Any) -> SigningKey:
-    private = serialization.load_pem_private_key(row.private_pem.encode(), password=None)
+def _load_row(row: Any, kek: bytes | None) -> SigningKey:
+    pem = row.private_pem.encode()
+    encrypted = b"ENCRYPTED" in pem.split(b"\n", 1)[0]
+    if encrypted and kek is None:
+        raise RuntimeError(f"signing key {row.kid} is encrypted; set MESHAUTH_KEY_ENCRYPTION_KEY")
+    private = serialization.load_pem_private_key(pem, password=kek if encrypted else None)
     assert isinstance(private, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey)
     return SigningKey(
         kid=row.kid,
@@ -80,12 +84,18 @@ def _load_row(row: Any) -> SigningKey:
     )
 
 
-async def create_key(engine: AsyncEngine, alg: SigningAlg, *, retire_others: bool) -> str:
+def _encryption(kek: bytes | None) -> serialization.KeySerializationEncryption:
+    # Keys at rest are encrypted when a key-encryption key is configured (a Kubernetes Secret, say),
+    # so a database dump alone cannot mint tokens.
+    return serialization.BestAvailableEncryption(kek) if kek else serialization.NoEncryption()
+
+
+async def create_key(engine: AsyncEngine, alg: SigningAlg, *, retire_others: bool, kek: bytes | None = None) -> str:
     """Insert a new signing key; with ``retire_others`` every current key stops signing (rotation)."""
     private = generate_private_key(alg)
     kid = secrets.token_urlsafe(16)
     pem = private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, _encryption(kek)
     ).decode()
     now = int(time.time())
     async with engine.begin() as conn:
@@ -104,9 +114,11 @@ async def create_key(engine: AsyncEngine, alg: SigningAlg, *, retire_others: boo
     return kid
 
 
-async def rotate(engine: AsyncEngine, alg: SigningAlg, *, overlap: int) -> tuple[str, list[str]]:
+async def rotate(
+    engine: AsyncEngine, alg: SigningAlg, *, overlap: int, kek: bytes | None = None
+) -> tuple[str, list[str]]:
     """Make a new key the signer, retire the rest, delete keys no live token can use. Returns (new kid, deleted)."""
-    kid = await create_key(engine, alg, retire_others=True)
+    kid = await create_key(engine, alg, retire_others=True, kek=kek)
     cutoff = int(time.time()) - overlap
     async with engine.begin() as conn:
         doomed = (
@@ -125,21 +137,22 @@ async def rotate(engine: AsyncEngine, alg: SigningAlg, *, overlap: int) -> tuple
     return kid, list(doomed)
 
 
-async def ensure_key(engine: AsyncEngine, alg: SigningAlg) -> None:
+async def ensure_key(engine: AsyncEngine, alg: SigningAlg, *, kek: bytes | None = None) -> None:
     """Create the first signing key if the table has no active one."""
     async with engine.connect() as conn:
         active = await conn.scalar(
             sa.select(sa.func.count()).select_from(signing_keys).where(signing_keys.c.retired_at.is_(None))
         )
     if not active:
-        await create_key(engine, alg, retire_others=False)
+        await create_key(engine, alg, retire_others=False, kek=kek)
 
 
 class KeyStore:
     """This replica's view of the signing keys: the signer, and the keys tokens may be verified with."""
 
-    def __init__(self, engine: AsyncEngine, *, overlap: int) -> None:
+    def __init__(self, engine: AsyncEngine, *, overlap: int, kek: bytes | None = None) -> None:
         self._engine = engine
+        self._kek = kek
         self._overlap = overlap
         self._by_kid: dict[str, SigningKey] = {}
         self._signer: SigningKey | None = None
@@ -181,7 +194,7 @@ class KeyStore:
         known = self._by_kid.get(row.kid)
         if known is not None and known.retired_at == row.retired_at:
             return known
-        return _load_row(row)
+        return _load_row(row, self._kek)
 
     async def reload_for_unknown_kid(self) -> bool:
         """Reload if the last load is older than the rate limit; True when a reload happened.

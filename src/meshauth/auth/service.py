@@ -47,7 +47,7 @@ class AuthService:
         self.redis: Redis = connect(url)
         self.rkeys = Keys(settings.redis_prefix)
         self.key_overlap = key_overlap(settings)
-        self.keys = KeyStore(self.engine, overlap=self.key_overlap)
+        self.keys = KeyStore(self.engine, overlap=self.key_overlap, kek=settings.kek)
         self.issuer = TokenIssuer(
             self.keys, issuer=settings.issuer, audience=settings.audience, ttl=settings.access_token_ttl
         )
@@ -89,7 +89,7 @@ class AuthService:
         self._reloads: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        await ensure_key(self.engine, self.settings.signing_alg)
+        await ensure_key(self.engine, self.settings.signing_alg, kek=self.settings.kek)
         await self.keys.load()
         await self.listener.start()
         self._tasks.append(asyncio.create_task(self._refresh_keys_forever(), name="key-refresh"))

@@ -222,7 +222,7 @@ def rotate_keys() -> None:
     async def main() -> tuple[str, list[str], bool]:
         engine = create_engine(settings.sqlalchemy_url)
         try:
-            kid, deleted = await keys.rotate(engine, settings.signing_alg, overlap=overlap)
+            kid, deleted = await keys.rotate(engine, settings.signing_alg, overlap=overlap, kek=settings.kek)
         finally:
             await engine.dispose()
         announced = False

@@ -58,7 +58,7 @@ def bootstrap(settings: Settings, *, demo: bool) -> Demo | None:
     async def main() -> None:
         engine = create_engine(settings.sqlalchemy_url)
         try:
-            await ensure_key(engine, settings.signing_alg)
+            await ensure_key(engine, settings.signing_alg, kek=settings.kek)
             if not demo:
                 return
             accounts = Accounts(engine)
