@@ -271,3 +271,12 @@ async def test_list_stores(client: httpx.AsyncClient) -> None:
     names = [s["store"] for s in (await client.get("/admin/stores", headers=ADMIN)).json()["stores"]]
     assert "default" in names
     assert "b" in names
+
+
+async def test_store_info_shows_what_this_process_serves(client: httpx.AsyncClient) -> None:
+    """GET /admin/stores/{store} reports the revision loaded here and the policy count."""
+    await push(client, ALLOW + "\n" + 'forbid(principal == User::"x", action, resource);')
+    info = (await client.get("/admin/stores/default", headers=ADMIN)).json()
+    assert info["revision"] == 1
+    assert info["process"]["loaded_revision"] == 1
+    assert info["process"]["policies"] == 2

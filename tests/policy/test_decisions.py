@@ -242,3 +242,28 @@ async def test_empty_store_denies(client: httpx.AsyncClient) -> None:
     """The default store exists from the start and, holding no policies, denies."""
     d = await decide(client, ask("User:u", "view", "Doc:a"))
     assert d == {"decision": False, "context": {"revision": 0, "policies": [], "errors": []}}
+
+
+async def test_get_on_decision_endpoint_is_405(client: httpx.AsyncClient) -> None:
+    """The decision endpoints take POST only; other methods get 405 in the error shape."""
+    r = await client.get("/access/v1/evaluation")
+    assert r.status_code == 405
+    assert r.json()["error"] == "method_not_allowed"
+
+
+async def test_starlette_route_answers_like_the_front(client: httpx.AsyncClient) -> None:
+    """The Starlette app alone (without the front) answers decisions identically."""
+    from starlette.applications import Starlette
+
+    from tests.policy.conftest import ADMIN
+
+    await push(client, "permit(principal, action, resource);")
+    front = client._transport.app  # type: ignore[attr-defined]
+    inner: Starlette = front.app
+    transport = httpx.ASGITransport(app=inner)
+    async with httpx.AsyncClient(transport=transport, base_url="http://pdp") as direct:
+        via_front = await decide(client, ask("User:u", "view", "Doc:a"))
+        via_starlette = await decide(direct, ask("User:u", "view", "Doc:a"))
+        bad = await direct.post("/stores/nope/access/v1/evaluations", json={"evaluations": []}, headers=ADMIN)
+    assert via_front == via_starlette
+    assert bad.status_code == 404

@@ -100,6 +100,13 @@ class PolicyApi:
             return _encoder.encode({"decision": only.decision, "context": only.context, "evaluations": [only]})
         return wire.encode(wire.EvaluationsResponse(decisions))
 
+    async def decision_route(self, request: Request) -> Response:
+        """The decision endpoints when reached through Starlette (the front normally answers them
+        first); also what makes a GET on them a 405 rather than a 404."""
+        body = await read_body(request, self.settings.policy_max_request_bytes)
+        handler = self.evaluations if request.url.path.endswith("s") else self.evaluation
+        return Response(await handler(request.path_params.get("store", DEFAULT_STORE), body), media_type=_JSON)
+
     async def configuration(self, request: Request) -> Response:
         base = str(request.base_url).rstrip("/")
         if "store" in request.path_params:
@@ -134,7 +141,10 @@ class PolicyApi:
 
     async def get_store(self, request: Request) -> Response:
         self._check_admin(request)
-        return json_response(await self.admin.store_info(_store(request)))
+        store = _store(request)
+        info = await self.admin.store_info(store)
+        info["process"] = self.registry.describe(store)
+        return json_response(info)
 
     async def list_stores(self, request: Request) -> Response:
         self._check_admin(request)
@@ -230,6 +240,10 @@ class PolicyApi:
         s = "/stores/{store}"
         a = "/admin/stores/{store}"
         return [
+            Route("/access/v1/evaluation", self.decision_route, methods=["POST"]),
+            Route("/access/v1/evaluations", self.decision_route, methods=["POST"]),
+            Route(f"{s}/access/v1/evaluation", self.decision_route, methods=["POST"]),
+            Route(f"{s}/access/v1/evaluations", self.decision_route, methods=["POST"]),
             Route("/.well-known/authzen-configuration", self.configuration, methods=["GET"]),
             Route(f"{s}/.well-known/authzen-configuration", self.configuration, methods=["GET"]),
             Route("/healthz", self.health, methods=["GET"]),

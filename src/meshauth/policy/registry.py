@@ -137,6 +137,24 @@ class Registry:
             raise store_not_found(name)
         return state
 
+    def describe(self, name: str) -> dict[str, object]:
+        """What this process serves for ``name`` (for the admin API and operators)."""
+        state = self._states.get(name)
+        snap = self._snapshots.get(name)
+        current = (
+            state is not None
+            and snap is not None
+            and snap.revision == state.revision
+            and snap.entities_version == state.entities_version
+        )
+        return {
+            "loaded_revision": state.revision if state else None,
+            "policies": len(state.index) if state else None,
+            "snapshot": {"entities": snap.size, "entities_version": snap.entities_version, "current": current}
+            if snap
+            else None,
+        }
+
     def loaded(self) -> list[str]:
         return list(self._states)
 
