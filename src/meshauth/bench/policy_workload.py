@@ -53,7 +53,11 @@ def build(seed: int = 7) -> Workload:
         )
     for r in range(RESOURCES):
         entities.append(
-            {"uid": {"type": f"R{r % RESOURCE_TYPES}", "id": f"r{r}"}, "attrs": {"level": rng.randrange(10)}, "parents": []}
+            {
+                "uid": {"type": f"R{r % RESOURCE_TYPES}", "id": f"r{r}"},
+                "attrs": {"level": rng.randrange(10)},
+                "parents": [],
+            }
         )
     return Workload("\n".join(policies), entities)
 
