@@ -66,3 +66,28 @@ async def test_cache_off_reads_every_time(make_app) -> None:  # type: ignore[no-
         for _ in range(3):
             await decide(client, ask("User:u", "view", "Doc:a"))
         assert loader.queries - before == 3
+
+
+async def test_workers_on_one_host_read_each_others_writes(make_app) -> None:  # type: ignore[no-untyped-def]
+    """Workers sharing var_dir see a write on their very next decision, without waiting for a tick."""
+    slow = {"policy_refresh_interval": 60.0}
+    async with make_app(**slow) as (_a, one), make_app(**slow) as (_b, two):
+        body = ask("User:u", "view", "Doc:a")
+        await push(one, "forbid(principal, action, resource);")
+        assert (await decide(two, body))["decision"] is False
+        await push(one, "permit(principal, action, resource);")
+        assert (await decide(two, body))["decision"] is True
+        await load(one, [entity("User:u", {"blocked": True})])
+        await push(one, "permit(principal, action, resource) unless { principal.blocked };")
+        assert (await decide(two, body))["decision"] is False
+
+
+async def test_without_shared_var_dir_replicas_follow_on_the_tick(make_app, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Replicas on different hosts (no shared var_dir) still follow through the refresh loop."""
+    async with make_app() as (_a, one), make_app(var_dir=tmp_path / "other-host") as (_b, two):
+        body = ask("User:u", "view", "Doc:a")
+        await push(one, "forbid(principal, action, resource);")
+        assert (await decide(two, body))["decision"] is False
+        await push(one, "permit(principal, action, resource);")
+        waited = await eventually(two, body, True)
+        assert waited < 1.0

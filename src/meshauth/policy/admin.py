@@ -66,6 +66,7 @@ class Admin:
         async with self._engine.begin() as conn:
             row = await stores.ensure(conn, store)
         await self._registry.reload(store)
+        self._registry.announce()
         return _store_json(row)
 
     async def store_info(self, store: str) -> dict[str, Any]:
@@ -87,6 +88,7 @@ class Admin:
             await self._existing(conn, store)
             revision = await stores.delete(conn, store)
         await self._registry.reload(store)
+        self._registry.announce()
         return {"store": store, "deleted": True, "revision": revision}
 
     async def upload(self, store: str, text: str, *, activate: bool | None, author: str) -> dict[str, Any]:
@@ -101,6 +103,7 @@ class Admin:
             if do_activate:
                 revision = await stores.activate(conn, store, version)
         await self._registry.reload(store)
+        self._registry.announce()
         return {
             "store": store,
             "version": version,
@@ -119,6 +122,7 @@ class Admin:
             await asyncio.to_thread(check_policies, text, schema)
             revision = await stores.activate(conn, store, version)
         await self._registry.reload(store)
+        self._registry.announce()
         return {"store": store, "version": version, "revision": revision, "active_version": version}
 
     async def versions(self, store: str) -> dict[str, Any]:
@@ -153,6 +157,7 @@ class Admin:
                 await asyncio.to_thread(check_policies, active, schema)
             revision = await stores.set_schema(conn, store, text, fmt)
         await self._registry.reload(store)
+        self._registry.announce()
         return {"store": store, "revision": revision, "format": fmt}
 
     async def get_schema(self, store: str) -> dict[str, Any]:
@@ -174,6 +179,7 @@ class Admin:
                 raise bad_request("entities", str(exc)) from None
             new_version = await upsert_entities(conn, store, entities)
         self._registry.cache_drop(store, [uid for uid, _ in entities], row.entities_version, new_version)
+        self._registry.announce()
         return {"store": store, "upserted": len(entities), "entities_version": new_version}
 
     async def delete_entity(self, store: str, etype: str, eid: str) -> dict[str, Any]:
@@ -183,6 +189,7 @@ class Admin:
         if new_version is None:
             raise not_found(f"store {store!r} has no entity {etype}::{eid!r}")
         self._registry.cache_drop(store, [(etype, eid)], row.entities_version, new_version)
+        self._registry.announce()
         return {"store": store, "deleted": {"type": etype, "id": eid}, "entities_version": new_version}
 
     async def get_entity(self, store: str, etype: str, eid: str) -> bytes:

@@ -23,6 +23,7 @@ from meshauth.policy.evaluator import Evaluator
 from meshauth.policy.fast import DecisionFront
 from meshauth.policy.registry import Registry
 
+SIGNAL_FILE = "policy-signal"  # in var_dir, shared by the workers of one host
 _HTTP_ERRORS = {404: "not_found", 405: "method_not_allowed"}
 
 
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None) -> DecisionFront:
         cache,
         index_enabled=settings.policy_index_enabled,
         snapshot_max_entities=settings.policy_snapshot_max_entities,
+        signal_path=settings.var_dir / SIGNAL_FILE,
     )
     api = PolicyApi(
         settings=settings,

@@ -6,7 +6,9 @@ assignment, so a request sees either the old or the new policy set, never a mix.
 
 Following other writers: every ``refresh_interval`` seconds one cheap query reads the revision and
 ``entities_version`` of the loaded stores. A changed revision recompiles the store; a changed
-``entities_version`` drops the store's cached entities; a deleted store is unloaded.
+``entities_version`` drops the store's cached entities; a deleted store is unloaded. Workers on one
+host also share a signal file in ``var_dir``: a write touches it, and a worker that sees it changed
+refreshes before answering, so a write is visible to the very next decision on any local worker.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -28,6 +32,7 @@ from meshauth.policy.index import PolicyIndex
 from meshauth.policy.snapshot import REBUILD_PAUSE_SECONDS, Snapshot, read_snapshot
 
 log = logging.getLogger(__name__)
+SIGNAL_MAX_BYTES = 4096  # the signal file is truncated past this; only its (mtime, size) matter
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +62,15 @@ def compile_state(row: stores.StoreRow, text: str, *, index_enabled: bool) -> St
     )
 
 
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    # Size as well as time: two writes inside one coarse mtime tick still differ in size.
+    return st.st_mtime_ns, st.st_size
+
+
 def _settle() -> None:
     """Move what is alive now (compiled policies, cached entities) out of the collector's reach:
     these long-lived objects would otherwise be re-scanned by every full collection, which shows
@@ -73,8 +87,12 @@ class Registry:
         *,
         index_enabled: bool = True,
         snapshot_max_entities: int = 0,
+        signal_path: Path | None = None,
     ) -> None:
         self._engine = engine
+        self._signal = signal_path
+        self._signal_seen: tuple[int, int] | None = None
+        self._following: asyncio.Task[None] | None = None
         self._cache = cache
         self._index_enabled = index_enabled
         self._snapshot_max = snapshot_max_entities
@@ -127,8 +145,41 @@ class Registry:
         finally:
             self._building.pop(name, None)
 
+    def announce(self) -> None:
+        """After a write: tell the other workers on this host (they share ``var_dir``) to re-read
+        the database before their next decision, instead of at their next refresh tick."""
+        if self._signal is None:
+            return
+        try:
+            self._signal.parent.mkdir(parents=True, exist_ok=True)
+            with self._signal.open("ab") as fh:
+                fh.write(b".")
+                if fh.tell() > SIGNAL_MAX_BYTES:
+                    fh.truncate(0)
+            self._signal_seen = _stamp(self._signal)  # this worker is already current
+        except OSError:
+            log.warning("cannot write the policy signal file %s", self._signal, exc_info=True)
+
+    async def _follow_signal(self) -> None:
+        """One ``stat`` per request; when another worker announced a write, refresh first (all
+        requests arriving meanwhile wait for the same refresh): read-your-writes on one host."""
+        assert self._signal is not None
+        stamp = _stamp(self._signal)
+        if stamp != self._signal_seen:
+            self._signal_seen = stamp
+            if self._following is None or self._following.done():
+                self._following = asyncio.create_task(self.refresh())
+        task = self._following
+        if task is not None and not task.done():
+            try:
+                await asyncio.shield(task)
+            except Exception:  # the refresh loop retries; serve what is loaded
+                log.warning("policy store refresh failed", exc_info=True)
+
     async def get(self, name: str) -> StoreState:
         """The store's compiled state (loaded on first use), or a 404."""
+        if self._signal is not None:
+            await self._follow_signal()
         state = self._states.get(name)
         if state is not None:
             return state
