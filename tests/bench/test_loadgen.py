@@ -71,3 +71,30 @@ def test_wrk_throughput(monkeypatch: pytest.MonkeyPatch) -> None:
     assert r.rps == pytest.approx(8090.12)
     assert r.p99_ms == pytest.approx(0.812)
     assert r.non_2xx == 7
+
+
+PACED = """Running 5s test @ http://127.0.0.1:1/x
+  1 threads and 30 connections
+  14950 requests in 5.00s, 1.1MB read
+  Non-2xx or 3xx responses: 3
+Requests/sec:   2990.00
+PACED rps=2990.0 p50=0.2610 p95=0.5910 p99=0.8530 errors=1
+"""
+
+
+def test_paced_reads_the_lua_summary(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The paced run's percentiles come from paced.lua's summary line; errors add to non-2xx."""
+    seen: dict[str, Any] = {}
+
+    def run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+        seen["env"] = kw["env"]
+        seen["cmd"] = cmd
+        return subprocess.CompletedProcess(cmd, 0, stdout=PACED, stderr="")
+
+    monkeypatch.setattr(loadgen.subprocess, "run", run)
+    r = loadgen.paced("http://x/", rate=3000, connections=30, seconds=5, headers={"authorization": "Bearer a.b.c"})
+    assert (r.p50_ms, r.p95_ms, r.p99_ms) == pytest.approx((0.261, 0.591, 0.853))
+    assert r.non_2xx == 4 and r.requests == 14950
+    assert seen["env"]["PACE_MEAN_MS"] == "10.000"
+    assert str(loadgen.PACED_LUA) in seen["cmd"]
+    assert loadgen.PACED_LUA.exists()

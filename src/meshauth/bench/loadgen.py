@@ -1,11 +1,28 @@
-"""Load generators run as separate processes on their own core: hey (fixed rate) and wrk (max throughput)."""
+"""Load generators, each a separate process on its own core.
+
+- ``paced``: wrk with randomized per-connection pacing (``paced.lua``): a fixed offered rate whose
+  arrivals interleave, for latency percentiles.
+- ``hey``: hey's ``-q`` rate limit, as a cross-check. Its workers tick in step, so it offers bursts of
+  ``-c`` requests and reports the queueing those bursts cause.
+- ``wrk``: closed-loop maximum throughput (its latencies suffer coordinated omission; do not quote them).
+- ``idle_poll``: keeps both cores out of the idle state with lowest-priority spinners. On this VM a halted
+  vCPU takes milliseconds to wake, which dominates latency at moderate load; a busy production core
+  does not halt. Reports state whether it was on.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shutil
 import subprocess
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+
+PACED_LUA = Path(__file__).with_name("paced.lua")
 
 CLIENT_CORE = "1"
 SERVER_CORE = "0"
@@ -73,3 +90,49 @@ def wrk(url: str, *, connections: int, seconds: int, headers: dict[str, str]) ->
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     shown = re.sub(r"Bearer [A-Za-z0-9._-]+", "Bearer $TOKEN", " ".join(pinned(cmd, CLIENT_CORE)))
     return Throughput(shown, rps, p99_ms, int(bad.group(1)) if bad else 0)
+
+
+def paced(url: str, *, rate: int, connections: int, seconds: int, headers: dict[str, str]) -> Latency:
+    """Fixed offered rate with interleaved arrivals (wrk + paced.lua); percentiles from wrk's histogram."""
+    mean_ms = connections * 1000 / rate
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(PACED_LUA)]
+    for name, value in headers.items():
+        cmd += ["-H", f"{name}: {value}"]
+    cmd.append(url)
+    env = {**os.environ, "PACE_MEAN_MS": f"{mean_ms:.3f}"}
+    out = subprocess.run(pinned(cmd, CLIENT_CORE), capture_output=True, text=True, check=True, env=env).stdout
+    m = re.search(r"PACED rps=([0-9.]+) p50=([0-9.]+) p95=([0-9.]+) p99=([0-9.]+) errors=(\d+)", out)
+    if not m:
+        raise RuntimeError(f"wrk printed no paced summary:\n{out}")
+    requests = re.search(r"(\d+) requests in", out)
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    shown = f"PACE_MEAN_MS={mean_ms:.3f} " + re.sub(
+        r"Bearer [A-Za-z0-9._-]+", "Bearer $TOKEN", " ".join(pinned(cmd, CLIENT_CORE))
+    )
+    return Latency(
+        shown,
+        float(m.group(1)),
+        float(m.group(2)),
+        float(m.group(3)),
+        float(m.group(4)),
+        int(requests.group(1)) if requests else 0,
+        (int(bad.group(1)) if bad else 0) + int(m.group(5)),
+    )
+
+
+@contextlib.contextmanager
+def idle_poll(enabled: bool = True) -> Iterator[None]:
+    """Spin a nice-19 busy loop on each core for the duration (see the module docstring)."""
+    if not enabled:
+        yield
+        return
+    spinners = [
+        subprocess.Popen(pinned(["nice", "-n", "19", sys.executable, "-c", "while True: pass"], core))
+        for core in (SERVER_CORE, CLIENT_CORE)
+    ]
+    try:
+        yield
+    finally:
+        for proc in spinners:
+            proc.kill()
+            proc.wait()

@@ -15,12 +15,12 @@ app = typer.Typer(help="Benchmarks; results go to bench/results/ and a table to 
 def auth(
     rate: int = typer.Option(3000, help="Offered request rate for the latency runs (req/s)."),
     seconds: int = typer.Option(10, help="Duration of each run."),
-    workers: int = typer.Option(12, help="hey workers sharing the offered rate."),
+    connections: int = typer.Option(30, help="Paced wrk connections sharing the offered rate."),
 ) -> None:
     """ext_authz HTTP check: warm, cache off, and a trivial app as the floor, at a fixed rate."""
     from meshauth.bench import auth as bench
 
-    result = bench.run(rate=rate, seconds=seconds, workers=workers)
+    result = bench.run(rate=rate, seconds=seconds, connections=connections)
     save("auth", result)
     typer.echo(bench.report(result))
 
