@@ -58,5 +58,6 @@ class ExtAuthzHttp:
     @staticmethod
     async def _respond(send: Any, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         body = _BODIES.get(status, b"")
-        await send({"type": "http.response.start", "status": status, "headers": headers + _TEXT})
+        # An allow carries no body, so no content-type: Envoy reads only the status and headers.
+        await send({"type": "http.response.start", "status": status, "headers": headers + _TEXT if body else headers})
         await send({"type": "http.response.body", "body": body})
