@@ -127,26 +127,52 @@ def _hey(url: str, body: Path, *, rate: int, seconds: int) -> dict[str, Any]:
     }
 
 
-def run(*, seconds: int, rate: int, bulk: int, compare_index: bool) -> dict[str, Any]:
+SERVERS = {
+    # what ``meshauth serve policy`` runs today (granian, ASGI)
+    "asgi": ["-m", "meshauth", "serve", "policy"],
+    # the same app under granian's RSGI interface
+    "rsgi": ["-m", "meshauth.policy.server"],
+}
+
+
+def _measure(base: str, files: dict[str, Path], script: Path, *, rate: int, seconds: int) -> dict[str, Any]:
+    """Fixed-rate latency, then max throughput for single and 64-item requests, against ``base``."""
+    out: dict[str, Any] = {}
+    single_url = base + "/access/v1/evaluation"
+    # Warm-up: compile every policy subset, fill the entity cache, build the snapshot.
+    _wrk(base, files["singles"], "/access/v1/evaluation", script, seconds=5, connections=16)
+    _wrk(base, files["batches"], "/access/v1/evaluations", script, seconds=3, connections=8)
+    out["fixed_rate_random"] = _driver(single_url, files["singles"], rate=rate, seconds=seconds)
+    out["fixed_rate_hey_one_body"] = _hey(single_url, files["one"], rate=rate, seconds=seconds)
+    single = _wrk(base, files["singles"], "/access/v1/evaluation", script, seconds=seconds, connections=32)
+    single["decisions_per_s"] = single["requests_per_s"]
+    batch = _wrk(base, files["batches"], "/access/v1/evaluations", script, seconds=seconds, connections=8)
+    batch["decisions_per_s"] = batch["requests_per_s"] * BATCH
+    out["max_single"] = single
+    out["max_batch64"] = batch
+    out["batch_over_single"] = batch["decisions_per_s"] / single["decisions_per_s"]
+    return out
+
+
+def run(*, seconds: int, rate: int, bulk: int, compare_index: bool, servers: list[str]) -> dict[str, Any]:
     results: dict[str, Any] = {"seconds": seconds}
     w = workload.build()
     with tempfile.TemporaryDirectory(prefix="meshauth-bench-policy-") as tmp:
         root = Path(tmp)
-        singles = root / "singles.jsonl"
-        batches = root / "batch64.jsonl"
-        one = root / "one.json"
+        files = {"singles": root / "singles.jsonl", "batches": root / "batch64.jsonl", "one": root / "one.json"}
         script = root / "random-body.lua"
         single_bodies = workload.single_bodies(20_000)
-        singles.write_bytes(b"\n".join(single_bodies) + b"\n")
-        batches.write_bytes(b"\n".join(workload.batch_bodies(2_000, BATCH)) + b"\n")
-        one.write_bytes(single_bodies[0])
+        files["singles"].write_bytes(b"\n".join(single_bodies) + b"\n")
+        files["batches"].write_bytes(b"\n".join(workload.batch_bodies(2_000, BATCH)) + b"\n")
+        files["one"].write_bytes(single_bodies[0])
         script.write_text(LUA)
-
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
         var = root / "var"
         var.mkdir()
-        with running(["-m", "meshauth", "serve", "policy"], _env(var, port), base + "/healthz"):
+
+        # Load once (through the admin API of the ASGI server); every server below reads this database.
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        with running(SERVERS["asgi"], _env(var, port), base + "/healthz"):
             t = time.perf_counter()
             _admin(base, "POST", "/admin/stores/default/policies", json.dumps({"policies": w.policies}).encode())
             results["policy_upload_s"] = time.perf_counter() - t
@@ -158,39 +184,33 @@ def run(*, seconds: int, rate: int, bulk: int, compare_index: bool) -> dict[str,
                 t = time.perf_counter()
                 _admin(base, "POST", "/admin/stores/bulk/entities", body)
                 results["bulk_load"] = {"count": bulk, "seconds": time.perf_counter() - t, "bytes": len(body)}
-            single_url = base + "/access/v1/evaluation"
-            # Warm-up: compile every policy subset, fill the entity cache and build the snapshot.
-            _wrk(base, singles, "/access/v1/evaluation", script, seconds=5, connections=16)
-            _wrk(base, batches, "/access/v1/evaluations", script, seconds=3, connections=8)
-            results["fixed_rate_random"] = _driver(single_url, singles, rate=rate, seconds=seconds)
-            results["fixed_rate_hey_one_body"] = _hey(single_url, one, rate=rate, seconds=seconds)
-            single = _wrk(base, singles, "/access/v1/evaluation", script, seconds=seconds, connections=32)
-            single["decisions_per_s"] = single["requests_per_s"]
-            batch = _wrk(base, batches, "/access/v1/evaluations", script, seconds=seconds, connections=8)
-            batch["decisions_per_s"] = batch["requests_per_s"] * BATCH
-            results["max_single"] = single
-            results["max_batch64"] = batch
-            results["batch_over_single"] = batch["decisions_per_s"] / single["decisions_per_s"]
+
+        for name in servers:
+            port = free_port()
+            base = f"http://127.0.0.1:{port}"
+            with running(SERVERS[name], _env(var, port), base + "/healthz"):
+                results[name] = _measure(base, files, script, rate=rate, seconds=seconds)
+
         # The floor in the same run: a trivial ASGI app under the same server, same load tools.
         port = free_port()
         floor = f"http://127.0.0.1:{port}"
         code = f"from meshauth.server import serve_asgi; serve_asgi({FLOOR_APP!r}, host='127.0.0.1', port={port})"
         with running(["-c", code], _env(var, port), floor + "/"):
-            results["floor_fixed_rate"] = _driver(floor + "/", singles, rate=rate, seconds=seconds)
-            results["floor_max"] = _wrk(floor, singles, "/", script, seconds=seconds, connections=32)
+            results["floor_fixed_rate"] = _driver(floor + "/", files["singles"], rate=rate, seconds=seconds)
+            results["floor_hey_one_body"] = _hey(floor + "/", files["one"], rate=rate, seconds=seconds)
+            results["floor_max"] = _wrk(floor, files["singles"], "/", script, seconds=seconds, connections=32)
         if compare_index:
             port = free_port()
             base = f"http://127.0.0.1:{port}"
             env = _env(var, port, MESHAUTH_POLICY_INDEX_ENABLED="false")
-            with running(["-m", "meshauth", "serve", "policy"], env, base + "/healthz"):
-                _wrk(base, singles, "/access/v1/evaluation", script, seconds=3, connections=16)
-                off = _wrk(base, singles, "/access/v1/evaluation", script, seconds=seconds, connections=32)
+            with running(SERVERS[servers[-1]], env, base + "/healthz"):
+                _wrk(base, files["singles"], "/access/v1/evaluation", script, seconds=3, connections=16)
+                off = _wrk(base, files["singles"], "/access/v1/evaluation", script, seconds=seconds, connections=32)
                 results["max_single_index_off"] = off
     return results
 
 
 def report(r: dict[str, Any]) -> str:
-    fr, hey, single, batch = r["fixed_rate_random"], r["fixed_rate_hey_one_body"], r["max_single"], r["max_batch64"]
     lines = [
         "| measurement | result |",
         "|---|---|",
@@ -201,33 +221,49 @@ def report(r: dict[str, Any]) -> str:
     if "bulk_load" in r:
         b = r["bulk_load"]
         lines.append(f"| bulk entity load, {b['count']:,} entities, {b['bytes'] / 1e6:.1f} MB | {b['seconds']:.1f} s |")
-    lines += [
-        f"| single evaluation at {fr['offered_rps']:.0f} req/s, random bodies (open loop) "
-        f"| p50 {fr['p50_ms']:.2f} ms, **p95 {fr['p95_ms']:.2f} ms**, p99 {fr['p99_ms']:.2f} ms "
-        f"({fr['failures']} failed) |",
-        f"| single evaluation at {fr['offered_rps']:.0f} req/s, one body (hey) "
-        f"| p50 {hey['p50_ms']:.2f} ms, p95 {hey['p95_ms']:.2f} ms, p99 {hey['p99_ms']:.2f} ms |",
-        f"| max throughput, single evaluation (wrk c=32) | **{single['decisions_per_s']:,.0f} decisions/s** |",
-        f"| max throughput, 64-item evaluations (wrk c=8) | **{batch['decisions_per_s']:,.0f} decisions/s** "
-        f"({batch['requests_per_s']:,.0f} req/s) — **{r['batch_over_single']:.1f}×** single |",
-    ]
-    if "floor_max" in r:
-        ff = r["floor_fixed_rate"]
+    commands: list[str] = []
+    for name in SERVERS:
+        if name not in r:
+            continue
+        m = r[name]
+        fr, hey, single, batch = m["fixed_rate_random"], m["fixed_rate_hey_one_body"], m["max_single"], m["max_batch64"]
         lines += [
-            f"| floor: trivial ASGI app, same server, at {ff['offered_rps']:.0f} req/s "
+            f"| {name}: single evaluation at {fr['offered_rps']:.0f} req/s, random bodies (open loop) "
+            f"| p50 {fr['p50_ms']:.2f} ms, **p95 {fr['p95_ms']:.2f} ms**, p99 {fr['p99_ms']:.2f} ms "
+            f"({fr['failures']} failed) |",
+            f"| {name}: single evaluation at {fr['offered_rps']:.0f} req/s, one body (hey) "
+            f"| p50 {hey['p50_ms']:.2f} ms, p95 {hey['p95_ms']:.2f} ms, p99 {hey['p99_ms']:.2f} ms |",
+            f"| {name}: max throughput, single evaluation (wrk c=32) "
+            f"| **{single['decisions_per_s']:,.0f} decisions/s** |",
+            f"| {name}: max throughput, 64-item evaluations (wrk c=8) "
+            f"| **{batch['decisions_per_s']:,.0f} decisions/s** "
+            f"({batch['requests_per_s']:,.0f} req/s) — **{m['batch_over_single']:.1f}×** single |",
+        ]
+        commands += [f"    # {name}: python {' '.join(SERVERS[name])}"]
+        commands += [
+            f"    {m[k]['command']}"
+            for k in ("fixed_rate_random", "fixed_rate_hey_one_body", "max_single", "max_batch64")
+        ]
+    if "floor_max" in r:
+        ff, fh = r["floor_fixed_rate"], r["floor_hey_one_body"]
+        lines += [
+            f"| floor: trivial ASGI app, same server, at {ff['offered_rps']:.0f} req/s (open loop) "
             f"| p50 {ff['p50_ms']:.2f} ms, p95 {ff['p95_ms']:.2f} ms, p99 {ff['p99_ms']:.2f} ms |",
+            f"| floor: trivial ASGI app at {ff['offered_rps']:.0f} req/s, one body (hey) "
+            f"| p50 {fh['p50_ms']:.2f} ms, p95 {fh['p95_ms']:.2f} ms, p99 {fh['p99_ms']:.2f} ms |",
             f"| floor: trivial ASGI app, max throughput (wrk c=32) | {r['floor_max']['requests_per_s']:,.0f} req/s |",
         ]
+        commands += [f"    # floor: {FLOOR_APP} under meshauth.server.serve_asgi", f"    {r['floor_max']['command']}"]
     if "max_single_index_off" in r:
         lines.append(
             f"| max throughput, single evaluation, scope index off | "
             f"{r['max_single_index_off']['requests_per_s']:,.0f} decisions/s |"
         )
-    lines += ["", "Commands:", ""]
-    for key in ("fixed_rate_random", "fixed_rate_hey_one_body", "max_single", "max_batch64", "max_single_index_off"):
-        if key in r:
-            lines.append(f"    {r[key]['command']}")
-    return "\n".join(lines)
+        commands += [
+            "    # index off: MESHAUTH_POLICY_INDEX_ENABLED=false",
+            f"    {r['max_single_index_off']['command']}",
+        ]
+    return "\n".join([*lines, "", "Commands:", "", *commands])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -236,8 +272,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--bulk", type=int, default=100_000, help="entities for the bulk-load timing (0: skip)")
     parser.add_argument("--no-index", action="store_true", help="also measure with the scope index off")
+    parser.add_argument("--server", choices=[*SERVERS, "both"], default="both", help="granian interface(s) to measure")
     args = parser.parse_args(argv)
-    results = run(seconds=args.seconds, rate=args.rate, bulk=args.bulk, compare_index=args.no_index)
+    servers = list(SERVERS) if args.server == "both" else [args.server]
+    results = run(seconds=args.seconds, rate=args.rate, bulk=args.bulk, compare_index=args.no_index, servers=servers)
     path = save("policy", results)
     print(report(results))
     print(f"\nraw results: {path}")

@@ -84,4 +84,5 @@ def create_app(settings: Settings | None = None) -> DecisionFront:
         evaluation=api.evaluation,
         evaluations=api.evaluations,
         max_body=settings.policy_max_request_bytes,
+        max_upload=settings.policy_max_upload_bytes,
     )

@@ -1,0 +1,115 @@
+"""The policy app under granian's RSGI interface (a real server): decisions natively, everything
+else through the ASGI shim, with the same statuses and shapes as under ASGI."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+TOKEN = "rsgi-test-token"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    var: Path = tmp_path_factory.mktemp("rsgi")
+    port = _free_port()
+    env = {
+        **os.environ,
+        "MESHAUTH_VAR_DIR": str(var),
+        "MESHAUTH_ADMIN_TOKEN": TOKEN,
+        "MESHAUTH_POLICY_PORT": str(port),
+        "MESHAUTH_DATABASE_URL": f"sqlite:///{var}/m.db",
+        "MESHAUTH_POLICY_MAX_REQUEST_BYTES": "4096",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "meshauth.policy.server"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(url + "/healthz", timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("RSGI policy service did not start") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def call(url: str, method: str, path: str, body: Any = None, *, admin: bool = False) -> tuple[int, Any]:
+    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    headers = {"content-type": "application/json"}
+    if admin:
+        headers["authorization"] = f"Bearer {TOKEN}"
+    req = urllib.request.Request(url + path, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def ask(subject: str) -> dict[str, Any]:
+    return {
+        "subject": {"type": "User", "id": subject},
+        "action": {"name": "view"},
+        "resource": {"type": "Doc", "id": "d"},
+    }
+
+
+def test_admin_and_decisions_over_rsgi(server: str) -> None:
+    """Admin writes go through the shim; decisions, batches and their errors are answered natively."""
+    status, body = call(
+        server,
+        "POST",
+        "/admin/stores/r/policies",
+        {"policies": 'forbid(principal == User::"bob", action, resource);\npermit(principal, action, resource);'},
+        admin=True,
+    )
+    assert (status, body["version"]) == (201, 1)
+    status, decision = call(server, "POST", "/stores/r/access/v1/evaluation", ask("alice"))
+    assert (status, decision["decision"], decision["context"]["revision"]) == (200, True, 1)
+    status, batch = call(server, "POST", "/stores/r/access/v1/evaluations", {"evaluations": [ask("alice"), ask("bob")]})
+    assert [e["decision"] for e in batch["evaluations"]] == [True, False]
+
+
+def test_errors_keep_their_shape_over_rsgi(server: str) -> None:
+    """404, 400 naming the field, 413, 401, 405 and unknown paths all answer in the error shape."""
+    assert call(server, "POST", "/stores/none/access/v1/evaluation", ask("a"))[0] == 404
+    status, body = call(server, "POST", "/access/v1/evaluation", {"subject": {"type": "User"}})
+    assert (status, body["field"]) == (400, "subject.id")
+    status, body = call(server, "POST", "/access/v1/evaluation", b"x" * 5000)
+    assert (status, body["error"]) == (413, "request_too_large")
+    assert call(server, "GET", "/admin/stores")[0] == 401
+    assert call(server, "GET", "/access/v1/evaluation")[0] == 405
+    assert call(server, "GET", "/nowhere")[1]["error"] == "not_found"
+
+
+def test_well_known_over_rsgi(server: str) -> None:
+    """The AuthZEN metadata is served through the shim with the request's host."""
+    status, meta = call(server, "GET", "/.well-known/authzen-configuration")
+    assert status == 200
+    assert meta["access_evaluation_endpoint"] == f"{server}/access/v1/evaluation"
