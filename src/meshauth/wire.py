@@ -14,6 +14,7 @@ __all__ = [
     "Action",
     "Decision",
     "DecisionContext",
+    "EvaluationItem",
     "EvaluationRequest",
     "EvaluationsOptions",
     "EvaluationsRequest",
@@ -54,6 +55,15 @@ class EvaluationRequest(msgspec.Struct, omit_defaults=True):
     context: dict[str, Any] | None = None
 
 
+class EvaluationItem(msgspec.Struct, omit_defaults=True):
+    """One item of an ``evaluations`` batch: a field left out comes from the batch's defaults."""
+
+    subject: Subject | None = None
+    action: Action | None = None
+    resource: Resource | None = None
+    context: dict[str, Any] | None = None
+
+
 class EvaluationsOptions(msgspec.Struct, omit_defaults=True):
     evaluations_semantic: Semantic = "execute_all"
 
@@ -61,7 +71,7 @@ class EvaluationsOptions(msgspec.Struct, omit_defaults=True):
 class EvaluationsRequest(msgspec.Struct, omit_defaults=True):
     """Top-level ``subject``/``action``/``resource``/``context`` are defaults for every item."""
 
-    evaluations: list[dict[str, Any]] | None = None
+    evaluations: list[EvaluationItem] | None = None
     subject: Subject | None = None
     action: Action | None = None
     resource: Resource | None = None

@@ -208,3 +208,25 @@ async def test_batch_loads_entities_with_one_query_per_level(make_app) -> None: 
         before = loader.queries
         await batch(client, body)
         assert loader.queries == before  # all cached
+
+
+async def test_item_without_subject_anywhere_fails_alone(client: httpx.AsyncClient) -> None:
+    """An item with no subject of its own and no default names the missing field."""
+    await push(client, POLICIES)
+    body = {
+        "action": {"name": "view"},
+        "resource": {"type": "Doc", "id": "a"},
+        "evaluations": [{"subject": {"type": "User", "id": "u"}}, {}],
+    }
+    out = (await batch(client, body))["evaluations"]
+    assert out[0]["decision"] is True
+    assert out[1]["context"]["error"] == {"status": 400, "message": "evaluations[1].subject: is required"}
+
+
+async def test_item_that_is_not_an_object_fails_alone(client: httpx.AsyncClient) -> None:
+    """A non-object item is an error for that item only."""
+    await push(client, POLICIES)
+    body = {**USER_VIEWS, "evaluations": [*docs("a"), 7]}
+    out = (await batch(client, body))["evaluations"]
+    assert out[0]["decision"] is True
+    assert "evaluations[1]" in out[1]["context"]["error"]["message"]

@@ -76,15 +76,25 @@ def action_uid(field: str, name: str) -> Uid:
 
 def to_query(req: wire.EvaluationRequest, field: str = "") -> Query:
     """Map one decoded request; raises a 400 naming ``field``-prefixed paths."""
+    return query_of(req.subject, req.action, req.resource, req.context, field)
+
+
+def query_of(
+    subject: wire.Subject,
+    action: wire.Action,
+    resource: wire.Resource,
+    context: dict[str, Any] | None,
+    field: str = "",
+) -> Query:
     prefix = f"{field}." if field else ""
-    principal = check_uid(f"{prefix}subject", req.subject.type, req.subject.id)
-    resource = check_uid(f"{prefix}resource", req.resource.type, req.resource.id)
-    action = action_uid(f"{prefix}action.name", req.action.name)
-    context = req.context or None
-    pattrs = req.subject.properties or None
-    rattrs = req.resource.properties or None
-    key = _canonical.encode((principal, action, resource, context, pattrs, rattrs))
-    return Query(principal, action, resource, context, pattrs, rattrs, key)
+    principal = check_uid(f"{prefix}subject", subject.type, subject.id)
+    resource_uid = check_uid(f"{prefix}resource", resource.type, resource.id)
+    action_id = action_uid(f"{prefix}action.name", action.name)
+    context = context or None
+    pattrs = subject.properties or None
+    rattrs = resource.properties or None
+    key = _canonical.encode((principal, action_id, resource_uid, context, pattrs, rattrs))
+    return Query(principal, action_id, resource_uid, context, pattrs, rattrs, key)
 
 
 def _field_of(exc: msgspec.ValidationError, prefix: str) -> tuple[str, str]:
@@ -122,16 +132,68 @@ class Batch:
     single: bool  # no ``evaluations`` array: answer like ``…/evaluation`` (AuthZEN §7.1)
 
 
+class _LooseEvaluations(msgspec.Struct):
+    """The batch envelope with items left unchecked, so a bad item can fail alone."""
+
+    evaluations: list[Any] | None = None
+    subject: wire.Subject | None = None
+    action: wire.Action | None = None
+    resource: wire.Resource | None = None
+    context: dict[str, Any] | None = None
+    options: wire.EvaluationsOptions | None = None
+
+
+_decode_batch = msgspec.json.Decoder(wire.EvaluationsRequest)
+
+
 def parse_evaluations(body: bytes, max_items: int) -> Batch:
-    """``POST …/evaluations`` body → items (a bad item becomes an :class:`wire.ItemError`)."""
+    """``POST …/evaluations`` body → items (a bad item becomes an :class:`wire.ItemError`).
+
+    The whole body is decoded into typed structs in one pass; only when that fails is it decoded
+    again loosely, item by item, to tell which items are bad and why.
+    """
     try:
-        raw = msgspec.json.decode(body)
+        top = _decode_batch.decode(body)
+    except msgspec.ValidationError:
+        return _parse_loose(body, max_items)
     except msgspec.DecodeError as exc:
         raise bad_request("body", f"not valid JSON: {exc}") from None
+    semantic: wire.Semantic = top.options.evaluations_semantic if top.options else "execute_all"
+    evaluations = top.evaluations
+    if not evaluations:
+        return Batch([_typed_item(wire.EvaluationItem(), top, "")], semantic, single=True)
+    _check_count(len(evaluations), max_items)
+    items = [_typed_item(e, top, f"evaluations[{n}]") for n, e in enumerate(evaluations)]
+    return Batch(items, semantic, single=False)
+
+
+def _check_count(count: int, max_items: int) -> None:
+    if count > max_items:
+        raise ApiError(413, "request_too_large", f"evaluations has {count} items; the limit is {max_items}")
+
+
+def _typed_item(item: wire.EvaluationItem, top: wire.EvaluationsRequest, field: str) -> Query | wire.ItemError:
+    subject = item.subject if item.subject is not None else top.subject
+    action = item.action if item.action is not None else top.action
+    resource = item.resource if item.resource is not None else top.resource
+    context = item.context if item.context is not None else top.context
+    prefix = f"{field}." if field else ""
+    for name, value in (("subject", subject), ("action", action), ("resource", resource)):
+        if value is None:
+            return wire.ItemError(400, f"{prefix}{name}: is required")
+    assert subject is not None and action is not None and resource is not None  # noqa: PT018 - narrowing
+    try:
+        return query_of(subject, action, resource, context, field)
+    except ApiError as exc:
+        return wire.ItemError(exc.status, exc.description)
+
+
+def _parse_loose(body: bytes, max_items: int) -> Batch:
+    raw = msgspec.json.decode(body)
     if not isinstance(raw, dict):
         raise bad_request("body", "must be a JSON object")
     try:
-        top = msgspec.convert(raw, wire.EvaluationsRequest)
+        top = msgspec.convert(raw, _LooseEvaluations)
     except msgspec.ValidationError as exc:
         field, message = _field_of(exc, "")
         raise bad_request(field, message) from None
@@ -139,13 +201,14 @@ def parse_evaluations(body: bytes, max_items: int) -> Batch:
     evaluations = top.evaluations
     if not evaluations:
         return Batch([_item({}, raw, "")], semantic, single=True)
-    if len(evaluations) > max_items:
-        raise ApiError(413, "request_too_large", f"evaluations has {len(evaluations)} items; the limit is {max_items}")
+    _check_count(len(evaluations), max_items)
     items = [_item(e, raw, f"evaluations[{n}]") for n, e in enumerate(evaluations)]
     return Batch(items, semantic, single=False)
 
 
-def _item(item: dict[str, Any], defaults: dict[str, Any], field: str) -> Query | wire.ItemError:
+def _item(item: Any, defaults: dict[str, Any], field: str) -> Query | wire.ItemError:
+    if not isinstance(item, dict):
+        return wire.ItemError(400, f"{field}: must be an object")
     merged = {k: item[k] if k in item else defaults[k] for k in _ITEM_KEYS if k in item or k in defaults}
     try:
         req = msgspec.convert(merged, wire.EvaluationRequest)

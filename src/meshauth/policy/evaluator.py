@@ -24,10 +24,15 @@ from meshauth.policy.entities import EntityLoader, EntityRecord, bare_entity, en
 from meshauth.policy.registry import StoreState
 from meshauth.policy.snapshot import Snapshot
 
+_NONE: frozenset[Uid] = frozenset()
+
 
 def _ancestors(uid: Uid, parents_of: dict[Uid, tuple[Uid, ...]]) -> frozenset[Uid]:
+    direct = parents_of.get(uid)
+    if not direct:
+        return _NONE  # most actions: no groups, and no allocation
     seen: set[Uid] = set()
-    stack = list(parents_of.get(uid, ()))
+    stack = list(direct)
     while stack:
         p = stack.pop()
         if p not in seen:

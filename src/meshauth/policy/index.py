@@ -95,12 +95,12 @@ class PolicyIndex:
         """The smallest compiled set that decides requests with this action and these types."""
         if not self.enabled:
             return self.full
-        actions = action_ancestors | {action}
-        key = (actions, action, ptype, rtype)
+        key = (action_ancestors, action, ptype, rtype)
         found = self._by_key.get(key)
         if found is not None:
             self._by_key.move_to_end(key)
             return found
+        actions = action_ancestors | {action}
         ids = tuple(pid for pid, s in self._scopes if s.matches(actions, action, ptype, rtype))
         subset = self._by_ids.get(ids)
         if subset is None:
