@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -102,3 +108,35 @@ def entity(uid: str, attrs: dict[str, Any] | None = None, parents: tuple[str, ..
         return {"type": t.rstrip(":"), "id": i}
 
     return {"uid": split(uid), "attrs": attrs or {}, "parents": [split(p) for p in parents]}
+
+
+@contextmanager
+def served(args: list[str], var: Path, token: str, **env_extra: str) -> Iterator[str]:
+    """Run ``python <args>`` as a real policy server on a free port over a fresh SQLite file."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "MESHAUTH_VAR_DIR": str(var),
+        "MESHAUTH_ADMIN_TOKEN": token,
+        "MESHAUTH_POLICY_PORT": str(port),
+        "MESHAUTH_DATABASE_URL": f"sqlite:///{var}/m.db",
+        **env_extra,
+    }
+    proc = subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(url + "/healthz", timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"{args} did not start") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)

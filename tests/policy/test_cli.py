@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,50 +11,16 @@ import pytest
 from typer.testing import CliRunner
 
 from meshauth.cli import app as cli
+from tests.policy.conftest import served
 
 TOKEN = "cli-test-token"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``meshauth serve policy`` on a free port over a fresh SQLite file."""
-    var = tmp_path_factory.mktemp("var")
-    port = _free_port()
-    env = {
-        **os.environ,
-        "MESHAUTH_VAR_DIR": str(var),
-        "MESHAUTH_ADMIN_TOKEN": TOKEN,
-        "MESHAUTH_POLICY_PORT": str(port),
-        "MESHAUTH_DATABASE_URL": f"sqlite:///{var}/m.db",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "meshauth", "serve", "policy"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(url + "/healthz", timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("policy service did not start") from None
-                time.sleep(0.1)
+    """``meshauth serve policy`` (ASGI) on a free port over a fresh SQLite file."""
+    with served(["-m", "meshauth", "serve", "policy"], tmp_path_factory.mktemp("var"), TOKEN) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def run(*args: str) -> tuple[int, str]:

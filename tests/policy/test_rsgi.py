@@ -4,59 +4,28 @@ else through the ASGI shim, with the same statuses and shapes as under ASGI."""
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.policy.conftest import served
+
 TOKEN = "rsgi-test-token"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    var: Path = tmp_path_factory.mktemp("rsgi")
-    port = _free_port()
-    env = {
-        **os.environ,
-        "MESHAUTH_VAR_DIR": str(var),
-        "MESHAUTH_ADMIN_TOKEN": TOKEN,
-        "MESHAUTH_POLICY_PORT": str(port),
-        "MESHAUTH_DATABASE_URL": f"sqlite:///{var}/m.db",
-        "MESHAUTH_POLICY_MAX_REQUEST_BYTES": "4096",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "meshauth.policy.server"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(url + "/healthz", timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("RSGI policy service did not start") from None
-                time.sleep(0.1)
+    """``python -m meshauth.policy.server`` (RSGI) on a free port over a fresh SQLite file."""
+    with served(
+        ["-m", "meshauth.policy.server"],
+        tmp_path_factory.mktemp("var"),
+        TOKEN,
+        MESHAUTH_POLICY_MAX_REQUEST_BYTES="4096",
+    ) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def call(url: str, method: str, path: str, body: Any = None, *, admin: bool = False) -> tuple[int, Any]:
