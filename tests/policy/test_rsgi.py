@@ -82,3 +82,22 @@ def test_well_known_over_rsgi(server: str) -> None:
     status, meta = call(server, "GET", "/.well-known/authzen-configuration")
     assert status == 200
     assert meta["access_evaluation_endpoint"] == f"{server}/access/v1/evaluation"
+
+
+def test_chunked_bodies_over_rsgi(server: str) -> None:
+    """A body sent without Content-Length (chunked) is read, and refused with 413 past the limit."""
+    import http.client
+    from urllib.parse import urlparse
+
+    target = urlparse(server)
+    conn = http.client.HTTPConnection(target.hostname, target.port, timeout=10)
+    good = json.dumps(ask("alice")).encode()
+    conn.request("POST", "/access/v1/evaluation", body=iter([good[:10], good[10:]]), encode_chunked=True)
+    resp = conn.getresponse()
+    assert resp.status == 200
+    assert "decision" in json.loads(resp.read())
+    conn.request("POST", "/access/v1/evaluation", body=iter([b"x" * 3000, b"y" * 3000]), encode_chunked=True)
+    resp = conn.getresponse()
+    assert resp.status == 413
+    resp.read()
+    conn.close()
