@@ -5,7 +5,9 @@ Builds the issue's store (1,000 policies over 50 resource types × 20 actions, 1
 core 0, and drives it from core 1 with requests spread at random over users, resources and actions:
 
 1. bulk entity load through the admin API (11,020 entities, then 100,000 into another store);
-2. single ``evaluation`` at a fixed 1,000 req/s (open-loop driver, latency from due time) → p50/p95/p99;
+2. single ``evaluation`` at a fixed 1,000 req/s (open-loop driver, latency from due time) → p50/p95/p99,
+   plainly and with both cores kept out of idle (``loadgen.idle_poll``: a halted vCPU on this VM takes
+   milliseconds to wake, which otherwise dominates latency at moderate load);
 3. the same rate with ``hey`` and one fixed body, as a cross-check;
 4. maximum throughput (wrk, closed loop, Lua script picking random pregenerated bodies) for single
    ``evaluation`` and for 64-item ``evaluations``, counted in decisions/s;
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from meshauth.bench import policy_workload as workload
-from meshauth.bench.loadgen import CLIENT_CORE, pinned
+from meshauth.bench.loadgen import CLIENT_CORE, idle_poll, pinned
 from meshauth.bench.processes import free_port, running
 from meshauth.bench.results import save
 
@@ -143,6 +145,8 @@ def _measure(base: str, files: dict[str, Path], script: Path, *, rate: int, seco
     _wrk(base, files["singles"], "/access/v1/evaluation", script, seconds=5, connections=16)
     _wrk(base, files["batches"], "/access/v1/evaluations", script, seconds=3, connections=8)
     out["fixed_rate_random"] = _driver(single_url, files["singles"], rate=rate, seconds=seconds)
+    with idle_poll():
+        out["fixed_rate_random_idle_poll"] = _driver(single_url, files["singles"], rate=rate, seconds=seconds)
     out["fixed_rate_hey_one_body"] = _hey(single_url, files["one"], rate=rate, seconds=seconds)
     single = _wrk(base, files["singles"], "/access/v1/evaluation", script, seconds=seconds, connections=32)
     single["decisions_per_s"] = single["requests_per_s"]
@@ -197,6 +201,10 @@ def run(*, seconds: int, rate: int, bulk: int, compare_index: bool, servers: lis
         code = f"from meshauth.server import serve_asgi; serve_asgi({FLOOR_APP!r}, host='127.0.0.1', port={port})"
         with running(["-c", code], _env(var, port), floor + "/"):
             results["floor_fixed_rate"] = _driver(floor + "/", files["singles"], rate=rate, seconds=seconds)
+            with idle_poll():
+                results["floor_fixed_rate_idle_poll"] = _driver(
+                    floor + "/", files["singles"], rate=rate, seconds=seconds
+                )
             results["floor_hey_one_body"] = _hey(floor + "/", files["one"], rate=rate, seconds=seconds)
             results["floor_max"] = _wrk(floor, files["singles"], "/", script, seconds=seconds, connections=32)
         if compare_index:
@@ -231,6 +239,10 @@ def report(r: dict[str, Any]) -> str:
             f"| {name}: single evaluation at {fr['offered_rps']:.0f} req/s, random bodies (open loop) "
             f"| p50 {fr['p50_ms']:.2f} ms, **p95 {fr['p95_ms']:.2f} ms**, p99 {fr['p99_ms']:.2f} ms "
             f"({fr['failures']} failed) |",
+            f"| {name}: same, both cores kept out of idle (idle_poll) "
+            f"| p50 {m['fixed_rate_random_idle_poll']['p50_ms']:.2f} ms, "
+            f"**p95 {m['fixed_rate_random_idle_poll']['p95_ms']:.2f} ms**, "
+            f"p99 {m['fixed_rate_random_idle_poll']['p99_ms']:.2f} ms |",
             f"| {name}: single evaluation at {fr['offered_rps']:.0f} req/s, one body (hey) "
             f"| p50 {hey['p50_ms']:.2f} ms, p95 {hey['p95_ms']:.2f} ms, p99 {hey['p99_ms']:.2f} ms |",
             f"| {name}: max throughput, single evaluation (wrk c=32) "
@@ -249,6 +261,9 @@ def report(r: dict[str, Any]) -> str:
         lines += [
             f"| floor: trivial ASGI app, same server, at {ff['offered_rps']:.0f} req/s (open loop) "
             f"| p50 {ff['p50_ms']:.2f} ms, p95 {ff['p95_ms']:.2f} ms, p99 {ff['p99_ms']:.2f} ms |",
+            f"| floor: same, idle_poll | p50 {r['floor_fixed_rate_idle_poll']['p50_ms']:.2f} ms, "
+            f"p95 {r['floor_fixed_rate_idle_poll']['p95_ms']:.2f} ms, "
+            f"p99 {r['floor_fixed_rate_idle_poll']['p99_ms']:.2f} ms |",
             f"| floor: trivial ASGI app at {ff['offered_rps']:.0f} req/s, one body (hey) "
             f"| p50 {fh['p50_ms']:.2f} ms, p95 {fh['p95_ms']:.2f} ms, p99 {fh['p99_ms']:.2f} ms |",
             f"| floor: trivial ASGI app, max throughput (wrk c=32) | {r['floor_max']['requests_per_s']:,.0f} req/s |",
