@@ -81,3 +81,29 @@ async def test_snapshot_knows_action_groups(make_app) -> None:  # type: ignore[n
         await snapshot_ready(app)
         assert (await decide(client, ask("User:u", "view", "Doc:a")))["decision"] is True
         assert (await decide(client, ask("User:u", "delete", "Doc:a")))["decision"] is False
+
+
+async def test_rebuilds_are_spaced_under_a_stream_of_writes(make_app, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A burst of entity writes does not rebuild the snapshot once per write; answers stay current."""
+    from meshauth.policy import registry as registry_module
+
+    builds = 0
+    real = registry_module.read_snapshot
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal builds
+        builds += 1
+        await asyncio.sleep(0.02)  # make each build take measurable time
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(registry_module, "read_snapshot", counting)
+    async with make_app() as (app, client):
+        await push(client, "permit(principal, action, resource) when { principal.n > 0 };")
+        await load(client, [entity("User:u", {"n": 0})])
+        await snapshot_ready(app)
+        builds = 0
+        for n in range(1, 21):
+            await load(client, [entity("User:u", {"n": n % 2})])
+            expected = n % 2 == 1
+            assert (await decide(client, ask("User:u", "view", "Doc:a")))["decision"] is expected
+        assert builds < 10

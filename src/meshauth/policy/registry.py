@@ -18,6 +18,7 @@ import contextlib
 import gc
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,6 +33,7 @@ from meshauth.policy.index import PolicyIndex
 from meshauth.policy.snapshot import REBUILD_PAUSE_SECONDS, Snapshot, read_snapshot
 
 log = logging.getLogger(__name__)
+REBUILD_SPACING = 4.0  # idle time after a snapshot build, as a multiple of how long it took
 SIGNAL_MAX_BYTES = 4096  # the signal file is truncated past this; only its (mtime, size) matter
 
 
@@ -105,6 +107,7 @@ class Registry:
         self._snapshots: dict[str, Snapshot] = {}
         self._too_big: dict[str, int] = {}  # store → entities_version found over the snapshot limit
         self._building: dict[str, asyncio.Task[None]] = {}
+        self._next_build: dict[str, float] = {}  # store → monotonic time the next rebuild may start
 
     def snapshot_for(self, state: StoreState) -> Snapshot | None:
         """The store's entity snapshot when it is current; else start a rebuild and return None."""
@@ -120,8 +123,20 @@ class Registry:
         return None
 
     async def _rebuild(self, name: str) -> None:
+        """Build the store's snapshot in the background, at most ~20 % of the time.
+
+        Under a stream of entity writes every write makes the snapshot stale; rebuilding right away
+        each time would keep a core busy re-reading the store. So a rebuild starts no sooner than
+        ``REBUILD_SPACING`` × the last build's duration after the last one ended; until then the
+        loader answers (correct, only slower).
+        """
         try:
             while (state := self._states.get(name)) is not None:
+                wait = self._next_build.get(name, 0.0) - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                    continue  # the store may have moved on (or gone) while we waited
+                started = time.monotonic()
                 snap = await read_snapshot(
                     self._engine,
                     name,
@@ -129,6 +144,8 @@ class Registry:
                     revision=state.revision,
                     schema=state.schema,
                 )
+                ended = time.monotonic()
+                self._next_build[name] = ended + REBUILD_SPACING * (ended - started)
                 current = self._states.get(name)
                 if current is None:
                     return
