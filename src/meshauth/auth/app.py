@@ -142,8 +142,8 @@ class AuthApp:
 
     async def _metrics(self, request: Request) -> Response:
         v = self.service.verifier
-        JWT_CACHE.labels("hit")._value.set(v.cache_hits)
-        JWT_CACHE.labels("miss")._value.set(v.cache_misses)
+        JWT_CACHE.counts["hit",] = v.cache_hits
+        JWT_CACHE.counts["miss",] = v.cache_misses
         REVOKED_TOKENS.set(len(self.service.denylist))
         INVALIDATION_CONNECTED.set(1 if self.service.listener.connected else 0)
         return await metrics_endpoint(request)

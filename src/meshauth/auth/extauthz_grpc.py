@@ -39,16 +39,16 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
         authorization = headers.get("authorization")
         cookie = headers.get("cookie")
         if authorization is not None and len(authorization) > self._max:
-            GATE_DECISIONS.labels("grpc", "bearer", "deny").inc()
+            GATE_DECISIONS.add("grpc", "bearer", "deny")
             return self._denied(401, (("www-authenticate", 'Bearer realm="meshauth", error="invalid_token"'),))
         verdict = await self._gate.check(authorization, cookie)
         if verdict.allowed:
-            GATE_DECISIONS.labels("grpc", verdict.credential, "allow").inc()
+            GATE_DECISIONS.add("grpc", verdict.credential, "allow")
             return external_auth_pb2.CheckResponse(
                 status=status_pb2.Status(code=code_pb2.OK),
                 ok_response=external_auth_pb2.OkHttpResponse(headers=[_header(k, v) for k, v in verdict.headers]),
             )
-        GATE_DECISIONS.labels("grpc", verdict.credential, "error" if verdict.status >= 500 else "deny").inc()
+        GATE_DECISIONS.add("grpc", verdict.credential, "error" if verdict.status >= 500 else "deny")
         return self._denied(verdict.status, verdict.headers, verdict.reason)
 
     @staticmethod

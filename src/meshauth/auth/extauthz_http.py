@@ -15,11 +15,6 @@ from meshauth.observability.metrics import GATE_DECISIONS
 PREFIX = "/ext_authz"
 _Scope = dict[str, Any]
 
-_COUNTERS = {
-    (credential, outcome): GATE_DECISIONS.labels("http", credential, outcome)
-    for credential in ("bearer", "session", "none")
-    for outcome in ("allow", "deny", "error")
-}
 _TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
 _BODIES = {200: b"", 401: b"unauthorized\n", 503: b"unavailable\n"}
 
@@ -47,13 +42,15 @@ class ExtAuthzHttp:
         if oversized:
             # Refused before any parsing: an oversized credential is never a valid one.
             await self._respond(send, 401, [(b"www-authenticate", b'Bearer realm="meshauth", error="invalid_token"')])
-            _COUNTERS["bearer", "deny"].inc()
+            GATE_DECISIONS.add("http", "bearer", "deny")
             return
-        verdict = await self._gate.check(authorization, cookie)
-        outcome = "allow" if verdict.allowed else ("error" if verdict.status >= 500 else "deny")
-        _COUNTERS[verdict.credential, outcome].inc()
-        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in verdict.headers]
-        await self._respond(send, verdict.status, headers)
+        # Warm bearer tokens are answered without awaiting anything but the response itself.
+        verdict = self._gate.check_warm(authorization) if authorization else None
+        if verdict is None:
+            verdict = await self._gate.check(authorization, cookie)
+        outcome = "allow" if verdict.status == 200 else ("error" if verdict.status >= 500 else "deny")
+        GATE_DECISIONS.add("http", verdict.credential, outcome)
+        await self._respond(send, verdict.status, verdict.encoded())
 
     @staticmethod
     async def _respond(send: Any, status: int, headers: list[tuple[bytes, bytes]]) -> None:

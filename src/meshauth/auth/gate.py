@@ -7,13 +7,14 @@ A request with both presents only its bearer token to the decision.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 from starlette.requests import cookie_parser
 
 from meshauth.auth.service import AuthService
-from meshauth.auth.tokens import TokenError
+from meshauth.auth.tokens import Identity, TokenError
 
 SESSION_CLIENT_ID = "meshauth-session"  # reserved in accounts.RESERVED_CLIENT_IDS
 REALM = 'Bearer realm="meshauth"'
@@ -25,10 +26,15 @@ class Verdict:
     headers: tuple[tuple[str, str], ...]
     credential: str  # "bearer" | "session" | "none"
     reason: str = ""
+    # The headers as the HTTP transport sends them, encoded once (allow verdicts are reused).
+    raw: tuple[tuple[bytes, bytes], ...] = ()
 
     @property
     def allowed(self) -> bool:
         return self.status == 200
+
+    def encoded(self) -> list[tuple[bytes, bytes]]:
+        return list(self.raw) if self.raw else [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.headers]
 
 
 def _refused(credential: str, reason: str, error: str = "invalid_token") -> Verdict:
@@ -42,12 +48,16 @@ def _refused(credential: str, reason: str, error: str = "invalid_token") -> Verd
 MISSING = Verdict(401, (("www-authenticate", REALM),), "none", "no credential")
 
 
-def identity_headers(subject: str, client_id: str, scope: str) -> tuple[tuple[str, str], ...]:
-    return (
+@functools.lru_cache(maxsize=65_536)
+def allow(subject: str, client_id: str, scope: str, credential: str) -> Verdict:
+    """The allow verdict for an identity; cached, since the same identities pass again and again."""
+    headers = (
         ("x-meshauth-subject", subject),
         ("x-meshauth-client-id", client_id),
         ("x-meshauth-scope", scope),
     )
+    raw = tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers)
+    return Verdict(200, headers, credential, raw=raw)
 
 
 class Gate:
@@ -64,6 +74,13 @@ class Gate:
                 return await self._session(session_id)
         return MISSING
 
+    def check_warm(self, authorization: str) -> Verdict | None:
+        """The warm path, synchronous: a bearer token already verified once, or None to take ``check``."""
+        if authorization[:7] not in ("Bearer ", "bearer "):
+            return None
+        identity = self._s.verifier.cached(authorization[7:].strip())
+        return None if identity is None else self._decide(identity)
+
     async def _bearer(self, authorization: str) -> Verdict:
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
@@ -73,12 +90,15 @@ class Gate:
             identity = await self._s.verifier.verify(token)
         except TokenError as exc:
             return _refused("bearer", str(exc))
+        return self._decide(identity)
+
+    def _decide(self, identity: Identity) -> Verdict:
         if self._s.denylist.refuses(identity):
             return _refused("bearer", "token has been revoked")
         if not self._s.listener.synced:
             # Fail closed: until the revocation list has loaded once, a revoked token looks valid.
             return Verdict(503, (), "bearer", "revocation list not loaded yet")
-        return Verdict(200, identity_headers(identity.subject, identity.client_id, identity.scope), "bearer")
+        return allow(identity.subject, identity.client_id, identity.scope, "bearer")
 
     def _session_id(self, cookie: str) -> str | None:
         # Starlette's lenient parser, as browsers send them: one odd cookie of another app on the same
@@ -93,4 +113,4 @@ class Gate:
             return Verdict(503, (), "session", "session store unavailable")
         if session is None:
             return _refused("session", "session is unknown or has expired")
-        return Verdict(200, identity_headers(session.subject, SESSION_CLIENT_ID, session.scope), "session")
+        return allow(session.subject, SESSION_CLIENT_ID, session.scope, "session")

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
-from cachetools import TLRUCache
 
 from meshauth.auth.keys import KID_PATTERN, KeyStore
+from meshauth.cache import ExpiringMap
 
 FORBIDDEN_HEADERS = frozenset({"jwk", "jku", "x5u", "x5c", "crit"})
 ACCEPTED_TYP = frozenset({"at+jwt", "application/at+jwt"})
@@ -92,10 +92,6 @@ def _b64url_json(segment: str) -> Any:
         raise TokenError("token header is not base64url-encoded JSON") from exc
 
 
-def _identity_ttu(_key: bytes, value: Identity, _now: float) -> float:
-    return float(value.exp)
-
-
 class TokenVerifier:
     def __init__(
         self,
@@ -113,10 +109,9 @@ class TokenVerifier:
         self._audience = audience
         self._leeway = leeway
         self._max_bytes = max_bytes
-        # Keyed by the SHA-256 digest of the whole token; expires at the token's exp (wall clock).
-        self._cache: TLRUCache[bytes, Identity] | None = (
-            TLRUCache(maxsize=cache_size, ttu=_identity_ttu, timer=time.time) if cache_enabled else None
-        )
+        # Keyed by the SHA-256 digest of the whole token; an entry dies at the token's exp (wall clock),
+        # so a hit is always a token that is still within its lifetime.
+        self._cache: ExpiringMap[bytes, Identity] | None = ExpiringMap(maxsize=cache_size) if cache_enabled else None
         self.cache_hits = 0
         self.cache_misses = 0
 
@@ -125,12 +120,8 @@ class TokenVerifier:
         if self._cache is None or len(token) > self._max_bytes:
             return None
         identity = self._cache.get(hashlib.sha256(token.encode()).digest())
-        if identity is None:
-            self.cache_misses += 1
-            return None
-        if identity.exp + self._leeway <= time.time():
-            return None
-        self.cache_hits += 1
+        if identity is not None:
+            self.cache_hits += 1
         return identity
 
     async def verify(self, token: str) -> Identity:
@@ -138,6 +129,7 @@ class TokenVerifier:
         hit = self.cached(token)
         if hit is not None:
             return hit
+        self.cache_misses += 1
         if len(token) > self._max_bytes:
             raise TokenError(f"token is over {self._max_bytes} bytes")
         kid, alg = self._check_header(token)
@@ -174,12 +166,12 @@ class TokenVerifier:
             raise TokenError("token is malformed") from None
         identity = self._identity(claims)
         if self._cache is not None:
-            self._cache[hashlib.sha256(token.encode()).digest()] = identity
+            self._cache.set(hashlib.sha256(token.encode()).digest(), identity, identity.exp)
         return identity
 
     def evict(self, token: str) -> None:
         if self._cache is not None:
-            self._cache.pop(hashlib.sha256(token.encode()).digest(), None)
+            self._cache.pop(hashlib.sha256(token.encode()).digest())
 
     @staticmethod
     def _check_header(token: str) -> tuple[str, str]:
