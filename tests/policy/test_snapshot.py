@@ -93,7 +93,7 @@ async def test_rebuilds_are_spaced_under_a_stream_of_writes(make_app, monkeypatc
     async def counting(*args: Any, **kwargs: Any) -> Any:
         nonlocal builds
         builds += 1
-        await asyncio.sleep(0.02)  # make each build take measurable time
+        await asyncio.sleep(0.05)  # make each build take measurable time
         return await real(*args, **kwargs)
 
     monkeypatch.setattr(registry_module, "read_snapshot", counting)
@@ -106,4 +106,5 @@ async def test_rebuilds_are_spaced_under_a_stream_of_writes(make_app, monkeypatc
             await load(client, [entity("User:u", {"n": n % 2})])
             expected = n % 2 == 1
             assert (await decide(client, ask("User:u", "view", "Doc:a")))["decision"] is expected
-        assert builds < 10
+            await asyncio.sleep(0.03)
+        assert builds <= 6, builds  # measured: 2-3 spaced, 10 unspaced
