@@ -267,3 +267,12 @@ async def test_starlette_route_answers_like_the_front(client: httpx.AsyncClient)
         bad = await direct.post("/stores/nope/access/v1/evaluations", json={"evaluations": []}, headers=ADMIN)
     assert via_front == via_starlette
     assert bad.status_code == 404
+
+
+async def test_metrics_count_decisions_and_show_store_revision(client: httpx.AsyncClient) -> None:
+    """GET /metrics counts decisions by outcome and reports the revision each loaded store serves."""
+    await push(client, "permit(principal, action, resource);", store="metered")
+    await decide(client, ask("User:u", "view", "Doc:a"), store="metered")
+    text = (await client.get("/metrics")).text
+    assert 'meshauth_policy_decisions_total{endpoint="evaluation",outcome="allow"}' in text
+    assert 'meshauth_policy_store_revision{store="metered"} 1.0' in text

@@ -20,10 +20,12 @@ from meshauth import wire
 from meshauth.admin_token import is_admin, read_admin_token
 from meshauth.config import Settings
 from meshauth.http import json_response, read_body
+from meshauth.observability.metrics import metrics_endpoint
 from meshauth.policy.admin import SCHEMA_FORMATS, Admin
 from meshauth.policy.authzen import parse_evaluation, parse_evaluations
 from meshauth.policy.errors import bad_request, unauthorized
 from meshauth.policy.evaluator import Evaluator
+from meshauth.policy.metrics import DECISIONS
 from meshauth.policy.names import check_store, check_uid
 from meshauth.policy.registry import Registry
 from meshauth.policy.stores import DEFAULT_STORE
@@ -58,6 +60,12 @@ def _flag(request: Request, name: str) -> bool | None:
     raise bad_request(name, "must be true or false")
 
 
+def _outcome(decision: wire.Decision) -> str:
+    if decision.context.error is not msgspec.UNSET:
+        return "error"
+    return "allow" if decision.decision else "deny"
+
+
 def _version(request: Request) -> int:
     raw = request.path_params["version"]
     if not raw.isdigit():
@@ -80,6 +88,7 @@ class PolicyApi:
         state = await self.registry.get(store)
         query = parse_evaluation(body)
         (decision,) = await self.evaluator.decide(state, [query], self.registry.snapshot_for(state))
+        DECISIONS.add("evaluation", _outcome(decision))
         return wire.encode(decision)
 
     async def evaluations(self, store: str, body: bytes) -> bytes:
@@ -93,6 +102,8 @@ class PolicyApi:
                 if d.decision == stop_on:
                     decisions = decisions[: n + 1]
                     break
+        for d in decisions:
+            DECISIONS.add("evaluations", _outcome(d))
         if batch.single:
             # No ``evaluations`` array: answer as ``…/evaluation`` does (AuthZEN 1.0 §7.1); the
             # same decision is also given as a one-item ``evaluations`` for batch-minded clients.
@@ -247,6 +258,7 @@ class PolicyApi:
             Route("/.well-known/authzen-configuration", self.configuration, methods=["GET"]),
             Route(f"{s}/.well-known/authzen-configuration", self.configuration, methods=["GET"]),
             Route("/healthz", self.health, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route("/admin/stores", self.list_stores, methods=["GET"]),
             Route(a, self.put_store, methods=["PUT"]),
             Route(a, self.get_store, methods=["GET"]),

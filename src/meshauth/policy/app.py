@@ -21,6 +21,7 @@ from meshauth.policy.api import PolicyApi
 from meshauth.policy.entities import EntityCache, EntityLoader
 from meshauth.policy.evaluator import Evaluator
 from meshauth.policy.fast import DecisionFront
+from meshauth.policy.metrics import track
 from meshauth.policy.registry import Registry
 
 SIGNAL_FILE = "policy-signal"  # in var_dir, shared by the workers of one host
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> DecisionFront:
         snapshot_max_entities=settings.policy_snapshot_max_entities,
         signal_path=settings.var_dir / SIGNAL_FILE,
     )
+    track(registry)
     api = PolicyApi(
         settings=settings,
         registry=registry,

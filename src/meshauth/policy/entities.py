@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from meshauth.db.tables import policy_entities, policy_stores
 from meshauth.policy.cedar import Uid
 from meshauth.policy.errors import bad_request
+from meshauth.policy.metrics import ENTITY_QUERIES
 from meshauth.policy.names import check_uid
 
 _encoder = msgspec.json.Encoder()
@@ -223,6 +224,7 @@ class EntityLoader:
         keys = {uid_key(u): u for u in misses}
         key_list = list(keys)
         self.queries += 1
+        ENTITY_QUERIES.add()
         async with self._engine.connect() as conn:
             for i in range(0, len(key_list), QUERY_CHUNK):
                 chunk = key_list[i : i + QUERY_CHUNK]

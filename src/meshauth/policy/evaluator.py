@@ -21,6 +21,7 @@ from meshauth.policy import cedar
 from meshauth.policy.authzen import Query
 from meshauth.policy.cedar import Uid
 from meshauth.policy.entities import EntityLoader, EntityRecord, bare_entity, entity_refs
+from meshauth.policy.metrics import ENGINE_CALLS
 from meshauth.policy.registry import StoreState
 from meshauth.policy.snapshot import Snapshot
 
@@ -122,6 +123,7 @@ class Evaluator:
         parents_of = state.schema_actions if state.schema_actions is not None else snapshot.action_parents
         ps = state.index.policies_for(q.action, _ancestors(q.action, parents_of), q.principal[0], q.resource[0])
         self.engine_calls += 1
+        ENGINE_CALLS.add("snapshot")
         request = cedar.request(q.principal, q.action, q.resource, q.context)
         (result,) = cedar.authorize([request], ps, snapshot.handle, state.schema)
         return _decision(state, result)
@@ -184,6 +186,7 @@ class Evaluator:
             else:
                 group.append(q)
         self.engine_calls += len(groups)
+        ENGINE_CALLS.counts[("batch",)] += len(groups)
         schema = state.schema
         for key, group in groups.items():
             requests = [cedar.request(q.principal, q.action, q.resource, q.context) for q in group]
