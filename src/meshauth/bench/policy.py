@@ -130,10 +130,10 @@ def _hey(url: str, body: Path, *, rate: int, seconds: int) -> dict[str, Any]:
 
 
 SERVERS = {
-    # what ``meshauth serve policy`` runs today (granian, ASGI)
-    "asgi": ["-m", "meshauth", "serve", "policy"],
-    # the same app under granian's RSGI interface
-    "rsgi": ["-m", "meshauth.policy.server"],
+    # the same app under granian's ASGI interface
+    "asgi": ["-m", "meshauth", "serve", "policy", "--interface", "asgi"],
+    # what ``meshauth serve policy`` runs (granian, RSGI)
+    "rsgi": ["-m", "meshauth", "serve", "policy"],
 }
 
 

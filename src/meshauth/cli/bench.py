@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-
 import typer
 
 from meshauth.bench.results import save
@@ -28,8 +26,6 @@ def auth(
 @app.command("policy", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def policy(ctx: typer.Context) -> None:
     """Policy decision service: single and batched AuthZEN evaluations (see `python -m meshauth.bench.policy -h`)."""
-    import sys
+    from meshauth.bench import policy as bench
 
-    module = importlib.import_module("meshauth.bench.policy")
-    sys.argv = ["meshauth bench policy", *ctx.args]
-    module.main()
+    bench.main(list(ctx.args))

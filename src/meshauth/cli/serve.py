@@ -6,7 +6,8 @@ import typer
 
 from meshauth.config import load_settings
 from meshauth.db import migrate
-from meshauth.server import serve_asgi
+from meshauth.policy.server import FACTORY as POLICY_FACTORY
+from meshauth.server import serve, serve_asgi
 
 app = typer.Typer(help="Run one service in the foreground.", no_args_is_help=True)
 
@@ -30,14 +31,18 @@ def auth(
 @app.command("policy")
 def policy(
     migrate_db: bool = typer.Option(True, "--migrate/--no-migrate", help="Apply migrations first."),
+    interface: str = typer.Option("rsgi", help="granian interface: rsgi (faster) or asgi."),
 ) -> None:
     """The policy decision service: Cedar policy stores behind the OpenID AuthZEN API."""
+    if interface not in ("rsgi", "asgi"):
+        raise typer.BadParameter("interface must be rsgi or asgi")
     settings = load_settings()
     if migrate_db:
         migrate(settings.sqlalchemy_url)
-    serve_asgi(
-        "meshauth.policy.app:create_app",
+    serve(
+        POLICY_FACTORY,
         host=settings.policy_host,
         port=settings.policy_port,
         workers=settings.policy_workers,
+        interface="rsgi" if interface == "rsgi" else "asgi",
     )
