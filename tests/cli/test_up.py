@@ -90,7 +90,9 @@ def test_up_walkthrough_works_as_printed(tmp_path: Path) -> None:
         assert '"active":true' in responses[1]
         assert responses[2].startswith("401") and "revoked" in responses[2]
         assert responses[3].startswith("200") and "x-meshauth-subject: alice" in responses[3]
-        assert "access_evaluation_endpoint" in walk or "policy service" not in text
+        assert '"activated":true' in walk
+        decisions = [line for line in walk.splitlines() if line.startswith('{"decision"')]
+        assert [d.startswith('{"decision":true') for d in decisions] == [True, False], walk
         assert_grpc_ext_authz(tmp_path, int(env["MESHAUTH_AUTH_PORT"]), int(env["MESHAUTH_GRPC_PORT"]))
     finally:
         proc.send_signal(signal.SIGINT)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 
 import typer
 
@@ -55,7 +56,12 @@ def up(
             typer.echo("  admin token      from MESHAUTH_ADMIN_TOKEN")
         typer.echo("")
         if demo_info is not None:
-            typer.echo(walkthrough(settings, demo_info, policy=with_policy))
+            token_expr = (
+                f"$(cat {shlex.quote(str(token_file.resolve()))})"
+                if token_file is not None
+                else "$MESHAUTH_ADMIN_TOKEN"
+            )
+            typer.echo(walkthrough(settings, demo_info, policy=with_policy, admin_token=token_expr))
         typer.echo("\nPress Ctrl-C to stop.", nl=True)
         code = stack.run_until_stopped()
     except RuntimeError as exc:

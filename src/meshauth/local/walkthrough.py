@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 
@@ -12,7 +13,8 @@ BEGIN = "# --- walkthrough: copy and paste into another terminal ---"
 END = "# --- end of walkthrough ---"
 
 
-def walkthrough(settings: Settings, demo: Demo, *, policy: bool) -> str:
+def walkthrough(settings: Settings, demo: Demo, *, policy: bool, admin_token: str) -> str:
+    """``admin_token`` is a shell expression that yields the token, e.g. ``$(cat var/admin-token)``."""
     auth = f"http://{settings.auth_host}:{settings.auth_port}"
     py = shlex.quote(sys.executable)
     creds = f'"{demo.client_id}:$(cat {shlex.quote(str(demo.secret_file))})"'
@@ -36,9 +38,24 @@ def walkthrough(settings: Settings, demo: Demo, *, policy: bool) -> str:
     ]
     if policy:
         pol = f"http://{settings.policy_host}:{settings.policy_port}"
+        admin = f'"authorization: Bearer {admin_token}"'
+        rule = '@id("alice-reads") permit(principal == User::"alice", action == Action::"read", resource);'
+        # JSON rather than text/plain: curl would read a body starting with "@" as a file name.
+        upload = shlex.quote(json.dumps({"policies": rule, "activate": True}))
         lines += [
-            "# 6. The policy service's AuthZEN metadata",
-            f"curl -s {pol}/.well-known/authzen-configuration; echo",
+            "# 6. Give the policy service a Cedar policy (admin API), then ask it (AuthZEN): read yes, delete no",
+            f"curl -s -H {admin} -H 'content-type: application/json' -d {upload}"
+            f" {pol}/admin/stores/default/policies; echo",
         ]
+        for action in ("read", "delete"):
+            ask = {
+                "subject": {"type": "User", "id": "alice"},
+                "action": {"name": action},
+                "resource": {"type": "Document", "id": "d1"},
+            }
+            lines.append(
+                f"curl -s -H 'content-type: application/json' -d {shlex.quote(json.dumps(ask))}"
+                f" {pol}/access/v1/evaluation; echo"
+            )
     lines.append(END)
     return "\n".join(lines)
