@@ -44,20 +44,29 @@ def json_response(content: Any, *, status: int = 200, headers: Mapping[str, str]
     )
 
 
+def too_large(limit: int) -> ApiError:
+    return ApiError(413, "request_too_large", f"request body is over {limit} bytes")
+
+
+def check_length(declared: str | bytes | None, limit: int) -> None:
+    """Refuse on the declared ``Content-Length`` before reading anything."""
+    if declared is None:
+        return
+    if not declared.isdigit():
+        raise ApiError(400, "invalid_request", "Content-Length is not a number")
+    if int(declared) > limit:
+        raise too_large(limit)
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """Read the body, refusing with 413 as soon as it passes ``limit`` bytes (before buffering it all)."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise ApiError(400, "invalid_request", "Content-Length is not a number")
-        if int(declared) > limit:
-            raise ApiError(413, "request_too_large", f"request body is over {limit} bytes")
+    check_length(request.headers.get("content-length"), limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, "request_too_large", f"request body is over {limit} bytes")
+            raise too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
 

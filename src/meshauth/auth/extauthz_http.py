@@ -16,7 +16,13 @@ PREFIX = "/ext_authz"
 _Scope = dict[str, Any]
 
 _TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
+_TEXT_STR = ("content-type", "text/plain; charset=utf-8")
+_OVERSIZED = ("www-authenticate", 'Bearer realm="meshauth", error="invalid_token"')
 _BODIES = {200: b"", 401: b"unauthorized\n", 503: b"unavailable\n"}
+
+
+def _outcome(status: int) -> str:
+    return "allow" if status == 200 else "error" if status >= 500 else "deny"
 
 
 def is_ext_authz(path: str) -> bool:
@@ -41,15 +47,14 @@ class ExtAuthzHttp:
                 cookie = value.decode("latin-1")
         if oversized:
             # Refused before any parsing: an oversized credential is never a valid one.
-            await self._respond(send, 401, [(b"www-authenticate", b'Bearer realm="meshauth", error="invalid_token"')])
+            await self._respond(send, 401, [(_OVERSIZED[0].encode(), _OVERSIZED[1].encode())])
             GATE_DECISIONS.add("http", "bearer", "deny")
             return
         # Warm bearer tokens are answered without awaiting anything but the response itself.
         verdict = self._gate.check_warm(authorization) if authorization else None
         if verdict is None:
             verdict = await self._gate.check(authorization, cookie)
-        outcome = "allow" if verdict.status == 200 else ("error" if verdict.status >= 500 else "deny")
-        GATE_DECISIONS.add("http", verdict.credential, outcome)
+        GATE_DECISIONS.add("http", verdict.credential, _outcome(verdict.status))
         await self._respond(send, verdict.status, verdict.encoded())
 
     @staticmethod
@@ -58,3 +63,24 @@ class ExtAuthzHttp:
         # An allow carries no body, so no content-type: Envoy reads only the status and headers.
         await send({"type": "http.response.start", "status": status, "headers": headers + _TEXT if body else headers})
         await send({"type": "http.response.body", "body": body})
+
+    async def rsgi(self, scope: Any, protocol: Any) -> None:
+        """The same check under granian's RSGI interface: headers read lazily, one response call."""
+        headers = scope.headers
+        authorization: str | None = headers.get("authorization")
+        if authorization is not None and len(authorization) > self._max:
+            GATE_DECISIONS.add("http", "bearer", "deny")
+            protocol.response_str(401, [_OVERSIZED, _TEXT_STR], _BODIES[401].decode())
+            return
+        verdict = self._gate.check_warm(authorization) if authorization else None
+        if verdict is None:
+            verdict = await self._gate.check(authorization, headers.get("cookie"))
+        status = verdict.status
+        GATE_DECISIONS.add(
+            "http", verdict.credential, "allow" if status == 200 else "error" if status >= 500 else "deny"
+        )
+        body = _BODIES.get(status, b"")
+        if body:
+            protocol.response_bytes(status, [*verdict.headers, _TEXT_STR], body)
+        else:
+            protocol.response_empty(status, list(verdict.headers))

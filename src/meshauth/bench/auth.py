@@ -83,6 +83,7 @@ async def _revocation_propagation(settings: Settings, redis_url: str, samples: i
 
 
 MODES = ("idle_poll", "plain")
+INTERFACES = ("rsgi", "asgi")  # rsgi is what `meshauth serve auth` runs
 
 
 def _latency_runs(url: str, *, rate: int, seconds: int, connections: int, headers: dict[str, str]) -> dict[str, Any]:
@@ -108,30 +109,40 @@ def run(*, rate: int = 3000, seconds: int = 10, connections: int = 30) -> dict[s
         base = f"http://127.0.0.1:{port}"
         gate = f"{base}/ext_authz/orders/42"
         runs = {"rate": rate, "seconds": seconds, "connections": connections}
+        token = ""
 
-        floor_port = free_port()
-        floor_cmd = (
-            "from meshauth.server import serve_asgi; "
-            f"serve_asgi('meshauth.bench.floor:create_app', host='127.0.0.1', port={floor_port})"
-        )
-        floor_url = f"http://127.0.0.1:{floor_port}/"
-        with running(["-c", floor_cmd], env, floor_url):
-            results["floor"] = _latency_runs(floor_url, headers={}, **runs)
+        for interface in INTERFACES:
+            floor_port = free_port()
+            floor_cmd = (
+                "from meshauth.server import serve; serve('meshauth.bench.floor:create_app',"
+                f" host='127.0.0.1', port={floor_port}, interface={interface!r})"
+            )
+            floor_url = f"http://127.0.0.1:{floor_port}/"
+            with running(["-c", floor_cmd], env, floor_url):
+                results[f"floor_{interface}"] = _latency_runs(floor_url, headers={}, **runs)
+                results[f"max_throughput_floor_{interface}"] = asdict(
+                    wrk(floor_url, connections=32, seconds=seconds, headers={})
+                )
 
-        with running(["-m", "meshauth", "serve", "auth", "--no-migrate"], env, f"{base}/healthz"):
-            _create_client(base)
-            form = {"grant_type": "client_credentials"}
-            token = _post_form(f"{base}/oauth2/token", form, (CLIENT_ID, SECRET))["access_token"]
-            headers = {"authorization": f"Bearer {token}"}
-            urllib.request.urlopen(urllib.request.Request(gate, headers=headers), timeout=5).close()  # noqa: S310
-            results["warm"] = _latency_runs(gate, headers=headers, **runs)
-            with idle_poll():
-                results["warm_hey"] = asdict(hey(gate, rate=rate, workers=12, seconds=seconds, headers=headers))
-            results["max_throughput_warm"] = asdict(wrk(gate, connections=32, seconds=seconds, headers=headers))
+            serve_auth = ["-m", "meshauth", "serve", "auth", "--no-migrate", "--interface", interface]
+            with running(serve_auth, env, f"{base}/healthz"):
+                if not token:
+                    _create_client(base)
+                    form = {"grant_type": "client_credentials"}
+                    token = _post_form(f"{base}/oauth2/token", form, (CLIENT_ID, SECRET))["access_token"]
+                headers = {"authorization": f"Bearer {token}"}
+                urllib.request.urlopen(urllib.request.Request(gate, headers=headers), timeout=5).close()  # noqa: S310
+                results[f"warm_{interface}"] = _latency_runs(gate, headers=headers, **runs)
+                results[f"max_throughput_warm_{interface}"] = asdict(
+                    wrk(gate, connections=32, seconds=seconds, headers=headers)
+                )
+                if interface == INTERFACES[0]:
+                    with idle_poll():
+                        results["warm_hey"] = asdict(hey(gate, rate=rate, workers=12, seconds=seconds, headers=headers))
 
         cold_env = {**env, "MESHAUTH_JWT_CACHE_ENABLED": "false"}
         with running(["-m", "meshauth", "serve", "auth", "--no-migrate"], cold_env, f"{base}/healthz"):
-            results["cache_off"] = _latency_runs(gate, headers=headers, **runs)
+            results["cache_off_rsgi"] = _latency_runs(gate, headers=headers, **runs)
 
         results["cold_verify_us"] = asyncio.run(_cold_verify_cost(settings, redis_url, 2000))
         prop = asyncio.run(_revocation_propagation(settings, redis_url, 300))
@@ -149,34 +160,40 @@ def report(r: dict[str, Any]) -> str:
     rows = [
         f"Offered {r['rate']} req/s for {r['seconds']} s from {r['connections']} paced wrk connections.",
         "",
-        "| case | cores | achieved req/s | p50 ms | p95 ms | p99 ms | errors |",
-        "|---|---|---|---|---|---|---|",
+        "| case | interface | cores | achieved req/s | p50 ms | p95 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for name in ("floor", "warm", "cache_off"):
+    cases = [(f"{c}_{i}", c, i) for i in INTERFACES for c in ("floor", "warm")] + [
+        ("cache_off_rsgi", "cache_off", "rsgi")
+    ]
+    for key, name, interface in cases:
         for mode in MODES:
-            x = r[name][mode]
+            x = r[key][mode]
             rows.append(
-                f"| {name} | {mode} | {x['rate']:.0f} | {x['p50_ms']:.2f} | {x['p95_ms']:.2f}"
+                f"| {name} | {interface} | {mode} | {x['rate']:.0f} | {x['p50_ms']:.2f} | {x['p95_ms']:.2f}"
                 f" | {x['p99_ms']:.2f} | {x['non_2xx']} |"
             )
     h = r["warm_hey"]
-    t = r["max_throughput_warm"]
     p = r["revocation_propagation_ms"]
-    ratio = {m: r["warm"][m]["p95_ms"] / r["floor"][m]["p95_ms"] for m in MODES}
+    rows.append("")
+    for i in INTERFACES:
+        ratio = {m: r[f"warm_{i}"][m]["p95_ms"] / r[f"floor_{i}"][m]["p95_ms"] for m in MODES}
+        tw, tf = r[f"max_throughput_warm_{i}"], r[f"max_throughput_floor_{i}"]
+        rows += [
+            f"- {i}: warm p95 / floor p95 {ratio['idle_poll']:.2f}× (idle_poll), {ratio['plain']:.2f}× (plain);"
+            f" max throughput (wrk c=32, closed loop) warm {tw['rps']:.0f} req/s, floor {tf['rps']:.0f} req/s",
+        ]
     rows += [
-        "",
-        f"- warm p95 / floor p95: {ratio['idle_poll']:.2f}× (idle_poll), {ratio['plain']:.2f}× (plain)",
-        f"- cross-check, hey -c 12 -q {r['rate'] // 12} (idle_poll): p50 {h['p50_ms']:.2f} ms,"
+        f"- cross-check, hey -c 12 -q {r['rate'] // 12} (rsgi, idle_poll): p50 {h['p50_ms']:.2f} ms,"
         f" p95 {h['p95_ms']:.2f} ms, p99 {h['p99_ms']:.2f} ms, {h['rate']:.0f} req/s",
-        f"- max throughput, warm (wrk c=32, closed loop): {t['rps']:.0f} req/s, non-2xx {t['non_2xx']}",
         f"- cold verification (ES256, in-process, cache off): {r['cold_verify_us']:.0f} µs per token",
         f"- revocation A→B propagation: p50 {p['p50']:.2f} ms, p99 {p['p99']:.2f} ms,"
         f" max {p['max']:.2f} ms ({p['samples']} samples)",
         "",
         "Commands:",
-        f"- `{r['warm']['idle_poll']['command']}`",
+        f"- `{r['warm_rsgi']['idle_poll']['command']}`",
         f"- `{h['command']}`",
-        f"- `{t['command']}`",
+        f"- `{r['max_throughput_warm_rsgi']['command']}`",
     ]
     return "\n".join(rows)
 

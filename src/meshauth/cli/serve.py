@@ -7,7 +7,7 @@ import typer
 from meshauth.config import load_settings
 from meshauth.db import migrate
 from meshauth.policy.server import FACTORY as POLICY_FACTORY
-from meshauth.server import serve, serve_asgi
+from meshauth.server import Interface, serve
 
 app = typer.Typer(help="Run one service in the foreground.", no_args_is_help=True)
 
@@ -15,16 +15,18 @@ app = typer.Typer(help="Run one service in the foreground.", no_args_is_help=Tru
 @app.command("auth")
 def auth(
     migrate_db: bool = typer.Option(True, "--migrate/--no-migrate", help="Apply migrations first."),
+    interface: str = typer.Option("rsgi", help="granian interface: rsgi (faster) or asgi."),
 ) -> None:
     """The auth service: OAuth 2.0 endpoints, sessions, Envoy ext_authz (HTTP here, gRPC on grpc_port)."""
     settings = load_settings()
     if migrate_db:
         migrate(settings.sqlalchemy_url)
-    serve_asgi(
+    serve(
         "meshauth.auth.app:create_app",
         host=settings.auth_host,
         port=settings.auth_port,
         workers=settings.auth_workers,
+        interface=_interface(interface),
     )
 
 
@@ -34,8 +36,6 @@ def policy(
     interface: str = typer.Option("rsgi", help="granian interface: rsgi (faster) or asgi."),
 ) -> None:
     """The policy decision service: Cedar policy stores behind the OpenID AuthZEN API."""
-    if interface not in ("rsgi", "asgi"):
-        raise typer.BadParameter("interface must be rsgi or asgi")
     settings = load_settings()
     if migrate_db:
         migrate(settings.sqlalchemy_url)
@@ -44,5 +44,13 @@ def policy(
         host=settings.policy_host,
         port=settings.policy_port,
         workers=settings.policy_workers,
-        interface="rsgi" if interface == "rsgi" else "asgi",
+        interface=_interface(interface),
     )
+
+
+def _interface(name: str) -> Interface:
+    if name == "rsgi":
+        return "rsgi"
+    if name == "asgi":
+        return "asgi"
+    raise typer.BadParameter(f"interface must be rsgi or asgi, not {name!r}")

@@ -21,7 +21,8 @@ from typing import Any
 import msgspec
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from meshauth.http import ApiError
+from meshauth.http import ApiError, check_length, too_large
+from meshauth.rsgi import Lifespan
 
 log = logging.getLogger(__name__)
 
@@ -44,20 +45,6 @@ def route(path: str) -> tuple[str, str] | None:
         if kind is not None and store:
             return kind, store
     return None
-
-
-def too_large(limit: int) -> ApiError:
-    return ApiError(413, "request_too_large", f"request body is over {limit} bytes")
-
-
-def check_length(declared: str | bytes | None, limit: int) -> None:
-    """Refuse on the declared ``Content-Length`` before reading anything."""
-    if declared is None:
-        return
-    if not declared.isdigit():
-        raise ApiError(400, "invalid_request", "Content-Length is not a number")
-    if int(declared) > limit:
-        raise too_large(limit)
 
 
 class DecisionFront:
@@ -128,14 +115,11 @@ class DecisionFront:
     # --- RSGI (granian) ------------------------------------------------------------------------
 
     def __rsgi_init__(self, loop: Any) -> None:
-        from meshauth.policy import rsgi
-
-        rsgi.startup(self, loop)
+        self._lifespan = Lifespan(self.app)  # type: ignore[arg-type]
+        self._lifespan.start(loop)
 
     def __rsgi_del__(self, loop: Any) -> None:
-        from meshauth.policy import rsgi
-
-        rsgi.shutdown(self, loop)
+        self._lifespan.stop(loop)
 
     async def __rsgi__(self, scope: Any, protocol: Any) -> None:
         from meshauth.policy import rsgi

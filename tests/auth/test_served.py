@@ -1,0 +1,120 @@
+"""The auth service as `meshauth serve auth` runs it, under granian, over both interfaces."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ADMIN = "served-admin-token-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def call(
+    method: str, url: str, *, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+
+
+@pytest.fixture(params=["rsgi", "asgi"])
+def served(request: pytest.FixtureRequest, sqlite_url: str, valkey_url: str, tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESHAUTH_")}
+    env.update(
+        MESHAUTH_DATABASE_URL=sqlite_url,
+        MESHAUTH_REDIS_URL=valkey_url,
+        MESHAUTH_VAR_DIR=str(tmp_path),
+        MESHAUTH_ADMIN_TOKEN=ADMIN,
+        MESHAUTH_AUTH_PORT=str(port),
+        MESHAUTH_GRPC_PORT=str(free_port()),
+        MESHAUTH_ARGON2_TIME_COST="1",
+        MESHAUTH_ARGON2_MEMORY_KIB="8",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "meshauth", "serve", "auth", "--interface", request.param],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, "server exited"
+            try:
+                if call("GET", f"{base}/healthz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_served_flow(served: str) -> None:
+    """Admin, token, gate (allow, deny, oversized), sessions and errors behave alike on both interfaces."""
+    admin = {"authorization": f"Bearer {ADMIN}", "content-type": "application/json"}
+    client = {
+        "client_id": "svc",
+        "client_secret": "long-secret",
+        "scopes": ["read"],
+        "grant_types": ["client_credentials"],
+    }
+    assert call("POST", f"{served}/admin/clients", body=json.dumps(client).encode(), headers=admin)[0] == 201
+    user = {"username": "alice", "password": "long-password"}
+    assert call("POST", f"{served}/admin/users", body=json.dumps(user).encode(), headers=admin)[0] == 201
+
+    basic = {"authorization": "Basic " + base64.b64encode(b"svc:long-secret").decode()}
+    form = {"content-type": "application/x-www-form-urlencoded", **basic}
+    status, headers, body = call("POST", f"{served}/oauth2/token", body=b"grant_type=client_credentials", headers=form)
+    assert status == 200
+    assert headers["cache-control"] == "no-store"
+    token = json.loads(body)["access_token"]
+
+    for _ in range(2):  # cold, then warm
+        status, headers, _ = call("GET", f"{served}/ext_authz/orders/1", headers={"authorization": f"Bearer {token}"})
+        assert status == 200
+        assert headers["x-meshauth-subject"] == "svc"
+        assert headers["x-meshauth-scope"] == "read"
+    status, headers, _ = call("POST", f"{served}/ext_authz/orders/1")
+    assert status == 401
+    assert headers["www-authenticate"] == 'Bearer realm="meshauth"'
+    status, _, _ = call("GET", f"{served}/ext_authz/x", headers={"authorization": "Bearer " + "a" * 9000})
+    assert status == 401
+
+    status, headers, body = call(
+        "POST", f"{served}/v1/sessions", body=json.dumps(user).encode(), headers={"content-type": "application/json"}
+    )
+    assert status == 201
+    cookie = headers["set-cookie"].split(";", 1)[0]
+    status, headers, _ = call("GET", f"{served}/ext_authz/app", headers={"cookie": f"theme=dark; {cookie}"})
+    assert status == 200
+    assert headers["x-meshauth-subject"] == "alice"
+
+    status, _, body = call("POST", f"{served}/oauth2/token", body=b"x" * 70_000, headers=form)
+    assert status == 413
+    assert json.loads(body)["error"] == "request_too_large"
+    assert call("GET", f"{served}/nope")[0] == 404
