@@ -6,51 +6,35 @@ import typer
 
 from meshauth.config import load_settings
 from meshauth.db import migrate
-from meshauth.policy.server import FACTORY as POLICY_FACTORY
 from meshauth.server import Interface, serve
 
 app = typer.Typer(help="Run one service in the foreground.", no_args_is_help=True)
 
+MIGRATE = typer.Option(True, "--migrate/--no-migrate", help="Apply migrations first.")
+INTERFACE = typer.Option("rsgi", help="granian interface: rsgi (faster) or asgi.")
+
 
 @app.command("auth")
-def auth(
-    migrate_db: bool = typer.Option(True, "--migrate/--no-migrate", help="Apply migrations first."),
-    interface: str = typer.Option("rsgi", help="granian interface: rsgi (faster) or asgi."),
-) -> None:
+def auth(migrate_db: bool = MIGRATE, interface: str = INTERFACE) -> None:
     """The auth service: OAuth 2.0 endpoints, sessions, Envoy ext_authz (HTTP here, gRPC on grpc_port)."""
-    settings = load_settings()
-    if migrate_db:
-        migrate(settings.sqlalchemy_url)
-    serve(
-        "meshauth.auth.app:create_app",
-        host=settings.auth_host,
-        port=settings.auth_port,
-        workers=settings.auth_workers,
-        interface=_interface(interface),
-    )
+    _serve("auth", migrate_db, interface)
 
 
 @app.command("policy")
-def policy(
-    migrate_db: bool = typer.Option(True, "--migrate/--no-migrate", help="Apply migrations first."),
-    interface: str = typer.Option("rsgi", help="granian interface: rsgi (faster) or asgi."),
-) -> None:
+def policy(migrate_db: bool = MIGRATE, interface: str = INTERFACE) -> None:
     """The policy decision service: Cedar policy stores behind the OpenID AuthZEN API."""
+    _serve("policy", migrate_db, interface)
+
+
+def _serve(service: str, migrate_db: bool, interface: str) -> None:
+    if interface not in ("rsgi", "asgi"):
+        raise typer.BadParameter(f"interface must be rsgi or asgi, not {interface!r}")
+    chosen: Interface = "rsgi" if interface == "rsgi" else "asgi"
     settings = load_settings()
     if migrate_db:
         migrate(settings.sqlalchemy_url)
-    serve(
-        POLICY_FACTORY,
-        host=settings.policy_host,
-        port=settings.policy_port,
-        workers=settings.policy_workers,
-        interface=_interface(interface),
-    )
-
-
-def _interface(name: str) -> Interface:
-    if name == "rsgi":
-        return "rsgi"
-    if name == "asgi":
-        return "asgi"
-    raise typer.BadParameter(f"interface must be rsgi or asgi, not {name!r}")
+    if service == "auth":
+        host, port, workers = settings.auth_host, settings.auth_port, settings.auth_workers
+    else:
+        host, port, workers = settings.policy_host, settings.policy_port, settings.policy_workers
+    serve(f"meshauth.{service}.app:create_app", host=host, port=port, workers=workers, interface=chosen)
