@@ -62,7 +62,8 @@ async def _seed(db_url: str, items: list[dict[str, object]]) -> None:
 
 
 async def test_loader_follows_parents_and_refs(db_url: str) -> None:
-    """The loader returns the roots, all their ancestors, and entities they reference (one hop)."""
+    """The loader returns the roots, all their ancestors, and entities they reference, transitively
+    (a policy may follow ``principal.boss.boss``), one query per level."""
     await _seed(
         db_url,
         [
@@ -77,8 +78,8 @@ async def test_loader_follows_parents_and_refs(db_url: str) -> None:
     loader = EntityLoader(engine, EntityCache(max_entries=100), ref_depth=1, max_depth=8)
     found = await loader.load("s", [("User", "a")])
     await engine.dispose()
-    assert set(found) == {("User", "a"), ("Group", "g1"), ("Group", "g2"), ("User", "b")}
-    assert loader.queries == 3  # one per level: a; g1 + b; g2
+    assert set(found) == {("User", "a"), ("Group", "g1"), ("Group", "g2"), ("User", "b"), ("User", "c")}
+    assert loader.queries == 3  # one per level: a; g1 + b; g2 + c
 
 
 async def test_loader_caches_hits_and_misses(db_url: str) -> None:

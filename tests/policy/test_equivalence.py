@@ -1,5 +1,6 @@
 """The three ways a request can be served — entity snapshot, entity loader, scope index off — give
-the same answers on a store with hierarchies, attribute references, forbids and errors."""
+the same answers on a store with hierarchies, attribute references, forbids and errors — including
+forbids on an entity named literally and on a three-hop attribute chain, which the loader must load."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ POLICIES = """
 @id("no-locked") forbid(principal, action, resource in Folder::"locked");
 @id("level") permit(principal is User, action, resource is Img) unless { principal.level < resource.level };
 @id("ctx") permit(principal, action == Action::"share", resource) when { context.ok && principal in Group::"all" };
+@id("lockdown") forbid(principal, action == Action::"delete", resource) when { Config::"global".lockdown };
+@id("chain") forbid(principal, action, resource is Doc) when { resource.owner.boss.boss.level > 3 };
 """
 
 
@@ -30,6 +33,7 @@ def store(rng: random.Random) -> list[dict[str, Any]]:
         {"uid": uid("Group", "all"), "attrs": {}, "parents": []},
         {"uid": uid("Folder", "locked"), "attrs": {}, "parents": [uid("Folder", "root")]},
         {"uid": uid("Action", "edit"), "attrs": {}, "parents": [uid("Action", "write")]},
+        {"uid": uid("Config", "global"), "attrs": {"lockdown": True}, "parents": []},
     ]
     for n in range(30):
         attrs: dict[str, Any] = {"boss": {"__entity": uid("User", f"u{rng.randrange(30)}")}}

@@ -193,8 +193,9 @@ async def test_batch_loads_entities_with_one_query_per_level(make_app) -> None: 
     from tests.policy.conftest import entity, load
 
     async with make_app(policy_snapshot_max_entities=0) as (app, client):
-        await push(client, 'permit(principal in Group::"g", action, resource);')
-        await load(client, [entity(f"User:u{n}", parents=("Group:g",)) for n in range(10)])
+        await push(client, 'permit(principal in Group::"top", action, resource);')
+        users = [entity(f"User:u{n}", parents=("Group:g",)) for n in range(10)]
+        await load(client, [*users, entity("Group:g", parents=("Group:top",))])
         loader = app.state.api.evaluator.loader
         body = {
             "action": {"name": "view"},
@@ -204,7 +205,8 @@ async def test_batch_loads_entities_with_one_query_per_level(make_app) -> None: 
         before = loader.queries
         out = await batch(client, body)
         assert all(e["decision"] for e in out["evaluations"])
-        assert loader.queries - before == 2  # users + resource, then their parent group
+        # users + resource + the policies' literal Group::"top", then the users' parent group
+        assert loader.queries - before == 2
         before = loader.queries
         await batch(client, body)
         assert loader.queries == before  # all cached

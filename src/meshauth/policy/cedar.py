@@ -31,6 +31,7 @@ __all__ = [
     "parse_entities",
     "parse_policies",
     "parse_schema",
+    "policies_json",
     "schema_action_parents",
     "validate",
 ]
@@ -66,6 +67,12 @@ _json_encoder = msgspec.json.Encoder()
 def parse_policies(text: str) -> PolicySet:
     """Compile Cedar policy text. Raises ``ValueError`` with the parser's message."""
     return PolicySet.from_str(text, release_gil=True)
+
+
+def policies_json(text: str) -> str:
+    """Cedar policy text as Cedar's JSON policy format (EST). Raises ``ValueError``."""
+    json_text: str = _internal.policies_to_json_str(text)
+    return json_text
 
 
 def parse_schema(text: str, fmt: str) -> Schema:

@@ -2,8 +2,9 @@
 
 A batch's entities come from :class:`EntityLoader`: it walks the entity graph from the batch's
 principals, resources, actions and referenced entities level by level — one SQL query per level
-for whatever the cache does not hold — following ``parents`` to the top of the hierarchy and entity
-references in attributes ``ref_depth`` hops deep. The result feeds one Cedar ``Entities`` handle.
+for whatever the cache does not hold — following ``parents`` and entity references in attributes
+and tags to the end of the chain (at most ``max_depth`` levels, or ``ref_depth`` when larger).
+The result feeds one Cedar ``Entities`` handle.
 
 Cache consistency: writes through this process drop the written uids at once; writes through
 another replica bump the store's ``entities_version``, and the registry's refresh loop clears the
@@ -53,7 +54,7 @@ class EntityRecord:
         data = _decoder.decode(raw)
         u = data["uid"]
         parents = tuple((p["type"], p["id"]) for p in data.get("parents", ()))
-        refs = tuple(entity_refs(data.get("attrs", {})))
+        refs = tuple(entity_refs([data.get("attrs", {}), data.get("tags", {})]))
         data_bytes = raw.encode() if isinstance(raw, str) else raw
         return cls((u["type"], u["id"]), data_bytes, parents, refs)
 
@@ -190,10 +191,15 @@ class EntityLoader:
         self.queries = 0  # for tests and metrics: SQL round trips made
 
     async def load(self, store: str, roots: Iterable[Uid]) -> dict[Uid, EntityRecord]:
-        """Every stored entity reachable from ``roots`` (parents fully, references ``ref_depth`` deep)."""
+        """Every stored entity reachable from ``roots`` through parents and attribute/tag references.
+
+        References are followed as far as parents (``max_depth`` levels): a policy may follow any
+        chain (``resource.owner.manager.suspended``), and an entity it cannot see makes the policy
+        error and be skipped — for a ``forbid``, an allow the snapshot path would not give.
+        """
         found: dict[Uid, EntityRecord] = {}
         budget: dict[Uid, int] = {}
-        frontier: dict[Uid, int] = dict.fromkeys(roots, self._ref_depth)
+        frontier: dict[Uid, int] = dict.fromkeys(roots, max(self._ref_depth, self._max_depth))
         for _ in range(self._max_depth + 1):
             if not frontier:
                 break

@@ -63,8 +63,8 @@ def _document(parts: Iterable[bytes]) -> str:
     return (b"[" + b",".join(parts) + b"]").decode()
 
 
-def _roots(q: Query, with_action: bool) -> list[Uid]:
-    roots = [q.principal, q.resource]
+def _roots(q: Query, with_action: bool, literals: Sequence[Uid]) -> list[Uid]:
+    roots = [q.principal, q.resource, *literals]
     if with_action:
         roots.append(q.action)
     for extra in (q.context, q.principal_attrs, q.resource_attrs):
@@ -100,7 +100,7 @@ class Evaluator:
         with_action = state.schema_actions is None
         roots: list[Uid] = []
         for q in own if snapshot is not None else queries:
-            roots.extend(_roots(q, with_action))
+            roots.extend(_roots(q, with_action, state.literals))
         loaded = await self.loader.load(state.name, roots) if roots else {}
         answers: dict[bytes, wire.Decision] = {}
         if shared and snapshot is not None:
@@ -109,7 +109,7 @@ class Evaluator:
         elif shared:
             self._run_document(state, shared, _document(r.json for r in loaded.values()), loaded, answers)
         for q in own:
-            self._run_document(state, [q], self._own_document(q, loaded), loaded, answers)
+            self._run_document(state, [q], self._own_document(q, loaded, state.literals), loaded, answers)
         out: list[wire.Decision] = []
         for item in items:
             if isinstance(item, Query):
@@ -128,10 +128,10 @@ class Evaluator:
         (result,) = cedar.authorize([request], ps, snapshot.handle, state.schema)
         return _decision(state, result)
 
-    def _own_document(self, q: Query, loaded: dict[Uid, EntityRecord]) -> str:
+    def _own_document(self, q: Query, loaded: dict[Uid, EntityRecord], literals: Sequence[Uid]) -> str:
         overrides = {q.principal: q.principal_attrs, q.resource: q.resource_attrs}
         parts: dict[Uid, bytes] = {}
-        for rec in _closure(_roots(q, True), loaded):
+        for rec in _closure(_roots(q, True, literals), loaded):
             attrs = overrides.get(rec.uid)
             parts[rec.uid] = rec.with_attrs(attrs) if attrs else rec.json
         for uid, attrs in overrides.items():
@@ -154,7 +154,7 @@ class Evaluator:
         except ValueError as exc:
             if len(queries) > 1:
                 for q in queries:
-                    own = _document(rec.json for rec in _closure(_roots(q, True), loaded))
+                    own = _document(rec.json for rec in _closure(_roots(q, True, state.literals), loaded))
                     self._run_document(state, [q], own, loaded, answers)
                 return
             for q in queries:
@@ -199,14 +199,23 @@ def _decision(state: StoreState, result: cedar.Result) -> wire.Decision:
     index = state.index
     policies = [index.display_id(pid) for pid in result.diagnostics.reason]
     errors = result.diagnostics.errors
+    allowed = result.decision == "Allow"
+    if allowed and errors and index.forbids:
+        # Fail closed: a forbid that errored on a missing entity might have applied.
+        failed = [m[1] for e in errors if (m := _MISSING_ENTITY.match(e)) and m[1] in index.forbids]
+        if failed:
+            allowed = False
+            policies = [index.display_id(pid) for pid in failed]
+            errors = [*errors, *(f"policy `{pid}` is a forbid that needs a missing entity: denied" for pid in failed)]
     if errors and index.annotations:
         errors = [_rename(e, index.annotations) for e in errors]
     return wire.Decision(
-        decision=result.decision == "Allow",
+        decision=allowed,
         context=wire.DecisionContext(revision=state.revision, policies=policies, errors=errors),
     )
 
 
+_MISSING_ENTITY = re.compile(r"error while evaluating policy `(policy\d+)`: entity `.*` does not exist$", re.DOTALL)
 _POLICY_ID = re.compile(r"`(policy\d+)`")
 
 

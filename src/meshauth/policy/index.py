@@ -80,6 +80,8 @@ class PolicyIndex:
         self.annotations: dict[str, str] = {
             pid: p.annotations["id"] for pid, p in self._policies.items() if "id" in p.annotations
         }
+        # Forbid policies: one that cannot be evaluated for want of an entity fails closed (evaluator).
+        self.forbids: frozenset[str] = frozenset(pid for pid, p in self._policies.items() if p.effect == "forbid")
         self._scopes = [(pid, scope_of(p)) for pid, p in self._policies.items()]
         self._by_key: OrderedDict[tuple[frozenset[Uid], Uid, str, str], PolicySet] = OrderedDict()
         self._by_ids: dict[tuple[str, ...], PolicySet] = {}

@@ -23,11 +23,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import msgspec
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meshauth.policy import stores
-from meshauth.policy.cedar import Schema, Uid, parse_policies, parse_schema, schema_action_parents
-from meshauth.policy.entities import EntityCache
+from meshauth.policy.cedar import Schema, Uid, parse_policies, parse_schema, policies_json, schema_action_parents
+from meshauth.policy.entities import EntityCache, entity_refs
 from meshauth.policy.errors import store_not_found
 from meshauth.policy.index import PolicyIndex
 from meshauth.policy.snapshot import REBUILD_PAUSE_SECONDS, Snapshot, read_snapshot
@@ -48,6 +49,17 @@ class StoreState:
     # entities and their parents come from the store's entities, like any other entity).
     schema_actions: dict[Uid, tuple[Uid, ...]] | None
     entities_version: int
+    # Entities the policy text names literally (``Config::"global".lockdown``): the loader fetches
+    # them for every request, as the snapshot holds them.
+    literals: tuple[Uid, ...] = ()
+
+
+def policy_literals(text: str) -> tuple[Uid, ...]:
+    """The entity uids written in the policies (scopes and conditions), each once."""
+    if not text.strip():
+        return ()
+    tree = msgspec.json.decode(policies_json(text))
+    return tuple(dict.fromkeys(entity_refs(tree)))
 
 
 def compile_state(row: stores.StoreRow, text: str, *, index_enabled: bool) -> StoreState:
@@ -61,6 +73,7 @@ def compile_state(row: stores.StoreRow, text: str, *, index_enabled: bool) -> St
         schema=schema,
         schema_actions=schema_action_parents(schema) if schema is not None else None,
         entities_version=row.entities_version,
+        literals=policy_literals(text),
     )
 
 
