@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -114,3 +118,47 @@ async def test_bulk_upsert_is_batched(db_url: str) -> None:
     found = await loader.load("s", [("User", "u19999")])
     await engine.dispose()
     assert b'"n":19999' in found[("User", "u19999")].json
+
+
+class _PausingConnection:
+    """A connection whose queries return their rows, then wait for ``release`` (after ``read``)."""
+
+    def __init__(self, conn: Any, read: asyncio.Event, release: asyncio.Event) -> None:
+        self._conn, self._read, self._release = conn, read, release
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        result = await self._conn.execute(*args, **kwargs)
+        rows = list(result)
+        self._read.set()
+        await self._release.wait()
+        return rows
+
+
+class _PausingEngine:
+    def __init__(self, engine: Any, read: asyncio.Event, release: asyncio.Event) -> None:
+        self._engine, self._read, self._release = engine, read, release
+
+    @contextlib.asynccontextmanager
+    async def connect(self) -> AsyncIterator[_PausingConnection]:
+        async with self._engine.connect() as conn:
+            yield _PausingConnection(conn, self._read, self._release)
+
+
+async def test_read_overtaken_by_a_write_does_not_cache_the_old_row(db_url: str) -> None:
+    """A cache miss whose query ran before a write (which dropped the uid) must not put the old row
+    in the cache after the write: the next load reads the new row."""
+    await _seed(db_url, [entity("User:a", {"n": 1})])
+    engine = create_engine(db_url)
+    cache = EntityCache(max_entries=100)
+    read, release = asyncio.Event(), asyncio.Event()
+    slow = EntityLoader(_PausingEngine(engine, read, release), cache, ref_depth=0, max_depth=8)  # type: ignore[arg-type]
+    pending = asyncio.create_task(slow.load("s", [("User", "a")]))
+    await read.wait()  # the old row has been read, not yet cached
+    async with engine.begin() as conn:
+        await upsert_entities(conn, "s", normalize_upload([entity("User:a", {"n": 2})]))
+    cache.drop("s", [("User", "a")])  # what the admin API does after committing
+    release.set()
+    assert b'"n":1' in (await pending)[("User", "a")].json  # that read itself saw the old row
+    fresh = await EntityLoader(engine, cache, ref_depth=0, max_depth=8).load("s", [("User", "a")])
+    await engine.dispose()
+    assert b'"n":2' in fresh[("User", "a")].json

@@ -8,7 +8,8 @@ The result feeds one Cedar ``Entities`` handle.
 
 Cache consistency: writes through this process drop the written uids at once; writes through
 another replica bump the store's ``entities_version``, and the registry's refresh loop clears the
-store's cache when it sees that change (within ``policy_refresh_interval``).
+store's cache when it sees that change (within ``policy_refresh_interval``). A read that was
+already querying when a drop or clear came does not cache what it read (the store's generation).
 """
 
 from __future__ import annotations
@@ -138,12 +139,20 @@ def normalize_upload(items: object) -> list[tuple[Uid, bytes]]:
 
 
 class EntityCache:
-    """uid → record (or None: known absent), per store, least recently used out first."""
+    """uid → record (or None: known absent), per store, least recently used out first.
+
+    Each store has a generation, bumped by every drop and clear: a reader that started its query
+    before a write must not cache what it read (see :meth:`EntityLoader._fetch`).
+    """
 
     def __init__(self, *, max_entries: int, enabled: bool = True) -> None:
         self.enabled = enabled
         self._max = max_entries
         self._data: OrderedDict[tuple[str, Uid], EntityRecord | None] = OrderedDict()
+        self._generations: dict[str, int] = {}
+
+    def generation(self, store: str) -> int:
+        return self._generations.get(store, 0)
 
     def get_many(self, store: str, uids: Iterable[Uid]) -> tuple[dict[Uid, EntityRecord | None], list[Uid]]:
         hits: dict[Uid, EntityRecord | None] = {}
@@ -169,10 +178,12 @@ class EntityCache:
             data.popitem(last=False)
 
     def drop(self, store: str, uids: Iterable[Uid]) -> None:
+        self._generations[store] = self.generation(store) + 1
         for uid in uids:
             self._data.pop((store, uid), None)
 
     def clear_store(self, store: str) -> None:
+        self._generations[store] = self.generation(store) + 1
         for key in [k for k in self._data if k[0] == store]:
             del self._data[key]
 
@@ -229,6 +240,7 @@ class EntityLoader:
         loaded: dict[Uid, EntityRecord | None] = dict.fromkeys(misses)
         keys = {uid_key(u): u for u in misses}
         key_list = list(keys)
+        generation = self.cache.generation(store)
         self.queries += 1
         ENTITY_QUERIES.add()
         async with self._engine.connect() as conn:
@@ -241,7 +253,8 @@ class EntityLoader:
                 )
                 for key, data in rows:
                     loaded[keys[key]] = EntityRecord.from_json(data)
-        self.cache.put_many(store, loaded)
+        if self.cache.generation(store) == generation:
+            self.cache.put_many(store, loaded)  # else a write landed meanwhile: what we read may be stale
         hits.update(loaded)
         return hits
 
