@@ -51,7 +51,10 @@ def _unescape(s: str) -> str:
             nxt = s[i + 1]
             if nxt == "u" and s[i + 2 : i + 3] == "{":
                 end = s.index("}", i)
-                out.append(chr(int(s[i + 3 : end], 16)))
+                code = int(s[i + 3 : end], 16)
+                if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
+                    raise ValueError(f"\\u{{{s[i + 3 : end]}}} is not a Unicode scalar value")
+                out.append(chr(code))
                 i = end + 1
                 continue
             out.append(_ESCAPES.get(nxt, nxt))
