@@ -280,3 +280,12 @@ async def test_store_info_shows_what_this_process_serves(client: httpx.AsyncClie
     assert info["revision"] == 1
     assert info["process"]["loaded_revision"] == 1
     assert info["process"]["policies"] == 2
+
+
+async def test_entities_upload_nested_past_the_recursion_limit_is_a_400(client: httpx.AsyncClient) -> None:
+    """An entity upload nested deeper than the decoder can follow is a 400 on ``body``, not a 500."""
+    body = b"[" * 100_000 + b"]" * 100_000
+    headers = {**ADMIN, "content-type": "application/json"}
+    r = await client.post("/admin/stores/default/entities", content=body, headers=headers)
+    assert r.status_code == 400, r.text
+    assert r.json()["field"] == "body"

@@ -50,3 +50,19 @@ async def test_hostile_action_fails_only_its_batch_item(client: httpx.AsyncClien
         assert out[n]["context"]["error"]["status"] == 400
     assert out[1]["context"]["error"]["message"].startswith("evaluations[1].action.name")
     assert out[2]["context"]["error"]["message"].startswith("evaluations[2].action.name")
+
+
+def _deep(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+@pytest.mark.parametrize("path", ["/access/v1/evaluation", "/access/v1/evaluations"])
+async def test_json_nested_past_the_recursion_limit_is_a_400(client: httpx.AsyncClient, path: str) -> None:
+    """A body nested deeper than the decoder can follow is a 400 on ``body``, not a 500."""
+    await push(client, ALLOW_ALL)
+    body = (
+        b'{"subject":{"type":"User","id":"a"},"action":{"name":"v"},"resource":{"type":"Doc","id":"d"},"context":{"x":'
+    )
+    r = await client.post(path, content=body + _deep(100_000) + b"}}", headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert r.json()["field"] == "body"

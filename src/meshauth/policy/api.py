@@ -23,7 +23,7 @@ from meshauth.http import json_response, read_body
 from meshauth.observability.metrics import metrics_endpoint
 from meshauth.policy.admin import SCHEMA_FORMATS, Admin
 from meshauth.policy.authzen import parse_evaluation, parse_evaluations
-from meshauth.policy.errors import bad_request, unauthorized
+from meshauth.policy.errors import bad_request, not_json, unauthorized
 from meshauth.policy.evaluator import Evaluator
 from meshauth.policy.metrics import DECISIONS
 from meshauth.policy.names import check_store, check_uid
@@ -45,8 +45,8 @@ def _media(request: Request) -> str:
 def _decode_json(raw: bytes) -> Any:
     try:
         return msgspec.json.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise bad_request("body", f"not valid JSON: {exc}") from None
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise not_json(exc) from None
 
 
 def _flag(request: Request, name: str) -> bool | None:

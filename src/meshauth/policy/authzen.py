@@ -18,7 +18,7 @@ import msgspec
 from meshauth import wire
 from meshauth.http import ApiError
 from meshauth.policy.cedar import Uid
-from meshauth.policy.errors import bad_request
+from meshauth.policy.errors import bad_request, not_json
 from meshauth.policy.names import check_uid
 
 _canonical = msgspec.json.Encoder(order="deterministic")
@@ -123,8 +123,8 @@ def parse_evaluation(body: bytes) -> Query:
     except msgspec.ValidationError as exc:
         field, message = _field_of(exc, "")
         raise bad_request(field, message) from None
-    except msgspec.DecodeError as exc:
-        raise bad_request("body", f"not valid JSON: {exc}") from None
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise not_json(exc) from None
     return to_query(req)
 
 
@@ -159,8 +159,8 @@ def parse_evaluations(body: bytes, max_items: int) -> Batch:
         top = _decode_batch.decode(body)
     except msgspec.ValidationError:
         return _parse_loose(body, max_items)
-    except msgspec.DecodeError as exc:
-        raise bad_request("body", f"not valid JSON: {exc}") from None
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise not_json(exc) from None
     semantic: wire.Semantic = top.options.evaluations_semantic if top.options else "execute_all"
     evaluations = top.evaluations
     if not evaluations:
@@ -192,7 +192,10 @@ def _typed_item(item: wire.EvaluationItem, top: wire.EvaluationsRequest, field: 
 
 
 def _parse_loose(body: bytes, max_items: int) -> Batch:
-    raw = msgspec.json.decode(body)
+    try:
+        raw = msgspec.json.decode(body)
+    except (msgspec.DecodeError, RecursionError) as exc:  # the typed pass may stop before the depth
+        raise not_json(exc) from None
     if not isinstance(raw, dict):
         raise bad_request("body", "must be a JSON object")
     try:

@@ -17,6 +17,13 @@ def bad_request(field: str, message: str) -> ApiError:
     return ApiError(400, "invalid_request", f"{field}: {message}", extra={"field": field})
 
 
+def not_json(exc: Exception) -> ApiError:
+    """A body msgspec could not decode: malformed (``DecodeError``) or nested past the recursion
+    limit (``RecursionError``, which msgspec raises instead of a ``DecodeError``)."""
+    reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+    return bad_request("body", f"not valid JSON: {reason}")
+
+
 def store_not_found(store: str) -> ApiError:
     return ApiError(404, "store_not_found", f"no policy store named {store!r}")
 
