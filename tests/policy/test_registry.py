@@ -91,3 +91,35 @@ async def test_without_shared_var_dir_replicas_follow_on_the_tick(make_app, tmp_
         await push(one, "permit(principal, action, resource);")
         waited = await eventually(two, body, True)
         assert waited < 1.0
+
+
+async def test_unknown_store_names_keep_no_lock(make_app) -> None:  # type: ignore[no-untyped-def]
+    """Asking for stores that do not exist leaves no per-name lock behind (the API is unauthenticated)."""
+    async with make_app() as (app, client):
+        registry = app.state.api.registry
+        for n in range(50):
+            r = await client.post(f"/stores/nope{n}/access/v1/evaluation", json=ask("User:u", "v", "Doc:a"))
+            assert r.status_code == 404
+        assert not [name for name in registry._locks if name.startswith("nope")]
+
+
+async def test_unknown_store_is_remembered_briefly(make_app, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A store found missing is answered 404 without a database read for a short while; creating
+    it through the service makes it answer at once."""
+    from meshauth.policy import registry as registry_module
+
+    reads: list[str] = []
+    real_get = registry_module.stores.get
+
+    async def counting_get(conn: Any, name: str) -> Any:
+        reads.append(name)
+        return await real_get(conn, name)
+
+    monkeypatch.setattr(registry_module.stores, "get", counting_get)
+    async with make_app() as (_app, client):
+        path = "/stores/later/access/v1/evaluation"
+        for _ in range(20):
+            assert (await client.post(path, json=ask("User:u", "v", "Doc:a"))).status_code == 404
+        assert reads.count("later") == 1
+        await push(client, "permit(principal, action, resource);", store="later")
+        assert (await client.post(path, json=ask("User:u", "v", "Doc:a"))).status_code == 200

@@ -19,6 +19,7 @@ import gc
 import logging
 import os
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,6 +37,8 @@ from meshauth.policy.snapshot import REBUILD_PAUSE_SECONDS, Snapshot, read_snaps
 log = logging.getLogger(__name__)
 REBUILD_SPACING = 4.0  # idle time after a snapshot build, as a multiple of how long it took
 SIGNAL_MAX_BYTES = 4096  # the signal file is truncated past this; only its (mtime, size) matter
+MISSING_TTL = 1.0  # seconds a store found missing is answered 404 without asking the database
+MISSING_MAX = 10_000  # names remembered as missing (the decision API is unauthenticated)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +119,8 @@ class Registry:
         self._index_enabled = index_enabled
         self._snapshot_max = snapshot_max_entities
         self._states: dict[str, StoreState] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, asyncio.Lock] = {}  # only for stores that exist (or are being looked up)
+        self._missing: OrderedDict[str, float] = OrderedDict()  # name → monotonic time it was found missing
         self._snapshots: dict[str, Snapshot] = {}
         self._too_big: dict[str, int] = {}  # store → entities_version found over the snapshot limit
         self._building: dict[str, asyncio.Task[None]] = {}
@@ -186,6 +190,7 @@ class Registry:
             return
         try:
             self._signal.parent.mkdir(parents=True, exist_ok=True)
+            self._missing.clear()  # the write may have created a store
             with self._signal.open("ab") as fh:
                 fh.write(b".")
                 if fh.tell() > SIGNAL_MAX_BYTES:
@@ -201,6 +206,7 @@ class Registry:
         stamp = _stamp(self._signal)
         if stamp != self._signal_seen:
             self._signal_seen = stamp
+            self._missing.clear()  # another worker may have created a store
             if self._following is None or self._following.done():
                 self._following = asyncio.create_task(self.refresh(force=True))
         task = self._following
@@ -217,10 +223,24 @@ class Registry:
         state = self._states.get(name)
         if state is not None:
             return state
+        if self._recently_missing(name):
+            raise store_not_found(name)
         state = await self.reload(name)
         if state is None:
+            self._missing[name] = time.monotonic()
+            if len(self._missing) > MISSING_MAX:
+                self._missing.popitem(last=False)
             raise store_not_found(name)
         return state
+
+    def _recently_missing(self, name: str) -> bool:
+        """Whether ``name`` was found missing less than ``MISSING_TTL`` ago (a flood of unknown
+        store names then costs no database transaction each)."""
+        missing = self._missing
+        horizon = time.monotonic() - MISSING_TTL
+        while missing and next(iter(missing.values())) < horizon:
+            missing.popitem(last=False)
+        return name in missing
 
     def describe(self, name: str) -> dict[str, object]:
         """What this process serves for ``name`` (for the admin API and operators)."""
@@ -251,6 +271,8 @@ class Registry:
                 row = await stores.get(conn, name)
                 if row is None:
                     self._forget(name)
+                    if self._locks.get(name) is lock:
+                        del self._locks[name]  # keep no lock per name asked for that does not exist
                     return None
                 current = self._states.get(name)
                 if current is not None and current.revision == row.revision:
@@ -262,6 +284,7 @@ class Registry:
                 text = ""
                 if row.active_version is not None:
                     text = await stores.version_text(conn, name, row.active_version) or ""
+            self._missing.pop(name, None)
             state = await asyncio.to_thread(compile_state, row, text, index_enabled=self._index_enabled)
             if current is None or current.entities_version != row.entities_version:
                 self._cache.clear_store(name)
@@ -280,9 +303,9 @@ class Registry:
             self._states[name] = replace(state, entities_version=new)
 
     def _forget(self, name: str) -> None:
-        self._states.pop(name, None)
         self._snapshots.pop(name, None)
-        self._cache.clear_store(name)
+        if self._states.pop(name, None) is not None:  # only a loaded store has cached entities
+            self._cache.clear_store(name)
 
     def _sqlite_unchanged(self) -> bool:
         """For SQLite, whether the database files are as at the last check (then nobody wrote).
