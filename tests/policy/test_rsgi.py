@@ -101,3 +101,54 @@ def test_chunked_bodies_over_rsgi(server: str) -> None:
     assert resp.status == 413
     resp.read()
     conn.close()
+
+
+class _Scope:
+    """Just enough of granian's RSGI scope for ``rsgi.handle``."""
+
+    def __init__(self, method: str, path: str, headers: dict[str, str]) -> None:
+        self.proto, self.method, self.path, self.headers = "http", method, path, headers
+        self.http_version, self.scheme, self.query_string = "1.1", "http", ""
+        self.client, self.server = "127.0.0.1:5000", "127.0.0.1:8090"
+
+
+class _Protocol:
+    """An RSGI protocol whose body is ``body``; records the response status."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.status: int | None = None
+
+    async def __call__(self) -> bytes:
+        return self.body
+
+    def response_bytes(self, status: int, headers: Any, body: bytes) -> None:
+        self.status = status
+
+
+async def _post_rsgi(front: Any, path: str, body: bytes, authorization: str | None) -> int | None:
+    from meshauth.policy import rsgi
+
+    headers = {"content-type": "application/json", "content-length": str(len(body))}
+    if authorization is not None:
+        headers["authorization"] = authorization
+    protocol = _Protocol(body)
+    await rsgi.handle(front, _Scope("POST", path, headers), protocol)
+    return protocol.status
+
+
+async def test_rsgi_buffers_only_request_sized_bodies_without_the_admin_token(make_app) -> None:  # type: ignore[no-untyped-def]
+    """A non-decision request without the admin token is held to the request limit, not the upload
+    limit: an unauthenticated body between the two is refused (413) before it is buffered."""
+    big = b"[" + b" " * 8000 + b"]"
+    async with make_app(policy_max_request_bytes=1024) as (front, _client):
+        assert await _post_rsgi(front, "/admin/stores/default/entities", big, None) == 413
+        assert await _post_rsgi(front, "/admin/stores/default/entities", big, "Bearer wrong") == 413
+        assert await _post_rsgi(front, "/healthz", big, "Bearer test-admin-token") == 413
+
+
+async def test_rsgi_admin_token_unlocks_the_upload_limit(make_app) -> None:  # type: ignore[no-untyped-def]
+    """With the admin token an admin upload larger than the request limit is accepted."""
+    big = b"[" + b" " * 8000 + b"]"
+    async with make_app(policy_max_request_bytes=1024) as (front, _client):
+        assert await _post_rsgi(front, "/admin/stores/default/entities", big, "Bearer test-admin-token") == 200

@@ -137,9 +137,12 @@ class PolicyApi:
 
     # --- admin API -----------------------------------------------------------------------------
 
+    def is_admin(self, authorization: str | None) -> bool:
+        """Whether an ``Authorization`` header carries the admin token (constant-time)."""
+        return is_admin(authorization, self.admin_token or read_admin_token(self.settings))
+
     def _check_admin(self, request: Request) -> None:
-        token = self.admin_token or read_admin_token(self.settings)
-        if not is_admin(request.headers.get("authorization"), token):
+        if not self.is_admin(request.headers.get("authorization")):
             raise unauthorized()
 
     async def _admin_body(self, request: Request) -> bytes:

@@ -87,4 +87,5 @@ def create_app(settings: Settings | None = None) -> DecisionFront:
         evaluations=api.evaluations,
         max_body=settings.policy_max_request_bytes,
         max_upload=settings.policy_max_upload_bytes,
+        is_admin=api.is_admin,
     )

@@ -49,14 +49,31 @@ def route(path: str) -> tuple[str, str] | None:
 
 class DecisionFront:
     def __init__(
-        self, app: ASGIApp, *, evaluation: Handler, evaluations: Handler, max_body: int, max_upload: int = 0
+        self,
+        app: ASGIApp,
+        *,
+        evaluation: Handler,
+        evaluations: Handler,
+        max_body: int,
+        max_upload: int = 0,
+        is_admin: Callable[[str | None], bool] | None = None,
     ) -> None:
         self.app = app
-        # The largest body any other route accepts (admin uploads): the RSGI shim buffers up to it.
+        # The largest body any other route accepts (admin uploads): the RSGI shim buffers up to it,
+        # but only for admin paths carrying the admin token (see ``body_limit``).
         self.max_upload = max(max_upload, max_body)
+        self._is_admin = is_admin
         self.state: Any = getattr(app, "state", None)  # the wrapped app's state (tests, tooling)
         self._handlers = {"evaluation": evaluation, "evaluations": evaluations}
         self.max_body = max_body
+
+    def body_limit(self, path: str, authorization: str | None) -> int:
+        """How much of a non-decision request to buffer before the app sees it: the upload limit
+        for ``/admin/`` with the admin token (checked in constant time), else the request limit —
+        so nobody unauthenticated makes the server hold 64 MiB per request."""
+        if path.startswith("/admin/") and self._is_admin is not None and self._is_admin(authorization):
+            return self.max_upload
+        return self.max_body
 
     async def answer(self, kind: str, store: str, body: bytes) -> tuple[int, bool, bytes]:
         """``(status, is_error, JSON payload)`` for one decision request; never raises."""

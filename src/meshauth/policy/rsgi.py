@@ -23,7 +23,8 @@ async def handle(front: DecisionFront, scope: Any, protocol: Any) -> None:
         return  # no websockets here
     matched = route(scope.path) if scope.method == "POST" else None
     if matched is None:
-        await forward(front.app, scope, protocol, max_body=front.max_upload)
+        limit = front.body_limit(scope.path, scope.headers.get("authorization"))
+        await forward(front.app, scope, protocol, max_body=limit)
         return
     try:
         body = await read_body(scope, protocol, front.max_body)
