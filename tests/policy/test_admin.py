@@ -239,6 +239,17 @@ async def test_entity_with_slash_in_id(client: httpx.AsyncClient) -> None:
     assert r.json()["uid"] == {"type": "App::File", "id": "/etc/passwd"}
 
 
+async def test_entity_id_is_url_decoded_once(client: httpx.AsyncClient) -> None:
+    """``…/User/a%2541`` names the id ``a%41``, not ``aA`` (path parameters arrive decoded)."""
+    await load(client, [entity("User:a%41", {"n": 1}), entity("User:aA", {"n": 2})])
+    r = await client.get("/admin/stores/default/entities/User/a%2541", headers=ADMIN)
+    assert r.status_code == 200
+    assert r.json()["uid"] == {"type": "User", "id": "a%41"}
+    r = await client.delete("/admin/stores/default/entities/User/a%2541", headers=ADMIN)
+    assert r.status_code == 200
+    assert (await client.get("/admin/stores/default/entities/User/aA", headers=ADMIN)).status_code == 200
+
+
 async def test_bad_entity_upload_is_400_and_writes_nothing(client: httpx.AsyncClient) -> None:
     """One bad entity refuses the whole upload (400 naming it); none of it is written."""
     good = entity("User:ok")

@@ -152,3 +152,17 @@ async def test_rsgi_admin_token_unlocks_the_upload_limit(make_app) -> None:  # t
     big = b"[" + b" " * 8000 + b"]"
     async with make_app(policy_max_request_bytes=1024) as (front, _client):
         assert await _post_rsgi(front, "/admin/stores/default/entities", big, "Bearer test-admin-token") == 200
+
+
+def test_entity_ids_are_url_decoded_once_over_rsgi(server: str) -> None:
+    """Over RSGI too, ``…/entities/User/a%2541`` names the id ``a%41`` and ``x%2Fy`` the id ``x/y``."""
+    entities = [
+        {"uid": {"type": "User", "id": "a%41"}, "attrs": {"n": 1}, "parents": []},
+        {"uid": {"type": "User", "id": "aA"}, "attrs": {"n": 2}, "parents": []},
+        {"uid": {"type": "User", "id": "x/y"}, "attrs": {"n": 3}, "parents": []},
+    ]
+    assert call(server, "POST", "/admin/stores/ids/entities", entities, admin=True)[0] == 200
+    for path, n in (("a%2541", 1), ("aA", 2), ("x%2Fy", 3)):
+        status, body = call(server, "GET", f"/admin/stores/ids/entities/User/{path}", admin=True)
+        assert status == 200, body
+        assert body["attrs"] == {"n": n}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
 
 import msgspec
 from starlette.requests import Request
@@ -235,9 +234,8 @@ class PolicyApi:
         return json_response(await self.admin.upsert_entities(store, doc))
 
     def _entity_uid(self, request: Request) -> tuple[str, str]:
-        etype = unquote(request.path_params["type"])
-        eid = unquote(request.path_params["id"])
-        return check_uid("entity", etype, eid)
+        # Path parameters are already percent-decoded (once); decoding again would read ``a%2541`` as ``aA``.
+        return check_uid("entity", request.path_params["type"], request.path_params["id"])
 
     async def delete_entity(self, request: Request) -> Response:
         self._check_admin(request)
