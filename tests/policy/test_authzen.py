@@ -66,3 +66,42 @@ async def test_json_nested_past_the_recursion_limit_is_a_400(client: httpx.Async
     r = await client.post(path, content=body + _deep(100_000) + b"}}", headers={"content-type": "application/json"})
     assert r.status_code == 400, r.text
     assert r.json()["field"] == "body"
+
+
+@pytest.mark.parametrize("body", [{}, {"evaluations": []}, {"action": {"name": "v"}, "evaluations": None}])
+async def test_evaluations_without_items_or_subject_is_a_400(
+    client: httpx.AsyncClient, body: dict[str, object]
+) -> None:
+    """No (or an empty) ``evaluations`` array makes the request one evaluation: without a subject
+    it is a 400 naming ``subject``, as on ``…/evaluation``."""
+    await push(client, ALLOW_ALL)
+    r = await client.post("/access/v1/evaluations", json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["field"] == "subject"
+
+
+async def test_evaluations_without_items_but_a_bad_item_field_is_a_400(client: httpx.AsyncClient) -> None:
+    """The same through the loose parsing pass (a typed field is wrong): the 400 names it."""
+    await push(client, ALLOW_ALL)
+    body = {"subject": {"type": "User", "id": 5}, "action": {"name": "v"}, "resource": {"type": "Doc", "id": "d"}}
+    r = await client.post("/access/v1/evaluations", json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["field"] == "subject.id"
+
+
+@pytest.mark.parametrize("other", [{"action": {"name": "view"}}, {"subject": 5}])
+async def test_item_subject_null_falls_back_to_the_default(client: httpx.AsyncClient, other: dict[str, object]) -> None:
+    """``"subject": null`` in an item takes the batch's subject, whether the batch is parsed typed
+    (all items well-formed) or loosely (another item is malformed)."""
+    await push(client, '@id("a-only") permit(principal == User::"a", action, resource);')
+    body = {
+        "subject": {"type": "User", "id": "a"},
+        "action": {"name": "view"},
+        "resource": {"type": "Doc", "id": "d"},
+        "evaluations": [{"subject": None}, other],
+    }
+    r = await client.post("/access/v1/evaluations", json=body)
+    assert r.status_code == 200, r.text
+    first = r.json()["evaluations"][0]
+    assert first["decision"] is True, first
+    assert first["context"]["policies"] == ["a-only"]

@@ -164,10 +164,21 @@ def parse_evaluations(body: bytes, max_items: int) -> Batch:
     semantic: wire.Semantic = top.options.evaluations_semantic if top.options else "execute_all"
     evaluations = top.evaluations
     if not evaluations:
-        return Batch([_typed_item(wire.EvaluationItem(), top, "")], semantic, single=True)
+        return Batch([_single(_typed_item(wire.EvaluationItem(), top, ""))], semantic, single=True)
     _check_count(len(evaluations), max_items)
     items = [_typed_item(e, top, f"evaluations[{n}]") for n, e in enumerate(evaluations)]
     return Batch(items, semantic, single=False)
+
+
+def _single(item: Query | wire.ItemError) -> Query:
+    """Without an ``evaluations`` array the request is one evaluation: a bad one is the request's
+    400 (naming the field), as on ``…/evaluation``, not a failed item."""
+    if isinstance(item, Query):
+        return item
+    field, _, message = item.message.partition(": ")
+    if item.status == 400 and message:
+        raise bad_request(field, message)
+    raise ApiError(item.status, "invalid_request", item.message)
 
 
 def _check_count(count: int, max_items: int) -> None:
@@ -206,7 +217,7 @@ def _parse_loose(body: bytes, max_items: int) -> Batch:
     semantic: wire.Semantic = top.options.evaluations_semantic if top.options else "execute_all"
     evaluations = top.evaluations
     if not evaluations:
-        return Batch([_item({}, raw, "")], semantic, single=True)
+        return Batch([_single(_item({}, raw, ""))], semantic, single=True)
     _check_count(len(evaluations), max_items)
     items = [_item(e, raw, f"evaluations[{n}]") for n, e in enumerate(evaluations)]
     return Batch(items, semantic, single=False)
@@ -215,7 +226,14 @@ def _parse_loose(body: bytes, max_items: int) -> Batch:
 def _item(item: Any, defaults: dict[str, Any], field: str) -> Query | wire.ItemError:
     if not isinstance(item, dict):
         return wire.ItemError(400, f"{field}: must be an object")
-    merged = {k: item[k] if k in item else defaults[k] for k in _ITEM_KEYS if k in item or k in defaults}
+    # ``null`` is the same as leaving the field out, as in the typed pass (``_typed_item``).
+    merged = {}
+    for k in _ITEM_KEYS:
+        value = item.get(k)
+        if value is None:
+            value = defaults.get(k)
+        if value is not None:
+            merged[k] = value
     try:
         req = msgspec.convert(merged, wire.EvaluationRequest)
         return to_query(req, field)
