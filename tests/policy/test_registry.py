@@ -123,3 +123,17 @@ async def test_unknown_store_is_remembered_briefly(make_app, monkeypatch) -> Non
         assert reads.count("later") == 1
         await push(client, "permit(principal, action, resource);", store="later")
         assert (await client.post(path, json=ask("User:u", "v", "Doc:a"))).status_code == 200
+
+
+def test_policy_literals_are_the_entities_conditions_name() -> None:
+    """Entities named in conditions are loader roots; scope uids and uid-like strings are not."""
+    from meshauth.policy.registry import policy_literals
+
+    text = """
+    forbid(principal in Group::"g", action == Action::"v", resource)
+        when { Config::"global".lockdown && context.s == "Fake::\\"x\\"" }
+        unless { [Team::"t"].contains(principal) };
+    permit(principal == User::"alice", action, resource);
+    """
+    assert set(policy_literals(text)) == {("Config", "global"), ("Team", "t")}
+    assert policy_literals("") == ()

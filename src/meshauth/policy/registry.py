@@ -58,11 +58,17 @@ class StoreState:
 
 
 def policy_literals(text: str) -> tuple[Uid, ...]:
-    """The entity uids written in the policies (scopes and conditions), each once."""
+    """The entity uids written in the policies' conditions, each once.
+
+    Scope uids (``principal in Group::"g"``, ``action == Action::"view"``) are left out: a scope is
+    decided from the request entities' ancestors, never from the named entity's own data, and a
+    store of per-user policies would otherwise load every user for every request.
+    """
     if not text.strip():
         return ()
     tree = msgspec.json.decode(policies_json(text))
-    return tuple(dict.fromkeys(entity_refs(tree)))
+    policies = [*tree.get("staticPolicies", {}).values(), *tree.get("templates", {}).values()]
+    return tuple(dict.fromkeys(entity_refs([p.get("conditions", []) for p in policies])))
 
 
 def compile_state(row: stores.StoreRow, text: str, *, index_enabled: bool) -> StoreState:
