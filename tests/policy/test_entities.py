@@ -57,6 +57,16 @@ def test_normalize_upload_names_the_bad_field(bad: object, field: str) -> None:
     assert info.value.extra["field"] == field
 
 
+# User a (in g1, in g2) → boss b → boss c
+BOSS_CHAIN = [
+    entity("User:a", {"boss": {"__entity": {"type": "User", "id": "b"}}}, parents=("Group:g1",)),
+    entity("Group:g1", parents=("Group:g2",)),
+    entity("Group:g2"),
+    entity("User:b", {"boss": {"__entity": {"type": "User", "id": "c"}}}),
+    entity("User:c"),
+]
+
+
 async def _seed(db_url: str, items: list[dict[str, object]]) -> None:
     engine = create_engine(db_url)
     async with engine.begin() as conn:
@@ -68,16 +78,7 @@ async def _seed(db_url: str, items: list[dict[str, object]]) -> None:
 async def test_loader_follows_parents_and_refs(db_url: str) -> None:
     """The loader returns the roots, all their ancestors, and entities they reference, transitively
     (a policy may follow ``principal.boss.boss``), one query per level."""
-    await _seed(
-        db_url,
-        [
-            entity("User:a", {"boss": {"__entity": {"type": "User", "id": "b"}}}, parents=("Group:g1",)),
-            entity("Group:g1", parents=("Group:g2",)),
-            entity("Group:g2"),
-            entity("User:b", {"boss": {"__entity": {"type": "User", "id": "c"}}}),
-            entity("User:c"),
-        ],
-    )
+    await _seed(db_url, BOSS_CHAIN)
     engine = create_engine(db_url)
     loader = EntityLoader(engine, EntityCache(max_entries=100), ref_depth=1, max_depth=8)
     found = await loader.load("s", [("User", "a")])
@@ -162,3 +163,14 @@ async def test_read_overtaken_by_a_write_does_not_cache_the_old_row(db_url: str)
     fresh = await EntityLoader(engine, cache, ref_depth=0, max_depth=8).load("s", [("User", "a")])
     await engine.dispose()
     assert b'"n":2' in fresh[("User", "a")].json
+
+
+async def test_loader_follows_references_only_as_deep_as_asked(db_url: str) -> None:
+    """With ``ref_hops`` (what the policies can reach) the loader stops there; parents are still
+    followed to the top."""
+    await _seed(db_url, BOSS_CHAIN)
+    engine = create_engine(db_url)
+    loader = EntityLoader(engine, EntityCache(max_entries=100), ref_depth=0, max_depth=8)
+    found = await loader.load("s", [("User", "a")], ref_hops=1)
+    await engine.dispose()
+    assert set(found) == {("User", "a"), ("Group", "g1"), ("Group", "g2"), ("User", "b")}

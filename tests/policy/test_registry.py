@@ -137,3 +137,12 @@ def test_policy_literals_are_the_entities_conditions_name() -> None:
     """
     assert set(policy_literals(text)) == {("Config", "global"), ("Team", "t")}
     assert policy_literals("") == ()
+
+
+def test_policy_ref_hops_is_the_longest_access_chain() -> None:
+    """The loader's reference depth comes from the conditions' longest attribute/tag access chain."""
+    from meshauth.policy.registry import policy_ref_hops
+
+    assert policy_ref_hops("permit(principal, action, resource);") == 0
+    assert policy_ref_hops("forbid(principal, action, resource) when { resource.owner.manager.suspended };") == 3
+    assert policy_ref_hops('permit(principal, action, resource) when { resource.getTag("t") has x };') == 2

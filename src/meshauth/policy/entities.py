@@ -201,16 +201,18 @@ class EntityLoader:
         self._max_depth = max_depth
         self.queries = 0  # for tests and metrics: SQL round trips made
 
-    async def load(self, store: str, roots: Iterable[Uid]) -> dict[Uid, EntityRecord]:
+    async def load(self, store: str, roots: Iterable[Uid], *, ref_hops: int | None = None) -> dict[Uid, EntityRecord]:
         """Every stored entity reachable from ``roots`` through parents and attribute/tag references.
 
-        References are followed as far as parents (``max_depth`` levels): a policy may follow any
-        chain (``resource.owner.manager.suspended``), and an entity it cannot see makes the policy
-        error and be skipped — for a ``forbid``, an allow the snapshot path would not give.
+        References are followed ``ref_hops`` deep (how far the store's policies can follow them:
+        ``resource.owner.manager.suspended`` needs 3), or as deep as parents (``max_depth``) when
+        that is not known; never less than ``ref_depth``. An entity a policy reaches but cannot see
+        makes it error and be skipped — for a ``forbid``, an allow the snapshot path would not give.
         """
+        hops = self._max_depth if ref_hops is None else min(ref_hops, self._max_depth)
         found: dict[Uid, EntityRecord] = {}
         budget: dict[Uid, int] = {}
-        frontier: dict[Uid, int] = dict.fromkeys(roots, max(self._ref_depth, self._max_depth))
+        frontier: dict[Uid, int] = dict.fromkeys(roots, max(self._ref_depth, hops))
         for _ in range(self._max_depth + 1):
             if not frontier:
                 break

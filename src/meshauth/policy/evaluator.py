@@ -101,7 +101,7 @@ class Evaluator:
         roots: list[Uid] = []
         for q in own if snapshot is not None else queries:
             roots.extend(_roots(q, with_action, state.literals))
-        loaded = await self.loader.load(state.name, roots) if roots else {}
+        loaded = await self.loader.load(state.name, roots, ref_hops=state.ref_hops) if roots else {}
         answers: dict[bytes, wire.Decision] = {}
         if shared and snapshot is not None:
             parents_of = state.schema_actions if state.schema_actions is not None else snapshot.action_parents

@@ -55,6 +55,40 @@ class StoreState:
     # Entities the policy text names literally (``Config::"global".lockdown``): the loader fetches
     # them for every request, as the snapshot holds them.
     literals: tuple[Uid, ...] = ()
+    # How many entity-reference hops the policies can follow (``resource.owner.boss.x``: 3); None
+    # when unknown (the loader then follows references as deep as parents).
+    ref_hops: int | None = None
+
+
+_ACCESS_OPS = (".", "has", "getTag", "hasTag")
+
+
+def _access_depth(node: object) -> int:
+    """The longest chain of attribute/tag accesses in a Cedar JSON (EST) expression."""
+    if isinstance(node, list):
+        return max((_access_depth(n) for n in node), default=0)
+    if not isinstance(node, dict):
+        return 0
+    best = 0
+    for key, value in node.items():
+        depth = _access_depth(value)
+        if key in _ACCESS_OPS and isinstance(value, dict):
+            depth = max(depth, 1 + _access_depth(value.get("left")))
+        best = max(best, depth)
+    return best
+
+
+def policy_ref_hops(text: str) -> int | None:
+    """How deep the policies' conditions can follow entity references: an entity reached after
+    ``n`` accesses is read by the next one, so ``n`` accesses need ``n`` hops loaded at most."""
+    if not text.strip():
+        return 0
+    tree = msgspec.json.decode(policies_json(text))
+    policies = [*tree.get("staticPolicies", {}).values(), *tree.get("templates", {}).values()]
+    try:
+        return _access_depth([p.get("conditions", []) for p in policies])
+    except RecursionError:  # an absurdly nested policy: follow references as deep as parents
+        return None
 
 
 def policy_literals(text: str) -> tuple[Uid, ...]:
@@ -83,6 +117,7 @@ def compile_state(row: stores.StoreRow, text: str, *, index_enabled: bool) -> St
         schema_actions=schema_action_parents(schema) if schema is not None else None,
         entities_version=row.entities_version,
         literals=policy_literals(text),
+        ref_hops=policy_ref_hops(text),
     )
 
 
