@@ -2,9 +2,9 @@
 
 A batch's entities come from :class:`EntityLoader`: it walks the entity graph from the batch's
 principals, resources, actions and referenced entities level by level — one SQL query per level
-for whatever the cache does not hold — following ``parents`` and entity references in attributes
-and tags to the end of the chain (at most ``max_depth`` levels, or ``ref_depth`` when larger).
-The result feeds one Cedar ``Entities`` handle.
+for whatever the cache does not hold — following ``parents`` to the top (``max_depth`` levels)
+and entity references in attributes and tags as many hops as the policies can follow (see
+:meth:`EntityLoader.load`). The result feeds one Cedar ``Entities`` handle.
 
 Cache consistency: writes through this process drop the written uids at once; writes through
 another replica bump the store's ``entities_version``, and the registry's refresh loop clears the
