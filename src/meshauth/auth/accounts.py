@@ -109,7 +109,20 @@ def check_attributes(value: object) -> dict[str, Any]:
     return value
 
 
+def _client(row: Any) -> Client:
+    return Client(
+        row.client_id, row.secret_hash, tuple(row.scopes), tuple(row.grant_types), row.disabled, row.created_at
+    )
+
+
+def _user(row: Any) -> User:
+    return User(row.username, row.password_hash, row.attributes, row.disabled, row.created_at)
+
+
 class Accounts:
+    """Clients and users share one namespace: a client's token has ``sub = client_id``, so one name
+    must not be both, or the two identities would be indistinguishable downstream (RFC 9068 §5)."""
+
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
@@ -119,92 +132,73 @@ class Accounts:
         if client_id in RESERVED_CLIENT_IDS:
             raise AlreadyExists(f"client id {client_id!r} is reserved")
         client = Client(client_id, secret_hash, scopes, grant_types, False, int(time.time()))
-        try:
-            async with self._engine.begin() as conn:
-                # A client's token has sub = client_id: one name must not be both a client and a user,
-                # or the two identities would be indistinguishable downstream (RFC 9068 §5).
-                if await conn.scalar(sa.select(users.c.username).where(users.c.username == client_id)):
-                    raise AlreadyExists(f"{client_id!r} is already a username")
-                await conn.execute(
-                    clients.insert().values(
-                        client_id=client_id,
-                        secret_hash=secret_hash,
-                        scopes=list(scopes),
-                        grant_types=list(grant_types),
-                        disabled=False,
-                        created_at=client.created_at,
-                    )
-                )
-        except IntegrityError:
-            raise AlreadyExists(f"client {client_id!r} already exists") from None
+        values = {
+            **client.public(),
+            "secret_hash": secret_hash,
+            "scopes": list(scopes),
+            "grant_types": list(grant_types),
+        }
+        await self._insert(clients, users.c.username, "client", client_id, values)
         return client
-
-    async def get_client(self, client_id: str) -> Client | None:
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(sa.select(clients).where(clients.c.client_id == client_id))).first()
-        if row is None:
-            return None
-        return Client(
-            row.client_id, row.secret_hash, tuple(row.scopes), tuple(row.grant_types), row.disabled, row.created_at
-        )
-
-    async def list_clients(self) -> list[Client]:
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(sa.select(clients).order_by(clients.c.client_id))).all()
-        return [
-            Client(r.client_id, r.secret_hash, tuple(r.scopes), tuple(r.grant_types), r.disabled, r.created_at)
-            for r in rows
-        ]
-
-    async def set_client_disabled(self, client_id: str, disabled: bool) -> bool:
-        async with self._engine.begin() as conn:
-            result = await conn.execute(
-                clients.update().where(clients.c.client_id == client_id).values(disabled=disabled)
-            )
-        return result.rowcount > 0
-
-    async def delete_client(self, client_id: str) -> bool:
-        async with self._engine.begin() as conn:
-            result = await conn.execute(clients.delete().where(clients.c.client_id == client_id))
-        return result.rowcount > 0
 
     async def add_user(self, username: str, password_hash: str, attributes: dict[str, Any]) -> User:
         user = User(username, password_hash, attributes, False, int(time.time()))
-        try:
-            async with self._engine.begin() as conn:
-                if await conn.scalar(sa.select(clients.c.client_id).where(clients.c.client_id == username)):
-                    raise AlreadyExists(f"{username!r} is already a client id")
-                await conn.execute(
-                    users.insert().values(
-                        username=username,
-                        password_hash=password_hash,
-                        attributes=attributes,
-                        disabled=False,
-                        created_at=user.created_at,
-                    )
-                )
-        except IntegrityError:
-            raise AlreadyExists(f"user {username!r} already exists") from None
+        await self._insert(
+            users, clients.c.client_id, "user", username, {**user.public(), "password_hash": password_hash}
+        )
         return user
 
+    async def get_client(self, client_id: str) -> Client | None:
+        row = await self._get(clients.c.client_id, client_id)
+        return None if row is None else _client(row)
+
     async def get_user(self, username: str) -> User | None:
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(sa.select(users).where(users.c.username == username))).first()
-        if row is None:
-            return None
-        return User(row.username, row.password_hash, row.attributes, row.disabled, row.created_at)
+        row = await self._get(users.c.username, username)
+        return None if row is None else _user(row)
+
+    async def list_clients(self) -> list[Client]:
+        return [_client(r) for r in await self._list(clients.c.client_id)]
 
     async def list_users(self) -> list[User]:
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(sa.select(users).order_by(users.c.username))).all()
-        return [User(r.username, r.password_hash, r.attributes, r.disabled, r.created_at) for r in rows]
+        return [_user(r) for r in await self._list(users.c.username)]
+
+    async def set_client_disabled(self, client_id: str, disabled: bool) -> bool:
+        return await self._update(clients.c.client_id, client_id, disabled=disabled)
 
     async def set_user_disabled(self, username: str, disabled: bool) -> bool:
-        async with self._engine.begin() as conn:
-            result = await conn.execute(users.update().where(users.c.username == username).values(disabled=disabled))
-        return result.rowcount > 0
+        return await self._update(users.c.username, username, disabled=disabled)
+
+    async def delete_client(self, client_id: str) -> bool:
+        return await self._delete(clients.c.client_id, client_id)
 
     async def delete_user(self, username: str) -> bool:
+        return await self._delete(users.c.username, username)
+
+    async def _insert(
+        self, table: sa.Table, other: sa.Column[Any], kind: str, name: str, values: dict[str, Any]
+    ) -> None:
+        try:
+            async with self._engine.begin() as conn:
+                if await conn.scalar(sa.select(other).where(other == name)):
+                    raise AlreadyExists(f"{name!r} is already taken by a {'user' if kind == 'client' else 'client'}")
+                await conn.execute(table.insert().values(**values))
+        except IntegrityError:
+            raise AlreadyExists(f"{kind} {name!r} already exists") from None
+
+    async def _get(self, key: sa.Column[Any], name: str) -> Any:
+        async with self._engine.connect() as conn:
+            return (await conn.execute(sa.select(key.table).where(key == name))).first()
+
+    async def _list(self, key: sa.Column[Any]) -> list[Any]:
+        async with self._engine.connect() as conn:
+            return list((await conn.execute(sa.select(key.table).order_by(key))).all())
+
+    async def _update(self, key: sa.Column[Any], name: str, **values: Any) -> bool:
         async with self._engine.begin() as conn:
-            result = await conn.execute(users.delete().where(users.c.username == username))
-        return result.rowcount > 0
+            result = await conn.execute(sa.update(key.table).where(key == name).values(**values))
+        return bool(result.rowcount)
+
+    async def _delete(self, key: sa.Column[Any], name: str) -> bool:
+        async with self._engine.begin() as conn:
+            result = await conn.execute(sa.delete(key.table).where(key == name))
+        return bool(result.rowcount)
