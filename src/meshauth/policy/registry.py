@@ -7,8 +7,9 @@ assignment, so a request sees either the old or the new policy set, never a mix.
 Following other writers: every ``refresh_interval`` seconds one cheap query reads the revision and
 ``entities_version`` of the loaded stores. A changed revision recompiles the store; a changed
 ``entities_version`` drops the store's cached entities; a deleted store is unloaded. Workers on one
-host also share a signal file in ``var_dir``: a write touches it, and a worker that sees it changed
-refreshes before answering, so a write is visible to the very next decision on any local worker.
+host also share a signal word mapped from a file in ``var_dir`` (``write_signal.py``): a write
+changes it, and a worker that sees it changed refreshes before answering, so a write is visible to
+the very next decision on any local worker.
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ from meshauth.policy.entities import EntityCache, entity_refs
 from meshauth.policy.errors import store_not_found
 from meshauth.policy.index import PolicyIndex
 from meshauth.policy.snapshot import REBUILD_PAUSE_SECONDS, Snapshot, read_snapshot
+from meshauth.policy.write_signal import WriteSignal
 
 log = logging.getLogger(__name__)
 REBUILD_SPACING = 4.0  # idle time after a snapshot build, as a multiple of how long it took
-SIGNAL_MAX_BYTES = 4096  # the signal file is truncated past this; only its (mtime, size) matter
 MISSING_TTL = 1.0  # seconds a store found missing is answered 404 without asking the database
 MISSING_MAX = 10_000  # names remembered as missing (the decision API is unauthenticated)
 
@@ -153,8 +154,7 @@ class Registry:
         self._db_files = [Path(database), Path(f"{database}-wal")] if database and database != ":memory:" else []
         self._db_seen: tuple[tuple[int, int] | None, ...] | None = None
         self._db_pending: tuple[tuple[int, int] | None, ...] | None = None
-        self._signal = signal_path
-        self._signal_seen: tuple[int, int] | None = None
+        self._signal = WriteSignal(signal_path) if signal_path is not None else None
         self._following: asyncio.Task[None] | None = None
         self._cache = cache
         self._index_enabled = index_enabled
@@ -227,26 +227,14 @@ class Registry:
     def announce(self) -> None:
         """After a write: tell the other workers on this host (they share ``var_dir``) to re-read
         the database before their next decision, instead of at their next refresh tick."""
-        if self._signal is None:
-            return
-        try:
-            self._signal.parent.mkdir(parents=True, exist_ok=True)
-            self._missing.clear()  # the write may have created a store
-            with self._signal.open("ab") as fh:
-                fh.write(b".")
-                if fh.tell() > SIGNAL_MAX_BYTES:
-                    fh.truncate(0)
-            self._signal_seen = _stamp(self._signal)  # this worker is already current
-        except OSError:
-            log.warning("cannot write the policy signal file %s", self._signal, exc_info=True)
+        self._missing.clear()  # the write may have created a store
+        if self._signal is not None:
+            self._signal.bump()
 
-    async def _follow_signal(self) -> None:
-        """One ``stat`` per request; when another worker announced a write, refresh first (all
-        requests arriving meanwhile wait for the same refresh): read-your-writes on one host."""
-        assert self._signal is not None
-        stamp = _stamp(self._signal)
-        if stamp != self._signal_seen:
-            self._signal_seen = stamp
+    async def _follow_signal(self, signal: WriteSignal) -> None:
+        """When another worker announced a write, refresh before answering (all requests arriving
+        meanwhile wait for the same refresh): read-your-writes on one host."""
+        if signal.changed():
             self._missing.clear()  # another worker may have created a store
             if self._following is None or self._following.done():
                 self._following = asyncio.create_task(self.refresh(force=True))
@@ -260,7 +248,7 @@ class Registry:
     async def get(self, name: str) -> StoreState:
         """The store's compiled state (loaded on first use), or a 404."""
         if self._signal is not None:
-            await self._follow_signal()
+            await self._follow_signal(self._signal)
         state = self._states.get(name)
         if state is not None:
             return state
@@ -395,7 +383,10 @@ class Registry:
         while True:
             await asyncio.sleep(interval)
             try:
-                await self.refresh()
+                # A replaced signal file (var_dir wiped) is mapped again; writes announced in the
+                # new one were missed here, so look at the database now.
+                replaced = self._signal is not None and self._signal.check_file()
+                await self.refresh(force=replaced)
             except Exception:  # keep serving what is loaded; the log says why
                 log.warning("policy store refresh failed", exc_info=True)
 
