@@ -101,8 +101,9 @@ class PolicyApi:
                 if d.decision == stop_on:
                     decisions = decisions[: n + 1]
                     break
+        counts = DECISIONS.counts
         for d in decisions:
-            DECISIONS.add("evaluations", _outcome(d))
+            counts[("evaluations", _outcome(d))] += 1
         if batch.single:
             # No ``evaluations`` array: answer as ``…/evaluation`` does (AuthZEN 1.0 §7.1); the
             # same decision is also given as a one-item ``evaluations`` for batch-minded clients.

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +32,8 @@ _ITEM_KEYS = ("subject", "action", "resource", "context")
 
 @dataclass(frozen=True, slots=True)
 class Query:
-    """One Cedar request, validated. ``key`` is a canonical encoding used to de-duplicate a batch."""
+    """One Cedar request, validated. ``key`` identifies equal requests (to de-duplicate a batch): the
+    three uids, or, with a context or properties, a canonical encoding of everything."""
 
     principal: Uid
     action: Uid
@@ -39,7 +41,7 @@ class Query:
     context: dict[str, Any] | None
     principal_attrs: dict[str, Any] | None
     resource_attrs: dict[str, Any] | None
-    key: bytes
+    key: Hashable
 
 
 def _unescape(s: str) -> str:
@@ -96,7 +98,10 @@ def query_of(
     context = context or None
     pattrs = subject.properties or None
     rattrs = resource.properties or None
-    key = _canonical.encode((principal, action_id, resource_uid, context, pattrs, rattrs))
+    if context is None and pattrs is None and rattrs is None:
+        key: Hashable = (principal, action_id, resource_uid)  # the common case: no encoding needed
+    else:
+        key = _canonical.encode((principal, action_id, resource_uid, context, pattrs, rattrs))
     return Query(principal, action_id, resource_uid, context, pattrs, rattrs, key)
 
 

@@ -14,7 +14,7 @@ query, so one bad entity fails only the queries that use it.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 
 from meshauth import wire
 from meshauth.policy import cedar
@@ -90,7 +90,7 @@ class Evaluator:
             only = items[0]
             if isinstance(only, Query) and only.principal_attrs is None and only.resource_attrs is None:
                 return [self._one(state, only, snapshot)]
-        unique: dict[bytes, Query] = {}
+        unique: dict[Hashable, Query] = {}
         for item in items:
             if isinstance(item, Query):
                 unique.setdefault(item.key, item)
@@ -102,7 +102,7 @@ class Evaluator:
         for q in own if snapshot is not None else queries:
             roots.extend(_roots(q, with_action, state.literals))
         loaded = await self.loader.load(state.name, roots, ref_hops=state.ref_hops) if roots else {}
-        answers: dict[bytes, wire.Decision] = {}
+        answers: dict[Hashable, wire.Decision] = {}
         if shared and snapshot is not None:
             parents_of = state.schema_actions if state.schema_actions is not None else snapshot.action_parents
             self._run(state, shared, snapshot.handle, parents_of, answers)
@@ -145,7 +145,7 @@ class Evaluator:
         queries: list[Query],
         doc: str,
         loaded: dict[Uid, EntityRecord],
-        answers: dict[bytes, wire.Decision],
+        answers: dict[Hashable, wire.Decision],
     ) -> None:
         """Parse ``doc`` once and evaluate ``queries`` with it; a document Cedar rejects is split
         per query, so a bad entity fails only the queries that reach it."""
@@ -171,14 +171,16 @@ class Evaluator:
         queries: list[Query],
         entities: cedar.Entities,
         parents_of: dict[Uid, tuple[Uid, ...]],
-        answers: dict[bytes, wire.Decision],
+        answers: dict[Hashable, wire.Decision],
     ) -> None:
         """One engine call per policy subset the scope index picks for these queries."""
         groups: dict[int, list[Query]] = {}
         sets: dict[int, cedar.PolicySet] = {}
         policies_for = state.index.policies_for
         for q in queries:
-            ps = policies_for(q.action, _ancestors(q.action, parents_of), q.principal[0], q.resource[0])
+            action = q.action
+            ancestors = _ancestors(action, parents_of) if action in parents_of else _NONE
+            ps = policies_for(action, ancestors, q.principal[0], q.resource[0])
             group = groups.get(id(ps))
             if group is None:
                 groups[id(ps)] = [q]

@@ -12,12 +12,11 @@ scope needs:
 
 A request is keyed by (its action with all the action's ancestors, principal type, resource type);
 the policies that can match a key are compiled into their own ``PolicySet`` once per store revision
-and reused (bounded LRU).
+and reused (bounded caches).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 
 from cedarpy import pst
@@ -83,7 +82,8 @@ class PolicyIndex:
         # Forbid policies: one that cannot be evaluated for want of an entity fails closed (evaluator).
         self.forbids: frozenset[str] = frozenset(pid for pid, p in self._policies.items() if p.effect == "forbid")
         self._scopes = [(pid, scope_of(p)) for pid, p in self._policies.items()]
-        self._by_key: OrderedDict[tuple[frozenset[Uid], Uid, str, str], PolicySet] = OrderedDict()
+        # Bounded by clearing, not LRU: a hit then costs one dict lookup (it runs once per decision).
+        self._by_key: dict[tuple[frozenset[Uid], Uid, str, str], PolicySet] = {}
         self._by_ids: dict[tuple[str, ...], PolicySet] = {}
 
     def __len__(self) -> int:
@@ -100,7 +100,6 @@ class PolicyIndex:
         key = (action_ancestors, action, ptype, rtype)
         found = self._by_key.get(key)
         if found is not None:
-            self._by_key.move_to_end(key)
             return found
         actions = action_ancestors | {action}
         ids = tuple(pid for pid, s in self._scopes if s.matches(actions, action, ptype, rtype))
@@ -110,9 +109,9 @@ class PolicyIndex:
             if len(self._by_ids) >= self._cache_size:
                 self._by_ids.clear()  # rare: more distinct subsets than keys; rebuild on demand
             self._by_ids[ids] = subset
+        if len(self._by_key) >= self._cache_size:
+            self._by_key.clear()  # more keys than expected (many action groups): start over
         self._by_key[key] = subset
-        if len(self._by_key) > self._cache_size:
-            self._by_key.popitem(last=False)
         return subset
 
     def _compile(self, ids: tuple[str, ...]) -> PolicySet:
