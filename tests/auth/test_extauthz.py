@@ -7,11 +7,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
 from google.rpc import code_pb2
 from redis.asyncio import Redis
 
 from tests.auth.conftest import Harness, make_settings, start_harness
+from tests.auth.test_sessions import login
 
 
 @pytest.mark.parametrize("method", ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])
@@ -116,3 +118,66 @@ async def test_grpc_empty_request(grpc_auth: tuple[Harness, str]) -> None:
     async with grpc.aio.insecure_channel(target) as channel:
         resp = await external_auth_pb2_grpc.AuthorizationStub(channel).Check(external_auth_pb2.CheckRequest())
     assert resp.denied_response.status.code == 401
+
+
+async def test_two_authorization_headers_are_refused(auth_sqlite: Harness) -> None:
+    """Two Authorization lines: the gate would check one and the upstream might read the other."""
+    h = auth_sqlite
+    await h.add_client()
+    token = (await h.token())["access_token"]
+    for pair in ((f"Bearer {token}", "Bearer forged"), ("Bearer forged", f"Bearer {token}"), (f"Bearer {token}",) * 2):
+        r = await h.http.get("/ext_authz/orders", headers=[("authorization", v) for v in pair])
+        assert r.status_code == 401
+        assert 'error="invalid_request"' in r.headers["www-authenticate"]
+        assert "x-meshauth-subject" not in r.headers
+    assert (await h.gate(token)).status_code == 200  # one line still passes
+
+
+async def test_cookie_lines_are_one_cookie_string(auth_sqlite: Harness) -> None:
+    """HTTP/2 clients split Cookie into several lines (RFC 9113 §8.2.3): the session is found in any."""
+    h = auth_sqlite
+    await h.add_user()
+    sid = await login(h)
+    r = await h.http.get("/ext_authz/app", headers=[("cookie", "theme=dark"), ("cookie", f"meshauth_session={sid}")])
+    assert r.status_code == 200
+    assert r.headers["x-meshauth-subject"] == "alice"
+
+
+def raw_check_request(lines: list[tuple[str, bytes]]) -> external_auth_pb2.CheckRequest:
+    """A CheckRequest as Envoy sends it with ``encode_raw_headers``: only ``header_map``, raw values."""
+    header_map = base_pb2.HeaderMap(headers=[base_pb2.HeaderValue(key=k, raw_value=v) for k, v in lines])
+    http = attribute_context_pb2.AttributeContext.HttpRequest(method="GET", path="/orders/1", header_map=header_map)
+    return external_auth_pb2.CheckRequest(
+        attributes=attribute_context_pb2.AttributeContext(
+            request=attribute_context_pb2.AttributeContext.Request(http=http)
+        )
+    )
+
+
+async def test_grpc_reads_raw_header_map(grpc_auth: tuple[Harness, str]) -> None:
+    """With encode_raw_headers Envoy sends only header_map: credentials are read from it, one line
+    each — two Authorization lines are refused, Cookie lines are joined."""
+    h, target = grpc_auth
+    await h.add_client()
+    await h.add_user()
+    token = (await h.token(scope="read"))["access_token"]
+    sid = await login(h)
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+        ok = await stub.Check(
+            raw_check_request([(":path", b"/orders/1"), ("authorization", f"Bearer {token}".encode())])
+        )
+        assert ok.status.code == code_pb2.OK
+        assert {o.header.key: o.header.value for o in ok.ok_response.headers}["x-meshauth-subject"] == "svc"
+
+        two = [("authorization", f"Bearer {token}".encode()), ("authorization", b"Bearer forged")]
+        denied = await stub.Check(raw_check_request(two))
+        assert denied.status.code == code_pb2.UNAUTHENTICATED
+        assert denied.denied_response.status.code == 401
+        challenge = {o.header.key: o.header.value for o in denied.denied_response.headers}["www-authenticate"]
+        assert 'error="invalid_request"' in challenge
+
+        cookies = [("cookie", b"theme=dark"), ("cookie", f"meshauth_session={sid}".encode())]
+        session = await stub.Check(raw_check_request(cookies))
+        assert session.status.code == code_pb2.OK
+        assert {o.header.key: o.header.value for o in session.ok_response.headers}["x-meshauth-subject"] == "alice"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import socket
@@ -34,6 +35,22 @@ def call(
             return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+
+
+def raw_get(base: str, path: str, lines: list[tuple[str, str]]) -> tuple[int, dict[str, str]]:
+    """GET with header lines sent as given, repeated names included (urllib merges them)."""
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.putrequest("GET", path)
+        for name, value in lines:
+            conn.putheader(name, value)
+        conn.endheaders()
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}
+    finally:
+        conn.close()
 
 
 @pytest.fixture(params=["rsgi", "asgi"])
@@ -113,6 +130,14 @@ def test_served_flow(served: str) -> None:
     status, headers, _ = call("GET", f"{served}/ext_authz/app", headers={"cookie": f"theme=dark; {cookie}"})
     assert status == 200
     assert headers["x-meshauth-subject"] == "alice"
+
+    # Header lines the RSGI interface would otherwise read only the first of.
+    status, headers = raw_get(served, "/ext_authz/app", [("cookie", "theme=dark"), ("cookie", cookie)])
+    assert (status, headers.get("x-meshauth-subject")) == (200, "alice")
+    for pair in (f"Bearer {token}", "Bearer forged"), ("Bearer forged", f"Bearer {token}"):
+        status, headers = raw_get(served, "/ext_authz/orders/1", [("authorization", v) for v in pair])
+        assert status == 401
+        assert 'error="invalid_request"' in headers["www-authenticate"]
 
     status, _, body = call("POST", f"{served}/oauth2/token", body=b"x" * 70_000, headers=form)
     assert status == 413

@@ -2,18 +2,19 @@
 
 Same gate as the HTTP mode. Allowed: ``OkHttpResponse`` with the identity headers. Refused:
 ``DeniedHttpResponse`` carrying the HTTP status Envoy should send (401, or 503 when a session cannot be
-confirmed) and ``www-authenticate``, with the gRPC status UNAUTHENTICATED / UNAVAILABLE.
+confirmed) and ``www-authenticate``, with the gRPC status UNAUTHENTICATED / UNAVAILABLE. Two
+``Authorization`` header lines are refused, as over HTTP.
 """
 
 from __future__ import annotations
 
 import grpc
 from envoy.config.core.v3 import base_pb2
-from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
 from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
-from meshauth.auth.gate import Gate
+from meshauth.auth.gate import AMBIGUOUS, Gate
 from meshauth.observability.metrics import GATE_DECISIONS
 
 MAX_MESSAGE_BYTES = 1 << 20
@@ -26,6 +27,27 @@ def _header(name: str, value: str) -> base_pb2.HeaderValueOption:
     )
 
 
+def _credentials(http: attribute_context_pb2.AttributeContext.HttpRequest) -> tuple[list[str], str | None]:
+    """The ``Authorization`` values and the cookie string of the checked request.
+
+    Envoy sends headers either as the ``headers`` map (duplicates already joined, names lower-cased)
+    or, with ``encode_raw_headers``, only as ``header_map`` — one entry per header line, the value in
+    ``raw_value``. Reading only the map would see no credential at all in the second case.
+    """
+    lines = http.header_map.headers
+    if not lines:
+        authorization = http.headers.get("authorization")
+        return ([authorization] if authorization is not None else []), http.headers.get("cookie")
+    authorizations: list[str] = []
+    cookies: list[str] = []
+    for line in lines:
+        name = line.key.lower()
+        if name == "authorization" or name == "cookie":
+            value = line.raw_value.decode("latin-1") if line.raw_value else line.value
+            (authorizations if name == "authorization" else cookies).append(value)
+    return authorizations, "; ".join(cookies) if cookies else None
+
+
 class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
     def __init__(self, gate: Gate, max_authorization_bytes: int) -> None:
         self._gate = gate
@@ -34,14 +56,14 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
     async def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
-        # Envoy lower-cases header names in CheckRequest.
-        headers = request.attributes.request.http.headers
-        authorization = headers.get("authorization")
-        cookie = headers.get("cookie")
-        if authorization is not None and len(authorization) > self._max:
+        authorizations, cookie = _credentials(request.attributes.request.http)
+        if len(authorizations) > 1:
+            verdict = AMBIGUOUS
+        elif authorizations and len(authorizations[0]) > self._max:
             GATE_DECISIONS.add("grpc", "bearer", "deny")
             return self._denied(401, (("www-authenticate", 'Bearer realm="meshauth", error="invalid_token"'),))
-        verdict = await self._gate.check(authorization, cookie)
+        else:
+            verdict = await self._gate.check(authorizations[0] if authorizations else None, cookie)
         if verdict.allowed:
             GATE_DECISIONS.add("grpc", verdict.credential, "allow")
             return external_auth_pb2.CheckResponse(

@@ -2,14 +2,16 @@
 
 Served as raw ASGI in front of the router: this is the hot path, and it needs two headers, not a
 framework. Allowed: 200 with the identity headers (list them in Istio's ``headersToUpstreamOnAllow``).
-Refused: 401 with ``www-authenticate``; 503 when a session cannot be confirmed.
+Refused: 401 with ``www-authenticate`` (also for two ``Authorization`` headers: the gate would
+check one, and the upstream service might read the other); 503 when a session cannot be confirmed.
+Several ``Cookie`` headers are read as one cookie string.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from meshauth.auth.gate import Gate
+from meshauth.auth.gate import AMBIGUOUS, Gate
 from meshauth.observability.metrics import GATE_DECISIONS
 
 PREFIX = "/ext_authz"
@@ -25,6 +27,11 @@ def _outcome(status: int) -> str:
     return "allow" if status == 200 else "error" if status >= 500 else "deny"
 
 
+def _cookie(lines: list[str]) -> str | None:
+    """Several ``Cookie`` lines are one cookie string (RFC 9113 §8.2.3: HTTP/2 clients split it)."""
+    return "; ".join(lines) if lines else None
+
+
 def is_ext_authz(path: str) -> bool:
     return path == PREFIX or path.startswith(PREFIX + "/")
 
@@ -35,25 +42,25 @@ class ExtAuthzHttp:
         self._max = max_authorization_bytes
 
     async def __call__(self, scope: _Scope, receive: Any, send: Any) -> None:
-        authorization: str | None = None
-        cookie: str | None = None
-        oversized = False
+        authorizations: list[bytes] = []
+        cookies: list[str] = []
         for name, value in scope["headers"]:
             if name == b"authorization":
-                if len(value) > self._max:
-                    oversized = True
-                authorization = value.decode("latin-1")
+                authorizations.append(value)
             elif name == b"cookie":
-                cookie = value.decode("latin-1")
-        if oversized:
+                cookies.append(value.decode("latin-1"))
+        if len(authorizations) > 1:
+            verdict = AMBIGUOUS
+        elif authorizations and len(authorizations[0]) > self._max:
             # Refused before any parsing: an oversized credential is never a valid one.
             await self._respond(send, 401, [(_OVERSIZED[0].encode(), _OVERSIZED[1].encode())])
             GATE_DECISIONS.add("http", "bearer", "deny")
             return
-        # Warm bearer tokens are answered without awaiting anything but the response itself.
-        verdict = self._gate.check_warm(authorization) if authorization else None
-        if verdict is None:
-            verdict = await self._gate.check(authorization, cookie)
+        else:
+            authorization = authorizations[0].decode("latin-1") if authorizations else None
+            # Warm bearer tokens are answered without awaiting anything but the response itself.
+            warm = self._gate.check_warm(authorization) if authorization else None
+            verdict = warm if warm is not None else await self._gate.check(authorization, _cookie(cookies))
         GATE_DECISIONS.add("http", verdict.credential, _outcome(verdict.status))
         await self._respond(send, verdict.status, verdict.encoded())
 
@@ -67,14 +74,20 @@ class ExtAuthzHttp:
     async def rsgi(self, scope: Any, protocol: Any) -> None:
         """The same check under granian's RSGI interface: headers read lazily, one response call."""
         headers = scope.headers
-        authorization: str | None = headers.get("authorization")
-        if authorization is not None and len(authorization) > self._max:
+        authorizations: list[str] = headers.get_all("authorization")  # every line, not just the first
+        if len(authorizations) > 1:
+            verdict = AMBIGUOUS
+        elif authorizations and len(authorizations[0]) > self._max:
             GATE_DECISIONS.add("http", "bearer", "deny")
             protocol.response_str(401, [_OVERSIZED, _TEXT_STR], _BODIES[401].decode())
             return
-        verdict = self._gate.check_warm(authorization) if authorization else None
-        if verdict is None:
-            verdict = await self._gate.check(authorization, headers.get("cookie"))
+        else:
+            authorization = authorizations[0] if authorizations else None
+            warm = self._gate.check_warm(authorization) if authorization else None
+            if warm is not None:
+                verdict = warm
+            else:
+                verdict = await self._gate.check(authorization, _cookie(headers.get_all("cookie")))
         status = verdict.status
         GATE_DECISIONS.add(
             "http", verdict.credential, "allow" if status == 200 else "error" if status >= 500 else "deny"

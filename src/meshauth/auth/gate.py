@@ -46,6 +46,8 @@ def _refused(credential: str, reason: str, error: str = "invalid_token") -> Verd
 
 
 MISSING = Verdict(401, (("www-authenticate", REALM),), "none", "no credential")
+# Two Authorization headers: which one would the upstream service read? Refuse rather than guess.
+AMBIGUOUS = _refused("bearer", "more than one Authorization header", "invalid_request")
 
 
 @functools.lru_cache(maxsize=65_536)
