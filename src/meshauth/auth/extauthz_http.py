@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from meshauth.auth.gate import AMBIGUOUS, Gate
+from meshauth.auth.gate import AMBIGUOUS, UNREADABLE, Gate
 from meshauth.observability.metrics import GATE_DECISIONS
 
 PREFIX = "/ext_authz"
@@ -74,9 +74,13 @@ class ExtAuthzHttp:
     async def rsgi(self, scope: Any, protocol: Any) -> None:
         """The same check under granian's RSGI interface: headers read lazily, one response call."""
         headers = scope.headers
-        authorizations: list[str] = headers.get_all("authorization")  # every line, not just the first
+        # Every line, not just the first — but granian leaves out values that are not visible ASCII
+        # (see cli/serve.py: why the auth service defaults to ASGI).
+        authorizations: list[str] = headers.get_all("authorization")
         if len(authorizations) > 1:
             verdict = AMBIGUOUS
+        elif not authorizations and "authorization" in headers:
+            verdict = UNREADABLE
         elif authorizations and len(authorizations[0]) > self._max:
             GATE_DECISIONS.add("http", "bearer", "deny")
             protocol.response_str(401, [_OVERSIZED, _TEXT_STR], _BODIES[401].decode())

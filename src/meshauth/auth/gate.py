@@ -48,6 +48,9 @@ def _refused(credential: str, reason: str, error: str = "invalid_token") -> Verd
 MISSING = Verdict(401, (("www-authenticate", REALM),), "none", "no credential")
 # Two Authorization headers: which one would the upstream service read? Refuse rather than guess.
 AMBIGUOUS = _refused("bearer", "more than one Authorization header", "invalid_request")
+# Under RSGI an Authorization line that is not visible ASCII is present but unreadable: refuse it
+# rather than fall through to the session cookie as if there were no bearer credential.
+UNREADABLE = _refused("bearer", "Authorization header is not visible ASCII", "invalid_request")
 
 
 @functools.lru_cache(maxsize=65_536)

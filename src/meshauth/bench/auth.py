@@ -83,7 +83,7 @@ async def _revocation_propagation(settings: Settings, redis_url: str, samples: i
 
 
 MODES = ("idle_poll", "plain")
-INTERFACES = ("rsgi", "asgi")  # rsgi is what `meshauth serve auth` runs
+INTERFACES = ("rsgi", "asgi")  # asgi is what `meshauth serve auth` runs (see cli/serve.py)
 
 
 def _latency_runs(url: str, *, rate: int, seconds: int, connections: int, headers: dict[str, str]) -> dict[str, Any]:
@@ -141,7 +141,9 @@ def run(*, rate: int = 3000, seconds: int = 10, connections: int = 30) -> dict[s
                         results["warm_hey"] = asdict(hey(gate, rate=rate, workers=12, seconds=seconds, headers=headers))
 
         cold_env = {**env, "MESHAUTH_JWT_CACHE_ENABLED": "false"}
-        with running(["-m", "meshauth", "serve", "auth", "--no-migrate"], cold_env, f"{base}/healthz"):
+        with running(
+            ["-m", "meshauth", "serve", "auth", "--no-migrate", "--interface", "rsgi"], cold_env, f"{base}/healthz"
+        ):
             results["cache_off_rsgi"] = _latency_runs(gate, headers=headers, **runs)
 
         results["cold_verify_us"] = asyncio.run(_cold_verify_cost(settings, redis_url, 2000))
