@@ -146,3 +146,31 @@ def test_policy_ref_hops_is_the_longest_access_chain() -> None:
     assert policy_ref_hops("permit(principal, action, resource);") == 0
     assert policy_ref_hops("forbid(principal, action, resource) when { resource.owner.manager.suspended };") == 3
     assert policy_ref_hops('permit(principal, action, resource) when { resource.getTag("t") has x };') == 2
+
+
+async def test_a_write_seen_during_a_refresh_gets_its_own_refresh(make_app) -> None:  # type: ignore[no-untyped-def]
+    """A refresh already under way may have read the database before the second write: the worker
+    runs another one after it, instead of answering from the first."""
+    async with make_app(policy_refresh_interval=60.0) as (app, _client):
+        registry = app.state.api.registry
+        signal = registry._signal
+        started: list[int] = []
+        gate = asyncio.Event()
+
+        async def slow_refresh(*, force: bool = False) -> None:
+            started.append(len(started))
+            await gate.wait()
+
+        registry.refresh = slow_refresh
+        other = type(signal)(signal.path)  # another worker on this host
+        other.bump()
+        first = asyncio.create_task(registry._follow_signal(signal))
+        await asyncio.sleep(0)
+        other.bump()  # while the first refresh runs
+        second = asyncio.create_task(registry._follow_signal(signal))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert started == [0]  # the second waits for the first to end …
+        gate.set()
+        await asyncio.gather(first, second)
+        assert started == [0, 1]  # … then refreshes again

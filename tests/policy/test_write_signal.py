@@ -3,10 +3,13 @@ replaced or impossible to create."""
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from meshauth.policy.write_signal import SIZE, WriteSignal
 
@@ -36,8 +39,8 @@ def test_a_write_from_another_process_is_seen(tmp_path: Path) -> None:
     assert mine.changed()
 
 
-def test_an_older_longer_file_is_used_as_is(tmp_path: Path) -> None:
-    """A signal file of the earlier format (appended bytes) is mapped, not truncated."""
+def test_a_longer_file_is_used_as_is(tmp_path: Path) -> None:
+    """A file longer than the word is mapped, never truncated (a truncated mapping is a SIGBUS)."""
     path = tmp_path / "sig"
     path.write_bytes(b"." * 100)
     one, two = WriteSignal(path), WriteSignal(path)
@@ -72,3 +75,25 @@ def test_no_file_possible_means_no_signal_but_no_error(tmp_path: Path) -> None:
 def test_file_is_private_to_the_service_user(tmp_path: Path) -> None:
     WriteSignal(tmp_path / "sig")
     assert os.stat(tmp_path / "sig").st_mode & 0o077 == 0
+
+
+def test_a_failing_write_is_logged_not_fatal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A full disk makes the announcement fail with an error (pwrite), never a SIGBUS (mapped store)."""
+    one, two = WriteSignal(tmp_path / "sig"), WriteSignal(tmp_path / "sig")
+
+    def full(*_args: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", full)
+    one.bump()
+    assert "cannot write the policy write signal" in caplog.text
+    assert not two.changed()
+
+
+def test_a_file_that_cannot_be_made_warns_once(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    sig = WriteSignal(blocker / "sig")
+    for _ in range(20):  # the refresh tick retries
+        sig.check_file()
+    assert caplog.text.count("cannot map the policy write signal") == 1

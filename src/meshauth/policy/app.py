@@ -24,7 +24,7 @@ from meshauth.policy.fast import DecisionFront
 from meshauth.policy.metrics import track
 from meshauth.policy.registry import Registry
 
-SIGNAL_FILE = "policy-signal"  # in var_dir, shared by the workers of one host
+SIGNAL_FILE = "policy-writes.signal"  # in var_dir, shared by the workers of one host (write_signal.py)
 _HTTP_ERRORS = {404: "not_found", 405: "method_not_allowed"}
 
 

@@ -236,14 +236,21 @@ class Registry:
         meanwhile wait for the same refresh): read-your-writes on one host."""
         if signal.changed():
             self._missing.clear()  # another worker may have created a store
-            if self._following is None or self._following.done():
-                self._following = asyncio.create_task(self.refresh(force=True))
+            # A refresh already running may have read the database before this write committed:
+            # queue a new one after it rather than wait on it.
+            self._following = asyncio.create_task(self._refresh_after(self._following))
         task = self._following
         if task is not None and not task.done():
             try:
                 await asyncio.shield(task)
             except Exception:  # the refresh loop retries; serve what is loaded
                 log.warning("policy store refresh failed", exc_info=True)
+
+    async def _refresh_after(self, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None and not previous.done():
+            with contextlib.suppress(Exception):  # its waiters log its failure
+                await asyncio.shield(previous)
+        await self.refresh(force=True)
 
     async def get(self, name: str) -> StoreState:
         """The store's compiled state (loaded on first use), or a 404."""

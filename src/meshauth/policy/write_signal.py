@@ -10,10 +10,19 @@ Why a shared mapping and not a ``stat`` of a file: the check runs on every decis
 under full load. Reading 16 mapped bytes is a memory load. Torn reads (a reader overlapping a
 writer) only ever look like a change, which costs one spare refresh.
 
-The file is only ever grown, never truncated: reading a mapped page past the end of a truncated
-file raises SIGBUS. If the file is deleted or replaced (``rm -r var/``), the workers that mapped
-the old one notice on their refresh tick (:meth:`WriteSignal.check_file`) and map the new one;
-until then they still follow writes through the tick.
+Failure modes, and why the code is shaped as it is:
+
+- Writes go through ``pwrite``, never through the mapping, which is read-only. A store into a
+  mapped page whose disk block is not allocated yet raises SIGBUS on a full disk; ``pwrite`` raises
+  ``OSError`` instead, which is logged (the refresh tick still carries the write). The 16 bytes are
+  written (allocated) when the file is created.
+- Reading a mapped page past the end of the file raises SIGBUS, so the file is never truncated by
+  meshauth. It has its own name (the previous releases' ``policy-signal`` was appended to and
+  truncated, and may still be in ``var_dir``).
+- If the file is deleted or replaced (``rm -r var/``), workers that mapped the old one notice on
+  their refresh tick (:meth:`WriteSignal.check_file`) and map the new one.
+- If it cannot be created (read-only ``var_dir``), there is no signal: workers follow writes on the
+  tick. One warning per failure, not one per tick.
 """
 
 from __future__ import annotations
@@ -30,31 +39,53 @@ SIZE = 16
 class WriteSignal:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._fd: int | None = None  # open for writing, when the file is writable
         self._map: mmap.mmap | None = None
         self._inode: tuple[int, int] | None = None
         self._seen = b""
+        self._failing = False
         self._open()
 
     def _open(self) -> None:
-        old = self._map
+        self._close()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+                writable = True
+            except PermissionError:  # another user's file: follow it, cannot announce
+                fd = os.open(self.path, os.O_RDONLY)
+                writable = False
             try:
                 st = os.fstat(fd)
                 if st.st_size < SIZE:
-                    os.ftruncate(fd, SIZE)  # grows it (zero-filled); never shrinks an existing file
-                self._map = mmap.mmap(fd, SIZE)
+                    os.pwrite(fd, os.urandom(SIZE), 0)  # allocates the block: later pwrites need none
+                self._map = mmap.mmap(fd, SIZE, prot=mmap.PROT_READ)
                 self._inode = (st.st_dev, st.st_ino)
-            finally:
+            except BaseException:
                 os.close(fd)
-        except OSError:
-            log.warning("cannot map the policy write signal %s; workers follow writes on the tick", self.path)
-            self._map, self._inode = None, None
+                raise
+        except OSError as exc:
+            self._close()
+            if not self._failing:
+                log.warning(
+                    "cannot map the policy write signal %s (%s); workers follow writes on the tick", self.path, exc
+                )
+            self._failing = True
+            return
+        if writable:
+            self._fd = fd
         else:
-            self._seen = self._map[:SIZE]
-        if old is not None:
-            old.close()
+            os.close(fd)
+        self._seen = self._map[:SIZE]
+        self._failing = False
+
+    def _close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+        if self._fd is not None:
+            os.close(self._fd)
+        self._map, self._fd, self._inode = None, None, None
 
     def changed(self) -> bool:
         """Whether another worker wrote since this one last looked (and note that it has now)."""
@@ -69,11 +100,16 @@ class WriteSignal:
 
     def bump(self) -> None:
         """Tell the other workers that this one wrote; this worker is already current."""
-        m = self._map
-        if m is None:
+        if self._fd is None:
             return
         value = os.urandom(SIZE)
-        m[:SIZE] = value
+        try:
+            os.pwrite(self._fd, value, 0)
+        except OSError as exc:
+            log.warning(
+                "cannot write the policy write signal %s (%s); other workers see it on the tick", self.path, exc
+            )
+            return
         self._seen = value
 
     def check_file(self) -> bool:
