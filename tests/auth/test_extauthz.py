@@ -181,3 +181,17 @@ async def test_grpc_reads_raw_header_map(grpc_auth: tuple[Harness, str]) -> None
         session = await stub.Check(raw_check_request(cookies))
         assert session.status.code == code_pb2.OK
         assert {o.header.key: o.header.value for o in session.ok_response.headers}["x-meshauth-subject"] == "alice"
+
+
+async def test_grpc_joined_authorization_lines_are_refused(grpc_auth: tuple[Harness, str]) -> None:
+    """Without encode_raw_headers Envoy joins repeated lines with ',' into the headers map: such a
+    value is no token, whichever order the lines came in."""
+    h, target = grpc_auth
+    await h.add_client()
+    token = (await h.token())["access_token"]
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+        for joined in (f"Bearer {token},Bearer forged", f"Bearer forged,Bearer {token}", f"Bearer {token},"):
+            resp = await stub.Check(check_request({"authorization": joined}))
+            assert resp.status.code == code_pb2.UNAUTHENTICATED
+            assert resp.denied_response.status.code == 401
