@@ -174,3 +174,29 @@ async def test_a_write_seen_during_a_refresh_gets_its_own_refresh(make_app) -> N
         gate.set()
         await asyncio.gather(first, second)
         assert started == [0, 1]  # … then refreshes again
+
+
+async def test_a_replaced_signal_file_forces_a_refresh_on_the_tick(make_app) -> None:  # type: ignore[no-untyped-def]
+    """Writes announced in a new signal file (var_dir wiped) were missed: the tick that maps the new
+    file looks at the database even when the SQLite files look unchanged."""
+    async with make_app(policy_refresh_interval=60.0) as (app, _client):
+        registry = app.state.api.registry
+        forced: list[bool] = []
+        ticked, was_forced = asyncio.Event(), asyncio.Event()
+
+        async def record(*, force: bool = False) -> None:
+            forced.append(force)
+            ticked.set()
+            if force:
+                was_forced.set()
+
+        registry.refresh = record
+        ticking = asyncio.create_task(registry.run_refresh(0.01))
+        try:
+            await asyncio.wait_for(ticked.wait(), 5)
+            assert not any(forced)  # same file: ordinary ticks
+            registry._signal.path.unlink()
+            type(registry._signal)(registry._signal.path).bump()  # a new worker makes a new file
+            await asyncio.wait_for(was_forced.wait(), 5)
+        finally:
+            ticking.cancel()
