@@ -166,3 +166,20 @@ def test_entity_ids_are_url_decoded_once_over_rsgi(server: str) -> None:
         status, body = call(server, "GET", f"/admin/stores/ids/entities/User/{path}", admin=True)
         assert status == 200, body
         assert body["attrs"] == {"n": n}
+
+
+def test_two_workers_read_each_others_writes(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Two worker processes behind one port, refresh tick 60 s: a write through either is answered
+    by both at once, through the shared write signal alone."""
+    var = tmp_path_factory.mktemp("two-workers")
+    env = {"MESHAUTH_POLICY_WORKERS": "2", "MESHAUTH_POLICY_REFRESH_INTERVAL": "60"}
+    with served(["-m", "meshauth.policy.server"], var, TOKEN, **env) as url:
+        for text, want in (
+            ("forbid(principal, action, resource);", False),
+            ("permit(principal, action, resource);", True),
+        ):
+            status, _ = call(url, "POST", "/admin/stores/w/policies", {"policies": text, "activate": True}, admin=True)
+            assert status == 201
+            # A new connection per request: the kernel spreads them over both workers.
+            answers = [call(url, "POST", "/stores/w/access/v1/evaluation", ask("u"))[1]["decision"] for _ in range(40)]
+            assert answers == [want] * 40
