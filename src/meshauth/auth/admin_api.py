@@ -75,19 +75,19 @@ class AdminEndpoints:
 
     async def disable_client(self, request: Request) -> Response:
         client_id = request.path_params["client_id"]
-        if not await self._s.accounts.set_client_disabled(client_id, True):
-            raise ApiError(404, "not_found", f"no client {client_id!r}")
-        self._clients.forget(client_id)
-        await cut_off_client(client_id, refresh=self._s.refresh_tokens, denylist=self._s.denylist)
+        await self._cut_off_client(client_id, await self._s.accounts.set_client_disabled(client_id, True))
         return json_response({"client_id": client_id, "disabled": True})
 
     async def delete_client(self, request: Request) -> Response:
         client_id = request.path_params["client_id"]
-        if not await self._s.accounts.delete_client(client_id):
+        await self._cut_off_client(client_id, await self._s.accounts.delete_client(client_id))
+        return Response(status_code=204)
+
+    async def _cut_off_client(self, client_id: str, found: bool) -> None:
+        if not found:
             raise ApiError(404, "not_found", f"no client {client_id!r}")
         self._clients.forget(client_id)
         await cut_off_client(client_id, refresh=self._s.refresh_tokens, denylist=self._s.denylist)
-        return Response(status_code=204)
 
     async def create_user(self, request: Request) -> Response:
         body = await read_json_object(request, self._s.settings.max_body_bytes)

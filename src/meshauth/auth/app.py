@@ -49,8 +49,7 @@ class AuthApp:
         self.grpc_port = grpc_port
         self.grpc_bound: int | None = None
         self._grpc: grpc.aio.Server | None = None
-        authorization_limit = settings.max_token_bytes + len("Bearer ")
-        self.ext_authz = ExtAuthzHttp(self.gate, authorization_limit)
+        self.ext_authz = ExtAuthzHttp(self.gate)
         self.router = self._router()
 
     def _router(self) -> Starlette:
@@ -123,10 +122,7 @@ class AuthApp:
         await self.service.start()
         if self.grpc_port is not None:
             self._grpc, self.grpc_bound = await start_grpc_server(
-                self.gate,
-                host=self.settings.auth_host,
-                port=self.grpc_port,
-                max_authorization_bytes=self.settings.max_token_bytes + len("Bearer "),
+                self.gate, host=self.settings.auth_host, port=self.grpc_port
             )
         try:
             yield

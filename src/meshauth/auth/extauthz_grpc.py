@@ -14,7 +14,7 @@ from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, exte
 from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
-from meshauth.auth.gate import AMBIGUOUS, Gate
+from meshauth.auth.gate import Gate, join_cookies
 from meshauth.observability.metrics import GATE_DECISIONS
 
 MAX_MESSAGE_BYTES = 1 << 20
@@ -45,24 +45,19 @@ def _credentials(http: attribute_context_pb2.AttributeContext.HttpRequest) -> tu
         if name == "authorization" or name == "cookie":
             value = line.raw_value.decode("latin-1") if line.raw_value else line.value
             (authorizations if name == "authorization" else cookies).append(value)
-    return authorizations, "; ".join(cookies) if cookies else None
+    return authorizations, join_cookies(cookies)
 
 
 class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
-    def __init__(self, gate: Gate, max_authorization_bytes: int) -> None:
+    def __init__(self, gate: Gate) -> None:
         self._gate = gate
-        self._max = max_authorization_bytes
 
     async def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
         authorizations, cookie = _credentials(request.attributes.request.http)
-        if len(authorizations) > 1:
-            verdict = AMBIGUOUS
-        elif authorizations and len(authorizations[0]) > self._max:
-            GATE_DECISIONS.add("grpc", "bearer", "deny")
-            return self._denied(401, (("www-authenticate", 'Bearer realm="meshauth", error="invalid_token"'),))
-        else:
+        verdict = self._gate.screen(authorizations)
+        if verdict is None:
             verdict = await self._gate.check(authorizations[0] if authorizations else None, cookie)
         if verdict.allowed:
             GATE_DECISIONS.add("grpc", verdict.credential, "allow")
@@ -86,9 +81,7 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
         )
 
 
-async def start_grpc_server(
-    gate: Gate, *, host: str, port: int, max_authorization_bytes: int
-) -> tuple[grpc.aio.Server, int]:
+async def start_grpc_server(gate: Gate, *, host: str, port: int) -> tuple[grpc.aio.Server, int]:
     """Start serving; returns the server and the port it bound (useful with port 0)."""
     server = grpc.aio.server(
         options=[
@@ -96,9 +89,7 @@ async def start_grpc_server(
             ("grpc.so_reuseport", 1),
         ]
     )
-    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-        AuthorizationServicer(gate, max_authorization_bytes), server
-    )
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(AuthorizationServicer(gate), server)
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"could not bind gRPC ext_authz to {host}:{port}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from meshauth.auth.gate import AMBIGUOUS, UNREADABLE, Gate
+from meshauth.auth.gate import UNREADABLE, Gate, join_cookies
 from meshauth.observability.metrics import GATE_DECISIONS
 
 PREFIX = "/ext_authz"
@@ -19,7 +19,6 @@ _Scope = dict[str, Any]
 
 _TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
 _TEXT_STR = ("content-type", "text/plain; charset=utf-8")
-_OVERSIZED = ("www-authenticate", 'Bearer realm="meshauth", error="invalid_token"')
 _BODIES = {200: b"", 401: b"unauthorized\n", 503: b"unavailable\n"}
 
 
@@ -27,40 +26,26 @@ def _outcome(status: int) -> str:
     return "allow" if status == 200 else "error" if status >= 500 else "deny"
 
 
-def _cookie(lines: list[str]) -> str | None:
-    """Several ``Cookie`` lines are one cookie string (RFC 9113 §8.2.3: HTTP/2 clients split it)."""
-    return "; ".join(lines) if lines else None
-
-
 def is_ext_authz(path: str) -> bool:
     return path == PREFIX or path.startswith(PREFIX + "/")
 
 
 class ExtAuthzHttp:
-    def __init__(self, gate: Gate, max_authorization_bytes: int) -> None:
+    def __init__(self, gate: Gate) -> None:
         self._gate = gate
-        self._max = max_authorization_bytes
 
     async def __call__(self, scope: _Scope, receive: Any, send: Any) -> None:
-        authorizations: list[bytes] = []
+        authorizations: list[str] = []
         cookies: list[str] = []
         for name, value in scope["headers"]:
             if name == b"authorization":
-                authorizations.append(value)
+                authorizations.append(value.decode("latin-1"))
             elif name == b"cookie":
                 cookies.append(value.decode("latin-1"))
-        if len(authorizations) > 1:
-            verdict = AMBIGUOUS
-        elif authorizations and len(authorizations[0]) > self._max:
-            # Refused before any parsing: an oversized credential is never a valid one.
-            await self._respond(send, 401, [(_OVERSIZED[0].encode(), _OVERSIZED[1].encode())])
-            GATE_DECISIONS.add("http", "bearer", "deny")
-            return
-        else:
-            authorization = authorizations[0].decode("latin-1") if authorizations else None
-            # Warm bearer tokens are answered without awaiting anything but the response itself.
-            warm = self._gate.check_warm(authorization) if authorization else None
-            verdict = warm if warm is not None else await self._gate.check(authorization, _cookie(cookies))
+        # Warm bearer tokens are answered without awaiting anything but the response itself.
+        verdict = self._gate.screen(authorizations)
+        if verdict is None:
+            verdict = await self._gate.check(authorizations[0] if authorizations else None, join_cookies(cookies))
         GATE_DECISIONS.add("http", verdict.credential, _outcome(verdict.status))
         await self._respond(send, verdict.status, verdict.encoded())
 
@@ -77,21 +62,11 @@ class ExtAuthzHttp:
         # Every line, not just the first — but granian leaves out values that are not visible ASCII
         # (see cli/serve.py: why the auth service defaults to ASGI).
         authorizations: list[str] = headers.get_all("authorization")
-        if len(authorizations) > 1:
-            verdict = AMBIGUOUS
-        elif not authorizations and "authorization" in headers:
-            verdict = UNREADABLE
-        elif authorizations and len(authorizations[0]) > self._max:
-            GATE_DECISIONS.add("http", "bearer", "deny")
-            protocol.response_str(401, [_OVERSIZED, _TEXT_STR], _BODIES[401].decode())
-            return
-        else:
-            authorization = authorizations[0] if authorizations else None
-            warm = self._gate.check_warm(authorization) if authorization else None
-            if warm is not None:
-                verdict = warm
-            else:
-                verdict = await self._gate.check(authorization, _cookie(headers.get_all("cookie")))
+        unreadable = not authorizations and "authorization" in headers
+        verdict = UNREADABLE if unreadable else self._gate.screen(authorizations)
+        if verdict is None:
+            cookie = join_cookies(headers.get_all("cookie"))
+            verdict = await self._gate.check(authorizations[0] if authorizations else None, cookie)
         status = verdict.status
         GATE_DECISIONS.add(
             "http", verdict.credential, "allow" if status == 200 else "error" if status >= 500 else "deny"

@@ -8,6 +8,7 @@ A request with both presents only its bearer token to the decision.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from redis.exceptions import RedisError
@@ -48,6 +49,8 @@ def _refused(credential: str, reason: str, error: str = "invalid_token") -> Verd
 MISSING = Verdict(401, (("www-authenticate", REALM),), "none", "no credential")
 # Two Authorization headers: which one would the upstream service read? Refuse rather than guess.
 AMBIGUOUS = _refused("bearer", "more than one Authorization header", "invalid_request")
+# Refused before any parsing: a credential longer than the largest token accepted is never valid.
+OVERSIZED = Verdict(401, (("www-authenticate", f'{REALM}, error="invalid_token"'),), "bearer")
 # Under RSGI an Authorization line that is not visible ASCII is present but unreadable: refuse it
 # rather than fall through to the session cookie as if there were no bearer credential.
 UNREADABLE = _refused("bearer", "Authorization header is not visible ASCII", "invalid_request")
@@ -65,10 +68,29 @@ def allow(subject: str, client_id: str, scope: str, credential: str) -> Verdict:
     return Verdict(200, headers, credential, raw=raw)
 
 
+def join_cookies(lines: Sequence[str]) -> str | None:
+    """Several ``Cookie`` lines are one cookie string (RFC 9113 §8.2.3: HTTP/2 clients split it)."""
+    return "; ".join(lines) if lines else None
+
+
 class Gate:
     def __init__(self, service: AuthService) -> None:
         self._s = service
         self._cookie_name = service.settings.session_cookie_name
+        self._max_authorization = service.settings.max_token_bytes + len("Bearer ")
+
+    def screen(self, authorizations: Sequence[str]) -> Verdict | None:
+        """What every transport decides from a request's ``Authorization`` lines without I/O: two
+        lines (refused: the upstream might read the other one), one too large, or a token already
+        verified once. None: ask :meth:`check`."""
+        if len(authorizations) > 1:
+            return AMBIGUOUS
+        if not authorizations:
+            return None
+        authorization = authorizations[0]
+        if len(authorization) > self._max_authorization:
+            return OVERSIZED
+        return self.check_warm(authorization)
 
     async def check(self, authorization: str | None, cookie: str | None) -> Verdict:
         if authorization:

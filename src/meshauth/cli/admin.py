@@ -107,25 +107,13 @@ def clients_list() -> None:
 @clients_app.command("disable")
 def clients_disable(client_id: str) -> None:
     """Stop a client from getting tokens."""
-
-    async def work(_s: Settings, accounts: Accounts, _p: Passwords) -> bool:
-        return await accounts.set_client_disabled(client_id, True)
-
-    if not _run(work):
-        raise _fail(f"no client {client_id!r}")
-    typer.echo(f"client {client_id} disabled; {_end_tokens('client', client_id)}")
+    _offboard("client", client_id, "disabled", lambda accounts: accounts.set_client_disabled(client_id, True))
 
 
 @clients_app.command("delete")
 def clients_delete(client_id: str) -> None:
     """Delete a client."""
-
-    async def work(_s: Settings, accounts: Accounts, _p: Passwords) -> bool:
-        return await accounts.delete_client(client_id)
-
-    if not _run(work):
-        raise _fail(f"no client {client_id!r}")
-    typer.echo(f"client {client_id} deleted; {_end_tokens('client', client_id)}")
+    _offboard("client", client_id, "deleted", lambda accounts: accounts.delete_client(client_id))
 
 
 @users_app.command("create")
@@ -165,25 +153,24 @@ def users_list() -> None:
 @users_app.command("disable")
 def users_disable(username: str) -> None:
     """Stop a user from logging in or refreshing tokens."""
-
-    async def work(_s: Settings, accounts: Accounts, _p: Passwords) -> bool:
-        return await accounts.set_user_disabled(username, True)
-
-    if not _run(work):
-        raise _fail(f"no user {username!r}")
-    typer.echo(f"user {username} disabled; {_end_tokens('user', username)}")
+    _offboard("user", username, "disabled", lambda accounts: accounts.set_user_disabled(username, True))
 
 
 @users_app.command("delete")
 def users_delete(username: str) -> None:
     """Delete a user."""
+    _offboard("user", username, "deleted", lambda accounts: accounts.delete_user(username))
+
+
+def _offboard(kind: str, name: str, done: str, change: Callable[[Accounts], Awaitable[bool]]) -> None:
+    """Disable or delete an account, then end what it holds (tokens, sessions, refresh tokens)."""
 
     async def work(_s: Settings, accounts: Accounts, _p: Passwords) -> bool:
-        return await accounts.delete_user(username)
+        return await change(accounts)
 
     if not _run(work):
-        raise _fail(f"no user {username!r}")
-    typer.echo(f"user {username} deleted; {_end_tokens('user', username)}")
+        raise _fail(f"no {kind} {name!r}")
+    typer.echo(f"{kind} {name} {done}; {_end_tokens(kind, name)}")
 
 
 def _end_tokens(kind: str, name: str) -> str:
