@@ -24,6 +24,7 @@ from meshauth.policy.admin import SCHEMA_FORMATS, Admin
 from meshauth.policy.authzen import parse_evaluation, parse_evaluations
 from meshauth.policy.errors import bad_request, not_json, unauthorized
 from meshauth.policy.evaluator import Evaluator
+from meshauth.policy.guard import DecisionGuard
 from meshauth.policy.metrics import DECISIONS
 from meshauth.policy.names import check_store, check_uid
 from meshauth.policy.registry import Registry
@@ -79,6 +80,7 @@ class PolicyApi:
     evaluator: Evaluator
     admin: Admin
     admin_token: str | None
+    guard: DecisionGuard | None = None  # who may ask the decision API; None: anyone (the default)
 
     # --- decision API (hot path: called by ``fast.DecisionFront``, not through Starlette) --------
 
@@ -114,6 +116,12 @@ class PolicyApi:
     async def decision_route(self, request: Request) -> Response:
         """The decision endpoints when reached through Starlette (the front normally answers them
         first); also what makes a GET on them a 405 rather than a 404."""
+        if self.guard is not None:
+            refused = self.guard.check(
+                request.headers.getlist("authorization"), request.headers.getlist("x-forwarded-client-cert")
+            )
+            if refused is not None:
+                raise refused
         body = await read_body(request, self.settings.policy_max_request_bytes)
         handler = self.evaluations if request.url.path.endswith("s") else self.evaluation
         return Response(await handler(request.path_params.get("store", DEFAULT_STORE), body), media_type=_JSON)
