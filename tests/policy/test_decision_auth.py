@@ -14,6 +14,7 @@ import pytest
 from meshauth.config import load_settings
 from meshauth.policy import guard as guard_module
 from meshauth.policy.guard import DecisionGuard, mesh_principals
+from meshauth.policy.metrics import DECISION_API_REFUSED
 from tests.policy.conftest import ADMIN, ask, push, running, settings_for
 
 TOKENS = ("decision-token-one-0123456789", "decision-token-two-0123456789")
@@ -89,12 +90,15 @@ async def test_missing_token_is_401_on_every_decision_path(protected: httpx.Asyn
 
 
 async def test_wrong_token_is_invalid_token(protected: httpx.AsyncClient) -> None:
-    """A token that is not configured: 401 ``invalid_token`` (and the header says so, RFC 6750 §3)."""
+    """A token that is not configured: 401 ``invalid_token`` (and the header says so, RFC 6750 §3),
+    counted in ``meshauth_policy_decision_api_refused``."""
+    before = DECISION_API_REFUSED.counts[("invalid_token",)]
     for auth in ("Bearer not-a-configured-token-000000", "Basic " + TOKENS[0], "Bearer ", TOKENS[0]):
         r = await protected.post(PATHS[0], json=body_for(PATHS[0]), headers={"authorization": auth})
         assert r.status_code == 401, auth
         assert r.json()["error"] == "invalid_token"
         assert 'error="invalid_token"' in r.headers["www-authenticate"]
+    assert DECISION_API_REFUSED.counts[("invalid_token",)] == before + 4
 
 
 async def test_any_configured_token_gets_a_decision(protected: httpx.AsyncClient) -> None:
@@ -259,3 +263,17 @@ async def test_token_or_mesh_identity_when_both_are_set(mesh: Callable[..., Any]
         assert (await client.post(PATHS[0], json=body_for(PATHS[0]), headers=good_peer)).status_code == 200
         wrong = {**good_peer, "authorization": "Bearer wrong-wrong-wrong-wrong"}
         assert (await client.post(PATHS[0], json=body_for(PATHS[0]), headers=wrong)).status_code == 401
+
+
+async def test_starlette_routes_check_too(sqlite_url: str, tmp_path: Path) -> None:
+    """The decision routes behind the front (the Starlette app alone) apply the same check."""
+    settings = settings_for(sqlite_url, tmp_path, decision_api_tokens=[TOKENS[0]])
+    async with running(settings) as (front, _client):
+        transport = httpx.ASGITransport(app=front.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://pdp") as inner:
+            for path in PATHS:
+                r = await inner.post(path, json=body_for(path))
+                assert (r.status_code, r.json()["error"]) == (401, "unauthorized"), path
+                assert r.headers["www-authenticate"].startswith("Bearer ")
+            good = {"authorization": f"Bearer {TOKENS[0]}"}
+            assert (await inner.post(PATHS[0], json=body_for(PATHS[0]), headers=good)).status_code == 200

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from meshauth.config import MAX_DECISION_TOKEN_CHARS
 from meshauth.http import ApiError
+from meshauth.policy.metrics import DECISION_API_REFUSED
 
 if TYPE_CHECKING:
     from meshauth.config import Settings
@@ -154,6 +155,14 @@ class DecisionGuard:
         """None when the caller may ask; else the 401 to answer. ``authorizations`` and
         ``client_certs`` are every line of those headers; ``unreadable*`` say that a line was
         present but its value hidden (granian's RSGI drops values that are not visible ASCII)."""
+        refused = self._refusal(authorizations, client_certs, unreadable, unreadable_xfcc)
+        if refused is not None:
+            DECISION_API_REFUSED.add(refused.error)
+        return refused
+
+    def _refusal(
+        self, authorizations: Sequence[str], client_certs: Sequence[str], unreadable: bool, unreadable_xfcc: bool
+    ) -> ApiError | None:
         if self._digests:
             if unreadable:
                 return UNREADABLE
