@@ -277,3 +277,44 @@ async def test_starlette_routes_check_too(sqlite_url: str, tmp_path: Path) -> No
                 assert r.headers["www-authenticate"].startswith("Bearer ")
             good = {"authorization": f"Bearer {TOKENS[0]}"}
             assert (await inner.post(PATHS[0], json=body_for(PATHS[0]), headers=good)).status_code == 200
+
+
+class _RsgiHeaders:
+    """Granian's RSGI headers as they behave: ``get_all`` leaves out values that are not visible
+    ASCII, while ``in`` still sees the name."""
+
+    def __init__(self, lines: list[tuple[str, bytes]]) -> None:
+        self._lines = lines
+
+    def get_all(self, name: str) -> list[str]:
+        return [v.decode() for n, v in self._lines if n == name and all(0x20 <= b < 0x7F for b in v)]
+
+    def __contains__(self, name: object) -> bool:
+        return any(n == name for n, _ in self._lines)
+
+
+def test_hostile_mesh_headers_are_refused() -> None:
+    """Mesh mode: a hidden (non-ASCII) XFCC line under RSGI, two lines, or one over 16 KiB: 401
+    ``invalid_request``; a good one passes under both header shapes."""
+    guard = DecisionGuard(tokens=(), principals=[CALLER])
+    good = xfcc(CALLER).encode()
+    assert guard.check_rsgi(_RsgiHeaders([("x-forwarded-client-cert", good)])) is None
+    assert guard.check_asgi([(b"x-forwarded-client-cert", good)]) is None
+    hidden = _RsgiHeaders([("x-forwarded-client-cert", good + b"\xff")])
+    huge = [(b"x-forwarded-client-cert", b"By=x;URI=y," * 2000 + good)]
+    two = [(b"x-forwarded-client-cert", good), (b"x-forwarded-client-cert", good)]
+    for refused in (guard.check_rsgi(hidden), guard.check_asgi(huge), guard.check_asgi(two)):
+        assert refused is not None
+        assert (refused.status, refused.error) == (401, "invalid_request")
+    non_ascii = guard.check_asgi([(b"x-forwarded-client-cert", xfcc(CALLER + "\xe9").encode("latin-1"))])
+    assert non_ascii is not None
+    assert non_ascii.error == "unauthorized"
+
+
+def test_rsgi_hidden_authorization_is_refused() -> None:
+    """Token mode under RSGI: an Authorization line whose value granian hides is refused, not
+    treated as absent."""
+    guard = DecisionGuard(tokens=[TOKENS[0]], principals=())
+    refused = guard.check_rsgi(_RsgiHeaders([("authorization", f"Bearer {TOKENS[0]}".encode() + b"\xff")]))
+    assert refused is not None
+    assert (refused.status, refused.error) == (401, "invalid_request")
