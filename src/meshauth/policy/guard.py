@@ -25,8 +25,10 @@ body, decided from headers alone — before any of the body is read.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -67,41 +69,38 @@ TOO_LONG = _refused("invalid_request", f"the Authorization header is over {MAX_A
 BAD_XFCC = _refused("invalid_request", "x-forwarded-client-cert is repeated, unreadable or too long")
 
 
+# A run of characters other than the separator, in which a double-quoted string (``\\"`` escapes a
+# quote) counts as one piece: Envoy quotes values holding ``,`` ``;`` or ``=`` (Subject always).
+_PARTS = {sep: re.compile(rf'(?:[^{sep}"]|"(?:[^"\\]|\\.)*")*') for sep in ",;"}
+
+
 def _split(text: str, sep: str) -> list[str] | None:
-    """``text`` split on ``sep`` outside double quotes (``\\"`` escapes a quote); None when a quote
-    is left open."""
+    """``text`` split on ``sep`` outside double quotes; None when a quote is left open."""
+    pattern = _PARTS[sep]
     parts: list[str] = []
-    start = 0
-    quoted = False
-    i = 0
-    while i < len(text):
-        c = text[i]
-        if c == "\\" and quoted:
-            i += 2
-            continue
-        if c == '"':
-            quoted = not quoted
-        elif c == sep and not quoted:
-            parts.append(text[start:i])
-            start = i + 1
-        i += 1
-    if quoted:
-        return None
-    parts.append(text[start:])
-    return parts
+    pos = 0
+    while True:
+        m = pattern.match(text, pos)
+        assert m is not None  # the pattern matches the empty string
+        parts.append(m.group())
+        pos = m.end()
+        if pos == len(text):
+            return parts
+        if text[pos] != sep:
+            return None  # an opening quote with no closing one
+        pos += 1
 
 
-def mesh_principals(lines: Sequence[str]) -> list[str]:
-    """The ``URI`` values of the last element of an XFCC header (the one the local sidecar
-    appended); an empty list when there is none or the header does not parse."""
-    if len(lines) != 1:
-        return []
-    elements = _split(lines[0], ",")
+@functools.lru_cache(maxsize=1024)
+def _last_uris(line: str) -> tuple[str, ...]:
+    """Cached: a caller's sidecar sends the same line on every request (same certificate), so the
+    hot path is a dict lookup; the bound keeps a flood of distinct lines from growing memory."""
+    elements = _split(line, ",")
     if not elements:
-        return []
+        return ()
     pairs = _split(elements[-1], ";")
     if pairs is None:
-        return []
+        return ()
     uris: list[str] = []
     for pair in pairs:
         key, eq, value = pair.strip().partition("=")
@@ -111,7 +110,15 @@ def mesh_principals(lines: Sequence[str]) -> list[str]:
         if len(value) >= 2 and value[0] == value[-1] == '"':
             value = value[1:-1].replace('\\"', '"')
         uris.append(value)
-    return uris
+    return tuple(uris)
+
+
+def mesh_principals(lines: Sequence[str]) -> list[str]:
+    """The ``URI`` values of the last element of an XFCC header (the one the local sidecar
+    appended); an empty list when there is none or the header does not parse."""
+    if len(lines) != 1:
+        return []
+    return list(_last_uris(lines[0]))
 
 
 class DecisionGuard:
