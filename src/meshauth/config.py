@@ -25,6 +25,7 @@ SigningAlg = Literal["ES256", "EdDSA", "RS256"]
 
 DEFAULT_VAR_DIR = Path("var")
 MAX_LEEWAY_SECONDS = 300
+MAX_DECISION_TOKEN_CHARS = 512  # policy/guard.py refuses longer Authorization lines unread
 
 
 class Settings(BaseSettings):
@@ -78,6 +79,14 @@ class Settings(BaseSettings):
     # entity loading and parsing; 0 turns the snapshot off.
     policy_snapshot_max_entities: int = Field(default=200_000, ge=0)
 
+    # Decision API protection (issue 7 item 15; policy/guard.py). Off by default: the AuthZEN API
+    # stays open, as it is on loopback. Either setting turns it on; with both, either credential is
+    # accepted. Tokens: a JSON list, several at once so one can be rotated out while the next is in.
+    # Principals: SPIFFE ids; setting them trusts ``x-forwarded-client-cert``, which only Istio's
+    # sidecar may write: set them only where every request reaches the service through its sidecar.
+    decision_api_tokens: tuple[SecretStr, ...] = ()
+    decision_api_allowed_principals: tuple[str, ...] = ()
+
     # Tokens (seconds)
     signing_alg: SigningAlg = "ES256"
     # Encrypts signing keys at rest in the database (PKCS#8). Changing it makes existing keys unreadable:
@@ -126,6 +135,30 @@ class Settings(BaseSettings):
     def _cidrs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for cidr in v:
             ip_network(cidr, strict=False)
+        return v
+
+    @field_validator("decision_api_tokens")
+    @classmethod
+    def _decision_tokens(cls, v: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        for token in v:
+            text = token.get_secret_value()
+            # Sent as ``Authorization: Bearer <token>``: visible ASCII, no spaces; long enough not to guess.
+            if not 16 <= len(text) <= MAX_DECISION_TOKEN_CHARS or not all("!" <= c <= "~" for c in text):
+                raise ValueError(
+                    f"decision_api_tokens: each token must be 16 to {MAX_DECISION_TOKEN_CHARS} visible ASCII "
+                    "characters without spaces (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+                )
+        return v
+
+    @field_validator("decision_api_allowed_principals")
+    @classmethod
+    def _spiffe_ids(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for principal in v:
+            if not principal.startswith("spiffe://") or any(c in principal for c in ',;"= ') or not principal.isascii():
+                raise ValueError(
+                    f"decision_api_allowed_principals: {principal!r} is not a SPIFFE id "
+                    "(spiffe://<trust domain>/ns/<namespace>/sa/<service account>)"
+                )
         return v
 
     @field_validator("issuer")

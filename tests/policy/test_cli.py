@@ -28,9 +28,11 @@ def run(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def evaluate(url: str, store: str, subject: str, action: str, resource: str) -> bool:
-    body = {
-        "subject": {"type": "User", "id": subject},
+def evaluate(
+    url: str, store: str, subject: str, action: str, resource: str, properties: dict[str, object] | None = None
+) -> bool:
+    body: dict[str, object] = {
+        "subject": {"type": "User", "id": subject, **({"properties": properties} if properties else {})},
         "action": {"name": action},
         "resource": {"type": "Doc", "id": resource},
     }
@@ -98,6 +100,27 @@ def test_unknown_store_is_an_error(server: str) -> None:
     code, out = run("policy", "versions", "nowhere", "--url", server)
     assert code == 1
     assert "no policy store" in out
+
+
+def test_store_attribute_precedence(server: str, tmp_path: Path) -> None:
+    """``policy store S`` shows a store; ``--attribute-precedence stored`` makes stored attributes
+    win, so a request's ``suspended: false`` no longer undoes a stored ``true``."""
+    policy = "permit(principal, action, resource) unless { principal.suspended };\n"
+    run("policy", "push", "--store", "cli4", "--url", server, str(_write(tmp_path, "p.cedar", policy)))
+    entities = [{"uid": {"type": "User", "id": "u"}, "attrs": {"suspended": True}, "parents": []}]
+    run("entities", "load", "--store", "cli4", str(_write(tmp_path, "e.json", json.dumps(entities))), "--url", server)
+    flip = {"suspended": False}
+    assert evaluate(server, "cli4", "u", "view", "d", properties=flip) is True
+    code, out = run("policy", "store", "cli4", "--url", server)
+    assert code == 0, out
+    assert "attribute precedence request" in out
+    code, out = run("policy", "store", "cli4", "--attribute-precedence", "stored", "--url", server)
+    assert code == 0, out
+    assert "attribute precedence stored" in out
+    assert evaluate(server, "cli4", "u", "view", "d", properties=flip) is False
+    code, out = run("policy", "store", "cli4", "--attribute-precedence", "mine", "--url", server)
+    assert code != 0
+    assert "request" in out and "stored" in out
 
 
 GROUP_POLICY = 'permit(principal in Group::"g", action, resource);\n'

@@ -173,6 +173,37 @@ def activate_version(
     typer.echo(f"{store}: version {result['version']} active, revision {result['revision']}")
 
 
+PRECEDENCE_OPTION = typer.Option(
+    None,
+    "--attribute-precedence",
+    help="request: a decision request's properties replace stored attributes (default); "
+    "stored: stored attributes win (use for attributes that carry security meaning).",
+)
+
+
+@app.command("store")
+def store_settings(
+    store: str = typer.Argument(..., help="Policy store (created if it does not exist)."),
+    attribute_precedence: str | None = PRECEDENCE_OPTION,
+    url: str | None = URL_OPTION,
+) -> None:
+    """Show a store, or set its attribute precedence (every replica follows, at a new revision)."""
+    if attribute_precedence is not None and attribute_precedence not in ("request", "stored"):
+        raise typer.BadParameter("must be request or stored", param_hint="--attribute-precedence")
+    try:
+        if attribute_precedence is None:
+            result = _client(url).call("GET", _store_path(store))
+        else:
+            body = json.dumps({"attribute_precedence": attribute_precedence}).encode()
+            result = _client(url).call("PUT", _store_path(store), body=body)
+    except CommandError as exc:
+        raise _fail(exc) from None
+    typer.echo(
+        f"store {store}  revision {result['revision']}  active {result['active_version']}"
+        f"  attribute precedence {result['attribute_precedence']}"
+    )
+
+
 @app.command("schema")
 def schema(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, help="Cedar (.cedarschema) or JSON schema."),

@@ -90,6 +90,9 @@ policy_stores = sa.Table(
     sa.Column("deleted", sa.Boolean, nullable=False, default=False),
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
+    # Whose attribute wins when a decision request's ``properties`` name one the stored entity
+    # holds: "request" (merged over the stored attributes) or "stored". A change bumps ``revision``.
+    sa.Column("attribute_precedence", sa.String(8), nullable=False, default="request", server_default="request"),
 )
 
 policy_versions = sa.Table(

@@ -69,6 +69,18 @@ class Admin:
         self._registry.announce()
         return _store_json(row)
 
+    async def configure_store(self, store: str, *, attribute_precedence: str) -> dict[str, Any]:
+        """Create the store if needed and set its attribute precedence; a change is a new revision
+        (nothing cached under the old rule answers for the new one), the same value changes nothing."""
+        async with self._engine.begin() as conn:
+            row = await stores.ensure(conn, store)
+            if row.attribute_precedence != attribute_precedence:
+                await stores.set_attribute_precedence(conn, store, attribute_precedence)
+                row = await self._existing(conn, store)
+        await self._registry.reload(store)
+        self._registry.announce()
+        return _store_json(row)
+
     async def store_info(self, store: str) -> dict[str, Any]:
         async with self._engine.connect() as conn:
             row = await self._existing(conn, store)
@@ -212,4 +224,5 @@ def _store_json(row: stores.StoreRow) -> dict[str, Any]:
         "active_version": row.active_version,
         "has_schema": row.schema_text is not None,
         "entities_version": row.entities_version,
+        "attribute_precedence": row.attribute_precedence,
     }

@@ -24,10 +24,11 @@ from meshauth.policy.admin import SCHEMA_FORMATS, Admin
 from meshauth.policy.authzen import parse_evaluation, parse_evaluations
 from meshauth.policy.errors import bad_request, not_json, unauthorized
 from meshauth.policy.evaluator import Evaluator
+from meshauth.policy.guard import DecisionGuard
 from meshauth.policy.metrics import DECISIONS
 from meshauth.policy.names import check_store, check_uid
 from meshauth.policy.registry import Registry
-from meshauth.policy.stores import DEFAULT_STORE
+from meshauth.policy.stores import DEFAULT_STORE, PRECEDENCES
 
 _JSON = "application/json"
 _encoder = msgspec.json.Encoder()
@@ -79,6 +80,7 @@ class PolicyApi:
     evaluator: Evaluator
     admin: Admin
     admin_token: str | None
+    guard: DecisionGuard | None = None  # who may ask the decision API; None: anyone (the default)
 
     # --- decision API (hot path: called by ``fast.DecisionFront``, not through Starlette) --------
 
@@ -114,6 +116,12 @@ class PolicyApi:
     async def decision_route(self, request: Request) -> Response:
         """The decision endpoints when reached through Starlette (the front normally answers them
         first); also what makes a GET on them a 405 rather than a 404."""
+        if self.guard is not None:
+            refused = self.guard.check(
+                request.headers.getlist("authorization"), request.headers.getlist("x-forwarded-client-cert")
+            )
+            if refused is not None:
+                raise refused
         body = await read_body(request, self.settings.policy_max_request_bytes)
         handler = self.evaluations if request.url.path.endswith("s") else self.evaluation
         return Response(await handler(request.path_params.get("store", DEFAULT_STORE), body), media_type=_JSON)
@@ -150,8 +158,28 @@ class PolicyApi:
         return await read_body(request, self.settings.policy_max_upload_bytes)
 
     async def put_store(self, request: Request) -> Response:
+        """Create a store; an optional JSON body ``{"attribute_precedence": "request" | "stored"}``
+        also sets its precedence (an empty body, as before, leaves an existing store as it is)."""
         self._check_admin(request)
-        return json_response(await self.admin.create_store(_store(request)))
+        store = _store(request)
+        body = await read_body(request, self.settings.policy_max_request_bytes)
+        if not body.strip():
+            return json_response(await self.admin.create_store(store))
+        try:
+            body.decode()
+        except UnicodeDecodeError:
+            raise bad_request("body", "not valid UTF-8") from None
+        doc = _decode_json(body)
+        if not isinstance(doc, dict):
+            raise bad_request("body", 'must be a JSON object, e.g. {"attribute_precedence": "stored"}')
+        for key in doc:
+            if key != "attribute_precedence":
+                # Refused, not ignored: a misspelt key would otherwise leave a store open silently.
+                raise bad_request(str(key), "unknown store setting (known: attribute_precedence)")
+        precedence = doc.get("attribute_precedence")
+        if precedence not in PRECEDENCES:
+            raise bad_request("attribute_precedence", f"must be one of {', '.join(PRECEDENCES)}")
+        return json_response(await self.admin.configure_store(store, attribute_precedence=precedence))
 
     async def get_store(self, request: Request) -> Response:
         self._check_admin(request)

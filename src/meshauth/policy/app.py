@@ -21,6 +21,7 @@ from meshauth.policy.api import PolicyApi
 from meshauth.policy.entities import EntityCache, EntityLoader
 from meshauth.policy.evaluator import Evaluator
 from meshauth.policy.fast import DecisionFront
+from meshauth.policy.guard import DecisionGuard
 from meshauth.policy.metrics import track
 from meshauth.policy.registry import Registry
 
@@ -55,12 +56,14 @@ def create_app(settings: Settings | None = None) -> DecisionFront:
         signal_path=settings.var_dir / SIGNAL_FILE,
     )
     track(registry)
+    guard = DecisionGuard.from_settings(settings)
     api = PolicyApi(
         settings=settings,
         registry=registry,
         evaluator=Evaluator(loader),
         admin=Admin(engine, registry),
         admin_token=read_admin_token(settings),
+        guard=guard,
     )
 
     @contextlib.asynccontextmanager
@@ -88,4 +91,5 @@ def create_app(settings: Settings | None = None) -> DecisionFront:
         max_body=settings.policy_max_request_bytes,
         max_upload=settings.policy_max_upload_bytes,
         is_admin=api.is_admin,
+        guard=guard,
     )

@@ -59,10 +59,12 @@ class EntityRecord:
         data_bytes = raw.encode() if isinstance(raw, str) else raw
         return cls((u["type"], u["id"]), data_bytes, parents, refs)
 
-    def with_attrs(self, overrides: Mapping[str, Any]) -> bytes:
-        """This entity's JSON with ``overrides`` merged over its attributes."""
+    def with_attrs(self, overrides: Mapping[str, Any], *, stored_wins: bool = False) -> bytes:
+        """This entity's JSON with ``overrides`` merged over its attributes, or, with
+        ``stored_wins``, under them (a request may add attributes, never replace a stored one)."""
         data = _decoder.decode(self.json)
-        data["attrs"] = {**data.get("attrs", {}), **overrides}
+        stored = data.get("attrs", {})
+        data["attrs"] = {**overrides, **stored} if stored_wins else {**stored, **overrides}
         encoded: bytes = _encoder.encode(data)
         return encoded
 

@@ -6,9 +6,10 @@ kept whole, from its current snapshot: see ``snapshot.py``); queries are grouped
 subset the scope index picks for them, and each group is one ``is_authorized_batch`` call.
 
 Queries carrying ``properties`` get an entity set of their own (the stored entity with the
-properties merged over its attributes, plus what it reaches), so they never leak into the shared
-handle. A shared handle that Cedar rejects (an entity not conforming to the schema) is split per
-query, so one bad entity fails only the queries that use it.
+properties merged over its attributes — or under them, for a store whose ``attribute_precedence``
+is "stored" — plus what it reaches), so they never leak into the shared handle. A shared handle
+that Cedar rejects (an entity not conforming to the schema) is split per query, so one bad entity
+fails only the queries that use it.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ class Evaluator:
         elif shared:
             self._run_document(state, shared, _document(r.json for r in loaded.values()), loaded, answers)
         for q in own:
-            self._run_document(state, [q], self._own_document(q, loaded, state.literals), loaded, answers)
+            self._run_document(state, [q], self._own_document(q, loaded, state), loaded, answers)
         out: list[wire.Decision] = []
         for item in items:
             if isinstance(item, Query):
@@ -128,12 +129,13 @@ class Evaluator:
         (result,) = cedar.authorize([request], ps, snapshot.handle, state.schema)
         return _decision(state, result)
 
-    def _own_document(self, q: Query, loaded: dict[Uid, EntityRecord], literals: Sequence[Uid]) -> str:
+    def _own_document(self, q: Query, loaded: dict[Uid, EntityRecord], state: StoreState) -> str:
         overrides = {q.principal: q.principal_attrs, q.resource: q.resource_attrs}
+        stored_wins = state.attribute_precedence != "request"  # fail closed on anything else
         parts: dict[Uid, bytes] = {}
-        for rec in _closure(_roots(q, True, literals), loaded):
+        for rec in _closure(_roots(q, True, state.literals), loaded):
             attrs = overrides.get(rec.uid)
-            parts[rec.uid] = rec.with_attrs(attrs) if attrs else rec.json
+            parts[rec.uid] = rec.with_attrs(attrs, stored_wins=stored_wins) if attrs else rec.json
         for uid, attrs in overrides.items():
             if attrs and uid not in parts:
                 parts[uid] = bare_entity(uid, attrs)

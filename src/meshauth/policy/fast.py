@@ -22,6 +22,7 @@ import msgspec
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from meshauth.http import ApiError, check_length, too_large
+from meshauth.policy.guard import DecisionGuard
 from meshauth.rsgi import Lifespan
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,11 @@ class DecisionFront:
         max_body: int,
         max_upload: int = 0,
         is_admin: Callable[[str | None], bool] | None = None,
+        guard: DecisionGuard | None = None,
     ) -> None:
         self.app = app
+        # Who may ask (None: anyone, the default); checked on headers alone, before the body is read.
+        self.guard = guard
         # The largest body any other route accepts (admin uploads): the RSGI shim buffers up to it,
         # but only for admin paths carrying the admin token (see ``body_limit``).
         self.max_upload = max(max_upload, max_body)
@@ -96,6 +100,10 @@ class DecisionFront:
         matched = route(scope["path"])
         if matched is None:
             await self.app(scope, receive, send)
+            return
+        refused = self.guard.check_asgi(scope["headers"]) if self.guard is not None else None
+        if refused is not None:
+            await _send_error(send, refused)
             return
         try:
             body = await self._read(scope, receive)
@@ -142,3 +150,13 @@ class DecisionFront:
         from meshauth.policy import rsgi
 
         await rsgi.handle(self, scope, protocol)
+
+
+async def _send_error(send: Send, exc: ApiError) -> None:
+    """An ApiError with its own headers (``www-authenticate``), as an ASGI response."""
+    payload = _encoder.encode({"error": exc.error, "error_description": exc.description})
+    headers = [(b"content-type", JSON.encode()), (b"content-length", str(len(payload)).encode())]
+    headers.append((b"cache-control", b"no-store"))
+    headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()]
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})

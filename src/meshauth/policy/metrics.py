@@ -25,6 +25,11 @@ DECISIONS = IntCounters(
 )
 ENGINE_CALLS = IntCounters("meshauth_policy_engine_calls", "Cedar is_authorized_batch calls.", ["path"])
 ENTITY_QUERIES = IntCounters("meshauth_policy_entity_queries", "SQL round trips made by the entity loader.", [])
+DECISION_API_REFUSED = IntCounters(
+    "meshauth_policy_decision_api_refused",
+    "Decision requests refused by the decision API's protection (401), by error.",
+    ["error"],
+)
 
 _registries: weakref.WeakSet[Registry] = weakref.WeakSet()
 

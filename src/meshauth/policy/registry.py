@@ -59,6 +59,9 @@ class StoreState:
     # How many entity-reference hops the policies can follow (``resource.owner.boss.x``: 3); None
     # when unknown (the loader then follows references as deep as parents).
     ref_hops: int | None = None
+    # Whose attribute wins when a request's ``properties`` name one the stored entity holds
+    # (``stores.PRECEDENCES``); changing it bumps the revision, so a state never mixes the two.
+    attribute_precedence: str = "request"
 
 
 _ACCESS_OPS = (".", "has", "getTag", "hasTag")
@@ -119,6 +122,7 @@ def compile_state(row: stores.StoreRow, text: str, *, index_enabled: bool) -> St
         entities_version=row.entities_version,
         literals=policy_literals(text),
         ref_hops=policy_ref_hops(text),
+        attribute_precedence=row.attribute_precedence,
     )
 
 

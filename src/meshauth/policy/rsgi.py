@@ -26,6 +26,11 @@ async def handle(front: DecisionFront, scope: Any, protocol: Any) -> None:
         limit = front.body_limit(scope.path, scope.headers.get("authorization"))
         await forward(front.app, scope, protocol, max_body=limit)
         return
+    if front.guard is not None:
+        refused = front.guard.check_rsgi(scope.headers)
+        if refused is not None:
+            protocol.response_bytes(refused.status, [*ERROR_HEADERS, *refused.headers.items()], error_bytes(refused))
+            return
     try:
         body = await read_body(scope, protocol, front.max_body)
     except ApiError as exc:

@@ -18,6 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from meshauth.db.tables import policy_entities, policy_stores, policy_versions
 
 DEFAULT_STORE = "default"
+# Whose attribute wins when a decision request's ``properties`` name one the stored entity holds.
+# "request" (the default, and the AuthZEN reading: the caller describes the entity as it is now) or
+# "stored" (the store is the authority: a caller cannot undo a stored ``suspended: true``).
+PRECEDENCES = ("request", "stored")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +33,7 @@ class StoreRow:
     schema_format: str | None
     entities_version: int
     deleted: bool
+    attribute_precedence: str = "request"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,11 +61,14 @@ _STORE_COLS = (
     policy_stores.c.schema_format,
     policy_stores.c.entities_version,
     policy_stores.c.deleted,
+    policy_stores.c.attribute_precedence,
 )
 
 
 def _row(r: Any) -> StoreRow:
-    return StoreRow(r[0], int(r[1]), r[2], r[3], r[4], int(r[5]), bool(r[6]))
+    # Fail closed on a value this code does not know (written by hand, or by a newer release).
+    precedence = r[7] if r[7] in PRECEDENCES else "stored"
+    return StoreRow(r[0], int(r[1]), r[2], r[3], r[4], int(r[5]), bool(r[6]), precedence)
 
 
 async def get(conn: AsyncConnection, name: str) -> StoreRow | None:
@@ -158,6 +166,12 @@ async def _bump(conn: AsyncConnection, name: str, **values: Any) -> int:
 async def activate(conn: AsyncConnection, name: str, version: int) -> int:
     """Make ``version`` active (also a rollback); returns the new revision."""
     return await _bump(conn, name, active_version=version)
+
+
+async def set_attribute_precedence(conn: AsyncConnection, name: str, precedence: str) -> int:
+    """A new revision, like an activation: the same request may now get another answer, so no
+    decision cached under the old revision (and no worker still on it) may answer for the new one."""
+    return await _bump(conn, name, attribute_precedence=precedence)
 
 
 async def set_schema(conn: AsyncConnection, name: str, text: str | None, fmt: str | None) -> int:
