@@ -199,6 +199,7 @@ def test_stopped_valkey_makes_readyz_fail_fast(up: Up) -> None:
     assert status == 503, checks
     assert checks["redis"].startswith("unavailable"), checks
     assert elapsed < 3, f"/readyz took {elapsed:.1f}s"
+    print(f"/readyz answered 503 in {elapsed:.2f}s with Valkey stopped: {checks}")
     up.wait_until_serving(time.monotonic())
 
 
@@ -209,7 +210,8 @@ def test_killed_worker_is_respawned(up: Up) -> None:
     [worker] = server.children()
     started = time.monotonic()
     worker.kill()
-    up.wait_until_serving(started)
+    recovered = up.wait_until_serving(started)
+    print(f"auth served again {recovered:.1f}s after kill -9 of its worker")
     assert up.service("auth").pid == server.pid
     assert [w.pid for w in server.children()] != [worker.pid]
 
@@ -222,7 +224,8 @@ def test_killed_service_is_restarted(up: Up) -> None:
     started = time.monotonic()
     os.kill(server.pid, signal.SIGKILL)
     up.wait_for_output("restarting auth", after=before)
-    up.wait_until_serving(started)
+    recovered = up.wait_until_serving(started)
+    print(f"auth served again {recovered:.1f}s after kill -9 of its service process")
     assert up.service("auth").pid != server.pid
 
 
