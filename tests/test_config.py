@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from meshauth.config import Settings, async_database_url
+from meshauth.config import ConfigError, Settings, async_database_url, load_settings
+from meshauth.config_report import mask_url
 
 
 def test_defaults_use_embedded_sqlite(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -71,3 +72,51 @@ def test_unsupported_database_scheme() -> None:
     """Only PostgreSQL and SQLite URLs are accepted."""
     with pytest.raises(ValueError, match="mysql"):
         async_database_url("mysql://x")
+
+
+def test_database_url_is_checked_at_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unsupported DATABASE_URL fails when the settings load, not later when an engine is built."""
+    monkeypatch.setenv("DATABASE_URL", "mysql://db/app")
+    with pytest.raises(ValidationError, match="mysql"):
+        Settings()
+
+
+def test_redis_url_scheme_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """REDIS_URL must be a URL a Redis client can use."""
+    monkeypatch.setenv("REDIS_URL", "cache:6379")
+    with pytest.raises(ValidationError, match="redis://"):
+        Settings()
+    monkeypatch.setenv("REDIS_URL", "valkey://cache:6379")
+    assert Settings().redis_url == "valkey://cache:6379"
+
+
+def test_load_settings_lists_every_problem(monkeypatch: pytest.MonkeyPatch) -> None:
+    """load_settings raises ConfigError with one line per problem, each naming its variable."""
+    monkeypatch.delenv("MESHAUTH_CONFIG_FILE", raising=False)
+    monkeypatch.setenv("MESHAUTH_AUTH_PORT", "abc")
+    monkeypatch.setenv("MESHAUTH_COOKIE_SAMESITE", "sometimes")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert len(caught.value.problems) == 2
+    assert any("MESHAUTH_AUTH_PORT='abc'" in p and "0 to 65535" in p for p in caught.value.problems)
+    assert any("MESHAUTH_COOKIE_SAMESITE" in p and "lax, strict, none" in p for p in caught.value.problems)
+
+
+def test_load_settings_names_an_explicit_argument() -> None:
+    """A bad keyword argument is reported under its field name."""
+    with pytest.raises(ConfigError, match="leeway=3600"):
+        load_settings(leeway=3600)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://app:pw@db:5432/x", "postgresql://app:***@db:5432/x"),
+        ("redis://:pw@cache/0", "redis://:***@cache/0"),
+        ("postgresql://app@db/x", "postgresql://app@db/x"),
+        ("sqlite:///var/m.db", "sqlite:///var/m.db"),
+    ],
+)
+def test_passwords_in_urls_are_masked(url: str, shown: str) -> None:
+    """Only the password of a URL is hidden."""
+    assert mask_url(url) == shown

@@ -26,6 +26,7 @@ SigningAlg = Literal["ES256", "EdDSA", "RS256"]
 DEFAULT_VAR_DIR = Path("var")
 MAX_LEEWAY_SECONDS = 300
 MAX_DECISION_TOKEN_CHARS = 512  # policy/guard.py refuses longer Authorization lines unread
+REDIS_URL_SCHEMES = ("redis://", "rediss://", "valkey://", "unix://")
 
 
 class Settings(BaseSettings):
@@ -161,6 +162,26 @@ class Settings(BaseSettings):
                 )
         return v
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_scheme(cls, v: str | None) -> str | None:
+        # Checked here, at load, rather than when the engine is first built: a bad URL is a
+        # configuration error reported with the others, not a traceback from deep inside a command.
+        if v is not None:
+            async_database_url(v)
+        return v
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_scheme(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(REDIS_URL_SCHEMES):
+            scheme = v.split(":", 1)[0] if "://" in v else v[:20]
+            raise ValueError(
+                f"unsupported Redis URL scheme {scheme!r}; expected redis://host:port/db, rediss://… (TLS),"
+                " valkey://host:port or unix:///path/to/socket"
+            )
+        return v
+
     @field_validator("issuer")
     @classmethod
     def _issuer_is_url(cls, v: str) -> str:
@@ -217,8 +238,32 @@ def async_database_url(url: str) -> str:
             return driver + url[len(prefix) :]
     if url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
         return url
-    raise ValueError(f"unsupported database URL scheme: {url.split(':', 1)[0]!r} (use postgresql:// or sqlite://)")
+    raise ValueError(
+        f"unsupported database URL scheme {url.split(':', 1)[0]!r}; expected postgresql://user:password@host:5432/db"
+        " or sqlite:///path/to/file.db"
+    )
+
+
+class ConfigError(Exception):
+    """The settings cannot be loaded. ``problems`` holds one printable line per problem, each naming the
+    variable (or file key) to change, what is wrong with it and the accepted form."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
 
 
 def load_settings(**overrides: object) -> Settings:
-    return Settings(**overrides)  # type: ignore[arg-type]
+    """Settings for a command or a service; a bad configuration raises :class:`ConfigError`."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except (ValueError, OSError) as exc:
+        # ValidationError and pydantic-settings' SettingsError are ValueErrors; a missing or unreadable
+        # file is an OSError, bad TOML a ValueError. Diagnose from the sources again to list every problem
+        # with where it came from, rather than only the first one pydantic-settings stopped at.
+        from meshauth.config_report import settings_problems
+
+        problems = settings_problems(overrides)
+        if not problems:
+            raise
+        raise ConfigError(problems) from exc

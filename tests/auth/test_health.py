@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from redis.asyncio import Redis
@@ -48,3 +49,22 @@ async def test_unknown_route_is_404_json_free_of_internals(auth_sqlite: Harness)
     """Unknown paths are a plain 404, methods not allowed a 405."""
     assert (await auth_sqlite.http.get("/nope")).status_code == 404
     assert (await auth_sqlite.http.get("/oauth2/token")).status_code == 405
+
+
+async def test_readyz_reports_revocations_failing_while_redis_is_gone(
+    sqlite_url: str, valkey_server_factory, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """The revocation stream is a dependency of its own: with Redis gone it is not reported ok."""
+    server = valkey_server_factory()
+    async for h in start_harness(make_settings(sqlite_url, f"redis://127.0.0.1:{server.port}", tmp_path)):
+        assert (await h.http.get("/readyz")).json()["checks"]["revocations"] == "ok"
+        server.stop()
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:
+            r = await h.http.get("/readyz")
+            if r.json()["checks"]["revocations"] != "ok":
+                break
+            assert asyncio.get_running_loop().time() < deadline, r.json()
+            await asyncio.sleep(0.1)
+        assert r.status_code == 503
+        assert r.json()["checks"]["revocations"].startswith("unavailable")

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from meshauth.config import load_settings
+from meshauth.config import ConfigError, load_settings
 from meshauth.policy import guard as guard_module
 from meshauth.policy.guard import DecisionGuard, mesh_principals
 from meshauth.policy.metrics import DECISION_API_REFUSED
@@ -204,7 +204,7 @@ def test_tokens_are_masked_in_settings_repr() -> None:
 )
 def test_bad_settings_are_refused(field: str, value: list[str]) -> None:
     """Guessable or unsendable tokens and principals that are not SPIFFE ids are configuration errors."""
-    with pytest.raises(ValueError, match=field):
+    with pytest.raises(ConfigError, match=field):
         load_settings(**{field: value})
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import grpc
@@ -135,23 +135,29 @@ class AuthApp:
         return json_response({"status": "ok"})
 
     async def _readyz(self, _request: Request) -> Response:
-        checks: dict[str, str] = {}
-        try:
-            async with self.service.engine.connect() as conn:
-                await conn.execute(sa.text("SELECT 1"))
-            checks["database"] = "ok"
-        except (SQLAlchemyError, OSError) as exc:
-            checks["database"] = f"unavailable: {type(exc).__name__}"
-        try:
-            await self.service.redis.ping()
-            checks["redis"] = "ok"
-        except (RedisError, OSError) as exc:
-            checks["redis"] = f"unavailable: {type(exc).__name__}"
-        checks["revocations"] = "ok" if self.service.listener.synced else "not loaded yet"
+        # Each dependency is checked on its own, concurrently and within READY_CHECK_TIMEOUT, so a frozen
+        # Redis or database makes /readyz answer "not ready" promptly instead of hanging the probe.
+        database, redis = await asyncio.gather(
+            _ready_check(self._ping_database()), _ready_check(self.service.redis.ping())
+        )
+        listener = self.service.listener
+        # Revocations are only current while the invalidation stream is read: a replica that lost it
+        # misses other replicas' revocations, so it is not ready even if its first snapshot loaded.
+        if not listener.synced:
+            revocations = "not loaded yet"
+        elif not listener.connected:
+            revocations = "unavailable: invalidation stream disconnected"
+        else:
+            revocations = "ok"
+        checks = {"database": database, "redis": redis, "revocations": revocations}
         ready = all(v == "ok" for v in checks.values())
         return json_response(
             {"status": "ready" if ready else "not ready", "checks": checks}, status=200 if ready else 503
         )
+
+    async def _ping_database(self) -> None:
+        async with self.service.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
 
     async def _metrics(self, request: Request) -> Response:
         v = self.service.verifier
@@ -160,6 +166,19 @@ class AuthApp:
         REVOKED_TOKENS.set(len(self.service.denylist))
         INVALIDATION_CONNECTED.set(1 if self.service.listener.connected else 0)
         return await metrics_endpoint(request)
+
+
+READY_CHECK_TIMEOUT = 2.0  # seconds; below a typical Kubernetes readiness probe timeout
+
+
+async def _ready_check(probe: Awaitable[object]) -> str:
+    try:
+        await asyncio.wait_for(probe, READY_CHECK_TIMEOUT)
+    except TimeoutError:
+        return f"unavailable: no answer within {READY_CHECK_TIMEOUT:.0f}s"
+    except (SQLAlchemyError, RedisError, OSError) as exc:
+        return f"unavailable: {type(exc).__name__}"
+    return "ok"
 
 
 def create_app() -> AuthApp:

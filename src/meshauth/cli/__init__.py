@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
-from meshauth.cli import admin, bench, db, policy, serve, up
+from meshauth.cli import admin, bench, config, db, policy, serve, up
+from meshauth.config import ConfigError, load_settings
+
+# Usage errors exit 2 (click's convention); a configuration error is one too.
+CONFIG_ERROR_STATUS = 2
 
 app = typer.Typer(
     name="meshauth",
@@ -12,8 +18,19 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def _check_configuration(ctx: typer.Context) -> None:
+    # Every command checks the configuration before it acts (no half-created var/, no server started
+    # and then torn down); `config` reports problems itself, next to the values.
+    if ctx.invoked_subcommand != "config":
+        load_settings()
+
+
 app.add_typer(admin.app, name="admin")
 app.add_typer(bench.app, name="bench")
+app.add_typer(config.app, name="config")
 app.add_typer(db.app, name="db")
 app.add_typer(policy.app, name="policy")
 app.add_typer(policy.entities_app, name="entities")
@@ -22,4 +39,10 @@ app.command("up")(up.up)
 
 
 def main() -> None:
-    app()
+    # The one place configuration errors are caught: one line per problem, no traceback, exit 2.
+    try:
+        app()
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        sys.exit(CONFIG_ERROR_STATUS)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
+from types import FrameType
 
 import typer
 
@@ -18,6 +20,8 @@ def up(
     demo: bool = typer.Option(True, "--demo/--no-demo", help="Create the demo client and user."),
 ) -> None:
     """Start Valkey (embedded unless REDIS_URL), the auth and policy services, and print a walkthrough."""
+    # SIGTERM while starting ends up like Ctrl-C does: through the clean-up below.
+    signal.signal(signal.SIGTERM, _interrupt)
     # The local stack serves plain HTTP on loopback, where a Secure cookie would never be sent back.
     os.environ.setdefault("MESHAUTH_COOKIE_SECURE", "false")
     settings = load_settings()
@@ -66,6 +70,14 @@ def up(
         code = stack.run_until_stopped()
     except RuntimeError as exc:
         typer.echo(f"meshauth up: {exc}", err=True)
+    except KeyboardInterrupt:
+        # Ctrl-C before the stack was up: the children are in their own process groups (see
+        # local/children.py), so they are stopped below rather than by the terminal.
+        code = 130
     finally:
         stack.stop()
     raise typer.Exit(code)
+
+
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt

@@ -1,0 +1,140 @@
+"""Configuration errors: one line per problem naming the setting and the accepted form, exit status 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ENTRY_POINTS = [
+    ["up", "--no-demo"],
+    ["serve", "auth"],
+    ["serve", "policy"],
+    ["db", "upgrade"],
+    ["admin", "clients", "list"],
+    ["admin", "rotate-keys"],
+    ["policy", "versions", "default"],
+    ["entities", "load", "--store", "default", "nothing.json"],
+    ["bench", "auth", "--seconds", "1"],
+]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("MESHAUTH_") and k not in ("REDIS_URL", "DATABASE_URL")
+    }
+    env.update(extra)
+    return env
+
+
+def meshauth(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "meshauth", *args],
+        cwd=tmp_path,
+        env=clean_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def problem_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.strip()]
+
+
+def test_bad_port_is_one_line_naming_the_variable(tmp_path: Path) -> None:
+    """A port that is not a number: exit 2, no traceback, one line with the variable, value and accepted form."""
+    result = meshauth(tmp_path, "db", "upgrade", MESHAUTH_AUTH_PORT="abc")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    [line] = problem_lines(result.stderr)
+    assert "MESHAUTH_AUTH_PORT" in line
+    assert "'abc'" in line
+    assert "integer" in line
+    assert "0 to 65535" in line
+
+
+def test_unsupported_database_url_names_the_scheme_and_hides_the_password(tmp_path: Path) -> None:
+    """DATABASE_URL=mysql://…: one line naming DATABASE_URL, the scheme and the accepted forms; no password."""
+    result = meshauth(tmp_path, "db", "upgrade", DATABASE_URL="mysql://app:hunter2@db/app")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    [line] = problem_lines(result.stderr)
+    assert line.startswith("meshauth: configuration error: DATABASE_URL=")
+    assert "'mysql'" in line
+    assert "postgresql://" in line and "sqlite://" in line
+    assert "hunter2" not in line
+
+
+def test_two_bad_settings_give_two_lines(tmp_path: Path) -> None:
+    """Every problem is reported at once, one line each."""
+    result = meshauth(
+        tmp_path, "db", "upgrade", MESHAUTH_AUTH_PORT="abc", DATABASE_URL="mysql://db/app", MESHAUTH_LEEWAY="9999"
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = problem_lines(result.stderr)
+    assert len(lines) == 3, lines
+    for name in ("MESHAUTH_AUTH_PORT", "DATABASE_URL", "MESHAUTH_LEEWAY"):
+        assert sum(name in x for x in lines) == 1, (name, lines)
+    assert any("0 to 300" in x for x in lines if "LEEWAY" in x)
+
+
+def test_a_list_setting_that_is_not_json(tmp_path: Path) -> None:
+    """A list setting given as plain text is reported like any other problem, with the JSON form expected."""
+    result = meshauth(tmp_path, "db", "upgrade", MESHAUTH_TRUSTED_PROXIES="10.0.0.0/8", MESHAUTH_AUTH_PORT="x")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = problem_lines(result.stderr)
+    assert len(lines) == 2, lines
+    proxies = next(x for x in lines if "MESHAUTH_TRUSTED_PROXIES" in x)
+    assert "JSON list" in proxies
+
+
+def test_problems_in_the_config_file_name_the_file(tmp_path: Path) -> None:
+    """A bad value and an unknown key in the TOML file: one line each, naming the key and the file."""
+    conf = tmp_path / "meshauth.toml"
+    conf.write_text('policy_port = "high"\nauht_port = 1\n')
+    result = meshauth(tmp_path, "db", "upgrade", MESHAUTH_CONFIG_FILE=str(conf))
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = problem_lines(result.stderr)
+    assert len(lines) == 2, lines
+    assert any("policy_port" in x and str(conf) in x and "0 to 65535" in x for x in lines), lines
+    assert any("auht_port" in x and "unknown setting" in x for x in lines), lines
+
+
+@pytest.mark.parametrize("text", ["audience = \n", "x = [1,\n"])
+def test_a_config_file_that_is_not_toml(tmp_path: Path, text: str) -> None:
+    """A file that does not parse: one line naming MESHAUTH_CONFIG_FILE and the parse error."""
+    conf = tmp_path / "meshauth.toml"
+    conf.write_text(text)
+    result = meshauth(tmp_path, "db", "upgrade", MESHAUTH_CONFIG_FILE=str(conf))
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    [line] = problem_lines(result.stderr)
+    assert "MESHAUTH_CONFIG_FILE" in line and "TOML" in line
+
+
+def test_a_missing_config_file(tmp_path: Path) -> None:
+    """A config file that does not exist: one line, exit 2."""
+    result = meshauth(tmp_path, "db", "upgrade", MESHAUTH_CONFIG_FILE=str(tmp_path / "absent.toml"))
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    [line] = problem_lines(result.stderr)
+    assert "MESHAUTH_CONFIG_FILE" in line and "does not exist" in line
+
+
+@pytest.mark.parametrize("args", ENTRY_POINTS, ids=lambda a: " ".join(a[:2]))
+def test_every_entry_point_reports_config_errors(tmp_path: Path, args: list[str]) -> None:
+    """Each command reports a bad setting the same way, before doing anything else."""
+    result = meshauth(tmp_path, *args, MESHAUTH_AUTH_PORT="abc")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    [line] = problem_lines(result.stderr)
+    assert "MESHAUTH_AUTH_PORT" in line
+    assert not (tmp_path / "var").exists(), "a command acted before its configuration was checked"
