@@ -30,6 +30,7 @@ class Served:
     service: str
     interface: str
     port: int
+    grpc_port: int  # the auth service's ext_authz gRPC listener
     output: Path  # the server's stdout and stderr
 
     @property
@@ -43,7 +44,7 @@ class Served:
 @contextmanager
 def serve(service: str, interface: str, var: Path, valkey_url: str, **env_extra: str) -> Iterator[Served]:
     """``python -m meshauth serve <service> --interface <interface>`` on a free port, fresh SQLite."""
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESHAUTH_")}
     env.update(
         MESHAUTH_VAR_DIR=str(var),
@@ -52,7 +53,7 @@ def serve(service: str, interface: str, var: Path, valkey_url: str, **env_extra:
         MESHAUTH_ADMIN_TOKEN=ADMIN,
         MESHAUTH_AUTH_PORT=str(port),
         MESHAUTH_POLICY_PORT=str(port),
-        MESHAUTH_GRPC_PORT=str(free_port()),
+        MESHAUTH_GRPC_PORT=str(grpc_port),
         MESHAUTH_ARGON2_TIME_COST="1",
         MESHAUTH_ARGON2_MEMORY_KIB="8",
     )
@@ -65,7 +66,7 @@ def serve(service: str, interface: str, var: Path, valkey_url: str, **env_extra:
             stdout=err,  # granian logs to stdout; Python tracebacks may go to either
             stderr=subprocess.STDOUT,
         )
-    served = Served(service, interface, port, output)
+    served = Served(service, interface, port, grpc_port, output)
     try:
         deadline = time.monotonic() + 30
         while True:
