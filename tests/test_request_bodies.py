@@ -19,18 +19,18 @@ BAD = b"\xff\xfe"  # never valid UTF-8
 DISCONNECTS = "meshauth_http_client_disconnects_total"
 
 
-@pytest.fixture(
-    scope="module",
-    params=[("auth", "asgi"), ("auth", "rsgi"), ("policy", "rsgi"), ("policy", "asgi")],
-    ids=lambda p: f"{p[0]}-{p[1]}",
-)
-def served(
+@pytest.fixture(scope="module", params=["asgi", "rsgi"])
+def auth(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, valkey_url: str) -> Iterator[Served]:
+    with serve("auth", request.param, tmp_path_factory.mktemp(f"auth-{request.param}"), valkey_url) as s:
+        yield s
+
+
+@pytest.fixture(scope="module", params=["rsgi", "asgi"])
+def policy(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, valkey_url: str
 ) -> Iterator[Served]:
-    service, interface = request.param
-    with serve(service, interface, tmp_path_factory.mktemp(f"{service}-{interface}"), valkey_url) as s:
-        if service == "policy":
-            assert call("PUT", s.url + "/admin/stores/s1", headers=ADMIN_JSON)[0] in (200, 201)
+    with serve("policy", request.param, tmp_path_factory.mktemp(f"policy-{request.param}"), valkey_url) as s:
+        assert call("PUT", s.url + "/admin/stores/s1", headers=ADMIN_JSON)[0] in (200, 201)
         yield s
 
 
@@ -58,20 +58,18 @@ def _assert_names_utf8(status: int, body: bytes) -> None:
 
 @pytest.mark.parametrize("path", POLICY_DECISIONS)
 @pytest.mark.parametrize("where", ["typed", "context", "batch item"])
-def test_invalid_utf8_in_a_decision_is_a_400(served: Served, path: str, where: str) -> None:
+def test_invalid_utf8_in_a_decision_is_a_400(policy: Served, path: str, where: str) -> None:
     """Invalid UTF-8 in a JSON string, in a typed field or a free-form one, is a 400 on every
     decision endpoint (bad bytes in a batch item fail the request: the body is not JSON)."""
-    if served.service != "policy":
-        pytest.skip("decision endpoints are the policy service's")
     if where == "typed":
         body = _decision(BAD)
     elif where == "context":
         body = _decision(b"ok").replace(b'"note":"ok"', b'"note":"' + BAD + b'"')
     else:
         body = b'{"evaluations":[' + _decision(b"ok") + b"," + _decision(BAD) + b"]}"
-    status, raw = call("POST", served.url + path, body=body, headers={"content-type": "application/json"})
+    status, raw = call("POST", policy.url + path, body=body, headers={"content-type": "application/json"})
     _assert_names_utf8(status, raw)
-    assert "Traceback" not in served.log()
+    assert "Traceback" not in policy.log()
 
 
 AUTH_JSON = [
@@ -82,13 +80,11 @@ AUTH_JSON = [
 
 
 @pytest.mark.parametrize(("path", "headers", "body"), AUTH_JSON, ids=[p for p, _, _ in AUTH_JSON])
-def test_invalid_utf8_in_auth_json_is_a_400(served: Served, path: str, headers: dict[str, str], body: bytes) -> None:
+def test_invalid_utf8_in_auth_json_is_a_400(auth: Served, path: str, headers: dict[str, str], body: bytes) -> None:
     """The auth service's JSON endpoints answer invalid UTF-8 with a 400 naming it (shared reader)."""
-    if served.service != "auth":
-        pytest.skip("auth service endpoints")
-    status, raw = call("POST", served.url + path, body=body, headers=headers)
+    status, raw = call("POST", auth.url + path, body=body, headers=headers)
     _assert_names_utf8(status, raw)
-    assert "Traceback" not in served.log()
+    assert "Traceback" not in auth.log()
 
 
 _UPLOAD_OWNER = "policy/api.py _decode_json catches DecodeError and RecursionError, not UnicodeDecodeError"
@@ -109,11 +105,9 @@ UPLOADS = [
 
 
 @pytest.mark.parametrize(("path", "body"), UPLOADS)
-def test_invalid_utf8_in_an_admin_upload_is_a_400(served: Served, path: str, body: bytes) -> None:
+def test_invalid_utf8_in_an_admin_upload_is_a_400(policy: Served, path: str, body: bytes) -> None:
     """The policy and entity uploads answer invalid UTF-8 in a JSON string with a 400 naming it."""
-    if served.service != "policy":
-        pytest.skip("policy service uploads")
-    status, raw = call("POST", served.url + path, body=body, headers=ADMIN_JSON)
+    status, raw = call("POST", policy.url + path, body=body, headers=ADMIN_JSON)
     _assert_names_utf8(status, raw)
 
 
@@ -135,9 +129,18 @@ def _abandon_body(port: int, path: str) -> None:
         )
 
 
-def test_clients_leaving_mid_body_are_closed_quietly_and_counted(served: Served) -> None:
+def test_auth_clients_leaving_mid_body_are_closed_quietly_and_counted(auth: Served) -> None:
     """Hundreds of clients that leave mid-body: no traceback, at most one log line, each one counted,
     and the server still answers."""
+    _abandon_bodies_quietly(auth)
+
+
+def test_policy_clients_leaving_mid_body_are_closed_quietly_and_counted(policy: Served) -> None:
+    """The same for the policy service: its native decision paths and its Starlette routes."""
+    _abandon_bodies_quietly(policy)
+
+
+def _abandon_bodies_quietly(served: Served) -> None:
     paths = BODY_PATHS[served.service]
     before = metric(served, DISCONNECTS)
     log_before = served.log()

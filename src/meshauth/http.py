@@ -9,7 +9,6 @@ event — counted, logged as one line at most per minute, never a traceback.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -19,6 +18,7 @@ import msgspec
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from meshauth.deadlines import BodyDeadline
 from meshauth.observability.metrics import IntCounters
 
 if TYPE_CHECKING:
@@ -155,7 +155,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     try:
-        async with asyncio.timeout(_body_read_timeout):
+        with BodyDeadline(_body_read_timeout):
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit:

@@ -18,6 +18,7 @@ import msgspec
 from granian._granian import RSGIProtocolClosed as ProtocolClosed
 from starlette.applications import Starlette
 
+from meshauth.deadlines import BodyDeadline
 from meshauth.http import ApiError, body_read_timeout, body_timed_out, check_length, client_went_away, too_large
 
 ERROR_HEADERS = [("content-type", "application/json"), ("cache-control", "no-store")]
@@ -51,7 +52,7 @@ async def read_body(scope: Any, protocol: Any, limit: int) -> bytes:
     declared = scope.headers.get("content-length")
     check_length(declared, limit)
     try:
-        async with asyncio.timeout(body_read_timeout()):
+        with BodyDeadline(body_read_timeout()):
             if declared is not None:
                 body: bytes = await protocol()
                 if len(body) > limit:

@@ -14,7 +14,6 @@ the same object also serves ASGI.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import msgspec
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from meshauth.deadlines import BodyDeadline
 from meshauth.http import ApiError, body_read_timeout, body_timed_out, check_length, client_went_away, too_large
 from meshauth.rsgi import Lifespan
 
@@ -122,7 +122,7 @@ class DecisionFront:
         chunks: list[bytes] = []
         size = 0
         try:
-            async with asyncio.timeout(body_read_timeout()):
+            with BodyDeadline(body_read_timeout()):
                 while True:
                     message = await receive()
                     if message["type"] == "http.disconnect":
