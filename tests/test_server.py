@@ -19,7 +19,7 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
 from meshauth.config import Settings
 from meshauth.server import FD_RESERVE, admitted_connections, connection_permits, raise_fd_limit
-from tests.served import ADMIN, Served, call, serve
+from tests.served import ADMIN, Served, call, metric, serve
 from tests.served import raise_fd_limit as let_test_hold
 
 IDLE = 2300
@@ -160,6 +160,7 @@ def test_a_body_that_stalls_is_answered_408_after_the_body_timeout(
     and the connection is closed (the rest of the body may still come)."""
     env = {"MESHAUTH_HTTP_BODY_READ_TIMEOUT": "1", "MESHAUTH_HTTP_HEADER_READ_TIMEOUT": "30"}
     with serve(service, interface, tmp_path, valkey_url, **env) as served:
+        before = metric(served, "meshauth_http_body_timeouts_total")
         for path in BODY_PATHS[service]:
             media = "application/x-www-form-urlencoded" if path == "/oauth2/token" else "application/json"
             start = time.monotonic()
@@ -177,6 +178,7 @@ def test_a_body_that_stalls_is_answered_408_after_the_body_timeout(
             assert head.startswith(b"HTTP/1.1 408"), (path, response)
             assert json.loads(body)["error"] == "request_timeout"
             assert 0.9 < elapsed < 3.0, (path, elapsed)
+        assert metric(served, "meshauth_http_body_timeouts_total") == before + len(BODY_PATHS[service])
         assert "Traceback" not in served.log()
         assert call("GET", served.url + "/healthz")[0] == 200
 

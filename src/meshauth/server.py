@@ -36,7 +36,11 @@ The limits:
   and answer 408 after it.
 - ``http_max_connections`` (10,000 per worker): the backpressure permits. Sized well above any
   honest client population (a few sidecar pools) and far above 2,300; an idle connection costs a
-  file descriptor and ~10 KiB in the worker. Capped at start to what the fd limit allows.
+  file descriptor and ~3 KiB of worker RSS (measured). Capped at start to what the fd limit allows.
+
+Measured after (one worker, loopback, shared 2-core machine): with 2,300 silent connections held,
+``/healthz`` answers in 1–4 ms on both ports (before: no answer within 5 s, for as long as they
+were held); with 9,000 held, 2–6 ms; all of them are closed 20 s after they were opened.
 - ``http_backlog`` (4,096): the kernel's accept queue, i.e. connections waiting for a permit;
   Linux caps it at ``net.core.somaxconn`` (4,096 by default since 5.4).
 - The fd limit: at start the soft ``RLIMIT_NOFILE`` is raised to the hard limit (containers
