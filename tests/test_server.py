@@ -35,6 +35,9 @@ EVALUATION = {
 @contextmanager
 def idle_connections(port: int, count: int) -> Iterator[list[socket.socket]]:
     """``count`` TCP connections to ``port`` that send nothing."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < count + 512:
+        pytest.skip(f"this machine's hard open-file limit ({hard}) cannot hold {count} test connections")
     let_test_hold(count + 512)
     with ExitStack() as stack:
         held = []
@@ -121,7 +124,7 @@ def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout(short_ti
 
 
 def test_a_slowloris_client_is_closed_after_the_header_timeout(short_timeouts: Served) -> None:
-    """A client trickling its request head a byte at a time is closed although bytes keep coming."""
+    """A client trickling its request head, a byte a second, is closed although bytes keep coming."""
     head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 100
     start = time.monotonic()
     with socket.create_connection(("127.0.0.1", short_timeouts.port)) as s:
@@ -138,9 +141,9 @@ def test_a_slowloris_client_is_closed_after_the_header_timeout(short_timeouts: S
                 pass
             except ConnectionResetError:
                 break
-            time.sleep(0.2)
+            time.sleep(1.0)
         else:
-            pytest.fail("the server kept reading a trickled request head for 20 s")
+            pytest.fail("the server kept reading a trickled request head to its end")
     assert time.monotonic() - start < 3.5
 
 
