@@ -89,6 +89,8 @@ def test_invalid_utf8_in_auth_json_is_a_400(auth: Served, path: str, headers: di
 
 _UPLOAD_OWNER = "policy/api.py _decode_json catches DecodeError and RecursionError, not UnicodeDecodeError"
 UPLOADS = [
+    pytest.param("/admin/stores/s1/policies", b"permit(principal, action, resource) // " + BAD, id="policies-text"),
+    pytest.param("/admin/stores/s1/schema", b'{"": {"entityTypes": {"' + BAD + b'": {}}}}', id="schema"),
     pytest.param(
         "/admin/stores/s1/policies",
         b'{"policies":"permit(principal, action, resource) when { context.a == \\"' + BAD + b'\\" };"}',
@@ -107,7 +109,10 @@ UPLOADS = [
 @pytest.mark.parametrize(("path", "body"), UPLOADS)
 def test_invalid_utf8_in_an_admin_upload_is_a_400(policy: Served, path: str, body: bytes) -> None:
     """The policy and entity uploads answer invalid UTF-8 in a JSON string with a 400 naming it."""
-    status, raw = call("POST", policy.url + path, body=body, headers=ADMIN_JSON)
+    media = "text/plain" if path.endswith("policies") and not body.startswith(b"{") else "application/json"
+    method = "PUT" if path.endswith("schema") else "POST"
+    headers = {**ADMIN_JSON, "content-type": media}
+    status, raw = call(method, policy.url + path, body=body, headers=headers)
     _assert_names_utf8(status, raw)
 
 

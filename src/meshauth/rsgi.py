@@ -15,7 +15,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import msgspec
-from granian._granian import RSGIProtocolClosed as ProtocolClosed
+from granian.rsgi import ProtocolClosed  # type: ignore[attr-defined]  # re-exported there, not in __all__
 from starlette.applications import Starlette
 
 from meshauth.deadlines import BodyDeadline
