@@ -18,7 +18,7 @@ import pytest
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
 from meshauth.config import Settings
-from meshauth.server import FD_RESERVE, admitted_connections, connection_permits, raise_fd_limit
+from meshauth.server import FD_RESERVE, admitted_connections, connection_permits, grpc_connection_cap, raise_fd_limit
 from tests.served import ADMIN, Served, call, metric, serve
 from tests.served import raise_fd_limit as let_test_hold
 
@@ -251,3 +251,39 @@ def test_a_low_fd_limit_lowers_the_connection_limit_and_says_so(caplog: pytest.L
         permits = admitted_connections(Settings(http_max_connections=wanted))
     assert permits == fd_limit - FD_RESERVE
     assert [r.getMessage() for r in caplog.records if "open-file limit" in r.getMessage()]
+
+
+def test_grpc_connections_beyond_the_limit_are_closed_at_once(tmp_path: Path, valkey_url: str) -> None:
+    """Past grpc_max_connections a new gRPC-port connection is closed at once (the fd table stays
+    usable); once connections go, calls are answered again."""
+    with serve("auth", "asgi", tmp_path, valkey_url, MESHAUTH_GRPC_MAX_CONNECTIONS="20") as served:
+        held = [socket.create_connection(("127.0.0.1", served.grpc_port)) for _ in range(30)]
+        try:
+            closed = [s for s in held if closed_by_server(s, within=0.2) is not None]
+            assert len(closed) == 10
+        finally:
+            for s in held:
+                s.close()
+        time.sleep(0.5)
+
+        async def check() -> external_auth_pb2.CheckResponse:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{served.grpc_port}") as channel:
+                stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+                response: external_auth_pb2.CheckResponse = await stub.Check(
+                    external_auth_pb2.CheckRequest(), timeout=5
+                )
+                return response
+
+        assert asyncio.run(check()).denied_response.status.code == 401
+
+
+def test_grpc_connections_get_the_file_descriptors_the_http_port_leaves(caplog: pytest.LogCaptureFixture) -> None:
+    """The gRPC cap is lowered to what the fd limit leaves after HTTP connections and the reserve."""
+    soft = raise_fd_limit()
+    if soft >= 1_000_000:
+        pytest.skip(f"the open-file limit here ({soft}) holds a million gRPC connections")
+    settings = Settings(http_max_connections=16, grpc_max_connections=1_000_000)
+    with caplog.at_level(logging.WARNING, logger="meshauth.server"):
+        assert grpc_connection_cap(settings) == soft - FD_RESERVE - 16
+    assert [r for r in caplog.records if "gRPC connections" in r.getMessage()]
+    assert grpc_connection_cap(Settings(http_max_connections=16, grpc_max_connections=100)) == 100

@@ -85,6 +85,7 @@ class Settings(BaseSettings):
     http_max_connections: int = Field(default=10_000, ge=16, le=1_000_000)  # per worker process
     http_header_read_timeout: float = Field(default=20.0, ge=0.1, le=600)  # also the keep-alive idle timeout
     http_body_read_timeout: float = Field(default=30.0, ge=0.1, le=3600)
+    grpc_max_connections: int = Field(default=4096, ge=16, le=1_000_000)  # per process; more are closed at once
     grpc_handshake_timeout: float = Field(default=10.0, ge=0.1, le=600)
     grpc_max_connection_idle: float = Field(default=300.0, ge=1, le=86_400)
     grpc_max_concurrent_streams: int = Field(default=100, ge=1, le=10_000)

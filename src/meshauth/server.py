@@ -46,7 +46,8 @@ were held); with 9,000 held, 2–6 ms; all of them are closed 20 s after they we
 - The fd limit: at start the soft ``RLIMIT_NOFILE`` is raised to the hard limit (containers
   commonly start with a soft 1,024); if it is still below ``http_max_connections`` plus a reserve
   for the database, Redis and files, the permit count is lowered to fit and a line says so —
-  refusing to accept is better than failing accepts with EMFILE.
+  refusing to accept is better than failing accepts with EMFILE. In the auth process the gRPC
+  port's connections (``grpc_max_connections``, 4,096) share that fd table and get what is left.
 
 The gRPC ext_authz listener (grpc.aio, C core) has its own limits: ``auth.extauthz_grpc.grpc_options``.
 """
@@ -70,9 +71,10 @@ Interface = Literal["asgi", "rsgi"]
 
 log = logging.getLogger(__name__)
 
-# File descriptors a worker needs beside client connections: database and Redis pools, the gRPC
-# listener and its connections' headroom, log files, the Python runtime's own.
+# File descriptors a worker needs beside client connections: database and Redis pools, listeners,
+# log files, the Python runtime's own.
 FD_RESERVE = 512
+_UNLIMITED = 1 << 30
 # The real factory, handed to each worker process through its environment (granian imports the
 # target by name in the worker, and with the "spawn" start method nothing else carries over).
 _FACTORY_ENV = "_MESHAUTH_SERVE_FACTORY"
@@ -84,8 +86,11 @@ _HTTP2 = HTTP2Settings(max_concurrent_streams=100, keep_alive_interval=60_000, k
 def raise_fd_limit() -> int:
     """Raise the soft ``RLIMIT_NOFILE`` to the hard limit; returns the soft limit now in force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard > soft:
-        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft == resource.RLIM_INFINITY:
+        return _UNLIMITED
+    # An unlimited hard limit still stops at the kernel's fs.nr_open (2**20 by default).
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if target > soft:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
             soft = target
@@ -98,6 +103,25 @@ def connection_permits(max_connections: int, fd_limit: int) -> int:
     """Connections one worker admits: the setting, lowered to what the fd limit leaves room for."""
     room = max(fd_limit - FD_RESERVE, 16)
     return min(max_connections, room)
+
+
+def grpc_connection_cap(settings: Settings) -> int:
+    """gRPC connections the auth process admits: the setting, lowered to the file descriptors the
+    HTTP port's connections and the reserve leave (both ports live in one process's fd table)."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return settings.grpc_max_connections
+    left = soft - FD_RESERVE - connection_permits(settings.http_max_connections, soft)
+    cap = min(settings.grpc_max_connections, max(64, left))
+    if cap < settings.grpc_max_connections:
+        log.warning(
+            "open-file limit %d leaves room for %d gRPC connections, not grpc_max_connections=%d;"
+            " raise the limit (ulimit -n, the container's nofile) to admit more",
+            soft,
+            cap,
+            settings.grpc_max_connections,
+        )
+    return cap
 
 
 def admitted_connections(settings: Settings) -> int:
