@@ -88,6 +88,20 @@ class Settings(BaseSettings):
     decision_api_tokens: tuple[SecretStr, ...] = ()
     decision_api_allowed_principals: tuple[str, ...] = ()
 
+    # Transport (transport-ops): connection limits and timeouts of both services' HTTP ports and the
+    # gRPC ext_authz port (seconds, counts). Why each one, and what was measured: meshauth/server.py.
+    http_mode: Literal["http1", "auto"] = "http1"  # auto adds h2c, but silent connections never time out
+    http_backlog: int = Field(default=4096, ge=128, le=65_535)
+    http_max_connections: int = Field(default=10_000, ge=16, le=1_000_000)  # per worker process
+    http_header_read_timeout: float = Field(default=20.0, ge=0.1, le=600)  # also the keep-alive idle timeout
+    http_body_read_timeout: float = Field(default=30.0, ge=0.1, le=3600)
+    grpc_max_connections: int = Field(default=4096, ge=16, le=1_000_000)  # per process; more are closed at once
+    grpc_handshake_timeout: float = Field(default=10.0, ge=0.1, le=600)
+    grpc_max_connection_idle: float = Field(default=300.0, ge=1, le=86_400)
+    grpc_max_concurrent_streams: int = Field(default=100, ge=1, le=10_000)
+    grpc_keepalive_time: float = Field(default=60.0, ge=1, le=86_400)
+    grpc_keepalive_timeout: float = Field(default=20.0, ge=1, le=600)
+
     # Tokens (seconds)
     signing_alg: SigningAlg = "ES256"
     # Encrypts signing keys at rest in the database (PKCS#8). Changing it makes existing keys unreadable:

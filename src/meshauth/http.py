@@ -1,15 +1,51 @@
-"""HTTP glue both services share: bounded body reads, machine-readable errors, fast JSON responses."""
+"""HTTP glue both services share: bounded body reads, machine-readable errors, fast JSON responses.
+
+Every request body meshauth reads goes through a reader here or in ``meshauth.rsgi`` /
+``meshauth.policy.fast`` (the native decision paths), and all of them hold the same rules: refuse
+over the size limit (413) before buffering it, give the whole body ``http_body_read_timeout``
+seconds (408; hyper has no body timer), and treat a client that goes away mid-body as an everyday
+event — counted, logged as one line at most per minute, never a traceback.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from meshauth.deadlines import BodyDeadline
+from meshauth.observability.metrics import IntCounters
+
+if TYPE_CHECKING:
+    from meshauth.config import Settings
+
+log = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
+
+DISCONNECTS = IntCounters(
+    "meshauth_http_client_disconnects", "Requests whose client went away before sending the whole body.", []
+)
+BODY_TIMEOUTS = IntCounters(
+    "meshauth_http_body_timeouts", "Requests answered 408: the body did not arrive within the body timeout.", []
+)
+_DEFAULT_BODY_READ_TIMEOUT = 30.0
+_body_read_timeout = _DEFAULT_BODY_READ_TIMEOUT
+
+
+def configure(settings: Settings) -> None:
+    """Apply the transport settings to this process's body readers (``serve`` does, per worker)."""
+    global _body_read_timeout  # one process-wide value, set once at worker start
+    _body_read_timeout = settings.http_body_read_timeout
+
+
+def body_read_timeout() -> float:
+    """Seconds a request's whole body may take to arrive."""
+    return _body_read_timeout
 
 
 class ApiError(Exception):
@@ -58,16 +94,77 @@ def check_length(declared: str | bytes | None, limit: int) -> None:
         raise too_large(limit)
 
 
+class _OncePerInterval:
+    """Logs a recurring event as one line, then at most one line per ``interval`` with the count."""
+
+    def __init__(self, message: str, interval: float = 60.0) -> None:
+        self._message = message
+        self._interval = interval
+        self._unlogged = 0
+        self._next = 0.0
+
+    def note(self) -> None:
+        self._unlogged += 1
+        now = time.monotonic()
+        if now >= self._next:
+            log.warning(self._message, self._unlogged)
+            self._unlogged = 0
+            self._next = now + self._interval
+
+
+_went_away = _OncePerInterval(
+    "%d client(s) went away before sending the whole request body"
+    " (counted in meshauth_http_client_disconnects_total; at most one such line a minute)"
+)
+
+
+def client_went_away() -> ApiError:
+    """Count and (rate-limited) log a client that left mid-body; the 400 it returns goes nowhere
+    useful, but keeps every reader's contract: a body, or an ApiError."""
+    DISCONNECTS.add()
+    _went_away.note()
+    return ApiError(400, "invalid_request", "client went away before sending the whole body")
+
+
+def body_timed_out() -> ApiError:
+    BODY_TIMEOUTS.add()
+    return ApiError(
+        408,
+        "request_timeout",
+        f"the request body did not arrive within {_body_read_timeout:g} s",
+        headers={"connection": "close"},  # the rest of the body may still come: do not reuse this connection
+    )
+
+
+def utf8_problem(body: bytes) -> str | None:
+    """None when ``body`` is UTF-8, else where it is not. JSON text must be UTF-8 (RFC 8259 §8.1);
+    checking the whole body also covers strings a typed decoder skips without looking."""
+    if body.isascii():  # ~50 ns for a decision-sized body: the common case costs nothing
+        return None
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"invalid UTF-8 at byte {exc.start} (JSON must be UTF-8)"
+    return None
+
+
 async def read_body(request: Request, limit: int) -> bytes:
-    """Read the body, refusing with 413 as soon as it passes ``limit`` bytes (before buffering it all)."""
+    """Read the body, refusing with 413 as soon as it passes ``limit`` bytes (before buffering it all),
+    408 when it takes longer than the body timeout, 400 (counted) when the client leaves mid-body."""
     check_length(request.headers.get("content-length"), limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large(limit)
-        chunks.append(chunk)
+    try:
+        with BodyDeadline(_body_read_timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise too_large(limit)
+                chunks.append(chunk)
+    except ClientDisconnect:
+        raise client_went_away() from None
+    except TimeoutError:
+        raise body_timed_out() from None
     return b"".join(chunks)
 
 
@@ -77,6 +174,9 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
     if media != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
     raw = await read_body(request, limit)
+    problem = utf8_problem(raw)
+    if problem is not None:
+        raise ApiError(400, "invalid_request", f"body is not valid JSON: {problem}")
     try:
         data = msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:

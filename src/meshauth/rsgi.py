@@ -15,9 +15,11 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import msgspec
+from granian.rsgi import ProtocolClosed  # type: ignore[attr-defined]  # re-exported there, not in __all__
 from starlette.applications import Starlette
 
-from meshauth.http import ApiError, check_length, too_large
+from meshauth.deadlines import BodyDeadline
+from meshauth.http import ApiError, body_read_timeout, body_timed_out, check_length, client_went_away, too_large
 
 ERROR_HEADERS = [("content-type", "application/json"), ("cache-control", "no-store")]
 
@@ -45,22 +47,33 @@ def error_bytes(exc: ApiError) -> bytes:
 
 
 async def read_body(scope: Any, protocol: Any, limit: int) -> bytes:
-    """The request body, or ApiError 400/413 once it is, or claims to be, over ``limit`` bytes."""
+    """The request body, or ApiError 400/413 once it is, or claims to be, over ``limit`` bytes; 408
+    after the body timeout; 400 (counted, see ``meshauth.http``) when the client leaves mid-body."""
     declared = scope.headers.get("content-length")
     check_length(declared, limit)
-    if declared is not None:
-        body: bytes = await protocol()
-        if len(body) > limit:
-            raise too_large(limit)
-        return body
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in protocol:
-        size += len(chunk)
-        if size > limit:
-            raise too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        with BodyDeadline(body_read_timeout()):
+            if declared is not None:
+                body: bytes = await protocol()
+                if len(body) > limit:
+                    raise too_large(limit)
+                return body
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in protocol:
+                size += len(chunk)
+                if size > limit:
+                    raise too_large(limit)
+                chunks.append(chunk)
+            return b"".join(chunks)
+    except ProtocolClosed:  # granian: the client closed the connection before the body was complete
+        raise client_went_away() from None
+    except TimeoutError:
+        raise body_timed_out() from None
+
+
+def respond_error(protocol: Any, exc: ApiError) -> None:
+    protocol.response_bytes(exc.status, [*ERROR_HEADERS, *exc.headers.items()], error_bytes(exc))
 
 
 async def forward(app: Any, scope: Any, protocol: Any, *, max_body: int) -> None:
@@ -70,7 +83,7 @@ async def forward(app: Any, scope: Any, protocol: Any, *, max_body: int) -> None
     try:
         body = await read_body(scope, protocol, max_body)
     except ApiError as exc:
-        protocol.response_bytes(exc.status, ERROR_HEADERS, error_bytes(exc))
+        respond_error(protocol, exc)
         return
     client_host, _, client_port = scope.client.rpartition(":")
     server_host, _, server_port = scope.server.rpartition(":")

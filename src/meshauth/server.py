@@ -2,34 +2,180 @@
 
 Two interfaces: ASGI, and granian's own RSGI, which reads request bodies natively and measured well
 ahead of ASGI for body-reading apps (docs/performance.md). An app object may speak both.
+
+Connection limits and timeouts (settings in ``config.py``, block "Transport"), and why
+----------------------------------------------------------------------------------------
+Measured against granian 2.8.9 (hyper 1.11, hyper-util 0.1.20), one worker, before this was set:
+~2,050 TCP connections that send nothing made the port stop answering anyone until they closed.
+
+- **What stopped answering.** granian admits connections through a semaphore of ``backpressure``
+  permits per worker, held for the connection's whole life, idle or not; its default is
+  ``backlog // workers`` = 2,048 here. Permit 2,049 is never granted, so the accept loop stops and
+  new clients wait in the kernel's accept queue (another ``backlog``) until they time out.
+- **Why idle sockets lived forever.** In ``http=auto`` (HTTP/1.1 and h2c on one port) hyper-util
+  first reads a few bytes to tell the protocols apart, and that read has no timer
+  (hyperium/hyper#3962, #3756): a peer that never sends a byte is held until it hangs up.
+  Served as HTTP/1.1 only, hyper's ``header_read_timeout`` runs from the moment the connection is
+  accepted, and since hyper 1.10 (hyperium/hyper#3828) again whenever a kept-alive connection goes
+  idle after a response. So one timer closes a silent connection, an idle keep-alive connection,
+  and a slowloris client (headers trickled in) alike.
+
+The limits:
+
+- ``http_mode`` = ``http1`` (default). Nothing in meshauth speaks h2c to these ports (the service
+  client and the mesh sidecars use HTTP/1.1 keep-alive; FIELD-NOTES), and ``auto`` would re-open
+  the silent-connection hole. ``auto`` stays available; with it only ``http_max_connections``
+  bounds silent connections.
+- ``http_header_read_timeout`` (20 s): a request's head must arrive within this from the
+  connection's start or from the end of the previous response; it is therefore also the
+  keep-alive idle timeout. Above aiohttp's 15 s client keep-alive, so pooled clients close first
+  and never race a server-side close; mesh sidecars should idle out upstream connections sooner
+  (DestinationRule ``connectionPool.http.idleTimeout``).
+- ``http_body_read_timeout`` (30 s): hyper has no body timer, so our body readers
+  (``meshauth.http``, ``meshauth.rsgi``, ``meshauth.policy.fast``) give the whole body this long
+  and answer 408 after it.
+- ``http_max_connections`` (10,000 per worker): the backpressure permits. Sized well above any
+  honest client population (a few sidecar pools) and far above 2,300; an idle connection costs a
+  file descriptor and ~3 KiB of worker RSS (measured). Capped at start to what the fd limit allows.
+
+Measured after (one worker, loopback, shared 2-core machine): with 2,300 silent connections held,
+``/healthz`` answers in 1–4 ms on both ports (before: no answer within 5 s, for as long as they
+were held); with 9,000 held, 2–6 ms; all of them are closed 20 s after they were opened.
+- ``http_backlog`` (4,096): the kernel's accept queue, i.e. connections waiting for a permit;
+  Linux caps it at ``net.core.somaxconn`` (4,096 by default since 5.4).
+- The fd limit: at start the soft ``RLIMIT_NOFILE`` is raised to the hard limit (containers
+  commonly start with a soft 1,024); if it is still below ``http_max_connections`` plus a reserve
+  for the database, Redis and files, the permit count is lowered to fit and a line says so —
+  refusing to accept is better than failing accepts with EMFILE. In the auth process the gRPC
+  port's connections (``grpc_max_connections``, 4,096) share that fd table and get what is left.
+
+The gRPC ext_authz listener (grpc.aio, C core) has its own limits: ``auth.extauthz_grpc.grpc_options``.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import importlib
+import logging
+import os
+import resource
+from typing import Any, Literal
 
 from granian.constants import HTTPModes, Interfaces, Loops
+from granian.http import HTTP1Settings, HTTP2Settings
 from granian.server import Server
+
+from meshauth import http
+from meshauth.config import Settings, load_settings
 
 Interface = Literal["asgi", "rsgi"]
 
+log = logging.getLogger(__name__)
 
-def serve(factory: str, *, host: str, port: int, workers: int = 1, interface: Interface = "asgi") -> None:
+# File descriptors a worker needs beside client connections: database and Redis pools, listeners,
+# log files, the Python runtime's own.
+FD_RESERVE = 512
+_UNLIMITED = 1 << 30
+# The real factory, handed to each worker process through its environment (granian imports the
+# target by name in the worker, and with the "spawn" start method nothing else carries over).
+_FACTORY_ENV = "_MESHAUTH_SERVE_FACTORY"
+# Used only with http_mode=auto. hyper has no header or idle timer for HTTP/2: pings (every 60 s,
+# 20 s to answer) find dead peers, and a connection may carry at most 100 requests at once.
+_HTTP2 = HTTP2Settings(max_concurrent_streams=100, keep_alive_interval=60_000, keep_alive_timeout=20)
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft ``RLIMIT_NOFILE`` to the hard limit; returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return _UNLIMITED
+    # An unlimited hard limit still stops at the kernel's fs.nr_open (2**20 by default).
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-file limit from %d to %d: %s", soft, target, exc)
+    return soft
+
+
+def connection_permits(max_connections: int, fd_limit: int) -> int:
+    """Connections one worker admits: the setting, lowered to what the fd limit leaves room for."""
+    room = max(fd_limit - FD_RESERVE, 16)
+    return min(max_connections, room)
+
+
+def grpc_connection_cap(settings: Settings) -> int:
+    """gRPC connections the auth process admits: the setting, lowered to the file descriptors the
+    HTTP port's connections and the reserve leave (both ports live in one process's fd table)."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return settings.grpc_max_connections
+    left = soft - FD_RESERVE - connection_permits(settings.http_max_connections, soft)
+    cap = min(settings.grpc_max_connections, max(64, left))
+    if cap < settings.grpc_max_connections:
+        log.warning(
+            "open-file limit %d leaves room for %d gRPC connections, not grpc_max_connections=%d;"
+            " raise the limit (ulimit -n, the container's nofile) to admit more",
+            soft,
+            cap,
+            settings.grpc_max_connections,
+        )
+    return cap
+
+
+def admitted_connections(settings: Settings) -> int:
+    """Raise the fd limit, then the connections each worker admits; says so when the limit is low."""
+    fd_limit = raise_fd_limit()
+    permits = connection_permits(settings.http_max_connections, fd_limit)
+    if permits < settings.http_max_connections:
+        log.warning(
+            "open-file limit %d leaves room for %d connections per worker, not http_max_connections=%d;"
+            " raise the limit (ulimit -n, the container's nofile) to admit more",
+            fd_limit,
+            permits,
+            settings.http_max_connections,
+        )
+    return permits
+
+
+def serve(
+    factory: str,
+    *,
+    host: str,
+    port: int,
+    workers: int = 1,
+    interface: Interface = "asgi",
+    settings: Settings | None = None,
+) -> None:
     """Serve ``module:function`` (an app factory) until interrupted. Blocks."""
+    settings = settings or load_settings()
+    permits = admitted_connections(settings)
+    os.environ[_FACTORY_ENV] = factory
     Server(
-        factory,
+        f"{__name__}:worker_app",
         address=host,
         port=port,
         interface=Interfaces.RSGI if interface == "rsgi" else Interfaces.ASGI,
         workers=workers,
         loop=Loops.uvloop,
-        http=HTTPModes.auto,
+        http=HTTPModes.http1 if settings.http_mode == "http1" else HTTPModes.auto,
         factory=True,
         log_access=False,
-        backlog=2048,
+        backlog=settings.http_backlog,
+        backpressure=permits,
+        http1_settings=HTTP1Settings(header_read_timeout=int(settings.http_header_read_timeout * 1000)),
+        http2_settings=_HTTP2,
         # A worker that dies is replaced rather than leaving the port served by fewer workers.
         respawn_failed_workers=True,
     ).serve()
+
+
+def worker_app() -> Any:
+    """The factory granian runs in each worker: apply the transport settings, then build the app."""
+    http.configure(load_settings())
+    module, _, name = os.environ[_FACTORY_ENV].partition(":")
+    return getattr(importlib.import_module(module), name)()
 
 
 def serve_asgi(factory: str, *, host: str, port: int, workers: int = 1) -> None:

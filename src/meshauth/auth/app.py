@@ -122,7 +122,7 @@ class AuthApp:
         await self.service.start()
         if self.grpc_port is not None:
             self._grpc, self.grpc_bound = await start_grpc_server(
-                self.gate, host=self.settings.auth_host, port=self.grpc_port
+                self.gate, host=self.settings.auth_host, port=self.grpc_port, settings=self.settings
             )
         try:
             yield

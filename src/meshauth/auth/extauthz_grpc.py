@@ -15,7 +15,9 @@ from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
 from meshauth.auth.gate import Gate, join_cookies
+from meshauth.config import Settings
 from meshauth.observability.metrics import GATE_DECISIONS
+from meshauth.server import grpc_connection_cap
 
 MAX_MESSAGE_BYTES = 1 << 20
 
@@ -81,14 +83,33 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
         )
 
 
-async def start_grpc_server(gate: Gate, *, host: str, port: int) -> tuple[grpc.aio.Server, int]:
+def grpc_options(settings: Settings) -> list[tuple[str, int]]:
+    """The listener's limits (settings block "Transport" in ``config.py``).
+
+    The C core kept answering with 2,500 idle TCP connections held (issue 7); these bound how many
+    connections the process holds (``grpc_max_connections``: beyond it a new connection is closed
+    at once, so the fd table stays usable for the database, Redis and the HTTP port), and what each
+    may hold and for how long: a peer must finish the HTTP/2 handshake within
+    ``grpc_handshake_timeout`` (a silent socket is closed); a connection with no call in flight for
+    ``grpc_max_connection_idle`` is sent GOAWAY (Envoy reconnects on its next check); one
+    connection runs at most ``grpc_max_concurrent_streams`` calls at once; keepalive pings every
+    ``grpc_keepalive_time`` find dead peers."""
+    ms = 1000
+    return [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.so_reuseport", 1),
+        ("grpc.max_allowed_incoming_connections", grpc_connection_cap(settings)),
+        ("grpc.server_handshake_timeout_ms", int(settings.grpc_handshake_timeout * ms)),
+        ("grpc.max_connection_idle_ms", int(settings.grpc_max_connection_idle * ms)),
+        ("grpc.max_concurrent_streams", settings.grpc_max_concurrent_streams),
+        ("grpc.keepalive_time_ms", int(settings.grpc_keepalive_time * ms)),
+        ("grpc.keepalive_timeout_ms", int(settings.grpc_keepalive_timeout * ms)),
+    ]
+
+
+async def start_grpc_server(gate: Gate, *, host: str, port: int, settings: Settings) -> tuple[grpc.aio.Server, int]:
     """Start serving; returns the server and the port it bound (useful with port 0)."""
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.so_reuseport", 1),
-        ]
-    )
+    server = grpc.aio.server(options=grpc_options(settings))
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(AuthorizationServicer(gate), server)
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:

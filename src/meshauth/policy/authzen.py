@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from meshauth import wire
-from meshauth.http import ApiError
+from meshauth.http import ApiError, utf8_problem
 from meshauth.policy.cedar import Uid
 from meshauth.policy.errors import bad_request, not_json
 from meshauth.policy.names import check_uid, is_valid_uid
@@ -156,8 +156,17 @@ def _field_of(exc: msgspec.ValidationError, prefix: str) -> tuple[str, str]:
 _decode_single = msgspec.json.Decoder(wire.EvaluationRequest)
 
 
+def _check_utf8(body: bytes) -> None:
+    """msgspec raises ``UnicodeDecodeError`` (not a ``DecodeError``) for bad bytes in a string it
+    decodes, and skips unknown fields' strings unchecked: check the whole body first, one way."""
+    problem = utf8_problem(body)
+    if problem is not None:
+        raise bad_request("body", f"not valid JSON: {problem}")
+
+
 def parse_evaluation(body: bytes) -> Query:
     """``POST …/evaluation`` body → query, or a 400 naming the field."""
+    _check_utf8(body)
     try:
         req = _decode_single.decode(body)
     except msgspec.ValidationError as exc:
@@ -195,6 +204,7 @@ def parse_evaluations(body: bytes, max_items: int) -> Batch:
     The whole body is decoded into typed structs in one pass; only when that fails is it decoded
     again loosely, item by item, to tell which items are bad and why.
     """
+    _check_utf8(body)
     try:
         top = _decode_batch.decode(body)
     except msgspec.ValidationError:

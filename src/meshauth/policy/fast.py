@@ -21,7 +21,8 @@ from typing import Any
 import msgspec
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from meshauth.http import ApiError, check_length, too_large
+from meshauth.deadlines import BodyDeadline
+from meshauth.http import ApiError, body_read_timeout, body_timed_out, check_length, client_went_away, too_large
 from meshauth.policy.guard import DecisionGuard
 from meshauth.rsgi import Lifespan
 
@@ -105,37 +106,44 @@ class DecisionFront:
         if refused is not None:
             await _send_error(send, refused)
             return
+        extra: list[tuple[bytes, bytes]] = []
         try:
             body = await self._read(scope, receive)
         except ApiError as exc:
             error = {"error": exc.error, "error_description": exc.description}
             status, is_error, payload = exc.status, True, _encoder.encode(error)
+            extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()]
         else:
             status, is_error, payload = await self.answer(*matched, body)
-        headers = [(b"content-type", JSON.encode()), (b"content-length", str(len(payload)).encode())]
+        headers = [(b"content-type", JSON.encode()), (b"content-length", str(len(payload)).encode()), *extra]
         if is_error:
             headers.append((b"cache-control", b"no-store"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
 
     async def _read(self, scope: Scope, receive: Receive) -> bytes:
+        """The body, bounded like every reader's (``meshauth.http``): 413, 408, counted 400 on disconnect."""
         limit = self.max_body
         for name, value in scope["headers"]:
             if name == b"content-length":
                 check_length(value, limit)
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ApiError(400, "invalid_request", "client went away before sending the body")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise too_large(limit)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        try:
+            with BodyDeadline(body_read_timeout()):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise client_went_away()
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        raise too_large(limit)
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        except TimeoutError:
+            raise body_timed_out() from None
 
     # --- RSGI (granian) ------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from meshauth.http import ApiError
 from meshauth.policy.fast import JSON, route
-from meshauth.rsgi import ERROR_HEADERS, error_bytes, forward, read_body
+from meshauth.rsgi import ERROR_HEADERS, forward, read_body, respond_error
 
 if TYPE_CHECKING:
     from meshauth.policy.fast import DecisionFront
@@ -29,12 +29,12 @@ async def handle(front: DecisionFront, scope: Any, protocol: Any) -> None:
     if front.guard is not None:
         refused = front.guard.check_rsgi(scope.headers)
         if refused is not None:
-            protocol.response_bytes(refused.status, [*ERROR_HEADERS, *refused.headers.items()], error_bytes(refused))
+            respond_error(protocol, refused)
             return
     try:
         body = await read_body(scope, protocol, front.max_body)
     except ApiError as exc:
-        protocol.response_bytes(exc.status, ERROR_HEADERS, error_bytes(exc))
+        respond_error(protocol, exc)
         return
     status, is_error, payload = await front.answer(*matched, body)
     protocol.response_bytes(status, ERROR_HEADERS if is_error else _JSON_HEADERS, payload)

@@ -1,0 +1,117 @@
+"""Either service as ``meshauth serve`` runs it (granian, a real port), with its output kept in a file
+so tests can read what the server logged (stdout and stderr: granian logs to stdout)."""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ADMIN = "served-transport-admin-token-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Served:
+    service: str
+    interface: str
+    port: int
+    grpc_port: int  # the auth service's ext_authz gRPC listener
+    output: Path  # the server's stdout and stderr
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.output.read_text(errors="replace")
+
+
+@contextmanager
+def serve(service: str, interface: str, var: Path, valkey_url: str, **env_extra: str) -> Iterator[Served]:
+    """``python -m meshauth serve <service> --interface <interface>`` on a free port, fresh SQLite."""
+    port, grpc_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESHAUTH_")}
+    env.update(
+        MESHAUTH_VAR_DIR=str(var),
+        MESHAUTH_DATABASE_URL=f"sqlite:///{var}/m.db",
+        MESHAUTH_REDIS_URL=valkey_url,
+        MESHAUTH_ADMIN_TOKEN=ADMIN,
+        MESHAUTH_AUTH_PORT=str(port),
+        MESHAUTH_POLICY_PORT=str(port),
+        MESHAUTH_GRPC_PORT=str(grpc_port),
+        MESHAUTH_ARGON2_TIME_COST="1",
+        MESHAUTH_ARGON2_MEMORY_KIB="8",
+    )
+    env.update(env_extra)
+    output = var / f"{service}-{interface}.log"
+    with output.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "meshauth", "serve", service, "--interface", interface],
+            env=env,
+            stdout=err,  # granian logs to stdout; Python tracebacks may go to either
+            stderr=subprocess.STDOUT,
+        )
+    served = Served(service, interface, port, grpc_port, output)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"meshauth serve {service} exited:\n{served.log()}")
+            try:
+                urllib.request.urlopen(served.url + "/healthz", timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"meshauth serve {service} did not start:\n{served.log()}") from None
+                time.sleep(0.1)
+        yield served
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def call(
+    method: str, url: str, *, body: bytes | None = None, headers: dict[str, str] | None = None, timeout: float = 10
+) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def metric(served: Served, name: str) -> float:
+    """The sum of a metric's samples in the server's ``/metrics`` (0 when it has none)."""
+    status, body = call("GET", served.url + "/metrics")
+    assert status == 200
+    total = 0.0
+    for line in body.decode().splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            sample, _, value = line.rpartition(" ")
+            if sample.split("{", 1)[0] == name:
+                total += float(value)
+    return total
+
+
+def raise_fd_limit(needed: int) -> None:
+    """Let this test process hold ``needed`` sockets (up to the hard limit, which tests cannot raise)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))

@@ -1,0 +1,55 @@
+"""Body-read deadlines: one sweep timer per loop, the contract of ``asyncio.timeout``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from meshauth.deadlines import BodyDeadline
+
+
+async def test_a_read_that_finishes_in_time_is_untouched() -> None:
+    """A read done before its deadline returns its value, and nothing fires later."""
+    with BodyDeadline(0.2):
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.4)  # past the deadline: no stray cancellation arrives
+
+
+async def test_a_read_past_its_deadline_raises_timeout_error() -> None:
+    """A read still waiting at its deadline ends with TimeoutError, within one sweep interval."""
+    start = time.monotonic()
+    with pytest.raises(TimeoutError), BodyDeadline(0.4):
+        await asyncio.Event().wait()
+    assert 0.35 < time.monotonic() - start < 1.0
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+
+async def test_an_outside_cancellation_stays_a_cancellation() -> None:
+    """Cancelling the task for another reason is not turned into a timeout."""
+
+    async def read() -> None:
+        with BodyDeadline(10):
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(read())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_many_reads_each_meet_their_own_deadline() -> None:
+    """Concurrent reads with different deadlines: the slow ones time out, the fast ones finish."""
+
+    async def read(timeout: float, takes: float) -> str:
+        try:
+            with BodyDeadline(timeout):
+                await asyncio.sleep(takes)
+        except TimeoutError:
+            return "timeout"
+        return "done"
+
+    results = await asyncio.gather(*(read(0.3, 0.05) for _ in range(50)), *(read(0.3, 5) for _ in range(50)))
+    assert results == ["done"] * 50 + ["timeout"] * 50
