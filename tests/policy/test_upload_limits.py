@@ -185,3 +185,59 @@ def test_wide_sets_are_not_large_expressions() -> None:
     members = ", ".join(f'User::"u{i}"' for i in range(5_000))
     text = f"permit(principal, action, resource) when {{ principal in [{members}] }};"
     assert limit_errors(text, Limits(max_nesting=32, max_expression=400)) == []
+
+
+_AT_THE_LIMITS = r"""
+import asyncio, functools, sys
+from meshauth.policy import cedar
+from meshauth.policy.registry import compile_state
+from meshauth.policy.servable import Unservable, checked
+from meshauth.policy.source import Limits
+from meshauth.policy.stores import StoreRow
+
+text = sys.stdin.read()
+row = StoreRow("s", 1, 1, None, None, 0, False)
+limits = Limits(max_nesting=128, max_expression=1000)  # the largest values the settings accept
+
+
+async def main() -> str:
+    try:
+        await cedar.compile_thread(checked, functools.partial(compile_state, row, index_enabled=True), text, limits)
+    except Unservable as exc:
+        return "refused " + exc.error
+    policies = await cedar.compile_thread(cedar.parse_policies, text)
+    request = cedar.request(("User", "u"), ("Action", "view"), ("User", "u"), None)
+    # Evaluated on the main thread, as the event loop does.
+    (result,) = cedar.authorize([request], policies, cedar.parse_entities("[]", None), None)
+    return "served " + result.decision
+
+
+print(asyncio.run(main()))
+"""
+AT_THE_LIMITS = {
+    "parentheses": _when("(" * 127 + "true" + ")" * 127),
+    "brackets": _when("[" * 126 + "true" + "]" * 126 + " == []"),
+    "records": _when("{a: " * 126 + "true" + "}" * 126 + " == {}"),
+    "and-chain": _when(" && ".join(["true"] * 1000)),
+    "if-chain": _when("if true then " * 999 + "true" + " else true" * 999),
+    "comparisons": _when(" && ".join(f'principal.id != "u{i}"' for i in range(333))),
+    "nested-chain": _when("(" * 127 + " && ".join(["true"] * 800) + ")" * 127),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(AT_THE_LIMITS))
+def test_largest_settings_never_crash_the_engine(shape: str) -> None:
+    """Text just within the largest limits the settings accept is compiled (on the engine thread)
+    and evaluated (on the main thread) or refused with an error — never a crash."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    proc = subprocess.run(
+        [sys.executable, "-c", _AT_THE_LIMITS],
+        input=AT_THE_LIMITS[shape],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert proc.returncode == 0, f"died with status {proc.returncode}: {proc.stderr[-2000:]}"
+    assert proc.stdout.split()[0] in ("served", "refused"), proc.stdout

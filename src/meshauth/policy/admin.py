@@ -22,9 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from meshauth.policy import cedar, stores
 from meshauth.policy.entities import delete_entity, normalize_upload, read_entity, upsert_entities
 from meshauth.policy.errors import bad_request, invalid_policy, invalid_schema, not_found, store_not_found
-from meshauth.policy.registry import Registry
+from meshauth.policy.registry import Compiled, Registry
 from meshauth.policy.servable import Unservable, check_schema_text
-from meshauth.policy.source import Limits, Location, SourceError, limit_errors, statement_location, syntax_errors
+from meshauth.policy.source import Limits, Location, SourceError, statement_location, syntax_errors
 
 SCHEMA_FORMATS = ("cedar", "json")
 
@@ -61,12 +61,8 @@ def _schema_of(row: stores.StoreRow) -> cedar.Schema | None:
     return cedar.parse_schema(row.schema_text, row.schema_format or "cedar")
 
 
-def _validate(row: stores.StoreRow, text: str, limits: Limits) -> None:
-    """Limits first (the engine must not see text over them), then syntax and types (422s)."""
-    over = limit_errors(text, limits)
-    if over:
-        raise Unservable("policy_too_complex", over)
-    check_schema_text(row.schema_text, row.schema_format, limits)
+def _validate(row: stores.StoreRow, text: str) -> None:
+    """Syntax and types, as 422s with locations. Only for text already within the limits."""
     check_policies(text, _schema_of(row))
 
 
@@ -80,13 +76,15 @@ class Admin:
         self._registry = registry
         self._limits = limits or Limits()
 
-    async def _check(self, row: stores.StoreRow, text: str) -> None:
-        """Everything a version must pass to be written: a 422 naming what it does not."""
+    async def _check(self, row: stores.StoreRow, text: str) -> Compiled:
+        """Everything a version must pass to be written (else a 422 naming what it does not); the
+        result is what this worker then serves."""
         try:
-            await cedar.compile_thread(_validate, row, text, self._limits)
-            await self._registry.compile(row, text)
+            state = await self._registry.compile(row, text)  # the limits first, then the engine
         except Unservable as exc:
             raise invalid_policy(exc.errors, error=exc.error) from None
+        await cedar.compile_thread(_validate, row, text)
+        return Compiled(_schema_key(row), text, state)
 
     async def _row_to_check(self, store: str) -> stores.StoreRow:
         """The store as it is (read only), or how a store the upload will create starts."""
@@ -132,17 +130,17 @@ class Admin:
     async def upload(self, store: str, text: str, *, activate: bool | None, author: str) -> dict[str, Any]:
         """Store a new version (checked); activate it when asked, or when nothing is active yet."""
         checked = await self._row_to_check(store)
-        await self._check(checked, text)
+        compiled = await self._check(checked, text)
         async with self._engine.begin() as conn:
             row = await stores.ensure(conn, store)
             if _schema_key(row) != _schema_key(checked):
-                await self._check(row, text)  # the schema changed meanwhile: check under the new one
+                compiled = await self._check(row, text)  # the schema changed meanwhile: check under it
             version = await stores.add_version(conn, store, text, author)
             do_activate = activate if activate is not None else row.active_version is None
             revision = row.revision
             if do_activate:
                 revision = await stores.activate(conn, store, version)
-        await self._registry.reload(store)
+        await self._registry.reload(store, compiled if do_activate else None)
         self._registry.announce()
         return {
             "store": store,
@@ -160,15 +158,15 @@ class Admin:
             text = await stores.version_text(conn, store, version)
         if text is None:
             raise not_found(f"store {store!r} has no policy version {version}")
-        await self._check(checked, text)
+        compiled = await self._check(checked, text)
         async with self._engine.begin() as conn:
             row = await self._existing(conn, store)
             if await stores.version_text(conn, store, version) != text:
                 raise not_found(f"store {store!r} has no policy version {version}")  # deleted meanwhile
             if _schema_key(row) != _schema_key(checked):
-                await self._check(row, text)
+                compiled = await self._check(row, text)
             revision = await stores.activate(conn, store, version)
-        await self._registry.reload(store)
+        await self._registry.reload(store, compiled)
         self._registry.announce()
         return {"store": store, "version": version, "revision": revision, "active_version": version}
 
@@ -202,13 +200,14 @@ class Admin:
             await cedar.compile_thread(cedar.parse_schema, text, fmt)
         except ValueError as exc:
             raise invalid_schema(f"{fmt} schema does not parse: {exc}") from None
+        compiled = None
         async with self._engine.begin() as conn:
             row = await stores.ensure(conn, store)
             if row.active_version is not None:
                 active = await stores.version_text(conn, store, row.active_version) or ""
-                await self._check(replace(row, schema_text=text, schema_format=fmt), active)
+                compiled = await self._check(replace(row, schema_text=text, schema_format=fmt), active)
             revision = await stores.set_schema(conn, store, text, fmt)
-        await self._registry.reload(store)
+        await self._registry.reload(store, compiled)
         self._registry.announce()
         return {"store": store, "revision": revision, "format": fmt}
 

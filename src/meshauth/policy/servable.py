@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
+from meshauth.policy.cedar import parse_policies
 from meshauth.policy.source import (
     Limits,
     Location,
@@ -18,6 +19,7 @@ from meshauth.policy.source import (
     location,
     nesting_errors,
     statements,
+    syntax_errors,
 )
 
 _T = TypeVar("_T")
@@ -55,7 +57,11 @@ def checked(compile_text: Callable[[str], _T], text: str, limits: Limits) -> _T:
         return compile_text(text)
     except (ValueError, RecursionError) as exc:
         reason = "nested too deeply to analyse" if isinstance(exc, RecursionError) else str(exc)
-        raise Unservable("invalid_policy", [_culprit(compile_text, text, reason)]) from None
+    try:
+        parse_policies(text)
+    except ValueError as exc:  # a syntax error: located as the upload check locates it
+        raise Unservable("invalid_policy", syntax_errors(text, str(exc))) from None
+    raise Unservable("invalid_policy", [_culprit(compile_text, text, reason)])
 
 
 def _culprit(compile_text: Callable[[str], object], text: str, reason: str) -> SourceError:

@@ -159,6 +159,11 @@ def limit_errors(text: str, limits: Limits) -> list[SourceError]:
     is what stands between an upload and a parser that would overflow its stack. Statements are
     split at ``;`` as :func:`statements` does, so ``policy_id`` is Cedar's positional id.
     """
+    return [] if _within(text, limits) else _located(text, limits)
+
+
+def _located(text: str, limits: Limits) -> list[SourceError]:
+    """:func:`limit_errors` over the full lexer, which keeps offsets."""
     errors: list[SourceError] = []
     index = 0
     start: int | None = None  # offset of the current statement's first token; None between statements
@@ -212,6 +217,51 @@ def limit_errors(text: str, limits: Limits) -> list[SourceError]:
     if start is not None and not failed:  # a last statement without ``;`` (a syntax error, later)
         end_statement()
     return errors
+
+
+# What the guard looks at, as group 1 (brackets, operators, ``;``, keyword operators); strings,
+# comments and other words match as a whole with an empty group 1, so ``"(("`` and ``index`` are
+# skipped. ``findall`` over it is ~4x faster than walking the full lexer (which keeps offsets).
+_GUARDED = re.compile(
+    r"""
+    "(?:[^"\\]|\\.)*"?
+  | //[^\n]*
+  | ((?:in|has|like|is|if)\b|&&|\|\||[=!<>]=|[^\sA-Za-z0-9_"])
+  | [A-Za-z_][A-Za-z0-9_]*
+  | \d+
+    """,
+    re.VERBOSE,
+)
+
+
+def _within(text: str, limits: Limits) -> bool:
+    """Whether every statement is within ``limits``: :func:`limit_errors`' measure without the
+    locations, for the common case (it then only runs again, slower, to say where)."""
+    stack: list[list[int]] = [[0, 0]]
+    for tok in _GUARDED.findall(text):
+        if not tok:
+            continue
+        if tok == ";":
+            while len(stack) > 1:
+                _close(stack)
+            if sum(stack[0]) > limits.max_expression:
+                return False
+            stack = [[0, 0]]
+        elif tok in _OPEN:
+            stack[-1][0] += 1
+            stack.append([0, 0])
+            if len(stack) - 1 > limits.max_nesting:
+                return False
+        elif tok in _CLOSE:
+            if len(stack) > 1:
+                _close(stack)
+        elif tok in _OPERATORS:
+            stack[-1][0] += 1
+            if stack[-1][0] > limits.max_expression:
+                return False
+    while len(stack) > 1:
+        _close(stack)
+    return sum(stack[0]) <= limits.max_expression
 
 
 def _close(stack: list[list[int]]) -> None:
