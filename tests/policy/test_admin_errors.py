@@ -94,3 +94,53 @@ def test_served_read_only_database_is_a_json_503(tmp_path: Path, sqlite_template
         r = httpx.post(f"{url}/admin/stores/default/policies", json={"policies": ALLOW}, headers=ADMIN, timeout=10)
         assert r.status_code == 503, r.text
         assert r.json()["error"] == "temporarily_unavailable"
+
+
+class _RsgiScope:
+    """The fields of granian's RSGI scope that ``meshauth.rsgi.forward`` reads."""
+
+    proto = "http"
+    http_version = "1.1"
+    scheme = "http"
+    client = "127.0.0.1:5000"
+    server = "127.0.0.1:8090"
+    query_string = ""
+
+    def __init__(self, method: str, path: str, headers: dict[str, str]) -> None:
+        self.method = method
+        self.path = path
+        self.headers = headers
+
+
+class _RsgiProtocol:
+    """Records what the app answers through granian's ``response_bytes``."""
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[int, list[tuple[str, str]], bytes]] = []
+
+    async def __call__(self) -> bytes:
+        return b""
+
+    def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.answers.append((status, headers, body))
+
+
+async def test_uncaught_error_under_rsgi_is_a_json_500(make_app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the RSGI bridge (what ``meshauth serve policy`` runs), a bug in an admin route
+    answers the JSON 500: Starlette's re-raise no longer escapes before the answer is passed on."""
+    from meshauth.rsgi import forward
+
+    async def broken(self: Admin, store: str) -> dict[str, Any]:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(Admin, "versions", broken)
+    async with make_app() as (app, _client):
+        scope = _RsgiScope(
+            "GET", "/admin/stores/default/policies", {"authorization": f"Bearer {TOKEN}", "content-length": "0"}
+        )
+        protocol = _RsgiProtocol()
+        await forward(app.app, scope, protocol, max_body=1024)
+    ((status, _headers, body),) = protocol.answers
+    assert status == 500
+    assert b'"server_error"' in body
+    assert b"secret" not in body
