@@ -241,3 +241,17 @@ def test_largest_settings_never_crash_the_engine(shape: str) -> None:
     )
     assert proc.returncode == 0, f"died with status {proc.returncode}: {proc.stderr[-2000:]}"
     assert proc.stdout.split()[0] in ("served", "refused"), proc.stdout
+
+
+def test_crash_test_covers_the_largest_settings() -> None:
+    """The shapes above sit at the largest values the settings accept; raising a setting's upper
+    bound must come with a crash test at the new value."""
+    from annotated_types import Le
+
+    from meshauth.config import Settings
+
+    def upper(name: str) -> object:
+        return next(m.le for m in Settings.model_fields[name].metadata if isinstance(m, Le))
+
+    assert upper("policy_max_nesting_depth") == 128
+    assert upper("policy_max_expression_size") == 1000
