@@ -87,7 +87,6 @@ def test_invalid_utf8_in_auth_json_is_a_400(auth: Served, path: str, headers: di
     assert "Traceback" not in auth.log()
 
 
-_UPLOAD_OWNER = "policy/api.py _decode_json catches DecodeError and RecursionError, not UnicodeDecodeError"
 UPLOADS = [
     pytest.param("/admin/stores/s1/policies", b"permit(principal, action, resource) // " + BAD, id="policies-text"),
     pytest.param("/admin/stores/s1/schema", b'{"": {"entityTypes": {"' + BAD + b'": {}}}}', id="schema"),
@@ -95,13 +94,11 @@ UPLOADS = [
         "/admin/stores/s1/policies",
         b'{"policies":"permit(principal, action, resource) when { context.a == \\"' + BAD + b'\\" };"}',
         id="policies-json",
-        marks=pytest.mark.xfail(strict=True, reason=_UPLOAD_OWNER),
     ),
     pytest.param(
         "/admin/stores/s1/entities",
         b'[{"uid":{"type":"User","id":"' + BAD + b'"},"attrs":{},"parents":[]}]',
         id="entities",
-        marks=pytest.mark.xfail(strict=True, reason=_UPLOAD_OWNER),
     ),
 ]
 

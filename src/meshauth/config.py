@@ -79,6 +79,14 @@ class Settings(BaseSettings):
     # (rebuilt in the background after writes), so requests without properties skip per-request
     # entity loading and parsing; 0 turns the snapshot off.
     policy_snapshot_max_entities: int = Field(default=200_000, ge=0)
+    # --- Policy uploads (policy-upload): what the Cedar engine is given to compile ------------
+    # Checked on the policy text before the engine sees it, at upload and at worker start
+    # (policy/source.py): brackets ``( [ {`` open at once within one policy, and operators on a
+    # policy's deepest expression path (``a && b && c`` is 2). The engine's stack overflows at
+    # ~660 brackets and a ~1,300-term chain (8 MiB stack); the upper bounds keep any setting safe
+    # on the 64 MiB compile thread (policy/cedar.py). Measurements: policy/README.md.
+    policy_max_nesting_depth: int = Field(default=32, ge=1, le=128)
+    policy_max_expression_size: int = Field(default=400, ge=10, le=1000)
 
     # Decision API protection (issue 7 item 15; policy/guard.py). Off by default: the AuthZEN API
     # stays open, as it is on loopback. Either setting turns it on; with both, either credential is

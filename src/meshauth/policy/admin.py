@@ -1,10 +1,19 @@
 """Admin operations on policy stores: each validates first, then writes in one transaction, then
 makes this process serve the result at once (other replicas follow within the refresh interval).
+
+A policy version is checked completely before anything is written (upload and activation alike):
+the limits on nesting and expression size (``source.py``: no engine call yet), then Cedar's syntax
+and types, then the very compile a worker runs to serve it (``Registry.compile``). The write and the
+activation are one transaction, so an upload either activates a version every worker can serve or
+changes nothing. The check runs outside the write transaction (a 10,000-policy store compiles for
+seconds; SQLite would be locked meanwhile); if the schema changed in between, it runs again under
+the new one inside the transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -13,8 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from meshauth.policy import cedar, stores
 from meshauth.policy.entities import delete_entity, normalize_upload, read_entity, upsert_entities
 from meshauth.policy.errors import bad_request, invalid_policy, invalid_schema, not_found, store_not_found
-from meshauth.policy.registry import Registry
-from meshauth.policy.source import Location, SourceError, statement_location, syntax_errors
+from meshauth.policy.registry import Compiled, Registry
+from meshauth.policy.servable import Unservable, check_schema_text
+from meshauth.policy.source import Limits, Location, SourceError, statement_location, syntax_errors
 
 SCHEMA_FORMATS = ("cedar", "json")
 
@@ -51,10 +61,36 @@ def _schema_of(row: stores.StoreRow) -> cedar.Schema | None:
     return cedar.parse_schema(row.schema_text, row.schema_format or "cedar")
 
 
+def _validate(row: stores.StoreRow, text: str) -> None:
+    """Syntax and types, as 422s with locations. Only for text already within the limits."""
+    check_policies(text, _schema_of(row))
+
+
+def _schema_key(row: stores.StoreRow) -> tuple[str | None, str | None]:
+    return row.schema_text, row.schema_format
+
+
 class Admin:
-    def __init__(self, engine: AsyncEngine, registry: Registry) -> None:
+    def __init__(self, engine: AsyncEngine, registry: Registry, *, limits: Limits | None = None) -> None:
         self._engine = engine
         self._registry = registry
+        self._limits = limits or Limits()
+
+    async def _check(self, row: stores.StoreRow, text: str) -> Compiled:
+        """Everything a version must pass to be written (else a 422 naming what it does not); the
+        result is what this worker then serves."""
+        try:
+            state = await self._registry.compile(row, text)  # the limits first, then the engine
+        except Unservable as exc:
+            raise invalid_policy(exc.errors, error=exc.error) from None
+        await cedar.compile_thread(_validate, row, text)
+        return Compiled(_schema_key(row), text, state)
+
+    async def _row_to_check(self, store: str) -> stores.StoreRow:
+        """The store as it is (read only), or how a store the upload will create starts."""
+        async with self._engine.connect() as conn:
+            row = await stores.get(conn, store)
+        return row or stores.StoreRow(store, 0, None, None, None, 0, False)
 
     async def _existing(self, conn: Any, store: str) -> stores.StoreRow:
         row = await stores.get(conn, store)
@@ -104,17 +140,19 @@ class Admin:
         return {"store": store, "deleted": True, "revision": revision}
 
     async def upload(self, store: str, text: str, *, activate: bool | None, author: str) -> dict[str, Any]:
-        """Store a new version (validated); activate it when asked, or when nothing is active yet."""
+        """Store a new version (checked); activate it when asked, or when nothing is active yet."""
+        checked = await self._row_to_check(store)
+        compiled = await self._check(checked, text)
         async with self._engine.begin() as conn:
             row = await stores.ensure(conn, store)
-            schema = await asyncio.to_thread(_schema_of, row)
-            await asyncio.to_thread(check_policies, text, schema)
+            if _schema_key(row) != _schema_key(checked):
+                compiled = await self._check(row, text)  # the schema changed meanwhile: check under it
             version = await stores.add_version(conn, store, text, author)
             do_activate = activate if activate is not None else row.active_version is None
             revision = row.revision
             if do_activate:
                 revision = await stores.activate(conn, store, version)
-        await self._registry.reload(store)
+        await self._registry.reload(store, compiled if do_activate else None)
         self._registry.announce()
         return {
             "store": store,
@@ -125,15 +163,22 @@ class Admin:
         }
 
     async def activate(self, store: str, version: int) -> dict[str, Any]:
+        """Activate a stored version (also a rollback), checked as an upload is: a version an older
+        release stored may be over today's limits."""
+        async with self._engine.connect() as conn:
+            checked = await self._existing(conn, store)
+            text = await stores.version_text(conn, store, version)
+        if text is None:
+            raise not_found(f"store {store!r} has no policy version {version}")
+        compiled = await self._check(checked, text)
         async with self._engine.begin() as conn:
             row = await self._existing(conn, store)
-            text = await stores.version_text(conn, store, version)
-            if text is None:
-                raise not_found(f"store {store!r} has no policy version {version}")
-            schema = await asyncio.to_thread(_schema_of, row)
-            await asyncio.to_thread(check_policies, text, schema)
+            if await stores.version_text(conn, store, version) != text:
+                raise not_found(f"store {store!r} has no policy version {version}")  # deleted meanwhile
+            if _schema_key(row) != _schema_key(checked):
+                compiled = await self._check(row, text)
             revision = await stores.activate(conn, store, version)
-        await self._registry.reload(store)
+        await self._registry.reload(store, compiled)
         self._registry.announce()
         return {"store": store, "version": version, "revision": revision, "active_version": version}
 
@@ -157,18 +202,24 @@ class Admin:
         return {"store": store, "version": version, "active": row.active_version == version, "policies": text}
 
     async def put_schema(self, store: str, text: str, fmt: str) -> dict[str, Any]:
-        """Set the schema; refused (422) when it does not parse or the active policies break under it."""
+        """Set the schema; refused (422) when it does not parse, is nested past the limit, or the
+        active policies break (or could not be served) under it."""
         try:
-            schema = await asyncio.to_thread(cedar.parse_schema, text, fmt)
+            check_schema_text(text, fmt, self._limits)
+        except Unservable as exc:
+            raise invalid_schema(f"{fmt} schema: {exc}") from None
+        try:
+            await cedar.compile_thread(cedar.parse_schema, text, fmt)
         except ValueError as exc:
             raise invalid_schema(f"{fmt} schema does not parse: {exc}") from None
+        compiled = None
         async with self._engine.begin() as conn:
             row = await stores.ensure(conn, store)
             if row.active_version is not None:
                 active = await stores.version_text(conn, store, row.active_version) or ""
-                await asyncio.to_thread(check_policies, active, schema)
+                compiled = await self._check(replace(row, schema_text=text, schema_format=fmt), active)
             revision = await stores.set_schema(conn, store, text, fmt)
-        await self._registry.reload(store)
+        await self._registry.reload(store, compiled)
         self._registry.announce()
         return {"store": store, "revision": revision, "format": fmt}
 
@@ -183,7 +234,7 @@ class Admin:
         entities = normalize_upload(items)
         async with self._engine.begin() as conn:
             row = await stores.ensure(conn, store)
-            schema = await asyncio.to_thread(_schema_of, row)
+            schema = await cedar.compile_thread(_schema_of, row)
             document = "[" + ",".join(data.decode() for _, data in entities) + "]"
             try:
                 await asyncio.to_thread(cedar.parse_entities, document, schema)

@@ -22,7 +22,7 @@ from meshauth.http import json_response, read_body
 from meshauth.observability.metrics import metrics_endpoint
 from meshauth.policy.admin import SCHEMA_FORMATS, Admin
 from meshauth.policy.authzen import parse_evaluation, parse_evaluations
-from meshauth.policy.errors import bad_request, not_json, unauthorized
+from meshauth.policy.errors import bad_request, not_found, not_json, unauthorized
 from meshauth.policy.evaluator import Evaluator
 from meshauth.policy.guard import DecisionGuard
 from meshauth.policy.metrics import DECISIONS
@@ -47,6 +47,10 @@ def _decode_json(raw: bytes) -> Any:
         return msgspec.json.decode(raw)
     except (msgspec.DecodeError, RecursionError) as exc:
         raise not_json(exc) from None
+    except UnicodeDecodeError as exc:  # msgspec checks UTF-8 inside strings only when it decodes them
+        raise bad_request(
+            "body", f"not valid JSON: a string is not valid UTF-8 ({exc.reason} at byte {exc.start})"
+        ) from None
 
 
 def _flag(request: Request, name: str) -> bool | None:
@@ -66,11 +70,19 @@ def _outcome(decision: wire.Decision) -> str:
     return "allow" if decision.decision else "deny"
 
 
+MAX_VERSION = 2**31 - 1  # the column is a 32-bit INTEGER on PostgreSQL: no version is above it
+
+
 def _version(request: Request) -> int:
+    """The path's version number: ASCII digits only (``str.isdigit`` also accepts ``²`` and ``٣``),
+    and one past what the database can hold is a version that does not exist."""
     raw = request.path_params["version"]
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise bad_request("version", "must be a positive integer")
-    return int(raw)
+    version = int(raw)
+    if version > MAX_VERSION:
+        raise not_found(f"store {_store(request)!r} has no policy version {raw}")
+    return version
 
 
 @dataclass
@@ -165,10 +177,6 @@ class PolicyApi:
         body = await read_body(request, self.settings.policy_max_request_bytes)
         if not body.strip():
             return json_response(await self.admin.create_store(store))
-        try:
-            body.decode()
-        except UnicodeDecodeError:
-            raise bad_request("body", "not valid UTF-8") from None
         doc = _decode_json(body)
         if not isinstance(doc, dict):
             raise bad_request("body", 'must be a JSON object, e.g. {"attribute_precedence": "stored"}')

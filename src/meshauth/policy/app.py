@@ -1,21 +1,33 @@
 """The policy service's ASGI app. ``create_app`` is the zero-argument factory granian serves
 (``meshauth serve policy``); it expects a migrated database (``serve`` migrates first).
+
+Errors follow the auth service's contract: ``ApiError`` → its status, a database failure (down,
+read-only) → 503 ``temporarily_unavailable``, anything else → the generic JSON 500. Starlette's
+outermost error middleware sends that 500 and then re-raises the exception for the server to log;
+under RSGI the re-raise escaped ``meshauth.rsgi.forward`` before it passed the response on, so the
+client got an empty 500. ``_Contained`` sits inside it, logs the error once and answers the JSON 500
+itself, so nothing is re-raised.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, MutableMapping
+from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from meshauth.admin_token import read_admin_token
 from meshauth.config import Settings, load_settings
 from meshauth.db import create_engine
-from meshauth.http import ApiError, api_error_handler, internal_error_handler, json_response
+from meshauth.http import ApiError, api_error_handler, internal_error_handler, json_response, unavailable_handler
 from meshauth.policy.admin import Admin
 from meshauth.policy.api import PolicyApi
 from meshauth.policy.entities import EntityCache, EntityLoader
@@ -24,6 +36,9 @@ from meshauth.policy.fast import DecisionFront
 from meshauth.policy.guard import DecisionGuard
 from meshauth.policy.metrics import track
 from meshauth.policy.registry import Registry
+from meshauth.policy.source import Limits
+
+log = logging.getLogger(__name__)
 
 SIGNAL_FILE = "policy-writes.signal"  # in var_dir, shared by the workers of one host (write_signal.py)
 _HTTP_ERRORS = {404: "not_found", 405: "method_not_allowed"}
@@ -38,6 +53,32 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
     )
 
 
+class _Contained:
+    """Answer an exception that escaped every handler with the JSON 500 (once nothing was sent),
+    log it once, and re-raise nothing (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracked(message: MutableMapping[str, Any]) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            log.exception("policy service request failed: %s %s", scope.get("method"), scope.get("path"))
+            if scope["type"] != "http" or started:
+                return
+            response = await internal_error_handler(Request(scope), RuntimeError())
+            await response(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None) -> DecisionFront:
     settings = settings or load_settings()
     engine = create_engine(settings.sqlalchemy_url)
@@ -48,12 +89,14 @@ def create_app(settings: Settings | None = None) -> DecisionFront:
         ref_depth=settings.policy_entity_ref_depth,
         max_depth=settings.policy_max_hierarchy_depth,
     )
+    limits = Limits(max_nesting=settings.policy_max_nesting_depth, max_expression=settings.policy_max_expression_size)
     registry = Registry(
         engine,
         cache,
         index_enabled=settings.policy_index_enabled,
         snapshot_max_entities=settings.policy_snapshot_max_entities,
         signal_path=settings.var_dir / SIGNAL_FILE,
+        limits=limits,
     )
     track(registry)
     guard = DecisionGuard.from_settings(settings)
@@ -61,7 +104,7 @@ def create_app(settings: Settings | None = None) -> DecisionFront:
         settings=settings,
         registry=registry,
         evaluator=Evaluator(loader),
-        admin=Admin(engine, registry),
+        admin=Admin(engine, registry, limits=limits),
         admin_token=read_admin_token(settings),
         guard=guard,
     )
@@ -77,9 +120,12 @@ def create_app(settings: Settings | None = None) -> DecisionFront:
     app = Starlette(
         routes=api.routes(),
         lifespan=lifespan,
+        middleware=[Middleware(_Contained)],
         exception_handlers={
             ApiError: api_error_handler,
             HTTPException: _http_error,
+            SQLAlchemyError: unavailable_handler,
+            ConnectionError: unavailable_handler,
             Exception: internal_error_handler,
         },
     )

@@ -4,11 +4,23 @@ It calls cedarpy's extension module (``cedarpy._internal``, pinned in constraint
 the public wrappers: the wrappers re-encode the context with ``json`` and build result objects per
 decision, which doubles the cost of a decision (measured: ~35 µs → ~67 µs). Everything above this
 module sees only the types defined here, so a cedarpy upgrade or swap touches this file alone.
+
+Compiling runs on :func:`compile_thread`'s threads, never on the event loop or a default executor
+thread: the engine recurses on the calling thread's stack, and a default thread's stack is whatever
+the platform gives (8 MiB with glibc and an 8 MiB ``ulimit -s``, 2 MiB with ``ulimit -s unlimited``,
+128 KiB on musl, 512 KiB on macOS). These threads get ``ENGINE_STACK_BYTES`` (address space, only
+touched pages are memory), so the limits in ``source.py`` hold the same margin everywhere.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import functools
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from typing import Any, ParamSpec, TypeVar
 
 import msgspec
 from cedarpy import _internal
@@ -27,6 +39,7 @@ __all__ = [
     "Uid",
     "ValidationIssue",
     "authorize",
+    "compile_thread",
     "id_annotations",
     "parse_entities",
     "parse_policies",
@@ -57,6 +70,65 @@ class ValidationIssue(msgspec.Struct):
 class _Validation(msgspec.Struct):
     validation_passed: bool = False
     errors: list[ValidationIssue] = msgspec.field(default_factory=list)
+
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+ENGINE_STACK_BYTES = 64 * 1024 * 1024
+ENGINE_THREADS = 2
+
+
+class _EngineThreads(Executor):
+    """A fixed number of daemon threads, each started with ``stack_bytes`` of stack.
+
+    ``ThreadPoolExecutor`` cannot be told a stack size (``threading.stack_size`` is process-wide and
+    applies when a thread starts), so the threads are started here, once, under a lock.
+    """
+
+    def __init__(self, *, threads: int, stack_bytes: int) -> None:
+        self._threads = threads
+        self._stack_bytes = stack_bytes
+        self._queue: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._started = False
+
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
+        self._start()
+        future: Future[_T] = Future()
+        self._queue.put((future, functools.partial(fn, *args, **kwargs)))
+        return future
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._started:
+                return
+            previous = threading.stack_size(self._stack_bytes)
+            try:
+                for n in range(self._threads):
+                    threading.Thread(target=self._work, name=f"cedar-compile-{n}", daemon=True).start()
+            finally:
+                threading.stack_size(previous)
+            self._started = True
+
+    def _work(self) -> None:
+        while True:
+            future, call = self._queue.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = call()
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting caller, as any executor does
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+
+_ENGINE = _EngineThreads(threads=ENGINE_THREADS, stack_bytes=ENGINE_STACK_BYTES)
+
+
+async def compile_thread(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    """Run ``fn`` (anything that parses or converts policy text or schemas) on an engine thread."""
+    return await asyncio.get_running_loop().run_in_executor(_ENGINE, functools.partial(fn, *args, **kwargs))
 
 
 _result_decoder = msgspec.json.Decoder(Result)

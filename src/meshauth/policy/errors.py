@@ -2,6 +2,9 @@
 
 Shapes: ``{"error": …, "error_description": …}``; invalid Cedar (422) adds ``"errors": [{"message",
 "policy_id", "id", "line", "column", "offset"}]``.
+
+A store whose active version cannot be served answers 503 ``store_unavailable`` for every
+decision: no decision is made (clients deny), and the description says why and what fixes it.
 """
 
 from __future__ import annotations
@@ -45,6 +48,15 @@ def invalid_policy(errors: Sequence[SourceError], *, error: str = "invalid_polic
         error,
         f"{where}: {first.message}{more}",
         extra={"errors": [e.as_json() for e in errors]},
+    )
+
+
+def store_unavailable(store: str, version: int | None, problem: str) -> ApiError:
+    return ApiError(
+        503,
+        "store_unavailable",
+        f"store {store!r} cannot be served: its active version {version} is refused: {problem}; "
+        "activate a version that can be served",
     )
 
 

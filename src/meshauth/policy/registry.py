@@ -10,12 +10,17 @@ Following other writers: every ``refresh_interval`` seconds one cheap query read
 host also share a signal word mapped from a file in ``var_dir`` (``write_signal.py``): a write
 changes it, and a worker that sees it changed refreshes before answering, so a write is visible to
 the very next decision on any local worker.
+
+A store whose active version cannot be served (over the upload limits, or refused by the engine's
+compile: stored by an older release) is loaded as *unservable*: every decision for it answers a
+503 naming the reason, the admin store view shows it, and nothing of it reaches the engine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -29,11 +34,21 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meshauth.policy import stores
-from meshauth.policy.cedar import Schema, Uid, parse_policies, parse_schema, policies_json, schema_action_parents
+from meshauth.policy.cedar import (
+    Schema,
+    Uid,
+    compile_thread,
+    parse_policies,
+    parse_schema,
+    policies_json,
+    schema_action_parents,
+)
 from meshauth.policy.entities import EntityCache, entity_refs
-from meshauth.policy.errors import store_not_found
+from meshauth.policy.errors import store_not_found, store_unavailable
 from meshauth.policy.index import PolicyIndex
+from meshauth.policy.servable import Unservable, check_schema_text, checked
 from meshauth.policy.snapshot import REBUILD_PAUSE_SECONDS, Snapshot, read_snapshot
+from meshauth.policy.source import Limits
 from meshauth.policy.write_signal import WriteSignal
 
 log = logging.getLogger(__name__)
@@ -62,6 +77,18 @@ class StoreState:
     # Whose attribute wins when a request's ``properties`` name one the stored entity holds
     # (``stores.PRECEDENCES``); changing it bumps the revision, so a state never mixes the two.
     attribute_precedence: str = "request"
+    # Why the active version cannot be served (then ``index`` is empty and ``get`` answers 503).
+    problem: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """A state an admin write compiled to check ``text`` under a schema: ``reload`` serves it
+    instead of compiling the same text again (a 10,000-policy store compiles for seconds)."""
+
+    schema: tuple[str | None, str | None]  # (text, format)
+    text: str
+    state: StoreState
 
 
 _ACCESS_OPS = (".", "has", "getTag", "hasTag")
@@ -152,8 +179,10 @@ class Registry:
         index_enabled: bool = True,
         snapshot_max_entities: int = 0,
         signal_path: Path | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self._engine = engine
+        self._limits = limits or Limits()
         database = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
         self._db_files = [Path(database), Path(f"{database}-wal")] if database and database != ":memory:" else []
         self._db_seen: tuple[tuple[int, int] | None, ...] | None = None
@@ -261,16 +290,17 @@ class Registry:
         if self._signal is not None:
             await self._follow_signal(self._signal)
         state = self._states.get(name)
-        if state is not None:
-            return state
-        if self._recently_missing(name):
-            raise store_not_found(name)
-        state = await self.reload(name)
         if state is None:
-            self._missing[name] = time.monotonic()
-            if len(self._missing) > MISSING_MAX:
-                self._missing.popitem(last=False)
-            raise store_not_found(name)
+            if self._recently_missing(name):
+                raise store_not_found(name)
+            state = await self.reload(name)
+            if state is None:
+                self._missing[name] = time.monotonic()
+                if len(self._missing) > MISSING_MAX:
+                    self._missing.popitem(last=False)
+                raise store_not_found(name)
+        if state.problem is not None:
+            raise store_unavailable(name, state.active_version, state.problem)
         return state
 
     def _recently_missing(self, name: str) -> bool:
@@ -294,6 +324,7 @@ class Registry:
         )
         return {
             "loaded_revision": state.revision if state else None,
+            "unservable": state.problem if state else None,
             "policies": len(state.index) if state else None,
             "snapshot": {"entities": snap.size, "entities_version": snap.entities_version, "current": current}
             if snap
@@ -303,8 +334,9 @@ class Registry:
     def loaded(self) -> list[str]:
         return list(self._states)
 
-    async def reload(self, name: str) -> StoreState | None:
-        """Read the store from the database and compile it, unless that revision is already loaded."""
+    async def reload(self, name: str, compiled: Compiled | None = None) -> StoreState | None:
+        """Read the store from the database and compile it, unless that revision is already loaded
+        (or ``compiled`` holds its active text, compiled under its schema)."""
         lock = self._locks.setdefault(name, asyncio.Lock())
         async with lock:
             async with self._engine.begin() as conn:
@@ -325,12 +357,46 @@ class Registry:
                 if row.active_version is not None:
                     text = await stores.version_text(conn, name, row.active_version) or ""
             self._missing.pop(name, None)
-            state = await asyncio.to_thread(compile_state, row, text, index_enabled=self._index_enabled)
+            try:
+                schema = (row.schema_text, row.schema_format)
+                if compiled is not None and compiled.text == text and compiled.schema == schema:
+                    state = replace(
+                        compiled.state,
+                        name=name,
+                        revision=row.revision,
+                        active_version=row.active_version,
+                        entities_version=row.entities_version,
+                        attribute_precedence=row.attribute_precedence,
+                    )
+                else:
+                    state = await self.compile(row, text)
+            except Unservable as exc:
+                log.error(
+                    "policy store %r: active version %s cannot be served, so its decisions answer 503 "
+                    "until a servable version is activated: %s",
+                    name,
+                    row.active_version,
+                    exc,
+                )
+                state = await self._unservable(row, str(exc))
             if current is None or current.entities_version != row.entities_version:
                 self._cache.clear_store(name)
             self._states[name] = state
             _settle()
             return state
+
+    async def compile(self, row: stores.StoreRow, text: str) -> StoreState:
+        """Compile ``text`` under ``row``'s schema exactly as this worker serves it, behind the upload
+        limits, on an engine thread. Raises :class:`Unservable`. (Uploads call this before writing.)"""
+        check_schema_text(row.schema_text, row.schema_format, self._limits)
+        compile_text = functools.partial(compile_state, row, index_enabled=self._index_enabled)
+        return await compile_thread(checked, compile_text, text, self._limits)
+
+    async def _unservable(self, row: stores.StoreRow, problem: str) -> StoreState:
+        """A state that answers nothing: no policies, no schema (either may be what cannot be served)."""
+        bare = replace(row, schema_text=None, schema_format=None)
+        empty = await compile_thread(compile_state, bare, "", index_enabled=False)
+        return replace(empty, problem=problem)
 
     def cache_drop(self, name: str, uids: list[Uid], previous: int, new: int) -> None:
         """After a local entity write: drop exactly what was written, and note the new version so
