@@ -77,6 +77,15 @@ class Settings(BaseSettings):
     # (rebuilt in the background after writes), so requests without properties skip per-request
     # entity loading and parsing; 0 turns the snapshot off.
     policy_snapshot_max_entities: int = Field(default=200_000, ge=0)
+    # policy-index (issue 8): compiled policy subsets cached per store, keyed by request shape
+    # (action, its groups, principal type, resource type), least recently used dropped first;
+    # stores with fewer policies than policy_index_min_policies are evaluated whole (cheaper than a
+    # compile per key); at an activation the previous version's hottest keys (at most
+    # policy_index_warm_keys, for at most policy_index_warm_seconds) are compiled before it serves.
+    policy_index_cache_keys: int = Field(default=16_384, ge=1)
+    policy_index_min_policies: int = Field(default=48, ge=0)
+    policy_index_warm_keys: int = Field(default=2048, ge=0)
+    policy_index_warm_seconds: float = Field(default=2.0, ge=0, le=60)
 
     # Tokens (seconds)
     signing_alg: SigningAlg = "ES256"

@@ -22,7 +22,7 @@ from meshauth.policy.entities import EntityCache, EntityLoader
 from meshauth.policy.evaluator import Evaluator
 from meshauth.policy.fast import DecisionFront
 from meshauth.policy.metrics import track
-from meshauth.policy.registry import Registry
+from meshauth.policy.registry import IndexSettings, Registry
 
 SIGNAL_FILE = "policy-writes.signal"  # in var_dir, shared by the workers of one host (write_signal.py)
 _HTTP_ERRORS = {404: "not_found", 405: "method_not_allowed"}
@@ -50,7 +50,13 @@ def create_app(settings: Settings | None = None) -> DecisionFront:
     registry = Registry(
         engine,
         cache,
-        index_enabled=settings.policy_index_enabled,
+        index=IndexSettings(
+            enabled=settings.policy_index_enabled,
+            cache_keys=settings.policy_index_cache_keys,
+            min_policies=settings.policy_index_min_policies,
+            warm_keys=settings.policy_index_warm_keys,
+            warm_seconds=settings.policy_index_warm_seconds,
+        ),
         snapshot_max_entities=settings.policy_snapshot_max_entities,
         signal_path=settings.var_dir / SIGNAL_FILE,
     )

@@ -21,7 +21,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,7 +32,7 @@ from meshauth.policy import stores
 from meshauth.policy.cedar import Schema, Uid, parse_policies, parse_schema, policies_json, schema_action_parents
 from meshauth.policy.entities import EntityCache, entity_refs
 from meshauth.policy.errors import store_not_found
-from meshauth.policy.index import PolicyIndex
+from meshauth.policy.index import DEFAULT_CACHE_KEYS, DEFAULT_MIN_POLICIES, Key, PolicyIndex, condition_literals
 from meshauth.policy.snapshot import REBUILD_PAUSE_SECONDS, Snapshot, read_snapshot
 from meshauth.policy.write_signal import WriteSignal
 
@@ -79,17 +79,47 @@ def _access_depth(node: object) -> int:
     return best
 
 
+# Above this size the conditions are read from the text (literals) and reference depth is left
+# unknown: Cedar's JSON conversion costs ~0.2 ms per policy (100,000 policies: ~25 s), which would
+# put a large store's activation over a minute.
+JSON_ANALYSIS_MAX_BYTES = 2_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionFacts:
+    literals: tuple[Uid, ...]
+    ref_hops: int | None
+
+
+def condition_facts(text: str) -> ConditionFacts:
+    """What the loader needs from the policies' conditions: the entity uids they name literally,
+    and how deep they follow entity references (None: unknown, so as deep as parents).
+
+    Never raises for text Cedar accepts: a conversion Cedar refuses, or a store too large to
+    convert quickly, falls back to reading literals from the text (a superset) and unknown depth.
+    """
+    if not text.strip():
+        return ConditionFacts((), 0)
+    if len(text) <= JSON_ANALYSIS_MAX_BYTES:
+        try:
+            tree = msgspec.json.decode(policies_json(text))
+            policies = [*tree.get("staticPolicies", {}).values(), *tree.get("templates", {}).values()]
+            conditions = [p.get("conditions", []) for p in policies]
+            literals = tuple(dict.fromkeys(entity_refs(conditions)))
+        except Exception:  # noqa: BLE001 - see the docstring
+            log.info("policy conditions not convertible to JSON; reading literals from the text", exc_info=True)
+        else:
+            try:
+                return ConditionFacts(literals, _access_depth(conditions))
+            except RecursionError:  # an absurdly nested policy: follow references as deep as parents
+                return ConditionFacts(literals, None)
+    return ConditionFacts(condition_literals(text), None)
+
+
 def policy_ref_hops(text: str) -> int | None:
     """How deep the policies' conditions can follow entity references: an entity reached after
     ``n`` accesses is read by the next one, so ``n`` accesses need ``n`` hops loaded at most."""
-    if not text.strip():
-        return 0
-    tree = msgspec.json.decode(policies_json(text))
-    policies = [*tree.get("staticPolicies", {}).values(), *tree.get("templates", {}).values()]
-    try:
-        return _access_depth([p.get("conditions", []) for p in policies])
-    except RecursionError:  # an absurdly nested policy: follow references as deep as parents
-        return None
+    return condition_facts(text).ref_hops
 
 
 def policy_literals(text: str) -> tuple[Uid, ...]:
@@ -99,26 +129,50 @@ def policy_literals(text: str) -> tuple[Uid, ...]:
     decided from the request entities' ancestors, never from the named entity's own data, and a
     store of per-user policies would otherwise load every user for every request.
     """
-    if not text.strip():
-        return ()
-    tree = msgspec.json.decode(policies_json(text))
-    policies = [*tree.get("staticPolicies", {}).values(), *tree.get("templates", {}).values()]
-    return tuple(dict.fromkeys(entity_refs([p.get("conditions", []) for p in policies])))
+    return condition_facts(text).literals
 
 
-def compile_state(row: stores.StoreRow, text: str, *, index_enabled: bool) -> StoreState:
-    """Build a state (CPU-bound: run it in a worker thread)."""
+@dataclass(frozen=True, slots=True)
+class IndexSettings:
+    enabled: bool = True
+    cache_keys: int = DEFAULT_CACHE_KEYS
+    min_policies: int = DEFAULT_MIN_POLICIES
+    warm_keys: int = 2048  # hottest keys of the previous version compiled before a new one serves
+    warm_seconds: float = 2.0  # at most this long per activation (the rest compile on first use)
+
+
+def compile_state(
+    row: stores.StoreRow,
+    text: str,
+    *,
+    index_enabled: bool = True,
+    index: IndexSettings | None = None,
+    hot_keys: Sequence[Key] = (),
+) -> StoreState:
+    """Build a state (CPU-bound: run it in a worker thread). ``hot_keys`` (the previous version's
+    most used request keys) are compiled before the state is returned, i.e. before it serves."""
+    settings = index or IndexSettings(enabled=index_enabled)
     schema = parse_schema(row.schema_text, row.schema_format or "cedar") if row.schema_text else None
+    policy_index = PolicyIndex(
+        parse_policies(text),
+        text,
+        enabled=settings.enabled,
+        cache_keys=settings.cache_keys,
+        min_policies=settings.min_policies,
+    )
+    if hot_keys:
+        policy_index.warm(hot_keys, budget_seconds=settings.warm_seconds)
+    facts = condition_facts(text)
     return StoreState(
         name=row.name,
         revision=row.revision,
         active_version=row.active_version,
-        index=PolicyIndex(parse_policies(text), enabled=index_enabled),
+        index=policy_index,
         schema=schema,
         schema_actions=schema_action_parents(schema) if schema is not None else None,
         entities_version=row.entities_version,
-        literals=policy_literals(text),
-        ref_hops=policy_ref_hops(text),
+        literals=facts.literals,
+        ref_hops=facts.ref_hops,
     )
 
 
@@ -148,6 +202,7 @@ class Registry:
         index_enabled: bool = True,
         snapshot_max_entities: int = 0,
         signal_path: Path | None = None,
+        index: IndexSettings | None = None,
     ) -> None:
         self._engine = engine
         database = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
@@ -157,7 +212,7 @@ class Registry:
         self._signal = WriteSignal(signal_path) if signal_path is not None else None
         self._following: asyncio.Task[None] | None = None
         self._cache = cache
-        self._index_enabled = index_enabled
+        self._index = index if index is not None else IndexSettings(enabled=index_enabled)
         self._snapshot_max = snapshot_max_entities
         self._states: dict[str, StoreState] = {}
         self._locks: dict[str, asyncio.Lock] = {}  # only for stores that exist (or are being looked up)
@@ -321,7 +376,8 @@ class Registry:
                 if row.active_version is not None:
                     text = await stores.version_text(conn, name, row.active_version) or ""
             self._missing.pop(name, None)
-            state = await asyncio.to_thread(compile_state, row, text, index_enabled=self._index_enabled)
+            hot = current.index.hot_keys(self._index.warm_keys) if current is not None else []
+            state = await asyncio.to_thread(compile_state, row, text, index=self._index, hot_keys=hot)
             if current is None or current.entities_version != row.entities_version:
                 self._cache.clear_store(name)
             self._states[name] = state
