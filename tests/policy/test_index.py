@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 import pytest
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -132,9 +131,9 @@ def test_subsets_are_cached() -> None:
 
 def test_cache_is_a_bounded_lru_not_cleared() -> None:
     """Past its bound the cache drops the least recently used key only; hot keys stay."""
-    text = "\n".join(f'permit(principal, action == Action::"a{n}", resource);' for n in range(8))
+    text = 'permit(principal, action == Action::"a0", resource);\npermit(principal, action, resource);'
     index = index_of(text, cache_keys=3)
-    keys = [(("Action", f"a{n}"), frozenset(), "User", "Doc") for n in range(4)]
+    keys = [(("Action", "a0"), frozenset(), t, "Doc") for t in ("A", "B", "C", "D")]
     first = index.policies_for(*keys[0])
     index.policies_for(*keys[1])
     index.policies_for(*keys[2])
@@ -143,9 +142,20 @@ def test_cache_is_a_bounded_lru_not_cleared() -> None:
     assert index.hot_keys(10) == [keys[3], keys[0], keys[2]]
 
 
+def test_cache_bound_adapts_to_the_store() -> None:
+    """A store with more policies than the setting keeps one key per policy."""
+    text = "\n".join(f'permit(principal, action == Action::"a{n}", resource);' for n in range(8))
+    index = index_of(text, cache_keys=3)
+    for n in range(8):
+        index.policies_for(("Action", f"a{n}"), frozenset(), "User", "Doc")
+    assert len(index.hot_keys(100)) == 8
+
+
 def test_lookup_cost_does_not_scan_the_store() -> None:
     """A lookup touches only its buckets: 10,000 policies, and a key that matches one of them."""
-    text = "\n".join(f'permit(principal, action == Action::"a{n % 20}", resource is R{n // 20});' for n in range(10_000))
+    text = "\n".join(
+        f'permit(principal, action == Action::"a{n % 20}", resource is R{n // 20});' for n in range(10_000)
+    )
     index = index_of(text)
     assert index.matching(("Action", "a3"), frozenset(), "User", "R7") == (143,)
     assert index.unanalysed == 0
@@ -202,7 +212,7 @@ resource_scope = st.one_of(
     st.sampled_from(FOLDERS).map(lambda f: f"resource in {lit(f)}"),
     st.sampled_from(RESOURCE_TYPES).map(lambda t: f"resource is {t}"),
     st.sampled_from(FOLDERS).map(lambda f: f"resource is Doc in {lit(f)}"),
-    st.sampled_from(RESOURCE_TYPES).map(lambda t: f"resource is {t} in Folder::\"f0\""),
+    st.sampled_from(RESOURCE_TYPES).map(lambda t: f'resource is {t} in Folder::"f0"'),
 )
 action_scope = st.one_of(
     st.just("action"),
@@ -225,15 +235,17 @@ condition = st.sampled_from(
 )
 layout = st.sampled_from(["", " ", "\n  ", " // c, (x);\n"])
 policy_text = st.builds(
-    lambda eff, p, a, r, c, name, w: (f'@id("{name}")\n' if name else "")
-    + f"{eff}({w}{p},{w}{a}{w}, {r}{w})"
-    + (c or ";"),
+    lambda eff, p, a, r, c, name, w: (
+        (f'@id("{name}")\n' if name else "") + f"{eff}({w}{p},{w}{a}{w}, {r}{w})" + (c or ";")
+    ),
     st.sampled_from(["permit", "permit", "forbid"]),
     principal_scope,
     action_scope,
     resource_scope,
     condition,
-    st.one_of(st.none(), st.text('abc"\\', min_size=1, max_size=3).map(lambda t: t.replace("\\", "\\\\").replace('"', '\\"'))),
+    st.one_of(
+        st.none(), st.text('abc"\\', min_size=1, max_size=3).map(lambda t: t.replace("\\", "\\\\").replace('"', '\\"'))
+    ),
     layout,
 )
 template_text = st.sampled_from(

@@ -200,3 +200,26 @@ async def test_a_replaced_signal_file_forces_a_refresh_on_the_tick(make_app) -> 
             await asyncio.wait_for(was_forced.wait(), 5)
         finally:
             ticking.cancel()
+
+
+def test_condition_analysis_never_refuses_what_cedar_accepts() -> None:
+    """Policies Cedar accepts but cannot convert to its typed nodes, escaped literal ids and deep
+    nesting: literals and the reference bound are still found, nothing raises (issue 7 item 4)."""
+    from meshauth.policy.registry import condition_facts
+
+    text = (
+        'permit(principal, action, resource) when { decimal("1", "2", "3") == decimal("1.0") };\n'
+        'forbid(principal, action, resource) when { Config::"a\\"b".lockdown && resource.owner.boss.x };\n'
+        "permit(principal, action, resource) when { " + "(" * 90 + "principal.level > 1" + ")" * 90 + " };"
+    )
+    facts = condition_facts(text)
+    assert facts.literals == (("Config", 'a"b'),)
+    assert facts.ref_hops == 4  # .lockdown, .owner, .boss, .x in one statement: a bound on its chains
+
+
+def test_reference_bound_ignores_method_calls_and_strings() -> None:
+    """``.contains(…)`` and text inside strings are not accesses."""
+    from meshauth.policy.registry import policy_ref_hops
+
+    text = 'permit(principal, action, resource) when { [1].contains(2) && context.s == "a.b.c" };'
+    assert policy_ref_hops(text) == 2  # ``[`` (counted: a set literal or an index) and ``.s``

@@ -25,14 +25,13 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import msgspec
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meshauth.policy import stores
-from meshauth.policy.cedar import Schema, Uid, parse_policies, parse_schema, policies_json, schema_action_parents
-from meshauth.policy.entities import EntityCache, entity_refs
+from meshauth.policy.cedar import Schema, Uid, parse_policies, parse_schema, schema_action_parents
+from meshauth.policy.entities import EntityCache
 from meshauth.policy.errors import store_not_found
-from meshauth.policy.index import DEFAULT_CACHE_KEYS, DEFAULT_MIN_POLICIES, Key, PolicyIndex, condition_literals
+from meshauth.policy.index import DEFAULT_CACHE_KEYS, DEFAULT_MIN_POLICIES, Key, PolicyIndex, condition_facts
 from meshauth.policy.snapshot import REBUILD_PAUSE_SECONDS, Snapshot, read_snapshot
 from meshauth.policy.write_signal import WriteSignal
 
@@ -61,64 +60,9 @@ class StoreState:
     ref_hops: int | None = None
 
 
-_ACCESS_OPS = (".", "has", "getTag", "hasTag")
-
-
-def _access_depth(node: object) -> int:
-    """The longest chain of attribute/tag accesses in a Cedar JSON (EST) expression."""
-    if isinstance(node, list):
-        return max((_access_depth(n) for n in node), default=0)
-    if not isinstance(node, dict):
-        return 0
-    best = 0
-    for key, value in node.items():
-        depth = _access_depth(value)
-        if key in _ACCESS_OPS and isinstance(value, dict):
-            depth = max(depth, 1 + _access_depth(value.get("left")))
-        best = max(best, depth)
-    return best
-
-
-# Above this size the conditions are read from the text (literals) and reference depth is left
-# unknown: Cedar's JSON conversion costs ~0.2 ms per policy (100,000 policies: ~25 s), which would
-# put a large store's activation over a minute.
-JSON_ANALYSIS_MAX_BYTES = 2_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class ConditionFacts:
-    literals: tuple[Uid, ...]
-    ref_hops: int | None
-
-
-def condition_facts(text: str) -> ConditionFacts:
-    """What the loader needs from the policies' conditions: the entity uids they name literally,
-    and how deep they follow entity references (None: unknown, so as deep as parents).
-
-    Never raises for text Cedar accepts: a conversion Cedar refuses, or a store too large to
-    convert quickly, falls back to reading literals from the text (a superset) and unknown depth.
-    """
-    if not text.strip():
-        return ConditionFacts((), 0)
-    if len(text) <= JSON_ANALYSIS_MAX_BYTES:
-        try:
-            tree = msgspec.json.decode(policies_json(text))
-            policies = [*tree.get("staticPolicies", {}).values(), *tree.get("templates", {}).values()]
-            conditions = [p.get("conditions", []) for p in policies]
-            literals = tuple(dict.fromkeys(entity_refs(conditions)))
-        except Exception:  # noqa: BLE001 - see the docstring
-            log.info("policy conditions not convertible to JSON; reading literals from the text", exc_info=True)
-        else:
-            try:
-                return ConditionFacts(literals, _access_depth(conditions))
-            except RecursionError:  # an absurdly nested policy: follow references as deep as parents
-                return ConditionFacts(literals, None)
-    return ConditionFacts(condition_literals(text), None)
-
-
 def policy_ref_hops(text: str) -> int | None:
-    """How deep the policies' conditions can follow entity references: an entity reached after
-    ``n`` accesses is read by the next one, so ``n`` accesses need ``n`` hops loaded at most."""
+    """A bound on how deep the policies' conditions can follow entity references: an entity reached
+    after ``n`` accesses is read by the next one, so ``n`` accesses need ``n`` hops loaded at most."""
     return condition_facts(text).ref_hops
 
 
