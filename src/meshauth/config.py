@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     policy_index_min_policies: int = Field(default=48, ge=0)
     policy_index_warm_keys: int = Field(default=2048, ge=0)
     policy_index_warm_seconds: float = Field(default=2.0, ge=0, le=60)
+    # A store not asked for during this long (between one and two periods) is unloaded from a
+    # worker's memory and loaded again on its next request (~ms: docs/performance.md); 0: never.
+    policy_store_idle_unload_seconds: float = Field(default=0.0, ge=0)
 
     # Tokens (seconds)
     signing_alg: SigningAlg = "ES256"

@@ -66,7 +66,7 @@ def test_escaped_strings_are_left_to_cedar() -> None:
 def test_unconvertible_policy_is_read_from_text() -> None:
     """``decimal`` with three arguments: Cedar's typed nodes refuse it, the text gives its scope."""
     text = 'permit(principal, action == Action::"a", resource is Doc) when { decimal("1", "2", "3") == decimal("1") };'
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="decimal"):
         cedar.parse_policies(text).to_pst()
     assert scope_of(text) == Scope(("Action", "a"), None, None, "Doc")
 

@@ -223,3 +223,35 @@ def test_reference_bound_ignores_method_calls_and_strings() -> None:
 
     text = 'permit(principal, action, resource) when { [1].contains(2) && context.s == "a.b.c" };'
     assert policy_ref_hops(text) == 2  # ``[`` (counted: a set literal or an index) and ``.s``
+
+
+async def test_idle_store_is_unloaded_and_reloaded_on_demand(make_app) -> None:  # type: ignore[no-untyped-def]
+    """A store asked for in neither of two sweeps is unloaded; its next request loads it again and
+    answers as before. A store in use stays loaded."""
+    async with make_app() as (app, client):
+        registry = app.state.api.registry
+        await push(client, 'permit(principal, action == Action::"v", resource);', store="idle")
+        await push(client, 'permit(principal, action == Action::"v", resource);', store="busy")
+        path = "/stores/{}/access/v1/evaluation"
+        assert (await client.post(path.format("idle"), json=ask("User:u", "v", "Doc:a"))).json()["decision"]
+        assert registry.unload_idle() == []  # first sweep: idle was used since the start
+        await client.post(path.format("busy"), json=ask("User:u", "v", "Doc:a"))
+        assert registry.unload_idle() == []  # idle unused for one sweep only
+        await client.post(path.format("busy"), json=ask("User:u", "v", "Doc:a"))
+        assert registry.unload_idle() == ["idle"]
+        assert set(registry.loaded()) >= {"busy"} and "idle" not in registry.loaded()
+        d = (await client.post(path.format("idle"), json=ask("User:u", "v", "Doc:a"))).json()
+        assert d["decision"] is True
+        assert "idle" in registry.loaded()
+
+
+async def test_idle_unloading_runs_on_the_refresh_tick(make_app) -> None:  # type: ignore[no-untyped-def]
+    """With the setting on, the refresh loop sweeps by itself."""
+    async with make_app(policy_store_idle_unload_seconds=0.05) as (app, client):
+        registry = app.state.api.registry
+        await push(client, "permit(principal, action, resource);", store="s")
+        for _ in range(200):
+            if "s" not in registry.loaded():
+                break
+            await asyncio.sleep(0.01)
+        assert "s" not in registry.loaded()

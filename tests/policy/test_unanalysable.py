@@ -10,7 +10,8 @@ from tests.policy.conftest import ADMIN, ask, decide, entity, load, push
 
 ODD = """
 @id("ok") permit(principal, action == Action::"view", resource is Doc);
-@id("dec3") permit(principal, action == Action::"edit", resource is Doc) when { decimal("1.0", "2", "3") == decimal("1.0") };
+@id("dec3") permit(principal, action == Action::"edit", resource is Doc)
+  when { decimal("1.0", "2", "3") == decimal("1.0") };
 @id("ip2") forbid(principal, action, resource) when { ip("10.0.0.1", 5).isIpv4() && context.block };
 @id("range1") permit(principal, action == Action::"share", resource) when { principal.isInRange() };
 @id("img") permit(principal is User, action, resource is Img);
@@ -54,7 +55,7 @@ async def test_unconvertible_policy_failing_schema_validation_is_a_422(client: h
     """With a schema, a policy that fails validation and cannot be converted is named in a 422, not a 500."""
     schema = "entity User; entity Doc; action view appliesTo { principal: User, resource: Doc };"
     assert (await client.put("/admin/stores/default/schema", content=schema, headers=ADMIN)).status_code == 200
-    text = '@id("d") permit(principal, action == Action::"view", resource) when { decimal("1", "2", "3") == decimal("1.0") };'
+    text = '@id("d") permit(principal, action == Action::"view", resource) when { decimal("1", "2", "3") == decimal("1") };'
     r = await client.post("/admin/stores/default/policies", json={"policies": text}, headers=ADMIN)
     assert r.status_code == 422, r.text
     assert r.json()["error"]

@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None) -> DecisionFront:
             warm_keys=settings.policy_index_warm_keys,
             warm_seconds=settings.policy_index_warm_seconds,
         ),
+        idle_unload_seconds=settings.policy_store_idle_unload_seconds,
         snapshot_max_entities=settings.policy_snapshot_max_entities,
         signal_path=settings.var_dir / SIGNAL_FILE,
     )
