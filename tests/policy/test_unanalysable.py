@@ -55,7 +55,10 @@ async def test_unconvertible_policy_failing_schema_validation_is_a_422(client: h
     """With a schema, a policy that fails validation and cannot be converted is named in a 422, not a 500."""
     schema = "entity User; entity Doc; action view appliesTo { principal: User, resource: Doc };"
     assert (await client.put("/admin/stores/default/schema", content=schema, headers=ADMIN)).status_code == 200
-    text = '@id("d") permit(principal, action == Action::"view", resource) when { decimal("1", "2", "3") == decimal("1") };'
+    text = (
+        '@id("d") permit(principal, action == Action::"view", resource)\n'
+        'when { decimal("1", "2", "3") == decimal("1") };'
+    )
     r = await client.post("/admin/stores/default/policies", json={"policies": text}, headers=ADMIN)
     assert r.status_code == 422, r.text
     assert r.json()["error"]
