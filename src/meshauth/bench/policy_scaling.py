@@ -35,6 +35,20 @@ from meshauth.bench import policy_workload as workload
 from meshauth.bench.policy import BATCH, LUA, SERVERS, _admin, _driver, _env, _wrk
 from meshauth.bench.processes import free_port, running
 
+# Sends the bodies in order, cycling: a warm-up that reaches every request key once.
+SWEEP_LUA = """
+local bodies = {}
+for line in io.lines(os.getenv("BENCH_BODIES")) do bodies[#bodies + 1] = line end
+local path = os.getenv("BENCH_PATH")
+local n = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  n = n + 1
+  return wrk.format(nil, path, nil, bodies[(n % #bodies) + 1])
+end
+"""
+
 STORES_LUA = """
 local lines = {}
 for line in io.lines(os.getenv("BENCH_BODIES")) do
@@ -121,8 +135,12 @@ def _size_case(n: int, *, seconds: int, rate: int, root: Path) -> dict[str, Any]
     files = {"singles": case / "singles.jsonl", "batches": case / "batch64.jsonl"}
     files["singles"].write_bytes(b"\n".join(workload.single_bodies(20_000, resource_types=types)) + b"\n")
     files["batches"].write_bytes(b"\n".join(workload.batch_bodies(2_000, BATCH, resource_types=types)) + b"\n")
+    files["every_key"] = case / "every-key.jsonl"
+    files["every_key"].write_bytes(b"\n".join(workload.every_key_bodies(types)) + b"\n")
     script = case / "random-body.lua"
     script.write_text(LUA)
+    sweep = case / "sweep.lua"
+    sweep.write_text(SWEEP_LUA)
     out: dict[str, Any] = {"policies": w.policy_count, "activation": activation_probe(n)}
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -135,12 +153,14 @@ def _size_case(n: int, *, seconds: int, rate: int, root: Path) -> dict[str, Any]
         out["upload_bytes"] = len(body)
         out["rss_after_upload_mb"] = _rss_mb(proc.pid)
         _admin(base, "POST", "/admin/stores/default/entities", json.dumps(w.entities).encode())
-        # Warm-up: every (action, resource type) key once compiles its subset; bigger stores have
-        # more keys, so they get longer (then the measured runs see the steady state).
-        warm = max(5, n // 5_000)
-        _wrk(base, files["singles"], "/access/v1/evaluation", script, seconds=warm, connections=16)
+        # Warm-up: a sweep through every (action, resource type) key (each compiles its subset
+        # once; bigger stores have more keys, so a longer sweep), then random traffic: the
+        # measured runs see the steady state.
+        warm = max(5, n // 2_500)
+        _wrk(base, files["every_key"], "/access/v1/evaluation", sweep, seconds=warm, connections=16)
+        _wrk(base, files["singles"], "/access/v1/evaluation", script, seconds=5, connections=16)
         _wrk(base, files["batches"], "/access/v1/evaluations", script, seconds=3, connections=8)
-        out["warmup_s"] = warm + 3
+        out["warmup_s"] = warm + 8
         before = _index_cache(base)
         out["fixed_rate"] = _driver(base + "/access/v1/evaluation", files["singles"], rate=rate, seconds=seconds)
         single = _wrk(base, files["singles"], "/access/v1/evaluation", script, seconds=seconds, connections=32)

@@ -72,6 +72,20 @@ def random_request(rng: random.Random, resource_types: int = RESOURCE_TYPES) -> 
     }
 
 
+def every_key_bodies(resource_types: int = RESOURCE_TYPES) -> list[bytes]:
+    """One request per (action, resource type): what the scope index compiles a subset for."""
+    out = []
+    for t in range(resource_types):
+        for a in range(ACTIONS):
+            body = {
+                "subject": {"type": "User", "id": f"u{(t * ACTIONS + a) % USERS}"},
+                "action": {"name": f"a{a}"},
+                "resource": {"type": f"R{t}", "id": f"r{t}"},  # r{t} has type R{t % types}: t < RESOURCES
+            }
+            out.append(json.dumps(body, separators=(",", ":")).encode())
+    return out
+
+
 def single_bodies(count: int, seed: int = 11, resource_types: int = RESOURCE_TYPES) -> list[bytes]:
     rng = random.Random(seed)
     return [json.dumps(random_request(rng, resource_types), separators=(",", ":")).encode() for _ in range(count)]
