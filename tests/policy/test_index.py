@@ -307,6 +307,11 @@ def test_index_is_equivalent_to_the_whole_set(policies: list[str], cache_keys: i
     full = cedar.parse_policies(text)
     index = PolicyIndex(full, text, min_policies=0, cache_keys=cache_keys)
     assert index.enabled
+    # What the text gave for display and fail-closed checks equals what Cedar's JSON form says.
+    assert index.annotations == cedar.id_annotations(text)
+    est = json.loads(cedar.policies_json(text))
+    both = {**est["staticPolicies"], **est["templates"]}
+    assert index.forbids == {pid for pid, p in both.items() if p["effect"] == "forbid"}
     entities = _entities(data.draw)
     handle = cedar.parse_entities(json.dumps(entities), None)
     requests = data.draw(
@@ -329,3 +334,16 @@ def test_index_is_equivalent_to_the_whole_set(policies: list[str], cache_keys: i
         assert got.decision == want.decision, (text, principal, action, resource)
         assert sorted(subset.store_id(p) for p in got.diagnostics.reason) == sorted(want.diagnostics.reason)
         assert sorted(_to_store_ids(e, subset) for e in got.diagnostics.errors) == sorted(want.diagnostics.errors)
+
+
+def test_split_disagreeing_with_cedar_evaluates_whole_sets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """If the statement split ever disagreed with Cedar's numbering, the index would name the
+    wrong policies: it then switches itself off and asks Cedar for ids and effects instead."""
+    import meshauth.policy.index as index_module
+
+    text = '@id("a") permit(principal, action == Action::"a", resource);\nforbid(principal, action, resource);'
+    monkeypatch.setattr(index_module, "statements", lambda _text: ["permit(principal, action, resource);"])
+    index = index_of(text)
+    assert not index.enabled
+    assert index.policies_for(("Action", "zzz"), frozenset(), "User", "Doc") is index.whole
+    assert (index.annotations, index.forbids) == ({"policy0": "a"}, frozenset({"policy1"}))
