@@ -255,3 +255,25 @@ async def test_idle_unloading_runs_on_the_refresh_tick(make_app) -> None:  # typ
                 break
             await asyncio.sleep(0.01)
         assert "s" not in registry.loaded()
+
+
+async def test_activation_compiles_the_previous_versions_hot_keys_first(make_app) -> None:  # type: ignore[no-untyped-def]
+    """A new version starts with the subsets its predecessor was serving already compiled: its
+    first request for a hot key is a cache hit (the hit/miss counts are served at /metrics)."""
+    from meshauth.policy.metrics import INDEX_CACHE
+
+    text = "\n".join(f'permit(principal, action == Action::"a{n}", resource is Doc);' for n in range(60))
+    async with make_app() as (app, client):
+        registry = app.state.api.registry
+        await push(client, text, store="s")
+        path = "/stores/s/access/v1/evaluation"
+        for n in (3, 7):
+            assert (await client.post(path, json=ask("User:u", f"a{n}", "Doc:d"))).json()["decision"]
+        await push(client, text + '\nforbid(principal, action == Action::"a9", resource);', store="s")
+        state = await registry.get("s")
+        assert {k[0] for k in state.index.hot_keys(10)} == {("Action", "a3"), ("Action", "a7")}
+        hits = INDEX_CACHE.counts[("hit",)]
+        assert (await client.post(path, json=ask("User:u", "a7", "Doc:d"))).json()["decision"]
+        assert INDEX_CACHE.counts[("hit",)] == hits + 1
+        metrics = (await client.get("/metrics")).text
+        assert 'meshauth_policy_index_cache_total{outcome="hit"}' in metrics
