@@ -110,6 +110,19 @@ class Settings(BaseSettings):
     grpc_keepalive_time: float = Field(default=60.0, ge=1, le=86_400)
     grpc_keepalive_timeout: float = Field(default=20.0, ge=1, le=600)
 
+    # policy-index (issue 8): compiled policy subsets cached per store, keyed by request shape
+    # (action, its groups, principal type, resource type), least recently used dropped first;
+    # stores with fewer policies than policy_index_min_policies are evaluated whole (cheaper than a
+    # compile per key); at an activation the previous version's hottest keys (at most
+    # policy_index_warm_keys, for at most policy_index_warm_seconds) are compiled before it serves.
+    policy_index_cache_keys: int = Field(default=16_384, ge=1)
+    policy_index_min_policies: int = Field(default=48, ge=0)
+    policy_index_warm_keys: int = Field(default=2048, ge=0)
+    policy_index_warm_seconds: float = Field(default=2.0, ge=0, le=60)
+    # A store not asked for during this long (between one and two periods) is unloaded from a
+    # worker's memory and loaded again on its next request (~ms: docs/performance.md); 0: never.
+    policy_store_idle_unload_seconds: float = Field(default=0.0, ge=0)
+
     # Tokens (seconds)
     signing_alg: SigningAlg = "ES256"
     # Encrypts signing keys at rest in the database (PKCS#8). Changing it makes existing keys unreadable:

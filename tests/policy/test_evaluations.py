@@ -173,7 +173,7 @@ async def test_evaluations_is_not_a_list_is_400(client: httpx.AsyncClient) -> No
 
 async def test_batch_uses_one_engine_call_per_policy_subset(make_app) -> None:  # type: ignore[no-untyped-def]
     """Items sharing a policy subset are evaluated together: engine calls = distinct subsets."""
-    async with make_app() as (app, client):
+    async with make_app(policy_index_min_policies=0) as (app, client):
         await push(
             client,
             'permit(principal, action == Action::"view", resource is Doc);\n'

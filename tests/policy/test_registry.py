@@ -200,3 +200,80 @@ async def test_a_replaced_signal_file_forces_a_refresh_on_the_tick(make_app) -> 
             await asyncio.wait_for(was_forced.wait(), 5)
         finally:
             ticking.cancel()
+
+
+def test_condition_analysis_never_refuses_what_cedar_accepts() -> None:
+    """Policies Cedar accepts but cannot convert to its typed nodes, escaped literal ids and deep
+    nesting: literals and the reference bound are still found, nothing raises (issue 7 item 4)."""
+    from meshauth.policy.registry import condition_facts
+
+    text = (
+        'permit(principal, action, resource) when { decimal("1", "2", "3") == decimal("1.0") };\n'
+        'forbid(principal, action, resource) when { Config::"a\\"b".lockdown && resource.owner.boss.x };\n'
+        "permit(principal, action, resource) when { " + "(" * 90 + "principal.level > 1" + ")" * 90 + " };"
+    )
+    facts = condition_facts(text)
+    assert facts.literals == (("Config", 'a"b'),)
+    assert facts.ref_hops == 4  # .lockdown, .owner, .boss, .x in one statement: a bound on its chains
+
+
+def test_reference_bound_ignores_method_calls_and_strings() -> None:
+    """``.contains(…)`` and text inside strings are not accesses."""
+    from meshauth.policy.registry import policy_ref_hops
+
+    text = 'permit(principal, action, resource) when { [1].contains(2) && context.s == "a.b.c" };'
+    assert policy_ref_hops(text) == 2  # ``[`` (counted: a set literal or an index) and ``.s``
+
+
+async def test_idle_store_is_unloaded_and_reloaded_on_demand(make_app) -> None:  # type: ignore[no-untyped-def]
+    """A store asked for in neither of two sweeps is unloaded; its next request loads it again and
+    answers as before. A store in use stays loaded."""
+    async with make_app() as (app, client):
+        registry = app.state.api.registry
+        await push(client, 'permit(principal, action == Action::"v", resource);', store="idle")
+        await push(client, 'permit(principal, action == Action::"v", resource);', store="busy")
+        path = "/stores/{}/access/v1/evaluation"
+        assert (await client.post(path.format("idle"), json=ask("User:u", "v", "Doc:a"))).json()["decision"]
+        assert registry.unload_idle() == []  # first sweep: idle was used since the start
+        await client.post(path.format("busy"), json=ask("User:u", "v", "Doc:a"))
+        assert registry.unload_idle() == []  # idle unused for one sweep only
+        await client.post(path.format("busy"), json=ask("User:u", "v", "Doc:a"))
+        assert registry.unload_idle() == ["idle"]
+        assert set(registry.loaded()) >= {"busy"} and "idle" not in registry.loaded()
+        d = (await client.post(path.format("idle"), json=ask("User:u", "v", "Doc:a"))).json()
+        assert d["decision"] is True
+        assert "idle" in registry.loaded()
+
+
+async def test_idle_unloading_runs_on_the_refresh_tick(make_app) -> None:  # type: ignore[no-untyped-def]
+    """With the setting on, the refresh loop sweeps by itself."""
+    async with make_app(policy_store_idle_unload_seconds=0.05) as (app, client):
+        registry = app.state.api.registry
+        await push(client, "permit(principal, action, resource);", store="s")
+        for _ in range(200):
+            if "s" not in registry.loaded():
+                break
+            await asyncio.sleep(0.01)
+        assert "s" not in registry.loaded()
+
+
+async def test_activation_compiles_the_previous_versions_hot_keys_first(make_app) -> None:  # type: ignore[no-untyped-def]
+    """A new version starts with the subsets its predecessor was serving already compiled: its
+    first request for a hot key is a cache hit (the hit/miss counts are served at /metrics)."""
+    from meshauth.policy.metrics import INDEX_CACHE
+
+    text = "\n".join(f'permit(principal, action == Action::"a{n}", resource is Doc);' for n in range(60))
+    async with make_app() as (app, client):
+        registry = app.state.api.registry
+        await push(client, text, store="s")
+        path = "/stores/s/access/v1/evaluation"
+        for n in (3, 7):
+            assert (await client.post(path, json=ask("User:u", f"a{n}", "Doc:d"))).json()["decision"]
+        await push(client, text + '\nforbid(principal, action == Action::"a9", resource);', store="s")
+        state = await registry.get("s")
+        assert {k[0] for k in state.index.hot_keys(10)} == {("Action", "a3"), ("Action", "a7")}
+        hits = INDEX_CACHE.counts[("hit",)]
+        assert (await client.post(path, json=ask("User:u", "a7", "Doc:d"))).json()["decision"]
+        assert INDEX_CACHE.counts[("hit",)] == hits + 1
+        metrics = (await client.get("/metrics")).text
+        assert 'meshauth_policy_index_cache_total{outcome="hit"}' in metrics

@@ -47,6 +47,9 @@ wrk.headers["Content-Type"] = "application/json"
 request = function()
   return wrk.format(nil, path, nil, bodies[math.random(#bodies)])
 end
+done = function(summary, latency, requests)
+  io.write(string.format("P95_US %d\\n", latency:percentile(95.0)))
+end
 """
 
 
@@ -81,16 +84,19 @@ def _wrk(url: str, bodies: Path, path: str, script: Path, *, seconds: int, conne
     rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     p99 = re.search(r"99%\s+([0-9.]+)(us|ms|s)", out)
+    p95 = re.search(r"P95_US (\d+)", out)
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
     return {
         "command": f"BENCH_BODIES={bodies.name} BENCH_PATH={path} " + " ".join(pinned(cmd, CLIENT_CORE)),
         "requests_per_s": rps,
+        "p95_ms_closed_loop": int(p95.group(1)) / 1000 if p95 else None,
         "p99_ms_closed_loop": float(p99.group(1)) * scale[p99.group(2)] if p99 else None,
         "non_2xx": int(bad.group(1)) if bad else 0,
+        "errors": out.count("Socket errors"),
     }
 
 
-def _driver(url: str, bodies: Path, *, rate: int, seconds: int) -> dict[str, Any]:
+def _driver(url: str, bodies: Path, *, rate: int, seconds: int, stores: bool = False) -> dict[str, Any]:
     cmd = [
         sys.executable,
         "-m",
@@ -102,6 +108,7 @@ def _driver(url: str, bodies: Path, *, rate: int, seconds: int) -> dict[str, Any
         str(rate),
         "--seconds",
         str(seconds),
+        *(["--stores"] if stores else []),
     ]
     out = subprocess.run(pinned(cmd, CLIENT_CORE), capture_output=True, text=True, check=True).stdout
     result: dict[str, Any] = json.loads(out)
@@ -281,6 +288,10 @@ def report(r: dict[str, Any]) -> str:
     return "\n".join([*lines, "", "Commands:", "", *commands])
 
 
+def _counts(text: str) -> list[int]:
+    return [int(part.replace("_", "")) for part in text.split(",") if part]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10)
@@ -288,7 +299,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bulk", type=int, default=100_000, help="entities for the bulk-load timing (0: skip)")
     parser.add_argument("--no-index", action="store_true", help="also measure with the scope index off")
     parser.add_argument("--server", choices=[*SERVERS, "both"], default="both", help="granian interface(s) to measure")
+    parser.add_argument(
+        "--policies",
+        type=_counts,
+        default=None,
+        help="store sizes to compare in one run, e.g. 1000,10000,100000 (issue 8; replaces the default suite)",
+    )
+    parser.add_argument(
+        "--stores",
+        type=_counts,
+        default=None,
+        help="numbers of 20-policy stores to compare in one run, e.g. 1,10,1000 (issue 8; replaces the default suite)",
+    )
     args = parser.parse_args(argv)
+    if args.policies or args.stores:
+        from meshauth.bench import policy_scaling
+
+        scaling = policy_scaling.run(
+            policies=args.policies or [], stores=args.stores or [], seconds=args.seconds, rate=args.rate
+        )
+        path = save("policy-scaling", scaling)
+        print(policy_scaling.report(scaling))
+        print(f"\nraw results: {path}")
+        return
     servers = list(SERVERS) if args.server == "both" else [args.server]
     results = run(seconds=args.seconds, rate=args.rate, bulk=args.bulk, compare_index=args.no_index, servers=servers)
     path = save("policy", results)

@@ -17,7 +17,10 @@ import time
 import aiohttp
 
 
-async def _run(url: str, bodies: list[bytes], rate: float, seconds: float, connections: int) -> dict[str, float]:
+async def _run(
+    url: str, bodies: list[bytes], rate: float, seconds: float, connections: int, stores: bool = False
+) -> dict[str, float]:
+    """With ``stores``, each body line is ``<store> <json>`` and goes to that store's endpoint."""
     rng = random.Random(5)
     latencies: list[float] = []
     failures = 0
@@ -27,8 +30,12 @@ async def _run(url: str, bodies: list[bytes], rate: float, seconds: float, conne
 
     async def one(session: aiohttp.ClientSession, body: bytes, due: float) -> None:
         nonlocal failures
+        target = url
+        if stores:
+            store, _, body = body.partition(b" ")
+            target = f"{url}/stores/{store.decode()}/access/v1/evaluation"
         try:
-            async with session.post(url, data=body, headers=headers) as resp:
+            async with session.post(target, data=body, headers=headers) as resp:
                 await resp.read()
                 if resp.status != 200:
                     failures += 1
@@ -74,12 +81,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--stores", action="store_true", help="body lines are '<store> <json>'; url is the base")
     args = parser.parse_args(argv)
     with open(args.bodies, "rb") as fh:
         bodies = [line.rstrip(b"\n") for line in fh if line.strip()]
     import uvloop
 
-    result = uvloop.run(_run(args.url, bodies, args.rate, args.seconds, args.connections))
+    result = uvloop.run(_run(args.url, bodies, args.rate, args.seconds, args.connections, args.stores))
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")
 

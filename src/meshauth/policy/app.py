@@ -35,7 +35,7 @@ from meshauth.policy.evaluator import Evaluator
 from meshauth.policy.fast import DecisionFront
 from meshauth.policy.guard import DecisionGuard
 from meshauth.policy.metrics import track
-from meshauth.policy.registry import Registry
+from meshauth.policy.registry import IndexSettings, Registry
 from meshauth.policy.source import Limits
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,14 @@ def create_app(settings: Settings | None = None) -> DecisionFront:
     registry = Registry(
         engine,
         cache,
-        index_enabled=settings.policy_index_enabled,
+        index=IndexSettings(
+            enabled=settings.policy_index_enabled,
+            cache_keys=settings.policy_index_cache_keys,
+            min_policies=settings.policy_index_min_policies,
+            warm_keys=settings.policy_index_warm_keys,
+            warm_seconds=settings.policy_index_warm_seconds,
+        ),
+        idle_unload_seconds=settings.policy_store_idle_unload_seconds,
         snapshot_max_entities=settings.policy_snapshot_max_entities,
         signal_path=settings.var_dir / SIGNAL_FILE,
         limits=limits,

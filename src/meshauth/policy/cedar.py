@@ -173,12 +173,16 @@ def schema_action_parents(schema: Schema) -> dict[Uid, tuple[Uid, ...]]:
 
 
 def id_annotations(text: str) -> dict[str, str]:
-    """Cedar's positional policy id → its ``@id`` annotation, for policies that have one."""
-    tree = PolicySet.from_str(text).to_pst()
+    """Cedar's positional policy id → its ``@id`` annotation, for policies that have one.
+
+    Read from Cedar's JSON form: its typed nodes (``to_pst``) refuse some valid policies (an
+    extension call with the wrong number of arguments, which only errors when evaluated).
+    """
+    tree = msgspec.json.decode(policies_json(text))
     return {
-        pid: p.annotations["id"]
-        for pid, p in (*tree.static_policies.items(), *tree.templates.items())
-        if "id" in p.annotations
+        pid: str(p["annotations"]["id"])
+        for pid, p in (*tree.get("staticPolicies", {}).items(), *tree.get("templates", {}).items())
+        if p.get("annotations", {}).get("id") is not None
     }
 
 

@@ -152,6 +152,9 @@ class EntityCache:
         self._max = max_entries
         self._data: OrderedDict[tuple[str, Uid], EntityRecord | None] = OrderedDict()
         self._generations: dict[str, int] = {}
+        # The cached uids of each store, so clearing one store costs its own entries, not a scan of
+        # the whole cache (with 1,000 stores, each store's first load cleared by scanning them all).
+        self._by_store: dict[str, set[Uid]] = {}
 
     def generation(self, store: str) -> int:
         return self._generations.get(store, 0)
@@ -174,20 +177,26 @@ class EntityCache:
         if not self.enabled:
             return
         data = self._data
+        mine = self._by_store.setdefault(store, set())
         for uid, rec in found.items():
             data[(store, uid)] = rec
+            mine.add(uid)
         while len(data) > self._max:
-            data.popitem(last=False)
+            (old_store, old_uid), _ = data.popitem(last=False)
+            self._by_store[old_store].discard(old_uid)
 
     def drop(self, store: str, uids: Iterable[Uid]) -> None:
         self._generations[store] = self.generation(store) + 1
+        mine = self._by_store.get(store, set())
         for uid in uids:
             self._data.pop((store, uid), None)
+            mine.discard(uid)
 
     def clear_store(self, store: str) -> None:
         self._generations[store] = self.generation(store) + 1
-        for key in [k for k in self._data if k[0] == store]:
-            del self._data[key]
+        data = self._data
+        for uid in self._by_store.pop(store, ()):
+            data.pop((store, uid), None)
 
     def __len__(self) -> int:
         return len(self._data)

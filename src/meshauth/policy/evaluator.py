@@ -22,6 +22,7 @@ from meshauth.policy import cedar
 from meshauth.policy.authzen import Query
 from meshauth.policy.cedar import Uid
 from meshauth.policy.entities import EntityLoader, EntityRecord, bare_entity, entity_refs
+from meshauth.policy.index import Subset
 from meshauth.policy.metrics import ENGINE_CALLS
 from meshauth.policy.registry import StoreState
 from meshauth.policy.snapshot import Snapshot
@@ -122,12 +123,12 @@ class Evaluator:
     def _one(self, state: StoreState, q: Query, snapshot: Snapshot) -> wire.Decision:
         """The common case, kept short: one query, answered from the snapshot."""
         parents_of = state.schema_actions if state.schema_actions is not None else snapshot.action_parents
-        ps = state.index.policies_for(q.action, _ancestors(q.action, parents_of), q.principal[0], q.resource[0])
+        subset = state.index.policies_for(q.action, _ancestors(q.action, parents_of), q.principal[0], q.resource[0])
         self.engine_calls += 1
         ENGINE_CALLS.add("snapshot")
         request = cedar.request(q.principal, q.action, q.resource, q.context)
-        (result,) = cedar.authorize([request], ps, snapshot.handle, state.schema)
-        return _decision(state, result)
+        (result,) = cedar.authorize([request], subset.policies, snapshot.handle, state.schema)
+        return _decision(state, result, subset)
 
     def _own_document(self, q: Query, loaded: dict[Uid, EntityRecord], state: StoreState) -> str:
         overrides = {q.principal: q.principal_attrs, q.resource: q.resource_attrs}
@@ -177,16 +178,16 @@ class Evaluator:
     ) -> None:
         """One engine call per policy subset the scope index picks for these queries."""
         groups: dict[int, list[Query]] = {}
-        sets: dict[int, cedar.PolicySet] = {}
+        sets: dict[int, Subset] = {}
         policies_for = state.index.policies_for
         for q in queries:
             action = q.action
             ancestors = _ancestors(action, parents_of) if action in parents_of else _NONE
-            ps = policies_for(action, ancestors, q.principal[0], q.resource[0])
-            group = groups.get(id(ps))
+            subset = policies_for(action, ancestors, q.principal[0], q.resource[0])
+            group = groups.get(id(subset))
             if group is None:
-                groups[id(ps)] = [q]
-                sets[id(ps)] = ps
+                groups[id(subset)] = [q]
+                sets[id(subset)] = subset
             else:
                 group.append(q)
         self.engine_calls += len(groups)
@@ -194,15 +195,23 @@ class Evaluator:
         schema = state.schema
         for key, group in groups.items():
             requests = [cedar.request(q.principal, q.action, q.resource, q.context) for q in group]
-            results = cedar.authorize(requests, sets[key], entities, schema)
+            subset = sets[key]
+            results = cedar.authorize(requests, subset.policies, entities, schema)
             for q, result in zip(group, results, strict=True):
-                answers[q.key] = _decision(state, result)
+                answers[q.key] = _decision(state, result, subset)
 
 
-def _decision(state: StoreState, result: cedar.Result) -> wire.Decision:
+def _decision(state: StoreState, result: cedar.Result, subset: Subset) -> wire.Decision:
     index = state.index
-    policies = [index.display_id(pid) for pid in result.diagnostics.reason]
     errors = result.diagnostics.errors
+    if subset.ids is None:
+        policies = [index.display_id(pid) for pid in result.diagnostics.reason]
+    else:
+        # The subset was compiled on its own, so Cedar numbered its policies from policy0: say the
+        # store's ids, as the whole set would.
+        policies = [index.display_id(subset.store_id(pid)) for pid in result.diagnostics.reason]
+        if errors:
+            errors = [_to_store_ids(e, subset) for e in errors]
     allowed = result.decision == "Allow"
     if allowed and errors and index.forbids:
         # Fail closed: a forbid that errored on a missing entity might have applied.
@@ -217,6 +226,18 @@ def _decision(state: StoreState, result: cedar.Result) -> wire.Decision:
         decision=allowed,
         context=wire.DecisionContext(revision=state.revision, policies=policies, errors=errors),
     )
+
+
+_EVALUATION_ERROR = re.compile(r"error while evaluating policy `(policy\d+)`")
+
+
+def _to_store_ids(message: str, subset: Subset) -> str:
+    """Cedar's only per-policy error form starts with the policy's id; only that id is renamed (an
+    entity id quoted later in the message stays as written)."""
+    m = _EVALUATION_ERROR.match(message)
+    if m is None:
+        return message
+    return f"error while evaluating policy `{subset.store_id(m[1])}`{message[m.end() :]}"
 
 
 _MISSING_ENTITY = re.compile(r"error while evaluating policy `(policy\d+)`: entity `.*` does not exist$", re.DOTALL)

@@ -24,6 +24,11 @@ DECISIONS = IntCounters(
     "meshauth_policy_decisions", "Decisions answered, by endpoint and outcome.", ["endpoint", "outcome"]
 )
 ENGINE_CALLS = IntCounters("meshauth_policy_engine_calls", "Cedar is_authorized_batch calls.", ["path"])
+INDEX_CACHE = IntCounters(
+    "meshauth_policy_index_cache",
+    "Scope-index lookups of a compiled policy subset, by outcome (hit rate: hit / (hit + miss)).",
+    ["outcome"],
+)
 ENTITY_QUERIES = IntCounters("meshauth_policy_entity_queries", "SQL round trips made by the entity loader.", [])
 DECISION_API_REFUSED = IntCounters(
     "meshauth_policy_decision_api_refused",

@@ -26,26 +26,17 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import msgspec
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meshauth.policy import stores
-from meshauth.policy.cedar import (
-    Schema,
-    Uid,
-    compile_thread,
-    parse_policies,
-    parse_schema,
-    policies_json,
-    schema_action_parents,
-)
-from meshauth.policy.entities import EntityCache, entity_refs
+from meshauth.policy.cedar import Schema, Uid, compile_thread, parse_policies, parse_schema, schema_action_parents
+from meshauth.policy.entities import EntityCache
 from meshauth.policy.errors import store_not_found, store_unavailable
-from meshauth.policy.index import PolicyIndex
+from meshauth.policy.index import DEFAULT_CACHE_KEYS, DEFAULT_MIN_POLICIES, Key, PolicyIndex, condition_facts
 from meshauth.policy.servable import Unservable, check_schema_text, checked
 from meshauth.policy.snapshot import REBUILD_PAUSE_SECONDS, Snapshot, read_snapshot
 from meshauth.policy.source import Limits
@@ -91,35 +82,10 @@ class Compiled:
     state: StoreState
 
 
-_ACCESS_OPS = (".", "has", "getTag", "hasTag")
-
-
-def _access_depth(node: object) -> int:
-    """The longest chain of attribute/tag accesses in a Cedar JSON (EST) expression."""
-    if isinstance(node, list):
-        return max((_access_depth(n) for n in node), default=0)
-    if not isinstance(node, dict):
-        return 0
-    best = 0
-    for key, value in node.items():
-        depth = _access_depth(value)
-        if key in _ACCESS_OPS and isinstance(value, dict):
-            depth = max(depth, 1 + _access_depth(value.get("left")))
-        best = max(best, depth)
-    return best
-
-
 def policy_ref_hops(text: str) -> int | None:
-    """How deep the policies' conditions can follow entity references: an entity reached after
-    ``n`` accesses is read by the next one, so ``n`` accesses need ``n`` hops loaded at most."""
-    if not text.strip():
-        return 0
-    tree = msgspec.json.decode(policies_json(text))
-    policies = [*tree.get("staticPolicies", {}).values(), *tree.get("templates", {}).values()]
-    try:
-        return _access_depth([p.get("conditions", []) for p in policies])
-    except RecursionError:  # an absurdly nested policy: follow references as deep as parents
-        return None
+    """A bound on how deep the policies' conditions can follow entity references: an entity reached
+    after ``n`` accesses is read by the next one, so ``n`` accesses need ``n`` hops loaded at most."""
+    return condition_facts(text).ref_hops
 
 
 def policy_literals(text: str) -> tuple[Uid, ...]:
@@ -129,26 +95,50 @@ def policy_literals(text: str) -> tuple[Uid, ...]:
     decided from the request entities' ancestors, never from the named entity's own data, and a
     store of per-user policies would otherwise load every user for every request.
     """
-    if not text.strip():
-        return ()
-    tree = msgspec.json.decode(policies_json(text))
-    policies = [*tree.get("staticPolicies", {}).values(), *tree.get("templates", {}).values()]
-    return tuple(dict.fromkeys(entity_refs([p.get("conditions", []) for p in policies])))
+    return condition_facts(text).literals
 
 
-def compile_state(row: stores.StoreRow, text: str, *, index_enabled: bool) -> StoreState:
-    """Build a state (CPU-bound: run it in a worker thread)."""
+@dataclass(frozen=True, slots=True)
+class IndexSettings:
+    enabled: bool = True
+    cache_keys: int = DEFAULT_CACHE_KEYS
+    min_policies: int = DEFAULT_MIN_POLICIES
+    warm_keys: int = 2048  # hottest keys of the previous version compiled before a new one serves
+    warm_seconds: float = 2.0  # at most this long per activation (the rest compile on first use)
+
+
+def compile_state(
+    row: stores.StoreRow,
+    text: str,
+    *,
+    index_enabled: bool = True,
+    index: IndexSettings | None = None,
+    hot_keys: Sequence[Key] = (),
+) -> StoreState:
+    """Build a state (CPU-bound: run it in a worker thread). ``hot_keys`` (the previous version's
+    most used request keys) are compiled before the state is returned, i.e. before it serves."""
+    settings = index or IndexSettings(enabled=index_enabled)
     schema = parse_schema(row.schema_text, row.schema_format or "cedar") if row.schema_text else None
+    policy_index = PolicyIndex(
+        parse_policies(text),
+        text,
+        enabled=settings.enabled,
+        cache_keys=settings.cache_keys,
+        min_policies=settings.min_policies,
+    )
+    if hot_keys:
+        policy_index.warm(hot_keys, budget_seconds=settings.warm_seconds)
+    facts = condition_facts(text)
     return StoreState(
         name=row.name,
         revision=row.revision,
         active_version=row.active_version,
-        index=PolicyIndex(parse_policies(text), enabled=index_enabled),
+        index=policy_index,
         schema=schema,
         schema_actions=schema_action_parents(schema) if schema is not None else None,
         entities_version=row.entities_version,
-        literals=policy_literals(text),
-        ref_hops=policy_ref_hops(text),
+        literals=facts.literals,
+        ref_hops=facts.ref_hops,
         attribute_precedence=row.attribute_precedence,
     )
 
@@ -180,6 +170,8 @@ class Registry:
         snapshot_max_entities: int = 0,
         signal_path: Path | None = None,
         limits: Limits | None = None,
+        index: IndexSettings | None = None,
+        idle_unload_seconds: float = 0.0,
     ) -> None:
         self._engine = engine
         self._limits = limits or Limits()
@@ -190,7 +182,7 @@ class Registry:
         self._signal = WriteSignal(signal_path) if signal_path is not None else None
         self._following: asyncio.Task[None] | None = None
         self._cache = cache
-        self._index_enabled = index_enabled
+        self._index = index if index is not None else IndexSettings(enabled=index_enabled)
         self._snapshot_max = snapshot_max_entities
         self._states: dict[str, StoreState] = {}
         self._locks: dict[str, asyncio.Lock] = {}  # only for stores that exist (or are being looked up)
@@ -199,6 +191,16 @@ class Registry:
         self._too_big: dict[str, int] = {}  # store → entities_version found over the snapshot limit
         self._building: dict[str, asyncio.Task[None]] = {}
         self._next_build: dict[str, float] = {}  # store → monotonic time the next rebuild may start
+        # Snapshot builds run one at a time: right after 1,000 stores are created, their first
+        # requests would otherwise start 1,000 builds at once, whose queries queue in front of every
+        # request's own (measured: 45 decisions/s for the first seconds, against ~3,000 warm).
+        self._build_slots = asyncio.Semaphore(1)
+        # Unloading idle stores (off when idle_unload_seconds is 0): a store asked for in neither of
+        # the last two sweeps (one sweep per idle_unload_seconds) is dropped and reloaded on demand.
+        self._idle_unload = idle_unload_seconds
+        self._used: set[str] = set()
+        self._unused_last_sweep: set[str] = set()
+        self._next_sweep = time.monotonic() + idle_unload_seconds
 
     def snapshot_for(self, state: StoreState) -> Snapshot | None:
         """The store's entity snapshot when it is current; else start a rebuild and return None."""
@@ -227,15 +229,16 @@ class Registry:
                 if wait > 0:
                     await asyncio.sleep(wait)
                     continue  # the store may have moved on (or gone) while we waited
-                started = time.monotonic()
-                snap = await read_snapshot(
-                    self._engine,
-                    name,
-                    max_entities=self._snapshot_max,
-                    revision=state.revision,
-                    schema=state.schema,
-                )
-                ended = time.monotonic()
+                async with self._build_slots:
+                    started = time.monotonic()
+                    snap = await read_snapshot(
+                        self._engine,
+                        name,
+                        max_entities=self._snapshot_max,
+                        revision=state.revision,
+                        schema=state.schema,
+                    )
+                    ended = time.monotonic()
                 self._next_build[name] = ended + REBUILD_SPACING * (ended - started)
                 current = self._states.get(name)
                 if current is None:
@@ -299,6 +302,7 @@ class Registry:
                 if len(self._missing) > MISSING_MAX:
                     self._missing.popitem(last=False)
                 raise store_not_found(name)
+        self._used.add(name)
         if state.problem is not None:
             raise store_unavailable(name, state.active_version, state.problem)
         return state
@@ -383,13 +387,18 @@ class Registry:
                 self._cache.clear_store(name)
             self._states[name] = state
             _settle()
+            self.snapshot_for(state)  # a new revision needs its own snapshot: start it now
             return state
 
     async def compile(self, row: stores.StoreRow, text: str) -> StoreState:
         """Compile ``text`` under ``row``'s schema exactly as this worker serves it, behind the upload
         limits, on an engine thread. Raises :class:`Unservable`. (Uploads call this before writing.)"""
         check_schema_text(row.schema_text, row.schema_format, self._limits)
-        compile_text = functools.partial(compile_state, row, index_enabled=self._index_enabled)
+        # The previous version's hottest request keys are compiled before the new one serves, here
+        # for uploads as for activations by another writer, so an activation causes no compile cliff.
+        current = self._states.get(row.name)
+        hot = current.index.hot_keys(self._index.warm_keys) if current is not None else []
+        compile_text = functools.partial(compile_state, row, index=self._index, hot_keys=hot)
         return await compile_thread(checked, compile_text, text, self._limits)
 
     async def _unservable(self, row: stores.StoreRow, problem: str) -> StoreState:
@@ -397,6 +406,24 @@ class Registry:
         bare = replace(row, schema_text=None, schema_format=None)
         empty = await compile_thread(compile_state, bare, "", index_enabled=False)
         return replace(empty, problem=problem)
+
+    def unload_idle(self) -> list[str]:
+        """One sweep: unload the stores not asked for since the previous sweep nor in the one
+        before it (so a store is idle between one and two sweep periods before it goes). Memory
+        then follows the working set of stores; a request for an unloaded store loads it again
+        (docs/performance.md says what that costs). The default store stays loaded."""
+        unused = {n for n in self._states if n not in self._used and n != stores.DEFAULT_STORE}
+        gone = [n for n in unused if n in self._unused_last_sweep and n not in self._locks_busy()]
+        for name in gone:
+            self._forget(name)
+        self._unused_last_sweep = unused - set(gone)
+        self._used = set()
+        if gone:
+            log.info("unloaded %d idle policy stores", len(gone))
+        return gone
+
+    def _locks_busy(self) -> set[str]:
+        return {n for n, lock in self._locks.items() if lock.locked()}
 
     def cache_drop(self, name: str, uids: list[Uid], previous: int, new: int) -> None:
         """After a local entity write: drop exactly what was written, and note the new version so
@@ -406,7 +433,11 @@ class Registry:
         self._cache.drop(name, uids)
         state = self._states.get(name)
         if state is not None and state.entities_version == previous and new == previous + 1:
-            self._states[name] = replace(state, entities_version=new)
+            state = replace(state, entities_version=new)
+            self._states[name] = state
+            # Start the snapshot rebuild now rather than at the next decision: a store's first
+            # decisions right after its creation then find it built (issue 8, 1,000 new stores).
+            self.snapshot_for(state)
 
     def _forget(self, name: str) -> None:
         self._snapshots.pop(name, None)
@@ -464,6 +495,9 @@ class Registry:
                 # new one were missed here, so look at the database now.
                 replaced = self._signal is not None and self._signal.check_file()
                 await self.refresh(force=replaced)
+                if self._idle_unload > 0 and time.monotonic() >= self._next_sweep:
+                    self._next_sweep = time.monotonic() + self._idle_unload
+                    self.unload_idle()
             except Exception:  # keep serving what is loaded; the log says why
                 log.warning("policy store refresh failed", exc_info=True)
 
