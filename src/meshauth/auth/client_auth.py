@@ -7,7 +7,6 @@ pay an argon2 verification per token request; the remembered digest is compared 
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 from collections.abc import Sequence
@@ -110,7 +109,9 @@ class ClientAuthenticator:
                 raise oauth_error(400, "invalid_request", "Authorization header is too long")
             try:
                 decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
-            except (binascii.Error, UnicodeDecodeError):
+            except ValueError:
+                # binascii.Error and UnicodeDecodeError are ValueErrors, and so is what b64decode raises
+                # for a str holding non-ASCII characters (a header read as latin-1 can hold any byte).
                 raise oauth_error(
                     401,
                     "invalid_client",
