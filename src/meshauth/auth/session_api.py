@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from meshauth.auth.gate import SESSION_CLIENT_ID
+from meshauth.auth.gate import SESSION_CLIENT_ID, join_cookies, session_cookies
 from meshauth.auth.oauth import OAuthEndpoints
 from meshauth.auth.service import AuthService
 from meshauth.http import ApiError, json_response, read_json_object
@@ -52,7 +52,12 @@ class SessionEndpoints:
         return response
 
     async def end(self, request: Request) -> Response:
-        session_id = request.cookies.get(self._s.settings.session_cookie_name)
+        cookie = join_cookies(request.headers.getlist("cookie"))
+        found = session_cookies(cookie, self._s.settings.session_cookie_name) if cookie else []
+        if len(found) > 1:
+            # The gate's rule for ambiguous credentials: which session would this end?
+            raise ApiError(400, "invalid_request", "more than one session cookie on this request")
+        session_id = found[0] if found else None
         ended = await self._s.sessions.end(session_id) if session_id else None
         if ended is None:
             raise ApiError(401, "invalid_session", "no live session cookie on this request")
