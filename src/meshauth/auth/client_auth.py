@@ -18,6 +18,7 @@ from starlette.requests import Request
 
 from meshauth.auth.accounts import MAX_SECRET_CHARS, Client
 from meshauth.auth.forms import oauth_error
+from meshauth.auth.revocation import Stamp
 from meshauth.auth.service import AuthService
 from meshauth.http import ApiError
 
@@ -60,17 +61,32 @@ def too_many(retry_after: int) -> ApiError:
 class ClientAuthenticator:
     def __init__(self, service: AuthService) -> None:
         self._service = service
-        self._verified: TTLCache[str, bytes] = TTLCache(maxsize=10_000, ttl=VERIFIED_SECRET_TTL)
+        # client id -> (its secret hash in SQL, SHA-256 of the secret that verified against it): a client
+        # deleted and created again with another secret has another hash, so the old secret is not
+        # remembered on replicas that never saw the delete.
+        self._verified: TTLCache[str, tuple[str, bytes]] = TTLCache(maxsize=10_000, ttl=VERIFIED_SECRET_TTL)
 
     async def authenticate(self, request: Request, form: dict[str, str]) -> Client:
+        client, _ = await self.authenticate_stamped(request, form)
+        return client
+
+    async def authenticate_stamped(self, request: Request, form: dict[str, str]) -> tuple[Client, Stamp]:
+        """Authenticate, and return the client's cut-off stamp, read before the client row: whatever is
+        issued to the client must be confirmed with it (``Denylist.unchanged``) before it is handed out."""
         client_id, secret, via_basic = self._credentials(request, form)
         fail = self._failure(via_basic)
         if not 0 < len(client_id) <= MAX_NAME_CHARS or len(secret) > MAX_SECRET_CHARS:
             raise fail
+        stamp = await self._service.denylist.stamp("client", client_id)
         client = await self._service.accounts.get_client(client_id)
         digest = hashlib.sha256(secret.encode()).digest()
         remembered = self._verified.get(client_id)
-        if client is not None and remembered is not None and hmac.compare_digest(remembered, digest):
+        if (
+            client is not None
+            and remembered is not None
+            and remembered[0] == client.secret_hash
+            and hmac.compare_digest(remembered[1], digest)
+        ):
             # The secret verified within the last minute: no guess here, nothing to throttle or hash.
             ok = True
         else:
@@ -87,8 +103,8 @@ class ClientAuthenticator:
             raise fail
         if client.disabled:
             raise oauth_error(401, "invalid_client", "client is disabled")
-        self._verified[client_id] = digest
-        return client
+        self._verified[client_id] = (client.secret_hash, digest)
+        return client, stamp
 
     def forget(self, client_id: str) -> None:
         self._verified.pop(client_id, None)

@@ -186,4 +186,8 @@ class Gate:
             return Verdict(503, (), "session", "session store unavailable")
         if session is None:
             return _refused("session", "session is unknown or has expired")
+        if self._s.denylist.refuses_session(session.subject, session.created_at):
+            # Its user was disabled or deleted: the session index ends sessions it knows of; this
+            # refuses any that escaped it (created in the same second, or cached in this replica).
+            return _refused("session", "session has been ended")
         return allow(session.subject, SESSION_CLIENT_ID, session.scope, "session")

@@ -23,11 +23,16 @@ class SessionEndpoints:
         username, password = body.get("username"), body.get("password")
         if not isinstance(username, str) or not isinstance(password, str):
             raise ApiError(400, "invalid_request", "username and password must be strings")
-        await self._oauth.check_password(request, username, password)
+        stamp = await self._oauth.check_password(request, username, password)
         issued = self._s.issuer.issue(subject=username, client_id=SESSION_CLIENT_ID, scope=SESSION_SCOPE)
         new = await self._s.sessions.create(
             subject=username, scope=SESSION_SCOPE, access_jti=issued.jti, access_exp=issued.exp
         )
+        if not await self._s.denylist.unchanged(stamp):
+            # The user was disabled or deleted while this login ran (see ``revocation``): the session
+            # may have escaped the offboarding's sweep, so end it here; nothing was handed out yet.
+            await self._s.sessions.end(new.session_id)
+            raise ApiError(400, "invalid_grant", "invalid username or password")
         response = json_response(
             {
                 "access_token": issued.token,
