@@ -20,6 +20,7 @@ from meshauth.auth.accounts import MAX_SECRET_CHARS, Client
 from meshauth.auth.forms import oauth_error
 from meshauth.auth.revocation import Stamp
 from meshauth.auth.service import AuthService
+from meshauth.auth.throttle import Throttled
 from meshauth.http import ApiError
 
 VERIFIED_SECRET_TTL = 60.0
@@ -90,15 +91,13 @@ class ClientAuthenticator:
             # The secret verified within the last minute: no guess here, nothing to throttle or hash.
             ok = True
         else:
-            throttle = self._service.throttle
             address = client_address(request, self._service.trusted_proxies)
-            account = f"{client_id}@{address}"
-            wait = await throttle.attempt("client", account, address)
-            if wait is not None:
-                raise too_many(wait.retry_after)
-            ok = await self._service.passwords.verify(client.secret_hash if client else None, secret)
-            if ok and client is not None:
-                await throttle.succeeded("client", account, address)
+            attempt = await self._service.throttle.admit("client", client_id, address)
+            if isinstance(attempt, Throttled):
+                raise too_many(attempt.retry_after)
+            async with attempt:
+                ok = await self._service.passwords.verify(client.secret_hash if client else None, secret)
+                attempt.correct = ok
         if not ok or client is None:
             raise fail
         if client.disabled:

@@ -15,6 +15,7 @@ from meshauth.auth.forms import oauth_error, read_form
 from meshauth.auth.refresh import RefreshError, RefreshGrant, Reused
 from meshauth.auth.revocation import Stamp
 from meshauth.auth.service import AuthService
+from meshauth.auth.throttle import Throttled
 from meshauth.auth.tokens import TokenError
 from meshauth.http import json_response
 
@@ -105,18 +106,17 @@ class OAuthEndpoints:
         if not NAME_PATTERN.fullmatch(username) or len(password) > MAX_PASSWORD_CHARS:
             raise oauth_error(400, "invalid_grant", "invalid username or password")
         address = client_address(request, self._s.trusted_proxies)
-        wait = await self._s.throttle.attempt("user", username, address)
-        if wait is not None:
-            raise too_many(wait.retry_after)
-        stamp = await self._s.denylist.stamp("sub", username)
-        user = await self._s.accounts.get_user(username)
-        ok = await self._s.passwords.verify(user.password_hash if user else None, password)
-        if not ok or user is None:
+        attempt = await self._s.throttle.admit("user", username, address)
+        if isinstance(attempt, Throttled):
+            raise too_many(attempt.retry_after)
+        async with attempt:
+            stamp = await self._s.denylist.stamp("sub", username)
+            user = await self._s.accounts.get_user(username)
+            ok = await self._s.passwords.verify(user.password_hash if user else None, password)
+            # A disabled user's right password counts as a failure and gets a wrong one's words.
+            attempt.correct = ok and user is not None and not user.disabled
+        if not attempt.correct:
             raise oauth_error(400, "invalid_grant", "invalid username or password")
-        if user.disabled:
-            # Same words as a wrong password: this answer comes only after a correct one.
-            raise oauth_error(400, "invalid_grant", "invalid username or password")
-        await self._s.throttle.succeeded("user", username, address)
         return stamp
 
     async def _refresh(self, client: Client, client_stamp: Stamp, form: dict[str, str]) -> Response:
