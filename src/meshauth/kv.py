@@ -45,6 +45,9 @@ class Keys:
     def cutoff(self, key: str) -> str:
         return f"{self.prefix}cutoff:{key}"
 
+    def generation(self, key: str) -> str:
+        return f"{self.prefix}generation:{key}"
+
     def session(self, session_hash: str) -> str:
         return f"{self.prefix}session:{session_hash}"
 

@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from tests.auth.conftest import Harness, make_settings, start_harness
 from tests.auth.test_sessions import login
+from tests.auth.test_token_security import claims, sign
 
 
 @pytest.mark.parametrize("method", ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])
@@ -195,3 +196,111 @@ async def test_grpc_joined_authorization_lines_are_refused(grpc_auth: tuple[Harn
             resp = await stub.Check(check_request({"authorization": joined}))
             assert resp.status.code == code_pb2.UNAUTHENTICATED
             assert resp.denied_response.status.code == 401
+
+
+UNSAFE_CLAIMS = [
+    ("sub", "alice\r\nx-meshauth-scope: admin"),
+    ("sub", "alice\n"),
+    ("sub", "名前"),
+    ("sub", "ålice"),
+    ("sub", " alice"),
+    ("sub", ""),
+    ("client_id", "svc\r\nx: y"),
+    ("client_id", "svç"),
+    ("scope", "read\r\nx-meshauth-subject: root"),
+    ("scope", "read\x00"),
+    ("scope", "rêad"),
+]
+
+
+@pytest.mark.parametrize(("claim", "value"), UNSAFE_CLAIMS)
+async def test_http_gate_refuses_identity_unsafe_in_headers(auth_sqlite: Harness, claim: str, value: str) -> None:
+    """A token whose identity is not a safe header value (visible ASCII) is refused with 401, never a 500."""
+    h = auth_sqlite
+    r = await h.gate(sign(h, claims(h, **{claim: value})))
+    assert r.status_code == 401
+    assert 'error="invalid_token"' in r.headers["www-authenticate"]
+    assert not any(name.startswith("x-meshauth-") for name in r.headers)
+
+
+@pytest.mark.parametrize(("claim", "value"), UNSAFE_CLAIMS)
+async def test_grpc_gate_refuses_identity_unsafe_in_headers(
+    grpc_auth: tuple[Harness, str], claim: str, value: str
+) -> None:
+    """Over gRPC the same token is denied: no header value with CR/LF or non-ASCII is ever returned."""
+    h, target = grpc_auth
+    token = sign(h, claims(h, **{claim: value}))
+    async with grpc.aio.insecure_channel(target) as channel:
+        resp = await external_auth_pb2_grpc.AuthorizationStub(channel).Check(
+            check_request({"authorization": f"Bearer {token}"})
+        )
+    assert resp.status.code == code_pb2.UNAUTHENTICATED
+    assert resp.denied_response.status.code == 401
+    assert not resp.HasField("ok_response")
+    for option in resp.denied_response.headers:
+        assert all(" " <= c <= "~" for c in option.header.value)
+
+
+async def test_identity_with_spaces_in_scope_passes(auth_sqlite: Harness) -> None:
+    """A space-separated scope is a safe header value: the rule refuses only what is unsafe."""
+    h = auth_sqlite
+    r = await h.gate(sign(h, claims(h, scope="read write")))
+    assert r.status_code == 200
+    assert r.headers["x-meshauth-scope"] == "read write"
+
+
+async def test_two_session_cookies_are_refused(auth_sqlite: Harness) -> None:
+    """Two meshauth session cookies are ambiguous, like two Authorization lines: 401 invalid_request,
+    whichever order they come in, in one Cookie line or several."""
+    h = auth_sqlite
+    await h.add_user()
+    sid = await login(h)
+    forms = [
+        [("cookie", f"meshauth_session={sid}; meshauth_session=forged")],
+        [("cookie", f"meshauth_session=forged; meshauth_session={sid}")],
+        [("cookie", f"meshauth_session={sid}; meshauth_session={sid}")],
+        [("cookie", f"meshauth_session={sid}"), ("cookie", "theme=dark; meshauth_session=forged")],
+    ]
+    for headers in forms:
+        r = await h.http.get("/ext_authz/app", headers=headers)
+        assert r.status_code == 401, headers
+        assert 'error="invalid_request"' in r.headers["www-authenticate"]
+        assert "x-meshauth-subject" not in r.headers
+    assert (await h.http.get("/ext_authz/app", headers={"cookie": f"meshauth_session={sid}"})).status_code == 200
+
+
+async def test_grpc_two_session_cookies_are_refused(grpc_auth: tuple[Harness, str]) -> None:
+    """The gRPC gate applies the same rule to Cookie lines from header_map and to the joined map."""
+    h, target = grpc_auth
+    await h.add_user()
+    sid = await login(h)
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+        lines = [("cookie", f"meshauth_session={sid}".encode()), ("cookie", b"meshauth_session=forged")]
+        for request in (
+            raw_check_request(lines),
+            check_request({"cookie": f"meshauth_session=forged; meshauth_session={sid}"}),
+        ):
+            resp = await stub.Check(request)
+            assert resp.status.code == code_pb2.UNAUTHENTICATED
+            challenge = {o.header.key: o.header.value for o in resp.denied_response.headers}["www-authenticate"]
+            assert 'error="invalid_request"' in challenge
+
+
+async def test_bearer_decides_when_cookie_is_present_too(auth_sqlite: Harness) -> None:
+    """Authorization and a session cookie together: the bearer token alone decides; a bad token is not
+    rescued by a good cookie, and a good token is not spoiled by a bad cookie."""
+    h = auth_sqlite
+    await h.add_client()
+    await h.add_user()
+    sid = await login(h)
+    token = (await h.token())["access_token"]
+    r = await h.http.get(
+        "/ext_authz/app", headers={"authorization": "Bearer forged", "cookie": f"meshauth_session={sid}"}
+    )
+    assert r.status_code == 401
+    r = await h.http.get(
+        "/ext_authz/app", headers={"authorization": f"Bearer {token}", "cookie": "meshauth_session=forged"}
+    )
+    assert r.status_code == 200
+    assert r.headers["x-meshauth-subject"] == "svc"

@@ -126,3 +126,50 @@ async def test_database_down_is_503(sqlite_url: str, valkey_url: str, redis: Red
         assert r.json()["error"] == "temporarily_unavailable"
         # Tokens already issued keep validating: the hot path needs no database.
         assert (await h.gate(token)).status_code == 200
+
+
+@pytest.mark.parametrize("path", FORM_ENDPOINTS)
+async def test_non_ascii_basic_credentials_are_invalid_client(auth_sqlite: Harness, path: str) -> None:
+    """Bytes outside ASCII in ``Authorization: Basic`` are a 401 invalid_client, not a 500."""
+    h = auth_sqlite
+    await h.add_client()
+    for raw in (b"Basic \xff\xfe\xfd", b"Basic c3Zj\xe9", "Basic 名前".encode()):
+        r = await h.http.post(
+            path,
+            content=b"grant_type=client_credentials&token=x",
+            headers={"content-type": "application/x-www-form-urlencoded", "authorization": raw},
+        )
+        assert r.status_code == 401, (path, raw)
+        assert r.json()["error"] == "invalid_client"
+        assert r.headers["www-authenticate"] == 'Basic realm="meshauth"'
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("username", "alice\n"),
+        ("username", "alice\r\nx-meshauth-subject: admin"),
+        ("username", "ålice"),
+        ("username", "名前"),
+        ("client_id", "svc\n"),
+        ("client_id", "svc\x00"),
+        ("client_id", "svc\tx"),
+        ("client_id", "süd"),
+    ],
+)
+async def test_admin_api_refuses_names_unsafe_in_headers(auth_sqlite: Harness, field: str, value: str) -> None:
+    """Subjects we create are safe header values: control characters and non-ASCII are refused with 400."""
+    path = "/admin/users" if field == "username" else "/admin/clients"
+    secret = "password" if field == "username" else "client_secret"
+    r = await auth_sqlite.http.post(path, headers=auth_sqlite.admin, json={field: value, secret: "longenough"})
+    assert r.status_code == 400
+    assert r.json()["error"] == "invalid_request"
+    assert field in r.json()["error_description"]
+
+
+async def test_admin_api_refuses_scopes_unsafe_in_headers(auth_sqlite: Harness) -> None:
+    """Scope tokens with control characters or non-ASCII are refused with 400 (RFC 6749 §3.3)."""
+    for scope in ("read\r\nx", "réad", "a b", ""):
+        body = {"client_id": "svc", "client_secret": "longenough", "scopes": [scope]}
+        r = await auth_sqlite.http.post("/admin/clients", headers=auth_sqlite.admin, json=body)
+        assert r.status_code == 400, scope

@@ -128,3 +128,15 @@ async def test_session_store_down_fails_closed(sqlite_url: str, valkey_server_fa
         server.stop()
         r = await h.http.get("/ext_authz/", headers={"cookie": f"meshauth_session={sid}"})
         assert r.status_code == 503
+
+
+async def test_logout_with_two_session_cookies_is_refused(auth: Harness) -> None:
+    """Logout applies the gate's rule: two session cookies are ambiguous (400), and neither session ends."""
+    await auth.add_user()
+    sid = await login(auth)
+    r = await auth.http.delete(
+        "/v1/sessions/current", headers={"cookie": f"meshauth_session={sid}; meshauth_session=x"}
+    )
+    assert r.status_code == 400
+    assert r.json()["error"] == "invalid_request"
+    assert (await auth.http.get("/ext_authz/", headers={"cookie": f"meshauth_session={sid}"})).status_code == 200

@@ -7,7 +7,6 @@ pay an argon2 verification per token request; the remembered digest is compared 
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 from collections.abc import Sequence
@@ -19,7 +18,9 @@ from starlette.requests import Request
 
 from meshauth.auth.accounts import MAX_SECRET_CHARS, Client
 from meshauth.auth.forms import oauth_error
+from meshauth.auth.revocation import Stamp
 from meshauth.auth.service import AuthService
+from meshauth.auth.throttle import Throttled
 from meshauth.http import ApiError
 
 VERIFIED_SECRET_TTL = 60.0
@@ -61,35 +62,48 @@ def too_many(retry_after: int) -> ApiError:
 class ClientAuthenticator:
     def __init__(self, service: AuthService) -> None:
         self._service = service
-        self._verified: TTLCache[str, bytes] = TTLCache(maxsize=10_000, ttl=VERIFIED_SECRET_TTL)
+        # client id -> (its secret hash in SQL, SHA-256 of the secret that verified against it): a client
+        # deleted and created again with another secret has another hash, so the old secret is not
+        # remembered on replicas that never saw the delete.
+        self._verified: TTLCache[str, tuple[str, bytes]] = TTLCache(maxsize=10_000, ttl=VERIFIED_SECRET_TTL)
 
     async def authenticate(self, request: Request, form: dict[str, str]) -> Client:
+        client, _ = await self.authenticate_stamped(request, form)
+        return client
+
+    async def authenticate_stamped(self, request: Request, form: dict[str, str]) -> tuple[Client, Stamp]:
+        """Authenticate, and return the client's cut-off stamp, read before the client row: whatever is
+        issued to the client must be confirmed with it (``Denylist.unchanged``) before it is handed out."""
         client_id, secret, via_basic = self._credentials(request, form)
         fail = self._failure(via_basic)
         if not 0 < len(client_id) <= MAX_NAME_CHARS or len(secret) > MAX_SECRET_CHARS:
             raise fail
+        stamp = await self._service.denylist.stamp("client", client_id)
         client = await self._service.accounts.get_client(client_id)
         digest = hashlib.sha256(secret.encode()).digest()
         remembered = self._verified.get(client_id)
-        if client is not None and remembered is not None and hmac.compare_digest(remembered, digest):
+        if (
+            client is not None
+            and remembered is not None
+            and remembered[0] == client.secret_hash
+            and hmac.compare_digest(remembered[1], digest)
+        ):
             # The secret verified within the last minute: no guess here, nothing to throttle or hash.
             ok = True
         else:
-            throttle = self._service.throttle
             address = client_address(request, self._service.trusted_proxies)
-            account = f"{client_id}@{address}"
-            wait = await throttle.attempt("client", account, address)
-            if wait is not None:
-                raise too_many(wait.retry_after)
-            ok = await self._service.passwords.verify(client.secret_hash if client else None, secret)
-            if ok and client is not None:
-                await throttle.succeeded("client", account, address)
+            attempt = await self._service.throttle.admit("client", client_id, address)
+            if isinstance(attempt, Throttled):
+                raise too_many(attempt.retry_after)
+            async with attempt:
+                ok = await self._service.passwords.verify(client.secret_hash if client else None, secret)
+                attempt.correct = ok
         if not ok or client is None:
             raise fail
         if client.disabled:
             raise oauth_error(401, "invalid_client", "client is disabled")
-        self._verified[client_id] = digest
-        return client
+        self._verified[client_id] = (client.secret_hash, digest)
+        return client, stamp
 
     def forget(self, client_id: str) -> None:
         self._verified.pop(client_id, None)
@@ -110,7 +124,9 @@ class ClientAuthenticator:
                 raise oauth_error(400, "invalid_request", "Authorization header is too long")
             try:
                 decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
-            except (binascii.Error, UnicodeDecodeError):
+            except ValueError:
+                # binascii.Error and UnicodeDecodeError are ValueErrors, and so is what b64decode raises
+                # for a str holding non-ASCII characters (a header read as latin-1 can hold any byte).
                 raise oauth_error(
                     401,
                     "invalid_client",

@@ -3,7 +3,8 @@
 Same gate as the HTTP mode. Allowed: ``OkHttpResponse`` with the identity headers. Refused:
 ``DeniedHttpResponse`` carrying the HTTP status Envoy should send (401, or 503 when a session cannot be
 confirmed) and ``www-authenticate``, with the gRPC status UNAUTHENTICATED / UNAVAILABLE. Two
-``Authorization`` header lines are refused, as over HTTP.
+``Authorization`` header lines, or two session cookies, are refused, as over HTTP; identity header values
+are safe visible ASCII or the check is denied (see ``gate``).
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Served as raw ASGI in front of the router: this is the hot path, and it needs tw
 framework. Allowed: 200 with the identity headers (list them in Istio's ``headersToUpstreamOnAllow``).
 Refused: 401 with ``www-authenticate`` (also for two ``Authorization`` headers: the gate would
 check one, and the upstream service might read the other); 503 when a session cannot be confirmed.
-Several ``Cookie`` headers are read as one cookie string.
+Several ``Cookie`` headers are read as one cookie string; two session cookies in it are refused like
+two ``Authorization`` lines (see ``gate``).
 """
 
 from __future__ import annotations

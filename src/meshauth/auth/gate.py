@@ -2,17 +2,31 @@
 
 Order of checks, cheapest first: bearer token from the JWT cache (no I/O), full verification on a miss,
 the revocation mirror on every request; otherwise the session cookie (in-process cache, then Redis).
-A request with both presents only its bearer token to the decision.
+
+Ambiguous credentials are refused, never resolved by picking one: two ``Authorization`` lines, or two
+session cookies (in one ``Cookie`` line or several), answer 401 ``invalid_request``. Whichever one the
+gate picked, the upstream service (or a later proxy) might read the other, and a second cookie of our
+name is what cookie tossing from a sibling domain looks like. A bearer token *and* a session cookie are
+not ambiguous: the bearer token alone decides (a refused token is not rescued by a cookie), because a
+browser app holding a session legitimately sends its access token to APIs on the same site.
+
+Identity headers carry only safe header values: ``sub`` and ``client_id`` must be non-empty visible
+ASCII (``scope`` may be empty and may contain single inner spaces), with no leading or trailing space.
+Anything else — CR/LF, NUL, controls, non-ASCII — is refused with 401 ``invalid_token`` (fail closed)
+rather than percent-encoded: no subject we create can hold such characters (``accounts.NAME_PATTERN``,
+``SCOPE_PATTERN``), so such a token was minted elsewhere, and an encoded value would be a second
+spelling of an identity that upstream services and policies would have to know to decode.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from http import cookies as http_cookies
 
 from redis.exceptions import RedisError
-from starlette.requests import cookie_parser
 
 from meshauth.auth.service import AuthService
 from meshauth.auth.tokens import Identity, TokenError
@@ -54,11 +68,25 @@ OVERSIZED = Verdict(401, (("www-authenticate", f'{REALM}, error="invalid_token"'
 # Under RSGI an Authorization line that is not visible ASCII is present but unreadable: refuse it
 # rather than fall through to the session cookie as if there were no bearer credential.
 UNREADABLE = _refused("bearer", "Authorization header is not visible ASCII", "invalid_request")
+# Two session cookies: the same reasoning as two Authorization lines.
+AMBIGUOUS_COOKIE = _refused("session", "more than one session cookie", "invalid_request")
+
+# Visible ASCII, inner spaces allowed, no space at either end (HTTP strips it, changing the value).
+_SAFE_VALUE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
+
+
+def _safe(value: str, *, may_be_empty: bool = False) -> bool:
+    return (may_be_empty and not value) or _SAFE_VALUE.fullmatch(value) is not None
 
 
 @functools.lru_cache(maxsize=65_536)
 def allow(subject: str, client_id: str, scope: str, credential: str) -> Verdict:
-    """The allow verdict for an identity; cached, since the same identities pass again and again."""
+    """The allow verdict for an identity; cached, since the same identities pass again and again.
+
+    Every transport sends the headers of this verdict, so this is where an identity that is not a safe
+    header value is turned into a refusal (see the module docstring)."""
+    if not (_safe(subject) and _safe(client_id) and _safe(scope, may_be_empty=True)):
+        return _refused(credential, "token identity is not a safe header value")
     headers = (
         ("x-meshauth-subject", subject),
         ("x-meshauth-client-id", client_id),
@@ -71,6 +99,27 @@ def allow(subject: str, client_id: str, scope: str, credential: str) -> Verdict:
 def join_cookies(lines: Sequence[str]) -> str | None:
     """Several ``Cookie`` lines are one cookie string (RFC 9113 §8.2.3: HTTP/2 clients split it)."""
     return "; ".join(lines) if lines else None
+
+
+def session_cookies(cookie: str, name: str) -> list[str]:
+    """Every value of cookie ``name`` in a cookie string, in order.
+
+    Split as Starlette's lenient ``cookie_parser`` splits, as browsers send them: one odd cookie of
+    another app on the same domain must not hide ours (``http.cookies`` stops at the first cookie it
+    dislikes). Unlike that parser, which keeps the last, this keeps them all, so that the caller can
+    refuse two."""
+    values = []
+    for chunk in cookie.split(";"):
+        key, sep, value = chunk.partition("=")
+        if sep and key.strip() == name:
+            values.append(cookie_value(value.strip()))
+    return values
+
+
+def cookie_value(value: str) -> str:
+    # A quoted cookie value is unquoted as Starlette unquotes it, so the gate and the logout endpoint
+    # (which reads request.cookies) see the same session id.
+    return http_cookies._unquote(value)
 
 
 class Gate:
@@ -96,9 +145,11 @@ class Gate:
         if authorization:
             return await self._bearer(authorization)
         if cookie:
-            session_id = self._session_id(cookie)
-            if session_id:
-                return await self._session(session_id)
+            session_ids = session_cookies(cookie, self._cookie_name)
+            if len(session_ids) > 1:
+                return AMBIGUOUS_COOKIE
+            if session_ids and session_ids[0]:
+                return await self._session(session_ids[0])
         return MISSING
 
     def check_warm(self, authorization: str) -> Verdict | None:
@@ -127,11 +178,6 @@ class Gate:
             return Verdict(503, (), "bearer", "revocation list not loaded yet")
         return allow(identity.subject, identity.client_id, identity.scope, "bearer")
 
-    def _session_id(self, cookie: str) -> str | None:
-        # Starlette's lenient parser, as browsers send them: one odd cookie of another app on the same
-        # domain must not hide ours (http.cookies stops at the first cookie it dislikes).
-        return cookie_parser(cookie).get(self._cookie_name)
-
     async def _session(self, session_id: str) -> Verdict:
         try:
             session = await self._s.sessions.get(session_id)
@@ -140,4 +186,8 @@ class Gate:
             return Verdict(503, (), "session", "session store unavailable")
         if session is None:
             return _refused("session", "session is unknown or has expired")
+        if self._s.denylist.refuses_session(session.subject, session.created_at):
+            # Its user was disabled or deleted: the session index ends sessions it knows of; this
+            # refuses any that escaped it (created in the same second, or cached in this replica).
+            return _refused("session", "session has been ended")
         return allow(session.subject, SESSION_CLIENT_ID, session.scope, "session")

@@ -13,7 +13,9 @@ from meshauth.auth.accounts import NAME_PATTERN, Client
 from meshauth.auth.client_auth import ClientAuthenticator, client_address, too_many
 from meshauth.auth.forms import oauth_error, read_form
 from meshauth.auth.refresh import RefreshError, RefreshGrant, Reused
+from meshauth.auth.revocation import Stamp
 from meshauth.auth.service import AuthService
+from meshauth.auth.throttle import Throttled
 from meshauth.auth.tokens import TokenError
 from meshauth.http import json_response
 
@@ -50,27 +52,31 @@ class OAuthEndpoints:
             raise oauth_error(400, "invalid_request", "grant_type is required")
         if grant_type not in GRANTS:
             raise oauth_error(400, "unsupported_grant_type", f"grant_type {grant_type[:64]!r} is not supported")
-        client = await self._clients.authenticate(request, form)
+        client, client_stamp = await self._clients.authenticate_stamped(request, form)
         if grant_type not in client.grant_types:
             raise oauth_error(400, "unauthorized_client", f"client may not use the {grant_type} grant")
         if grant_type == "client_credentials":
-            return self._client_credentials(client, form)
+            return await self._client_credentials(client, client_stamp, form)
         if grant_type == "password":
-            return await self._password(request, client, form)
-        return await self._refresh(client, form)
+            return await self._password(request, client, client_stamp, form)
+        return await self._refresh(client, client_stamp, form)
 
-    def _client_credentials(self, client: Client, form: dict[str, str]) -> Response:
+    async def _client_credentials(self, client: Client, stamp: Stamp, form: dict[str, str]) -> Response:
         scope = _requested_scope(form, client.scopes)
         issued = self._s.issuer.issue(subject=client.client_id, client_id=client.client_id, scope=scope)
+        # Nothing is stored for this token: if the client was not cut off by now, a later cut-off's time
+        # covers its iat; if it was, the client was disabled while this request ran.
+        if not await self._s.denylist.unchanged(stamp):
+            raise oauth_error(401, "invalid_client", "client is disabled")
         # RFC 6749 §4.4.3: no refresh token for client credentials.
         return self._token_response(issued.token, scope, None)
 
-    async def _password(self, request: Request, client: Client, form: dict[str, str]) -> Response:
+    async def _password(self, request: Request, client: Client, client_stamp: Stamp, form: dict[str, str]) -> Response:
         username, password = form.get("username"), form.get("password")
         if username is None or password is None:
             raise oauth_error(400, "invalid_request", "username and password are required")
         scope = _requested_scope(form, client.scopes)
-        await self.check_password(request, username, password)
+        user_stamp = await self.check_password(request, username, password)
         issued = self._s.issuer.issue(subject=username, client_id=client.client_id, scope=scope)
         refresh = await self._s.refresh_tokens.issue(
             None,
@@ -80,26 +86,40 @@ class OAuthEndpoints:
             access_jti=issued.jti,
             access_exp=issued.exp,
         )
+        if not await self._s.denylist.unchanged(client_stamp, user_stamp):
+            await self._withdraw(refresh)
+            raise oauth_error(400, "invalid_grant", "invalid username or password")
         return self._token_response(issued.token, scope, refresh)
 
-    async def check_password(self, request: Request, username: str, password: str) -> None:
-        """Verify a user's password under the guessing throttle; invalid_grant on any failure."""
+    async def _withdraw(self, refresh_token: str) -> None:
+        """End a grant whose account was cut off while it was being issued (nothing was handed out)."""
+        row = await self._s.refresh_tokens.lookup(refresh_token)
+        if row is not None:
+            for jti, exp in await self._s.refresh_tokens.revoke_family(str(row.family_id)):
+                await self._s.denylist.revoke(jti, exp)
+
+    async def check_password(self, request: Request, username: str, password: str) -> Stamp:
+        """Verify a user's password under the guessing throttle; invalid_grant on any failure.
+
+        Returns the user's cut-off stamp, read before the user row: the caller confirms it after storing
+        what it issues (see ``revocation``)."""
         if not NAME_PATTERN.fullmatch(username) or len(password) > MAX_PASSWORD_CHARS:
             raise oauth_error(400, "invalid_grant", "invalid username or password")
         address = client_address(request, self._s.trusted_proxies)
-        wait = await self._s.throttle.attempt("user", username, address)
-        if wait is not None:
-            raise too_many(wait.retry_after)
-        user = await self._s.accounts.get_user(username)
-        ok = await self._s.passwords.verify(user.password_hash if user else None, password)
-        if not ok or user is None:
+        attempt = await self._s.throttle.admit("user", username, address)
+        if isinstance(attempt, Throttled):
+            raise too_many(attempt.retry_after)
+        async with attempt:
+            stamp = await self._s.denylist.stamp("sub", username)
+            user = await self._s.accounts.get_user(username)
+            ok = await self._s.passwords.verify(user.password_hash if user else None, password)
+            # A disabled user's right password counts as a failure and gets a wrong one's words.
+            attempt.correct = ok and user is not None and not user.disabled
+        if not attempt.correct:
             raise oauth_error(400, "invalid_grant", "invalid username or password")
-        if user.disabled:
-            # Same words as a wrong password: this answer comes only after a correct one.
-            raise oauth_error(400, "invalid_grant", "invalid username or password")
-        await self._s.throttle.succeeded("user", username, address)
+        return stamp
 
-    async def _refresh(self, client: Client, form: dict[str, str]) -> Response:
+    async def _refresh(self, client: Client, client_stamp: Stamp, form: dict[str, str]) -> Response:
         token = form.get("refresh_token")
         if not token:
             raise oauth_error(400, "invalid_request", "refresh_token is required")
@@ -112,6 +132,7 @@ class OAuthEndpoints:
                 await self._s.denylist.revoke(jti, exp)
             raise oauth_error(400, "invalid_grant", "refresh token was already used; its token family is revoked")
         grant: RefreshGrant = outcome
+        user_stamp = await self._s.denylist.stamp("sub", grant.subject)
         user = await self._s.accounts.get_user(grant.subject)
         if user is None or user.disabled:
             raise oauth_error(400, "invalid_grant", "the user of this refresh token is gone or disabled")
@@ -126,6 +147,9 @@ class OAuthEndpoints:
             access_jti=issued.jti,
             access_exp=issued.exp,
         )
+        if not await self._s.denylist.unchanged(client_stamp, user_stamp):
+            await self._withdraw(refresh)
+            raise oauth_error(400, "invalid_grant", "the user of this refresh token is gone or disabled")
         return self._token_response(issued.token, scope, refresh)
 
     def _token_response(self, access_token: str, scope: str, refresh_token: str | None) -> Response:

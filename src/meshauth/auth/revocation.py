@@ -7,13 +7,24 @@ An entry lives until the token's ``exp`` plus the verification leeway: verifiers
 long, so the denial must last as long (RFC 7009 §2.1).
 
 Besides single tokens, a whole subject or client can be *cut off*: every token it was issued up to that
-second is refused (a disabled user or client). A cut-off lives for one token lifetime plus leeway, after
-which every token it covers has expired anyway.
+second is refused (a disabled user or client), and so is every session of a cut-off subject created up
+to that second. A cut-off lives for one token lifetime plus leeway, after which every token it covers has
+expired anyway.
+
+A cut-off by time cannot cover what is issued *after* it by a request that read the account before the
+disable: a login whose password check straddles the disable. Each cut-off therefore also bumps the
+account's *generation* in Redis, and whatever issues credentials to an account reads the generation
+before it reads the account from SQL (:meth:`Denylist.stamp`) and again after it has stored what it
+issued (:meth:`Denylist.unchanged`). If the generation moved, a disable raced the request: it withdraws
+what it stored and refuses. If it did not, any disable still to come will find what was stored (the
+session index, the refresh-token rows with their access-token ids) and end it. The order of the
+offboarding steps makes this airtight: SQL first, then the generation, then ending what is stored.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
@@ -23,6 +34,16 @@ from meshauth.kv import Keys
 
 KIND = "jti"
 CUTOFF_KIND = "cutoff"
+# A generation must outlive any request that read it (seconds); one key per account offboarded that day.
+GENERATION_TTL = 86_400
+
+
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """An account's cut-off generation, read before the account row itself was read."""
+
+    key: str  # "sub:<subject>" / "client:<client_id>"
+    generation: bytes | str | None
 
 
 class Denylist:
@@ -48,6 +69,11 @@ class Denylist:
             if cutoff is not None and iat <= cutoff:
                 return True
         return False
+
+    def refuses_session(self, subject: str, created_at: int) -> bool:
+        """True when ``subject`` was cut off at or after the second this session was created."""
+        cutoff = self._cutoffs.get(f"sub:{subject}")
+        return cutoff is not None and created_at <= cutoff
 
     def __contains__(self, jti: str) -> bool:
         until = self._local.get(jti)
@@ -81,8 +107,20 @@ class Denylist:
         self.add_cutoff_local(key, at)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.set(self._keys.cutoff(key), str(at), ex=self._horizon)
+            pipe.incr(self._keys.generation(key))
+            pipe.expire(self._keys.generation(key), GENERATION_TTL)
             pipe.xadd(self._keys.invalidations, entry(CUTOFF_KIND, key, at), maxlen=STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
             await pipe.execute()
+
+    async def stamp(self, kind: str, name: str) -> Stamp:
+        """Read before reading the account from SQL; see the module docstring."""
+        key = f"{kind}:{name}"
+        return Stamp(key, await self._redis.get(self._keys.generation(key)))
+
+    async def unchanged(self, *stamps: Stamp) -> bool:
+        """True when no stamped account was cut off since its stamp was read (one round trip)."""
+        now = await self._redis.mget([self._keys.generation(s.key) for s in stamps])
+        return all(s.generation == value for s, value in zip(stamps, now, strict=True))
 
     async def revoke(self, jti: str, exp: int) -> None:
         """Deny ``jti`` everywhere until its token cannot verify: write the key, announce it, apply it here."""

@@ -74,6 +74,12 @@ class AuthService:
             window=settings.throttle_window,
             per_account=settings.throttle_max_per_account,
             per_address=settings.throttle_max_per_address,
+            total_window=settings.throttle_total_window,
+            per_account_total=settings.throttle_max_per_account_total,
+            known_ttl=settings.throttle_known_address_ttl,
+            max_known=settings.throttle_max_known_addresses,
+            attempt_timeout=settings.throttle_attempt_timeout,
+            max_wait=settings.throttle_max_wait,
         )
         self.trusted_proxies = [ip_network(c, strict=False) for c in settings.trusted_proxies]
         self.accounts = Accounts(self.engine)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from meshauth.auth.gate import SESSION_CLIENT_ID
+from meshauth.auth.gate import SESSION_CLIENT_ID, join_cookies, session_cookies
 from meshauth.auth.oauth import OAuthEndpoints
 from meshauth.auth.service import AuthService
 from meshauth.http import ApiError, json_response, read_json_object
@@ -23,11 +23,16 @@ class SessionEndpoints:
         username, password = body.get("username"), body.get("password")
         if not isinstance(username, str) or not isinstance(password, str):
             raise ApiError(400, "invalid_request", "username and password must be strings")
-        await self._oauth.check_password(request, username, password)
+        stamp = await self._oauth.check_password(request, username, password)
         issued = self._s.issuer.issue(subject=username, client_id=SESSION_CLIENT_ID, scope=SESSION_SCOPE)
         new = await self._s.sessions.create(
             subject=username, scope=SESSION_SCOPE, access_jti=issued.jti, access_exp=issued.exp
         )
+        if not await self._s.denylist.unchanged(stamp):
+            # The user was disabled or deleted while this login ran (see ``revocation``): the session
+            # may have escaped the offboarding's sweep, so end it here; nothing was handed out yet.
+            await self._s.sessions.end(new.session_id)
+            raise ApiError(400, "invalid_grant", "invalid username or password")
         response = json_response(
             {
                 "access_token": issued.token,
@@ -52,7 +57,12 @@ class SessionEndpoints:
         return response
 
     async def end(self, request: Request) -> Response:
-        session_id = request.cookies.get(self._s.settings.session_cookie_name)
+        cookie = join_cookies(request.headers.getlist("cookie"))
+        found = session_cookies(cookie, self._s.settings.session_cookie_name) if cookie else []
+        if len(found) > 1:
+            # The gate's rule for ambiguous credentials: which session would this end?
+            raise ApiError(400, "invalid_request", "more than one session cookie on this request")
+        session_id = found[0] if found else None
         ended = await self._s.sessions.end(session_id) if session_id else None
         if ended is None:
             raise ApiError(401, "invalid_session", "no live session cookie on this request")
