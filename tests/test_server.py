@@ -160,9 +160,7 @@ BODY_PATHS = {
 }
 
 
-@pytest.mark.parametrize(
-    ("service", "interface"), [("auth", "asgi"), ("auth", "rsgi"), ("policy", "rsgi"), ("policy", "asgi")]
-)
+@pytest.mark.parametrize(("service", "interface"), [("auth", "asgi"), ("policy", "rsgi"), ("policy", "asgi")])
 def test_a_body_that_stalls_is_answered_408_after_the_body_timeout(
     service: str, interface: str, tmp_path: Path, valkey_url: str
 ) -> None:

@@ -33,7 +33,6 @@ from meshauth.observability.metrics import (
     REVOKED_TOKENS,
     metrics_endpoint,
 )
-from meshauth.rsgi import Lifespan, forward
 
 log = logging.getLogger(__name__)
 _Scope = dict[str, Any]
@@ -97,21 +96,6 @@ class AuthApp:
             await self.ext_authz(scope, receive, send)
         else:
             await self.router(scope, receive, send)
-
-    # --- RSGI (granian's native interface): ext_authz answered natively, the rest through the router ---
-
-    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._rsgi_lifespan = Lifespan(self.router)
-        self._rsgi_lifespan.start(loop)
-
-    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._rsgi_lifespan.stop(loop)
-
-    async def __rsgi__(self, scope: Any, protocol: Any) -> None:
-        if scope.proto == "http" and is_ext_authz(scope.path):
-            await self.ext_authz.rsgi(scope, protocol)
-        else:
-            await forward(self.router, scope, protocol, max_body=self.settings.max_body_bytes)
 
     def running(self) -> contextlib.AbstractAsyncContextManager[None]:
         """Start and stop the service outside an ASGI server (tests, embedding)."""
