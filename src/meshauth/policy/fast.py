@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from meshauth.deadlines import BodyDeadline
 from meshauth.http import ApiError, body_read_timeout, body_timed_out, check_length, client_went_away, too_large
 from meshauth.policy.guard import DecisionGuard
-from meshauth.rsgi import Lifespan
+from meshauth.rsgi_bridge import Lifespan
 
 log = logging.getLogger(__name__)
 

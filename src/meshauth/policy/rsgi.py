@@ -1,7 +1,7 @@
 """The policy app under granian's RSGI interface (``Interfaces.RSGI``).
 
 Decision requests are read and answered natively (``await protocol()``, ``response_bytes``); every
-other request goes to the Starlette app through ``meshauth.rsgi.forward``.
+other request goes to the Starlette app through ``meshauth.rsgi_bridge.forward``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from meshauth.http import ApiError
 from meshauth.policy.fast import JSON, route
-from meshauth.rsgi import ERROR_HEADERS, forward, read_body, respond_error
+from meshauth.rsgi_bridge import ERROR_HEADERS, forward, read_body, respond_error
 
 if TYPE_CHECKING:
     from meshauth.policy.fast import DecisionFront
