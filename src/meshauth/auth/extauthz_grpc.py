@@ -17,8 +17,8 @@ from google.rpc import code_pb2, status_pb2
 
 from meshauth.auth.gate import Gate, join_cookies
 from meshauth.config import Settings
+from meshauth.granian_server import grpc_connection_cap
 from meshauth.observability.metrics import GATE_DECISIONS
-from meshauth.server import grpc_connection_cap
 
 MAX_MESSAGE_BYTES = 1 << 20
 

@@ -30,7 +30,7 @@ from redis.asyncio import Redis
 
 from meshauth.auth.tokens import Identity
 from meshauth.bus.invalidations import STREAM_MAXLEN, entry
-from meshauth.kv import Keys
+from meshauth.redis_client import Keys
 
 KIND = "jti"
 CUTOFF_KIND = "cutoff"

@@ -23,7 +23,7 @@ from meshauth.auth.tokens import TokenIssuer, TokenVerifier
 from meshauth.bus.invalidations import InvalidationListener
 from meshauth.config import Settings
 from meshauth.db import create_engine
-from meshauth.kv import Keys, connect, resolve_redis_url
+from meshauth.redis_client import Keys, connect, resolve_redis_url
 
 log = logging.getLogger(__name__)
 

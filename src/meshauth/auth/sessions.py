@@ -18,7 +18,7 @@ from cachetools import TTLCache
 from redis.asyncio import Redis
 
 from meshauth.bus.invalidations import STREAM_MAXLEN, entry
-from meshauth.kv import Keys
+from meshauth.redis_client import Keys
 
 KIND = "session"
 SESSION_ID_BYTES = 32

@@ -114,7 +114,7 @@ def run(*, rate: int = 3000, seconds: int = 10, connections: int = 30) -> dict[s
         for interface in INTERFACES:
             floor_port = free_port()
             floor_cmd = (
-                "from meshauth.server import serve; serve('meshauth.bench.floor:create_app',"
+                "from meshauth.granian_server import serve; serve('meshauth.bench.floor:create_app',"
                 f" host='127.0.0.1', port={floor_port}, interface={interface!r})"
             )
             floor_url = f"http://127.0.0.1:{floor_port}/"

@@ -205,7 +205,9 @@ def run(*, seconds: int, rate: int, bulk: int, compare_index: bool, servers: lis
         # The floor in the same run: a trivial ASGI app under the same server, same load tools.
         port = free_port()
         floor = f"http://127.0.0.1:{port}"
-        code = f"from meshauth.server import serve_asgi; serve_asgi({FLOOR_APP!r}, host='127.0.0.1', port={port})"
+        code = (
+            f"from meshauth.granian_server import serve_asgi; serve_asgi({FLOOR_APP!r}, host='127.0.0.1', port={port})"
+        )
         with running(["-c", code], _env(var, port), floor + "/"):
             results["floor_fixed_rate"] = _driver(floor + "/", files["singles"], rate=rate, seconds=seconds)
             with idle_poll():
@@ -275,7 +277,10 @@ def report(r: dict[str, Any]) -> str:
             f"| p50 {fh['p50_ms']:.2f} ms, p95 {fh['p95_ms']:.2f} ms, p99 {fh['p99_ms']:.2f} ms |",
             f"| floor: trivial ASGI app, max throughput (wrk c=32) | {r['floor_max']['requests_per_s']:,.0f} req/s |",
         ]
-        commands += [f"    # floor: {FLOOR_APP} under meshauth.server.serve_asgi", f"    {r['floor_max']['command']}"]
+        commands += [
+            f"    # floor: {FLOOR_APP} under meshauth.granian_server.serve_asgi",
+            f"    {r['floor_max']['command']}",
+        ]
     if "max_single_index_off" in r:
         lines.append(
             f"| max throughput, single evaluation, scope index off | "

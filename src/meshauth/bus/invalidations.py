@@ -16,7 +16,7 @@ from typing import cast
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from meshauth.kv import connect
+from meshauth.redis_client import connect
 
 log = logging.getLogger(__name__)
 

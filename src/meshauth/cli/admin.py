@@ -32,7 +32,7 @@ from meshauth.auth.service import KEYS_KIND, AuthService, key_overlap
 from meshauth.bus.invalidations import publish
 from meshauth.config import Settings, load_settings
 from meshauth.db import create_engine, migrate
-from meshauth.kv import Keys, connect, resolve_redis_url
+from meshauth.redis_client import Keys, connect, resolve_redis_url
 
 app = typer.Typer(help="Users, clients and signing keys.", no_args_is_help=True)
 clients_app = typer.Typer(help="OAuth clients.", no_args_is_help=True)

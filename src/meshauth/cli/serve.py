@@ -6,7 +6,7 @@ import typer
 
 from meshauth.config import load_settings
 from meshauth.db import migrate
-from meshauth.server import Interface, serve
+from meshauth.granian_server import Interface, serve
 
 app = typer.Typer(help="Run one service in the foreground.", no_args_is_help=True)
 
