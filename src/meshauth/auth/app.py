@@ -22,17 +22,13 @@ from meshauth.auth.client_auth import ClientAuthenticator
 from meshauth.auth.extauthz_grpc import start_grpc_server
 from meshauth.auth.extauthz_http import ExtAuthzHttp, is_ext_authz
 from meshauth.auth.gate import Gate
+from meshauth.auth.metrics import INVALIDATION_CONNECTED, JWT_CACHE, REVOKED_TOKENS
 from meshauth.auth.oauth import OAuthEndpoints
 from meshauth.auth.service import AuthService
 from meshauth.auth.session_api import SessionEndpoints
 from meshauth.config import Settings, load_settings
 from meshauth.http import ApiError, api_error_handler, internal_error_handler, json_response, unavailable_handler
-from meshauth.observability.metrics import (
-    INVALIDATION_CONNECTED,
-    JWT_CACHE,
-    REVOKED_TOKENS,
-    metrics_endpoint,
-)
+from meshauth.observability.metrics import metrics_endpoint
 
 log = logging.getLogger(__name__)
 _Scope = dict[str, Any]
@@ -145,8 +141,8 @@ class AuthApp:
 
     async def _metrics(self, request: Request) -> Response:
         v = self.service.verifier
-        JWT_CACHE.counts["hit",] = v.cache_hits
-        JWT_CACHE.counts["miss",] = v.cache_misses
+        JWT_CACHE.set(v.cache_hits, "hit")
+        JWT_CACHE.set(v.cache_misses, "miss")
         REVOKED_TOKENS.set(len(self.service.denylist))
         INVALIDATION_CONNECTED.set(1 if self.service.listener.connected else 0)
         return await metrics_endpoint(request)

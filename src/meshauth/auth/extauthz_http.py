@@ -13,17 +13,13 @@ from __future__ import annotations
 from typing import Any
 
 from meshauth.auth.gate import Gate, join_cookies
-from meshauth.observability.metrics import GATE_DECISIONS
+from meshauth.auth.metrics import count_gate_decision
 
 PREFIX = "/ext_authz"
 _Scope = dict[str, Any]
 
 _TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
 _BODIES = {200: b"", 401: b"unauthorized\n", 503: b"unavailable\n"}
-
-
-def _outcome(status: int) -> str:
-    return "allow" if status == 200 else "error" if status >= 500 else "deny"
 
 
 def is_ext_authz(path: str) -> bool:
@@ -46,7 +42,7 @@ class ExtAuthzHttp:
         verdict = self._gate.screen(authorizations)
         if verdict is None:
             verdict = await self._gate.check(authorizations[0] if authorizations else None, join_cookies(cookies))
-        GATE_DECISIONS.add("http", verdict.credential, _outcome(verdict.status))
+        count_gate_decision("http", verdict.credential, verdict.status)
         await self._respond(send, verdict.status, verdict.encoded())
 
     @staticmethod
