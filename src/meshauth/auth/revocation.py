@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from meshauth.auth.tokens import Identity
-from meshauth.bus.invalidations import STREAM_MAXLEN, entry
+from meshauth.bus.invalidations import append
 from meshauth.redis_client import Keys
 
 KIND = "jti"
@@ -109,7 +109,7 @@ class Denylist:
             pipe.set(self._keys.cutoff(key), str(at), ex=self._horizon)
             pipe.incr(self._keys.generation(key))
             pipe.expire(self._keys.generation(key), GENERATION_TTL)
-            pipe.xadd(self._keys.invalidations, entry(CUTOFF_KIND, key, at), maxlen=STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
+            append(pipe, self._keys.invalidations, CUTOFF_KIND, key, at)
             await pipe.execute()
 
     async def stamp(self, kind: str, name: str) -> Stamp:
@@ -130,7 +130,7 @@ class Denylist:
             return
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.set(self._keys.revoked(jti), str(until), exat=until)
-            pipe.xadd(self._keys.invalidations, entry(KIND, jti, until), maxlen=STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
+            append(pipe, self._keys.invalidations, KIND, jti, until)
             await pipe.execute()
 
     async def snapshot(self) -> None:
