@@ -139,6 +139,9 @@ class Settings(BaseSettings):
     jwt_cache_size: int = Field(default=100_000, ge=1)
     session_cache_ttl: float = Field(default=5.0, ge=0)
     key_refresh_interval: float = Field(default=30.0, gt=0)
+    # structure-auth (issue 9): how often each replica drops revocation-mirror entries (revoked jtis,
+    # subject/client cut-offs) whose tokens can no longer verify, so the mirror stays bounded (seconds).
+    denylist_sweep_interval: float = Field(default=60.0, gt=0)
 
     # Sessions (seconds)
     session_cookie_name: str = "meshauth_session"

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -104,7 +105,12 @@ def check_grant_types(value: object) -> tuple[str, ...]:
 def check_attributes(value: object) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise AccountError("attributes must be a JSON object")
-    if len(repr(value)) > MAX_ATTRIBUTES_BYTES:
+    # The size stored: the attributes as UTF-8 JSON (a character outside ASCII is 2-4 bytes).
+    try:
+        size = len(msgspec.json.encode(value))
+    except (TypeError, msgspec.EncodeError):
+        raise AccountError("attributes must be JSON values") from None
+    if size > MAX_ATTRIBUTES_BYTES:
         raise AccountError(f"attributes must be under {MAX_ATTRIBUTES_BYTES} bytes")
     return value
 

@@ -99,6 +99,8 @@ class AuthService:
         await self.keys.load()
         await self.listener.start()
         self._tasks.append(asyncio.create_task(self._refresh_keys_forever(), name="key-refresh"))
+        sweep = self.denylist.sweep_forever(self.settings.denylist_sweep_interval)
+        self._tasks.append(asyncio.create_task(sweep, name="denylist-sweep"))
 
     async def stop(self) -> None:
         for task in self._tasks:
