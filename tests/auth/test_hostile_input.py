@@ -173,3 +173,11 @@ async def test_admin_api_refuses_scopes_unsafe_in_headers(auth_sqlite: Harness) 
         body = {"client_id": "svc", "client_secret": "longenough", "scopes": [scope]}
         r = await auth_sqlite.http.post("/admin/clients", headers=auth_sqlite.admin, json=body)
         assert r.status_code == 400, scope
+
+
+async def test_deeply_nested_json_body(auth_sqlite: Harness) -> None:
+    """A JSON body nested past the parser's depth is a 400."""
+    body = b"[" * 5000 + b"]" * 5000
+    r = await auth_sqlite.http.post("/v1/sessions", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    assert r.json()["error"] == "invalid_request"

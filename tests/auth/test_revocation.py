@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from redis.asyncio import Redis
 
 from meshauth.auth.revocation import Denylist
 from meshauth.redis_client import Keys
-from tests.auth.conftest import Harness
+from tests.auth.conftest import Harness, claims, sign
 
 
 class _Clock:
@@ -58,3 +59,14 @@ async def test_sweep_forever_sweeps_once_per_interval(redis: Redis) -> None:
 
 async def test_the_service_runs_the_sweep_as_a_background_task(auth_sqlite: Harness) -> None:
     assert "denylist-sweep" in {task.get_name() for task in asyncio.all_tasks()}
+
+
+async def test_revoked_token_stays_refused_through_the_leeway(auth_sqlite: Harness) -> None:
+    """A revoked token past its exp but within the leeway is still refused (the denial outlives exp)."""
+    h = auth_sqlite
+    # Already past exp, still within the leeway (30 s): verifiers accept it, so the denial must hold.
+    token = sign(h, claims(h, exp=int(time.time()) - 2))
+    identity = await h.app.service.verifier.verify(token)
+    await h.app.service.denylist.revoke(identity.jti, identity.exp)
+    assert (await h.gate(token)).status_code == 401
+    assert await h.app.service.redis.ttl(h.app.service.rkeys.revoked(identity.jti)) > 0
