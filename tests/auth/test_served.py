@@ -9,13 +9,14 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from meshauth.local.health import wait_healthy
 
 ADMIN = "served-admin-token-0123456789"
 
@@ -76,16 +77,7 @@ def served(request: pytest.FixtureRequest, sqlite_url: str, valkey_url: str, tmp
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, "server exited"
-            try:
-                if call("GET", f"{base}/healthz")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_healthy(f"{base}/healthz", proc, timeout=30, name="meshauth serve auth")
         yield base
     finally:
         proc.terminate()
