@@ -98,3 +98,16 @@ def test_paced_reads_the_lua_summary(monkeypatch: pytest.MonkeyPatch) -> None:
     assert seen["env"]["PACE_MEAN_MS"] == "10.000"
     assert str(loadgen.PACED_LUA) in seen["cmd"]
     assert loadgen.PACED_LUA.exists()
+
+
+def test_parse_wrk_reads_rate_p99_non_2xx_and_socket_errors() -> None:
+    """The one wrk parser both benchmarks use."""
+    report = loadgen.parse_wrk(WRK + "  Socket errors: connect 0, read 2, write 0, timeout 0\n")
+    assert report.rps == pytest.approx(8090.12)
+    assert report.p99_ms == pytest.approx(0.812)
+    assert (report.non_2xx, report.socket_errors) == (7, 1)
+
+
+def test_parse_wrk_without_a_rate_is_an_error() -> None:
+    with pytest.raises(RuntimeError, match="no request rate"):
+        loadgen.parse_wrk("unable to connect to 127.0.0.1:1 Connection refused")
