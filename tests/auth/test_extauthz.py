@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -305,8 +306,8 @@ async def test_bearer_decides_when_cookie_is_present_too(auth_sqlite: Harness) -
 
 
 async def test_gate_fails_closed_before_revocations_load(
-    sqlite_url: str, valkey_server_factory, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+    sqlite_url: str, valkey_server_factory: Callable[[], Any], tmp_path: Path
+) -> None:
     """A replica that could not load the revocation list refuses bearer tokens with 503 and is not ready."""
     server = valkey_server_factory()
     url = f"redis://127.0.0.1:{server.port}"

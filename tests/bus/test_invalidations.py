@@ -85,5 +85,6 @@ async def test_append_trims_the_stream_to_about_maxlen(redis: Redis) -> None:
         await pipe.execute()
     # Approximate trimming drops whole nodes (100 entries by default): cheap, and bounded.
     assert await redis.xlen(STREAM) <= 110
-    entry = await redis.xrevrange(STREAM, count=1)
-    assert entry[0][1] == {b"k": b"jti", b"v": b"j999", b"x": b"0"}
+    newest = await redis.xrevrange(STREAM, count=1)
+    assert newest is not None
+    assert newest[0][1] == {b"k": b"jti", b"v": b"j999", b"x": b"0"}

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable
-from typing import Any
 
 import grpc
 import sqlalchemy as sa
@@ -16,6 +15,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from meshauth.auth.admin_api import AdminEndpoints
 from meshauth.auth.client_auth import ClientAuthenticator
@@ -31,7 +31,6 @@ from meshauth.http import ApiError, api_error_handler, internal_error_handler, j
 from meshauth.observability.metrics import metrics_endpoint
 
 log = logging.getLogger(__name__)
-_Scope = dict[str, Any]
 
 
 class AuthApp:
@@ -87,7 +86,7 @@ class AuthApp:
             lifespan=self._lifespan,
         )
 
-    async def __call__(self, scope: _Scope, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and is_ext_authz(scope["path"]):
             await self.ext_authz(scope, receive, send)
         else:

@@ -10,13 +10,12 @@ two ``Authorization`` lines (see ``gate``).
 
 from __future__ import annotations
 
-from typing import Any
+from starlette.types import Receive, Scope, Send
 
 from meshauth.auth.gate import Gate, join_cookies
 from meshauth.auth.metrics import count_gate_decision
 
 PREFIX = "/ext_authz"
-_Scope = dict[str, Any]
 
 _TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
 _BODIES = {200: b"", 401: b"unauthorized\n", 503: b"unavailable\n"}
@@ -30,7 +29,7 @@ class ExtAuthzHttp:
     def __init__(self, gate: Gate) -> None:
         self._gate = gate
 
-    async def __call__(self, scope: _Scope, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         authorizations: list[str] = []
         cookies: list[str] = []
         for name, value in scope["headers"]:
@@ -46,7 +45,7 @@ class ExtAuthzHttp:
         await self._respond(send, verdict.status, verdict.encoded())
 
     @staticmethod
-    async def _respond(send: Any, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    async def _respond(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         body = _BODIES.get(status, b"")
         # An allow carries no body, so no content-type: Envoy reads only the status and headers.
         await send({"type": "http.response.start", "status": status, "headers": headers + _TEXT if body else headers})
