@@ -139,4 +139,9 @@ def served(args: list[str], var: Path, token: str, **env_extra: str) -> Iterator
         yield url
     finally:
         proc.terminate()
-        proc.wait(10)
+        try:
+            proc.wait(30)  # two workers on a loaded 2-core machine have taken over 10 s to stop
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+            raise
