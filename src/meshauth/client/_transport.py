@@ -43,6 +43,7 @@ class AiohttpTransport:
     def __init__(self, pool: PoolConfig | None = None) -> None:
         self._pool = pool or PoolConfig()
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
 
     def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
@@ -62,6 +63,9 @@ class AiohttpTransport:
         return self._session
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str], *, timeout: float) -> Response:  # noqa: ASYNC109
+        if self._closed:
+            # A call still in flight when the client closed must not reopen (and leak) a session.
+            raise TransportError("the transport is closed")
         session = self._session or self._open()
         limit = self._pool.max_response_bytes
         try:
@@ -81,6 +85,7 @@ class AiohttpTransport:
             raise TransportError(f"{type(exc).__name__}: {exc}") from exc
 
     async def aclose(self) -> None:
+        self._closed = True
         if self._session is not None:
             await self._session.close()
             self._session = None
