@@ -26,6 +26,10 @@ class SingleFlight(Generic[K, R]):
     def __len__(self) -> int:
         return len(self._calls)
 
+    def __contains__(self, key: object) -> bool:
+        """True while a call for ``key`` is in flight (a ``do`` now would join it)."""
+        return key in self._calls
+
     async def do(self, key: K, work: Callable[[], Awaitable[R]]) -> R:
         task = self._calls.get(key)
         if task is None:

@@ -88,6 +88,7 @@ async def test_concurrent_checks_reach_the_service_as_one_evaluations_call(serve
     async with PolicyClient([server], token=DECISION_TOKEN, transport=t, cache=None, timeout=5) as client:
         checks = [Check({"type": "User", "id": f"u{i}"}, "view", {"type": "Doc", "id": "d"}) for i in range(20)]
         ds = await client.check_many(checks)
+    await t.aclose()  # a transport passed in belongs to the caller
     assert all(d.decision for d in ds)
     assert t.calls == ["evaluations"]
 
@@ -102,6 +103,8 @@ async def test_l2_is_shared_between_clients(server: str, redis: Redis) -> None:
         second.advance(first.state)  # type: ignore[arg-type]
         d = await second.check(*ask)
         again = await second.check(*ask)
+    await first_t.aclose()
+    await second_t.aclose()
     assert (d.source, d.decision, again.source) == ("l2", True, "l1")
     assert second_t.calls == []
 

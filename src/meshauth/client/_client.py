@@ -335,11 +335,10 @@ class PolicyClient:
             async with asyncio.timeout_at(p.deadline):
                 if self._sf is None:
                     return await self._fill(p, ck, floor, rkey)
-                joins = self._sf.joins
-                d = await self._sf.do((consistency.mode, floor, rkey), lambda: self._fill(p, ck, floor, rkey))
-                if self._sf.joins != joins:
+                flight = (consistency.mode, floor, rkey)
+                if flight in self._sf:
                     m.SINGLEFLIGHT_JOINS.add()
-                return d
+                return await self._sf.do(flight, lambda: self._fill(p, ck, floor, rkey))
         except TimeoutError:
             return self._fallback(ck, "deadline passed")
         except Exception as exc:  # noqa: BLE001 - fail closed: whatever went wrong, deny
