@@ -34,9 +34,11 @@ def test_public_names_are_pinned() -> None:
         "RetryBudget",
         "RetryConfig",
         "State",
+        "StateFollower",
         "Subject",
         "Transport",
         "TransportError",
+        "announce",
         "at_least",
     ]
     assert client.__all__ == sorted(client.__all__, key=lambda n: (not n.isupper(), n))

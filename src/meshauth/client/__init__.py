@@ -3,10 +3,12 @@
 Layout: ``_client.py`` holds :class:`PolicyClient` (the check path: L1 → single-flight → L2 →
 batcher → call); beside it one private module per mechanism — ``_transport.py`` (the transport
 interface and the aiohttp pool), ``_breaker.py``, ``_retry.py`` (retry budget), ``_keys.py``
-(canonical cache keys), ``_cache.py`` (L1, L2), ``_metrics.py``, ``_config.py`` (keyword-only,
-frozen configuration), ``_models.py`` (Decision, State, Consistency). The batcher and single-flight
-are shared with other components (``meshauth.batching``, ``meshauth.singleflight``). This package
-imports no service code: only the wire types and shared layers.
+(canonical cache keys), ``_cache.py`` (L1, L2), ``_invalidation.py`` (state announcements across
+processes), ``_metrics.py``, ``_config.py`` (keyword-only, frozen configuration), ``_models.py``
+(Decision, State, Consistency). The batcher and single-flight are shared with other components
+(``meshauth.batching``, ``meshauth.singleflight``). This package imports no service code: only the
+wire types and shared layers (``meshauth.cache``, ``meshauth.bus``, ``meshauth.kv``,
+``meshauth.observability``).
 
 Quick use::
 
@@ -25,6 +27,7 @@ from meshauth.client._config import (
     PoolConfig,
     RetryConfig,
 )
+from meshauth.client._invalidation import StateFollower, announce
 from meshauth.client._models import (
     FULLY_CONSISTENT,
     MINIMIZE_LATENCY,
@@ -61,8 +64,10 @@ __all__ = [
     "RetryBudget",
     "RetryConfig",
     "State",
+    "StateFollower",
     "Subject",
     "Transport",
     "TransportError",
+    "announce",
     "at_least",
 ]

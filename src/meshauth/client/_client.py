@@ -367,6 +367,10 @@ class PolicyClient:
         assert state is not None
         if not state.covers(floor):
             raise Unavailable(f"the service answered from revision {state.revision}, older than one already seen")
+        # The answer was asked for at ``floor`` or later, so it stands for ``floor`` too: a state
+        # learned from an announcement (say an entities_version the answer does not report) keys
+        # the entry, or a client that advanced would never hit what it stores.
+        state = state.join(floor)
         self._seen = state.join(self._seen)
         if self._cache is not None:
             self._store(rkey, d, state)
