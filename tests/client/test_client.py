@@ -363,3 +363,24 @@ async def test_bad_arguments_are_refused_at_the_edge() -> None:
             await c.check(ALICE, "", DOC)
         with pytest.raises(TypeError, match="context"):
             await c.check(ALICE, "view", DOC, ["x"])  # type: ignore[arg-type]
+
+
+async def test_retry_goes_to_another_endpoint() -> None:
+    """With two URLs, a check whose first attempt fails on one is retried on the other."""
+    t = MockTransport()
+
+    async def one_down(url: str, doc: dict[str, Any]) -> Response:
+        if url.startswith("http://down"):
+            raise TransportError("refused")
+        return await t._policy(url, doc)
+
+    mock = MockTransport(one_down)
+    c = PolicyClient(["http://down", "http://up"], transport=mock, cache=None, breaker=None, retry=RetryConfig())
+    async with c:
+        c._budget.balance = 10.0  # type: ignore[union-attr]
+        ds = [await c.check({"type": "User", "id": f"u{i}"}, "view", DOC) for i in range(8)]
+    assert all(d.decision for d in ds)
+    urls = [u.split("/stores")[0] for u, _, _ in mock.calls]
+    for i, u in enumerate(urls):
+        if u == "http://down":
+            assert urls[i + 1] == "http://up"
