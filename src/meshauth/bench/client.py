@@ -118,11 +118,28 @@ async def saturate(url: str, *, batched: bool, seconds: float, concurrency: int,
     }
 
 
+async def warm_check_us(url: str, n: int = 50_000) -> float:
+    """CPU per ``check()`` answered from L1 (argument checks, key, lookup, metrics), in µs."""
+    async with PolicyClient([url], timeout=5.0) as client:
+        subject, resource = {"type": "User", "id": "alice"}, {"type": "Doc", "id": "d1"}
+        first = await client.check(subject, "view", resource)
+        assert first.error is None
+        c0 = time.process_time()
+        for _ in range(n):
+            await client.check(subject, "view", resource)
+        return (time.process_time() - c0) / n * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--uvloop", action="store_true", help="run the client on uvloop (as the services do)")
     args = parser.parse_args()
+    if args.uvloop:
+        import uvloop
+
+        uvloop.install()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {int(CLIENT_CORE)})
     out: dict[str, object] = {"l1": l1_costs()}
@@ -145,6 +162,7 @@ def main() -> None:
                 method="POST",
             )
             urllib.request.urlopen(req, timeout=10).close()  # noqa: S310 - loopback
+            out["warm_check_us"] = asyncio.run(warm_check_us(url))
             for name, on in (("single", False), ("batched", True)):
                 results[name] = asyncio.run(
                     saturate(url, batched=on, seconds=args.seconds, concurrency=args.concurrency, pid=proc.pid)
