@@ -150,3 +150,16 @@ async def test_announcement_reaches_three_processes(valkey_url: str, redis: Redi
     print(f"\ninvalidation across 3 processes: p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {top:.2f} ms")
     assert len(latencies) == 3 * n
     assert latencies[-1] < 1.0
+
+
+async def test_l2_hits_under_an_announced_entities_version(redis: Redis) -> None:
+    """An entry stored under an announced entities_version (which the answer does not report) is an
+    L2 hit for another client at that state."""
+    first_t, second_t = MockTransport(revision=1), MockTransport(revision=1)
+    async with PolicyClient(["http://pdp"], transport=first_t, redis=redis) as first:
+        first.advance(State(1, 7))
+        await first.check(ALICE, "view", DOC)
+    async with PolicyClient(["http://pdp"], transport=second_t, redis=redis) as second:
+        second.advance(State(1, 7))
+        d = await second.check(ALICE, "view", DOC)
+    assert (d.source, second_t.calls) == ("l2", [])

@@ -88,7 +88,11 @@ class DecisionL2:
             s = _decode(raw)
         except msgspec.DecodeError:
             return None
-        if s.expires_at <= self._clock() or s.revision != key[0] or s.entities_version != key[1]:
+        # No check of the value's revision against the key's: an entry is keyed by the state it was
+        # *asked* at, which may be newer than the one the answer reports (an announced
+        # entities_version); the key is a SHA-256 of that state and the question, so it cannot
+        # collide with another question's.
+        if s.expires_at <= self._clock():
             return None
         d = Decision(
             decision=s.decision,
