@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 
 from meshauth.config import Settings, load_settings
 from meshauth.policy.app import create_app
-from meshauth.policy.fast import DecisionFront
+from meshauth.policy.decision_front import DecisionFront
 
 TOKEN = "test-admin-token"
 ADMIN = {"authorization": f"Bearer {TOKEN}"}

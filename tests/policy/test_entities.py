@@ -13,14 +13,11 @@ import pytest
 from meshauth.db import create_engine
 from meshauth.http import ApiError
 from meshauth.policy import stores
-from meshauth.policy.entities import (
-    EntityCache,
-    EntityLoader,
-    EntityRecord,
-    entity_refs,
-    normalize_upload,
-    upsert_entities,
-)
+from meshauth.policy.entity_cache import EntityCache
+from meshauth.policy.entity_loader import EntityLoader
+from meshauth.policy.entity_record import EntityRecord, entity_refs
+from meshauth.policy.entity_store import upsert_entities
+from meshauth.policy.entity_upload import normalize_upload
 from tests.policy.conftest import entity
 
 

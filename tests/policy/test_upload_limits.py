@@ -190,7 +190,7 @@ def test_wide_sets_are_not_large_expressions() -> None:
 _AT_THE_LIMITS = r"""
 import asyncio, functools, sys
 from meshauth.policy import cedar
-from meshauth.policy.registry import compile_state
+from meshauth.policy.state import compile_state
 from meshauth.policy.servable import Unservable, checked
 from meshauth.policy.source import Limits
 from meshauth.policy.stores import StoreRow

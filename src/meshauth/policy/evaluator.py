@@ -21,11 +21,12 @@ from meshauth import wire
 from meshauth.policy import cedar
 from meshauth.policy.authzen import Query
 from meshauth.policy.cedar import Uid
-from meshauth.policy.entities import EntityLoader, EntityRecord, bare_entity, entity_refs
+from meshauth.policy.entity_loader import EntityLoader
+from meshauth.policy.entity_record import EntityRecord, bare_entity, entity_refs
 from meshauth.policy.index import Subset
 from meshauth.policy.metrics import ENGINE_CALLS
-from meshauth.policy.registry import StoreState
 from meshauth.policy.snapshot import Snapshot
+from meshauth.policy.state import StoreState
 
 _NONE: frozenset[Uid] = frozenset()
 
