@@ -7,6 +7,7 @@ the same under ``/stores/{store}/`` (served by ``fast.DecisionFront``, in front 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,9 +126,18 @@ class PolicyApi:
             return _encoder.encode({"decision": only.decision, "context": only.context, "evaluations": [only]})
         return wire.encode(wire.EvaluationsResponse(decisions))
 
-    async def decision_route(self, request: Request) -> Response:
-        """The decision endpoints when reached through Starlette (the front normally answers them
-        first); also what makes a GET on them a 405 rather than a 404."""
+    async def evaluation_route(self, request: Request) -> Response:
+        """``…/access/v1/evaluation`` when reached through Starlette (the front normally answers
+        it first); also what makes a GET on it a 405 rather than a 404."""
+        return await self._decide_through_starlette(request, self.evaluation)
+
+    async def evaluations_route(self, request: Request) -> Response:
+        """``…/access/v1/evaluations`` when reached through Starlette (see ``evaluation_route``)."""
+        return await self._decide_through_starlette(request, self.evaluations)
+
+    async def _decide_through_starlette(
+        self, request: Request, handler: Callable[[str, bytes], Awaitable[bytes]]
+    ) -> Response:
         if self.guard is not None:
             refused = self.guard.check(
                 request.headers.getlist("authorization"), request.headers.getlist("x-forwarded-client-cert")
@@ -135,7 +145,6 @@ class PolicyApi:
             if refused is not None:
                 raise refused
         body = await read_body(request, self.settings.policy_max_request_bytes)
-        handler = self.evaluations if request.url.path.endswith("s") else self.evaluation
         return Response(await handler(request.path_params.get("store", DEFAULT_STORE), body), media_type=_JSON)
 
     async def configuration(self, request: Request) -> Response:
@@ -289,10 +298,10 @@ class PolicyApi:
         s = "/stores/{store}"
         a = "/admin/stores/{store}"
         return [
-            Route("/access/v1/evaluation", self.decision_route, methods=["POST"]),
-            Route("/access/v1/evaluations", self.decision_route, methods=["POST"]),
-            Route(f"{s}/access/v1/evaluation", self.decision_route, methods=["POST"]),
-            Route(f"{s}/access/v1/evaluations", self.decision_route, methods=["POST"]),
+            Route("/access/v1/evaluation", self.evaluation_route, methods=["POST"]),
+            Route("/access/v1/evaluations", self.evaluations_route, methods=["POST"]),
+            Route(f"{s}/access/v1/evaluation", self.evaluation_route, methods=["POST"]),
+            Route(f"{s}/access/v1/evaluations", self.evaluations_route, methods=["POST"]),
             Route("/.well-known/authzen-configuration", self.configuration, methods=["GET"]),
             Route(f"{s}/.well-known/authzen-configuration", self.configuration, methods=["GET"]),
             Route("/healthz", self.health, methods=["GET"]),

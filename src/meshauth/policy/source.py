@@ -38,7 +38,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import cedarpy
+from meshauth.policy.cedar import PolicySet
 
 _TOKEN = re.compile(
     r"""
@@ -303,7 +303,7 @@ _QUOTED = re.compile(r"`([^`]+)`|: (\S+)$")
 
 def _error_of(text: str) -> str | None:
     try:
-        cedarpy.PolicySet.from_str(text)
+        PolicySet.from_str(text)
     except ValueError as exc:
         return str(exc)
     return None
