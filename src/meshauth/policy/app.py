@@ -36,7 +36,7 @@ from meshauth.policy.entity_loader import EntityLoader
 from meshauth.policy.evaluator import Evaluator
 from meshauth.policy.guard import DecisionGuard
 from meshauth.policy.registry import Registry
-from meshauth.policy.source import Limits
+from meshauth.policy.source_limits import Limits
 from meshauth.policy.state import IndexSettings
 from meshauth.policy.store_gauges import track
 

@@ -39,7 +39,7 @@ from meshauth.policy.missing import MissingStores
 from meshauth.policy.servable import Unservable, check_schema_text, checked
 from meshauth.policy.snapshot import Snapshot
 from meshauth.policy.snapshot_builds import SnapshotBuilds
-from meshauth.policy.source import Limits
+from meshauth.policy.source_limits import Limits
 from meshauth.policy.state import (
     Compiled,
     IndexSettings,
