@@ -283,3 +283,18 @@ async def test_metrics_count_decisions_and_show_store_revision(client: httpx.Asy
     text = (await client.get("/metrics")).text
     assert 'meshauth_policy_decisions_total{endpoint="evaluation",outcome="allow"}' in text
     assert 'meshauth_policy_store_revision{store="metered"} 1.0' in text
+
+
+async def test_metrics_count_each_decision_of_a_batch_by_outcome(client: httpx.AsyncClient) -> None:
+    """A batch counts one decision per evaluation answered, under its own outcome."""
+    from meshauth.policy.metrics import DECISIONS
+
+    await push(client, 'permit(principal, action == Action::"view", resource);')
+    before = dict(DECISIONS.counts)
+    batch = {
+        "evaluations": [ask("User:u", "view", "Doc:a"), ask("User:u", "view", "Doc:b"), ask("User:u", "edit", "Doc:a")]
+    }
+    r = await client.post("/access/v1/evaluations", json=batch)
+    assert [d["decision"] for d in r.json()["evaluations"]] == [True, True, False]
+    grown = {k: v - before.get(k, 0) for k, v in DECISIONS.counts.items() if v != before.get(k, 0)}
+    assert grown == {("evaluations", "allow"): 2, ("evaluations", "deny"): 1}

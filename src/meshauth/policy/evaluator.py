@@ -24,7 +24,7 @@ from meshauth.policy.cedar import Uid
 from meshauth.policy.entity_loader import EntityLoader
 from meshauth.policy.entity_record import EntityRecord, bare_entity, entity_refs
 from meshauth.policy.index import Subset
-from meshauth.policy.metrics import ENGINE_CALLS
+from meshauth.policy.metrics import ENGINE_CALLS, add_many
 from meshauth.policy.snapshot import Snapshot
 from meshauth.policy.state import StoreState
 
@@ -192,7 +192,7 @@ class Evaluator:
             else:
                 group.append(q)
         self.engine_calls += len(groups)
-        ENGINE_CALLS.counts[("batch",)] += len(groups)
+        add_many(ENGINE_CALLS, len(groups), "batch")
         schema = state.schema
         for key, group in groups.items():
             requests = [cedar.request(q.principal, q.action, q.resource, q.context) for q in group]

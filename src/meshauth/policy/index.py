@@ -155,9 +155,9 @@ class PolicyIndex:
         found = cache.get(key)
         if found is not None:
             cache.move_to_end(key)
-            INDEX_CACHE.counts[("hit",)] += 1
+            INDEX_CACHE.add("hit")
             return found
-        INDEX_CACHE.counts[("miss",)] += 1
+        INDEX_CACHE.add("miss")
         subset = self._subset(self.matching(action, action_ancestors, ptype, rtype))
         cache[key] = subset
         if len(cache) > self._cache_keys:
