@@ -11,7 +11,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meshauth.policy import cedar
-from meshauth.policy.evaluator import _to_store_ids
 from meshauth.policy.index import PolicyIndex, Subset
 from meshauth.policy.scopes import ANYTHING, ask_cedar
 
@@ -275,7 +274,7 @@ def test_index_is_equivalent_to_the_whole_set(policies: list[str], cache_keys: i
         (got,) = cedar.authorize([req], subset.policies, handle, None)
         assert got.decision == want.decision, (text, principal, action, resource)
         assert sorted(subset.store_id(p) for p in got.diagnostics.reason) == sorted(want.diagnostics.reason)
-        assert sorted(_to_store_ids(e, subset) for e in got.diagnostics.errors) == sorted(want.diagnostics.errors)
+        assert sorted(subset.store_error(e) for e in got.diagnostics.errors) == sorted(want.diagnostics.errors)
 
 
 def test_split_disagreeing_with_cedar_evaluates_whole_sets(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -290,3 +289,16 @@ def test_split_disagreeing_with_cedar_evaluates_whole_sets(monkeypatch: pytest.M
     assert not index.enabled
     assert index.policies_for(("Action", "zzz"), frozenset(), "User", "Doc") is index.whole
     assert (index.annotations, index.forbids) == ({"policy0": "a"}, frozenset({"policy1"}))
+
+
+def test_subset_error_names_the_store_id_only_at_the_start() -> None:
+    """A subset's error message names its policy by the store's id; a ``policyN`` quoted later in
+    the message (an entity id) is left as written."""
+    subset = Subset(cedar.parse_policies("permit(principal, action, resource);"), ("policy7",))
+    message = 'error while evaluating policy `policy0`: entity `User::"policy0"` does not exist'
+    assert (
+        subset.store_error(message)
+        == 'error while evaluating policy `policy7`: entity `User::"policy0"` does not exist'
+    )
+    assert subset.store_error("some other error") == "some other error"
+    assert Subset(subset.policies).store_error(message) == message  # the whole set: ids are the store's

@@ -212,7 +212,7 @@ def _decision(state: StoreState, result: cedar.Result, subset: Subset) -> wire.D
         # store's ids, as the whole set would.
         policies = [index.display_id(subset.store_id(pid)) for pid in result.diagnostics.reason]
         if errors:
-            errors = [_to_store_ids(e, subset) for e in errors]
+            errors = [subset.store_error(e) for e in errors]
     allowed = result.decision == "Allow"
     if allowed and errors and index.forbids:
         # Fail closed: a forbid that errored on a missing entity might have applied.
@@ -227,18 +227,6 @@ def _decision(state: StoreState, result: cedar.Result, subset: Subset) -> wire.D
         decision=allowed,
         context=wire.DecisionContext(revision=state.revision, policies=policies, errors=errors),
     )
-
-
-_EVALUATION_ERROR = re.compile(r"error while evaluating policy `(policy\d+)`")
-
-
-def _to_store_ids(message: str, subset: Subset) -> str:
-    """Cedar's only per-policy error form starts with the policy's id; only that id is renamed (an
-    entity id quoted later in the message stays as written)."""
-    m = _EVALUATION_ERROR.match(message)
-    if m is None:
-        return message
-    return f"error while evaluating policy `{subset.store_id(m[1])}`{message[m.end() :]}"
 
 
 _MISSING_ENTITY = re.compile(r"error while evaluating policy `(policy\d+)`: entity `.*` does not exist$", re.DOTALL)

@@ -31,6 +31,7 @@ evaluating a few dozen policies costs less than compiling a subset per key.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_KEYS = 16_384  # request keys kept per store (≥ the 10,000-key working set of issue 8)
 DEFAULT_MIN_POLICIES = 48  # below this a store is evaluated whole (no subset compiles, no cache)
+
+_EVALUATION_ERROR = re.compile(r"error while evaluating policy `(policy\d+)`")
 
 Key = tuple[Uid, frozenset[Uid], str, str]  # (action, its ancestors, principal type, resource type)
 
@@ -64,6 +67,15 @@ class Subset:
         if ids is None:
             return pid
         return ids[int(pid[6:])]
+
+    def store_error(self, message: str) -> str:
+        """Cedar's error ``message`` about one of this subset's policies, naming it by its store id.
+        Cedar's only per-policy error form starts with the policy's id; only that id is renamed (an
+        entity id quoted later in the message stays as written)."""
+        m = _EVALUATION_ERROR.match(message)
+        if m is None:
+            return message
+        return f"error while evaluating policy `{self.store_id(m[1])}`{message[m.end() :]}"
 
 
 class PolicyIndex:
