@@ -8,12 +8,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from meshauth.db import create_engine
-from meshauth.policy import stores
 from meshauth.policy.entity_cache import EntityCache
 from meshauth.policy.entity_loader import EntityLoader
 from meshauth.policy.entity_store import upsert_entities
 from meshauth.policy.entity_upload import normalize_upload
-from tests.policy.conftest import entity
+from tests.policy.conftest import entity, seed_entities
 
 # User a (in g1, in g2) → boss b → boss c
 BOSS_CHAIN = [
@@ -25,18 +24,10 @@ BOSS_CHAIN = [
 ]
 
 
-async def _seed(db_url: str, items: list[dict[str, object]]) -> None:
-    engine = create_engine(db_url)
-    async with engine.begin() as conn:
-        await stores.ensure(conn, "s")
-        await upsert_entities(conn, "s", normalize_upload(items))
-    await engine.dispose()
-
-
 async def test_loader_follows_parents_and_refs(db_url: str) -> None:
     """The loader returns the roots, all their ancestors, and entities they reference, transitively
     (a policy may follow ``principal.boss.boss``), one query per level."""
-    await _seed(db_url, BOSS_CHAIN)
+    await seed_entities(db_url, BOSS_CHAIN)
     engine = create_engine(db_url)
     loader = EntityLoader(engine, EntityCache(max_entries=100), ref_depth=1, max_depth=8)
     found = await loader.load("s", [("User", "a")])
@@ -47,7 +38,7 @@ async def test_loader_follows_parents_and_refs(db_url: str) -> None:
 
 async def test_loader_caches_hits_and_misses(db_url: str) -> None:
     """A second load of the same uids, present or absent, makes no query."""
-    await _seed(db_url, [entity("User:a")])
+    await seed_entities(db_url, [entity("User:a")])
     engine = create_engine(db_url)
     loader = EntityLoader(engine, EntityCache(max_entries=100), ref_depth=0, max_depth=8)
     await loader.load("s", [("User", "a"), ("User", "missing")])
@@ -85,7 +76,7 @@ class _PausingEngine:
 async def test_read_overtaken_by_a_write_does_not_cache_the_old_row(db_url: str) -> None:
     """A cache miss whose query ran before a write (which dropped the uid) must not put the old row
     in the cache after the write: the next load reads the new row."""
-    await _seed(db_url, [entity("User:a", {"n": 1})])
+    await seed_entities(db_url, [entity("User:a", {"n": 1})])
     engine = create_engine(db_url)
     cache = EntityCache(max_entries=100)
     read, release = asyncio.Event(), asyncio.Event()
@@ -105,7 +96,7 @@ async def test_read_overtaken_by_a_write_does_not_cache_the_old_row(db_url: str)
 async def test_loader_follows_references_only_as_deep_as_asked(db_url: str) -> None:
     """With ``ref_hops`` (what the policies can reach) the loader stops there; parents are still
     followed to the top."""
-    await _seed(db_url, BOSS_CHAIN)
+    await seed_entities(db_url, BOSS_CHAIN)
     engine = create_engine(db_url)
     loader = EntityLoader(engine, EntityCache(max_entries=100), ref_depth=0, max_depth=8)
     found = await loader.load("s", [("User", "a")], ref_hops=1)

@@ -5,27 +5,16 @@ from __future__ import annotations
 import time
 
 from meshauth.db import create_engine
-from meshauth.policy import stores
 from meshauth.policy.entity_cache import EntityCache
 from meshauth.policy.entity_loader import EntityLoader
-from meshauth.policy.entity_store import upsert_entities
-from meshauth.policy.entity_upload import normalize_upload
-from tests.policy.conftest import entity
-
-
-async def _seed(db_url: str, items: list[dict[str, object]]) -> None:
-    engine = create_engine(db_url)
-    async with engine.begin() as conn:
-        await stores.ensure(conn, "s")
-        await upsert_entities(conn, "s", normalize_upload(items))
-    await engine.dispose()
+from tests.policy.conftest import entity, seed_entities
 
 
 async def test_bulk_upsert_is_batched(db_url: str) -> None:
     """20,000 entities load in one transaction in a few seconds (100,000 in < 30 s: docs/performance.md)."""
     items = [entity(f"User:u{n}", {"n": n}, parents=(f"Group:g{n % 50}",)) for n in range(20_000)]
     start = time.perf_counter()
-    await _seed(db_url, items)
+    await seed_entities(db_url, items)
     elapsed = time.perf_counter() - start
     assert elapsed < 10, elapsed
     engine = create_engine(db_url)

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -35,6 +34,7 @@ from meshauth.policy.cedar import Uid, compile_thread
 from meshauth.policy.entity_cache import EntityCache
 from meshauth.policy.errors import store_not_found, store_unavailable
 from meshauth.policy.follow import FileStamps, SignalFollower
+from meshauth.policy.idle import IdleStores
 from meshauth.policy.missing import MissingStores
 from meshauth.policy.servable import Unservable, check_schema_text, checked
 from meshauth.policy.snapshot import Snapshot
@@ -82,12 +82,7 @@ class Registry:
         self._states: dict[str, StoreState] = {}
         self._locks: dict[str, asyncio.Lock] = {}  # only for stores that exist (or are being looked up)
         self._snapshots = SnapshotBuilds(engine, self._states.get, max_entities=snapshot_max_entities)
-        # Unloading idle stores (off when idle_unload_seconds is 0): a store asked for in neither of
-        # the last two sweeps (one sweep per idle_unload_seconds) is dropped and reloaded on demand.
-        self._idle_unload = idle_unload_seconds
-        self._used: set[str] = set()
-        self._unused_last_sweep: set[str] = set()
-        self._next_sweep = time.monotonic() + idle_unload_seconds
+        self._idle = IdleStores(sweep_seconds=idle_unload_seconds)
 
     def snapshot_for(self, state: StoreState) -> Snapshot | None:
         """The store's entity snapshot when it is current; else start a rebuild and return None."""
@@ -116,7 +111,7 @@ class Registry:
             if state is None:
                 self._missing.add(name)
                 raise store_not_found(name)
-        self._used.add(name)
+        self._idle.used(name)
         if state.problem is not None:
             raise store_unavailable(name, state.active_version, state.problem)
         return state
@@ -214,18 +209,13 @@ class Registry:
         before it (so a store is idle between one and two sweep periods before it goes). Memory
         then follows the working set of stores; a request for an unloaded store loads it again
         (docs/performance.md says what that costs). The default store stays loaded."""
-        unused = {n for n in self._states if n not in self._used and n != stores.DEFAULT_STORE}
-        gone = [n for n in unused if n in self._unused_last_sweep and n not in self._locks_busy()]
+        busy = {n for n, lock in self._locks.items() if lock.locked()}
+        gone = self._idle.sweep(self._states, busy)
         for name in gone:
             self._forget(name)
-        self._unused_last_sweep = unused - set(gone)
-        self._used = set()
         if gone:
             log.info("unloaded %d idle policy stores", len(gone))
         return gone
-
-    def _locks_busy(self) -> set[str]:
-        return {n for n, lock in self._locks.items() if lock.locked()}
 
     def cache_drop(self, name: str, uids: list[Uid], previous: int, new: int) -> None:
         """After a local entity write: drop exactly what was written, and note the new version so
@@ -281,8 +271,7 @@ class Registry:
                 # new one were missed here, so look at the database now.
                 replaced = self._follower is not None and self._follower.signal.check_file()
                 await self.refresh(force=replaced)
-                if self._idle_unload > 0 and time.monotonic() >= self._next_sweep:
-                    self._next_sweep = time.monotonic() + self._idle_unload
+                if self._idle.sweep_due():
                     self.unload_idle()
             except Exception:  # keep serving what is loaded; the log says why
                 log.warning("policy store refresh failed", exc_info=True)
