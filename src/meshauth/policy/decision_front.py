@@ -88,8 +88,7 @@ class DecisionFront:
         try:
             return 200, False, await self._handlers[kind](store, body)
         except ApiError as exc:
-            error = {"error": exc.error, "error_description": exc.description, **exc.extra}
-            return exc.status, True, _encoder.encode(error)
+            return exc.status, True, _error_body(exc)
         except Exception:
             log.exception("decision request failed")
             error = {"error": "server_error", "error_description": "internal error; see the service log"}
@@ -109,16 +108,13 @@ class DecisionFront:
         if refused is not None:
             await _send_error(send, refused)
             return
-        extra: list[tuple[bytes, bytes]] = []
         try:
             body = await self._read(scope, receive)
         except ApiError as exc:
-            error = {"error": exc.error, "error_description": exc.description}
-            status, is_error, payload = exc.status, True, _encoder.encode(error)
-            extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()]
-        else:
-            status, is_error, payload = await self.answer(*matched, body)
-        headers = [(b"content-type", JSON.encode()), (b"content-length", str(len(payload)).encode()), *extra]
+            await _send_error(send, exc)
+            return
+        status, is_error, payload = await self.answer(*matched, body)
+        headers = [(b"content-type", JSON.encode()), (b"content-length", str(len(payload)).encode())]
         if is_error:
             headers.append((b"cache-control", b"no-store"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -181,9 +177,15 @@ class DecisionFront:
 
 async def _send_error(send: Send, exc: ApiError) -> None:
     """An ApiError with its own headers (``www-authenticate``), as an ASGI response."""
-    payload = _encoder.encode({"error": exc.error, "error_description": exc.description})
+    payload = _error_body(exc)
     headers = [(b"content-type", JSON.encode()), (b"content-length", str(len(payload)).encode())]
     headers.append((b"cache-control", b"no-store"))
     headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()]
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
+
+
+def _error_body(exc: ApiError) -> bytes:
+    """The ``{"error", "error_description", …extra}`` body every error of the front answers with."""
+    encoded: bytes = _encoder.encode({"error": exc.error, "error_description": exc.description, **exc.extra})
+    return encoded
