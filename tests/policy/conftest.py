@@ -85,6 +85,15 @@ async def load(client: httpx.AsyncClient, entities: list[dict[str, Any]], *, sto
     assert r.status_code == 200, r.text
 
 
+async def seed_entities(db_url: str, items: list[dict[str, Any]], *, store: str = "s") -> None:
+    """Create ``store`` and write ``items`` (Cedar JSON entities) straight to SQL."""
+    engine = create_engine(db_url)
+    async with engine.begin() as conn:
+        await stores.ensure(conn, store)
+        await upsert_entities(conn, store, normalize_upload(items))
+    await engine.dispose()
+
+
 def ask(subject: str, action: str, resource: str, **extra: Any) -> dict[str, Any]:
     """An AuthZEN request from ``Type::id`` shorthands."""
     st, _, sid = subject.rpartition(":")
@@ -144,12 +153,3 @@ def served(args: list[str], var: Path, token: str, **env_extra: str) -> Iterator
     finally:
         proc.terminate()
         proc.wait(10)
-
-
-async def seed_entities(db_url: str, items: list[dict[str, Any]], *, store: str = "s") -> None:
-    """Create ``store`` and write ``items`` (Cedar JSON entities) straight to SQL."""
-    engine = create_engine(db_url)
-    async with engine.begin() as conn:
-        await stores.ensure(conn, store)
-        await upsert_entities(conn, store, normalize_upload(items))
-    await engine.dispose()
