@@ -1,8 +1,8 @@
 """The policy service's Prometheus metrics (served at ``GET /metrics``).
 
 Counters are plain ints read at scrape time (``observability.metrics.IntCounters``: no lock on the
-hot path), changed only through their ``add``. Per-store gauges: ``store_gauges``. Labels are closed sets:
-endpoint, outcome, and store names (which only the admin creates).
+hot path), changed only through ``add`` or :func:`add_many`. Per-store gauges: ``store_gauges``.
+Labels are closed sets: endpoint, outcome, and store names (which only the admin creates).
 """
 
 from __future__ import annotations
