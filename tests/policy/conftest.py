@@ -18,8 +18,12 @@ import pytest
 from starlette.applications import Starlette
 
 from meshauth.config import Settings, load_settings
+from meshauth.db import create_engine
+from meshauth.policy import stores
 from meshauth.policy.app import create_app
-from meshauth.policy.fast import DecisionFront
+from meshauth.policy.decision_front import DecisionFront
+from meshauth.policy.entity_store import upsert_entities
+from meshauth.policy.entity_upload import normalize_upload
 
 TOKEN = "test-admin-token"
 ADMIN = {"authorization": f"Bearer {TOKEN}"}
@@ -79,6 +83,15 @@ async def push(
 async def load(client: httpx.AsyncClient, entities: list[dict[str, Any]], *, store: str = "default") -> None:
     r = await client.post(f"/admin/stores/{store}/entities", json=entities, headers=ADMIN)
     assert r.status_code == 200, r.text
+
+
+async def seed_entities(db_url: str, items: list[dict[str, Any]], *, store: str = "s") -> None:
+    """Create ``store`` and write ``items`` (Cedar JSON entities) straight to SQL."""
+    engine = create_engine(db_url)
+    async with engine.begin() as conn:
+        await stores.ensure(conn, store)
+        await upsert_entities(conn, store, normalize_upload(items))
+    await engine.dispose()
 
 
 def ask(subject: str, action: str, resource: str, **extra: Any) -> dict[str, Any]:

@@ -11,17 +11,8 @@ from typing import TypeVar
 
 from meshauth.policy.cedar import parse_policies
 from meshauth.policy.schema_depth import SchemaTooDeep, schema_depth
-from meshauth.policy.source import (
-    Limits,
-    Location,
-    SourceError,
-    id_at,
-    limit_errors,
-    location,
-    nesting_errors,
-    statements,
-    syntax_errors,
-)
+from meshauth.policy.source import Location, SourceError, id_at, location, statements, syntax_errors
+from meshauth.policy.source_limits import Limits, limit_errors, nesting_errors
 
 _T = TypeVar("_T")
 LOCATE_MAX_STATEMENTS = 1000  # compiling statements one by one to find the culprit: bounded effort
