@@ -94,6 +94,8 @@ class DecisionContext(msgspec.Struct):
     errors: list[str] = msgspec.field(default_factory=list)
     # Present only on an item that could not be evaluated at all.
     error: ItemError | msgspec.UnsetType = msgspec.UNSET
+    # The store's entity version decided at, when the service reports it (clients key caches by it).
+    entities_version: int | msgspec.UnsetType = msgspec.UNSET
 
 
 class Decision(msgspec.Struct):

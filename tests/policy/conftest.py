@@ -18,8 +18,12 @@ import pytest
 from starlette.applications import Starlette
 
 from meshauth.config import Settings, load_settings
+from meshauth.db import create_engine
+from meshauth.policy import stores
 from meshauth.policy.app import create_app
-from meshauth.policy.fast import DecisionFront
+from meshauth.policy.decision_front import DecisionFront
+from meshauth.policy.entity_store import upsert_entities
+from meshauth.policy.entity_upload import normalize_upload
 
 TOKEN = "test-admin-token"
 ADMIN = {"authorization": f"Bearer {TOKEN}"}
@@ -81,6 +85,15 @@ async def load(client: httpx.AsyncClient, entities: list[dict[str, Any]], *, sto
     assert r.status_code == 200, r.text
 
 
+async def seed_entities(db_url: str, items: list[dict[str, Any]], *, store: str = "s") -> None:
+    """Create ``store`` and write ``items`` (Cedar JSON entities) straight to SQL."""
+    engine = create_engine(db_url)
+    async with engine.begin() as conn:
+        await stores.ensure(conn, store)
+        await upsert_entities(conn, store, normalize_upload(items))
+    await engine.dispose()
+
+
 def ask(subject: str, action: str, resource: str, **extra: Any) -> dict[str, Any]:
     """An AuthZEN request from ``Type::id`` shorthands."""
     st, _, sid = subject.rpartition(":")
@@ -139,4 +152,9 @@ def served(args: list[str], var: Path, token: str, **env_extra: str) -> Iterator
         yield url
     finally:
         proc.terminate()
-        proc.wait(10)
+        try:
+            proc.wait(30)  # two workers on a loaded 2-core machine have taken over 10 s to stop
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+            raise

@@ -293,6 +293,23 @@ async def test_store_info_shows_what_this_process_serves(client: httpx.AsyncClie
     assert info["process"]["policies"] == 2
 
 
+async def test_store_info_process_view_has_its_whole_shape(make_app) -> None:  # type: ignore[no-untyped-def]
+    """The ``process`` view names every field, the snapshot's included, once the snapshot is built."""
+    async with make_app() as (app, client):
+        await push(client, ALLOW)
+        await load(client, [entity("User:u")])
+        registry = app.state.api.registry
+        registry.snapshot_for(await registry.get("default"))
+        await registry.snapshots_built()
+        info = (await client.get("/admin/stores/default", headers=ADMIN)).json()
+    assert info["process"] == {
+        "loaded_revision": 1,
+        "unservable": None,
+        "policies": 1,
+        "snapshot": {"entities": 1, "entities_version": info["entities_version"], "current": True},
+    }
+
+
 async def test_entities_upload_nested_past_the_recursion_limit_is_a_400(client: httpx.AsyncClient) -> None:
     """An entity upload nested deeper than the decoder can follow is a 400 on ``body``, not a 500."""
     body = b"[" * 100_000 + b"]" * 100_000

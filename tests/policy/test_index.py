@@ -11,16 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meshauth.policy import cedar
-from meshauth.policy.evaluator import _to_store_ids
-from meshauth.policy.index import ANYTHING, PolicyIndex, Scope, Subset, ask_cedar, condition_literals, read_head
-
-
-def scope_of(text: str) -> Scope:
-    """The scope read from the text — and, as a cross-check, the same as Cedar's JSON form says."""
-    read = read_head("policy0", text)
-    assert read is not None, text
-    assert read.scope == ask_cedar("policy0", text).scope
-    return read.scope
+from meshauth.policy.index import PolicyIndex, Subset
+from meshauth.policy.scopes import ANYTHING, ask_cedar
 
 
 def index_of(text: str, **kw: Any) -> PolicyIndex:
@@ -31,55 +23,15 @@ def ids(subset: Subset) -> list[str]:
     return sorted(subset.store_id(f"policy{n}") for n in range(len(subset.policies)))
 
 
-def test_scope_of_equality_constraints() -> None:
-    """``==`` fixes the action and the entity types."""
-    s = scope_of('permit(principal == User::"a", action == Action::"v", resource == App::Doc::"d");')
-    assert s == Scope(("Action", "v"), None, "User", "App::Doc")
-
-
-def test_scope_of_is_and_is_in() -> None:
-    """``is T`` and ``is T in E`` fix the type."""
-    s = scope_of('permit(principal is User, action, resource is Doc in Folder::"f");')
-    assert (s.principal_type, s.resource_type, s.action_eq, s.action_in) == ("User", "Doc", None, None)
-
-
-def test_scope_of_in_does_not_fix_type() -> None:
-    """``in E`` leaves the type open: any type may descend from E."""
-    s = scope_of('permit(principal in Group::"g", action in [Action::"a", Action::"b"], resource);')
-    assert s.principal_type is None
-    assert s.action_in == frozenset({("Action", "a"), ("Action", "b")})
-
-
-def test_scope_of_layout_and_comments() -> None:
-    """Whitespace and comments inside a head read the same as Cedar's JSON form."""
-    s = scope_of('@id("x") // c\n permit ( principal is App :: User , action == App::Action :: "v", resource );')
-    assert s == Scope(("App::Action", "v"), None, "App::User", None)
-
-
-def test_escaped_strings_are_left_to_cedar() -> None:
-    """An escaped id is not decoded by the expression: Cedar's JSON form is asked instead."""
-    text = 'permit(principal, action == Action::"a\\"b", resource);'
-    assert read_head("policy0", text) is None
-    assert ask_cedar("policy0", text).scope.action_eq == ("Action", 'a"b')
-
-
-def test_unconvertible_policy_is_read_from_text() -> None:
-    """``decimal`` with three arguments: Cedar's typed nodes refuse it, the text gives its scope."""
-    text = 'permit(principal, action == Action::"a", resource is Doc) when { decimal("1", "2", "3") == decimal("1") };'
-    with pytest.raises(ValueError, match="decimal"):
-        cedar.parse_policies(text).to_pst()
-    assert scope_of(text) == Scope(("Action", "a"), None, None, "Doc")
-
-
 def test_policy_nothing_can_analyse_matches_anything(monkeypatch: pytest.MonkeyPatch) -> None:
     """When neither the text nor Cedar's JSON form can be read, the policy is in every subset."""
-    import meshauth.policy.index as index_module
+    import meshauth.policy.scopes as scopes_module
 
     def refuse(_text: str) -> str:
         raise ValueError("no")
 
-    monkeypatch.setattr(index_module, "read_head", lambda pid, text: None)
-    monkeypatch.setattr(index_module, "policies_json", refuse)
+    monkeypatch.setattr(scopes_module, "read_head", lambda pid, text: None)
+    monkeypatch.setattr(scopes_module, "policies_json", refuse)
     index = index_of('permit(principal, action == Action::"a", resource is Doc);\npermit(principal, action, resource);')
     assert index.unanalysed == 2
     assert ask_cedar("policy0", "x").scope is ANYTHING
@@ -169,17 +121,6 @@ def test_warm_compiles_hot_keys_ahead() -> None:
     new = index_of(text)
     assert new.warm(old.hot_keys(10), budget_seconds=5.0) == 1
     assert new.hot_keys(10) == [(("Action", "a1"), frozenset(), "User", "Doc")]
-
-
-def test_condition_literals_from_text_skip_scopes_strings_and_comments() -> None:
-    """The text fallback names the same literals as Cedar's JSON form for ordinary policies."""
-    text = """
-    forbid(principal in Group::"g", action == Action::"v", resource)
-        when { Config::"global".lockdown && context.s == "Fake::\\"x\\"" } // Not::"this"
-        unless { [Team::"t"].contains(principal) };
-    permit(principal == User::"alice", action, resource);
-    """
-    assert set(condition_literals(text)) == {("Config", "global"), ("Team", "t")}
 
 
 # --- equivalence property -------------------------------------------------------------------------
@@ -333,17 +274,31 @@ def test_index_is_equivalent_to_the_whole_set(policies: list[str], cache_keys: i
         (got,) = cedar.authorize([req], subset.policies, handle, None)
         assert got.decision == want.decision, (text, principal, action, resource)
         assert sorted(subset.store_id(p) for p in got.diagnostics.reason) == sorted(want.diagnostics.reason)
-        assert sorted(_to_store_ids(e, subset) for e in got.diagnostics.errors) == sorted(want.diagnostics.errors)
+        assert sorted(subset.store_error(e) for e in got.diagnostics.errors) == sorted(want.diagnostics.errors)
 
 
 def test_split_disagreeing_with_cedar_evaluates_whole_sets(monkeypatch: pytest.MonkeyPatch) -> None:
     """If the statement split ever disagreed with Cedar's numbering, the index would name the
     wrong policies: it then switches itself off and asks Cedar for ids and effects instead."""
-    import meshauth.policy.index as index_module
+
+    import meshauth.policy.scopes as scopes_module
 
     text = '@id("a") permit(principal, action == Action::"a", resource);\nforbid(principal, action, resource);'
-    monkeypatch.setattr(index_module, "statements", lambda _text: ["permit(principal, action, resource);"])
+    monkeypatch.setattr(scopes_module, "statements", lambda _text: ["permit(principal, action, resource);"])
     index = index_of(text)
     assert not index.enabled
     assert index.policies_for(("Action", "zzz"), frozenset(), "User", "Doc") is index.whole
     assert (index.annotations, index.forbids) == ({"policy0": "a"}, frozenset({"policy1"}))
+
+
+def test_subset_error_names_the_store_id_only_at_the_start() -> None:
+    """A subset's error message names its policy by the store's id; a ``policyN`` quoted later in
+    the message (an entity id) is left as written."""
+    subset = Subset(cedar.parse_policies("permit(principal, action, resource);"), ("policy7",))
+    message = 'error while evaluating policy `policy0`: entity `User::"policy0"` does not exist'
+    assert (
+        subset.store_error(message)
+        == 'error while evaluating policy `policy7`: entity `User::"policy0"` does not exist'
+    )
+    assert subset.store_error("some other error") == "some other error"
+    assert Subset(subset.policies).store_error(message) == message  # the whole set: ids are the store's

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import httpx
 
+from meshauth.policy.app import SIGNAL_FILE
+from meshauth.policy.write_signal import WriteSignal
 from tests.policy.conftest import ADMIN, ask, decide, entity, load, push
 
 
@@ -100,7 +103,7 @@ async def test_unknown_store_names_keep_no_lock(make_app) -> None:  # type: igno
         for n in range(50):
             r = await client.post(f"/stores/nope{n}/access/v1/evaluation", json=ask("User:u", "v", "Doc:a"))
             assert r.status_code == 404
-        assert not [name for name in registry._locks if name.startswith("nope")]
+        assert not [name for name in registry.locked_names() if name.startswith("nope")]
 
 
 async def test_unknown_store_is_remembered_briefly(make_app, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -125,58 +128,7 @@ async def test_unknown_store_is_remembered_briefly(make_app, monkeypatch) -> Non
         assert (await client.post(path, json=ask("User:u", "v", "Doc:a"))).status_code == 200
 
 
-def test_policy_literals_are_the_entities_conditions_name() -> None:
-    """Entities named in conditions are loader roots; scope uids and uid-like strings are not."""
-    from meshauth.policy.registry import policy_literals
-
-    text = """
-    forbid(principal in Group::"g", action == Action::"v", resource)
-        when { Config::"global".lockdown && context.s == "Fake::\\"x\\"" }
-        unless { [Team::"t"].contains(principal) };
-    permit(principal == User::"alice", action, resource);
-    """
-    assert set(policy_literals(text)) == {("Config", "global"), ("Team", "t")}
-    assert policy_literals("") == ()
-
-
-def test_policy_ref_hops_is_the_longest_access_chain() -> None:
-    """The loader's reference depth comes from the conditions' longest attribute/tag access chain."""
-    from meshauth.policy.registry import policy_ref_hops
-
-    assert policy_ref_hops("permit(principal, action, resource);") == 0
-    assert policy_ref_hops("forbid(principal, action, resource) when { resource.owner.manager.suspended };") == 3
-    assert policy_ref_hops('permit(principal, action, resource) when { resource.getTag("t") has x };') == 2
-
-
-async def test_a_write_seen_during_a_refresh_gets_its_own_refresh(make_app) -> None:  # type: ignore[no-untyped-def]
-    """A refresh already under way may have read the database before the second write: the worker
-    runs another one after it, instead of answering from the first."""
-    async with make_app(policy_refresh_interval=60.0) as (app, _client):
-        registry = app.state.api.registry
-        signal = registry._signal
-        started: list[int] = []
-        gate = asyncio.Event()
-
-        async def slow_refresh(*, force: bool = False) -> None:
-            started.append(len(started))
-            await gate.wait()
-
-        registry.refresh = slow_refresh
-        other = type(signal)(signal.path)  # another worker on this host
-        other.bump()
-        first = asyncio.create_task(registry._follow_signal(signal))
-        await asyncio.sleep(0)
-        other.bump()  # while the first refresh runs
-        second = asyncio.create_task(registry._follow_signal(signal))
-        for _ in range(5):
-            await asyncio.sleep(0)
-        assert started == [0]  # the second waits for the first to end …
-        gate.set()
-        await asyncio.gather(first, second)
-        assert started == [0, 1]  # … then refreshes again
-
-
-async def test_a_replaced_signal_file_forces_a_refresh_on_the_tick(make_app) -> None:  # type: ignore[no-untyped-def]
+async def test_a_replaced_signal_file_forces_a_refresh_on_the_tick(make_app, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Writes announced in a new signal file (var_dir wiped) were missed: the tick that maps the new
     file looks at the database even when the SQLite files look unchanged."""
     async with make_app(policy_refresh_interval=60.0) as (app, _client):
@@ -195,34 +147,11 @@ async def test_a_replaced_signal_file_forces_a_refresh_on_the_tick(make_app) -> 
         try:
             await asyncio.wait_for(ticked.wait(), 5)
             assert not any(forced)  # same file: ordinary ticks
-            registry._signal.path.unlink()
-            type(registry._signal)(registry._signal.path).bump()  # a new worker makes a new file
+            (tmp_path / SIGNAL_FILE).unlink()  # the fixture's var_dir is tmp_path
+            WriteSignal(tmp_path / SIGNAL_FILE).bump()  # a new worker makes a new file
             await asyncio.wait_for(was_forced.wait(), 5)
         finally:
             ticking.cancel()
-
-
-def test_condition_analysis_never_refuses_what_cedar_accepts() -> None:
-    """Policies Cedar accepts but cannot convert to its typed nodes, escaped literal ids and deep
-    nesting: literals and the reference bound are still found, nothing raises (issue 7 item 4)."""
-    from meshauth.policy.registry import condition_facts
-
-    text = (
-        'permit(principal, action, resource) when { decimal("1", "2", "3") == decimal("1.0") };\n'
-        'forbid(principal, action, resource) when { Config::"a\\"b".lockdown && resource.owner.boss.x };\n'
-        "permit(principal, action, resource) when { " + "(" * 90 + "principal.level > 1" + ")" * 90 + " };"
-    )
-    facts = condition_facts(text)
-    assert facts.literals == (("Config", 'a"b'),)
-    assert facts.ref_hops == 4  # .lockdown, .owner, .boss, .x in one statement: a bound on its chains
-
-
-def test_reference_bound_ignores_method_calls_and_strings() -> None:
-    """``.contains(…)`` and text inside strings are not accesses."""
-    from meshauth.policy.registry import policy_ref_hops
-
-    text = 'permit(principal, action, resource) when { [1].contains(2) && context.s == "a.b.c" };'
-    assert policy_ref_hops(text) == 2  # ``[`` (counted: a set literal or an index) and ``.s``
 
 
 async def test_idle_store_is_unloaded_and_reloaded_on_demand(make_app) -> None:  # type: ignore[no-untyped-def]

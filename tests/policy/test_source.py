@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import cedarpy
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from meshauth.policy.source import Limits, _located, _within, statement_location, statements, syntax_errors
+from meshauth.policy.source import statement_location, statements, syntax_errors
 
 
 def locate(text: str) -> tuple[int, int, str]:
@@ -54,52 +52,3 @@ def test_unterminated_policy_points_at_its_end() -> None:
 def test_unknown_function_points_into_the_policy() -> None:
     """An error found after parsing (unknown function) is reported at the name when it can be found."""
     assert locate("permit(principal, action, resource) when { foo(1) };")[:2] == (1, 44)
-
-
-_PIECES = [
-    "(",
-    ")",
-    "[",
-    "]",
-    "{",
-    "}",
-    ";",
-    "&&",
-    "||",
-    "==",
-    "!=",
-    "<=",
-    ".",
-    "!",
-    "-",
-    "in",
-    "index",
-    "has",
-    "if",
-    "then",
-    "true",
-    '"(;"',
-    "// ((;\n",
-    " ",
-    "\n",
-    "::",
-    "x",
-    "1",
-]
-
-
-@settings(max_examples=400, deadline=None)
-@given(
-    pieces=st.lists(st.sampled_from(_PIECES), max_size=120),
-    sep=st.sampled_from(["", " "]),
-    nesting=st.integers(1, 6),
-    size=st.integers(1, 12),
-)
-def test_limit_check_fast_pass_agrees_with_the_located_one(
-    pieces: list[str], sep: str, nesting: int, size: int
-) -> None:
-    """The quick pass that clears text within the limits and the pass that locates what is over
-    them measure the same (else an upload could slip past the limits)."""
-    text = sep.join(pieces)
-    limits = Limits(max_nesting=nesting, max_expression=size)
-    assert _within(text, limits) == (_located(text, limits) == [])

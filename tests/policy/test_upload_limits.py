@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from meshauth.policy.source import Limits, limit_errors
+from meshauth.policy.source_limits import Limits, limit_errors
 from tests.policy.conftest import ADMIN, ask, decide, push
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -190,9 +190,9 @@ def test_wide_sets_are_not_large_expressions() -> None:
 _AT_THE_LIMITS = r"""
 import asyncio, functools, sys
 from meshauth.policy import cedar
-from meshauth.policy.registry import compile_state
+from meshauth.policy.state import compile_state
 from meshauth.policy.servable import Unservable, checked
-from meshauth.policy.source import Limits
+from meshauth.policy.source_limits import Limits
 from meshauth.policy.stores import StoreRow
 
 text = sys.stdin.read()

@@ -105,7 +105,7 @@ from pathlib import Path
 from meshauth.bench import policy_workload as workload
 from meshauth.policy.cedar import parse_policies
 from meshauth.policy.index import PolicyIndex
-from meshauth.policy.registry import condition_facts
+from meshauth.policy.conditions import condition_facts
 def rss():
     return int(re.search(r"VmRSS:\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1)) / 1024
 n = int(sys.argv[1])

@@ -20,11 +20,14 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meshauth.policy import cedar, stores
-from meshauth.policy.entities import delete_entity, normalize_upload, read_entity, upsert_entities
+from meshauth.policy.entity_store import delete_entity, read_entity, upsert_entities
+from meshauth.policy.entity_upload import normalize_upload
 from meshauth.policy.errors import bad_request, invalid_policy, invalid_schema, not_found, store_not_found
-from meshauth.policy.registry import Compiled, Registry
+from meshauth.policy.registry import Registry
 from meshauth.policy.servable import Unservable, check_schema_text
-from meshauth.policy.source import Limits, Location, SourceError, statement_location, syntax_errors
+from meshauth.policy.source import Location, SourceError, statement_location, syntax_errors
+from meshauth.policy.source_limits import Limits
+from meshauth.policy.state import Compiled
 
 SCHEMA_FORMATS = ("cedar", "json")
 

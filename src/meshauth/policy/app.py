@@ -30,13 +30,15 @@ from meshauth.db import create_engine
 from meshauth.http import ApiError, api_error_handler, internal_error_handler, json_response, unavailable_handler
 from meshauth.policy.admin import Admin
 from meshauth.policy.api import PolicyApi
-from meshauth.policy.entities import EntityCache, EntityLoader
+from meshauth.policy.decision_front import DecisionFront
+from meshauth.policy.entity_cache import EntityCache
+from meshauth.policy.entity_loader import EntityLoader
 from meshauth.policy.evaluator import Evaluator
-from meshauth.policy.fast import DecisionFront
 from meshauth.policy.guard import DecisionGuard
-from meshauth.policy.metrics import track
-from meshauth.policy.registry import IndexSettings, Registry
-from meshauth.policy.source import Limits
+from meshauth.policy.registry import Registry
+from meshauth.policy.source_limits import Limits
+from meshauth.policy.state import IndexSettings
+from meshauth.policy.store_gauges import track
 
 log = logging.getLogger(__name__)
 

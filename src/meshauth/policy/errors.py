@@ -35,10 +35,6 @@ def not_found(what: str) -> ApiError:
     return ApiError(404, "not_found", what)
 
 
-def too_large(what: str, limit: int) -> ApiError:
-    return ApiError(413, "request_too_large", f"{what} is over the limit of {limit}")
-
-
 def invalid_policy(errors: Sequence[SourceError], *, error: str = "invalid_policy") -> ApiError:
     first = errors[0]
     where = f"line {first.location.line}, column {first.location.column}"

@@ -21,11 +21,12 @@ from meshauth import wire
 from meshauth.policy import cedar
 from meshauth.policy.authzen import Query
 from meshauth.policy.cedar import Uid
-from meshauth.policy.entities import EntityLoader, EntityRecord, bare_entity, entity_refs
+from meshauth.policy.entity_loader import EntityLoader
+from meshauth.policy.entity_record import EntityRecord, bare_entity, entity_refs
 from meshauth.policy.index import Subset
-from meshauth.policy.metrics import ENGINE_CALLS
-from meshauth.policy.registry import StoreState
+from meshauth.policy.metrics import ENGINE_CALLS, add_many
 from meshauth.policy.snapshot import Snapshot
+from meshauth.policy.state import StoreState
 
 _NONE: frozenset[Uid] = frozenset()
 
@@ -191,7 +192,7 @@ class Evaluator:
             else:
                 group.append(q)
         self.engine_calls += len(groups)
-        ENGINE_CALLS.counts[("batch",)] += len(groups)
+        add_many(ENGINE_CALLS, len(groups), "batch")
         schema = state.schema
         for key, group in groups.items():
             requests = [cedar.request(q.principal, q.action, q.resource, q.context) for q in group]
@@ -211,7 +212,7 @@ def _decision(state: StoreState, result: cedar.Result, subset: Subset) -> wire.D
         # store's ids, as the whole set would.
         policies = [index.display_id(subset.store_id(pid)) for pid in result.diagnostics.reason]
         if errors:
-            errors = [_to_store_ids(e, subset) for e in errors]
+            errors = [subset.store_error(e) for e in errors]
     allowed = result.decision == "Allow"
     if allowed and errors and index.forbids:
         # Fail closed: a forbid that errored on a missing entity might have applied.
@@ -226,18 +227,6 @@ def _decision(state: StoreState, result: cedar.Result, subset: Subset) -> wire.D
         decision=allowed,
         context=wire.DecisionContext(revision=state.revision, policies=policies, errors=errors),
     )
-
-
-_EVALUATION_ERROR = re.compile(r"error while evaluating policy `(policy\d+)`")
-
-
-def _to_store_ids(message: str, subset: Subset) -> str:
-    """Cedar's only per-policy error form starts with the policy's id; only that id is renamed (an
-    entity id quoted later in the message stays as written)."""
-    m = _EVALUATION_ERROR.match(message)
-    if m is None:
-        return message
-    return f"error while evaluating policy `{subset.store_id(m[1])}`{message[m.end() :]}"
 
 
 _MISSING_ENTITY = re.compile(r"error while evaluating policy `(policy\d+)`: entity `.*` does not exist$", re.DOTALL)

@@ -10,17 +10,9 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from meshauth.policy.cedar import parse_policies
-from meshauth.policy.source import (
-    Limits,
-    Location,
-    SourceError,
-    id_at,
-    limit_errors,
-    location,
-    nesting_errors,
-    statements,
-    syntax_errors,
-)
+from meshauth.policy.schema_depth import SchemaTooDeep, schema_depth
+from meshauth.policy.source import Location, SourceError, id_at, location, statements, syntax_errors
+from meshauth.policy.source_limits import Limits, limit_errors, nesting_errors
 
 _T = TypeVar("_T")
 LOCATE_MAX_STATEMENTS = 1000  # compiling statements one by one to find the culprit: bounded effort
@@ -39,12 +31,26 @@ class Unservable(Exception):
 
 
 def check_schema_text(text: str | None, fmt: str | None, limits: Limits) -> None:
-    """A Cedar-format schema nested past the limit overflows the schema parser's stack. (A JSON
-    schema is refused by its JSON reader's own depth limit of 128, with an error.)"""
+    """A Cedar-format schema nested past the limit overflows the schema parser's stack (a JSON schema
+    is refused by its JSON reader's own depth limit of 128, with an error); and any schema whose types
+    nest past the limit once common types are resolved overflows the value parser (``schema_depth``)."""
     if text and fmt != "json":
         errors = nesting_errors(text, limits.max_nesting)
         if errors:
             raise Unservable("policy_too_complex", errors)
+    if text:
+        # Typed values are parsed recursively against the schema: a type nested deeper than the
+        # limit once common types are resolved would let one decision request crash the worker.
+        try:
+            depth = schema_depth(text, fmt)
+        except SchemaTooDeep as exc:
+            raise Unservable("policy_too_complex", [SourceError(str(exc), Location(1, 1, 0))]) from None
+        if depth > limits.max_nesting:
+            message = (
+                f"the schema's types nest {depth} deep once common types are resolved; "
+                f"the limit is {limits.max_nesting} (policy_max_nesting_depth)"
+            )
+            raise Unservable("policy_too_complex", [SourceError(message, Location(1, 1, 0))])
 
 
 def checked(compile_text: Callable[[str], _T], text: str, limits: Limits) -> _T:

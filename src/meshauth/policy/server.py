@@ -1,29 +1,9 @@
-"""Run the policy service under granian's RSGI interface: ``python -m meshauth.policy.server``.
-
-What ``meshauth serve policy`` runs (``--interface asgi`` there serves the same app over ASGI); RSGI
-reads request bodies natively and measured ~1.7× the request rate of ASGI for a body-reading trivial
-app (docs/performance.md). Migrates the database first, like ``serve``.
-"""
+"""An alias kept for existing deployments: ``python -m meshauth.policy.server`` runs the same launcher
+as ``python -m meshauth.policy`` (``meshauth.policy.__main__``)."""
 
 from __future__ import annotations
 
-from meshauth.config import load_settings
-from meshauth.db import migrate
-from meshauth.granian_server import serve
-
-FACTORY = "meshauth.policy.app:create_app"
-
-
-def serve_rsgi(*, host: str, port: int, workers: int = 1) -> None:
-    """Serve the policy app (RSGI) until interrupted. Blocks."""
-    serve(FACTORY, host=host, port=port, workers=workers, interface="rsgi")
-
-
-def main() -> None:
-    settings = load_settings()
-    migrate(settings.sqlalchemy_url)
-    serve_rsgi(host=settings.policy_host, port=settings.policy_port, workers=settings.policy_workers)
-
+from meshauth.policy.__main__ import main
 
 if __name__ == "__main__":
     main()

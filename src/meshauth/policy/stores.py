@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from meshauth.db.tables import policy_entities, policy_stores, policy_versions
+from meshauth.policy.entity_store import bump_entities_version
 
 DEFAULT_STORE = "default"
 # Whose attribute wins when a decision request's ``properties`` name one the stored entity holds.
@@ -182,11 +183,7 @@ async def delete(conn: AsyncConnection, name: str) -> int:
     """Drop versions, entities and schema; the row stays as a tombstone so revisions never repeat."""
     await conn.execute(sa.delete(policy_versions).where(policy_versions.c.store == name))
     await conn.execute(sa.delete(policy_entities).where(policy_entities.c.store == name))
-    await conn.execute(
-        sa.update(policy_stores)
-        .where(policy_stores.c.name == name)
-        .values(entities_version=policy_stores.c.entities_version + 1)
-    )
+    await bump_entities_version(conn, name)
     return await _bump(
         conn,
         name,

@@ -8,8 +8,9 @@ So the two decision paths are matched and answered here, and everything else goe
 Behaviour is the same as any route's: bounded body reads (413), ``{"error", "error_description"}``
 bodies for client errors, a generic 500 that leaks nothing.
 
-RSGI (``meshauth.policy.rsgi``) is used when the server runs the app with granian's RSGI interface;
-the same object also serves ASGI.
+The same object serves ASGI (``__call__``) and granian's RSGI (``__rsgi__``, what ``meshauth serve
+policy`` runs): under RSGI, decision requests are read and answered natively (``await protocol()``,
+``response_bytes``) and every other request goes to the Starlette app through ``meshauth.rsgi_bridge.forward``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from meshauth.deadlines import BodyDeadline
 from meshauth.http import ApiError, body_read_timeout, body_timed_out, check_length, client_went_away, too_large
 from meshauth.policy.guard import DecisionGuard
-from meshauth.rsgi_bridge import Lifespan
+from meshauth.policy.stores import DEFAULT_STORE
+from meshauth.rsgi_bridge import ERROR_HEADERS, Lifespan, forward, read_body, respond_error
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,7 @@ Handler = Callable[[str, bytes], Awaitable[bytes]]
 
 _encoder = msgspec.json.Encoder()
 JSON = "application/json"
+_JSON_HEADERS = [("content-type", JSON)]
 _SUFFIXES = {"/access/v1/evaluation": "evaluation", "/access/v1/evaluations": "evaluations"}
 _STORE_PREFIX = "/stores/"
 
@@ -40,7 +43,7 @@ def route(path: str) -> tuple[str, str] | None:
     """``(kind, store)`` for a decision path, else None."""
     kind = _SUFFIXES.get(path)
     if kind is not None:
-        return kind, "default"
+        return kind, DEFAULT_STORE
     if path.startswith(_STORE_PREFIX):
         store, slash, rest = path[len(_STORE_PREFIX) :].partition("/")
         kind = _SUFFIXES.get(slash + rest)
@@ -85,8 +88,7 @@ class DecisionFront:
         try:
             return 200, False, await self._handlers[kind](store, body)
         except ApiError as exc:
-            error = {"error": exc.error, "error_description": exc.description, **exc.extra}
-            return exc.status, True, _encoder.encode(error)
+            return exc.status, True, _error_body(exc)
         except Exception:
             log.exception("decision request failed")
             error = {"error": "server_error", "error_description": "internal error; see the service log"}
@@ -106,16 +108,13 @@ class DecisionFront:
         if refused is not None:
             await _send_error(send, refused)
             return
-        extra: list[tuple[bytes, bytes]] = []
         try:
             body = await self._read(scope, receive)
         except ApiError as exc:
-            error = {"error": exc.error, "error_description": exc.description}
-            status, is_error, payload = exc.status, True, _encoder.encode(error)
-            extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()]
-        else:
-            status, is_error, payload = await self.answer(*matched, body)
-        headers = [(b"content-type", JSON.encode()), (b"content-length", str(len(payload)).encode()), *extra]
+            await _send_error(send, exc)
+            return
+        status, is_error, payload = await self.answer(*matched, body)
+        headers = [(b"content-type", JSON.encode()), (b"content-length", str(len(payload)).encode())]
         if is_error:
             headers.append((b"cache-control", b"no-store"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -155,16 +154,38 @@ class DecisionFront:
         self._lifespan.stop(loop)
 
     async def __rsgi__(self, scope: Any, protocol: Any) -> None:
-        from meshauth.policy import rsgi
-
-        await rsgi.handle(self, scope, protocol)
+        if scope.proto != "http":
+            return  # no websockets here
+        matched = route(scope.path) if scope.method == "POST" else None
+        if matched is None:
+            limit = self.body_limit(scope.path, scope.headers.get("authorization"))
+            await forward(self.app, scope, protocol, max_body=limit)
+            return
+        if self.guard is not None:
+            refused = self.guard.check_rsgi(scope.headers)
+            if refused is not None:
+                respond_error(protocol, refused)
+                return
+        try:
+            body = await read_body(scope, protocol, self.max_body)
+        except ApiError as exc:
+            respond_error(protocol, exc)
+            return
+        status, is_error, payload = await self.answer(*matched, body)
+        protocol.response_bytes(status, ERROR_HEADERS if is_error else _JSON_HEADERS, payload)
 
 
 async def _send_error(send: Send, exc: ApiError) -> None:
     """An ApiError with its own headers (``www-authenticate``), as an ASGI response."""
-    payload = _encoder.encode({"error": exc.error, "error_description": exc.description})
+    payload = _error_body(exc)
     headers = [(b"content-type", JSON.encode()), (b"content-length", str(len(payload)).encode())]
     headers.append((b"cache-control", b"no-store"))
     headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()]
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
+
+
+def _error_body(exc: ApiError) -> bytes:
+    """The ``{"error", "error_description", …extra}`` body every error of the front answers with."""
+    encoded: bytes = _encoder.encode({"error": exc.error, "error_description": exc.description, **exc.extra})
+    return encoded

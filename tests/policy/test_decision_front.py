@@ -18,9 +18,9 @@ TOKEN = "rsgi-test-token"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``python -m meshauth.policy.server`` (RSGI) on a free port over a fresh SQLite file."""
+    """``python -m meshauth.policy`` (RSGI) on a free port over a fresh SQLite file."""
     with served(
-        ["-m", "meshauth.policy.server"],
+        ["-m", "meshauth.policy"],
         tmp_path_factory.mktemp("var"),
         TOKEN,
         MESHAUTH_POLICY_MAX_REQUEST_BYTES="4096",
@@ -104,7 +104,7 @@ def test_chunked_bodies_over_rsgi(server: str) -> None:
 
 
 class _Scope:
-    """Just enough of granian's RSGI scope for ``rsgi.handle``."""
+    """Just enough of granian's RSGI scope for ``DecisionFront.__rsgi__``."""
 
     def __init__(self, method: str, path: str, headers: dict[str, str]) -> None:
         self.proto, self.method, self.path, self.headers = "http", method, path, headers
@@ -127,13 +127,11 @@ class _Protocol:
 
 
 async def _post_rsgi(front: Any, path: str, body: bytes, authorization: str | None) -> int | None:
-    from meshauth.policy import rsgi
-
     headers = {"content-type": "application/json", "content-length": str(len(body))}
     if authorization is not None:
         headers["authorization"] = authorization
     protocol = _Protocol(body)
-    await rsgi.handle(front, _Scope("POST", path, headers), protocol)
+    await front.__rsgi__(_Scope("POST", path, headers), protocol)
     return protocol.status
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
 from tests.policy.conftest import ADMIN, ask, decide, entity, load, push
@@ -251,21 +253,26 @@ async def test_get_on_decision_endpoint_is_405(client: httpx.AsyncClient) -> Non
     assert r.json()["error"] == "method_not_allowed"
 
 
-async def test_starlette_route_answers_like_the_front(client: httpx.AsyncClient) -> None:
-    """The Starlette app alone (without the front) answers decisions identically."""
+async def test_starlette_route_answers_like_the_front(make_app: Any) -> None:
+    """The Starlette app alone (without the front) answers both decision endpoints identically."""
     from starlette.applications import Starlette
 
     from tests.policy.conftest import ADMIN
 
-    await push(client, "permit(principal, action, resource);")
-    front = client._transport.app  # type: ignore[attr-defined]
-    inner: Starlette = front.app
-    transport = httpx.ASGITransport(app=inner)
-    async with httpx.AsyncClient(transport=transport, base_url="http://pdp") as direct:
-        via_front = await decide(client, ask("User:u", "view", "Doc:a"))
-        via_starlette = await decide(direct, ask("User:u", "view", "Doc:a"))
-        bad = await direct.post("/stores/nope/access/v1/evaluations", json={"evaluations": []}, headers=ADMIN)
+    async with make_app() as (front, client):
+        await push(client, "permit(principal, action, resource);")
+        inner: Starlette = front.app
+        transport = httpx.ASGITransport(app=inner)
+        batch = {"evaluations": [ask("User:u", "view", "Doc:a"), ask("User:v", "edit", "Doc:b")]}
+        async with httpx.AsyncClient(transport=transport, base_url="http://pdp") as direct:
+            via_front = await decide(client, ask("User:u", "view", "Doc:a"))
+            via_starlette = await decide(direct, ask("User:u", "view", "Doc:a"))
+            batch_front = (await client.post("/stores/default/access/v1/evaluations", json=batch)).json()
+            batch_starlette = (await direct.post("/stores/default/access/v1/evaluations", json=batch)).json()
+            bad = await direct.post("/stores/nope/access/v1/evaluations", json={"evaluations": []}, headers=ADMIN)
     assert via_front == via_starlette
+    assert batch_front == batch_starlette
+    assert [d["decision"] for d in batch_starlette["evaluations"]] == [True, True]
     assert bad.status_code == 404
 
 
@@ -276,3 +283,18 @@ async def test_metrics_count_decisions_and_show_store_revision(client: httpx.Asy
     text = (await client.get("/metrics")).text
     assert 'meshauth_policy_decisions_total{endpoint="evaluation",outcome="allow"}' in text
     assert 'meshauth_policy_store_revision{store="metered"} 1.0' in text
+
+
+async def test_metrics_count_each_decision_of_a_batch_by_outcome(client: httpx.AsyncClient) -> None:
+    """A batch counts one decision per evaluation answered, under its own outcome."""
+    from meshauth.policy.metrics import DECISIONS
+
+    await push(client, 'permit(principal, action == Action::"view", resource);')
+    before = dict(DECISIONS.counts)
+    batch = {
+        "evaluations": [ask("User:u", "view", "Doc:a"), ask("User:u", "view", "Doc:b"), ask("User:u", "edit", "Doc:a")]
+    }
+    r = await client.post("/access/v1/evaluations", json=batch)
+    assert [d["decision"] for d in r.json()["evaluations"]] == [True, True, False]
+    grown = {k: v - before.get(k, 0) for k, v in DECISIONS.counts.items() if v != before.get(k, 0)}
+    assert grown == {("evaluations", "allow"): 2, ("evaluations", "deny"): 1}

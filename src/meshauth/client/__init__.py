@@ -1,0 +1,73 @@
+"""``meshauth.client``: ask the meshauth policy service for decisions, fast and safely.
+
+Layout: ``_client.py`` holds :class:`PolicyClient` (the check path: L1 → single-flight → L2 →
+batcher → call); beside it one private module per mechanism — ``_transport.py`` (the transport
+interface and the aiohttp pool), ``_breaker.py``, ``_retry.py`` (retry budget), ``_keys.py``
+(canonical cache keys), ``_cache.py`` (L1, L2), ``_invalidation.py`` (state announcements across
+processes), ``_metrics.py``, ``_config.py`` (keyword-only, frozen configuration), ``_models.py``
+(Decision, State, Consistency). The batcher and single-flight are shared with other components
+(``meshauth.batching``, ``meshauth.singleflight``). This package imports no service code: only the
+wire types and shared layers (``meshauth.cache``, ``meshauth.bus``, ``meshauth.redis_client``,
+``meshauth.observability``).
+
+Quick use::
+
+    async with PolicyClient(["http://127.0.0.1:8090"], store="default") as client:
+        d = await client.check({"type": "User", "id": "alice"}, "view", {"type": "Doc", "id": "d1"})
+        if d.decision: ...
+"""
+
+from meshauth.client._breaker import CircuitBreaker
+from meshauth.client._client import PolicyClient
+from meshauth.client._config import (
+    DEFAULT_TIMEOUT,
+    BatchConfig,
+    BreakerConfig,
+    CacheConfig,
+    PoolConfig,
+    RetryConfig,
+)
+from meshauth.client._invalidation import StateFollower, announce
+from meshauth.client._models import (
+    FULLY_CONSISTENT,
+    MINIMIZE_LATENCY,
+    REASON_INVALID_REQUEST,
+    REASON_UNAVAILABLE,
+    Check,
+    Consistency,
+    Decision,
+    State,
+    at_least,
+)
+from meshauth.client._retry import RetryBudget
+from meshauth.client._transport import AiohttpTransport, Response, Transport, TransportError
+from meshauth.wire import Resource, Subject
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "FULLY_CONSISTENT",
+    "MINIMIZE_LATENCY",
+    "REASON_INVALID_REQUEST",
+    "REASON_UNAVAILABLE",
+    "AiohttpTransport",
+    "BatchConfig",
+    "BreakerConfig",
+    "CacheConfig",
+    "Check",
+    "CircuitBreaker",
+    "Consistency",
+    "Decision",
+    "PolicyClient",
+    "PoolConfig",
+    "Resource",
+    "Response",
+    "RetryBudget",
+    "RetryConfig",
+    "State",
+    "StateFollower",
+    "Subject",
+    "Transport",
+    "TransportError",
+    "announce",
+    "at_least",
+]

@@ -1,0 +1,121 @@
+"""The two decision cache levels.
+
+L1 (:class:`DecisionL1`): in process, bounded, entries with their own deadlines — the project's
+``ExpiringMap`` (a dict lookup plus a clock read: the ≤ 1 µs hit path). Each entry also keeps its
+*fresh* deadline; past it the entry may still answer, only as a fallback under ``stale_if_error``.
+
+L2 (:class:`DecisionL2`): Redis, shared by every replica. Values are MessagePack (msgspec) — never
+pickle: Redis is shared, and unpickling what another process wrote runs its code. Every Redis error
+or slow answer counts as a miss (or a skipped write): the cache can make checks faster, never fail
+them. The stored value carries its absolute expiry so an L2 hit fills L1 only for what remains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import msgspec
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from meshauth.cache import ExpiringMap
+from meshauth.client._keys import L1Key, l2_key
+from meshauth.client._models import Decision
+
+__all__ = ["DecisionL1", "DecisionL2"]
+
+
+class DecisionL1:
+    def __init__(self, *, maxsize: int, stale_for: float = 0.0, clock: Callable[[], float] = time.time) -> None:
+        self._map: ExpiringMap[L1Key, tuple[Decision, float]] = ExpiringMap(maxsize=maxsize)
+        self._stale_for = stale_for
+        self._clock = clock
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def get(self, key: L1Key) -> Decision | None:
+        now = self._clock()
+        entry = self._map.get(key, now)
+        if entry is None or entry[1] <= now:
+            return None
+        return entry[0]
+
+    def get_stale(self, key: L1Key) -> Decision | None:
+        """A decision past its freshness but within ``stale_for`` of it (only for a fallback)."""
+        entry = self._map.get(key, self._clock())
+        return None if entry is None else entry[0]
+
+    def put(self, key: L1Key, decision: Decision, fresh_until: float) -> None:
+        self._map.set(key, (decision, fresh_until), fresh_until + self._stale_for)
+
+    def clear(self) -> None:
+        self._map.clear()
+
+
+class _Stored(msgspec.Struct, array_like=True, frozen=True):
+    decision: bool
+    reasons: tuple[str, ...]
+    errors: tuple[str, ...]
+    revision: int
+    entities_version: int | None
+    expires_at: float
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(_Stored).decode
+
+
+class DecisionL2:
+    def __init__(self, redis: Redis, *, prefix: str, timeout: float, clock: Callable[[], float] = time.time) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._timeout = timeout
+        self._clock = clock
+
+    async def get(self, key: L1Key) -> tuple[Decision, float] | None:
+        """The decision and its absolute expiry, or None (a miss, a Redis error, or an unreadable value)."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                raw = await self._redis.get(l2_key(self._prefix, key))
+        except (RedisError, OSError, TimeoutError):
+            return None
+        if not isinstance(raw, bytes):
+            return None
+        try:
+            s = _decode(raw)
+        except msgspec.DecodeError:
+            return None
+        # No check of the value's revision against the key's: an entry is keyed by the state it was
+        # *asked* at, which may be newer than the one the answer reports (an announced
+        # entities_version); the key is a SHA-256 of that state and the question, so it cannot
+        # collide with another question's.
+        if s.expires_at <= self._clock():
+            return None
+        d = Decision(
+            decision=s.decision,
+            reasons=s.reasons,
+            errors=s.errors,
+            revision=s.revision,
+            entities_version=s.entities_version,
+            source="l2",
+        )
+        return d, s.expires_at
+
+    async def put(self, key: L1Key, decision: Decision, ttl: float) -> None:
+        assert decision.revision is not None
+        value = _Stored(
+            decision.decision,
+            decision.reasons,
+            decision.errors,
+            decision.revision,
+            decision.entities_version,
+            self._clock() + ttl,
+        )
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._redis.set(l2_key(self._prefix, key), _encode(value), px=max(1, int(ttl * 1000)))
+        except (RedisError, OSError, TimeoutError):
+            return

@@ -1,0 +1,134 @@
+"""Keyword-only, frozen configuration objects with defaults in seconds (and bytes).
+
+Each feature of :class:`PolicyClient` takes one of these; passing ``None`` instead switches the
+feature off (to test it alone, and to measure what it buys). Values are checked here, at the edge,
+with messages that name the field.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "BatchConfig",
+    "BreakerConfig",
+    "CacheConfig",
+    "PoolConfig",
+    "RetryConfig",
+]
+
+# The whole check, queueing and retries included, unless the caller passes its own ``timeout``.
+DEFAULT_TIMEOUT = 0.1
+
+
+def _positive(name: str, value: float) -> None:
+    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, not {value!r}")
+
+
+def _non_negative(name: str, value: float) -> None:
+    if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, not {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchConfig:
+    """Concurrent checks go out as one AuthZEN ``evaluations`` call (see ``meshauth.batching``).
+
+    ``max_batch`` items flush at once; while a batch is in flight new checks wait at most
+    ``max_wait``; with nothing in flight a check goes out on the next loop turn.
+    """
+
+    max_batch: int = 64
+    max_wait: float = 0.002
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.max_batch, int) and 1 <= self.max_batch <= 1024):
+            raise ValueError(f"max_batch must be an integer in 1..1024 (the service's limit), not {self.max_batch!r}")
+        _non_negative("max_wait", self.max_wait)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BreakerConfig:
+    """Closed → open when, over the last ``window`` seconds and at least ``min_calls`` calls, the
+    failure share reaches ``failure_rate``; open for ``open_for`` seconds (calls fail fast); then
+    half-open: at most ``probes`` calls at a time reach the service, ``probes`` successes close it,
+    one failure opens it again."""
+
+    window: float = 10.0
+    min_calls: int = 20
+    failure_rate: float = 0.5
+    open_for: float = 1.0
+    probes: int = 3
+
+    def __post_init__(self) -> None:
+        _positive("window", self.window)
+        _positive("open_for", self.open_for)
+        if not (isinstance(self.min_calls, int) and self.min_calls >= 1):
+            raise ValueError(f"min_calls must be an integer >= 1, not {self.min_calls!r}")
+        if not (isinstance(self.probes, int) and self.probes >= 1):
+            raise ValueError(f"probes must be an integer >= 1, not {self.probes!r}")
+        if not (isinstance(self.failure_rate, int | float) and 0 < self.failure_rate <= 1):
+            raise ValueError(f"failure_rate must be in (0, 1], not {self.failure_rate!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryConfig:
+    """Retries spend a budget: every call earns ``ratio`` of a retry, a retry costs one, and at most
+    ``max_balance`` can be saved up — so retries add at most ``ratio`` extra load (plus the small
+    saved balance), never a storm. A retry is only made while the caller's deadline is ahead, and
+    at most ``max_attempts`` attempts (first included) are made per call."""
+
+    ratio: float = 0.1
+    max_balance: float = 10.0
+    max_attempts: int = 2
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.ratio, int | float) and 0 <= self.ratio <= 1):
+            raise ValueError(f"ratio must be in [0, 1], not {self.ratio!r}")
+        _non_negative("max_balance", self.max_balance)
+        if not (isinstance(self.max_attempts, int) and self.max_attempts >= 1):
+            raise ValueError(f"max_attempts must be an integer >= 1, not {self.max_attempts!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CacheConfig:
+    """Decision cache. L1 is in process (``l1_size`` entries); L2 is Redis, used when the client is
+    given a Redis connection (``l2_timeout`` bounds each Redis call: a slow Redis is a miss, never a
+    failed check). Allows live ``ttl`` seconds, denies ``deny_ttl`` (shorter: a grant that appears
+    should show quickly). ``stale_if_error`` > 0 lets a decision that expired less than that long ago
+    answer when the service cannot (default 0: off — deny instead)."""
+
+    l1_size: int = 10_000
+    ttl: float = 5.0
+    deny_ttl: float = 1.0
+    stale_if_error: float = 0.0
+    l2_prefix: str = "meshauth:decision:"
+    l2_timeout: float = 0.02
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.l1_size, int) and self.l1_size >= 1):
+            raise ValueError(f"l1_size must be an integer >= 1, not {self.l1_size!r}")
+        _positive("ttl", self.ttl)
+        _positive("deny_ttl", self.deny_ttl)
+        _non_negative("stale_if_error", self.stale_if_error)
+        _positive("l2_timeout", self.l2_timeout)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolConfig:
+    """The HTTP/1.1 keep-alive pool: at most ``connections`` per client, idle ones kept
+    ``keepalive`` seconds; a response body over ``max_response_bytes`` is a failed call."""
+
+    connections: int = 64
+    keepalive: float = 30.0
+    max_response_bytes: int = 4 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.connections, int) and self.connections >= 1):
+            raise ValueError(f"connections must be an integer >= 1, not {self.connections!r}")
+        _positive("keepalive", self.keepalive)
+        if not (isinstance(self.max_response_bytes, int) and self.max_response_bytes >= 1024):
+            raise ValueError(f"max_response_bytes must be an integer >= 1024, not {self.max_response_bytes!r}")

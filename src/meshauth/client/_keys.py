@@ -1,0 +1,48 @@
+"""Cache keys from a canonical encoding, never a delimiter-joined string.
+
+Joining parts with a separator lets two different requests share a key when a part contains the
+separator (OpenFGA's decision-cache poisoning, GHSA-8396-jffm-qx4w). Here the request is encoded as a
+MessagePack array with dictionary keys sorted (``order="deterministic"``): each string carries its
+own length, so no choice of ids or properties can make two different requests encode alike, and
+equal requests (whatever the order of their properties) encode the same.
+
+- :func:`request_key` — the question, without the state (single-flight, and the base of both keys);
+- L1 key — ``(revision, entities_version, request_key)``: a tuple of ints and bytes, hashed by Python;
+- :func:`l2_key` — the SHA-256 of the canonical encoding of that tuple, under a prefix: bounded
+  length in Redis whatever the request's size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import msgspec
+
+from meshauth.wire import Resource, Subject
+
+__all__ = ["L1Key", "l2_key", "request_key"]
+
+_encode = msgspec.msgpack.Encoder(order="deterministic").encode
+
+L1Key = tuple[int, int | None, bytes]
+
+
+def request_key(store: str, subject: Subject, action: str, resource: Resource, context: dict[str, Any] | None) -> bytes:
+    return _encode(
+        (
+            store,
+            subject.type,
+            subject.id,
+            subject.properties,
+            action,
+            resource.type,
+            resource.id,
+            resource.properties,
+            context,
+        )
+    )
+
+
+def l2_key(prefix: str, key: L1Key) -> bytes:
+    return prefix.encode() + hashlib.sha256(_encode(key)).hexdigest().encode()

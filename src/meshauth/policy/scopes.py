@@ -1,0 +1,184 @@
+"""Each policy's scope (``principal``, ``action``, ``resource`` constraints), read from its text.
+
+Each statement's head is read by one regular expression (``cedar_syntax.HEAD``). A head the
+expression does not cover (an escaped string, an unusual layout) is converted by Cedar alone (its
+JSON form); a policy neither can analyse is a wildcard and, its effect unknown, counted as a forbid
+(fail closed).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from meshauth.policy.cedar import Uid, policies_json
+from meshauth.policy.cedar_syntax import (
+    HEAD,
+    STRING,
+    UID_PARTS,
+    WS,
+    Unreadable,
+    layout_free,
+    plain,
+    read_uid,
+    statements,
+)
+
+log = logging.getLogger(__name__)
+
+_ID_ANNOTATION = re.compile(rf"@{WS}id\b{WS}(?:\({WS}(?P<value>{STRING}))?")
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What a policy's scope needs of a request. ``None`` fields match anything."""
+
+    action_eq: Uid | None  # ``action == A``
+    action_in: frozenset[Uid] | None  # ``action in [A, B]`` / ``action in A``
+    principal_type: str | None  # None: any type can match (``in E``, a slot, no constraint)
+    resource_type: str | None
+
+    def matches(self, actions: frozenset[Uid], action: Uid, ptype: str, rtype: str) -> bool:
+        if self.principal_type is not None and self.principal_type != ptype:
+            return False
+        if self.resource_type is not None and self.resource_type != rtype:
+            return False
+        if self.action_eq is not None:
+            return self.action_eq == action
+        if self.action_in is not None:
+            return not self.action_in.isdisjoint(actions)
+        return True
+
+
+ANYTHING = Scope(None, None, None, None)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """One statement of the store: Cedar's id, its text, and what the index knows of it."""
+
+    id: str
+    text: str
+    scope: Scope
+    forbid: bool
+    annotation: str | None  # its ``@id``
+    template: bool = False
+
+
+def _entity_type(m: re.Match[str], var: str) -> str | None:
+    if m[f"{var}_is"] is not None:
+        return layout_free(m[f"{var}_is"])
+    if m[f"{var}_op"] == "==" and m[f"{var}_eq"] is not None:
+        return layout_free(m[f"{var}_eq"])
+    return None  # any, ``in E``, or a template slot: can match any type
+
+
+def read_head(pid: str, text: str) -> Policy | None:
+    """The policy as read from its text, or None when the text is beyond the expression."""
+    m = HEAD.match(text)
+    if m is None:
+        return None
+    try:
+        action_eq: Uid | None = None
+        action_in: frozenset[Uid] | None = None
+        if m["action_op"] == "==":
+            action_eq = read_uid(m["action_uid"])
+        elif m["action_op"] == "in":
+            action_in = frozenset({read_uid(m["action_uid"])})
+        elif m["action_list"] is not None:
+            action_in = frozenset(read_uid(u[0]) for u in UID_PARTS.finditer(m["action_list"]))
+        annotation: str | None = None
+        for a in _ID_ANNOTATION.finditer(m["annotations"]):
+            if a["value"] is None:
+                raise Unreadable  # ``@id`` without a value: let Cedar say what it means
+            annotation = plain(a["value"])
+    except Unreadable:
+        return None
+    scope = Scope(action_eq, action_in, _entity_type(m, "principal"), _entity_type(m, "resource"))
+    template = "?principal" in m[0] or "?resource" in m[0]
+    return Policy(pid, text, scope, m["effect"] == "forbid", annotation, template)
+
+
+# --- asking Cedar (its JSON form) for what the expression cannot read ------------------------------
+
+
+class _EstPolicy(msgspec.Struct):
+    effect: str
+    principal: dict[str, Any]
+    action: dict[str, Any]
+    resource: dict[str, Any]
+    annotations: dict[str, str | None] = {}
+
+
+class _Est(msgspec.Struct):
+    staticPolicies: dict[str, _EstPolicy] = {}
+    templates: dict[str, _EstPolicy] = {}
+
+
+_est_decoder = msgspec.json.Decoder(_Est)
+
+
+def _est_uid(e: Any) -> Uid:
+    return (str(e["type"]), str(e["id"]))
+
+
+def _est_type(c: dict[str, Any]) -> str | None:
+    op = c.get("op")
+    if op == "==" and "entity" in c:
+        return str(c["entity"]["type"])
+    if op == "is":
+        return str(c["entity_type"])
+    return None
+
+
+def _est_scope(p: _EstPolicy) -> Scope:
+    action_eq: Uid | None = None
+    action_in: frozenset[Uid] | None = None
+    op = p.action.get("op")
+    if op == "==":
+        action_eq = _est_uid(p.action["entity"])
+    elif op == "in" and "entity" in p.action:
+        action_in = frozenset({_est_uid(p.action["entity"])})
+    elif op == "in":
+        action_in = frozenset(_est_uid(e) for e in p.action["entities"])
+    elif op != "All":
+        return ANYTHING
+    return Scope(action_eq, action_in, _est_type(p.principal), _est_type(p.resource))
+
+
+def ask_cedar(pid: str, text: str) -> Policy:
+    """The policy as Cedar's JSON form describes it; a wildcard (and, effect unknown, treated as a
+    forbid: fail closed) when even that conversion fails."""
+    try:
+        est = _est_decoder.decode(policies_json(text))
+        ((_, p), template) = (
+            (next(iter(est.staticPolicies.items())), False)
+            if est.staticPolicies
+            else (next(iter(est.templates.items())), True)
+        )
+        annotation = p.annotations.get("id")
+        return Policy(pid, text, _est_scope(p), p.effect == "forbid", annotation, template)
+    except Exception:  # noqa: BLE001 - anything Cedar cannot convert is analysed as "matches anything"
+        log.info("policy %s: scope not analysable; it is evaluated for every request", pid)
+        return Policy(pid, text, ANYTHING, True, None)
+
+
+def analyse(text: str) -> list[Policy]:
+    return [read_head(f"policy{n}", s) or ask_cedar(f"policy{n}", s) for n, s in enumerate(statements(text))]
+
+
+def whole_set_facts(text: str, count: int) -> tuple[dict[str, str], set[str]]:
+    """``@id`` annotations and forbid ids from Cedar's JSON form of the whole text; when even that
+    fails, no annotations and every policy counted as a forbid (the missing-entity check then fails
+    closed for all)."""
+    try:
+        est = _est_decoder.decode(policies_json(text))
+    except Exception:  # noqa: BLE001 - see the docstring
+        return {}, {f"policy{n}" for n in range(count)}
+    both = {**est.staticPolicies, **est.templates}
+    annotations = {pid: a for pid, p in both.items() if (a := p.annotations.get("id")) is not None}
+    return annotations, {pid for pid, p in both.items() if p.effect == "forbid"}

@@ -1,0 +1,53 @@
+"""A test transport (no network) that answers like the policy service, and a hand-driven clock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import msgspec
+
+from meshauth.client import Response
+
+Handler = Callable[[str, dict[str, Any]], Awaitable[Response]]
+
+
+class Clock:
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def verdict(item: dict[str, Any], revision: int = 1) -> dict[str, Any]:
+    """The fake policy: allow unless the subject id starts with "x"."""
+    allowed = not item["subject"]["id"].startswith("x")
+    return {"decision": allowed, "context": {"revision": revision, "policies": ["p"] if allowed else [], "errors": []}}
+
+
+class MockTransport:
+    def __init__(self, handler: Handler | None = None, *, revision: int = 1) -> None:
+        self.calls: list[tuple[str, dict[str, Any], dict[str, str]]] = []
+        self.revision = revision
+        self._handler = handler or self._policy
+
+    async def _policy(self, url: str, body: dict[str, Any]) -> Response:
+        if url.endswith("/evaluation"):
+            return Response(200, msgspec.json.encode(verdict(body, self.revision)))
+        out = [verdict(e, self.revision) for e in body["evaluations"]]
+        return Response(200, msgspec.json.encode({"evaluations": out}))
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str], *, timeout: float) -> Response:
+        doc = msgspec.json.decode(body)
+        self.calls.append((url, doc, dict(headers)))
+        async with asyncio.timeout(timeout):
+            return await self._handler(url, doc)
+
+    async def aclose(self) -> None:
+        return None
+
+    @property
+    def checks_sent(self) -> int:
+        return sum(len(d["evaluations"]) if u.endswith("evaluations") else 1 for u, d, _ in self.calls)
