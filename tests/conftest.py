@@ -20,7 +20,7 @@ import pytest
 from redis.asyncio import Redis
 
 from meshauth.db import metadata, migrate
-from meshauth.kv import connect
+from meshauth.redis_client import connect
 
 PG_URL = os.environ.get("MESHAUTH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE_PG = os.environ.get("MESHAUTH_REQUIRE_POSTGRES") == "1"

@@ -8,13 +8,14 @@ import resource
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from meshauth.local.health import NotHealthy, wait_healthy
 
 ADMIN = "served-transport-admin-token-0123456789"
 
@@ -68,17 +69,10 @@ def serve(service: str, interface: str, var: Path, valkey_url: str, **env_extra:
         )
     served = Served(service, interface, port, grpc_port, output)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"meshauth serve {service} exited:\n{served.log()}")
-            try:
-                urllib.request.urlopen(served.url + "/healthz", timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"meshauth serve {service} did not start:\n{served.log()}") from None
-                time.sleep(0.1)
+        try:
+            wait_healthy(served.url + "/healthz", proc, timeout=30, name=f"meshauth serve {service}")
+        except NotHealthy as exc:
+            raise RuntimeError(f"{exc}:\n{served.log()}") from None
         yield served
     finally:
         proc.terminate()

@@ -65,7 +65,7 @@ def test_invalid_settings(kwargs: dict[str, object]) -> None:
 
 def test_admin_token_is_hidden_in_repr() -> None:
     """The admin token never shows in logs."""
-    assert "topsecret" not in repr(Settings(admin_token="topsecret"))  # type: ignore[arg-type]
+    assert "topsecret" not in repr(Settings(admin_token="topsecret"))
 
 
 def test_unsupported_database_scheme() -> None:

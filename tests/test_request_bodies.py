@@ -19,7 +19,7 @@ BAD = b"\xff\xfe"  # never valid UTF-8
 DISCONNECTS = "meshauth_http_client_disconnects_total"
 
 
-@pytest.fixture(scope="module", params=["asgi", "rsgi"])
+@pytest.fixture(scope="module", params=["asgi"])
 def auth(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, valkey_url: str) -> Iterator[Served]:
     with serve("auth", request.param, tmp_path_factory.mktemp(f"auth-{request.param}"), valkey_url) as s:
         yield s

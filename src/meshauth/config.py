@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     decision_api_allowed_principals: tuple[str, ...] = ()
 
     # Transport (transport-ops): connection limits and timeouts of both services' HTTP ports and the
-    # gRPC ext_authz port (seconds, counts). Why each one, and what was measured: meshauth/server.py.
+    # gRPC ext_authz port (seconds, counts). Why each one, and what was measured: meshauth/granian_server.py.
     http_mode: Literal["http1", "auto"] = "http1"  # auto adds h2c, but silent connections never time out
     http_backlog: int = Field(default=4096, ge=128, le=65_535)
     http_max_connections: int = Field(default=10_000, ge=16, le=1_000_000)  # per worker process
@@ -139,6 +139,9 @@ class Settings(BaseSettings):
     jwt_cache_size: int = Field(default=100_000, ge=1)
     session_cache_ttl: float = Field(default=5.0, ge=0)
     key_refresh_interval: float = Field(default=30.0, gt=0)
+    # structure-auth (issue 9): how often each replica drops revocation-mirror entries (revoked jtis,
+    # subject/client cut-offs) whose tokens can no longer verify, so the mirror stays bounded (seconds).
+    denylist_sweep_interval: float = Field(default=60.0, gt=0)
 
     # Sessions (seconds)
     session_cookie_name: str = "meshauth_session"

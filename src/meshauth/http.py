@@ -1,7 +1,8 @@
 """HTTP glue both services share: bounded body reads, machine-readable errors, fast JSON responses.
 
-Every request body meshauth reads goes through a reader here or in ``meshauth.rsgi`` /
-``meshauth.policy.fast`` (the native decision paths), and all of them hold the same rules: refuse
+Every request body meshauth reads goes through a reader here or in ``meshauth.rsgi_bridge`` /
+``meshauth.policy.fast`` (the native decision paths), all built on ``collect_bounded`` and
+``reading_body`` below, so they hold the same rules: refuse
 over the size limit (413) before buffering it, give the whole body ``http_body_read_timeout``
 seconds (408; hyper has no body timer), and treat a client that goes away mid-body as an everyday
 event — counted, logged as one line at most per minute, never a traceback.
@@ -9,9 +10,10 @@ event — counted, logged as one line at most per minute, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -67,11 +69,32 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
         self.extra = dict(extra or {})
 
+    def body(self) -> bytes:
+        return error_body(self.error, self.description, self.extra)
+
     def response(self) -> Response:
-        body: dict[str, Any] = {"error": self.error, "error_description": self.description}
-        body.update(self.extra)
         headers = {"cache-control": "no-store", **self.headers}
-        return json_response(body, status=self.status, headers=headers)
+        return Response(self.body(), status_code=self.status, headers=headers, media_type="application/json")
+
+
+def error_body(error: str, description: str, extra: Mapping[str, Any] | None = None) -> bytes:
+    """The one JSON error body every transport sends: ``{"error", "error_description", **extra}``."""
+    fields: dict[str, Any] = {"error": error, "error_description": description}
+    if extra:
+        fields.update(extra)
+    return _encoder.encode(fields)
+
+
+# What a 500 says, on every transport: nothing about the internals (the traceback goes to the log).
+INTERNAL_ERROR = ("server_error", "internal error; see the service log")
+
+
+def media_type(content_type: str | bytes | None) -> str:
+    """The media type of a ``Content-Type`` value, parameters dropped, lower-cased ("" when absent)."""
+    if content_type is None:
+        return ""
+    text = content_type.decode("latin-1") if isinstance(content_type, bytes) else content_type
+    return text.split(";", 1)[0].strip().lower()
 
 
 def json_response(content: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -148,30 +171,42 @@ def utf8_problem(body: bytes) -> str | None:
     return None
 
 
+async def collect_bounded(chunks: AsyncIterable[bytes], limit: int) -> bytes:
+    """Join ``chunks``, refusing with 413 as soon as they pass ``limit`` bytes (before buffering it all)."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        parts.append(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+@contextlib.contextmanager
+def reading_body(went_away: type[BaseException]) -> Iterator[None]:
+    """Around one body read: the body timeout (408), and ``went_away`` — how the transport says the
+    client left mid-body — turned into the counted 400."""
+    try:
+        with BodyDeadline(_body_read_timeout):
+            yield
+    except went_away:
+        raise client_went_away() from None
+    except TimeoutError:
+        raise body_timed_out() from None
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """Read the body, refusing with 413 as soon as it passes ``limit`` bytes (before buffering it all),
     408 when it takes longer than the body timeout, 400 (counted) when the client leaves mid-body."""
     check_length(request.headers.get("content-length"), limit)
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        with BodyDeadline(_body_read_timeout):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise too_large(limit)
-                chunks.append(chunk)
-    except ClientDisconnect:
-        raise client_went_away() from None
-    except TimeoutError:
-        raise body_timed_out() from None
-    return b"".join(chunks)
+    with reading_body(ClientDisconnect):
+        return await collect_bounded(request.stream(), limit)
 
 
 async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
     """A JSON object body, or a 400/413/415 that says what is wrong."""
-    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media != "application/json":
+    if media_type(request.headers.get("content-type")) != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
     raw = await read_body(request, limit)
     problem = utf8_problem(raw)
@@ -195,18 +230,14 @@ async def api_error_handler(_request: Request, exc: Exception) -> Response:
 
 async def unavailable_handler(_request: Request, exc: Exception) -> Response:
     """A dependency (database, Redis) failed: 503, nothing half-written (each write is one transaction)."""
-    return json_response(
-        {
-            "error": "temporarily_unavailable",
-            "error_description": f"a backing store is unavailable ({type(exc).__name__})",
-        },
-        status=503,
-        headers={"retry-after": "1", "cache-control": "no-store"},
-    )
+    return ApiError(
+        503,
+        "temporarily_unavailable",
+        f"a backing store is unavailable ({type(exc).__name__})",
+        headers={"retry-after": "1"},
+    ).response()
 
 
 async def internal_error_handler(_request: Request, _exc: Exception) -> Response:
     # Never leak internals; the traceback goes to the server log through Starlette's error middleware.
-    return json_response(
-        {"error": "server_error", "error_description": "internal error; see the service log"}, status=500
-    )
+    return Response(error_body(*INTERNAL_ERROR), status_code=500, media_type="application/json")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from redis.asyncio import Redis
 
@@ -108,3 +110,42 @@ async def auth_sqlite(sqlite_url: str, valkey_url: str, redis: Redis, tmp_path: 
     """An auth service on SQLite only, for behaviour that does not depend on the SQL dialect."""
     async for h in start_harness(make_settings(sqlite_url, valkey_url, tmp_path)):
         yield h
+
+
+# Helpers several test modules use (test modules import from here, never from each other).
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def claims(h: Harness, **overrides: Any) -> dict[str, Any]:
+    now = int(time.time())
+    s = h.app.settings
+    base = {
+        "iss": s.issuer,
+        "sub": "mallory",
+        "aud": s.audience,
+        "exp": now + 300,
+        "iat": now,
+        "jti": f"jti-{time.monotonic_ns()}",
+        "client_id": "svc",
+        "scope": "read",
+    }
+    base.update(overrides)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def sign(h: Harness, payload: dict[str, Any], **header: Any) -> str:
+    key = h.app.service.keys.signer
+    headers = {"kid": key.kid, "typ": "at+jwt", **header}
+    return jwt.encode(payload, key.private_key, algorithm=key.alg, headers=headers)
+
+
+async def login(h: Harness) -> str:
+    r = await h.http.post("/v1/sessions", json={"username": "alice", "password": PASSWORD})
+    assert r.status_code == 201, r.text
+    cookie = r.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/" in cookie
+    assert r.json()["access_token"]
+    return r.cookies["meshauth_session"]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -12,9 +13,7 @@ from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, exte
 from google.rpc import code_pb2
 from redis.asyncio import Redis
 
-from tests.auth.conftest import Harness, make_settings, start_harness
-from tests.auth.test_sessions import login
-from tests.auth.test_token_security import claims, sign
+from tests.auth.conftest import Harness, claims, login, make_settings, sign, start_harness
 
 
 @pytest.mark.parametrize("method", ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])
@@ -304,3 +303,17 @@ async def test_bearer_decides_when_cookie_is_present_too(auth_sqlite: Harness) -
     )
     assert r.status_code == 200
     assert r.headers["x-meshauth-subject"] == "svc"
+
+
+async def test_gate_fails_closed_before_revocations_load(
+    sqlite_url: str, valkey_server_factory: Callable[[], Any], tmp_path: Path
+) -> None:
+    """A replica that could not load the revocation list refuses bearer tokens with 503 and is not ready."""
+    server = valkey_server_factory()
+    url = f"redis://127.0.0.1:{server.port}"
+    server.stop()
+    async for h in start_harness(make_settings(sqlite_url, url, tmp_path)):
+        token = h.app.service.issuer.issue(subject="svc", client_id="svc", scope="").token
+        r = await h.gate(token)
+        assert r.status_code == 503
+        assert (await h.http.get("/readyz")).json()["checks"]["revocations"] != "ok"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -52,8 +54,8 @@ async def test_unknown_route_is_404_json_free_of_internals(auth_sqlite: Harness)
 
 
 async def test_readyz_reports_revocations_failing_while_redis_is_gone(
-    sqlite_url: str, valkey_server_factory, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+    sqlite_url: str, valkey_server_factory: Callable[[], Any], tmp_path: Path
+) -> None:
     """The revocation stream is a dependency of its own: with Redis gone it is not reported ok."""
     server = valkey_server_factory()
     async for h in start_harness(make_settings(sqlite_url, f"redis://127.0.0.1:{server.port}", tmp_path)):

@@ -54,7 +54,7 @@ async def fuzz_harness(sqlite_url: str, valkey_url: str, redis: Redis, tmp_path:
         yield h
 
 
-form_values = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=200)
+form_values = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=200)
 form_bodies = st.dictionaries(
     st.sampled_from(
         [
@@ -103,11 +103,11 @@ async def test_fuzzed_json_never_500(fuzz_harness: Harness, path: str, body: obj
 @given(authorization=st.text(max_size=300), cookie=st.text(max_size=300))
 async def test_fuzzed_gate_headers_never_allow(fuzz_harness: Harness, authorization: str, cookie: str) -> None:
     """Random Authorization and Cookie headers are never allowed and never crash the gate."""
-    headers: dict[str, bytes] = {}
+    headers: dict[bytes, bytes] = {}
     for name, value in (("authorization", authorization), ("cookie", cookie)):
         raw = value.encode("latin-1", "ignore").replace(b"\r", b"").replace(b"\n", b"").strip()
         if raw:
-            headers[name] = raw
+            headers[name.encode()] = raw
     r = await fuzz_harness.http.get("/ext_authz/x", headers=headers)
     assert r.status_code == 401
 
@@ -137,7 +137,7 @@ async def test_non_ascii_basic_credentials_are_invalid_client(auth_sqlite: Harne
         r = await h.http.post(
             path,
             content=b"grant_type=client_credentials&token=x",
-            headers={"content-type": "application/x-www-form-urlencoded", "authorization": raw},
+            headers={b"content-type": b"application/x-www-form-urlencoded", b"authorization": raw},
         )
         assert r.status_code == 401, (path, raw)
         assert r.json()["error"] == "invalid_client"
@@ -173,3 +173,11 @@ async def test_admin_api_refuses_scopes_unsafe_in_headers(auth_sqlite: Harness) 
         body = {"client_id": "svc", "client_secret": "longenough", "scopes": [scope]}
         r = await auth_sqlite.http.post("/admin/clients", headers=auth_sqlite.admin, json=body)
         assert r.status_code == 400, scope
+
+
+async def test_deeply_nested_json_body(auth_sqlite: Harness) -> None:
+    """A JSON body nested past the parser's depth is a 400."""
+    body = b"[" * 5000 + b"]" * 5000
+    r = await auth_sqlite.http.post("/v1/sessions", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    assert r.json()["error"] == "invalid_request"

@@ -136,3 +136,15 @@ async def test_wrong_hint_still_finds_token(auth: Harness) -> None:
             "/oauth2/introspect", data={"token": token, "token_type_hint": hint}, headers=basic("svc", SECRET)
         )
         assert r.json()["active"] is True
+
+
+async def test_revoke_with_wrong_hint_still_revokes(auth_sqlite: Harness) -> None:
+    """RFC 7009: an access token revoked with token_type_hint=refresh_token is revoked all the same."""
+    h = auth_sqlite
+    await h.add_client()
+    token = (await h.token())["access_token"]
+    r = await h.http.post(
+        "/oauth2/revoke", data={"token": token, "token_type_hint": "refresh_token"}, headers=basic("svc", SECRET)
+    )
+    assert r.status_code == 200
+    assert (await h.gate(token)).status_code == 401

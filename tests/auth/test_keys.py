@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from redis.asyncio import Redis
 
 from meshauth.auth import keys
 from meshauth.db.tables import signing_keys
-from tests.auth.conftest import Harness, make_settings, start_harness
+from tests.auth.conftest import Harness, claims, make_settings, sign, start_harness
 
 
 async def test_jwks_publishes_the_signer(auth: Harness) -> None:
@@ -132,3 +133,49 @@ async def test_keys_encrypted_at_rest(sqlite_url: str, valkey_url: str, redis: R
     with pytest.raises(RuntimeError, match="MESHAUTH_KEY_ENCRYPTION_KEY"):
         async for _ in start_harness(make_settings(sqlite_url, valkey_url, tmp_path)):
             pass
+
+
+async def test_forged_kids_cause_one_reload(auth_sqlite: Harness) -> None:
+    """Many concurrent unknown kids trigger one key-table reload, not one each."""
+    h = auth_sqlite
+    store = h.app.service.keys
+    loads = 0
+    original = store._load
+
+    async def counting() -> None:
+        nonlocal loads
+        loads += 1
+        await original()
+
+    store._load = counting  # type: ignore[method-assign]
+    store._last_load = 0.0
+    tokens = [sign(h, claims(h), kid=f"forged{i:04d}") for i in range(50)]
+    responses = await asyncio.gather(*(h.gate(t) for t in tokens))
+    assert {r.status_code for r in responses} == {401}
+    assert loads == 1
+
+
+async def test_forged_kid_with_database_down_is_401(auth_sqlite: Harness) -> None:
+    """With the database gone, an unknown kid is still a plain 401 (no 500)."""
+    h = auth_sqlite
+    await h.app.service.engine.dispose()
+    db = Path(h.app.settings.sqlalchemy_url.split(":///", 1)[1])
+    db.unlink()
+    db.mkdir()
+    h.app.service.keys._last_load = 0.0
+    r = await h.gate(sign(h, claims(h), kid="forgedkid"))
+    assert r.status_code == 401
+
+
+async def test_rotation_announcement_reaches_running_replica(auth_sqlite: Harness) -> None:
+    """A 'keys' invalidation makes a running replica load the new signer without waiting for its timer."""
+    h = auth_sqlite
+    from meshauth.auth.service import KEYS_KIND
+    from meshauth.bus.invalidations import publish
+
+    new_kid, _ = await keys.rotate(h.app.service.engine, "ES256", overlap=h.app.service.key_overlap)
+    await publish(h.app.service.redis, h.app.service.rkeys.invalidations, KEYS_KIND, new_kid)
+    deadline = time.monotonic() + 2
+    while h.app.service.keys.signer.kid != new_kid:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)

@@ -263,3 +263,14 @@ async def test_disabled_client_cannot_get_tokens(auth: Harness) -> None:
     r = await auth.http.post("/oauth2/token", data={"grant_type": "client_credentials"}, headers=basic("svc", SECRET))
     assert r.status_code == 401
     assert r.json()["error"] == "invalid_client"
+
+
+async def test_empty_parameter_means_omitted(auth_sqlite: Harness) -> None:
+    """scope= (no value) is treated as no scope parameter: the default scope (RFC 6749 §3.1)."""
+    h = auth_sqlite
+    await h.add_client()
+    r = await h.http.post(
+        "/oauth2/token", data={"grant_type": "client_credentials", "scope": ""}, headers=basic("svc", SECRET)
+    )
+    assert r.status_code == 200
+    assert r.json()["scope"] == "read write"

@@ -7,16 +7,7 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from tests.auth.conftest import PASSWORD, Harness, make_settings, start_harness
-
-
-async def login(h: Harness) -> str:
-    r = await h.http.post("/v1/sessions", json={"username": "alice", "password": PASSWORD})
-    assert r.status_code == 201, r.text
-    cookie = r.headers["set-cookie"]
-    assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/" in cookie
-    assert r.json()["access_token"]
-    return r.cookies["meshauth_session"]
+from tests.auth.conftest import PASSWORD, Harness, login, make_settings, start_harness
 
 
 async def test_session_cookie_passes_gate(auth: Harness) -> None:
@@ -140,3 +131,14 @@ async def test_logout_with_two_session_cookies_is_refused(auth: Harness) -> None
     assert r.status_code == 400
     assert r.json()["error"] == "invalid_request"
     assert (await auth.http.get("/ext_authz/", headers={"cookie": f"meshauth_session={sid}"})).status_code == 200
+
+
+async def test_session_cookie_found_among_odd_cookies(auth_sqlite: Harness) -> None:
+    """Other apps' unusual cookies on the same domain do not hide the session cookie."""
+    h = auth_sqlite
+    await h.add_user()
+    login = await h.http.post("/v1/sessions", json={"username": "alice", "password": PASSWORD})
+    sid = login.cookies["meshauth_session"]
+    for before in ('x={"a":1}', "pref=a b", 'a=b"c', "junk"):
+        r = await h.http.get("/ext_authz/", headers={"cookie": f"{before}; meshauth_session={sid}"})
+        assert r.status_code == 200, before

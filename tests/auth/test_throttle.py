@@ -236,3 +236,40 @@ async def test_right_password_behind_parallel_guesses_does_not_slip_through(
         assert right.status_code == 429
         assert codes.count(400) == 5
         assert codes.count(429) == 24
+
+
+async def test_concurrent_guesses_are_throttled(sqlite_url: str, valkey_url: str, redis: Redis, tmp_path: Path) -> None:
+    """Guesses sent in parallel cannot slip past the per-account limit: attempts are counted first."""
+    settings = make_settings(sqlite_url, valkey_url, tmp_path, throttle_max_per_account=5)
+    async for h in start_harness(settings):
+        await h.add_client()
+        await h.add_user()
+        form = {"grant_type": "password", "username": "alice", "password": "wrong-wrong"}
+        responses = await asyncio.gather(
+            *(h.http.post("/oauth2/token", data=form, headers=basic("svc", SECRET)) for _ in range(30))
+        )
+        codes = [r.status_code for r in responses]
+        assert codes.count(400) <= 5
+        assert codes.count(429) >= 25
+
+
+async def test_trusted_proxy_forwards_the_real_address(
+    sqlite_url: str, valkey_url: str, redis: Redis, tmp_path: Path
+) -> None:
+    """Behind a trusted sidecar, one guesser is throttled by its own address, not everyone's."""
+    settings = make_settings(
+        sqlite_url, valkey_url, tmp_path, throttle_max_per_address=2, trusted_proxies=("10.0.0.0/8",)
+    )
+    async for h in start_harness(settings):  # the harness's peer address is 10.1.2.3
+        await h.add_client()
+        for i in range(3):
+            form = {"grant_type": "password", "username": f"u{i}", "password": "guess-guess"}
+            r = await h.http.post(
+                "/oauth2/token", data=form, headers={**basic("svc", SECRET), "x-forwarded-for": "203.0.113.9"}
+            )
+        assert r.status_code == 429
+        form = {"grant_type": "password", "username": "u9", "password": "guess-guess"}
+        r = await h.http.post(
+            "/oauth2/token", data=form, headers={**basic("svc", SECRET), "x-forwarded-for": "198.51.100.7, 10.0.0.5"}
+        )
+        assert r.status_code == 400

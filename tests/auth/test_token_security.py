@@ -15,34 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from meshauth.auth.tokens import TokenError
-from tests.auth.conftest import Harness
-
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def claims(h: Harness, **overrides: Any) -> dict[str, Any]:
-    now = int(time.time())
-    s = h.app.settings
-    base = {
-        "iss": s.issuer,
-        "sub": "mallory",
-        "aud": s.audience,
-        "exp": now + 300,
-        "iat": now,
-        "jti": f"jti-{time.monotonic_ns()}",
-        "client_id": "svc",
-        "scope": "read",
-    }
-    base.update(overrides)
-    return {k: v for k, v in base.items() if v is not None}
-
-
-def sign(h: Harness, payload: dict[str, Any], **header: Any) -> str:
-    key = h.app.service.keys.signer
-    headers = {"kid": key.kid, "typ": "at+jwt", **header}
-    return jwt.encode(payload, key.private_key, algorithm=key.alg, headers=headers)
+from tests.auth.conftest import Harness, b64, claims, sign
 
 
 def raw_token(header: dict[str, Any], payload: dict[str, Any], signature: bytes = b"") -> str:
@@ -271,3 +244,12 @@ async def test_hostile_alg_text_stays_out_of_headers(auth_sqlite: Harness, alg: 
     assert challenge.isascii()
     assert "\r" not in challenge and "\n" not in challenge
     assert "x-meshauth-subject" not in (await h.gate(token)).headers
+
+
+async def test_deeply_nested_token_header(auth_sqlite: Harness) -> None:
+    """A header of thousands of nested arrays is a 401, not a RecursionError."""
+    h = auth_sqlite
+    for depth in (500, 5000):
+        header = b64(b"[" * depth)
+        r = await h.gate(f"{header}.{b64(b'{}')}.AA")
+        assert r.status_code == 401

@@ -50,7 +50,7 @@ def fake_run(output: str) -> Any:
 
 def test_hey_percentiles_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     """Percentiles convert to milliseconds; non-2xx responses are counted, the token is masked."""
-    monkeypatch.setattr(loadgen.subprocess, "run", fake_run(HEY))
+    monkeypatch.setattr(subprocess, "run", fake_run(HEY))
     r = loadgen.hey("http://x/", rate=3000, workers=12, seconds=5, headers={"authorization": "Bearer abc.def.ghi"})
     assert (r.p50_ms, r.p95_ms, r.p99_ms) == pytest.approx((0.8, 1.4, 3.8))
     assert r.requests == 14965 and r.non_2xx == 15
@@ -59,14 +59,14 @@ def test_hey_percentiles_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_hey_without_percentiles_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     """A run that produced no latency table is an error, not a zero."""
-    monkeypatch.setattr(loadgen.subprocess, "run", fake_run("Error: connection refused"))
+    monkeypatch.setattr(subprocess, "run", fake_run("Error: connection refused"))
     with pytest.raises(RuntimeError, match="percentile"):
         loadgen.hey("http://x/", rate=10, workers=1, seconds=1, headers={})
 
 
 def test_wrk_throughput(monkeypatch: pytest.MonkeyPatch) -> None:
     """wrk's rate, p99 (any unit) and non-2xx count are read."""
-    monkeypatch.setattr(loadgen.subprocess, "run", fake_run(WRK))
+    monkeypatch.setattr(subprocess, "run", fake_run(WRK))
     r = loadgen.wrk("http://x/", connections=32, seconds=5, headers={})
     assert r.rps == pytest.approx(8090.12)
     assert r.p99_ms == pytest.approx(0.812)
@@ -91,10 +91,23 @@ def test_paced_reads_the_lua_summary(monkeypatch: pytest.MonkeyPatch) -> None:
         seen["cmd"] = cmd
         return subprocess.CompletedProcess(cmd, 0, stdout=PACED, stderr="")
 
-    monkeypatch.setattr(loadgen.subprocess, "run", run)
+    monkeypatch.setattr(subprocess, "run", run)
     r = loadgen.paced("http://x/", rate=3000, connections=30, seconds=5, headers={"authorization": "Bearer a.b.c"})
     assert (r.p50_ms, r.p95_ms, r.p99_ms) == pytest.approx((0.261, 0.591, 0.853))
     assert r.non_2xx == 4 and r.requests == 14950
     assert seen["env"]["PACE_MEAN_MS"] == "10.000"
     assert str(loadgen.PACED_LUA) in seen["cmd"]
     assert loadgen.PACED_LUA.exists()
+
+
+def test_parse_wrk_reads_rate_p99_non_2xx_and_socket_errors() -> None:
+    """The one wrk parser both benchmarks use."""
+    report = loadgen.parse_wrk(WRK + "  Socket errors: connect 0, read 2, write 0, timeout 0\n")
+    assert report.rps == pytest.approx(8090.12)
+    assert report.p99_ms == pytest.approx(0.812)
+    assert (report.non_2xx, report.socket_errors) == (7, 1)
+
+
+def test_parse_wrk_without_a_rate_is_an_error() -> None:
+    with pytest.raises(RuntimeError, match="no request rate"):
+        loadgen.parse_wrk("unable to connect to 127.0.0.1:1 Connection refused")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.cli.test_config_errors import meshauth, problem_lines
+from tests.cli.conftest import meshauth, problem_lines
 
 
 def rows(stdout: str) -> dict[str, tuple[str, str]]:

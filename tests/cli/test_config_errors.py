@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.cli.conftest import meshauth, problem_lines
 
 ENTRY_POINTS = [
     ["up", "--no-demo"],
@@ -20,30 +19,6 @@ ENTRY_POINTS = [
     ["entities", "load", "--store", "default", "nothing.json"],
     ["bench", "auth", "--seconds", "1"],
 ]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("MESHAUTH_") and k not in ("REDIS_URL", "DATABASE_URL")
-    }
-    env.update(extra)
-    return env
-
-
-def meshauth(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "meshauth", *args],
-        cwd=tmp_path,
-        env=clean_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def problem_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.strip()]
 
 
 def test_bad_port_is_one_line_naming_the_variable(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from meshauth.config import Settings
@@ -52,7 +54,7 @@ def test_quick_crashes_in_a_row_give_up() -> None:
 def test_failed_restarts_count_toward_giving_up(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
     """A child that cannot be started again stops the stack after MAX_CRASHES_IN_A_ROW attempts."""
     clock = [1000.0]
-    monkeypatch.setattr(stack_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])  # the clock stack.py reads
     monkeypatch.setattr(stack_module, "say", lambda _message: None)
 
     def cannot_start() -> str:

@@ -19,6 +19,7 @@ import pytest
 from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
 
 from meshauth.local.walkthrough import BEGIN, END
+from tests.cli.conftest import free_port
 
 
 def assert_grpc_ext_authz(tmp_path: Path, http_port: int, grpc_port: int) -> None:
@@ -46,12 +47,6 @@ def assert_grpc_ext_authz(tmp_path: Path, http_port: int, grpc_port: int) -> Non
     assert {o.header.key: o.header.value for o in allowed.ok_response.headers}["x-meshauth-subject"] == "demo"
     denied = check({})
     assert denied.denied_response.status.code == 401
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="the printed walkthrough uses curl")

@@ -23,8 +23,7 @@ import psutil
 import pytest
 from redis import Redis
 
-from tests.cli.test_config_errors import clean_env
-from tests.cli.test_up import free_port
+from tests.cli.conftest import clean_env, free_port
 
 RECOVERY_SECONDS = 30
 

@@ -55,7 +55,7 @@ def test_client_imports_no_service_code() -> None:
     root = Path(client.__file__).parent
     for path in root.glob("*.py"):
         text = path.read_text()
-        for banned in ("meshauth.auth", "meshauth.policy", "meshauth.http", "meshauth.server"):
+        for banned in ("meshauth.auth", "meshauth.policy", "meshauth.http", "meshauth.granian_server"):
             assert banned not in text, f"{path.name} imports {banned}"
 
 

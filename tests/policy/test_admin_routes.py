@@ -97,7 +97,7 @@ def test_served_read_only_database_is_a_json_503(tmp_path: Path, sqlite_template
 
 
 class _RsgiScope:
-    """The fields of granian's RSGI scope that ``meshauth.rsgi.forward`` reads."""
+    """The fields of granian's RSGI scope that ``meshauth.rsgi_bridge.forward`` reads."""
 
     proto = "http"
     http_version = "1.1"
@@ -128,7 +128,7 @@ class _RsgiProtocol:
 async def test_uncaught_error_under_rsgi_is_a_json_500(make_app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Through the RSGI bridge (what ``meshauth serve policy`` runs), a bug in an admin route
     answers the JSON 500: Starlette's re-raise no longer escapes before the answer is passed on."""
-    from meshauth.rsgi import forward
+    from meshauth.rsgi_bridge import forward
 
     async def broken(self: Admin, store: str) -> dict[str, Any]:
         raise RuntimeError("secret internals")

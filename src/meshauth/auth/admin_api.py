@@ -11,11 +11,8 @@ from meshauth.admin_token import is_admin
 from meshauth.auth.accounts import (
     AccountError,
     AlreadyExists,
-    check_attributes,
-    check_grant_types,
-    check_name,
-    check_scopes,
-    check_secret,
+    new_client,
+    new_user,
 )
 from meshauth.auth.client_auth import ClientAuthenticator
 from meshauth.auth.offboarding import cut_off, cut_off_client
@@ -56,16 +53,17 @@ class AdminEndpoints:
         body = await read_json_object(request, self._s.settings.max_body_bytes)
         _unknown_fields(body, CLIENT_FIELDS)
         try:
-            client_id = check_name("client_id", body.get("client_id"))
-            secret = check_secret("client_secret", body.get("client_secret"))
-            scopes = check_scopes(body.get("scopes", []))
-            grants = check_grant_types(body.get("grant_types", ["client_credentials"]))
+            new = new_client(
+                body.get("client_id"),
+                body.get("client_secret"),
+                body.get("scopes", []),
+                body.get("grant_types", ["client_credentials"]),
+            )
         except AccountError as exc:
             raise ApiError(400, "invalid_request", str(exc)) from None
         try:
-            client = await self._s.accounts.add_client(
-                client_id, await self._s.passwords.hash_async(secret), scopes, grants
-            )
+            secret_hash = await self._s.passwords.hash_async(new.secret)
+            client = await self._s.accounts.add_client(new.client_id, secret_hash, new.scopes, new.grant_types)
         except AlreadyExists as exc:
             raise ApiError(409, "conflict", str(exc)) from None
         return json_response(client.public(), status=201)
@@ -93,13 +91,12 @@ class AdminEndpoints:
         body = await read_json_object(request, self._s.settings.max_body_bytes)
         _unknown_fields(body, USER_FIELDS)
         try:
-            username = check_name("username", body.get("username"))
-            password = check_secret("password", body.get("password"))
-            attributes = check_attributes(body.get("attributes", {}))
+            new = new_user(body.get("username"), body.get("password"), body.get("attributes", {}))
         except AccountError as exc:
             raise ApiError(400, "invalid_request", str(exc)) from None
         try:
-            user = await self._s.accounts.add_user(username, await self._s.passwords.hash_async(password), attributes)
+            password_hash = await self._s.passwords.hash_async(new.password)
+            user = await self._s.accounts.add_user(new.username, password_hash, new.attributes)
         except AlreadyExists as exc:
             raise ApiError(409, "conflict", str(exc)) from None
         return json_response(user.public(), status=201)

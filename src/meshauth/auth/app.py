@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable
-from typing import Any
 
 import grpc
 import sqlalchemy as sa
@@ -16,27 +15,22 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from meshauth.auth.admin_api import AdminEndpoints
 from meshauth.auth.client_auth import ClientAuthenticator
 from meshauth.auth.extauthz_grpc import start_grpc_server
 from meshauth.auth.extauthz_http import ExtAuthzHttp, is_ext_authz
 from meshauth.auth.gate import Gate
+from meshauth.auth.metrics import INVALIDATION_CONNECTED, JWT_CACHE, REVOKED_TOKENS
 from meshauth.auth.oauth import OAuthEndpoints
 from meshauth.auth.service import AuthService
 from meshauth.auth.session_api import SessionEndpoints
 from meshauth.config import Settings, load_settings
 from meshauth.http import ApiError, api_error_handler, internal_error_handler, json_response, unavailable_handler
-from meshauth.observability.metrics import (
-    INVALIDATION_CONNECTED,
-    JWT_CACHE,
-    REVOKED_TOKENS,
-    metrics_endpoint,
-)
-from meshauth.rsgi import Lifespan, forward
+from meshauth.observability.metrics import metrics_endpoint
 
 log = logging.getLogger(__name__)
-_Scope = dict[str, Any]
 
 
 class AuthApp:
@@ -92,26 +86,11 @@ class AuthApp:
             lifespan=self._lifespan,
         )
 
-    async def __call__(self, scope: _Scope, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and is_ext_authz(scope["path"]):
             await self.ext_authz(scope, receive, send)
         else:
             await self.router(scope, receive, send)
-
-    # --- RSGI (granian's native interface): ext_authz answered natively, the rest through the router ---
-
-    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._rsgi_lifespan = Lifespan(self.router)
-        self._rsgi_lifespan.start(loop)
-
-    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._rsgi_lifespan.stop(loop)
-
-    async def __rsgi__(self, scope: Any, protocol: Any) -> None:
-        if scope.proto == "http" and is_ext_authz(scope.path):
-            await self.ext_authz.rsgi(scope, protocol)
-        else:
-            await forward(self.router, scope, protocol, max_body=self.settings.max_body_bytes)
 
     def running(self) -> contextlib.AbstractAsyncContextManager[None]:
         """Start and stop the service outside an ASGI server (tests, embedding)."""
@@ -161,8 +140,8 @@ class AuthApp:
 
     async def _metrics(self, request: Request) -> Response:
         v = self.service.verifier
-        JWT_CACHE.counts["hit",] = v.cache_hits
-        JWT_CACHE.counts["miss",] = v.cache_misses
+        JWT_CACHE.set(v.cache_hits, "hit")
+        JWT_CACHE.set(v.cache_misses, "miss")
         REVOKED_TOKENS.set(len(self.service.denylist))
         INVALIDATION_CONNECTED.set(1 if self.service.listener.connected else 0)
         return await metrics_endpoint(request)

@@ -16,9 +16,9 @@ from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
 from meshauth.auth.gate import Gate, join_cookies
+from meshauth.auth.metrics import count_gate_decision
 from meshauth.config import Settings
-from meshauth.observability.metrics import GATE_DECISIONS
-from meshauth.server import grpc_connection_cap
+from meshauth.granian_server import grpc_connection_cap
 
 MAX_MESSAGE_BYTES = 1 << 20
 
@@ -62,13 +62,12 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
         verdict = self._gate.screen(authorizations)
         if verdict is None:
             verdict = await self._gate.check(authorizations[0] if authorizations else None, cookie)
+        count_gate_decision("grpc", verdict.credential, verdict.status)
         if verdict.allowed:
-            GATE_DECISIONS.add("grpc", verdict.credential, "allow")
             return external_auth_pb2.CheckResponse(
                 status=status_pb2.Status(code=code_pb2.OK),
                 ok_response=external_auth_pb2.OkHttpResponse(headers=[_header(k, v) for k, v in verdict.headers]),
             )
-        GATE_DECISIONS.add("grpc", verdict.credential, "error" if verdict.status >= 500 else "deny")
         return self._denied(verdict.status, verdict.headers, verdict.reason)
 
     @staticmethod

@@ -6,7 +6,7 @@ from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 
-from meshauth.http import ApiError, read_body
+from meshauth.http import ApiError, media_type, read_body
 
 MAX_FORM_FIELDS = 32
 
@@ -18,7 +18,7 @@ def oauth_error(status: int, error: str, description: str, **headers: str) -> Ap
 
 async def read_form(request: Request, limit: int) -> dict[str, str]:
     """The form as a dict; 400 invalid_request for a wrong media type, bad encoding or repeated parameter."""
-    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    media = media_type(request.headers.get("content-type"))
     if media != "application/x-www-form-urlencoded":
         raise oauth_error(400, "invalid_request", "send the body as application/x-www-form-urlencoded")
     raw = await read_body(request, limit)

@@ -65,9 +65,6 @@ MISSING = Verdict(401, (("www-authenticate", REALM),), "none", "no credential")
 AMBIGUOUS = _refused("bearer", "more than one Authorization header", "invalid_request")
 # Refused before any parsing: a credential longer than the largest token accepted is never valid.
 OVERSIZED = Verdict(401, (("www-authenticate", f'{REALM}, error="invalid_token"'),), "bearer")
-# Under RSGI an Authorization line that is not visible ASCII is present but unreadable: refuse it
-# rather than fall through to the session cookie as if there were no bearer credential.
-UNREADABLE = _refused("bearer", "Authorization header is not visible ASCII", "invalid_request")
 # Two session cookies: the same reasoning as two Authorization lines.
 AMBIGUOUS_COOKIE = _refused("session", "more than one session cookie", "invalid_request")
 

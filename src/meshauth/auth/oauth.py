@@ -12,6 +12,7 @@ from starlette.responses import Response
 from meshauth.auth.accounts import NAME_PATTERN, Client
 from meshauth.auth.client_auth import ClientAuthenticator, client_address, too_many
 from meshauth.auth.forms import oauth_error, read_form
+from meshauth.auth.metrics import TOKENS_ISSUED
 from meshauth.auth.refresh import RefreshError, RefreshGrant, Reused
 from meshauth.auth.revocation import Stamp
 from meshauth.auth.service import AuthService
@@ -69,7 +70,7 @@ class OAuthEndpoints:
         if not await self._s.denylist.unchanged(stamp):
             raise oauth_error(401, "invalid_client", "client is disabled")
         # RFC 6749 §4.4.3: no refresh token for client credentials.
-        return self._token_response(issued.token, scope, None)
+        return self._token_response("client_credentials", issued.token, scope, None)
 
     async def _password(self, request: Request, client: Client, client_stamp: Stamp, form: dict[str, str]) -> Response:
         username, password = form.get("username"), form.get("password")
@@ -89,7 +90,7 @@ class OAuthEndpoints:
         if not await self._s.denylist.unchanged(client_stamp, user_stamp):
             await self._withdraw(refresh)
             raise oauth_error(400, "invalid_grant", "invalid username or password")
-        return self._token_response(issued.token, scope, refresh)
+        return self._token_response("password", issued.token, scope, refresh)
 
     async def _withdraw(self, refresh_token: str) -> None:
         """End a grant whose account was cut off while it was being issued (nothing was handed out)."""
@@ -150,9 +151,11 @@ class OAuthEndpoints:
         if not await self._s.denylist.unchanged(client_stamp, user_stamp):
             await self._withdraw(refresh)
             raise oauth_error(400, "invalid_grant", "the user of this refresh token is gone or disabled")
-        return self._token_response(issued.token, scope, refresh)
+        return self._token_response("refresh_token", issued.token, scope, refresh)
 
-    def _token_response(self, access_token: str, scope: str, refresh_token: str | None) -> Response:
+    def _token_response(self, grant: str, access_token: str, scope: str, refresh_token: str | None) -> Response:
+        # Counted here, once the token is handed out (a grant withdrawn above issued nothing).
+        TOKENS_ISSUED.add(grant)
         body: dict[str, Any] = {
             "access_token": access_token,
             "token_type": "Bearer",

@@ -23,14 +23,16 @@ offboarding steps makes this airtight: SQL first, then the generation, then endi
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
 from meshauth.auth.tokens import Identity
-from meshauth.bus.invalidations import STREAM_MAXLEN, entry
-from meshauth.kv import Keys
+from meshauth.bus.invalidations import append
+from meshauth.redis_client import Keys
 
 KIND = "jti"
 CUTOFF_KIND = "cutoff"
@@ -47,8 +49,11 @@ class Stamp:
 
 
 class Denylist:
-    def __init__(self, redis: Redis, keys: Keys, *, leeway: int, token_ttl: int) -> None:
+    def __init__(
+        self, redis: Redis, keys: Keys, *, leeway: int, token_ttl: int, clock: Callable[[], float] = time.time
+    ) -> None:
         self._redis = redis
+        self._clock = clock  # unix seconds; injected by tests
         self._keys = keys
         self._leeway = leeway
         self._horizon = token_ttl + leeway
@@ -79,7 +84,7 @@ class Denylist:
         until = self._local.get(jti)
         if until is None:
             return False
-        if until < time.time():
+        if until < self._clock():
             # Past exp + leeway the verifier refuses the token anyway; forget the entry.
             self._local.pop(jti, None)
             return False
@@ -96,20 +101,29 @@ class Denylist:
 
     def sweep(self) -> None:
         """Drop entries whose tokens can no longer verify, so the mirror does not grow forever."""
-        now = time.time()
+        now = self._clock()
         self._local = {jti: until for jti, until in self._local.items() if until >= now}
         self._cutoffs = {k: at for k, at in self._cutoffs.items() if at + self._horizon >= now}
+
+    async def sweep_forever(self, interval: float, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        """``sweep`` every ``interval`` seconds until cancelled (the service runs this as a task)."""
+        while True:
+            await sleep(interval)
+            self.sweep()
+
+    def cutoff_count(self) -> int:
+        return len(self._cutoffs)
 
     async def cut_off(self, kind: str, name: str) -> None:
         """Refuse every token issued so far to subject (``kind="sub"``) or client (``kind="client"``) ``name``."""
         key = f"{kind}:{name}"
-        at = int(time.time())
+        at = int(self._clock())
         self.add_cutoff_local(key, at)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.set(self._keys.cutoff(key), str(at), ex=self._horizon)
             pipe.incr(self._keys.generation(key))
             pipe.expire(self._keys.generation(key), GENERATION_TTL)
-            pipe.xadd(self._keys.invalidations, entry(CUTOFF_KIND, key, at), maxlen=STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
+            append(pipe, self._keys.invalidations, CUTOFF_KIND, key, at)
             await pipe.execute()
 
     async def stamp(self, kind: str, name: str) -> Stamp:
@@ -126,11 +140,11 @@ class Denylist:
         """Deny ``jti`` everywhere until its token cannot verify: write the key, announce it, apply it here."""
         until = exp + self._leeway
         self.add_local(jti, until)
-        if until <= time.time():
+        if until <= self._clock():
             return
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.set(self._keys.revoked(jti), str(until), exat=until)
-            pipe.xadd(self._keys.invalidations, entry(KIND, jti, until), maxlen=STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
+            append(pipe, self._keys.invalidations, KIND, jti, until)
             await pipe.execute()
 
     async def snapshot(self) -> None:
@@ -138,7 +152,7 @@ class Denylist:
         fresh = await self._scan(self._keys.revoked(""))
         cutoffs = await self._scan(self._keys.cutoff(""))
         # Keep local additions made while the snapshot ran; they were written to Redis too.
-        now = time.time()
+        now = self._clock()
         fresh.update((jti, until) for jti, until in self._local.items() if until >= now)
         for key, at in self._cutoffs.items():
             cutoffs[key] = max(at, cutoffs.get(key, 0))

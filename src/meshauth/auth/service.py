@@ -23,7 +23,7 @@ from meshauth.auth.tokens import TokenIssuer, TokenVerifier
 from meshauth.bus.invalidations import InvalidationListener
 from meshauth.config import Settings
 from meshauth.db import create_engine
-from meshauth.kv import Keys, connect, resolve_redis_url
+from meshauth.redis_client import Keys, connect, resolve_redis_url
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,8 @@ class AuthService:
         await self.keys.load()
         await self.listener.start()
         self._tasks.append(asyncio.create_task(self._refresh_keys_forever(), name="key-refresh"))
+        sweep = self.denylist.sweep_forever(self.settings.denylist_sweep_interval)
+        self._tasks.append(asyncio.create_task(sweep, name="denylist-sweep"))
 
     async def stop(self) -> None:
         for task in self._tasks:

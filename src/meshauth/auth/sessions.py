@@ -17,8 +17,8 @@ import msgspec
 from cachetools import TTLCache
 from redis.asyncio import Redis
 
-from meshauth.bus.invalidations import STREAM_MAXLEN, entry
-from meshauth.kv import Keys
+from meshauth.bus.invalidations import append
+from meshauth.redis_client import Keys
 
 KIND = "session"
 SESSION_ID_BYTES = 32
@@ -124,7 +124,7 @@ class SessionStore:
         key = self._keys.session(digest)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.getdel(key)
-            pipe.xadd(self._keys.invalidations, entry(KIND, digest), maxlen=STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
+            append(pipe, self._keys.invalidations, KIND, digest)
             raw, _ = await pipe.execute()
         self.evict_local(digest)
         return self._decoder.decode(raw) if raw is not None else None

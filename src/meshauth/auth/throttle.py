@@ -45,7 +45,7 @@ from ipaddress import IPv6Address, IPv6Network, ip_address
 
 from redis.asyncio import Redis
 
-from meshauth.kv import Keys
+from meshauth.redis_client import Keys
 
 # KEYS: known-addresses zset, then per bucket its failure counter and its reservations zset.
 # ARGV: now (ms), reservation id, reservation deadline (ms), address ('' = no known-address exemption),

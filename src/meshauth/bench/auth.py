@@ -83,7 +83,7 @@ async def _revocation_propagation(settings: Settings, redis_url: str, samples: i
 
 
 MODES = ("idle_poll", "plain")
-INTERFACES = ("rsgi", "asgi")  # asgi is what `meshauth serve auth` runs (see cli/serve.py)
+INTERFACES = ("asgi",)  # the auth service is served over ASGI only (see cli/serve.py)
 
 
 def _latency_runs(url: str, *, rate: int, seconds: int, connections: int, headers: dict[str, str]) -> dict[str, Any]:
@@ -114,7 +114,7 @@ def run(*, rate: int = 3000, seconds: int = 10, connections: int = 30) -> dict[s
         for interface in INTERFACES:
             floor_port = free_port()
             floor_cmd = (
-                "from meshauth.server import serve; serve('meshauth.bench.floor:create_app',"
+                "from meshauth.granian_server import serve; serve('meshauth.bench.floor:create_app',"
                 f" host='127.0.0.1', port={floor_port}, interface={interface!r})"
             )
             floor_url = f"http://127.0.0.1:{floor_port}/"
@@ -142,9 +142,9 @@ def run(*, rate: int = 3000, seconds: int = 10, connections: int = 30) -> dict[s
 
         cold_env = {**env, "MESHAUTH_JWT_CACHE_ENABLED": "false"}
         with running(
-            ["-m", "meshauth", "serve", "auth", "--no-migrate", "--interface", "rsgi"], cold_env, f"{base}/healthz"
+            ["-m", "meshauth", "serve", "auth", "--no-migrate", "--interface", "asgi"], cold_env, f"{base}/healthz"
         ):
-            results["cache_off_rsgi"] = _latency_runs(gate, headers=headers, **runs)
+            results["cache_off_asgi"] = _latency_runs(gate, headers=headers, **runs)
 
         results["cold_verify_us"] = asyncio.run(_cold_verify_cost(settings, redis_url, 2000))
         prop = asyncio.run(_revocation_propagation(settings, redis_url, 300))
@@ -166,7 +166,7 @@ def report(r: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     cases = [(f"{c}_{i}", c, i) for i in INTERFACES for c in ("floor", "warm")] + [
-        ("cache_off_rsgi", "cache_off", "rsgi")
+        ("cache_off_asgi", "cache_off", "asgi")
     ]
     for key, name, interface in cases:
         for mode in MODES:
@@ -186,16 +186,16 @@ def report(r: dict[str, Any]) -> str:
             f" max throughput (wrk c=32, closed loop) warm {tw['rps']:.0f} req/s, floor {tf['rps']:.0f} req/s",
         ]
     rows += [
-        f"- cross-check, hey -c 12 -q {r['rate'] // 12} (rsgi, idle_poll): p50 {h['p50_ms']:.2f} ms,"
+        f"- cross-check, hey -c 12 -q {r['rate'] // 12} (asgi, idle_poll): p50 {h['p50_ms']:.2f} ms,"
         f" p95 {h['p95_ms']:.2f} ms, p99 {h['p99_ms']:.2f} ms, {h['rate']:.0f} req/s",
         f"- cold verification (ES256, in-process, cache off): {r['cold_verify_us']:.0f} µs per token",
         f"- revocation A→B propagation: p50 {p['p50']:.2f} ms, p99 {p['p99']:.2f} ms,"
         f" max {p['max']:.2f} ms ({p['samples']} samples)",
         "",
         "Commands:",
-        f"- `{r['warm_rsgi']['idle_poll']['command']}`",
+        f"- `{r['warm_asgi']['idle_poll']['command']}`",
         f"- `{h['command']}`",
-        f"- `{r['max_throughput_warm_rsgi']['command']}`",
+        f"- `{r['max_throughput_warm_asgi']['command']}`",
     ]
     return "\n".join(rows)
 

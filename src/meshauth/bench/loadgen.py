@@ -76,6 +76,34 @@ class Throughput:
     non_2xx: int
 
 
+@dataclass(frozen=True)
+class WrkReport:
+    """What a closed-loop ``wrk --latency`` run printed (the auth and policy benchmarks read it alike)."""
+
+    rps: float
+    p99_ms: float | None  # None when wrk printed no latency distribution
+    non_2xx: int
+    socket_errors: int
+
+
+_WRK_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def parse_wrk(out: str) -> WrkReport:
+    """Read wrk's report; RuntimeError when it printed no request rate (the run failed)."""
+    rps = re.search(r"Requests/sec:\s+([0-9.]+)", out)
+    if rps is None:
+        raise RuntimeError(f"wrk printed no request rate:\n{out}")
+    p99 = re.search(r"99%\s+([0-9.]+)(us|ms|s)\b", out)
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return WrkReport(
+        rps=float(rps.group(1)),
+        p99_ms=float(p99.group(1)) * _WRK_UNITS[p99.group(2)] if p99 else None,
+        non_2xx=int(bad.group(1)) if bad else 0,
+        socket_errors=out.count("Socket errors"),
+    )
+
+
 def wrk(url: str, *, connections: int, seconds: int, headers: dict[str, str]) -> Throughput:
     """Closed-loop maximum throughput (its latencies suffer coordinated omission; use hey for those)."""
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
@@ -83,13 +111,10 @@ def wrk(url: str, *, connections: int, seconds: int, headers: dict[str, str]) ->
         cmd += ["-H", f"{name}: {value}"]
     cmd.append(url)
     out = subprocess.run(pinned(cmd, CLIENT_CORE), capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))  # type: ignore[union-attr]
-    p99 = re.search(r"99%\s+([0-9.]+)(us|ms|s)", out)
-    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-    p99_ms = float(p99.group(1)) * scale[p99.group(2)] if p99 else float("nan")
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    report = parse_wrk(out)
     shown = re.sub(r"Bearer [A-Za-z0-9._-]+", "Bearer $TOKEN", " ".join(pinned(cmd, CLIENT_CORE)))
-    return Throughput(shown, rps, p99_ms, int(bad.group(1)) if bad else 0)
+    p99_ms = report.p99_ms if report.p99_ms is not None else float("nan")
+    return Throughput(shown, report.rps, p99_ms, report.non_2xx)
 
 
 def paced(url: str, *, rate: int, connections: int, seconds: int, headers: dict[str, str]) -> Latency:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from meshauth.bench import policy_workload as workload
-from meshauth.bench.loadgen import CLIENT_CORE, idle_poll, pinned
+from meshauth.bench.loadgen import CLIENT_CORE, idle_poll, parse_wrk, pinned
 from meshauth.bench.processes import free_port, running
 from meshauth.bench.results import save
 
@@ -81,18 +81,15 @@ def _wrk(url: str, bodies: Path, path: str, script: Path, *, seconds: int, conne
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]
     env = {**os.environ, "BENCH_BODIES": str(bodies), "BENCH_PATH": path}
     out = subprocess.run(pinned(cmd, CLIENT_CORE), capture_output=True, text=True, check=True, env=env).stdout
-    rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))  # type: ignore[union-attr]
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    p99 = re.search(r"99%\s+([0-9.]+)(us|ms|s)", out)
-    p95 = re.search(r"P95_US (\d+)", out)
-    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    report = parse_wrk(out)
+    p95 = re.search(r"P95_US (\d+)", out)  # printed by this benchmark's own wrk script
     return {
         "command": f"BENCH_BODIES={bodies.name} BENCH_PATH={path} " + " ".join(pinned(cmd, CLIENT_CORE)),
-        "requests_per_s": rps,
+        "requests_per_s": report.rps,
         "p95_ms_closed_loop": int(p95.group(1)) / 1000 if p95 else None,
-        "p99_ms_closed_loop": float(p99.group(1)) * scale[p99.group(2)] if p99 else None,
-        "non_2xx": int(bad.group(1)) if bad else 0,
-        "errors": out.count("Socket errors"),
+        "p99_ms_closed_loop": report.p99_ms,
+        "non_2xx": report.non_2xx,
+        "errors": report.socket_errors,
     }
 
 
@@ -205,7 +202,9 @@ def run(*, seconds: int, rate: int, bulk: int, compare_index: bool, servers: lis
         # The floor in the same run: a trivial ASGI app under the same server, same load tools.
         port = free_port()
         floor = f"http://127.0.0.1:{port}"
-        code = f"from meshauth.server import serve_asgi; serve_asgi({FLOOR_APP!r}, host='127.0.0.1', port={port})"
+        code = (
+            f"from meshauth.granian_server import serve_asgi; serve_asgi({FLOOR_APP!r}, host='127.0.0.1', port={port})"
+        )
         with running(["-c", code], _env(var, port), floor + "/"):
             results["floor_fixed_rate"] = _driver(floor + "/", files["singles"], rate=rate, seconds=seconds)
             with idle_poll():
@@ -275,7 +274,10 @@ def report(r: dict[str, Any]) -> str:
             f"| p50 {fh['p50_ms']:.2f} ms, p95 {fh['p95_ms']:.2f} ms, p99 {fh['p99_ms']:.2f} ms |",
             f"| floor: trivial ASGI app, max throughput (wrk c=32) | {r['floor_max']['requests_per_s']:,.0f} req/s |",
         ]
-        commands += [f"    # floor: {FLOOR_APP} under meshauth.server.serve_asgi", f"    {r['floor_max']['command']}"]
+        commands += [
+            f"    # floor: {FLOOR_APP} under meshauth.granian_server.serve_asgi",
+            f"    {r['floor_max']['command']}",
+        ]
     if "max_single_index_off" in r:
         lines.append(
             f"| max throughput, single evaluation, scope index off | "

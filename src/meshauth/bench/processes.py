@@ -7,34 +7,17 @@ import os
 import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 from meshauth.bench.loadgen import SERVER_CORE, pinned
+from meshauth.local.health import wait_healthy
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up in {timeout}s")
 
 
 @contextlib.contextmanager
@@ -44,7 +27,7 @@ def running(args: list[str], env: dict[str, str], health_url: str) -> Iterator[s
         pinned([sys.executable, *args], SERVER_CORE), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        wait_http(health_url, proc)
+        wait_healthy(health_url, proc, timeout=60.0)
         yield proc
     finally:
         proc.terminate()

@@ -1,8 +1,11 @@
 """Cross-replica invalidation on one Redis stream, read by every replica (fan-out, no consumer group).
 
 A stream rather than pub/sub: a replica that loses its connection resumes from the last id it saw and
-misses nothing the stream still holds; if it was gone so long that its id was trimmed, it calls
-``on_resync`` to rebuild its state from Redis before reading on.
+misses nothing the stream still holds. It rebuilds its state from Redis (``on_resync``) and reads on
+from the newest id instead when resuming could miss something: at the first connect; when the
+stream no longer holds its last id and something was written since (trimmed: the oldest entry kept
+is newer; or deleted after it); or when the stream is gone or restarted behind its last id (a Redis
+that lost its data).
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ from collections.abc import Awaitable, Callable
 from typing import cast
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.asyncio.client import Pipeline
+from redis.exceptions import RedisError, ResponseError
+from redis.typing import EncodableT, FieldT
 
-from meshauth.kv import connect
+from meshauth.redis_client import connect
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +36,18 @@ Handler = Callable[[str, str, int], None]
 Resync = Callable[[], Awaitable[None]]
 
 
-def entry(kind: str, value: str, exp: int = 0) -> dict[str, str]:
-    """One stream entry: what changed (``kind``), which one (``value``), until when it matters (``exp``)."""
-    return {"k": kind, "v": value, "x": str(exp)}
+def append(pipe: Pipeline, stream: str, kind: str, value: str, exp: int = 0, *, maxlen: int = STREAM_MAXLEN) -> None:
+    """Queue one stream entry on ``pipe`` — what changed (``kind``), which one (``value``), until when it
+    matters (``exp``) — trimming the stream to about ``maxlen`` entries (whole nodes: cheap)."""
+    fields: dict[FieldT, EncodableT] = {"k": kind, "v": value, "x": str(exp)}
+    pipe.xadd(stream, fields, maxlen=maxlen, approximate=True)
 
 
 async def publish(redis: Redis, stream: str, kind: str, value: str, exp: int = 0) -> None:
-    await redis.xadd(stream, entry(kind, value, exp), maxlen=STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
+    """Announce one change on its own (one round trip)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        append(pipe, stream, kind, value, exp)
+        await pipe.execute()
 
 
 class InvalidationListener:
@@ -64,17 +74,24 @@ class InvalidationListener:
             await asyncio.wait_for(self._ready.wait(), timeout=5)
 
     async def stop(self) -> None:
-        if self._task is not None:
+        if self._task is None:
+            return
+        # Cancel until it ends: a listener cancelled while redis-py read a reply after a reconnect
+        # was seen to carry on reading (tests/bus), and a single cancel then waited forever.
+        while not self._task.done():
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait([self._task], timeout=1.0)
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
 
     async def _run(self) -> None:
         backoff = 0.05
+        last_id: bytes | None = None
         while True:
             redis = connect(self._url, socket_timeout=READER_SOCKET_TIMEOUT)
             try:
-                last_id = await self._resync(redis)
+                if last_id is None or not await self._holds_everything_after(redis, last_id):
+                    last_id = await self._resync(redis)
                 self.connected = True
                 self._ready.set()
                 backoff = 0.05
@@ -94,6 +111,26 @@ class InvalidationListener:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
 
+    async def _holds_everything_after(self, redis: Redis, last_id: bytes) -> bool:
+        """True when reading on from ``last_id`` misses nothing written since it."""
+        try:
+            info = await redis.xinfo_stream(self._stream)
+        except ResponseError:  # no such stream: Redis lost it (restarted without persistence, flushed)
+            return False
+        seen = _stream_id(last_id)
+        newest = _stream_id(info["last-generated-id"])
+        if newest == seen:
+            return True  # nothing written since
+        if newest < seen:
+            return False  # a new stream that restarted its ids below ours
+        deleted = info.get("max-deleted-entry-id")  # XDEL (trimming does not move it)
+        if deleted is not None and _stream_id(deleted) > seen:
+            return False
+        # Trimming drops the oldest entries first: while the oldest kept is at or before our last id,
+        # everything after it is still there. (Our own id trimmed too: resync, to be safe.)
+        first = info.get("first-entry")
+        return first is not None and _stream_id(first[0]) <= seen
+
     async def _resync(self, redis: Redis) -> bytes:
         # Take the stream's position first, then rebuild: anything written after the position is read
         # from the stream, anything before it is in the snapshot.
@@ -111,3 +148,9 @@ class InvalidationListener:
             log.warning("ignoring malformed invalidation entry %r", fields)
             return
         self._handler(kind, value, exp)
+
+
+def _stream_id(raw: bytes | str) -> tuple[int, int]:
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)

@@ -20,11 +20,8 @@ from meshauth.auth.accounts import (
     AccountError,
     Accounts,
     AlreadyExists,
-    check_attributes,
-    check_grant_types,
-    check_name,
-    check_scopes,
-    check_secret,
+    new_client,
+    new_user,
 )
 from meshauth.auth.offboarding import cut_off, cut_off_client
 from meshauth.auth.passwords import Passwords
@@ -32,7 +29,7 @@ from meshauth.auth.service import KEYS_KIND, AuthService, key_overlap
 from meshauth.bus.invalidations import publish
 from meshauth.config import Settings, load_settings
 from meshauth.db import create_engine, migrate
-from meshauth.kv import Keys, connect, resolve_redis_url
+from meshauth.redis_client import Keys, connect, resolve_redis_url
 
 app = typer.Typer(help="Users, clients and signing keys.", no_args_is_help=True)
 clients_app = typer.Typer(help="OAuth clients.", no_args_is_help=True)
@@ -80,13 +77,13 @@ def clients_create(
 ) -> None:
     """Register an OAuth client."""
     try:
-        cid, sec = check_name("client_id", client_id), check_secret("client_secret", secret)
-        scopes, grants = check_scopes(list(scope)), check_grant_types(list(grant))
+        new = new_client(client_id, secret, list(scope), list(grant))
     except AccountError as exc:
         raise _fail(str(exc), 2) from None
 
     async def work(_s: Settings, accounts: Accounts, passwords: Passwords) -> dict[str, Any]:
-        return (await accounts.add_client(cid, await passwords.hash_async(sec), scopes, grants)).public()
+        secret_hash = await passwords.hash_async(new.secret)
+        return (await accounts.add_client(new.client_id, secret_hash, new.scopes, new.grant_types)).public()
 
     try:
         _echo(_run(work))
@@ -124,15 +121,15 @@ def users_create(
 ) -> None:
     """Create a user."""
     try:
-        name, pw = check_name("username", username), check_secret("password", password)
-        attrs = check_attributes(json.loads(attributes))
+        new = new_user(username, password, json.loads(attributes))
     except json.JSONDecodeError as exc:
         raise _fail(f"attributes is not JSON: {exc}", 2) from None
     except AccountError as exc:
         raise _fail(str(exc), 2) from None
 
     async def work(_s: Settings, accounts: Accounts, passwords: Passwords) -> dict[str, Any]:
-        return (await accounts.add_user(name, await passwords.hash_async(pw), attrs)).public()
+        password_hash = await passwords.hash_async(new.password)
+        return (await accounts.add_user(new.username, password_hash, new.attributes)).public()
 
     try:
         _echo(_run(work))

@@ -6,25 +6,33 @@ import typer
 
 from meshauth.config import load_settings
 from meshauth.db import migrate
-from meshauth.server import Interface, serve
+from meshauth.granian_server import Interface, serve
 
 app = typer.Typer(help="Run one service in the foreground.", no_args_is_help=True)
 
 MIGRATE = typer.Option(True, "--migrate/--no-migrate", help="Apply migrations first.")
 INTERFACE = typer.Option("rsgi", help="granian interface: rsgi (faster) or asgi.")
-# ext_authz vouches for a request that another service then reads, so the gate must see every
-# header line. Under RSGI granian drops header values that are not visible ASCII (it answered
-# "wontfix" upstream): two Authorization lines, one of them with a byte ≥ 0x80, would look like one.
-# ASGI passes raw bytes. The cost, measured in two runs: 7–12 % of peak req/s, no change in p95.
-AUTH_INTERFACE = typer.Option(
-    "asgi", help="granian interface: asgi, or rsgi (faster, but blind to non-ASCII header lines)."
+# The auth service has one interface, ASGI. ext_authz vouches for a request that another service then
+# reads, so the gate must see every header line; under RSGI granian drops header values that are not
+# visible ASCII (it answered "wontfix" upstream): two Authorization lines, one of them with a byte
+# ≥ 0x80, would look like one. ASGI passes raw bytes. RSGI measured 7–12 % more peak req/s (no change
+# in p95): not worth a second ext_authz implementation that is blind to such lines. The option stays
+# so that scripts passing ``--interface asgi`` keep working; ``rsgi`` is refused with the reason.
+AUTH_INTERFACE = typer.Option("asgi", help="granian interface: asgi (the only one the auth service serves).")
+AUTH_RSGI_REFUSED = (
+    "the auth service is served over ASGI only: under RSGI granian hides header values that are not"
+    " visible ASCII, which ext_authz must see (use --interface asgi, the default)"
 )
 
 
 @app.command("auth")
 def auth(migrate_db: bool = MIGRATE, interface: str = AUTH_INTERFACE) -> None:
     """The auth service: OAuth 2.0 endpoints, sessions, Envoy ext_authz (HTTP here, gRPC on grpc_port)."""
-    _serve("auth", migrate_db, interface)
+    if interface == "rsgi":
+        raise typer.BadParameter(AUTH_RSGI_REFUSED, param_hint="--interface")
+    if interface != "asgi":
+        raise typer.BadParameter(f"interface must be asgi, not {interface!r}", param_hint="--interface")
+    _serve("auth", migrate_db, "asgi")
 
 
 @app.command("policy")

@@ -7,7 +7,7 @@ interface and the aiohttp pool), ``_breaker.py``, ``_retry.py`` (retry budget), 
 processes), ``_metrics.py``, ``_config.py`` (keyword-only, frozen configuration), ``_models.py``
 (Decision, State, Consistency). The batcher and single-flight are shared with other components
 (``meshauth.batching``, ``meshauth.singleflight``). This package imports no service code: only the
-wire types and shared layers (``meshauth.cache``, ``meshauth.bus``, ``meshauth.kv``,
+wire types and shared layers (``meshauth.cache``, ``meshauth.bus``, ``meshauth.redis_client``,
 ``meshauth.observability``).
 
 Quick use::

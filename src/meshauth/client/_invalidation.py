@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 from meshauth.bus.invalidations import InvalidationListener, publish
 from meshauth.client._client import PolicyClient
 from meshauth.client._models import State
-from meshauth.kv import connect
+from meshauth.redis_client import connect
 
 __all__ = ["KIND", "StateFollower", "announce"]
 

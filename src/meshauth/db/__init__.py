@@ -1,6 +1,6 @@
 """The system of record: SQLAlchemy 2 (async) tables and Alembic migrations, SQLite or PostgreSQL."""
 
-from meshauth.db.engine import create_engine, migrate, session_factory
+from meshauth.db.engine import create_engine, migrate
 from meshauth.db.tables import metadata
 
-__all__ = ["create_engine", "metadata", "migrate", "session_factory"]
+__all__ = ["create_engine", "metadata", "migrate"]

@@ -20,14 +20,13 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 
 from meshauth.config import Settings
 from meshauth.local.children import describe_exit, detach_from_terminal, kill_group
+from meshauth.local.health import wait_healthy
 from meshauth.local.valkey import EmbeddedValkey
 
 READY_TIMEOUT = 60.0
@@ -132,18 +131,7 @@ class Stack:
         self.supervised[name] = Supervised(name, start, exit_code, cleanup)
 
     def wait_ready(self, name: str, url: str) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.children[name].poll() is not None:
-                raise RuntimeError(f"{name} exited with {self.children[name].returncode} while starting")
-            try:
-                with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback URL we built
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{name} did not answer {url} within {READY_TIMEOUT:.0f}s")
+        wait_healthy(url, self.children[name], timeout=READY_TIMEOUT, name=name)
 
     def run_until_stopped(self) -> int:
         def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -1,11 +1,12 @@
-"""Metric objects, defined once per process. Labels are small closed sets; never a user or token value."""
+"""Metric machinery every service shares; each service defines its own metrics (``auth.metrics``,
+``policy.metrics``). Labels are small closed sets; never a user or token value."""
 
 from __future__ import annotations
 
 import collections
 from collections.abc import Iterator
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from prometheus_client.core import CounterMetricFamily
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,24 +29,18 @@ class IntCounters:
     def add(self, *labels: str) -> None:
         self.counts[labels] += 1
 
+    def set(self, value: int, *labels: str) -> None:
+        """Publish a count kept elsewhere (a hot-path object's own int), read at scrape time."""
+        self.counts[labels] = value
+
+    def value(self, *labels: str) -> int:
+        return self.counts[labels]
+
     def collect(self) -> Iterator[CounterMetricFamily]:
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
         for labels, count in sorted(self.counts.items()):
             family.add_metric(list(labels), count)
         yield family
-
-
-GATE_DECISIONS = IntCounters(
-    "meshauth_gate_decisions",
-    "ext_authz checks answered, by transport, credential kind and outcome.",
-    ["transport", "credential", "outcome"],
-)
-TOKENS_ISSUED = Counter("meshauth_tokens_issued_total", "Access tokens issued, by grant.", ["grant"])
-JWT_CACHE = IntCounters("meshauth_jwt_cache", "JWT validation cache lookups.", ["result"])
-REVOKED_TOKENS = Gauge("meshauth_denylist_size", "Revoked jtis mirrored in this process.")
-INVALIDATION_CONNECTED = Gauge(
-    "meshauth_invalidation_stream_connected", "1 while this process follows the invalidation stream."
-)
 
 
 async def metrics_endpoint(_request: Request) -> Response:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from meshauth.config import load_settings
 from meshauth.db import migrate
-from meshauth.server import serve
+from meshauth.granian_server import serve
 
 FACTORY = "meshauth.policy.app:create_app"
 

@@ -4,7 +4,7 @@
 Errors follow the auth service's contract: ``ApiError`` → its status, a database failure (down,
 read-only) → 503 ``temporarily_unavailable``, anything else → the generic JSON 500. Starlette's
 outermost error middleware sends that 500 and then re-raises the exception for the server to log;
-under RSGI the re-raise escaped ``meshauth.rsgi.forward`` before it passed the response on, so the
+under RSGI the re-raise escaped ``meshauth.rsgi_bridge.forward`` before it passed the response on, so the
 client got an empty 500. ``_Contained`` sits inside it, logs the error once and answers the JSON 500
 itself, so nothing is re-raised.
 """

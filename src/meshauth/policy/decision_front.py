@@ -10,7 +10,7 @@ bodies for client errors, a generic 500 that leaks nothing.
 
 The same object serves ASGI (``__call__``) and granian's RSGI (``__rsgi__``, what ``meshauth serve
 policy`` runs): under RSGI, decision requests are read and answered natively (``await protocol()``,
-``response_bytes``) and every other request goes to the Starlette app through ``meshauth.rsgi.forward``.
+``response_bytes``) and every other request goes to the Starlette app through ``meshauth.rsgi_bridge.forward``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from meshauth.deadlines import BodyDeadline
 from meshauth.http import ApiError, body_read_timeout, body_timed_out, check_length, client_went_away, too_large
 from meshauth.policy.guard import DecisionGuard
 from meshauth.policy.stores import DEFAULT_STORE
-from meshauth.rsgi import ERROR_HEADERS, Lifespan, forward, read_body, respond_error
+from meshauth.rsgi_bridge import ERROR_HEADERS, Lifespan, forward, read_body, respond_error
 
 log = logging.getLogger(__name__)
 

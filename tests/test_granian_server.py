@@ -1,4 +1,4 @@
-"""Connection limits and timeouts of both services as served (``meshauth.server``): thousands of idle
+"""Connection limits and timeouts of both services as served (``meshauth.granian_server``): thousands of idle
 connections do not lock clients out, and silent, idle, slowloris and slow-body clients are cut off."""
 
 from __future__ import annotations
@@ -18,7 +18,13 @@ import pytest
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
 from meshauth.config import Settings
-from meshauth.server import FD_RESERVE, admitted_connections, connection_permits, grpc_connection_cap, raise_fd_limit
+from meshauth.granian_server import (
+    FD_RESERVE,
+    admitted_connections,
+    connection_permits,
+    grpc_connection_cap,
+    raise_fd_limit,
+)
 from tests.served import ADMIN, Served, call, metric, serve
 from tests.served import raise_fd_limit as let_test_hold
 
@@ -160,9 +166,7 @@ BODY_PATHS = {
 }
 
 
-@pytest.mark.parametrize(
-    ("service", "interface"), [("auth", "asgi"), ("auth", "rsgi"), ("policy", "rsgi"), ("policy", "asgi")]
-)
+@pytest.mark.parametrize(("service", "interface"), [("auth", "asgi"), ("policy", "rsgi"), ("policy", "asgi")])
 def test_a_body_that_stalls_is_answered_408_after_the_body_timeout(
     service: str, interface: str, tmp_path: Path, valkey_url: str
 ) -> None:
@@ -247,7 +251,7 @@ def test_a_low_fd_limit_lowers_the_connection_limit_and_says_so(caplog: pytest.L
     wanted = 1_000_000
     if fd_limit >= wanted + FD_RESERVE:
         pytest.skip(f"the open-file limit here ({fd_limit}) holds {wanted} connections")
-    with caplog.at_level(logging.WARNING, logger="meshauth.server"):
+    with caplog.at_level(logging.WARNING, logger="meshauth.granian_server"):
         permits = admitted_connections(Settings(http_max_connections=wanted))
     assert permits == fd_limit - FD_RESERVE
     assert [r.getMessage() for r in caplog.records if "open-file limit" in r.getMessage()]
@@ -283,7 +287,7 @@ def test_grpc_connections_get_the_file_descriptors_the_http_port_leaves(caplog: 
     if soft >= 1_000_000:
         pytest.skip(f"the open-file limit here ({soft}) holds a million gRPC connections")
     settings = Settings(http_max_connections=16, grpc_max_connections=1_000_000)
-    with caplog.at_level(logging.WARNING, logger="meshauth.server"):
+    with caplog.at_level(logging.WARNING, logger="meshauth.granian_server"):
         assert grpc_connection_cap(settings) == soft - FD_RESERVE - 16
     assert [r for r in caplog.records if "gRPC connections" in r.getMessage()]
     assert grpc_connection_cap(Settings(http_max_connections=16, grpc_max_connections=100)) == 100

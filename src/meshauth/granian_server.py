@@ -32,7 +32,7 @@ The limits:
   and never race a server-side close; mesh sidecars should idle out upstream connections sooner
   (DestinationRule ``connectionPool.http.idleTimeout``).
 - ``http_body_read_timeout`` (30 s): hyper has no body timer, so our body readers
-  (``meshauth.http``, ``meshauth.rsgi``, ``meshauth.policy.fast``) give the whole body this long
+  (``meshauth.http``, ``meshauth.rsgi_bridge``, ``meshauth.policy.fast``) give the whole body this long
   and answer 408 after it.
 - ``http_max_connections`` (10,000 per worker): the backpressure permits. Sized well above any
   honest client population (a few sidecar pools) and far above 2,300; an idle connection costs a

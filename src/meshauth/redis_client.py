@@ -1,4 +1,4 @@
-"""The Redis/Valkey connection: one async client per process, keys under the configured prefix."""
+"""The Redis/Valkey client: one async connection per process, and every key meshauth writes (under the prefix)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,34 @@
+"""The auth service's metrics. Labels are small closed sets; never a user or token value.
+
+Counters are plain ints read at scrape time (``observability.metrics.IntCounters``); call sites
+change them through the functions and methods here, never through their internals.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Gauge
+
+from meshauth.observability.metrics import IntCounters
+
+GATE_DECISIONS = IntCounters(
+    "meshauth_gate_decisions",
+    "ext_authz checks answered, by transport, credential kind and outcome.",
+    ["transport", "credential", "outcome"],
+)
+TOKENS_ISSUED = IntCounters("meshauth_tokens_issued", "Access tokens issued, by grant.", ["grant"])
+JWT_CACHE = IntCounters("meshauth_jwt_cache", "JWT validation cache lookups.", ["result"])
+REVOKED_TOKENS = Gauge("meshauth_denylist_size", "Revoked jtis mirrored in this process.")
+INVALIDATION_CONNECTED = Gauge(
+    "meshauth_invalidation_stream_connected", "1 while this process follows the invalidation stream."
+)
+
+
+def gate_outcome(status: int) -> str:
+    """An ext_authz answer as a metric outcome: 200 allows, 5xx is an error (fail closed), else a deny."""
+    if status == 200:
+        return "allow"
+    return "error" if status >= 500 else "deny"
+
+
+def count_gate_decision(transport: str, credential: str, status: int) -> None:
+    GATE_DECISIONS.add(transport, credential, gate_outcome(status))
