@@ -6,8 +6,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -19,6 +17,7 @@ from starlette.applications import Starlette
 
 from meshauth.config import Settings, load_settings
 from meshauth.db import create_engine
+from meshauth.local.health import wait_healthy
 from meshauth.policy import stores
 from meshauth.policy.app import create_app
 from meshauth.policy.decision_front import DecisionFront
@@ -140,15 +139,7 @@ def served(args: list[str], var: Path, token: str, **env_extra: str) -> Iterator
     proc = subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(url + "/healthz", timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"{args} did not start") from None
-                time.sleep(0.1)
+        wait_healthy(url + "/healthz", proc, timeout=30)
         yield url
     finally:
         proc.terminate()

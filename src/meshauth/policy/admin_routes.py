@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from meshauth.admin_token import is_admin, read_admin_token
 from meshauth.config import Settings
-from meshauth.http import json_response, read_body
+from meshauth.http import json_response, media_type, read_body
 from meshauth.policy.admin import SCHEMA_FORMATS, Admin
 from meshauth.policy.errors import bad_request, not_found, not_json, unauthorized
 from meshauth.policy.names import check_store, check_uid
@@ -31,7 +31,7 @@ def _store(request: Request) -> str:
 
 
 def _media(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return media_type(request.headers.get("content-type"))
 
 
 def _decode_json(raw: bytes) -> Any:

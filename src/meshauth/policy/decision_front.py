@@ -23,7 +23,16 @@ import msgspec
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from meshauth.deadlines import BodyDeadline
-from meshauth.http import ApiError, body_read_timeout, body_timed_out, check_length, client_went_away, too_large
+from meshauth.http import (
+    INTERNAL_ERROR,
+    ApiError,
+    body_read_timeout,
+    body_timed_out,
+    check_length,
+    client_went_away,
+    error_body,
+    too_large,
+)
 from meshauth.policy.guard import DecisionGuard
 from meshauth.policy.stores import DEFAULT_STORE
 from meshauth.rsgi_bridge import ERROR_HEADERS, Lifespan, forward, read_body, respond_error
@@ -88,11 +97,10 @@ class DecisionFront:
         try:
             return 200, False, await self._handlers[kind](store, body)
         except ApiError as exc:
-            return exc.status, True, _error_body(exc)
+            return exc.status, True, exc.body()
         except Exception:
             log.exception("decision request failed")
-            error = {"error": "server_error", "error_description": "internal error; see the service log"}
-            return 500, True, _encoder.encode(error)
+            return 500, True, error_body(*INTERNAL_ERROR)
 
     # --- ASGI ----------------------------------------------------------------------------------
 
@@ -121,7 +129,9 @@ class DecisionFront:
         await send({"type": "http.response.body", "body": payload})
 
     async def _read(self, scope: Scope, receive: Receive) -> bytes:
-        """The body, bounded like every reader's (``meshauth.http``): 413, 408, counted 400 on disconnect."""
+        """The body, bounded like every reader's (``meshauth.http``): 413, 408, counted 400 on disconnect.
+        Not ``http.collect_bounded``: this is the decision hot path, and a body that arrives in one
+        message (nearly all of them) is returned without an async iterator or a join."""
         limit = self.max_body
         for name, value in scope["headers"]:
             if name == b"content-length":
@@ -177,15 +187,9 @@ class DecisionFront:
 
 async def _send_error(send: Send, exc: ApiError) -> None:
     """An ApiError with its own headers (``www-authenticate``), as an ASGI response."""
-    payload = _error_body(exc)
+    payload = exc.body()
     headers = [(b"content-type", JSON.encode()), (b"content-length", str(len(payload)).encode())]
     headers.append((b"cache-control", b"no-store"))
     headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()]
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
-
-
-def _error_body(exc: ApiError) -> bytes:
-    """The ``{"error", "error_description", …extra}`` body every error of the front answers with."""
-    encoded: bytes = _encoder.encode({"error": exc.error, "error_description": exc.description, **exc.extra})
-    return encoded
