@@ -36,7 +36,8 @@ async def test_different_keys_run_separately() -> None:
         await asyncio.sleep(0)
         return k
 
-    assert await asyncio.gather(sf.do("a", lambda: work_for("a")), sf.do("b", lambda: work_for("b"))) == ["a", "b"]
+    results = await asyncio.gather(sf.do("a", lambda: work_for("a")), sf.do("b", lambda: work_for("b")))
+    assert list(results) == ["a", "b"]
     assert sf.joins == 0
 
 

@@ -12,6 +12,7 @@ from functools import cached_property
 from ipaddress import ip_network
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -220,6 +221,8 @@ class Settings(BaseSettings):
         # configuration error reported with the others, not a traceback from deep inside a command.
         if v is not None:
             async_database_url(v)
+            if not v.startswith("sqlite"):
+                check_url_address(v, "postgresql://user:password@host:5432/db")
         return v
 
     @field_validator("redis_url")
@@ -231,6 +234,8 @@ class Settings(BaseSettings):
                 f"unsupported Redis URL scheme {scheme!r}; expected redis://host:port/db, rediss://… (TLS),"
                 " valkey://host:port or unix:///path/to/socket"
             )
+        if v is not None and not v.startswith("unix://"):
+            check_url_address(v, "redis://host:6379/0")
         return v
 
     @field_validator("issuer")
@@ -293,6 +298,23 @@ def async_database_url(url: str) -> str:
         f"unsupported database URL scheme {url.split(':', 1)[0]!r}; expected postgresql://user:password@host:5432/db"
         " or sqlite:///path/to/file.db"
     )
+
+
+def check_url_address(url: str, example: str) -> None:
+    """Raise ValueError unless the URL's host parses and its port, when given, is a number from 1 to 65535.
+
+    Checked at load so that a port like ``notaport`` or ``99999``, or an unclosed ``[::1``, is a configuration
+    error naming the variable, not a ValueError traceback from the driver when it first connects (or a
+    worker that crash-loops on it).
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError for a port that is not a number or is above 65535
+        parts.hostname  # noqa: B018 - parsed for its ValueError (a bracketed host that is not an IPv6 address)
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL ({exc}); expected {example}") from None
+    if port == 0:
+        raise ValueError(f"port 0 is not a port to connect to; expected a port from 1 to 65535, e.g. {example}")
 
 
 class ConfigError(Exception):

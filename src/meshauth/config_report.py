@@ -20,7 +20,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 import annotated_types
 from pydantic import SecretStr, ValidationError
@@ -37,6 +36,8 @@ NOT_SETTINGS = frozenset(
 # Field names holding credentials whose type is not SecretStr: shown masked all the same.
 SECRET_WORDS = ("token", "secret", "password", "credential")
 MASK = "***"
+# URL query parameters whose names contain one of these are credentials (password, sslkey, auth_token).
+SECRET_PARAMETER_WORDS = ("pass", "secret", "token", "key")
 PREFIX = "meshauth: configuration error: "
 
 # What an unset optional setting means, so ``config check`` shows the effective choice.
@@ -280,19 +281,32 @@ def is_secret(name: str, value: object) -> bool:
 
 
 def mask_url(text: str) -> str:
-    """``scheme://user:password@host/…`` → ``scheme://user:***@host/…``; anything else unchanged."""
-    if "://" not in text:
+    """``scheme://user:password@host/…?password=…`` → ``scheme://user:***@host/…?password=***``.
+
+    Split by hand, not with ``urlsplit``: an invalid URL (an unclosed ``[::1``) is shown in its problem line
+    and must be masked all the same. Drivers also read credentials from query parameters (libpq's
+    ``password``, ``sslkey``; redis-py's ``password``), so those are masked by name too.
+    """
+    scheme, sep, rest = text.partition("://")
+    if not sep:
         return text
-    try:
-        parts = urlsplit(text)
-        password = parts.password
-    except ValueError:
-        return text
-    if not password:
-        return text
-    userinfo, _at, hostinfo = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{hostinfo}"))
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    netloc, tail = rest[:end], rest[end:]
+    userinfo, at, hostinfo = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:{MASK}@{hostinfo}"
+    path, qmark, query = tail.partition("?")
+    if qmark:
+        query, hash_mark, fragment = query.partition("#")
+        query = "&".join(_mask_parameter(p) for p in query.split("&")) + hash_mark + fragment
+    return f"{scheme}://{netloc}{path}{qmark}{query}"
+
+
+def _mask_parameter(parameter: str) -> str:
+    name, eq, _value = parameter.partition("=")
+    if eq and any(word in name.lower() for word in SECRET_PARAMETER_WORDS):
+        return f"{name}={MASK}"
+    return parameter
 
 
 def show(name: str, value: object) -> str:

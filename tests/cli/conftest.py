@@ -17,14 +17,14 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def meshauth(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def meshauth(tmp_path: Path, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "meshauth", *args],
         cwd=tmp_path,
         env=clean_env(**env),
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         check=False,
     )
 

@@ -87,3 +87,29 @@ def test_check_warns_about_a_variable_that_names_no_setting(tmp_path: Path) -> N
     result = meshauth(tmp_path, "config", "check", MESHAUTH_AUTH_PROT="9000")
     assert result.returncode == 0, result.stderr
     assert "MESHAUTH_AUTH_PROT is set but names no setting" in result.stderr
+
+
+def test_check_masks_passwords_in_url_query_strings(tmp_path: Path) -> None:
+    """A password given as a URL query parameter (``?password=``, ``sslkey``, ``token``…) is masked too."""
+    result = meshauth(
+        tmp_path,
+        "config",
+        "check",
+        DATABASE_URL="postgresql://pg@h/db?password=QueryPW&sslmode=require&sslkey=/k/KeyPath",
+        REDIS_URL="redis://h/0?password=QueryPW2&socket_timeout=5&auth_token=Tok3",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "postgresql://pg@h/db?password=***&sslmode=require&sslkey=***" in result.stdout
+    assert "redis://h/0?password=***&socket_timeout=5&auth_token=***" in result.stdout
+    for secret in ("QueryPW", "QueryPW2", "KeyPath", "Tok3"):
+        assert secret not in result.stdout + result.stderr
+
+
+def test_check_masks_the_password_of_a_url_that_does_not_parse(tmp_path: Path) -> None:
+    """An invalid URL is shown as given in the problem line and the table, but never with its password."""
+    result = meshauth(tmp_path, "config", "check", DATABASE_URL="postgresql://u:Hunter3@[::1/db?secret=S4")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "Hunter3" not in result.stdout + result.stderr
+    assert "S4" not in result.stdout + result.stderr
+    assert "postgresql://u:***@[::1/db?secret=***" in result.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -113,3 +114,52 @@ def test_every_entry_point_reports_config_errors(tmp_path: Path, args: list[str]
     [line] = problem_lines(result.stderr)
     assert "MESHAUTH_AUTH_PORT" in line
     assert not (tmp_path / "var").exists(), "a command acted before its configuration was checked"
+
+
+BAD_URLS = [
+    ("DATABASE_URL", "postgresql://u:p@x:notaport/db"),
+    ("DATABASE_URL", "postgresql://u@[::1"),
+    ("DATABASE_URL", "postgresql://u:p@x:0/db"),
+    ("DATABASE_URL", "postgresql://u:p@x:70000/db"),
+    ("REDIS_URL", "redis://x:99999"),
+    ("REDIS_URL", "redis://:pw@x:abc"),
+    ("REDIS_URL", "rediss://[::1/0"),
+]
+
+
+@pytest.mark.parametrize(("variable", "value"), BAD_URLS, ids=[v for _n, v in BAD_URLS])
+@pytest.mark.parametrize("args", [["db", "upgrade"], ["serve", "auth"]], ids=" ".join)
+def test_a_url_that_does_not_parse_is_a_configuration_error(
+    tmp_path: Path, args: list[str], variable: str, value: str
+) -> None:
+    """A URL whose port is not 1-65535 or whose host does not parse: one line naming the variable, exit 2,
+    before anything starts (not a ValueError traceback, not a crash-looping worker)."""
+    result = meshauth(tmp_path, *args, timeout=30, **{variable: value})
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    [line] = problem_lines(result.stderr)
+    assert line.startswith(f"meshauth: configuration error: {variable}="), line
+    assert ":p@" not in line and ":pw@" not in line, "the password is shown"
+    assert not (tmp_path / "var").exists()
+
+
+@pytest.mark.parametrize(("variable", "value"), BAD_URLS[:1] + BAD_URLS[4:5], ids=["database", "redis"])
+def test_config_check_calls_a_url_that_does_not_parse_invalid(tmp_path: Path, variable: str, value: str) -> None:
+    """``meshauth config check`` reports the same URLs invalid (exit 2), not "configuration is valid"."""
+    env: dict[str, Any] = {variable: value}  # Any: mypy cannot tell this holds no "timeout" key
+    result = meshauth(tmp_path, "config", "check", **env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "configuration is valid" not in result.stdout
+    assert "<- invalid" in next(x for x in result.stdout.splitlines() if x.startswith(variable.lower()))
+    assert any(variable in x for x in problem_lines(result.stderr))
+
+
+def test_serve_auth_without_redis_is_one_line(tmp_path: Path) -> None:
+    """``meshauth serve auth`` with no Redis known fails at start with one line and exit 2, before granian
+    starts (its worker used to crash-loop on ``RuntimeError: no Redis configured``)."""
+    result = meshauth(tmp_path, "serve", "auth", "--no-migrate", timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    [line] = problem_lines(result.stderr)
+    assert "meshauth serve auth needs REDIS_URL" in line
+    assert "meshauth up" in line

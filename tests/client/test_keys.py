@@ -35,4 +35,4 @@ def test_state_is_part_of_the_l2_key() -> None:
 def test_distinct_questions_have_distinct_keys(a: list[str], b: list[str]) -> None:
     """Property: two questions share a key only if they are the same question."""
     if a != b:
-        assert key(*a) != key(*b)
+        assert key(a[0], a[1], a[2]) != key(b[0], b[1], b[2])

@@ -45,6 +45,11 @@ class AdminEndpoints:
                     "admin bearer token required",
                     headers={"www-authenticate": 'Bearer realm="meshauth-admin"'},
                 )
+            for name, value in request.path_params.items():
+                # Every admin path parameter names a user or a client, looked up in SQL: PostgreSQL text
+                # cannot hold a NUL, so it is refused here, once for all routes, not by the driver (a 503).
+                if isinstance(value, str) and "\x00" in value:
+                    raise ApiError(400, "invalid_request", f"path parameter {name!r} contains a NUL character")
             return await endpoint(request)
 
         return wrapper

@@ -143,6 +143,15 @@ class ClientAuthenticator:
                 )
             # RFC 6749 §2.3.1: id and secret are form-encoded before Basic encoding.
             client_id, secret = unquote_plus(raw_id), unquote_plus(raw_secret)
+            if "\x00" in client_id or "\x00" in secret:
+                # No client id or secret holds a NUL, and PostgreSQL text cannot: refused here, as a failed
+                # authentication, rather than by the driver as a false "database down" 503.
+                raise oauth_error(
+                    401,
+                    "invalid_client",
+                    "Basic credentials contain a NUL character",
+                    **{"www-authenticate": 'Basic realm="meshauth"'},
+                )
             if "client_id" in form and form["client_id"] != client_id:
                 raise oauth_error(400, "invalid_request", "client_id in the body differs from the Basic credentials")
             return client_id, secret, True

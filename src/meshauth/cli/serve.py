@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from meshauth.config import load_settings
+from meshauth.config import ConfigError, load_settings
 from meshauth.db import migrate
 from meshauth.granian_server import Interface, serve
+from meshauth.redis_client import resolve_redis_url
 
 app = typer.Typer(help="Run one service in the foreground.", no_args_is_help=True)
 
@@ -46,6 +47,14 @@ def _serve(service: str, migrate_db: bool, interface: str) -> None:
         raise typer.BadParameter(f"interface must be rsgi or asgi, not {interface!r}")
     chosen: Interface = "rsgi" if interface == "rsgi" else "asgi"
     settings = load_settings()
+    if service == "auth" and resolve_redis_url(settings) is None:
+        # Checked here, before granian starts: in a worker the same lack is a traceback and a crash loop.
+        raise ConfigError(
+            [
+                "meshauth: configuration error: REDIS_URL is unset: meshauth serve auth needs REDIS_URL"
+                " (`meshauth up` starts an embedded Valkey)"
+            ]
+        )
     if migrate_db:
         migrate(settings.sqlalchemy_url)
     if service == "auth":

@@ -23,6 +23,7 @@ from meshauth.policy import cedar, stores
 from meshauth.policy.entity_store import delete_entity, read_entity, upsert_entities
 from meshauth.policy.entity_upload import normalize_upload
 from meshauth.policy.errors import bad_request, invalid_policy, invalid_schema, not_found, store_not_found
+from meshauth.policy.names import refuse_nul
 from meshauth.policy.registry import Registry
 from meshauth.policy.servable import Unservable, check_schema_text
 from meshauth.policy.source import Location, SourceError, statement_location, syntax_errors
@@ -144,6 +145,8 @@ class Admin:
 
     async def upload(self, store: str, text: str, *, activate: bool | None, author: str) -> dict[str, Any]:
         """Store a new version (checked); activate it when asked, or when nothing is active yet."""
+        refuse_nul("policies", text)
+        refuse_nul("author", author)
         checked = await self._row_to_check(store)
         compiled = await self._check(checked, text)
         async with self._engine.begin() as conn:
@@ -207,6 +210,7 @@ class Admin:
     async def put_schema(self, store: str, text: str, fmt: str) -> dict[str, Any]:
         """Set the schema; refused (422) when it does not parse, is nested past the limit, or the
         active policies break (or could not be served) under it."""
+        refuse_nul("schema", text)
         try:
             check_schema_text(text, fmt, self._limits)
         except Unservable as exc:

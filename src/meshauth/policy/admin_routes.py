@@ -19,7 +19,7 @@ from meshauth.config import Settings
 from meshauth.http import json_response, media_type, read_body
 from meshauth.policy.admin import SCHEMA_FORMATS, Admin
 from meshauth.policy.errors import bad_request, not_found, not_json, unauthorized
-from meshauth.policy.names import check_store, check_uid
+from meshauth.policy.names import check_store, check_uid, refuse_nul
 from meshauth.policy.registry import Registry
 from meshauth.policy.stores import DEFAULT_STORE, PRECEDENCES
 
@@ -193,7 +193,8 @@ class AdminRoutes:
 
     def _entity_uid(self, request: Request) -> tuple[str, str]:
         # Path parameters are already percent-decoded (once); decoding again would read ``a%2541`` as ``aA``.
-        return check_uid("entity", request.path_params["type"], request.path_params["id"])
+        etype, eid = check_uid("entity", request.path_params["type"], request.path_params["id"])
+        return etype, refuse_nul("entity.id", eid)
 
     async def delete_entity(self, request: Request) -> Response:
         self._check_admin(request)

@@ -8,7 +8,7 @@ import msgspec
 
 from meshauth.policy.cedar import Uid
 from meshauth.policy.errors import bad_request
-from meshauth.policy.names import check_uid
+from meshauth.policy.names import NUL_PROBLEM, check_uid, nul_field
 
 _encoder = msgspec.json.Encoder()
 
@@ -53,6 +53,12 @@ def normalize_upload(items: object) -> list[tuple[Uid, bytes]]:
             if not isinstance(item["tags"], dict):
                 raise bad_request(f"{field}.tags", "must be an object")
             entity["tags"] = item["tags"]
+        encoded = _encoder.encode(entity)
+        # The encoder writes a NUL as the escape \u0000: searching the bytes keeps the walk off the common path.
+        if b"\\u0000" in encoded:
+            where = nul_field(entity, field)
+            if where is not None:
+                raise bad_request(where, NUL_PROBLEM)
         out.pop(uid, None)
-        out[uid] = _encoder.encode(entity)
+        out[uid] = encoded
     return list(out.items())

@@ -65,6 +65,37 @@ def check_uid(field: str, etype: object, eid: object) -> tuple[str, str]:
     return etype, eid
 
 
+# PostgreSQL text cannot hold a NUL (SQLite can): what is stored is refused with it at the edge, so both
+# databases give the same 400 and the driver never answers a false "database down" 503.
+NUL = "\x00"
+NUL_PROBLEM = "contains a NUL character, which cannot be stored"
+
+
+def refuse_nul(field: str, text: str) -> str:
+    if NUL in text:
+        raise bad_request(field, NUL_PROBLEM)
+    return text
+
+
+def nul_field(value: object, field: str) -> str | None:
+    """The first field (``entities[0].attrs.team``) of a decoded JSON value whose key or string holds a NUL."""
+    if isinstance(value, str):
+        return field if NUL in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and NUL in key:
+                return field
+            found = nul_field(item, f"{field}.{key}")
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for n, item in enumerate(value):
+            found = nul_field(item, f"{field}[{n}]")
+            if found is not None:
+                return found
+    return None
+
+
 def check_store(name: str) -> str:
     if not _STORE.match(name):
         raise bad_request("store", "a store name is 1-64 letters, digits, '_', '.', '-' (starting alphanumeric)")
