@@ -9,12 +9,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from meshauth.local.health import wait_healthy
 
 ADMIN_TOKEN = "client-test-admin-token"
 DECISION_TOKEN = "client-test-decision-token-0123"
@@ -44,15 +45,7 @@ def policy_server(var: Path, **env_extra: str) -> Iterator[tuple[str, subprocess
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(url + "/healthz", timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the policy server did not start") from None
-                time.sleep(0.1)
+        wait_healthy(url + "/healthz", proc, timeout=30, name="the policy server")
         yield url, proc
     finally:
         with contextlib.suppress(ProcessLookupError):

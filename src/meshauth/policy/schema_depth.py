@@ -19,7 +19,8 @@ iterative: a 20,000-link chain costs no Python recursion either.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 import msgspec
 
@@ -40,6 +41,7 @@ _BUILTIN = frozenset({"Set", "Record", "Long", "String", "Boolean", "Entity", "E
 
 # A common type's references: (nesting where the reference sits, the referenced name).
 Refs = list[tuple[int, str]]
+_B = TypeVar("_B")  # what a scan reads: Cedar tokens, or decoded JSON
 
 
 class SchemaTooDeep(ValueError):
@@ -84,6 +86,22 @@ def resolved_depths(own: dict[str, int], refs: dict[str, Refs]) -> dict[str, int
     return depth
 
 
+def _resolved_max(definitions: dict[str, list[_B]], scan: Callable[[_B, set[str]], tuple[int, Refs]], whole: _B) -> int:
+    """The deepest point of ``whole``: its own nesting, or a reference's nesting plus the depth of the
+    common type it names (each common type's depth resolved from ``definitions`` first)."""
+    commons = set(definitions)
+    own: dict[str, int] = {}
+    refs: dict[str, Refs] = {}
+    for name, bodies in definitions.items():
+        for body in bodies:
+            deepest, found = scan(body, commons)
+            own[name] = max(own.get(name, 0), deepest)
+            refs.setdefault(name, []).extend(found)
+    depth = resolved_depths(own, refs)
+    deepest, found = scan(whole, commons)
+    return max([deepest, *(at + depth.get(target, 0) for at, target in found)])
+
+
 def _cedar_scan(tokens: Iterable[tuple[str, str]], commons: set[str]) -> tuple[int, Refs]:
     """The deepest bracket nesting in ``tokens`` and the common-type references with their nesting."""
     nesting = deepest = 0
@@ -115,17 +133,7 @@ def cedar_schema_depth(text: str) -> int:
             definitions.setdefault(_base(tokens[i + 1][1]), []).append(tokens[i + 3 : end])
             i = end
         i += 1
-    commons = set(definitions)
-    own: dict[str, int] = {}
-    refs: dict[str, Refs] = {}
-    for name, bodies in definitions.items():
-        for body in bodies:
-            deepest, found = _cedar_scan(body, commons)
-            own[name] = max(own.get(name, 0), deepest)
-            refs.setdefault(name, []).extend(found)
-    depth = resolved_depths(own, refs)
-    deepest, found = _cedar_scan(tokens, commons)
-    return max([deepest, *(at + depth.get(target, 0) for at, target in found)])
+    return _resolved_max(definitions, _cedar_scan, tokens)
 
 
 def _json_scan(root: object, commons: set[str]) -> tuple[int, Refs]:
@@ -168,18 +176,8 @@ def json_schema_depth(text: str) -> int:
         if isinstance(common, dict):
             for name, body in common.items():
                 definitions.setdefault(_base(str(name)), []).append(body)
-    commons = set(definitions)
-    own: dict[str, int] = {}
-    refs: dict[str, Refs] = {}
-    for name, bodies in definitions.items():
-        for body in bodies:
-            # A common type's body is itself a type: a Set or Record at its top counts one level.
-            deepest, found = _json_scan(body, commons)
-            own[name] = max(own.get(name, 0), deepest)
-            refs.setdefault(name, []).extend(found)
-    depth = resolved_depths(own, refs)
-    deepest, found = _json_scan(namespaces, commons)
-    return max([deepest, *(at + depth.get(target, 0) for at, target in found)])
+    # A common type's body is itself a type: a Set or Record at its top counts one level.
+    return _resolved_max(definitions, _json_scan, namespaces)
 
 
 def schema_depth(text: str, fmt: str | None) -> int:
