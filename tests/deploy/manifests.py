@@ -13,6 +13,9 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 import yaml
+from pydantic import AliasChoices
+
+from meshauth.config import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
@@ -21,6 +24,8 @@ KUBERNETES_VERSION = "1.30"
 ISTIO_SCHEMAS = REPO / "deploy" / "schemas" / "istio"
 
 Obj = dict[str, Any]
+# Settings another change adds (the gate's authz mode, issue 10): allowed before it lands.
+PENDING_SETTINGS = {"MESHAUTH_ROUTES_FILE", "MESHAUTH_POLICY_URLS"}
 
 
 class NoKubectl(RuntimeError):
@@ -105,3 +110,13 @@ def validate(obj: Obj) -> None:
         kubernetes_validate.validate(copy.deepcopy(obj), KUBERNETES_VERSION, strict=True)
     except kubernetes_validate.SchemaNotFoundError as exc:
         raise LookupError(str(exc)) from None
+
+
+def setting_names() -> set[str]:
+    """Every environment variable meshauth.config.Settings reads."""
+    names = {"MESHAUTH_CONFIG_FILE"}
+    for name, field in Settings.model_fields.items():
+        names.add(f"MESHAUTH_{name.upper()}")
+        if isinstance(field.validation_alias, AliasChoices):
+            names.update(str(choice) for choice in field.validation_alias.choices if str(choice).isupper())
+    return names

@@ -12,14 +12,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from pydantic import AliasChoices
 
-from meshauth.config import Settings, load_settings
+from meshauth.config import load_settings
 from tests.deploy.dockerfile import parse
-from tests.deploy.manifests import REPO, Obj
+from tests.deploy.manifests import PENDING_SETTINGS, REPO, Obj, setting_names
 
-# Settings another change adds (the gate's authz mode, issue 10): allowed before it lands.
-PENDING_SETTINGS = {"MESHAUTH_ROUTES_FILE", "MESHAUTH_POLICY_URLS"}
 SECRET_KEYS = {"admin-token", "database-url", "redis-url", "key-encryption-key"}
 # What production's existing Secret would hold, for loading the settings in the test.
 EXAMPLE_SECRETS = {
@@ -38,15 +35,6 @@ def _containers(obj: Obj) -> Iterator[tuple[str, dict[str, Any]]]:
 
 def _workloads(objects: list[Obj]) -> list[Obj]:
     return [o for o in objects if o["kind"] in ("Deployment", "Job")]
-
-
-def _setting_names() -> set[str]:
-    names = {"MESHAUTH_CONFIG_FILE"}
-    for name, field in Settings.model_fields.items():
-        names.add(f"MESHAUTH_{name.upper()}")
-        if isinstance(field.validation_alias, AliasChoices):
-            names.update(str(choice) for choice in field.validation_alias.choices if str(choice).isupper())
-    return names
 
 
 def _environment(objects: list[Obj], container: dict[str, Any], secrets: dict[str, str]) -> dict[str, str]:
@@ -74,7 +62,7 @@ def _dev_secrets(objects: list[Obj]) -> dict[str, str]:
 @pytest.mark.parametrize("overlay", ["dev", "production"])
 def test_every_environment_variable_is_a_setting(overlay: str, rendered: dict[str, list[Obj]]) -> None:
     """Every variable a container gets (env and envFrom ConfigMaps) is a field of meshauth.config.Settings."""
-    known = _setting_names() | PENDING_SETTINGS
+    known = setting_names() | PENDING_SETTINGS
     objects = rendered[overlay]
     for where, container in (c for w in _workloads(objects) for c in _containers(w)):
         names = set(_environment(objects, container, dict.fromkeys(SECRET_KEYS, "x")))
