@@ -222,3 +222,14 @@ def test_policy_service_runs_from_the_image(built: Built, tmp_path: Path, valkey
         finally:
             proc.terminate()
             proc.wait(timeout=15)
+
+
+def test_build_context_lets_through_exactly_what_the_build_copies() -> None:
+    """.dockerignore excludes everything but the build stage's COPY sources (no .venv, var/ or .git sent)."""
+    lines = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()]
+    patterns = [line for line in lines if line and not line.startswith("#")]
+    assert patterns[0] == "*"
+    allowed = {p[1:] for p in patterns if p.startswith("!")}
+    build = {s.name: s for s in parse(DOCKERFILE)[1]}["build"]
+    sources = {s for arg in build.all("COPY") for s in shlex.split(arg)[:-1]}
+    assert allowed == sources
