@@ -94,11 +94,13 @@ class Settings(BaseSettings):
     # policy_port). policy_store: the store asked, also by POST /v1/authorize. policy_check_deadline: a
     # check's whole budget (s); past it the gate answers 503 policy_unavailable. policy_decision_token:
     # sent as a bearer token to a protected decision API (unset: the first of decision_api_tokens, if any).
+    # policy_l2_enabled: the decision cache's second level in Redis (off: in-process L1 only; to measure it).
     policy_urls: tuple[str, ...] = ()
     routes_file: Path | None = None
     policy_store: str = Field(default="default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     policy_check_deadline: float = Field(default=0.1, gt=0, le=10)
     policy_decision_token: SecretStr | None = None
+    policy_l2_enabled: bool = True
 
     @field_validator("policy_urls")
     @classmethod

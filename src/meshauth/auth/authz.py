@@ -68,7 +68,7 @@ def policy_client(settings: Settings, redis: Redis | None) -> PolicyClient:
         store=settings.policy_store,
         token=settings.gate_decision_token,
         timeout=settings.policy_check_deadline,
-        redis=redis,
+        redis=redis if settings.policy_l2_enabled else None,
     )
 
 
