@@ -198,3 +198,19 @@ async def test_invalid_route_file_refuses_to_build(sqlite_url: str, valkey_url: 
     bad.write_text("routes:\n  - method: GET\n    path: /x\n    action: read\n")
     with pytest.raises(ValueError, match=r"bad.yaml:2: a route needs 'resource'"):
         make_settings(sqlite_url, valkey_url, tmp_path, routes_file=bad)
+
+
+@pytest.mark.parametrize("l2", [True, False])
+async def test_l2_on_the_service_redis_can_be_switched_off(
+    sqlite_url: str, valkey_url: str, redis: Redis, tmp_path: Path, policy_url: str, l2: bool
+) -> None:
+    """The gate's decisions are shared through the service's Redis unless policy_l2_enabled is off."""
+    settings = authz_settings(sqlite_url, valkey_url, tmp_path, policy_url, policy_l2_enabled=l2)
+    async for h in start_harness(settings):
+        await h.add_client()
+        token = (await h.token(scope="read"))["access_token"]
+        r = await h.http.get("/ext_authz/documents/l2-probe", headers={"authorization": f"Bearer {token}"})
+        assert r.status_code == 200
+        await h.app.authorizer.client.aclose()  # type: ignore[union-attr]  # waits for the background L2 write
+        keys = [k async for k in redis.scan_iter(match=b"meshauth:decision:*")]
+        assert bool(keys) is l2
