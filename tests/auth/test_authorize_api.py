@@ -41,7 +41,7 @@ async def api(
         yield h
 
 
-def ask(action: str = "read", rid: str = "d1", **extra: Any) -> dict[str, Any]:
+def ask(action: object = "read", rid: str = "d1", **extra: Any) -> dict[str, Any]:
     return {"action": action, "resource": {"type": "Document", "id": rid}, **extra}
 
 
