@@ -119,17 +119,17 @@ class Authorizer:
         subject, client_id, scope = (value for _, value in verdict.headers)
         resource: Mapping[str, str] = route.resource or {}
         try:
-            # The client answers within its timeout by contract; the gate's deadline holds regardless.
-            async with asyncio.timeout(remaining):
-                decision = await self.client.check(
-                    subject_for(verdict.credential, subject, client_id),
-                    route.action,
-                    resource,
-                    credential_context(client_id, scope),
-                    timeout=remaining,
-                )
-        except TimeoutError:
-            return refused(503, POLICY_UNAVAILABLE, verdict.credential)
+            # No asyncio.timeout around it: PolicyClient.check answers within ``timeout`` by contract
+            # (an L1 hit at once, anything else under its own deadline), and a timeout context here
+            # cost 5-6 µs per request, as much as the L1 hit itself. tests/auth/test_authz_failures.py
+            # holds the gate to its deadline end to end (slow, stopped and killed policy services).
+            decision = await self.client.check(
+                subject_for(verdict.credential, subject, client_id),
+                route.action,
+                resource,
+                credential_context(client_id, scope),
+                timeout=remaining,
+            )
         except Exception:  # fail closed: no decision is not an allow
             log.exception("policy check failed")
             return refused(503, POLICY_UNAVAILABLE, verdict.credential)
