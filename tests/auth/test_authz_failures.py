@@ -147,7 +147,8 @@ async def test_redis_restart(tmp_path: Path) -> None:
     resume after, and a change made while it was away is not served stale past the allow TTL (5 s).
 
     What the client does today (measured: stale for 4.9 s here): its state follower flushes L1 on
-    reconnect, but the policy service announces nothing, so the state is unchanged and L2 (Valkey's
+    reconnect, but nothing announced the change (this policy service has no Redis; one with Redis
+    could not publish while Redis was down either), so the state is unchanged and L2 (Valkey's
     append-only file kept it) refills L1 with the pre-change allow until that entry's TTL ends. The
     bound is therefore the allow TTL, not the reconnect."""
     valkey = EmbeddedValkey(tmp_path / "valkey")

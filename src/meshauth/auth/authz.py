@@ -89,7 +89,8 @@ class Authorizer:
         self.table = table
         self.client = client
         self.deadline = settings.policy_check_deadline
-        self._follower = StateFollower(redis_url, [client])
+        # The policy service announces under the same prefix (settings.redis_prefix) once it has Redis.
+        self._follower = StateFollower(redis_url, [client], prefix=settings.redis_prefix)
 
     @classmethod
     def from_settings(cls, settings: Settings, redis: Redis, redis_url: str) -> Authorizer | None:
