@@ -6,6 +6,7 @@ import os
 import shlex
 import signal
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 
 import typer
@@ -20,6 +21,12 @@ from meshauth.local.walkthrough import walkthrough
 
 def up(
     demo: bool = typer.Option(True, "--demo/--no-demo", help="Create the demo client and user."),
+    routes: Path | None = typer.Option(
+        None,
+        "--routes",
+        help="Route table (YAML): the gate authorizes each request with the policy service too"
+        " (sets MESHAUTH_ROUTES_FILE; e.g. examples/routes.yaml).",
+    ),
     auth_replicas: int = typer.Option(
         1, "--auth-replicas", help=f"Auth service processes, on consecutive ports (1-{MAX_REPLICAS})."
     ),
@@ -30,6 +37,10 @@ def up(
     """Start Valkey (embedded unless REDIS_URL), the auth and policy services, and print a walkthrough."""
     # SIGTERM while starting ends up like Ctrl-C does: through the clean-up below.
     signal.signal(signal.SIGTERM, _interrupt)
+    if routes is not None:
+        # Absolute, so the services read the same file whatever their working directory; checked (with
+        # the line of any problem) by load_settings below, before anything starts.
+        os.environ["MESHAUTH_ROUTES_FILE"] = str(routes.resolve())
     # The local stack serves plain HTTP on loopback, where a Secure cookie would never be sent back.
     os.environ.setdefault("MESHAUTH_COOKIE_SECURE", "false")
     settings = load_settings()
@@ -66,6 +77,8 @@ def up(
         typer.echo(f"  redis            {redis_url}{'' if settings.redis_url else '   (embedded Valkey)'}")
         typer.echo(f"  database         {settings.sqlalchemy_url}")
         typer.echo(f"  metrics          {auth}/metrics")
+        if settings.routes_file is not None:
+            typer.echo(f"  authz mode       routes from {settings.routes_file}; the gate asks the policy service")
         if token_file is not None:
             typer.echo(f"  admin token      in {token_file.resolve()} (mode 0600)")
         else:
@@ -77,7 +90,15 @@ def up(
                 if token_file is not None
                 else "$MESHAUTH_ADMIN_TOKEN"
             )
-            typer.echo(walkthrough(settings, demo_info, policy=with_policy, admin_token=token_expr))
+            typer.echo(
+                walkthrough(
+                    settings,
+                    demo_info,
+                    policy=with_policy,
+                    admin_token=token_expr,
+                    authz=settings.routes_file is not None,
+                )
+            )
         typer.echo("\nPress Ctrl-C to stop.", nl=True)
         code = stack.run_until_stopped()
     except RuntimeError as exc:
