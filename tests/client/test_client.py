@@ -308,7 +308,7 @@ async def test_no_retry_after_the_deadline() -> None:
         return Response(503, b"")
 
     async with make(MockTransport(slow_fail), retry=RetryConfig(ratio=1.0, max_balance=10.0), breaker=None) as c:
-        c._budget.balance = 10.0  # type: ignore[union-attr]
+        c._caller._budget.balance = 10.0  # type: ignore[union-attr]
         d = await c.check(ALICE, "view", DOC, timeout=0.05)
     assert d.error == REASON_UNAVAILABLE and attempts == 1
 
@@ -377,7 +377,7 @@ async def test_retry_goes_to_another_endpoint() -> None:
     mock = MockTransport(one_down)
     c = PolicyClient(["http://down", "http://up"], transport=mock, cache=None, breaker=None, retry=RetryConfig())
     async with c:
-        c._budget.balance = 10.0  # type: ignore[union-attr]
+        c._caller._budget.balance = 10.0  # type: ignore[union-attr]
         ds = [await c.check({"type": "User", "id": f"u{i}"}, "view", DOC) for i in range(8)]
     assert all(d.decision for d in ds)
     urls = [u.split("/stores")[0] for u, _, _ in mock.calls]

@@ -31,13 +31,13 @@ class DecisionL1:
     def __init__(self, *, maxsize: int, stale_for: float = 0.0, clock: Callable[[], float] = time.time) -> None:
         self._map: ExpiringMap[L1Key, tuple[Decision, float]] = ExpiringMap(maxsize=maxsize)
         self._stale_for = stale_for
-        self._clock = clock
+        self.clock = clock
 
     def __len__(self) -> int:
         return len(self._map)
 
     def get(self, key: L1Key) -> Decision | None:
-        now = self._clock()
+        now = self.clock()
         entry = self._map.get(key, now)
         if entry is None or entry[1] <= now:
             return None
@@ -45,7 +45,7 @@ class DecisionL1:
 
     def get_stale(self, key: L1Key) -> Decision | None:
         """A decision past its freshness but within ``stale_for`` of it (only for a fallback)."""
-        entry = self._map.get(key, self._clock())
+        entry = self._map.get(key, self.clock())
         return None if entry is None else entry[0]
 
     def put(self, key: L1Key, decision: Decision, fresh_until: float) -> None:
@@ -82,6 +82,20 @@ class DecisionL2:
                 raw = await self._redis.get(l2_key(self._prefix, key))
         except (RedisError, OSError, TimeoutError):
             return None
+        return self._read(raw)
+
+    async def get_many(self, keys: list[L1Key], *, budget: float) -> list[tuple[Decision, float] | None]:
+        """As :meth:`get` for several keys in one ``MGET`` (warming), within ``budget`` seconds."""
+        if not keys:
+            return []
+        try:
+            async with asyncio.timeout(budget):
+                raws = await self._redis.mget([l2_key(self._prefix, k) for k in keys])
+        except (RedisError, OSError, TimeoutError):
+            return [None] * len(keys)
+        return [self._read(raw) for raw in raws]
+
+    def _read(self, raw: object) -> tuple[Decision, float] | None:
         if not isinstance(raw, bytes):
             return None
         try:
