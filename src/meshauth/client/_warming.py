@@ -83,6 +83,10 @@ class Warmer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pusher
             self._pusher = None
+            assert self._redis is not None
+            with contextlib.suppress(TimeoutError):  # what was counted since the last push, briefly
+                async with asyncio.timeout(self._cfg.budget * 5):
+                    await push(self._redis, self._hot_set, self.hot.take_pending(), keep=self._cfg.hot_keys * 4)
 
     async def start(self) -> tuple[State | None, int]:
         """The store's announced state and how many decisions L1 got from L2 at it."""
