@@ -168,3 +168,33 @@ def test_a_service_whose_redis_is_unreachable_still_writes_and_decides(tmp_path:
         status, decision = post(url, "/access/v1/evaluation", ask, DECISION_TOKEN)
     assert status == 200 and decision["decision"] is True
     assert decision["context"]["entities_version"] == body["entities_version"]
+
+
+def test_a_replica_follows_another_replicas_announcement(tmp_path: Path, valkey_url: str) -> None:
+    """Two service replicas on one database (no shared signal file, refresh tick 60 s): a write
+    through one is announced, the other re-reads the database at once, and a client that moved to
+    the new state gets its answer from the second replica instead of refusing it as older."""
+    db = f"sqlite:///{tmp_path}/shared.db"
+    common = {"MESHAUTH_REDIS_URL": valkey_url, "MESHAUTH_POLICY_REFRESH_INTERVAL": "60"}
+    with policy_server(tmp_path / "one", MESHAUTH_DATABASE_URL=db, **common) as (one, _):
+        push(one, GRANTED)
+        with policy_server(tmp_path / "two", MESHAUTH_DATABASE_URL=db, **common) as (two, _):
+
+            async def main() -> None:
+                redis = connect(valkey_url)
+                async with PolicyClient([two], token=DECISION_TOKEN, redis=redis, timeout=5) as client:
+                    follower = StateFollower(valkey_url, [client])
+                    await follower.start()
+                    try:
+                        first = await client.check({"type": "User", "id": "a"}, "view", DOC)
+                        assert first.error is None and not first.decision
+                        written = Admin(one).set_user("a", True)
+                        await reached(client, written)
+                        after = await client.check({"type": "User", "id": "a"}, "view", DOC)
+                    finally:
+                        await follower.stop()
+                await redis.aclose()
+                assert after.error is None, after
+                assert (after.decision, after.entities_version) == (True, written.entities_version)
+
+            asyncio.run(main())

@@ -51,11 +51,13 @@ def l1_costs() -> dict[str, float]:
     }
 
 
-async def saturate(url: str, *, batched: bool, seconds: float, concurrency: int, pid: int) -> dict[str, float]:
+async def saturate(
+    url: str, *, batched: bool, seconds: float, concurrency: int, pid: int, max_batch: int = 64
+) -> dict[str, float]:
     client = PolicyClient(
         [url],
         timeout=5.0,
-        batching=BatchConfig(max_batch=64, max_wait=0.002) if batched else None,
+        batching=BatchConfig(max_batch=max_batch, max_wait=0.002) if batched else None,
         singleflight=False,
         cache=None,
         retry=None,
@@ -121,7 +123,12 @@ def batch(args: argparse.Namespace) -> dict[str, Any]:
                 runs[name].append(
                     asyncio.run(
                         saturate(
-                            served.url, batched=on, seconds=args.seconds, concurrency=args.concurrency, pid=served.pid
+                            served.url,
+                            batched=on,
+                            seconds=args.seconds,
+                            concurrency=args.concurrency,
+                            pid=served.pid,
+                            max_batch=args.max_batch,
                         )
                     )
                 )
@@ -169,8 +176,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--max-batch", type=int, default=64, help="BatchConfig.max_batch in the batch part")
     parser.add_argument("--rate", type=int, default=2000, help="offered checks/s in the activation part")
-    parser.add_argument("--zipf-warmup", type=int, default=300_000)
+    parser.add_argument("--zipf-warmup", type=int, default=1_000_000)
     parser.add_argument("--zipf-checks", type=int, default=300_000)
     parser.add_argument("--uvloop", action="store_true", help="run the client on uvloop (as the services do)")
     args = parser.parse_args()

@@ -39,7 +39,7 @@ async def zipf_hit_rate(served: Served, *, warmup: int, measured: int, chunk: in
     zipf = Zipf(PAIRS, 1.1)
     async with PolicyClient([served.url], redis=redis, cache=CACHE_CFG, timeout=5.0) as client:
 
-        async def run(n: int) -> tuple[float, dict[str, int]]:
+        async def run(n: int, chunk: int) -> tuple[float, dict[str, int]]:
             before = _cache_counts()
             errors = 0
             t0 = time.perf_counter()
@@ -53,8 +53,8 @@ async def zipf_hit_rate(served: Served, *, warmup: int, measured: int, chunk: in
             delta["errors"] = errors
             return took, delta
 
-        await run(warmup)
-        took, d = await run(measured)
+        await run(warmup, 256)
+        took, d = await run(measured, chunk)
         l2_keys = await redis.dbsize()
     await redis.aclose()
     checks = measured // chunk * chunk
