@@ -384,3 +384,24 @@ async def test_retry_goes_to_another_endpoint() -> None:
     for i, u in enumerate(urls):
         if u == "http://down":
             assert urls[i + 1] == "http://up"
+
+
+async def test_a_caller_cancelling_its_check_gets_the_cancellation_not_a_deny() -> None:
+    """Only the check's own deadline turns into a deny; the caller's cancellation propagates, and a
+    check after it (same task) is not hit by a stale cancellation."""
+    gate = asyncio.Event()
+
+    async def held(url: str, doc: dict[str, Any]) -> Response:
+        await gate.wait()
+        return Response(200, msgspec.json.encode(verdict(doc)))
+
+    async with make(MockTransport(held), batching=None, cache=None) as c:
+        task = asyncio.ensure_future(c.check({"type": "User", "id": "a"}, "view", DOC, timeout=5))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        gate.set()
+        d = await c.check({"type": "User", "id": "b"}, "view", DOC, timeout=5)
+    assert d.decision and d.error is None

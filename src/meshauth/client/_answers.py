@@ -19,7 +19,7 @@ from meshauth import wire
 from meshauth.client._models import REASON_INVALID_REQUEST, Decision
 from meshauth.client._transport import Response
 
-__all__ = ["Refused", "Unavailable", "item_decision", "parse"]
+__all__ = ["Refused", "Unavailable", "item_decision", "outcome", "parse"]
 
 _REFUSED = "the service refused the request"
 
@@ -53,6 +53,13 @@ def item_decision(d: wire.Decision) -> Decision:
         revision=ctx.revision,
         entities_version=ev,
     )
+
+
+def outcome(d: Decision) -> str:
+    """The ``outcome`` label of a check's answer (metrics)."""
+    if d.error:
+        return "invalid" if d.error == REASON_INVALID_REQUEST else "unavailable"
+    return "allow" if d.decision else "deny"
 
 
 def _invalid(detail: str) -> Decision:

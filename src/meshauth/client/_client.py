@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 
 from meshauth import wire
 from meshauth.batching import Batcher
-from meshauth.client._answers import Unavailable
+from meshauth.client._answers import Unavailable, outcome
 from meshauth.client._breaker import CircuitBreaker, StateName
 from meshauth.client._cache import DecisionL1, DecisionL2
 from meshauth.client._call import Caller
@@ -43,8 +43,8 @@ from meshauth.client._config import (
 from meshauth.client._endpoints import Endpoints
 from meshauth.client._keys import L1Key, request_key
 from meshauth.client._metrics import BREAKER_STATE, BREAKER_TRANSITIONS, CACHE, CHECKS, SINGLEFLIGHT_JOINS, STATE_CODE
-from meshauth.client._models import MINIMIZE_LATENCY, REASON_INVALID_REQUEST, Check, Consistency, Decision, State
-from meshauth.client._request import Pending, checked
+from meshauth.client._models import MINIMIZE_LATENCY, Check, Consistency, Decision, State
+from meshauth.client._request import Deadline, Pending, checked
 from meshauth.client._retry import RetryBudget
 from meshauth.client._stored import DecisionStore
 from meshauth.client._tracking import StateTracker
@@ -53,12 +53,6 @@ from meshauth.client._warming import Warmer
 from meshauth.singleflight import SingleFlight
 
 __all__ = ["PolicyClient"]
-
-
-def _outcome(d: Decision) -> str:
-    if d.error:
-        return "invalid" if d.error == REASON_INVALID_REQUEST else "unavailable"
-    return "allow" if d.decision else "deny"
 
 
 class PolicyClient:
@@ -184,7 +178,7 @@ class PolicyClient:
             raise TypeError("consistency must be MINIMIZE_LATENCY, FULLY_CONSISTENT or at_least(state)")
         pending = checked(subject, action, resource, context, timeout, self._timeout)
         d = await self._decide(pending, consistency)
-        CHECKS.add(_outcome(d), d.source)
+        CHECKS.add(outcome(d), d.source)
         return d
 
     async def check_many(
@@ -243,18 +237,22 @@ class PolicyClient:
         breaker = self._caller.breaker
         if breaker is not None and breaker.rejecting():
             return self._fallback(ck, "circuit breaker open")
+        deadline = Deadline(p.deadline)
         try:
-            async with asyncio.timeout_at(p.deadline):
-                if self._sf is None:
-                    return await self._fill(p, ck, floor, rkey)
-                flight = (consistency.mode, floor, rkey)
-                if flight in self._sf:
-                    SINGLEFLIGHT_JOINS.add()
-                return await self._sf.do(flight, lambda: self._fill(p, ck, floor, rkey))
-        except TimeoutError:
-            return self._fallback(ck, "deadline passed")
+            if self._sf is None:
+                return await self._fill(p, ck, floor, rkey)
+            flight = (consistency.mode, floor, rkey)
+            if flight in self._sf:
+                SINGLEFLIGHT_JOINS.add()
+            return await self._sf.do(flight, lambda: self._fill(p, ck, floor, rkey))
+        except asyncio.CancelledError:
+            if deadline.expired():
+                return self._fallback(ck, "deadline passed")
+            raise
         except Exception as exc:  # noqa: BLE001 - fail closed: whatever went wrong, deny
             return self._fallback(ck, str(exc) or type(exc).__name__)
+        finally:
+            deadline.cancel()
 
     async def _fill(self, p: Pending, ck: L1Key | None, floor: State | None, rkey: bytes) -> Decision:
         if ck is not None and self._stored is not None:

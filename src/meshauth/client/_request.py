@@ -11,7 +11,7 @@ import msgspec
 
 from meshauth import wire
 
-__all__ = ["Pending", "checked", "entity", "from_key"]
+__all__ = ["Deadline", "Pending", "checked", "entity", "from_key"]
 
 
 class Pending(msgspec.Struct, gc=False):
@@ -59,6 +59,40 @@ def checked(
         None if context is None else dict(context),
         asyncio.get_running_loop().time() + budget,
     )
+
+
+class Deadline:
+    """A check's own deadline: ``asyncio.timeout_at`` at a third of its cost (one timer, no context
+    manager: ~1.4 µs instead of ~3.6 µs per check, measured; it was a fifth of a batched check's
+    client CPU). At ``when`` the task is cancelled; :meth:`expired` (in ``except CancelledError``)
+    says whether that cancellation was ours and no other is pending — then the caller answers
+    "deadline passed", else it re-raises. :meth:`cancel` always, in ``finally``."""
+
+    __slots__ = ("_cancelling", "_fired", "_handle", "_task")
+
+    def __init__(self, when: float) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._fired = False
+        self._handle = asyncio.get_running_loop().call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        self._fired = True
+        self._task.cancel()
+
+    def expired(self) -> bool:
+        if not self._fired:
+            return False
+        self._fired = False  # its cancellation is taken back here, once
+        return self._task.uncancel() <= self._cancelling
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+        if self._fired:  # fired as the work finished: take its cancellation request back (as Timeout)
+            self._fired = False
+            self._task.uncancel()
 
 
 class _Key(msgspec.Struct, array_like=True):
