@@ -7,7 +7,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from meshauth.client import PolicyClient, Response, State, WarmConfig, announce
+from meshauth.client import BatchConfig, PolicyClient, Response, State, WarmConfig, announce
 from meshauth.client._hot import MAX_KEY_BYTES, HotKeys
 from meshauth.client._keys import request_key
 from meshauth.client._request import from_key
@@ -138,3 +138,44 @@ async def test_without_redis_warming_on_start_finds_nothing() -> None:
     async with PolicyClient(["http://pdp"], transport=MockTransport(), warming=EVERY) as client:
         assert await client.warm() == 0
         assert (await client.check(user(1), "view", DOC)).decision
+
+
+async def test_an_entity_only_change_is_adopted_at_once_without_asking_the_hot_set() -> None:
+    """Warming is for new policy revisions; a new entities_version is adopted on announcement, with no
+    call (re-asking the hot set on every entity write would multiply the service's load)."""
+    t = MockTransport(revision=1)
+    async with PolicyClient(["http://pdp"], transport=t, warming=EVERY) as client:
+        for i in range(5):
+            await client.check(user(i), "view", DOC)
+        calls = len(t.calls)
+        client.announced(State(1, 9))
+        assert client.state == State(1, 9)
+    assert len(t.calls) == calls
+
+
+async def test_a_batch_answered_within_the_budget_is_kept_when_another_is_not() -> None:
+    """Warming keeps each batch as it is answered: a slow batch past the budget loses only itself."""
+    first = MockTransport(revision=1)
+    async with PolicyClient(
+        ["http://pdp"],
+        transport=first,
+        warming=WarmConfig(sample_every=1, budget=0.2),
+        batching=BatchConfig(max_batch=2),
+    ) as client:
+        for i in range(4):
+            await client.check(user(i), "view", DOC)
+            await client.check(user(i), "view", DOC)
+        hottest = client._warmer.hot.hottest(4)  # type: ignore[union-attr]
+        slow_ids = {from_key("default", k, 0.0).subject.id for k in hottest[2:]}  # type: ignore[union-attr]
+
+        async def some_slow(url: str, doc: dict[str, Any]) -> Response:
+            items = doc["evaluations"] if url.endswith("evaluations") else [doc]
+            if any(i["subject"]["id"] in slow_ids for i in items):
+                await asyncio.Event().wait()
+            return await MockTransport(revision=2)._policy(url, doc)
+
+        first._handler = some_slow
+        client.announced(State(2))
+        await until(lambda: client.state == State(2), seconds=2.0)
+        got = [client._l1.get((2, None, k)) for k in hottest[:2]]  # type: ignore[union-attr]
+    assert all(d is not None and d.revision == 2 for d in got)

@@ -4,9 +4,9 @@
 from announcements (:meth:`StateTracker.announced`). Cache lookups are keyed by it, so moving it
 retires every older entry at once.
 
-With warming on, an announced state is not adopted at once: the warm loop first asks this
-process's hottest questions at it (``_warming.py``, at most ``WarmConfig.budget`` seconds), then
-adopts it — a change costs no cache cliff, and shows at most the budget later. While the loop runs,
+With warming on, an announced new policy revision (an activation, a schema change) is not adopted
+at once: the warm loop first asks this process's hottest questions at it (``_warming.py``, at most
+``WarmConfig.budget`` seconds), then adopts it — a change costs no cache cliff, and shows at most the budget later. While the loop runs,
 an answer from the newer state is returned to its caller and cached under that state, but adopting
 it is left to the loop (adopting it early would make the whole hot set miss at once). Whatever
 happens to warming, the loop adopts the state in the end.
@@ -54,8 +54,11 @@ class StateTracker:
         if _covers(self.seen, state):
             return
         idle = self._loop_task is None or self._loop_task.done()
-        if self._warmer is None or (idle and not len(self._warmer.hot)):
-            self.advance(state)  # nothing to warm: adopt it now
+        new_policy = self.seen is None or state.revision > self.seen.revision
+        if self._warmer is None or (idle and not (new_policy and len(self._warmer.hot))):
+            # Nothing to warm, or only entities changed: adopt it now. (Re-asking the hot set on
+            # every entity write would multiply the service's load by the write rate.)
+            self.advance(state)
             return
         self._target = state.join(self._target)
         if self._loop_task is None or self._loop_task.done():

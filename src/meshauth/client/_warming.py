@@ -3,7 +3,7 @@
 - **On start** (:meth:`Warmer.start`): read the store's announced state (the announcements hash) and
   the fleet's hottest questions (the shared sorted set, ``_hot.py``), and fill L1 with what L2 holds
   for them at that state — one ``ZREVRANGE`` and one ``MGET``, no call to the service.
-- **On an announced new state** (:meth:`Warmer.rewarm`): this process's hottest questions are
+- **On an announced new policy revision** (:meth:`Warmer.rewarm`): this process's hottest questions are
   looked up in L2 at the new state (another replica may have asked them already) and the rest are
   asked of the service, in batches, before the client moves to that state; the answers fill L1 (and
   L2) under it. It stops at ``budget`` seconds: what is not warm by then is asked on first use, as
@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
@@ -37,7 +38,7 @@ __all__ = ["Warmer"]
 
 log = logging.getLogger(__name__)
 
-Ask = Callable[[list[Pending]], Awaitable[list[Decision | BaseException]]]
+Ask = Callable[[list[Pending]], Coroutine[Any, Any, list[Decision | BaseException]]]
 Keep = Callable[[bytes, Decision, State], None]
 
 
@@ -121,37 +122,50 @@ class Warmer:
         return found
 
     async def rewarm(self, state: State) -> int:
-        """Ask this process's hottest questions again at ``state`` (L2 first), within the budget."""
+        """Ask this process's hottest questions again at ``state`` (L2 first), within the budget.
+        Each batch is kept as soon as it is answered: what the budget allows is warm, the rest is
+        asked on first use."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._cfg.budget
-        rkeys = [
-            k
-            for k in self.hot.hottest(self._cfg.hot_keys)
-            if self._l1.get((state.revision, state.entities_version, k)) is None
-        ]
+        at = (state.revision, state.entities_version)
+        rkeys = [k for k in self.hot.hottest(self._cfg.hot_keys) if self._l1.get((*at, k)) is None]
         if not rkeys:
             return 0
         warmed = 0
-        try:
-            async with asyncio.timeout_at(deadline):
-                if self._l2 is not None:
+        if self._l2 is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline):
                     warmed = await self._from_l2(state, rkeys)
-                    rkeys = [k for k in rkeys if self._l1.get((state.revision, state.entities_version, k)) is None]
-                asks = [(k, p) for k in rkeys if (p := from_key(self._store, k, deadline)) is not None]
-                chunks = [asks[i : i + self._max_batch] for i in range(0, len(asks), self._max_batch)]
-                results = await asyncio.gather(*(self._ask([p for _, p in c]) for c in chunks), return_exceptions=True)
-        except TimeoutError:
-            return warmed  # the rest is asked on first use
+            rkeys = [k for k in rkeys if self._l1.get((*at, k)) is None]
+        asks = [(k, p) for k in rkeys if (p := from_key(self._store, k, deadline)) is not None]
+        chunks = [asks[i : i + self._max_batch] for i in range(0, len(asks), self._max_batch)]
+        tasks: dict[asyncio.Task[list[Decision | BaseException]], list[tuple[bytes, Pending]]] = {
+            loop.create_task(self._ask([p for _, p in c])): c
+            for c in chunks  # hottest first
+        }
         asked = 0
-        for chunk, result in zip(chunks, results, strict=True):
-            if isinstance(result, BaseException):
-                continue
-            for (rkey, _), d in zip(chunk, result, strict=True):
-                if isinstance(d, BaseException) or d.error is not None or d.state is None:
-                    continue
-                if not d.state.covers(state):
-                    continue  # a replica behind the announcement: its answer is not for this state
-                self._keep(rkey, d, d.state.join(state))
-                asked += 1
+        pending = set(tasks)
+        try:
+            while pending and (left := deadline - loop.time()) > 0:
+                done, pending = await asyncio.wait(pending, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if not task.cancelled() and task.exception() is None:  # a failed batch warms nothing
+                        asked += self._keep_answers(tasks[task], task.result(), state)
+        finally:
+            for task in pending:
+                task.cancel()  # the rest is asked on first use
         WARMED.counts[("service",)] += asked
         return warmed + asked
+
+    def _keep_answers(
+        self, chunk: list[tuple[bytes, Pending]], result: list[Decision | BaseException], state: State
+    ) -> int:
+        kept = 0
+        for (rkey, _), d in zip(chunk, result, strict=True):
+            if isinstance(d, BaseException) or d.error is not None or d.state is None:
+                continue
+            if not d.state.covers(state):
+                continue  # a replica behind the announcement: its answer is not for this state
+            self._keep(rkey, d, d.state.join(state))
+            kept += 1
+        return kept
