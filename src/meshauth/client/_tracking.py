@@ -6,10 +6,11 @@ retires every older entry at once.
 
 With warming on, an announced new policy revision (an activation, a schema change) is not adopted
 at once: the warm loop first asks this process's hottest questions at it (``_warming.py``, at most
-``WarmConfig.budget`` seconds), then adopts it — a change costs no cache cliff, and shows at most the budget later. While the loop runs,
-an answer from the newer state is returned to its caller and cached under that state, but adopting
-it is left to the loop (adopting it early would make the whole hot set miss at once). Whatever
-happens to warming, the loop adopts the state in the end.
+``WarmConfig.budget`` seconds), then adopts it: an activation costs no cache cliff, and shows at
+most the budget later. While the loop runs, an answer from the newer state is returned to its caller
+and cached under that state, but adopting it is left to the loop (adopting it early would make the
+whole hot set miss at once). Whatever happens to warming, the loop adopts the state in the end. An
+entity-only change is adopted at once.
 """
 
 from __future__ import annotations
