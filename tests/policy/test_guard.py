@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from meshauth.config import ConfigError, load_settings
+from meshauth.config_load import ConfigError, load_settings
 from meshauth.policy import guard as guard_module
 from meshauth.policy.guard import DecisionGuard, mesh_principals
 from meshauth.policy.metrics import DECISION_API_REFUSED

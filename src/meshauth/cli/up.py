@@ -10,7 +10,7 @@ from types import FrameType
 import typer
 
 from meshauth.admin_token import ensure_admin_token
-from meshauth.config import load_settings
+from meshauth.config_load import load_settings
 from meshauth.local.bootstrap import bootstrap
 from meshauth.local.stack import Stack, child_env, policy_available
 from meshauth.local.walkthrough import walkthrough
