@@ -85,10 +85,10 @@ async def test_snapshot_knows_action_groups(make_app) -> None:  # type: ignore[n
 
 async def test_rebuilds_are_spaced_under_a_stream_of_writes(make_app, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """A burst of entity writes does not rebuild the snapshot once per write; answers stay current."""
-    from meshauth.policy import snapshot_builds
+    from meshauth.policy import snapshot
 
     builds = 0
-    real = snapshot_builds.read_snapshot
+    real = snapshot.read_snapshot
 
     async def counting(*args: Any, **kwargs: Any) -> Any:
         nonlocal builds
@@ -96,7 +96,7 @@ async def test_rebuilds_are_spaced_under_a_stream_of_writes(make_app, monkeypatc
         await asyncio.sleep(0.05)  # make each build take measurable time
         return await real(*args, **kwargs)
 
-    monkeypatch.setattr(snapshot_builds, "read_snapshot", counting)
+    monkeypatch.setattr(snapshot, "read_snapshot", counting)
     async with make_app() as (app, client):
         await push(client, "permit(principal, action, resource) when { principal.n > 0 };")
         await load(client, [entity("User:u", {"n": 0})])

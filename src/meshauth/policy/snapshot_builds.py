@@ -10,7 +10,8 @@ from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from meshauth.policy.snapshot import REBUILD_PAUSE_SECONDS, Snapshot, read_snapshot
+from meshauth.policy import snapshot
+from meshauth.policy.snapshot import REBUILD_PAUSE_SECONDS, Snapshot
 from meshauth.policy.state import StoreState, is_current, settle
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ class SnapshotBuilds:
                     continue  # the store may have moved on (or gone) while we waited
                 async with self._build_slots:
                     started = time.monotonic()
-                    snap = await read_snapshot(
+                    snap = await snapshot.read_snapshot(
                         self._engine,
                         name,
                         max_entities=self._max,
