@@ -106,5 +106,5 @@ async def test_rebuilds_are_spaced_under_a_stream_of_writes(make_app, monkeypatc
             await load(client, [entity("User:u", {"n": n % 2})])
             expected = n % 2 == 1
             assert (await decide(client, ask("User:u", "view", "Doc:a")))["decision"] is expected
-            await asyncio.sleep(0.03)
+            await asyncio.sleep(0.03)  # writes spread over time, as a stream arrives: the spacing under test
         assert builds <= 6, builds  # measured: 2-3 spaced, 10 unspaced
