@@ -173,7 +173,7 @@ def test_sessions_and_revocations_survive_a_valkey_restart(up: Up) -> None:
     assert any(b":revoked:" in k for k in before) and any(b":session:" in k for k in before)
     # The append-only file is fsynced every second in the background: wait for this connection's writes
     # to reach it (WAITAOF: local fsyncs, replicas, timeout ms) rather than for a second to pass.
-    assert redis.execute_command("WAITAOF", 1, 0, 10_000) == [1, 0]
+    assert redis.waitaof(1, 0, 10_000) == [1, 0]
     old = up.valkey()
     old.kill()
     up.wait_until_serving(time.monotonic())
