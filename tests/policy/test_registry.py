@@ -112,13 +112,13 @@ async def test_unknown_store_is_remembered_briefly(make_app, monkeypatch) -> Non
     from meshauth.policy import stores
 
     reads: list[str] = []
-    real_get = stores.get
+    real_get = stores.get_with_text
 
     async def counting_get(conn: Any, name: str) -> Any:
         reads.append(name)
         return await real_get(conn, name)
 
-    monkeypatch.setattr(stores, "get", counting_get)
+    monkeypatch.setattr(stores, "get_with_text", counting_get)
     async with make_app() as (_app, client):
         path = "/stores/later/access/v1/evaluation"
         for _ in range(20):

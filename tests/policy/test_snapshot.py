@@ -108,3 +108,36 @@ async def test_rebuilds_are_spaced_under_a_stream_of_writes(make_app, monkeypatc
             assert (await decide(client, ask("User:u", "view", "Doc:a")))["decision"] is expected
             await asyncio.sleep(0.03)  # writes spread over time, as a stream arrives: the spacing under test
         assert builds <= 6, builds  # measured: 2-3 spaced, 10 unspaced
+
+
+async def test_a_small_store_loads_with_its_snapshot(make_app) -> None:  # type: ignore[no-untyped-def]
+    """A worker loading a small store reads its snapshot as part of the load: the very first
+    decision is answered from it, with no entity queries, and no build is left to queue."""
+    async with make_app() as (_a, writer):
+        await push(writer, 'permit(principal in Group::"g", action, resource);', store="s")
+        await load(writer, [entity(f"User:u{n}", parents=("Group:g",)) for n in range(20)], store="s")
+        async with make_app() as (app, reader):
+            loader = app.state.api.evaluator.loader
+            before = loader.queries
+            assert (await decide(reader, ask("User:u3", "view", "Doc:a"), store="s"))["decision"] is True
+            assert loader.queries == before
+            view = app.state.api.registry.describe("s")
+            assert view.snapshot is not None and view.snapshot.current and view.snapshot.entities == 20
+
+
+async def test_a_bigger_store_gets_its_snapshot_in_the_background(make_app, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Past the first-load bound the store loads without a snapshot (the loader answers) and its
+    snapshot is built in the background, as for any write."""
+    from meshauth.policy import snapshot_builds
+
+    monkeypatch.setattr(snapshot_builds, "FIRST_LOAD_MAX_ENTITIES", 5)
+    async with make_app() as (_a, writer):
+        await push(writer, 'permit(principal in Group::"g", action, resource);', store="s")
+        await load(writer, [entity(f"User:u{n}", parents=("Group:g",)) for n in range(6)], store="s")
+        async with make_app() as (app, reader):
+            loader = app.state.api.evaluator.loader
+            before = loader.queries
+            assert (await decide(reader, ask("User:u3", "view", "Doc:a"), store="s"))["decision"] is True
+            assert loader.queries > before
+            snap = await snapshot_ready(app, "s")
+            assert snap.size == 6
