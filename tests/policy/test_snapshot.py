@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from tests.policy.conftest import ask, decide, entity, load, push
@@ -110,19 +112,27 @@ async def test_rebuilds_are_spaced_under_a_stream_of_writes(make_app, monkeypatc
         assert builds <= 6, builds  # measured: 2-3 spaced, 10 unspaced
 
 
-async def test_a_small_store_loads_with_its_snapshot(make_app) -> None:  # type: ignore[no-untyped-def]
-    """A worker loading a small store reads its snapshot as part of the load: the very first
-    decision is answered from it, with no entity queries, and no build is left to queue."""
+@contextlib.asynccontextmanager
+async def first_decision_in_a_fresh_worker(make_app: Any, users: int) -> AsyncIterator[tuple[Any, int]]:
+    """Store ``s`` with ``users`` users written by one worker; a fresh worker (nothing loaded, as
+    after a restart) answers one decision for it. Yields that worker and the entity queries it took."""
     async with make_app() as (_a, writer):
         await push(writer, 'permit(principal in Group::"g", action, resource);', store="s")
-        await load(writer, [entity(f"User:u{n}", parents=("Group:g",)) for n in range(20)], store="s")
+        await load(writer, [entity(f"User:u{n}", parents=("Group:g",)) for n in range(users)], store="s")
         async with make_app() as (app, reader):
             loader = app.state.api.evaluator.loader
             before = loader.queries
             assert (await decide(reader, ask("User:u3", "view", "Doc:a"), store="s"))["decision"] is True
-            assert loader.queries == before
-            view = app.state.api.registry.describe("s")
-            assert view.snapshot is not None and view.snapshot.current and view.snapshot.entities == 20
+            yield app, loader.queries - before
+
+
+async def test_a_small_store_loads_with_its_snapshot(make_app) -> None:  # type: ignore[no-untyped-def]
+    """A worker loading a small store reads its snapshot as part of the load: the very first
+    decision is answered from it, with no entity queries, and no build is left to queue."""
+    async with first_decision_in_a_fresh_worker(make_app, 20) as (app, queries):
+        assert queries == 0
+        view = app.state.api.registry.describe("s")
+        assert view.snapshot is not None and view.snapshot.current and view.snapshot.entities == 20
 
 
 async def test_a_bigger_store_gets_its_snapshot_in_the_background(make_app, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -131,13 +141,7 @@ async def test_a_bigger_store_gets_its_snapshot_in_the_background(make_app, monk
     from meshauth.policy import snapshot_builds
 
     monkeypatch.setattr(snapshot_builds, "FIRST_LOAD_MAX_ENTITIES", 5)
-    async with make_app() as (_a, writer):
-        await push(writer, 'permit(principal in Group::"g", action, resource);', store="s")
-        await load(writer, [entity(f"User:u{n}", parents=("Group:g",)) for n in range(6)], store="s")
-        async with make_app() as (app, reader):
-            loader = app.state.api.evaluator.loader
-            before = loader.queries
-            assert (await decide(reader, ask("User:u3", "view", "Doc:a"), store="s"))["decision"] is True
-            assert loader.queries > before
-            snap = await snapshot_ready(app, "s")
-            assert snap.size == 6
+    async with first_decision_in_a_fresh_worker(make_app, 6) as (app, queries):
+        assert queries > 0
+        snap = await snapshot_ready(app, "s")
+        assert snap.size == 6
