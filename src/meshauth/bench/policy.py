@@ -211,10 +211,21 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="numbers of 20-policy stores to compare in one run, e.g. 1,10,1000 (issue 8; replaces the default suite)",
     )
+    parser.add_argument(
+        "--interleave",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="with --stores: also serve every store count at once and measure them in alternating 2 s rounds",
+    )
     args = parser.parse_args(argv)
     if args.policies or args.stores:
         scaling = policy_scaling.run(
-            policies=args.policies or [], stores=args.stores or [], seconds=args.seconds, rate=args.rate
+            policies=args.policies or [],
+            stores=args.stores or [],
+            seconds=args.seconds,
+            rate=args.rate,
+            interleave=args.interleave,
         )
         path = save("policy-scaling", scaling)
         print(policy_scaling_report.report(scaling))

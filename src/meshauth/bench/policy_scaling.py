@@ -14,11 +14,14 @@ driven from core 1 exactly as the default policy benchmark drives it:
   flight (decisions/s and p95), RSS per store, p95 at a fixed rate (open loop); then a *fresh*
   process over the same database: the time to load one store on demand (first request to a store
   it has not loaded, against the same request warm — what a reload after an unload costs), and
-  wrk at 16 in flight while it loads the stores.
+  wrk at 16 in flight while it loads the stores;
+- with ``--interleave N``: every store count again, served at once by fresh servers and measured in
+  N alternating 2-second rounds right after creation (``interleaved_stores``: same-moment ratios).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import re
@@ -163,7 +166,8 @@ def _post(url: str, body: bytes) -> float:
     return time.perf_counter() - t
 
 
-def _stores_case(m: int, *, seconds: int, rate: int, root: Path) -> dict[str, Any]:
+def _stores_files(m: int, root: Path) -> tuple[Path, Path, Path]:
+    """A fresh var_dir for ``m`` stores, request lines spread over them, and the wrk script."""
     case = root / f"stores-{m}"
     var = case / "var"
     var.mkdir(parents=True)
@@ -171,17 +175,51 @@ def _stores_case(m: int, *, seconds: int, rate: int, root: Path) -> dict[str, An
     lines.write_text("\n".join(workload.tenant_lines(50_000, m)) + "\n")
     script = case / "stores.lua"
     script.write_text(STORES_LUA)
+    return var, lines, script
+
+
+def _create_stores(base: str, m: int) -> float:
+    """Create ``m`` 20-policy stores through the admin API; seconds taken."""
+    t = time.perf_counter()
+    for i in range(m):
+        w = workload.tenant_store(1000 + i)
+        harness.admin(base, "POST", f"/admin/stores/t{i}/policies", json.dumps({"policies": w.policies}).encode())
+        harness.admin(base, "POST", f"/admin/stores/t{i}/entities", json.dumps(w.entities).encode())
+    return time.perf_counter() - t
+
+
+def interleaved_stores(counts: list[int], *, rounds: int, root: Path) -> dict[str, Any]:
+    """Every store count served at once, each by a fresh server of its own, created one after the
+    other and measured right away in alternating 2-second runs at 16 in flight (the largest count
+    first, so its first run holds its stores' first requests). The separate cases above are
+    measured minutes apart, and on a shared machine their ratio drifts with the neighbours' load
+    (0.74-1.24x for the same code); alternating puts that drift on every count alike."""
+    with contextlib.ExitStack() as stack:
+        served: dict[int, tuple[str, Path, Path]] = {}
+        for m in counts:
+            var, lines, script = _stores_files(m, root / "interleaved")
+            port = free_port()
+            base = f"http://127.0.0.1:{port}"
+            stack.enter_context(running(harness.SERVERS["rsgi"], harness.env(var, port), base + "/healthz"))
+            served[m] = (base, lines, script)
+        for m in counts:
+            _create_stores(served[m][0], m)
+        runs: dict[int, list[float]] = {m: [] for m in counts}
+        for _ in range(rounds):
+            for m in sorted(counts, reverse=True):
+                base, lines, script = served[m]
+                runs[m].append(harness.wrk(base, lines, "", script, seconds=2, connections=16)["requests_per_s"])
+    return {"rounds": rounds, "decisions_per_s": {str(m): runs[m] for m in counts}}
+
+
+def _stores_case(m: int, *, seconds: int, rate: int, root: Path) -> dict[str, Any]:
+    var, lines, script = _stores_files(m, root)
     out: dict[str, Any] = {"stores": m}
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with running(harness.SERVERS["rsgi"], harness.env(var, port), base + "/healthz") as proc:
         out["rss_fresh_mb"] = rss_mb(proc.pid)
-        t = time.perf_counter()
-        for i in range(m):
-            w = workload.tenant_store(1000 + i)
-            harness.admin(base, "POST", f"/admin/stores/t{i}/policies", json.dumps({"policies": w.policies}).encode())
-            harness.admin(base, "POST", f"/admin/stores/t{i}/entities", json.dumps(w.entities).encode())
-        out["create_s"] = time.perf_counter() - t
+        out["create_s"] = _create_stores(base, m)
         # Right after creation: every store's first decisions (entity snapshot built, cache filled)
         # are inside this run.
         run = harness.wrk(base, lines, "", script, seconds=seconds, connections=16)
@@ -213,7 +251,7 @@ def _stores_case(m: int, *, seconds: int, rate: int, root: Path) -> dict[str, An
     return out
 
 
-def run(*, policies: list[int], stores: list[int], seconds: int, rate: int) -> dict[str, Any]:
+def run(*, policies: list[int], stores: list[int], seconds: int, rate: int, interleave: int = 0) -> dict[str, Any]:
     results: dict[str, Any] = {"seconds": seconds, "rate": rate, "sizes": [], "stores": []}
     with tempfile.TemporaryDirectory(prefix="meshauth-bench-scaling-") as tmp:
         root = Path(tmp)
@@ -221,4 +259,6 @@ def run(*, policies: list[int], stores: list[int], seconds: int, rate: int) -> d
             results["sizes"].append(_size_case(n, seconds=seconds, rate=rate, root=root))
         for m in stores:
             results["stores"].append(_stores_case(m, seconds=seconds, rate=rate, root=root))
+        if interleave and len(stores) > 1:
+            results["interleaved"] = interleaved_stores(stores, rounds=interleave, root=root)
     return results

@@ -75,4 +75,21 @@ def report(r: dict[str, Any]) -> str:
                 f"| {fp['decisions_per_s']:,.0f} / {fp['p95_ms_closed_loop']:.2f} ms "
                 f"| {c['create_s']:.0f} s |"
             )
+    inter = r.get("interleaved")
+    if inter:
+        runs = {int(m): v for m, v in inter["decisions_per_s"].items()}
+        base = 10 if 10 in runs else min(runs)
+        lines += [
+            "",
+            f"Interleaved: every store count served at once, {inter['rounds']} alternating 2 s rounds at 16 in flight "
+            f"right after creation (ratios against {base} stores, same moments):",
+            "",
+            "| stores | decisions/s per round | all rounds | first round |",
+            "|---|---|---|---|",
+        ]
+        for m, v in sorted(runs.items()):
+            lines.append(
+                f"| {m:,} | {' / '.join(f'{x:,.0f}' for x in v)} "
+                f"| {_ratio(sum(v), sum(runs[base]))} | {_ratio(v[0], runs[base][0])} |"
+            )
     return "\n".join(lines)
