@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from meshauth.config import ConfigError, Settings, async_database_url, load_settings
-from meshauth.config_report import mask_url
+from meshauth.config import Settings
+from meshauth.config_checks import async_database_url
+from meshauth.config_display import mask_url
+from meshauth.config_load import ConfigError, load_settings
 
 
 def test_defaults_use_embedded_sqlite(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ from functools import cached_property
 from ipaddress import ip_network
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -22,12 +21,19 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from meshauth.config_checks import (
+    async_database_url,
+    check_database_url,
+    check_decision_token,
+    check_redis_url,
+    check_spiffe_id,
+)
+
 SigningAlg = Literal["ES256", "EdDSA", "RS256"]
 
 DEFAULT_VAR_DIR = Path("var")
 MAX_LEEWAY_SECONDS = 300
 MAX_DECISION_TOKEN_CHARS = 512  # policy/guard.py refuses longer Authorization lines unread
-REDIS_URL_SCHEMES = ("redis://", "rediss://", "valkey://", "unix://")
 
 
 class Settings(BaseSettings):
@@ -238,48 +244,29 @@ class Settings(BaseSettings):
     @classmethod
     def _decision_tokens(cls, v: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
         for token in v:
-            text = token.get_secret_value()
-            # Sent as ``Authorization: Bearer <token>``: visible ASCII, no spaces; long enough not to guess.
-            if not 16 <= len(text) <= MAX_DECISION_TOKEN_CHARS or not all("!" <= c <= "~" for c in text):
-                raise ValueError(
-                    f"decision_api_tokens: each token must be 16 to {MAX_DECISION_TOKEN_CHARS} visible ASCII "
-                    "characters without spaces (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
-                )
+            check_decision_token(token.get_secret_value(), MAX_DECISION_TOKEN_CHARS)
         return v
 
     @field_validator("decision_api_allowed_principals")
     @classmethod
     def _spiffe_ids(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for principal in v:
-            if not principal.startswith("spiffe://") or any(c in principal for c in ',;"= ') or not principal.isascii():
-                raise ValueError(
-                    f"decision_api_allowed_principals: {principal!r} is not a SPIFFE id "
-                    "(spiffe://<trust domain>/ns/<namespace>/sa/<service account>)"
-                )
+            check_spiffe_id(principal)
         return v
 
     @field_validator("database_url")
     @classmethod
     def _database_url_scheme(cls, v: str | None) -> str | None:
-        # Checked here, at load, rather than when the engine is first built: a bad URL is a
-        # configuration error reported with the others, not a traceback from deep inside a command.
+        # Checked here, at load, rather than when the engine is first built (config_checks says why).
         if v is not None:
-            async_database_url(v)
-            if not v.startswith("sqlite"):
-                check_url_address(v, "postgresql://user:password@host:5432/db")
+            check_database_url(v)
         return v
 
     @field_validator("redis_url")
     @classmethod
     def _redis_url_scheme(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith(REDIS_URL_SCHEMES):
-            scheme = v.split(":", 1)[0] if "://" in v else v[:20]
-            raise ValueError(
-                f"unsupported Redis URL scheme {scheme!r}; expected redis://host:port/db, rediss://… (TLS),"
-                " valkey://host:port or unix:///path/to/socket"
-            )
-        if v is not None and not v.startswith("unix://"):
-            check_url_address(v, "redis://host:6379/0")
+        if v is not None:
+            check_redis_url(v)
         return v
 
     @field_validator("issuer")
@@ -324,63 +311,3 @@ class Settings(BaseSettings):
     def redis_url_file(self) -> Path:
         """Written by ``meshauth up`` when it starts the embedded Valkey, read by the CLI."""
         return self.var_dir / "redis-url"
-
-
-def async_database_url(url: str) -> str:
-    """Map the URL spellings platforms use to the async drivers meshauth ships with."""
-    for prefix, driver in (
-        ("postgres://", "postgresql+asyncpg://"),
-        ("postgresql://", "postgresql+asyncpg://"),
-        ("postgresql+psycopg://", "postgresql+asyncpg://"),
-        ("sqlite://", "sqlite+aiosqlite://"),
-    ):
-        if url.startswith(prefix):
-            return driver + url[len(prefix) :]
-    if url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
-        return url
-    raise ValueError(
-        f"unsupported database URL scheme {url.split(':', 1)[0]!r}; expected postgresql://user:password@host:5432/db"
-        " or sqlite:///path/to/file.db"
-    )
-
-
-def check_url_address(url: str, example: str) -> None:
-    """Raise ValueError unless the URL's host parses and its port, when given, is a number from 1 to 65535.
-
-    Checked at load so that a port like ``notaport`` or ``99999``, or an unclosed ``[::1``, is a configuration
-    error naming the variable, not a ValueError traceback from the driver when it first connects (or a
-    worker that crash-loops on it).
-    """
-    try:
-        parts = urlsplit(url)
-        port = parts.port  # raises ValueError for a port that is not a number or is above 65535
-        parts.hostname  # noqa: B018 - parsed for its ValueError (a bracketed host that is not an IPv6 address)
-    except ValueError as exc:
-        raise ValueError(f"not a valid URL ({exc}); expected {example}") from None
-    if port == 0:
-        raise ValueError(f"port 0 is not a port to connect to; expected a port from 1 to 65535, e.g. {example}")
-
-
-class ConfigError(Exception):
-    """The settings cannot be loaded. ``problems`` holds one printable line per problem, each naming the
-    variable (or file key) to change, what is wrong with it and the accepted form."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
-
-
-def load_settings(**overrides: object) -> Settings:
-    """Settings for a command or a service; a bad configuration raises :class:`ConfigError`."""
-    try:
-        return Settings(**overrides)  # type: ignore[arg-type]
-    except (ValueError, OSError) as exc:
-        # ValidationError and pydantic-settings' SettingsError are ValueErrors; a missing or unreadable
-        # file is an OSError, bad TOML a ValueError. Diagnose from the sources again to list every problem
-        # with where it came from, rather than only the first one pydantic-settings stopped at.
-        from meshauth.config_report import settings_problems
-
-        problems = settings_problems(overrides)
-        if not problems:
-            raise
-        raise ConfigError(problems) from exc

@@ -65,7 +65,8 @@ from granian.http import HTTP1Settings, HTTP2Settings
 from granian.server import Server
 
 from meshauth import http
-from meshauth.config import Settings, load_settings
+from meshauth.config import Settings
+from meshauth.config_load import load_settings
 
 Interface = Literal["asgi", "rsgi"]
 

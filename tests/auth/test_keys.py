@@ -16,6 +16,12 @@ from meshauth.db.tables import signing_keys
 from tests.auth.conftest import Harness, claims, make_settings, sign, start_harness
 
 
+def past_rate_limit(store: keys.KeyStore) -> None:
+    """Move the store's clock past the unknown-kid reload rate limit (as if that long had passed)."""
+    now = store.clock()
+    store.clock = lambda: now + keys.UNKNOWN_KID_RELOAD_INTERVAL
+
+
 async def test_jwks_publishes_the_signer(auth: Harness) -> None:
     """JWKS holds the active public key, and no private material."""
     body = (await auth.http.get("/.well-known/jwks.json")).json()
@@ -91,7 +97,7 @@ async def test_other_replica_rotation_found_by_unknown_kid(auth: Harness) -> Non
         algorithm="ES256",
         headers={"kid": new_kid, "typ": "at+jwt"},
     )
-    auth.app.service.keys._last_load = 0.0  # the rate limit window has passed
+    past_rate_limit(auth.app.service.keys)
     assert (await auth.gate(token)).status_code == 200
 
 
@@ -139,20 +145,29 @@ async def test_forged_kids_cause_one_reload(auth_sqlite: Harness) -> None:
     """Many concurrent unknown kids trigger one key-table reload, not one each."""
     h = auth_sqlite
     store = h.app.service.keys
-    loads = 0
-    original = store._load
-
-    async def counting() -> None:
-        nonlocal loads
-        loads += 1
-        await original()
-
-    store._load = counting  # type: ignore[method-assign]
-    store._last_load = 0.0
+    past_rate_limit(store)
+    before = store.table_reads
     tokens = [sign(h, claims(h), kid=f"forged{i:04d}") for i in range(50)]
     responses = await asyncio.gather(*(h.gate(t) for t in tokens))
     assert {r.status_code for r in responses} == {401}
-    assert loads == 1
+    assert store.table_reads == before + 1
+
+
+async def test_unknown_kids_reload_at_most_once_per_interval(auth_sqlite: Harness) -> None:
+    """Within the rate limit an unknown kid does not read the key table again; once it has passed, one does."""
+    store = auth_sqlite.app.service.keys
+    clock = [store.clock()]
+    store.clock = lambda: clock[0]
+    past = keys.UNKNOWN_KID_RELOAD_INTERVAL
+    clock[0] += past
+    assert await store.reload_for_unknown_kid() is True
+    reads = store.table_reads
+    clock[0] += past / 2
+    assert await store.reload_for_unknown_kid() is False
+    assert store.table_reads == reads
+    clock[0] += past / 2
+    assert await store.reload_for_unknown_kid() is True
+    assert store.table_reads == reads + 1
 
 
 async def test_forged_kid_with_database_down_is_401(auth_sqlite: Harness) -> None:
@@ -162,7 +177,7 @@ async def test_forged_kid_with_database_down_is_401(auth_sqlite: Harness) -> Non
     db = Path(h.app.settings.sqlalchemy_url.split(":///", 1)[1])
     db.unlink()
     db.mkdir()
-    h.app.service.keys._last_load = 0.0
+    past_rate_limit(h.app.service.keys)
     r = await h.gate(sign(h, claims(h), kid="forgedkid"))
     assert r.status_code == 401
 

@@ -48,6 +48,10 @@ class Pause:
 
 
 async def next_second() -> None:
+    """Wait for the clock's next whole second. Cut-offs and a token's ``iat`` are whole seconds, and a
+    credential issued in the cut-off's own second is refused (fail closed): the tests below need the
+    credential (or the raced request's end) in a later second. A wait for the clock, not for
+    background work; the service reads ``time.time()`` in a dozen places, so no clock is injected."""
     await asyncio.sleep(1.02 - time.time() % 1)
 
 

@@ -42,12 +42,14 @@ def test_size_is_bounded_oldest_first() -> None:
     assert m.get(0) is None
 
 
-def test_expired_entries_are_evicted_before_live_ones() -> None:
+def test_expired_entries_are_evicted_before_live_ones(monkeypatch: pytest.MonkeyPatch) -> None:
     """Eviction drops expired entries before live ones."""
     m: ExpiringMap[str, int] = ExpiringMap(maxsize=2)
-    m.set("live", 1, time.time() + 60)
-    m._data["dead"] = (2, time.time() - 1)
-    m.set("new", 3, time.time() + 60)
+    now = time.time()
+    m.set("live", 1, now + 60)
+    m.set("dead", 2, now + 1)
+    monkeypatch.setattr(time, "time", lambda: now + 2)  # the clock the map reads: "dead" has expired
+    m.set("new", 3, now + 60)
     assert m.get("live") == 1
     assert m.get("new") == 3
 

@@ -65,7 +65,7 @@ def test_failed_restarts_count_toward_giving_up(monkeypatch: pytest.MonkeyPatch,
     stack = Stack(Settings(), env={})
     results = []
     for _ in range(4 * MAX_CRASHES_IN_A_ROW):
-        results.append(stack._supervise(child, clock[0]))
+        results.append(stack.supervise(child, clock[0]))
         clock[0] += MAX_RESTART_DELAY
         if results[-1] is not None:
             break

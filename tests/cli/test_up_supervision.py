@@ -171,7 +171,9 @@ def test_sessions_and_revocations_survive_a_valkey_restart(up: Up) -> None:
     redis = Redis(port=up.redis_port, socket_timeout=5)
     before = {k for k in redis.scan_iter(match="meshauth:*") if b":revoked:" in k or b":session:" in k}
     assert any(b":revoked:" in k for k in before) and any(b":session:" in k for k in before)
-    time.sleep(1.5)  # the append-only file is synced every second
+    # The append-only file is fsynced every second in the background: wait for this connection's writes
+    # to reach it (WAITAOF: local fsyncs, replicas, timeout ms) rather than for a second to pass.
+    assert redis.waitaof(1, 0, 10_000) == [1, 0]
     old = up.valkey()
     old.kill()
     up.wait_until_serving(time.monotonic())

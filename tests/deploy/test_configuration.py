@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from meshauth.config import load_settings
+from meshauth.config_load import load_settings
 from tests.deploy.dockerfile import parse
 from tests.deploy.manifests import PENDING_SETTINGS, REPO, Obj, setting_names
 

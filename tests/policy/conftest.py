@@ -15,7 +15,8 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from meshauth.config import Settings, load_settings
+from meshauth.config import Settings
+from meshauth.config_load import load_settings
 from meshauth.db import create_engine
 from meshauth.local.health import wait_healthy
 from meshauth.policy import stores

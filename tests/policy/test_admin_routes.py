@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -128,6 +128,8 @@ class _RsgiProtocol:
 async def test_uncaught_error_under_rsgi_is_a_json_500(make_app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Through the RSGI bridge (what ``meshauth serve policy`` runs), a bug in an admin route
     answers the JSON 500: Starlette's re-raise no longer escapes before the answer is passed on."""
+    from granian.rsgi import HTTPProtocol, Scope
+
     from meshauth.rsgi_bridge import forward
 
     async def broken(self: Admin, store: str) -> dict[str, Any]:
@@ -139,7 +141,8 @@ async def test_uncaught_error_under_rsgi_is_a_json_500(make_app: Any, monkeypatc
             "GET", "/admin/stores/default/policies", {"authorization": f"Bearer {TOKEN}", "content-length": "0"}
         )
         protocol = _RsgiProtocol()
-        await forward(app.app, scope, protocol, max_body=1024)
+        # The two fakes carry what forward reads; granian's own classes cannot be built outside granian.
+        await forward(app.app, cast("Scope", scope), cast("HTTPProtocol", protocol), max_body=1024)
     ((status, _headers, body),) = protocol.answers
     assert status == 500
     assert b'"server_error"' in body

@@ -109,7 +109,7 @@ def test_store_attribute_precedence(server: str, tmp_path: Path) -> None:
     run("policy", "push", "--store", "cli4", "--url", server, str(_write(tmp_path, "p.cedar", policy)))
     entities = [{"uid": {"type": "User", "id": "u"}, "attrs": {"suspended": True}, "parents": []}]
     run("entities", "load", "--store", "cli4", str(_write(tmp_path, "e.json", json.dumps(entities))), "--url", server)
-    flip = {"suspended": False}
+    flip: dict[str, object] = {"suspended": False}
     assert evaluate(server, "cli4", "u", "view", "d", properties=flip) is True
     code, out = run("policy", "store", "cli4", "--url", server)
     assert code == 0, out

@@ -90,6 +90,7 @@ def test_chunked_bodies_over_rsgi(server: str) -> None:
     from urllib.parse import urlparse
 
     target = urlparse(server)
+    assert target.hostname is not None
     conn = http.client.HTTPConnection(target.hostname, target.port, timeout=10)
     good = json.dumps(ask("alice")).encode()
     conn.request("POST", "/access/v1/evaluation", body=iter([good[:10], good[10:]]), encode_chunked=True)

@@ -4,6 +4,7 @@ before the body is read."""
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from meshauth.config import ConfigError, load_settings
+from meshauth.config_load import ConfigError, load_settings
 from meshauth.policy import guard as guard_module
 from meshauth.policy.guard import DecisionGuard, mesh_principals
 from meshauth.policy.metrics import DECISION_API_REFUSED
@@ -170,13 +171,13 @@ def test_every_token_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPatc
     """The presented token is compared with every configured token through ``hmac.compare_digest``,
     with no early exit on a match, and as equal-length digests (no length leak)."""
     seen: list[tuple[int, int]] = []
-    real = guard_module.hmac.compare_digest
+    real = hmac.compare_digest
 
     def spy(a: bytes, b: bytes) -> bool:
         seen.append((len(a), len(b)))
         return real(a, b)
 
-    monkeypatch.setattr(guard_module.hmac, "compare_digest", spy)
+    monkeypatch.setattr(hmac, "compare_digest", spy)
     guard = DecisionGuard(tokens=["a" * 20, "b" * 40, "c" * 30], principals=())
     assert guard.check([f"Bearer {'a' * 20}"], []) is None  # matches the first: still compares all three
     assert len(seen) == 3

@@ -4,6 +4,7 @@ only those gives exactly the answers of the whole set (decision, determining pol
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meshauth.policy import cedar
+from meshauth.policy.cedar import Uid
 from meshauth.policy.index import PolicyIndex, Subset
 from meshauth.policy.scopes import ANYTHING, ask_cedar
 
@@ -85,7 +87,7 @@ def test_cache_is_a_bounded_lru_not_cleared() -> None:
     """Past its bound the cache drops the least recently used key only; hot keys stay."""
     text = 'permit(principal, action == Action::"a0", resource);\npermit(principal, action, resource);'
     index = index_of(text, cache_keys=3)
-    keys = [(("Action", "a0"), frozenset(), t, "Doc") for t in ("A", "B", "C", "D")]
+    keys: list[tuple[Uid, frozenset[Uid], str, str]] = [(("Action", "a0"), frozenset(), t, "Doc") for t in "ABCD"]
     first = index.policies_for(*keys[0])
     index.policies_for(*keys[1])
     index.policies_for(*keys[2])
@@ -198,7 +200,7 @@ template_text = st.sampled_from(
 statement = st.one_of(policy_text, policy_text, policy_text, template_text)
 
 
-def _entities(draw: st.DrawFn) -> list[dict[str, Any]]:
+def _entities(draw: Callable[[st.SearchStrategy[Any]], Any]) -> list[dict[str, Any]]:
     def uid(u: tuple[str, str]) -> dict[str, str]:
         return {"type": u[0], "id": u[1]}
 

@@ -109,16 +109,16 @@ async def test_unknown_store_names_keep_no_lock(make_app) -> None:  # type: igno
 async def test_unknown_store_is_remembered_briefly(make_app, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """A store found missing is answered 404 without a database read for a short while; creating
     it through the service makes it answer at once."""
-    from meshauth.policy import registry as registry_module
+    from meshauth.policy import stores
 
     reads: list[str] = []
-    real_get = registry_module.stores.get
+    real_get = stores.get_with_text
 
     async def counting_get(conn: Any, name: str) -> Any:
         reads.append(name)
         return await real_get(conn, name)
 
-    monkeypatch.setattr(registry_module.stores, "get", counting_get)
+    monkeypatch.setattr(stores, "get_with_text", counting_get)
     async with make_app() as (_app, client):
         path = "/stores/later/access/v1/evaluation"
         for _ in range(20):

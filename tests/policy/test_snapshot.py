@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from tests.policy.conftest import ask, decide, entity, load, push
@@ -85,10 +87,10 @@ async def test_snapshot_knows_action_groups(make_app) -> None:  # type: ignore[n
 
 async def test_rebuilds_are_spaced_under_a_stream_of_writes(make_app, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """A burst of entity writes does not rebuild the snapshot once per write; answers stay current."""
-    from meshauth.policy import snapshot_builds
+    from meshauth.policy import snapshot
 
     builds = 0
-    real = snapshot_builds.read_snapshot
+    real = snapshot.read_snapshot
 
     async def counting(*args: Any, **kwargs: Any) -> Any:
         nonlocal builds
@@ -96,7 +98,7 @@ async def test_rebuilds_are_spaced_under_a_stream_of_writes(make_app, monkeypatc
         await asyncio.sleep(0.05)  # make each build take measurable time
         return await real(*args, **kwargs)
 
-    monkeypatch.setattr(snapshot_builds, "read_snapshot", counting)
+    monkeypatch.setattr(snapshot, "read_snapshot", counting)
     async with make_app() as (app, client):
         await push(client, "permit(principal, action, resource) when { principal.n > 0 };")
         await load(client, [entity("User:u", {"n": 0})])
@@ -106,5 +108,40 @@ async def test_rebuilds_are_spaced_under_a_stream_of_writes(make_app, monkeypatc
             await load(client, [entity("User:u", {"n": n % 2})])
             expected = n % 2 == 1
             assert (await decide(client, ask("User:u", "view", "Doc:a")))["decision"] is expected
-            await asyncio.sleep(0.03)
+            await asyncio.sleep(0.03)  # writes spread over time, as a stream arrives: the spacing under test
         assert builds <= 6, builds  # measured: 2-3 spaced, 10 unspaced
+
+
+@contextlib.asynccontextmanager
+async def first_decision_in_a_fresh_worker(make_app: Any, users: int) -> AsyncIterator[tuple[Any, int]]:
+    """Store ``s`` with ``users`` users written by one worker; a fresh worker (nothing loaded, as
+    after a restart) answers one decision for it. Yields that worker and the entity queries it took."""
+    async with make_app() as (_a, writer):
+        await push(writer, 'permit(principal in Group::"g", action, resource);', store="s")
+        await load(writer, [entity(f"User:u{n}", parents=("Group:g",)) for n in range(users)], store="s")
+        async with make_app() as (app, reader):
+            loader = app.state.api.evaluator.loader
+            before = loader.queries
+            assert (await decide(reader, ask("User:u3", "view", "Doc:a"), store="s"))["decision"] is True
+            yield app, loader.queries - before
+
+
+async def test_a_small_store_loads_with_its_snapshot(make_app) -> None:  # type: ignore[no-untyped-def]
+    """A worker loading a small store reads its snapshot as part of the load: the very first
+    decision is answered from it, with no entity queries, and no build is left to queue."""
+    async with first_decision_in_a_fresh_worker(make_app, 20) as (app, queries):
+        assert queries == 0
+        view = app.state.api.registry.describe("s")
+        assert view.snapshot is not None and view.snapshot.current and view.snapshot.entities == 20
+
+
+async def test_a_bigger_store_gets_its_snapshot_in_the_background(make_app, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Past the first-load bound the store loads without a snapshot (the loader answers) and its
+    snapshot is built in the background, as for any write."""
+    from meshauth.policy import snapshot_builds
+
+    monkeypatch.setattr(snapshot_builds, "FIRST_LOAD_MAX_ENTITIES", 5)
+    async with first_decision_in_a_fresh_worker(make_app, 6) as (app, queries):
+        assert queries > 0
+        snap = await snapshot_ready(app, "s")
+        assert snap.size == 6

@@ -28,7 +28,8 @@ from meshauth.auth.metrics import INVALIDATION_CONNECTED, JWT_CACHE, REVOKED_TOK
 from meshauth.auth.oauth import OAuthEndpoints
 from meshauth.auth.service import AuthService
 from meshauth.auth.session_api import SessionEndpoints
-from meshauth.config import Settings, load_settings
+from meshauth.config import Settings
+from meshauth.config_load import load_settings
 from meshauth.http import ApiError, api_error_handler, internal_error_handler, json_response, unavailable_handler
 from meshauth.observability.metrics import metrics_endpoint
 

@@ -9,9 +9,11 @@ rotation). Every replica reloads the set on a timer, on a ``keys`` invalidation,
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,14 +152,24 @@ async def ensure_key(engine: AsyncEngine, alg: SigningAlg, *, kek: bytes | None 
 class KeyStore:
     """This replica's view of the signing keys: the signer, and the keys tokens may be verified with."""
 
-    def __init__(self, engine: AsyncEngine, *, overlap: int, kek: bytes | None = None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        overlap: int,
+        kek: bytes | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._engine = engine
         self._kek = kek
         self._overlap = overlap
         self._by_kid: dict[str, SigningKey] = {}
         self._signer: SigningKey | None = None
-        self._last_load = 0.0
+        # Seconds, for the unknown-kid reload rate limit only; public so that a test can step past it.
+        self.clock = clock
+        self._last_load = -math.inf  # never loaded: the first unknown kid may reload at once
         self._lock = asyncio.Lock()
+        self.table_reads = 0  # reads of the key table (startup, announcements, unknown kids)
 
     @property
     def signer(self) -> SigningKey:
@@ -180,7 +192,8 @@ class KeyStore:
             await self._load()
 
     async def _load(self) -> None:
-        self._last_load = time.monotonic()
+        self._last_load = self.clock()
+        self.table_reads += 1
         now = int(time.time())
         async with self._engine.connect() as conn:
             rows = (await conn.execute(sa.select(signing_keys))).all()
@@ -202,10 +215,10 @@ class KeyStore:
         Single-flight: concurrent callers wait for one reload instead of each running their own, and a
         database that is down counts as "no reload" (the kid stays unknown: 401, never 500).
         """
-        if time.monotonic() - self._last_load < UNKNOWN_KID_RELOAD_INTERVAL:
+        if self.clock() - self._last_load < UNKNOWN_KID_RELOAD_INTERVAL:
             return False
         async with self._lock:
-            if time.monotonic() - self._last_load < UNKNOWN_KID_RELOAD_INTERVAL:
+            if self.clock() - self._last_load < UNKNOWN_KID_RELOAD_INTERVAL:
                 return True  # another caller reloaded while this one waited
             try:
                 await self._load()

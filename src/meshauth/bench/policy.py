@@ -20,125 +20,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
+from meshauth.bench import policy_harness as harness
+from meshauth.bench import policy_scaling, policy_scaling_report
 from meshauth.bench import policy_workload as workload
-from meshauth.bench.loadgen import CLIENT_CORE, idle_poll, parse_wrk, pinned
+from meshauth.bench.loadgen import idle_poll
 from meshauth.bench.processes import free_port, running
 from meshauth.bench.results import save
 
-TOKEN = "bench-admin-token"
 FLOOR_APP = "meshauth.bench.floor:create_app"
-BATCH = 64
-LUA = """
-local bodies = {}
-for line in io.lines(os.getenv("BENCH_BODIES")) do bodies[#bodies + 1] = line end
-local path = os.getenv("BENCH_PATH")
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-request = function()
-  return wrk.format(nil, path, nil, bodies[math.random(#bodies)])
-end
-done = function(summary, latency, requests)
-  io.write(string.format("P95_US %d\\n", latency:percentile(95.0)))
-end
-"""
-
-
-def _admin(base: str, method: str, path: str, body: bytes) -> dict[str, Any]:
-    req = urllib.request.Request(  # noqa: S310 - loopback URL built here
-        base + path,
-        data=body,
-        method=method,
-        headers={"authorization": f"Bearer {TOKEN}", "content-type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=600) as resp:  # noqa: S310 - loopback
-        result: dict[str, Any] = json.loads(resp.read())
-        return result
-
-
-def _env(var: Path, port: int, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MESHAUTH_") and k != "DATABASE_URL"}
-    env.update(
-        MESHAUTH_VAR_DIR=str(var),
-        MESHAUTH_DATABASE_URL=f"sqlite:///{var / 'bench.db'}",
-        MESHAUTH_ADMIN_TOKEN=TOKEN,
-        MESHAUTH_POLICY_PORT=str(port),
-    )
-    env.update(extra)
-    return env
-
-
-def _wrk(url: str, bodies: Path, path: str, script: Path, *, seconds: int, connections: int) -> dict[str, Any]:
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]
-    env = {**os.environ, "BENCH_BODIES": str(bodies), "BENCH_PATH": path}
-    out = subprocess.run(pinned(cmd, CLIENT_CORE), capture_output=True, text=True, check=True, env=env).stdout
-    report = parse_wrk(out)
-    p95 = re.search(r"P95_US (\d+)", out)  # printed by this benchmark's own wrk script
-    return {
-        "command": f"BENCH_BODIES={bodies.name} BENCH_PATH={path} " + " ".join(pinned(cmd, CLIENT_CORE)),
-        "requests_per_s": report.rps,
-        "p95_ms_closed_loop": int(p95.group(1)) / 1000 if p95 else None,
-        "p99_ms_closed_loop": report.p99_ms,
-        "non_2xx": report.non_2xx,
-        "errors": report.socket_errors,
-    }
-
-
-def _driver(url: str, bodies: Path, *, rate: int, seconds: int, stores: bool = False) -> dict[str, Any]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "meshauth.bench.policy_driver",
-        url,
-        "--bodies",
-        str(bodies),
-        "--rate",
-        str(rate),
-        "--seconds",
-        str(seconds),
-        *(["--stores"] if stores else []),
-    ]
-    out = subprocess.run(pinned(cmd, CLIENT_CORE), capture_output=True, text=True, check=True).stdout
-    result: dict[str, Any] = json.loads(out)
-    result["command"] = " ".join(pinned(["python", *cmd[1:]], CLIENT_CORE)).replace(str(bodies), bodies.name)
-    return result
-
-
-def _hey(url: str, body: Path, *, rate: int, seconds: int) -> dict[str, Any]:
-    workers = 10
-    cmd = ["hey", "-z", f"{seconds}s", "-c", str(workers), "-q", str(rate // workers)]
-    cmd += ["-m", "POST", "-T", "application/json", "-D", str(body), url]
-    out = subprocess.run(pinned(cmd, CLIENT_CORE), capture_output=True, text=True, check=True).stdout
-
-    def pct(p: int) -> float:
-        m = re.search(rf"\s{p}% in ([0-9.]+) secs", out)
-        return float(m.group(1)) * 1000 if m else float("nan")
-
-    rps = re.search(r"Requests/sec:\s+([0-9.]+)", out)
-    return {
-        "command": " ".join(pinned(cmd, CLIENT_CORE)).replace(str(body), body.name),
-        "achieved_rps": float(rps.group(1)) if rps else 0.0,
-        "p50_ms": pct(50),
-        "p95_ms": pct(95),
-        "p99_ms": pct(99),
-    }
-
-
-SERVERS = {
-    # the same app under granian's ASGI interface
-    "asgi": ["-m", "meshauth", "serve", "policy", "--interface", "asgi"],
-    # what ``meshauth serve policy`` runs (granian, RSGI)
-    "rsgi": ["-m", "meshauth", "serve", "policy"],
-}
 
 
 def _measure(base: str, files: dict[str, Path], script: Path, *, rate: int, seconds: int) -> dict[str, Any]:
@@ -146,16 +40,16 @@ def _measure(base: str, files: dict[str, Path], script: Path, *, rate: int, seco
     out: dict[str, Any] = {}
     single_url = base + "/access/v1/evaluation"
     # Warm-up: compile every policy subset, fill the entity cache, build the snapshot.
-    _wrk(base, files["singles"], "/access/v1/evaluation", script, seconds=5, connections=16)
-    _wrk(base, files["batches"], "/access/v1/evaluations", script, seconds=3, connections=8)
-    out["fixed_rate_random"] = _driver(single_url, files["singles"], rate=rate, seconds=seconds)
+    harness.wrk(base, files["singles"], "/access/v1/evaluation", script, seconds=5, connections=16)
+    harness.wrk(base, files["batches"], "/access/v1/evaluations", script, seconds=3, connections=8)
+    out["fixed_rate_random"] = harness.driver(single_url, files["singles"], rate=rate, seconds=seconds)
     with idle_poll():
-        out["fixed_rate_random_idle_poll"] = _driver(single_url, files["singles"], rate=rate, seconds=seconds)
-    out["fixed_rate_hey_one_body"] = _hey(single_url, files["one"], rate=rate, seconds=seconds)
-    single = _wrk(base, files["singles"], "/access/v1/evaluation", script, seconds=seconds, connections=32)
+        out["fixed_rate_random_idle_poll"] = harness.driver(single_url, files["singles"], rate=rate, seconds=seconds)
+    out["fixed_rate_hey_one_body"] = harness.hey(single_url, files["one"], rate=rate, seconds=seconds)
+    single = harness.wrk(base, files["singles"], "/access/v1/evaluation", script, seconds=seconds, connections=32)
     single["decisions_per_s"] = single["requests_per_s"]
-    batch = _wrk(base, files["batches"], "/access/v1/evaluations", script, seconds=seconds, connections=8)
-    batch["decisions_per_s"] = batch["requests_per_s"] * BATCH
+    batch = harness.wrk(base, files["batches"], "/access/v1/evaluations", script, seconds=seconds, connections=8)
+    batch["decisions_per_s"] = batch["requests_per_s"] * harness.BATCH
     out["max_single"] = single
     out["max_batch64"] = batch
     out["batch_over_single"] = batch["decisions_per_s"] / single["decisions_per_s"]
@@ -171,32 +65,32 @@ def run(*, seconds: int, rate: int, bulk: int, compare_index: bool, servers: lis
         script = root / "random-body.lua"
         single_bodies = workload.single_bodies(20_000)
         files["singles"].write_bytes(b"\n".join(single_bodies) + b"\n")
-        files["batches"].write_bytes(b"\n".join(workload.batch_bodies(2_000, BATCH)) + b"\n")
+        files["batches"].write_bytes(b"\n".join(workload.batch_bodies(2_000, harness.BATCH)) + b"\n")
         files["one"].write_bytes(single_bodies[0])
-        script.write_text(LUA)
+        script.write_text(harness.LUA)
         var = root / "var"
         var.mkdir()
 
         # Load once (through the admin API of the ASGI server); every server below reads this database.
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        with running(SERVERS["asgi"], _env(var, port), base + "/healthz"):
+        with running(harness.SERVERS["asgi"], harness.env(var, port), base + "/healthz"):
             t = time.perf_counter()
-            _admin(base, "POST", "/admin/stores/default/policies", json.dumps({"policies": w.policies}).encode())
+            harness.admin(base, "POST", "/admin/stores/default/policies", json.dumps({"policies": w.policies}).encode())
             results["policy_upload_s"] = time.perf_counter() - t
             t = time.perf_counter()
-            _admin(base, "POST", "/admin/stores/default/entities", json.dumps(w.entities).encode())
+            harness.admin(base, "POST", "/admin/stores/default/entities", json.dumps(w.entities).encode())
             results["entities_load_s"] = {"count": len(w.entities), "seconds": time.perf_counter() - t}
             if bulk:
                 body = json.dumps(workload.bulk_entities(bulk)).encode()
                 t = time.perf_counter()
-                _admin(base, "POST", "/admin/stores/bulk/entities", body)
+                harness.admin(base, "POST", "/admin/stores/bulk/entities", body)
                 results["bulk_load"] = {"count": bulk, "seconds": time.perf_counter() - t, "bytes": len(body)}
 
         for name in servers:
             port = free_port()
             base = f"http://127.0.0.1:{port}"
-            with running(SERVERS[name], _env(var, port), base + "/healthz"):
+            with running(harness.SERVERS[name], harness.env(var, port), base + "/healthz"):
                 results[name] = _measure(base, files, script, rate=rate, seconds=seconds)
 
         # The floor in the same run: a trivial ASGI app under the same server, same load tools.
@@ -205,21 +99,23 @@ def run(*, seconds: int, rate: int, bulk: int, compare_index: bool, servers: lis
         code = (
             f"from meshauth.granian_server import serve_asgi; serve_asgi({FLOOR_APP!r}, host='127.0.0.1', port={port})"
         )
-        with running(["-c", code], _env(var, port), floor + "/"):
-            results["floor_fixed_rate"] = _driver(floor + "/", files["singles"], rate=rate, seconds=seconds)
+        with running(["-c", code], harness.env(var, port), floor + "/"):
+            results["floor_fixed_rate"] = harness.driver(floor + "/", files["singles"], rate=rate, seconds=seconds)
             with idle_poll():
-                results["floor_fixed_rate_idle_poll"] = _driver(
+                results["floor_fixed_rate_idle_poll"] = harness.driver(
                     floor + "/", files["singles"], rate=rate, seconds=seconds
                 )
-            results["floor_hey_one_body"] = _hey(floor + "/", files["one"], rate=rate, seconds=seconds)
-            results["floor_max"] = _wrk(floor, files["singles"], "/", script, seconds=seconds, connections=32)
+            results["floor_hey_one_body"] = harness.hey(floor + "/", files["one"], rate=rate, seconds=seconds)
+            results["floor_max"] = harness.wrk(floor, files["singles"], "/", script, seconds=seconds, connections=32)
         if compare_index:
             port = free_port()
             base = f"http://127.0.0.1:{port}"
-            env = _env(var, port, MESHAUTH_POLICY_INDEX_ENABLED="false")
-            with running(SERVERS[servers[-1]], env, base + "/healthz"):
-                _wrk(base, files["singles"], "/access/v1/evaluation", script, seconds=3, connections=16)
-                off = _wrk(base, files["singles"], "/access/v1/evaluation", script, seconds=seconds, connections=32)
+            env = harness.env(var, port, MESHAUTH_POLICY_INDEX_ENABLED="false")
+            with running(harness.SERVERS[servers[-1]], env, base + "/healthz"):
+                harness.wrk(base, files["singles"], "/access/v1/evaluation", script, seconds=3, connections=16)
+                off = harness.wrk(
+                    base, files["singles"], "/access/v1/evaluation", script, seconds=seconds, connections=32
+                )
                 results["max_single_index_off"] = off
     return results
 
@@ -236,7 +132,7 @@ def report(r: dict[str, Any]) -> str:
         b = r["bulk_load"]
         lines.append(f"| bulk entity load, {b['count']:,} entities, {b['bytes'] / 1e6:.1f} MB | {b['seconds']:.1f} s |")
     commands: list[str] = []
-    for name in SERVERS:
+    for name in harness.SERVERS:
         if name not in r:
             continue
         m = r[name]
@@ -257,7 +153,7 @@ def report(r: dict[str, Any]) -> str:
             f"| **{batch['decisions_per_s']:,.0f} decisions/s** "
             f"({batch['requests_per_s']:,.0f} req/s) — **{m['batch_over_single']:.1f}×** single |",
         ]
-        commands += [f"    # {name}: python {' '.join(SERVERS[name])}"]
+        commands += [f"    # {name}: python {' '.join(harness.SERVERS[name])}"]
         commands += [
             f"    {m[k]['command']}"
             for k in ("fixed_rate_random", "fixed_rate_hey_one_body", "max_single", "max_batch64")
@@ -300,7 +196,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--bulk", type=int, default=100_000, help="entities for the bulk-load timing (0: skip)")
     parser.add_argument("--no-index", action="store_true", help="also measure with the scope index off")
-    parser.add_argument("--server", choices=[*SERVERS, "both"], default="both", help="granian interface(s) to measure")
+    parser.add_argument(
+        "--server", choices=[*harness.SERVERS, "both"], default="both", help="granian interface(s) to measure"
+    )
     parser.add_argument(
         "--policies",
         type=_counts,
@@ -313,18 +211,27 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="numbers of 20-policy stores to compare in one run, e.g. 1,10,1000 (issue 8; replaces the default suite)",
     )
+    parser.add_argument(
+        "--interleave",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="with --stores: also serve every store count at once and measure them in alternating 2 s rounds",
+    )
     args = parser.parse_args(argv)
     if args.policies or args.stores:
-        from meshauth.bench import policy_scaling
-
         scaling = policy_scaling.run(
-            policies=args.policies or [], stores=args.stores or [], seconds=args.seconds, rate=args.rate
+            policies=args.policies or [],
+            stores=args.stores or [],
+            seconds=args.seconds,
+            rate=args.rate,
+            interleave=args.interleave,
         )
         path = save("policy-scaling", scaling)
-        print(policy_scaling.report(scaling))
+        print(policy_scaling_report.report(scaling))
         print(f"\nraw results: {path}")
         return
-    servers = list(SERVERS) if args.server == "both" else [args.server]
+    servers = list(harness.SERVERS) if args.server == "both" else [args.server]
     results = run(seconds=args.seconds, rate=args.rate, bulk=args.bulk, compare_index=args.no_index, servers=servers)
     path = save("policy", results)
     print(report(results))

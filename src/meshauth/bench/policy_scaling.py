@@ -14,11 +14,14 @@ driven from core 1 exactly as the default policy benchmark drives it:
   flight (decisions/s and p95), RSS per store, p95 at a fixed rate (open loop); then a *fresh*
   process over the same database: the time to load one store on demand (first request to a store
   it has not loaded, against the same request warm — what a reload after an unload costs), and
-  wrk at 16 in flight while it loads the stores.
+  wrk at 16 in flight while it loads the stores;
+- with ``--interleave N``: every store count again, served at once by fresh servers and measured in
+  N alternating 2-second rounds right after creation (``interleaved_stores``: same-moment ratios).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import re
@@ -31,9 +34,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from meshauth.bench import policy_harness as harness
 from meshauth.bench import policy_workload as workload
-from meshauth.bench.policy import BATCH, LUA, SERVERS, _admin, _driver, _env, _wrk
-from meshauth.bench.processes import free_port, running
+from meshauth.bench.processes import free_port, rss_mb, running
 
 # Sends the bodies in order, cycling: a warm-up that reaches every request key once.
 SWEEP_LUA = """
@@ -65,24 +68,6 @@ done = function(summary, latency, requests)
   io.write(string.format("P95_US %d\\n", latency:percentile(95.0)))
 end
 """
-
-
-def _tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (granian serves from a worker process under the one started)."""
-    out = [pid]
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            out += _tree(int(child))
-    return out
-
-
-def _rss_mb(pid: int) -> float:
-    """Resident memory of the server: the started process and its workers."""
-    total = 0
-    for p in _tree(pid):
-        m = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{p}/status").read_text())
-        total += int(m.group(1)) if m else 0
-    return total / 1024
 
 
 def _index_cache(base: str) -> dict[str, float]:
@@ -134,42 +119,42 @@ def _size_case(n: int, *, seconds: int, rate: int, root: Path) -> dict[str, Any]
     var.mkdir(parents=True)
     files = {"singles": case / "singles.jsonl", "batches": case / "batch64.jsonl"}
     files["singles"].write_bytes(b"\n".join(workload.single_bodies(20_000, resource_types=types)) + b"\n")
-    files["batches"].write_bytes(b"\n".join(workload.batch_bodies(2_000, BATCH, resource_types=types)) + b"\n")
+    files["batches"].write_bytes(b"\n".join(workload.batch_bodies(2_000, harness.BATCH, resource_types=types)) + b"\n")
     files["every_key"] = case / "every-key.jsonl"
     files["every_key"].write_bytes(b"\n".join(workload.every_key_bodies(types)) + b"\n")
     script = case / "random-body.lua"
-    script.write_text(LUA)
+    script.write_text(harness.LUA)
     sweep = case / "sweep.lua"
     sweep.write_text(SWEEP_LUA)
     out: dict[str, Any] = {"policies": w.policy_count, "activation": activation_probe(n)}
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    with running(SERVERS["rsgi"], _env(var, port), base + "/healthz") as proc:
-        out["rss_start_mb"] = _rss_mb(proc.pid)
+    with running(harness.SERVERS["rsgi"], harness.env(var, port), base + "/healthz") as proc:
+        out["rss_start_mb"] = rss_mb(proc.pid)
         body = json.dumps({"policies": w.policies}).encode()
         t = time.perf_counter()
-        _admin(base, "POST", "/admin/stores/default/policies", body)
+        harness.admin(base, "POST", "/admin/stores/default/policies", body)
         out["upload_s"] = time.perf_counter() - t
         out["upload_bytes"] = len(body)
-        out["rss_after_upload_mb"] = _rss_mb(proc.pid)
-        _admin(base, "POST", "/admin/stores/default/entities", json.dumps(w.entities).encode())
+        out["rss_after_upload_mb"] = rss_mb(proc.pid)
+        harness.admin(base, "POST", "/admin/stores/default/entities", json.dumps(w.entities).encode())
         # Warm-up: a sweep through every (action, resource type) key (each compiles its subset
         # once; bigger stores have more keys, so a longer sweep), then random traffic: the
         # measured runs see the steady state.
         warm = max(5, n // 2_500)
-        _wrk(base, files["every_key"], "/access/v1/evaluation", sweep, seconds=warm, connections=16)
-        _wrk(base, files["singles"], "/access/v1/evaluation", script, seconds=5, connections=16)
-        _wrk(base, files["batches"], "/access/v1/evaluations", script, seconds=3, connections=8)
+        harness.wrk(base, files["every_key"], "/access/v1/evaluation", sweep, seconds=warm, connections=16)
+        harness.wrk(base, files["singles"], "/access/v1/evaluation", script, seconds=5, connections=16)
+        harness.wrk(base, files["batches"], "/access/v1/evaluations", script, seconds=3, connections=8)
         out["warmup_s"] = warm + 8
         before = _index_cache(base)
-        out["fixed_rate"] = _driver(base + "/access/v1/evaluation", files["singles"], rate=rate, seconds=seconds)
-        single = _wrk(base, files["singles"], "/access/v1/evaluation", script, seconds=seconds, connections=32)
-        batch = _wrk(base, files["batches"], "/access/v1/evaluations", script, seconds=seconds, connections=8)
+        out["fixed_rate"] = harness.driver(base + "/access/v1/evaluation", files["singles"], rate=rate, seconds=seconds)
+        single = harness.wrk(base, files["singles"], "/access/v1/evaluation", script, seconds=seconds, connections=32)
+        batch = harness.wrk(base, files["batches"], "/access/v1/evaluations", script, seconds=seconds, connections=8)
         single["decisions_per_s"] = single["requests_per_s"]
-        batch["decisions_per_s"] = batch["requests_per_s"] * BATCH
+        batch["decisions_per_s"] = batch["requests_per_s"] * harness.BATCH
         out["max_single"], out["max_batch64"] = single, batch
         out["index_hit_rate"] = _hit_rate(before, _index_cache(base))
-        out["rss_end_mb"] = _rss_mb(proc.pid)
+        out["rss_end_mb"] = rss_mb(proc.pid)
     return out
 
 
@@ -181,7 +166,8 @@ def _post(url: str, body: bytes) -> float:
     return time.perf_counter() - t
 
 
-def _stores_case(m: int, *, seconds: int, rate: int, root: Path) -> dict[str, Any]:
+def _stores_files(m: int, root: Path) -> tuple[Path, Path, Path]:
+    """A fresh var_dir for ``m`` stores, request lines spread over them, and the wrk script."""
     case = root / f"stores-{m}"
     var = case / "var"
     var.mkdir(parents=True)
@@ -189,26 +175,60 @@ def _stores_case(m: int, *, seconds: int, rate: int, root: Path) -> dict[str, An
     lines.write_text("\n".join(workload.tenant_lines(50_000, m)) + "\n")
     script = case / "stores.lua"
     script.write_text(STORES_LUA)
+    return var, lines, script
+
+
+def _create_stores(base: str, m: int) -> float:
+    """Create ``m`` 20-policy stores through the admin API; seconds taken."""
+    t = time.perf_counter()
+    for i in range(m):
+        w = workload.tenant_store(1000 + i)
+        harness.admin(base, "POST", f"/admin/stores/t{i}/policies", json.dumps({"policies": w.policies}).encode())
+        harness.admin(base, "POST", f"/admin/stores/t{i}/entities", json.dumps(w.entities).encode())
+    return time.perf_counter() - t
+
+
+def interleaved_stores(counts: list[int], *, rounds: int, root: Path) -> dict[str, Any]:
+    """Every store count served at once, each by a fresh server of its own, created one after the
+    other and measured right away in alternating 2-second runs at 16 in flight (the largest count
+    first, so its first run holds its stores' first requests). The separate cases above are
+    measured minutes apart, and on a shared machine their ratio drifts with the neighbours' load
+    (0.74-1.24x for the same code); alternating puts that drift on every count alike."""
+    with contextlib.ExitStack() as stack:
+        served: dict[int, tuple[str, Path, Path]] = {}
+        for m in counts:
+            var, lines, script = _stores_files(m, root / "interleaved")
+            port = free_port()
+            base = f"http://127.0.0.1:{port}"
+            stack.enter_context(running(harness.SERVERS["rsgi"], harness.env(var, port), base + "/healthz"))
+            served[m] = (base, lines, script)
+        for m in counts:
+            _create_stores(served[m][0], m)
+        runs: dict[int, list[float]] = {m: [] for m in counts}
+        for _ in range(rounds):
+            for m in sorted(counts, reverse=True):
+                base, lines, script = served[m]
+                runs[m].append(harness.wrk(base, lines, "", script, seconds=2, connections=16)["requests_per_s"])
+    return {"rounds": rounds, "decisions_per_s": {str(m): runs[m] for m in counts}}
+
+
+def _stores_case(m: int, *, seconds: int, rate: int, root: Path) -> dict[str, Any]:
+    var, lines, script = _stores_files(m, root)
     out: dict[str, Any] = {"stores": m}
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    with running(SERVERS["rsgi"], _env(var, port), base + "/healthz") as proc:
-        out["rss_fresh_mb"] = _rss_mb(proc.pid)
-        t = time.perf_counter()
-        for i in range(m):
-            w = workload.tenant_store(1000 + i)
-            _admin(base, "POST", f"/admin/stores/t{i}/policies", json.dumps({"policies": w.policies}).encode())
-            _admin(base, "POST", f"/admin/stores/t{i}/entities", json.dumps(w.entities).encode())
-        out["create_s"] = time.perf_counter() - t
+    with running(harness.SERVERS["rsgi"], harness.env(var, port), base + "/healthz") as proc:
+        out["rss_fresh_mb"] = rss_mb(proc.pid)
+        out["create_s"] = _create_stores(base, m)
         # Right after creation: every store's first decisions (entity snapshot built, cache filled)
         # are inside this run.
-        run = _wrk(base, lines, "", script, seconds=seconds, connections=16)
+        run = harness.wrk(base, lines, "", script, seconds=seconds, connections=16)
         run["decisions_per_s"] = run["requests_per_s"]
         out["in_flight_16_first"] = run
-        out["rss_loaded_mb"] = _rss_mb(proc.pid)
+        out["rss_loaded_mb"] = rss_mb(proc.pid)
         out["rss_per_store_kb"] = (out["rss_loaded_mb"] - out["rss_fresh_mb"]) * 1024 / m
-        out["fixed_rate"] = _driver(base, lines, rate=rate, seconds=seconds, stores=True)
-        run = _wrk(base, lines, "", script, seconds=seconds, connections=16)
+        out["fixed_rate"] = harness.driver(base, lines, rate=rate, seconds=seconds, stores=True)
+        run = harness.wrk(base, lines, "", script, seconds=seconds, connections=16)
         run["decisions_per_s"] = run["requests_per_s"]
         out["in_flight_16_warm"] = run
     # A fresh process over the same database (a restart, or a store unloaded): loading a store on
@@ -217,10 +237,10 @@ def _stores_case(m: int, *, seconds: int, rate: int, root: Path) -> dict[str, An
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     probe = [(f"t{i}", json.dumps(workload.tenant_request(random.Random(i))).encode()) for i in range(min(m, 100))]
-    with running(SERVERS["rsgi"], _env(var, port), base + "/healthz"):
+    with running(harness.SERVERS["rsgi"], harness.env(var, port), base + "/healthz"):
         cold = [_post(f"{base}/stores/{s}/access/v1/evaluation", b) for s, b in probe]
         warm = [_post(f"{base}/stores/{s}/access/v1/evaluation", b) for s, b in probe]
-        run = _wrk(base, lines, "", script, seconds=seconds, connections=16)
+        run = harness.wrk(base, lines, "", script, seconds=seconds, connections=16)
         run["decisions_per_s"] = run["requests_per_s"]
         out["in_flight_16_fresh_process"] = run
     out["load_on_demand_ms"] = {
@@ -231,7 +251,7 @@ def _stores_case(m: int, *, seconds: int, rate: int, root: Path) -> dict[str, An
     return out
 
 
-def run(*, policies: list[int], stores: list[int], seconds: int, rate: int) -> dict[str, Any]:
+def run(*, policies: list[int], stores: list[int], seconds: int, rate: int, interleave: int = 0) -> dict[str, Any]:
     results: dict[str, Any] = {"seconds": seconds, "rate": rate, "sizes": [], "stores": []}
     with tempfile.TemporaryDirectory(prefix="meshauth-bench-scaling-") as tmp:
         root = Path(tmp)
@@ -239,77 +259,6 @@ def run(*, policies: list[int], stores: list[int], seconds: int, rate: int) -> d
             results["sizes"].append(_size_case(n, seconds=seconds, rate=rate, root=root))
         for m in stores:
             results["stores"].append(_stores_case(m, seconds=seconds, rate=rate, root=root))
+        if interleave and len(stores) > 1:
+            results["interleaved"] = interleaved_stores(stores, rounds=interleave, root=root)
     return results
-
-
-def _ratio(value: float, base: float) -> str:
-    return f"{value / base:.2f}×" if base else "—"
-
-
-def _vs(value: float, base: float) -> str:
-    return f"{value:,.0f} ({_ratio(value, base)})"
-
-
-def _ms_vs(value: float, base: float) -> str:
-    return f"{value:.2f} ms ({_ratio(value, base)})"
-
-
-def report(r: dict[str, Any]) -> str:
-    lines: list[str] = []
-    sizes = r["sizes"]
-    if sizes:
-        b = sizes[0]
-        lines += [
-            f"Store size (same run; ratios against the {b['policies']:,}-policy store):",
-            "",
-            f"| policies | single decisions/s | 64-item batch decisions/s | p95 at {r['rate']} req/s | upload (HTTP) "
-            "| parse + index + conditions | server RSS after warm-up | index hit rate |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for s in sizes:
-            a = s["activation"]
-            hit = s["index_hit_rate"]
-            single, batch = s["max_single"]["decisions_per_s"], s["max_batch64"]["decisions_per_s"]
-            lines.append(
-                f"| {s['policies']:,} "
-                f"| {_vs(single, b['max_single']['decisions_per_s'])} "
-                f"| {_vs(batch, b['max_batch64']['decisions_per_s'])} "
-                f"| {_ms_vs(s['fixed_rate']['p95_ms'], b['fixed_rate']['p95_ms'])} "
-                f"| {s['upload_s']:.1f} s ({s['upload_bytes'] / 1e6:.1f} MB) "
-                f"| {a['parse_s']:.2f} + {a['index_s']:.2f} + {a['conditions_s']:.2f} s, "
-                f"+{a['rss_added_mb']:.0f} MB "
-                f"| {s['rss_end_mb']:.0f} MB "
-                f"| {'—' if hit is None else f'{hit:.1%}'} |"
-            )
-        lines.append("")
-    counts = r["stores"]
-    if counts:
-        b = next((c for c in counts if c["stores"] == 10), counts[0])
-        one = next((c for c in counts if c["stores"] == 1), None)
-        bf = b["in_flight_16_first"]
-        lines += [
-            f"Stores of 20 policies and 20 users (ratios against {b['stores']} stores; "
-            f"fixed-rate p95 also against {'1 store' if one else '—'}):",
-            "",
-            "| stores | decisions/s at 16 in flight, first requests included | p95 at 16 in flight "
-            f"| p95 at {r['rate']} req/s | same, warm: decisions/s / p95 | RSS per store "
-            "| load on demand (cold / warm) | fresh process, 16 in flight: decisions/s / p95 | create |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        for c in counts:
-            f, w, fr = c["in_flight_16_first"], c["in_flight_16_warm"], c["fixed_rate"]
-            fp = c["in_flight_16_fresh_process"]
-            lod = c["load_on_demand_ms"]
-            vs_one = f" ({_ratio(fr['p95_ms'], one['fixed_rate']['p95_ms'])} of 1)" if one else ""
-            lines.append(
-                f"| {c['stores']:,} "
-                f"| {_vs(f['decisions_per_s'], bf['decisions_per_s'])} "
-                f"| {_ms_vs(f['p95_ms_closed_loop'], bf['p95_ms_closed_loop'])} "
-                f"| {fr['p95_ms']:.2f} ms{vs_one} "
-                f"| {w['decisions_per_s']:,.0f} / {w['p95_ms_closed_loop']:.2f} ms "
-                f"| {c['rss_per_store_kb']:.0f} KB "
-                f"| {lod['cold_median']:.1f} / {lod['warm_median']:.1f} ms "
-                f"| {fp['decisions_per_s']:,.0f} / {fp['p95_ms_closed_loop']:.2f} ms "
-                f"| {c['create_s']:.0f} s |"
-            )
-    return "\n".join(lines)

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from meshauth.cli import admin, bench, config, db, policy, serve, up
-from meshauth.config import ConfigError, load_settings
+from meshauth.config_load import ConfigError, load_settings
 
 # Usage errors exit 2 (click's convention); a configuration error is one too.
 CONFIG_ERROR_STATUS = 2

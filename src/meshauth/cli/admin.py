@@ -27,7 +27,8 @@ from meshauth.auth.offboarding import cut_off, cut_off_client
 from meshauth.auth.passwords import Passwords
 from meshauth.auth.service import KEYS_KIND, AuthService, key_overlap
 from meshauth.bus.invalidations import publish
-from meshauth.config import Settings, load_settings
+from meshauth.config import Settings
+from meshauth.config_load import load_settings
 from meshauth.db import create_engine, migrate
 from meshauth.redis_client import Keys, connect, resolve_redis_url
 

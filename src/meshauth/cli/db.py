@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from meshauth.config import load_settings
+from meshauth.config_load import load_settings
 from meshauth.db import migrate
 
 app = typer.Typer(help="Database schema.", no_args_is_help=True)

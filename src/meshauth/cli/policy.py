@@ -20,7 +20,7 @@ from typing import Any
 import typer
 
 from meshauth.admin_token import read_admin_token
-from meshauth.config import load_settings
+from meshauth.config_load import load_settings
 
 app = typer.Typer(help="Cedar policy stores: push, list versions, activate.", no_args_is_help=True)
 entities_app = typer.Typer(help="Entities of a policy store.", no_args_is_help=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from meshauth.config import ConfigError, load_settings
+from meshauth.config_load import ConfigError, load_settings
 from meshauth.db import migrate
 from meshauth.granian_server import Interface, serve
 from meshauth.redis_client import resolve_redis_url

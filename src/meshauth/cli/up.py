@@ -12,7 +12,7 @@ from types import FrameType
 import typer
 
 from meshauth.admin_token import ensure_admin_token
-from meshauth.config import load_settings
+from meshauth.config_load import load_settings
 from meshauth.local.bootstrap import bootstrap
 from meshauth.local.replicas import MAX_REPLICAS, Replica, Topology, plan
 from meshauth.local.stack import Stack, child_env, policy_available

@@ -148,14 +148,15 @@ class Stack:
             child.restarts.started(now)
         while not self.stopping:
             for child in self.supervised.values():
-                code = self._supervise(child, time.monotonic())
+                code = self.supervise(child, time.monotonic())
                 if code is not None:
                     return code
             time.sleep(POLL_INTERVAL)
         return 0
 
-    def _supervise(self, child: Supervised, now: float) -> int | None:
-        """Restart ``child`` if it died; an exit code when the stack must stop."""
+    def supervise(self, child: Supervised, now: float) -> int | None:
+        """One supervision step (run_until_stopped takes one per child per poll): restart ``child`` if it
+        died; an exit code when the stack must stop."""
         restarts = child.restarts
         if restarts.due is None:
             code = child.exit_code()

@@ -8,7 +8,7 @@ app (docs/performance.md). Migrates the database first, like ``serve``.
 
 from __future__ import annotations
 
-from meshauth.config import load_settings
+from meshauth.config_load import load_settings
 from meshauth.db import migrate
 from meshauth.granian_server import serve
 

@@ -25,7 +25,8 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from meshauth.admin_token import read_admin_token
-from meshauth.config import Settings, load_settings
+from meshauth.config import Settings
+from meshauth.config_load import load_settings
 from meshauth.db import create_engine
 from meshauth.http import ApiError, api_error_handler, internal_error_handler, json_response, unavailable_handler
 from meshauth.policy.admin import Admin

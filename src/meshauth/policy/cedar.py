@@ -112,15 +112,21 @@ class _EngineThreads(Executor):
 
     def _work(self) -> None:
         while True:
-            future, call = self._queue.get()
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                result = call()
-            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting caller, as any executor does
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
+            self._run_one(*self._queue.get())
+
+    @staticmethod
+    def _run_one(future: Future[Any], call: Callable[[], Any]) -> None:
+        # A call of its own, so that nothing of this item (its future, its result) stays referenced
+        # from the thread's frame while it waits for the next one: a compiled policy set dropped by
+        # every store must be freed, not kept until the next compile.
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            result = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting caller, as any executor does
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
 
 
 _ENGINE = _EngineThreads(threads=ENGINE_THREADS, stack_bytes=ENGINE_STACK_BYTES)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -31,12 +30,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meshauth.policy import stores
 from meshauth.policy.cedar import Uid, compile_thread
+from meshauth.policy.compiled_texts import CompiledTexts
 from meshauth.policy.entity_cache import EntityCache
 from meshauth.policy.errors import store_not_found, store_unavailable
 from meshauth.policy.follow import FileStamps, SignalFollower
 from meshauth.policy.idle import IdleStores
 from meshauth.policy.missing import MissingStores
-from meshauth.policy.servable import Unservable, check_schema_text, checked
+from meshauth.policy.servable import Unservable, check_schema_text
 from meshauth.policy.snapshot import Snapshot
 from meshauth.policy.snapshot_builds import SnapshotBuilds
 from meshauth.policy.source_limits import Limits
@@ -49,6 +49,7 @@ from meshauth.policy.state import (
     compile_state,
     is_current,
     settle,
+    state_of,
 )
 from meshauth.policy.write_signal import WriteSignal
 
@@ -83,6 +84,7 @@ class Registry:
         self._locks: dict[str, asyncio.Lock] = {}  # only for stores that exist (or are being looked up)
         self._snapshots = SnapshotBuilds(engine, self._states.get, max_entities=snapshot_max_entities)
         self._idle = IdleStores(sweep_seconds=idle_unload_seconds)
+        self._texts = CompiledTexts(index=self._index, limits=self._limits)
 
     def snapshot_for(self, state: StoreState) -> Snapshot | None:
         """The store's entity snapshot when it is current; else start a rebuild and return None."""
@@ -141,12 +143,13 @@ class Registry:
         lock = self._locks.setdefault(name, asyncio.Lock())
         async with lock:
             async with self._engine.begin() as conn:
-                row = await stores.get(conn, name)
-                if row is None:
+                found = await stores.get_with_text(conn, name)
+                if found is None:
                     self._forget(name)
                     if self._locks.get(name) is lock:
                         del self._locks[name]  # keep no lock per name asked for that does not exist
                     return None
+                row, text = found
                 current = self._states.get(name)
                 if current is not None and current.revision == row.revision:
                     if current.entities_version != row.entities_version:
@@ -154,9 +157,6 @@ class Registry:
                         current = replace(current, entities_version=row.entities_version)
                         self._states[name] = current
                     return current
-                text = ""
-                if row.active_version is not None:
-                    text = await stores.version_text(conn, name, row.active_version) or ""
             self._missing.discard(name)
             try:
                 schema = (row.schema_text, row.schema_format)
@@ -182,6 +182,8 @@ class Registry:
                 state = await self._unservable(row, str(exc))
             if current is None or current.entities_version != row.entities_version:
                 self._cache.clear_store(name)
+            if current is None:
+                await self._snapshots.first_load(state)
             self._states[name] = state
             settle()
             self._snapshots.for_state(state)  # a new revision needs its own snapshot: start it now
@@ -195,8 +197,8 @@ class Registry:
         # for uploads as for activations by another writer, so an activation causes no compile cliff.
         current = self._states.get(row.name)
         hot = current.index.hot_keys(self._index.warm_keys) if current is not None else []
-        compile_text = functools.partial(compile_state, row, index=self._index, hot_keys=hot)
-        return await compile_thread(checked, compile_text, text, self._limits)
+        compiled = await self._texts.get(text, row.schema_text, row.schema_format, hot_keys=hot)
+        return state_of(row, compiled)
 
     async def _unservable(self, row: stores.StoreRow, problem: str) -> StoreState:
         """A state that answers nothing: no policies, no schema (either may be what cannot be served)."""

@@ -63,9 +63,34 @@ async def read_snapshot(
     # after the read mean no write committed in between, so the rows are one consistent state.
     if await version() != before:
         return None
-    document = "[" + ",".join(r[0] for r in rows) + "]"
+    return await _snapshot(store, [r[0] for r in rows], revision=revision, entities_version=before, schema=schema)
+
+
+async def read_small_snapshot(
+    engine: AsyncEngine, store: str, *, limit: int, revision: int, entities_version: int, schema: Schema | None
+) -> Snapshot | None:
+    """At a store's first load: its entities when there are at most ``limit`` (two queries: at most
+    ``limit + 1`` rows, then the version again). ``entities_version`` is what the load read before
+    these rows; None when there are more entities or a write came between."""
+    async with engine.connect() as conn:
+        query = sa.select(policy_entities.c.data).where(policy_entities.c.store == store).limit(limit + 1)
+        rows = (await conn.execute(query)).all()
+        if len(rows) > limit:
+            return None
+        after = await conn.scalar(sa.select(policy_stores.c.entities_version).where(policy_stores.c.name == store))
+    if after is None or int(after) != entities_version:
+        return None
+    return await _snapshot(
+        store, [r[0] for r in rows], revision=revision, entities_version=entities_version, schema=schema
+    )
+
+
+async def _snapshot(
+    store: str, rows: list[str], *, revision: int, entities_version: int, schema: Schema | None
+) -> Snapshot | None:
+    document = "[" + ",".join(rows) + "]"
     actions: dict[Uid, tuple[Uid, ...]] = {}
-    for (data,) in rows:
+    for data in rows:
         if '"Action"' in data or '::Action"' in data:
             entity = _decoder.decode(data)
             uid = entity["uid"]
@@ -76,7 +101,7 @@ async def read_snapshot(
     except ValueError:
         log.warning("entities of store %r do not parse as a whole; serving them through the loader", store)
         return None
-    return Snapshot(revision, before, handle, actions, len(rows))
+    return Snapshot(revision, entities_version, handle, actions, len(rows))
 
 
 def _parse(document: str, schema: Schema | None) -> Entities:

@@ -18,28 +18,56 @@ from meshauth.policy.index import DEFAULT_CACHE_KEYS, DEFAULT_MIN_POLICIES, Key,
 from meshauth.policy.snapshot import Snapshot
 
 
-@dataclass(frozen=True, slots=True)
-class StoreState:
-    name: str
-    revision: int
-    active_version: int | None
+@dataclass(frozen=True, slots=True, weakref_slot=True)
+class CompiledText:
+    """What a policy text compiles to under a schema: nothing in it depends on the store, so stores
+    with the same text and schema share one (``compiled_texts.py``)."""
+
     index: PolicyIndex
     schema: Schema | None
     # The action hierarchy a schema declares; None when the store has no schema (then action
     # entities and their parents come from the store's entities, like any other entity).
     schema_actions: dict[Uid, tuple[Uid, ...]] | None
-    entities_version: int
     # Entities the policy text names literally (``Config::"global".lockdown``): the loader fetches
     # them for every request, as the snapshot holds them.
     literals: tuple[Uid, ...] = ()
     # How many entity-reference hops the policies can follow (``resource.owner.boss.x``: 3); None
     # when unknown (the loader then follows references as deep as parents).
     ref_hops: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreState:
+    name: str
+    revision: int
+    active_version: int | None
+    compiled: CompiledText
+    entities_version: int
     # Whose attribute wins when a request's ``properties`` name one the stored entity holds
     # (``stores.PRECEDENCES``); changing it bumps the revision, so a state never mixes the two.
     attribute_precedence: str = "request"
     # Why the active version cannot be served (then ``index`` is empty and ``get`` answers 503).
     problem: str | None = None
+
+    @property
+    def index(self) -> PolicyIndex:
+        return self.compiled.index
+
+    @property
+    def schema(self) -> Schema | None:
+        return self.compiled.schema
+
+    @property
+    def schema_actions(self) -> dict[Uid, tuple[Uid, ...]] | None:
+        return self.compiled.schema_actions
+
+    @property
+    def literals(self) -> tuple[Uid, ...]:
+        return self.compiled.literals
+
+    @property
+    def ref_hops(self) -> int | None:
+        return self.compiled.ref_hops
 
 
 def is_current(snap: Snapshot | None, state: StoreState) -> TypeGuard[Snapshot]:
@@ -84,6 +112,48 @@ class IndexSettings:
     warm_seconds: float = 2.0  # at most this long per activation (the rest compile on first use)
 
 
+def compile_text(
+    text: str,
+    schema_text: str | None,
+    schema_format: str | None,
+    *,
+    index: IndexSettings,
+    hot_keys: Sequence[Key] = (),
+) -> CompiledText:
+    """Compile (CPU-bound: run it in a worker thread). ``hot_keys`` (the previous version's most
+    used request keys) are compiled before the result is returned, i.e. before it serves."""
+    schema = parse_schema(schema_text, schema_format or "cedar") if schema_text else None
+    policy_index = PolicyIndex(
+        parse_policies(text),
+        text,
+        enabled=index.enabled,
+        cache_keys=index.cache_keys,
+        min_policies=index.min_policies,
+    )
+    if hot_keys:
+        policy_index.warm(hot_keys, budget_seconds=index.warm_seconds)
+    facts = condition_facts(text)
+    return CompiledText(
+        index=policy_index,
+        schema=schema,
+        schema_actions=schema_action_parents(schema) if schema is not None else None,
+        literals=facts.literals,
+        ref_hops=facts.ref_hops,
+    )
+
+
+def state_of(row: stores.StoreRow, compiled: CompiledText) -> StoreState:
+    """The state of the store ``row`` describes, serving ``compiled`` (its active text)."""
+    return StoreState(
+        name=row.name,
+        revision=row.revision,
+        active_version=row.active_version,
+        compiled=compiled,
+        entities_version=row.entities_version,
+        attribute_precedence=row.attribute_precedence,
+    )
+
+
 def compile_state(
     row: stores.StoreRow,
     text: str,
@@ -92,32 +162,9 @@ def compile_state(
     index: IndexSettings | None = None,
     hot_keys: Sequence[Key] = (),
 ) -> StoreState:
-    """Build a state (CPU-bound: run it in a worker thread). ``hot_keys`` (the previous version's
-    most used request keys) are compiled before the state is returned, i.e. before it serves."""
+    """A state compiled for this store alone (unshared); CPU-bound: run it in a worker thread."""
     settings = index or IndexSettings(enabled=index_enabled)
-    schema = parse_schema(row.schema_text, row.schema_format or "cedar") if row.schema_text else None
-    policy_index = PolicyIndex(
-        parse_policies(text),
-        text,
-        enabled=settings.enabled,
-        cache_keys=settings.cache_keys,
-        min_policies=settings.min_policies,
-    )
-    if hot_keys:
-        policy_index.warm(hot_keys, budget_seconds=settings.warm_seconds)
-    facts = condition_facts(text)
-    return StoreState(
-        name=row.name,
-        revision=row.revision,
-        active_version=row.active_version,
-        index=policy_index,
-        schema=schema,
-        schema_actions=schema_action_parents(schema) if schema is not None else None,
-        entities_version=row.entities_version,
-        literals=facts.literals,
-        ref_hops=facts.ref_hops,
-        attribute_precedence=row.attribute_precedence,
-    )
+    return state_of(row, compile_text(text, row.schema_text, row.schema_format, index=settings, hot_keys=hot_keys))
 
 
 def settle() -> None:

@@ -82,6 +82,27 @@ async def get(conn: AsyncConnection, name: str) -> StoreRow | None:
     return _row(r)
 
 
+async def get_with_text(conn: AsyncConnection, name: str) -> tuple[StoreRow, str] | None:
+    """The store and its active version's text ("" when none is active), in one round trip: what a
+    worker reads to load a store (None as :func:`get` answers None)."""
+    active = policy_versions.alias("active")
+    on = sa.and_(active.c.store == policy_stores.c.name, active.c.version == policy_stores.c.active_version)
+    r = (
+        await conn.execute(
+            sa.select(*_STORE_COLS, active.c.text)
+            .select_from(policy_stores.outerjoin(active, on))
+            .where(policy_stores.c.name == name)
+        )
+    ).first()
+    if r is None or r[6]:
+        if name != DEFAULT_STORE:
+            return None
+        row = await ensure(conn, name)
+        text = await version_text(conn, name, row.active_version) if row.active_version is not None else None
+        return row, text or ""
+    return _row(r), "" if r[8] is None else str(r[8])
+
+
 async def ensure(conn: AsyncConnection, name: str) -> StoreRow:
     """The store, created (or brought back from deletion) when needed."""
     now = int(time.time())

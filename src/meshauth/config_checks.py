@@ -1,0 +1,84 @@
+"""Checks of single setting values made when settings load: database and Redis URLs, decision API
+credentials. Each raises ValueError with the whole message, accepted form included.
+
+Checked at load rather than when an engine or client is first built: a bad value is a configuration
+error reported with the others (naming the variable), not a traceback from deep inside a command
+or a worker that crash-loops on it.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+REDIS_URL_SCHEMES = ("redis://", "rediss://", "valkey://", "unix://")
+
+
+def async_database_url(url: str) -> str:
+    """Map the URL spellings platforms use to the async drivers meshauth ships with."""
+    for prefix, driver in (
+        ("postgres://", "postgresql+asyncpg://"),
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgresql+psycopg://", "postgresql+asyncpg://"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+    ):
+        if url.startswith(prefix):
+            return driver + url[len(prefix) :]
+    if url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+        return url
+    raise ValueError(
+        f"unsupported database URL scheme {url.split(':', 1)[0]!r}; expected postgresql://user:password@host:5432/db"
+        " or sqlite:///path/to/file.db"
+    )
+
+
+def check_database_url(url: str) -> None:
+    """Raise ValueError unless ``url`` names a supported database with an address that parses."""
+    async_database_url(url)
+    if not url.startswith("sqlite"):
+        check_url_address(url, "postgresql://user:password@host:5432/db")
+
+
+def check_redis_url(url: str) -> None:
+    """Raise ValueError unless ``url`` names a Redis (or Valkey) with a supported scheme and an address that parses."""
+    if not url.startswith(REDIS_URL_SCHEMES):
+        scheme = url.split(":", 1)[0] if "://" in url else url[:20]
+        raise ValueError(
+            f"unsupported Redis URL scheme {scheme!r}; expected redis://host:port/db, rediss://… (TLS),"
+            " valkey://host:port or unix:///path/to/socket"
+        )
+    if not url.startswith("unix://"):
+        check_url_address(url, "redis://host:6379/0")
+
+
+def check_url_address(url: str, example: str) -> None:
+    """Raise ValueError unless the URL's host parses and its port, when given, is a number from 1 to 65535.
+
+    A port like ``notaport`` or ``99999``, or an unclosed ``[::1``, would otherwise be a ValueError
+    traceback from the driver when it first connects.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError for a port that is not a number or is above 65535
+        parts.hostname  # noqa: B018 - parsed for its ValueError (a bracketed host that is not an IPv6 address)
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL ({exc}); expected {example}") from None
+    if port == 0:
+        raise ValueError(f"port 0 is not a port to connect to; expected a port from 1 to 65535, e.g. {example}")
+
+
+def check_decision_token(text: str, max_chars: int) -> None:
+    """A decision API token is sent as ``Authorization: Bearer <token>``: visible ASCII, no spaces; long enough
+    not to guess."""
+    if not 16 <= len(text) <= max_chars or not all("!" <= c <= "~" for c in text):
+        raise ValueError(
+            f"decision_api_tokens: each token must be 16 to {max_chars} visible ASCII "
+            "characters without spaces (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
+
+
+def check_spiffe_id(principal: str) -> None:
+    if not principal.startswith("spiffe://") or any(c in principal for c in ',;"= ') or not principal.isascii():
+        raise ValueError(
+            f"decision_api_allowed_principals: {principal!r} is not a SPIFFE id "
+            "(spiffe://<trust domain>/ns/<namespace>/sa/<service account>)"
+        )
