@@ -11,9 +11,9 @@ import os
 from functools import cached_property
 from ipaddress import ip_network
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AfterValidator, AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,10 +23,14 @@ from pydantic_settings import (
 
 from meshauth.config_checks import (
     async_database_url,
-    check_database_url,
     check_decision_token,
-    check_redis_url,
+    check_policy_url,
     check_spiffe_id,
+    database_url_checked,
+    issuer_checked,
+    redis_prefix_checked,
+    redis_url_checked,
+    routes_file_checked,
 )
 
 SigningAlg = Literal["ES256", "EdDSA", "RS256"]
@@ -47,17 +51,17 @@ class Settings(BaseSettings):
     # Where local state lives when the embedded defaults are used.
     var_dir: Path = DEFAULT_VAR_DIR
 
-    database_url: str | None = Field(
+    database_url: Annotated[str | None, AfterValidator(database_url_checked)] = Field(
         default=None, validation_alias=AliasChoices("MESHAUTH_DATABASE_URL", "DATABASE_URL", "database_url")
     )
-    redis_url: str | None = Field(
+    redis_url: Annotated[str | None, AfterValidator(redis_url_checked)] = Field(
         default=None, validation_alias=AliasChoices("MESHAUTH_REDIS_URL", "REDIS_URL", "redis_url")
     )
-    redis_prefix: str = "meshauth:"
+    redis_prefix: Annotated[str, AfterValidator(redis_prefix_checked)] = "meshauth:"
     admin_token: SecretStr | None = None
 
     # Auth service
-    issuer: str = "http://127.0.0.1:8080"
+    issuer: Annotated[str, AfterValidator(issuer_checked)] = "http://127.0.0.1:8080"
     audience: str = "meshauth"
     auth_host: str = "127.0.0.1"
     auth_port: int = Field(default=8080, ge=0, le=65535)
@@ -102,7 +106,7 @@ class Settings(BaseSettings):
     # sent as a bearer token to a protected decision API (unset: the first of decision_api_tokens, if any).
     # policy_l2_enabled: the decision cache's second level in Redis (off: in-process L1 only; to measure it).
     policy_urls: tuple[str, ...] = ()
-    routes_file: Path | None = None
+    routes_file: Annotated[Path | None, AfterValidator(routes_file_checked)] = None
     policy_store: str = Field(default="default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     policy_check_deadline: float = Field(default=0.1, gt=0, le=10)
     policy_decision_token: SecretStr | None = None
@@ -112,22 +116,7 @@ class Settings(BaseSettings):
     @classmethod
     def _policy_urls(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for url in v:
-            if not url.startswith(("http://", "https://")):
-                raise ValueError(f"policy_urls: {url[:80]!r} is not an http:// or https:// base URL")
-            check_url_address(url, "http://policy:8090")
-        return v
-
-    @field_validator("routes_file")
-    @classmethod
-    def _routes_file(cls, v: Path | None) -> Path | None:
-        # Read at load, so a bad table stops every command and service before it starts, naming the line.
-        if v is not None:
-            from meshauth.routes import RouteTableError, load_routes
-
-            try:
-                load_routes(v)
-            except RouteTableError as exc:
-                raise ValueError(str(exc)) from None
+            check_policy_url(url)
         return v
 
     @property
@@ -226,13 +215,6 @@ class Settings(BaseSettings):
     argon2_memory_kib: int = Field(default=65_536, ge=8)
     argon2_parallelism: int = Field(default=1, ge=1)
 
-    @field_validator("redis_prefix")
-    @classmethod
-    def _prefix_ends_with_colon(cls, v: str) -> str:
-        if not v.endswith(":"):
-            raise ValueError("redis_prefix must end with ':'")
-        return v
-
     @field_validator("trusted_proxies")
     @classmethod
     def _cidrs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
@@ -253,28 +235,6 @@ class Settings(BaseSettings):
         for principal in v:
             check_spiffe_id(principal)
         return v
-
-    @field_validator("database_url")
-    @classmethod
-    def _database_url_scheme(cls, v: str | None) -> str | None:
-        # Checked here, at load, rather than when the engine is first built (config_checks says why).
-        if v is not None:
-            check_database_url(v)
-        return v
-
-    @field_validator("redis_url")
-    @classmethod
-    def _redis_url_scheme(cls, v: str | None) -> str | None:
-        if v is not None:
-            check_redis_url(v)
-        return v
-
-    @field_validator("issuer")
-    @classmethod
-    def _issuer_is_url(cls, v: str) -> str:
-        if not v.startswith(("https://", "http://")) or "?" in v or "#" in v:
-            raise ValueError("issuer must be an http(s) URL without query or fragment (RFC 8414 §2)")
-        return v.rstrip("/")
 
     @classmethod
     def settings_customise_sources(

@@ -8,6 +8,7 @@ or a worker that crash-loops on it.
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import urlsplit
 
 REDIS_URL_SCHEMES = ("redis://", "rediss://", "valkey://", "unix://")
@@ -50,6 +51,23 @@ def check_redis_url(url: str) -> None:
         check_url_address(url, "redis://host:6379/0")
 
 
+def check_policy_url(url: str) -> None:
+    """Raise ValueError unless ``url`` is an http(s) base URL of a policy service whose address parses."""
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"policy_urls: {url[:80]!r} is not an http:// or https:// base URL")
+    check_url_address(url, "http://policy:8090")
+
+
+def check_routes_file(path: Path) -> None:
+    """Read the route table at load, so a bad one stops every command and service before it starts, naming the line."""
+    from meshauth.routes import RouteTableError, load_routes  # YAML parsing only when a table is configured
+
+    try:
+        load_routes(path)
+    except RouteTableError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def check_url_address(url: str, example: str) -> None:
     """Raise ValueError unless the URL's host parses and its port, when given, is a number from 1 to 65535.
 
@@ -82,3 +100,37 @@ def check_spiffe_id(principal: str) -> None:
             f"decision_api_allowed_principals: {principal!r} is not a SPIFFE id "
             "(spiffe://<trust domain>/ns/<namespace>/sa/<service account>)"
         )
+
+
+# Field validators (``Annotated[..., AfterValidator(...)]`` in config.Settings): each returns the value.
+
+
+def database_url_checked(url: str | None) -> str | None:
+    # Checked at load rather than when the engine is first built (this module's docstring says why).
+    if url is not None:
+        check_database_url(url)
+    return url
+
+
+def redis_url_checked(url: str | None) -> str | None:
+    if url is not None:
+        check_redis_url(url)
+    return url
+
+
+def redis_prefix_checked(prefix: str) -> str:
+    if not prefix.endswith(":"):
+        raise ValueError("redis_prefix must end with ':'")
+    return prefix
+
+
+def issuer_checked(issuer: str) -> str:
+    if not issuer.startswith(("https://", "http://")) or "?" in issuer or "#" in issuer:
+        raise ValueError("issuer must be an http(s) URL without query or fragment (RFC 8414 §2)")
+    return issuer.rstrip("/")
+
+
+def routes_file_checked(path: Path | None) -> Path | None:
+    if path is not None:
+        check_routes_file(path)
+    return path
