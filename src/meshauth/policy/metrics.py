@@ -28,5 +28,5 @@ DECISION_API_REFUSED = IntCounters(
 
 def add_many(counter: IntCounters, amount: int, *labels: str) -> None:
     """Count ``amount`` events at once (``IntCounters.add`` counts one): a batch of decisions, the
-    engine calls of one batch. The one place policy code writes a counter's ints."""
-    counter.counts[labels] += amount
+    engine calls of one batch."""
+    counter.add_many(amount, *labels)
