@@ -169,7 +169,7 @@ def serve(
 
 def _server(
     factory: str, host: str, port: int, workers: int, interface: Interface, settings: Settings, permits: int
-) -> Server:
+) -> Any:  # granian's Server: one of two classes, chosen at import
     return Server(
         f"{__name__}:worker_app",
         address=host,

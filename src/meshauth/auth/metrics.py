@@ -20,9 +20,7 @@ TOKENS_ISSUED = IntCounters("meshauth_tokens_issued", "Access tokens issued, by 
 JWT_CACHE = IntCounters("meshauth_jwt_cache", "JWT validation cache lookups.", ["result"])
 # Several workers: every worker mirrors the same denylist (the largest is shown), and the stream
 # reads 1 only while every live worker follows it.
-REVOKED_TOKENS = Gauge(
-    "meshauth_denylist_size", "Revoked jtis mirrored in this process.", multiprocess_mode="livemax"
-)
+REVOKED_TOKENS = Gauge("meshauth_denylist_size", "Revoked jtis mirrored in this process.", multiprocess_mode="livemax")
 INVALIDATION_CONNECTED = Gauge(
     "meshauth_invalidation_stream_connected",
     "1 while this process (every worker) follows the invalidation stream.",

@@ -22,7 +22,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
@@ -34,6 +34,8 @@ from starlette.responses import Response
 from meshauth.observability import multiprocess
 
 log = logging.getLogger(__name__)
+# How prometheus_client writes a bucket bound (``le``): 0.001, 1.0, +Inf.
+_le = cast("Callable[[float], str]", floatToGoString)
 
 PUBLISH_INTERVAL = 1.0  # seconds between publishes in each worker, in multiprocess mode
 
@@ -162,7 +164,7 @@ class IntHistogram:
         if self._file is not None:
             names, values = [*self.labels, "le"], list(labels)
             for bound in (*self.bounds, float("inf")):
-                le = floatToGoString(bound)
+                le = _le(bound)
                 key = mmap_key(self.name, self.name + "_bucket", names, [*values, le], self.documentation)
                 series.slots.append(self._file.slot(key))
             key = mmap_key(self.name, self.name + "_sum", self.labels, values, self.documentation)
@@ -176,7 +178,7 @@ class IntHistogram:
             cumulative, running = [], 0
             for bound, n in zip((*self.bounds, float("inf")), series.buckets, strict=True):
                 running += n
-                cumulative.append((floatToGoString(bound), float(running)))
+                cumulative.append((_le(bound), float(running)))
             family.add_metric(list(labels), cumulative, series.sum)
         yield family
 
@@ -237,4 +239,3 @@ def exposition() -> bytes:
 
 async def metrics_endpoint(_request: Request) -> Response:
     return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
-

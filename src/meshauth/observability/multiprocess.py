@@ -85,6 +85,12 @@ class ValueFile:
             self._slots[key] = value_at // 8
             return value_at // 8
 
+    def close(self) -> None:
+        """Release the mapping and the file (tests; a worker keeps its files until it exits)."""
+        self.view.release()
+        self._map.close()
+        self._f.close()
+
     def _grow(self, needed: int) -> None:
         while self._capacity < needed:
             self._capacity *= 2
@@ -147,7 +153,7 @@ def sweep_dead(directory: str) -> None:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            mark_process_dead(pid, directory)
+            mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
         except PermissionError:
             continue  # alive, another user's
 
@@ -157,7 +163,7 @@ def mark_self_dead() -> None:
     directory = os.environ.get(ENV)
     if directory:
         with contextlib.suppress(OSError):
-            mark_process_dead(os.getpid(), directory)
+            mark_process_dead(os.getpid(), directory)  # type: ignore[no-untyped-call]
 
 
 def merged_registry() -> CollectorRegistry:
@@ -165,5 +171,5 @@ def merged_registry() -> CollectorRegistry:
     directory = os.environ[ENV]
     sweep_dead(directory)
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, directory)
+    MultiProcessCollector(registry, directory)  # type: ignore[no-untyped-call]
     return registry

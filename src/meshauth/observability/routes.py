@@ -64,4 +64,4 @@ def templates_of(app: object) -> list[str]:
             if isinstance(path, str):
                 found.append(path)
         todo += [getattr(current, attr) for attr in ("router", "app") if getattr(current, attr, None) is not None]
-    return found
+    return list(dict.fromkeys(found))

@@ -7,8 +7,13 @@ Labels are closed sets: endpoint, outcome, and store names (which only the admin
 
 from __future__ import annotations
 
-from meshauth.observability.metrics import IntCounters
+from meshauth.observability.metrics import IntCounters, IntHistogram
 
+DECISION_SECONDS = IntHistogram(
+    "meshauth_policy_decision_duration_seconds",
+    "Decision requests, from body read to answer (parse, decide, encode), by endpoint, in seconds.",
+    ["endpoint"],
+)
 DECISIONS = IntCounters(
     "meshauth_policy_decisions", "Decisions answered, by endpoint and outcome.", ["endpoint", "outcome"]
 )
