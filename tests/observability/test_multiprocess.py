@@ -1,3 +1,4 @@
+# mypy: disable-error-code="no-untyped-call"
 """Per-process value files: written lock-free here, read and merged by prometheus_client's collector."""
 
 from __future__ import annotations

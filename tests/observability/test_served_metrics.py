@@ -1,3 +1,4 @@
+# mypy: disable-error-code="no-untyped-call"
 """Metrics of a service served by several granian workers: one scrape shows every worker's counts."""
 
 from __future__ import annotations
