@@ -76,6 +76,8 @@ class IntCounters:
         self.counts: collections.Counter[tuple[str, ...]] = collections.Counter()
         self._file = multiprocess.value_file("counter") if multiprocess.active() else None
         self._slots: dict[tuple[str, ...], int] = {}
+        if not labels:
+            self.set(0)  # an unlabelled counter is exported (as 0) before its first event
         REGISTRY.register(self)
 
     def add(self, *labels: str) -> None:
