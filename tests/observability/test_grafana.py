@@ -46,7 +46,7 @@ def metric_names(expr: str) -> set[str]:
     expr = re.sub(r"\[[^\]]*\]", "", expr)
     expr = re.sub(r"\boffset\s+\S+", "", expr)
     expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)
-    names = set()
+    names: set[str] = set()
     for found in re.finditer(r"(?<![A-Za-z0-9_:.$])[A-Za-z_:][A-Za-z0-9_:]*", expr):
         name = found.group()
         rest = expr[found.end() :].lstrip()
@@ -57,7 +57,7 @@ def metric_names(expr: str) -> set[str]:
 
 def defined_sample_names() -> set[str]:
     """Sample names of every metric defined in this process (the client's among them), used or not."""
-    names = set()
+    names: set[str] = set()
     for collector in list(REGISTRY._collector_to_names):
         for family in collector.collect():
             names.update(family.name + suffix for suffix in _SUFFIXES.get(family.type, ("",)))

@@ -26,10 +26,10 @@ def _ns(stmt: Any, number: int = N) -> float:
 
 
 def _measure() -> dict[str, float]:
-    from prometheus_client import Counter, Histogram  # noqa: PLC0415 - after the mode is set
+    from prometheus_client import Counter, Histogram
 
-    from meshauth.observability.metrics import IntCounters, IntHistogram  # noqa: PLC0415
-    from meshauth.observability.requests import Instrumented  # noqa: PLC0415
+    from meshauth.observability.metrics import IntCounters, IntHistogram
+    from meshauth.observability.requests import Instrumented
 
     counter = Counter("bench_stock_events", "x", ["kind"]).labels("a")
     histogram = Histogram("bench_stock_seconds", "x", ["endpoint"]).labels("/x")
@@ -65,14 +65,14 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         print(json.dumps(_measure()))
         return
-    results = {}
+    results: dict[tuple[str, str], float] = {}
     for mode in ("single", "multiprocess", "single", "multiprocess"):
         env = dict(os.environ)
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         with tempfile.TemporaryDirectory() as directory:
             if mode == "multiprocess":
                 env["PROMETHEUS_MULTIPROC_DIR"] = directory
-            out = subprocess.run(  # noqa: S603 - this interpreter, this module
+            out = subprocess.run(
                 [sys.executable, "-m", "meshauth.bench.metrics_cost", "--child"],
                 env=env,
                 capture_output=True,
