@@ -26,6 +26,7 @@ def _ns(stmt: Any, number: int = N) -> float:
 
 
 def _measure() -> dict[str, float]:
+    # Imported here, in the child: prometheus_client and meshauth choose the mode when first imported.
     from prometheus_client import Counter, Histogram
 
     from meshauth.observability.metrics import IntCounters, IntHistogram
