@@ -57,7 +57,6 @@ from __future__ import annotations
 import atexit
 import importlib
 import logging
-import multiprocessing
 import os
 import resource
 from typing import Any, Literal
@@ -69,6 +68,7 @@ from granian.server import Server
 from meshauth import http
 from meshauth.config import Settings, load_settings
 from meshauth.observability import logs, multiprocess
+from meshauth.observability.metrics import enter_worker
 from meshauth.observability.requests import Instrumented
 
 Interface = Literal["asgi", "rsgi"]
@@ -156,10 +156,8 @@ def serve(
     settings = settings or load_settings()
     permits = admitted_connections(settings)
     os.environ[_FACTORY_ENV] = factory
-    # Before the workers start: they inherit the directory and write their metrics there. Spawned,
-    # not forked: a forked worker would inherit this process's prometheus_client, which chose its
-    # single-process values at import, long before the directory was known.
-    multiprocessing.set_start_method("spawn", force=True)
+    # Before the workers start: they inherit the directory and write their metrics there
+    # (``worker_app`` switches each one over).
     metrics_dir = multiprocess.prepare_dir(settings.metrics_dir, factory.split(":")[0])
     try:
         _server(factory, host, port, workers, interface, settings, permits).serve()
@@ -193,6 +191,7 @@ def _server(
 def worker_app() -> Any:
     """The factory granian runs in each worker: apply the transport settings, build the app, and
     time its requests (``observability.requests``)."""
+    enter_worker()
     http.configure(load_settings())
     atexit.register(multiprocess.mark_self_dead)
     module, _, name = os.environ[_FACTORY_ENV].partition(":")

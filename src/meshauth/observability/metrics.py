@@ -24,8 +24,9 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, cast
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest, values
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.mmap_dict import mmap_key
 from prometheus_client.utils import floatToGoString
 from starlette.requests import Request
@@ -62,6 +63,9 @@ LATENCY_BUCKETS = (
 )
 
 
+_ours: weakref.WeakSet[IntCounters | IntHistogram] = weakref.WeakSet()
+
+
 class IntCounters:
     """A labelled Prometheus counter kept as plain ints (one event loop per process: no lock).
 
@@ -79,6 +83,13 @@ class IntCounters:
         if not labels:
             self.set(0)  # an unlabelled counter is exported (as 0) before its first event
         REGISTRY.register(self)
+        _ours.add(self)
+
+    def _enter_multiprocess(self) -> None:
+        self._file = multiprocess.value_file("counter")
+        self._slots = {}
+        for labels, n in list(self.counts.items()):
+            self._write(labels, n)
 
     def add(self, *labels: str) -> None:
         n = self.counts[labels] + 1
@@ -145,6 +156,15 @@ class IntHistogram:
         self.series: dict[tuple[str, ...], _Series] = {}
         self._file = multiprocess.value_file("histogram") if multiprocess.active() else None
         REGISTRY.register(self)
+        _ours.add(self)
+
+    def _enter_multiprocess(self) -> None:
+        self._file = multiprocess.value_file("histogram")
+        for labels, series in list(self.series.items()):
+            self._bind(labels, series)
+            for slot, n in zip(series.slots, series.buckets, strict=True):
+                self._file.view[slot] = n
+            self._file.view[series.sum_slot] = series.sum
 
     def observe(self, value: float, *labels: str) -> None:
         series = self.series.get(labels) or self._new(labels)
@@ -164,15 +184,20 @@ class IntHistogram:
     def _new(self, labels: tuple[str, ...]) -> _Series:
         series = _Series(len(self.bounds) + 1)
         if self._file is not None:
-            names, values = [*self.labels, "le"], list(labels)
-            for bound in (*self.bounds, float("inf")):
-                le = _le(bound)
-                key = mmap_key(self.name, self.name + "_bucket", names, [*values, le], self.documentation)
-                series.slots.append(self._file.slot(key))
-            key = mmap_key(self.name, self.name + "_sum", self.labels, values, self.documentation)
-            series.sum_slot = self._file.slot(key)
+            self._bind(labels, series)
         self.series[labels] = series
         return series
+
+    def _bind(self, labels: tuple[str, ...], series: _Series) -> None:
+        """Give ``series`` its slots in this process's value file."""
+        assert self._file is not None
+        names, values = [*self.labels, "le"], list(labels)
+        series.slots = []
+        for bound in (*self.bounds, float("inf")):
+            key = mmap_key(self.name, self.name + "_bucket", names, [*values, _le(bound)], self.documentation)
+            series.slots.append(self._file.slot(key))
+        key = mmap_key(self.name, self.name + "_sum", self.labels, values, self.documentation)
+        series.sum_slot = self._file.slot(key)
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
@@ -229,6 +254,36 @@ def _publish_forever() -> None:
     stop = threading.Event()
     while not stop.wait(PUBLISH_INTERVAL):
         publish()
+
+
+def enter_worker() -> None:
+    """First thing in a worker process granian forked: if ``serve`` prepared a metrics directory,
+    write every metric to this process's files from now on — ours, and prometheus_client's, whose
+    values were created in the supervisor as single-process ones (``values.ValueClass`` is meant to be
+    replaced; each existing value is re-created in place, so objects call sites hold stay valid)."""
+    if not multiprocess.enter_worker():
+        return
+    if not getattr(values.ValueClass, "_multiprocess", False):
+        values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+        for collector in list(REGISTRY._collector_to_names):
+            if isinstance(collector, MetricWrapperBase):
+                _recreate_values(collector)
+    for metric in list(_ours):
+        metric._enter_multiprocess()
+    with _publisher_lock:
+        any_publisher = bool(_publishers)
+    if any_publisher:
+        _start_thread()
+
+
+def _recreate_values(metric: MetricWrapperBase) -> None:
+    if not metric._labelnames:
+        metric._metric_init()  # type: ignore[no-untyped-call]
+        return
+    with metric._lock:
+        children = list(metric._metrics.values())
+    for child in children:
+        child._metric_init()  # type: ignore[no-untyped-call]
 
 
 def exposition() -> bytes:
