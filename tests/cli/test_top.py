@@ -13,7 +13,8 @@ from typing import ClassVar
 import pytest
 from rich.console import Console
 
-from meshauth.cli.top import Target, frame
+from meshauth.cli.top import Target, default_urls, frame
+from meshauth.config import load_settings
 from meshauth.observability.scrape import Samples, fetch
 from tests.cli.conftest import free_port, meshauth
 from tests.served import ADMIN, Served, call, serve
@@ -183,3 +184,16 @@ def test_a_busy_frame_still_fits_80_by_24() -> None:
     text = "\n".join(lines)
     assert "client l1 90.0%" in text
     assert "lag 12" in text
+
+
+def test_the_default_targets_are_the_local_stacks_replicas(tmp_path: Path) -> None:
+    """Without --url: every auth and policy replica ``meshauth up`` would start, from the settings."""
+    s = load_settings()
+    assert default_urls(auth_replicas=2, policy_replicas=1) == [
+        f"http://127.0.0.1:{s.auth_port}/metrics",
+        f"http://127.0.0.1:{s.auth_port + 1}/metrics",
+        f"http://127.0.0.1:{s.policy_port}/metrics",
+    ]
+    done = meshauth(tmp_path, "top", "--once", "--auth-replicas", "99")
+    assert done.returncode == 2
+    assert "--auth-replicas" in done.stderr

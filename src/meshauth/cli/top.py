@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from meshauth.config import load_settings
+from meshauth.local.replicas import MAX_REPLICAS, plan
 from meshauth.observability.scrape import Samples, ScrapeError, buckets, fetch, quantile, rate, window, without
 
 REQUESTS = "meshauth_http_request_duration_seconds"
@@ -46,6 +47,8 @@ DASH = "–"
 URL = typer.Option(None, "--url", help="A /metrics address to scrape (repeatable). Default: the local stack's.")
 ONCE = typer.Option(False, "--once", help="Print one frame (two scrapes one interval apart) and exit.")
 INTERVAL = typer.Option(1.0, "--interval", min=0.05, max=60.0, help="Seconds between scrapes.")
+AUTH_REPLICAS = typer.Option(1, "--auth-replicas", min=1, max=MAX_REPLICAS, help="As given to meshauth up.")
+POLICY_REPLICAS = typer.Option(1, "--policy-replicas", min=1, max=MAX_REPLICAS, help="As given to meshauth up.")
 WIDTH = typer.Option(None, "--width", min=40, help="Render for this many columns (default: the terminal's).")
 
 
@@ -57,13 +60,10 @@ class Target:
     error: str | None = None
 
 
-def default_urls() -> list[str]:
-    """The local stack's services (``meshauth up``), from the settings."""
-    s = load_settings()
-    return [
-        f"http://{_local(s.auth_host)}:{s.auth_port}/metrics",
-        f"http://{_local(s.policy_host)}:{s.policy_port}/metrics",
-    ]
+def default_urls(auth_replicas: int = 1, policy_replicas: int = 1) -> list[str]:
+    """The local stack's services (``meshauth up [--auth-replicas N --policy-replicas M]``)."""
+    topology = plan(load_settings(), auth_replicas=auth_replicas, policy_replicas=policy_replicas)
+    return [f"http://{_local(r.host)}:{r.port}/metrics" for r in (*topology.auth, *topology.policy)]
 
 
 def _local(host: str) -> str:
@@ -259,9 +259,19 @@ def frame(targets: Sequence[Target], interval: float, width: int = 80) -> Group:
     return Group(*parts, endpoints_table(targets), *summary(targets))
 
 
-def top(url: list[str] | None = URL, once: bool = ONCE, interval: float = INTERVAL, width: int | None = WIDTH) -> None:
+def top(
+    url: list[str] | None = URL,
+    once: bool = ONCE,
+    interval: float = INTERVAL,
+    auth_replicas: int = AUTH_REPLICAS,
+    policy_replicas: int = POLICY_REPLICAS,
+    width: int | None = WIDTH,
+) -> None:
     """Live dashboard of the running services (requests/s, latency percentiles, cache hit rates, …)."""
-    targets = [Target(u) for u in (url or default_urls())]
+    try:
+        targets = [Target(u) for u in (url or default_urls(auth_replicas, policy_replicas))]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     console = Console(width=width) if width else Console()
     timeout = min(1.0, interval)
     with ThreadPoolExecutor(max(1, min(8, len(targets)))) as pool:
