@@ -29,13 +29,23 @@ def _status_class(status: int) -> str:
 
 
 class _Recording:
-    """granian's RSGI HTTP protocol, noting the status it answers with."""
+    """granian's RSGI HTTP protocol, timing the request when it is answered (before the answer goes out,
+    so a scrape that follows the response sees it)."""
 
-    __slots__ = ("_protocol", "status")
+    __slots__ = ("_instrumented", "_method", "_path", "_protocol", "_start", "observed")
 
-    def __init__(self, protocol: Any) -> None:
+    def __init__(self, protocol: Any, instrumented: Instrumented, path: str, method: str) -> None:
         self._protocol = protocol
-        self.status = 500  # if the app answers nothing, granian sends a 500
+        self._instrumented = instrumented
+        self._path = path
+        self._method = method
+        self._start = time.perf_counter()
+        self.observed = False
+
+    def observe(self, status: int) -> None:
+        if not self.observed:
+            self.observed = True
+            self._instrumented.observe(self._start, self._path, self._method, status)
 
     def __call__(self) -> Any:
         return self._protocol()
@@ -47,23 +57,23 @@ class _Recording:
         return getattr(self._protocol, name)
 
     def response_empty(self, status: int, headers: Any) -> None:
-        self.status = status
+        self.observe(status)
         self._protocol.response_empty(status, headers)
 
     def response_str(self, status: int, headers: Any, body: str) -> None:
-        self.status = status
+        self.observe(status)
         self._protocol.response_str(status, headers, body)
 
     def response_bytes(self, status: int, headers: Any, body: bytes) -> None:
-        self.status = status
+        self.observe(status)
         self._protocol.response_bytes(status, headers, body)
 
     def response_file(self, status: int, headers: Any, file: str) -> None:
-        self.status = status
+        self.observe(status)
         self._protocol.response_file(status, headers, file)
 
     def response_stream(self, status: int, headers: Any) -> Any:
-        self.status = status
+        self.observe(status)  # streamed: timed to the start of the response
         return self._protocol.response_stream(status, headers)
 
 
@@ -84,11 +94,16 @@ class Instrumented:
             return
         start = time.perf_counter()
         status = 500
+        observed = False
 
         async def recording(message: MutableMapping[str, Any]) -> None:
-            nonlocal status
+            nonlocal status, observed
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False) and not observed:
+                # Counted before the last body goes out: a scrape that follows the response sees it.
+                observed = True
+                self.observe(start, scope["path"], scope["method"], status)
             await send(message)
 
         token = logs.current.set(logs.RequestContext(logs.asgi_header(scope["headers"]))) if self._log_context else None
@@ -97,12 +112,13 @@ class Instrumented:
         finally:
             if token is not None:
                 logs.current.reset(token)
-            REQUEST_SECONDS.observe(
-                time.perf_counter() - start,
-                self.labels(scope["path"]),
-                _METHODS.get(scope["method"], "other"),
-                _status_class(status),
-            )
+            if not observed:
+                self.observe(start, scope["path"], scope["method"], status)
+
+    def observe(self, start: float, path: str, method: str, status: int) -> None:
+        REQUEST_SECONDS.observe(
+            time.perf_counter() - start, self.labels(path), _METHODS.get(method, "other"), _status_class(status)
+        )
 
     # --- RSGI ----------------------------------------------------------------------------------
 
@@ -120,17 +136,12 @@ class Instrumented:
         if scope.proto != "http":
             await self.app.__rsgi__(scope, protocol)
             return
-        start = time.perf_counter()
-        recording = _Recording(protocol)
+        recording = _Recording(protocol, self, scope.path, scope.method)
         token = logs.current.set(logs.RequestContext(scope.headers.get)) if self._log_context else None
         try:
             await self.app.__rsgi__(scope, recording)
         finally:
             if token is not None:
                 logs.current.reset(token)
-            REQUEST_SECONDS.observe(
-                time.perf_counter() - start,
-                self.labels(scope.path),
-                _METHODS.get(scope.method, "other"),
-                _status_class(recording.status),
-            )
+            if not recording.observed:
+                recording.observe(500)
