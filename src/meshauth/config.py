@@ -215,6 +215,14 @@ class Settings(BaseSettings):
     argon2_memory_kib: int = Field(default=65_536, ge=8)
     argon2_parallelism: int = Field(default=1, ge=1)
 
+    # Monitoring (issue 13)
+    # Log lines: "text" (granian's format and Python's defaults, as before) or "json" (one object per
+    # line, with the request's x-request-id and traceparent trace id).
+    log_format: Literal["text", "json"] = "text"
+    # Where a served process's workers write their metric files (emptied at start); unset: a fresh
+    # temporary directory per service process, removed at exit.
+    metrics_dir: Path | None = None
+
     @field_validator("trusted_proxies")
     @classmethod
     def _cidrs(cls, v: tuple[str, ...]) -> tuple[str, ...]:

@@ -54,6 +54,7 @@ The gRPC ext_authz listener (grpc.aio, C core) has its own limits: ``auth.extaut
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import logging
 import os
@@ -67,6 +68,9 @@ from granian.server import Server
 from meshauth import http
 from meshauth.config import Settings
 from meshauth.config_load import load_settings
+from meshauth.observability import logs, multiprocess
+from meshauth.observability.metrics import enter_worker
+from meshauth.observability.requests import Instrumented
 
 Interface = Literal["asgi", "rsgi"]
 
@@ -153,7 +157,19 @@ def serve(
     settings = settings or load_settings()
     permits = admitted_connections(settings)
     os.environ[_FACTORY_ENV] = factory
-    Server(
+    # Before the workers start: they inherit the directory and write their metrics there
+    # (``worker_app`` switches each one over).
+    metrics_dir = multiprocess.prepare_dir(settings.metrics_dir, factory.split(":")[0])
+    try:
+        _server(factory, host, port, workers, interface, settings, permits).serve()
+    finally:
+        multiprocess.remove_dir(metrics_dir, settings.metrics_dir)
+
+
+def _server(
+    factory: str, host: str, port: int, workers: int, interface: Interface, settings: Settings, permits: int
+) -> Any:  # granian's Server: one of two classes, chosen at import
+    return Server(
         f"{__name__}:worker_app",
         address=host,
         port=port,
@@ -169,14 +185,19 @@ def serve(
         http2_settings=_HTTP2,
         # A worker that dies is replaced rather than leaving the port served by fewer workers.
         respawn_failed_workers=True,
-    ).serve()
+        log_dictconfig=logs.granian_config(settings.log_format),
+    )
 
 
 def worker_app() -> Any:
-    """The factory granian runs in each worker: apply the transport settings, then build the app."""
+    """The factory granian runs in each worker: apply the transport settings, build the app, and
+    time its requests (``observability.requests``)."""
+    enter_worker()
     http.configure(load_settings())
+    atexit.register(multiprocess.mark_self_dead)
     module, _, name = os.environ[_FACTORY_ENV].partition(":")
-    return getattr(importlib.import_module(module), name)()
+    app = getattr(importlib.import_module(module), name)()
+    return Instrumented(app, prefixes=tuple(getattr(app, "route_prefixes", ())))
 
 
 def serve_asgi(factory: str, *, host: str, port: int, workers: int = 1) -> None:

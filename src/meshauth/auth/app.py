@@ -22,6 +22,7 @@ from meshauth.auth.authorize_api import AuthorizeEndpoint
 from meshauth.auth.authz import Authorizer
 from meshauth.auth.client_auth import ClientAuthenticator
 from meshauth.auth.extauthz_grpc import start_grpc_server
+from meshauth.auth.extauthz_http import PREFIX as EXT_AUTHZ_PREFIX
 from meshauth.auth.extauthz_http import ExtAuthzHttp, is_ext_authz
 from meshauth.auth.gate import Gate
 from meshauth.auth.metrics import INVALIDATION_CONNECTED, JWT_CACHE, REVOKED_TOKENS
@@ -31,13 +32,15 @@ from meshauth.auth.session_api import SessionEndpoints
 from meshauth.config import Settings
 from meshauth.config_load import load_settings
 from meshauth.http import ApiError, api_error_handler, internal_error_handler, json_response, unavailable_handler
-from meshauth.observability.metrics import metrics_endpoint
+from meshauth.observability.metrics import metrics_endpoint, publisher
 
 log = logging.getLogger(__name__)
 
 
 class AuthApp:
     """ASGI callable. ``grpc_port=None`` skips the gRPC listener (tests that do not need it)."""
+
+    route_prefixes = (EXT_AUTHZ_PREFIX,)  # one metric label for every ext_authz path
 
     def __init__(self, settings: Settings, *, service: AuthService | None = None, grpc_port: int | None = None) -> None:
         self.settings = settings
@@ -51,6 +54,7 @@ class AuthApp:
         self._grpc: grpc.aio.Server | None = None
         self.ext_authz = ExtAuthzHttp(self.gate, self.authorizer)
         self.router = self._router()
+        publisher(self._publish_metrics)
 
     def _router(self) -> Starlette:
         s = self.service
@@ -79,7 +83,7 @@ class AuthApp:
             Route("/admin/users/{username}", g(admin.delete_user), methods=["DELETE"]),
             Route("/healthz", self._healthz, methods=["GET"]),
             Route("/readyz", self._readyz, methods=["GET"]),
-            Route("/metrics", self._metrics, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
         ]
         return Starlette(
             routes=routes,
@@ -154,13 +158,13 @@ class AuthApp:
         async with self.service.engine.connect() as conn:
             await conn.execute(sa.text("SELECT 1"))
 
-    async def _metrics(self, request: Request) -> Response:
+    def _publish_metrics(self) -> None:
+        """Copy counts the service keeps itself into metrics (``observability.metrics.publisher``)."""
         v = self.service.verifier
         JWT_CACHE.set(v.cache_hits, "hit")
         JWT_CACHE.set(v.cache_misses, "miss")
         REVOKED_TOKENS.set(len(self.service.denylist))
         INVALIDATION_CONNECTED.set(1 if self.service.listener.connected else 0)
-        return await metrics_endpoint(request)
 
 
 READY_CHECK_TIMEOUT = 2.0  # seconds; below a typical Kubernetes readiness probe timeout

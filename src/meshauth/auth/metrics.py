@@ -1,7 +1,8 @@
 """The auth service's metrics. Labels are small closed sets; never a user or token value.
 
-Counters are plain ints read at scrape time (``observability.metrics.IntCounters``); call sites
-change them through the functions and methods here, never through their internals.
+Counters are plain ints (``observability.metrics.IntCounters``); call sites change them through the
+functions and methods here, never through their internals. Counts other objects keep (the JWT
+cache's) are published into metrics by ``AuthApp._publish_metrics``.
 """
 
 from __future__ import annotations
@@ -17,9 +18,13 @@ GATE_DECISIONS = IntCounters(
 )
 TOKENS_ISSUED = IntCounters("meshauth_tokens_issued", "Access tokens issued, by grant.", ["grant"])
 JWT_CACHE = IntCounters("meshauth_jwt_cache", "JWT validation cache lookups.", ["result"])
-REVOKED_TOKENS = Gauge("meshauth_denylist_size", "Revoked jtis mirrored in this process.")
+# Several workers: every worker mirrors the same denylist (the largest is shown), and the stream
+# reads 1 only while every live worker follows it.
+REVOKED_TOKENS = Gauge("meshauth_denylist_size", "Revoked jtis mirrored in this process.", multiprocess_mode="livemax")
 INVALIDATION_CONNECTED = Gauge(
-    "meshauth_invalidation_stream_connected", "1 while this process follows the invalidation stream."
+    "meshauth_invalidation_stream_connected",
+    "1 while this process (every worker) follows the invalidation stream.",
+    multiprocess_mode="livemin",
 )
 
 

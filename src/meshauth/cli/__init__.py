@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from meshauth.cli import admin, bench, config, db, policy, serve, up
+from meshauth.cli import admin, bench, config, db, policy, serve, top, up
 from meshauth.config_load import ConfigError, load_settings
 
 # Usage errors exit 2 (click's convention); a configuration error is one too.
@@ -36,6 +36,7 @@ app.add_typer(policy.app, name="policy")
 app.add_typer(policy.entities_app, name="entities")
 app.add_typer(serve.app, name="serve")
 app.command("up")(up.up)
+app.command("top")(top.top)
 
 
 def main() -> None:

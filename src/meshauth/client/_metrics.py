@@ -45,8 +45,12 @@ SINGLEFLIGHT_JOINS = IntCounters(
 BREAKER_TRANSITIONS = IntCounters(
     "meshauth_client_breaker_transitions", "Circuit breaker state changes, by store and new state.", ["store", "to"]
 )
+# livemax: with several worker processes (each with its own breaker), a scrape shows the worst state.
 BREAKER_STATE = Gauge(
-    "meshauth_client_breaker_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open.", ["store"]
+    "meshauth_client_breaker_state",
+    "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+    ["store"],
+    multiprocess_mode="livemax",
 )
 STATE_CODE = {"closed": 0, "half_open": 1, "open": 2}
 RETRIES = IntCounters(

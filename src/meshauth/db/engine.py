@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from meshauth.db.pool_metrics import watch
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -33,12 +35,12 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
-        return engine
+        return watch(engine)
     if "poolclass" not in kwargs:
         kwargs.setdefault("pool_size", 10)
         kwargs.setdefault("max_overflow", 10)
     kwargs.setdefault("pool_pre_ping", True)
-    return create_async_engine(url, **kwargs)
+    return watch(create_async_engine(url, **kwargs))
 
 
 def alembic_config(url: str) -> Config:

@@ -16,6 +16,7 @@ policy`` runs): under RSGI, decision requests are read and answered natively (``
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -34,6 +35,7 @@ from meshauth.http import (
     too_large,
 )
 from meshauth.policy.guard import DecisionGuard
+from meshauth.policy.metrics import DECISION_SECONDS
 from meshauth.policy.stores import DEFAULT_STORE
 from meshauth.rsgi_bridge import ERROR_HEADERS, Lifespan, forward, read_body, respond_error
 
@@ -94,6 +96,7 @@ class DecisionFront:
 
     async def answer(self, kind: str, store: str, body: bytes) -> tuple[int, bool, bytes]:
         """``(status, is_error, JSON payload)`` for one decision request; never raises."""
+        start = time.perf_counter()
         try:
             return 200, False, await self._handlers[kind](store, body)
         except ApiError as exc:
@@ -101,6 +104,8 @@ class DecisionFront:
         except Exception:
             log.exception("decision request failed")
             return 500, True, error_body(*INTERNAL_ERROR)
+        finally:
+            DECISION_SECONDS.observe(time.perf_counter() - start, kind)
 
     # --- ASGI ----------------------------------------------------------------------------------
 

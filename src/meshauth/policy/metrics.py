@@ -7,8 +7,13 @@ Labels are closed sets: endpoint, outcome, and store names (which only the admin
 
 from __future__ import annotations
 
-from meshauth.observability.metrics import IntCounters
+from meshauth.observability.metrics import IntCounters, IntHistogram
 
+DECISION_SECONDS = IntHistogram(
+    "meshauth_policy_decision_duration_seconds",
+    "Decision requests, from body read to answer (parse, decide, encode), by endpoint, in seconds.",
+    ["endpoint"],
+)
 DECISIONS = IntCounters(
     "meshauth_policy_decisions", "Decisions answered, by endpoint and outcome.", ["endpoint", "outcome"]
 )
@@ -28,5 +33,5 @@ DECISION_API_REFUSED = IntCounters(
 
 def add_many(counter: IntCounters, amount: int, *labels: str) -> None:
     """Count ``amount`` events at once (``IntCounters.add`` counts one): a batch of decisions, the
-    engine calls of one batch. The one place policy code writes a counter's ints."""
-    counter.counts[labels] += amount
+    engine calls of one batch."""
+    counter.add_many(amount, *labels)
