@@ -42,6 +42,7 @@ class ExtAuthzHttp:
         if verdict is None:
             verdict = await self._gate.check(authorizations[0] if authorizations else None, join_cookies(cookies))
         count_gate_decision("http", verdict.credential, verdict.status)
+        self._gate.audit.gate(verdict.status, verdict.headers, verdict.reason, "http", scope["path"])
         await self._respond(send, verdict.status, verdict.encoded())
 
     @staticmethod

@@ -36,6 +36,7 @@ from meshauth.bus.metrics import DEAD_LETTERED, HANDLED
 from meshauth.bus.producer import ensure_groups
 from meshauth.bus.retention import trim
 from meshauth.bus.streams import StreamNames
+from meshauth.config import Settings
 from meshauth.redis_client import connect
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,18 @@ class ConsumerConfig:
     lease_ttl: float = 10.0
     retry_delay: float = 0.2
     trim_interval: float = 5.0
+
+
+def consumer_config(settings: Settings) -> ConsumerConfig:
+    return ConsumerConfig(
+        prefix=settings.redis_prefix,
+        partitions=settings.bus_partitions,
+        block=settings.bus_block,
+        count=settings.bus_read_count,
+        min_idle=settings.bus_min_idle,
+        max_attempts=settings.bus_max_attempts,
+        lease_ttl=settings.bus_lease_ttl,
+    )
 
 
 @dataclass

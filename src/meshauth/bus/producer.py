@@ -29,6 +29,7 @@ from meshauth.bus.events import AuditEvent, encode
 from meshauth.bus.metrics import DROPPED, PUBLISHED, SPOOLED
 from meshauth.bus.spool import Record, Spool
 from meshauth.bus.streams import StreamNames
+from meshauth.config import Settings
 from meshauth.redis_client import connect
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,21 @@ class ProducerConfig:
     spool_max_bytes: int = 4 * 1024**3
     maxlen: int = 1_000_000
     drop_log_interval: float = 10.0
+
+
+def producer_config(settings: Settings) -> ProducerConfig:
+    return ProducerConfig(
+        prefix=settings.redis_prefix,
+        partitions=settings.bus_partitions,
+        buffer_events=settings.bus_buffer_events,
+        flush_interval=settings.bus_flush_interval,
+        flush_batch=settings.bus_flush_batch,
+        max_event_bytes=settings.bus_max_event_bytes,
+        spool_dir=settings.spool_dir if settings.bus_spool_max_bytes > 0 else None,
+        spool_max_bytes=settings.bus_spool_max_bytes,
+        maxlen=settings.bus_stream_maxlen,
+        drop_log_interval=settings.bus_drop_log_interval,
+    )
 
 
 class Producer:

@@ -1,0 +1,33 @@
+"""Running one worker (a consumer group member) in the foreground until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from meshauth.bus.consumer import Consumer, Handler, consumer_config
+from meshauth.bus.streams import AUDIT
+from meshauth.config import Settings
+from meshauth.db import create_engine
+
+log = logging.getLogger(__name__)
+
+
+async def run_worker(settings: Settings, url: str, group: str, make_handler: Callable[[AsyncEngine], Handler]) -> None:
+    engine = create_engine(settings.sqlalchemy_url)
+    consumer = Consumer(url, AUDIT, group, make_handler(engine), consumer_config(settings))
+    task = asyncio.create_task(consumer.run(), name=f"worker-{group}")
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    log.info("worker %s: consumer %s on %s", group, consumer.name, AUDIT)
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    finally:
+        await engine.dispose()
