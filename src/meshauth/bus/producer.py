@@ -84,6 +84,7 @@ class Producer:
         self._names: dict[str, StreamNames] = {}
         self._groups_ready: set[str] = set()
         self._closing = False
+        self._in_flight = 0  # taken from the buffer, not yet in Redis or the spool
         self._drops_unlogged = 0
         self._last_drop_log = 0.0
         self.published = 0  # written to Redis (including replays)
@@ -147,7 +148,7 @@ class Producer:
     async def flushed(self, within: float = 10.0) -> None:
         """Wait until the buffer and the spool are empty (tests, benchmarks)."""
         deadline = time.monotonic() + within
-        while self._buffer or self.spool_pending:
+        while self._buffer or self._in_flight or self.spool_pending:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{len(self._buffer)} events still buffered, spool pending={self.spool_pending}")
             await asyncio.sleep(0.005)
@@ -179,18 +180,25 @@ class Producer:
             batch = self._take(self.config.flush_batch)
             if not self._buffer:
                 self._wake.clear()
-            if self._spool is not None and self._spool.pending:
-                if batch:
-                    await self._to_spool(batch)
-                if await self._replay():
-                    pause = 0.05
-                else:
-                    pause = min(pause * 2, MAX_REPLAY_PAUSE)
-                    if self._closing:
-                        return
-            elif batch and not await self._write(batch):
+            self._in_flight = len(batch)
+            try:
+                pause = await self._deliver(batch, pause)
+            finally:
+                self._in_flight = 0
+            if self._closing and self.spool_pending and pause > 0.05:
+                return  # Redis is away: the spool keeps the rest for the next start
+
+    async def _deliver(self, batch: list[Record], pause: float) -> float:
+        """Write one batch (to Redis, or to the spool and replay); returns the next replay pause."""
+        if self._spool is not None and self._spool.pending:
+            if batch:
                 await self._to_spool(batch)
-                pause = 0.05
+            if await self._replay():
+                return 0.05
+            return min(pause * 2, MAX_REPLAY_PAUSE)
+        if batch and not await self._write(batch):
+            await self._to_spool(batch)
+        return 0.05
 
     def _take(self, n: int) -> list[Record]:
         buf = self._buffer
