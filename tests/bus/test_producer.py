@@ -104,9 +104,7 @@ async def test_redis_stopped_and_restarted_events_are_spooled_and_arrive_in_orde
         assert statuses == sorted(statuses)
 
 
-async def test_sigstopped_redis_never_blocks_publish(
-    valkey_server_factory: Callable[..., Any], tmp_path: Path
-) -> None:
+async def test_sigstopped_redis_never_blocks_publish(valkey_server_factory: Callable[..., Any], tmp_path: Path) -> None:
     """A frozen Redis: publish stays a synchronous append, the flush spools after its timeout, and the
     event loop keeps running; after SIGCONT everything arrives."""
     server = valkey_server_factory()

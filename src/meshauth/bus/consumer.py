@@ -240,7 +240,10 @@ class Consumer:
                 batch.append((entry_id, Delivery(entry_id.decode(), n, decode(payload))))
             except MalformedEvent as exc:
                 dead.append((entry_id, payload if payload is not None else repr(fields).encode(), str(exc), 0))
-        if batch:
+        if batch and part.failures:
+            # Retrying after a failure: one at a time straight away (the batch would fail again).
+            await self._one_by_one(stream, part, batch, done, dead)
+        elif batch:
             try:
                 await self.handler([delivery for _, delivery in batch])
                 done.extend(entry_id for entry_id, _ in batch)
