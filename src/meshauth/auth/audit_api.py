@@ -6,6 +6,8 @@ Every query parameter is validated before the database is asked; a bad one answe
 
 from __future__ import annotations
 
+from urllib.parse import unquote_to_bytes
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -22,9 +24,30 @@ def _bad(exc: BadFilter) -> ApiError:
     return ApiError(400, "invalid_request", f"query parameter {exc.field!r}: {exc.message}", extra={"field": exc.field})
 
 
+MAX_QUERY_BYTES = 4096
+
+
 def _pairs(request: Request) -> list[tuple[str, str]]:
-    # Starlette decodes the query string leniently (invalid UTF-8 becomes U+FFFD), which the checks refuse.
-    return list(request.query_params.multi_items())
+    """The query string's pairs, decoded strictly: Starlette would turn bytes that are not UTF-8 into
+    U+FFFD and search for that; here they are a 400 naming the parameter."""
+    raw: bytes = request.scope.get("query_string", b"")
+    if len(raw) > MAX_QUERY_BYTES:
+        raise BadFilter("query", f"longer than {MAX_QUERY_BYTES} bytes")
+    pairs = []
+    for chunk in raw.split(b"&"):
+        if not chunk:
+            continue
+        name_raw, _, value_raw = chunk.partition(b"=")
+        name = _unquote(name_raw, "query")
+        pairs.append((name, _unquote(value_raw, name)))
+    return pairs
+
+
+def _unquote(raw: bytes, field: str) -> str:
+    try:
+        return unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadFilter(field[:64], "is not UTF-8") from None
 
 
 class AuditEndpoints:
