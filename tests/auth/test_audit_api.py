@@ -189,4 +189,3 @@ async def test_analytics_counts_decisions_per_minute(
     assert all(m["store"] == "" and m["p95_latency_ms"] is not None for m in rows)
     bad = await auth.http.get("/admin/analytics?since=soon", headers=auth.admin)
     assert bad.status_code == 400 and bad.json()["field"] == "since"
-

@@ -34,7 +34,7 @@ AuditType = Literal[
 ]
 AUDIT_TYPES: tuple[str, ...] = AuditType.__args__  # type: ignore[attr-defined]
 Decision = Literal["allow", "deny"]
-SubjectType = Literal["user", "client", "admin", "service", "unknown"]
+SubjectType = str  # "user", "client", "admin", or a policy principal's entity type
 
 
 class AuditEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -46,7 +46,7 @@ class AuditEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     type: AuditType
     v: int = SCHEMA_VERSION
     subject: str = ""
-    subject_type: SubjectType = "unknown"
+    subject_type: SubjectType = ""
     decision: Decision | None = None
     action: str = ""
     store: str = ""

@@ -25,11 +25,13 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from meshauth.admin_token import read_admin_token
+from meshauth.bus.producer import Producer, producer_config
 from meshauth.config import Settings, load_settings
 from meshauth.db import create_engine
 from meshauth.http import ApiError, api_error_handler, internal_error_handler, json_response, unavailable_handler
 from meshauth.policy.admin import Admin
 from meshauth.policy.api import PolicyApi
+from meshauth.policy.audit_hooks import PolicyAudit
 from meshauth.policy.decision_front import DecisionFront
 from meshauth.policy.entity_cache import EntityCache
 from meshauth.policy.entity_loader import EntityLoader
@@ -39,6 +41,7 @@ from meshauth.policy.registry import Registry
 from meshauth.policy.source_limits import Limits
 from meshauth.policy.state import IndexSettings
 from meshauth.policy.store_gauges import track
+from meshauth.redis_client import resolve_redis_url
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +112,9 @@ def create_app(settings: Settings | None = None) -> DecisionFront:
     )
     track(registry)
     guard = DecisionGuard.from_settings(settings)
+    # Audit events need Redis; the policy service runs without one when none is configured.
+    redis_url = resolve_redis_url(settings) if settings.audit_enabled else None
+    bus = Producer(redis_url, producer_config(settings)) if redis_url else None
     api = PolicyApi(
         settings=settings,
         registry=registry,
@@ -116,14 +122,19 @@ def create_app(settings: Settings | None = None) -> DecisionFront:
         admin=Admin(engine, registry, limits=limits),
         admin_token=read_admin_token(settings),
         guard=guard,
+        audit=PolicyAudit(bus),
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        if bus is not None:
+            await bus.start()
         try:
             async with registry.refreshing(settings.policy_refresh_interval):
                 yield
         finally:
+            if bus is not None:
+                await bus.stop()  # drains what is buffered
             await engine.dispose()
 
     app = Starlette(
