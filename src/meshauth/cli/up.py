@@ -15,6 +15,8 @@ from meshauth.local.bootstrap import bootstrap
 from meshauth.local.stack import Stack, child_env, policy_available
 from meshauth.local.walkthrough import walkthrough
 
+BUS_WORKERS = ("audit", "analytics")
+
 
 def up(
     demo: bool = typer.Option(True, "--demo/--no-demo", help="Create the demo client and user."),
@@ -41,6 +43,9 @@ def up(
         stack.spawn("auth", "serve", "auth", "--no-migrate")
         if with_policy:
             stack.spawn("policy", "serve", "policy", "--no-migrate")
+        workers = BUS_WORKERS if settings.audit_enabled else ()
+        for worker in workers:  # the message bus's consumers (audit_log, analytics); supervised like the services
+            stack.spawn(f"{worker} worker", "worker", worker, "--no-migrate")
         stack.wait_ready("auth", f"http://{settings.auth_host}:{settings.auth_port}/healthz")
         if with_policy:
             stack.wait_ready("policy", f"http://{settings.policy_host}:{settings.policy_port}/healthz")
@@ -54,6 +59,8 @@ def up(
         typer.echo(f"  redis            {redis_url}{'' if settings.redis_url else '   (embedded Valkey)'}")
         typer.echo(f"  database         {settings.sqlalchemy_url}")
         typer.echo(f"  metrics          {auth}/metrics")
+        if workers:
+            typer.echo(f"  bus workers      {', '.join(workers)}   (meshauth bus status; meshauth audit tail)")
         if token_file is not None:
             typer.echo(f"  admin token      in {token_file.resolve()} (mode 0600)")
         else:

@@ -28,7 +28,8 @@ def _prepare(migrate_db: bool) -> tuple[Settings, str]:
         )
     if migrate_db:
         migrate(settings.sqlalchemy_url)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Warnings and errors only: under `meshauth up` this shares the terminal with the walkthrough.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return settings, url
 
 
