@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,14 +23,12 @@ async def workers(auth: Harness) -> AsyncIterator[tuple[AuditWriter, AnalyticsWr
     engine = auth.app.service.engine
     url = auth.app.service.redis_url
     writer, analytics = AuditWriter(engine), AnalyticsWriter(engine)
-    tasks = [
-        asyncio.create_task(Consumer(url, AUDIT, "audit", writer, FAST).run()),
-        asyncio.create_task(Consumer(url, AUDIT, "analytics", analytics, FAST).run()),
-    ]
+    consumers = [Consumer(url, AUDIT, "audit", writer, FAST), Consumer(url, AUDIT, "analytics", analytics, FAST)]
+    for c in consumers:
+        c.start()
     yield writer, analytics
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    for c in consumers:
+        await c.stop()
 
 
 async def _stored(auth: Harness, writer: AuditWriter, n: int) -> None:

@@ -1,4 +1,3 @@
-import asyncio
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,13 +25,13 @@ async def producer(valkey_url: str, redis: Redis, tmp_path: Path) -> AsyncIterat
     await p.stop()
 
 
-async def _run(consumer: Consumer) -> asyncio.Task[None]:
-    return asyncio.create_task(consumer.run())
+async def _run(consumer: Consumer) -> Consumer:
+    consumer.start()
+    return consumer
 
 
-async def _stop(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+async def _stop(consumer: Consumer) -> None:
+    await consumer.stop()
 
 
 async def test_every_event_is_handled_once_and_acked(valkey_url: str, producer: Producer, redis: Redis) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -64,7 +63,8 @@ async def test_consumer_killed_mid_batch_every_event_lands_in_audit_log_once(
         pending = sum([(await redis.xpending(s, "audit"))["pending"] for s in _partitions()])
         assert pending > 0
         writer = AuditWriter(engine)
-        survivor = asyncio.create_task(Consumer(valkey_url, AUDIT, "audit", writer, CONFIG, name="survivor").run())
+        survivor = Consumer(valkey_url, AUDIT, "audit", writer, CONFIG, name="survivor")
+        survivor.start()
 
         async def stored() -> bool:
             async with engine.connect() as conn:
@@ -73,8 +73,7 @@ async def test_consumer_killed_mid_batch_every_event_lands_in_audit_log_once(
 
         await until(stored, within=60, what="every event in audit_log")
         await until(lambda: _no_pending(redis), what="everything acked")
-        survivor.cancel()
-        await asyncio.gather(survivor, return_exceptions=True)
+        await survivor.stop()
         async with engine.connect() as conn:
             ids = [r[0] for r in await conn.execute(sa.select(audit_log.c.id))]
     finally:
@@ -100,11 +99,11 @@ async def test_per_key_order_holds_across_a_consumer_failover(valkey_url: str, r
     async def record(batch: Sequence[Delivery]) -> None:
         await redis.rpush("order-log", *[f"B:{d.event.subject}:{d.event.status}" for d in batch])
 
-    survivor = asyncio.create_task(Consumer(valkey_url, AUDIT, "audit", record, CONFIG, name="survivor").run())
+    survivor = Consumer(valkey_url, AUDIT, "audit", record, CONFIG, name="survivor")
+    survivor.start()
     await until(lambda: _no_pending(redis), within=60, what="everything acked")
     await until(lambda: _lag_zero(redis), what="everything delivered")
-    survivor.cancel()
-    await asyncio.gather(survivor, return_exceptions=True)
+    await survivor.stop()
     log = [line.decode().split(":") for line in await redis.lrange("order-log", 0, -1)]
     assert {who for who, _, _ in log} == {"A", "B"}
     for key in keys:

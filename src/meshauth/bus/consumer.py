@@ -19,6 +19,7 @@ entry that does not decode goes to the dead-letter stream at once with the parse
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -109,6 +110,24 @@ class Consumer:
         self._next_trim = 0.0
         self.handled = 0
         self.dead_lettered = 0
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name=f"bus-consumer-{self.group}")
+
+    async def stop(self) -> None:
+        """Stop and give the leases back. Cancelled until it ends: redis-py was seen to swallow a
+        cancellation that arrived while it read a reply (see ``invalidations.InvalidationListener``)."""
+        self._stopping = True
+        task = self._task
+        if task is None:
+            return
+        while not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=1.0)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     async def run(self) -> None:
         """Consume until cancelled; then give the leases back, so another consumer need not wait them out."""
@@ -135,7 +154,15 @@ class Consumer:
                     await self._step(redis)
                     backoff = 0.05
             except (RedisError, OSError) as exc:
+                if self._stopping:
+                    return
                 log.warning("bus consumer %s: Redis unavailable (%s); retrying in %.2fs", self.name, exc, backoff)
+                self._next_maintenance = 0.0
+            except Exception:
+                # A bug met on one entry must not end the worker: log it, start over (reads resume
+                # from the pending list, so nothing is skipped).
+                log.exception("bus consumer %s failed; starting over in %.2fs", self.name, backoff)
+                self._parts = {n: _Partition() for n in self.leases.owned}  # re-read what is pending
                 self._next_maintenance = 0.0
             finally:
                 await redis.aclose()
@@ -240,7 +267,7 @@ class Consumer:
                 batch.append((entry_id, Delivery(entry_id.decode(), n, decode(payload))))
             except MalformedEvent as exc:
                 dead.append((entry_id, payload if payload is not None else repr(fields).encode(), str(exc), 0))
-        if batch and part.failures:
+        if batch and (part.failures or len(batch) == 1):
             # Retrying after a failure: one at a time straight away (the batch would fail again).
             await self._one_by_one(stream, part, batch, done, dead)
         elif batch:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import Callable
@@ -21,13 +20,14 @@ log = logging.getLogger(__name__)
 async def run_worker(settings: Settings, url: str, group: str, make_handler: Callable[[AsyncEngine], Handler]) -> None:
     engine = create_engine(settings.sqlalchemy_url)
     consumer = Consumer(url, AUDIT, group, make_handler(engine), consumer_config(settings))
-    task = asyncio.create_task(consumer.run(), name=f"worker-{group}")
+    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, task.cancel)
+        loop.add_signal_handler(sig, stop.set)
+    consumer.start()
     log.info("worker %s: consumer %s on %s", group, consumer.name, AUDIT)
     try:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop.wait()
     finally:
+        await consumer.stop()  # gives the leases back: a successor need not wait them out
         await engine.dispose()
