@@ -24,6 +24,7 @@ from typing import Any
 import asyncpg
 import sqlalchemy as sa
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from meshauth.bench.processes import service_env
 from meshauth.db import create_engine, migrate
@@ -41,7 +42,11 @@ async def _count(engine: Any) -> int:
 async def _backlog(redis: Redis, partitions: int) -> int:
     total = 0
     for n in range(partitions):
-        for g in await redis.xinfo_groups(f"meshauth:bus:audit:{n}"):
+        try:
+            groups = await redis.xinfo_groups(f"meshauth:bus:audit:{n}")
+        except ResponseError:  # not created yet
+            continue
+        for g in groups:
             if g["name"] == b"audit":
                 total += int(g["lag"] or 0) + int(g["pending"])
     return total
@@ -145,11 +150,16 @@ def report(r: dict[str, Any]) -> str:
             f"- sustained: offered {s['offered_rate']}/s for {s['publish_seconds']:.1f} s, published {s['published']}"
             f" (dropped {s['dropped']}), stored {s['stored']}; committed rows/s while publishing"
             f" {s['committed_rate_while_publishing']:.0f}; end to end {s['end_to_end_rate']:.0f}/s;"
-            f" max backlog {s['max_backlog']}; backlog zero {s['backlog_zero_after_publish_end_s']} s after"
+            f" max backlog {s['max_backlog']}; backlog zero {_s(s['backlog_zero_after_publish_end_s'])} after"
             f" the last publish",
             f"- burst: {b['published']} events published in {b['publish_seconds']:.2f} s"
             f" ({b['publish_rate']:.0f}/s), max backlog {b['max_backlog']}, all stored"
             f" {b['all_stored_after_publish_end_s']:.2f} s after the last publish"
-            f" (end to end {b['end_to_end_rate']:.0f}/s); backlog zero after {b['backlog_zero_after_publish_end_s']} s",
+            f" (end to end {b['end_to_end_rate']:.0f}/s);"
+            f" backlog zero after {_s(b['backlog_zero_after_publish_end_s'])}",
         ]
     )
+
+
+def _s(seconds: float | None) -> str:
+    return "never (within the run)" if seconds is None else f"{seconds:.2f} s"
