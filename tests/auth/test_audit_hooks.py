@@ -8,17 +8,13 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from meshauth.bus.events import decode
 from meshauth.bus.streams import AUDIT, StreamNames
 from tests.auth.conftest import Harness, make_settings, start_harness
-from tests.bus.helpers import until
+from tests.bus.helpers import read_all, until
 
 
 async def _events(redis: Redis) -> list[Any]:
-    out = []
-    for key in StreamNames("meshauth:", AUDIT, 4).all():
-        out.extend(decode(f[b"d"]) for _, f in await redis.xrange(key))
-    return out
+    return [event for _, _, event in await read_all(redis, StreamNames("meshauth:", AUDIT, 4).all())]
 
 
 async def test_each_gate_decision_is_one_event(auth: Harness, redis: Redis) -> None:

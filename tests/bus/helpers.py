@@ -8,7 +8,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 
@@ -40,9 +40,17 @@ def restartable_valkey(factory: Callable[..., Any], data_dir: Path) -> Any:
     return factory(port=free_port(), persist=True, data_dir=str(data_dir))
 
 
+Entries = list[tuple[bytes, dict[bytes, bytes]]]
+
+
+async def entries(redis: Redis, key: str) -> Entries:
+    """XRANGE with the reply typed as it is with decode_responses=False."""
+    return cast(Entries, await redis.xrange(key))
+
+
 async def read_all(redis: Redis, keys: list[str]) -> list[tuple[str, bytes, AuditEvent]]:
     out = []
     for key in keys:
-        for entry_id, fields in await redis.xrange(key):
+        for entry_id, fields in await entries(redis, key):
             out.append((key, entry_id, decode(fields[b"d"])))
     return out

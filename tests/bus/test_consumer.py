@@ -11,7 +11,7 @@ from meshauth.bus.events import audit, decode
 from meshauth.bus.producer import Producer, ProducerConfig, ensure_groups
 from meshauth.bus.retention import trim
 from meshauth.bus.streams import AUDIT, StreamNames
-from tests.bus.helpers import until
+from tests.bus.helpers import entries, until
 
 NAMES = StreamNames("meshauth:", AUDIT, 2)
 FAST = ConsumerConfig(partitions=2, block=0.05, min_idle=0.3, max_attempts=3, lease_ttl=1.0, retry_delay=0.01)
@@ -76,7 +76,7 @@ async def test_always_failing_event_is_dead_lettered_and_the_partition_moves_on(
     await _stop(task)
     assert handled == [s for s in range(30) if s != 13]  # in order, 13 skipped
     assert attempts == FAST.max_attempts
-    dead = await redis.xrange(NAMES.dead)
+    dead = await entries(redis, NAMES.dead)
     assert len(dead) == 1
     fields = dead[0][1]
     assert fields[b"error"] == b"ValueError: status 13 is unlucky"
@@ -105,9 +105,9 @@ async def test_malformed_entry_is_dead_lettered_without_stopping(
     producer.publish(AUDIT, audit("token.issued", subject="k"))
     task = await _run(Consumer(valkey_url, AUDIT, "audit", handler, FAST))
     await until(lambda: handled == ["k"], what="the good event after the bad ones")
-    await until(lambda: redis.xlen(NAMES.dead), what="dead letters")
+    await until(lambda: _has_dead_letters(redis), what="dead letters")
     await _stop(task)
-    dead = [fields for _, fields in await redis.xrange(NAMES.dead)]
+    dead = [fields for _, fields in await entries(redis, NAMES.dead)]
     assert len(dead) == 4
     assert b"unknown schema version 9" in dead[2][b"error"]
     assert b"no 'd' field" in dead[0][b"error"]
@@ -194,3 +194,7 @@ async def _all_acked(redis: Redis, group: str) -> bool:
         if info["lag"] or info["pending"]:
             return False
     return True
+
+
+async def _has_dead_letters(redis: Redis) -> bool:
+    return bool(await redis.xlen(NAMES.dead))

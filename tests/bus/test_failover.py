@@ -8,13 +8,14 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import sqlalchemy as sa
 from redis.asyncio import Redis
 
 from meshauth.audit.store import AuditWriter
 from meshauth.bus.consumer import Consumer, ConsumerConfig, Delivery
-from meshauth.bus.events import audit
+from meshauth.bus.events import AuditEvent, audit
 from meshauth.bus.producer import Producer, ProducerConfig
 from meshauth.bus.streams import AUDIT
 from meshauth.db import create_engine
@@ -40,11 +41,11 @@ async def _killed(proc: subprocess.Popen[bytes]) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
-async def _publish(url: str, tmp_path: Path, events: list[object]) -> None:
+async def _publish(url: str, tmp_path: Path, events: list[AuditEvent]) -> None:
     p = Producer(url, ProducerConfig(partitions=2, spool_dir=tmp_path / "spool", flush_interval=0.002))
     await p.start()
     for e in events:
-        p.publish(AUDIT, e)  # type: ignore[arg-type]
+        p.publish(AUDIT, e)
     await p.flushed()
     await p.stop()
 
@@ -86,7 +87,7 @@ def _partitions() -> list[str]:
 
 
 async def _no_pending(redis: Redis) -> bool:
-    return sum([(await redis.xpending(s, "audit"))["pending"] for s in _partitions()]) == 0
+    return sum([int((await redis.xpending(s, "audit"))["pending"]) for s in _partitions()]) == 0
 
 
 async def test_per_key_order_holds_across_a_consumer_failover(valkey_url: str, redis: Redis, tmp_path: Path) -> None:
@@ -104,7 +105,7 @@ async def test_per_key_order_holds_across_a_consumer_failover(valkey_url: str, r
     await until(lambda: _no_pending(redis), within=60, what="everything acked")
     await until(lambda: _lag_zero(redis), what="everything delivered")
     await survivor.stop()
-    log = [line.decode().split(":") for line in await redis.lrange("order-log", 0, -1)]
+    log = [line.decode().split(":") for line in cast(list[bytes], await redis.lrange("order-log", 0, -1))]
     assert {who for who, _, _ in log} == {"A", "B"}
     for key in keys:
         by_b = [int(s) for who, k, s in log if k == key and who == "B"]

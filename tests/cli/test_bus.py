@@ -28,7 +28,7 @@ def _start(cwd: Path, env: dict[str, str], *args: str, stdout: int | None = None
 async def _publish(url: str, tmp_path: Path, n: int, **fields: object) -> list[str]:
     p = Producer(url, ProducerConfig(spool_dir=tmp_path / "spool"))
     await p.start()
-    events = [audit("token.issued", subject=f"svc{i}", **fields) for i in range(n)]  # type: ignore[arg-type]
+    events = [audit("token.issued", subject=f"svc{i}", **fields) for i in range(n)]
     for e in events:
         p.publish(AUDIT, e)
     await p.flushed()

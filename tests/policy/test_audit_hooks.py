@@ -6,18 +6,15 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from meshauth.bus.events import decode
 from meshauth.bus.streams import AUDIT, StreamNames
+from tests.bus.helpers import read_all
 from tests.policy.conftest import ADMIN, ask, push, running, settings_for
 
 POLICY = 'permit(principal == User::"alice", action == Action::"view", resource);'
 
 
 async def _events(redis: Redis) -> list[object]:
-    out = []
-    for key in StreamNames("meshauth:", AUDIT, 4).all():
-        out.extend(decode(f[b"d"]) for _, f in await redis.xrange(key))
-    return out
+    return [event for _, _, event in await read_all(redis, StreamNames("meshauth:", AUDIT, 4).all())]
 
 
 async def test_decisions_uploads_and_activations_are_published(
