@@ -39,6 +39,18 @@ MAX_REPLAY_PAUSE = 2.0
 DRAIN_TIMEOUT = 5.0
 
 
+# One command per flush: the XADDs run inside Redis. A pipeline of XADDs cost the flushing process
+# ~30 µs per event in redis-py's command packing and reply parsing, on the event loop the requests
+# share (measured: gate p95 +65 % at 3,000 req/s); one EVALSHA with every payload as an argument
+# costs a few µs per event. (redis-py's Script reloads it after NOSCRIPT, e.g. a restarted Redis.)
+XADD_MANY = """
+for i = 1, #KEYS do
+  redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[1], '*', 'd', ARGV[i + 1])
+end
+return #KEYS
+"""
+
+
 class EventTooLarge(ValueError):
     """An event whose encoding exceeds ``max_event_bytes``; refused at ``publish``."""
 
@@ -77,6 +89,7 @@ class Producer:
         self._url = url
         self.config = config
         self._redis = connect(url, socket_timeout=PRODUCER_SOCKET_TIMEOUT)
+        self._xadd_many = self._redis.register_script(XADD_MANY)
         self._buffer: collections.deque[tuple[str, str, bytes]] = collections.deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -209,21 +222,19 @@ class Producer:
         return out
 
     async def _write(self, records: list[Record]) -> bool:
-        """XADD ``records`` in one pipeline; False if Redis did not take them (some may have landed:
-        replaying them is harmless, consumers de-duplicate by event id)."""
+        """XADD ``records`` in one script call; False if Redis did not take them (if the reply was lost
+        they may have landed: replaying them is harmless, consumers de-duplicate by event id)."""
         try:
             await self._ensure_groups(records)
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for key, data in records:
-                    pipe.xadd(key, {"d": data}, maxlen=self.config.maxlen, approximate=True)
-                await pipe.execute()
+            keys = [key for key, _ in records]
+            await self._xadd_many(keys=keys, args=[self.config.maxlen, *(data for _, data in records)])
         except (RedisError, OSError) as exc:
             self._groups_ready.clear()  # Redis may come back empty
             log.warning("bus: Redis unavailable (%s); spooling events", exc)
             return False
         self.published += len(records)
-        for key, _ in records:
-            PUBLISHED.add(_logical(key))
+        for name, n in collections.Counter(map(_logical, keys)).items():
+            PUBLISHED.counts[(name,)] += n
         return True
 
     async def _to_spool(self, records: list[Record]) -> None:
