@@ -158,3 +158,16 @@ async def test_buffer_and_spool_full_drop_counted_never_raised(
     assert accepted + (500 - accepted) == 500
     await p.stop()
     assert p.spooled + p.dropped == 500
+
+
+async def test_an_unusable_spool_directory_does_not_stop_the_producer(
+    valkey_url: str, redis: Redis, tmp_path: Path
+) -> None:
+    """A spool path that cannot be created (here: under a file) is logged; events still flow to Redis."""
+    (tmp_path / "file").write_text("not a directory")
+    p = Producer(valkey_url, config(tmp_path, spool_dir=tmp_path / "file" / "spool"))
+    await p.start()
+    p.publish(AUDIT, audit("token.issued", subject="x"))
+    await p.flushed()
+    await p.stop()
+    assert len(await read_all(redis, NAMES.all())) == 1

@@ -135,9 +135,15 @@ class Producer:
 
     async def start(self) -> None:
         if self._spool is not None:
-            await asyncio.to_thread(self._spool.open)
-            if self._spool.pending:
-                self._wake.set()
+            try:
+                await asyncio.to_thread(self._spool.open)
+            except OSError as exc:
+                # A read-only or full disk must not stop the service: run without a spool (events are
+                # then dropped, counted, while Redis is away).
+                log.error("bus: spool %s unusable (%s); running without one", self.config.spool_dir, exc)
+                self._spool = None
+        if self._spool is not None and self._spool.pending:
+            self._wake.set()
         self._task = asyncio.create_task(self._run(), name="bus-producer")
 
     async def stop(self) -> None:
