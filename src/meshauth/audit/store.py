@@ -8,16 +8,25 @@ any other failure is the event's own and ends in the dead-letter stream after th
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy.dialects import postgresql, sqlite
+import asyncpg
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meshauth.bus.consumer import Delivery, TransientError
 from meshauth.bus.events import AuditEvent
-from meshauth.db.tables import audit_log
+
+# Raised by the drivers themselves (not wrapped by SQLAlchemy on this path) when the database is away.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    sqlite3.OperationalError,  # "database is locked" above all
+)
 
 # Column widths of audit_log: longer values are cut rather than refused (an audit row beats none).
 _WIDTHS = {"subject": 256, "action": 256, "store": 64, "client_id": 128}
@@ -29,42 +38,77 @@ def _text(value: str, width: int | None = None) -> str:
     return value if width is None else value[:width]
 
 
-def row(event: AuditEvent) -> dict[str, Any]:
-    return {
-        "id": event.id,
-        "time_us": int(event.time * 1_000_000),
-        "type": event.type,
-        "subject": _text(event.subject, _WIDTHS["subject"]),
-        "subject_type": event.subject_type,
-        "decision": event.decision,
-        "action": _text(event.action, _WIDTHS["action"]),
-        "store": _text(event.store, _WIDTHS["store"]),
-        "resource": _text(event.resource),
-        "client_id": _text(event.client_id, _WIDTHS["client_id"]),
-        "status": event.status,
-        "reason": _text(event.reason),
-        "latency_us": event.latency_us,
-    }
+COLUMNS = (
+    "id", "time_us", "type", "subject", "subject_type", "decision", "action", "store", "resource",
+    "client_id", "status", "reason", "latency_us",
+)  # fmt: skip
+Row = tuple[str, int, str, str, str, str | None, str, str, str, str, int, str, int]
+
+# PostgreSQL: one statement per batch, the columns as arrays (asyncpg encodes them in C).
+_PG_INSERT = (
+    "INSERT INTO audit_log (id, time_us, type, subject, subject_type, decision, action, store, resource,"
+    " client_id, status, reason, latency_us)"
+    " SELECT * FROM unnest($1::varchar[], $2::bigint[], $3::varchar[], $4::varchar[], $5::varchar[],"
+    " $6::varchar[], $7::varchar[], $8::varchar[], $9::text[], $10::varchar[], $11::int[], $12::text[],"
+    " $13::bigint[])"
+    " ON CONFLICT (id) DO NOTHING"
+)
+_SQLITE_INSERT = (
+    "INSERT INTO audit_log (id, time_us, type, subject, subject_type, decision, action, store, resource,"
+    " client_id, status, reason, latency_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (id) DO NOTHING"
+)
+
+
+def row(event: AuditEvent) -> Row:
+    return (
+        event.id,
+        int(event.time * 1_000_000),
+        event.type,
+        _text(event.subject, _WIDTHS["subject"]),
+        _text(event.subject_type, 16),
+        event.decision,
+        _text(event.action, _WIDTHS["action"]),
+        _text(event.store, _WIDTHS["store"]),
+        _text(event.resource),
+        _text(event.client_id, _WIDTHS["client_id"]),
+        event.status,
+        _text(event.reason),
+        event.latency_us,
+    )
+
+
+def as_dict(r: Row) -> dict[str, Any]:
+    return dict(zip(COLUMNS, r, strict=True))
 
 
 class AuditWriter:
+    """The audit worker's handler. Writes through the driver (one array INSERT on PostgreSQL, one
+    ``executemany`` on SQLite): SQLAlchemy's per-row parameter processing was the worker's largest
+    cost (measured in docs/performance.md, "Message bus")."""
+
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-        self._insert = dialect.insert(audit_log).on_conflict_do_nothing(index_elements=["id"])
+        self._postgres = engine.dialect.name == "postgresql"
         self.stored = 0
 
     async def __call__(self, deliveries: Sequence[Delivery]) -> None:
         rows = [row(d.event) for d in deliveries]
         try:
-            async with self._engine.begin() as conn:
-                await conn.execute(self._insert, rows)
+            async with self._engine.connect() as conn:
+                raw = await conn.get_raw_connection()
+                driver: Any = raw.driver_connection
+                if self._postgres:
+                    await driver.execute(_PG_INSERT, *(list(col) for col in zip(*rows, strict=True)))
+                else:
+                    await driver.executemany(_SQLITE_INSERT, rows)
+                    await driver.commit()
         except (OperationalError, InterfaceError) as exc:
             raise TransientError(f"audit_log unavailable: {type(exc.orig).__name__}") from exc
         except DBAPIError as exc:
             if exc.connection_invalidated:
                 raise TransientError("audit_log connection lost") from exc
             raise
-        except (OSError, TimeoutError) as exc:
-            raise TransientError(f"audit_log unavailable: {exc}") from exc
+        except _UNAVAILABLE as exc:
+            raise TransientError(f"audit_log unavailable: {exc!r}") from exc
         self.stored += len(rows)

@@ -13,7 +13,7 @@ import typer
 from redis.exceptions import RedisError
 
 from meshauth.audit.query import to_json
-from meshauth.audit.store import row
+from meshauth.audit.store import as_dict, row
 from meshauth.bus.events import MalformedEvent, decode
 from meshauth.bus.streams import AUDIT, StreamNames
 from meshauth.config import load_settings
@@ -59,7 +59,7 @@ async def _follow(url: str, names: StreamNames, wanted: dict[str, str], count: i
                 for entry_id, fields in entries:
                     positions[stream.decode()] = entry_id
                     try:
-                        event = to_json(row(decode(fields.get(b"d", b""))))
+                        event = to_json(as_dict(row(decode(fields.get(b"d", b"")))))
                     except MalformedEvent:
                         continue
                     if all(event.get(k) == v for k, v in wanted.items()):
