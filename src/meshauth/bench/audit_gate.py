@@ -1,9 +1,10 @@
 """The gate with auditing on and off: ``meshauth bench auth --audit-compare``.
 
 The warm ext_authz check at a fixed offered rate (paced wrk, the same run as ``meshauth bench auth``),
-the service pinned to the server core and Valkey to the load generator's, alternating ``rounds`` times so that drift on a shared
-machine hits both alike; the answer is the ratio of the p95s. With auditing on, every check publishes
-one ``gate.decision`` event (to a private Valkey; no worker runs: it would run elsewhere).
+the service pinned to the server core and Valkey to the load generator's, the modes alternating
+``rounds`` times so that drift on a shared machine hits them alike; the answer is the ratio of the
+p95s. With auditing on, every check publishes one ``gate.decision`` event (to a private Valkey; no
+worker runs: it would run elsewhere).
 """
 
 from __future__ import annotations
