@@ -24,6 +24,7 @@ async def test_a_redelivered_batch_changes_nothing(db_url: str) -> None:
     writer = AuditWriter(engine)
     await writer(batch)
     await writer(batch[10:30])
+    await writer.close()
     await engine.dispose()
     rows = await _rows(db_url)
     assert len(rows) == 50
@@ -34,7 +35,9 @@ async def test_hostile_values_are_stored_not_refused(db_url: str) -> None:
     """NUL (which PostgreSQL text refuses) is stored as U+FFFD; over-long names are cut to the column."""
     event = audit("login.failed", subject="al\x00ice" + "x" * 500, client_id="c" * 300, reason="r\x00")
     engine = create_engine(db_url)
-    await AuditWriter(engine)([Delivery("1-0", 0, event)])
+    writer = AuditWriter(engine)
+    await writer([Delivery("1-0", 0, event)])
+    await writer.close()
     await engine.dispose()
     (row,) = await _rows(db_url)
     assert row["subject"] == ("al\ufffdice" + "x" * 500)[:256]

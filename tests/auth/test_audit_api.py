@@ -29,6 +29,7 @@ async def workers(auth: Harness) -> AsyncIterator[tuple[AuditWriter, AnalyticsWr
     yield writer, analytics
     for c in consumers:
         await c.stop()
+    await writer.close()
 
 
 async def _stored(auth: Harness, writer: AuditWriter, n: int) -> None:

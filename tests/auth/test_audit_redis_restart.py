@@ -43,7 +43,8 @@ async def _scenario(h: Harness, server: Any) -> None:
     await h.add_client()
     token = (await h.token())["access_token"]
     engine = h.app.service.engine
-    consumer = Consumer(server.connection_url, AUDIT, "audit", AuditWriter(engine), FAST)
+    writer = AuditWriter(engine)
+    consumer = Consumer(server.connection_url, AUDIT, "audit", writer, FAST)
     consumer.start()
     bus = h.app.service.bus
     assert bus is not None
@@ -64,6 +65,7 @@ async def _scenario(h: Harness, server: Any) -> None:
         await until(lambda: _equals(stored(), 800), within=60, what="all 800 gate decisions in audit_log")
     finally:
         await consumer.stop()
+        await writer.close()
     assert statuses == [200] * 800
     assert bus.dropped == 0
     assert await stored() == 800  # published == stored, each once

@@ -75,6 +75,7 @@ async def test_consumer_killed_mid_batch_every_event_lands_in_audit_log_once(
         await until(stored, within=60, what="every event in audit_log")
         await until(lambda: _no_pending(redis), what="everything acked")
         await survivor.stop()
+        await writer.close()
         async with engine.connect() as conn:
             ids = [r[0] for r in await conn.execute(sa.select(audit_log.c.id))]
     finally:

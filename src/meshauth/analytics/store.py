@@ -43,6 +43,9 @@ class AnalyticsWriter:
         self._engine = engine
         self.counted = 0
 
+    async def close(self) -> None:
+        """Nothing held between batches (the pool's connections go with the engine)."""
+
     async def __call__(self, deliveries: Sequence[Delivery]) -> None:
         by_key: dict[Key, list[Delivery]] = {}
         for d in deliveries:

@@ -8,13 +8,14 @@ any other failure is the event's own and ends in the dead-letter stream after th
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from meshauth.bus.consumer import Delivery, TransientError
 from meshauth.bus.events import AuditEvent
@@ -34,8 +35,9 @@ _WIDTHS = {"subject": 256, "action": 256, "store": 64, "client_id": 128}
 
 def _text(value: str, width: int | None = None) -> str:
     # PostgreSQL text cannot hold NUL; keep the row, mark the character.
-    value = value.replace("\x00", "\ufffd")
-    return value if width is None else value[:width]
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    return value if width is None or len(value) <= width else value[:width]
 
 
 COLUMNS = (
@@ -84,25 +86,24 @@ def as_dict(r: Row) -> dict[str, Any]:
 
 class AuditWriter:
     """The audit worker's handler. Writes through the driver (one array INSERT on PostgreSQL, one
-    ``executemany`` on SQLite): SQLAlchemy's per-row parameter processing was the worker's largest
-    cost (measured in docs/performance.md, "Message bus")."""
+    ``executemany`` on SQLite) on a connection held between batches: a pool checkout per batch cost a
+    ping (PostgreSQL) or a rollback through aiosqlite's thread (~3 ms), more than a small batch's insert."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._postgres = engine.dialect.name == "postgresql"
+        self._conn: AsyncConnection | None = None
         self.stored = 0
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
 
     async def __call__(self, deliveries: Sequence[Delivery]) -> None:
         rows = [row(d.event) for d in deliveries]
         try:
-            async with self._engine.connect() as conn:
-                raw = await conn.get_raw_connection()
-                driver: Any = raw.driver_connection
-                if self._postgres:
-                    await driver.execute(_PG_INSERT, *(list(col) for col in zip(*rows, strict=True)))
-                else:
-                    await driver.executemany(_SQLITE_INSERT, rows)
-                    await driver.commit()
+            await self._insert(rows)
         except (OperationalError, InterfaceError) as exc:
             raise TransientError(f"audit_log unavailable: {type(exc.orig).__name__}") from exc
         except DBAPIError as exc:
@@ -112,3 +113,24 @@ class AuditWriter:
         except _UNAVAILABLE as exc:
             raise TransientError(f"audit_log unavailable: {exc!r}") from exc
         self.stored += len(rows)
+
+    async def _insert(self, rows: list[Row]) -> None:
+        try:
+            if self._conn is None:
+                self._conn = await self._engine.connect()
+            raw = await self._conn.get_raw_connection()
+            driver: Any = raw.driver_connection
+            if self._postgres:
+                await driver.execute(_PG_INSERT, *(list(col) for col in zip(*rows, strict=True)))
+            else:
+                await driver.executemany(_SQLITE_INSERT, rows)
+                await driver.commit()
+        except BaseException:
+            # The connection's state is unknown (a failed statement, a cancelled await): drop it, the
+            # next batch takes a new one.
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.invalidate()
+                    await conn.close()
+            raise

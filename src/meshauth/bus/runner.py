@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from meshauth.bus.consumer import Consumer, Handler, consumer_config
+from meshauth.bus.consumer import Consumer, Delivery, consumer_config
 from meshauth.bus.streams import AUDIT
 from meshauth.config import Settings
 from meshauth.db import create_engine
@@ -17,9 +18,18 @@ from meshauth.db import create_engine
 log = logging.getLogger(__name__)
 
 
-async def run_worker(settings: Settings, url: str, group: str, make_handler: Callable[[AsyncEngine], Handler]) -> None:
+class Writer(Protocol):
+    """A worker's handler: called with each batch, closed at the end."""
+
+    async def __call__(self, deliveries: Sequence[Delivery]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+async def run_worker(settings: Settings, url: str, group: str, make_handler: Callable[[AsyncEngine], Writer]) -> None:
     engine = create_engine(settings.sqlalchemy_url)
-    consumer = Consumer(url, AUDIT, group, make_handler(engine), consumer_config(settings))
+    handler = make_handler(engine)
+    consumer = Consumer(url, AUDIT, group, handler, consumer_config(settings))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -30,4 +40,5 @@ async def run_worker(settings: Settings, url: str, group: str, make_handler: Cal
         await stop.wait()
     finally:
         await consumer.stop()  # gives the leases back: a successor need not wait them out
+        await handler.close()
         await engine.dispose()
