@@ -34,9 +34,11 @@ async def safe_minid(redis: Redis, stream: str, groups: tuple[str, ...]) -> str 
         info = by_name.get(group)
         if info is None:
             return None
-        if info["pending"]:
-            summary = await redis.xpending(stream, group)
-            needed = _parse(summary["min"])
+        # The oldest pending entry, else the one after the last delivered. (Pending may have drained
+        # between XINFO and XPENDING: then "min" is None, and last-delivered-id, read before, is safe.)
+        oldest = (await redis.xpending(stream, group))["min"] if info["pending"] else None
+        if oldest is not None:
+            needed = _parse(oldest)
         else:
             ms, seq = _parse(info["last-delivered-id"])
             needed = (ms, seq + 1)
