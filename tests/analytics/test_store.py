@@ -2,7 +2,7 @@ import sqlalchemy as sa
 
 from meshauth.analytics.histogram import bucket, quantile_us, upper_us
 from meshauth.analytics.store import AnalyticsWriter
-from meshauth.bus.consumer import Delivery
+from meshauth.bus.entries import Delivery
 from meshauth.bus.events import audit
 from meshauth.db import create_engine
 from meshauth.db.tables import analytics_minutes

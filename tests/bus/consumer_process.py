@@ -17,7 +17,8 @@ import sys
 from collections.abc import Sequence
 
 from meshauth.audit.store import AuditWriter
-from meshauth.bus.consumer import Consumer, Delivery
+from meshauth.bus.consumer import Consumer
+from meshauth.bus.entries import Delivery
 from meshauth.bus.streams import AUDIT
 from meshauth.db import create_engine
 from meshauth.redis_client import connect

@@ -6,7 +6,8 @@ import msgspec
 import pytest
 from redis.asyncio import Redis
 
-from meshauth.bus.consumer import Consumer, ConsumerConfig, Delivery, TransientError
+from meshauth.bus.consumer import Consumer, ConsumerConfig, TransientError
+from meshauth.bus.entries import Delivery
 from meshauth.bus.events import audit, decode
 from meshauth.bus.producer import Producer, ProducerConfig, ensure_groups
 from meshauth.bus.retention import trim

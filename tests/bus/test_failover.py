@@ -14,7 +14,8 @@ import sqlalchemy as sa
 from redis.asyncio import Redis
 
 from meshauth.audit.store import AuditWriter
-from meshauth.bus.consumer import Consumer, ConsumerConfig, Delivery
+from meshauth.bus.consumer import Consumer, ConsumerConfig
+from meshauth.bus.entries import Delivery
 from meshauth.bus.events import AuditEvent, audit
 from meshauth.bus.producer import Producer, ProducerConfig
 from meshauth.bus.streams import AUDIT

@@ -25,16 +25,17 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple, cast
+from dataclasses import dataclass
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from meshauth.bus.events import AuditEvent, MalformedEvent, decode, encode
+from meshauth.bus.entries import DeadLetter, Delivery, Entry, Partition, Work, decode_entries, settle
+from meshauth.bus.events import encode
+from meshauth.bus.groups import ensure_groups
 from meshauth.bus.leases import Leases
 from meshauth.bus.metrics import DEAD_LETTERED, HANDLED
-from meshauth.bus.producer import ensure_groups
 from meshauth.bus.retention import trim
 from meshauth.bus.streams import StreamNames
 from meshauth.config import Settings
@@ -43,18 +44,7 @@ from meshauth.redis_client import connect
 log = logging.getLogger(__name__)
 
 
-class Delivery(NamedTuple):
-    """One event as a handler gets it: its stream entry id (ordered within a partition) and partition."""
-
-    entry_id: str
-    partition: int
-    event: AuditEvent
-
-
 Handler = Callable[[Sequence[Delivery]], Awaitable[None]]
-Entry = tuple[bytes, dict[bytes, bytes] | None]
-DEAD_MAXLEN = 100_000
-ERROR_CHARS = 2000
 
 
 class TransientError(Exception):
@@ -86,14 +76,6 @@ def consumer_config(settings: Settings) -> ConsumerConfig:
     )
 
 
-@dataclass
-class _Partition:
-    recovering: bool = True
-    backlog: bool = False
-    retry_at: float = 0.0
-    failures: dict[bytes, int] = field(default_factory=dict)
-
-
 class Consumer:
     def __init__(
         self, url: str, stream: str, group: str, handler: Handler, config: ConsumerConfig, *, name: str | None = None
@@ -105,7 +87,7 @@ class Consumer:
         self.config = config
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
         self.leases = Leases(self.names, group, self.name, config.lease_ttl)
-        self._parts: dict[int, _Partition] = {}
+        self._parts: dict[int, Partition] = {}
         self._next_maintenance = 0.0
         self._next_trim = 0.0
         self.handled = 0
@@ -162,7 +144,7 @@ class Consumer:
                 # A bug met on one entry must not end the worker: log it, start over (reads resume
                 # from the pending list, so nothing is skipped).
                 log.exception("bus consumer %s failed; starting over in %.2fs", self.name, backoff)
-                self._parts = {n: _Partition() for n in self.leases.owned}  # re-read what is pending
+                self._parts = {n: Partition() for n in self.leases.owned}  # re-read what is pending
                 self._next_maintenance = 0.0
             finally:
                 await redis.aclose()
@@ -180,7 +162,7 @@ class Consumer:
         for n in lost:
             self._parts.pop(n, None)
         for n in gained:
-            self._parts[n] = _Partition()
+            self._parts[n] = Partition()
         if now >= self._next_trim:
             self._next_trim = now + self.config.trim_interval
             interval_ms = max(1, int(self.config.trim_interval * 1000))
@@ -215,22 +197,27 @@ class Consumer:
             await ensure_groups(redis, self.names)  # Redis lost them (restarted empty)
             return
         got: set[str] = set()
+        works: list[Work] = []
         for raw_stream, entries in cast(list[tuple[bytes, list[Entry]]], reply or []):
             stream = raw_stream.decode() if isinstance(raw_stream, bytes) else raw_stream
             got.add(stream)
             n = int(stream.rsplit(":", 1)[1])
             part = self._parts.get(n)
-            if part is not None:
-                await self._handle(redis, stream, n, part, entries)
-                if not entries and part.backlog:
-                    part.backlog = False
+            if part is None:
+                continue
+            if entries:
+                works.append(decode_entries(stream, n, part, entries))
+            elif part.backlog:
+                part.backlog = False
         for stream, position in streams.items():
             if position == "0" and stream not in got:
                 part = self._parts.get(int(stream.rsplit(":", 1)[1]))
                 if part is not None:
                     part.backlog = False
+        if works:
+            await self._handle(redis, works)
 
-    async def _recover(self, redis: Redis, n: int, part: _Partition) -> None:
+    async def _recover(self, redis: Redis, n: int, part: Partition) -> None:
         stream = self.names.partition(n)
         start: bytes | str = "0-0"
         min_idle_ms = int(self.config.min_idle * 1000)
@@ -252,42 +239,51 @@ class Consumer:
 
     # --- handling ------------------------------------------------------------------------------------
 
-    async def _handle(self, redis: Redis, stream: str, n: int, part: _Partition, entries: list[Entry]) -> None:
-        done: list[bytes] = []
-        dead: list[tuple[bytes, bytes, str, int]] = []  # id, payload, error, attempts
-        batch: list[tuple[bytes, Delivery]] = []
-        for entry_id, fields in entries:
-            if fields is None:  # deleted or trimmed while pending: nothing left to handle
-                done.append(entry_id)
-                continue
-            payload = fields.get(b"d")
+    async def _handle(self, redis: Redis, works: list[Work]) -> None:
+        """One handler call for every partition read together (one database transaction, not one per
+        partition); a failure there is sorted out partition by partition."""
+        together = [w for w in works if len(w.batch) > 1 and not w.part.failures]
+        if len(together) > 1:
             try:
-                if payload is None:
-                    raise MalformedEvent(f"no 'd' field (fields: {sorted(k.decode('latin-1') for k in fields)})")
-                batch.append((entry_id, Delivery(entry_id.decode(), n, decode(payload))))
-            except MalformedEvent as exc:
-                dead.append((entry_id, payload if payload is not None else repr(fields).encode(), str(exc), 0))
-        if batch and (part.failures or len(batch) == 1):
-            # Retrying after a failure: one at a time straight away (the batch would fail again).
-            await self._one_by_one(stream, part, batch, done, dead)
-        elif batch:
-            try:
-                await self.handler([delivery for _, delivery in batch])
-                done.extend(entry_id for entry_id, _ in batch)
+                await self.handler([delivery for w in together for _, delivery in w.batch])
             except TransientError as exc:
-                log.warning("bus %s/%s: handler unavailable (%s); retrying", stream, self.group, exc)
-                self._retry_later(part)
-            except Exception:  # noqa: BLE001 - any handler failure is retried one entry at a time
-                await self._one_by_one(stream, part, batch, done, dead)
-        await self._settle(redis, stream, done, dead)
+                log.warning("bus %s/%s: handler unavailable (%s); retrying", self.names.name, self.group, exc)
+                for w in together:
+                    self._retry_later(w.part)
+                    w.batch = []
+            except Exception as exc:  # noqa: BLE001 - sorted out below, partition by partition
+                log.debug("bus %s/%s: batch failed (%r); per partition now", self.names.name, self.group, exc)
+            else:
+                for w in together:
+                    w.done.extend(entry_id for entry_id, _ in w.batch)
+                    w.batch = []
+        for w in works:
+            await self._handle_partition(w)
+        await self._settle(redis, works)
+
+    async def _handle_partition(self, w: Work) -> None:
+        if not w.batch:
+            return
+        if w.part.failures or len(w.batch) == 1:
+            # Retrying after a failure: one at a time straight away (the batch would fail again).
+            await self._one_by_one(w.stream, w.part, w.batch, w.done, w.dead)
+            return
+        try:
+            await self.handler([delivery for _, delivery in w.batch])
+            w.done.extend(entry_id for entry_id, _ in w.batch)
+        except TransientError as exc:
+            log.warning("bus %s/%s: handler unavailable (%s); retrying", w.stream, self.group, exc)
+            self._retry_later(w.part)
+        except Exception:  # noqa: BLE001 - any handler failure is retried one entry at a time
+            await self._one_by_one(w.stream, w.part, w.batch, w.done, w.dead)
 
     async def _one_by_one(
         self,
         stream: str,
-        part: _Partition,
+        part: Partition,
         batch: list[tuple[bytes, Delivery]],
         done: list[bytes],
-        dead: list[tuple[bytes, bytes, str, int]],
+        dead: list[DeadLetter],
     ) -> None:
         for entry_id, delivery in batch:
             try:
@@ -308,37 +304,22 @@ class Consumer:
             part.failures.pop(entry_id, None)
             done.append(entry_id)
 
-    def _retry_later(self, part: _Partition) -> None:
+    def _retry_later(self, part: Partition) -> None:
         part.backlog = True
         part.retry_at = time.monotonic() + self.config.retry_delay
 
-    async def _settle(
-        self, redis: Redis, stream: str, done: list[bytes], dead: list[tuple[bytes, bytes, str, int]]
-    ) -> None:
-        if not done and not dead:
+    async def _settle(self, redis: Redis, works: list[Work]) -> None:
+        if not await settle(redis, works, self.names.dead, self.group):
             return
-        # Dead letters and their acks in one MULTI: an entry is either still pending or dead-lettered.
-        async with redis.pipeline(transaction=True) as pipe:
-            for entry_id, payload, error, attempts in dead:
-                fields = {
-                    "stream": stream,
-                    "id": entry_id,
-                    "group": self.group,
-                    "error": error[:ERROR_CHARS],
-                    "attempts": attempts,
-                    "d": payload,
-                }
-                pipe.xadd(self.names.dead, fields, maxlen=DEAD_MAXLEN, approximate=True)  # type: ignore[arg-type]
-            pipe.xack(stream, self.group, *done, *(d[0] for d in dead))
-            await pipe.execute()
-        handled = len(done)
-        self.handled += handled
-        self.dead_lettered += len(dead)
-        HANDLED.counts[(self.names.name, self.group)] += handled
-        if dead:
-            DEAD_LETTERED.counts[(self.names.name, self.group)] += len(dead)
-            for entry_id, _, error, _ in dead:
-                log.error("bus %s/%s: entry %s dead-lettered: %s", stream, self.group, entry_id.decode(), error)
+        key = (self.names.name, self.group)
+        for w in works:
+            self.handled += len(w.done)
+            self.dead_lettered += len(w.dead)
+            HANDLED.counts[key] += len(w.done)
+            if w.dead:
+                DEAD_LETTERED.counts[key] += len(w.dead)
+                for entry_id, _, error, _ in w.dead:
+                    log.error("bus %s/%s: entry %s dead-lettered: %s", w.stream, self.group, entry_id.decode(), error)
 
 
 def _text(value: bytes | str) -> str:

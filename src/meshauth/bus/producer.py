@@ -22,10 +22,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from meshauth.bus.events import AuditEvent, encode
+from meshauth.bus.groups import ensure_groups
 from meshauth.bus.metrics import DROPPED, PUBLISHED, SPOOLED
 from meshauth.bus.spool import Record, Spool
 from meshauth.bus.streams import StreamNames
@@ -304,17 +304,3 @@ class Producer:
 def _logical(key: str) -> str:
     """``<prefix>bus:audit:3`` -> ``audit``."""
     return key.rsplit(":", 2)[-2]
-
-
-async def ensure_groups(redis: Redis, names: StreamNames) -> None:
-    """Create every declared group on every partition, at id 0 (BUSYGROUP: it exists)."""
-    async with redis.pipeline(transaction=False) as pipe:
-        for stream in names.all():
-            for group in names.groups:
-                pipe.xgroup_create(stream, group, id="0", mkstream=True)
-        results = await pipe.execute(raise_on_error=False)
-    for result in results:
-        if isinstance(result, ResponseError) and "BUSYGROUP" not in str(result):
-            raise result
-        if isinstance(result, Exception) and not isinstance(result, ResponseError):
-            raise result

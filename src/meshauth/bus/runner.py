@@ -10,7 +10,8 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from meshauth.bus.consumer import Consumer, Delivery, consumer_config
+from meshauth.bus.consumer import Consumer, consumer_config
+from meshauth.bus.entries import Delivery
 from meshauth.bus.streams import AUDIT
 from meshauth.config import Settings
 from meshauth.db import create_engine
