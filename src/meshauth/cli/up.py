@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+from collections.abc import Callable
 from types import FrameType
 
 import typer
@@ -12,6 +13,7 @@ import typer
 from meshauth.admin_token import ensure_admin_token
 from meshauth.config import load_settings
 from meshauth.local.bootstrap import bootstrap
+from meshauth.local.replicas import MAX_REPLICAS, Replica, Topology, plan
 from meshauth.local.stack import Stack, child_env, policy_available
 from meshauth.local.walkthrough import walkthrough
 
@@ -20,6 +22,12 @@ BUS_WORKERS = ("audit", "analytics")
 
 def up(
     demo: bool = typer.Option(True, "--demo/--no-demo", help="Create the demo client and user."),
+    auth_replicas: int = typer.Option(
+        1, "--auth-replicas", help=f"Auth service processes, on consecutive ports (1-{MAX_REPLICAS})."
+    ),
+    policy_replicas: int = typer.Option(
+        1, "--policy-replicas", help=f"Policy service processes, on consecutive ports (1-{MAX_REPLICAS})."
+    ),
 ) -> None:
     """Start Valkey (embedded unless REDIS_URL), the auth and policy services, and print a walkthrough."""
     # SIGTERM while starting ends up like Ctrl-C does: through the clean-up below.
@@ -31,6 +39,10 @@ def up(
         # Metadata and tokens should name the address the stack really serves on.
         os.environ["MESHAUTH_ISSUER"] = f"http://{settings.auth_host}:{settings.auth_port}"
         settings = load_settings()
+    try:
+        topology = plan(settings, auth_replicas=auth_replicas, policy_replicas=policy_replicas)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     _token, token_file = ensure_admin_token(settings)
     demo_info = bootstrap(settings, demo=demo)
@@ -40,22 +52,22 @@ def up(
         redis_url = stack.start_redis()
         stack.env = child_env(settings, redis_url)
         with_policy = policy_available()
-        stack.spawn("auth", "serve", "auth", "--no-migrate")
-        if with_policy:
-            stack.spawn("policy", "serve", "policy", "--no-migrate")
+        replicas = [*topology.auth, *(topology.policy if with_policy else ())]
+        for replica in replicas:
+            stack.spawn(replica.name, "serve", replica.service, "--no-migrate", env=_env_for(topology, replica))
         workers = BUS_WORKERS if settings.audit_enabled else ()
         for worker in workers:  # the message bus's consumers (audit_log, analytics); supervised like the services
             stack.spawn(f"{worker} worker", "worker", worker, "--no-migrate")
-        stack.wait_ready("auth", f"http://{settings.auth_host}:{settings.auth_port}/healthz")
-        if with_policy:
-            stack.wait_ready("policy", f"http://{settings.policy_host}:{settings.policy_port}/healthz")
-        auth = f"http://{settings.auth_host}:{settings.auth_port}"
+        for replica in replicas:
+            stack.wait_ready(replica.name, replica.url + "/healthz")
+        auth = topology.auth[0].url
         typer.echo("")
         typer.echo("meshauth is up")
-        typer.echo(f"  auth service     {auth}   (OAuth 2.0, sessions, ext_authz under /ext_authz/)")
-        typer.echo(f"  ext_authz gRPC   {settings.auth_host}:{settings.grpc_port}")
+        typer.echo(f"  auth service     {_ports(topology.auth)}   (OAuth 2.0, sessions, ext_authz under /ext_authz/)")
+        grpc = [f"{r.host}:{r.grpc_port}" for r in topology.auth]
+        typer.echo(f"  ext_authz gRPC   {grpc[0]}" + (f" … {grpc[-1]}" if len(grpc) > 1 else ""))
         if with_policy:
-            typer.echo(f"  policy service   http://{settings.policy_host}:{settings.policy_port}   (AuthZEN)")
+            typer.echo(f"  policy service   {_ports(topology.policy)}   (AuthZEN)")
         typer.echo(f"  redis            {redis_url}{'' if settings.redis_url else '   (embedded Valkey)'}")
         typer.echo(f"  database         {settings.sqlalchemy_url}")
         typer.echo(f"  metrics          {auth}/metrics")
@@ -84,6 +96,17 @@ def up(
     finally:
         stack.stop()
     raise typer.Exit(code)
+
+
+def _env_for(topology: Topology, replica: Replica) -> Callable[[dict[str, str]], dict[str, str]]:
+    return lambda shared: topology.child_env(replica, shared)
+
+
+def _ports(replicas: tuple[Replica, ...]) -> str:
+    """``http://127.0.0.1:8090``, or ``http://127.0.0.1:8090 … :8092 (3 replicas)``."""
+    if len(replicas) == 1:
+        return replicas[0].url
+    return f"{replicas[0].url} … :{replicas[-1].port} ({len(replicas)} replicas)"
 
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:
