@@ -9,7 +9,8 @@ from redis.asyncio import Redis
 from meshauth.bus.consumer import Consumer, ConsumerConfig, TransientError
 from meshauth.bus.entries import Delivery
 from meshauth.bus.events import audit, decode
-from meshauth.bus.producer import Producer, ProducerConfig, ensure_groups
+from meshauth.bus.groups import ensure_groups
+from meshauth.bus.producer import Producer, ProducerConfig
 from meshauth.bus.retention import trim
 from meshauth.bus.streams import AUDIT, StreamNames
 from tests.bus.helpers import entries, until
