@@ -50,7 +50,9 @@ class AdminEndpoints:
                 # cannot hold a NUL, so it is refused here, once for all routes, not by the driver (a 503).
                 if isinstance(value, str) and "\x00" in value:
                     raise ApiError(400, "invalid_request", f"path parameter {name!r} contains a NUL character")
-            return await endpoint(request)
+            response = await endpoint(request)
+            self._s.audit.admin(request.method, request.url.path, response.status_code)
+            return response
 
         return wrapper
 

@@ -18,6 +18,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from meshauth.auth.admin_api import AdminEndpoints
+from meshauth.auth.audit_api import AuditEndpoints
 from meshauth.auth.authorize_api import AuthorizeEndpoint
 from meshauth.auth.authz import Authorizer
 from meshauth.auth.client_auth import ClientAuthenticator
@@ -62,6 +63,7 @@ class AuthApp:
         oauth = OAuthEndpoints(s, clients)
         sessions = SessionEndpoints(s, oauth)
         admin = AdminEndpoints(s, clients)
+        audit = AuditEndpoints(s)
         g = admin.guarded
         routes = [
             Route("/oauth2/token", oauth.token, methods=["POST"]),
@@ -81,6 +83,8 @@ class AuthApp:
             Route("/admin/users", g(admin.list_users), methods=["GET"]),
             Route("/admin/users/{username}/disable", g(admin.disable_user), methods=["POST"]),
             Route("/admin/users/{username}", g(admin.delete_user), methods=["DELETE"]),
+            Route("/admin/audit", g(audit.audit), methods=["GET"]),
+            Route("/admin/analytics", g(audit.analytics), methods=["GET"]),
             Route("/healthz", self._healthz, methods=["GET"]),
             Route("/readyz", self._readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),

@@ -75,6 +75,9 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
         if self._authz is not None:
             verdict = await self._authz.decide(verdict, http.method, http.path, started)
         count_gate_decision("grpc", verdict.credential, verdict.status)
+        self._gate.audit.gate(
+            verdict.status, verdict.headers, verdict.reason, "grpc", request.attributes.request.http.path
+        )
         if verdict.allowed:
             return external_auth_pb2.CheckResponse(
                 status=status_pb2.Status(code=code_pb2.OK),

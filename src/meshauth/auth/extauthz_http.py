@@ -56,16 +56,12 @@ class ExtAuthzHttp:
         if self._authz is not None:
             await self._authorize(self._authz, scope, send)
             return
-        verdict = await self._authenticate(scope)
-        count_gate_decision("http", verdict.credential, verdict.status)
-        await self._respond(send, verdict.status, verdict.encoded())
+        await self._finish(await self._authenticate(scope), scope, send)
 
     async def _authorize(self, authz: Authorizer, scope: Scope, send: Send) -> None:
         started = asyncio.get_running_loop().time()
         verdict = await self._authenticate(scope)
-        verdict = await authz.decide(verdict, scope["method"], target(scope), started)
-        count_gate_decision("http", verdict.credential, verdict.status)
-        await self._respond(send, verdict.status, verdict.encoded())
+        await self._finish(await authz.decide(verdict, scope["method"], target(scope), started), scope, send)
 
     async def _authenticate(self, scope: Scope) -> Verdict:
         authorizations: list[str] = []
@@ -80,6 +76,11 @@ class ExtAuthzHttp:
         if verdict is None:
             verdict = await self._gate.check(authorizations[0] if authorizations else None, join_cookies(cookies))
         return verdict
+
+    async def _finish(self, verdict: Verdict, scope: Scope, send: Send) -> None:
+        count_gate_decision("http", verdict.credential, verdict.status)
+        self._gate.audit.gate(verdict.status, verdict.headers, verdict.reason, "http", scope["path"])
+        await self._respond(send, verdict.status, verdict.encoded())
 
     @staticmethod
     async def _respond(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:

@@ -122,6 +122,7 @@ def cookie_value(value: str) -> str:
 class Gate:
     def __init__(self, service: AuthService) -> None:
         self._s = service
+        self.audit = service.audit
         self._cookie_name = service.settings.session_cookie_name
         self._max_authorization = service.settings.max_token_bytes + len("Bearer ")
 

@@ -70,6 +70,7 @@ class OAuthEndpoints:
         if not await self._s.denylist.unchanged(stamp):
             raise oauth_error(401, "invalid_client", "client is disabled")
         # RFC 6749 §4.4.3: no refresh token for client credentials.
+        self._s.audit.token("token.issued", client.client_id, client.client_id)
         return self._token_response("client_credentials", issued.token, scope, None)
 
     async def _password(self, request: Request, client: Client, client_stamp: Stamp, form: dict[str, str]) -> Response:
@@ -90,6 +91,7 @@ class OAuthEndpoints:
         if not await self._s.denylist.unchanged(client_stamp, user_stamp):
             await self._withdraw(refresh)
             raise oauth_error(400, "invalid_grant", "invalid username or password")
+        self._s.audit.token("token.issued", username, client.client_id)
         return self._token_response("password", issued.token, scope, refresh)
 
     async def _withdraw(self, refresh_token: str) -> None:
@@ -116,6 +118,7 @@ class OAuthEndpoints:
             ok = await self._s.passwords.verify(user.password_hash if user else None, password)
             # A disabled user's right password counts as a failure and gets a wrong one's words.
             attempt.correct = ok and user is not None and not user.disabled
+        self._s.audit.login(attempt.correct, username, "")
         if not attempt.correct:
             raise oauth_error(400, "invalid_grant", "invalid username or password")
         return stamp
@@ -151,6 +154,7 @@ class OAuthEndpoints:
         if not await self._s.denylist.unchanged(client_stamp, user_stamp):
             await self._withdraw(refresh)
             raise oauth_error(400, "invalid_grant", "the user of this refresh token is gone or disabled")
+        self._s.audit.token("token.refreshed", grant.subject, client.client_id)
         return self._token_response("refresh_token", issued.token, scope, refresh)
 
     def _token_response(self, grant: str, access_token: str, scope: str, refresh_token: str | None) -> Response:
@@ -251,6 +255,7 @@ class OAuthEndpoints:
         if identity.client_id != client_id:
             raise oauth_error(400, "unauthorized_client", "token was not issued to this client")
         await self._s.denylist.revoke(identity.jti, identity.exp)
+        self._s.audit.token("token.revoked", identity.subject, client_id)
         return True
 
     async def _revoke_refresh(self, token: str, client_id: str) -> bool:
@@ -262,6 +267,7 @@ class OAuthEndpoints:
         # RFC 7009 §2.1: revoking a refresh token also invalidates access tokens of the same grant.
         for jti, exp in await self._s.refresh_tokens.revoke_family(str(refresh.family_id)):
             await self._s.denylist.revoke(jti, exp)
+        self._s.audit.token("token.revoked", refresh.subject, client_id, reason="refresh token")
         return True
 
     # --- discovery ------------------------------------------------------------------------------------

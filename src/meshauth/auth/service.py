@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from meshauth.admin_token import read_admin_token
 from meshauth.auth import revocation, sessions
 from meshauth.auth.accounts import Accounts
+from meshauth.auth.audit_hooks import AuthAudit
 from meshauth.auth.keys import KeyStore, ensure_key
 from meshauth.auth.passwords import Passwords
 from meshauth.auth.refresh import RefreshTokens
@@ -21,6 +22,7 @@ from meshauth.auth.sessions import SessionStore
 from meshauth.auth.throttle import Throttle
 from meshauth.auth.tokens import TokenIssuer, TokenVerifier
 from meshauth.bus.invalidations import InvalidationListener
+from meshauth.bus.producer import Producer, producer_config
 from meshauth.config import Settings
 from meshauth.db import create_engine
 from meshauth.redis_client import Keys, connect, resolve_redis_url
@@ -91,6 +93,8 @@ class AuthService:
         )
         self.admin_token = read_admin_token(settings)
         self.listener = InvalidationListener(url, self.rkeys.invalidations, self._on_invalidation, self._resync)
+        self.bus = Producer(url, producer_config(settings)) if settings.audit_enabled else None
+        self.audit = AuthAudit(self.bus)
         self._tasks: list[asyncio.Task[None]] = []
         self._reloads: set[asyncio.Task[None]] = set()
 
@@ -98,6 +102,8 @@ class AuthService:
         await ensure_key(self.engine, self.settings.signing_alg, kek=self.settings.kek)
         await self.keys.load()
         await self.listener.start()
+        if self.bus is not None:
+            await self.bus.start()
         self._tasks.append(asyncio.create_task(self._refresh_keys_forever(), name="key-refresh"))
         sweep = self.denylist.sweep_forever(self.settings.denylist_sweep_interval)
         self._tasks.append(asyncio.create_task(sweep, name="denylist-sweep"))
@@ -108,6 +114,8 @@ class AuthService:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.listener.stop()
+        if self.bus is not None:
+            await self.bus.stop()  # drains what is buffered
         await self.redis.aclose()
         await self.engine.dispose()
 

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from meshauth.cli import admin, bench, config, db, policy, serve, top, up
+from meshauth.cli import admin, audit, bench, bus, config, db, policy, serve, top, up, worker
 from meshauth.config_load import ConfigError, load_settings
 
 # Usage errors exit 2 (click's convention); a configuration error is one too.
@@ -29,12 +29,15 @@ def _check_configuration(ctx: typer.Context) -> None:
 
 
 app.add_typer(admin.app, name="admin")
+app.add_typer(audit.app, name="audit")
+app.add_typer(bus.app, name="bus")
 app.add_typer(bench.app, name="bench")
 app.add_typer(config.app, name="config")
 app.add_typer(db.app, name="db")
 app.add_typer(policy.app, name="policy")
 app.add_typer(policy.entities_app, name="entities")
 app.add_typer(serve.app, name="serve")
+app.add_typer(worker.app, name="worker")
 app.command("up")(up.up)
 app.command("top")(top.top)
 

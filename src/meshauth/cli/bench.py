@@ -17,6 +17,9 @@ def auth(
     authz: bool = typer.Option(
         False, "--authz", help="Authz mode instead: floor, authn, authz warm and cold (policy service asked)."
     ),
+    audit_compare: bool = typer.Option(
+        False, "--audit-compare", help="Only compare the warm gate with auditing on and off (issue 12)."
+    ),
 ) -> None:
     """ext_authz HTTP check: warm, cache off, and a trivial app as the floor, at a fixed rate."""
     if authz:
@@ -26,10 +29,36 @@ def auth(
         save("authz", authz_result)
         typer.echo(authz_bench.report(authz_result))
         return
+    if audit_compare:
+        from meshauth.bench import audit_gate
+
+        compared = audit_gate.run(rate=rate, seconds=seconds, connections=connections)
+        save("auth-audit", compared)
+        typer.echo(audit_gate.report(compared))
+        return
     from meshauth.bench import auth as bench
 
     result = bench.run(rate=rate, seconds=seconds, connections=connections)
     save("auth", result)
+    typer.echo(bench.report(result))
+
+
+@app.command("bus")
+def bus(
+    rate: int = typer.Option(25_000, help="Offered publish rate of the sustained phase (events/s)."),
+    seconds: int = typer.Option(20, help="Duration of the sustained phase."),
+    burst: int = typer.Option(200_000, help="Events published at once in the burst phase."),
+    workers: int = typer.Option(1, help="`meshauth worker audit` processes."),
+    partitions: int = typer.Option(4, help="Stream partitions."),
+    postgres: str | None = typer.Option(None, help="A PostgreSQL URL to create the benchmark database beside."),
+) -> None:
+    """Message bus end to end: publish → audit worker → committed audit_log rows (issue 12)."""
+    from meshauth.bench import bus as bench
+
+    result = bench.run(
+        rate=rate, seconds=seconds, burst=burst, workers=workers, partitions=partitions, postgres=postgres
+    )
+    save("bus", result)
     typer.echo(bench.report(result))
 
 

@@ -18,6 +18,8 @@ from meshauth.local.replicas import MAX_REPLICAS, Replica, Topology, plan
 from meshauth.local.stack import Stack, child_env, policy_available
 from meshauth.local.walkthrough import walkthrough
 
+BUS_WORKERS = ("audit", "analytics")
+
 
 def up(
     demo: bool = typer.Option(True, "--demo/--no-demo", help="Create the demo client and user."),
@@ -64,6 +66,9 @@ def up(
         replicas = [*topology.auth, *(topology.policy if with_policy else ())]
         for replica in replicas:
             stack.spawn(replica.name, "serve", replica.service, "--no-migrate", env=_env_for(topology, replica))
+        workers = BUS_WORKERS if settings.audit_enabled else ()
+        for worker in workers:  # the message bus's consumers (audit_log, analytics); supervised like the services
+            stack.spawn(f"{worker} worker", "worker", worker, "--no-migrate")
         for replica in replicas:
             stack.wait_ready(replica.name, replica.url + "/healthz")
         auth = topology.auth[0].url
@@ -77,6 +82,8 @@ def up(
         typer.echo(f"  redis            {redis_url}{'' if settings.redis_url else '   (embedded Valkey)'}")
         typer.echo(f"  database         {settings.sqlalchemy_url}")
         typer.echo(f"  metrics          {auth}/metrics")
+        if workers:
+            typer.echo(f"  bus workers      {', '.join(workers)}   (meshauth bus status; meshauth audit tail)")
         if settings.routes_file is not None:
             typer.echo(f"  authz mode       routes from {settings.routes_file}; the gate asks the policy service")
         if token_file is not None:

@@ -116,3 +116,47 @@ policy_entities = sa.Table(
     sa.Column("data", sa.Text, nullable=False),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
 )
+
+# --- message bus workers (issue 12) ------------------------------------------------------------------
+
+# One row per audit event, written by `meshauth worker audit`; the event id makes inserts idempotent.
+# Times are Unix microseconds: events of one second must keep their order.
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("time_us", sa.BigInteger, nullable=False),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("subject", sa.String(256), nullable=False),
+    sa.Column("subject_type", sa.String(16), nullable=False),
+    sa.Column("decision", sa.String(8), nullable=True),
+    sa.Column("action", sa.String(256), nullable=False),
+    sa.Column("store", sa.String(64), nullable=False),
+    sa.Column("resource", sa.Text, nullable=False),
+    sa.Column("client_id", sa.String(128), nullable=False),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("latency_us", sa.BigInteger, nullable=False),
+    sa.Index("ix_audit_log_time_us_id", "time_us", "id"),
+    sa.Index("ix_audit_log_subject_time_us", "subject", "time_us"),
+)
+
+# Per-minute aggregates of decision events, one row per (minute, store, action, stream partition):
+# a partition is handled by one consumer at a time and in order, so ``last_entry`` (the newest stream
+# entry counted) makes a redelivered event change nothing. Latency: a sparse log histogram (JSON).
+analytics_minutes = sa.Table(
+    "analytics_minutes",
+    metadata,
+    sa.Column("minute", sa.BigInteger, nullable=False),  # Unix seconds at the minute's start
+    sa.Column("store", sa.String(64), nullable=False),
+    sa.Column("action", sa.String(256), nullable=False),
+    sa.Column("partition", sa.Integer, nullable=False),
+    sa.Column("requests", sa.BigInteger, nullable=False),
+    sa.Column("allows", sa.BigInteger, nullable=False),
+    sa.Column("denies", sa.BigInteger, nullable=False),
+    sa.Column("cache_hits", sa.BigInteger, nullable=False),
+    sa.Column("cache_lookups", sa.BigInteger, nullable=False),
+    sa.Column("latency", sa.JSON, nullable=False),
+    sa.Column("last_entry", sa.String(40), nullable=False),
+    sa.PrimaryKeyConstraint("minute", "store", "action", "partition", name="pk_analytics_minutes"),
+)

@@ -6,7 +6,7 @@ Every route checks the admin token before anything else; bodies are bounded by
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -18,6 +18,7 @@ from meshauth.admin_token import is_admin, read_admin_token
 from meshauth.config import Settings
 from meshauth.http import json_response, media_type, read_body
 from meshauth.policy.admin import SCHEMA_FORMATS, Admin
+from meshauth.policy.audit_hooks import PolicyAudit
 from meshauth.policy.errors import bad_request, not_found, not_json, unauthorized
 from meshauth.policy.names import check_store, check_uid, refuse_nul
 from meshauth.policy.registry import Registry
@@ -77,6 +78,7 @@ class AdminRoutes:
     registry: Registry
     admin: Admin
     admin_token: str | None
+    audit: PolicyAudit = field(default_factory=PolicyAudit)
 
     def is_admin(self, authorization: str | None) -> bool:
         """Whether an ``Authorization`` header carries the admin token (constant-time)."""
@@ -151,6 +153,7 @@ class AdminRoutes:
             except UnicodeDecodeError:
                 raise bad_request("body", "Cedar policy text must be UTF-8") from None
         result = await self.admin.upload(store, text, activate=activate, author=author)
+        self.audit.uploaded(store, result, author)
         return json_response(result, status=201)
 
     async def get_policies(self, request: Request) -> Response:
@@ -163,7 +166,10 @@ class AdminRoutes:
 
     async def activate(self, request: Request) -> Response:
         self._check_admin(request)
-        return json_response(await self.admin.activate(_store(request), _version(request)))
+        store = _store(request)
+        result = await self.admin.activate(store, _version(request))
+        self.audit.activated(store, result)
+        return json_response(result)
 
     async def put_schema(self, request: Request) -> Response:
         store = _store(request)

@@ -8,8 +8,9 @@ the same under ``/stores/{store}/`` (served by ``decision_front.DecisionFront``,
 from __future__ import annotations
 
 import collections
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 from starlette.requests import Request
@@ -22,6 +23,7 @@ from meshauth.http import json_response, read_body
 from meshauth.observability.metrics import metrics_endpoint
 from meshauth.policy.admin import Admin
 from meshauth.policy.admin_routes import AdminRoutes
+from meshauth.policy.audit_hooks import PolicyAudit
 from meshauth.policy.authzen import parse_evaluation, parse_evaluations
 from meshauth.policy.evaluator import Evaluator
 from meshauth.policy.guard import DecisionGuard
@@ -48,9 +50,10 @@ class PolicyApi:
     admin: Admin
     admin_token: str | None
     guard: DecisionGuard | None = None  # who may ask the decision API; None: anyone (the default)
+    audit: PolicyAudit = field(default_factory=PolicyAudit)
 
     def __post_init__(self) -> None:
-        self.admin_routes = AdminRoutes(self.settings, self.registry, self.admin, self.admin_token)
+        self.admin_routes = AdminRoutes(self.settings, self.registry, self.admin, self.admin_token, self.audit)
 
     def is_admin(self, authorization: str | None) -> bool:
         """Whether an ``Authorization`` header carries the admin token (constant-time)."""
@@ -59,14 +62,17 @@ class PolicyApi:
     # --- decision API (hot path: called by ``decision_front.DecisionFront``, not through Starlette) --------
 
     async def evaluation(self, store: str, body: bytes) -> bytes:
+        started = time.perf_counter_ns()
         check_store(store)
         state = await self.registry.get(store)
         query = parse_evaluation(body)
         (decision,) = await self.evaluator.decide(state, [query], self.registry.snapshot_for(state))
         DECISIONS.add("evaluation", _outcome(decision))
+        self.audit.decisions(store, (query,), (decision,), started)
         return wire.encode(decision)
 
     async def evaluations(self, store: str, body: bytes) -> bytes:
+        started = time.perf_counter_ns()
         check_store(store)
         state = await self.registry.get(store)
         batch = parse_evaluations(body, self.settings.policy_max_evaluations)
@@ -78,6 +84,7 @@ class PolicyApi:
                     decisions = decisions[: n + 1]
                     break
         outcomes = collections.Counter(_outcome(d) for d in decisions)
+        self.audit.decisions(store, batch.items, decisions, started)
         for outcome, n in outcomes.items():
             add_many(DECISIONS, n, "evaluations", outcome)
         if batch.single:

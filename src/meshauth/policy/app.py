@@ -25,6 +25,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from meshauth.admin_token import read_admin_token
+from meshauth.bus.producer import Producer, producer_config
 from meshauth.config import Settings
 from meshauth.config_load import load_settings
 from meshauth.db import create_engine
@@ -32,6 +33,7 @@ from meshauth.http import ApiError, api_error_handler, internal_error_handler, j
 from meshauth.policy.admin import Admin
 from meshauth.policy.announcing import StateAnnouncer, following
 from meshauth.policy.api import PolicyApi
+from meshauth.policy.audit_hooks import PolicyAudit
 from meshauth.policy.decision_front import DecisionFront
 from meshauth.policy.entity_cache import EntityCache
 from meshauth.policy.entity_loader import EntityLoader
@@ -113,9 +115,11 @@ def create_app(settings: Settings | None = None) -> DecisionFront:
     track(registry)
     guard = DecisionGuard.from_settings(settings)
     # With Redis, admin writes announce the new store state to clients' caches, and this worker
-    # follows the other replicas' announcements (announcing.py); without it, neither.
+    # follows the other replicas' announcements (announcing.py); audit events go to the bus. Without
+    # Redis, none of these: the policy service runs without one when none is configured.
     redis_url = resolve_redis_url(settings)
     announcer = StateAnnouncer(connect(redis_url), prefix=settings.redis_prefix) if redis_url else None
+    bus = Producer(redis_url, producer_config(settings)) if redis_url and settings.audit_enabled else None
     api = PolicyApi(
         settings=settings,
         registry=registry,
@@ -123,10 +127,13 @@ def create_app(settings: Settings | None = None) -> DecisionFront:
         admin=Admin(engine, registry, limits=limits, announcer=announcer),
         admin_token=read_admin_token(settings),
         guard=guard,
+        audit=PolicyAudit(bus),
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        if bus is not None:
+            await bus.start()
         try:
             async with registry.refreshing(settings.policy_refresh_interval), contextlib.AsyncExitStack() as stack:
                 if redis_url is not None:
@@ -135,6 +142,8 @@ def create_app(settings: Settings | None = None) -> DecisionFront:
                     )
                 yield
         finally:
+            if bus is not None:
+                await bus.stop()  # drains what is buffered
             if announcer is not None:
                 await announcer.aclose()
             await engine.dispose()

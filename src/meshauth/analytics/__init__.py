@@ -1,0 +1,1 @@
+"""Per-minute decision aggregates, kept by ``meshauth worker analytics`` from the ``audit`` stream."""

@@ -1,0 +1,326 @@
+"""A consumer in a group: reads the partitions it holds a lease on, hands batches to a handler, acks.
+
+Per partition, in order of the states below, so that one partition's entries are handled in stream
+order even across a failover:
+
+* *recovering* — just leased: claim (``XAUTOCLAIM``) what earlier holders left pending once it
+  has been idle ``min_idle``; stay here while another consumer still has entries pending in it.
+* *backlog* — own pending entries (claimed, or a batch that failed): re-read with ``XREADGROUP … 0``
+  (Redis counts each such delivery), after ``retry_delay`` when the last attempt failed.
+* *live* — new entries, ``XREADGROUP … >`` with ``BLOCK``, all live partitions in one call.
+
+A batch is acked (one ``XACK``) only after the handler returned. When it raises, the entries are tried
+one at a time, in order: those before the failing one are acked; the failing one is retried, and after
+``max_attempts`` failures it goes to the dead-letter stream with the error (and is acked, so the
+partition moves on). ``TransientError`` (the handler's database is away) retries without counting. An
+entry that does not decode goes to the dead-letter stream at once with the parse error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from meshauth.bus.entries import DeadLetter, Delivery, Entry, Partition, Work, decode_entries, settle
+from meshauth.bus.events import encode
+from meshauth.bus.groups import ensure_groups
+from meshauth.bus.leases import Leases
+from meshauth.bus.metrics import DEAD_LETTERED, HANDLED
+from meshauth.bus.retention import trim
+from meshauth.bus.streams import StreamNames
+from meshauth.config import Settings
+from meshauth.redis_client import connect
+
+log = logging.getLogger(__name__)
+
+
+Handler = Callable[[Sequence[Delivery]], Awaitable[None]]
+
+
+class TransientError(Exception):
+    """Raised by a handler whose dependency is unavailable: retry later, without counting an attempt."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ConsumerConfig:
+    prefix: str = "meshauth:"
+    partitions: int = 4
+    block: float = 1.0
+    count: int = 500
+    min_idle: float = 30.0
+    max_attempts: int = 5
+    lease_ttl: float = 10.0
+    retry_delay: float = 0.2
+    trim_interval: float = 5.0
+
+
+def consumer_config(settings: Settings) -> ConsumerConfig:
+    return ConsumerConfig(
+        prefix=settings.redis_prefix,
+        partitions=settings.bus_partitions,
+        block=settings.bus_block,
+        count=settings.bus_read_count,
+        min_idle=settings.bus_min_idle,
+        max_attempts=settings.bus_max_attempts,
+        lease_ttl=settings.bus_lease_ttl,
+    )
+
+
+class Consumer:
+    def __init__(
+        self, url: str, stream: str, group: str, handler: Handler, config: ConsumerConfig, *, name: str | None = None
+    ) -> None:
+        self.url = url
+        self.names = StreamNames(config.prefix, stream, config.partitions)
+        self.group = group
+        self.handler = handler
+        self.config = config
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
+        self.leases = Leases(self.names, group, self.name, config.lease_ttl)
+        self._parts: dict[int, Partition] = {}
+        self._next_maintenance = 0.0
+        self._next_trim = 0.0
+        self.handled = 0
+        self.dead_lettered = 0
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name=f"bus-consumer-{self.group}")
+
+    async def stop(self) -> None:
+        """Stop and give the leases back. Cancelled until it ends: redis-py was seen to swallow a
+        cancellation that arrived while it read a reply (see ``invalidations.InvalidationListener``)."""
+        self._stopping = True
+        task = self._task
+        if task is None:
+            return
+        while not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=1.0)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def run(self) -> None:
+        """Consume until cancelled; then give the leases back, so another consumer need not wait them out."""
+        try:
+            await self._run()
+        finally:
+            redis = connect(self.url, socket_timeout=1.0)
+            try:
+                await asyncio.wait_for(self.leases.release_all(redis), 2.0)
+            except (RedisError, OSError, TimeoutError):
+                pass
+            finally:
+                await redis.aclose()
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while True:
+            # The blocking read must not hit the socket timeout (redis/redis-py#3138).
+            redis = connect(self.url, socket_timeout=self.config.block + 5)
+            try:
+                await ensure_groups(redis, self.names)
+                while True:
+                    await self._maintain(redis)
+                    await self._step(redis)
+                    backoff = 0.05
+            except (RedisError, OSError) as exc:
+                if self._stopping:
+                    return
+                log.warning("bus consumer %s: Redis unavailable (%s); retrying in %.2fs", self.name, exc, backoff)
+                self._next_maintenance = 0.0
+            except Exception:
+                # A bug met on one entry must not end the worker: log it, start over (reads resume
+                # from the pending list, so nothing is skipped).
+                log.exception("bus consumer %s failed; starting over in %.2fs", self.name, backoff)
+                self._parts = {n: Partition() for n in self.leases.owned}  # re-read what is pending
+                self._next_maintenance = 0.0
+            finally:
+                await redis.aclose()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    # --- leases and retention ------------------------------------------------------------------------
+
+    async def _maintain(self, redis: Redis) -> None:
+        now = time.monotonic()
+        if now < self._next_maintenance:
+            return
+        self._next_maintenance = now + self.config.lease_ttl / 3
+        gained, lost = await self.leases.refresh(redis)
+        for n in lost:
+            self._parts.pop(n, None)
+        for n in gained:
+            self._parts[n] = Partition()
+        if now >= self._next_trim:
+            self._next_trim = now + self.config.trim_interval
+            interval_ms = max(1, int(self.config.trim_interval * 1000))
+            if await redis.set(self.names.trim_lock, self.name, nx=True, px=interval_ms):
+                await trim(redis, self.names)
+
+    # --- reading -------------------------------------------------------------------------------------
+
+    async def _step(self, redis: Redis) -> None:
+        now = time.monotonic()
+        for n, part in self._parts.items():
+            if part.recovering and part.retry_at <= now:
+                await self._recover(redis, n, part)
+        due = {self.names.partition(n): "0" for n, p in self._parts.items() if p.backlog and p.retry_at <= now}
+        if due:
+            await self._read(redis, due, block=None)
+            return
+        live = {self.names.partition(n): ">" for n, p in self._parts.items() if not (p.recovering or p.backlog)}
+        if not live:
+            await asyncio.sleep(min(self.config.block, self.config.lease_ttl / 3, self.config.retry_delay))
+            return
+        await self._read(redis, live, block=int(self.config.block * 1000))
+
+    async def _read(self, redis: Redis, streams: dict[str, str], *, block: int | None) -> None:
+        try:
+            reply = await redis.xreadgroup(
+                self.group, self.name, cast(Any, streams), count=self.config.count, block=block
+            )
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await ensure_groups(redis, self.names)  # Redis lost them (restarted empty)
+            return
+        got: set[str] = set()
+        works: list[Work] = []
+        for raw_stream, entries in cast(list[tuple[bytes, list[Entry]]], reply or []):
+            stream = raw_stream.decode() if isinstance(raw_stream, bytes) else raw_stream
+            got.add(stream)
+            n = int(stream.rsplit(":", 1)[1])
+            part = self._parts.get(n)
+            if part is None:
+                continue
+            if entries:
+                works.append(decode_entries(stream, n, part, entries))
+            elif part.backlog:
+                part.backlog = False
+        for stream, position in streams.items():
+            if position == "0" and stream not in got:
+                part = self._parts.get(int(stream.rsplit(":", 1)[1]))
+                if part is not None:
+                    part.backlog = False
+        if works:
+            await self._handle(redis, works)
+
+    async def _recover(self, redis: Redis, n: int, part: Partition) -> None:
+        stream = self.names.partition(n)
+        start: bytes | str = "0-0"
+        min_idle_ms = int(self.config.min_idle * 1000)
+        while True:
+            # Not JUSTID: redis-py drops the cursor from a JUSTID reply. The entries are read again, in
+            # order, from this consumer's pending list (backlog); Redis counts both deliveries.
+            reply = await redis.xautoclaim(stream, self.group, self.name, min_idle_ms, start, count=1000)
+            start = reply[0]
+            if start in (b"0-0", "0-0"):
+                break
+        pending = await redis.xpending(stream, self.group)
+        others = [c for c in pending.get("consumers") or [] if _text(c["name"]) != self.name and int(c["pending"])]
+        if others:
+            part.retry_at = time.monotonic() + min(self.config.min_idle / 4, 1.0)
+            return
+        part.recovering = False
+        part.backlog = True
+        part.retry_at = 0.0
+
+    # --- handling ------------------------------------------------------------------------------------
+
+    async def _handle(self, redis: Redis, works: list[Work]) -> None:
+        """One handler call for every partition read together (one database transaction, not one per
+        partition); a failure there is sorted out partition by partition."""
+        together = [w for w in works if len(w.batch) > 1 and not w.part.failures]
+        if len(together) > 1:
+            try:
+                await self.handler([delivery for w in together for _, delivery in w.batch])
+            except TransientError as exc:
+                log.warning("bus %s/%s: handler unavailable (%s); retrying", self.names.name, self.group, exc)
+                for w in together:
+                    self._retry_later(w.part)
+                    w.batch = []
+            except Exception as exc:  # noqa: BLE001 - sorted out below, partition by partition
+                log.debug("bus %s/%s: batch failed (%r); per partition now", self.names.name, self.group, exc)
+            else:
+                for w in together:
+                    w.done.extend(entry_id for entry_id, _ in w.batch)
+                    w.batch = []
+        for w in works:
+            await self._handle_partition(w)
+        await self._settle(redis, works)
+
+    async def _handle_partition(self, w: Work) -> None:
+        if not w.batch:
+            return
+        if w.part.failures or len(w.batch) == 1:
+            # Retrying after a failure: one at a time straight away (the batch would fail again).
+            await self._one_by_one(w.stream, w.part, w.batch, w.done, w.dead)
+            return
+        try:
+            await self.handler([delivery for _, delivery in w.batch])
+            w.done.extend(entry_id for entry_id, _ in w.batch)
+        except TransientError as exc:
+            log.warning("bus %s/%s: handler unavailable (%s); retrying", w.stream, self.group, exc)
+            self._retry_later(w.part)
+        except Exception:  # noqa: BLE001 - any handler failure is retried one entry at a time
+            await self._one_by_one(w.stream, w.part, w.batch, w.done, w.dead)
+
+    async def _one_by_one(
+        self,
+        stream: str,
+        part: Partition,
+        batch: list[tuple[bytes, Delivery]],
+        done: list[bytes],
+        dead: list[DeadLetter],
+    ) -> None:
+        for entry_id, delivery in batch:
+            try:
+                await self.handler([delivery])
+            except TransientError:
+                self._retry_later(part)
+                return
+            except Exception as exc:  # noqa: BLE001 - counted, then dead-lettered with its text
+                attempts = part.failures.get(entry_id, 0) + 1
+                part.failures[entry_id] = attempts
+                log.warning("bus %s/%s: entry %s failed (attempt %d): %r", stream, self.group, entry_id, attempts, exc)
+                if attempts < self.config.max_attempts:
+                    self._retry_later(part)
+                    return
+                part.failures.pop(entry_id, None)
+                dead.append((entry_id, encode(delivery.event), f"{type(exc).__name__}: {exc}", attempts))
+                continue
+            part.failures.pop(entry_id, None)
+            done.append(entry_id)
+
+    def _retry_later(self, part: Partition) -> None:
+        part.backlog = True
+        part.retry_at = time.monotonic() + self.config.retry_delay
+
+    async def _settle(self, redis: Redis, works: list[Work]) -> None:
+        if not await settle(redis, works, self.names.dead, self.group):
+            return
+        key = (self.names.name, self.group)
+        for w in works:
+            self.handled += len(w.done)
+            self.dead_lettered += len(w.dead)
+            HANDLED.counts[key] += len(w.done)
+            if w.dead:
+                DEAD_LETTERED.counts[key] += len(w.dead)
+                for entry_id, _, error, _ in w.dead:
+                    log.error("bus %s/%s: entry %s dead-lettered: %s", w.stream, self.group, entry_id.decode(), error)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

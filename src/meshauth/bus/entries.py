@@ -1,0 +1,89 @@
+"""What a consumer reads and writes back: stream entries decoded into deliveries, one partition's
+share of a read, and the acks and dead letters that settle it.
+
+Kept apart from ``consumer`` (which decides what to read and when) so each stays small.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from redis.asyncio import Redis
+
+from meshauth.bus.events import AuditEvent, MalformedEvent, decode
+
+Entry = tuple[bytes, dict[bytes, bytes] | None]
+DeadLetter = tuple[bytes, bytes, str, int]  # entry id, payload, error, attempts
+DEAD_MAXLEN = 100_000  # dead-letter stream, approximate
+ERROR_CHARS = 2000
+
+
+class Delivery(NamedTuple):
+    """One event as a handler gets it: its stream entry id (ordered within a partition) and partition."""
+
+    entry_id: str
+    partition: int
+    event: AuditEvent
+
+
+@dataclass
+class Partition:
+    """A leased partition's state in the consumer (see ``consumer``'s docstring for the three states);
+    ``failures`` counts handler failures per entry for the dead-letter decision."""
+
+    recovering: bool = True
+    backlog: bool = False
+    retry_at: float = 0.0
+    failures: dict[bytes, int] = field(default_factory=dict)
+
+
+@dataclass
+class Work:
+    """One partition's share of a read: what to hand over, what is done, what goes to dead letters."""
+
+    stream: str
+    n: int
+    part: Partition
+    batch: list[tuple[bytes, Delivery]]
+    done: list[bytes] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+
+
+def decode_entries(stream: str, n: int, part: Partition, entries: list[Entry]) -> Work:
+    w = Work(stream, n, part, [])
+    for entry_id, fields in entries:
+        if fields is None:  # deleted or trimmed while pending: nothing left to handle
+            w.done.append(entry_id)
+            continue
+        payload = fields.get(b"d")
+        try:
+            if payload is None:
+                raise MalformedEvent(f"no 'd' field (fields: {sorted(k.decode('latin-1') for k in fields)})")
+            w.batch.append((entry_id, Delivery(entry_id.decode(), n, decode(payload))))
+        except MalformedEvent as exc:
+            w.dead.append((entry_id, payload if payload is not None else repr(fields).encode(), str(exc), 0))
+    return w
+
+
+async def settle(redis: Redis, works: list[Work], dead_stream: str, group: str) -> bool:
+    """Dead letters and acks of a read in one MULTI: an entry is either still pending or dead-lettered.
+    False when there was nothing to write."""
+    if not any(w.done or w.dead for w in works):
+        return False
+    async with redis.pipeline(transaction=True) as pipe:
+        for w in works:
+            for entry_id, payload, error, attempts in w.dead:
+                fields = {
+                    "stream": w.stream,
+                    "id": entry_id,
+                    "group": group,
+                    "error": error[:ERROR_CHARS],
+                    "attempts": attempts,
+                    "d": payload,
+                }
+                pipe.xadd(dead_stream, fields, maxlen=DEAD_MAXLEN, approximate=True)  # type: ignore[arg-type]
+            if w.done or w.dead:
+                pipe.xack(w.stream, group, *w.done, *(d[0] for d in w.dead))
+        await pipe.execute()
+    return True

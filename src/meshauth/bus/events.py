@@ -1,0 +1,108 @@
+"""Typed, versioned events and their codec (msgpack through msgspec: schema-checked both ways).
+
+An event is one msgspec struct. Its ``v`` is the schema version: a reader refuses a version it does not
+know (the entry goes to the dead-letter stream with the reason) rather than guess at fields. Adding an
+optional field keeps ``v``; renaming or retyping one bumps it.
+
+Ids are unique without coordination: 8 random bytes per process (hex) and a counter. They de-duplicate
+(the audit table's primary key), so an event published twice — a flush that timed out after Redis took
+it, then replayed from the spool — is stored once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from typing import Literal
+
+import msgspec
+
+SCHEMA_VERSION = 1
+
+AuditType = Literal[
+    "gate.decision",
+    "policy.decision",
+    "token.issued",
+    "token.refreshed",
+    "token.revoked",
+    "login.succeeded",
+    "login.failed",
+    "policy.uploaded",
+    "policy.activated",
+    "admin.action",
+]
+AUDIT_TYPES: tuple[str, ...] = AuditType.__args__  # type: ignore[attr-defined]
+Decision = Literal["allow", "deny"]
+SubjectType = str  # "user", "client", "admin", or a policy principal's entity type
+
+
+class AuditEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Something that happened because of a request. ``key`` orders it (events with one key are
+    handled in order): the subject, so one subject's history is in order."""
+
+    id: str
+    time: float  # Unix seconds
+    type: AuditType
+    v: int = SCHEMA_VERSION
+    subject: str = ""
+    subject_type: SubjectType = ""
+    decision: Decision | None = None
+    action: str = ""
+    store: str = ""
+    resource: str = ""
+    client_id: str = ""
+    status: int = 0
+    reason: str = ""
+    latency_us: int = 0
+    cache: Literal["hit", "miss", ""] = ""
+
+    @property
+    def key(self) -> str:
+        return self.subject
+
+
+_PREFIX = os.urandom(8).hex()
+_counter = itertools.count()
+
+
+def new_id() -> str:
+    """A process-unique prefix and a counter: unique everywhere, ~0.1 µs."""
+    return f"{_PREFIX}{next(_counter):x}"
+
+
+def reset_id_prefix() -> None:
+    """A forked child must not reuse its parent's prefix (granian forks its workers)."""
+    global _PREFIX, _counter
+    _PREFIX = os.urandom(8).hex()
+    _counter = itertools.count()
+
+
+os.register_at_fork(after_in_child=reset_id_prefix)
+
+
+def audit(type_: AuditType, **fields: object) -> AuditEvent:
+    """An audit event stamped now, with a new id."""
+    return AuditEvent(id=new_id(), time=time.time(), type=type_, **fields)  # type: ignore[arg-type]
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(AuditEvent)
+
+
+class MalformedEvent(ValueError):
+    """An entry that is not an event of a known schema version (the reason is the message)."""
+
+
+def encode(event: AuditEvent) -> bytes:
+    return _encoder.encode(event)
+
+
+def decode(data: bytes) -> AuditEvent:
+    try:
+        event = _decoder.decode(data)
+    except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
+        raise MalformedEvent(str(exc)) from None
+    if event.v != SCHEMA_VERSION:
+        raise MalformedEvent(f"unknown schema version {event.v} (this reader knows {SCHEMA_VERSION})")
+    return event

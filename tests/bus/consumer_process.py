@@ -1,0 +1,49 @@
+"""A consumer in its own process, for the failover tests: it handles part of a batch and then kills
+itself with SIGKILL (no ack, no lease release: what a crashed or OOM-killed worker leaves behind).
+
+    python -m tests.bus.consumer_process <redis url> <mode> [<database url>]
+
+mode ``audit``: the real audit writer stores the first half of its second batch, then dies.
+mode ``order``: records each event's (subject, status) in the Redis list ``order-log`` as ``A:`` lines,
+and dies halfway through its third batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from meshauth.audit.store import AuditWriter
+from meshauth.bus.consumer import Consumer
+from meshauth.bus.entries import Delivery
+from meshauth.bus.streams import AUDIT
+from meshauth.db import create_engine
+from meshauth.redis_client import connect
+from tests.bus.test_failover import CONFIG
+
+
+async def main(url: str, mode: str, db_url: str | None) -> None:
+    batches = 0
+    redis = connect(url)
+    writer = AuditWriter(create_engine(db_url)) if db_url else None
+
+    async def handler(batch: Sequence[Delivery]) -> None:
+        nonlocal batches
+        batches += 1
+        dying = batches == (2 if mode == "audit" else 3) and len(batch) > 1
+        part = batch[: len(batch) // 2] if dying else batch
+        if writer is not None:
+            await writer(part)
+        else:
+            await redis.rpush("order-log", *[f"A:{d.event.subject}:{d.event.status}" for d in part])
+        if dying:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    await Consumer(url, AUDIT, "audit", handler, CONFIG, name="doomed").run()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None))

@@ -1,0 +1,202 @@
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from redis.asyncio import Redis
+
+from meshauth.bus.consumer import Consumer, ConsumerConfig, TransientError
+from meshauth.bus.entries import Delivery
+from meshauth.bus.events import audit, decode
+from meshauth.bus.groups import ensure_groups
+from meshauth.bus.producer import Producer, ProducerConfig
+from meshauth.bus.retention import trim
+from meshauth.bus.streams import AUDIT, StreamNames
+from tests.bus.helpers import entries, until
+
+NAMES = StreamNames("meshauth:", AUDIT, 2)
+FAST = ConsumerConfig(partitions=2, block=0.05, min_idle=0.3, max_attempts=3, lease_ttl=1.0, retry_delay=0.01)
+
+
+@pytest.fixture
+async def producer(valkey_url: str, redis: Redis, tmp_path: Path) -> AsyncIterator[Producer]:
+    p = Producer(valkey_url, ProducerConfig(partitions=2, spool_dir=tmp_path / "spool", flush_interval=0.002))
+    await p.start()
+    yield p
+    await p.stop()
+
+
+async def _run(consumer: Consumer) -> Consumer:
+    consumer.start()
+    return consumer
+
+
+async def _stop(consumer: Consumer) -> None:
+    await consumer.stop()
+
+
+async def test_every_event_is_handled_once_and_acked(valkey_url: str, producer: Producer, redis: Redis) -> None:
+    seen: list[str] = []
+
+    async def handler(batch: Sequence[Delivery]) -> None:
+        seen.extend(d.event.id for d in batch)
+
+    task = await _run(Consumer(valkey_url, AUDIT, "audit", handler, FAST))
+    ids = []
+    for i in range(300):
+        event = audit("token.issued", subject=f"s{i % 7}")
+        ids.append(event.id)
+        producer.publish(AUDIT, event)
+    await until(lambda: len(seen) >= 300, what="all handled")
+    await _stop(task)
+    assert sorted(seen) == sorted(ids)
+    for stream in NAMES.all():
+        assert (await redis.xpending(stream, "audit"))["pending"] == 0
+
+
+async def test_always_failing_event_is_dead_lettered_and_the_partition_moves_on(
+    valkey_url: str, producer: Producer, redis: Redis
+) -> None:
+    """One poisonous event: max_attempts failures, then the dead-letter stream with its error; the
+    events after it, on the same key (same partition), are handled."""
+    handled: list[int] = []
+    attempts = 0
+
+    async def handler(batch: Sequence[Delivery]) -> None:
+        nonlocal attempts
+        for d in batch:
+            if d.event.status == 13:
+                attempts += len(batch) == 1  # the attempts that count: the event on its own
+                raise ValueError("status 13 is unlucky")
+        handled.extend(d.event.status for d in batch)
+
+    task = await _run(Consumer(valkey_url, AUDIT, "audit", handler, FAST))
+    for status in range(30):
+        producer.publish(AUDIT, audit("gate.decision", subject="same-key", status=status))
+    await until(lambda: len(handled) >= 29, what="the events after the poisonous one")
+    await _stop(task)
+    assert handled == [s for s in range(30) if s != 13]  # in order, 13 skipped
+    assert attempts == FAST.max_attempts
+    dead = await entries(redis, NAMES.dead)
+    assert len(dead) == 1
+    fields = dead[0][1]
+    assert fields[b"error"] == b"ValueError: status 13 is unlucky"
+    assert fields[b"attempts"] == b"3"
+    assert fields[b"group"] == b"audit"
+    assert decode(fields[b"d"]).status == 13
+
+
+async def test_malformed_entry_is_dead_lettered_without_stopping(
+    valkey_url: str, producer: Producer, redis: Redis
+) -> None:
+    """Entries written by something else (no payload, garbage, unknown version) go to the dead-letter
+    stream with the parse error; the consumer goes on."""
+    handled: list[str] = []
+
+    async def handler(batch: Sequence[Delivery]) -> None:
+        handled.extend(d.event.subject for d in batch)
+
+    await ensure_groups(redis, NAMES)
+    stream = NAMES.of_key("k")
+    await redis.xadd(stream, {"x": "no payload"})
+    await redis.xadd(stream, {"d": b"\xc1garbage"})
+    newer = msgspec.msgpack.encode({"id": "n", "time": 1.0, "type": "token.issued", "subject": "k", "v": 9})
+    await redis.xadd(stream, {"d": newer})
+    await redis.xadd(stream, {"d": b"\x00" * 10_000})
+    producer.publish(AUDIT, audit("token.issued", subject="k"))
+    task = await _run(Consumer(valkey_url, AUDIT, "audit", handler, FAST))
+    await until(lambda: handled == ["k"], what="the good event after the bad ones")
+    await until(lambda: _has_dead_letters(redis), what="dead letters")
+    await _stop(task)
+    dead = [fields for _, fields in await entries(redis, NAMES.dead)]
+    assert len(dead) == 4
+    assert b"unknown schema version 9" in dead[2][b"error"]
+    assert b"no 'd' field" in dead[0][b"error"]
+    assert all(f[b"attempts"] == b"0" for f in dead)
+    assert (await redis.xpending(stream, "audit"))["pending"] == 0
+
+
+async def test_transient_failures_retry_without_dead_lettering(
+    valkey_url: str, producer: Producer, redis: Redis
+) -> None:
+    """A handler whose database is away raises TransientError: retried as long as it takes, never
+    dead-lettered, order kept."""
+    handled: list[int] = []
+    outages = 10
+
+    async def handler(batch: Sequence[Delivery]) -> None:
+        nonlocal outages
+        if outages:
+            outages -= 1
+            raise TransientError("database away")
+        handled.extend(d.event.status for d in batch)
+
+    task = await _run(Consumer(valkey_url, AUDIT, "audit", handler, FAST))
+    for status in range(20):
+        producer.publish(AUDIT, audit("gate.decision", subject="k", status=status))
+    await until(lambda: len(handled) >= 20, what="handled after the outage")
+    await _stop(task)
+    assert handled == list(range(20))
+    assert await redis.xlen(NAMES.dead) == 0
+
+
+async def test_two_consumers_share_the_partitions(valkey_url: str, producer: Producer) -> None:
+    seen: dict[str, list[int]] = {"a": [], "b": []}
+
+    def handler_for(name: str) -> Any:
+        async def handler(batch: Sequence[Delivery]) -> None:
+            seen[name].extend(d.partition for d in batch)
+
+        return handler
+
+    a = Consumer(valkey_url, AUDIT, "audit", handler_for("a"), FAST, name="a")
+    b = Consumer(valkey_url, AUDIT, "audit", handler_for("b"), FAST, name="b")
+    tasks = [await _run(a), await _run(b)]
+    await until(lambda: len(a.leases.owned) == 1 and len(b.leases.owned) == 1, what="one partition each")
+    for i in range(100):
+        producer.publish(AUDIT, audit("token.issued", subject=f"s{i}"))
+    await until(lambda: len(seen["a"]) + len(seen["b"]) >= 100, what="all handled")
+    for t in tasks:
+        await _stop(t)
+    assert set(seen["a"]).isdisjoint(seen["b"])
+
+
+async def test_trimming_keeps_what_a_group_has_not_acknowledged(
+    valkey_url: str, producer: Producer, redis: Redis
+) -> None:
+    """MINID trimming: after the audit group acked everything, nothing is trimmed while the analytics
+    group has not read it; once both have, the acked entries go."""
+    for i in range(50):
+        producer.publish(AUDIT, audit("token.issued", subject=f"s{i}"))
+    await producer.flushed()
+
+    async def handler(batch: Sequence[Delivery]) -> None:
+        return None
+
+    task = await _run(Consumer(valkey_url, AUDIT, "audit", handler, FAST))
+    await until(
+        lambda: _all_acked(redis, "audit"),
+        what="audit group caught up",
+    )
+    await trim(redis, NAMES)
+    assert sum([await redis.xlen(s) for s in NAMES.all()]) == 50
+    other = await _run(Consumer(valkey_url, AUDIT, "analytics", handler, FAST))
+    await until(lambda: _all_acked(redis, "analytics"), what="analytics group caught up")
+    removed = await trim(redis, NAMES)
+    await _stop(task)
+    await _stop(other)
+    assert removed == 50
+    assert sum([await redis.xlen(s) for s in NAMES.all()]) == 0
+
+
+async def _all_acked(redis: Redis, group: str) -> bool:
+    for stream in NAMES.all():
+        info = {g["name"].decode(): g for g in await redis.xinfo_groups(stream)}[group]
+        if info["lag"] or info["pending"]:
+            return False
+    return True
+
+
+async def _has_dead_letters(redis: Redis) -> bool:
+    return bool(await redis.xlen(NAMES.dead))

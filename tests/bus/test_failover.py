@@ -1,0 +1,127 @@
+"""A consumer process killed mid-batch: its partitions and pending entries move to another consumer."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import cast
+
+import sqlalchemy as sa
+from redis.asyncio import Redis
+
+from meshauth.audit.store import AuditWriter
+from meshauth.bus.consumer import Consumer, ConsumerConfig
+from meshauth.bus.entries import Delivery
+from meshauth.bus.events import AuditEvent, audit
+from meshauth.bus.producer import Producer, ProducerConfig
+from meshauth.bus.streams import AUDIT
+from meshauth.db import create_engine
+from meshauth.db.tables import audit_log
+from tests.bus.helpers import until
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ConsumerConfig(partitions=2, block=0.05, count=100, min_idle=0.3, lease_ttl=1.0, retry_delay=0.01)
+
+
+def _spawn(*args: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    return subprocess.Popen([sys.executable, "-m", "tests.bus.consumer_process", *args], cwd=ROOT, env=env)
+
+
+async def _killed(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        await until(lambda: proc.poll() is not None, within=60, what="the consumer process died")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+
+async def _publish(url: str, tmp_path: Path, events: list[AuditEvent]) -> None:
+    p = Producer(url, ProducerConfig(partitions=2, spool_dir=tmp_path / "spool", flush_interval=0.002))
+    await p.start()
+    for e in events:
+        p.publish(AUDIT, e)
+    await p.flushed()
+    await p.stop()
+
+
+async def test_consumer_killed_mid_batch_every_event_lands_in_audit_log_once(
+    valkey_url: str, redis: Redis, db_url: str, tmp_path: Path
+) -> None:
+    events = [audit("gate.decision", subject=f"user{i % 13}", decision="allow", status=i) for i in range(1000)]
+    await _publish(valkey_url, tmp_path, events)
+    await _killed(_spawn(valkey_url, "audit", db_url))
+    engine = create_engine(db_url)
+    try:
+        async with engine.connect() as conn:
+            half_done = (await conn.execute(sa.select(sa.func.count()).select_from(audit_log))).scalar_one()
+        assert 0 < half_done < 1000  # it died with work stored and work pending
+        pending = sum([(await redis.xpending(s, "audit"))["pending"] for s in _partitions()])
+        assert pending > 0
+        writer = AuditWriter(engine)
+        survivor = Consumer(valkey_url, AUDIT, "audit", writer, CONFIG, name="survivor")
+        survivor.start()
+
+        async def stored() -> bool:
+            async with engine.connect() as conn:
+                n = (await conn.execute(sa.select(sa.func.count()).select_from(audit_log))).scalar_one()
+            return bool(n >= 1000)
+
+        await until(stored, within=60, what="every event in audit_log")
+        await until(lambda: _no_pending(redis), what="everything acked")
+        await survivor.stop()
+        await writer.close()
+        async with engine.connect() as conn:
+            ids = [r[0] for r in await conn.execute(sa.select(audit_log.c.id))]
+    finally:
+        await engine.dispose()
+    assert sorted(ids) == sorted(e.id for e in events)  # each exactly once
+
+
+def _partitions() -> list[str]:
+    return [f"meshauth:bus:{AUDIT}:{n}" for n in range(CONFIG.partitions)]
+
+
+async def _no_pending(redis: Redis) -> bool:
+    return sum([int((await redis.xpending(s, "audit"))["pending"]) for s in _partitions()]) == 0
+
+
+async def test_per_key_order_holds_across_a_consumer_failover(valkey_url: str, redis: Redis, tmp_path: Path) -> None:
+    """Each key's events are handled in publish order by the dying consumer and by its successor;
+    the successor starts with what the dead one left pending."""
+    keys = [f"k{i}" for i in range(6)]
+    await _publish(valkey_url, tmp_path, [audit("token.issued", subject=k, status=i) for i in range(400) for k in keys])
+    await _killed(_spawn(valkey_url, "order"))
+
+    async def record(batch: Sequence[Delivery]) -> None:
+        await redis.rpush("order-log", *[f"B:{d.event.subject}:{d.event.status}" for d in batch])
+
+    survivor = Consumer(valkey_url, AUDIT, "audit", record, CONFIG, name="survivor")
+    survivor.start()
+    await until(lambda: _no_pending(redis), within=60, what="everything acked")
+    await until(lambda: _lag_zero(redis), what="everything delivered")
+    await survivor.stop()
+    log = [line.decode().split(":") for line in cast(list[bytes], await redis.lrange("order-log", 0, -1))]
+    assert {who for who, _, _ in log} == {"A", "B"}
+    for key in keys:
+        by_b = [int(s) for who, k, s in log if k == key and who == "B"]
+        assert by_b == sorted(by_b) and len(set(by_b)) == len(by_b)
+        first_seen: list[int] = []
+        for _, k, s in log:
+            if k == key and int(s) not in first_seen:
+                first_seen.append(int(s))
+        assert first_seen == list(range(400))
+
+
+async def _lag_zero(redis: Redis) -> bool:
+    for s in _partitions():
+        for g in await redis.xinfo_groups(s):
+            if g["name"] == b"audit" and g["lag"]:
+                return False
+    return True
