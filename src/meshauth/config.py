@@ -124,6 +124,22 @@ class Settings(BaseSettings):
     # worker's memory and loaded again on its next request (~ms: docs/performance.md); 0: never.
     policy_store_idle_unload_seconds: float = Field(default=0.0, ge=0)
 
+    # Server-side batching (issue 11). Concurrent single ``evaluation`` requests in one worker are
+    # evaluated together (policy/coalescer.py): a lone request goes out on the next loop turn; while a
+    # batch is being evaluated, the next one gathers for at most policy_coalesce_max_wait (s) or
+    # policy_coalesce_max_batch requests. Concurrent token-endpoint account and client lookups share
+    # one query (auth_lookup_batching_enabled). Bulk admin operations (``/admin/users:bulk``,
+    # ``/admin/clients:bulk``, ``/oauth2/revoke:bulk``): at most bulk_max_items items and
+    # bulk_max_bytes of body per request; plain passwords are hashed on bulk_hash_processes
+    # processes (0: one per core).
+    policy_coalesce_enabled: bool = True
+    policy_coalesce_max_batch: int = Field(default=64, ge=1, le=1024)
+    policy_coalesce_max_wait: float = Field(default=0.0005, ge=0, le=0.1)
+    auth_lookup_batching_enabled: bool = True
+    bulk_max_items: int = Field(default=10_000, ge=1, le=1_000_000)
+    bulk_max_bytes: int = Field(default=32 * 1_048_576, ge=1024)
+    bulk_hash_processes: int = Field(default=0, ge=0, le=256)
+
     # Tokens (seconds)
     signing_alg: SigningAlg = "ES256"
     # Encrypts signing keys at rest in the database (PKCS#8). Changing it makes existing keys unreadable:

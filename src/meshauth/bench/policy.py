@@ -313,7 +313,20 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="numbers of 20-policy stores to compare in one run, e.g. 1,10,1000 (issue 8; replaces the default suite)",
     )
+    parser.add_argument(
+        "--coalesce",
+        action="store_true",
+        help="compare coalesced single evaluations off and on in one run (issue 11; replaces the default suite)",
+    )
     args = parser.parse_args(argv)
+    if args.coalesce:
+        from meshauth.bench import policy_coalesce
+
+        compared = policy_coalesce.run(seconds=args.seconds, rate=args.rate)
+        path = save("policy-coalesce", compared)
+        print(policy_coalesce.report(compared))
+        print(f"\nraw results: {path}")
+        return
     if args.policies or args.stores:
         from meshauth.bench import policy_scaling
 

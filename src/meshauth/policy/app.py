@@ -30,6 +30,7 @@ from meshauth.db import create_engine
 from meshauth.http import ApiError, api_error_handler, internal_error_handler, json_response, unavailable_handler
 from meshauth.policy.admin import Admin
 from meshauth.policy.api import PolicyApi
+from meshauth.policy.coalescer import Coalescer
 from meshauth.policy.decision_front import DecisionFront
 from meshauth.policy.entity_cache import EntityCache
 from meshauth.policy.entity_loader import EntityLoader
@@ -109,13 +110,20 @@ def create_app(settings: Settings | None = None) -> DecisionFront:
     )
     track(registry)
     guard = DecisionGuard.from_settings(settings)
+    evaluator = Evaluator(loader)
+    coalescer = (
+        Coalescer(evaluator, max_batch=settings.policy_coalesce_max_batch, max_wait=settings.policy_coalesce_max_wait)
+        if settings.policy_coalesce_enabled
+        else None
+    )
     api = PolicyApi(
         settings=settings,
         registry=registry,
-        evaluator=Evaluator(loader),
+        evaluator=evaluator,
         admin=Admin(engine, registry, limits=limits),
         admin_token=read_admin_token(settings),
         guard=guard,
+        coalescer=coalescer,
     )
 
     @contextlib.asynccontextmanager
@@ -124,6 +132,8 @@ def create_app(settings: Settings | None = None) -> DecisionFront:
             async with registry.refreshing(settings.policy_refresh_interval):
                 yield
         finally:
+            if coalescer is not None:
+                await coalescer.aclose()
             await engine.dispose()
 
     app = Starlette(
