@@ -18,6 +18,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from meshauth.auth.admin_api import AdminEndpoints
+from meshauth.auth.admin_bulk import BulkEndpoints
 from meshauth.auth.client_auth import ClientAuthenticator
 from meshauth.auth.extauthz_grpc import start_grpc_server
 from meshauth.auth.extauthz_http import ExtAuthzHttp, is_ext_authz
@@ -52,6 +53,7 @@ class AuthApp:
         oauth = OAuthEndpoints(s, clients)
         sessions = SessionEndpoints(s, oauth)
         admin = AdminEndpoints(s, clients)
+        self.bulk = bulk = BulkEndpoints(s)
         g = admin.guarded
         routes = [
             Route("/oauth2/token", oauth.token, methods=["POST"]),
@@ -62,6 +64,9 @@ class AuthApp:
             Route("/.well-known/jwks.json", oauth.jwks, methods=["GET"]),
             Route("/v1/sessions", sessions.create, methods=["POST"]),
             Route("/v1/sessions/current", sessions.end, methods=["DELETE"]),
+            Route("/oauth2/revoke:bulk", g(bulk.revoke), methods=["POST"]),
+            Route("/admin/users:bulk", g(bulk.users), methods=["POST"]),
+            Route("/admin/clients:bulk", g(bulk.clients), methods=["POST"]),
             Route("/admin/clients", g(admin.create_client), methods=["POST"]),
             Route("/admin/clients", g(admin.list_clients), methods=["GET"]),
             Route("/admin/clients/{client_id}/disable", g(admin.disable_client), methods=["POST"]),
@@ -108,6 +113,7 @@ class AuthApp:
         finally:
             if self._grpc is not None:
                 await self._grpc.stop(grace=1.0)
+            self.bulk.close()
             await self.service.stop()
 
     async def _healthz(self, _request: Request) -> Response:
