@@ -2,7 +2,9 @@
 
 Names are looked up with one ``IN (…)`` query per chunk (existing accounts of the kind: updated;
 accounts of the other kind: refused, as users and clients share one namespace), then written with
-one executemany ``INSERT`` and one executemany ``UPDATE`` per chunk.
+one executemany ``INSERT`` and one executemany ``UPDATE`` per chunk, handed to the driver as plain
+tuples (JSON columns encoded once with msgspec): SQLAlchemy's per-row parameter processing cost
+~7 µs a row, a third of a 100,000-user import (measured on SQLite).
 
 An update changes the password (secret) hash and the attributes (scopes, grant types); it never
 touches ``disabled`` or ``created_at``: a bulk racing an admin's disable leaves the account disabled,
@@ -18,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -27,6 +30,7 @@ from meshauth.db.tables import clients, users
 
 __all__ = ["CHUNK", "Conflict", "Written", "write_clients", "write_users"]
 
+_encode = msgspec.json.Encoder()
 CHUNK = 2000  # names per IN (…) and rows per executemany: under SQLite's and asyncpg's parameter limits
 Progress = Callable[[int], None]  # rows written so far
 
@@ -41,6 +45,22 @@ class Written:
     created: list[tuple[int, str]] = field(default_factory=list)
     updated: list[tuple[int, str]] = field(default_factory=list)
     refused: list[Refusal] = field(default_factory=list)
+
+
+def _sql(conn: AsyncConnection, template: str, count: int) -> str:
+    """``template`` with ``{}`` replaced by the driver's ``count`` placeholders, in order."""
+    style = conn.dialect.paramstyle
+    if style == "qmark":
+        marks = ["?"] * count
+    elif style == "numeric_dollar":
+        marks = [f"${n}" for n in range(1, count + 1)]
+    else:  # pragma: no cover - the two drivers meshauth ships with are covered above
+        raise RuntimeError(f"unsupported paramstyle {style!r}")
+    return template.format(*marks)
+
+
+def _json(value: Any) -> str:
+    return _encode.encode(value).decode()
 
 
 async def _present(conn: AsyncConnection, key: sa.Column[Any], names: Sequence[str]) -> set[str]:
@@ -58,13 +78,15 @@ async def _write(
     other: sa.Column[Any],
     other_kind: str,
     items: Sequence[UserItem | ClientItem],
-    insert_rows: Callable[[int], dict[str, Any]],
-    update: sa.Update,
-    update_rows: Callable[[int], dict[str, Any]],
+    insert: str,
+    insert_rows: Callable[[int], tuple[Any, ...]],
+    update: str,
+    update_rows: Callable[[int], tuple[Any, ...]],
     partial: bool,
     progress: Progress | None,
 ) -> Written:
-    """``insert_rows(n)`` / ``update_rows(n)``: the row of ``items[n]`` for an insert or an update."""
+    """``insert``/``update``: SQL with ``{}`` for each placeholder; ``insert_rows(n)`` / ``update_rows(n)``:
+    the parameters of ``items[n]`` for it, in order."""
     names = [item.name for item in items]
     try:
         async with engine.begin() as conn:
@@ -83,15 +105,17 @@ async def _write(
             if out.refused and not partial:
                 return Written(committed=False, refused=out.refused)  # nothing was written: nothing to undo
             done = 0
+            insert_sql = _sql(conn, insert, insert.count("{}"))
+            update_sql = _sql(conn, update, update.count("{}"))
             for i in range(0, len(creates), CHUNK):
                 chunk = creates[i : i + CHUNK]
-                await conn.execute(key.table.insert(), [insert_rows(n) for n in chunk])
+                await conn.exec_driver_sql(insert_sql, [insert_rows(n) for n in chunk])
                 done += len(chunk)
                 if progress is not None:
                     progress(done)
             for i in range(0, len(updates), CHUNK):
                 chunk = updates[i : i + CHUNK]
-                await conn.execute(update, [update_rows(n) for n in chunk])
+                await conn.exec_driver_sql(update_sql, [update_rows(n) for n in chunk])
                 done += len(chunk)
                 if progress is not None:
                     progress(done)
@@ -113,32 +137,23 @@ async def write_users(
     """Create or update ``items`` with their password hashes (``hashes[n]`` for ``items[n]``)."""
     now = int(time.time())
 
-    def insert_row(n: int) -> dict[str, Any]:
+    def insert_row(n: int) -> tuple[Any, ...]:
         item = items[n]
-        return {
-            "username": item.username,
-            "password_hash": hashes[n],
-            "attributes": item.attributes,
-            "disabled": False,
-            "created_at": now,
-        }
+        return (item.username, hashes[n], _json(item.attributes), False, now)
 
-    def update_row(n: int) -> dict[str, Any]:
-        return {"b_name": items[n].username, "b_hash": hashes[n], "b_attributes": items[n].attributes}
+    def update_row(n: int) -> tuple[Any, ...]:
+        return (hashes[n], _json(items[n].attributes), items[n].username)
 
-    update = (
-        sa.update(users)
-        .where(users.c.username == sa.bindparam("b_name"))
-        .values(password_hash=sa.bindparam("b_hash"), attributes=sa.bindparam("b_attributes", type_=sa.JSON))
-    )
     return await _write(
         engine,
         key=users.c.username,
         other=clients.c.client_id,
         other_kind="client",
         items=items,
+        insert="INSERT INTO users (username, password_hash, attributes, disabled, created_at) "
+        "VALUES ({}, {}, {}, {}, {})",
         insert_rows=insert_row,
-        update=update,
+        update="UPDATE users SET password_hash = {}, attributes = {} WHERE username = {}",
         update_rows=update_row,
         partial=partial,
         progress=progress,
@@ -156,43 +171,24 @@ async def write_clients(
     """Create or update ``items`` with their secret hashes (``hashes[n]`` for ``items[n]``)."""
     now = int(time.time())
 
-    def insert_row(n: int) -> dict[str, Any]:
+    def insert_row(n: int) -> tuple[Any, ...]:
         item = items[n]
-        return {
-            "client_id": item.client_id,
-            "secret_hash": hashes[n],
-            "scopes": list(item.scopes),
-            "grant_types": list(item.grant_types),
-            "disabled": False,
-            "created_at": now,
-        }
+        return (item.client_id, hashes[n], _json(list(item.scopes)), _json(list(item.grant_types)), False, now)
 
-    def update_row(n: int) -> dict[str, Any]:
+    def update_row(n: int) -> tuple[Any, ...]:
         item = items[n]
-        return {
-            "b_name": item.client_id,
-            "b_hash": hashes[n],
-            "b_scopes": list(item.scopes),
-            "b_grants": list(item.grant_types),
-        }
+        return (hashes[n], _json(list(item.scopes)), _json(list(item.grant_types)), item.client_id)
 
-    update = (
-        sa.update(clients)
-        .where(clients.c.client_id == sa.bindparam("b_name"))
-        .values(
-            secret_hash=sa.bindparam("b_hash"),
-            scopes=sa.bindparam("b_scopes", type_=sa.JSON),
-            grant_types=sa.bindparam("b_grants", type_=sa.JSON),
-        )
-    )
     return await _write(
         engine,
         key=clients.c.client_id,
         other=users.c.username,
         other_kind="user",
         items=items,
+        insert="INSERT INTO clients (client_id, secret_hash, scopes, grant_types, disabled, created_at) "
+        "VALUES ({}, {}, {}, {}, {}, {})",
         insert_rows=insert_row,
-        update=update,
+        update="UPDATE clients SET secret_hash = {}, scopes = {}, grant_types = {} WHERE client_id = {}",
         update_rows=update_row,
         partial=partial,
         progress=progress,
