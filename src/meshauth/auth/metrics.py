@@ -6,7 +6,7 @@ change them through the functions and methods here, never through their internal
 
 from __future__ import annotations
 
-from prometheus_client import Gauge
+from prometheus_client import Gauge, Histogram
 
 from meshauth.observability.metrics import IntCounters
 
@@ -20,6 +20,14 @@ JWT_CACHE = IntCounters("meshauth_jwt_cache", "JWT validation cache lookups.", [
 REVOKED_TOKENS = Gauge("meshauth_denylist_size", "Revoked jtis mirrored in this process.")
 INVALIDATION_CONNECTED = Gauge(
     "meshauth_invalidation_stream_connected", "1 while this process follows the invalidation stream."
+)
+
+# Server-side batching (issue 11): token-endpoint account and client lookups per SQL query.
+LOOKUP_BATCH_SIZE = Histogram(
+    "meshauth_auth_lookup_batch_size",
+    "Account (user or client) lookups answered by one SQL query, by kind.",
+    ["kind"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
 
 
