@@ -67,11 +67,11 @@ async def test_database_failure_fails_the_batch_only(sqlite_url: str) -> None:
         await engine.dispose()
         broken = create_engine("sqlite+aiosqlite:////nonexistent-dir/x.db")
         assert accounts.loader is not None
-        accounts.loader._engine = broken  # noqa: SLF001 - the database goes away under the loader
+        accounts.loader._engine = broken  # the database goes away under the loader
         results = await asyncio.gather(accounts.get_user("a"), accounts.get_user("b"), return_exceptions=True)
         assert all(isinstance(r, Exception) for r in results)
         await broken.dispose()
-        accounts.loader._engine = engine  # noqa: SLF001
+        accounts.loader._engine = engine
         assert await accounts.get_user("alice") is None
     finally:
         await engine.dispose()
