@@ -131,8 +131,10 @@ class Settings(BaseSettings):
     # one query (auth_lookup_batching_enabled). Bulk admin operations (``/admin/users:bulk``,
     # ``/admin/clients:bulk``, ``/oauth2/revoke:bulk``): at most bulk_max_items items and
     # bulk_max_bytes of body per request; plain passwords are hashed on bulk_hash_processes
-    # processes (0: one per core).
-    policy_coalesce_enabled: bool = True
+    # processes (0: one per core). Coalescing is off by default: it multiplies throughput on the
+    # entity-loader path, but its p95 at a fixed ~1,000 req/s measured worse than without it on a
+    # saturated machine (docs/performance.md, "Server-side batching (issue 11)").
+    policy_coalesce_enabled: bool = False
     policy_coalesce_max_batch: int = Field(default=64, ge=1, le=1024)
     policy_coalesce_max_wait: float = Field(default=0.0005, ge=0, le=0.1)
     auth_lookup_batching_enabled: bool = True

@@ -99,9 +99,9 @@ def test_coalesced_answers_equal_one_at_a_time(db_url: str, tmp_path: Path) -> N
         loader = {"policy_snapshot_max_entities": 0, "policy_entity_cache_enabled": False}
         for name, overrides in (
             ("off", {"policy_coalesce_enabled": False}),
-            ("on", {}),
+            ("on", {"policy_coalesce_enabled": True}),
             ("off_loader", {**loader, "policy_coalesce_enabled": False}),
-            ("on_loader", loader),
+            ("on_loader", {**loader, "policy_coalesce_enabled": True}),
         ):
             app, client = await stack.enter_async_context(running(settings_for(db_url, tmp_path, **overrides)))
             clients[name], apps[name] = client, app
@@ -151,7 +151,7 @@ FORBID_ERRORS = """
 async def test_forbid_that_errors_denies_when_coalesced(make_app) -> None:  # type: ignore[no-untyped-def]
     """A forbid that errors (its entity is missing) denies every request of a coalesced batch it reaches,
     while the permit-only requests of the same batch are allowed."""
-    async with make_app(policy_snapshot_max_entities=0) as (app, client):
+    async with make_app(policy_snapshot_max_entities=0, policy_coalesce_enabled=True) as (app, client):
         await push(client, FORBID_ERRORS)
         docs = [
             {
