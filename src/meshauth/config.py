@@ -88,6 +88,50 @@ class Settings(BaseSettings):
     # on the 64 MiB compile thread (policy/cedar.py). Measurements: policy/README.md.
     policy_max_nesting_depth: int = Field(default=32, ge=1, le=128)
     policy_max_expression_size: int = Field(default=400, ge=10, le=1000)
+    # Authz mode: the gate asks the policy service (issue 10; auth/authz.py). routes_file set: ext_authz
+    # authorizes each request by the route table (meshauth.routes) after authenticating it; unset: authn
+    # only, no policy client. policy_urls: JSON list of policy service base URLs (empty: policy_host and
+    # policy_port). policy_store: the store asked, also by POST /v1/authorize. policy_check_deadline: a
+    # check's whole budget (s); past it the gate answers 503 policy_unavailable. policy_decision_token:
+    # sent as a bearer token to a protected decision API (unset: the first of decision_api_tokens, if any).
+    # policy_l2_enabled: the decision cache's second level in Redis (off: in-process L1 only; to measure it).
+    policy_urls: tuple[str, ...] = ()
+    routes_file: Path | None = None
+    policy_store: str = Field(default="default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    policy_check_deadline: float = Field(default=0.1, gt=0, le=10)
+    policy_decision_token: SecretStr | None = None
+    policy_l2_enabled: bool = True
+
+    @field_validator("policy_urls")
+    @classmethod
+    def _policy_urls(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for url in v:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"policy_urls: {url[:80]!r} is not an http:// or https:// base URL")
+            check_url_address(url, "http://policy:8090")
+        return v
+
+    @field_validator("routes_file")
+    @classmethod
+    def _routes_file(cls, v: Path | None) -> Path | None:
+        # Read at load, so a bad table stops every command and service before it starts, naming the line.
+        if v is not None:
+            from meshauth.routes import RouteTableError, load_routes
+
+            try:
+                load_routes(v)
+            except RouteTableError as exc:
+                raise ValueError(str(exc)) from None
+        return v
+
+    @property
+    def policy_base_urls(self) -> tuple[str, ...]:
+        return self.policy_urls or (f"http://{self.policy_host}:{self.policy_port}",)
+
+    @property
+    def gate_decision_token(self) -> str | None:
+        token = self.policy_decision_token or (self.decision_api_tokens[0] if self.decision_api_tokens else None)
+        return token.get_secret_value() if token is not None else None
 
     # Decision API protection (issue 7 item 15; policy/guard.py). Off by default: the AuthZEN API
     # stays open, as it is on loopback. Either setting turns it on; with both, either credential is

@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -49,9 +51,7 @@ def assert_grpc_ext_authz(tmp_path: Path, http_port: int, grpc_port: int) -> Non
     assert denied.denied_response.status.code == 401
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="the printed walkthrough uses curl")
-def test_up_walkthrough_works_as_printed(tmp_path: Path) -> None:
-    """Every step of the printed walkthrough gives the answer its comment promises."""
+def up_env() -> dict[str, str]:
     env = {
         k: v for k, v in os.environ.items() if not k.startswith("MESHAUTH_") and k not in ("REDIS_URL", "DATABASE_URL")
     }
@@ -63,10 +63,20 @@ def test_up_walkthrough_works_as_printed(tmp_path: Path) -> None:
         MESHAUTH_ARGON2_TIME_COST="1",
         MESHAUTH_ARGON2_MEMORY_KIB="1024",
     )
+    return env
+
+
+@contextmanager
+def running_up(tmp_path: Path, env: dict[str, str], *args: str) -> Iterator[str]:
+    """``meshauth up`` in ``tmp_path`` until it prints its walkthrough; yields its output so far."""
     out = tmp_path / "out.txt"
     with out.open("w") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "meshauth", "up"], cwd=tmp_path, env=env, stdout=sink, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "meshauth", "up", *args],
+            cwd=tmp_path,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + 60
@@ -74,13 +84,31 @@ def test_up_walkthrough_works_as_printed(tmp_path: Path) -> None:
             assert proc.poll() is None, out.read_text()
             assert time.monotonic() < deadline, out.read_text()
             time.sleep(0.2)
-        text = out.read_text()
+        yield out.read_text()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=30)
+    assert code == 0, out.read_text()
+    assert not (tmp_path / "var" / "redis-url").exists(), "the embedded Valkey was not stopped"
+
+
+def run_walkthrough(text: str) -> str:
+    script = text[text.index(BEGIN) : text.index(END) + len(END)]
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the printed walkthrough uses curl")
+def test_up_walkthrough_works_as_printed(tmp_path: Path) -> None:
+    """Every step of the printed walkthrough gives the answer its comment promises."""
+    env = up_env()
+    with running_up(tmp_path, env) as text:
         assert oct((tmp_path / "var" / "admin-token").stat().st_mode & 0o777) == "0o600"
-        script = text[text.index(BEGIN) : text.index(END) + len(END)]
-        result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, check=False)
-        walk = result.stdout
-        assert result.returncode == 0, result.stderr
+        assert "--routes examples/routes.yaml" in text  # step 7 says how to restart in authz mode
+        walk = run_walkthrough(text)
         responses = walk.split("HTTP/1.1 ")
+        assert len(responses) == 4, walk  # step 7 is comments only without --routes
         assert responses[1].startswith("200") and "x-meshauth-subject: demo" in responses[1]
         assert '"active":true' in responses[1]
         assert responses[2].startswith("401") and "revoked" in responses[2]
@@ -89,11 +117,46 @@ def test_up_walkthrough_works_as_printed(tmp_path: Path) -> None:
         decisions = [line for line in walk.splitlines() if line.startswith('{"decision"')]
         assert [d.startswith('{"decision":true') for d in decisions] == [True, False], walk
         assert_grpc_ext_authz(tmp_path, int(env["MESHAUTH_AUTH_PORT"]), int(env["MESHAUTH_GRPC_PORT"]))
-    finally:
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=30)
-    assert code == 0, out.read_text()
-    assert not (tmp_path / "var" / "redis-url").exists(), "the embedded Valkey was not stopped"
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the printed walkthrough uses curl")
+def test_up_with_routes_walkthrough_shows_authz_mode(tmp_path: Path) -> None:
+    """``meshauth up --routes examples/routes.yaml``: the earlier steps answer as in authn mode, and
+    step 7 shows one request allowed (200) and one denied by the policy (403) in authz mode."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "routes.yaml"
+    (tmp_path / "examples").mkdir()
+    shutil.copy(example, tmp_path / "examples" / "routes.yaml")
+    with running_up(tmp_path, up_env(), "--routes", "examples/routes.yaml") as text:
+        assert "authz mode" in text
+        walk = run_walkthrough(text)
+        responses = walk.split("HTTP/1.1 ")
+        assert len(responses) == 6, walk
+        assert responses[1].startswith("200") and "x-meshauth-subject: demo" in responses[1]
+        assert responses[2].startswith("401")
+        assert responses[3].startswith("200") and "x-meshauth-subject: alice" in responses[3]
+        assert responses[4].startswith("200") and "x-meshauth-subject: alice" in responses[4]
+        assert responses[5].startswith("403") and "x-meshauth-reason: policy_denied" in responses[5]
+
+
+def test_up_with_an_invalid_route_file_stops_with_the_line(tmp_path: Path) -> None:
+    """A bad route table: one configuration-error line naming the file and line, exit 2, nothing started."""
+    bad = tmp_path / "routes.yaml"
+    bad.write_text(
+        "routes:\n  - method: GET\n    path: /documents/{id}\n    action: read\n    resource: {type: D, id: '{x}'}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "meshauth", "up", "--routes", str(bad)],
+        cwd=tmp_path,
+        env=up_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"{bad}:5: resource id: {{x}} is not a placeholder of the path" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "var").exists()
 
 
 def test_up_refuses_a_busy_port(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ def test_public_names_are_pinned() -> None:
         "CircuitBreaker",
         "Consistency",
         "Decision",
+        "EjectionConfig",
         "PolicyClient",
         "PoolConfig",
         "Resource",
@@ -38,6 +39,7 @@ def test_public_names_are_pinned() -> None:
         "Subject",
         "Transport",
         "TransportError",
+        "WarmConfig",
         "announce",
         "at_least",
     ]

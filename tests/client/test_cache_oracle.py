@@ -55,10 +55,12 @@ class World:
 async def run(operations: list[Op], report_ev: bool) -> None:
     world = World(report_ev)
     # A wall clock that never moves: no entry expires, so only the state can retire it.
-    async with PolicyClient(["http://pdp"], transport=world, wall_clock=lambda: 1e12) as cached:
+    # A generous deadline: a loaded machine must not turn a check into a deny (that is not a cache error).
+    async with PolicyClient(["http://pdp"], transport=world, wall_clock=lambda: 1e12, timeout=10) as cached:
         for op, sid in operations:
             if op == "check":
                 d = await cached.check({"type": "User", "id": sid}, "view", {"type": "Doc", "id": "d"})
+                assert d.error is None, d
                 assert d.decision == world.allowed(sid), (op, sid, d)
                 continue
             if op == "activate":

@@ -308,7 +308,7 @@ async def test_no_retry_after_the_deadline() -> None:
         return Response(503, b"")
 
     async with make(MockTransport(slow_fail), retry=RetryConfig(ratio=1.0, max_balance=10.0), breaker=None) as c:
-        c._budget.balance = 10.0  # type: ignore[union-attr]
+        c._caller._budget.balance = 10.0  # type: ignore[union-attr]
         d = await c.check(ALICE, "view", DOC, timeout=0.05)
     assert d.error == REASON_UNAVAILABLE and attempts == 1
 
@@ -377,10 +377,31 @@ async def test_retry_goes_to_another_endpoint() -> None:
     mock = MockTransport(one_down)
     c = PolicyClient(["http://down", "http://up"], transport=mock, cache=None, breaker=None, retry=RetryConfig())
     async with c:
-        c._budget.balance = 10.0  # type: ignore[union-attr]
+        c._caller._budget.balance = 10.0  # type: ignore[union-attr]
         ds = [await c.check({"type": "User", "id": f"u{i}"}, "view", DOC) for i in range(8)]
     assert all(d.decision for d in ds)
     urls = [u.split("/stores")[0] for u, _, _ in mock.calls]
     for i, u in enumerate(urls):
         if u == "http://down":
             assert urls[i + 1] == "http://up"
+
+
+async def test_a_caller_cancelling_its_check_gets_the_cancellation_not_a_deny() -> None:
+    """Only the check's own deadline turns into a deny; the caller's cancellation propagates, and a
+    check after it (same task) is not hit by a stale cancellation."""
+    gate = asyncio.Event()
+
+    async def held(url: str, doc: dict[str, Any]) -> Response:
+        await gate.wait()
+        return Response(200, msgspec.json.encode(verdict(doc)))
+
+    async with make(MockTransport(held), batching=None, cache=None) as c:
+        task = asyncio.ensure_future(c.check({"type": "User", "id": "a"}, "view", DOC, timeout=5))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        gate.set()
+        d = await c.check({"type": "User", "id": "b"}, "view", DOC, timeout=5)
+    assert d.decision and d.error is None

@@ -64,3 +64,32 @@ def test_hit_costs_at_most_a_microsecond() -> None:
     best = min(timeit.repeat(lambda: l1.get(K), number=n, repeat=7)) / n
     floor = min(timeit.repeat(lambda: (now(), bare.get(K)), number=n, repeat=7)) / n
     assert best <= 1e-6 or best <= 3 * floor, f"{best * 1e6:.2f} µs per hit (clock + dict: {floor * 1e6:.2f} µs)"
+
+
+def test_a_key_in_use_survives_eviction_unlike_older_unused_ones() -> None:
+    """CLOCK: the oldest entry, once hit, gets a second chance; unused entries of its age go first."""
+    clock = Clock()
+    l1 = DecisionL1(maxsize=100, clock=clock)
+    hot = (0, None, b"hot")
+    l1.put(hot, D, clock.now + 60)
+    for i in range(99):
+        l1.put((i, None, b"cold"), D, clock.now + 60)
+    for i in range(1000):
+        assert l1.get(hot) is D  # asked all the time, as the head of a Zipf workload is
+        l1.put((1000 + i, None, b"new"), D, clock.now + 60)
+    assert l1.get(hot) is D
+    assert l1.get((0, None, b"cold")) is None
+    assert len(l1) <= 100
+
+
+def test_expired_entries_are_dropped_before_live_ones() -> None:
+    """When full, expired entries make room first: a live entry is not evicted while dead ones remain."""
+    clock = Clock()
+    l1 = DecisionL1(maxsize=10, clock=clock)
+    live = (0, None, b"live")
+    l1.put(live, D, clock.now + 60)
+    for i in range(9):
+        l1.put((i, None, b"short"), D, clock.now + 1)
+    clock.now += 2
+    l1.put((99, None, b"next"), D, clock.now + 60)
+    assert l1.get(live) is D and len(l1) == 2

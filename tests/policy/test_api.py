@@ -24,7 +24,10 @@ async def test_permit_carries_revision_and_annotation_id(client: httpx.AsyncClie
     await push(client, DOCS)
     await load(client, [entity("User:alice", parents=("Group:viewers",))])
     d = await decide(client, ask("User:alice", "view", "Doc:d1"))
-    assert d == {"decision": True, "context": {"revision": 1, "policies": ["viewers-view"], "errors": []}}
+    assert d == {
+        "decision": True,
+        "context": {"revision": 1, "policies": ["viewers-view"], "errors": [], "entities_version": 1},
+    }
 
 
 async def test_forbid_overrides_permit(client: httpx.AsyncClient) -> None:
@@ -243,7 +246,7 @@ async def test_well_known_configuration(client: httpx.AsyncClient) -> None:
 async def test_empty_store_denies(client: httpx.AsyncClient) -> None:
     """The default store exists from the start and, holding no policies, denies."""
     d = await decide(client, ask("User:u", "view", "Doc:a"))
-    assert d == {"decision": False, "context": {"revision": 0, "policies": [], "errors": []}}
+    assert d == {"decision": False, "context": {"revision": 0, "policies": [], "errors": [], "entities_version": 0}}
 
 
 async def test_get_on_decision_endpoint_is_405(client: httpx.AsyncClient) -> None:

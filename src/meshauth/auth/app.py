@@ -19,6 +19,8 @@ from starlette.types import Receive, Scope, Send
 
 from meshauth.auth.admin_api import AdminEndpoints
 from meshauth.auth.admin_bulk import BulkEndpoints
+from meshauth.auth.authorize_api import AuthorizeEndpoint
+from meshauth.auth.authz import Authorizer
 from meshauth.auth.client_auth import ClientAuthenticator
 from meshauth.auth.extauthz_grpc import start_grpc_server
 from meshauth.auth.extauthz_http import ExtAuthzHttp, is_ext_authz
@@ -41,10 +43,13 @@ class AuthApp:
         self.settings = settings
         self.service = service or AuthService(settings)
         self.gate = Gate(self.service)
+        # Authz mode only with MESHAUTH_ROUTES_FILE; otherwise the gate authenticates, as before.
+        self.authorizer = Authorizer.from_settings(settings, self.service.redis, self.service.redis_url)
+        self.authorize = AuthorizeEndpoint(self.service, self.authorizer)
         self.grpc_port = grpc_port
         self.grpc_bound: int | None = None
         self._grpc: grpc.aio.Server | None = None
-        self.ext_authz = ExtAuthzHttp(self.gate)
+        self.ext_authz = ExtAuthzHttp(self.gate, self.authorizer)
         self.router = self._router()
 
     def _router(self) -> Starlette:
@@ -64,6 +69,7 @@ class AuthApp:
             Route("/.well-known/jwks.json", oauth.jwks, methods=["GET"]),
             Route("/v1/sessions", sessions.create, methods=["POST"]),
             Route("/v1/sessions/current", sessions.end, methods=["DELETE"]),
+            Route("/v1/authorize", self.authorize.authorize, methods=["POST"]),
             Route("/oauth2/revoke:bulk", g(bulk.revoke), methods=["POST"]),
             Route("/admin/users:bulk", g(bulk.users), methods=["POST"]),
             Route("/admin/clients:bulk", g(bulk.clients), methods=["POST"]),
@@ -104,9 +110,15 @@ class AuthApp:
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         await self.service.start()
+        if self.authorizer is not None:
+            await self.authorizer.start()
         if self.grpc_port is not None:
             self._grpc, self.grpc_bound = await start_grpc_server(
-                self.gate, host=self.settings.auth_host, port=self.grpc_port, settings=self.settings
+                self.gate,
+                host=self.settings.auth_host,
+                port=self.grpc_port,
+                settings=self.settings,
+                authorizer=self.authorizer,
             )
         try:
             yield
@@ -114,6 +126,9 @@ class AuthApp:
             if self._grpc is not None:
                 await self._grpc.stop(grace=1.0)
             self.bulk.close()
+            await self.authorize.aclose()
+            if self.authorizer is not None:
+                await self.authorizer.stop()
             await self.service.stop()
 
     async def _healthz(self, _request: Request) -> Response:

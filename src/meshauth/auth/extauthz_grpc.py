@@ -5,9 +5,15 @@ Same gate as the HTTP mode. Allowed: ``OkHttpResponse`` with the identity header
 confirmed) and ``www-authenticate``, with the gRPC status UNAUTHENTICATED / UNAVAILABLE. Two
 ``Authorization`` header lines, or two session cookies, are refused, as over HTTP; identity header values
 are safe visible ASCII or the check is denied (see ``gate``).
+
+Authz mode (``MESHAUTH_ROUTES_FILE``, ``authz``): the request's ``method`` and ``path`` (as sent, no
+decoding) are matched against the route table; a deny is ``DeniedHttpResponse`` 403 with
+``x-meshauth-reason`` and gRPC PERMISSION_DENIED, no decision 503 ``policy_unavailable`` and UNAVAILABLE.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -15,6 +21,7 @@ from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, exte
 from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
+from meshauth.auth.authz import Authorizer
 from meshauth.auth.gate import Gate, join_cookies
 from meshauth.auth.metrics import count_gate_decision
 from meshauth.config import Settings
@@ -52,16 +59,21 @@ def _credentials(http: attribute_context_pb2.AttributeContext.HttpRequest) -> tu
 
 
 class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
-    def __init__(self, gate: Gate) -> None:
+    def __init__(self, gate: Gate, authorizer: Authorizer | None = None) -> None:
         self._gate = gate
+        self._authz = authorizer
 
     async def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
-        authorizations, cookie = _credentials(request.attributes.request.http)
+        started = asyncio.get_running_loop().time()
+        http = request.attributes.request.http
+        authorizations, cookie = _credentials(http)
         verdict = self._gate.screen(authorizations)
         if verdict is None:
             verdict = await self._gate.check(authorizations[0] if authorizations else None, cookie)
+        if self._authz is not None:
+            verdict = await self._authz.decide(verdict, http.method, http.path, started)
         count_gate_decision("grpc", verdict.credential, verdict.status)
         if verdict.allowed:
             return external_auth_pb2.CheckResponse(
@@ -72,7 +84,13 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
 
     @staticmethod
     def _denied(status: int, headers: tuple[tuple[str, str], ...], reason: str = "") -> external_auth_pb2.CheckResponse:
-        code = code_pb2.UNAVAILABLE if status >= 500 else code_pb2.UNAUTHENTICATED
+        code = (
+            code_pb2.UNAVAILABLE
+            if status >= 500
+            else code_pb2.PERMISSION_DENIED
+            if status == 403
+            else code_pb2.UNAUTHENTICATED
+        )
         return external_auth_pb2.CheckResponse(
             status=status_pb2.Status(code=code, message=reason),
             denied_response=external_auth_pb2.DeniedHttpResponse(
@@ -107,10 +125,12 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
-async def start_grpc_server(gate: Gate, *, host: str, port: int, settings: Settings) -> tuple[grpc.aio.Server, int]:
+async def start_grpc_server(
+    gate: Gate, *, host: str, port: int, settings: Settings, authorizer: Authorizer | None = None
+) -> tuple[grpc.aio.Server, int]:
     """Start serving; returns the server and the port it bound (useful with port 0)."""
     server = grpc.aio.server(options=grpc_options(settings))
-    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(AuthorizationServicer(gate), server)
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(AuthorizationServicer(gate, authorizer), server)
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"could not bind gRPC ext_authz to {host}:{port}")

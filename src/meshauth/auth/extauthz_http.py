@@ -6,30 +6,68 @@ Refused: 401 with ``www-authenticate`` (also for two ``Authorization`` headers: 
 check one, and the upstream service might read the other); 503 when a session cannot be confirmed.
 Several ``Cookie`` headers are read as one cookie string; two session cookies in it are refused like
 two ``Authorization`` lines (see ``gate``).
+
+Authz mode (``MESHAUTH_ROUTES_FILE``, ``authz``): an authenticated request is then matched on its method
+and its path after ``/ext_authz`` as sent (``raw_path``, not the decoded ``path``: the route table
+decides how spellings decode), and may be answered 403 or 503 with ``x-meshauth-reason``.
 """
 
 from __future__ import annotations
 
+import asyncio
+from urllib.parse import quote
+
 from starlette.types import Receive, Scope, Send
 
-from meshauth.auth.gate import Gate, join_cookies
+from meshauth.auth.authz import Authorizer
+from meshauth.auth.gate import Gate, Verdict, join_cookies
 from meshauth.auth.metrics import count_gate_decision
 
 PREFIX = "/ext_authz"
 
 _TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
-_BODIES = {200: b"", 401: b"unauthorized\n", 503: b"unavailable\n"}
+_BODIES = {200: b"", 401: b"unauthorized\n", 403: b"forbidden\n", 503: b"unavailable\n"}
+_RAW_PREFIX = PREFIX.encode()
 
 
 def is_ext_authz(path: str) -> bool:
     return path == PREFIX or path.startswith(PREFIX + "/")
 
 
+def target(scope: Scope) -> str:
+    """The checked request's path as sent, after ``/ext_authz`` (the query string takes no part).
+
+    A ``raw_path`` that does not start with the prefix literally (``/ext%5Fauthz/…``) gives "" — no
+    path, which the route table refuses."""
+    raw = scope.get("raw_path")
+    if raw is None:  # servers may omit it: re-encode the decoded path (its escapes stay escapes)
+        raw = quote(scope["path"], safe="/!$&'()*+,;=:@~").encode()
+    if raw[: len(_RAW_PREFIX)] != _RAW_PREFIX:
+        return ""
+    return raw[len(_RAW_PREFIX) :].decode("latin-1")
+
+
 class ExtAuthzHttp:
-    def __init__(self, gate: Gate) -> None:
+    def __init__(self, gate: Gate, authorizer: Authorizer | None = None) -> None:
         self._gate = gate
+        self._authz = authorizer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._authz is not None:
+            await self._authorize(self._authz, scope, send)
+            return
+        verdict = await self._authenticate(scope)
+        count_gate_decision("http", verdict.credential, verdict.status)
+        await self._respond(send, verdict.status, verdict.encoded())
+
+    async def _authorize(self, authz: Authorizer, scope: Scope, send: Send) -> None:
+        started = asyncio.get_running_loop().time()
+        verdict = await self._authenticate(scope)
+        verdict = await authz.decide(verdict, scope["method"], target(scope), started)
+        count_gate_decision("http", verdict.credential, verdict.status)
+        await self._respond(send, verdict.status, verdict.encoded())
+
+    async def _authenticate(self, scope: Scope) -> Verdict:
         authorizations: list[str] = []
         cookies: list[str] = []
         for name, value in scope["headers"]:
@@ -41,8 +79,7 @@ class ExtAuthzHttp:
         verdict = self._gate.screen(authorizations)
         if verdict is None:
             verdict = await self._gate.check(authorizations[0] if authorizations else None, join_cookies(cookies))
-        count_gate_decision("http", verdict.credential, verdict.status)
-        await self._respond(send, verdict.status, verdict.encoded())
+        return verdict
 
     @staticmethod
     async def _respond(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:

@@ -1,12 +1,16 @@
-"""Client-side measurements of ``meshauth.client`` (issue 10): the cost of an L1 hit, and decisions
-per CPU-second, batched vs one call per check, against a served policy service.
+"""Client-side measurements of ``meshauth.client`` (issue 10), each against a served policy service
+pinned to the server core (one worker, SQLite; Valkey on that core too where needed) while this
+process pins itself to the client core:
 
-    flock /tmp/meshauth-bench.lock python -m meshauth.bench.client [--seconds 5] [--concurrency 64]
+    flock /tmp/meshauth-bench.lock python -m meshauth.bench.client [PART ...] [--uvloop]
 
-The policy service runs pinned to the server core (one worker, SQLite); this process pins itself to
-the client core. Caches and single-flight are off and every check is distinct, so every check is
-evaluated by the service: the figures are the policy path's own cost. CPU is read from the kernel
-(this process; the service's process tree from /proc), so it is CPU actually spent, not wall time.
+Parts (default: all): ``batch`` — decisions per CPU-second of the whole policy path (client + service,
+caches off, every check distinct), batched vs one call per check, at saturation, plus the cost of an
+L1 hit; ``transports`` — aiohttp HTTP/1.1 vs curl_cffi h2c and HTTP/1.1 (``client_transports.py``);
+``zipf`` — hit rates under Zipf s=1.1 (``client_cache.py``); ``activation`` — hit rate and latency
+around a policy activation, warming on and off; ``invalidation`` — entity writes reaching three
+client processes (``client_invalidation.py``). CPU is read from the kernel (this process; the
+service's process tree from /proc): CPU actually spent, not wall time.
 """
 
 from __future__ import annotations
@@ -14,43 +18,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
-import tempfile
 import time
 import timeit
-import urllib.request
-from pathlib import Path
+from typing import Any
 
-from meshauth.bench.loadgen import CLIENT_CORE
-from meshauth.bench.processes import free_port, running
+from meshauth.bench import client_cache, client_invalidation, client_transports
+from meshauth.bench.client_setup import pin_client, policy_service, tree_cpu
 from meshauth.client import BatchConfig, PolicyClient
 from meshauth.client._cache import DecisionL1
 from meshauth.client._keys import request_key
 from meshauth.client._models import Decision
 from meshauth.wire import Resource, Subject
 
-POLICIES = """
-@id("view-all") permit(principal, action == Action::"view", resource);
-@id("no-mallory") forbid(principal == User::"mallory", action, resource);
-"""
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def tree_cpu(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` and its descendants (granian serves from child processes)."""
-    total = 0.0
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / _TICK
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, ValueError, IndexError):
-            continue
-    return total
+PARTS = ("batch", "transports", "zipf", "activation", "invalidation")
 
 
 def l1_costs() -> dict[str, float]:
@@ -70,11 +51,13 @@ def l1_costs() -> dict[str, float]:
     }
 
 
-async def saturate(url: str, *, batched: bool, seconds: float, concurrency: int, pid: int) -> dict[str, float]:
+async def saturate(
+    url: str, *, batched: bool, seconds: float, concurrency: int, pid: int, max_batch: int = 64
+) -> dict[str, float]:
     client = PolicyClient(
         [url],
         timeout=5.0,
-        batching=BatchConfig(max_batch=64, max_wait=0.002) if batched else None,
+        batching=BatchConfig(max_batch=max_batch, max_wait=0.002) if batched else None,
         singleflight=False,
         cache=None,
         retry=None,
@@ -130,49 +113,86 @@ async def warm_check_us(url: str, n: int = 50_000) -> float:
         return (time.process_time() - c0) / n * 1e6
 
 
+def batch(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {"l1": l1_costs()}
+    with policy_service() as served:
+        out["warm_check_us"] = asyncio.run(warm_check_us(served.url))
+        runs: dict[str, list[dict[str, float]]] = {"single": [], "batched": []}
+        for _ in range(args.rounds):  # interleaved: the machine is shared and noisy
+            for name, on in (("single", False), ("batched", True)):
+                runs[name].append(
+                    asyncio.run(
+                        saturate(
+                            served.url,
+                            batched=on,
+                            seconds=args.seconds,
+                            concurrency=args.concurrency,
+                            pid=served.pid,
+                            max_batch=args.max_batch,
+                        )
+                    )
+                )
+    single = max(runs["single"], key=lambda r: r["decisions_per_path_cpu_s"])
+    batched = max(runs["batched"], key=lambda r: r["decisions_per_path_cpu_s"])
+    out.update(single=single, batched=batched)
+    out["ratio_client_cpu"] = batched["decisions_per_client_cpu_s"] / single["decisions_per_client_cpu_s"]
+    out["ratio_path_cpu"] = batched["decisions_per_path_cpu_s"] / single["decisions_per_path_cpu_s"]
+    out["ratio_path_cpu_per_round"] = [
+        b["decisions_per_path_cpu_s"] / s["decisions_per_path_cpu_s"]
+        for s, b in zip(runs["single"], runs["batched"], strict=True)
+    ]
+    return out
+
+
+def transports(args: argparse.Namespace) -> dict[str, Any]:
+    with policy_service(MESHAUTH_HTTP_MODE="auto") as served:
+        return asyncio.run(client_transports.compare(served.url, served.pid, seconds=args.seconds, rounds=args.rounds))
+
+
+def zipf(args: argparse.Namespace) -> dict[str, Any]:
+    with policy_service(redis=True) as served:
+        return asyncio.run(client_cache.zipf_hit_rate(served, warmup=args.zipf_warmup, measured=args.zipf_checks))
+
+
+def activation(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    with policy_service(redis=True) as served:
+        for warming in (True, False, True, False):
+            key = "warming_on" if warming else "warming_off"
+            out.setdefault(key, []).append(
+                asyncio.run(client_cache.activation(served, warming=warming, rate=args.rate, seconds=3.0, at=2.0))
+            )
+    return out
+
+
+def invalidation(_args: argparse.Namespace) -> dict[str, Any]:
+    with policy_service(redis=True) as served:
+        return asyncio.run(client_invalidation.measure(served))
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("parts", nargs="*", choices=[*PARTS, []], default=[])
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--max-batch", type=int, default=64, help="BatchConfig.max_batch in the batch part")
+    parser.add_argument("--rate", type=int, default=2000, help="offered checks/s in the activation part")
+    parser.add_argument("--zipf-warmup", type=int, default=1_000_000)
+    parser.add_argument("--zipf-checks", type=int, default=300_000)
     parser.add_argument("--uvloop", action="store_true", help="run the client on uvloop (as the services do)")
     args = parser.parse_args()
     if args.uvloop:
         import uvloop
 
         uvloop.install()
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {int(CLIENT_CORE)})
-    out: dict[str, object] = {"l1": l1_costs()}
-    results: dict[str, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory() as var:
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MESHAUTH_")}
-        env.update(
-            MESHAUTH_VAR_DIR=var,
-            MESHAUTH_DATABASE_URL=f"sqlite:///{var}/bench.db",
-            MESHAUTH_ADMIN_TOKEN="bench-admin-token",
-            MESHAUTH_POLICY_PORT=str(port),
-        )
-        url = f"http://127.0.0.1:{port}"
-        with running(["-m", "meshauth.policy.server"], env, url + "/healthz") as proc:
-            req = urllib.request.Request(  # noqa: S310 - loopback, a URL we built
-                url + "/admin/stores/default/policies",
-                data=json.dumps({"policies": POLICIES, "activate": True}).encode(),
-                headers={"authorization": "Bearer bench-admin-token", "content-type": "application/json"},
-                method="POST",
-            )
-            urllib.request.urlopen(req, timeout=10).close()  # noqa: S310 - loopback
-            out["warm_check_us"] = asyncio.run(warm_check_us(url))
-            for name, on in (("single", False), ("batched", True)):
-                results[name] = asyncio.run(
-                    saturate(url, batched=on, seconds=args.seconds, concurrency=args.concurrency, pid=proc.pid)
-                )
-    out.update(results)
-    single, batched = results["single"], results["batched"]
-    out["ratio_client_cpu"] = batched["decisions_per_client_cpu_s"] / single["decisions_per_client_cpu_s"]
-    out["ratio_path_cpu"] = batched["decisions_per_path_cpu_s"] / single["decisions_per_path_cpu_s"]
+    out: dict[str, Any] = {}
+    for part in args.parts or PARTS:
+        pin_client()  # after the service (and Valkey) started: they stay on the server core
+        out[part] = globals()[part](args)
+        print(json.dumps({part: out[part]}, indent=2), flush=True)
     out["command"] = " ".join(["python", "-m", "meshauth.bench.client", *sys.argv[1:]])
-    print(json.dumps(out, indent=2))
+    print(json.dumps({"command": out["command"]}))
 
 
 if __name__ == "__main__":

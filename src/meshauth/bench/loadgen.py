@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PACED_LUA = Path(__file__).with_name("paced.lua")
+PACED_DISTINCT_LUA = Path(__file__).with_name("paced_distinct.lua")
 
 CLIENT_CORE = "1"
 SERVER_CORE = "0"
@@ -117,22 +118,37 @@ def wrk(url: str, *, connections: int, seconds: int, headers: dict[str, str]) ->
     return Throughput(shown, report.rps, p99_ms, report.non_2xx)
 
 
-def paced(url: str, *, rate: int, connections: int, seconds: int, headers: dict[str, str]) -> Latency:
-    """Fixed offered rate with interleaved arrivals (wrk + paced.lua); percentiles from wrk's histogram."""
+def paced(
+    url: str,
+    *,
+    rate: int,
+    connections: int,
+    seconds: int,
+    headers: dict[str, str],
+    distinct_prefix: str | None = None,
+) -> Latency:
+    """Fixed offered rate with interleaved arrivals (wrk + paced.lua); percentiles from wrk's histogram.
+
+    ``distinct_prefix``: every request goes to ``distinct_prefix`` + a counter instead (paced_distinct.lua)."""
     mean_ms = connections * 1000 / rate
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(PACED_LUA)]
+    script = PACED_LUA if distinct_prefix is None else PACED_DISTINCT_LUA
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script)]
     for name, value in headers.items():
         cmd += ["-H", f"{name}: {value}"]
     cmd.append(url)
     env = {**os.environ, "PACE_MEAN_MS": f"{mean_ms:.3f}"}
+    if distinct_prefix is not None:
+        env["PACE_PATH_PREFIX"] = distinct_prefix
     out = subprocess.run(pinned(cmd, CLIENT_CORE), capture_output=True, text=True, check=True, env=env).stdout
     m = re.search(r"PACED rps=([0-9.]+) p50=([0-9.]+) p95=([0-9.]+) p99=([0-9.]+) errors=(\d+)", out)
     if not m:
         raise RuntimeError(f"wrk printed no paced summary:\n{out}")
     requests = re.search(r"(\d+) requests in", out)
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    shown = f"PACE_MEAN_MS={mean_ms:.3f} " + re.sub(
-        r"Bearer [A-Za-z0-9._-]+", "Bearer $TOKEN", " ".join(pinned(cmd, CLIENT_CORE))
+    shown = (
+        f"PACE_MEAN_MS={mean_ms:.3f} "
+        + (f"PACE_PATH_PREFIX={distinct_prefix} " if distinct_prefix else "")
+        + re.sub(r"Bearer [A-Za-z0-9._-]+", "Bearer $TOKEN", " ".join(pinned(cmd, CLIENT_CORE)))
     )
     return Latency(
         shown,

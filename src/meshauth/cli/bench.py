@@ -14,8 +14,18 @@ def auth(
     rate: int = typer.Option(3000, help="Offered request rate for the latency runs (req/s)."),
     seconds: int = typer.Option(10, help="Duration of each run."),
     connections: int = typer.Option(30, help="Paced wrk connections sharing the offered rate."),
+    authz: bool = typer.Option(
+        False, "--authz", help="Authz mode instead: floor, authn, authz warm and cold (policy service asked)."
+    ),
 ) -> None:
     """ext_authz HTTP check: warm, cache off, and a trivial app as the floor, at a fixed rate."""
+    if authz:
+        from meshauth.bench import authz as authz_bench
+
+        authz_result = authz_bench.run(rate=rate, seconds=seconds, connections=connections)
+        save("authz", authz_result)
+        typer.echo(authz_bench.report(authz_result))
+        return
     from meshauth.bench import auth as bench
 
     result = bench.run(rate=rate, seconds=seconds, connections=connections)

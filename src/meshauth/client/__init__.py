@@ -1,12 +1,17 @@
 """``meshauth.client``: ask the meshauth policy service for decisions, fast and safely.
 
 Layout: ``_client.py`` holds :class:`PolicyClient` (the check path: L1 → single-flight → L2 →
-batcher → call); beside it one private module per mechanism — ``_transport.py`` (the transport
-interface and the aiohttp pool), ``_breaker.py``, ``_retry.py`` (retry budget), ``_keys.py``
-(canonical cache keys), ``_cache.py`` (L1, L2), ``_invalidation.py`` (state announcements across
-processes), ``_metrics.py``, ``_config.py`` (keyword-only, frozen configuration), ``_models.py``
-(Decision, State, Consistency). The batcher and single-flight are shared with other components
-(``meshauth.batching``, ``meshauth.singleflight``). This package imports no service code: only the
+batcher → call); beside it one private module per mechanism — ``_call.py`` (one call: breaker,
+endpoint, transport, retries), ``_endpoints.py`` (power of two choices, ejection), ``_answers.py``
+(responses → decisions), ``_transport.py`` (the transport interface and the aiohttp pool),
+``_breaker.py``, ``_retry.py`` (retry budget), ``_request.py`` (a check's arguments), ``_keys.py``
+(canonical cache keys), ``_cache.py`` (L1, L2), ``_stored.py`` (both levels and the fallback),
+``_tracking.py`` (the state answered at), ``_hot.py`` and ``_warming.py`` (hotness, warming),
+``_announcements.py`` and ``_invalidation.py`` (state announcements across processes),
+``_metrics.py``, ``_config.py`` (keyword-only, frozen configuration), ``_models.py`` (Decision,
+State, Consistency). No private module imports this package's ``__init__`` (no import cycle).
+The batcher and single-flight are shared with other components (``meshauth.batching``,
+``meshauth.singleflight``). This package imports no service code: only the
 wire types and shared layers (``meshauth.cache``, ``meshauth.bus``, ``meshauth.redis_client``,
 ``meshauth.observability``).
 
@@ -24,8 +29,10 @@ from meshauth.client._config import (
     BatchConfig,
     BreakerConfig,
     CacheConfig,
+    EjectionConfig,
     PoolConfig,
     RetryConfig,
+    WarmConfig,
 )
 from meshauth.client._invalidation import StateFollower, announce
 from meshauth.client._models import (
@@ -57,6 +64,7 @@ __all__ = [
     "CircuitBreaker",
     "Consistency",
     "Decision",
+    "EjectionConfig",
     "PolicyClient",
     "PoolConfig",
     "Resource",
@@ -68,6 +76,7 @@ __all__ = [
     "Subject",
     "Transport",
     "TransportError",
+    "WarmConfig",
     "announce",
     "at_least",
 ]

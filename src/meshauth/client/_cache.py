@@ -1,7 +1,7 @@
 """The two decision cache levels.
 
-L1 (:class:`DecisionL1`): in process, bounded, entries with their own deadlines — the project's
-``ExpiringMap`` (a dict lookup plus a clock read: the ≤ 1 µs hit path). Each entry also keeps its
+L1 (:class:`DecisionL1`): in process, bounded, entries with their own deadlines (a dict lookup, a
+clock read and a set insertion: the ≤ 1 µs hit path), evicted by CLOCK. Each entry also keeps its
 *fresh* deadline; past it the entry may still answer, only as a fallback under ``stale_if_error``.
 
 L2 (:class:`DecisionL2`): Redis, shared by every replica. Values are MessagePack (msgspec) — never
@@ -20,7 +20,6 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from meshauth.cache import ExpiringMap
 from meshauth.client._keys import L1Key, l2_key
 from meshauth.client._models import Decision
 
@@ -28,31 +27,73 @@ __all__ = ["DecisionL1", "DecisionL2"]
 
 
 class DecisionL1:
+    """Bounded; entries carry their own deadlines; eviction by CLOCK ("second chance").
+
+    Why not the project's ``ExpiringMap`` (oldest insertions out first): under a skewed load the
+    hottest decisions are also among the oldest entries, so FIFO keeps evicting exactly what is
+    asked most. Here a hit marks its key (one set insertion); eviction walks from the oldest entry,
+    gives a marked one a second chance (moved to the newest end, mark cleared) and drops unmarked
+    ones — an approximation of LRU at FIFO's cost. Simulated on Zipf s=1.1 over 100,000 keys with
+    10,000 entries: FIFO 81.5 %, this 84.9 %, true LRU 84.5 % (bench: docs/performance.md).
+    """
+
     def __init__(self, *, maxsize: int, stale_for: float = 0.0, clock: Callable[[], float] = time.time) -> None:
-        self._map: ExpiringMap[L1Key, tuple[Decision, float]] = ExpiringMap(maxsize=maxsize)
+        # key → (decision, fresh until, kept until): kept past freshness only for stale_if_error.
+        self._data: dict[L1Key, tuple[Decision, float, float]] = {}
+        self._used: set[L1Key] = set()
+        self._maxsize = maxsize
+        self._evict_batch = max(1, maxsize // 20)
         self._stale_for = stale_for
-        self._clock = clock
+        self.clock = clock
 
     def __len__(self) -> int:
-        return len(self._map)
+        return len(self._data)
 
     def get(self, key: L1Key) -> Decision | None:
-        now = self._clock()
-        entry = self._map.get(key, now)
-        if entry is None or entry[1] <= now:
+        entry = self._data.get(key)
+        if entry is None:
             return None
+        if entry[1] <= self.clock():
+            return None
+        self._used.add(key)
         return entry[0]
 
     def get_stale(self, key: L1Key) -> Decision | None:
         """A decision past its freshness but within ``stale_for`` of it (only for a fallback)."""
-        entry = self._map.get(key, self._clock())
-        return None if entry is None else entry[0]
+        entry = self._data.get(key)
+        if entry is None or entry[2] <= self.clock():
+            return None
+        return entry[0]
 
     def put(self, key: L1Key, decision: Decision, fresh_until: float) -> None:
-        self._map.set(key, (decision, fresh_until), fresh_until + self._stale_for)
+        now = self.clock()
+        keep_until = fresh_until + self._stale_for
+        if keep_until <= now:
+            return
+        data = self._data
+        if key not in data and len(data) >= self._maxsize:
+            self._evict(now)
+        data[key] = (decision, fresh_until, keep_until)
+
+    def _evict(self, now: float) -> None:
+        data, used = self._data, self._used
+        for k in [k for k, entry in data.items() if entry[2] <= now]:
+            del data[k]
+            used.discard(k)
+        need = len(data) - self._maxsize + self._evict_batch
+        # Each marked key is moved once (its mark cleared), so this ends within len(data) + need steps.
+        while need > 0 and data:
+            k = next(iter(data))
+            entry = data.pop(k)
+            if k in used:
+                used.discard(k)
+                data[k] = entry
+            else:
+                need -= 1
 
     def clear(self) -> None:
-        self._map.clear()
+        self._data.clear()
+        self._used.clear()
 
 
 class _Stored(msgspec.Struct, array_like=True, frozen=True):
@@ -82,6 +123,20 @@ class DecisionL2:
                 raw = await self._redis.get(l2_key(self._prefix, key))
         except (RedisError, OSError, TimeoutError):
             return None
+        return self._read(raw)
+
+    async def get_many(self, keys: list[L1Key], *, budget: float) -> list[tuple[Decision, float] | None]:
+        """As :meth:`get` for several keys in one ``MGET`` (warming), within ``budget`` seconds."""
+        if not keys:
+            return []
+        try:
+            async with asyncio.timeout(budget):
+                raws = await self._redis.mget([l2_key(self._prefix, k) for k in keys])
+        except (RedisError, OSError, TimeoutError):
+            return [None] * len(keys)
+        return [self._read(raw) for raw in raws]
+
+    def _read(self, raw: object) -> tuple[Decision, float] | None:
         if not isinstance(raw, bytes):
             return None
         try:

@@ -8,6 +8,8 @@ with messages that name the field.
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -15,8 +17,11 @@ __all__ = [
     "BatchConfig",
     "BreakerConfig",
     "CacheConfig",
+    "EjectionConfig",
     "PoolConfig",
     "RetryConfig",
+    "WarmConfig",
+    "check_client_args",
 ]
 
 # The whole check, queueing and retries included, unless the caller passes its own ``timeout``.
@@ -132,3 +137,74 @@ class PoolConfig:
         _positive("keepalive", self.keepalive)
         if not (isinstance(self.max_response_bytes, int) and self.max_response_bytes >= 1024):
             raise ValueError(f"max_response_bytes must be an integer >= 1024, not {self.max_response_bytes!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EjectionConfig:
+    """Outlier ejection across several URLs (as Envoy's outlier detection): ``consecutive_failures``
+    failed calls in a row eject a URL for ``base_time`` seconds, doubled on each ejection that follows
+    within ``max_time`` of the last return, capped at ``max_time``. At most ``max_percent`` of the
+    URLs (rounded down) are out at once, and never the last one: with a single URL nothing is ever
+    ejected (the breaker covers that case)."""
+
+    consecutive_failures: int = 5
+    base_time: float = 1.0
+    max_time: float = 30.0
+    max_percent: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.consecutive_failures, int) and self.consecutive_failures >= 1):
+            raise ValueError(f"consecutive_failures must be an integer >= 1, not {self.consecutive_failures!r}")
+        _positive("base_time", self.base_time)
+        _positive("max_time", self.max_time)
+        if self.max_time < self.base_time:
+            raise ValueError("max_time must be >= base_time")
+        if not (isinstance(self.max_percent, int | float) and 0 <= self.max_percent <= 1):
+            raise ValueError(f"max_percent must be in [0, 1], not {self.max_percent!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class WarmConfig:
+    """Cache warming. Every ``sample_every``-th check's question is counted (hotness); the counts go
+    to a Redis sorted set every ``flush_every`` seconds, trimmed to ``hot_keys`` × 4 members. On
+    start (:meth:`PolicyClient.warm`) the ``hot_keys`` hottest questions are read from L2 at the
+    store's announced state; on an announced new state the process's ``hot_keys`` hottest questions
+    are asked again at it (L2 first) before the client moves to it, for at most ``budget`` seconds —
+    so a change causes no cache cliff, and propagates at most ``budget`` later. ``state_prefix`` is
+    the announcements' Redis prefix (as :class:`StateFollower`'s ``prefix``)."""
+
+    hot_keys: int = 1024
+    sample_every: int = 16
+    flush_every: float = 1.0
+    budget: float = 0.02
+    state_prefix: str = "meshauth:"
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.hot_keys, int) and 1 <= self.hot_keys <= 100_000):
+            raise ValueError(f"hot_keys must be an integer in 1..100000, not {self.hot_keys!r}")
+        if not (isinstance(self.sample_every, int) and self.sample_every >= 1):
+            raise ValueError(f"sample_every must be an integer >= 1, not {self.sample_every!r}")
+        _positive("flush_every", self.flush_every)
+        _positive("budget", self.budget)
+
+
+_STORE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+_TOKEN = re.compile(r"[\x21-\x7e]{1,512}\Z")
+
+
+def check_client_args(urls: Sequence[str], store: str, token: str | None, timeout: float) -> list[str]:
+    """Validate :class:`PolicyClient`'s plain arguments; the URLs without a trailing slash."""
+    if isinstance(urls, str) or not urls:
+        raise ValueError("urls must be a non-empty list of http:// or https:// base URLs")
+    for url in urls:
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ValueError(f"urls: {url!r} is not an http:// or https:// URL")
+    if len(set(urls)) != len(urls):
+        raise ValueError("urls: each URL must be listed once")
+    if not isinstance(store, str) or not _STORE.match(store):
+        raise ValueError("store must be 1-64 of A-Z a-z 0-9 _ . -, starting alphanumeric")
+    if token is not None and not (isinstance(token, str) and _TOKEN.match(token)):
+        raise ValueError("token must be 1-512 visible ASCII characters")
+    if not (isinstance(timeout, int | float) and 0 < timeout < float("inf")):
+        raise ValueError("timeout must be a finite number of seconds > 0")
+    return [u.rstrip("/") for u in urls]

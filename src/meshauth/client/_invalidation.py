@@ -1,62 +1,56 @@
 """Telling every replica's client that a store changed: announcements on a Redis stream.
 
-Publisher (the policy service, after it activates a version or writes entities — to be wired):
+Publisher (the policy service, after it activates a version or writes entities, when it has Redis):
 :func:`announce` stores the store's new state in a Redis hash *and* appends it to a stream.
 Subscriber (every process with a :class:`PolicyClient`): :class:`StateFollower` reads the stream
 with the project's ``InvalidationListener`` (XREAD BLOCK: an entry arrives one round trip after it
-is written) and calls ``client.advance(state)``. Because cache keys hold the state, advancing makes
-every entry made at an older state unreachable at once, in L1 *and* L2 — nothing is deleted.
+is written) and calls ``client.announced(state)`` (warming first, when on: ``_tracking.py``).
+Because cache keys hold the state, advancing makes every entry made at an older state unreachable
+at once, in L1 *and* L2 — nothing is deleted.
 
 Redis away: the listener reconnects and resyncs. On every (re)sync the follower reads the hash (the
 newest state of every store) and **flushes L1** — a full flush rather than a short TTL, because a
 change announced while the stream was unreachable may be one the state does not capture (an entity
-write while the service does not report ``entities_version``). L2 needs no flush: while Redis was
+write while a service that does not report ``entities_version`` answered). L2 needs no flush: while Redis was
 away it could not be written either, and its keys move with the state. Announcements are JSON arrays
-``[store, revision, entities_version]`` (never pickle); a malformed one is ignored and logged.
+``[store, revision, entities_version]`` (``_announcements.py``); a malformed one is ignored and logged.
+Followers are anything with ``store``, ``announced(state)`` and ``invalidate()`` (:class:`Follows`),
+so this module does not import the client.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from redis.asyncio import Redis
 
 from meshauth.bus.invalidations import InvalidationListener, publish
-from meshauth.client._client import PolicyClient
+from meshauth.client._announcements import DEFAULT_PREFIX, KIND
+from meshauth.client._announcements import decode as _decode
+from meshauth.client._announcements import encode as _encode
+from meshauth.client._announcements import names as _names
 from meshauth.client._models import State
 from meshauth.redis_client import connect
 
-__all__ = ["KIND", "StateFollower", "announce"]
+__all__ = ["KIND", "Follows", "StateFollower", "announce"]
 
 log = logging.getLogger(__name__)
 
-KIND = "policy_state"
-DEFAULT_PREFIX = "meshauth:"
 STOP_TIMEOUT = 2.0
 
 
-def _names(prefix: str) -> tuple[str, str]:
-    return f"{prefix}policy-state:stream", f"{prefix}policy-state"
+class Follows(Protocol):
+    """What a follower keeps current (a :class:`PolicyClient`)."""
 
+    @property
+    def store(self) -> str: ...
 
-def _encode(store: str, state: State) -> str:
-    return json.dumps([store, state.revision, state.entities_version], separators=(",", ":"))
+    def announced(self, state: State) -> None: ...
 
-
-def _decode(value: str | bytes) -> tuple[str, State] | None:
-    try:
-        doc = json.loads(value)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if not (isinstance(doc, list) and len(doc) == 3 and isinstance(doc[0], str)):
-        return None
-    store, revision, ev = doc
-    if type(revision) is not int or not (ev is None or type(ev) is int):
-        return None
-    return store, State(revision, ev)
+    def invalidate(self) -> None: ...
 
 
 async def announce(redis: Redis, store: str, state: State, *, prefix: str = DEFAULT_PREFIX) -> None:
@@ -73,7 +67,7 @@ class StateFollower:
     def __init__(
         self,
         redis_url: str,
-        clients: Sequence[PolicyClient],
+        clients: Sequence[Follows],
         *,
         prefix: str = DEFAULT_PREFIX,
         on_state: Callable[[str, State], None] | None = None,
@@ -109,7 +103,7 @@ class StateFollower:
         store, state = parsed
         for client in self._clients:
             if client.store == store:
-                client.advance(state)
+                client.announced(state)
         if self._on_state is not None:
             self._on_state(store, state)
 

@@ -18,10 +18,12 @@ __all__ = [
     "CACHE",
     "CALL_SECONDS",
     "CHECKS",
+    "EJECTIONS",
     "FALLBACKS",
     "RETRIES",
     "SINGLEFLIGHT_JOINS",
     "STATE_CODE",
+    "WARMED",
 ]
 
 CALL_SECONDS = Histogram(
@@ -52,4 +54,10 @@ RETRIES = IntCounters(
 )
 FALLBACKS = IntCounters(
     "meshauth_client_fallbacks", "Checks answered without the service: stale cache entry or deny.", ["kind"]
+)
+EJECTIONS = IntCounters(
+    "meshauth_client_endpoint_ejections", "Policy service URLs ejected after consecutive failures.", ["url"]
+)
+WARMED = IntCounters(
+    "meshauth_client_warmed", "Decisions put into L1 by warming, by source (l2, or service).", ["source"]
 )

@@ -114,10 +114,14 @@ class Stack:
         self.supervised["valkey"] = Supervised("valkey", restart, valkey.exit_code, cleanup)
         return url
 
-    def spawn(self, name: str, *args: str) -> None:
+    def spawn(self, name: str, *args: str, env: Callable[[dict[str, str]], dict[str, str]] | None = None) -> None:
+        """Start ``meshauth <args>`` as ``name``; ``env`` makes the child's environment from the stack's
+        (read at each (re)start, so a restart gets the same settings)."""
+
         def start() -> str:
+            child_env = self.env if env is None else env(self.env)
             self.children[name] = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                [sys.executable, "-m", "meshauth", *args], env=self.env, **detach_from_terminal()
+                [sys.executable, "-m", "meshauth", *args], env=child_env, **detach_from_terminal()
             )
             return f"restarted {name} (pid {self.children[name].pid})"
 

@@ -13,8 +13,10 @@ BEGIN = "# --- walkthrough: copy and paste into another terminal ---"
 END = "# --- end of walkthrough ---"
 
 
-def walkthrough(settings: Settings, demo: Demo, *, policy: bool, admin_token: str) -> str:
-    """``admin_token`` is a shell expression that yields the token, e.g. ``$(cat var/admin-token)``."""
+def walkthrough(settings: Settings, demo: Demo, *, policy: bool, admin_token: str, authz: bool = False) -> str:
+    """``admin_token`` is a shell expression that yields the token, e.g. ``$(cat var/admin-token)``.
+    ``authz``: the stack runs with a route table (``meshauth up --routes``), so step 7 is live; without
+    it step 7 says how to restart in authz mode (comments only: the script still runs as printed)."""
     auth = f"http://{settings.auth_host}:{settings.auth_port}"
     py = shlex.quote(sys.executable)
     creds = f'"{demo.client_id}:$(cat {shlex.quote(str(demo.secret_file))})"'
@@ -57,5 +59,27 @@ def walkthrough(settings: Settings, demo: Demo, *, policy: bool, admin_token: st
                 f"curl -s -H 'content-type: application/json' -d {shlex.quote(json.dumps(ask))}"
                 f" {pol}/access/v1/evaluation; echo"
             )
+        lines += _authz_step(auth, jar, py, live=authz)
     lines.append(END)
     return "\n".join(lines)
+
+
+def _authz_step(auth: str, jar: str, py: str, *, live: bool) -> list[str]:
+    """Step 7: the gate in authz mode, with examples/routes.yaml and the policy of step 6."""
+    requests = [
+        f"curl -s -i -b {jar} {auth}/ext_authz/documents/d1",
+        f"curl -s -i -X DELETE -b {jar} {auth}/ext_authz/documents/d1",
+    ]
+    if live:
+        return [
+            "# 7. Authz mode: the gate asks the policy service (routes: examples/routes.yaml). alice's session",
+            "#    may read document d1 (200) but not delete it (403, x-meshauth-reason: policy_denied)",
+            *requests,
+        ]
+    return [
+        "# 7. Authz mode (the gate asks the policy service too): stop this stack with Ctrl-C, restart it with",
+        f"#      {py} -m meshauth up --routes examples/routes.yaml",
+        "#    and run its walkthrough; its step 7 shows alice's session reading document d1 (200)",
+        "#    and refused deleting it (403, x-meshauth-reason: policy_denied):",
+        *(f"#      {line}" for line in requests),
+    ]

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meshauth.policy import cedar, stores
+from meshauth.policy.announcing import StateAnnouncer
 from meshauth.policy.entity_store import delete_entity, read_entity, upsert_entities
 from meshauth.policy.entity_upload import normalize_upload
 from meshauth.policy.errors import bad_request, invalid_policy, invalid_schema, not_found, store_not_found
@@ -31,6 +32,7 @@ from meshauth.policy.source_limits import Limits
 from meshauth.policy.state import Compiled
 
 SCHEMA_FORMATS = ("cedar", "json")
+Announcer = StateAnnouncer | None
 
 
 def check_policies(text: str, schema: cedar.Schema | None) -> None:
@@ -75,10 +77,19 @@ def _schema_key(row: stores.StoreRow) -> tuple[str | None, str | None]:
 
 
 class Admin:
-    def __init__(self, engine: AsyncEngine, registry: Registry, *, limits: Limits | None = None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, registry: Registry, *, limits: Limits | None = None, announcer: Announcer = None
+    ) -> None:
         self._engine = engine
         self._registry = registry
+        self._announcer = announcer
         self._limits = limits or Limits()
+
+    async def _changed(self, store: str, revision: int, entities_version: int) -> None:
+        """After a committed write this worker serves: local workers re-read, clients' caches move."""
+        self._registry.announce()
+        if self._announcer is not None:
+            await self._announcer.changed(store, revision, entities_version)
 
     async def _check(self, row: stores.StoreRow, text: str) -> Compiled:
         """Everything a version must pass to be written (else a 422 naming what it does not); the
@@ -106,7 +117,7 @@ class Admin:
         async with self._engine.begin() as conn:
             row = await stores.ensure(conn, store)
         await self._registry.reload(store)
-        self._registry.announce()
+        await self._changed(store, row.revision, row.entities_version)
         return _store_json(row)
 
     async def configure_store(self, store: str, *, attribute_precedence: str) -> dict[str, Any]:
@@ -118,7 +129,7 @@ class Admin:
                 await stores.set_attribute_precedence(conn, store, attribute_precedence)
                 row = await self._existing(conn, store)
         await self._registry.reload(store)
-        self._registry.announce()
+        await self._changed(store, row.revision, row.entities_version)
         return _store_json(row)
 
     async def store_info(self, store: str) -> dict[str, Any]:
@@ -137,10 +148,10 @@ class Admin:
 
     async def delete_store(self, store: str) -> dict[str, Any]:
         async with self._engine.begin() as conn:
-            await self._existing(conn, store)
+            row = await self._existing(conn, store)
             revision = await stores.delete(conn, store)
         await self._registry.reload(store)
-        self._registry.announce()
+        await self._changed(store, revision, row.entities_version)
         return {"store": store, "deleted": True, "revision": revision}
 
     async def upload(self, store: str, text: str, *, activate: bool | None, author: str) -> dict[str, Any]:
@@ -159,7 +170,7 @@ class Admin:
             if do_activate:
                 revision = await stores.activate(conn, store, version)
         await self._registry.reload(store, compiled if do_activate else None)
-        self._registry.announce()
+        await self._changed(store, revision, row.entities_version)
         return {
             "store": store,
             "version": version,
@@ -185,7 +196,7 @@ class Admin:
                 compiled = await self._check(row, text)
             revision = await stores.activate(conn, store, version)
         await self._registry.reload(store, compiled)
-        self._registry.announce()
+        await self._changed(store, revision, row.entities_version)
         return {"store": store, "version": version, "revision": revision, "active_version": version}
 
     async def versions(self, store: str) -> dict[str, Any]:
@@ -227,7 +238,7 @@ class Admin:
                 compiled = await self._check(replace(row, schema_text=text, schema_format=fmt), active)
             revision = await stores.set_schema(conn, store, text, fmt)
         await self._registry.reload(store, compiled)
-        self._registry.announce()
+        await self._changed(store, revision, row.entities_version)
         return {"store": store, "revision": revision, "format": fmt}
 
     async def get_schema(self, store: str) -> dict[str, Any]:
@@ -249,7 +260,7 @@ class Admin:
                 raise bad_request("entities", str(exc)) from None
             new_version = await upsert_entities(conn, store, entities)
         self._registry.cache_drop(store, [uid for uid, _ in entities], row.entities_version, new_version)
-        self._registry.announce()
+        await self._changed(store, row.revision, new_version)
         return {"store": store, "upserted": len(entities), "entities_version": new_version}
 
     async def delete_entity(self, store: str, etype: str, eid: str) -> dict[str, Any]:
@@ -259,7 +270,7 @@ class Admin:
         if new_version is None:
             raise not_found(f"store {store!r} has no entity {etype}::{eid!r}")
         self._registry.cache_drop(store, [(etype, eid)], row.entities_version, new_version)
-        self._registry.announce()
+        await self._changed(store, row.revision, new_version)
         return {"store": store, "deleted": {"type": etype, "id": eid}, "entities_version": new_version}
 
     async def get_entity(self, store: str, etype: str, eid: str) -> bytes:

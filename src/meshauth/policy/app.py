@@ -29,6 +29,7 @@ from meshauth.config import Settings, load_settings
 from meshauth.db import create_engine
 from meshauth.http import ApiError, api_error_handler, internal_error_handler, json_response, unavailable_handler
 from meshauth.policy.admin import Admin
+from meshauth.policy.announcing import StateAnnouncer, following
 from meshauth.policy.api import PolicyApi
 from meshauth.policy.coalescer import Coalescer
 from meshauth.policy.decision_front import DecisionFront
@@ -40,6 +41,7 @@ from meshauth.policy.registry import Registry
 from meshauth.policy.source_limits import Limits
 from meshauth.policy.state import IndexSettings
 from meshauth.policy.store_gauges import track
+from meshauth.redis_client import connect, resolve_redis_url
 
 log = logging.getLogger(__name__)
 
@@ -116,11 +118,15 @@ def create_app(settings: Settings | None = None) -> DecisionFront:
         if settings.policy_coalesce_enabled
         else None
     )
+    # With Redis, admin writes announce the new store state to clients' caches, and this worker
+    # follows the other replicas' announcements (announcing.py); without it, neither.
+    redis_url = resolve_redis_url(settings)
+    announcer = StateAnnouncer(connect(redis_url), prefix=settings.redis_prefix) if redis_url else None
     api = PolicyApi(
         settings=settings,
         registry=registry,
         evaluator=evaluator,
-        admin=Admin(engine, registry, limits=limits),
+        admin=Admin(engine, registry, limits=limits, announcer=announcer),
         admin_token=read_admin_token(settings),
         guard=guard,
         coalescer=coalescer,
@@ -129,11 +135,17 @@ def create_app(settings: Settings | None = None) -> DecisionFront:
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         try:
-            async with registry.refreshing(settings.policy_refresh_interval):
+            async with registry.refreshing(settings.policy_refresh_interval), contextlib.AsyncExitStack() as stack:
+                if redis_url is not None:
+                    await stack.enter_async_context(
+                        following(redis_url, settings.redis_prefix, lambda: registry.refresh(force=True))
+                    )
                 yield
         finally:
             if coalescer is not None:
                 await coalescer.aclose()
+            if announcer is not None:
+                await announcer.aclose()
             await engine.dispose()
 
     app = Starlette(

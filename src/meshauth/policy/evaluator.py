@@ -118,7 +118,7 @@ class Evaluator:
             if isinstance(item, Query):
                 out.append(answers[item.key])
             else:
-                out.append(_item_error(state.revision, item))
+                out.append(_item_error(state, item))
         return out
 
     def _one(self, state: StoreState, q: Query, snapshot: Snapshot) -> wire.Decision:
@@ -162,7 +162,7 @@ class Evaluator:
                     self._run_document(state, [q], own, loaded, answers)
                 return
             for q in queries:
-                answers[q.key] = _item_error(state.revision, wire.ItemError(400, f"entities: {exc}"))
+                answers[q.key] = _item_error(state, wire.ItemError(400, f"entities: {exc}"))
             return
         parents_of = state.schema_actions
         if parents_of is None:
@@ -225,7 +225,12 @@ def _decision(state: StoreState, result: cedar.Result, subset: Subset) -> wire.D
         errors = [_rename(e, index.annotations) for e in errors]
     return wire.Decision(
         decision=allowed,
-        context=wire.DecisionContext(revision=state.revision, policies=policies, errors=errors),
+        # entities_version beside revision: the state a client's decision cache keys this answer by
+        # (AuthZEN allows extra context fields). Never newer than the entities the answer used: a
+        # state's version is set only after the entity cache was cleared for it.
+        context=wire.DecisionContext(
+            revision=state.revision, policies=policies, errors=errors, entities_version=state.entities_version
+        ),
     )
 
 
@@ -238,8 +243,10 @@ def _rename(message: str, annotations: dict[str, str]) -> str:
     return _POLICY_ID.sub(lambda m: f"`{annotations.get(m[1], m[1])}`", message)
 
 
-def _item_error(revision: int, error: wire.ItemError) -> wire.Decision:
+def _item_error(state: StoreState, error: wire.ItemError) -> wire.Decision:
     return wire.Decision(
         decision=False,
-        context=wire.DecisionContext(revision=revision, errors=[error.message], error=error),
+        context=wire.DecisionContext(
+            revision=state.revision, errors=[error.message], error=error, entities_version=state.entities_version
+        ),
     )

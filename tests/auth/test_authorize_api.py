@@ -1,0 +1,152 @@
+"""POST /v1/authorize: the credential's subject asks the policy service; hostile bodies are 400s."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from tests.auth.conftest import Harness, login, make_settings, start_harness
+from tests.client.served import DECISION_TOKEN, policy_server, push
+from tests.served import free_port
+
+POLICIES = """
+@id("alice-reads") permit(principal == User::"alice", action == Action::"read", resource);
+@id("svc-ctx") permit(principal == Client::"svc", action == Action::"audit", resource)
+  when { context.client_id == "svc" && context.scope.contains("read") && context has flag && context.flag == true };
+"""
+
+
+@pytest.fixture(scope="module")
+def policy_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with policy_server(tmp_path_factory.mktemp("pdp")) as (url, _proc):
+        push(url, POLICIES)
+        yield url
+
+
+@pytest.fixture
+async def api(
+    sqlite_url: str, valkey_url: str, redis: Redis, tmp_path: Path, policy_url: str
+) -> AsyncIterator[Harness]:
+    settings = make_settings(
+        sqlite_url, valkey_url, tmp_path, policy_urls=(policy_url,), policy_decision_token=DECISION_TOKEN
+    )
+    async for h in start_harness(settings):
+        await h.add_client()
+        await h.add_user()
+        yield h
+
+
+def ask(action: object = "read", rid: str = "d1", **extra: Any) -> dict[str, Any]:
+    return {"action": action, "resource": {"type": "Document", "id": rid}, **extra}
+
+
+async def bearer(h: Harness, scope: str = "read") -> dict[str, str]:
+    return {"authorization": f"Bearer {(await h.token(scope=scope))['access_token']}"}
+
+
+async def test_session_user_decisions(api: Harness) -> None:
+    """A session cookie asks as User::"alice": read yes (with the policy and revision), delete no."""
+    h = api
+    await login(h)
+    r = await h.http.post("/v1/authorize", json=ask())
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["decision"] is True and body["reasons"] == ["alice-reads"]
+    assert isinstance(body["revision"], int) and body["revision"] >= 1
+    assert "entities_version" in body
+    r = await h.http.post("/v1/authorize", json=ask("delete"))
+    assert r.status_code == 200 and r.json()["decision"] is False
+
+
+async def test_client_token_context_gets_scope_and_client_id(api: Harness) -> None:
+    """A client-credentials token is Client::"svc"; the caller's context is kept, scope and client_id added."""
+    h = api
+    auth = await bearer(h)
+    r = await h.http.post("/v1/authorize", json=ask("audit", context={"flag": True}), headers=auth)
+    assert r.json()["decision"] is True
+    r = await h.http.post("/v1/authorize", json=ask("audit", context={"flag": False}), headers=auth)
+    assert r.json()["decision"] is False
+    # A caller cannot forge the credential's part of the context.
+    forged = ask("audit", context={"flag": True, "scope": ["read"], "client_id": "svc"})
+    r = await h.http.post("/v1/authorize", json=forged, headers=await bearer(h, "write"))
+    assert r.json()["decision"] is False
+
+
+async def test_no_credential_is_401(api: Harness) -> None:
+    r = await api.http.post("/v1/authorize", json=ask())
+    assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+    r = await api.http.post("/v1/authorize", json=ask(), headers={"authorization": "Bearer nope"})
+    assert r.status_code == 401 and r.json()["error"] == "invalid_token"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "action"),
+        ({"resource": {"type": "Document", "id": "d1"}}, "action"),
+        (ask(action=""), "action"),
+        (ask(action=7), "action"),
+        (ask(action=["read"]), "action"),
+        (ask(action="re\x00ad"), "action"),
+        ({"action": "read"}, "resource"),
+        ({"action": "read", "resource": "Document:d1"}, "resource"),
+        ({"action": "read", "resource": {"type": "Document"}}, "resource.id"),
+        ({"action": "read", "resource": {"type": 1, "id": "d1"}}, "resource.type"),
+        ({"action": "read", "resource": {"type": "Document", "id": None}}, "resource.id"),
+        ({"action": "read", "resource": {"type": "Document", "id": "d1", "x": 1}}, "resource: unknown field 'x'"),
+        (ask(context=[1]), "context"),
+        (ask(context="x"), "context"),
+        (ask(context={"k": "v\x00"}), "context"),
+        (ask(context={"k\x00": 1}), "context"),
+        (ask(subject={"type": "User", "id": "root"}), "unknown field 'subject'"),
+        (ask(action="a" * 2000), "action"),
+    ],
+)
+async def test_malformed_bodies_are_400_naming_the_field(api: Harness, body: dict[str, Any], field: str) -> None:
+    r = await api.http.post("/v1/authorize", json=body, headers=await bearer(api))
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "invalid_request" and field in r.json()["error_description"]
+
+
+async def test_hostile_bodies(api: Harness) -> None:
+    """Non-UTF-8, not JSON, not an object, deep nesting, huge: 400/413, and the worker keeps serving."""
+    h = api
+    auth = {**await bearer(h), "content-type": "application/json"}
+    deep = ask(context={"a": json.loads("[" * 40 + "]" * 40)})
+    cases = [
+        (b'{"action": "r\xff", "resource": {"type": "D", "id": "1"}}', 400),
+        (b"not json", 400),
+        (b"[1, 2]", 400),
+        (json.dumps(deep).encode(), 400),
+        (b"[" * 100_000 + b"]" * 100_000, 413),
+        (json.dumps(ask(context={"pad": "x" * 70_000})).encode(), 413),
+    ]
+    for raw, status in cases:
+        r = await h.http.post("/v1/authorize", content=raw, headers=auth)
+        assert r.status_code == status, (raw[:40], r.text)
+    r = await h.http.post("/v1/authorize", content=b"{}", headers={**auth, "content-type": "text/plain"})
+    assert r.status_code == 415
+    r = await h.http.post("/v1/authorize", json=ask(), headers=await bearer(h))
+    assert r.status_code == 200
+
+
+async def test_policy_rejects_question_is_400(api: Harness) -> None:
+    """An entity type the policy service refuses is the caller's mistake: 400, not a decision."""
+    r = await api.http.post(
+        "/v1/authorize", json=ask(rid="d1") | {"resource": {"type": "Not A Type", "id": "x"}}, headers=await bearer(api)
+    )
+    assert r.status_code == 400 and r.json()["error"] == "invalid_request"
+
+
+async def test_policy_down_is_503(sqlite_url: str, valkey_url: str, redis: Redis, tmp_path: Path) -> None:
+    settings = make_settings(sqlite_url, valkey_url, tmp_path, policy_urls=(f"http://127.0.0.1:{free_port()}",))
+    async for h in start_harness(settings):
+        await h.add_client()
+        r = await h.http.post("/v1/authorize", json=ask(), headers=await bearer(h))
+        assert r.status_code == 503
+        assert r.json()["error"] == "policy_unavailable" and r.json()["error_description"]

@@ -1,0 +1,216 @@
+"""Authz mode: the gate authenticates, then the route table and a real policy service decide.
+
+A real policy server (granian subprocess) and a real Valkey; the auth service in-process."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
+from google.rpc import code_pb2
+from redis.asyncio import Redis
+
+from meshauth.config import Settings
+from tests.auth.conftest import Harness, login, make_settings, start_harness
+from tests.client.served import DECISION_TOKEN, policy_server, push
+from tests.served import free_port
+
+POLICIES = """
+@id("alice-reads") permit(principal == User::"alice", action == Action::"read", resource);
+@id("svc-reads") permit(principal == Client::"svc", action == Action::"read", resource)
+  when { context.scope.contains("read") && context.client_id == "svc" };
+@id("no-secret") forbid(principal, action, resource == Document::"secret");
+"""
+
+ROUTES = """
+routes:
+  - method: [GET, HEAD]
+    path: /documents/{id}
+    action: read
+    resource: {type: Document, id: "{id}"}
+  - method: DELETE
+    path: /documents/{id}
+    action: delete
+    resource: {type: Document, id: "{id}"}
+"""
+
+
+@pytest.fixture(scope="module")
+def policy_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with policy_server(tmp_path_factory.mktemp("pdp")) as (url, _proc):
+        push(url, POLICIES)
+        yield url
+
+
+def authz_settings(
+    sqlite_url: str, valkey_url: str, tmp_path: Path, policy_url: str, routes: str = ROUTES, **extra: object
+) -> Settings:
+    path = tmp_path / "routes.yaml"
+    path.write_text(routes)
+    return make_settings(
+        sqlite_url,
+        valkey_url,
+        tmp_path,
+        routes_file=path,
+        policy_urls=(policy_url,),
+        policy_decision_token=DECISION_TOKEN,
+        **extra,
+    )
+
+
+@pytest.fixture
+async def authz(
+    sqlite_url: str, valkey_url: str, redis: Redis, tmp_path: Path, policy_url: str
+) -> AsyncIterator[Harness]:
+    async for h in start_harness(authz_settings(sqlite_url, valkey_url, tmp_path, policy_url), grpc_port=0):
+        await h.add_client()
+        await h.add_user()
+        yield h
+
+
+def reason(r: object) -> str | None:
+    return r.headers.get("x-meshauth-reason")  # type: ignore[attr-defined, no-any-return]
+
+
+async def test_session_user_allowed_and_denied_by_policy(authz: Harness) -> None:
+    """alice may read (200 with the identity headers) but not delete (403 policy_denied)."""
+    h = authz
+    await login(h)
+    r = await h.http.get("/ext_authz/documents/d1")
+    assert r.status_code == 200 and r.headers["x-meshauth-subject"] == "alice"
+    assert reason(r) is None
+    r = await h.http.delete("/ext_authz/documents/d1")
+    assert (r.status_code, reason(r)) == (403, "policy_denied")
+    r = await h.http.get("/ext_authz/documents/secret")
+    assert (r.status_code, reason(r)) == (403, "policy_denied")
+
+
+async def test_client_credentials_token_is_a_client_with_scope_in_context(authz: Harness) -> None:
+    """A client-credentials token asks as Client::"svc", its scope and client_id in the context."""
+    h = authz
+    read = (await h.token(scope="read"))["access_token"]
+    write = (await h.token(scope="write"))["access_token"]
+    r = await h.http.get("/ext_authz/documents/d1", headers={"authorization": f"Bearer {read}"})
+    assert r.status_code == 200 and r.headers["x-meshauth-client-id"] == "svc"
+    r = await h.http.get("/ext_authz/documents/d1", headers={"authorization": f"Bearer {write}"})
+    assert (r.status_code, reason(r)) == (403, "policy_denied")
+
+
+async def test_authentication_comes_first(authz: Harness) -> None:
+    """No credential is still 401 (never a policy question); a revoked token too."""
+    r = await authz.http.get("/ext_authz/documents/d1")
+    assert r.status_code == 401 and "www-authenticate" in r.headers
+
+
+async def test_route_table_denials(authz: Harness) -> None:
+    """Unrouted path (default deny), unrouted method, and a non-canonical spelling: 403 with the reason."""
+    h = authz
+    token = (await h.token(scope="read"))["access_token"]
+    auth = {"authorization": f"Bearer {token}"}
+    for method, path, why in (
+        ("GET", "/ext_authz/orders/42", "no_route"),
+        ("POST", "/ext_authz/documents/d1", "method_not_routed"),
+        ("GET", "/ext_authz/documents/..%2Fsecret", "path_not_canonical"),
+        ("GET", "/ext_authz/documents//d1", "path_not_canonical"),
+        ("GET", "/ext_authz/Documents/d1", "path_not_canonical"),
+        ("GET", "/ext_authz/documents/%FF", "path_not_canonical"),
+        ("GET", "/ext_authz/" + "a/" * 200, "path_too_long"),
+    ):
+        r = await h.http.request(method, path, headers=auth)
+        assert (r.status_code, reason(r)) == (403, why), (method, path)
+    r = await h.http.get("/ext_authz/documents/d%31?x=..%2f", headers=auth)
+    assert r.status_code == 200  # decoded once: d1; the query string takes no part
+
+
+async def test_default_authenticated(
+    sqlite_url: str, valkey_url: str, redis: Redis, tmp_path: Path, policy_url: str
+) -> None:
+    """``default: authenticated``: an unmatched path passes with the identity headers, no policy call."""
+    settings = authz_settings(sqlite_url, valkey_url, tmp_path, policy_url, routes="default: authenticated\n" + ROUTES)
+    async for h in start_harness(settings):
+        await h.add_client()
+        token = (await h.token(scope="write"))["access_token"]
+        r = await h.gate(token)
+        assert r.status_code == 200 and r.headers["x-meshauth-subject"] == "svc"
+
+
+async def test_policy_unavailable_is_503_within_the_deadline(
+    sqlite_url: str, valkey_url: str, redis: Redis, tmp_path: Path
+) -> None:
+    """Nothing listens at the policy URL: 503 policy_unavailable, never an allow, promptly."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    settings = authz_settings(sqlite_url, valkey_url, tmp_path, dead, policy_check_deadline=0.2)
+    async for h in start_harness(settings):
+        await h.add_client()
+        token = (await h.token(scope="read"))["access_token"]
+        started = time.monotonic()
+        r = await h.http.get("/ext_authz/documents/d1", headers={"authorization": f"Bearer {token}"})
+        assert (r.status_code, reason(r)) == (503, "policy_unavailable")
+        assert time.monotonic() - started < 2.0  # the deadline is 0.2 s; generous for a loaded machine
+
+
+async def test_authn_mode_creates_no_policy_client(auth_sqlite: Harness) -> None:
+    """Without routes_file the gate is in authn mode: no authorizer, no policy client, any path passes."""
+    h = auth_sqlite
+    assert h.app.authorizer is None
+    await h.add_client()
+    token = (await h.token())["access_token"]
+    r = await h.http.delete("/ext_authz/documents/secret", headers={"authorization": f"Bearer {token}"})
+    assert r.status_code == 200 and "x-meshauth-reason" not in r.headers
+    assert h.app.authorize._client is None
+
+
+def grpc_check(method: str, path: str, headers: dict[str, str]) -> external_auth_pb2.CheckRequest:
+    http = attribute_context_pb2.AttributeContext.HttpRequest(method=method, path=path, headers=headers)
+    return external_auth_pb2.CheckRequest(
+        attributes=attribute_context_pb2.AttributeContext(
+            request=attribute_context_pb2.AttributeContext.Request(http=http)
+        )
+    )
+
+
+async def test_grpc_authz(authz: Harness) -> None:
+    """gRPC Check: allow OK with identity headers; deny 403 PERMISSION_DENIED with x-meshauth-reason."""
+    h = authz
+    token = (await h.token(scope="read"))["access_token"]
+    auth = {"authorization": f"Bearer {token}"}
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{h.app.grpc_bound}") as channel:
+        stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+        ok = await stub.Check(grpc_check("GET", "/documents/d1?download=1", auth))
+        assert ok.status.code == code_pb2.OK and ok.HasField("ok_response")
+        no = await stub.Check(grpc_check("DELETE", "/documents/d1", auth))
+        assert no.status.code == code_pb2.PERMISSION_DENIED
+        assert no.denied_response.status.code == 403
+        assert {o.header.key: o.header.value for o in no.denied_response.headers} == {
+            "x-meshauth-reason": "policy_denied"
+        }
+        odd = await stub.Check(grpc_check("GET", "/documents/%2e%2e/x", auth))
+        assert odd.denied_response.status.code == 403
+
+
+async def test_invalid_route_file_refuses_to_build(sqlite_url: str, valkey_url: str, tmp_path: Path) -> None:
+    """A bad route table is a configuration error naming the line (services never start with one)."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("routes:\n  - method: GET\n    path: /x\n    action: read\n")
+    with pytest.raises(ValueError, match=r"bad.yaml:2: a route needs 'resource'"):
+        make_settings(sqlite_url, valkey_url, tmp_path, routes_file=bad)
+
+
+@pytest.mark.parametrize("l2", [True, False])
+async def test_l2_on_the_service_redis_can_be_switched_off(
+    sqlite_url: str, valkey_url: str, redis: Redis, tmp_path: Path, policy_url: str, l2: bool
+) -> None:
+    """The gate's decisions are shared through the service's Redis unless policy_l2_enabled is off."""
+    settings = authz_settings(sqlite_url, valkey_url, tmp_path, policy_url, policy_l2_enabled=l2)
+    async for h in start_harness(settings):
+        await h.add_client()
+        token = (await h.token(scope="read"))["access_token"]
+        r = await h.http.get("/ext_authz/documents/l2-probe", headers={"authorization": f"Bearer {token}"})
+        assert r.status_code == 200
+        await h.app.authorizer.client.aclose()  # type: ignore[union-attr]  # waits for the background L2 write
+        keys = [k async for k in redis.scan_iter(match=b"meshauth:decision:*")]
+        assert bool(keys) is l2

@@ -1,0 +1,157 @@
+"""PolicyMiddleware guards a Starlette app with the route table and a real policy service."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from starlette.types import Scope
+
+from meshauth.client import PolicyClient
+from meshauth.client.asgi import Caller, PolicyMiddleware, caller_from_identity_headers
+from meshauth.routes import parse_routes
+from tests.client.served import DECISION_TOKEN, policy_server, push
+from tests.served import free_port
+
+POLICIES = """
+@id("alice-reads") permit(principal == User::"alice", action == Action::"read", resource);
+@id("svc-reads") permit(principal == Client::"svc", action == Action::"read", resource)
+  when { context.scope.contains("read") };
+"""
+ROUTES = parse_routes(
+    """
+default: authenticated
+routes:
+  - {method: GET, path: "/documents/{id}", action: read, resource: {type: Document, id: "{id}"}}
+  - {method: DELETE, path: "/documents/{id}", action: delete, resource: {type: Document, id: "{id}"}}
+"""
+)
+
+
+async def ok(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("served")
+
+
+APP = Starlette(routes=[Route("/documents/{id}", ok, methods=["GET", "DELETE"]), Route("/open", ok)])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with policy_server(tmp_path_factory.mktemp("pdp")) as (url, _proc):
+        push(url, POLICIES)
+        yield url
+
+
+async def user_from_header(scope: Scope) -> Caller | None:
+    """A toy authenticator: ``x-user`` names the user (the app's own authentication in real life)."""
+    for name, value in scope["headers"]:
+        if name == b"x-user":
+            return Caller({"type": "User", "id": value.decode()})
+    return None
+
+
+@pytest.fixture
+async def guarded(server: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with PolicyClient([server], token=DECISION_TOKEN, timeout=2) as client:
+        app = PolicyMiddleware(APP, client=client, routes=ROUTES, subject=user_from_header)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+            yield http
+
+
+async def test_policy_allows_and_denies(guarded: httpx.AsyncClient) -> None:
+    r = await guarded.get("/documents/d1", headers={"x-user": "alice"})
+    assert (r.status_code, r.text) == (200, "served")
+    r = await guarded.delete("/documents/d1", headers={"x-user": "alice"})
+    assert (r.status_code, r.headers["x-meshauth-reason"]) == (403, "policy_denied")
+    r = await guarded.get("/documents/d1", headers={"x-user": "bob"})
+    assert r.status_code == 403
+
+
+async def test_no_subject_is_401_before_any_route(guarded: httpx.AsyncClient) -> None:
+    for path in ("/documents/d1", "/open", "/documents/..%2f"):
+        r = await guarded.get(path)
+        assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+
+
+async def test_table_denials_and_default(guarded: httpx.AsyncClient) -> None:
+    alice = {"x-user": "alice"}
+    assert (await guarded.get("/open", headers=alice)).text == "served"  # default: authenticated
+    r = await guarded.post("/documents/d1", headers=alice)
+    assert (r.status_code, r.headers["x-meshauth-reason"]) == (403, "method_not_routed")
+    r = await guarded.get("/documents/%2e%2e", headers=alice)
+    assert (r.status_code, r.headers["x-meshauth-reason"]) == (403, "path_not_canonical")
+
+
+async def test_policy_unavailable_is_503() -> None:
+    async with PolicyClient([f"http://127.0.0.1:{free_port()}"], timeout=0.2) as client:
+        app = PolicyMiddleware(APP, client=client, routes=ROUTES, subject=user_from_header)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+            r = await http.get("/documents/d1", headers={"x-user": "alice"})
+    assert (r.status_code, r.headers["x-meshauth-reason"]) == (503, "policy_unavailable")
+
+
+async def test_a_failing_subject_function_is_401(server: str) -> None:
+    async def broken(scope: Scope) -> Caller | None:
+        raise RuntimeError("boom")
+
+    async with PolicyClient([server], token=DECISION_TOKEN) as client:
+        app = PolicyMiddleware(APP, client=client, routes=ROUTES, subject=broken)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+            assert (await http.get("/documents/d1")).status_code == 401
+
+
+async def test_trusted_identity_headers(server: str) -> None:
+    """With trust_identity_headers, the gate's headers name the caller; missing or doubled ones are 401."""
+    async with PolicyClient([server], token=DECISION_TOKEN) as client:
+        app = PolicyMiddleware(APP, client=client, routes=ROUTES, trust_identity_headers=True)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+            svc = {"x-meshauth-subject": "svc", "x-meshauth-client-id": "svc", "x-meshauth-scope": "read write"}
+            assert (await http.get("/documents/d1", headers=svc)).status_code == 200
+            r = await http.get("/documents/d1", headers={**svc, "x-meshauth-scope": "write"})
+            assert r.status_code == 403
+            assert (await http.get("/documents/d1", headers={"x-meshauth-subject": "svc"})).status_code == 401
+            doubled = [*svc.items(), ("x-meshauth-subject", "alice")]
+            assert (await http.get("/documents/d1", headers=doubled)).status_code == 401
+
+
+def test_identity_headers_subject_kinds() -> None:
+    def caller(sub: str, cid: str) -> Caller | None:
+        headers = [
+            (b"x-meshauth-subject", sub.encode()),
+            (b"x-meshauth-client-id", cid.encode()),
+            (b"x-meshauth-scope", b"a b"),
+        ]
+        return caller_from_identity_headers({"type": "http", "headers": headers})
+
+    client = caller("svc", "svc")
+    assert client is not None and client.subject.type == "Client"  # type: ignore[union-attr]
+    assert client.context == {"scope": ["a", "b"], "client_id": "svc"}
+    user = caller("alice", "web")
+    assert user is not None and user.subject.type == "User"  # type: ignore[union-attr]
+    session = caller("meshauth-session", "meshauth-session")
+    assert session is not None and session.subject.type == "User"  # type: ignore[union-attr]
+    assert caller("", "svc") is None
+
+
+def test_subject_source_is_required() -> None:
+    """No default subject source: guessing one would be unsafe."""
+    with pytest.raises(ValueError, match="exactly one of"):
+        PolicyMiddleware(APP, client=None, routes=ROUTES)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="exactly one of"):
+        PolicyMiddleware(APP, client=None, routes=ROUTES, subject=user_from_header, trust_identity_headers=True)  # type: ignore[arg-type]
+
+
+async def test_lifespan_passes_through() -> None:
+    seen: list[str] = []
+
+    async def inner(scope: Scope, receive: object, send: object) -> None:
+        seen.append(scope["type"])
+
+    mw = PolicyMiddleware(inner, client=None, routes=ROUTES, trust_identity_headers=True)  # type: ignore[arg-type]
+    await mw({"type": "lifespan"}, None, None)  # type: ignore[arg-type]
+    assert seen == ["lifespan"]

@@ -1,0 +1,76 @@
+"""Request paths as route tables see them: decoded segments, or refused where upstreams differ."""
+
+from __future__ import annotations
+
+import pytest
+
+from meshauth.route_paths import MAX_PATH_CHARS, MAX_SEGMENTS, NOT_CANONICAL, TOO_LONG, PathRefused, split_path
+
+
+@pytest.mark.parametrize(
+    ("target", "segments"),
+    [
+        ("/", ()),
+        ("/documents/d1", ("documents", "d1")),
+        ("/documents/d1?x=/admin&y=..", ("documents", "d1")),
+        ("/documents/d1#frag", ("documents", "d1")),
+        ("/docu%6Dents/d%31", ("documents", "d1")),
+        ("/documents/a%20b", ("documents", "a b")),
+        ("/documents/%C3%A9", ("documents", "é")),
+        ("/documents/100%25", ("documents", "100%")),
+        ("/documents/", ("documents", "")),
+        ("/documents/a;v=1", ("documents", "a;v=1")),
+    ],
+)
+def test_segments(target: str, segments: tuple[str, ...]) -> None:
+    """The query string and fragment take no part; each segment is decoded once."""
+    assert split_path(target) == segments
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "documents/d1",  # not absolute
+        "/documents//d1",  # empty segment: merged by some upstreams
+        "//documents/d1",
+        "/documents/../admin",
+        "/documents/./d1",
+        "/documents/%2e%2e/admin",  # encoded dot segment
+        "/documents/%2E",
+        "/documents/..;/admin",  # Tomcat reads ..; as ..
+        "/documents/..%2fadmin",  # encoded slash: one upstream's segment is another's two
+        "/documents/a%5cb",  # backslash: a separator to some servers
+        "/documents/a\\b",
+        "/documents/%00",  # NUL
+        "/documents/a\x00b",
+        "/documents/%0d%0a",  # CR LF
+        "/documents/%ff",  # not UTF-8
+        "/documents/%c3",  # truncated UTF-8
+        "/documents/\xe9",  # raw non-ASCII (latin-1 bytes as ASGI passes them)
+        "/documents/%zz",  # a bad escape
+        "/documents/%4",
+        "/documents/%252e%252e",  # double encoding: an upstream decoding twice sees ..
+        "/documents/a b",  # raw space
+    ],
+)
+def test_refused_spellings(target: str) -> None:
+    """A spelling on which upstreams disagree is refused, so no route can be reached through it."""
+    with pytest.raises(PathRefused) as caught:
+        split_path(target)
+    assert caught.value.reason == NOT_CANONICAL
+
+
+def test_very_long_paths_are_refused() -> None:
+    """More characters or segments than the limits: path_too_long, before any per-segment work."""
+    with pytest.raises(PathRefused) as long_path:
+        split_path("/" + "a" * MAX_PATH_CHARS)
+    assert long_path.value.reason == TOO_LONG
+    with pytest.raises(PathRefused) as many:
+        split_path("/a" * (MAX_SEGMENTS + 1))
+    assert many.value.reason == TOO_LONG
+    assert len(split_path("/a" * MAX_SEGMENTS)) == MAX_SEGMENTS
+
+
+def test_a_long_query_string_does_not_count() -> None:
+    """Only the path is limited: a long query string is no reason to refuse."""
+    assert split_path("/a?" + "q" * (2 * MAX_PATH_CHARS)) == ("a",)

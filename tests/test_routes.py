@@ -1,0 +1,144 @@
+"""Route tables: first match wins, {name} is one segment, unmatched paths get the default, and no
+respelling of a routed path reaches a more permissive outcome."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from meshauth.routes import RouteTable, load_routes, parse_routes
+
+TABLE = """
+default: authenticated
+routes:
+  - method: [GET, HEAD]
+    path: /documents/{id}
+    action: read
+    resource: {type: Document, id: "{id}"}
+  - method: DELETE
+    path: /documents/{id}
+    action: delete
+    resource: {type: Document, id: "{id}"}
+  - method: "*"
+    path: /folders/{folder}/documents/{id}
+    action: use
+    resource: {type: Document, id: "{folder}/{id}"}
+  - method: GET
+    path: /documents/special
+    action: never
+    resource: {type: Document, id: special}
+  - method: GET
+    path: /reports/
+    action: list
+    resource: {type: Collection, id: reports}
+  - method: GET
+    path: /
+    action: home
+    resource: {type: Page, id: home}
+"""
+
+
+@pytest.fixture
+def table() -> RouteTable:
+    return parse_routes(TABLE)
+
+
+def test_route_binds_placeholder(table: RouteTable) -> None:
+    """``{id}`` takes the decoded segment; the resource id is the template filled in."""
+    m = table.match("GET", "/documents/d1?download=1")
+    assert (m.outcome, m.action, m.resource, m.route) == (
+        "authorize",
+        "read",
+        {"type": "Document", "id": "d1"},
+        "/documents/{id}",
+    )
+    assert table.match("GET", "/docu%6Dents/d%31").resource == {"type": "Document", "id": "d1"}
+
+
+def test_method_selects_the_route(table: RouteTable) -> None:
+    """Same path, other method: the route listing that method; any method for ``*``."""
+    assert table.match("DELETE", "/documents/d1").action == "delete"
+    assert table.match("HEAD", "/documents/d1").action == "read"
+    assert table.match("get", "/documents/d1").action == "read"  # methods compared upper-cased
+    assert table.match("PATCH", "/folders/f/documents/d").resource == {"type": "Document", "id": "f/d"}
+
+
+def test_first_match_wins(table: RouteTable) -> None:
+    """A literal route after a placeholder route of the same shape is never reached."""
+    assert table.match("GET", "/documents/special").action == "read"
+
+
+def test_known_path_with_unrouted_method_is_denied(table: RouteTable) -> None:
+    """``default`` is for unknown paths: a routed path with another method is denied, not defaulted."""
+    m = table.match("POST", "/documents/d1")
+    assert (m.outcome, m.reason) == ("deny", "method_not_routed")
+
+
+def test_placeholder_matches_exactly_one_segment(table: RouteTable) -> None:
+    """``{id}`` matches neither zero nor two segments."""
+    assert table.match("GET", "/documents/a/b").outcome == "allow"  # unmatched: default authenticated
+    assert table.match("GET", "/documents").outcome == "allow"
+
+
+def test_unmatched_path_gets_the_default() -> None:
+    """``default: deny`` (also when absent) refuses with no_route; ``authenticated`` lets it pass."""
+    routes = "routes:\n  - {method: GET, path: /a, action: r, resource: {type: T, id: a}}\n"
+    m = parse_routes(routes).match("GET", "/b")
+    assert (m.outcome, m.reason) == ("deny", "no_route")
+    assert parse_routes("default: deny\n" + routes).match("GET", "/b").outcome == "deny"
+    assert parse_routes("default: authenticated\n" + routes).match("GET", "/b").outcome == "allow"
+
+
+@pytest.mark.parametrize("target", ["/Documents/d1", "/DOCUMENTS/d1", "/documents/d1/", "/Documents/d1/", "/reports"])
+def test_respelling_a_routed_path_is_denied_not_defaulted(table: RouteTable, target: str) -> None:
+    """Case and one trailing slash: an upstream may serve these as a routed path, so even with
+    ``default: authenticated`` they are denied (path_not_canonical) rather than let through."""
+    m = table.match("GET", target)
+    assert (m.outcome, m.reason) == ("deny", "path_not_canonical")
+
+
+def test_trailing_slash_route_matches_only_with_the_slash(table: RouteTable) -> None:
+    assert table.match("GET", "/reports/").action == "list"
+
+
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [
+        ("/documents/..%2fadmin", "path_not_canonical"),
+        ("/documents/%2e%2e", "path_not_canonical"),
+        ("/documents//d1", "path_not_canonical"),
+        ("/documents/%00", "path_not_canonical"),
+        ("/documents/%ff", "path_not_canonical"),
+        ("/" + "x/" * 100, "path_too_long"),
+        ("/" + "x" * 10_000, "path_too_long"),
+    ],
+)
+def test_hostile_paths_are_denied_whatever_the_default(table: RouteTable, target: str, reason: str) -> None:
+    m = table.match("GET", target)
+    assert (m.outcome, m.reason) == ("deny", reason)
+
+
+def test_root_route(table: RouteTable) -> None:
+    assert table.match("GET", "/?q=1").action == "home"
+
+
+def test_memo_stays_bounded(table: RouteTable) -> None:
+    """Many distinct paths (hostile or not) cannot grow the per-table memo without bound."""
+    for i in range(20_000):
+        table.match("GET", f"/documents/{i}")
+    assert len(table._memo) <= 8192
+    assert table.match("GET", "/documents/19999").resource == {"type": "Document", "id": "19999"}
+
+
+def test_load_routes_reads_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "routes.yaml"
+    path.write_text(TABLE)
+    assert load_routes(path).match("DELETE", "/documents/x").action == "delete"
+
+
+def test_example_route_file_loads() -> None:
+    """The shipped example parses (the walkthrough test uses it against the demo data)."""
+    example = Path(__file__).resolve().parent.parent / "examples" / "routes.yaml"
+    table = load_routes(example)
+    assert table.match("GET", "/documents/d1").action == "read"
