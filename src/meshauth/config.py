@@ -32,6 +32,7 @@ from meshauth.config_checks import (
     redis_url_checked,
     routes_file_checked,
 )
+from meshauth.config_sections import BatchingSettings, BusSettings, MonitoringSettings
 
 SigningAlg = Literal["ES256", "EdDSA", "RS256"]
 
@@ -40,7 +41,7 @@ MAX_LEEWAY_SECONDS = 300
 MAX_DECISION_TOKEN_CHARS = 512  # policy/guard.py refuses longer Authorization lines unread
 
 
-class Settings(BaseSettings):
+class Settings(BatchingSettings, MonitoringSettings, BusSettings, BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MESHAUTH_",
         frozen=True,
@@ -214,40 +215,6 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_kib: int = Field(default=65_536, ge=8)
     argon2_parallelism: int = Field(default=1, ge=1)
-
-    # Monitoring (issue 13)
-    # Log lines: "text" (granian's format and Python's defaults, as before) or "json" (one object per
-    # line, with the request's x-request-id and traceparent trace id).
-    log_format: Literal["text", "json"] = "text"
-    # Where a served process's workers write their metric files (emptied at start); unset: a fresh
-    # temporary directory per service process, removed at exit.
-    metrics_dir: Path | None = None
-
-    # --- message bus (issue 12; meshauth/bus, docs/bus.md) -------------------------------------
-    # Audit events published by the services (switchable: off publishes nothing, for measuring).
-    audit_enabled: bool = True
-    # Streams are split into this many partitions by key hash; each is read by one consumer at a time.
-    bus_partitions: int = Field(default=4, ge=1, le=256)
-    # Producer: in-process buffer (events), flushed every flush_interval seconds or flush_batch events.
-    bus_buffer_events: int = Field(default=100_000, ge=1)
-    bus_flush_interval: float = Field(default=0.005, gt=0, le=5)
-    bus_flush_batch: int = Field(default=500, ge=1, le=100_000)
-    bus_max_event_bytes: int = Field(default=16_384, ge=256, le=1_048_576)
-    # Spool for when Redis is unreachable: a directory (default var_dir/bus-spool) and its size limit;
-    # 4 GiB holds an hour at 3,000 events/s of ~300 bytes.
-    bus_spool_dir: Path | None = None
-    bus_spool_max_bytes: int = Field(default=4 * 1024**3, ge=0)
-    # Retention: MINID of what every group acknowledged; MAXLEN (approximate) as a safety valve.
-    bus_stream_maxlen: int = Field(default=1_000_000, ge=1000)
-    # Consumers: claim a dead consumer's messages idle this long (s); dead-letter after max_attempts.
-    bus_min_idle: float = Field(default=30.0, gt=0)
-    bus_max_attempts: int = Field(default=5, ge=1, le=1000)
-    bus_lease_ttl: float = Field(default=10.0, gt=0)
-    bus_block: float = Field(default=1.0, gt=0, le=60)
-    bus_read_count: int = Field(default=500, ge=1, le=100_000)
-    # Drops (buffer and spool full) are counted always and logged at most once per this many seconds.
-    bus_drop_log_interval: float = Field(default=10.0, gt=0)
-    # --- end message bus ---
 
     @field_validator("trusted_proxies")
     @classmethod

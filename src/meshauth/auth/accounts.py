@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from meshauth.auth.account_loader import AccountLoader
 from meshauth.db.tables import clients, users
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}$")
@@ -164,8 +165,10 @@ class Accounts:
     """Clients and users share one namespace: a client's token has ``sub = client_id``, so one name
     must not be both, or the two identities would be indistinguishable downstream (RFC 9068 §5)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, batch_lookups: bool = False) -> None:
         self._engine = engine
+        # Concurrent get_user/get_client calls share one query (issue 11): the token endpoint's reads.
+        self.loader = AccountLoader(engine, name_ok=NAME_PATTERN.fullmatch) if batch_lookups else None
 
     async def add_client(
         self, client_id: str, secret_hash: str, scopes: tuple[str, ...], grant_types: tuple[str, ...]
@@ -190,11 +193,17 @@ class Accounts:
         return user
 
     async def get_client(self, client_id: str) -> Client | None:
-        row = await self._get(clients.c.client_id, client_id)
+        if self.loader is not None:
+            row = await self.loader.client(client_id)
+        else:
+            row = await self._get(clients.c.client_id, client_id)
         return None if row is None else _client(row)
 
     async def get_user(self, username: str) -> User | None:
-        row = await self._get(users.c.username, username)
+        if self.loader is not None:
+            row = await self.loader.user(username)
+        else:
+            row = await self._get(users.c.username, username)
         return None if row is None else _user(row)
 
     async def list_clients(self) -> list[Client]:

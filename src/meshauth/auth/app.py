@@ -18,6 +18,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from meshauth.auth.admin_api import AdminEndpoints
+from meshauth.auth.admin_bulk import BulkEndpoints
 from meshauth.auth.audit_api import AuditEndpoints
 from meshauth.auth.authorize_api import AuthorizeEndpoint
 from meshauth.auth.authz import Authorizer
@@ -64,6 +65,7 @@ class AuthApp:
         sessions = SessionEndpoints(s, oauth)
         admin = AdminEndpoints(s, clients)
         audit = AuditEndpoints(s)
+        self.bulk = bulk = BulkEndpoints(s)
         g = admin.guarded
         routes = [
             Route("/oauth2/token", oauth.token, methods=["POST"]),
@@ -75,6 +77,9 @@ class AuthApp:
             Route("/v1/sessions", sessions.create, methods=["POST"]),
             Route("/v1/sessions/current", sessions.end, methods=["DELETE"]),
             Route("/v1/authorize", self.authorize.authorize, methods=["POST"]),
+            Route("/oauth2/revoke:bulk", g(bulk.revoke), methods=["POST"]),
+            Route("/admin/users:bulk", g(bulk.users), methods=["POST"]),
+            Route("/admin/clients:bulk", g(bulk.clients), methods=["POST"]),
             Route("/admin/clients", g(admin.create_client), methods=["POST"]),
             Route("/admin/clients", g(admin.list_clients), methods=["GET"]),
             Route("/admin/clients/{client_id}/disable", g(admin.disable_client), methods=["POST"]),
@@ -129,6 +134,7 @@ class AuthApp:
         finally:
             if self._grpc is not None:
                 await self._grpc.stop(grace=1.0)
+            self.bulk.close()
             await self.authorize.aclose()
             if self.authorizer is not None:
                 await self.authorizer.stop()

@@ -7,7 +7,7 @@ cache's) are published into metrics by ``AuthApp._publish_metrics``.
 
 from __future__ import annotations
 
-from prometheus_client import Gauge
+from prometheus_client import Gauge, Histogram
 
 from meshauth.observability.metrics import IntCounters
 
@@ -25,6 +25,14 @@ INVALIDATION_CONNECTED = Gauge(
     "meshauth_invalidation_stream_connected",
     "1 while this process (every worker) follows the invalidation stream.",
     multiprocess_mode="livemin",
+)
+
+# Server-side batching (issue 11): token-endpoint account and client lookups per SQL query.
+LOOKUP_BATCH_SIZE = Histogram(
+    "meshauth_auth_lookup_batch_size",
+    "Account (user or client) lookups answered by one SQL query, by kind.",
+    ["kind"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
 
 

@@ -147,6 +147,23 @@ class Denylist:
             append(pipe, self._keys.invalidations, KIND, jti, until)
             await pipe.execute()
 
+    async def revoke_many(self, entries: list[tuple[str, int]]) -> None:
+        """:meth:`revoke` for many ``(jti, exp)`` at once: one pipelined transaction (bulk revoke)."""
+        now = self._clock()
+        live: list[tuple[str, int]] = []
+        for jti, exp in entries:
+            until = exp + self._leeway
+            self.add_local(jti, until)
+            if until > now:
+                live.append((jti, until))
+        if not live:
+            return
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for jti, until in live:
+                pipe.set(self._keys.revoked(jti), str(until), exat=until)
+                append(pipe, self._keys.invalidations, KIND, jti, until)
+            await pipe.execute()
+
     async def snapshot(self) -> None:
         """Replace the mirror with what Redis holds now."""
         fresh = await self._scan(self._keys.revoked(""))

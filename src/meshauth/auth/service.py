@@ -84,7 +84,7 @@ class AuthService:
             max_wait=settings.throttle_max_wait,
         )
         self.trusted_proxies = [ip_network(c, strict=False) for c in settings.trusted_proxies]
-        self.accounts = Accounts(self.engine)
+        self.accounts = Accounts(self.engine, batch_lookups=settings.auth_lookup_batching_enabled)
         self.refresh_tokens = RefreshTokens(self.engine, ttl=settings.refresh_token_ttl)
         self.passwords = Passwords(
             time_cost=settings.argon2_time_cost,
@@ -117,6 +117,8 @@ class AuthService:
         if self.bus is not None:
             await self.bus.stop()  # drains what is buffered
         await self.redis.aclose()
+        if self.accounts.loader is not None:
+            await self.accounts.loader.aclose()
         await self.engine.dispose()
 
     def _on_invalidation(self, kind: str, value: str, exp: int) -> None:

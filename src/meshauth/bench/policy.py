@@ -218,7 +218,20 @@ def main(argv: list[str] | None = None) -> None:
         metavar="ROUNDS",
         help="with --stores: also serve every store count at once and measure them in alternating 2 s rounds",
     )
+    parser.add_argument(
+        "--coalesce",
+        action="store_true",
+        help="compare coalesced single evaluations off and on in one run (issue 11; replaces the default suite)",
+    )
     args = parser.parse_args(argv)
+    if args.coalesce:
+        from meshauth.bench import policy_coalesce
+
+        compared = policy_coalesce.run(seconds=args.seconds, rate=args.rate)
+        path = save("policy-coalesce", compared)
+        print(policy_coalesce.report(compared))
+        print(f"\nraw results: {path}")
+        return
     if args.policies or args.stores:
         scaling = policy_scaling.run(
             policies=args.policies or [],

@@ -27,6 +27,7 @@ from meshauth.auth.offboarding import cut_off, cut_off_client
 from meshauth.auth.passwords import Passwords
 from meshauth.auth.service import KEYS_KIND, AuthService, key_overlap
 from meshauth.bus.invalidations import publish
+from meshauth.cli.admin_import import clients_import, users_import
 from meshauth.config import Settings
 from meshauth.config_load import load_settings
 from meshauth.db import create_engine, migrate
@@ -37,6 +38,8 @@ clients_app = typer.Typer(help="OAuth clients.", no_args_is_help=True)
 users_app = typer.Typer(help="Users.", no_args_is_help=True)
 app.add_typer(clients_app, name="clients")
 app.add_typer(users_app, name="users")
+users_app.command("import")(users_import)
+clients_app.command("import")(clients_import)
 
 T = TypeVar("T")
 

@@ -68,3 +68,17 @@ def policy(ctx: typer.Context) -> None:
     from meshauth.bench import policy as bench
 
     bench.main(list(ctx.args))
+
+
+@app.command("import")
+def bulk_import(
+    users: int = typer.Option(100_000, help="Users with pre-hashed (argon2id PHC) passwords."),
+    plain: int = typer.Option(2_000, help="Users with plain passwords, hashed at the configured cost."),
+    postgres_url: str = typer.Option("", help="Also import the PHC users into this PostgreSQL database (emptied)."),
+) -> None:
+    """Bulk user import through `meshauth admin users import` (issue 11)."""
+    from meshauth.bench import bulk_import as bench
+
+    result = bench.run(users=users, plain=plain, postgres_url=postgres_url or None)
+    save("import", result)
+    typer.echo(bench.report(result))

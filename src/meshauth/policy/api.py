@@ -25,6 +25,7 @@ from meshauth.policy.admin import Admin
 from meshauth.policy.admin_routes import AdminRoutes
 from meshauth.policy.audit_hooks import PolicyAudit
 from meshauth.policy.authzen import parse_evaluation, parse_evaluations
+from meshauth.policy.coalescer import Coalescer
 from meshauth.policy.evaluator import Evaluator
 from meshauth.policy.guard import DecisionGuard
 from meshauth.policy.metrics import DECISIONS, add_many
@@ -51,6 +52,7 @@ class PolicyApi:
     admin_token: str | None
     guard: DecisionGuard | None = None  # who may ask the decision API; None: anyone (the default)
     audit: PolicyAudit = field(default_factory=PolicyAudit)
+    coalescer: Coalescer | None = None  # concurrent single evaluations answered together (issue 11)
 
     def __post_init__(self) -> None:
         self.admin_routes = AdminRoutes(self.settings, self.registry, self.admin, self.admin_token, self.audit)
@@ -66,7 +68,10 @@ class PolicyApi:
         check_store(store)
         state = await self.registry.get(store)
         query = parse_evaluation(body)
-        (decision,) = await self.evaluator.decide(state, [query], self.registry.snapshot_for(state))
+        if self.coalescer is not None:
+            decision = await self.coalescer.decide(state, query, self.registry.snapshot_for(state))
+        else:
+            (decision,) = await self.evaluator.decide(state, [query], self.registry.snapshot_for(state))
         DECISIONS.add("evaluation", _outcome(decision))
         self.audit.decisions(store, (query,), (decision,), started)
         return wire.encode(decision)

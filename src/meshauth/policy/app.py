@@ -34,6 +34,7 @@ from meshauth.policy.admin import Admin
 from meshauth.policy.announcing import StateAnnouncer, following
 from meshauth.policy.api import PolicyApi
 from meshauth.policy.audit_hooks import PolicyAudit
+from meshauth.policy.coalescer import Coalescer
 from meshauth.policy.decision_front import DecisionFront
 from meshauth.policy.entity_cache import EntityCache
 from meshauth.policy.entity_loader import EntityLoader
@@ -114,6 +115,12 @@ def create_app(settings: Settings | None = None) -> DecisionFront:
     )
     track(registry)
     guard = DecisionGuard.from_settings(settings)
+    evaluator = Evaluator(loader)
+    coalescer = (
+        Coalescer(evaluator, max_batch=settings.policy_coalesce_max_batch, max_wait=settings.policy_coalesce_max_wait)
+        if settings.policy_coalesce_enabled
+        else None
+    )
     # With Redis, admin writes announce the new store state to clients' caches, and this worker
     # follows the other replicas' announcements (announcing.py); audit events go to the bus. Without
     # Redis, none of these: the policy service runs without one when none is configured.
@@ -123,11 +130,12 @@ def create_app(settings: Settings | None = None) -> DecisionFront:
     api = PolicyApi(
         settings=settings,
         registry=registry,
-        evaluator=Evaluator(loader),
+        evaluator=evaluator,
         admin=Admin(engine, registry, limits=limits, announcer=announcer),
         admin_token=read_admin_token(settings),
         guard=guard,
         audit=PolicyAudit(bus),
+        coalescer=coalescer,
     )
 
     @contextlib.asynccontextmanager
@@ -144,6 +152,8 @@ def create_app(settings: Settings | None = None) -> DecisionFront:
         finally:
             if bus is not None:
                 await bus.stop()  # drains what is buffered
+            if coalescer is not None:
+                await coalescer.aclose()
             if announcer is not None:
                 await announcer.aclose()
             await engine.dispose()

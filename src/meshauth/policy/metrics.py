@@ -7,6 +7,8 @@ Labels are closed sets: endpoint, outcome, and store names (which only the admin
 
 from __future__ import annotations
 
+from prometheus_client import Histogram
+
 from meshauth.observability.metrics import IntCounters, IntHistogram
 
 DECISION_SECONDS = IntHistogram(
@@ -28,6 +30,18 @@ DECISION_API_REFUSED = IntCounters(
     "meshauth_policy_decision_api_refused",
     "Decision requests refused by the decision API's protection (401), by error.",
     ["error"],
+)
+
+# Server-side batching (issue 11): observed once per coalesced batch, not per decision.
+COALESCED_BATCH_SIZE = Histogram(
+    "meshauth_policy_coalesced_batch_size",
+    "Single evaluation requests answered together by one coalesced batch.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+)
+COALESCED_WAIT_SECONDS = Histogram(
+    "meshauth_policy_coalesced_wait_seconds",
+    "How long the oldest request of a coalesced batch waited for the batch to go out.",
+    buckets=(0.00001, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05),
 )
 
 

@@ -1,0 +1,66 @@
+"""Many argon2id hashes at once, on a pool of processes sized to the cores (bulk imports).
+
+One hash at the default cost takes ~0.1 s of one core and holds the GIL only briefly, but a thread
+pool still shares the event loop's process: a 2,000-user import would keep every core busy inside
+the serving process. Processes (started with ``forkserver``, never forked from a process running an
+event loop and server threads) hash in parallel and leave the loop free; passwords travel to them
+in chunks so the pickling cost is paid once per chunk, not per password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+
+from argon2 import PasswordHasher, Type
+
+__all__ = ["HashPool"]
+
+_hasher: PasswordHasher | None = None
+
+
+def _init(time_cost: int, memory_kib: int, parallelism: int) -> None:
+    global _hasher  # one hasher per worker process, built once by the pool's initializer
+    _hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism, type=Type.ID)
+
+
+def _hash_chunk(passwords: list[str]) -> list[str]:
+    assert _hasher is not None  # set by _init in every worker
+    return [_hasher.hash(p) for p in passwords]
+
+
+class HashPool:
+    """``await pool.hash_many(passwords)`` → their argon2id hashes, in order. Started on first use."""
+
+    def __init__(self, *, time_cost: int, memory_kib: int, parallelism: int, processes: int = 0) -> None:
+        self._params = (time_cost, memory_kib, parallelism)
+        self.processes = processes or os.cpu_count() or 1
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.processes,
+                mp_context=multiprocessing.get_context("forkserver"),
+                initializer=_init,
+                initargs=self._params,
+            )
+        return self._pool
+
+    async def hash_many(self, passwords: list[str]) -> list[str]:
+        if not passwords:
+            return []
+        pool = self._executor()
+        loop = asyncio.get_running_loop()
+        # A few chunks per process: every process stays busy to the end, few round trips.
+        size = max(1, -(-len(passwords) // (self.processes * 4)))
+        chunks = [passwords[i : i + size] for i in range(0, len(passwords), size)]
+        done = await asyncio.gather(*(loop.run_in_executor(pool, _hash_chunk, c) for c in chunks))
+        return [h for chunk in done for h in chunk]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None

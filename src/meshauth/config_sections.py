@@ -1,0 +1,71 @@
+"""Groups of settings that belong to one component, mixed into :class:`meshauth.config.Settings`.
+
+Each group is a plain pydantic model; ``Settings`` inherits its fields, so they are read, checked and
+reported (``meshauth config check``) exactly like the others, with the same ``MESHAUTH_`` names. They
+live here so that config.py stays one screenful of the core settings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class BatchingSettings(BaseModel):
+    # Server-side batching (issue 11). Concurrent single ``evaluation`` requests in one worker are
+    # evaluated together (policy/coalescer.py): a lone request goes out on the next loop turn; while a
+    # batch is being evaluated, the next one gathers for at most policy_coalesce_max_wait (s) or
+    # policy_coalesce_max_batch requests. Concurrent token-endpoint account and client lookups share
+    # one query (auth_lookup_batching_enabled). Bulk admin operations (``/admin/users:bulk``,
+    # ``/admin/clients:bulk``, ``/oauth2/revoke:bulk``): at most bulk_max_items items and
+    # bulk_max_bytes of body per request; plain passwords are hashed on bulk_hash_processes
+    # processes (0: one per core). Coalescing is off by default: it multiplies throughput on the
+    # entity-loader path, but its p95 at a fixed ~1,000 req/s measured worse than without it on a
+    # saturated machine (docs/performance.md, "Server-side batching (issue 11)").
+    policy_coalesce_enabled: bool = False
+    policy_coalesce_max_batch: int = Field(default=64, ge=1, le=1024)
+    policy_coalesce_max_wait: float = Field(default=0.0005, ge=0, le=0.1)
+    auth_lookup_batching_enabled: bool = True
+    bulk_max_items: int = Field(default=10_000, ge=1, le=1_000_000)
+    bulk_max_bytes: int = Field(default=32 * 1_048_576, ge=1024)
+    bulk_hash_processes: int = Field(default=0, ge=0, le=256)
+
+
+class MonitoringSettings(BaseModel):
+    # Monitoring (issue 13)
+    # Log lines: "text" (granian's format and Python's defaults, as before) or "json" (one object per
+    # line, with the request's x-request-id and traceparent trace id).
+    log_format: Literal["text", "json"] = "text"
+    # Where a served process's workers write their metric files (emptied at start); unset: a fresh
+    # temporary directory per service process, removed at exit.
+    metrics_dir: Path | None = None
+
+
+class BusSettings(BaseModel):
+    # --- message bus (issue 12; meshauth/bus, docs/bus.md) -------------------------------------
+    # Audit events published by the services (switchable: off publishes nothing, for measuring).
+    audit_enabled: bool = True
+    # Streams are split into this many partitions by key hash; each is read by one consumer at a time.
+    bus_partitions: int = Field(default=4, ge=1, le=256)
+    # Producer: in-process buffer (events), flushed every flush_interval seconds or flush_batch events.
+    bus_buffer_events: int = Field(default=100_000, ge=1)
+    bus_flush_interval: float = Field(default=0.005, gt=0, le=5)
+    bus_flush_batch: int = Field(default=500, ge=1, le=100_000)
+    bus_max_event_bytes: int = Field(default=16_384, ge=256, le=1_048_576)
+    # Spool for when Redis is unreachable: a directory (default var_dir/bus-spool) and its size limit;
+    # 4 GiB holds an hour at 3,000 events/s of ~300 bytes.
+    bus_spool_dir: Path | None = None
+    bus_spool_max_bytes: int = Field(default=4 * 1024**3, ge=0)
+    # Retention: MINID of what every group acknowledged; MAXLEN (approximate) as a safety valve.
+    bus_stream_maxlen: int = Field(default=1_000_000, ge=1000)
+    # Consumers: claim a dead consumer's messages idle this long (s); dead-letter after max_attempts.
+    bus_min_idle: float = Field(default=30.0, gt=0)
+    bus_max_attempts: int = Field(default=5, ge=1, le=1000)
+    bus_lease_ttl: float = Field(default=10.0, gt=0)
+    bus_block: float = Field(default=1.0, gt=0, le=60)
+    bus_read_count: int = Field(default=500, ge=1, le=100_000)
+    # Drops (buffer and spool full) are counted always and logged at most once per this many seconds.
+    bus_drop_log_interval: float = Field(default=10.0, gt=0)
+    # --- end message bus ---

@@ -1,0 +1,51 @@
+"""Pre-hashed argon2id PHC strings: accepted as argon2-cffi writes them, refused when malformed or weak."""
+
+from __future__ import annotations
+
+import pytest
+from argon2 import PasswordHasher, Type
+
+from meshauth.auth.accounts import AccountError
+from meshauth.auth.phc import check_phc
+
+SALT = "c29tZXNhbHRzb21lc2FsdA"  # 16 bytes
+HASH = "aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"  # 32 bytes
+
+
+def test_accepts_what_argon2_cffi_writes() -> None:
+    """A hash made by argon2-cffi at OWASP's floor passes unchanged."""
+    phc = PasswordHasher(time_cost=2, memory_cost=19_456, parallelism=1, type=Type.ID).hash("pw")
+    assert check_phc(phc) == phc
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (f"$argon2i$v=19$m=65536,t=3,p=1${SALT}${HASH}", "only argon2id"),
+        (f"$argon2d$v=19$m=65536,t=3,p=1${SALT}${HASH}", "only argon2id"),
+        ("$2b$12$abcdefghijklmnopqrstuuCj7bB0ZzxGmX0Gx9VnS7n1oYbE7q2kG", "only argon2id"),
+        ("$pbkdf2-sha256$29000$abc$def", "only argon2id"),
+        ("plain text", "only argon2id"),
+        (f"$argon2id$v=16$m=65536,t=3,p=1${SALT}${HASH}", "not of the form"),
+        (f"$argon2id$v=19$m=65536,t=3${SALT}${HASH}", "not of the form"),
+        (f"$argon2id$v=19$m=65536,t=3,p=1,x=2${SALT}${HASH}", "not of the form"),
+        (f"$argon2id$v=19$m=65536,t=3,p=1${SALT}${HASH}$", "not of the form"),
+        (f" $argon2id$v=19$m=65536,t=3,p=1${SALT}${HASH}", "only argon2id"),
+        (f"$argon2id$v=19$m=065536,t=3,p=1${SALT}${HASH}", "not of the form"),
+        (f"$argon2id$v=19$m=65536,t=3,p=1${SALT}=${HASH}", "not of the form"),
+        (f"$argon2id$v=19$m=4096,t=3,p=1${SALT}${HASH}", "too weak"),
+        (f"$argon2id$v=19$m=19456,t=1,p=1${SALT}${HASH}", "too weak"),
+        (f"$argon2id$v=19$m=99999999,t=3,p=1${SALT}${HASH}", "above"),
+        (f"$argon2id$v=19$m=65536,t=3,p=1$c2FsdA${HASH}", "salt must be 8-64 bytes"),
+        (f"$argon2id$v=19$m=65536,t=3,p=1${SALT}$aGFzaA", "hash must be 16-128 bytes"),
+        (f"$argon2id$v=19$m=65536,t=3,p=1${SALT}${HASH}AA", "not unpadded base64"),
+        (f"$argon2id$v=19$m=65536,t=3,p=1${SALT}${HASH}\x00", "not of the form"),
+        (f"$argon2id$v=19$m=65536,t=3,p=1${SALT}${HASH}é", "ASCII"),
+        ("$argon2id$v=19$m=65536,t=3,p=1$" + "A" * 600, "ASCII"),
+        (12345, "ASCII"),
+    ],
+)
+def test_refuses_malformed_and_weak(value: object, reason: str) -> None:
+    """Other algorithms, other versions, extra or missing fields, weak or huge parameters, bad base64."""
+    with pytest.raises(AccountError, match=reason):
+        check_phc(value)
