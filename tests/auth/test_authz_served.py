@@ -33,6 +33,9 @@ def test_served_gate_matches_paths_as_sent(tmp_path: Path, valkey_url: str, redi
         assert ask("GET", "/documents/%2e%2e") == (403, "path_not_canonical")
         assert ask("GET", "/documents/%FF") == (403, "path_not_canonical")
         assert ask("GET", "/documents/a%00b") == (403, "path_not_canonical")
+        # Tomcat, Jetty and Spring drop ";params" from a segment and serve /documents/secret.
+        assert ask("GET", "/documents/secret;x") == (403, "path_not_canonical")
+        assert ask("GET", "/documents/secret%3Bjsessionid=1") == (403, "path_not_canonical")
         assert ask("GET", "/orders/1") == (403, "no_route")
         status, _ = call("GET", gate.url + "/readyz")
         assert status == 200
