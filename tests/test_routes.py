@@ -90,10 +90,23 @@ def test_unmatched_path_gets_the_default() -> None:
     assert parse_routes("default: authenticated\n" + routes).match("GET", "/b").outcome == "allow"
 
 
-@pytest.mark.parametrize("target", ["/Documents/d1", "/DOCUMENTS/d1", "/documents/d1/", "/Documents/d1/", "/reports"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/Documents/d1",
+        "/DOCUMENTS/d1",
+        "/documents/d1/",
+        "/Documents/d1/",
+        "/reports",
+        "/%EF%BD%84ocuments/d1",  # fullwidth d: NFKC (as some upstreams normalise) gives /documents/d1
+        "/%EF%BD%84OCUMENTS/d1/",
+        "/docu%E2%85%BFents/d1",  # small roman numeral one thousand: NFKC m
+    ],
+)
 def test_respelling_a_routed_path_is_denied_not_defaulted(table: RouteTable, target: str) -> None:
-    """Case and one trailing slash: an upstream may serve these as a routed path, so even with
-    ``default: authenticated`` they are denied (path_not_canonical) rather than let through."""
+    """Case, Unicode compatibility forms (NFKC) and one trailing slash: an upstream may serve these as
+    a routed path, so even with ``default: authenticated`` they are denied (path_not_canonical)
+    rather than let through."""
     m = table.match("GET", target)
     assert (m.outcome, m.reason) == ("deny", "path_not_canonical")
 

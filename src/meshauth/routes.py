@@ -17,8 +17,9 @@ literally (case-sensitive); the first route matching both the path and the metho
 
 - a path some route matches, but no route with this method: **deny** (``method_not_routed``) —
   ``default`` is for paths the table does not know, not for methods it forgot;
-- a path no route matches but that would match one ignoring case and one trailing slash (an upstream
-  may serve ``/Documents/d1/`` as ``/documents/d1``): **deny** (``path_not_canonical``), whatever the
+- a path no route matches but that would match one ignoring case, Unicode compatibility forms (NFKC:
+  ``/ｄocuments``) and one trailing slash (an upstream may serve ``/Documents/d1/`` as
+  ``/documents/d1``): **deny** (``path_not_canonical``), whatever the
   default, so ``default: authenticated`` cannot be reached by respelling a routed path;
 - otherwise unmatched: ``default`` (``deny`` → ``no_route``).
 
@@ -29,6 +30,7 @@ and huge files before any object is built; every error names the file and line
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,17 +106,22 @@ class RouteTable:
         return _AUTHENTICATED if self.default == "authenticated" else _NO_ROUTE
 
     def _near_miss(self, segments: tuple[str, ...]) -> bool:
-        folded = tuple(s.casefold() for s in segments)
+        folded = tuple(_fold(s) for s in segments)
         if folded and folded[-1] == "":
             folded = folded[:-1]
         for route in self.routes:
             for candidate in (folded, (*folded, "")):
-                literal = tuple(None if s is None else s.casefold() for s in route.segments)
+                literal = tuple(None if s is None else _fold(s) for s in route.segments)
                 if len(literal) == len(candidate) and all(
                     (lit is None and seg != "") or lit == seg for lit, seg in zip(literal, candidate, strict=True)
                 ):
                     return True
         return False
+
+
+def _fold(segment: str) -> str:
+    """What case-insensitive or NFKC-normalising upstreams may take a segment for."""
+    return segment.casefold() if segment.isascii() else unicodedata.normalize("NFKC", segment).casefold()
 
 
 def _bind(route: Route, segments: tuple[str, ...]) -> dict[str, str] | None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -124,6 +125,10 @@ async def test_since_and_until_bound_the_window(auth: Harness, workers: tuple[Au
     assert (await _audit(auth, "?since=2999-01-01T00:00:00.123456789Z"))["events"] == []
 
 
+def _forged_cursor(time_text: str) -> str:
+    return base64.urlsafe_b64encode(f"{time_text}:x".encode()).decode().rstrip("=")
+
+
 @pytest.mark.parametrize(
     ("query", "field"),
     [
@@ -138,6 +143,10 @@ async def test_since_and_until_bound_the_window(auth: Harness, workers: tuple[Au
         ("?limit=99999999999999999999999", "limit"),
         ("?cursor=%%%", "cursor"),
         ("?cursor=bm90LWEtY3Vyc29y", "cursor"),
+        ("?limit=%C2%B2", "limit"),  # "²": str.isdigit() says yes, int() raises (was a 500)
+        ("?limit=%D9%A3", "limit"),  # Arabic-Indic 3: not a decimal the docs promise
+        ("?cursor=" + _forged_cursor("9" * 60), "cursor"),  # past 64 bits (was a 500: driver overflow)
+        ("?cursor=" + _forged_cursor("\u0661\u0662"), "cursor"),  # Arabic-Indic digits
         ("?subject=" + "x" * 300, "subject"),
         ("?store=" + "s" * 65, "store"),
         ("?action=", "action"),

@@ -21,6 +21,9 @@ MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 FIELDS = ("since", "until", "type", "subject", "action", "decision", "store", "limit", "cursor")
 _MAX_CHARS = {"subject": 256, "action": 256, "store": 64}
+# ASCII digits only: str.isdigit() also says yes to "²" (int() raises) and to other scripts' digits.
+_DECIMAL = re.compile(r"[0-9]{1,19}")
+_MAX_BIGINT = 2**63 - 1  # time_us is a BIGINT: a larger cursor would be a driver error, not a 400
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
 
 
@@ -103,7 +106,7 @@ def _limit(seen: Mapping[str, str]) -> int:
     value = seen.get("limit")
     if value is None:
         return DEFAULT_LIMIT
-    if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
+    if not _DECIMAL.fullmatch(value) or not 1 <= int(value) <= MAX_LIMIT:
         raise BadFilter("limit", f"must be a whole number from 1 to {MAX_LIMIT}")
     return int(value)
 
@@ -121,7 +124,7 @@ def _cursor(seen: Mapping[str, str]) -> tuple[int, str] | None:
             raise ValueError("too long")
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
         time_text, _, event_id = raw.partition(":")
-        if not event_id or not time_text.isdigit():
+        if not event_id or not _DECIMAL.fullmatch(time_text) or int(time_text) > _MAX_BIGINT:
             raise ValueError("not ours")
         return int(time_text), event_id
     except (ValueError, binascii.Error, UnicodeDecodeError):

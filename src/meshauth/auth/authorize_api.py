@@ -29,6 +29,9 @@ from meshauth.http import ApiError, json_response, read_json_object
 
 MAX_FIELD_CHARS = 1024
 MAX_CONTEXT_DEPTH = 16
+# Cedar's Long is 64-bit; a larger int is no question the policy can answer (and the client's
+# cache key cannot encode one past 64 bits: that was a 500).
+LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1
 
 
 def _text(value: object, field: str) -> str:
@@ -42,7 +45,8 @@ def _text(value: object, field: str) -> str:
 
 
 def _depth_and_nul(value: object, field: str) -> None:
-    """Refuse NUL anywhere in the context (keys too) and nesting deeper than MAX_CONTEXT_DEPTH."""
+    """Refuse NUL anywhere in the context (keys too), nesting deeper than MAX_CONTEXT_DEPTH and
+    integers outside Cedar's Long."""
     stack: list[tuple[object, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -53,6 +57,8 @@ def _depth_and_nul(value: object, field: str) -> None:
             stack.extend((child, depth + 1) for child in children)
         elif isinstance(item, str) and "\x00" in item:
             raise ApiError(400, "invalid_request", f"{field} must not contain NUL")
+        elif isinstance(item, int) and not LONG_MIN <= item <= LONG_MAX:
+            raise ApiError(400, "invalid_request", f"{field}: integers must fit in 64 bits (Cedar Long)")
 
 
 def parse_question(body: dict[str, Any]) -> tuple[str, dict[str, str], dict[str, Any]]:
