@@ -10,6 +10,9 @@ Nothing here waits for Redis on the caller's account: ``publish`` is a few micro
 a deque append. Drops: when the buffer is full (the task cannot keep up: Redis stalled *and* the spool
 full or slow), the event is dropped, counted in ``meshauth_bus_dropped`` and logged at most once per
 ``drop_log_interval``. The request that published it is unaffected.
+
+A producer also reads the streams' backlog into gauges (``gauges.StreamGauges``): the processes that
+publish are the ones that serve ``/metrics``.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from meshauth.bus.events import AuditEvent, encode
+from meshauth.bus.gauges import StreamGauges
 from meshauth.bus.metrics import DROPPED, SPOOLED
 from meshauth.bus.spool import Record, Spool
+from meshauth.bus.streams import GROUPS, StreamNames
 from meshauth.bus.writer import StreamWriter, logical
 from meshauth.config import Settings
 
@@ -50,6 +55,7 @@ class ProducerConfig:
     spool_max_bytes: int = 4 * 1024**3
     maxlen: int = 1_000_000
     drop_log_interval: float = 10.0
+    gauge_interval: float = 5.0  # seconds between reads of the streams' backlog (gauges); 0: none
 
 
 def producer_config(settings: Settings) -> ProducerConfig:
@@ -75,6 +81,7 @@ class Producer:
         self._buffer: collections.deque[tuple[str, str, bytes]] = collections.deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._gauges: StreamGauges | None = None
         self._spool = Spool(config.spool_dir, config.spool_max_bytes) if config.spool_dir else None
         self._closing = False
         self._in_flight = 0  # taken from the buffer, not yet in Redis or the spool
@@ -125,6 +132,10 @@ class Producer:
         if self._spool is not None and self._spool.pending:
             self._wake.set()
         self._task = asyncio.create_task(self._run(), name="bus-producer")
+        if self.config.gauge_interval > 0:
+            streams = [StreamNames(self.config.prefix, name, self.config.partitions) for name in GROUPS]
+            self._gauges = StreamGauges(self._url, streams, self.config.gauge_interval)
+            self._gauges.start()
 
     async def stop(self) -> None:
         """Drain: write what is buffered (to Redis, else to the spool) and close."""
@@ -142,6 +153,8 @@ class Producer:
             await self._to_spool(left)
         if self._spool is not None:
             await asyncio.to_thread(self._spool.close)
+        if self._gauges is not None:
+            await self._gauges.stop()
         await self._writer.aclose()
 
     async def flushed(self, within: float = 10.0) -> None:
