@@ -243,13 +243,13 @@ class Consumer:
     async def _settle(self, redis: Redis, works: list[Work]) -> None:
         if not await settle(redis, works, self.names.dead, self.group):
             return
-        key = (self.names.name, self.group)
         for w in works:
             self.handled += len(w.done)
             self.dead_lettered += len(w.dead)
-            HANDLED.counts[key] += len(w.done)
+            # add_many, not ``counts``: in multiprocess mode only it reaches the file a scrape reads.
+            HANDLED.add_many(len(w.done), self.names.name, self.group)
             if w.dead:
-                DEAD_LETTERED.counts[key] += len(w.dead)
+                DEAD_LETTERED.add_many(len(w.dead), self.names.name, self.group)
                 for entry_id, _, error, _ in w.dead:
                     log.error("bus %s/%s: entry %s dead-lettered: %s", w.stream, self.group, entry_id.decode(), error)
 

@@ -29,8 +29,9 @@ GAUGE_SOCKET_TIMEOUT = 1.0
 
 async def measure(redis: Redis, names: StreamNames) -> None:
     """Set the gauges of one logical stream from Redis."""
-    lag: dict[str, int | None] = {}
-    pending: dict[str, int] = {}
+    # Before the first publish there is no stream and no group: nothing is behind for any declared group.
+    lag: dict[str, int | None] = dict.fromkeys(names.groups, 0)
+    pending: dict[str, int] = dict.fromkeys(names.groups, 0)
     for key in names.all():
         try:
             infos = await redis.xinfo_groups(key)

@@ -63,7 +63,7 @@ class StreamWriter:
             log.warning("bus: Redis unavailable (%s); spooling events", exc)
             return False
         for name, n in collections.Counter(map(logical, keys)).items():
-            PUBLISHED.counts[(name,)] += n
+            PUBLISHED.add_many(n, name)
         return True
 
     async def aclose(self) -> None:
