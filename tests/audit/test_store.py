@@ -2,9 +2,9 @@ import pytest
 import sqlalchemy as sa
 
 from meshauth.audit.store import AuditWriter
-from meshauth.bus.consumer import TransientError
 from meshauth.bus.entries import Delivery
 from meshauth.bus.events import audit
+from meshauth.bus.handling import TransientError
 from meshauth.db import create_engine
 from meshauth.db.tables import audit_log
 

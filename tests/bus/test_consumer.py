@@ -6,10 +6,11 @@ import msgspec
 import pytest
 from redis.asyncio import Redis
 
-from meshauth.bus.consumer import Consumer, ConsumerConfig, TransientError
+from meshauth.bus.consumer import Consumer, ConsumerConfig
 from meshauth.bus.entries import Delivery
 from meshauth.bus.events import audit, decode
 from meshauth.bus.groups import ensure_groups
+from meshauth.bus.handling import TransientError
 from meshauth.bus.producer import Producer, ProducerConfig
 from meshauth.bus.retention import trim
 from meshauth.bus.streams import AUDIT, StreamNames

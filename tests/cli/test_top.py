@@ -13,6 +13,7 @@ from typing import ClassVar
 import pytest
 from rich.console import Console
 
+from meshauth.bus.metrics import STREAM_LAG
 from meshauth.cli.top import Target, default_urls, frame
 from meshauth.config_load import load_settings
 from meshauth.observability.scrape import Samples, fetch
@@ -159,7 +160,7 @@ def test_a_busy_frame_still_fits_80_by_24() -> None:
         "meshauth_http_request_duration_seconds_count": {},
         "meshauth_client_cache_total": {},
         "meshauth_client_breaker_state": {},
-        "meshauth_bus_stream_lag_messages": {labels(stream="x"): 12.0},
+        "meshauth_bus_stream_lag": {labels(stream="x", group="y"): 12.0},
     }
     for i in range(40):
         endpoint = f"/stores/{{store}}/a/very/long/route/template/number/{i}"
@@ -184,6 +185,20 @@ def test_a_busy_frame_still_fits_80_by_24() -> None:
     text = "\n".join(lines)
     assert "client l1 90.0%" in text
     assert "lag 12" in text
+
+
+def test_stream_lag_is_the_bus_gauges_largest() -> None:
+    """The bus's own lag gauge (``bus.metrics.STREAM_LAG``) is what the stream line shows: the
+    largest group's lag over every target."""
+    name = STREAM_LAG._name
+    by_group = {
+        frozenset({("stream", "audit"), ("group", "audit")}): 7.0,
+        frozenset({("stream", "audit"), ("group", "analytics")}): 3.0,
+    }
+    t = Target("http://127.0.0.1:1/metrics")
+    t.now = Samples({name: by_group, "meshauth_bus_pending": {frozenset({("stream", "audit")}): 99.0}})
+    stream_line = next(line for line in rendered([t]) if line.startswith("stream"))
+    assert "lag 7 " in stream_line
 
 
 def test_the_default_targets_are_the_local_stacks_replicas(tmp_path: Path) -> None:

@@ -15,8 +15,8 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from meshauth.analytics.histogram import bucket
-from meshauth.bus.consumer import TransientError
 from meshauth.bus.entries import Delivery
+from meshauth.bus.handling import TransientError
 from meshauth.db.tables import analytics_minutes
 
 DECISION_TYPES = ("gate.decision", "policy.decision")

@@ -17,9 +17,9 @@ import asyncpg
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from meshauth.bus.consumer import TransientError
 from meshauth.bus.entries import Delivery
 from meshauth.bus.events import AuditEvent
+from meshauth.bus.handling import TransientError
 
 # Raised by the drivers themselves (not wrapped by SQLAlchemy on this path) when the database is away.
 _UNAVAILABLE: tuple[type[BaseException], ...] = (

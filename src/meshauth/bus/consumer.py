@@ -9,11 +9,9 @@ order even across a failover:
   (Redis counts each such delivery), after ``retry_delay`` when the last attempt failed.
 * *live* — new entries, ``XREADGROUP … >`` with ``BLOCK``, all live partitions in one call.
 
-A batch is acked (one ``XACK``) only after the handler returned. When it raises, the entries are tried
-one at a time, in order: those before the failing one are acked; the failing one is retried, and after
-``max_attempts`` failures it goes to the dead-letter stream with the error (and is acked, so the
-partition moves on). ``TransientError`` (the handler's database is away) retries without counting. An
-entry that does not decode goes to the dead-letter stream at once with the parse error.
+A batch is acked (one ``XACK``) only after the handler returned; how a failing handler is retried,
+entry by entry, up to the dead-letter stream, is ``handling``'s. An entry that does not decode goes to
+the dead-letter stream at once with the parse error.
 """
 
 from __future__ import annotations
@@ -24,16 +22,15 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from meshauth.bus.entries import DeadLetter, Delivery, Entry, Partition, Work, decode_entries, settle
-from meshauth.bus.events import encode
+from meshauth.bus.entries import Entry, Partition, Work, decode_entries, settle
 from meshauth.bus.groups import ensure_groups
+from meshauth.bus.handling import Handler, Handling
 from meshauth.bus.leases import Leases
 from meshauth.bus.metrics import DEAD_LETTERED, HANDLED
 from meshauth.bus.retention import trim
@@ -42,13 +39,6 @@ from meshauth.config import Settings
 from meshauth.redis_client import connect
 
 log = logging.getLogger(__name__)
-
-
-Handler = Callable[[Sequence[Delivery]], Awaitable[None]]
-
-
-class TransientError(Exception):
-    """Raised by a handler whose dependency is unavailable: retry later, without counting an attempt."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -85,6 +75,13 @@ class Consumer:
         self.group = group
         self.handler = handler
         self.config = config
+        self._handling = Handling(
+            handler,
+            stream=self.names.name,
+            group=group,
+            max_attempts=config.max_attempts,
+            retry_delay=config.retry_delay,
+        )
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
         self.leases = Leases(self.names, group, self.name, config.lease_ttl)
         self._parts: dict[int, Partition] = {}
@@ -237,87 +234,22 @@ class Consumer:
         part.backlog = True
         part.retry_at = 0.0
 
-    # --- handling ------------------------------------------------------------------------------------
+    # --- handling ---------------------------------------------------------------------------------
 
     async def _handle(self, redis: Redis, works: list[Work]) -> None:
-        """One handler call for every partition read together (one database transaction, not one per
-        partition); a failure there is sorted out partition by partition."""
-        together = [w for w in works if len(w.batch) > 1 and not w.part.failures]
-        if len(together) > 1:
-            try:
-                await self.handler([delivery for w in together for _, delivery in w.batch])
-            except TransientError as exc:
-                log.warning("bus %s/%s: handler unavailable (%s); retrying", self.names.name, self.group, exc)
-                for w in together:
-                    self._retry_later(w.part)
-                    w.batch = []
-            except Exception as exc:  # noqa: BLE001 - sorted out below, partition by partition
-                log.debug("bus %s/%s: batch failed (%r); per partition now", self.names.name, self.group, exc)
-            else:
-                for w in together:
-                    w.done.extend(entry_id for entry_id, _ in w.batch)
-                    w.batch = []
-        for w in works:
-            await self._handle_partition(w)
+        await self._handling.handle(works)
         await self._settle(redis, works)
-
-    async def _handle_partition(self, w: Work) -> None:
-        if not w.batch:
-            return
-        if w.part.failures or len(w.batch) == 1:
-            # Retrying after a failure: one at a time straight away (the batch would fail again).
-            await self._one_by_one(w.stream, w.part, w.batch, w.done, w.dead)
-            return
-        try:
-            await self.handler([delivery for _, delivery in w.batch])
-            w.done.extend(entry_id for entry_id, _ in w.batch)
-        except TransientError as exc:
-            log.warning("bus %s/%s: handler unavailable (%s); retrying", w.stream, self.group, exc)
-            self._retry_later(w.part)
-        except Exception:  # noqa: BLE001 - any handler failure is retried one entry at a time
-            await self._one_by_one(w.stream, w.part, w.batch, w.done, w.dead)
-
-    async def _one_by_one(
-        self,
-        stream: str,
-        part: Partition,
-        batch: list[tuple[bytes, Delivery]],
-        done: list[bytes],
-        dead: list[DeadLetter],
-    ) -> None:
-        for entry_id, delivery in batch:
-            try:
-                await self.handler([delivery])
-            except TransientError:
-                self._retry_later(part)
-                return
-            except Exception as exc:  # noqa: BLE001 - counted, then dead-lettered with its text
-                attempts = part.failures.get(entry_id, 0) + 1
-                part.failures[entry_id] = attempts
-                log.warning("bus %s/%s: entry %s failed (attempt %d): %r", stream, self.group, entry_id, attempts, exc)
-                if attempts < self.config.max_attempts:
-                    self._retry_later(part)
-                    return
-                part.failures.pop(entry_id, None)
-                dead.append((entry_id, encode(delivery.event), f"{type(exc).__name__}: {exc}", attempts))
-                continue
-            part.failures.pop(entry_id, None)
-            done.append(entry_id)
-
-    def _retry_later(self, part: Partition) -> None:
-        part.backlog = True
-        part.retry_at = time.monotonic() + self.config.retry_delay
 
     async def _settle(self, redis: Redis, works: list[Work]) -> None:
         if not await settle(redis, works, self.names.dead, self.group):
             return
-        key = (self.names.name, self.group)
         for w in works:
             self.handled += len(w.done)
             self.dead_lettered += len(w.dead)
-            HANDLED.counts[key] += len(w.done)
+            # add_many, not ``counts``: in multiprocess mode only it reaches the file a scrape reads.
+            HANDLED.add_many(len(w.done), self.names.name, self.group)
             if w.dead:
-                DEAD_LETTERED.counts[key] += len(w.dead)
+                DEAD_LETTERED.add_many(len(w.dead), self.names.name, self.group)
                 for entry_id, _, error, _ in w.dead:
                     log.error("bus %s/%s: entry %s dead-lettered: %s", w.stream, self.group, entry_id.decode(), error)
 

@@ -1,6 +1,9 @@
-"""The bus's metrics (plain-int counters read at scrape time; labels are stream names and reasons)."""
+"""The bus's metrics. Counters are plain ints (labels are stream names, groups and reasons); the
+backlog gauges are Redis's figures, read by ``gauges.StreamGauges``."""
 
 from __future__ import annotations
+
+from prometheus_client import Gauge
 
 from meshauth.observability.metrics import IntCounters
 
@@ -16,4 +19,24 @@ HANDLED = IntCounters(
 )
 DEAD_LETTERED = IntCounters(
     "meshauth_bus_dead_lettered", "Entries moved to the dead-letter stream, by stream and group.", ["stream", "group"]
+)
+# The same Redis figures whichever worker reads them, each read every few seconds: the largest of
+# the live workers' is shown (at most one interval old).
+STREAM_LAG = Gauge(
+    "meshauth_bus_stream_lag",
+    "Entries not yet delivered to the group, over every partition (Redis XINFO GROUPS lag).",
+    ["stream", "group"],
+    multiprocess_mode="livemax",
+)
+PENDING = Gauge(
+    "meshauth_bus_pending",
+    "Entries delivered to the group and not yet acknowledged, over every partition.",
+    ["stream", "group"],
+    multiprocess_mode="livemax",
+)
+DEAD_LETTERS = Gauge(
+    "meshauth_bus_dead_letters",
+    "Entries in the stream's dead-letter stream.",
+    ["stream"],
+    multiprocess_mode="livemax",
 )

@@ -10,6 +10,9 @@ Nothing here waits for Redis on the caller's account: ``publish`` is a few micro
 a deque append. Drops: when the buffer is full (the task cannot keep up: Redis stalled *and* the spool
 full or slow), the event is dropped, counted in ``meshauth_bus_dropped`` and logged at most once per
 ``drop_log_interval``. The request that published it is unaffected.
+
+A producer also reads the streams' backlog into gauges (``gauges.StreamGauges``): the processes that
+publish are the ones that serve ``/metrics``.
 """
 
 from __future__ import annotations
@@ -22,33 +25,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from redis.exceptions import RedisError
-
 from meshauth.bus.events import AuditEvent, encode
-from meshauth.bus.groups import ensure_groups
-from meshauth.bus.metrics import DROPPED, PUBLISHED, SPOOLED
+from meshauth.bus.gauges import StreamGauges
+from meshauth.bus.metrics import DROPPED, SPOOLED
 from meshauth.bus.spool import Record, Spool
-from meshauth.bus.streams import StreamNames
+from meshauth.bus.streams import GROUPS, StreamNames
+from meshauth.bus.writer import StreamWriter, logical
 from meshauth.config import Settings
-from meshauth.redis_client import connect
 
 log = logging.getLogger(__name__)
 
-PRODUCER_SOCKET_TIMEOUT = 1.0  # a stalled Redis turns into spooling after this long
 MAX_REPLAY_PAUSE = 2.0
 DRAIN_TIMEOUT = 5.0
-
-
-# One command per flush: the XADDs run inside Redis. A pipeline of XADDs cost the flushing process
-# ~30 µs per event in redis-py's command packing and reply parsing, on the event loop the requests
-# share (measured: gate p95 +65 % at 3,000 req/s); one EVALSHA with every payload as an argument
-# costs a few µs per event. (redis-py's Script reloads it after NOSCRIPT, e.g. a restarted Redis.)
-XADD_MANY = """
-for i = 1, #KEYS do
-  redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[1], '*', 'd', ARGV[i + 1])
-end
-return #KEYS
-"""
 
 
 class EventTooLarge(ValueError):
@@ -67,6 +55,7 @@ class ProducerConfig:
     spool_max_bytes: int = 4 * 1024**3
     maxlen: int = 1_000_000
     drop_log_interval: float = 10.0
+    gauge_interval: float = 5.0  # seconds between reads of the streams' backlog (gauges); 0: none
 
 
 def producer_config(settings: Settings) -> ProducerConfig:
@@ -88,14 +77,12 @@ class Producer:
     def __init__(self, url: str, config: ProducerConfig) -> None:
         self._url = url
         self.config = config
-        self._redis = connect(url, socket_timeout=PRODUCER_SOCKET_TIMEOUT)
-        self._xadd_many = self._redis.register_script(XADD_MANY)
+        self._writer = StreamWriter(url, prefix=config.prefix, partitions=config.partitions, maxlen=config.maxlen)
         self._buffer: collections.deque[tuple[str, str, bytes]] = collections.deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._gauges: StreamGauges | None = None
         self._spool = Spool(config.spool_dir, config.spool_max_bytes) if config.spool_dir else None
-        self._names: dict[str, StreamNames] = {}
-        self._groups_ready: set[str] = set()
         self._closing = False
         self._in_flight = 0  # taken from the buffer, not yet in Redis or the spool
         self._drops_unlogged = 0
@@ -145,6 +132,10 @@ class Producer:
         if self._spool is not None and self._spool.pending:
             self._wake.set()
         self._task = asyncio.create_task(self._run(), name="bus-producer")
+        if self.config.gauge_interval > 0:
+            streams = [StreamNames(self.config.prefix, name, self.config.partitions) for name in GROUPS]
+            self._gauges = StreamGauges(self._url, streams, self.config.gauge_interval)
+            self._gauges.start()
 
     async def stop(self) -> None:
         """Drain: write what is buffered (to Redis, else to the spool) and close."""
@@ -162,7 +153,9 @@ class Producer:
             await self._to_spool(left)
         if self._spool is not None:
             await asyncio.to_thread(self._spool.close)
-        await self._redis.aclose()
+        if self._gauges is not None:
+            await self._gauges.stop()
+        await self._writer.aclose()
 
     async def flushed(self, within: float = 10.0) -> None:
         """Wait until the buffer and the spool are empty (tests, benchmarks)."""
@@ -224,23 +217,13 @@ class Producer:
         out: list[Record] = []
         for _ in range(min(n, len(buf))):
             stream, key, data = buf.popleft()
-            out.append((self._stream_names(stream).of_key(key), data))
+            out.append((self._writer.names(stream).of_key(key), data))
         return out
 
     async def _write(self, records: list[Record]) -> bool:
-        """XADD ``records`` in one script call; False if Redis did not take them (if the reply was lost
-        they may have landed: replaying them is harmless, consumers de-duplicate by event id)."""
-        try:
-            await self._ensure_groups(records)
-            keys = [key for key, _ in records]
-            await self._xadd_many(keys=keys, args=[self.config.maxlen, *(data for _, data in records)])
-        except (RedisError, OSError) as exc:
-            self._groups_ready.clear()  # Redis may come back empty
-            log.warning("bus: Redis unavailable (%s); spooling events", exc)
+        if not await self._writer.write(records):
             return False
         self.published += len(records)
-        for name, n in collections.Counter(map(_logical, keys)).items():
-            PUBLISHED.counts[(name,)] += n
         return True
 
     async def _to_spool(self, records: list[Record]) -> None:
@@ -252,9 +235,9 @@ class Producer:
                 log.error("bus: spool write failed (%s)", exc)
         self.spooled += taken
         for key, _ in records[:taken]:
-            SPOOLED.add(_logical(key))
+            SPOOLED.add(logical(key))
         for key, _ in records[taken:]:
-            self._drop(_logical(key))
+            self._drop(logical(key))
 
     async def _replay(self) -> bool:
         """Move the spool's oldest records to Redis; True while that works."""
@@ -271,21 +254,6 @@ class Producer:
                 await self._to_spool(self._take(self.config.flush_batch))
         return True
 
-    async def _ensure_groups(self, records: list[Record]) -> None:
-        for key, _ in records:
-            name = _logical(key)
-            if name in self._groups_ready:
-                continue
-            names = self._names.get(name) or StreamNames(self.config.prefix, name, self.config.partitions)
-            await ensure_groups(self._redis, names)
-            self._groups_ready.add(name)
-
-    def _stream_names(self, stream: str) -> StreamNames:
-        names = self._names.get(stream)
-        if names is None:
-            names = self._names[stream] = StreamNames(self.config.prefix, stream, self.config.partitions)
-        return names
-
     def _drop(self, stream: str) -> None:
         self.dropped += 1
         DROPPED.add(stream, "buffer_full")
@@ -299,8 +267,3 @@ class Producer:
             )
             self._drops_unlogged = 0
             self._last_drop_log = now
-
-
-def _logical(key: str) -> str:
-    """``<prefix>bus:audit:3`` -> ``audit``."""
-    return key.rsplit(":", 2)[-2]

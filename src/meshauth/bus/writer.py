@@ -1,0 +1,83 @@
+"""Writing the producer's records to Redis: every record of a batch in one script call.
+
+A record is ``(partition stream key, encoded event)``; the partition was chosen from the event's key
+when it left the buffer (``StreamNames.of_key``). Each stream's consumer groups are created before its
+first write (and again after a Redis error, as Redis may have come back empty), so that no entry is
+written before the groups that must read it exist.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+
+from redis.exceptions import RedisError
+
+from meshauth.bus.groups import ensure_groups
+from meshauth.bus.metrics import PUBLISHED
+from meshauth.bus.spool import Record
+from meshauth.bus.streams import StreamNames
+from meshauth.redis_client import connect
+
+log = logging.getLogger(__name__)
+
+PRODUCER_SOCKET_TIMEOUT = 1.0  # a stalled Redis turns into spooling after this long
+
+# One command per flush: the XADDs run inside Redis. A pipeline of XADDs cost the flushing process
+# ~30 µs per event in redis-py's command packing and reply parsing, on the event loop the requests
+# share (measured: gate p95 +65 % at 3,000 req/s); one EVALSHA with every payload as an argument
+# costs a few µs per event. (redis-py's Script reloads it after NOSCRIPT, e.g. a restarted Redis.)
+XADD_MANY = """
+for i = 1, #KEYS do
+  redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[1], '*', 'd', ARGV[i + 1])
+end
+return #KEYS
+"""
+
+
+class StreamWriter:
+    def __init__(self, url: str, *, prefix: str, partitions: int, maxlen: int) -> None:
+        self._prefix = prefix
+        self._partitions = partitions
+        self._maxlen = maxlen
+        self._redis = connect(url, socket_timeout=PRODUCER_SOCKET_TIMEOUT)
+        self._xadd_many = self._redis.register_script(XADD_MANY)
+        self._names: dict[str, StreamNames] = {}
+        self._groups_ready: set[str] = set()
+
+    def names(self, stream: str) -> StreamNames:
+        names = self._names.get(stream)
+        if names is None:
+            names = self._names[stream] = StreamNames(self._prefix, stream, self._partitions)
+        return names
+
+    async def write(self, records: list[Record]) -> bool:
+        """XADD ``records`` in one script call; False if Redis did not take them (if the reply was lost
+        they may have landed: replaying them is harmless, consumers de-duplicate by event id)."""
+        try:
+            await self._ensure_groups(records)
+            keys = [key for key, _ in records]
+            await self._xadd_many(keys=keys, args=[self._maxlen, *(data for _, data in records)])
+        except (RedisError, OSError) as exc:
+            self._groups_ready.clear()  # Redis may come back empty
+            log.warning("bus: Redis unavailable (%s); spooling events", exc)
+            return False
+        for name, n in collections.Counter(map(logical, keys)).items():
+            PUBLISHED.add_many(n, name)
+        return True
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+
+    async def _ensure_groups(self, records: list[Record]) -> None:
+        for key, _ in records:
+            name = logical(key)
+            if name in self._groups_ready:
+                continue
+            await ensure_groups(self._redis, self.names(name))
+            self._groups_ready.add(name)
+
+
+def logical(key: str) -> str:
+    """``<prefix>bus:audit:3`` -> ``audit``."""
+    return key.rsplit(":", 2)[-2]
