@@ -6,6 +6,7 @@ import contextlib
 import http.server
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -56,9 +57,17 @@ def test_real_metrics_of_auth_and_policy_are_parsed_and_shown(stack: tuple[Serve
     for _ in range(20):
         assert call("GET", auth.url + "/ext_authz/orders/1")[0] == 401
         assert call("POST", policy.url + "/access/v1/evaluation", body=body.encode())[0] == 200
-    for t in targets:
-        t.before, t.now = t.now, fetch(t.url)
-    assert targets[0].now is not None and targets[1].now is not None
+    # Each worker publishes its invalidation-stream state once a second and on the scrapes it answers:
+    # until both workers have, the merged gauge (livemin) still reads a worker's initial 0.
+    deadline = time.monotonic() + 10
+    while True:
+        for t in targets:
+            t.before, t.now = t.now, fetch(t.url)
+        assert targets[0].now is not None and targets[1].now is not None
+        connected = targets[0].now.series("meshauth_invalidation_stream_connected").values()
+        if (connected and min(connected) == 1) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert targets[0].now.total("meshauth_gate_decisions_total", outcome="deny") >= 20
     assert targets[1].now.total("meshauth_policy_decisions_total") >= 20
     assert targets[1].now.has("meshauth_policy_decision_duration_seconds_count")

@@ -174,7 +174,7 @@ class AuthApp:
         JWT_CACHE.set(v.cache_hits, "hit")
         JWT_CACHE.set(v.cache_misses, "miss")
         REVOKED_TOKENS.set(len(self.service.denylist))
-        INVALIDATION_CONNECTED.set(1 if self.service.listener.connected else 0)
+        INVALIDATION_CONNECTED.labels(stream="invalidations").set(1 if self.service.listener.connected else 0)
 
 
 READY_CHECK_TIMEOUT = 2.0  # seconds; below a typical Kubernetes readiness probe timeout

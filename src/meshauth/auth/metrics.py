@@ -21,9 +21,13 @@ JWT_CACHE = IntCounters("meshauth_jwt_cache", "JWT validation cache lookups.", [
 # Several workers: every worker mirrors the same denylist (the largest is shown), and the stream
 # reads 1 only while every live worker follows it.
 REVOKED_TOKENS = Gauge("meshauth_denylist_size", "Revoked jtis mirrored in this process.", multiprocess_mode="livemax")
+# Labelled so that only the auth service exports it: every process that imports this module (the
+# policy service does, through the command line) would otherwise export an unlabelled 0, and a
+# dashboard's min() over all targets would read "disconnected" for ever.
 INVALIDATION_CONNECTED = Gauge(
     "meshauth_invalidation_stream_connected",
     "1 while this process (every worker) follows the invalidation stream.",
+    ["stream"],
     multiprocess_mode="livemin",
 )
 
