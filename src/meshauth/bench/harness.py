@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import psutil
 
-from meshauth.bench import machine, scenarios, stack, workload
+from meshauth.bench import machine, probe, scenarios, stack, workload
 from meshauth.bench.drivers import Run
 
 _CACHE = re.compile(r'^meshauth_client_cache_total\{level="(l1|l2)",result="(hit|miss)"\} ([0-9.e+]+)$', re.MULTILINE)
@@ -116,6 +116,7 @@ def run(plan: scenarios.Plan, sizes: workload.Sizes | None = None, argv: list[st
     t0 = time.monotonic()
     with stack.started(sizes) as s:
         results["seeding"] = s.seeding
+        probe.probe(s)
         built = scenarios.build(s, plan, sizes)
         total = sum(len(sc.rates) + 1 for sc in built) + 1
         with progress(total) as bar:

@@ -18,6 +18,9 @@ def draw(r: dict[str, Any], out_dir: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
 
     scs = r["scenarios"]
     names = list(scs)
@@ -33,6 +36,8 @@ def draw(r: dict[str, Any], out_dir: Path) -> list[Path]:
         ax.set_xlabel("offered req/s")
         ax.set_ylabel("latency ms")
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     for ax in list(axes.flat)[len(names) :]:
@@ -50,6 +55,7 @@ def draw(r: dict[str, Any], out_dir: Path) -> list[Path]:
                 qs = sorted(p["percentiles"], key=float)
                 ax.plot([p["percentiles"][q] for q in qs], [float(q) for q in qs], ".-", label=scs[name]["title"])
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(plain)
     ax.set_xlabel("latency ms (log)")
     ax.set_ylabel("percentile")
     ax.set_title(f"Latency distribution at {REFERENCE_RATE:,} req/s offered")
