@@ -87,6 +87,7 @@ def build(stack: Stack, plan: Plan, sizes: workload.Sizes) -> list[Scenario]:
 
         return drive
 
+    write_lines(root / "zipf_gate-0.lines", workload.zipf_gate_lines(stack.tokens, plan.zipf_lines, sizes, seed=0))
     zipf_runs = iter(range(1, 1_000_000))
 
     def zipf_mixed(rate: float | None, seconds: float) -> drivers.Run:
