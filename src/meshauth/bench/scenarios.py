@@ -16,6 +16,10 @@ from meshauth.bench.stack import Stack
 
 GATE_RATES_FULL = (500, 1000, 2000, 3000)
 GATE_RATES_QUICK = (1000, 3000)
+# h2load --rps fires each connection's requests on its own fixed-period timer, and connections start
+# together: 30 connections at 3,000 req/s arrive as bursts of ~30 every 10 ms, which measures the burst's
+# queueing. Four connections keep the bursts small (at most four requests at once).
+GRPC_PACED = 4
 BATCH_RATES_FULL = (10, 25, 50)  # requests/s of 64 checks each: 640 … 3,200 decisions/s
 BATCH_RATES_QUICK = (25,)
 
@@ -63,7 +67,13 @@ def build(stack: Stack, plan: Plan, sizes: workload.Sizes) -> list[Scenario]:
         log = root / f"h2load-{secrets.token_hex(3)}.log"
         url = stack.grpc_url + grpc_body.CHECK_PATH
         return drivers.h2load(
-            url, grpc_file, log, seconds=seconds, connections=30 if rate else 16, rate=rate, headers=grpc_headers
+            url,
+            grpc_file,
+            log,
+            seconds=seconds,
+            connections=GRPC_PACED if rate else 16,
+            rate=rate,
+            headers=grpc_headers,
         )
 
     def c(rate: float | None, paced: int = 30, closed: int = 32) -> int:
