@@ -8,7 +8,10 @@ import typer
 
 from meshauth.bench.results import save
 
-app = typer.Typer(help="Benchmarks; results go to bench/results/ and a table to stdout.")
+app = typer.Typer(
+    help="Benchmarks. Without a command: the harness (bench/REPORT.md, plots, bench/results/<timestamp>.json);"
+    " with one, that benchmark in detail (results in bench/results/, a table to stdout)."
+)
 
 
 @app.callback(invoke_without_command=True)
