@@ -120,8 +120,11 @@ def parse_h2load_summary(out: str) -> tuple[int, int]:
 def h2load(
     url: str, body: Path, log: Path, *, seconds: float, connections: int, rate: float | None, headers: dict[str, str]
 ) -> Run:
-    """gRPC over h2c: ``--rps`` per connection (``rate / connections``), one stream per connection."""
-    cmd = ["h2load", "-t1", f"-c{connections}", "-m1", f"-D{math.ceil(seconds)}", "-d", str(body)]
+    """gRPC over h2c: ``--rps`` per connection (``rate / connections``); closed loop one stream each."""
+    # Paced: up to 8 streams in flight per connection, so a slow answer does not hold back the next
+    # due request (with one stream, four connections top out below 3,000 req/s).
+    streams = 8 if rate else 1
+    cmd = ["h2load", "-t1", f"-c{connections}", f"-m{streams}", f"-D{math.ceil(seconds)}", "-d", str(body)]
     if rate:
         cmd.append(f"--rps={rate / connections:g}")
     for name, value in headers.items():

@@ -71,8 +71,9 @@ def render(r: dict[str, Any], results_name: str) -> str:
         " (the most the gate sends the policy service at 3,000 req/s even with no cache). `throughput`: the"
         " gate in authz mode, Zipf-mixed checks, closed loop. `cache hit rate`: the gate's decision-cache"
         " counters (`/metrics`) over every Zipf run. `batch efficiency`: decisions per policy-service"
-        " CPU-second, 64-item batches vs single evaluations, both at saturation. A run with more than 1 %"
-        " errors never passes.",
+        " CPU-second, 64-item batches vs single evaluations, both at saturation. Errors: non-2xx answers"
+        " plus socket errors; a run with more than 1 % errors never passes. Offered rates the stack cannot"
+        " sustain show as achieved < offered: the paced connections wait for slow answers.",
         "",
         "## Plots",
         "",
