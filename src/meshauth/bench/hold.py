@@ -25,7 +25,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"request files in {s.root} (zipf_gate-<n>.lines are written per run; write more with")
         print("  meshauth.bench.workload.zipf_gate_lines); processes:", s.pids)
         print("Ctrl-C stops everything.", flush=True)
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        stop = {signal.SIGINT, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # delivered to sigwait, not as KeyboardInterrupt
+        signal.sigwait(stop)
 
 
 if __name__ == "__main__":
