@@ -35,7 +35,7 @@ typecheck: install
 check: lint typecheck test
 
 bench: install
-	$(BIN)/meshauth bench auth
+	$(BIN)/meshauth bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from meshauth.bench.results import save
 
-app = typer.Typer(help="Benchmarks; results go to bench/results/ and a table to stdout.", no_args_is_help=True)
+app = typer.Typer(
+    help="Benchmarks. Without a command: the harness (bench/REPORT.md, plots, bench/results/<timestamp>.json);"
+    " with one, that benchmark in detail (results in bench/results/, a table to stdout)."
+)
+
+
+@app.callback(invoke_without_command=True)
+def harness(
+    ctx: typer.Context,
+    quick: bool = typer.Option(False, "--quick", help="Fewer rates, shorter runs: under 2 minutes."),
+    out: Path = typer.Option(Path("bench"), help="Where REPORT.md, the plots and results/<timestamp>.json go."),
+) -> None:
+    """Without a subcommand: the whole harness (issue 13): every scenario, bench/REPORT.md, plots, JSON."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from meshauth.bench.harness import main
+
+    raise typer.Exit(main(quick=quick, out_dir=out))
 
 
 @app.command("auth")

@@ -1,0 +1,57 @@
+-- The harness's wrk script. Requests come from HARNESS_LINES (one per line: path, TAB, authorization
+-- header or empty, TAB, POST body or empty), walked in order and wrapped around (the Zipf lists are
+-- precomputed samples, so order is already random); or, with HARNESS_DISTINCT_PREFIX, a path never
+-- asked before (prefix .. counter). PACE_MEAN_MS > 0: open pacing as paced.lua (each connection waits
+-- a random 0..2*mean ms between requests); 0 or unset: closed loop (saturation).
+local mean_ms = tonumber(os.getenv("PACE_MEAN_MS") or "0")
+local prefix = os.getenv("HARNESS_DISTINCT_PREFIX")
+local lines_file = os.getenv("HARNESS_LINES")
+local items = {}
+local n = 0
+local counter = 0
+
+if lines_file and lines_file ~= "" then
+  for line in io.lines(lines_file) do
+    local path, auth, body = line:match("^([^\t]*)\t?([^\t]*)\t?(.*)$")
+    n = n + 1
+    items[n] = {path, auth, body}
+  end
+end
+
+if mean_ms > 0 then
+  function delay()
+    return math.random() * 2 * mean_ms
+  end
+end
+
+function request()
+  counter = counter + 1
+  if prefix then
+    return wrk.format(nil, prefix .. counter)
+  end
+  if n == 0 then
+    return wrk.format(nil, nil)
+  end
+  local item = items[(counter - 1) % n + 1]
+  local headers = {}
+  for k, v in pairs(wrk.headers) do headers[k] = v end
+  local method = nil
+  local body = nil
+  if item[2] ~= "" then headers["Authorization"] = item[2] end
+  if item[3] ~= "" then
+    method = "POST"
+    body = item[3]
+    headers["Content-Type"] = "application/json"
+  end
+  return wrk.format(method, item[1], headers, body)
+end
+
+function done(summary, latency, requests)
+  local errors = summary.errors.status + summary.errors.connect + summary.errors.read
+    + summary.errors.write + summary.errors.timeout
+  io.write(string.format("HARNESS requests=%d seconds=%.3f errors=%d status_errors=%d\n",
+    summary.requests, summary.duration / 1e6, errors, summary.errors.status))
+  for _, p in ipairs({1, 5, 10, 20, 30, 40, 50, 60, 70, 75, 80, 90, 95, 97.5, 99, 99.5, 99.9, 99.99}) do
+    io.write(string.format("PCT %g %.4f\n", p, latency:percentile(p) / 1000))
+  end
+end

@@ -1,0 +1,119 @@
+"""The Phase 2 targets table, computed from a results document (``bench.harness.run``'s output).
+
+One row per target, labelled exactly as issue 13 asks (``auth latency p95``, ``policy latency p95``,
+``throughput``, ``cache hit rate``, ``batch efficiency``), then further rows; each reads ``pass`` or
+``miss``. A value that could not be computed (scenario or rate absent) is a ``miss``, never a pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+REFERENCE_RATE = 3000
+POLICY_REFERENCE_RATE = 1000
+MAX_ERROR_SHARE = 0.01  # a run with more errors than this does not count as meeting a target
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    goal: str
+    measured: str
+    verdict: str  # "pass" or "miss"
+    value: float | None
+
+
+def _paced(r: dict[str, Any], scenario: str, rate: int) -> dict[str, Any] | None:
+    for run in r.get("scenarios", {}).get(scenario, {}).get("paced", []):
+        if run["offered"] == rate:
+            return dict(run)
+    return None
+
+
+def _ok(run: dict[str, Any]) -> bool:
+    return bool(run["requests"]) and run["errors"] <= MAX_ERROR_SHARE * run["requests"]
+
+
+def _p95_row(label: str, r: dict[str, Any], scenario: str, rate: int, goal_ms: float) -> Row:
+    run = _paced(r, scenario, rate)
+    if run is None or "95" not in run["percentiles"]:
+        return Row(label, f"≤ {goal_ms:g} ms", f"not measured ({scenario} at {rate:,} req/s)", "miss", None)
+    p95 = float(run["percentiles"]["95"])
+    note = f"{p95:.2f} ms ({scenario} at {rate:,} req/s offered, {run['achieved']:,.0f} achieved"
+    note += f", {run['errors']} errors)" if run["errors"] else ")"
+    return Row(label, f"≤ {goal_ms:g} ms", note, "pass" if p95 <= goal_ms and _ok(run) else "miss", p95)
+
+
+def _saturation(r: dict[str, Any], scenario: str) -> dict[str, Any] | None:
+    sat = r.get("scenarios", {}).get(scenario, {}).get("saturation")
+    return dict(sat) if sat else None
+
+
+def _throughput_row(label: str, r: dict[str, Any], scenario: str, goal: float) -> Row:
+    sat = _saturation(r, scenario)
+    if sat is None:
+        return Row(label, f"≥ {goal:,.0f} req/s", f"not measured ({scenario})", "miss", None)
+    rps = float(sat["achieved"])
+    note = f"{rps:,.0f} req/s ({scenario}, closed loop, {sat['errors']} errors)"
+    return Row(label, f"≥ {goal:,.0f} req/s", note, "pass" if rps >= goal and _ok(sat) else "miss", rps)
+
+
+def hit_rate(cache: dict[str, float]) -> float | None:
+    """Share of checks answered from a cache level: (L1 hits + L2 hits) / L1 lookups."""
+    lookups = cache.get("l1_hit", 0.0) + cache.get("l1_miss", 0.0)
+    return (cache.get("l1_hit", 0.0) + cache.get("l2_hit", 0.0)) / lookups if lookups else None
+
+
+def _hit_row(r: dict[str, Any]) -> Row:
+    cache = r.get("scenarios", {}).get("zipf_mixed", {}).get("cache")
+    rate = hit_rate(cache) if cache else None
+    if rate is None:
+        return Row("cache hit rate", "> 80 %", "not measured (zipf_mixed cache counters)", "miss", None)
+    l1 = cache["l1_hit"] / (cache["l1_hit"] + cache["l1_miss"])
+    checks = cache["l1_hit"] + cache["l1_miss"]
+    note = f"{rate:.1%} (L1 {l1:.1%}; gate client counters over the Zipf runs, {checks:,.0f} checks)"
+    return Row("cache hit rate", "> 80 %", note, "pass" if rate > 0.80 else "miss", rate)
+
+
+def per_cpu_second(r: dict[str, Any], scenario: str) -> float | None:
+    """Decisions per policy-service CPU-second during the scenario's saturation run."""
+    sc = r.get("scenarios", {}).get(scenario, {})
+    sat = sc.get("saturation")
+    if not sat or not sat.get("policy_cpu_seconds"):
+        return None
+    return float(sat["requests"]) * int(sc["decisions_per_request"]) / float(sat["policy_cpu_seconds"])
+
+
+def batch_efficiency(r: dict[str, Any]) -> float | None:
+    single, batch = per_cpu_second(r, "policy_single"), per_cpu_second(r, "policy_batch64")
+    return batch / single if single and batch else None
+
+
+def _batch_row(r: dict[str, Any]) -> Row:
+    ratio = batch_efficiency(r)
+    if ratio is None:
+        return Row("batch efficiency", "≥ 10×", "not measured (policy CPU during saturation)", "miss", None)
+    single, batch = per_cpu_second(r, "policy_single"), per_cpu_second(r, "policy_batch64")
+    note = f"{ratio:.1f}× ({batch:,.0f} vs {single:,.0f} decisions per policy-service CPU-second, batch 64 vs single)"
+    return Row("batch efficiency", "≥ 10×", note, "pass" if ratio >= 10 else "miss", ratio)
+
+
+RowMaker = Callable[[dict[str, Any]], Row]
+ROWS: list[RowMaker] = [
+    lambda r: _p95_row("auth latency p95", r, "authn_http", REFERENCE_RATE, 3),
+    lambda r: _p95_row("policy latency p95", r, "policy_single", POLICY_REFERENCE_RATE, 5),
+    lambda r: _throughput_row("throughput", r, "zipf_mixed", 3000),
+    _hit_row,
+    _batch_row,
+    lambda r: _p95_row("auth latency p95, gRPC", r, "authn_grpc", REFERENCE_RATE, 3),
+    lambda r: _p95_row("authz latency p95, warm", r, "authz_warm", REFERENCE_RATE, 3),
+    lambda r: _p95_row("authz latency p95, cold", r, "authz_cold", REFERENCE_RATE, 3),
+    lambda r: _p95_row("authz latency p95, Zipf mixed", r, "zipf_mixed", REFERENCE_RATE, 3),
+    lambda r: _throughput_row("throughput, gate authn", r, "authn_http", 3000),
+]
+
+
+def rows(r: dict[str, Any]) -> list[Row]:
+    return [make(r) for make in ROWS]
