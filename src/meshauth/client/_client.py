@@ -102,7 +102,7 @@ class PolicyClient:
             budget=RetryBudget(retry) if retry else None,
         )
         self._batcher: Batcher[Pending, Decision] | None = (
-            Batcher(self._caller.flush, max_batch=batching.max_batch, max_wait=batching.max_wait) if batching else None
+            Batcher(self._flush, max_batch=batching.max_batch, max_wait=batching.max_wait) if batching else None
         )
         self._sf: SingleFlight[tuple[str, State | None, bytes], Decision] | None = (
             SingleFlight() if singleflight else None
@@ -123,8 +123,6 @@ class PolicyClient:
         self._hot = self._warmer.hot if self._warmer is not None else None
         self._tracker = StateTracker(store, self._warmer)
         BREAKER_STATE.labels(store).set(0)
-
-    # -- public -----------------------------------------------------------------------------
 
     @property
     def state(self) -> State | None:
@@ -158,9 +156,13 @@ class PolicyClient:
         return await self._tracker.warm_on_start()
 
     def invalidate(self) -> None:
-        """Drop every L1 entry (for a change the state does not capture)."""
+        """Drop every L1 entry and stop trusting L2 until the service has answered again (for a
+        change the state may not capture: what :class:`StateFollower` calls when its connection to
+        Redis is lost or comes back — a change made meanwhile was announced to nobody)."""
         if self._l1 is not None:
             self._l1.clear()
+        if self._stored is not None and self._stored.l2 is not None:
+            self._stored.l2.trusted = False
 
     async def check(
         self,
@@ -214,8 +216,6 @@ class PolicyClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    # -- the check path ---------------------------------------------------------------------
-
     async def _decide(self, p: Pending, consistency: Consistency) -> Decision:
         floor = self._tracker.seen
         if consistency.state is not None:
@@ -255,30 +255,31 @@ class PolicyClient:
             deadline.cancel()
 
     async def _fill(self, p: Pending, ck: L1Key | None, floor: State | None, rkey: bytes) -> Decision:
-        if ck is not None and self._stored is not None:
-            hit = await self._stored.from_l2(ck)
-            if hit is not None:
-                return hit
         if self._warmer is not None:
             self._warmer.ensure_pushing()
+        p.l2_key = ck  # looked up in L2 with the rest of its batch (when there is an L2)
         if self._batcher is not None:
             d = await self._batcher.submit(p)
+        elif isinstance(got := (await self._flush([p]))[0], BaseException):
+            raise got
         else:
-            (result,) = await self._caller.flush([p])
-            if isinstance(result, BaseException):
-                raise result
-            d = result
-        if d.error is not None:
-            return d  # a bad question: answered as such, never cached
+            d = got
+        if d.source == "l2" or d.error is not None:
+            return d  # an L2 hit is in L1 already; a bad question is answered as such, never cached
         state = d.state
         assert state is not None
         if not state.covers(floor):
             raise Unavailable(f"the service answered from revision {state.revision}, older than one already seen")
-        # The answer was asked for at ``floor`` or later, so it stands for ``floor`` too: a state
-        # learned from an announcement keys the entry, or a client that advanced would never hit
-        # what it stores.
+        if self._stored is not None and self._stored.l2 is not None:
+            self._stored.l2.trusted = True  # the state known now is the service's: L2 under it stands
+        # Asked at ``floor`` or later, the answer stands for ``floor`` too (or a client that advanced
+        # on an announcement would never hit what it stores).
         self._keep(rkey, d, state.join(floor))
         return d
+
+    async def _flush(self, items: list[Pending]) -> list[Decision | BaseException]:
+        """The batcher's flush: the batch's L2 lookups in one ``MGET``, the rest in one call."""
+        return await (self._stored.through_l2(items, self._caller.flush) if self._stored else self._caller.flush(items))
 
     def _keep(self, rkey: bytes, d: Decision, state: State) -> None:
         self._put(rkey, d, state)

@@ -20,6 +20,8 @@ class Pending(msgspec.Struct, gc=False):
     resource: wire.Resource
     context: dict[str, Any] | None
     deadline: float  # event-loop time
+    # The L1 key to look up in L2 before asking the service (None: no L2 lookup for this check).
+    l2_key: tuple[int, int | None, bytes] | None = None
 
 
 def entity(value: object, cls: type[wire.Subject] | type[wire.Resource], name: str) -> Any:
