@@ -27,6 +27,7 @@ from meshauth.config_checks import (
     check_decision_token,
     check_redis_url,
     check_spiffe_id,
+    check_url_address,
 )
 
 SigningAlg = Literal["ES256", "EdDSA", "RS256"]
