@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from meshauth.client import Check, EjectionConfig, PolicyClient, Response, TransportError
+from meshauth.client import BalanceConfig, Check, EjectionConfig, PolicyClient, Response, TransportError
 from meshauth.client._endpoints import Endpoints
 from tests.client.mock import Clock, MockTransport
 from tests.client.served import DECISION_TOKEN, policy_server, push
@@ -187,3 +188,60 @@ async def test_a_killed_replica_is_ejected_between_two_real_servers(tmp_path: Pa
             assert client.ejected == [one] and failed == EjectionConfig().consecutive_failures
             after = [await client.check({"type": "User", "id": f"v{i}"}, "view", DOC) for i in range(50)]
     assert all(d.decision and d.error is None for d in after)
+
+
+def test_a_slow_url_loses_every_pair_while_no_calls_overlap() -> None:
+    """Peak EWMA: with nothing outstanding (batching on: calls rarely overlap), a URL whose calls
+    took 40 ms loses to ones at 1 ms in every pair, where least-outstanding saw no difference."""
+    clock = Clock(0.0)
+    e = Endpoints([A, B, C], CFG, clock=clock)
+    for url, took in ((A, 0.001), (B, 0.04), (C, 0.001)):
+        e.observe(url, took)
+    picks = [e.pick() for _ in range(300)]
+    assert B not in picks and {A, C} <= set(picks)
+    plain = Endpoints([A, B, C], CFG, clock=clock, balance=None)
+    for url, took in ((A, 0.001), (B, 0.04), (C, 0.001)):
+        plain.observe(url, took)
+    assert B in {plain.pick() for _ in range(300)}
+
+
+def test_the_estimate_jumps_on_a_slow_sample_and_decays_toward_fast_ones() -> None:
+    """A slower sample counts at once (peak); faster ones pull it down with time constant `decay`."""
+    clock = Clock(0.0)
+    e = Endpoints([A, B], CFG, clock=clock, balance=BalanceConfig(decay=1.0))
+    e.observe(A, 0.001)
+    e.observe(A, 0.05)
+    assert e.cost(A, clock.now) == pytest.approx(0.05)
+    clock.now = 1.0
+    e.observe(A, 0.001)  # one time constant later: weight e^-1 on the old estimate
+    assert e.cost(A, clock.now) == pytest.approx(0.05 * math.exp(-1) + 0.001 * (1 - math.exp(-1)))
+
+
+def test_a_slow_url_is_tried_again_once_its_estimate_has_decayed() -> None:
+    """Not asked, a slow URL's estimate decays toward zero, so it is probed again after a while."""
+    clock = Clock(0.0)
+    e = Endpoints([A, B], CFG, clock=clock, balance=BalanceConfig(decay=1.0))
+    e.observe(A, 0.001)
+    e.observe(B, 0.04)
+    assert {e.pick() for _ in range(50)} == {A}
+    clock.now = 4.0  # B, not asked: 40 ms × e^-4 ≈ 0.73 ms; A, asked again now: ≈ 1 ms
+    e.observe(A, 0.001)
+    assert e.cost(B, clock.now) < e.cost(A, clock.now)
+    assert {e.pick() for _ in range(50)} == {B}
+
+
+def test_cost_counts_outstanding_calls() -> None:
+    """Equal estimates: the URL with fewer calls out wins; latency × (outstanding + 1)."""
+    e = Endpoints([A, B], CFG, clock=Clock(0.0))
+    e.observe(A, 0.002)
+    e.observe(B, 0.002)
+    e.outstanding[A] = 1
+    assert {e.pick() for _ in range(50)} == {B}
+    e.outstanding[B] = 3  # 2 ms × 4 > 2 ms × 2
+    assert {e.pick() for _ in range(50)} == {A}
+
+
+def test_balance_config_is_checked() -> None:
+    """decay must be a finite number > 0."""
+    with pytest.raises(ValueError, match="decay"):
+        BalanceConfig(decay=0)

@@ -107,7 +107,9 @@ class Caller:
                 return decisions
             finally:
                 endpoints.outstanding[url] -= 1
-                CALL_SECONDS.labels(endpoint, outcome).observe(time.perf_counter() - started)
+                took = time.perf_counter() - started
+                endpoints.observe(url, took)
+                CALL_SECONDS.labels(endpoint, outcome).observe(took)
             if attempt >= (self._budget.max_attempts if self._budget else 1) or loop.time() >= deadline:
                 raise Unavailable(last)
             assert self._budget is not None

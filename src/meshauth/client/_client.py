@@ -31,6 +31,7 @@ from meshauth.client._cache import DecisionL1, DecisionL2
 from meshauth.client._call import Caller
 from meshauth.client._config import (
     DEFAULT_TIMEOUT,
+    BalanceConfig,
     BatchConfig,
     BreakerConfig,
     CacheConfig,
@@ -58,12 +59,11 @@ __all__ = ["PolicyClient"]
 class PolicyClient:
     """An asyncio client for the meshauth policy service (AuthZEN 1.0 decision API).
 
-    ``urls``: base URLs of policy service replicas (one inside a mesh). ``store``: the policy store
-    asked. ``token``: sent as ``Authorization: Bearer`` when the decision API is protected.
-    ``timeout``: the default deadline of a check, in seconds. Every other keyword configures one
-    feature, and ``None`` switches it off. ``redis`` enables the L2 cache (with ``cache`` on) and
-    shares hotness for warming. ``transport`` replaces the aiohttp pool (tests, other protocols);
-    ``clock`` drives the breaker and endpoint ejection, ``wall_clock`` cache expiry.
+    ``urls``: policy service replicas (one inside a mesh); ``store``: the store asked; ``token``:
+    ``Authorization: Bearer`` for a protected decision API; ``timeout``: a check's default deadline
+    (seconds). Every other keyword configures one feature, and ``None`` switches it off. ``redis``
+    enables L2 (with ``cache`` on) and shares hotness for warming. ``transport`` replaces the aiohttp
+    pool; ``clock`` drives the breaker and the endpoints (ejection, latency), ``wall_clock`` expiry.
     """
 
     def __init__(
@@ -84,6 +84,7 @@ class PolicyClient:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         ejection: EjectionConfig | None = EjectionConfig(),
+        balancing: BalanceConfig | None = BalanceConfig(),
         warming: WarmConfig | None = WarmConfig(),
     ) -> None:
         clean = check_client_args(urls, store, token, timeout)
@@ -95,7 +96,7 @@ class PolicyClient:
         self._own_transport = transport is None
         self._caller = Caller(
             transport if transport is not None else AiohttpTransport(pool),
-            Endpoints(clean, ejection, clock=clock),
+            Endpoints(clean, ejection, clock=clock, balance=balancing),
             store=store,
             headers=headers,
             breaker=CircuitBreaker(breaker, clock=clock, on_transition=self._transition) if breaker else None,
