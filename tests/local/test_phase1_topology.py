@@ -201,6 +201,14 @@ async def test_a_slow_policy_replica_is_avoided(topology: Topology, batching: bo
         f" {slow_share:.3f} slowed;"
         f" p99 {_p99(healthy) * 1000:.1f} -> {_p99(slowed) * 1000:.1f} ms; failed {failed} of {len(slowed)}"
     )
-    assert 0.2 < even_share < 0.47
-    assert slow_share < even_share / 2
+    if batching:
+        # Calls rarely overlap, so the choice is by latency estimate alone, and the cheapest of two
+        # wins: the healthy split follows which replica answered fastest lately (measured 0.08-0.27
+        # for this one on a loaded machine), while a slow one gets almost nothing (least outstanding
+        # alone: ~1/3, p99 7 -> 42 ms).
+        assert even_share > 0.03
+        assert slow_share < 0.05
+    else:
+        assert 0.2 < even_share < 0.47
+        assert slow_share < even_share / 2
     assert failed <= 0.01 * len(slowed)

@@ -149,7 +149,7 @@ class BalanceConfig:
     (``None``): least outstanding calls only — which cannot see a slow replica when batching keeps
     calls from overlapping."""
 
-    decay: float = 10.0
+    decay: float = 1.0
 
     def __post_init__(self) -> None:
         _positive("decay", self.decay)
