@@ -147,7 +147,15 @@ async def test_the_client_ejects_a_failing_url_and_stops_sending_to_it() -> None
     t = MockTransport(one_down)
     clock = Clock(0.0)
     client = PolicyClient(
-        [A, B], transport=t, cache=None, retry=None, breaker=None, clock=clock, ejection=CFG, batching=None
+        [A, B],
+        transport=t,
+        cache=None,
+        retry=None,
+        breaker=None,
+        clock=clock,
+        ejection=CFG,
+        batching=None,
+        balancing=None,  # ejection alone (the latency estimate would avoid A after one failure)
     )
     async with client:
         for i in range(40):
@@ -172,8 +180,9 @@ async def test_a_killed_replica_is_ejected_between_two_real_servers(tmp_path: Pa
     ):
         for url in (one, two):
             push(url, POLICY)
+        # Ejection alone: with the latency estimate on, the dead replica is avoided after one failure.
         async with PolicyClient(
-            [one, two], token=DECISION_TOKEN, cache=None, retry=None, breaker=None, timeout=2.0
+            [one, two], token=DECISION_TOKEN, cache=None, retry=None, breaker=None, timeout=2.0, balancing=None
         ) as client:
             warm = await client.check_many([Check({"type": "User", "id": f"w{i}"}, "view", DOC) for i in range(8)])
             assert all(d.decision for d in warm)
@@ -245,3 +254,21 @@ def test_balance_config_is_checked() -> None:
     """decay must be a finite number > 0."""
     with pytest.raises(ValueError, match="decay"):
         BalanceConfig(decay=0)
+
+
+async def test_a_url_that_fails_fast_does_not_draw_the_calls() -> None:
+    """A failed call counts as slow (FAILED_CALL_SECONDS) in the latency estimate: a URL refusing
+    connections at once is avoided after its first failure, not taken for the fastest."""
+    good = MockTransport()
+
+    async def one_down(url: str, doc: dict[str, Any]) -> Response:
+        if url.startswith(A):
+            raise TransportError("connection refused")
+        return await good._policy(url, doc)
+
+    t = MockTransport(one_down)
+    async with PolicyClient(
+        [A, B], transport=t, cache=None, retry=None, breaker=None, ejection=None, batching=None, clock=Clock(0.0)
+    ) as client:
+        ds = [await client.check({"type": "User", "id": f"u{i}"}, "view", DOC) for i in range(40)]
+    assert sum(d.error is not None for d in ds) <= 1

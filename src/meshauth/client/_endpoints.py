@@ -28,7 +28,12 @@ from collections.abc import Callable, Sequence
 from meshauth.client._config import BalanceConfig, EjectionConfig
 from meshauth.client._metrics import EJECTIONS
 
-__all__ = ["Endpoints"]
+__all__ = ["FAILED_CALL_SECONDS", "Endpoints"]
+
+# What a failed call (transport error, timeout, 5xx/429, garbage) counts as in the latency estimate:
+# as slow as a check's default deadline. Otherwise a URL refusing connections at once would look the
+# fastest of all and draw the calls until ejected.
+FAILED_CALL_SECONDS = 0.1
 
 # The least latency estimate (1 µs, under any real call): with no samples yet, or equal ones, the
 # outstanding calls still decide.
