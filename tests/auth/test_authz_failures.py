@@ -24,6 +24,8 @@ from tests.served import call
 DEADLINE = 0.1  # the gate's policy_check_deadline (the default)
 # The deadline plus the HTTP round trip through a loaded test process: a 503 takes no longer.
 ANSWER_BOUND = DEADLINE + 0.4
+# The state follower's reconnection backoff is at most 2 s; the margin is for a loaded machine.
+RECONNECTED_WITHIN = 3.5
 
 
 async def warm(load: Load, http_kinds: tuple[str, ...] = ("hot", "secret", "delete")) -> None:
@@ -143,14 +145,14 @@ async def test_slow_policy_service_never_exceeds_the_deadline(tmp_path: Path, va
 
 
 async def test_redis_restart(tmp_path: Path) -> None:
-    """Redis (its own Valkey) stopped and restarted: L1 keeps serving while it is away, invalidations
-    resume after, and a change made while it was away is not served stale past the allow TTL (5 s).
+    """Redis (its own Valkey) stopped and restarted: L1 keeps serving while it is away, nothing cached
+    before it went away answers once the gate's state follower is back, and invalidations resume.
 
-    What the client does today (measured: stale for 4.9 s here): its state follower flushes L1 on
-    reconnect, but nothing announced the change (this policy service has no Redis; one with Redis
-    could not publish while Redis was down either), so the state is unchanged and L2 (Valkey's
-    append-only file kept it) refills L1 with the pre-change allow until that entry's TTL ends. The
-    bound is therefore the allow TTL, not the reconnect."""
+    The change made while Redis was away is announced to nobody (this policy service has no Redis;
+    one with Redis could not publish either), and Valkey's append-only file keeps the old L2 entry.
+    On reconnecting, the follower flushes L1 and the client distrusts L2 until the service answers
+    again, so the change shows within the follower's reconnection (its backoff is at most 2 s), not
+    after the 5 s allow TTL — and once it shows, no stale allow comes back."""
     valkey = EmbeddedValkey(tmp_path / "valkey")
     valkey.start()
     try:
@@ -161,19 +163,21 @@ async def test_redis_restart(tmp_path: Path) -> None:
             async with aiohttp.ClientSession() as http:
                 for _ in range(5):
                     assert (await load.one(http, "hot")).status == 200, "L1 stopped serving without Redis"
-                changed_at = time.monotonic()
                 await asyncio.to_thread(pdp.push, '@id("none") forbid(principal, action, resource);')
                 await asyncio.to_thread(valkey.start)
-                # Until the cached allow's TTL ends it may still answer; after it, never again.
-                while time.monotonic() - changed_at < 7.0:
+                restarted_at = time.monotonic()
+                while time.monotonic() - restarted_at < RECONNECTED_WITHIN:
                     out = await load.one(http, "hot")
                     if out.status == 403:
                         break
-                    await asyncio.sleep(0.05)
-                assert out.status == 403, "the change made while Redis was away was not seen within the TTL"
-                stale_for = time.monotonic() - changed_at
-                for _ in range(5):
-                    assert (await load.one(http, "hot")).status == 403
+                    await asyncio.sleep(0.02)
+                stale_for = time.monotonic() - restarted_at
+                assert out.status == 403, f"the change made while Redis was away was not seen ({stale_for:.2f} s)"
+                # Visible once, visible for good: no answer from before the outage comes back (the
+                # old L2 entry outlives this loop: its TTL counts from the warm-up, 5 s).
+                visible_at = time.monotonic()
+                while time.monotonic() - visible_at < 1.0:
+                    assert (await load.one(http, "hot")).status == 403, "a stale allow came back"
 
                 # Invalidations resume: an announced state reaches the gate at once (no TTL wait).
                 revision = await asyncio.to_thread(pdp.push, '@id("all") permit(principal, action, resource);')
@@ -186,7 +190,6 @@ async def test_redis_restart(tmp_path: Path) -> None:
                 assert seen is not None and seen < 1.0, f"announcement not applied ({seen})"
     finally:
         valkey.close()
-    assert stale_for <= 6.5, stale_for
 
 
 def _status_sync(url: str, token: str) -> int:

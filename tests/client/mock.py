@@ -21,9 +21,9 @@ class Clock:
         return self.now
 
 
-def verdict(item: dict[str, Any], revision: int = 1) -> dict[str, Any]:
-    """The fake policy: allow unless the subject id starts with "x"."""
-    allowed = not item["subject"]["id"].startswith("x")
+def verdict(item: dict[str, Any], revision: int = 1, allow: bool = True) -> dict[str, Any]:
+    """The fake policy: allow unless the subject id starts with "x" (or ``allow`` is off: deny all)."""
+    allowed = allow and not item["subject"]["id"].startswith("x")
     return {"decision": allowed, "context": {"revision": revision, "policies": ["p"] if allowed else [], "errors": []}}
 
 
@@ -31,12 +31,13 @@ class MockTransport:
     def __init__(self, handler: Handler | None = None, *, revision: int = 1) -> None:
         self.calls: list[tuple[str, dict[str, Any], dict[str, str]]] = []
         self.revision = revision
+        self.allow = True  # False: the policy now denies everything (a change to test caches against)
         self._handler = handler or self._policy
 
     async def _policy(self, url: str, body: dict[str, Any]) -> Response:
         if url.endswith("/evaluation"):
-            return Response(200, msgspec.json.encode(verdict(body, self.revision)))
-        out = [verdict(e, self.revision) for e in body["evaluations"]]
+            return Response(200, msgspec.json.encode(verdict(body, self.revision, self.allow)))
+        out = [verdict(e, self.revision, self.allow) for e in body["evaluations"]]
         return Response(200, msgspec.json.encode({"evaluations": out}))
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str], *, timeout: float) -> Response:

@@ -20,6 +20,7 @@ def test_public_names_are_pinned() -> None:
         "REASON_INVALID_REQUEST",
         "REASON_UNAVAILABLE",
         "AiohttpTransport",
+        "BalanceConfig",
         "BatchConfig",
         "BreakerConfig",
         "CacheConfig",

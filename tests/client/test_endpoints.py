@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from meshauth.client import Check, EjectionConfig, PolicyClient, Response, TransportError
+from meshauth.client import BalanceConfig, Check, EjectionConfig, PolicyClient, Response, TransportError
 from meshauth.client._endpoints import Endpoints
 from tests.client.mock import Clock, MockTransport
 from tests.client.served import DECISION_TOKEN, policy_server, push
@@ -146,7 +147,15 @@ async def test_the_client_ejects_a_failing_url_and_stops_sending_to_it() -> None
     t = MockTransport(one_down)
     clock = Clock(0.0)
     client = PolicyClient(
-        [A, B], transport=t, cache=None, retry=None, breaker=None, clock=clock, ejection=CFG, batching=None
+        [A, B],
+        transport=t,
+        cache=None,
+        retry=None,
+        breaker=None,
+        clock=clock,
+        ejection=CFG,
+        batching=None,
+        balancing=None,  # ejection alone (the latency estimate would avoid A after one failure)
     )
     async with client:
         for i in range(40):
@@ -171,8 +180,9 @@ async def test_a_killed_replica_is_ejected_between_two_real_servers(tmp_path: Pa
     ):
         for url in (one, two):
             push(url, POLICY)
+        # Ejection alone: with the latency estimate on, the dead replica is avoided after one failure.
         async with PolicyClient(
-            [one, two], token=DECISION_TOKEN, cache=None, retry=None, breaker=None, timeout=2.0
+            [one, two], token=DECISION_TOKEN, cache=None, retry=None, breaker=None, timeout=2.0, balancing=None
         ) as client:
             warm = await client.check_many([Check({"type": "User", "id": f"w{i}"}, "view", DOC) for i in range(8)])
             assert all(d.decision for d in warm)
@@ -187,3 +197,78 @@ async def test_a_killed_replica_is_ejected_between_two_real_servers(tmp_path: Pa
             assert client.ejected == [one] and failed == EjectionConfig().consecutive_failures
             after = [await client.check({"type": "User", "id": f"v{i}"}, "view", DOC) for i in range(50)]
     assert all(d.decision and d.error is None for d in after)
+
+
+def test_a_slow_url_loses_every_pair_while_no_calls_overlap() -> None:
+    """Peak EWMA: with nothing outstanding (batching on: calls rarely overlap), a URL whose calls
+    took 40 ms loses to ones at 1 ms in every pair, where least-outstanding saw no difference."""
+    clock = Clock(0.0)
+    e = Endpoints([A, B, C], CFG, clock=clock)
+    for url, took in ((A, 0.001), (B, 0.04), (C, 0.001)):
+        e.observe(url, took)
+    picks = [e.pick() for _ in range(300)]
+    assert B not in picks and {A, C} <= set(picks)
+    plain = Endpoints([A, B, C], CFG, clock=clock, balance=None)
+    for url, took in ((A, 0.001), (B, 0.04), (C, 0.001)):
+        plain.observe(url, took)
+    assert B in {plain.pick() for _ in range(300)}
+
+
+def test_the_estimate_jumps_on_a_slow_sample_and_decays_toward_fast_ones() -> None:
+    """A slower sample counts at once (peak); faster ones pull it down with time constant `decay`."""
+    clock = Clock(0.0)
+    e = Endpoints([A, B], CFG, clock=clock, balance=BalanceConfig(decay=1.0))
+    e.observe(A, 0.001)
+    e.observe(A, 0.05)
+    assert e.cost(A, clock.now) == pytest.approx(0.05)
+    clock.now = 1.0
+    e.observe(A, 0.001)  # one time constant later: weight e^-1 on the old estimate
+    assert e.cost(A, clock.now) == pytest.approx(0.05 * math.exp(-1) + 0.001 * (1 - math.exp(-1)))
+
+
+def test_a_slow_url_is_tried_again_once_its_estimate_has_decayed() -> None:
+    """Not asked, a slow URL's estimate decays toward zero, so it is probed again after a while."""
+    clock = Clock(0.0)
+    e = Endpoints([A, B], CFG, clock=clock, balance=BalanceConfig(decay=1.0))
+    e.observe(A, 0.001)
+    e.observe(B, 0.04)
+    assert {e.pick() for _ in range(50)} == {A}
+    clock.now = 4.0  # B, not asked: 40 ms × e^-4 ≈ 0.73 ms; A, asked again now: ≈ 1 ms
+    e.observe(A, 0.001)
+    assert e.cost(B, clock.now) < e.cost(A, clock.now)
+    assert {e.pick() for _ in range(50)} == {B}
+
+
+def test_cost_counts_outstanding_calls() -> None:
+    """Equal estimates: the URL with fewer calls out wins; latency × (outstanding + 1)."""
+    e = Endpoints([A, B], CFG, clock=Clock(0.0))
+    e.observe(A, 0.002)
+    e.observe(B, 0.002)
+    e.outstanding[A] = 1
+    assert {e.pick() for _ in range(50)} == {B}
+    e.outstanding[B] = 3  # 2 ms × 4 > 2 ms × 2
+    assert {e.pick() for _ in range(50)} == {A}
+
+
+def test_balance_config_is_checked() -> None:
+    """decay must be a finite number > 0."""
+    with pytest.raises(ValueError, match="decay"):
+        BalanceConfig(decay=0)
+
+
+async def test_a_url_that_fails_fast_does_not_draw_the_calls() -> None:
+    """A failed call counts as slow (FAILED_CALL_SECONDS) in the latency estimate: a URL refusing
+    connections at once is avoided after its first failure, not taken for the fastest."""
+    good = MockTransport()
+
+    async def one_down(url: str, doc: dict[str, Any]) -> Response:
+        if url.startswith(A):
+            raise TransportError("connection refused")
+        return await good._policy(url, doc)
+
+    t = MockTransport(one_down)
+    async with PolicyClient(
+        [A, B], transport=t, cache=None, retry=None, breaker=None, ejection=None, batching=None, clock=Clock(0.0)
+    ) as client:
+        ds = [await client.check({"type": "User", "id": f"u{i}"}, "view", DOC) for i in range(40)]
+    assert sum(d.error is not None for d in ds) <= 1

@@ -4,15 +4,20 @@ and in three others, through a real Valkey."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from meshauth.client import PolicyClient, State, StateFollower, announce
+from meshauth.local.valkey import EmbeddedValkey
+from meshauth.redis_client import connect
 from tests.client.mock import MockTransport
 
 ALICE = {"type": "User", "id": "alice"}
@@ -163,3 +168,46 @@ async def test_l2_hits_under_an_announced_entities_version(redis: Redis) -> None
         second.advance(State(1, 7))
         d = await second.check(ALICE, "view", DOC)
     assert (d.source, second_t.calls) == ("l2", [])
+
+
+async def test_nothing_cached_before_a_redis_restart_answers_after_it(tmp_path: Path) -> None:
+    """A change made while Redis was away is announced to nobody, and Valkey's append-only file keeps
+    the old L2 entry. Once the follower is back, neither L1 nor L2 answers from before: the next
+    check goes to the service and gets the new decision; after that answer L2 is used again."""
+    valkey = EmbeddedValkey(tmp_path / "valkey")
+    valkey.start()
+    t = MockTransport(revision=1)
+    redis = connect(valkey.url)
+    try:
+        # The stream exists and survives the restart (append-only file): the listener resumes
+        # from where it was, without a resync — the reconnection alone must invalidate.
+        await announce(redis, "default", State(1))
+        async with PolicyClient(["http://pdp"], transport=t, redis=redis, warming=None) as client:
+            follower = StateFollower(valkey.url, [client])
+            await follower.start()
+            try:
+                await client.check(ALICE, "view", DOC)
+                deadline = time.monotonic() + 5
+                while not await redis.keys("meshauth:decision:*"):  # the L2 fill, written in the background
+                    assert time.monotonic() < deadline, "the L2 fill was not written"
+                    await asyncio.sleep(0.01)
+                valkey.stop()
+                assert (await client.check(ALICE, "view", DOC)).source == "l1", "L1 stopped serving"
+                t.revision, t.allow = 2, False  # the change, made while Redis is away
+                await asyncio.to_thread(valkey.start)
+                # The client's L2 connection is back too (its first command after the restart fails).
+                with contextlib.suppress(RedisError):
+                    await redis.ping()
+                assert await redis.keys("meshauth:decision:*"), "the old L2 entry did not survive"
+                deadline = time.monotonic() + 10
+                while follower.connects < 2:
+                    assert time.monotonic() < deadline, "the follower did not reconnect"
+                    await asyncio.sleep(0.01)
+                after = await client.check(ALICE, "view", DOC)
+            finally:
+                await follower.stop()
+    finally:
+        await redis.aclose()
+        valkey.close()
+    assert follower.resyncs == 1, "the restart caused a resync: this test would not test the reconnection"
+    assert (after.decision, after.source, after.revision, len(t.calls)) == (False, "service", 2, 2)

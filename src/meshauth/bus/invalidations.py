@@ -34,6 +34,7 @@ READER_SOCKET_TIMEOUT = BLOCK_MS / 1000 + 5
 StreamReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
 Handler = Callable[[str, str, int], None]
 Resync = Callable[[], Awaitable[None]]
+Connected = Callable[[], None]
 
 
 def append(pipe: Pipeline, stream: str, kind: str, value: str, exp: int = 0, *, maxlen: int = STREAM_MAXLEN) -> None:
@@ -53,8 +54,13 @@ async def publish(redis: Redis, stream: str, kind: str, value: str, exp: int = 0
 class InvalidationListener:
     """Reads the stream in a background task and hands each entry to ``handler(kind, value, exp)``."""
 
-    def __init__(self, url: str, stream: str, handler: Handler, on_resync: Resync) -> None:
+    def __init__(
+        self, url: str, stream: str, handler: Handler, on_resync: Resync, on_connect: Connected | None = None
+    ) -> None:
+        """``on_connect`` (optional) runs on every (re)connection, resync or not, before reading on:
+        for state that must not outlive a connection loss even when the stream kept every entry."""
         self._url = url
+        self._on_connect = on_connect
         self._stream = stream
         self._handler = handler
         self._on_resync = on_resync
@@ -92,6 +98,8 @@ class InvalidationListener:
             try:
                 if last_id is None or not await self._holds_everything_after(redis, last_id):
                     last_id = await self._resync(redis)
+                if self._on_connect is not None:
+                    self._on_connect()
                 self.connected = True
                 self._ready.set()
                 backoff = 0.05

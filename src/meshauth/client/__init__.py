@@ -26,6 +26,7 @@ from meshauth.client._breaker import CircuitBreaker
 from meshauth.client._client import PolicyClient
 from meshauth.client._config import (
     DEFAULT_TIMEOUT,
+    BalanceConfig,
     BatchConfig,
     BreakerConfig,
     CacheConfig,
@@ -57,6 +58,7 @@ __all__ = [
     "REASON_INVALID_REQUEST",
     "REASON_UNAVAILABLE",
     "AiohttpTransport",
+    "BalanceConfig",
     "BatchConfig",
     "BreakerConfig",
     "CacheConfig",

@@ -115,20 +115,20 @@ class DecisionL2:
         self._prefix = prefix
         self._timeout = timeout
         self._clock = clock
+        # False from a lost connection of the state follower until the client has a fresh answer
+        # from the service (``_client.py``): what Redis holds may predate a change nobody announced.
+        self.trusted = True
 
-    async def get(self, key: L1Key) -> tuple[Decision, float] | None:
-        """The decision and its absolute expiry, or None (a miss, a Redis error, or an unreadable value)."""
-        try:
-            async with asyncio.timeout(self._timeout):
-                raw = await self._redis.get(l2_key(self._prefix, key))
-        except (RedisError, OSError, TimeoutError):
-            return None
-        return self._read(raw)
-
-    async def get_many(self, keys: list[L1Key], *, budget: float) -> list[tuple[Decision, float] | None]:
-        """As :meth:`get` for several keys in one ``MGET`` (warming), within ``budget`` seconds."""
+    async def get_many(self, keys: list[L1Key], *, budget: float | None = None) -> list[tuple[Decision, float] | None]:
+        """Each key's decision and absolute expiry, or None (a miss, a Redis error, an unreadable
+        value, or L2 not trusted now), in one ``MGET`` within ``budget`` seconds (default
+        ``timeout``): a check's batch of misses, and warming."""
         if not keys:
             return []
+        if not self.trusted:
+            return [None] * len(keys)
+        if budget is None:
+            budget = self._timeout
         try:
             async with asyncio.timeout(budget):
                 raws = await self._redis.mget([l2_key(self._prefix, k) for k in keys])
@@ -159,18 +159,17 @@ class DecisionL2:
         )
         return d, s.expires_at
 
-    async def put(self, key: L1Key, decision: Decision, ttl: float) -> None:
-        assert decision.revision is not None
-        value = _Stored(
-            decision.decision,
-            decision.reasons,
-            decision.errors,
-            decision.revision,
-            decision.entities_version,
-            self._clock() + ttl,
-        )
+    async def put_many(self, entries: list[tuple[L1Key, Decision, float]]) -> None:
+        """Store ``(key, decision, ttl)`` entries in one pipelined round trip (no transaction);
+        a Redis error or a write slower than ``timeout`` drops them (the cache is an optimisation)."""
+        now = self._clock()
         try:
             async with asyncio.timeout(self._timeout):
-                await self._redis.set(l2_key(self._prefix, key), _encode(value), px=max(1, int(ttl * 1000)))
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for key, d, ttl in entries:
+                        assert d.revision is not None
+                        value = _Stored(d.decision, d.reasons, d.errors, d.revision, d.entities_version, now + ttl)
+                        pipe.set(l2_key(self._prefix, key), _encode(value), px=max(1, int(ttl * 1000)))
+                    await pipe.execute()
         except (RedisError, OSError, TimeoutError):
             return

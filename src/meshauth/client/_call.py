@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from meshauth import wire
 from meshauth.client._answers import Refused, Unavailable, parse
 from meshauth.client._breaker import CircuitBreaker
-from meshauth.client._endpoints import Endpoints
+from meshauth.client._endpoints import FAILED_CALL_SECONDS, Endpoints
 from meshauth.client._metrics import BATCH_SIZE, CALL_SECONDS, RETRIES
 from meshauth.client._models import Decision
 from meshauth.client._request import Pending
@@ -107,7 +107,10 @@ class Caller:
                 return decisions
             finally:
                 endpoints.outstanding[url] -= 1
-                CALL_SECONDS.labels(endpoint, outcome).observe(time.perf_counter() - started)
+                took = time.perf_counter() - started
+                # A failure counts as slow, or a URL that fails fast would look the fastest.
+                endpoints.observe(url, took if outcome in ("ok", "refused") else max(took, FAILED_CALL_SECONDS))
+                CALL_SECONDS.labels(endpoint, outcome).observe(took)
             if attempt >= (self._budget.max_attempts if self._budget else 1) or loop.time() >= deadline:
                 raise Unavailable(last)
             assert self._budget is not None

@@ -31,6 +31,7 @@ from meshauth.client._cache import DecisionL1, DecisionL2
 from meshauth.client._call import Caller
 from meshauth.client._config import (
     DEFAULT_TIMEOUT,
+    BalanceConfig,
     BatchConfig,
     BreakerConfig,
     CacheConfig,
@@ -58,12 +59,11 @@ __all__ = ["PolicyClient"]
 class PolicyClient:
     """An asyncio client for the meshauth policy service (AuthZEN 1.0 decision API).
 
-    ``urls``: base URLs of policy service replicas (one inside a mesh). ``store``: the policy store
-    asked. ``token``: sent as ``Authorization: Bearer`` when the decision API is protected.
-    ``timeout``: the default deadline of a check, in seconds. Every other keyword configures one
-    feature, and ``None`` switches it off. ``redis`` enables the L2 cache (with ``cache`` on) and
-    shares hotness for warming. ``transport`` replaces the aiohttp pool (tests, other protocols);
-    ``clock`` drives the breaker and endpoint ejection, ``wall_clock`` cache expiry.
+    ``urls``: policy service replicas (one inside a mesh); ``store``: the store asked; ``token``:
+    ``Authorization: Bearer`` for a protected decision API; ``timeout``: a check's default deadline
+    (seconds). Every other keyword configures one feature, and ``None`` switches it off. ``redis``
+    enables L2 (with ``cache`` on) and shares hotness for warming. ``transport`` replaces the aiohttp
+    pool; ``clock`` drives the breaker and the endpoints (ejection, latency), ``wall_clock`` expiry.
     """
 
     def __init__(
@@ -84,6 +84,7 @@ class PolicyClient:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         ejection: EjectionConfig | None = EjectionConfig(),
+        balancing: BalanceConfig | None = BalanceConfig(),
         warming: WarmConfig | None = WarmConfig(),
     ) -> None:
         clean = check_client_args(urls, store, token, timeout)
@@ -95,14 +96,14 @@ class PolicyClient:
         self._own_transport = transport is None
         self._caller = Caller(
             transport if transport is not None else AiohttpTransport(pool),
-            Endpoints(clean, ejection, clock=clock),
+            Endpoints(clean, ejection, clock=clock, balance=balancing),
             store=store,
             headers=headers,
             breaker=CircuitBreaker(breaker, clock=clock, on_transition=self._transition) if breaker else None,
             budget=RetryBudget(retry) if retry else None,
         )
         self._batcher: Batcher[Pending, Decision] | None = (
-            Batcher(self._caller.flush, max_batch=batching.max_batch, max_wait=batching.max_wait) if batching else None
+            Batcher(self._flush, max_batch=batching.max_batch, max_wait=batching.max_wait) if batching else None
         )
         self._sf: SingleFlight[tuple[str, State | None, bytes], Decision] | None = (
             SingleFlight() if singleflight else None
@@ -123,8 +124,6 @@ class PolicyClient:
         self._hot = self._warmer.hot if self._warmer is not None else None
         self._tracker = StateTracker(store, self._warmer)
         BREAKER_STATE.labels(store).set(0)
-
-    # -- public -----------------------------------------------------------------------------
 
     @property
     def state(self) -> State | None:
@@ -158,9 +157,13 @@ class PolicyClient:
         return await self._tracker.warm_on_start()
 
     def invalidate(self) -> None:
-        """Drop every L1 entry (for a change the state does not capture)."""
+        """Drop every L1 entry and stop trusting L2 until the service has answered again (for a
+        change the state may not capture: what :class:`StateFollower` calls when its connection to
+        Redis is lost or comes back — a change made meanwhile was announced to nobody)."""
         if self._l1 is not None:
             self._l1.clear()
+        if self._stored is not None and self._stored.l2 is not None:
+            self._stored.l2.trusted = False
 
     async def check(
         self,
@@ -214,8 +217,6 @@ class PolicyClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    # -- the check path ---------------------------------------------------------------------
-
     async def _decide(self, p: Pending, consistency: Consistency) -> Decision:
         floor = self._tracker.seen
         if consistency.state is not None:
@@ -255,30 +256,31 @@ class PolicyClient:
             deadline.cancel()
 
     async def _fill(self, p: Pending, ck: L1Key | None, floor: State | None, rkey: bytes) -> Decision:
-        if ck is not None and self._stored is not None:
-            hit = await self._stored.from_l2(ck)
-            if hit is not None:
-                return hit
         if self._warmer is not None:
             self._warmer.ensure_pushing()
+        p.l2_key = ck  # looked up in L2 with the rest of its batch (when there is an L2)
         if self._batcher is not None:
             d = await self._batcher.submit(p)
+        elif isinstance(got := (await self._flush([p]))[0], BaseException):
+            raise got
         else:
-            (result,) = await self._caller.flush([p])
-            if isinstance(result, BaseException):
-                raise result
-            d = result
-        if d.error is not None:
-            return d  # a bad question: answered as such, never cached
+            d = got
+        if d.source == "l2" or d.error is not None:
+            return d  # an L2 hit is in L1 already; a bad question is answered as such, never cached
         state = d.state
         assert state is not None
         if not state.covers(floor):
             raise Unavailable(f"the service answered from revision {state.revision}, older than one already seen")
-        # The answer was asked for at ``floor`` or later, so it stands for ``floor`` too: a state
-        # learned from an announcement keys the entry, or a client that advanced would never hit
-        # what it stores.
+        if self._stored is not None and self._stored.l2 is not None:
+            self._stored.l2.trusted = True  # the state known now is the service's: L2 under it stands
+        # Asked at ``floor`` or later, the answer stands for ``floor`` too (or a client that advanced
+        # on an announcement would never hit what it stores).
         self._keep(rkey, d, state.join(floor))
         return d
+
+    async def _flush(self, items: list[Pending]) -> list[Decision | BaseException]:
+        """The batcher's flush: the batch's L2 lookups in one ``MGET``, the rest in one call."""
+        return await (self._stored.through_l2(items, self._caller.flush) if self._stored else self._caller.flush(items))
 
     def _keep(self, rkey: bytes, d: Decision, state: State) -> None:
         self._put(rkey, d, state)

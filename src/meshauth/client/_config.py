@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "BalanceConfig",
     "BatchConfig",
     "BreakerConfig",
     "CacheConfig",
@@ -137,6 +138,21 @@ class PoolConfig:
         _positive("keepalive", self.keepalive)
         if not (isinstance(self.max_response_bytes, int) and self.max_response_bytes >= 1024):
             raise ValueError(f"max_response_bytes must be an integer >= 1024, not {self.max_response_bytes!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BalanceConfig:
+    """Latency-aware choice among several URLs (peak EWMA, as Finagle and linkerd): each URL's cost
+    is its call latency estimate × (outstanding calls + 1), and the cheaper of two random URLs gets
+    the call. The estimate jumps to a slower sample at once and forgets with time constant ``decay``
+    seconds (also while the URL is not chosen, so a slow one is tried again after a while). Off
+    (``None``): least outstanding calls only — which cannot see a slow replica when batching keeps
+    calls from overlapping."""
+
+    decay: float = 1.0
+
+    def __post_init__(self) -> None:
+        _positive("decay", self.decay)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -8,11 +8,15 @@ is written) and calls ``client.announced(state)`` (warming first, when on: ``_tr
 Because cache keys hold the state, advancing makes every entry made at an older state unreachable
 at once, in L1 *and* L2 — nothing is deleted.
 
-Redis away: the listener reconnects and resyncs. On every (re)sync the follower reads the hash (the
-newest state of every store) and **flushes L1** — a full flush rather than a short TTL, because a
-change announced while the stream was unreachable may be one the state does not capture (an entity
-write while a service that does not report ``entities_version`` answered). L2 needs no flush: while Redis was
-away it could not be written either, and its keys move with the state. Announcements are JSON arrays
+Redis away: the listener reconnects, and resyncs when the stream lost entries. On every
+reconnection, resync or not, the follower calls ``invalidate()``: it **flushes L1** and makes the
+client **distrust L2 until the service has answered again** — a change made while Redis was away was
+announced to nobody (the announcement failed), so the state the client knows may be old, and L2
+(kept across a restart by Valkey's append-only file) holds entries under that old state. The first
+answer from the service after the reconnection carries the current state; from then on L2 is
+consulted again, under that state. So nothing cached before the outage answers after the follower
+is back (while Redis is away, L1 keeps serving what it has — the price of staying up). On a resync
+the follower also reads the hash (the newest state of every store). Announcements are JSON arrays
 ``[store, revision, entities_version]`` (``_announcements.py``); a malformed one is ignored and logged.
 Followers are anything with ``store``, ``announced(state)`` and ``invalidate()`` (:class:`Follows`),
 so this module does not import the client.
@@ -76,8 +80,11 @@ class StateFollower:
         self._url = redis_url
         self._stream, self._states = _names(prefix)
         self._on_state = on_state
-        self._listener = InvalidationListener(redis_url, self._stream, self._handle, self._resync)
+        self._listener = InvalidationListener(
+            redis_url, self._stream, self._handle, self._resync, on_connect=self._reconnected
+        )
         self.resyncs = 0
+        self.connects = 0
 
     @property
     def connected(self) -> bool:
@@ -110,6 +117,12 @@ class StateFollower:
     def _handle(self, kind: str, value: str, _exp: int) -> None:
         if kind == KIND:
             self._apply(value)
+
+    def _reconnected(self) -> None:
+        if self.connects:  # after a lost connection: a change may have been made meanwhile
+            for client in self._clients:
+                client.invalidate()
+        self.connects += 1
 
     async def _resync(self) -> None:
         redis = connect(self._url)

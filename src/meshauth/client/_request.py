@@ -20,9 +20,17 @@ class Pending(msgspec.Struct, gc=False):
     resource: wire.Resource
     context: dict[str, Any] | None
     deadline: float  # event-loop time
+    # The L1 key to look up in L2 before asking the service (None: no L2 lookup for this check).
+    l2_key: tuple[int, int | None, bytes] | None = None
 
 
 def entity(value: object, cls: type[wire.Subject] | type[wire.Resource], name: str) -> Any:
+    if type(value) is dict and len(value) == 2:
+        # The common case first (what msgspec.convert would build, at a fifth of its cost with the
+        # ABC check before it: ~0.5 µs of a warm check's ~4 µs).
+        kind, ident = value.get("type"), value.get("id")
+        if type(kind) is str and type(ident) is str and kind and ident:
+            return cls(kind, ident)
     if isinstance(value, cls):
         out: Any = value
     elif isinstance(value, Mapping):
@@ -50,7 +58,7 @@ def checked(
         raise ValueError("timeout must be a finite number of seconds >= 0")
     if not isinstance(action, str) or not action:
         raise ValueError("action must be a non-empty string")
-    if context is not None and not isinstance(context, Mapping):
+    if context is not None and type(context) is not dict and not isinstance(context, Mapping):
         raise TypeError("context must be a mapping or None")
     return Pending(
         entity(subject, wire.Subject, "subject"),

@@ -2,7 +2,12 @@
 when the service cannot answer.
 
 An answer is kept under the state it stands for, in L1 at once and in L2 by a background write (a
-check never waits for Redis to store). Allows live ``ttl``, denies ``deny_ttl``. The fallback is a
+check never waits for Redis to store). L2 works per batch, never per check: the L2 misses of a batch
+are looked up with one ``MGET`` (:meth:`DecisionStore.from_l2`, called by the batcher's flush), and
+fills are buffered and written with one pipelined round trip per loop turn (at most ``WRITE_BUFFER``
+waiting, the rest dropped: a write is an optimisation and must not queue without bound while Redis is
+slow). Per check, a ``GET`` and a ``SET`` cost ~180 µs of CPU in redis-py — more than the rest of a
+cold check (docs/performance.md, "Authz mode"). Allows live ``ttl``, denies ``deny_ttl``. The fallback is a
 cached decision expired less than ``stale_if_error`` ago, for exactly that question at that state
 (default off), else a deny with reason ``policy_unavailable`` — never an allow.
 """
@@ -10,6 +15,7 @@ cached decision expired less than ``stale_if_error`` ago, for exactly that quest
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import msgspec
 
@@ -18,10 +24,12 @@ from meshauth.client._config import CacheConfig
 from meshauth.client._keys import L1Key
 from meshauth.client._metrics import CACHE, FALLBACKS
 from meshauth.client._models import Decision, State, unavailable
+from meshauth.client._request import Pending
 
-__all__ = ["DecisionStore"]
+__all__ = ["WRITE_BUFFER", "DecisionStore"]
 
 _STALE_SOURCE = "stale"
+WRITE_BUFFER = 4096  # L2 fills waiting for the write in flight; beyond it they are dropped
 
 
 class DecisionStore:
@@ -29,21 +37,45 @@ class DecisionStore:
         self._l1 = l1
         self._l2 = l2
         self._cfg = config
-        self._background: set[asyncio.Task[None]] = set()
+        self._writes: list[tuple[L1Key, Decision, float]] = []
+        self._writer: asyncio.Task[None] | None = None  # at most one write in flight
+        self._write_soon: asyncio.Handle | None = None
 
-    async def from_l2(self, key: L1Key) -> Decision | None:
-        """An L2 hit (also put into L1 for what remains of its life), or None."""
-        if self._l2 is None:
-            return None
-        got = await self._l2.get(key)
-        if got is None:
-            CACHE.add("l2", "miss")
-            return None
-        d, expires_at = got
-        CACHE.add("l2", "hit")
-        if self._l1 is not None:
-            self._l1.put(key, msgspec.structs.replace(d, source="l1"), expires_at)
-        return d
+    @property
+    def l2(self) -> DecisionL2 | None:
+        return self._l2
+
+    async def from_l2(self, keys: list[L1Key]) -> list[Decision | None]:
+        """Each key's L2 hit (also put into L1 for what remains of its life) or None, in one ``MGET``."""
+        assert self._l2 is not None
+        out: list[Decision | None] = []
+        for key, got in zip(keys, await self._l2.get_many(keys), strict=True):
+            if got is None:
+                CACHE.add("l2", "miss")
+                out.append(None)
+                continue
+            d, expires_at = got
+            CACHE.add("l2", "hit")
+            if self._l1 is not None:
+                self._l1.put(key, msgspec.structs.replace(d, source="l1"), expires_at)
+            out.append(d)
+        return out
+
+    async def through_l2(
+        self, items: list[Pending], call: Callable[[list[Pending]], Awaitable[list[Decision | BaseException]]]
+    ) -> list[Decision | BaseException]:
+        """A batch's answers: those L2 holds (one ``MGET`` for every item with an ``l2_key``), the
+        rest from ``call`` (one call to the service)."""
+        keys = [p.l2_key for p in items if p.l2_key is not None]
+        if self._l2 is None or not keys:
+            return await call(items)
+        hits = iter(await self.from_l2(keys))
+        out: list[Decision | BaseException | None] = [None if p.l2_key is None else next(hits) for p in items]
+        rest = [i for i, d in enumerate(out) if d is None]
+        if rest:
+            for i, answer in zip(rest, await call([items[i] for i in rest]), strict=True):
+                out[i] = answer
+        return [d for d in out if d is not None]
 
     def put(self, rkey: bytes, d: Decision, state: State) -> None:
         ttl = self._cfg.ttl if d.decision else self._cfg.deny_ttl
@@ -51,9 +83,26 @@ class DecisionStore:
         if self._l1 is not None:
             self._l1.put(key, msgspec.structs.replace(d, source="l1"), self._l1.clock() + ttl)
         if self._l2 is not None:
-            task = asyncio.get_running_loop().create_task(self._l2.put(key, d, ttl))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            if len(self._writes) >= WRITE_BUFFER:
+                CACHE.add("l2", "write_dropped")
+                return
+            self._writes.append((key, d, ttl))
+            if self._writer is None and self._write_soon is None:
+                # Next loop turn: every answer of the batch being delivered now joins this write.
+                self._write_soon = asyncio.get_running_loop().call_soon(self._write)
+
+    def _write(self) -> None:
+        self._write_soon = None
+        if self._writer is not None or not self._writes or self._l2 is None:
+            return
+        entries, self._writes = self._writes, []
+        self._writer = asyncio.get_running_loop().create_task(self._l2.put_many(entries))
+        self._writer.add_done_callback(self._written)
+
+    def _written(self, _task: asyncio.Task[None]) -> None:
+        self._writer = None
+        if self._writes:  # what queued while that write was out goes next, as one write
+            self._write()
 
     def fallback(self, key: L1Key | None, detail: str) -> Decision:
         if key is not None and self._l1 is not None and self._cfg.stale_if_error > 0:
@@ -69,5 +118,13 @@ class DecisionStore:
         return unavailable(detail)
 
     async def aclose(self) -> None:
-        if self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
+        """Write what is buffered and wait for it (bounded by the L2 timeout of each write)."""
+        if self._write_soon is not None:
+            self._write_soon.cancel()
+            self._write_soon = None
+        while self._writer is not None or self._writes:
+            if self._writer is None:
+                self._write()
+            if self._writer is not None:
+                await asyncio.gather(self._writer, return_exceptions=True)
+                await asyncio.sleep(0)  # let its done callback run

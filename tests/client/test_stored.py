@@ -1,0 +1,108 @@
+"""L2 works per batch (``_stored.py``): one ``MGET`` for a batch's lookups, one pipelined write for
+its fills, a bounded write buffer, and no trust in L2 after the state follower's connection broke
+until the service has answered again. Real Valkey."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from redis.asyncio import Redis
+
+from meshauth.client import PolicyClient, State
+from meshauth.client._cache import DecisionL2
+from meshauth.client._config import CacheConfig
+from meshauth.client._models import Decision
+from meshauth.client._stored import WRITE_BUFFER, DecisionStore
+from tests.client.mock import MockTransport
+
+ALICE = {"type": "User", "id": "alice"}
+
+
+def doc(i: int) -> dict[str, str]:
+    return {"type": "Doc", "id": f"d{i}"}
+
+
+async def command_calls(redis: Redis, name: str) -> int:
+    stats: dict[str, Any] = await redis.info("commandstats")
+    return int(stats.get(f"cmdstat_{name}", {}).get("calls", 0))
+
+
+class CountingRedis(Redis):
+    """A real connection that counts pipelines (one pipeline = one round trip)."""
+
+    pipelines = 0
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        type(self).pipelines += 1
+        return super().pipeline(transaction, shard_hint)
+
+
+async def test_a_batch_of_cold_checks_costs_one_mget_and_one_write(valkey_url: str, redis: Redis) -> None:
+    """20 concurrent cold checks: one MGET (no GET), one pipelined write of 20 entries, one call."""
+    counting = CountingRedis.from_url(valkey_url.replace("valkey://", "redis://", 1))
+    CountingRedis.pipelines = 0
+    t = MockTransport(revision=1)
+    try:
+        async with PolicyClient(["http://pdp"], transport=t, redis=counting, warming=None) as client:
+            client.advance(State(1))
+            await redis.config_resetstat()
+            ds = await asyncio.gather(*(client.check(ALICE, "view", doc(i)) for i in range(20)))
+        assert {d.source for d in ds} == {"service"} and len(t.calls) == 1
+        assert (await command_calls(redis, "mget"), await command_calls(redis, "get")) == (1, 0)
+        assert (await command_calls(redis, "set"), CountingRedis.pipelines) == (20, 1)
+        assert len(await redis.keys("meshauth:decision:*")) == 20
+    finally:
+        await counting.aclose()
+
+
+async def test_a_batch_mixes_l2_hits_and_service_answers(redis: Redis) -> None:
+    """Another replica's entries answer from L2; only the other questions of the batch go out."""
+    async with PolicyClient(["http://pdp"], transport=MockTransport(), redis=redis, warming=None) as first:
+        first.advance(State(1))
+        await asyncio.gather(*(first.check(ALICE, "view", doc(i)) for i in range(0, 10, 2)))
+    t = MockTransport()
+    async with PolicyClient(["http://pdp"], transport=t, redis=redis, warming=None) as second:
+        second.advance(State(1))
+        ds = await asyncio.gather(*(second.check(ALICE, "view", doc(i)) for i in range(10)))
+        again = await second.check(ALICE, "view", doc(0))
+    assert [d.source for d in ds] == ["l2", "service"] * 5
+    assert all(d.decision for d in ds) and again.source == "l1"
+    assert [e["resource"]["id"] for e in t.calls[0][1]["evaluations"]] == [f"d{i}" for i in range(1, 10, 2)]
+
+
+async def test_l2_is_not_trusted_after_invalidate_until_the_service_answers(redis: Redis) -> None:
+    """After ``invalidate`` (the follower's connection broke) an entry L2 holds does not answer; the
+    first service answer restores trust (its state is the service's current one)."""
+    async with PolicyClient(["http://pdp"], transport=MockTransport(), redis=redis, warming=None) as first:
+        first.advance(State(1))
+        await asyncio.gather(*(first.check(ALICE, "view", doc(i)) for i in range(2)))
+    t = MockTransport()
+    async with PolicyClient(["http://pdp"], transport=t, redis=redis, warming=None) as second:
+        second.advance(State(1))
+        second.invalidate()
+        untrusted = await second.check(ALICE, "view", doc(0))
+        trusted = await second.check(ALICE, "view", doc(1))
+    assert (untrusted.source, trusted.source, len(t.calls)) == ("service", "l2", 1)
+
+
+async def test_the_write_buffer_is_bounded(redis: Redis) -> None:
+    """Fills beyond ``WRITE_BUFFER`` waiting for one write are dropped, never queued without bound."""
+    cfg = CacheConfig()
+    store = DecisionStore(None, DecisionL2(redis, prefix=cfg.l2_prefix, timeout=1.0), cfg)
+    d = Decision(decision=True, revision=1)
+    for i in range(WRITE_BUFFER + 100):
+        store.put(f"q{i}".encode(), d, State(1))
+    await store.aclose()
+    assert len(await redis.keys("meshauth:decision:*")) == WRITE_BUFFER
+
+
+async def test_a_redis_that_is_gone_is_a_miss_and_the_check_is_answered(redis: Redis) -> None:
+    """L2 unreachable: the batch's lookup is a miss, the service answers, the write is dropped."""
+    gone = Redis(host="127.0.0.1", port=9, socket_connect_timeout=0.01)
+    t = MockTransport()
+    async with PolicyClient(["http://pdp"], transport=t, redis=gone, warming=None) as client:
+        client.advance(State(1))
+        ds = await asyncio.gather(*(client.check(ALICE, "view", doc(i)) for i in range(3)))
+    await gone.aclose()
+    assert [(d.decision, d.source) for d in ds] == [(True, "service")] * 3
