@@ -78,3 +78,24 @@ def test_a_failing_publisher_does_not_break_the_scrape(caplog: pytest.LogCapture
     assert b"# HELP" in exposition()
     assert "metrics publisher" in caplog.text
     metrics._publishers[:] = [r for r in metrics._publishers if r() is not broken]
+
+
+def test_no_call_site_writes_counter_internals() -> None:
+    """Counters change through their methods (add, add_many, set), never by writing ``.counts`` from a call
+    site: in multiprocess mode only the methods reach the file a scrape reads."""
+    import re
+    from pathlib import Path
+
+    import meshauth
+
+    root = Path(meshauth.__file__).parent
+    own = root / "observability" / "metrics.py"
+    write = re.compile(r"\.counts\[[^\]]*\]\s*[-+]?=(?!=)")
+    found = [
+        f"{path.relative_to(root)}:{n}"
+        for path in root.rglob("*.py")
+        if path != own
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if write.search(line)
+    ]
+    assert found == []

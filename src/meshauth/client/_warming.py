@@ -118,7 +118,7 @@ class Warmer:
                 d, expires_at = got
                 self._l1.put(key, msgspec.structs.replace(d, source="l1"), expires_at)
                 found += 1
-        WARMED.counts[("l2",)] += found
+        WARMED.add_many(found, "l2")
         return found
 
     async def rewarm(self, state: State) -> int:
@@ -154,7 +154,7 @@ class Warmer:
         finally:
             for task in pending:
                 task.cancel()  # the rest is asked on first use
-        WARMED.counts[("service",)] += asked
+        WARMED.add_many(asked, "service")
         return warmed + asked
 
     def _keep_answers(
