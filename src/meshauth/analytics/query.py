@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meshauth.analytics.histogram import quantile_us
-from meshauth.audit.query import BadFilter, parse_time, rfc3339
+from meshauth.audit.query import BadFilter, parse_time, query_values, rfc3339
 from meshauth.db.tables import analytics_minutes
 
 FIELDS = ("since", "until", "store", "action")
@@ -28,17 +28,10 @@ class AnalyticsQuery:
 
 
 def parse_query(pairs: list[tuple[str, str]]) -> AnalyticsQuery:
-    seen: dict[str, str] = {}
-    for name, value in pairs:
-        if name not in FIELDS:
-            raise BadFilter(name[:64], f"unknown query parameter; accepted: {', '.join(FIELDS)}")
-        if name in seen:
-            raise BadFilter(name, "given more than once")
-        if "\x00" in value or not value.isprintable():
-            raise BadFilter(name, "contains a control character")
-        if name in ("store", "action") and not 0 < len(value) <= (64 if name == "store" else 256):
-            raise BadFilter(name, "must be 1 to 64 characters" if name == "store" else "must be 1 to 256 characters")
-        seen[name] = value
+    seen = query_values(pairs, FIELDS)
+    for name, most in (("store", 64), ("action", 256)):
+        if name in seen and not 0 < len(seen[name]) <= most:
+            raise BadFilter(name, f"must be 1 to {most} characters")
     since_us = parse_time(seen, "since")
     until_us = parse_time(seen, "until")
     return AnalyticsQuery(

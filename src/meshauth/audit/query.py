@@ -49,15 +49,7 @@ class AuditQuery:
 
 def parse_query(pairs: list[tuple[str, str]]) -> AuditQuery:
     """Validate the query string's pairs; BadFilter names the field."""
-    seen: dict[str, str] = {}
-    for name, value in pairs:
-        if name not in FIELDS:
-            raise BadFilter(name[:64], f"unknown query parameter; accepted: {', '.join(FIELDS)}")
-        if name in seen:
-            raise BadFilter(name, "given more than once")
-        if "\x00" in value or not value.isprintable():
-            raise BadFilter(name, "contains a control character")
-        seen[name] = value
+    seen = query_values(pairs, FIELDS)
     return AuditQuery(
         since_us=parse_time(seen, "since"),
         until_us=parse_time(seen, "until"),
@@ -69,6 +61,20 @@ def parse_query(pairs: list[tuple[str, str]]) -> AuditQuery:
         limit=_limit(seen),
         after=_cursor(seen),
     )
+
+
+def query_values(pairs: list[tuple[str, str]], fields: tuple[str, ...]) -> dict[str, str]:
+    """Each known parameter's one printable value (the audit and analytics endpoints share the rules)."""
+    seen: dict[str, str] = {}
+    for name, value in pairs:
+        if name not in fields:
+            raise BadFilter(name[:64], f"unknown query parameter; accepted: {', '.join(fields)}")
+        if name in seen:
+            raise BadFilter(name, "given more than once")
+        if "\x00" in value or not value.isprintable():
+            raise BadFilter(name, "contains a control character")
+        seen[name] = value
+    return seen
 
 
 def parse_time(seen: Mapping[str, str], name: str) -> int | None:

@@ -10,7 +10,7 @@ written (one transaction) and the refused ones reported.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,10 +63,27 @@ def _report(written: Written, refused: list[Refusal]) -> Report:
     return Report(written.committed, written.created, written.updated, every)
 
 
-def _written_progress(progress: Progress | None, total: int) -> Callable[[int], None] | None:
-    if progress is None:
-        return None
-    return lambda done: progress("written", done, total)
+# Writes the valid items, given their stored hashes and a callback for rows written.
+_Write = Callable[[list[str], Callable[[int], None] | None], Awaitable[Written]]
+
+
+async def _import(
+    pool: HashPool,
+    refused: list[Refusal],
+    secrets: Sequence[tuple[str | None, str | None]],
+    write: _Write,
+    *,
+    partial: bool,
+    progress: Progress | None,
+) -> Report:
+    """The flow both kinds share: refuse all on any refusal (unless partial), hash, write, report.
+    ``secrets``: each valid item's (plain, pre-hashed) secret."""
+    if refused and not partial:
+        return Report(False, [], [], refused)
+    hashes = await _hashes(pool, [p for p, _ in secrets], [h for _, h in secrets], progress)
+    total = len(secrets)
+    written = await write(hashes, None if progress is None else lambda done: progress("written", done, total))
+    return _report(written, refused)
 
 
 async def import_users(
@@ -80,13 +97,14 @@ async def import_users(
 ) -> Report:
     valid: list[UserItem]
     valid, refused = plan_users(items, indexes)
-    if refused and not partial:
-        return Report(False, [], [], refused)
-    hashes = await _hashes(pool, [i.password for i in valid], [i.password_hash for i in valid], progress)
-    written = await write_users(
-        engine, valid, hashes, partial=partial, progress=_written_progress(progress, len(valid))
+    return await _import(
+        pool,
+        refused,
+        [(i.password, i.password_hash) for i in valid],
+        lambda hashes, written: write_users(engine, valid, hashes, partial=partial, progress=written),
+        partial=partial,
+        progress=progress,
     )
-    return _report(written, refused)
 
 
 async def import_clients(
@@ -100,10 +118,11 @@ async def import_clients(
 ) -> Report:
     valid: list[ClientItem]
     valid, refused = plan_clients(items, indexes)
-    if refused and not partial:
-        return Report(False, [], [], refused)
-    hashes = await _hashes(pool, [i.secret for i in valid], [i.secret_hash for i in valid], progress)
-    written = await write_clients(
-        engine, valid, hashes, partial=partial, progress=_written_progress(progress, len(valid))
+    return await _import(
+        pool,
+        refused,
+        [(i.secret, i.secret_hash) for i in valid],
+        lambda hashes, written: write_clients(engine, valid, hashes, partial=partial, progress=written),
+        partial=partial,
+        progress=progress,
     )
-    return _report(written, refused)
