@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from redis.asyncio import Redis
 
 from meshauth.config import Settings
@@ -56,3 +59,14 @@ class Keys:
 
     def throttle(self, kind: str, who: str) -> str:
         return f"{self.prefix}throttle:{kind}:{who}"
+
+
+async def stop_reader(task: asyncio.Task[None]) -> None:
+    """Stop a task that reads from Redis: cancel it until it ends. A reader cancelled while redis-py
+    read a reply (after a reconnect) was seen to carry on reading, and a single cancel then waited for
+    ever (tests/bus; redis-py #3941 looks like it)."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=1.0)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

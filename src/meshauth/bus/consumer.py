@@ -17,7 +17,6 @@ the dead-letter stream at once with the parse error.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -36,7 +35,7 @@ from meshauth.bus.metrics import DEAD_LETTERED, HANDLED
 from meshauth.bus.retention import trim
 from meshauth.bus.streams import StreamNames
 from meshauth.config import Settings
-from meshauth.redis_client import connect
+from meshauth.redis_client import connect, stop_reader
 
 log = logging.getLogger(__name__)
 
@@ -96,17 +95,10 @@ class Consumer:
         self._task = asyncio.create_task(self.run(), name=f"bus-consumer-{self.group}")
 
     async def stop(self) -> None:
-        """Stop and give the leases back. Cancelled until it ends: redis-py was seen to swallow a
-        cancellation that arrived while it read a reply (see ``invalidations.InvalidationListener``)."""
+        """Stop and give the leases back (``redis_client.stop_reader`` says why it may take several cancels)."""
         self._stopping = True
-        task = self._task
-        if task is None:
-            return
-        while not task.done():
-            task.cancel()
-            await asyncio.wait([task], timeout=1.0)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        if self._task is not None:
+            await stop_reader(self._task)
 
     async def run(self) -> None:
         """Consume until cancelled; then give the leases back, so another consumer need not wait them out."""

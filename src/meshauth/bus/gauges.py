@@ -12,7 +12,6 @@ their last values; the producer's own metrics say the rest (``meshauth_bus_spool
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from redis.asyncio import Redis
@@ -20,7 +19,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from meshauth.bus.metrics import DEAD_LETTERS, PENDING, STREAM_LAG
 from meshauth.bus.streams import StreamNames
-from meshauth.redis_client import connect
+from meshauth.redis_client import connect, stop_reader
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +65,8 @@ class StreamGauges:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is None:
-            return
-        # Cancelled until it ends: redis-py was seen to swallow a cancellation that arrived while it
-        # read a reply (see ``invalidations.InvalidationListener``).
-        while not task.done():
-            task.cancel()
-            await asyncio.wait([task], timeout=1.0)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        if task is not None:
+            await stop_reader(task)
 
     async def _run(self) -> None:
         redis = connect(self._url, socket_timeout=GAUGE_SOCKET_TIMEOUT)

@@ -21,7 +21,7 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, ResponseError
 from redis.typing import EncodableT, FieldT
 
-from meshauth.redis_client import connect
+from meshauth.redis_client import connect, stop_reader
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +80,8 @@ class InvalidationListener:
             await asyncio.wait_for(self._ready.wait(), timeout=5)
 
     async def stop(self) -> None:
-        if self._task is None:
-            return
-        # Cancel until it ends: a listener cancelled while redis-py read a reply after a reconnect
-        # was seen to carry on reading (tests/bus), and a single cancel then waited forever.
-        while not self._task.done():
-            self._task.cancel()
-            await asyncio.wait([self._task], timeout=1.0)
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        if self._task is not None:
+            await stop_reader(self._task)
 
     async def _run(self) -> None:
         backoff = 0.05
