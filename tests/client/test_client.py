@@ -261,7 +261,7 @@ async def test_breaker_closes_after_successful_probes() -> None:
     async def flaky(url: str, doc: dict[str, Any]) -> Response:
         if not healthy:
             return Response(500, b"")
-        return await t._policy(url, doc)
+        return await t.policy(url, doc)
 
     clock = Clock(100.0)
     async with make(
@@ -321,7 +321,7 @@ async def test_stale_if_error_answers_from_an_expired_entry() -> None:
     async def flaky(url: str, doc: dict[str, Any]) -> Response:
         if not healthy:
             raise TransportError("down")
-        return await t._policy(url, doc)
+        return await t.policy(url, doc)
 
     wall = Clock(time.time())
     cfg = CacheConfig(ttl=1, deny_ttl=1, stale_if_error=30)
@@ -343,7 +343,7 @@ async def test_stale_if_error_is_off_by_default() -> None:
     async def flaky(url: str, doc: dict[str, Any]) -> Response:
         if not healthy:
             raise TransportError("down")
-        return await t._policy(url, doc)
+        return await t.policy(url, doc)
 
     wall = Clock(time.time())
     async with make(MockTransport(flaky), retry=None, wall_clock=wall) as c:
@@ -372,7 +372,7 @@ async def test_retry_goes_to_another_endpoint() -> None:
     async def one_down(url: str, doc: dict[str, Any]) -> Response:
         if url.startswith("http://down"):
             raise TransportError("refused")
-        return await t._policy(url, doc)
+        return await t.policy(url, doc)
 
     mock = MockTransport(one_down)
     retry = RetryConfig(initial_balance=10.0)
