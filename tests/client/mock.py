@@ -32,9 +32,9 @@ class MockTransport:
         self.calls: list[tuple[str, dict[str, Any], dict[str, str]]] = []
         self.revision = revision
         self.allow = True  # False: the policy now denies everything (a change to test caches against)
-        self._handler = handler or self._policy
+        self.handler = handler or self.policy  # tests swap it mid-test (a service that changes)
 
-    async def _policy(self, url: str, body: dict[str, Any]) -> Response:
+    async def policy(self, url: str, body: dict[str, Any]) -> Response:
         if url.endswith("/evaluation"):
             return Response(200, msgspec.json.encode(verdict(body, self.revision, self.allow)))
         out = [verdict(e, self.revision, self.allow) for e in body["evaluations"]]
@@ -44,7 +44,7 @@ class MockTransport:
         doc = msgspec.json.decode(body)
         self.calls.append((url, doc, dict(headers)))
         async with asyncio.timeout(timeout):
-            return await self._handler(url, doc)
+            return await self.handler(url, doc)
 
     async def aclose(self) -> None:
         return None

@@ -84,6 +84,8 @@ def test_config_objects_are_frozen_keyword_only_and_comparable(cls: type) -> Non
         (CacheConfig, {"ttl": -1.0}, "ttl"),
         (CacheConfig, {"stale_if_error": float("inf")}, "stale_if_error"),
         (RetryConfig, {"ratio": 2.0}, "ratio"),
+        (RetryConfig, {"initial_balance": -1.0}, "initial_balance"),
+        (RetryConfig, {"max_balance": 1.0, "initial_balance": 2.0}, "initial_balance"),
         (PoolConfig, {"max_response_bytes": 10}, "max_response_bytes"),
     ],
 )

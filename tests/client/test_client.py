@@ -261,7 +261,7 @@ async def test_breaker_closes_after_successful_probes() -> None:
     async def flaky(url: str, doc: dict[str, Any]) -> Response:
         if not healthy:
             return Response(500, b"")
-        return await t._policy(url, doc)
+        return await t.policy(url, doc)
 
     clock = Clock(100.0)
     async with make(
@@ -304,11 +304,11 @@ async def test_no_retry_after_the_deadline() -> None:
     async def slow_fail(url: str, doc: dict[str, Any]) -> Response:
         nonlocal attempts
         attempts += 1
-        await asyncio.sleep(0.06)
+        await asyncio.sleep(0.06)  # the slow service under test: it fails after the check's 0.05 s deadline
         return Response(503, b"")
 
-    async with make(MockTransport(slow_fail), retry=RetryConfig(ratio=1.0, max_balance=10.0), breaker=None) as c:
-        c._caller._budget.balance = 10.0  # type: ignore[union-attr]
+    retry = RetryConfig(ratio=1.0, max_balance=10.0, initial_balance=10.0)
+    async with make(MockTransport(slow_fail), retry=retry, breaker=None) as c:
         d = await c.check(ALICE, "view", DOC, timeout=0.05)
     assert d.error == REASON_UNAVAILABLE and attempts == 1
 
@@ -321,7 +321,7 @@ async def test_stale_if_error_answers_from_an_expired_entry() -> None:
     async def flaky(url: str, doc: dict[str, Any]) -> Response:
         if not healthy:
             raise TransportError("down")
-        return await t._policy(url, doc)
+        return await t.policy(url, doc)
 
     wall = Clock(time.time())
     cfg = CacheConfig(ttl=1, deny_ttl=1, stale_if_error=30)
@@ -343,7 +343,7 @@ async def test_stale_if_error_is_off_by_default() -> None:
     async def flaky(url: str, doc: dict[str, Any]) -> Response:
         if not healthy:
             raise TransportError("down")
-        return await t._policy(url, doc)
+        return await t.policy(url, doc)
 
     wall = Clock(time.time())
     async with make(MockTransport(flaky), retry=None, wall_clock=wall) as c:
@@ -372,12 +372,12 @@ async def test_retry_goes_to_another_endpoint() -> None:
     async def one_down(url: str, doc: dict[str, Any]) -> Response:
         if url.startswith("http://down"):
             raise TransportError("refused")
-        return await t._policy(url, doc)
+        return await t.policy(url, doc)
 
     mock = MockTransport(one_down)
-    c = PolicyClient(["http://down", "http://up"], transport=mock, cache=None, breaker=None, retry=RetryConfig())
+    retry = RetryConfig(initial_balance=10.0)
+    c = PolicyClient(["http://down", "http://up"], transport=mock, cache=None, breaker=None, retry=retry)
     async with c:
-        c._caller._budget.balance = 10.0  # type: ignore[union-attr]
         ds = [await c.check({"type": "User", "id": f"u{i}"}, "view", DOC) for i in range(8)]
     assert all(d.decision for d in ds)
     urls = [u.split("/stores")[0] for u, _, _ in mock.calls]

@@ -142,7 +142,7 @@ async def test_the_client_ejects_a_failing_url_and_stops_sending_to_it() -> None
     async def one_down(url: str, doc: dict[str, Any]) -> Response:
         if url.startswith(A):
             raise TransportError("connection refused")
-        return await good._policy(url, doc)
+        return await good.policy(url, doc)
 
     t = MockTransport(one_down)
     clock = Clock(0.0)
@@ -264,7 +264,7 @@ async def test_a_url_that_fails_fast_does_not_draw_the_calls() -> None:
     async def one_down(url: str, doc: dict[str, Any]) -> Response:
         if url.startswith(A):
             raise TransportError("connection refused")
-        return await good._policy(url, doc)
+        return await good.policy(url, doc)
 
     t = MockTransport(one_down)
     async with PolicyClient(

@@ -27,3 +27,9 @@ def test_saved_balance_is_capped() -> None:
     for _ in range(100):
         b.deposit()
     assert [b.withdraw() for _ in range(5)] == [True, True, True, False, False]
+
+
+def test_a_new_budget_starts_with_its_initial_balance() -> None:
+    """initial_balance retries can be spent before any call has earned one, and no more."""
+    b = RetryBudget(RetryConfig(ratio=0.1, max_balance=3.0, initial_balance=2.0))
+    assert [b.withdraw() for _ in range(3)] == [True, True, False]

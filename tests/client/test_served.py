@@ -133,7 +133,10 @@ async def test_stopped_service_opens_the_breaker_and_resumes_after_sigcont(tmp_p
     with policy_server(tmp_path) as (url, proc):
         push(url, POLICIES)
         cfg = BreakerConfig(window=5.0, min_calls=5, failure_rate=0.5, open_for=0.3, probes=2)
-        async with PolicyClient([url], token=DECISION_TOKEN, breaker=cfg, cache=None, timeout=0.05) as client:
+        clock = Ahead()
+        async with PolicyClient(
+            [url], token=DECISION_TOKEN, breaker=cfg, cache=None, timeout=0.05, clock=clock
+        ) as client:
             warm = await client.check({"type": "User", "id": "warm"}, "view", {"type": "Doc", "id": "d"}, timeout=5)
             assert warm.decision
             os.killpg(proc.pid, signal.SIGSTOP)
@@ -152,7 +155,7 @@ async def test_stopped_service_opens_the_breaker_and_resumes_after_sigcont(tmp_p
                 assert d.error == REASON_UNAVAILABLE and time.monotonic() - t0 < 0.02
             finally:
                 os.killpg(proc.pid, signal.SIGCONT)
-            await asyncio.sleep(0.35)
+            clock.ahead += cfg.open_for  # the open period passes (no waiting for it)
             resumed = []
             for i in range(20):
                 d = await client.check({"type": "User", "id": f"v{i}"}, "view", {"type": "Doc", "id": "d"}, timeout=1)
@@ -160,6 +163,17 @@ async def test_stopped_service_opens_the_breaker_and_resumes_after_sigcont(tmp_p
                 if client.breaker_state == "closed":
                     break
             assert client.breaker_state == "closed" and resumed[-1]
+
+
+class Ahead:
+    """``time.monotonic`` moved ahead by hand: the breaker's periods pass without sleeping, while
+    real time keeps flowing for the deadlines against the real server."""
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.ahead
 
 
 def _free_port() -> int:
@@ -195,11 +209,11 @@ async def test_hostile_service_answers_fail_closed(mode: str) -> None:
             await reader.readuntil(b"\r\n\r\n")
             if answer is None:
                 writer.write_eof()
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(0.2)  # the hostile server holds its end open: the client must not wait for it
             else:
                 writer.write(answer)
                 await writer.drain()
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(0.2)  # the same: the answer is all the client gets, the close comes late
         except (OSError, asyncio.IncompleteReadError):
             pass
         finally:

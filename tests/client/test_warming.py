@@ -94,14 +94,14 @@ async def test_a_slow_service_delays_the_move_by_the_budget_at_most() -> None:
 
     async def slow(url: str, doc: dict[str, Any]) -> Response:
         if release.is_set():
-            return await MockTransport(revision=2)._policy(url, doc)
+            return await MockTransport(revision=2).policy(url, doc)
         await release.wait()
         raise AssertionError("unreachable")
 
     first = MockTransport(revision=1)
     async with PolicyClient(["http://pdp"], transport=first, warming=EVERY) as client:
         await client.check(user(0), "view", DOC)
-        first._handler = slow
+        first.handler = slow
         client.announced(State(2))
         await until(lambda: client.state == State(2), seconds=1.0)
         release.set()
@@ -162,20 +162,23 @@ async def test_a_batch_answered_within_the_budget_is_kept_when_another_is_not() 
         warming=WarmConfig(sample_every=1, budget=0.2),
         batching=BatchConfig(max_batch=2),
     ) as client:
+        # Distinct hotness (u0 hottest): warming asks hottest first, so u0+u1 are one batch, u2+u3 the other.
         for i in range(4):
-            await client.check(user(i), "view", DOC)
-            await client.check(user(i), "view", DOC)
-        hottest = client._warmer.hot.hottest(4)  # type: ignore[union-attr]
-        slow_ids = {from_key("default", k, 0.0).subject.id for k in hottest[2:]}  # type: ignore[union-attr]
+            for _ in range(4 - i):
+                await client.check(user(i), "view", DOC)
+        slow_ids = {"u2", "u3"}
 
         async def some_slow(url: str, doc: dict[str, Any]) -> Response:
             items = doc["evaluations"] if url.endswith("evaluations") else [doc]
             if any(i["subject"]["id"] in slow_ids for i in items):
                 await asyncio.Event().wait()
-            return await MockTransport(revision=2)._policy(url, doc)
+            return await MockTransport(revision=2).policy(url, doc)
 
-        first._handler = some_slow
+        first.handler = some_slow
         client.announced(State(2))
         await until(lambda: client.state == State(2), seconds=2.0)
-        got = [client._l1.get((2, None, k)) for k in hottest[:2]]  # type: ignore[union-attr]
-    assert all(d is not None and d.revision == 2 for d in got)
+        warmed = len(first.calls)
+        slow_ids.clear()  # the service answers everything now: only what warming kept is an L1 hit
+        ds = [await client.check(user(i), "view", DOC, timeout=1) for i in range(4)]
+    assert [(d.source, d.revision) for d in ds] == [("l1", 2), ("l1", 2), ("service", 2), ("service", 2)]
+    assert len(first.calls) == warmed + 2

@@ -85,11 +85,14 @@ class RetryConfig:
     """Retries spend a budget: every call earns ``ratio`` of a retry, a retry costs one, and at most
     ``max_balance`` can be saved up — so retries add at most ``ratio`` extra load (plus the small
     saved balance), never a storm. A retry is only made while the caller's deadline is ahead, and
-    at most ``max_attempts`` attempts (first included) are made per call."""
+    at most ``max_attempts`` attempts (first included) are made per call. ``initial_balance``
+    (at most ``max_balance``) is what a new client starts with: 0 by default, so a client that
+    fails from its first call adds no retries; a little lets its first reset connection be retried."""
 
     ratio: float = 0.1
     max_balance: float = 10.0
     max_attempts: int = 2
+    initial_balance: float = 0.0
 
     def __post_init__(self) -> None:
         if not (isinstance(self.ratio, int | float) and 0 <= self.ratio <= 1):
@@ -97,6 +100,9 @@ class RetryConfig:
         _non_negative("max_balance", self.max_balance)
         if not (isinstance(self.max_attempts, int) and self.max_attempts >= 1):
             raise ValueError(f"max_attempts must be an integer >= 1, not {self.max_attempts!r}")
+        _non_negative("initial_balance", self.initial_balance)
+        if self.initial_balance > self.max_balance:
+            raise ValueError(f"initial_balance must be <= max_balance, not {self.initial_balance!r}")
 
 
 @dataclass(frozen=True, kw_only=True)

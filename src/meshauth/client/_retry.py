@@ -1,7 +1,8 @@
 """A retry budget (token bucket): every first attempt earns ``ratio`` of a retry, each retry spends
-one, and no more than ``max_balance`` is saved. Over any stretch, retries ≤ ratio × calls +
-max_balance, so retries cannot multiply load when the service is struggling (the classic retry
-storm); a quiet client keeps a small reserve for the odd reset connection."""
+one, and no more than ``max_balance`` is saved (a new budget holds ``initial_balance``, no more
+than that either). Over any stretch, retries ≤ ratio × calls + max_balance, so retries cannot
+multiply load when the service is struggling (the classic retry storm);
+a quiet client keeps a small reserve for the odd reset connection."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ __all__ = ["RetryBudget"]
 class RetryBudget:
     def __init__(self, config: RetryConfig | None = None) -> None:
         self._cfg = config or RetryConfig()
-        self.balance = 0.0
+        self.balance = float(self._cfg.initial_balance)
 
     @property
     def max_attempts(self) -> int:
