@@ -21,7 +21,7 @@ from typing import Any
 from meshauth.auth.service import AuthService
 from meshauth.bench.loadgen import hey, idle_poll, paced, wrk
 from meshauth.bench.processes import free_port, running, service_env
-from meshauth.bench.results import save
+from meshauth.bench.results import paced_main
 from meshauth.config import Settings
 from meshauth.db import migrate
 
@@ -200,18 +200,5 @@ def report(r: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def main() -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rate", type=int, default=3000)
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=30)
-    args = parser.parse_args()
-    r = run(rate=args.rate, seconds=args.seconds, connections=args.connections)
-    save("auth", r)
-    print(report(r))
-
-
 if __name__ == "__main__":
-    main()
+    paced_main("auth", __doc__, run, report)

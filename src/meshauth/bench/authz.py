@@ -24,6 +24,7 @@ from typing import Any
 from meshauth.bench.auth import CLIENT_ID, SECRET, _create_client, _post_form
 from meshauth.bench.loadgen import SERVER_CORE, idle_poll, paced
 from meshauth.bench.processes import free_port, running, service_env
+from meshauth.bench.results import paced_main
 from meshauth.config import Settings
 from meshauth.db import migrate
 
@@ -171,20 +172,5 @@ def report(r: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def main() -> None:
-    import argparse
-
-    from meshauth.bench.results import save
-
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rate", type=int, default=3000)
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=30)
-    args = parser.parse_args()
-    r = run(rate=args.rate, seconds=args.seconds, connections=args.connections)
-    save("authz", r)
-    print(report(r))
-
-
 if __name__ == "__main__":
-    main()
+    paced_main("authz", __doc__, run, report)
