@@ -18,6 +18,12 @@ def test_accepts_what_argon2_cffi_writes() -> None:
     assert check_phc(phc) == phc
 
 
+def test_accepts_parameters_at_the_caps() -> None:
+    """m = 256 MiB, t = 16, p = 16 is the most a login may cost (checked by form, not by hashing)."""
+    phc = f"$argon2id$v=19$m=262144,t=16,p=16${SALT}${HASH}"
+    assert check_phc(phc) == phc
+
+
 @pytest.mark.parametrize(
     ("value", "reason"),
     [
@@ -36,6 +42,10 @@ def test_accepts_what_argon2_cffi_writes() -> None:
         (f"$argon2id$v=19$m=4096,t=3,p=1${SALT}${HASH}", "too weak"),
         (f"$argon2id$v=19$m=19456,t=1,p=1${SALT}${HASH}", "too weak"),
         (f"$argon2id$v=19$m=99999999,t=3,p=1${SALT}${HASH}", "above"),
+        # Every login to the account allocates m: gigabytes from an import would let strangers exhaust memory.
+        (f"$argon2id$v=19$m=262145,t=3,p=1${SALT}${HASH}", "above"),
+        (f"$argon2id$v=19$m=65536,t=17,p=1${SALT}${HASH}", "above"),
+        (f"$argon2id$v=19$m=65536,t=3,p=17${SALT}${HASH}", "above"),
         (f"$argon2id$v=19$m=65536,t=3,p=1$c2FsdA${HASH}", "salt must be 8-64 bytes"),
         (f"$argon2id$v=19$m=65536,t=3,p=1${SALT}$aGFzaA", "hash must be 16-128 bytes"),
         (f"$argon2id$v=19$m=65536,t=3,p=1${SALT}${HASH}AA", "not unpadded base64"),

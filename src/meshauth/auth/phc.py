@@ -8,8 +8,10 @@ hashing (and needs no plain passwords). What is accepted, and why:
   this service verifies with (argon2-cffi). argon2i/argon2d, bcrypt, scrypt, PBKDF2 and anything
   else are refused: a login would fail on them, or verify with a weaker construction;
 - parameters at least OWASP's floor for argon2id (m ≥ 19,456 KiB with t ≥ 2, or m ≥ 47,104 KiB with
-  t ≥ 1), at most m = 4 GiB, t = 64, p = 64 (larger values would make each login a denial of service
-  for the replica that verifies it);
+  t ≥ 1), at most m = 256 MiB, t = 16, p = 16: every login to such an account allocates m for its
+  verification, and anyone may try to log in, so an imported m of gigabytes would let strangers run a
+  replica out of memory with a few concurrent attempts. The caps hold the common migration sources
+  (Django m=100 MiB p=8, Bitwarden 64 MiB t=3 p=4, RFC 9106's 64 MiB and 2 GiB options: the first);
 - salt of 8-64 bytes and hash of 16-128 bytes, in unpadded standard base64 (the PHC format);
 - nothing else: no extra fields, no whitespace, ASCII only, at most ``MAX_PHC_CHARS``.
 
@@ -29,9 +31,9 @@ _PHC = re.compile(
     r"\$argon2id\$v=19\$m=(?P<m>[1-9][0-9]{0,9}),t=(?P<t>[1-9][0-9]{0,3}),p=(?P<p>[1-9][0-9]{0,3})"
     r"\$(?P<salt>[A-Za-z0-9+/]+)\$(?P<hash>[A-Za-z0-9+/]+)"
 )
-_MAX_MEMORY_KIB = 4 * 1024 * 1024
-_MAX_TIME = 64
-_MAX_LANES = 64
+_MAX_MEMORY_KIB = 256 * 1024
+_MAX_TIME = 16
+_MAX_LANES = 16
 
 
 def _b64(field: str, text: str, low: int, high: int) -> None:
