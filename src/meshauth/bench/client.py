@@ -24,7 +24,7 @@ import timeit
 from typing import Any
 
 from meshauth.bench import client_cache, client_invalidation, client_transports
-from meshauth.bench.client_setup import pin_client, policy_service, tree_cpu
+from meshauth.bench.client_setup import keep_in_flight, pin_client, policy_service
 from meshauth.client import BatchConfig, PolicyClient
 from meshauth.client._cache import DecisionL1
 from meshauth.client._keys import request_key
@@ -63,31 +63,11 @@ async def saturate(
         retry=None,
         breaker=None,
     )
-    counter = 0
-    stop = False
-    errors = 0
-
-    async def worker(w: int) -> None:
-        nonlocal counter, errors
-        i = 0
-        while not stop:
-            d = await client.check({"type": "User", "id": f"u{w}-{i}"}, "view", {"type": "Doc", "id": f"d{i}"})
-            counter += 1
-            errors += d.error is not None
-            i += 1
-
-    # warm-up: connections open, service compiled
-    await asyncio.gather(
-        *(client.check({"type": "User", "id": f"w{i}"}, "view", {"type": "Doc", "id": "d"}) for i in range(64))
-    )
-    c0, s0, t0 = time.process_time(), tree_cpu(pid), time.perf_counter()
-    tasks = [asyncio.ensure_future(worker(w)) for w in range(concurrency)]
-    await asyncio.sleep(seconds)
-    stop = True
-    await asyncio.gather(*tasks)
-    c1, s1, t1 = time.process_time(), tree_cpu(pid), time.perf_counter()
+    # warm-up (64 checks): connections open, service compiled
+    run = await keep_in_flight(client, pid, workers=concurrency, seconds=seconds, warm=64, distinct_resources=True)
     await client.aclose()
-    client_cpu, server_cpu, wall = c1 - c0, s1 - s0, t1 - t0
+    counter, errors = run.decisions, run.errors
+    client_cpu, server_cpu, wall = run.client_cpu, run.server_cpu, run.wall
     return {
         "decisions": counter,
         "errors": errors,

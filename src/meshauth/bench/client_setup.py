@@ -3,6 +3,7 @@ this process on the client core, a Zipf sampler, and CPU accounting from /proc."
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import contextlib
 import itertools
@@ -10,6 +11,7 @@ import json
 import os
 import random
 import tempfile
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from typing import Any
 
 from meshauth.bench.loadgen import CLIENT_CORE, SERVER_CORE
 from meshauth.bench.processes import free_port, running
+from meshauth.client import PolicyClient
 
 ADMIN = "bench-admin-token"
 POLICIES = """
@@ -116,3 +119,45 @@ class Zipf:
 def pair(k: int) -> tuple[dict[str, str], dict[str, str]]:
     """The k-th (subject, resource) pair: 1,000 users × documents."""
     return {"type": "User", "id": f"u{k % 1000}"}, {"type": "Doc", "id": f"d{k}"}
+
+
+@dataclass(frozen=True, slots=True)
+class Saturated:
+    """What ``keep_in_flight`` measured: decisions answered, errors, wall time and CPU of client and service."""
+
+    decisions: int
+    errors: int
+    wall: float
+    client_cpu: float
+    server_cpu: float
+
+
+async def keep_in_flight(
+    client: PolicyClient, pid: int, *, workers: int, seconds: float, warm: int, distinct_resources: bool
+) -> Saturated:
+    """Keep ``workers`` checks in flight for ``seconds``, each a question never asked before (a new
+    subject, and a new resource if ``distinct_resources``), after ``warm`` checks that open the
+    connections; CPU of this process and of the service's process tree (``pid``) is measured around it."""
+    decisions = errors = 0
+    stop = False
+
+    async def worker(w: int) -> None:
+        nonlocal decisions, errors
+        i = 0
+        while not stop:
+            resource = f"d{i}" if distinct_resources else "d"
+            d = await client.check({"type": "User", "id": f"u{w}-{i}"}, "view", {"type": "Doc", "id": resource})
+            decisions += 1
+            errors += d.error is not None
+            i += 1
+
+    await asyncio.gather(
+        *(client.check({"type": "User", "id": f"w{i}"}, "view", {"type": "Doc", "id": "d"}) for i in range(warm))
+    )
+    c0, s0, t0 = time.process_time(), tree_cpu(pid), time.perf_counter()
+    tasks = [asyncio.ensure_future(worker(w)) for w in range(workers)]
+    await asyncio.sleep(seconds)
+    stop = True
+    await asyncio.gather(*tasks)
+    c1, s1, t1 = time.process_time(), tree_cpu(pid), time.perf_counter()
+    return Saturated(decisions, errors, t1 - t0, c1 - c0, s1 - s0)

@@ -8,13 +8,12 @@ in flight (one call per check), and at 64 in flight batched. Caches off, every c
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 import time
 from collections.abc import Callable
 from typing import Any
 
-from meshauth.bench.client_setup import tree_cpu
+from meshauth.bench.client_setup import keep_in_flight
 from meshauth.client import BatchConfig, PolicyClient, Transport
 
 Factory = Callable[[], Transport]
@@ -68,34 +67,14 @@ async def concurrent(
 ) -> dict[str, Any]:
     transport = make()
     client = _client(url, transport, batched)
-    count = errors = 0
-    stop = False
-
-    async def worker(w: int) -> None:
-        nonlocal count, errors
-        i = 0
-        while not stop:
-            d = await client.check({"type": "User", "id": f"c{w}-{i}"}, "view", {"type": "Doc", "id": "d"})
-            count += 1
-            errors += d.error is not None
-            i += 1
-
-    await asyncio.gather(
-        *(client.check({"type": "User", "id": f"w{i}"}, "view", {"type": "Doc", "id": "d"}) for i in range(inflight))
-    )
-    c0, s0, t0 = time.process_time(), tree_cpu(pid), time.perf_counter()
-    tasks = [asyncio.ensure_future(worker(w)) for w in range(inflight)]
-    await asyncio.sleep(seconds)
-    stop = True
-    await asyncio.gather(*tasks)
-    c1, s1, t1 = time.process_time(), tree_cpu(pid), time.perf_counter()
+    run = await keep_in_flight(client, pid, workers=inflight, seconds=seconds, warm=inflight, distinct_resources=False)
     await client.aclose()
     await transport.aclose()
     return {
-        "decisions_per_s": count / (t1 - t0),
-        "errors": errors,
-        "client_cpu_us_per_decision": (c1 - c0) / count * 1e6,
-        "server_cpu_us_per_decision": (s1 - s0) / count * 1e6,
+        "decisions_per_s": run.decisions / run.wall,
+        "errors": run.errors,
+        "client_cpu_us_per_decision": run.client_cpu / run.decisions * 1e6,
+        "server_cpu_us_per_decision": run.server_cpu / run.decisions * 1e6,
     }
 
 
