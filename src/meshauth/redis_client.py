@@ -15,7 +15,9 @@ from typing import Any, TypeAlias, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
 
 from meshauth.config import Settings
 from meshauth.redis_urls import Cluster, Sentinels, parse_ha_url
@@ -67,8 +69,13 @@ class SentinelRedis(Redis):
 
 
 def _primary_via_sentinels(target: Sentinels, common: dict[str, Any]) -> SentinelRedis:
-    # Sentinels are asked briefly: one that does not answer within the connect timeout is skipped.
-    ask: dict[str, Any] = {"socket_timeout": DEFAULT_CONNECT_TIMEOUT, "socket_connect_timeout": DEFAULT_CONNECT_TIMEOUT}
+    # Sentinels are asked briefly and once: one that does not answer is skipped for the next, rather
+    # than retried with redis-py's default backoff (seconds per dead Sentinel, on every new connection).
+    ask: dict[str, Any] = {
+        "socket_timeout": DEFAULT_CONNECT_TIMEOUT,
+        "socket_connect_timeout": DEFAULT_CONNECT_TIMEOUT,
+        "retry": Retry(NoBackoff(), 0),
+    }
     if target.sentinel_password is not None:
         ask["password"] = target.sentinel_password
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
