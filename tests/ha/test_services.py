@@ -7,6 +7,7 @@ by listing every key in the topology and checking it."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from meshauth.bus.streams import AUDIT
 from meshauth.client import CacheConfig, Check, PolicyClient, WarmConfig
 from meshauth.db.tables import audit_log
 from meshauth.redis_client import RedisConn
-from tests.auth.conftest import SECRET, basic, login, make_settings, start_harness
+from tests.auth.conftest import SECRET, Harness, basic, login, make_settings, start_harness
 from tests.bus.helpers import until
 from tests.client.served import DECISION_TOKEN, policy_server, push
 from tests.ha.conftest import Ha
@@ -47,7 +48,8 @@ async def test_revocation_and_sessions_reach_every_replica(
             assert (await two.gate(token)).status_code == 200
             r = await one.http.post("/oauth2/revoke", data={"token": token}, headers=basic("svc", SECRET))
             assert r.status_code == 200
-            await until(lambda: _status(two.gate(token), 401), what="the other replica refuses the revoked token")
+            refused = functools.partial(_status, two, token, 401)
+            await until(refused, what="the other replica refuses the revoked token")
             sid = await login(one)
             cookie = {"cookie": f"meshauth_session={sid}"}
             assert (await two.http.get("/ext_authz/app", headers=cookie)).status_code == 200
@@ -57,8 +59,8 @@ async def test_revocation_and_sessions_reach_every_replica(
     assert any(b"revoked:" in k for k in keys)
 
 
-async def _status(response: object, expected: int) -> bool:
-    return bool((await response).status_code == expected)  # type: ignore[misc]
+async def _status(h: Harness, token: str, expected: int) -> bool:
+    return (await h.gate(token)).status_code == expected
 
 
 async def test_bus_carries_gate_decisions_to_the_audit_log(
@@ -78,7 +80,7 @@ async def test_bus_carries_gate_decisions_to_the_audit_log(
             statuses = await asyncio.gather(*(h.gate(token) for _ in range(60)))
             assert [s.status_code for s in statuses] == [200] * 60
 
-            async def stored() -> bool:
+            async def stored(h: Harness = h) -> bool:
                 async with h.app.service.engine.connect() as conn:
                     q = sa.select(sa.func.count()).select_from(audit_log).where(audit_log.c.type == "gate.decision")
                     return int((await conn.execute(q)).scalar_one()) == 60
