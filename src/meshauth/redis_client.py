@@ -18,6 +18,9 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, SlotNotCoveredError
+from redis.typing import EncodableT
 
 from meshauth.config import Settings
 from meshauth.redis_urls import Cluster, Sentinels, parse_ha_url
@@ -93,8 +96,36 @@ def _primary_via_sentinels(target: Sentinels, common: dict[str, Any]) -> Sentine
     return client
 
 
+class MeshRedisCluster(RedisCluster):
+    """A cluster client whose failures are ``RedisError``s, as a single server's are.
+
+    redis-py raises ``RedisClusterException`` — not a ``RedisError`` — when no node can be reached
+    ("Redis Cluster cannot be connected") or a slot is not covered (mid-failover). Every place
+    meshauth fails closed catches ``RedisError``; uncaught, these would be a 500 for a request and the
+    end of a reader task. They become ``ConnectionError`` here, in one place."""
+
+    async def initialize(self, *args: Any, **kwargs: Any) -> MeshRedisCluster:
+        try:
+            await super().initialize(*args, **kwargs)
+        except RedisClusterException as exc:
+            raise _unreachable(exc) from exc
+        return self
+
+    async def execute_command(self, *args: EncodableT, **kwargs: Any) -> Any:
+        # Only the outage: keys in different slots (a key outside the prefix's hash tag) is a bug
+        # and stays a RedisClusterException.
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except SlotNotCoveredError as exc:
+            raise _unreachable(exc) from exc
+
+
+def _unreachable(exc: RedisClusterException) -> RedisConnectionError:
+    return RedisConnectionError(f"Redis Cluster: {exc}")
+
+
 def _cluster(target: Cluster, common: dict[str, Any]) -> RedisCluster:
-    return RedisCluster(
+    return MeshRedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in target.hosts],
         username=target.username,
         password=target.password,

@@ -31,6 +31,8 @@ DOWN_AFTER_MS = 300
 class Node:
     port: int
     process: subprocess.Popen[bytes]
+    args: list[str]
+    work: Path
 
     def signal(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -43,22 +45,43 @@ class Topology:
 
     def start(self, args: list[str], port: int, work: Path) -> Node:
         work.mkdir(parents=True, exist_ok=True)
-        process = subprocess.Popen(
-            args, cwd=work, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        node = Node(port, process)
+        node = Node(port, _spawn(args, work), args, work)
         self.nodes.append(node)
-        deadline = time.monotonic() + 10
-        while not answers_ping("127.0.0.1", port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{args[0]} on port {port} did not start (see {work})")
-            time.sleep(0.02)
+        _until_ping(node)
         return node
+
+    def kill(self, node: Node) -> None:
+        node.signal(signal.SIGKILL)
+        node.process.wait()
+
+    def restart(self, node: Node) -> None:
+        """Start a killed node again: same port, same directory (a cluster node keeps its nodes.conf)."""
+        node.process = _spawn(node.args, node.work)
+        _until_ping(node)
 
     def stop(self) -> None:
         for node in self.nodes:
             node.signal(signal.SIGKILL)  # also ends a SIGSTOPped one
             node.process.wait()
+
+
+def _spawn(args: list[str], work: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        args, cwd=work, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def _until_ping(node: Node) -> None:
+    deadline = time.monotonic() + 10
+    while not answers_ping("127.0.0.1", node.port):
+        if node.process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{node.args[0]} on port {node.port} did not start (see {node.work})")
+        time.sleep(0.02)
+
+
+def wait_cluster_ok(setup: ClusterSetup) -> None:
+    for node in setup.topology.nodes:
+        _wait(lambda node=node: "cluster_state:ok" in cli(node.port, "CLUSTER", "INFO"), "cluster state ok")
 
 
 def _server(port: int, work: Path, *extra: str) -> list[str]:
@@ -141,9 +164,9 @@ def cluster_setup(work: Path, primaries: int = 3) -> Iterator[ClusterSetup]:
             topology.start([*args, "--cluster-node-timeout", "1000", "--appendonly", "no"], port, d)
         hosts = [f"127.0.0.1:{node.port}" for node in topology.nodes]
         cli(topology.nodes[0].port, "--cluster", "create", *hosts, "--cluster-yes")
-        for node in topology.nodes:
-            _wait(lambda node=node: "cluster_state:ok" in cli(node.port, "CLUSTER", "INFO"), "cluster state ok")
-        yield ClusterSetup(topology)
+        setup = ClusterSetup(topology)
+        wait_cluster_ok(setup)
+        yield setup
     finally:
         topology.stop()
 

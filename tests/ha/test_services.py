@@ -13,17 +13,19 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from redis.exceptions import CrossSlotTransactionError, RedisClusterException
 
 from meshauth.audit.store import AuditWriter
 from meshauth.bus.consumer import Consumer, ConsumerConfig
 from meshauth.bus.streams import AUDIT
 from meshauth.client import CacheConfig, Check, PolicyClient, WarmConfig
 from meshauth.db.tables import audit_log
-from meshauth.redis_client import RedisConn
+from meshauth.redis_client import Keys, RedisConn, connect
 from tests.auth.conftest import SECRET, Harness, basic, login, make_settings, start_harness
 from tests.bus.helpers import until
 from tests.client.served import DECISION_TOKEN, policy_server, push
 from tests.ha.conftest import Ha
+from tests.ha.servers import ClusterSetup
 
 
 async def every_key_is_prefixed(redis: RedisConn, prefix: str) -> list[bytes]:
@@ -124,3 +126,25 @@ async def test_client_l2_is_shared_through_the_topology(ha: Ha, ha_redis: RedisC
 
 async def _has_hot_set(redis: RedisConn, prefix: str) -> bool:
     return bool([k async for k in redis.scan_iter(match=f"{prefix}decision:hot:*")])
+
+
+async def test_without_the_hash_tag_the_cluster_refuses_meshauth_commands(cluster: ClusterSetup) -> None:
+    """Why a cluster needs the tagged prefix: a session write (MULTI over the session and its user's
+    set) and a revocation snapshot read (MGET) under the untagged prefix span slots and are refused."""
+    redis = connect(cluster.url)
+    try:
+        with pytest.raises(CrossSlotTransactionError):
+            await _session_write(redis, Keys("meshauth:"))
+        with pytest.raises(RedisClusterException, match="same key slot"):
+            await redis.mget([Keys("meshauth:").revoked(f"jti-{n}") for n in range(8)])
+        await _session_write(redis, Keys("{meshauth}:"))  # one slot: done
+        assert await redis.mget([Keys("{meshauth}:").revoked(f"jti-{n}") for n in range(8)]) == [None] * 8
+    finally:
+        await redis.aclose()
+
+
+async def _session_write(redis: RedisConn, keys: Keys) -> None:
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(keys.session("a" * 64), b"x")
+        pipe.sadd(keys.user_sessions("alice"), "a" * 64)
+        await pipe.execute()
