@@ -42,9 +42,9 @@ USER 10001:10001
 WORKDIR /var/lib/meshauth
 # auth HTTP, auth ext_authz gRPC, policy HTTP
 EXPOSE 8080 9001 8090
-# Liveness for plain Docker. Kubernetes ignores HEALTHCHECK: its probes use /healthz (liveness) and
-# /readyz (readiness, auth: database, Redis and the revocation stream) - deploy/k8s/base. Running the
-# policy service, set HEALTHCHECK_URL=http://127.0.0.1:8090/healthz.
+# Liveness for plain Docker. Kubernetes ignores HEALTHCHECK: its probes use /healthz (liveness, asks
+# nothing) and /readyz (readiness; auth: database, Redis and the revocation stream; policy: the
+# database) - deploy/k8s/base. Running the policy service, set HEALTHCHECK_URL=http://127.0.0.1:8090/healthz.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
   CMD ["python", "-c", "import os, sys, urllib.request as u; sys.exit(u.urlopen(os.environ.get('HEALTHCHECK_URL', 'http://127.0.0.1:8080/healthz'), timeout=2).status != 200)"]
 ENTRYPOINT ["meshauth"]

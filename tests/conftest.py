@@ -98,6 +98,7 @@ def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
 async def redis(valkey_url: str) -> AsyncIterator[Redis]:
     """An async client to this run's embedded Valkey, flushed first (never the machine's shared Redis)."""
     client = connect(valkey_url)
+    assert isinstance(client, Redis)  # one server: never a cluster client
     await client.flushall()
     yield client
     await client.aclose()

@@ -13,7 +13,7 @@ from ipaddress import ip_network
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AliasChoices, Field, SecretStr, field_validator
+from pydantic import AfterValidator, AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,6 +23,7 @@ from pydantic_settings import (
 
 from meshauth.config_checks import (
     async_database_url,
+    check_cluster_prefix,
     check_decision_token,
     check_policy_url,
     check_spiffe_id,
@@ -112,6 +113,13 @@ class Settings(BatchingSettings, MonitoringSettings, BusSettings, BaseSettings):
     policy_check_deadline: float = Field(default=0.1, gt=0, le=10)
     policy_decision_token: SecretStr | None = None
     policy_l2_enabled: bool = True
+
+    @field_validator("redis_prefix")
+    @classmethod
+    def _cluster_prefix(cls, v: str, info: ValidationInfo) -> str:
+        # redis_url is declared (so validated) first; absent from info.data when it was itself refused.
+        check_cluster_prefix(v, info.data.get("redis_url"))
+        return v
 
     @field_validator("policy_urls")
     @classmethod

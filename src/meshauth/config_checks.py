@@ -11,7 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
-REDIS_URL_SCHEMES = ("redis://", "rediss://", "valkey://", "unix://")
+from meshauth.redis_urls import CLUSTER_SCHEMES, SENTINEL_SCHEMES, hash_tag, is_cluster_url, parse_ha_url
+
+REDIS_URL_SCHEMES = ("redis://", "rediss://", "valkey://", "unix://", *SENTINEL_SCHEMES, *CLUSTER_SCHEMES)
 
 
 def async_database_url(url: str) -> str:
@@ -45,9 +47,10 @@ def check_redis_url(url: str) -> None:
         scheme = url.split(":", 1)[0] if "://" in url else url[:20]
         raise ValueError(
             f"unsupported Redis URL scheme {scheme!r}; expected redis://host:port/db, rediss://… (TLS),"
-            " valkey://host:port or unix:///path/to/socket"
+            " valkey://host:port, unix:///path/to/socket, redis+sentinel://host1:26379,host2:26379/<service>"
+            " or redis+cluster://host1:6379,host2:6379"
         )
-    if not url.startswith("unix://"):
+    if parse_ha_url(url) is None and not url.startswith("unix://"):
         check_url_address(url, "redis://host:6379/0")
 
 
@@ -122,6 +125,16 @@ def redis_prefix_checked(prefix: str) -> str:
     if not prefix.endswith(":"):
         raise ValueError("redis_prefix must end with ':'")
     return prefix
+
+
+def check_cluster_prefix(prefix: str, redis_url: str | None) -> None:
+    """With a Cluster URL every meshauth key must hash to one slot: MULTI, Lua, MGET and XREAD over
+    several streams touch several keys at once, and Cluster refuses that across slots (CROSSSLOT)."""
+    if is_cluster_url(redis_url) and hash_tag(prefix) is None:
+        raise ValueError(
+            "with a redis+cluster:// URL the prefix must carry a hash tag, e.g. {meshauth}: (every meshauth key"
+            " in one slot: multi-key commands cannot span slots)"
+        )
 
 
 def issuer_checked(issuer: str) -> str:

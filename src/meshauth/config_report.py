@@ -113,6 +113,8 @@ def _problem_line(found: Sources, error: Any) -> str:
     if error.get("type") == "value_error":
         # Our own validators word the whole message, accepted form included.
         what = str(error.get("ctx", {}).get("error") or error["msg"])
+        if info is not None and name not in found.raw:  # a default another setting does not go with
+            return f"{PREFIX}MESHAUTH_{name.upper()} is unset (default {show(name, info.default)}): {what}"
         return f"{PREFIX}{origin.names(key)}={shown}: {what}"
     what = _lower_first(str(error["msg"]))
     expected = f"; expected {accepted_form(info)}" if info is not None else ""

@@ -10,9 +10,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
 
-from redis.asyncio import Redis
-
 from meshauth.bus.events import AuditEvent, decode
+from meshauth.redis_client import RedisConn
 
 
 async def until(condition: Callable[[], bool | Awaitable[bool]], *, within: float = 20.0, what: str = "") -> None:
@@ -43,12 +42,12 @@ def restartable_valkey(factory: Callable[..., Any], data_dir: Path) -> Any:
 Entries = list[tuple[bytes, dict[bytes, bytes]]]
 
 
-async def entries(redis: Redis, key: str) -> Entries:
+async def entries(redis: RedisConn, key: str) -> Entries:
     """XRANGE with the reply typed as it is with decode_responses=False."""
     return cast(Entries, await redis.xrange(key))
 
 
-async def read_all(redis: Redis, keys: list[str]) -> list[tuple[str, bytes, AuditEvent]]:
+async def read_all(redis: RedisConn, keys: list[str]) -> list[tuple[str, bytes, AuditEvent]]:
     out = []
     for key in keys:
         for entry_id, fields in await entries(redis, key):

@@ -9,13 +9,15 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from meshauth.config_load import load_settings
+from meshauth.config import Settings
+from meshauth.config_load import ConfigError, load_settings
 from tests.deploy.dockerfile import parse
-from tests.deploy.manifests import PENDING_SETTINGS, REPO, Obj, setting_names
+from tests.deploy.manifests import K8S, PENDING_SETTINGS, REPO, Obj, kustomize, setting_names, validate
 
 SECRET_KEYS = {"admin-token", "database-url", "redis-url", "key-encryption-key"}
 # What production's existing Secret would hold, for loading the settings in the test.
@@ -77,6 +79,14 @@ def test_every_container_environment_loads(
     """The values are valid too: meshauth's settings load from each container's environment."""
     objects = rendered[overlay]
     secrets = _dev_secrets(objects) if overlay == "dev" else EXAMPLE_SECRETS
+    for where, settings in _load_every_container(objects, secrets, monkeypatch):
+        assert settings.auth_host == "0.0.0.0" and settings.policy_host == "0.0.0.0", where
+        assert settings.database_url == secrets["database-url"], where
+
+
+def _load_every_container(
+    objects: list[Obj], secrets: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[str, Settings]]:
     for where, container in (c for w in _workloads(objects) for c in _containers(w)):
         for name in list(os.environ):
             if name.startswith("MESHAUTH_") or name in ("REDIS_URL", "DATABASE_URL"):
@@ -84,9 +94,42 @@ def test_every_container_environment_loads(
         env = _environment(objects, container, secrets)
         for name, value in env.items():
             monkeypatch.setenv(name, value)
-        settings = load_settings()
-        assert settings.auth_host == "0.0.0.0" and settings.policy_host == "0.0.0.0", where
-        assert settings.database_url == secrets["database-url"], where
+        yield where, load_settings()
+
+
+SENTINEL_URL = "redis+sentinel://:pw@sentinel-0:26379,sentinel-1:26379,sentinel-2:26379/mymaster"
+CLUSTER_URL = "redis+cluster://:pw@node-0:6379,node-1:6379,node-2:6379"
+
+
+def test_production_takes_a_sentinel_url_as_it_is(production: list[Obj], monkeypatch: pytest.MonkeyPatch) -> None:
+    """redis-url may name Sentinels: every container loads it, with the ordinary prefix."""
+    secrets = {**EXAMPLE_SECRETS, "redis-url": SENTINEL_URL}
+    loaded = list(_load_every_container(production, secrets, monkeypatch))
+    with_redis = [where for where, settings in loaded if settings.redis_url == SENTINEL_URL]
+    assert len(with_redis) >= 3  # auth, policy, bus-worker (migrations need no Redis)
+    assert {settings.redis_prefix for _, settings in loaded} == {"meshauth:"}
+
+
+def test_a_cluster_url_needs_the_redis_cluster_component(
+    production: list[Obj], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """production alone with a redis+cluster:// URL stops at start, naming the prefix; with
+    components/redis-cluster every container loads it with the hash-tagged prefix, and the rest of the
+    objects still validate."""
+    secrets = {**EXAMPLE_SECRETS, "redis-url": CLUSTER_URL}
+    with pytest.raises(ConfigError, match="MESHAUTH_REDIS_PREFIX"):
+        list(_load_every_container(production, secrets, monkeypatch))
+    relative = Path(os.path.relpath(K8S, tmp_path))
+    (tmp_path / "kustomization.yaml").write_text(
+        f"resources:\n  - {relative}/overlays/production\ncomponents:\n  - {relative}/components/redis-cluster\n"
+    )
+    objects = kustomize(tmp_path)
+    for obj in objects:
+        validate(obj)
+    loaded = list(_load_every_container(objects, secrets, monkeypatch))
+    assert len(loaded) == len(list(_load_every_container(production, EXAMPLE_SECRETS, monkeypatch)))
+    assert len([where for where, settings in loaded if settings.redis_url == CLUSTER_URL]) >= 3
+    assert {settings.redis_prefix for _, settings in loaded} == {"{meshauth}:"}
 
 
 def test_production_creates_no_secret_and_reads_one(production: list[Obj]) -> None:
@@ -218,4 +261,4 @@ def test_network_is_closed_but_for_the_mesh_paths(production: list[Obj]) -> None
         for r in np["spec"].get("egress", [])
         for p in r["ports"]
     }
-    assert egress_ports == {53, 15012, 5432, 6379, 6380}
+    assert egress_ports == {53, 15012, 5432, 6379, 6380, 26379}  # 26379: Redis Sentinel

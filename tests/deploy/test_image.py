@@ -11,6 +11,7 @@ and this run's embedded Valkey. Changing a step in the Dockerfile changes what t
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -200,7 +201,8 @@ def test_default_healthcheck_url_is_the_auth_port(built: Built) -> None:
 
 
 def test_policy_service_runs_from_the_image(built: Built, tmp_path: Path, valkey_url: str) -> None:
-    """`serve policy`, the policy Deployment's command, runs from the same environment and passes the health check."""
+    """`serve policy`, the policy Deployment's command, runs from the same environment, passes the health
+    check and answers ready."""
     port = free_port()
     env = built.runtime_env(
         MESHAUTH_DATABASE_URL=f"sqlite:///{tmp_path}/meshauth.db",
@@ -219,6 +221,8 @@ def test_policy_service_runs_from_the_image(built: Built, tmp_path: Path, valkey
         try:
             wait_healthy(f"http://127.0.0.1:{port}/healthz", proc, timeout=60, name="serve policy")
             assert _healthcheck(built, env).returncode == 0
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as resp:  # readiness probe
+                assert json.loads(resp.read()) == {"status": "ready", "checks": {"database": "ok", "redis": "ok"}}
         finally:
             proc.terminate()
             proc.wait(timeout=15)

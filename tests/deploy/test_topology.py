@@ -86,14 +86,15 @@ def test_every_workload_has_a_budget_an_autoscaler_and_spreads(overlay: str, ren
 
 
 def test_probes(production: list[Obj]) -> None:
-    """auth: liveness /healthz, readiness /readyz; policy: readiness /healthz (its database check),
-    liveness on its port (a database outage must not restart every replica)."""
+    """Both services: startup and liveness /healthz (asks nothing: a database outage must not restart
+    every replica), readiness /readyz (dependencies)."""
     auth = _pod(_of(production, "Deployment")["auth"])["containers"][0]
     assert auth["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http-api"}
     assert auth["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http-api"}
     policy = _pod(_of(production, "Deployment")["policy"])["containers"][0]
-    assert policy["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http-authzen"}
-    assert policy["livenessProbe"]["tcpSocket"] == {"port": "http-authzen"}
+    assert policy["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http-authzen"}
+    assert policy["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http-authzen"}
+    assert policy["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http-authzen"}
     for container in (auth, policy):
         assert container["resources"]["requests"] and container["resources"]["limits"]
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 
 import grpc
-import sqlalchemy as sa
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
@@ -35,6 +34,7 @@ from meshauth.config import Settings
 from meshauth.config_load import load_settings
 from meshauth.http import ApiError, api_error_handler, internal_error_handler, json_response, unavailable_handler
 from meshauth.observability.metrics import metrics_endpoint, publisher
+from meshauth.readiness import ping_database, readiness_response, ready_check
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ class AuthApp:
         # Each dependency is checked on its own, concurrently and within READY_CHECK_TIMEOUT, so a frozen
         # Redis or database makes /readyz answer "not ready" promptly instead of hanging the probe.
         database, redis = await asyncio.gather(
-            _ready_check(self._ping_database()), _ready_check(self.service.redis.ping())
+            ready_check(ping_database(self.service.engine)), ready_check(self.service.redis.ping())
         )
         listener = self.service.listener
         # Revocations are only current while the invalidation stream is read: a replica that lost it
@@ -158,15 +158,7 @@ class AuthApp:
             revocations = "unavailable: invalidation stream disconnected"
         else:
             revocations = "ok"
-        checks = {"database": database, "redis": redis, "revocations": revocations}
-        ready = all(v == "ok" for v in checks.values())
-        return json_response(
-            {"status": "ready" if ready else "not ready", "checks": checks}, status=200 if ready else 503
-        )
-
-    async def _ping_database(self) -> None:
-        async with self.service.engine.connect() as conn:
-            await conn.execute(sa.text("SELECT 1"))
+        return readiness_response({"database": database, "redis": redis, "revocations": revocations})
 
     def _publish_metrics(self) -> None:
         """Copy counts the service keeps itself into metrics (``observability.metrics.publisher``)."""
@@ -175,19 +167,6 @@ class AuthApp:
         JWT_CACHE.set(v.cache_misses, "miss")
         REVOKED_TOKENS.set(len(self.service.denylist))
         INVALIDATION_CONNECTED.labels(stream="invalidations").set(1 if self.service.listener.connected else 0)
-
-
-READY_CHECK_TIMEOUT = 2.0  # seconds; below a typical Kubernetes readiness probe timeout
-
-
-async def _ready_check(probe: Awaitable[object]) -> str:
-    try:
-        await asyncio.wait_for(probe, READY_CHECK_TIMEOUT)
-    except TimeoutError:
-        return f"unavailable: no answer within {READY_CHECK_TIMEOUT:.0f}s"
-    except (SQLAlchemyError, RedisError, OSError) as exc:
-        return f"unavailable: {type(exc).__name__}"
-    return "ok"
 
 
 def create_app() -> AuthApp:

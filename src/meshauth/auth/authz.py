@@ -27,11 +27,18 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from redis.asyncio import Redis
-
 from meshauth.auth.gate import Verdict
-from meshauth.client import REASON_INVALID_REQUEST, Decision, PolicyClient, StateFollower, Subject
+from meshauth.client import (
+    REASON_INVALID_REQUEST,
+    CacheConfig,
+    Decision,
+    PolicyClient,
+    StateFollower,
+    Subject,
+    WarmConfig,
+)
 from meshauth.config import Settings
+from meshauth.redis_client import RedisConn
 from meshauth.routes import RouteTable, load_routes
 
 log = logging.getLogger(__name__)
@@ -61,7 +68,7 @@ def credential_context(client_id: str, scope: str) -> dict[str, Any]:
     return {"scope": scope.split(), "client_id": client_id}
 
 
-def policy_client(settings: Settings, redis: Redis | None) -> PolicyClient:
+def policy_client(settings: Settings, redis: RedisConn | None) -> PolicyClient:
     """The client both the gate and ``POST /v1/authorize`` use: L2 on the service's Redis."""
     return PolicyClient(
         list(settings.policy_base_urls),
@@ -69,6 +76,9 @@ def policy_client(settings: Settings, redis: Redis | None) -> PolicyClient:
         token=settings.gate_decision_token,
         timeout=settings.policy_check_deadline,
         redis=redis if settings.policy_l2_enabled else None,
+        # Under the service's prefix: one hash tag for every meshauth key on a Redis Cluster.
+        cache=CacheConfig(l2_prefix=f"{settings.redis_prefix}decision:"),
+        warming=WarmConfig(state_prefix=settings.redis_prefix),
     )
 
 
@@ -93,7 +103,7 @@ class Authorizer:
         self._follower = StateFollower(redis_url, [client], prefix=settings.redis_prefix)
 
     @classmethod
-    def from_settings(cls, settings: Settings, redis: Redis, redis_url: str) -> Authorizer | None:
+    def from_settings(cls, settings: Settings, redis: RedisConn, redis_url: str) -> Authorizer | None:
         if settings.routes_file is None:
             return None
         return cls(settings, load_routes(settings.routes_file), policy_client(settings, redis), redis_url)

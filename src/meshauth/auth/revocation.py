@@ -28,11 +28,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from meshauth.auth.tokens import Identity
 from meshauth.bus.invalidations import append
-from meshauth.redis_client import Keys
+from meshauth.redis_client import Keys, RedisConn
 
 KIND = "jti"
 CUTOFF_KIND = "cutoff"
@@ -50,7 +48,7 @@ class Stamp:
 
 class Denylist:
     def __init__(
-        self, redis: Redis, keys: Keys, *, leeway: int, token_ttl: int, clock: Callable[[], float] = time.time
+        self, redis: RedisConn, keys: Keys, *, leeway: int, token_ttl: int, clock: Callable[[], float] = time.time
     ) -> None:
         self._redis = redis
         self._clock = clock  # unix seconds; injected by tests
@@ -177,15 +175,22 @@ class Denylist:
         self._cutoffs = cutoffs
 
     async def _scan(self, prefix: str) -> dict[str, int]:
+        # scan_iter, not SCAN with a cursor: on a Redis Cluster it walks every primary in turn.
         found: dict[str, int] = {}
-        cursor = 0
-        while True:
-            cursor, batch = await self._redis.scan(cursor, match=f"{prefix}*", count=1000)
-            if batch:
-                values = await self._redis.mget(batch)
-                for key, value in zip(batch, values, strict=True):
-                    if value is not None:
-                        name = key.decode() if isinstance(key, bytes) else key
-                        found[name[len(prefix) :]] = int(value)
-            if cursor == 0:
-                return found
+        batch: list[bytes] = []
+        async for key in self._redis.scan_iter(match=f"{prefix}*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                await self._read(prefix, batch, found)
+                batch = []
+        await self._read(prefix, batch, found)
+        return found
+
+    async def _read(self, prefix: str, batch: list[bytes], found: dict[str, int]) -> None:
+        if not batch:
+            return
+        values = await self._redis.mget(batch)
+        for key, value in zip(batch, values, strict=True):
+            if value is not None:
+                name = key.decode() if isinstance(key, bytes) else key
+                found[name[len(prefix) :]] = int(value)

@@ -7,7 +7,6 @@ import contextlib
 import logging
 from ipaddress import ip_network
 
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meshauth.admin_token import read_admin_token
@@ -25,7 +24,7 @@ from meshauth.bus.invalidations import InvalidationListener
 from meshauth.bus.producer import Producer, producer_config
 from meshauth.config import Settings
 from meshauth.db import create_engine
-from meshauth.redis_client import Keys, connect, resolve_redis_url
+from meshauth.redis_client import Keys, RedisConn, connect, resolve_redis_url
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +45,7 @@ class AuthService:
         self.settings = settings
         self.redis_url = url
         self.engine = engine or create_engine(settings.sqlalchemy_url)
-        self.redis: Redis = connect(url)
+        self.redis: RedisConn = connect(url)
         self.rkeys = Keys(settings.redis_prefix)
         self.key_overlap = key_overlap(settings)
         self.keys = KeyStore(self.engine, overlap=self.key_overlap, kek=settings.kek)

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 
 import msgspec
 from cachetools import TTLCache
-from redis.asyncio import Redis
 
 from meshauth.bus.invalidations import append
-from meshauth.redis_client import Keys
+from meshauth.redis_client import Keys, RedisConn
 
 KIND = "session"
 SESSION_ID_BYTES = 32
@@ -45,7 +44,9 @@ def session_hash(session_id: str) -> str:
 
 
 class SessionStore:
-    def __init__(self, redis: Redis, keys: Keys, *, idle_timeout: int, absolute_timeout: int, cache_ttl: float) -> None:
+    def __init__(
+        self, redis: RedisConn, keys: Keys, *, idle_timeout: int, absolute_timeout: int, cache_ttl: float
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._idle = idle_timeout

@@ -43,9 +43,7 @@ import time
 from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network, ip_address
 
-from redis.asyncio import Redis
-
-from meshauth.redis_client import Keys
+from meshauth.redis_client import Keys, RedisConn
 
 # KEYS: known-addresses zset, then per bucket its failure counter and its reservations zset.
 # ARGV: now (ms), reservation id, reservation deadline (ms), address ('' = no known-address exemption),
@@ -202,7 +200,7 @@ def _keys(buckets: tuple[_Bucket, ...]) -> list[str]:
 class Throttle:
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisConn,
         keys: Keys,
         *,
         window: int,

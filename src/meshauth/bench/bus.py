@@ -23,13 +23,12 @@ from typing import Any
 
 import asyncpg
 import sqlalchemy as sa
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from meshauth.bench.processes import service_env
 from meshauth.db import create_engine, migrate
 from meshauth.db.tables import audit_log
-from meshauth.redis_client import connect
+from meshauth.redis_client import RedisConn, connect
 
 SAMPLE = 0.25
 
@@ -39,7 +38,7 @@ async def _count(engine: Any) -> int:
         return int((await conn.execute(sa.select(sa.func.count()).select_from(audit_log))).scalar_one())
 
 
-async def _backlog(redis: Redis, partitions: int) -> int:
+async def _backlog(redis: RedisConn, partitions: int) -> int:
     total = 0
     for n in range(partitions):
         try:

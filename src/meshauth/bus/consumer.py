@@ -24,7 +24,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, cast
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from meshauth.bus.entries import Entry, Partition, Work, decode_entries, settle
@@ -35,7 +34,7 @@ from meshauth.bus.metrics import DEAD_LETTERED, HANDLED
 from meshauth.bus.retention import trim
 from meshauth.bus.streams import StreamNames
 from meshauth.config import Settings
-from meshauth.redis_client import connect, stop_reader
+from meshauth.redis_client import RedisConn, connect, stop_reader
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +141,7 @@ class Consumer:
 
     # --- leases and retention ------------------------------------------------------------------------
 
-    async def _maintain(self, redis: Redis) -> None:
+    async def _maintain(self, redis: RedisConn) -> None:
         now = time.monotonic()
         if now < self._next_maintenance:
             return
@@ -160,7 +159,7 @@ class Consumer:
 
     # --- reading -------------------------------------------------------------------------------------
 
-    async def _step(self, redis: Redis) -> None:
+    async def _step(self, redis: RedisConn) -> None:
         now = time.monotonic()
         for n, part in self._parts.items():
             if part.recovering and part.retry_at <= now:
@@ -175,7 +174,7 @@ class Consumer:
             return
         await self._read(redis, live, block=int(self.config.block * 1000))
 
-    async def _read(self, redis: Redis, streams: dict[str, str], *, block: int | None) -> None:
+    async def _read(self, redis: RedisConn, streams: dict[str, str], *, block: int | None) -> None:
         try:
             reply = await redis.xreadgroup(
                 self.group, self.name, cast(Any, streams), count=self.config.count, block=block
@@ -206,7 +205,7 @@ class Consumer:
         if works:
             await self._handle(redis, works)
 
-    async def _recover(self, redis: Redis, n: int, part: Partition) -> None:
+    async def _recover(self, redis: RedisConn, n: int, part: Partition) -> None:
         stream = self.names.partition(n)
         start: bytes | str = "0-0"
         min_idle_ms = int(self.config.min_idle * 1000)
@@ -228,11 +227,11 @@ class Consumer:
 
     # --- handling ---------------------------------------------------------------------------------
 
-    async def _handle(self, redis: Redis, works: list[Work]) -> None:
+    async def _handle(self, redis: RedisConn, works: list[Work]) -> None:
         await self._handling.handle(works)
         await self._settle(redis, works)
 
-    async def _settle(self, redis: Redis, works: list[Work]) -> None:
+    async def _settle(self, redis: RedisConn, works: list[Work]) -> None:
         if not await settle(redis, works, self.names.dead, self.group):
             return
         for w in works:

@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from redis.asyncio import Redis
-
 from meshauth.bus.events import AuditEvent, MalformedEvent, decode
+from meshauth.redis_client import RedisConn
 
 Entry = tuple[bytes, dict[bytes, bytes] | None]
 DeadLetter = tuple[bytes, bytes, str, int]  # entry id, payload, error, attempts
@@ -66,7 +65,7 @@ def decode_entries(stream: str, n: int, part: Partition, entries: list[Entry]) -
     return w
 
 
-async def settle(redis: Redis, works: list[Work], dead_stream: str, group: str) -> bool:
+async def settle(redis: RedisConn, works: list[Work], dead_stream: str, group: str) -> bool:
     """Dead letters and acks of a read in one MULTI: an entry is either still pending or dead-lettered.
     False when there was nothing to write."""
     if not any(w.done or w.dead for w in works):

@@ -14,19 +14,18 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from meshauth.bus.metrics import DEAD_LETTERS, PENDING, STREAM_LAG
 from meshauth.bus.streams import StreamNames
-from meshauth.redis_client import connect, stop_reader
+from meshauth.redis_client import RedisConn, connect, stop_reader
 
 log = logging.getLogger(__name__)
 
 GAUGE_SOCKET_TIMEOUT = 1.0
 
 
-async def measure(redis: Redis, names: StreamNames) -> None:
+async def measure(redis: RedisConn, names: StreamNames) -> None:
     """Set the gauges of one logical stream from Redis."""
     # Before the first publish there is no stream and no group: nothing is behind for any declared group.
     lag: dict[str, int | None] = dict.fromkeys(names.groups, 0)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from meshauth.bus.streams import StreamNames
+from meshauth.redis_client import RedisConn
 
 
-async def ensure_groups(redis: Redis, names: StreamNames) -> None:
+async def ensure_groups(redis: RedisConn, names: StreamNames) -> None:
     """Create every declared group on every partition, at id 0 (BUSYGROUP: it exists)."""
     async with redis.pipeline(transaction=False) as pipe:
         for stream in names.all():

@@ -16,12 +16,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import cast
 
-from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline
 from redis.exceptions import RedisError, ResponseError
 from redis.typing import EncodableT, FieldT
 
-from meshauth.redis_client import connect, stop_reader
+from meshauth.redis_client import RedisConn, connect, stop_reader
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +37,16 @@ Resync = Callable[[], Awaitable[None]]
 Connected = Callable[[], None]
 
 
-def append(pipe: Pipeline, stream: str, kind: str, value: str, exp: int = 0, *, maxlen: int = STREAM_MAXLEN) -> None:
+def append(
+    pipe: Pipeline | ClusterPipeline, stream: str, kind: str, value: str, exp: int = 0, *, maxlen: int = STREAM_MAXLEN
+) -> None:
     """Queue one stream entry on ``pipe`` — what changed (``kind``), which one (``value``), until when it
     matters (``exp``) — trimming the stream to about ``maxlen`` entries (whole nodes: cheap)."""
     fields: dict[FieldT, EncodableT] = {"k": kind, "v": value, "x": str(exp)}
     pipe.xadd(stream, fields, maxlen=maxlen, approximate=True)
 
 
-async def publish(redis: Redis, stream: str, kind: str, value: str, exp: int = 0) -> None:
+async def publish(redis: RedisConn, stream: str, kind: str, value: str, exp: int = 0) -> None:
     """Announce one change on its own (one round trip)."""
     async with redis.pipeline(transaction=False) as pipe:
         append(pipe, stream, kind, value, exp)
@@ -112,7 +114,7 @@ class InvalidationListener:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
 
-    async def _holds_everything_after(self, redis: Redis, last_id: bytes) -> bool:
+    async def _holds_everything_after(self, redis: RedisConn, last_id: bytes) -> bool:
         """True when reading on from ``last_id`` misses nothing written since it."""
         try:
             info = await redis.xinfo_stream(self._stream)
@@ -132,7 +134,7 @@ class InvalidationListener:
         first = info.get("first-entry")
         return first is not None and _stream_id(first[0]) <= seen
 
-    async def _resync(self, redis: Redis) -> bytes:
+    async def _resync(self, redis: RedisConn) -> bytes:
         # Take the stream's position first, then rebuild: anything written after the position is read
         # from the stream, anything before it is in the snapshot.
         newest = cast(list[tuple[bytes, dict[bytes, bytes]]], await redis.xrevrange(self._stream, count=1))

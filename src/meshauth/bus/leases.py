@@ -11,9 +11,8 @@ from __future__ import annotations
 import math
 import time
 
-from redis.asyncio import Redis
-
 from meshauth.bus.streams import StreamNames
+from meshauth.redis_client import RedisConn
 
 _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
@@ -28,7 +27,7 @@ class Leases:
         self._ttl = ttl
         self.owned: set[int] = set()
 
-    async def refresh(self, redis: Redis) -> tuple[set[int], set[int]]:
+    async def refresh(self, redis: RedisConn) -> tuple[set[int], set[int]]:
         """Heartbeat, renew, give back beyond the fair share, take free ones up to it.
         Returns (gained, lost) partitions."""
         members = self._names.members(self._group)
@@ -59,11 +58,11 @@ class Leases:
                 gained.add(n)
         return gained, lost
 
-    async def release_all(self, redis: Redis) -> None:
+    async def release_all(self, redis: RedisConn) -> None:
         for n in list(self.owned):
             await self._release(redis, n)
         await redis.zrem(self._names.members(self._group), self._me)
 
-    async def _release(self, redis: Redis, n: int) -> None:
+    async def _release(self, redis: RedisConn, n: int) -> None:
         await redis.eval(_RELEASE, 1, self._names.lease(self._group, n), self._me)
         self.owned.discard(n)

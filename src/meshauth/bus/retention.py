@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from meshauth.bus.streams import StreamNames
+from meshauth.redis_client import RedisConn
 
 
 def _parse(raw: bytes | str) -> tuple[int, int]:
@@ -22,7 +22,7 @@ def _parse(raw: bytes | str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-async def safe_minid(redis: Redis, stream: str, groups: tuple[str, ...]) -> str | None:
+async def safe_minid(redis: RedisConn, stream: str, groups: tuple[str, ...]) -> str | None:
     """The lowest id some declared group still needs, or None when unknown (do not trim)."""
     try:
         infos: list[dict[str, Any]] = await redis.xinfo_groups(stream)
@@ -46,7 +46,7 @@ async def safe_minid(redis: Redis, stream: str, groups: tuple[str, ...]) -> str 
     return None if lowest is None else f"{lowest[0]}-{lowest[1]}"
 
 
-async def trim(redis: Redis, names: StreamNames) -> int:
+async def trim(redis: RedisConn, names: StreamNames) -> int:
     """Trim every partition of ``names``; returns the number of entries removed."""
     removed = 0
     for stream in names.all():

@@ -6,8 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
+
+from meshauth.redis_client import RedisConn
 
 
 @dataclass
@@ -44,7 +45,7 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-async def collect(redis: Redis, prefix: str) -> list[StreamStatus]:
+async def collect(redis: RedisConn, prefix: str) -> list[StreamStatus]:
     keys: dict[str, dict[int, str]] = {}
     dead: dict[str, str] = {}
     async for raw in redis.scan_iter(match=f"{prefix}bus:*", _type="stream", count=1000):

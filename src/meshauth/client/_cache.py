@@ -4,7 +4,7 @@ L1 (:class:`DecisionL1`): in process, bounded, entries with their own deadlines 
 clock read and a set insertion: the ≤ 1 µs hit path), evicted by CLOCK. Each entry also keeps its
 *fresh* deadline; past it the entry may still answer, only as a fallback under ``stale_if_error``.
 
-L2 (:class:`DecisionL2`): Redis, shared by every replica. Values are MessagePack (msgspec) — never
+L2 (:class:`DecisionL2`): RedisConn, shared by every replica. Values are MessagePack (msgspec) — never
 pickle: Redis is shared, and unpickling what another process wrote runs its code. Every Redis error
 or slow answer counts as a miss (or a skipped write): the cache can make checks faster, never fail
 them. The stored value carries its absolute expiry so an L2 hit fills L1 only for what remains.
@@ -17,11 +17,13 @@ import time
 from collections.abc import Callable
 
 import msgspec
-from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from meshauth.client._keys import L1Key, l2_key
 from meshauth.client._models import Decision
+from meshauth.redis_client import RedisConn
+from meshauth.redis_urls import hash_tag
 
 __all__ = ["DecisionL1", "DecisionL2"]
 
@@ -110,7 +112,12 @@ _decode = msgspec.msgpack.Decoder(_Stored).decode
 
 
 class DecisionL2:
-    def __init__(self, redis: Redis, *, prefix: str, timeout: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, redis: RedisConn, *, prefix: str, timeout: float, clock: Callable[[], float] = time.time
+    ) -> None:
+        if isinstance(redis, RedisCluster) and hash_tag(prefix) is None:
+            # MGET of a batch's keys must stay in one slot (Cluster refuses CROSSSLOT).
+            raise ValueError(f"l2_prefix {prefix!r} needs a hash tag on a Redis Cluster, e.g. '{{meshauth}}:decision:'")
         self._redis = redis
         self._prefix = prefix
         self._timeout = timeout

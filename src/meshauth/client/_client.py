@@ -21,8 +21,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from redis.asyncio import Redis
-
 from meshauth import wire
 from meshauth.batching import Batcher
 from meshauth.client._answers import Unavailable, outcome
@@ -51,6 +49,7 @@ from meshauth.client._stored import DecisionStore
 from meshauth.client._tracking import StateTracker
 from meshauth.client._transport import AiohttpTransport, Transport
 from meshauth.client._warming import Warmer
+from meshauth.redis_client import RedisConn
 from meshauth.singleflight import SingleFlight
 
 __all__ = ["PolicyClient"]
@@ -76,7 +75,7 @@ class PolicyClient:
         batching: BatchConfig | None = BatchConfig(),
         singleflight: bool = True,
         cache: CacheConfig | None = CacheConfig(),
-        redis: Redis | None = None,
+        redis: RedisConn | None = None,
         breaker: BreakerConfig | None = BreakerConfig(),
         retry: RetryConfig | None = RetryConfig(),
         pool: PoolConfig | None = None,

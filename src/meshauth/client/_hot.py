@@ -12,10 +12,10 @@ be asked again; one over ``MAX_KEY_BYTES`` is not counted (it would bloat Redis 
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from meshauth.client._config import WarmConfig
+from meshauth.redis_client import RedisConn
 
 __all__ = ["MAX_KEY_BYTES", "HotKeys", "push", "top"]
 
@@ -61,7 +61,7 @@ class HotKeys:
         return out
 
 
-async def push(redis: Redis, zset: bytes, counts: dict[bytes, int], *, keep: int) -> bool:
+async def push(redis: RedisConn, zset: bytes, counts: dict[bytes, int], *, keep: int) -> bool:
     """Add ``counts`` to the shared set and trim it to the ``keep`` hottest; False on a Redis error."""
     if not counts:
         return True
@@ -76,7 +76,7 @@ async def push(redis: Redis, zset: bytes, counts: dict[bytes, int], *, keep: int
     return True
 
 
-async def top(redis: Redis, zset: bytes, n: int) -> list[tuple[bytes, int]]:
+async def top(redis: RedisConn, zset: bytes, n: int) -> list[tuple[bytes, int]]:
     """The ``n`` hottest questions in the shared set with their counts (empty on a Redis error)."""
     try:
         got = await redis.zrevrange(zset, 0, n - 1, withscores=True)

@@ -29,15 +29,13 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from redis.asyncio import Redis
-
 from meshauth.bus.invalidations import InvalidationListener, publish
 from meshauth.client._announcements import DEFAULT_PREFIX, KIND
 from meshauth.client._announcements import decode as _decode
 from meshauth.client._announcements import encode as _encode
 from meshauth.client._announcements import names as _names
 from meshauth.client._models import State
-from meshauth.redis_client import connect
+from meshauth.redis_client import RedisConn, connect
 
 __all__ = ["KIND", "Follows", "StateFollower", "announce"]
 
@@ -57,7 +55,7 @@ class Follows(Protocol):
     def invalidate(self) -> None: ...
 
 
-async def announce(redis: Redis, store: str, state: State, *, prefix: str = DEFAULT_PREFIX) -> None:
+async def announce(redis: RedisConn, store: str, state: State, *, prefix: str = DEFAULT_PREFIX) -> None:
     """Publish ``store``'s new state to every follower (and keep it for followers that resync)."""
     stream, states = _names(prefix)
     value = _encode(store, state)

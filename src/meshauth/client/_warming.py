@@ -22,7 +22,6 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import msgspec
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from meshauth.client._announcements import decode, names
@@ -33,6 +32,7 @@ from meshauth.client._keys import L1Key
 from meshauth.client._metrics import WARMED
 from meshauth.client._models import Decision, State
 from meshauth.client._request import Pending, from_key
+from meshauth.redis_client import RedisConn
 
 __all__ = ["Warmer"]
 
@@ -50,7 +50,7 @@ class Warmer:
         cache: CacheConfig,
         l1: DecisionL1,
         l2: DecisionL2 | None,
-        redis: Redis | None,
+        redis: RedisConn | None,
         ask: Ask,
         keep: Keep,
         max_batch: int,

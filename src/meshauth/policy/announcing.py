@@ -23,9 +23,8 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from redis.asyncio import Redis
-
 from meshauth.client import State, StateFollower, announce
+from meshauth.redis_client import RedisConn
 
 __all__ = ["PUBLISH_TIMEOUT", "StateAnnouncer", "following"]
 
@@ -35,7 +34,7 @@ PUBLISH_TIMEOUT = 0.5
 
 
 class StateAnnouncer:
-    def __init__(self, redis: Redis, *, prefix: str) -> None:
+    def __init__(self, redis: RedisConn, *, prefix: str) -> None:
         self._redis = redis
         self._prefix = prefix
         self.published = 0  # for tests and operators

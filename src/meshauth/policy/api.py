@@ -7,6 +7,7 @@ the same under ``/stores/{store}/`` (served by ``decision_front.DecisionFront``,
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import time
 from collections.abc import Awaitable, Callable
@@ -32,6 +33,8 @@ from meshauth.policy.metrics import DECISIONS, add_many
 from meshauth.policy.names import check_store
 from meshauth.policy.registry import Registry
 from meshauth.policy.stores import DEFAULT_STORE
+from meshauth.readiness import readiness_response, ready_check
+from meshauth.redis_client import RedisConn
 
 _JSON = "application/json"
 _encoder = msgspec.json.Encoder()
@@ -53,6 +56,7 @@ class PolicyApi:
     guard: DecisionGuard | None = None  # who may ask the decision API; None: anyone (the default)
     audit: PolicyAudit = field(default_factory=PolicyAudit)
     coalescer: Coalescer | None = None  # concurrent single evaluations answered together (issue 11)
+    redis: RedisConn | None = None  # the announcer's connection, for /readyz to report
 
     def __post_init__(self) -> None:
         self.admin_routes = AdminRoutes(self.settings, self.registry, self.admin, self.admin_token, self.audit)
@@ -134,8 +138,19 @@ class PolicyApi:
         )
 
     async def health(self, _request: Request) -> Response:
-        await self.admin.ping()
+        """Liveness: the process answers. Nothing is asked of the database (``/readyz`` does)."""
         return json_response({"status": "ok"})
+
+    async def ready(self, _request: Request) -> Response:
+        """Readiness: the database answers (stores and entities load from it). Redis, when configured,
+        is reported but not required: decisions never read it; without it state changes reach this
+        replica at the next ``policy_refresh_interval`` and audit events are spooled. Requiring it
+        would take every replica out of rotation at once for a dependency decisions do not need."""
+        probes = {"database": ready_check(self.admin.ping())}
+        if self.redis is not None:
+            probes["redis"] = ready_check(self.redis.ping())
+        results = await asyncio.gather(*probes.values())
+        return readiness_response(dict(zip(probes, results, strict=True)), optional={"redis"})
 
     def routes(self) -> list[Route]:
         s = "/stores/{store}"
@@ -147,6 +162,7 @@ class PolicyApi:
             Route("/.well-known/authzen-configuration", self.configuration, methods=["GET"]),
             Route(f"{s}/.well-known/authzen-configuration", self.configuration, methods=["GET"]),
             Route("/healthz", self.health, methods=["GET"]),
+            Route("/readyz", self.ready, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             *self.admin_routes.routes(),
         ]

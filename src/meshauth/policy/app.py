@@ -125,7 +125,8 @@ def create_app(settings: Settings | None = None) -> DecisionFront:
     # follows the other replicas' announcements (announcing.py); audit events go to the bus. Without
     # Redis, none of these: the policy service runs without one when none is configured.
     redis_url = resolve_redis_url(settings)
-    announcer = StateAnnouncer(connect(redis_url), prefix=settings.redis_prefix) if redis_url else None
+    redis = connect(redis_url) if redis_url else None
+    announcer = StateAnnouncer(redis, prefix=settings.redis_prefix) if redis is not None else None
     bus = Producer(redis_url, producer_config(settings)) if redis_url and settings.audit_enabled else None
     api = PolicyApi(
         settings=settings,
@@ -136,6 +137,7 @@ def create_app(settings: Settings | None = None) -> DecisionFront:
         guard=guard,
         audit=PolicyAudit(bus),
         coalescer=coalescer,
+        redis=redis,
     )
 
     @contextlib.asynccontextmanager
