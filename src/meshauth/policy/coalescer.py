@@ -9,8 +9,11 @@ entity load (one SQL query per hierarchy level for the whole group, DataLoader-s
 
 What a caller sees does not change:
 
-- a lone request waits for nothing: with no batch in flight the batcher flushes on the next loop
-  turn, so only requests already parsed in the same turn join it;
+- a lone request waits for nothing: when no other single evaluation is in progress in this worker
+  (``Activity``, counted by the decision front from before the body is read) and nothing is queued
+  or being evaluated, it is evaluated at once, in its own task — exactly the uncoalesced path. Only
+  when others are in progress does it queue: with no batch in flight the batcher flushes on the
+  next loop turn, so the requests parsed meanwhile join it;
 - parse errors, unknown stores and guard refusals never reach the coalescer (each request's own
   400/404/401, answered before it is queued);
 - each request gets its own decision (its own revision, policies and errors); a forbid that
@@ -33,7 +36,23 @@ from meshauth.policy.metrics import COALESCED_BATCH_SIZE, COALESCED_WAIT_SECONDS
 from meshauth.policy.snapshot import Snapshot
 from meshauth.policy.state import StoreState
 
-__all__ = ["Coalescer"]
+__all__ = ["Activity", "Coalescer"]
+
+
+class Activity:
+    """Single ``evaluation`` requests in progress in this worker (body being read, parsed, decided).
+
+    Why: deferring a request to the next loop turn pays only when another request can join it. At
+    low load (one request at a time) the deferral, the extra task and the two extra loop turns cost
+    ~15 % more CPU per request for nothing, and on a core shared with other work that turned into a
+    worse tail (docs/performance.md, issue 11). The front counts requests from before their body is
+    read, so one still on its way to the coalescer keeps the others queueing for it.
+    """
+
+    __slots__ = ("active",)
+
+    def __init__(self) -> None:
+        self.active = 0
 
 
 class _Pending:
@@ -49,14 +68,24 @@ class _Pending:
 
 
 class Coalescer:
-    def __init__(self, evaluator: Evaluator, *, max_batch: int, max_wait: float) -> None:
+    def __init__(
+        self, evaluator: Evaluator, *, max_batch: int, max_wait: float, activity: Activity | None = None
+    ) -> None:
         self._evaluator = evaluator
+        # None: every request queues (unit tests drive the batcher alone); see ``Activity``.
+        self._activity = activity
         self._batcher: Batcher[_Pending, wire.Decision] = Batcher(self._flush, max_batch=max_batch, max_wait=max_wait)
         self.batches = 0  # for tests: how many batches went out
         self.largest = 0  # for tests: the largest batch so far
+        self.inline = 0  # for tests: requests evaluated at once, alone
 
     async def decide(self, state: StoreState, query: Query, snapshot: Snapshot | None) -> wire.Decision:
         """``query``'s decision at ``state`` (and ``snapshot``), evaluated with whatever else is pending."""
+        activity, batcher = self._activity, self._batcher
+        if activity is not None and activity.active <= 1 and batcher.in_flight == 0 and batcher.pending == 0:
+            self.inline += 1
+            (decision,) = await self._evaluator.decide(state, [query], snapshot)
+            return decision
         return await self._batcher.submit(_Pending(state, snapshot, query))
 
     async def aclose(self) -> None:
