@@ -353,6 +353,26 @@ async def test_the_front_counts_every_evaluation_out_again(make_app) -> None:  #
         answers = await asyncio.gather(*posts)
         assert [r.status_code for r in answers] == [400, 413, 404, *[200] * 8]
         assert app.activity is not None and app.activity.active == 0
+        await asyncio.sleep(0.01)  # idle for longer than max_wait (0.5 ms): the next request is alone
         r = await client.post("/access/v1/evaluation", json=good)
         assert r.json()["decision"] is True
         assert app.state.api.coalescer.inline >= 1
+
+
+async def test_a_busy_worker_queues_even_a_request_that_looks_alone() -> None:
+    """Right after a decision (within ``max_wait``) the worker is busy: a request that is the only one
+    counted still queues, for the requests the loop has scheduled but not started; once the worker
+    has been idle that long, it goes at once again."""
+    now = [100.0]
+    fake = _Evaluator()
+    activity = Activity()
+    activity.active = 1
+    coalescer = Coalescer(fake, max_batch=64, max_wait=0.001, activity=activity, clock=lambda: now[0])  # type: ignore[arg-type]
+    await coalescer.decide(object(), _query("yes"), None)  # type: ignore[arg-type]
+    assert (coalescer.inline, coalescer.batches) == (1, 0)
+    now[0] += 0.0005
+    await coalescer.decide(object(), _query("yes"), None)  # type: ignore[arg-type]
+    assert (coalescer.inline, coalescer.batches) == (1, 1)
+    now[0] += 0.002
+    await coalescer.decide(object(), _query("yes"), None)  # type: ignore[arg-type]
+    assert (coalescer.inline, coalescer.batches) == (2, 1)

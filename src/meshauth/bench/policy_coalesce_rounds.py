@@ -37,28 +37,34 @@ _FLOORS = {"floor": "meshauth.bench.floor:create_app", "floor_body": "meshauth.b
 NICE = -10
 
 
-def _tasks(pid: int) -> list[int]:
-    """Every thread of ``pid`` and of its descendants (granian serves from a child process)."""
-    out: list[int] = []
+def _threads(pid: int) -> list[int]:
+    """Every thread of ``pid`` and of its descendants (granian serves from a child process): nice
+    values are per thread on Linux."""
+    return [int(t.name) for p in _processes(pid) for t in Path(f"/proc/{p}/task").iterdir()]
+
+
+def _processes(pid: int) -> list[int]:
+    """``pid`` and its descendant processes."""
+    out = [pid]
     for task in Path(f"/proc/{pid}/task").iterdir():
-        out.append(int(task.name))
         for child in (task / "children").read_text().split():
-            out += _tasks(int(child))
+            out += _processes(int(child))
     return out
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid``'s process tree so far."""
+    """User + system CPU time of ``pid``'s process tree so far. Per process: ``/proc/<pid>/stat``
+    already sums its threads (reading it per thread id would count each process once per thread)."""
     ticks = 0
-    for tid in _tasks(pid):
+    for p in _processes(pid):
         with contextlib.suppress(FileNotFoundError):
-            fields = Path(f"/proc/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
             ticks += int(fields[11]) + int(fields[12])
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _prioritize(pid: int) -> None:
-    for tid in _tasks(pid):
+    for tid in _threads(pid):
         with contextlib.suppress(ProcessLookupError):
             os.setpriority(os.PRIO_PROCESS, tid, NICE)
 
