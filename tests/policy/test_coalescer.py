@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from meshauth import wire
 from meshauth.policy.authzen import parse_evaluation
 from meshauth.policy.coalescer import Activity, Coalescer
+from meshauth.policy.metrics import COALESCED_INLINE
 from tests.policy.conftest import ADMIN, push, running, settings_for
 from tests.policy.test_equivalence import POLICIES, store
 
@@ -354,9 +355,11 @@ async def test_the_front_counts_every_evaluation_out_again(make_app) -> None:  #
         assert [r.status_code for r in answers] == [400, 413, 404, *[200] * 8]
         assert app.activity is not None and app.activity.active == 0
         await asyncio.sleep(0.01)  # idle for longer than max_wait (0.5 ms): the next request is alone
+        before = COALESCED_INLINE.counts[()]
         r = await client.post("/access/v1/evaluation", json=good)
         assert r.json()["decision"] is True
         assert app.state.api.coalescer.inline >= 1
+        assert COALESCED_INLINE.counts[()] == before + 1
 
 
 async def test_a_busy_worker_queues_even_a_request_that_looks_alone() -> None:

@@ -21,7 +21,8 @@ What a caller sees does not change:
 - a group whose evaluation raises is answered again one request at a time, so one request's
   failure (a poisoned entity document, a database error on its rows) stays its own.
 
-Metrics: batch sizes and how long the oldest request of a batch waited (``policy.metrics``).
+Metrics: batch sizes, how long the oldest request of a batch waited, and requests decided at once
+alone (``policy.metrics``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from meshauth import wire
 from meshauth.batching import Batcher
 from meshauth.policy.authzen import Query
 from meshauth.policy.evaluator import Evaluator
-from meshauth.policy.metrics import COALESCED_BATCH_SIZE, COALESCED_WAIT_SECONDS
+from meshauth.policy.metrics import COALESCED_BATCH_SIZE, COALESCED_INLINE, COALESCED_WAIT_SECONDS
 from meshauth.policy.snapshot import Snapshot
 from meshauth.policy.state import StoreState
 
@@ -103,6 +104,7 @@ class Coalescer:
             and self._clock() - self._last_decided >= self._idle_gap
         ):
             self.inline += 1
+            COALESCED_INLINE.add()
             try:
                 (decision,) = await self._evaluator.decide(state, [query], snapshot)
             finally:
