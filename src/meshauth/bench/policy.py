@@ -216,14 +216,30 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         default=0,
         metavar="ROUNDS",
-        help="with --stores: also serve every store count at once and measure them in alternating 2 s rounds",
+        help="with --stores: also serve every store count at once and measure them in alternating 2 s rounds;"
+        " with --coalesce: serve coalescing off and on at once, ROUNDS alternating rounds of --seconds",
     )
     parser.add_argument(
         "--coalesce",
         action="store_true",
         help="compare coalesced single evaluations off and on in one run (issue 11; replaces the default suite)",
     )
+    parser.add_argument(
+        "--priority",
+        action="store_true",
+        help="with --coalesce --interleave: servers and load generators at nice -10 (a shared machine)",
+    )
     args = parser.parse_args(argv)
+    if args.coalesce and args.interleave:
+        from meshauth.bench import policy_coalesce, policy_coalesce_rounds
+
+        rounds = policy_coalesce.interleaved(
+            rounds=args.interleave, seconds=args.seconds, rate=args.rate, priority=args.priority
+        )
+        path = save("policy-coalesce-rounds", rounds)
+        print(policy_coalesce_rounds.report(rounds))
+        print(f"\nraw results: {path}")
+        return
     if args.coalesce:
         from meshauth.bench import policy_coalesce
 

@@ -14,14 +14,17 @@ decision at 16 in flight (entity cache off, so every decision loads from SQL).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from meshauth.bench import policy_coalesce_rounds
 from meshauth.bench import policy_harness as harness
 from meshauth.bench import policy_workload as workload
 from meshauth.bench.policy_harness import BATCH, LUA, SERVERS, admin, driver, wrk
@@ -62,8 +65,9 @@ def _one_setting(
     return out
 
 
-def run(*, seconds: int, rate: int) -> dict[str, Any]:
-    results: dict[str, Any] = {"seconds": seconds, "rate": rate}
+@contextlib.contextmanager
+def _prepared() -> Iterator[tuple[Path, dict[str, Path], Path]]:
+    """The issue-3 store in a fresh SQLite database, and the request bodies: ``(var, files, script)``."""
     w = workload.build()
     with tempfile.TemporaryDirectory(prefix="meshauth-bench-coalesce-") as tmp:
         root = Path(tmp)
@@ -79,6 +83,12 @@ def run(*, seconds: int, rate: int) -> dict[str, Any]:
         with running(SERVERS["asgi"], harness.env(var, port), base + "/healthz"):
             admin(base, "POST", "/admin/stores/default/policies", json.dumps({"policies": w.policies}).encode())
             admin(base, "POST", "/admin/stores/default/entities", json.dumps(w.entities).encode())
+        yield var, files, script
+
+
+def run(*, seconds: int, rate: int) -> dict[str, Any]:
+    results: dict[str, Any] = {"seconds": seconds, "rate": rate}
+    with _prepared() as (var, files, script):
         loader = {"MESHAUTH_POLICY_SNAPSHOT_MAX_ENTITIES": "0", "MESHAUTH_POLICY_ENTITY_CACHE_ENABLED": "false"}
         cached = {"MESHAUTH_POLICY_SNAPSHOT_MAX_ENTITIES": "0"}
         for path, extra in (("snapshot", {}), ("loader_cached", cached), ("loader_sql", loader)):
@@ -89,6 +99,14 @@ def run(*, seconds: int, rate: int) -> dict[str, Any]:
                 )
                 results[f"{path}_{coalesce}"]["wall_s"] = time.perf_counter() - t
     return results
+
+
+def interleaved(*, rounds: int, seconds: int, rate: int, priority: bool) -> dict[str, Any]:
+    """Both settings served at once, alternating rounds, with the floors (``policy_coalesce_rounds``)."""
+    with _prepared() as (var, files, script):
+        return policy_coalesce_rounds.run(
+            var, files, script, rounds=rounds, seconds=seconds, rate=rate, priority=priority
+        )
 
 
 def report(r: dict[str, Any]) -> str:

@@ -34,7 +34,7 @@ from meshauth.policy.admin import Admin
 from meshauth.policy.announcing import StateAnnouncer, following
 from meshauth.policy.api import PolicyApi
 from meshauth.policy.audit_hooks import PolicyAudit
-from meshauth.policy.coalescer import Coalescer
+from meshauth.policy.coalescer import Activity, Coalescer
 from meshauth.policy.decision_front import DecisionFront
 from meshauth.policy.entity_cache import EntityCache
 from meshauth.policy.entity_loader import EntityLoader
@@ -116,8 +116,14 @@ def create_app(settings: Settings | None = None) -> DecisionFront:
     track(registry)
     guard = DecisionGuard.from_settings(settings)
     evaluator = Evaluator(loader)
+    activity = Activity()  # single evaluations in progress: a lone one is not deferred (coalescer.py)
     coalescer = (
-        Coalescer(evaluator, max_batch=settings.policy_coalesce_max_batch, max_wait=settings.policy_coalesce_max_wait)
+        Coalescer(
+            evaluator,
+            max_batch=settings.policy_coalesce_max_batch,
+            max_wait=settings.policy_coalesce_max_wait,
+            activity=activity,
+        )
         if settings.policy_coalesce_enabled
         else None
     )
@@ -181,4 +187,5 @@ def create_app(settings: Settings | None = None) -> DecisionFront:
         max_upload=settings.policy_max_upload_bytes,
         is_admin=api.is_admin,
         guard=guard,
+        activity=activity if coalescer is not None else None,
     )

@@ -9,8 +9,11 @@ entity load (one SQL query per hierarchy level for the whole group, DataLoader-s
 
 What a caller sees does not change:
 
-- a lone request waits for nothing: with no batch in flight the batcher flushes on the next loop
-  turn, so only requests already parsed in the same turn join it;
+- a lone request waits for nothing: when no other single evaluation is in progress in this worker
+  (``Activity``, counted by the decision front from before the body is read), nothing is queued or
+  being evaluated, and the worker decided nothing in the last ``max_wait`` (it was idle), it is
+  evaluated at once, in its own task — exactly the uncoalesced path. Otherwise it queues: with no
+  batch in flight the batcher flushes on the next loop turn, so the requests parsed meanwhile join;
 - parse errors, unknown stores and guard refusals never reach the coalescer (each request's own
   400/404/401, answered before it is queued);
 - each request gets its own decision (its own revision, policies and errors); a forbid that
@@ -18,22 +21,41 @@ What a caller sees does not change:
 - a group whose evaluation raises is answered again one request at a time, so one request's
   failure (a poisoned entity document, a database error on its rows) stays its own.
 
-Metrics: batch sizes and how long the oldest request of a batch waited (``policy.metrics``).
+Metrics: batch sizes, how long the oldest request of a batch waited, and requests decided at once
+alone (``policy.metrics``).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from meshauth import wire
 from meshauth.batching import Batcher
 from meshauth.policy.authzen import Query
 from meshauth.policy.evaluator import Evaluator
-from meshauth.policy.metrics import COALESCED_BATCH_SIZE, COALESCED_WAIT_SECONDS
+from meshauth.policy.metrics import COALESCED_BATCH_SIZE, COALESCED_INLINE, COALESCED_WAIT_SECONDS
 from meshauth.policy.snapshot import Snapshot
 from meshauth.policy.state import StoreState
 
-__all__ = ["Coalescer"]
+__all__ = ["Activity", "Coalescer"]
+
+
+class Activity:
+    """Single ``evaluation`` requests in progress in this worker (body being read, parsed, decided).
+
+    Why: deferring a request to the next loop turn pays only when another request can join it; at
+    low load (one request at a time) the deferral, the extra task and the extra loop turns are CPU
+    spent for nothing (docs/performance.md, issue 11). The front counts requests from before their
+    body is read, so one still on its way to the coalescer keeps the others queueing for it. It
+    cannot count requests whose task granian has scheduled but the loop has not started yet (under
+    load, a turn's worth of them), hence the idle gap in ``Coalescer.decide`` as well.
+    """
+
+    __slots__ = ("active",)
+
+    def __init__(self) -> None:
+        self.active = 0
 
 
 class _Pending:
@@ -49,14 +71,45 @@ class _Pending:
 
 
 class Coalescer:
-    def __init__(self, evaluator: Evaluator, *, max_batch: int, max_wait: float) -> None:
+    def __init__(
+        self,
+        evaluator: Evaluator,
+        *,
+        max_batch: int,
+        max_wait: float,
+        activity: Activity | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self._evaluator = evaluator
+        # None: every request queues (unit tests drive the batcher alone); see ``Activity``.
+        self._activity = activity
+        self._clock = clock
+        # A worker that decided something less than this long ago is busy, not idle: requests its
+        # loop has scheduled but not started may follow in the same turn, so queue for them.
+        self._idle_gap = max_wait
+        self._last_decided = -float("inf")
         self._batcher: Batcher[_Pending, wire.Decision] = Batcher(self._flush, max_batch=max_batch, max_wait=max_wait)
         self.batches = 0  # for tests: how many batches went out
         self.largest = 0  # for tests: the largest batch so far
+        self.inline = 0  # for tests: requests evaluated at once, alone
 
     async def decide(self, state: StoreState, query: Query, snapshot: Snapshot | None) -> wire.Decision:
         """``query``'s decision at ``state`` (and ``snapshot``), evaluated with whatever else is pending."""
+        activity, batcher = self._activity, self._batcher
+        if (
+            activity is not None
+            and activity.active <= 1
+            and batcher.in_flight == 0
+            and batcher.pending == 0
+            and self._clock() - self._last_decided >= self._idle_gap
+        ):
+            self.inline += 1
+            COALESCED_INLINE.add()
+            try:
+                (decision,) = await self._evaluator.decide(state, [query], snapshot)
+            finally:
+                self._last_decided = self._clock()
+            return decision
         return await self._batcher.submit(_Pending(state, snapshot, query))
 
     async def aclose(self) -> None:
@@ -64,6 +117,12 @@ class Coalescer:
         await self._batcher.aclose()
 
     async def _flush(self, items: list[_Pending]) -> list[wire.Decision | BaseException]:
+        try:
+            return await self._flush_group(items)
+        finally:
+            self._last_decided = self._clock()
+
+    async def _flush_group(self, items: list[_Pending]) -> list[wire.Decision | BaseException]:
         size = len(items)
         self.batches += 1
         self.largest = max(self.largest, size)

@@ -34,6 +34,7 @@ from meshauth.http import (
     error_body,
     too_large,
 )
+from meshauth.policy.coalescer import Activity
 from meshauth.policy.guard import DecisionGuard
 from meshauth.policy.metrics import DECISION_SECONDS
 from meshauth.policy.stores import DEFAULT_STORE
@@ -74,8 +75,12 @@ class DecisionFront:
         max_upload: int = 0,
         is_admin: Callable[[str | None], bool] | None = None,
         guard: DecisionGuard | None = None,
+        activity: Activity | None = None,
     ) -> None:
         self.app = app
+        # Single evaluations in progress, from before their body is read to their answer: tells the
+        # coalescer whether a request is alone (``coalescer.Activity``). None: not counted.
+        self.activity = activity
         # Who may ask (None: anyone, the default); checked on headers alone, before the body is read.
         self.guard = guard
         # The largest body any other route accepts (admin uploads): the RSGI shim buffers up to it,
@@ -121,12 +126,18 @@ class DecisionFront:
         if refused is not None:
             await _send_error(send, refused)
             return
+        counted = self.activity if matched[0] == "evaluation" else None
+        if counted is not None:
+            counted.active += 1
         try:
             body = await self._read(scope, receive)
+            status, is_error, payload = await self.answer(*matched, body)
         except ApiError as exc:
             await _send_error(send, exc)
             return
-        status, is_error, payload = await self.answer(*matched, body)
+        finally:
+            if counted is not None:
+                counted.active -= 1
         headers = [(b"content-type", JSON.encode()), (b"content-length", str(len(payload)).encode())]
         if is_error:
             headers.append((b"cache-control", b"no-store"))
@@ -181,12 +192,18 @@ class DecisionFront:
             if refused is not None:
                 respond_error(protocol, refused)
                 return
+        counted = self.activity if matched[0] == "evaluation" else None
+        if counted is not None:
+            counted.active += 1
         try:
             body = await read_body(scope, protocol, self.max_body)
+            status, is_error, payload = await self.answer(*matched, body)
         except ApiError as exc:
             respond_error(protocol, exc)
             return
-        status, is_error, payload = await self.answer(*matched, body)
+        finally:
+            if counted is not None:
+                counted.active -= 1
         protocol.response_bytes(status, ERROR_HEADERS if is_error else _JSON_HEADERS, payload)
 
 

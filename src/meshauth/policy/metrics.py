@@ -38,6 +38,12 @@ COALESCED_BATCH_SIZE = Histogram(
     "Single evaluation requests answered together by one coalesced batch.",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
 )
+# Counted, not a histogram observation: this is the low-load path, kept as cheap as coalescing off.
+COALESCED_INLINE = IntCounters(
+    "meshauth_policy_coalesced_inline",
+    "Single evaluations decided at once, alone (nothing else in progress, worker idle for max_wait).",
+    [],
+)
 COALESCED_WAIT_SECONDS = Histogram(
     "meshauth_policy_coalesced_wait_seconds",
     "How long the oldest request of a coalesced batch waited for the batch to go out.",
