@@ -54,24 +54,25 @@ class StreamWriter:
     async def write(self, records: list[Record]) -> bool:
         """XADD ``records`` in one script call; False if Redis did not take them (if the reply was lost
         they may have landed: replaying them is harmless, consumers de-duplicate by event id)."""
+        keys = [key for key, _ in records]
+        # The logical streams of the batch, from its few distinct partition keys (not per record).
+        partitions = collections.Counter(keys)
         try:
-            await self._ensure_groups(records)
-            keys = [key for key, _ in records]
+            await self._ensure_groups({logical(key) for key in partitions})
             await self._xadd_many(keys=keys, args=[self._maxlen, *(data for _, data in records)])
         except (RedisError, OSError) as exc:
             self._groups_ready.clear()  # Redis may come back empty
             log.warning("bus: Redis unavailable (%s); spooling events", exc)
             return False
-        for name, n in collections.Counter(map(logical, keys)).items():
-            PUBLISHED.add_many(n, name)
+        for key, n in partitions.items():
+            PUBLISHED.add_many(n, logical(key))
         return True
 
     async def aclose(self) -> None:
         await self._redis.aclose()
 
-    async def _ensure_groups(self, records: list[Record]) -> None:
-        for key, _ in records:
-            name = logical(key)
+    async def _ensure_groups(self, names: set[str]) -> None:
+        for name in names:
             if name in self._groups_ready:
                 continue
             await ensure_groups(self._redis, self.names(name))
