@@ -28,9 +28,11 @@ from meshauth.config import Settings
 from meshauth.db import migrate
 
 SERVE = ["-m", "meshauth", "serve", "auth", "--no-migrate", "--interface", "asgi"]
-# Auditing on with the default flush interval, on with a longer one, and off.
+# Auditing on with the default flush interval (5 ms), on with longer ones, and off: each flush is one
+# round trip to Redis whatever its size, so fewer flushes cost the service less.
 MODES = {
     "on": {"MESHAUTH_AUDIT_ENABLED": "true"},
+    "on_flush_10ms": {"MESHAUTH_AUDIT_ENABLED": "true", "MESHAUTH_BUS_FLUSH_INTERVAL": "0.01"},
     "on_flush_20ms": {"MESHAUTH_AUDIT_ENABLED": "true", "MESHAUTH_BUS_FLUSH_INTERVAL": "0.02"},
     "off": {"MESHAUTH_AUDIT_ENABLED": "false"},
 }
