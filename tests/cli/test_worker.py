@@ -13,6 +13,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
 
 from meshauth.bus.events import audit
 from meshauth.bus.producer import Producer, ProducerConfig
@@ -71,7 +72,10 @@ async def _scraped(port: int, name: str, want: float, **labels: str) -> None:
     await until(seen, within=60, what=f"{name}{labels} == {want} on :{port}/metrics")
 
 
-async def test_workers_serve_handled_and_lag_on_their_ports(valkey_url: str, sqlite_url: str, tmp_path: Path) -> None:
+async def test_workers_serve_handled_and_lag_on_their_ports(
+    valkey_url: str, redis: Redis, sqlite_url: str, tmp_path: Path
+) -> None:
+    """(``redis``: the fixture empties this run's Valkey, so only this test's events are counted.)"""
     audit_port, analytics_port = free_port(), free_port()
     env = clean_env(MESHAUTH_REDIS_URL=valkey_url, MESHAUTH_DATABASE_URL=sqlite_url, MESHAUTH_BUS_BLOCK="0.1")
     workers = [
@@ -93,7 +97,7 @@ async def test_workers_serve_handled_and_lag_on_their_ports(valkey_url: str, sql
 
 
 async def test_a_busy_metrics_port_is_logged_and_the_worker_goes_on(
-    valkey_url: str, sqlite_url: str, tmp_path: Path
+    valkey_url: str, redis: Redis, sqlite_url: str, tmp_path: Path
 ) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
