@@ -69,4 +69,9 @@ class BusSettings(BaseModel):
     bus_read_count: int = Field(default=500, ge=1, le=100_000)
     # Drops (buffer and spool full) are counted always and logged at most once per this many seconds.
     bus_drop_log_interval: float = Field(default=10.0, gt=0)
+    # Each worker's /metrics (handled, dead-lettered, backlog): the address, and one port per worker
+    # (two workers on one host need two); 0: no metrics server.
+    worker_metrics_host: str = "127.0.0.1"
+    audit_worker_metrics_port: int = Field(default=9102, ge=0, le=65535)
+    analytics_worker_metrics_port: int = Field(default=9103, ge=0, le=65535)
     # --- end message bus ---

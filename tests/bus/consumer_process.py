@@ -6,11 +6,15 @@ itself with SIGKILL (no ack, no lease release: what a crashed or OOM-killed work
 mode ``audit``: the real audit writer stores the first half of its second batch, then dies.
 mode ``order``: records each event's (subject, status) in the Redis list ``order-log`` as ``A:`` lines,
 and dies halfway through its third batch.
+mode ``poison``: records events in ``order-log`` likewise, but dies (SIGKILL) on any batch holding an
+event whose resource is ``poison`` — every time, like a handler bug that ends the process; each process
+is a new consumer (its own name) and ``max_attempts`` is 2.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import sys
@@ -33,6 +37,11 @@ async def main(url: str, mode: str, db_url: str | None) -> None:
     async def handler(batch: Sequence[Delivery]) -> None:
         nonlocal batches
         batches += 1
+        if mode == "poison":
+            await redis.rpush("order-log", *[f"A:{d.event.subject}:{d.event.status}" for d in batch])
+            if any(d.event.resource == "poison" for d in batch):
+                os.kill(os.getpid(), signal.SIGKILL)
+            return
         dying = batches == (2 if mode == "audit" else 3) and len(batch) > 1
         part = batch[: len(batch) // 2] if dying else batch
         if writer is not None:
@@ -42,6 +51,10 @@ async def main(url: str, mode: str, db_url: str | None) -> None:
         if dying:
             os.kill(os.getpid(), signal.SIGKILL)
 
+    if mode == "poison":
+        config = dataclasses.replace(CONFIG, max_attempts=2)
+        await Consumer(url, AUDIT, "audit", handler, config, name=f"doomed-{os.getpid()}").run()
+        return
     await Consumer(url, AUDIT, "audit", handler, CONFIG, name="doomed").run()
 
 

@@ -201,3 +201,38 @@ async def _all_acked(redis: Redis, group: str) -> bool:
 
 async def _has_dead_letters(redis: Redis) -> bool:
     return bool(await redis.xlen(NAMES.dead))
+
+
+async def test_what_a_consumer_left_pending_when_it_gave_the_partition_back_moves_at_once(
+    valkey_url: str, producer: Producer, redis: Redis
+) -> None:
+    """A consumer stopped cleanly with entries pending (here: failing, waiting for a retry) gives its
+    leases back; the successor claims those entries at once, not after min_idle (30 s here)."""
+    slow = ConsumerConfig(partitions=2, block=0.05, min_idle=30.0, lease_ttl=1.0, retry_delay=60.0)
+    failing: list[str] = []
+
+    async def broken(batch: Sequence[Delivery]) -> None:
+        failing.extend(d.event.id for d in batch)
+        raise RuntimeError("database is read-only")
+
+    ids = []
+    for i in range(20):
+        event = audit("token.issued", subject=f"s{i % 5}")
+        ids.append(event.id)
+        producer.publish(AUDIT, event)
+    first = await _run(Consumer(valkey_url, AUDIT, "audit", broken, slow, name="first"))
+    await until(lambda: len(failing) >= 2, what="the first consumer failed on both partitions")
+    await _stop(first)
+    assert sum([(await redis.xpending(s, "audit"))["pending"] for s in NAMES.all()]) > 0
+    seen: list[str] = []
+
+    async def handler(batch: Sequence[Delivery]) -> None:
+        seen.extend(d.event.id for d in batch)
+
+    second = await _run(Consumer(valkey_url, AUDIT, "audit", handler, slow, name="second"))
+    try:
+        await until(lambda: set(seen) == set(ids), within=10, what="everything handled well before min_idle")
+    finally:
+        await _stop(second)
+    for stream in NAMES.all():
+        assert (await redis.xpending(stream, "audit"))["pending"] == 0

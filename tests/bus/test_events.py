@@ -1,3 +1,5 @@
+import gc
+
 import msgspec
 import pytest
 
@@ -40,3 +42,10 @@ def test_malformed_payloads_raise_malformed_event(data: bytes) -> None:
 
 def test_key_is_the_subject() -> None:
     assert AuditEvent(id="1", time=0.0, type="token.issued", subject="svc").key == "svc"
+
+
+def test_events_are_not_tracked_by_the_collector() -> None:
+    # A busy service makes one per request; untracked, they never count towards a collection.
+    event = audit("gate.decision", subject="alice", decision="allow", status=200)
+    assert not gc.is_tracked(event)
+    assert not gc.is_tracked(decode(encode(event)))

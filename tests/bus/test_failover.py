@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from meshauth.audit.store import AuditWriter
 from meshauth.bus.consumer import Consumer, ConsumerConfig
 from meshauth.bus.entries import Delivery
-from meshauth.bus.events import AuditEvent, audit
+from meshauth.bus.events import AuditEvent, audit, decode
 from meshauth.bus.producer import Producer, ProducerConfig
 from meshauth.bus.streams import AUDIT
 from meshauth.db import create_engine
@@ -125,3 +125,56 @@ async def _lag_zero(redis: Redis) -> bool:
             if g["name"] == b"audit" and g["lag"]:
                 return False
     return True
+
+
+async def test_an_entry_that_kills_every_holder_is_dead_lettered_and_the_partition_moves_on(
+    valkey_url: str, redis: Redis, tmp_path: Path
+) -> None:
+    """A handler bug that ends the process (not an exception the consumer could count): every new
+    consumer claims the entry from the dead one and dies with it again. Redis's delivery counter sees
+    the crashes; after max_attempts (2) of them the entry is dead-lettered, and the rest is handled."""
+    # One key: one partition, and the poison entry sits between the others.
+    events = [audit("gate.decision", subject="k", decision="allow", status=i) for i in range(10)]
+    events.insert(5, audit("gate.decision", subject="k", decision="allow", status=99, resource="poison"))
+    await _publish(valkey_url, tmp_path, events)
+    crashes = 0
+    for _ in range(6):
+        proc = _spawn(valkey_url, "poison")
+
+        async def settled(proc: subprocess.Popen[bytes] = proc) -> bool:
+            return proc.poll() is not None or bool(await redis.xlen("meshauth:bus:audit:dead"))
+
+        try:
+            await until(settled, within=60, what="the consumer died or dead-lettered the entry")
+        finally:
+            if proc.poll() is None:  # it dead-lettered the entry and lives on: done with it
+                proc.kill()
+            proc.wait()
+        if await redis.xlen("meshauth:bus:audit:dead"):
+            break
+        assert proc.returncode == -signal.SIGKILL
+        crashes += 1
+    dead = cast(list[tuple[bytes, dict[bytes, bytes]]], await redis.xrange("meshauth:bus:audit:dead"))
+    assert len(dead) == 1, dead
+    assert b"never acknowledged" in dead[0][1][b"error"]
+    assert decode(dead[0][1][b"d"]).resource == "poison"
+    assert crashes == 3  # delivered 2 × max_attempts + 1 times: the third holder to claim it sets it aside
+    # A sound consumer now handles the rest; the poison entry is not handed over again.
+    seen: list[int] = []
+
+    async def handler(batch: Sequence[Delivery]) -> None:
+        assert all(d.event.resource != "poison" for d in batch)
+        seen.extend(d.event.status for d in batch)
+
+    survivor = Consumer(valkey_url, AUDIT, "audit", handler, CONFIG, name="survivor")
+    survivor.start()
+
+    async def done() -> bool:
+        return await _no_pending(redis) and await _lag_zero(redis)
+
+    try:
+        await until(done, within=60, what="everything acked")
+    finally:
+        await survivor.stop()
+    logged = cast(list[bytes], await redis.lrange("order-log", 0, -1))
+    assert set(range(10)) <= set(seen) | {int(x.decode().split(":")[2]) for x in logged}

@@ -210,13 +210,31 @@ def test_stream_lag_is_the_bus_gauges_largest() -> None:
     assert "lag 7 " in stream_line
 
 
+def test_stream_line_shows_what_the_workers_handled_per_second() -> None:
+    audit_group = frozenset({("stream", "audit"), ("group", "audit")})
+    analytics_group = frozenset({("stream", "audit"), ("group", "analytics")})
+    workers = [Target("http://127.0.0.1:1/metrics"), Target("http://127.0.0.1:2/metrics")]
+    for t, group in zip(workers, (audit_group, analytics_group), strict=True):
+        t.before = Samples({"meshauth_bus_handled_total": {group: 100.0}}, at=10.0)
+        t.now = Samples({"meshauth_bus_handled_total": {group: 350.0}}, at=12.0)
+    service = Target("http://127.0.0.1:3/metrics")  # no bus counter: not a worker, not counted as 0
+    service.before, service.now = Samples({}, at=10.0), Samples({}, at=12.0)
+    line = next(x for x in rendered([*workers, service]) if x.startswith("stream"))
+    assert "handled/s 250 " in line  # 125/s for each group
+    only_service = next(x for x in rendered([service]) if x.startswith("stream"))
+    assert "handled/s – " in only_service
+
+
 def test_the_default_targets_are_the_local_stacks_replicas(tmp_path: Path) -> None:
-    """Without --url: every auth and policy replica ``meshauth up`` would start, from the settings."""
+    """Without --url: every auth and policy replica ``meshauth up`` would start, and its two bus
+    workers' ``/metrics``, from the settings."""
     s = load_settings()
     assert default_urls(auth_replicas=2, policy_replicas=1) == [
         f"http://127.0.0.1:{s.auth_port}/metrics",
         f"http://127.0.0.1:{s.auth_port + 1}/metrics",
         f"http://127.0.0.1:{s.policy_port}/metrics",
+        f"http://127.0.0.1:{s.audit_worker_metrics_port}/metrics",
+        f"http://127.0.0.1:{s.analytics_worker_metrics_port}/metrics",
     ]
     done = meshauth(tmp_path, "top", "--once", "--auth-replicas", "99")
     assert done.returncode == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -51,6 +52,21 @@ def assert_grpc_ext_authz(tmp_path: Path, http_port: int, grpc_port: int) -> Non
     assert denied.denied_response.status.code == 401
 
 
+def assert_worker_handled(port: int, group: str) -> None:
+    pattern = re.compile(rf'^meshauth_bus_handled_total{{group="{group}",stream="audit"}} ([0-9.e+]+)$', re.M)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                found = pattern.search(resp.read().decode())
+            if found and float(found.group(1)) > 0:
+                return
+        except OSError:
+            pass  # the worker is not listening yet
+        assert time.monotonic() < deadline, f"the {group} worker's /metrics showed nothing handled"
+        time.sleep(0.2)
+
+
 def up_env() -> dict[str, str]:
     env = {
         k: v for k, v in os.environ.items() if not k.startswith("MESHAUTH_") and k not in ("REDIS_URL", "DATABASE_URL")
@@ -59,6 +75,8 @@ def up_env() -> dict[str, str]:
         MESHAUTH_AUTH_PORT=str(free_port()),
         MESHAUTH_GRPC_PORT=str(free_port()),
         MESHAUTH_POLICY_PORT=str(free_port()),
+        MESHAUTH_AUDIT_WORKER_METRICS_PORT=str(free_port()),
+        MESHAUTH_ANALYTICS_WORKER_METRICS_PORT=str(free_port()),
         # Keep the suite quick; production hashing parameters are the defaults.
         MESHAUTH_ARGON2_TIME_COST="1",
         MESHAUTH_ARGON2_MEMORY_KIB="1024",
@@ -117,6 +135,9 @@ def test_up_walkthrough_works_as_printed(tmp_path: Path) -> None:
         decisions = [line for line in walk.splitlines() if line.startswith('{"decision"')]
         assert [d.startswith('{"decision":true') for d in decisions] == [True, False], walk
         assert_grpc_ext_authz(tmp_path, int(env["MESHAUTH_AUTH_PORT"]), int(env["MESHAUTH_GRPC_PORT"]))
+        # The walkthrough's requests were audited: the audit worker counts them on its own /metrics.
+        assert f"audit :{env['MESHAUTH_AUDIT_WORKER_METRICS_PORT']}" in text
+        assert_worker_handled(int(env["MESHAUTH_AUDIT_WORKER_METRICS_PORT"]), "audit")
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="the printed walkthrough uses curl")

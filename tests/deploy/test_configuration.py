@@ -242,7 +242,7 @@ def _allowed_ports(policies: list[Obj], labels: dict[str, str]) -> set[int]:
 
 def test_network_is_closed_but_for_the_mesh_paths(production: list[Obj]) -> None:
     """A default deny both ways; auth is reachable on its two ports, policy on 8090, the bus workers on
-    metrics ports only; egress is DNS, istiod and the datastores' ports."""
+    metrics ports only (their own too); egress is DNS, istiod and the datastores' ports."""
     policies = [o for o in production if o["kind"] == "NetworkPolicy"]
     deny = [
         p
@@ -253,7 +253,8 @@ def test_network_is_closed_but_for_the_mesh_paths(production: list[Obj]) -> None
     metrics = {15020, 15090, 8080, 8090}
     assert _allowed_ports(policies, {"app.kubernetes.io/name": "auth"}) == {8080, 9001} | metrics
     assert _allowed_ports(policies, {"app.kubernetes.io/name": "policy"}) == {8090} | metrics
-    assert _allowed_ports(policies, {"app.kubernetes.io/name": "bus-worker"}) == metrics
+    # The bus workers serve their own /metrics (meshauth worker audit :9102, analytics :9103).
+    assert _allowed_ports(policies, {"app.kubernetes.io/name": "bus-worker"}) == metrics | {9102, 9103}
     egress_ports = {
         p["port"]
         for np in policies

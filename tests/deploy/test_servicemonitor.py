@@ -14,7 +14,7 @@ from tests.deploy.manifests import K8S, NoKubectl, kustomize, validate
 
 def test_component_renders_with_production_and_matches_the_services(tmp_path: Path) -> None:
     """production + components/servicemonitor: the rest still validates; the monitor selects the auth and
-    policy Services and scrapes their named HTTP ports at /metrics."""
+    policy Services and scrapes their named HTTP ports at /metrics; a PodMonitor scrapes the bus workers."""
     relative = Path(os.path.relpath(K8S, tmp_path))
     (tmp_path / "kustomization.yaml").write_text(
         f"resources:\n  - {relative}/overlays/production\ncomponents:\n  - {relative}/components/servicemonitor\n"
@@ -24,8 +24,9 @@ def test_component_renders_with_production_and_matches_the_services(tmp_path: Pa
     except NoKubectl as exc:
         pytest.skip(str(exc))
     (monitor,) = [o for o in objects if o["kind"] == "ServiceMonitor"]
+    (pod_monitor,) = [o for o in objects if o["kind"] == "PodMonitor"]
     for obj in objects:
-        if obj is not monitor:
+        if obj is not monitor and obj is not pod_monitor:
             validate(obj)
     assert monitor["metadata"]["namespace"] == "meshauth"
     (expression,) = monitor["spec"]["selector"]["matchExpressions"]
@@ -35,3 +36,20 @@ def test_component_renders_with_production_and_matches_the_services(tmp_path: Pa
     http_ports = {p["name"] for s in selected for p in s["spec"]["ports"] if p["name"].startswith("http-")}
     assert {e["port"] for e in monitor["spec"]["endpoints"]} == http_ports
     assert {e["path"] for e in monitor["spec"]["endpoints"]} == {"/metrics"}
+    # The bus workers have no Service: the PodMonitor scrapes their pods' named metrics ports, which the
+    # workers serve on (MESHAUTH_WORKER_METRICS_HOST 0.0.0.0, their default ports).
+    assert pod_monitor["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "bus-worker"}
+    (worker,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "bus-worker"]
+    containers = worker["spec"]["template"]["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for c in containers for p in c.get("ports", [])}
+    assert (
+        {e["port"] for e in pod_monitor["spec"]["podMetricsEndpoints"]}
+        == set(ports)
+        == {
+            "audit-metrics",
+            "analyt-metrics",
+        }
+    )
+    assert sorted(ports.values()) == [9102, 9103]
+    for c in containers:
+        assert {"name": "MESHAUTH_WORKER_METRICS_HOST", "value": "0.0.0.0"} in c["env"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 
-from meshauth.bus.events import AuditType, SubjectType, audit
+from meshauth.bus.events import AuditEvent, AuditType, SubjectType, audit, new_id
 from meshauth.bus.producer import EventTooLarge, Producer
 from meshauth.bus.streams import AUDIT
 
@@ -36,8 +36,11 @@ class AuthAudit:
         subject = client_id = ""
         if verdict_status == 200:
             subject, client_id = headers[0][1], headers[1][1]
-        self._publish(
-            "gate.decision",
+        # Built directly (not through ``audit(**fields)``): this runs on every check.
+        event = AuditEvent(
+            id=new_id(),
+            time=time.time(),
+            type="gate.decision",
             subject=subject,
             subject_type=_kind(subject, client_id),
             client_id=client_id,
@@ -47,6 +50,7 @@ class AuthAudit:
             status=verdict_status,
             reason=reason[:MAX_TEXT],
         )
+        self._send(event)
 
     def token(self, type_: AuditType, subject: str, client_id: str, *, reason: str = "") -> None:
         """token.issued / token.refreshed / token.revoked."""
@@ -82,9 +86,12 @@ class AuthAudit:
         )
 
     def _publish(self, type_: AuditType, **fields: object) -> None:
+        self._send(audit(type_, **fields))
+
+    def _send(self, event: AuditEvent) -> None:
         assert self.producer is not None
         try:
-            self.producer.publish(AUDIT, audit(type_, **fields))
+            self.producer.publish(AUDIT, event)
         except EventTooLarge as exc:
             now = time.monotonic()
             if now - self._last_refusal_log >= _LOG_EVERY:

@@ -79,8 +79,11 @@ class ExtAuthzHttp:
 
     async def _finish(self, verdict: Verdict, scope: Scope, send: Send) -> None:
         count_gate_decision("http", verdict.credential, verdict.status)
-        self._gate.audit.gate(verdict.status, verdict.headers, verdict.reason, "http", scope["path"])
-        await self._respond(send, verdict.status, verdict.encoded())
+        try:
+            await self._respond(send, verdict.status, verdict.encoded())
+        finally:
+            # After the answer is handed to the server: the audit event is not the caller's wait.
+            self._gate.audit.gate(verdict.status, verdict.headers, verdict.reason, "http", scope["path"])
 
     @staticmethod
     async def _respond(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:

@@ -5,6 +5,11 @@ the service pinned to the server core and Valkey to the load generator's, the mo
 ``rounds`` times so that drift on a shared machine hits them alike; the answer is the ratio of the
 p95s. With auditing on, every check publishes one ``gate.decision`` event (to a private Valkey; no
 worker runs: it would run elsewhere).
+
+Placement, honestly: everything auditing adds to the service (the hook, the flush task, redis-py's
+client) runs in the service process on the server core; only Valkey's own work — in production on
+another host — shares the load generator's core. Each run reports the CPU the service and Valkey
+used, so the cost that moved is visible.
 """
 
 from __future__ import annotations
@@ -18,14 +23,16 @@ from typing import Any, cast
 
 from meshauth.bench.auth import CLIENT_ID, SECRET, _create_client, _post_form
 from meshauth.bench.loadgen import CLIENT_CORE, idle_poll, paced
-from meshauth.bench.processes import free_port, running, service_env
+from meshauth.bench.processes import _tree, free_port, running, service_env
 from meshauth.config import Settings
 from meshauth.db import migrate
 
 SERVE = ["-m", "meshauth", "serve", "auth", "--no-migrate", "--interface", "asgi"]
-# Auditing on with the default flush interval, on with a longer one, and off.
+# Auditing on with the default flush interval (5 ms), on with longer ones, and off: each flush is one
+# round trip to Redis whatever its size, so fewer flushes cost the service less.
 MODES = {
     "on": {"MESHAUTH_AUDIT_ENABLED": "true"},
+    "on_flush_10ms": {"MESHAUTH_AUDIT_ENABLED": "true", "MESHAUTH_BUS_FLUSH_INTERVAL": "0.01"},
     "on_flush_20ms": {"MESHAUTH_AUDIT_ENABLED": "true", "MESHAUTH_BUS_FLUSH_INTERVAL": "0.02"},
     "off": {"MESHAUTH_AUDIT_ENABLED": "false"},
 }
@@ -51,7 +58,7 @@ def run(*, rate: int = 3000, seconds: int = 10, connections: int = 30, rounds: i
         for _ in range(rounds):
             for mode, extra in MODES.items():
                 mode_env = {**env, **extra}
-                with running(SERVE, mode_env, f"{base}/healthz"):
+                with running(SERVE, mode_env, f"{base}/healthz") as proc:
                     if not headers:
                         _create_client(base)
                         form = {"grant_type": "client_credentials"}
@@ -59,12 +66,24 @@ def run(*, rate: int = 3000, seconds: int = 10, connections: int = 30, rounds: i
                         headers = {"authorization": f"Bearer {token}"}
                     req = urllib.request.Request(gate, headers=headers)  # noqa: S310 - loopback
                     urllib.request.urlopen(req, timeout=5).close()  # noqa: S310
+                    served = _tree(proc.pid)
+                    before = [cpu_seconds(pid) for pid in (*served, valkey.pid)]
                     with idle_poll():
                         result = paced(gate, rate=rate, connections=connections, seconds=seconds, headers=headers)
-                    out[mode].append(asdict(result))
+                    used = [cpu_seconds(pid) - b for pid, b in zip((*served, valkey.pid), before, strict=True)]
+                    row = asdict(result)
+                    row["service_cpu_us_per_request"] = sum(used[:-1]) / max(result.requests, 1) * 1e6
+                    row["valkey_cpu_s"] = used[-1]
+                    out[mode].append(row)
         client = valkey.client()
         out["events_in_stream"] = sum(cast(int, client.xlen(f"meshauth:bus:audit:{n}")) for n in range(4))
     return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process so far (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def report(r: dict[str, Any]) -> str:
@@ -72,18 +91,23 @@ def report(r: dict[str, Any]) -> str:
     rows = [
         f"Gate (warm ext_authz, asgi) at {r['rate']} req/s offered for {r['seconds']} s, {rounds} alternating rounds:",
         "",
-        "| round | audit | achieved req/s | p50 ms | p95 ms | p99 ms | errors |",
-        "|---|---|---|---|---|---|---|",
+        "| round | audit | achieved req/s | p50 ms | p95 ms | p99 ms | errors | service CPU µs/req | Valkey CPU s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for i in range(rounds):
         for mode in MODES:
             x = r[mode][i]
             rows.append(
                 f"| {i + 1} | {mode} | {x['rate']:.0f} | {x['p50_ms']:.2f} | {x['p95_ms']:.2f} | {x['p99_ms']:.2f}"
-                f" | {x['non_2xx']} |"
+                f" | {x['non_2xx']} | {x['service_cpu_us_per_request']:.1f} | {x['valkey_cpu_s']:.2f} |"
             )
     median = {mode: sorted(x["p95_ms"] for x in r[mode])[rounds // 2] for mode in MODES}
     rows.append("")
+    for i in range(rounds):
+        ratios = ", ".join(
+            f"{mode} {r[mode][i]['p95_ms'] / r['off'][i]['p95_ms']:.2f}×" for mode in MODES if mode != "off"
+        )
+        rows.append(f"- round {i + 1} p95 on / off: {ratios}")
     for mode in MODES:
         rows.append(f"- median p95 {mode}: {median[mode]:.2f} ms ({median[mode] / median['off']:.3f}× off)")
     rows += [

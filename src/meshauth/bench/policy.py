@@ -229,7 +229,20 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="with --coalesce --interleave: servers and load generators at nice -10 (a shared machine)",
     )
+    parser.add_argument(
+        "--audit-compare",
+        action="store_true",
+        help="single evaluations at --rate, auditing on and off alternating (issue 12; replaces the default suite)",
+    )
     args = parser.parse_args(argv)
+    if args.audit_compare:
+        from meshauth.bench import policy_audit
+
+        audited = policy_audit.run(seconds=args.seconds, rate=args.rate)
+        path = save("policy-audit", audited)
+        print(policy_audit.report(audited))
+        print(f"\nraw results: {path}")
+        return
     if args.coalesce and args.interleave:
         from meshauth.bench import policy_coalesce, policy_coalesce_rounds
 

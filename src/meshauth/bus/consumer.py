@@ -26,7 +26,7 @@ from typing import Any, cast
 
 from redis.exceptions import RedisError, ResponseError
 
-from meshauth.bus.entries import Entry, Partition, Work, decode_entries, settle
+from meshauth.bus.entries import Entry, Partition, Work, crash_letter, decode_entries, oldest_pending, settle
 from meshauth.bus.groups import ensure_groups
 from meshauth.bus.handling import Handler, Handling
 from meshauth.bus.leases import Leases
@@ -164,9 +164,14 @@ class Consumer:
         for n, part in self._parts.items():
             if part.recovering and part.retry_at <= now:
                 await self._recover(redis, n, part)
-        due = {self.names.partition(n): "0" for n, p in self._parts.items() if p.backlog and p.retry_at <= now}
+        due = {n: p for n, p in self._parts.items() if p.backlog and p.retry_at <= now}
         if due:
-            await self._read(redis, due, block=None)
+            careful = {self.names.partition(n): "0" for n, p in due.items() if p.careful}
+            if careful:
+                await self._read(redis, careful, block=None, count=1)
+            bulk = {self.names.partition(n): "0" for n, p in due.items() if not p.careful}
+            if bulk:
+                await self._read(redis, bulk, block=None)
             return
         live = {self.names.partition(n): ">" for n, p in self._parts.items() if not (p.recovering or p.backlog)}
         if not live:
@@ -174,10 +179,10 @@ class Consumer:
             return
         await self._read(redis, live, block=int(self.config.block * 1000))
 
-    async def _read(self, redis: RedisConn, streams: dict[str, str], *, block: int | None) -> None:
+    async def _read(self, redis: RedisConn, streams: dict[str, str], *, block: int | None, count: int = 0) -> None:
         try:
             reply = await redis.xreadgroup(
-                self.group, self.name, cast(Any, streams), count=self.config.count, block=block
+                self.group, self.name, cast(Any, streams), count=count or self.config.count, block=block
             )
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
@@ -196,17 +201,18 @@ class Consumer:
             if entries:
                 works.append(decode_entries(stream, n, part, entries))
             elif part.backlog:
-                part.backlog = False
+                part.backlog = part.careful = False
         for stream, position in streams.items():
             if position == "0" and stream not in got:
                 part = self._parts.get(int(stream.rsplit(":", 1)[1]))
                 if part is not None:
-                    part.backlog = False
+                    part.backlog = part.careful = False
         if works:
             await self._handle(redis, works)
 
     async def _recover(self, redis: RedisConn, n: int, part: Partition) -> None:
         stream = self.names.partition(n)
+        await self._take_released(redis, stream, n)
         start: bytes | str = "0-0"
         min_idle_ms = int(self.config.min_idle * 1000)
         while True:
@@ -216,6 +222,7 @@ class Consumer:
             start = reply[0]
             if start in (b"0-0", "0-0"):
                 break
+        await self._check_crashes(redis, stream, n, part)
         pending = await redis.xpending(stream, self.group)
         others = [c for c in pending.get("consumers") or [] if _text(c["name"]) != self.name and int(c["pending"])]
         if others:
@@ -224,6 +231,32 @@ class Consumer:
         part.recovering = False
         part.backlog = True
         part.retry_at = 0.0
+
+    async def _take_released(self, redis: RedisConn, stream: str, n: int) -> None:
+        """Claim at once (XCLAIM, idle 0, JUSTID: a handover is not a delivery) what consumers that gave
+        this partition back cleanly left pending; they no longer read it."""
+        for raw in cast(set[bytes], await redis.smembers(self.names.released(self.group, n))):
+            consumer = _text(raw)
+            if consumer == self.name:
+                continue
+            while rows := await redis.xpending_range(stream, self.group, "-", "+", 1000, consumername=consumer):
+                ids: list[Any] = [row["message_id"] for row in rows]
+                await redis.xclaim(stream, self.group, self.name, 0, ids, justid=True)
+
+    async def _check_crashes(self, redis: RedisConn, stream: str, n: int, part: Partition) -> None:
+        """Entries delivered before and never acked were in the hands of a consumer that died (or gave
+        the partition back). Their backlog is re-read one entry at a time (``careful``), each settled
+        before the next, so a handler that ends the process dies with that entry alone in hand, and
+        Redis's delivery counter singles it out: the oldest pending entry, delivered twice per holder
+        that died with it (claim and re-read), goes to the dead-letter stream after ``max_attempts``
+        such deaths (delivered 2 × max_attempts + 1 times) instead of being handed over again."""
+        oldest = await oldest_pending(redis, stream, self.group, self.name)
+        if oldest is None or oldest[1] < 2:
+            return
+        part.careful = True
+        if oldest[1] > 2 * self.config.max_attempts:
+            dead = await crash_letter(redis, stream, *oldest)
+            await self._settle(redis, [Work(stream, n, part, [], dead=[dead])])
 
     # --- handling ---------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ Kept apart from ``consumer`` (which decides what to read and when) so each stays
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from meshauth.bus.events import AuditEvent, MalformedEvent, decode
 from meshauth.redis_client import RedisConn
@@ -33,6 +33,7 @@ class Partition:
 
     recovering: bool = True
     backlog: bool = False
+    careful: bool = False  # a holder died with this backlog: re-read and settle it one entry at a time
     retry_at: float = 0.0
     failures: dict[bytes, int] = field(default_factory=dict)
 
@@ -86,3 +87,18 @@ async def settle(redis: RedisConn, works: list[Work], dead_stream: str, group: s
                 pipe.xack(w.stream, group, *w.done, *(d[0] for d in w.dead))
         await pipe.execute()
     return True
+
+
+async def oldest_pending(redis: RedisConn, stream: str, group: str, consumer: str) -> tuple[bytes, int] | None:
+    """``consumer``'s oldest pending entry on ``stream`` and how often Redis delivered it, or None."""
+    rows = await redis.xpending_range(stream, group, min="-", max="+", count=1, consumername=consumer)
+    return (cast(bytes, rows[0]["message_id"]), cast(int, rows[0]["times_delivered"])) if rows else None
+
+
+async def crash_letter(redis: RedisConn, stream: str, entry_id: bytes, times: int) -> DeadLetter:
+    """The dead letter of an entry its holders kept dying with (its payload read back from the stream)."""
+    got = cast(list[Entry], await redis.xrange(stream, entry_id, entry_id))
+    fields = got[0][1] if got else None
+    payload = fields.get(b"d", b"") if fields else b""
+    error = f"delivered {times} times, never acknowledged: its holders died handling it (a handler exiting?)"
+    return (entry_id, payload, error, times)

@@ -15,7 +15,18 @@ from meshauth.bus.streams import StreamNames
 from meshauth.redis_client import RedisConn
 
 _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
-_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+# Giving a lease back also records the giver in the partition's "released" set: it has stopped
+# reading the partition, so a successor may claim what it left pending at once instead of after
+# min_idle. (A consumer that dies records nothing; its entries wait for min_idle.)
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  redis.call('del', KEYS[1])
+  redis.call('sadd', KEYS[2], ARGV[1])
+  redis.call('pexpire', KEYS[2], ARGV[2])
+  return 1
+end
+return 0
+"""
 
 
 class Leases:
@@ -54,6 +65,7 @@ class Leases:
             if n in self.owned:
                 continue
             if await redis.set(self._names.lease(self._group, n), self._me, nx=True, px=self._ttl_ms):
+                await redis.srem(self._names.released(self._group, n), self._me)  # reading it again
                 self.owned.add(n)
                 gained.add(n)
         return gained, lost
@@ -64,5 +76,6 @@ class Leases:
         await redis.zrem(self._names.members(self._group), self._me)
 
     async def _release(self, redis: RedisConn, n: int) -> None:
-        await redis.eval(_RELEASE, 1, self._names.lease(self._group, n), self._me)
+        lease, released = self._names.lease(self._group, n), self._names.released(self._group, n)
+        await redis.eval(_RELEASE, 2, lease, released, self._me, self._ttl_ms * 10)
         self.owned.discard(n)

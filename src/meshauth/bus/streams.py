@@ -38,6 +38,10 @@ class StreamNames:
     def lease(self, group: str, n: int) -> str:
         return f"{self.prefix}bus:lease:{self.name}:{group}:{n}"
 
+    def released(self, group: str, n: int) -> str:
+        """The consumers that gave partition ``n`` back cleanly (their pending entries may move at once)."""
+        return f"{self.prefix}bus:released:{self.name}:{group}:{n}"
+
     def members(self, group: str) -> str:
         return f"{self.prefix}bus:members:{self.name}:{group}"
 

@@ -43,6 +43,7 @@ MAX_TARGET_ROWS = 4
 MAX_ERROR_LINES = 2
 MAX_ENDPOINT_ROWS = 5
 DASH = "–"
+HANDLED = "meshauth_bus_handled_total"
 
 URL = typer.Option(None, "--url", help="A /metrics address to scrape (repeatable). Default: the local stack's.")
 ONCE = typer.Option(False, "--once", help="Print one frame (two scrapes one interval apart) and exit.")
@@ -61,9 +62,12 @@ class Target:
 
 
 def default_urls(auth_replicas: int = 1, policy_replicas: int = 1) -> list[str]:
-    """The local stack's services (``meshauth up [--auth-replicas N --policy-replicas M]``)."""
-    topology = plan(load_settings(), auth_replicas=auth_replicas, policy_replicas=policy_replicas)
-    return [f"http://{_local(r.host)}:{r.port}/metrics" for r in (*topology.auth, *topology.policy)]
+    """The local stack's services (``meshauth up [--auth-replicas N --policy-replicas M]``) and bus workers."""
+    s = load_settings()
+    topology = plan(s, auth_replicas=auth_replicas, policy_replicas=policy_replicas)
+    served = [(r.host, r.port) for r in (*topology.auth, *topology.policy)]
+    workers = (s.audit_worker_metrics_port, s.analytics_worker_metrics_port) if s.audit_enabled else ()
+    return [f"http://{_local(h)}:{p}/metrics" for h, p in served + [(s.worker_metrics_host, p) for p in workers if p]]
 
 
 def _local(host: str) -> str:
@@ -220,11 +224,14 @@ def summary(targets: Sequence[Target]) -> list[Text]:
         v for t in live if t.now is not None for v in t.now.series("meshauth_invalidation_stream_connected").values()
     ]
     stream = "connected" if connected and min(connected) >= 1 else ("disconnected" if connected else DASH)
+    handled = [rate(t.now, t.before, HANDLED) for t in live if t.now is not None and t.now.has(HANDLED)]
+    lag_shown = _num(max(lag), "{:.0f}") if lag else DASH
+    handled_rate = None if not handled or None in handled else sum(h or 0.0 for h in handled)
     return [
         _line("cache hits  ", "  ".join(caches)),
         _line("policy      ", f"decisions/s {_num(decided)}  decisions per call {_num(per_call)}"),
         _line("breakers    ", "  ".join(breakers) or DASH),
-        _line("stream      ", f"lag {_num(max(lag), '{:.0f}') if lag else DASH}  invalidations {stream}"),
+        _line("stream      ", f"lag {lag_shown}  handled/s {_num(handled_rate, '{:.0f}')}  invalidations {stream}"),
     ]
 
 

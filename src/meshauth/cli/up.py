@@ -84,6 +84,10 @@ def up(
         typer.echo(f"  metrics          {auth}/metrics")
         if workers:
             typer.echo(f"  bus workers      {', '.join(workers)}   (meshauth bus status; meshauth audit tail)")
+            ports = {"audit": settings.audit_worker_metrics_port, "analytics": settings.analytics_worker_metrics_port}
+            shown = ", ".join(f"{w} :{ports[w]}" for w in workers if ports.get(w))
+            if shown:  # each worker serves its own (meshauth top scrapes them too)
+                typer.echo(f"  worker metrics   http://{settings.worker_metrics_host}:<port>/metrics   ({shown})")
         if settings.routes_file is not None:
             typer.echo(f"  authz mode       routes from {settings.routes_file}; the gate asks the policy service")
         if token_file is not None:

@@ -18,6 +18,14 @@ from meshauth.redis_client import resolve_redis_url
 app = typer.Typer(help="Run a message-bus worker in the foreground.", no_args_is_help=True)
 
 MIGRATE = typer.Option(True, "--migrate/--no-migrate", help="Apply migrations first.")
+METRICS_PORT = typer.Option(
+    None,
+    "--metrics-port",
+    min=0,
+    max=65535,
+    help="Serve /metrics on this port (default: MESHAUTH_AUDIT_WORKER_METRICS_PORT 9102, resp."
+    " MESHAUTH_ANALYTICS_WORKER_METRICS_PORT 9103, on MESHAUTH_WORKER_METRICS_HOST); 0: none.",
+)
 
 
 def _prepare(migrate_db: bool) -> tuple[Settings, str]:
@@ -35,14 +43,16 @@ def _prepare(migrate_db: bool) -> tuple[Settings, str]:
 
 
 @app.command("audit")
-def audit(migrate_db: bool = MIGRATE) -> None:
+def audit(migrate_db: bool = MIGRATE, metrics_port: int | None = METRICS_PORT) -> None:
     """Store the audit stream's events in the audit_log table (batched, idempotent by event id)."""
     settings, url = _prepare(migrate_db)
-    uvloop.run(run_worker(settings, url, "audit", AuditWriter))
+    port = settings.audit_worker_metrics_port if metrics_port is None else metrics_port
+    uvloop.run(run_worker(settings, url, "audit", AuditWriter, metrics_port=port))
 
 
 @app.command("analytics")
-def analytics(migrate_db: bool = MIGRATE) -> None:
+def analytics(migrate_db: bool = MIGRATE, metrics_port: int | None = METRICS_PORT) -> None:
     """Keep per-minute decision aggregates (requests, allows, denies, p95 latency, cache hit rate)."""
     settings, url = _prepare(migrate_db)
-    uvloop.run(run_worker(settings, url, "analytics", AnalyticsWriter))
+    port = settings.analytics_worker_metrics_port if metrics_port is None else metrics_port
+    uvloop.run(run_worker(settings, url, "analytics", AnalyticsWriter, metrics_port=port))

