@@ -129,6 +129,7 @@ ROWS: list[RowMaker] = [
     _hit_row,
     _batch_row,
     lambda r: _p95_row("auth latency p95, gRPC", r, "authn_grpc", REFERENCE_RATE, 3),
+    lambda r: _p95_row("policy latency p95, 3,000 req/s", r, "policy_single", REFERENCE_RATE, 5),
     lambda r: _p95_row("authz latency p95, warm", r, "authz_warm", REFERENCE_RATE, 3),
     lambda r: _p95_row("authz latency p95, cold", r, "authz_cold", REFERENCE_RATE, 3),
     lambda r: _p95_row("authz latency p95, Zipf mixed", r, "zipf_mixed", REFERENCE_RATE, 3),
