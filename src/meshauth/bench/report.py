@@ -191,7 +191,9 @@ def render(r: dict[str, Any], results_name: str) -> str:
         + (" (uncommitted changes)" if m["git_dirty"] else ""),
         *[f"- {core}: {what}" for core, what in r["layout"].items()],
         f"- Workload: {r['sizes']['users']:,} users and {r['sizes']['resources']:,} resources as Cedar entities,"
-        f" {seed['policies']:,} policies, {seed['accounts']} OAuth clients (the gate's principals), Zipf s ="
+        f" {seed['policies']:,} policies, {seed['accounts']} OAuth clients (the authn, authz warm and cold"
+        " scenarios' principals; the Zipf scenario's principals are the users, each with an access token"
+        f" minted with the gate's key in {seed.get('user_tokens_seconds', 0):.1f} s), Zipf s ="
         f" {r['zipf_s']}. Seeded through the policy admin API: policies {seed['policies_seconds']:.1f} s,"
         f" {seed['entities']:,} entities ({seed['entities_bytes'] / 1e6:.1f} MB, one request)"
         f" {seed['entities_seconds']:.1f} s.",
