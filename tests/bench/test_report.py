@@ -38,3 +38,22 @@ def test_write_produces_report_json_and_plots(tmp_path: Path) -> None:
     for sc in r["scenarios"].values():
         assert f"`{sc['saturation']['command']}`" in text
     assert "load average at start 3.00, 4.00, 5.00" in text
+
+
+def test_report_sections_for_the_new_rows() -> None:
+    from meshauth.bench import report
+
+    r = doc()
+    r["scenarios"]["authz_cold"]["paced"][1]["statuses"] = {"200": 23_000, "503": 1000}
+    r["scenarios"]["authz_cold"]["paced"][1]["socket_errors"] = {"connect": 0, "read": 2, "write": 0, "timeout": 0}
+    text = report.render(r, "x.json")
+    # the error breakdown by status, and the socket errors that happened
+    assert "200: 23,000, 503: 1,000, read: 2" in text
+    # p95 spread over the repeats
+    assert "| 2.25–3.00 |" in text
+    # the hit rate per window: warm-up (cold start), each rate, closed loop
+    assert "| warm-up (cold start) | 1,000 | 400 | 0 | 40.0% |" in text
+    assert "| 3,000 req/s | 1,000 | 850 | 20 | 87.0% |" in text
+    assert "| 3,000 | on | 2,970 |" in text and "Events stored by the audit worker over the whole run: 250,000." in text
+    assert "python -m meshauth.bench.batch_path" in text
+    assert "python -m meshauth.bench.hold" in text

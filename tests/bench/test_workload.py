@@ -54,10 +54,15 @@ def test_gate_clients_always_allowed_users_mixed() -> None:
 
 
 def test_request_lines() -> None:
-    gate = workload.zipf_gate_lines(["t0", "t1"], 100, SMALL)
-    assert len(gate) == 100
-    path, auth = gate[0].split("\t")
-    assert path.startswith("/ext_authz/R") and auth in ("Bearer t0", "Bearer t1")
+    gate = workload.zipf_user_lines(2000, SMALL, seed=5)
+    assert len(gate) == 2000
+    assert gate == workload.zipf_user_lines(2000, SMALL, seed=5)  # a seed gives the same file (bench.hold)
+    rows = [line.split("\t") for line in gate]
+    assert all(path.startswith("/ext_authz/R") and who.startswith("@") for path, who in rows)
+    users = [int(who[1:]) for _, who in rows]
+    # @n is line n of the token file: users u0 … u{users-1}, and the most popular is u0 (Zipf rank 0)
+    assert min(users) == 1 and max(users) <= SMALL.users
+    assert max(set(users), key=users.count) == 1
     single = workload.single_lines(10, SMALL)
     path, auth, body = single[0].split("\t")
     assert (path, auth) == ("/access/v1/evaluation", "")

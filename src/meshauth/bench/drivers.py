@@ -25,30 +25,46 @@ class Run:
     offered: float | None  # req/s; None for a closed-loop (saturation) run
     achieved: float
     requests: int
-    errors: int
+    errors: int  # socket errors plus answers whose status the scenario does not expect
     percentiles: dict[str, float] = field(default_factory=dict)  # "50" → ms, "99.9" → ms
+    statuses: dict[str, int] = field(default_factory=dict)  # HTTP status → answers ("200" → 11,982)
+    socket_errors: dict[str, int] = field(default_factory=dict)  # connect, read, write, timeout
+    # h2load only: the mean of the log's latencies and h2load's own mean, which must agree (a check that
+    # the per-request log is read right: its columns, its units, its 2xx rows).
+    log_mean_ms: float | None = None
+    tool_mean_ms: float | None = None
 
     def p(self, q: float) -> float:
         return self.percentiles[f"{q:g}"]
 
 
-def parse_harness_wrk(out: str, offered: float | None, command: str) -> Run:
-    """Read what harness.lua's ``done`` printed; RuntimeError when it printed nothing (the run failed)."""
+OK_STATUSES = frozenset({200})
+
+
+def parse_harness_wrk(out: str, offered: float | None, command: str, expected: frozenset[int] = OK_STATUSES) -> Run:
+    """Read what harness.lua's ``done`` printed; RuntimeError when it printed nothing (the run failed).
+    Errors: socket errors plus answers whose status is not in ``expected`` (a 403 is a correct answer
+    where the workload asks questions the policies deny)."""
     m = re.search(r"HARNESS requests=(\d+) seconds=([0-9.]+) errors=(\d+)", out)
     if not m:
         raise RuntimeError(f"wrk printed no harness summary:\n{out}")
     requests, seconds = int(m.group(1)), float(m.group(2))
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    # status>399 is in both wrk's errors and its non-2xx line; count socket errors plus non-2xx once.
-    status = int(re.search(r"status_errors=(\d+)", out).group(1))  # type: ignore[union-attr]
-    errors = int(m.group(3)) - status + (int(bad.group(1)) if bad else 0)
+    sock = re.search(r"SOCKET connect=(\d+) read=(\d+) write=(\d+) timeout=(\d+)", out)
+    if not sock:
+        raise RuntimeError(f"wrk printed no socket-error line:\n{out}")
+    socket_errors = dict(zip(("connect", "read", "write", "timeout"), map(int, sock.groups()), strict=True))
+    statuses = {code: int(n) for code, n in re.findall(r"^STATUS (\d+) (\d+)$", out, re.MULTILINE)}
+    unexpected = sum(n for code, n in statuses.items() if int(code) not in expected)
+    errors = sum(socket_errors.values()) + unexpected
     pct = {p: float(v) for p, v in re.findall(r"^PCT ([0-9.]+) ([0-9.]+)$", out, re.MULTILINE)}
-    return Run(command, offered, requests / seconds if seconds else 0.0, requests, errors, pct)
+    achieved = requests / seconds if seconds else 0.0
+    return Run(command, offered, achieved, requests, errors, pct, dict(sorted(statuses.items())), socket_errors)
 
 
 def shown(cmd: list[str], env: dict[str, str]) -> str:
-    """The command line as a person would retype it (environment first, tokens elided)."""
-    text = " ".join(f"{k}={v}" for k, v in env.items()) + " " + " ".join(c if " " not in c else repr(c) for c in cmd)
+    """The command line as a person would paste it into a shell after ``source $BENCH_DIR/env.sh``
+    (``bench.hold``): environment first, the token as ``$TOKEN`` inside double quotes (so it expands)."""
+    text = " ".join(f"{k}={v}" for k, v in env.items()) + " " + " ".join(c if " " not in c else f'"{c}"' for c in cmd)
     return _TOKEN.sub("Bearer $TOKEN", text.strip())
 
 
@@ -61,6 +77,8 @@ def wrk(
     lines: Path | None = None,
     distinct_prefix: str | None = None,
     headers: dict[str, str] | None = None,
+    expected: frozenset[int] = OK_STATUSES,
+    tokens: Path | None = None,
 ) -> Run:
     """Paced at ``rate`` req/s over ``connections`` (open pacing), or closed loop when ``rate`` is None."""
     env: dict[str, str] = {"PACE_MEAN_MS": f"{connections * 1000 / rate:.3f}" if rate else "0"}
@@ -68,13 +86,15 @@ def wrk(
         env["HARNESS_LINES"] = str(lines)
     if distinct_prefix is not None:
         env["HARNESS_DISTINCT_PREFIX"] = distinct_prefix
+    if tokens is not None:
+        env["HARNESS_TOKENS"] = str(tokens)
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{math.ceil(seconds)}s", "-s", str(HARNESS_LUA)]
     for name, value in (headers or {}).items():
         cmd += ["-H", f"{name}: {value}"]
     cmd.append(url)
     cmd = pinned(cmd, CLIENT_CORE)
     done = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, **env})
-    return parse_harness_wrk(done.stdout, rate, shown(cmd, env))
+    return parse_harness_wrk(done.stdout, rate, shown(cmd, env), expected)
 
 
 def percentiles(samples_ms: list[float], points: tuple[float, ...]) -> dict[str, float]:
@@ -88,33 +108,47 @@ def percentiles(samples_ms: list[float], points: tuple[float, ...]) -> dict[str,
 POINTS = (1, 5, 10, 20, 30, 40, 50, 60, 70, 75, 80, 90, 95, 97.5, 99, 99.5, 99.9, 99.99)
 
 
-def parse_h2load_log(text: str) -> tuple[list[float], int, float]:
-    """h2load ``--log-file`` rows (start µs since epoch, status, µs to response end) → (latencies in ms
-    of 2xx answers, count of other answers, seconds from first start to last end)."""
+def parse_h2load_log(text: str) -> tuple[list[float], dict[str, int], float]:
+    """h2load ``--log-file`` rows (start µs since epoch, HTTP status, µs from start to response end) →
+    (latencies in ms of 2xx answers, answers per status, seconds from first start to last end). The
+    status is HTTP's (gRPC's own code travels in the trailers, which h2load does not log; the probe
+    checks a real Check answers OK)."""
     latencies: list[float] = []
-    bad = 0
+    statuses: dict[str, int] = {}
     first = last = None
     for row in text.splitlines():
         parts = row.split("\t")
         if len(parts) != 3:
             continue
         start, status, elapsed = int(parts[0]), int(parts[1]), int(parts[2])
+        statuses[str(status)] = statuses.get(str(status), 0) + 1
         if 200 <= status < 300:
             latencies.append(elapsed / 1000)
-        else:
-            bad += 1
         first = start if first is None else min(first, start)
         last = start + elapsed if last is None else max(last, start + elapsed)
     span = (last - first) / 1e6 if first is not None and last is not None else 0.0
-    return latencies, bad, span
+    return latencies, dict(sorted(statuses.items())), span
 
 
-def parse_h2load_summary(out: str) -> tuple[int, int]:
-    """(requests done, requests failed or errored) from h2load's summary; RuntimeError when missing."""
+@dataclass(frozen=True)
+class H2loadSummary:
+    done: int
+    failed: int  # h2load: every unsuccessful request, non-2xx/3xx answers and ``errored`` ones alike
+    errored: int  # the subset that failed below HTTP (reset, RST_STREAM, timeout)
+    mean_ms: float  # h2load's own "time for request" mean: the log's mean must match it
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def parse_h2load_summary(out: str) -> H2loadSummary:
+    """The request counts and mean request time h2load printed; RuntimeError when missing."""
     m = re.search(r"requests: \d+ total, \d+ started, (\d+) done, \d+ succeeded, (\d+) failed, (\d+) errored", out)
-    if not m:
+    t = re.search(r"time for request:\s+\S+\s+\S+\s+([0-9.]+)(us|ms|s)\s", out)
+    if not m or not t:
         raise RuntimeError(f"h2load printed no request summary:\n{out}")
-    return int(m.group(1)), int(m.group(2)) + int(m.group(3))
+    mean = float(t.group(1)) * _UNITS[t.group(2)]
+    return H2loadSummary(int(m.group(1)), int(m.group(2)), int(m.group(3)), mean)
 
 
 def h2load(
@@ -132,8 +166,17 @@ def h2load(
     cmd += [f"--log-file={log}", url]
     cmd = pinned(cmd, CLIENT_CORE)
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    finished, failed = parse_h2load_summary(done.stdout)
-    latencies, bad, span = parse_h2load_log(log.read_text())
+    summary = parse_h2load_summary(done.stdout)
+    latencies, statuses, span = parse_h2load_log(log.read_text())
     return Run(
-        shown(cmd, {}), rate, finished / span if span else 0.0, finished, failed + bad, percentiles(latencies, POINTS)
+        shown(cmd, {}),
+        rate,
+        summary.done / span if span else 0.0,
+        summary.done,
+        summary.failed,
+        percentiles(latencies, POINTS),
+        statuses,
+        {"errored": summary.errored},
+        sum(latencies) / len(latencies) if latencies else None,
+        summary.mean_ms,
     )

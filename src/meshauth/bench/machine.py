@@ -63,3 +63,36 @@ def describe() -> dict[str, Any]:
 
 def missing_tools() -> list[str]:
     return [t for t in ("wrk", "h2load", "taskset") if shutil.which(t) is None]
+
+
+# The Debian/Ubuntu package that provides each tool.
+APT_PACKAGES = {"wrk": "wrk", "h2load": "nghttp2-client", "taskset": "util-linux"}
+
+
+def install_plan(missing: list[str], *, allowed: bool, is_root: bool, has_apt: bool) -> tuple[list[str] | None, str]:
+    """(the apt-get command to run, or None; what to tell the user). Installs only when asked
+    (``--install-tools``), as root, where apt-get exists; otherwise names the packages."""
+    packages = sorted({APT_PACKAGES[t] for t in missing})
+    manual = f"apt-get install {' '.join(packages)}"
+    if not allowed:
+        return None, f"missing {', '.join(missing)}: install with `{manual}` (or rerun with --install-tools as root)"
+    if not has_apt:
+        return None, f"missing {', '.join(missing)}; no apt-get here: install {', '.join(packages)} by hand"
+    if not is_root:
+        return None, f"missing {', '.join(missing)}; --install-tools needs root: run `sudo {manual}`"
+    return ["apt-get", "install", "-y", "--no-install-recommends", *packages], f"installing {', '.join(packages)}"
+
+
+def install_tools(missing: list[str], *, allowed: bool) -> str | None:
+    """Try the plan; None when the tools are there afterwards, else the message to print."""
+    cmd, message = install_plan(
+        missing, allowed=allowed, is_root=os.geteuid() == 0, has_apt=shutil.which("apt-get") is not None
+    )
+    if cmd is None:
+        return message
+    print(f"meshauth bench: {message}", flush=True)
+    done = subprocess.run(cmd, check=False)
+    still = missing_tools()
+    if done.returncode != 0 or still:
+        return f"`{' '.join(cmd)}` exited {done.returncode}; still missing {', '.join(still) or 'nothing'}"
+    return None

@@ -26,16 +26,26 @@ BATCH_RATES_QUICK = (25,)
 
 @dataclass(frozen=True)
 class Plan:
-    seconds: float
+    seconds: float  # each paced run
     saturation_seconds: float
     gate_rates: tuple[int, ...]
     batch_rates: tuple[int, ...]
     zipf_lines: int
     policy_lines: int
+    repeats: int  # paced runs per (scenario, rate), interleaved across the rates; the point is their median
+    zipf_warmup_seconds: float  # the Zipf workload at 3,000 req/s before its measured runs
+    bus_rates: tuple[int, ...]
+    bus_rounds: int
+    batch_path_seconds: float
+    batch_path_rounds: int
 
 
-FULL = Plan(8, 6, GATE_RATES_FULL, BATCH_RATES_FULL, 60_000, 50_000)
-QUICK = Plan(3, 3, GATE_RATES_QUICK, BATCH_RATES_QUICK, 30_000, 20_000)
+FULL = Plan(4, 5, GATE_RATES_FULL, BATCH_RATES_FULL, 60_000, 50_000, 3, 15, (1000, 3000), 3, 3, 2)
+QUICK = Plan(3, 2, GATE_RATES_QUICK, BATCH_RATES_QUICK, 30_000, 20_000, 1, 6, (3000,), 1, 2, 1)
+ZIPF_WARMUP_RATE = 3000
+# The Zipf workload's answers: allows and genuine denials (users ask about resources their group and
+# level do not reach); anything else (401, 503, …) is an error.
+ZIPF_STATUSES = frozenset({200, 403})
 
 
 @dataclass(frozen=True)
@@ -46,11 +56,25 @@ class Scenario:
     rates: tuple[int, ...]
     # (rate or None for saturation, seconds) → one run
     drive: Callable[[float | None, float], drivers.Run]
+    warmup: float = 0.0  # seconds at ZIPF_WARMUP_RATE before the measured runs (recorded apart)
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def zipf_file(root: Path, n: int, plan: Plan, sizes: workload.Sizes) -> Path:
+    """The n-th Zipf run's request file (users × resources, seed 7n)."""
+    path = root / f"zipf_users-{n}.lines"
+    if not path.exists():
+        write_lines(path, workload.zipf_user_lines(plan.zipf_lines, sizes, seed=n * 7))
+    return path
+
+
+def zipf_runs(plan: Plan) -> int:
+    """How many Zipf runs a plan makes: the warm-up, every paced repeat, the saturation run."""
+    return 1 + len(plan.gate_rates) * plan.repeats + 1
 
 
 def build(stack: Stack, plan: Plan, sizes: workload.Sizes) -> list[Scenario]:
@@ -97,16 +121,22 @@ def build(stack: Stack, plan: Plan, sizes: workload.Sizes) -> list[Scenario]:
 
         return drive
 
-    write_lines(root / "zipf_gate-0.lines", workload.zipf_gate_lines(stack.tokens, plan.zipf_lines, sizes, seed=0))
-    zipf_runs = iter(range(1, 1_000_000))
+    zipf_runs = iter(range(1_000_000))
 
     def zipf_mixed(rate: float | None, seconds: float) -> drivers.Run:
-        # A fresh sample per run (a new seed): a key that is rare in one run is not replayed in the next,
-        # so the cache sees Zipf popularity rather than a recording it has already learnt.
-        seed = next(zipf_runs)
-        lines = workload.zipf_gate_lines(stack.tokens, plan.zipf_lines, sizes, seed=seed * 7)
-        path = write_lines(root / f"zipf_gate-{seed}.lines", lines)
-        return gate(stack.authz_url, {}, lines=path)(rate, seconds)
+        # A fresh sample per run (run n: seed 7n, file zipf_users-<n>.lines; run 0 is the warm-up): a key
+        # that is rare in one run is not replayed in the next, so the cache meets Zipf popularity rather
+        # than a recording it has already learnt. ``bench.hold`` writes the same files.
+        path = zipf_file(root, next(zipf_runs), plan, sizes)
+        return drivers.wrk(
+            stack.authz_url,
+            seconds=seconds,
+            connections=c(rate),
+            rate=rate,
+            lines=path,
+            tokens=stack.users_tokens,
+            expected=ZIPF_STATUSES,
+        )
 
     def policy(lines: Path, paced: int, closed: int) -> Callable[[float | None, float], drivers.Run]:
         return lambda rate, seconds: drivers.wrk(
@@ -121,7 +151,7 @@ def build(stack: Stack, plan: Plan, sizes: workload.Sizes) -> list[Scenario]:
         Scenario(
             "authz_cold", "gate authz cold (distinct decisions)", 1, rates, gate(stack.authz_url, auth, distinct=True)
         ),
-        Scenario("zipf_mixed", "gate authz Zipf mixed", 1, rates, zipf_mixed),
+        Scenario("zipf_mixed", "gate authz Zipf mixed (10,000 users)", 1, rates, zipf_mixed, plan.zipf_warmup_seconds),
         Scenario("policy_single", "policy single evaluation", 1, rates, policy(single_file, 30, 32)),
         Scenario("policy_batch64", "policy batch (64)", workload.BATCH, plan.batch_rates, policy(batch_file, 4, 8)),
     ]

@@ -83,11 +83,13 @@ def gate_path(resource: int) -> str:
     return f"/ext_authz/R{resource % RESOURCE_TYPES}/r{resource}"
 
 
-def zipf_gate_lines(tokens: list[str], count: int, sizes: Sizes = Sizes(), seed: int = 3) -> list[str]:
-    """``path<TAB>authorization`` lines: Zipf-chosen client (token) and Zipf-chosen resource."""
-    who = zipf.sample(len(tokens), count, seed=seed)
+def zipf_user_lines(count: int, sizes: Sizes = Sizes(), seed: int = 3) -> list[str]:
+    """``path<TAB>@n`` lines for the gate in authz mode: a Zipf-chosen user (``@n``: line n of the
+    users' token file, user ``u{n-1}``) asks for a Zipf-chosen resource. 10,000 users × 100,000
+    resources: the key space of the cache-hit-rate figure (issue 13's workload)."""
+    who = zipf.sample(sizes.users, count, seed=seed)
     what = zipf.sample(sizes.resources, count, seed=seed + 1)
-    return [f"{gate_path(r)}\tBearer {tokens[c]}" for c, r in zip(who, what, strict=True)]
+    return [f"{gate_path(r)}\t@{u + 1}" for u, r in zip(who, what, strict=True)]
 
 
 def _evaluation(user: int, resource: int, action: int) -> dict[str, Any]:

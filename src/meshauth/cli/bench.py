@@ -19,13 +19,16 @@ def harness(
     ctx: typer.Context,
     quick: bool = typer.Option(False, "--quick", help="Fewer rates, shorter runs: under 2 minutes."),
     out: Path = typer.Option(Path("bench"), help="Where REPORT.md, the plots and results/<timestamp>.json go."),
+    install_tools: bool = typer.Option(
+        False, "--install-tools", help="Missing wrk/h2load: apt-get install them (as root, where apt-get exists)."
+    ),
 ) -> None:
     """Without a subcommand: the whole harness (issue 13): every scenario, bench/REPORT.md, plots, JSON."""
     if ctx.invoked_subcommand is not None:
         return
     from meshauth.bench.harness import main
 
-    raise typer.Exit(main(quick=quick, out_dir=out))
+    raise typer.Exit(main(quick=quick, out_dir=out, install_tools=install_tools))
 
 
 @app.command("auth")
