@@ -8,6 +8,11 @@ first) and **cold** (every request a path never asked before: an L1 and L2 miss 
 policy service, batched with whatever else is in flight), and cold again with L2 off
 (``MESHAUTH_POLICY_L2_ENABLED=false``) to show what the Redis level costs when it cannot help. The
 policy allows every request, so every answer must be a 200: any other status counts as an error.
+
+Last, a separately labelled **split placement** (``authz_cold_split``): the same cold load with the
+policy service and Valkey moved to core 1 (beside wrk), the gate alone on core 0 — closer to the
+Phase 2 topology, where the gate, the policy service and Redis are separate pods. The issue's
+placement (everything on core 0) stays the reference row; this one is in addition to it.
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from meshauth.bench.auth import CLIENT_ID, SECRET, _create_client, _post_form
-from meshauth.bench.loadgen import SERVER_CORE, idle_poll, paced
-from meshauth.bench.processes import free_port, running, service_env
+from meshauth.bench.loadgen import CLIENT_CORE, SERVER_CORE, idle_poll, paced
+from meshauth.bench.processes import free_port, process_tree, running, service_env
 from meshauth.bench.results import paced_main
 from meshauth.config import Settings
 from meshauth.db import migrate
@@ -56,6 +61,12 @@ def _client_metrics(base: str) -> dict[str, float]:
             if "_bucket" not in name:
                 out[name] = float(value)
     return out
+
+
+def _pin(pids: list[int], core: str) -> None:
+    """Move processes (all their threads) to ``core``."""
+    for pid in pids:
+        subprocess.run(["taskset", "-acp", core, str(pid)], check=False, capture_output=True)
 
 
 def _runs(url: str, *, rate: int, seconds: int, connections: int, headers: dict[str, str], distinct: bool) -> Any:
@@ -109,7 +120,7 @@ def run(*, rate: int = 3000, seconds: int = 10, connections: int = 30) -> dict[s
 
         serve_policy = ["-m", "meshauth", "serve", "policy", "--no-migrate"]
         serve_auth = ["-m", "meshauth", "serve", "auth", "--no-migrate"]
-        with running(serve_policy, env, f"{policy_url}/healthz"):
+        with running(serve_policy, env, f"{policy_url}/healthz") as policy:
             _push_policy(policy_url)
             with running(serve_auth, env, f"{base}/healthz"):
                 _create_client(base)
@@ -130,18 +141,33 @@ def run(*, rate: int = 3000, seconds: int = 10, connections: int = 30) -> dict[s
             # What L2 costs when it cannot help: the same cold load with the Redis level off.
             with running(serve_auth, {**authz_env, "MESHAUTH_POLICY_L2_ENABLED": "false"}, f"{base}/healthz"):
                 results["authz_cold_no_l2"] = _runs(base + "/", headers=headers, distinct=True, **runs)
+            # Split placement (a separate row, not a replacement): policy service and Valkey on core 1.
+            moved = [*process_tree(policy.pid), valkey.pid]
+            _pin(moved, CLIENT_CORE)
+            try:
+                with running(serve_auth, authz_env, f"{base}/healthz"):
+                    urllib.request.urlopen(urllib.request.Request(hot, headers=headers), timeout=5).close()  # noqa: S310
+                    results["authz_cold_split"] = _runs(base + "/", headers=headers, distinct=True, **runs)
+            finally:
+                _pin(moved, SERVER_CORE)
     return results
+
+
+CASES = ("floor", "authn", "authz_warm", "authz_cold", "authz_cold_no_l2", "authz_cold_third", "authz_cold_split")
 
 
 def report(r: dict[str, Any]) -> str:
     rows = [
         f"Offered {r['rate']} req/s for {r['seconds']} s from {r['connections']} paced wrk connections;"
-        " auth service, policy service and Valkey on core 0, wrk on core 1.",
+        " auth service, policy service and Valkey on core 0, wrk on core 1 (authz_cold_split: policy"
+        " service and Valkey on core 1 beside wrk, the auth service alone on core 0).",
         "",
         "| case | cores | achieved req/s | p50 ms | p95 ms | p99 ms | errors |",
         "|---|---|---|---|---|---|---|",
     ]
-    for case in ("floor", "authn", "authz_warm", "authz_cold", "authz_cold_no_l2", "authz_cold_third"):
+    for case in CASES:
+        if case not in r:
+            continue
         for mode in MODES:
             x = r[case][mode]
             rows.append(
