@@ -30,7 +30,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from meshauth.auth.gate import Verdict
-from meshauth.client import REASON_INVALID_REQUEST, BatchConfig, Decision, PolicyClient, StateFollower, Subject
+from meshauth.client import REASON_INVALID_REQUEST, Decision, PolicyClient, StateFollower, Subject
 from meshauth.config import Settings
 from meshauth.routes import RouteTable, load_routes
 
@@ -69,11 +69,6 @@ def policy_client(settings: Settings, redis: Redis | None) -> PolicyClient:
         token=settings.gate_decision_token,
         timeout=settings.policy_check_deadline,
         redis=redis if settings.policy_l2_enabled else None,
-        # While a batch is out, further checks wait up to 5 ms (not 2) before a second batch goes:
-        # only a saturated core makes a call last that long, and then bigger batches are what frees
-        # it (cold load, same run: gate CPU per request -13..-19 %, docs/performance.md run 6). With
-        # nothing in flight a check still goes out at once, so unloaded latency does not change.
-        batching=BatchConfig(max_wait=0.005),
     )
 
 
