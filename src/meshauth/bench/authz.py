@@ -8,6 +8,11 @@ first) and **cold** (every request a path never asked before: an L1 and L2 miss 
 policy service, batched with whatever else is in flight), and cold again with L2 off
 (``MESHAUTH_POLICY_L2_ENABLED=false``) to show what the Redis level costs when it cannot help. The
 policy allows every request, so every answer must be a 200: any other status counts as an error.
+
+Last, a separately labelled **split placement** (``authz_cold_split``): the same cold load with the
+policy service and Valkey moved to core 1 (beside wrk), the gate alone on core 0 — closer to the
+Phase 2 topology, where the gate, the policy service and Redis are separate pods. The issue's
+placement (everything on core 0) stays the reference row; this one is in addition to it.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from meshauth.bench.auth import CLIENT_ID, SECRET, _create_client, _post_form
-from meshauth.bench.loadgen import SERVER_CORE, idle_poll, paced
-from meshauth.bench.processes import free_port, running, service_env
+from meshauth.bench.client_setup import tree_cpu
+from meshauth.bench.loadgen import CLIENT_CORE, SERVER_CORE, idle_poll, paced
+from meshauth.bench.processes import free_port, process_tree, running, service_env
 from meshauth.bench.results import paced_main
 from meshauth.config import Settings
 from meshauth.db import migrate
@@ -58,15 +64,37 @@ def _client_metrics(base: str) -> dict[str, float]:
     return out
 
 
-def _runs(url: str, *, rate: int, seconds: int, connections: int, headers: dict[str, str], distinct: bool) -> Any:
+def _pin(pids: list[int], core: str) -> None:
+    """Move processes (all their threads) to ``core``."""
+    for pid in pids:
+        subprocess.run(["taskset", "-acp", core, str(pid)], check=False, capture_output=True)
+
+
+def _runs(
+    url: str,
+    *,
+    rate: int,
+    seconds: int,
+    connections: int,
+    headers: dict[str, str],
+    distinct: bool,
+    procs: dict[str, int],
+) -> Any:
+    """Each mode's latency, and the CPU each of ``procs`` (name → pid, with its children) spent per
+    request answered — the per-request cost that decides what one shared core sustains."""
     out = {}
     for mode in MODES:
         prefix = f"/ext_authz/documents/c{secrets.token_hex(4)}-" if distinct else None
+        before = {name: tree_cpu(pid) for name, pid in procs.items()}
         with idle_poll(mode == "idle_poll"):
             latency = paced(
                 url, rate=rate, connections=connections, seconds=seconds, headers=headers, distinct_prefix=prefix
             )
         out[mode] = asdict(latency)
+        served = max(1, latency.requests)
+        out[mode]["cpu_us_per_request"] = {
+            name: round(1e6 * (tree_cpu(pid) - before[name]) / served, 1) for name, pid in procs.items()
+        }
     return out
 
 
@@ -104,49 +132,71 @@ def run(*, rate: int = 3000, seconds: int = 10, connections: int = 30) -> dict[s
             f" host='127.0.0.1', port={floor_port}, interface='asgi')"
         )
         floor_url = f"http://127.0.0.1:{floor_port}/"
-        with running(["-c", floor_cmd], env, floor_url):
-            results["floor"] = _runs(floor_url, headers={}, distinct=False, **runs)
+        with running(["-c", floor_cmd], env, floor_url) as floor:
+            results["floor"] = _runs(floor_url, headers={}, distinct=False, procs={"floor": floor.pid}, **runs)
 
         serve_policy = ["-m", "meshauth", "serve", "policy", "--no-migrate"]
         serve_auth = ["-m", "meshauth", "serve", "auth", "--no-migrate"]
-        with running(serve_policy, env, f"{policy_url}/healthz"):
+        with running(serve_policy, env, f"{policy_url}/healthz") as policy:
             _push_policy(policy_url)
-            with running(serve_auth, env, f"{base}/healthz"):
+            with running(serve_auth, env, f"{base}/healthz") as gate:
+                procs = {"gate": gate.pid, "policy": policy.pid, "valkey": valkey.pid}
                 _create_client(base)
                 token = _post_form(f"{base}/oauth2/token", {"grant_type": "client_credentials"}, (CLIENT_ID, SECRET))
                 headers = {"authorization": f"Bearer {token['access_token']}"}
                 urllib.request.urlopen(urllib.request.Request(hot, headers=headers), timeout=5).close()  # noqa: S310
-                results["authn"] = _runs(hot, headers=headers, distinct=False, **runs)
-            with running(serve_auth, authz_env, f"{base}/healthz"):
+                results["authn"] = _runs(hot, headers=headers, distinct=False, procs=procs, **runs)
+            with running(serve_auth, authz_env, f"{base}/healthz") as gate:
+                procs = {**procs, "gate": gate.pid}
                 urllib.request.urlopen(urllib.request.Request(hot, headers=headers), timeout=5).close()  # noqa: S310
-                results["authz_warm"] = _runs(hot, headers=headers, distinct=False, **runs)
+                results["authz_warm"] = _runs(hot, headers=headers, distinct=False, procs=procs, **runs)
                 before = _client_metrics(base)
-                results["authz_cold"] = _runs(base + "/", headers=headers, distinct=True, **runs)
+                results["authz_cold"] = _runs(base + "/", headers=headers, distinct=True, procs=procs, **runs)
                 after = _client_metrics(base)
                 results["cold_client_metrics"] = {k: after[k] - before.get(k, 0.0) for k in after}
                 # Where cold checks fit on the shared core: the same load at a third of the rate.
                 third = {**runs, "rate": rate // 3, "connections": max(1, connections // 3)}
-                results["authz_cold_third"] = _runs(base + "/", headers=headers, distinct=True, **third)
+                results["authz_cold_third"] = _runs(base + "/", headers=headers, distinct=True, procs=procs, **third)
             # What L2 costs when it cannot help: the same cold load with the Redis level off.
-            with running(serve_auth, {**authz_env, "MESHAUTH_POLICY_L2_ENABLED": "false"}, f"{base}/healthz"):
-                results["authz_cold_no_l2"] = _runs(base + "/", headers=headers, distinct=True, **runs)
+            no_l2 = {**authz_env, "MESHAUTH_POLICY_L2_ENABLED": "false"}
+            with running(serve_auth, no_l2, f"{base}/healthz") as gate:
+                procs = {**procs, "gate": gate.pid}
+                results["authz_cold_no_l2"] = _runs(base + "/", headers=headers, distinct=True, procs=procs, **runs)
+            # Split placement (a separate row, not a replacement): policy service and Valkey on core 1.
+            moved = [*process_tree(policy.pid), valkey.pid]
+            _pin(moved, CLIENT_CORE)
+            try:
+                with running(serve_auth, authz_env, f"{base}/healthz") as gate:
+                    procs = {**procs, "gate": gate.pid}
+                    urllib.request.urlopen(urllib.request.Request(hot, headers=headers), timeout=5).close()  # noqa: S310
+                    split = _runs(base + "/", headers=headers, distinct=True, procs=procs, **runs)
+                    results["authz_cold_split"] = split
+            finally:
+                _pin(moved, SERVER_CORE)
     return results
+
+
+CASES = ("floor", "authn", "authz_warm", "authz_cold", "authz_cold_no_l2", "authz_cold_third", "authz_cold_split")
 
 
 def report(r: dict[str, Any]) -> str:
     rows = [
         f"Offered {r['rate']} req/s for {r['seconds']} s from {r['connections']} paced wrk connections;"
-        " auth service, policy service and Valkey on core 0, wrk on core 1.",
+        " auth service, policy service and Valkey on core 0, wrk on core 1 (authz_cold_split: policy"
+        " service and Valkey on core 1 beside wrk, the auth service alone on core 0).",
         "",
-        "| case | cores | achieved req/s | p50 ms | p95 ms | p99 ms | errors |",
-        "|---|---|---|---|---|---|---|",
+        "| case | cores | achieved req/s | p50 ms | p95 ms | p99 ms | errors | CPU µs per request |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for case in ("floor", "authn", "authz_warm", "authz_cold", "authz_cold_no_l2", "authz_cold_third"):
+    for case in CASES:
+        if case not in r:
+            continue
         for mode in MODES:
             x = r[case][mode]
+            cpu = ", ".join(f"{name} {us:.0f}" for name, us in x.get("cpu_us_per_request", {}).items())
             rows.append(
                 f"| {case} | {mode} | {x['rate']:.0f} | {x['p50_ms']:.2f} | {x['p95_ms']:.2f} | {x['p99_ms']:.2f}"
-                f" | {x['non_2xx']} |"
+                f" | {x['non_2xx']} | {cpu} |"
             )
     rows.append("")
     for mode in MODES:

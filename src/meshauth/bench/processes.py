@@ -52,19 +52,19 @@ def service_env(var_dir: Path, redis_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def _tree(pid: int) -> list[int]:
+def process_tree(pid: int) -> list[int]:
     """``pid`` and its descendants (granian serves from a worker process under the one started)."""
     out = [pid]
     for task in Path(f"/proc/{pid}/task").iterdir():
         for child in (task / "children").read_text().split():
-            out += _tree(int(child))
+            out += process_tree(int(child))
     return out
 
 
 def rss_mb(pid: int) -> float:
     """Resident memory of the server: the started process and its workers."""
     total = 0
-    for p in _tree(pid):
+    for p in process_tree(pid):
         m = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{p}/status").read_text())
         total += int(m.group(1)) if m else 0
     return total / 1024

@@ -114,12 +114,12 @@ class PolicyClient:
             if cache and redis is not None
             else None
         )
-        self._stored = DecisionStore(l1, l2, cache) if cache else None
+        self._stored = stored = DecisionStore(l1, l2, cache) if cache else None
         self._l1 = l1
         self._warmer: Warmer | None = None
-        if warming is not None and cache is not None and l1 is not None:
+        if warming is not None and cache is not None and l1 is not None and stored is not None:
             batch = batching.max_batch if batching else BatchConfig().max_batch
-            self._warmer = Warmer(store, warming, cache, l1, l2, redis, self._caller.flush, self._put, batch)
+            self._warmer = Warmer(store, warming, cache, l1, l2, redis, self._caller.flush, stored.put, batch)
         self._hot = self._warmer.hot if self._warmer is not None else None
         self._tracker = StateTracker(store, self._warmer)
         BREAKER_STATE.labels(store).set(0)
@@ -178,8 +178,26 @@ class PolicyClient:
         within ``timeout`` seconds (default: the client's): on any failure, a deny."""
         if not isinstance(consistency, Consistency):
             raise TypeError("consistency must be MINIMIZE_LATENCY, FULLY_CONSISTENT or at_least(state)")
-        pending = checked(subject, action, resource, context, timeout, self._timeout)
-        d = await self._decide(pending, consistency)
+        p = checked(subject, action, resource, context, timeout, self._timeout)
+        floor = self._tracker.seen  # L1 is looked up inline (no coroutine): most checks of a warm gate end there
+        if consistency.state is not None:
+            floor = consistency.state.join(floor)
+        rkey = b""
+        if self._cache is not None or self._sf is not None:
+            rkey = request_key(self.store, p.subject, p.action, p.resource, p.context)
+        if self._hot is not None:
+            self._hot.seen(rkey)
+        ck: L1Key | None = None
+        if self._cache is not None and floor is not None and consistency.mode != "fully_consistent":
+            ck = (floor.revision, floor.entities_version, rkey)
+            if self._l1 is not None:
+                hit = self._l1.get(ck)
+                if hit is not None:
+                    CACHE.add("l1", "hit")
+                    CHECKS.add(outcome(hit), hit.source)
+                    return hit
+                CACHE.add("l1", "miss")
+        d = await self._miss(p, consistency, floor, rkey, ck)
         CHECKS.add(outcome(d), d.source)
         return d
 
@@ -216,24 +234,9 @@ class PolicyClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def _decide(self, p: Pending, consistency: Consistency) -> Decision:
-        floor = self._tracker.seen
-        if consistency.state is not None:
-            floor = consistency.state.join(floor)
-        rkey = b""
-        if self._cache is not None or self._sf is not None:
-            rkey = request_key(self.store, p.subject, p.action, p.resource, p.context)
-        if self._hot is not None:
-            self._hot.seen(rkey)
-        ck: L1Key | None = None
-        if self._cache is not None and floor is not None and consistency.mode != "fully_consistent":
-            ck = (floor.revision, floor.entities_version, rkey)
-            if self._l1 is not None:
-                hit = self._l1.get(ck)
-                if hit is not None:
-                    CACHE.add("l1", "hit")
-                    return hit
-                CACHE.add("l1", "miss")
+    async def _miss(
+        self, p: Pending, consistency: Consistency, floor: State | None, rkey: bytes, ck: L1Key | None
+    ) -> Decision:
         breaker = self._caller.breaker
         if breaker is not None and breaker.rejecting():
             return self._fallback(ck, "circuit breaker open")
@@ -282,12 +285,9 @@ class PolicyClient:
         return await (self._stored.through_l2(items, self._caller.flush) if self._stored else self._caller.flush(items))
 
     def _keep(self, rkey: bytes, d: Decision, state: State) -> None:
-        self._put(rkey, d, state)
-        self._tracker.learn(state)
-
-    def _put(self, rkey: bytes, d: Decision, state: State) -> None:
         if self._stored is not None:
             self._stored.put(rkey, d, state)
+        self._tracker.learn(state)
 
     def _fallback(self, ck: L1Key | None, detail: str) -> Decision:
         if self._stored is not None:

@@ -4,10 +4,14 @@ when the service cannot answer.
 An answer is kept under the state it stands for, in L1 at once and in L2 by a background write (a
 check never waits for Redis to store). L2 works per batch, never per check: the L2 misses of a batch
 are looked up with one ``MGET`` (:meth:`DecisionStore.from_l2`, called by the batcher's flush), and
-fills are buffered and written with one pipelined round trip per loop turn (at most ``WRITE_BUFFER``
-waiting, the rest dropped: a write is an optimisation and must not queue without bound while Redis is
-slow). Per check, a ``GET`` and a ``SET`` cost ~180 µs of CPU in redis-py — more than the rest of a
-cold check (docs/performance.md, "Authz mode"). Allows live ``ttl``, denies ``deny_ttl``. The fallback is a
+fills are buffered and written with one round trip (one ``EVALSHA``) at most every ``WRITE_DELAY``
+seconds (at most ``WRITE_BUFFER`` waiting, the rest dropped: a write is an optimisation and must not
+queue without bound while Redis is slow). Per check, a ``GET`` and a ``SET`` cost ~180 µs of CPU in
+redis-py — more than the rest of a cold check (docs/performance.md, "Authz mode"); a write per loop
+turn was still one round trip per batch of ~4 cold checks, ~100 µs of the gate's CPU on the core it
+shares with Valkey and the policy service, so fills now wait up to ``WRITE_DELAY`` and go out
+together (another replica may miss them in L2 for those few ms and ask the service, which answers
+the same). Allows live ``ttl``, denies ``deny_ttl``. The fallback is a
 cached decision expired less than ``stale_if_error`` ago, for exactly that question at that state
 (default off), else a deny with reason ``policy_unavailable`` — never an allow.
 """
@@ -26,10 +30,11 @@ from meshauth.client._metrics import CACHE, FALLBACKS
 from meshauth.client._models import Decision, State, unavailable
 from meshauth.client._request import Pending
 
-__all__ = ["WRITE_BUFFER", "DecisionStore"]
+__all__ = ["WRITE_BUFFER", "WRITE_DELAY", "DecisionStore"]
 
 _STALE_SOURCE = "stale"
 WRITE_BUFFER = 4096  # L2 fills waiting for the write in flight; beyond it they are dropped
+WRITE_DELAY = 0.005  # seconds a fill may wait for others to share its round trip
 
 
 class DecisionStore:
@@ -39,7 +44,7 @@ class DecisionStore:
         self._cfg = config
         self._writes: list[tuple[L1Key, Decision, float]] = []
         self._writer: asyncio.Task[None] | None = None  # at most one write in flight
-        self._write_soon: asyncio.Handle | None = None
+        self._write_soon: asyncio.TimerHandle | None = None
 
     @property
     def l2(self) -> DecisionL2 | None:
@@ -88,8 +93,8 @@ class DecisionStore:
                 return
             self._writes.append((key, d, ttl))
             if self._writer is None and self._write_soon is None:
-                # Next loop turn: every answer of the batch being delivered now joins this write.
-                self._write_soon = asyncio.get_running_loop().call_soon(self._write)
+                # Every answer delivered within WRITE_DELAY (several batches under load) joins this write.
+                self._write_soon = asyncio.get_running_loop().call_later(WRITE_DELAY, self._write)
 
     def _write(self) -> None:
         self._write_soon = None
@@ -101,8 +106,8 @@ class DecisionStore:
 
     def _written(self, _task: asyncio.Task[None]) -> None:
         self._writer = None
-        if self._writes:  # what queued while that write was out goes next, as one write
-            self._write()
+        if self._writes and self._write_soon is None:  # what queued meanwhile goes next, as one write
+            self._write_soon = asyncio.get_running_loop().call_later(WRITE_DELAY, self._write)
 
     def fallback(self, key: L1Key | None, detail: str) -> Decision:
         if key is not None and self._l1 is not None and self._cfg.stale_if_error > 0:
