@@ -23,7 +23,7 @@ from typing import Any, cast
 
 from meshauth.bench.auth import CLIENT_ID, SECRET, _create_client, _post_form
 from meshauth.bench.loadgen import CLIENT_CORE, idle_poll, paced
-from meshauth.bench.processes import _tree, free_port, running, service_env
+from meshauth.bench.processes import free_port, process_tree, running, service_env
 from meshauth.config import Settings
 from meshauth.db import migrate
 
@@ -66,7 +66,7 @@ def run(*, rate: int = 3000, seconds: int = 10, connections: int = 30, rounds: i
                         headers = {"authorization": f"Bearer {token}"}
                     req = urllib.request.Request(gate, headers=headers)  # noqa: S310 - loopback
                     urllib.request.urlopen(req, timeout=5).close()  # noqa: S310
-                    served = _tree(proc.pid)
+                    served = process_tree(proc.pid)
                     before = [cpu_seconds(pid) for pid in (*served, valkey.pid)]
                     with idle_poll():
                         result = paced(gate, rate=rate, connections=connections, seconds=seconds, headers=headers)

@@ -23,7 +23,7 @@ from meshauth.bench import policy_workload as workload
 from meshauth.bench.audit_gate import cpu_seconds
 from meshauth.bench.loadgen import CLIENT_CORE, idle_poll
 from meshauth.bench.policy_harness import LUA, SERVERS, admin, driver, wrk
-from meshauth.bench.processes import _tree, free_port, running
+from meshauth.bench.processes import free_port, process_tree, running
 
 MODES = {"on": "true", "off": "false"}
 
@@ -54,7 +54,7 @@ def run(*, seconds: int, rate: int, rounds: int = 4) -> dict[str, Any]:
             for mode, enabled in MODES.items():
                 with running(SERVERS["rsgi"], {**env, "MESHAUTH_AUDIT_ENABLED": enabled}, base + "/healthz") as proc:
                     wrk(base, singles, "/access/v1/evaluation", script, seconds=3, connections=16)  # warm-up
-                    served = _tree(proc.pid)
+                    served = process_tree(proc.pid)
                     before = [cpu_seconds(pid) for pid in (*served, valkey.pid)]
                     with idle_poll():
                         result = driver(base + "/access/v1/evaluation", singles, rate=rate, seconds=seconds)
