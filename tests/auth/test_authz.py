@@ -214,3 +214,24 @@ async def test_l2_on_the_service_redis_can_be_switched_off(
         await h.app.authorizer.client.aclose()  # type: ignore[union-attr]  # waits for the background L2 write
         keys = [k async for k in redis.scan_iter(match=b"meshauth:decision:*")]
         assert bool(keys) is l2
+
+
+async def test_cache_lifetimes_come_from_the_settings(
+    sqlite_url: str, valkey_url: str, redis: Redis, tmp_path: Path, policy_url: str
+) -> None:
+    """MESHAUTH_POLICY_CACHE_TTL reaches the gate's cache: an allow lives that long in L2 (and L1)."""
+    settings = authz_settings(sqlite_url, valkey_url, tmp_path, policy_url, policy_cache_ttl=120.0)
+    async for h in start_harness(settings):
+        await h.add_client()
+        token = (await h.token(scope="read"))["access_token"]
+        r = await h.http.get("/ext_authz/documents/ttl-probe", headers={"authorization": f"Bearer {token}"})
+        assert r.status_code == 200
+        await h.app.authorizer.client.aclose()  # type: ignore[union-attr]  # waits for the background L2 write
+        ttls = [await redis.pttl(k) async for k in redis.scan_iter(match=b"meshauth:decision:*")]
+        assert ttls and all(60_000 < ttl <= 120_000 for ttl in ttls), ttls
+
+
+def test_cache_lifetimes_are_bounded(sqlite_url: str, valkey_url: str, tmp_path: Path) -> None:
+    for bad in ({"policy_cache_ttl": 0}, {"policy_cache_deny_ttl": -1}, {"policy_cache_l1_size": 0}):
+        with pytest.raises(ValueError, match="greater than"):
+            make_settings(sqlite_url, valkey_url, tmp_path, **bad)

@@ -77,7 +77,12 @@ def policy_client(settings: Settings, redis: RedisConn | None) -> PolicyClient:
         timeout=settings.policy_check_deadline,
         redis=redis if settings.policy_l2_enabled else None,
         # Under the service's prefix: one hash tag for every meshauth key on a Redis Cluster.
-        cache=CacheConfig(l2_prefix=f"{settings.redis_prefix}decision:"),
+        cache=CacheConfig(
+            l1_size=settings.policy_cache_l1_size,
+            ttl=settings.policy_cache_ttl,
+            deny_ttl=settings.policy_cache_deny_ttl,
+            l2_prefix=f"{settings.redis_prefix}decision:",
+        ),
         warming=WarmConfig(state_prefix=settings.redis_prefix),
     )
 
