@@ -84,8 +84,8 @@ class Tracer:
 
     def client(
         self, contexts: Sequence[trace.RequestContext | None], name: str, attributes: Mapping[str, Any]
-    ) -> tuple[Any, dict[str, str]]:
-        """A CLIENT span for one call carrying checks of ``contexts``' requests, and its headers."""
+    ) -> tuple[dict[str, str], Any]:
+        """The headers of one call carrying checks of ``contexts``' requests, and its CLIENT span."""
         first = next((c for c in contexts if c is not None), None)
         links = []
         seen = set()
@@ -103,7 +103,7 @@ class Tracer:
         headers = {trace.TRACEPARENT_HEADER: trace.format_traceparent(self._ours(span))}
         if first is not None:
             headers[trace.REQUEST_ID_HEADER] = first.request_id
-        return span, headers
+        return headers, span
 
     def _span_context(self, context: trace.RequestContext) -> Any:
         if context.otel_span is not None:
