@@ -4,6 +4,7 @@ recorded by the SDK's in-memory exporter behind the same ``BatchSpanProcessor`` 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 from collections.abc import Iterator
 from typing import Any
 
@@ -54,7 +55,7 @@ def test_export_is_on_only_when_an_otlp_endpoint_is_set() -> None:
 
 def test_a_missing_extra_stops_serve_with_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
     """Export asked for but the SDK absent: one RuntimeError naming the extra; not asked: nothing checked."""
-    monkeypatch.setattr(otel.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(RuntimeError, match=r"meshauth\[otel\]"):
         otel.require({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"})
     otel.require({})
