@@ -83,6 +83,7 @@ def sink() -> Iterator[tuple[Sink, str]]:
 
 def _tree_at(rev: str, into: Path) -> Path:
     """``src/`` of commit ``rev`` (``git archive``), to serve the services as they were."""
+    into.mkdir(parents=True, exist_ok=True)
     archive = into / "src.tar"
     with archive.open("wb") as out:
         subprocess.run(["git", "archive", rev, "src"], stdout=out, check=True)

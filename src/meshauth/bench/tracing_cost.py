@@ -63,7 +63,8 @@ def _child(src: Path, export: bool) -> float:
     env = {k: v for k, v in env.items() if not k.startswith("OTEL_")}
     code = f"from meshauth.bench.tracing_cost import _measure; print(_measure({export}))"
     if not (src / "meshauth" / "bench" / "tracing_cost.py").exists():  # an older tree: this module's copy
-        code = Path(__file__).read_text() + f"\nprint(_measure({export}))"
+        module = Path(__file__).read_text().replace('if __name__ == "__main__":', "if False:")
+        code = module + f"\nprint(_measure({export}))"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
