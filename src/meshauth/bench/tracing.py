@@ -21,6 +21,8 @@ import subprocess
 import tarfile
 import tempfile
 import threading
+import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -92,6 +94,19 @@ def _tree_at(rev: str, into: Path) -> Path:
     return into / "src"
 
 
+def _until_allowed(url: str, headers: dict[str, str]) -> None:
+    """The first allow (the gate answers 503 until its revocation list and policy client are up)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5).close()  # noqa: S310
+            return
+        except urllib.error.HTTPError as exc:
+            if exc.code != 503 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def _variant(
     name: str, env: dict[str, str], urls: dict[str, str], args: argparse.Namespace, exported: Sink
 ) -> dict[str, Any]:
@@ -104,7 +119,7 @@ def _variant(
         token = _post_form(f"{base}/oauth2/token", {"grant_type": "client_credentials"}, (CLIENT_ID, SECRET))
         headers = {"authorization": f"Bearer {token['access_token']}", "traceparent": TRACEPARENT}
         hot = f"{base}/ext_authz/documents/hot"
-        urllib.request.urlopen(urllib.request.Request(hot, headers=headers), timeout=5).close()  # noqa: S310
+        _until_allowed(hot, headers)
         common = {"connections": args.connections, "seconds": args.seconds, "headers": headers}
         out["warm"] = asdict(paced(hot, rate=args.rate, **common))
         prefix = f"/ext_authz/documents/{name}-{os.urandom(4).hex()}-"
