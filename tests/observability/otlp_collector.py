@@ -56,7 +56,7 @@ class Collector:
                             )
                         )
 
-    def wait_for(self, found: Callable[[list[Received]], bool], timeout: float = 15) -> list[Received]:
+    def wait_for(self, found: Callable[[list[Received]], bool], timeout: float = 60) -> list[Received]:
         deadline = time.monotonic() + timeout
         while True:
             with self.lock:

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
+import pytest
 from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
 
 from tests.auth.authz_processes import POLICIES, client_token, served_gate
@@ -21,6 +22,8 @@ from tests.observability.otlp_collector import Collector, Received, collector
 from tests.served import ADMIN, Served, call, serve
 
 PARENT = "00f067aa0ba902b7"
+# Two services started, an OAuth client made, four checks: ~40 s here, minutes on a loaded machine.
+pytestmark = pytest.mark.timeout(300)
 
 
 def new_trace() -> str:
@@ -100,7 +103,10 @@ def test_a_check_is_one_trace_from_the_gate_to_the_policy_service(tmp_path: Path
         otel_env = {"OTEL_EXPORTER_OTLP_ENDPOINT": c.url, "OTEL_BSP_SCHEDULE_DELAY": "100"}
         with (
             policy_service(tmp_path / "pdp", valkey_url, **otel_env) as pdp,
-            served_gate(tmp_path / "gate", valkey_url, pdp.url, **otel_env) as gate,
+            # A generous check deadline: on a loaded machine a first policy call must not turn into a 503.
+            served_gate(
+                tmp_path / "gate", valkey_url, pdp.url, MESHAUTH_POLICY_CHECK_DEADLINE="10", **otel_env
+            ) as gate,
         ):
             token = client_token(gate)
             over_http, over_grpc, authorize = new_trace(), new_trace(), new_trace()
