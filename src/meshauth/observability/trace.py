@@ -160,13 +160,17 @@ class RequestContext:
 current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar("meshauth_request", default=None)
 
 
+_ENCODED = {REQUEST_ID_HEADER: REQUEST_ID_HEADER.encode(), TRACEPARENT_HEADER: TRACEPARENT_HEADER.encode()}
+
+
 def asgi_values(headers: Sequence[tuple[bytes, bytes]]) -> HeaderValues:
-    """A header reader over an ASGI scope's raw headers (names compared case-insensitively; values
-    read as Latin-1, so bytes that are not UTF-8 come through as characters no id accepts)."""
+    """A header reader over an ASGI scope's raw headers (names are lower-case: the ASGI spec; values
+    read as Latin-1, so bytes that are not UTF-8 come through as characters no id accepts). Every
+    response asks for ``x-request-id``: one comparison per header line, no per-line lower-casing."""
 
     def values(name: str) -> list[str]:
-        wanted = name.encode()
-        return [value.decode("latin-1") for key, value in headers if key.lower() == wanted]
+        wanted = _ENCODED.get(name) or name.encode()
+        return [value.decode("latin-1") for key, value in headers if key == wanted]
 
     return values
 
