@@ -18,11 +18,8 @@ from __future__ import annotations
 import contextvars
 import random
 import re
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
-
-if TYPE_CHECKING:
-    from meshauth.observability.otel import Tracer
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
 
 __all__ = [
     "REQUEST_ID_HEADER",
@@ -54,6 +51,23 @@ _ZERO_SPAN = "0" * 16
 
 # A header's values, one per header line (none: an empty list).
 HeaderValues = Callable[[str], list[str]]
+
+
+class Tracer(Protocol):
+    """What ``otel.Tracer`` offers (spans are the SDK's, ``Any`` here: no OpenTelemetry type leaks)."""
+
+    provider: Any
+
+    def server(self, context: RequestContext, name: str, attributes: Mapping[str, Any]) -> Any: ...
+
+    def client(
+        self, contexts: Sequence[RequestContext | None], name: str, attributes: Mapping[str, Any]
+    ) -> tuple[dict[str, str], Any]: ...
+
+    def internal(self, context: RequestContext | None, name: str, attributes: Mapping[str, Any]) -> Any: ...
+
+    def end(self, span: Any, error: str | None = None, attributes: Mapping[str, Any] | None = None) -> None: ...
+
 
 # Set by ``otel.configure`` in a worker that exports spans; None: no spans, no OpenTelemetry import.
 tracer: Tracer | None = None
