@@ -68,7 +68,7 @@ from granian.server import Server
 from meshauth import http
 from meshauth.config import Settings
 from meshauth.config_load import load_settings
-from meshauth.observability import logs, multiprocess
+from meshauth.observability import logs, multiprocess, otel
 from meshauth.observability.metrics import enter_worker
 from meshauth.observability.requests import Instrumented
 
@@ -155,6 +155,7 @@ def serve(
 ) -> None:
     """Serve ``module:function`` (an app factory) until interrupted. Blocks."""
     settings = settings or load_settings()
+    otel.require()
     permits = admitted_connections(settings)
     os.environ[_FACTORY_ENV] = factory
     # Before the workers start: they inherit the directory and write their metrics there
@@ -196,8 +197,16 @@ def worker_app() -> Any:
     http.configure(load_settings())
     atexit.register(multiprocess.mark_self_dead)
     module, _, name = os.environ[_FACTORY_ENV].partition(":")
+    # After the fork: the SDK's export thread must be this worker's own.
+    otel.configure(_service_name(module))
     app = getattr(importlib.import_module(module), name)()
     return Instrumented(app, prefixes=tuple(getattr(app, "route_prefixes", ())))
+
+
+def _service_name(module: str) -> str:
+    """``meshauth.auth.app`` → ``meshauth-auth`` (OpenTelemetry's ``service.name`` by default)."""
+    parts = module.split(".")
+    return "-".join(parts[:2]) if len(parts) > 1 else module
 
 
 def serve_asgi(factory: str, *, host: str, port: int, workers: int = 1) -> None:

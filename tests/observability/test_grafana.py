@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from prometheus_client import REGISTRY
 
 import meshauth.auth.app
@@ -75,6 +77,8 @@ def served_names(tmp_path_factory: pytest.TempPathFactory, valkey_url: str) -> s
         serve("policy", "rsgi", tmp_path_factory.mktemp("policy"), valkey_url) as policy,
     ):
         call("GET", auth.url + "/ext_authz/x")
+        with grpc.insecure_channel(f"127.0.0.1:{auth.grpc_port}") as channel:
+            external_auth_pb2_grpc.AuthorizationStub(channel).Check(external_auth_pb2.CheckRequest(), timeout=10)
         body = b'{"subject":{"type":"U","id":"u"},"action":{"name":"v"},"resource":{"type":"D","id":"d"}}'
         call("POST", policy.url + "/access/v1/evaluation", body=body)
         # The audit events of those calls reach Redis a few milliseconds later (the producer's buffer).
@@ -114,6 +118,7 @@ def test_service_metrics_the_dashboard_queries_are_on_live_metrics(served_names:
     rarely_seen = {
         "meshauth_policy_index_cache_total",
         "meshauth_policy_entity_queries_total",
+        "meshauth_policy_entity_cache_total",  # stored entities looked up (none in a fresh store)
         "meshauth_bus_spooled_total",  # Redis unreachable
         "meshauth_bus_dropped_total",  # buffer and spool full, or an oversized event
     }

@@ -37,3 +37,18 @@ def test_eviction_keeps_the_per_store_index_consistent() -> None:
     cache.clear_store("a")
     assert len(cache) == 1
     assert cache.get_many("b", [("User", "3")])[1] == []
+
+
+def test_lookups_are_counted_as_hits_and_misses_per_uid() -> None:
+    """``meshauth_policy_entity_cache_total{outcome}``: one count per uid looked up (a known-absent
+    entity is a hit too); a switched-off cache counts nothing."""
+    from meshauth.policy.metrics import ENTITY_CACHE
+
+    before = {o: ENTITY_CACHE.counts[(o,)] for o in ("hit", "miss")}
+    cache = EntityCache(max_entries=10)
+    cache.put_many("s", {("U", "1"): None})
+    cache.get_many("s", [("U", "1"), ("U", "2"), ("U", "3")])
+    assert ENTITY_CACHE.counts[("hit",)] - before["hit"] == 1
+    assert ENTITY_CACHE.counts[("miss",)] - before["miss"] == 2
+    EntityCache(max_entries=10, enabled=False).get_many("s", [("U", "1")])
+    assert ENTITY_CACHE.counts[("miss",)] - before["miss"] == 2

@@ -14,6 +14,7 @@ decoding) are matched against the route table; a deny is ``DeniedHttpResponse`` 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -23,11 +24,14 @@ from google.rpc import code_pb2, status_pb2
 
 from meshauth.auth.authz import Authorizer
 from meshauth.auth.gate import Gate, join_cookies
-from meshauth.auth.metrics import count_gate_decision
+from meshauth.auth.metrics import GRPC_REQUEST_SECONDS, count_gate_decision
 from meshauth.config import Settings
 from meshauth.granian_server import grpc_connection_cap
+from meshauth.observability import trace
 
 MAX_MESSAGE_BYTES = 1 << 20
+CHECK_METHOD = "/envoy.service.auth.v3.Authorization/Check"
+_CLASSES = {2: "2xx", 4: "4xx", 5: "5xx"}
 
 
 def _header(name: str, value: str) -> base_pb2.HeaderValueOption:
@@ -58,6 +62,29 @@ def _credentials(http: attribute_context_pb2.AttributeContext.HttpRequest) -> tu
     return authorizations, join_cookies(cookies)
 
 
+def _header_values(http: attribute_context_pb2.AttributeContext.HttpRequest) -> trace.HeaderValues:
+    """The checked request's header lines of a name (its request context reads ``x-request-id`` and
+    ``traceparent``). The ``headers`` map has duplicates joined with "," already, which no id accepts;
+    Envoy's own request id (``http.id``) stands in for a missing ``x-request-id``."""
+
+    def values(name: str) -> list[str]:
+        lines = http.header_map.headers
+        if lines:
+            found = [
+                line.raw_value.decode("latin-1") if line.raw_value else line.value
+                for line in lines
+                if line.key.lower() == name
+            ]
+        else:
+            value = http.headers.get(name)
+            found = [] if value is None else [value]
+        if not found and name == trace.REQUEST_ID_HEADER and http.id:
+            found = [http.id]
+        return found
+
+    return values
+
+
 class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
     def __init__(self, gate: Gate, authorizer: Authorizer | None = None) -> None:
         self._gate = gate
@@ -66,6 +93,27 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
     async def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
+        timer = time.perf_counter()
+        http = request.attributes.request.http
+        ctx = trace.RequestContext(_header_values(http))
+        span = trace.tracer.server(ctx, "Check", {"rpc.method": CHECK_METHOD}) if trace.tracer is not None else None
+        token = trace.current.set(ctx)
+        status = 500
+        try:
+            response = await self._check(request)
+            status = response.denied_response.status.code if response.HasField("denied_response") else 200
+            return response
+        finally:
+            trace.current.reset(token)
+            GRPC_REQUEST_SECONDS.observe(
+                time.perf_counter() - timer, CHECK_METHOD, _CLASSES.get(status // 100, "other")
+            )
+            if span is not None and trace.tracer is not None:
+                trace.tracer.end(
+                    span, None if status < 500 else f"HTTP {status}", {"http.response.status_code": status}
+                )
+
+    async def _check(self, request: external_auth_pb2.CheckRequest) -> external_auth_pb2.CheckResponse:
         started = asyncio.get_running_loop().time()
         http = request.attributes.request.http
         authorizations, cookie = _credentials(http)

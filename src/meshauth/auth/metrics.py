@@ -9,12 +9,18 @@ from __future__ import annotations
 
 from prometheus_client import Gauge, Histogram
 
-from meshauth.observability.metrics import IntCounters
+from meshauth.observability.metrics import IntCounters, IntHistogram
 
 GATE_DECISIONS = IntCounters(
     "meshauth_gate_decisions",
     "ext_authz checks answered, by transport, credential kind and outcome.",
     ["transport", "credential", "outcome"],
+)
+# The gRPC port's twin of ``meshauth_http_request_duration_seconds`` (observability.requests).
+GRPC_REQUEST_SECONDS = IntHistogram(
+    "meshauth_grpc_request_duration_seconds",
+    "gRPC calls answered (ext_authz Check), by method and the checked request's status class, in seconds.",
+    ["method", "status"],
 )
 TOKENS_ISSUED = IntCounters("meshauth_tokens_issued", "Access tokens issued, by grant.", ["grant"])
 JWT_CACHE = IntCounters("meshauth_jwt_cache", "JWT validation cache lookups.", ["result"])

@@ -21,6 +21,7 @@ from meshauth.client._models import Decision
 from meshauth.client._request import Pending
 from meshauth.client._retry import RetryBudget
 from meshauth.client._transport import Transport
+from meshauth.observability import trace
 
 __all__ = ["Caller"]
 
@@ -45,23 +46,38 @@ class Caller:
         self._paths = {"evaluation": base + "evaluation", "evaluations": base + "evaluations"}
 
     async def flush(self, items: list[Pending]) -> list[Decision | BaseException]:
-        """The batcher's flush: one call for ``items`` (``evaluation`` for one, else ``evaluations``)."""
-        if len(items) == 1:
-            p = items[0]
-            body = wire.encode(wire.EvaluationRequest(p.subject, wire.Action(p.action), p.resource, p.context))
-            return list(await self.call("evaluation", body, p.deadline, 1))
-        body = wire.encode(
-            wire.EvaluationsRequest(
-                evaluations=[
-                    wire.EvaluationItem(p.subject, wire.Action(p.action), p.resource, p.context) for p in items
-                ]
-            )
-        )
-        return list(await self.call("evaluations", body, max(p.deadline for p in items), len(items)))
+        """The batcher's flush: one call for ``items`` (``evaluation`` for one, else ``evaluations``).
 
-    async def call(self, endpoint: str, body: bytes, deadline: float, count: int) -> list[Decision]:
+        The call carries the trace of its first check's request (``trace.call_started``)."""
+        endpoint = "evaluation" if len(items) == 1 else "evaluations"
+        headers, span = trace.call_started([p.request for p in items], f"policy {endpoint}", len(items))
+        try:
+            if len(items) == 1:
+                p = items[0]
+                body = wire.encode(wire.EvaluationRequest(p.subject, wire.Action(p.action), p.resource, p.context))
+                return list(await self.call(endpoint, body, p.deadline, 1, headers))
+            body = wire.encode(
+                wire.EvaluationsRequest(
+                    evaluations=[
+                        wire.EvaluationItem(p.subject, wire.Action(p.action), p.resource, p.context) for p in items
+                    ]
+                )
+            )
+            return list(await self.call(endpoint, body, max(p.deadline for p in items), len(items), headers))
+        except BaseException as exc:
+            trace.call_ended(span, f"{type(exc).__name__}: {exc}")
+            span = None
+            raise
+        finally:
+            trace.call_ended(span)
+
+    async def call(
+        self, endpoint: str, body: bytes, deadline: float, count: int, extra: Mapping[str, str] | None = None
+    ) -> list[Decision]:
+        """One call (retried within the budget); ``extra``: headers of this call (its trace)."""
         loop = asyncio.get_running_loop()
         path = self._paths[endpoint]
+        headers = {**self._headers, **extra} if extra else self._headers
         breaker, endpoints = self.breaker, self.endpoints
         BATCH_SIZE.observe(count)
         if self._budget is not None:
@@ -83,7 +99,7 @@ class Caller:
             started = time.perf_counter()
             outcome = "error"
             try:
-                resp = await self.transport.post(url + path, body, self._headers, timeout=remaining)
+                resp = await self.transport.post(url + path, body, headers, timeout=remaining)
                 decisions = parse(endpoint, resp, count)
             except Refused as exc:
                 outcome = "refused"

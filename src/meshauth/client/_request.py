@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 
 from meshauth import wire
+from meshauth.observability import trace
 
 __all__ = ["Deadline", "Pending", "checked", "entity", "from_key"]
 
@@ -22,6 +23,8 @@ class Pending(msgspec.Struct, gc=False):
     deadline: float  # event-loop time
     # The L1 key to look up in L2 before asking the service (None: no L2 lookup for this check).
     l2_key: tuple[int, int | None, bytes] | None = None
+    # The request this check is made for (its trace travels with the call that answers it).
+    request: trace.RequestContext | None = None
 
 
 def entity(value: object, cls: type[wire.Subject] | type[wire.Resource], name: str) -> Any:
@@ -66,6 +69,7 @@ def checked(
         entity(resource, wire.Resource, "resource"),
         None if context is None else dict(context),
         asyncio.get_running_loop().time() + budget,
+        request=trace.current.get(),
     )
 
 

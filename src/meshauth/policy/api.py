@@ -21,6 +21,7 @@ from starlette.routing import Route
 from meshauth import wire
 from meshauth.config import Settings
 from meshauth.http import json_response, read_body
+from meshauth.observability import trace
 from meshauth.observability.metrics import metrics_endpoint
 from meshauth.policy.admin import Admin
 from meshauth.policy.admin_routes import AdminRoutes
@@ -72,10 +73,11 @@ class PolicyApi:
         check_store(store)
         state = await self.registry.get(store)
         query = parse_evaluation(body)
-        if self.coalescer is not None:
-            decision = await self.coalescer.decide(state, query, self.registry.snapshot_for(state))
-        else:
-            (decision,) = await self.evaluator.decide(state, [query], self.registry.snapshot_for(state))
+        with trace.span("policy.evaluate", store=store, checks=1):
+            if self.coalescer is not None:
+                decision = await self.coalescer.decide(state, query, self.registry.snapshot_for(state))
+            else:
+                (decision,) = await self.evaluator.decide(state, [query], self.registry.snapshot_for(state))
         DECISIONS.add("evaluation", _outcome(decision))
         self.audit.decisions(store, (query,), (decision,), started)
         return wire.encode(decision)
@@ -85,7 +87,8 @@ class PolicyApi:
         check_store(store)
         state = await self.registry.get(store)
         batch = parse_evaluations(body, self.settings.policy_max_evaluations)
-        decisions = await self.evaluator.decide(state, batch.items, self.registry.snapshot_for(state))
+        with trace.span("policy.evaluate", store=store, checks=len(batch.items)):
+            decisions = await self.evaluator.decide(state, batch.items, self.registry.snapshot_for(state))
         if batch.semantic != "execute_all":
             stop_on = batch.semantic == "permit_on_first_permit"
             for n, d in enumerate(decisions):

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 
 from meshauth.policy.cedar import Uid
 from meshauth.policy.entity_record import EntityRecord
+from meshauth.policy.metrics import ENTITY_CACHE
 
 
 class EntityCache:
@@ -46,6 +47,10 @@ class EntityCache:
                 hits[uid] = data[key]
             else:
                 misses.append(uid)
+        if hits:
+            ENTITY_CACHE.add_many(len(hits), "hit")
+        if misses:
+            ENTITY_CACHE.add_many(len(misses), "miss")
         return hits, misses
 
     def put_many(self, store: str, found: Mapping[Uid, EntityRecord | None]) -> None:

@@ -25,6 +25,11 @@ INDEX_CACHE = IntCounters(
     "Scope-index lookups of a compiled policy subset, by outcome (hit rate: hit / (hit + miss)).",
     ["outcome"],
 )
+ENTITY_CACHE = IntCounters(
+    "meshauth_policy_entity_cache",
+    "Entity cache lookups of stored entities (one per uid), by outcome (hit rate: hit / (hit + miss)).",
+    ["outcome"],
+)
 ENTITY_QUERIES = IntCounters("meshauth_policy_entity_queries", "SQL round trips made by the entity loader.", [])
 DECISION_API_REFUSED = IntCounters(
     "meshauth_policy_decision_api_refused",
