@@ -236,3 +236,37 @@ async def test_what_a_consumer_left_pending_when_it_gave_the_partition_back_move
         await _stop(second)
     for stream in NAMES.all():
         assert (await redis.xpending(stream, "audit"))["pending"] == 0
+
+
+async def test_retries_while_the_database_is_away_are_not_taken_for_crashes(
+    valkey_url: str, producer: Producer, redis: Redis
+) -> None:
+    """A consumer retrying through a database outage (TransientError) re-reads its pending entries many
+    times; when it then gives its partitions back (a rolling restart, a rebalance), those retries must
+    not read as holders that died with the entry: the successor handles every event, dead-letters none."""
+    calls = 0
+
+    async def away(batch: Sequence[Delivery]) -> None:
+        nonlocal calls
+        calls += 1
+        raise TransientError("database away")
+
+    ids = []
+    for i in range(10):
+        event = audit("token.issued", subject=f"s{i % 5}")
+        ids.append(event.id)
+        producer.publish(AUDIT, event)
+    first = await _run(Consumer(valkey_url, AUDIT, "audit", away, FAST, name="first"))
+    await until(lambda: calls >= 4 * FAST.max_attempts * 2, what="the first consumer retried through the outage")
+    await _stop(first)
+    seen: list[str] = []
+
+    async def handler(batch: Sequence[Delivery]) -> None:
+        seen.extend(d.event.id for d in batch)
+
+    second = await _run(Consumer(valkey_url, AUDIT, "audit", handler, FAST, name="second"))
+    try:
+        await until(lambda: set(seen) == set(ids), within=10, what="every event handled by the successor")
+    finally:
+        await _stop(second)
+    assert await redis.xlen(NAMES.dead) == 0
