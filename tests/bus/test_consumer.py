@@ -1,3 +1,4 @@
+import logging
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -270,3 +271,39 @@ async def test_retries_while_the_database_is_away_are_not_taken_for_crashes(
     finally:
         await _stop(second)
     assert await redis.xlen(NAMES.dead) == 0
+
+
+async def test_a_consumer_with_a_name_that_is_not_utf8_stops_no_one(
+    valkey_url: str, producer: Producer, redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Someone (redis-cli while debugging, another tool) read entries as a consumer whose name is not
+    UTF-8 and left them pending: the worker waits them out (min_idle) like any other holder's, and
+    meanwhile handles everything else — it does not fail over the name and start over, again and again."""
+    await ensure_groups(redis, NAMES)
+    first, second = NAMES.all()
+    held = audit("token.issued", subject="held")
+    await redis.xadd(first, {"d": msgspec.msgpack.encode(held)})
+    assert await redis.xreadgroup("audit", b"\xff\xfeodd", {first: ">"})
+    for i in range(10):
+        producer.publish(AUDIT, audit("token.issued", subject=f"s{i}"))
+    await until(lambda: _stream_lengths(redis, 11), what="the events in the streams")
+    ids = {decode(fields[b"d"]).id for _, fields in await redis.xrange(second)}
+    assert ids
+    seen: list[str] = []
+
+    async def handler(batch: Sequence[Delivery]) -> None:
+        seen.extend(d.event.id for d in batch)
+
+    patient = ConsumerConfig(partitions=2, block=0.05, min_idle=30.0, lease_ttl=1.0, retry_delay=0.01)
+    consumer = await _run(Consumer(valkey_url, AUDIT, "audit", handler, patient, name="plain"))
+    try:
+        # The first partition waits for min_idle (the odd consumer may still be at work); the other goes on.
+        await until(lambda: ids <= set(seen), within=10, what="every event of the other partition")
+    finally:
+        await _stop(consumer)
+    assert held.id not in seen
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def _stream_lengths(redis: Redis, total: int) -> bool:
+    return sum([await redis.xlen(s) for s in NAMES.all()]) >= total
