@@ -111,3 +111,42 @@ def test_cluster_needs_a_hash_tagged_prefix(monkeypatch: pytest.MonkeyPatch) -> 
 )
 def test_hash_tag_is_the_first_braced_part_as_cluster_reads_it(prefix: str, tag: str | None) -> None:
     assert hash_tag(prefix) == tag
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+sentinel://:top/secret@s1:26379/mymaster",  # an unencoded '/' cuts the password
+        "redis+cluster://:top/secret@n1:6379",
+        "redis+cluster://user:top?secret@n1:6379",  # an unencoded '?'
+        "redis+sentinel://s1/mymaster?sentinel_password=topsecret&x",  # a query that does not parse
+        "redis://:top/secret@host:6379/0",  # the single-server check too
+        "redis://user:top?secret@host:6379/0",
+    ],
+)
+def test_no_part_of_a_password_is_shown_when_a_url_is_refused(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.delenv("MESHAUTH_CONFIG_FILE", raising=False)
+    monkeypatch.setenv("MESHAUTH_REDIS_URL", url)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    (line,) = caught.value.problems
+    assert line.startswith("meshauth: configuration error: MESHAUTH_REDIS_URL=")
+    assert "top" not in line and "secret" not in line.replace("sentinel_password", ""), line
+    assert "\n" not in line
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("redis+cluster://n1:\u00b2", "is not a number from 1 to 65535"),  # '²' is a digit to str.isdigit
+        ("redis+cluster://n1:\u0666\u0663\u0667\u0669", "is not a number from 1 to 65535"),  # Arabic-Indic 6379
+        ("redis+sentinel://s1:" + "9" * 5000 + "/m", "is not a number from 1 to 65535"),  # past int()'s limit
+        ("redis+sentinel://s1/m/\u00b2", "is not a number from 0 to 15"),
+        ("redis+sentinel://s1/m/" + "1" * 5000, "is not a number from 0 to 15"),
+    ],
+)
+def test_ports_and_databases_are_ascii_digits(url: str, why: str) -> None:
+    with pytest.raises(ValueError, match="expected") as caught:
+        parse_ha_url(url)
+    assert why in str(caught.value)
+    assert len(str(caught.value)) < 300

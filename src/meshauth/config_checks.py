@@ -11,7 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from meshauth.redis_urls import CLUSTER_SCHEMES, SENTINEL_SCHEMES, hash_tag, is_cluster_url, parse_ha_url
+from meshauth.redis_urls import (
+    CLUSTER_SCHEMES,
+    CREDENTIALS_CUT,
+    SENTINEL_SCHEMES,
+    credentials_cut,
+    hash_tag,
+    is_cluster_url,
+    parse_ha_url,
+)
 
 REDIS_URL_SCHEMES = ("redis://", "rediss://", "valkey://", "unix://", *SENTINEL_SCHEMES, *CLUSTER_SCHEMES)
 
@@ -82,6 +90,8 @@ def check_url_address(url: str, example: str) -> None:
         port = parts.port  # raises ValueError for a port that is not a number or is above 65535
         parts.hostname  # noqa: B018 - parsed for its ValueError (a bracketed host that is not an IPv6 address)
     except ValueError as exc:
+        if credentials_cut(url):  # urlsplit's message quotes the "port" it read: a piece of the password
+            raise ValueError(f"not a valid URL ({CREDENTIALS_CUT}); expected {example}") from None
         raise ValueError(f"not a valid URL ({exc}); expected {example}") from None
     if port == 0:
         raise ValueError(f"port 0 is not a port to connect to; expected a port from 1 to 65535, e.g. {example}")

@@ -103,6 +103,10 @@ def mask_url(text: str) -> str:
     if not sep:
         return text
     end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    if "@" not in rest[:end] and "@" in rest[end:].split("=", 1)[0]:
+        # Credentials with an unencoded '/' or '?' (the URL is refused for it): mask up to their '@'.
+        last_at = rest.rfind("@", 0, len(rest[end:].split("=", 1)[0]) + end)
+        end = min((i for i in (rest.find(c, last_at) for c in "/?#") if i >= 0), default=len(rest))
     netloc, tail = rest[:end], rest[end:]
     userinfo, at, hostinfo = netloc.rpartition("@")
     if at and ":" in userinfo:

@@ -60,11 +60,29 @@ def hash_tag(prefix: str) -> str | None:
 def parse_ha_url(url: str) -> Sentinels | Cluster | None:
     """The Sentinel or Cluster ``url`` parsed; None for any other scheme. ValueError (the whole message,
     accepted form included) when it is one of these schemes but does not parse."""
-    if url.startswith(SENTINEL_SCHEMES):
-        return _sentinels(url)
-    if url.startswith(CLUSTER_SCHEMES):
-        return _cluster(url)
-    return None
+    if not url.startswith(SENTINEL_SCHEMES + CLUSTER_SCHEMES):
+        return None
+    try:
+        return _sentinels(url) if url.startswith(SENTINEL_SCHEMES) else _cluster(url)
+    except ValueError:
+        if credentials_cut(url):
+            # The messages quote the host or port they could not read: here that is a piece of the password.
+            raise ValueError(CREDENTIALS_CUT) from None
+        raise
+
+
+CREDENTIALS_CUT = "a '/' or '?' in the user name or password must be percent-encoded (%2F, %3F)"
+
+
+def credentials_cut(url: str) -> bool:
+    """Whether an '@' comes after the first '/' or '?' behind the scheme (before any '='): credentials with an
+    unencoded '/' or '?' in them, which every parser reads as a host or port that is part of the password."""
+    rest = url.partition("://")[2]
+    ends = [i for i in (rest.find("/"), rest.find("?")) if i >= 0]
+    if not ends:
+        return False
+    end = min(ends)
+    return "@" not in rest[:end] and "@" in rest[end:].split("=", 1)[0]
 
 
 def _sentinels(url: str) -> Sentinels:
@@ -76,7 +94,7 @@ def _sentinels(url: str) -> Sentinels:
         raise ValueError(f"a Sentinel URL names the monitored primary after the hosts; expected {SENTINEL_EXAMPLE}")
     db = 0
     if len(parts) == 2:
-        if not parts[1].isdigit() or int(parts[1]) > 15:
+        if not _digits(parts[1], 2) or int(parts[1]) > 15:
             raise ValueError(f"database {parts[1][:20]!r} is not a number from 0 to 15; expected {SENTINEL_EXAMPLE}")
         db = int(parts[1])
     extra = _query(query, {"sentinel_password"}, SENTINEL_EXAMPLE)
@@ -141,18 +159,24 @@ def _host(text: str, default_port: int, example: str) -> tuple[str, int]:
         raise ValueError(f"host {host[:60]!r} has characters a host name cannot have; expected {example}")
     if not port_text:
         return host, default_port
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+    if not _digits(port_text, 5) or not 1 <= int(port_text) <= 65535:
         raise ValueError(
             f"port {port_text[:20]!r} of {host[:60]!r} is not a number from 1 to 65535; expected {example}"
         )
     return host, int(port_text)
 
 
+def _digits(text: str, most: int) -> bool:
+    """ASCII digits only ('²' and '٣' are digits to str.isdigit), and few enough for int() to take."""
+    return 0 < len(text) <= most and text.isascii() and text.isdigit()
+
+
 def _query(query: str, allowed: set[str], example: str) -> dict[str, str]:
     try:
         found = parse_qs(query, keep_blank_values=True, strict_parsing=bool(query))
     except ValueError:
-        raise ValueError(f"query {query[:40]!r} does not parse; expected {example}") from None
+        # Not quoted: the query may hold sentinel_password.
+        raise ValueError(f"the query does not parse (name=value pairs joined by '&'); expected {example}") from None
     for name, values in found.items():
         if name not in allowed:
             known = ", ".join(sorted(allowed)) or "none"

@@ -1,6 +1,7 @@
+import logging
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import pytest
@@ -236,3 +237,74 @@ async def test_what_a_consumer_left_pending_when_it_gave_the_partition_back_move
         await _stop(second)
     for stream in NAMES.all():
         assert (await redis.xpending(stream, "audit"))["pending"] == 0
+
+
+async def test_retries_while_the_database_is_away_are_not_taken_for_crashes(
+    valkey_url: str, producer: Producer, redis: Redis
+) -> None:
+    """A consumer retrying through a database outage (TransientError) re-reads its pending entries many
+    times; when it then gives its partitions back (a rolling restart, a rebalance), those retries must
+    not read as holders that died with the entry: the successor handles every event, dead-letters none."""
+    calls = 0
+
+    async def away(batch: Sequence[Delivery]) -> None:
+        nonlocal calls
+        calls += 1
+        raise TransientError("database away")
+
+    ids = []
+    for i in range(10):
+        event = audit("token.issued", subject=f"s{i % 5}")
+        ids.append(event.id)
+        producer.publish(AUDIT, event)
+    first = await _run(Consumer(valkey_url, AUDIT, "audit", away, FAST, name="first"))
+    await until(lambda: calls >= 4 * FAST.max_attempts * 2, what="the first consumer retried through the outage")
+    await _stop(first)
+    seen: list[str] = []
+
+    async def handler(batch: Sequence[Delivery]) -> None:
+        seen.extend(d.event.id for d in batch)
+
+    second = await _run(Consumer(valkey_url, AUDIT, "audit", handler, FAST, name="second"))
+    try:
+        await until(lambda: set(seen) == set(ids), within=10, what="every event handled by the successor")
+    finally:
+        await _stop(second)
+    assert await redis.xlen(NAMES.dead) == 0
+
+
+async def test_a_consumer_with_a_name_that_is_not_utf8_stops_no_one(
+    valkey_url: str, producer: Producer, redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Someone (redis-cli while debugging, another tool) read entries as a consumer whose name is not
+    UTF-8 and left them pending: the worker waits them out (min_idle) like any other holder's, and
+    meanwhile handles everything else — it does not fail over the name and start over, again and again."""
+    await ensure_groups(redis, NAMES)
+    first, second = NAMES.all()
+    held = audit("token.issued", subject="held")
+    await redis.xadd(first, {"d": msgspec.msgpack.encode(held)})
+    odd = cast(str, b"\xff\xfeodd")  # redis-py sends bytes as they are; its stubs say str
+    assert await redis.xreadgroup("audit", odd, {first: ">"})
+    for i in range(10):
+        producer.publish(AUDIT, audit("token.issued", subject=f"s{i}"))
+    await until(lambda: _stream_lengths(redis, 11), what="the events in the streams")
+    ids = {decode(fields[b"d"]).id for _, fields in await entries(redis, second)}
+    assert ids
+    seen: list[str] = []
+
+    async def handler(batch: Sequence[Delivery]) -> None:
+        seen.extend(d.event.id for d in batch)
+
+    patient = ConsumerConfig(partitions=2, block=0.05, min_idle=30.0, lease_ttl=1.0, retry_delay=0.01)
+    consumer = await _run(Consumer(valkey_url, AUDIT, "audit", handler, patient, name="plain"))
+    try:
+        # The first partition waits for min_idle (the odd consumer may still be at work); the other goes on.
+        await until(lambda: ids <= set(seen), within=10, what="every event of the other partition")
+    finally:
+        await _stop(consumer)
+    assert held.id not in seen
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def _stream_lengths(redis: Redis, total: int) -> bool:
+    return sum([await redis.xlen(s) for s in NAMES.all()]) >= total

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import socket
+import struct
 from collections.abc import AsyncIterator
 
 import pytest
+import uvloop
 
 from meshauth.bus.metrics import HANDLED
 from meshauth.observability import metrics_http
@@ -112,3 +116,27 @@ async def test_a_busy_port_is_an_oserror(server: MetricsServer) -> None:
     other = MetricsServer("127.0.0.1", server.port)
     with pytest.raises(OSError, match="in use"):
         await other.start()
+
+
+def test_clients_that_reset_at_once_are_not_logged_as_failures_under_uvloop(caplog: pytest.LogCaptureFixture) -> None:
+    """The workers run on uvloop, where writing to a connection the client already reset raises
+    RuntimeError, not ConnectionError: each such client was an ERROR traceback in the worker's log (a
+    log flood from an unauthenticated port). The server must shrug them off and keep answering."""
+
+    async def scenario() -> bytes:
+        server = MetricsServer("127.0.0.1", 0)
+        await server.start()
+        try:
+            for _ in range(30):
+                with socket.create_connection((server.host, server.port)) as sock:
+                    sock.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST
+            await asyncio.sleep(0.5)
+            return await _exchange(server, b"GET /metrics HTTP/1.1\r\n\r\n")
+        finally:
+            await server.stop()
+
+    with caplog.at_level(logging.DEBUG, logger=metrics_http.__name__):
+        answer = uvloop.run(scenario())
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

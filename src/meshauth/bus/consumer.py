@@ -5,8 +5,8 @@ order even across a failover:
 
 * *recovering* — just leased: claim (``XAUTOCLAIM``) what earlier holders left pending once it
   has been idle ``min_idle``; stay here while another consumer still has entries pending in it.
-* *backlog* — own pending entries (claimed, or a batch that failed): re-read with ``XREADGROUP … 0``
-  (Redis counts each such delivery), after ``retry_delay`` when the last attempt failed.
+* *backlog* — own pending entries: claimed ones re-read with ``XREADGROUP … 0`` (Redis counts each such
+  delivery: the crash evidence); a failed batch's, after ``retry_delay``, with ``XRANGE`` (not counted).
 * *live* — new entries, ``XREADGROUP … >`` with ``BLOCK``, all live partitions in one call.
 
 A batch is acked (one ``XACK``) only after the handler returned; how a failing handler is retried,
@@ -26,7 +26,16 @@ from typing import Any, cast
 
 from redis.exceptions import RedisError, ResponseError
 
-from meshauth.bus.entries import Entry, Partition, Work, crash_letter, decode_entries, oldest_pending, settle
+from meshauth.bus.entries import (
+    Entry,
+    Partition,
+    Work,
+    crash_letter,
+    decode_entries,
+    oldest_pending,
+    own_pending,
+    settle,
+)
 from meshauth.bus.groups import ensure_groups
 from meshauth.bus.handling import Handler, Handling
 from meshauth.bus.leases import Leases
@@ -166,6 +175,8 @@ class Consumer:
                 await self._recover(redis, n, part)
         due = {n: p for n, p in self._parts.items() if p.backlog and p.retry_at <= now}
         if due:
+            for n in [n for n, p in due.items() if p.retry]:
+                await self._reread(redis, n, due.pop(n))
             careful = {self.names.partition(n): "0" for n, p in due.items() if p.careful}
             if careful:
                 await self._read(redis, careful, block=None, count=1)
@@ -209,6 +220,13 @@ class Consumer:
                     part.backlog = part.careful = False
         if works:
             await self._handle(redis, works)
+
+    async def _reread(self, redis: RedisConn, n: int, part: Partition) -> None:
+        stream = self.names.partition(n)
+        entries = await own_pending(redis, stream, self.group, self.name, 1 if part.careful else self.config.count)
+        if not entries:
+            part.backlog = part.careful = part.retry = False
+        await self._handle(redis, [decode_entries(stream, n, part, entries)] if entries else [])
 
     async def _recover(self, redis: RedisConn, n: int, part: Partition) -> None:
         stream = self.names.partition(n)
@@ -279,4 +297,4 @@ class Consumer:
 
 
 def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    return value.decode(errors="replace") if isinstance(value, bytes) else value  # names: any client's bytes

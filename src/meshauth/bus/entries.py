@@ -34,6 +34,7 @@ class Partition:
     recovering: bool = True
     backlog: bool = False
     careful: bool = False  # a holder died with this backlog: re-read and settle it one entry at a time
+    retry: bool = False  # the backlog is this holder's own retry (a failure, the database away): not a delivery
     retry_at: float = 0.0
     failures: dict[bytes, int] = field(default_factory=dict)
 
@@ -102,3 +103,17 @@ async def crash_letter(redis: RedisConn, stream: str, entry_id: bytes, times: in
     payload = fields.get(b"d", b"") if fields else b""
     error = f"delivered {times} times, never acknowledged: its holders died handling it (a handler exiting?)"
     return (entry_id, payload, error, times)
+
+
+async def own_pending(redis: RedisConn, stream: str, group: str, consumer: str, count: int) -> list[Entry]:
+    """Up to ``count`` of ``consumer``'s pending entries, read back with XRANGE: unlike XREADGROUP from 0,
+    it does not count a delivery, so retries do not pass for holders that died (``Consumer._check_crashes``)."""
+    rows = await redis.xpending_range(stream, group, min="-", max="+", count=count, consumername=consumer)
+    if not rows:
+        return []
+    ids = [cast(bytes, row["message_id"]) for row in rows]
+    async with redis.pipeline(transaction=False) as pipe:
+        for entry_id in ids:
+            pipe.xrange(stream, entry_id, entry_id)
+        found = cast(list[list[Entry]], await pipe.execute())
+    return [(entry_id, got[0][1] if got else None) for entry_id, got in zip(ids, found, strict=True)]

@@ -103,5 +103,5 @@ class Handling:
             done.append(entry_id)
 
     def _retry_later(self, part: Partition) -> None:
-        part.backlog = True
+        part.backlog = part.retry = True
         part.retry_at = time.monotonic() + self.retry_delay

@@ -64,6 +64,10 @@ class MetricsServer:
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
             except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
                 return  # closed, too large or too slow: nothing worth an answer
+            if writer.is_closing():
+                # The client is gone (reset right after its request): uvloop raises RuntimeError, not
+                # ConnectionError, on a write to a closed transport — one ERROR traceback per such client.
+                return
             status, body, send_body = _answer(head)
             response = b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])
             content_type = CONTENT_TYPE_LATEST.encode() if status == 200 else b"text/plain; charset=utf-8"
