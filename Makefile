@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	# xds-protos ships an old copy of opentelemetry-proto's files; whichever is installed last wins.
+	# The exporter needs opentelemetry-proto's own (observability/otel.py, _CLASH).
+	$(BIN)/python -m pip install -q -c constraints.txt --force-reinstall --no-deps opentelemetry-proto
 	@touch $(STAMP)
 
 install: $(STAMP)

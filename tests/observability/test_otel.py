@@ -61,6 +61,24 @@ def test_a_missing_extra_stops_serve_with_a_clear_message(monkeypatch: pytest.Mo
     otel.require({})
 
 
+def test_an_exporter_that_does_not_import_stops_serve_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found, not only present: xds-protos's old copy of opentelemetry-proto's files (installed last)
+    made every worker crash importing the exporter; serve now stops once, naming the reinstall."""
+
+    def clashing(name: str) -> object:
+        raise ImportError("cannot import name 'InstrumentationScope' from 'opentelemetry.proto.common.v1.common_pb2'")
+
+    monkeypatch.setattr(importlib, "import_module", clashing)
+    with pytest.raises(RuntimeError, match=r"InstrumentationScope.*--force-reinstall --no-deps opentelemetry-proto"):
+        otel.require({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"})
+
+
+def test_the_installed_exporter_imports() -> None:
+    """What `make install` leaves (the dev extra holds otel) exports: the exporter and the OTLP protos
+    it needs import — the fresh-clone failure above, checked on the real install."""
+    otel.require({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"})
+
+
 def app(client: PolicyClient) -> Instrumented:
     async def page(_request: Request) -> PlainTextResponse:
         d = await client.check({"type": "User", "id": "alice"}, "view", DOC)

@@ -29,6 +29,14 @@ __all__ = ["Tracer", "configure", "enabled_by", "require", "shutdown"]
 _MISSING = (
     "OTEL_EXPORTER_OTLP_ENDPOINT is set but OpenTelemetry is not installed: pip install 'meshauth[otel]' (or unset it)"
 )
+# xds-protos (the Envoy protos of the gRPC ext_authz port) ships an old copy of opentelemetry-proto's
+# files (opentelemetry/proto/..., without InstrumentationScope); whichever package pip installs last
+# owns them. Seen in a fresh `make install`: every worker crashed importing the exporter.
+_CLASH = (
+    "OTEL_EXPORTER_OTLP_ENDPOINT is set but the OpenTelemetry exporter does not import ({error}). If it"
+    " names opentelemetry.proto: xds-protos overwrote opentelemetry-proto's files; reinstall them with"
+    " pip install --force-reinstall --no-deps opentelemetry-proto"
+)
 _ENDPOINTS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 
 
@@ -124,9 +132,9 @@ class Tracer:
 
 
 def require(env: Mapping[str, str] | None = None) -> None:
-    """Before the workers start: if ``env`` asks for export, the SDK and exporter must be installed
-    (checked without importing them), so a missing extra stops ``serve`` once with a clear message
-    instead of failing in every worker."""
+    """Before the workers start: if ``env`` asks for export, the SDK and exporter must be installed and
+    import, so a missing extra or a broken install stops ``serve`` once with a clear message instead of
+    failing in every worker (granian respawns them until it gives up)."""
     if enabled_by(os.environ if env is None else env):
         for name in ("opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.http.trace_exporter"):
             try:
@@ -135,6 +143,10 @@ def require(env: Mapping[str, str] | None = None) -> None:
                 found = False
             if not found:
                 raise RuntimeError(_MISSING)
+        try:  # found is not enough: its files may be another package's (_CLASH); once, before the fork
+            importlib.import_module("opentelemetry.exporter.otlp.proto.http.trace_exporter")
+        except ImportError as exc:
+            raise RuntimeError(_CLASH.format(error=exc)) from None
 
 
 def configure(service_name: str, env: Mapping[str, str] | None = None, exporter: Any = None) -> bool:
