@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any, cast
 
 from meshauth.bench.auth import CLIENT_ID, SECRET, _create_client, _post_form
+from meshauth.bench.client_setup import tree_cpu
 from meshauth.bench.loadgen import CLIENT_CORE, idle_poll, paced
-from meshauth.bench.processes import free_port, process_tree, running, service_env
+from meshauth.bench.processes import free_port, running, service_env
 from meshauth.config import Settings
 from meshauth.db import migrate
 
@@ -66,11 +67,10 @@ def run(*, rate: int = 3000, seconds: int = 10, connections: int = 30, rounds: i
                         headers = {"authorization": f"Bearer {token}"}
                     req = urllib.request.Request(gate, headers=headers)  # noqa: S310 - loopback
                     urllib.request.urlopen(req, timeout=5).close()  # noqa: S310
-                    served = process_tree(proc.pid)
-                    before = [cpu_seconds(pid) for pid in (*served, valkey.pid)]
+                    before = [tree_cpu(pid) for pid in (proc.pid, valkey.pid)]
                     with idle_poll():
                         result = paced(gate, rate=rate, connections=connections, seconds=seconds, headers=headers)
-                    used = [cpu_seconds(pid) - b for pid, b in zip((*served, valkey.pid), before, strict=True)]
+                    used = [tree_cpu(pid) - b for pid, b in zip((proc.pid, valkey.pid), before, strict=True)]
                     row = asdict(result)
                     row["service_cpu_us_per_request"] = sum(used[:-1]) / max(result.requests, 1) * 1e6
                     row["valkey_cpu_s"] = used[-1]
@@ -78,12 +78,6 @@ def run(*, rate: int = 3000, seconds: int = 10, connections: int = 30, rounds: i
         client = valkey.client()
         out["events_in_stream"] = sum(cast(int, client.xlen(f"meshauth:bus:audit:{n}")) for n in range(4))
     return out
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of one process so far (``/proc/<pid>/stat``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def report(r: dict[str, Any]) -> str:

@@ -22,9 +22,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
-import psutil
-
 from meshauth.bench import bus_compare, machine, probe, repeats, scenarios, stack, workload
+from meshauth.bench.client_setup import tree_cpu
 from meshauth.bench.drivers import HARNESS_LUA
 from meshauth.bench.loadgen import CLIENT_CORE, pinned
 
@@ -80,17 +79,7 @@ def _scrape(base: str) -> dict[str, float]:
         return cache_counts(resp.read().decode())
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its children (granian's workers)."""
-    proc = psutil.Process(pid)
-    total = 0.0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
+cpu_seconds = tree_cpu  # user + system CPU of a process and its children (granian's workers)
 
 
 def warm_up(s: stack.Stack, built: list[scenarios.Scenario]) -> None:

@@ -20,10 +20,10 @@ from typing import Any, cast
 
 from meshauth.bench import policy_harness as harness
 from meshauth.bench import policy_workload as workload
-from meshauth.bench.audit_gate import cpu_seconds
+from meshauth.bench.client_setup import tree_cpu
 from meshauth.bench.loadgen import CLIENT_CORE, idle_poll
 from meshauth.bench.policy_harness import LUA, SERVERS, admin, driver, wrk
-from meshauth.bench.processes import free_port, process_tree, running
+from meshauth.bench.processes import free_port, running
 
 MODES = {"on": "true", "off": "false"}
 
@@ -54,11 +54,10 @@ def run(*, seconds: int, rate: int, rounds: int = 4) -> dict[str, Any]:
             for mode, enabled in MODES.items():
                 with running(SERVERS["rsgi"], {**env, "MESHAUTH_AUDIT_ENABLED": enabled}, base + "/healthz") as proc:
                     wrk(base, singles, "/access/v1/evaluation", script, seconds=3, connections=16)  # warm-up
-                    served = process_tree(proc.pid)
-                    before = [cpu_seconds(pid) for pid in (*served, valkey.pid)]
+                    before = [tree_cpu(pid) for pid in (proc.pid, valkey.pid)]
                     with idle_poll():
                         result = driver(base + "/access/v1/evaluation", singles, rate=rate, seconds=seconds)
-                    used = [cpu_seconds(pid) - b for pid, b in zip((*served, valkey.pid), before, strict=True)]
+                    used = [tree_cpu(pid) - b for pid, b in zip((proc.pid, valkey.pid), before, strict=True)]
                     result["service_cpu_us_per_request"] = sum(used[:-1]) / max(result["requests"], 1) * 1e6
                     result["valkey_cpu_s"] = used[-1]
                     out[mode].append(result)

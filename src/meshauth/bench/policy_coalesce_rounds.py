@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from meshauth.bench import policy_harness as harness
+from meshauth.bench.client_setup import tree_cpu
 from meshauth.bench.loadgen import CLIENT_CORE, pinned
 from meshauth.bench.policy_harness import BATCH, SERVERS, wrk
 from meshauth.bench.processes import free_port, running
@@ -52,15 +53,7 @@ def _processes(pid: int) -> list[int]:
     return out
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid``'s process tree so far. Per process: ``/proc/<pid>/stat``
-    already sums its threads (reading it per thread id would count each process once per thread)."""
-    ticks = 0
-    for p in _processes(pid):
-        with contextlib.suppress(FileNotFoundError):
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+cpu_seconds = tree_cpu  # user + system CPU of a process tree so far
 
 
 def _prioritize(pid: int) -> None:
