@@ -30,6 +30,7 @@ from typing import Any
 from meshauth.auth.gate import Verdict
 from meshauth.client import (
     REASON_INVALID_REQUEST,
+    BreakerConfig,
     CacheConfig,
     Decision,
     PolicyClient,
@@ -84,6 +85,9 @@ def policy_client(settings: Settings, redis: RedisConn | None) -> PolicyClient:
             l2_prefix=f"{settings.redis_prefix}decision:",
         ),
         warming=WarmConfig(state_prefix=settings.redis_prefix),
+        # The gate batches its checks, so a stopped policy service fails few, large calls: 10 failed
+        # calls (not the client's default 20) open the breaker within the promised second.
+        breaker=BreakerConfig(min_calls=10),
     )
 
 
