@@ -17,6 +17,8 @@ client exists. For an authenticated request (anything else keeps the gate's 401/
 Subject: a client-credentials token (``sub`` equal to ``client_id``: users and clients share one
 namespace, ``accounts``) → ``{"type": "Client", "id": client_id}``; any other token or a session →
 ``{"type": "User", "id": sub}``. Context: ``{"scope": [scope tokens], "client_id": client_id}``.
+Each (identity, route) question is prepared once (``authz_questions``) and looked up in L1 without a
+coroutine (``PolicyClient.cached``); only a miss asks ``PolicyClient.check``.
 """
 
 from __future__ import annotations
