@@ -1,0 +1,82 @@
+"""The token-endpoint benchmark's own logic: the requests file, reading /metrics, the report."""
+
+from __future__ import annotations
+
+import base64
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+from meshauth.bench import token_lookups as bench
+from meshauth.bench.token_lookups_report import report
+
+
+def test_requests_alternate_grants_over_every_account(tmp_path: Path) -> None:
+    path = tmp_path / "r.txt"
+    bench.write_requests(path, users=6, clients=4)
+    lines = path.read_text().splitlines()
+    assert len(lines) == 12
+    users, clients = set(), set()
+    for n, line in enumerate(lines):
+        auth, form = line.split("\t")
+        client, secret = base64.b64decode(auth.removeprefix("Basic ")).decode().split(":")
+        assert secret == f"secret-{client}"
+        clients.add(client)
+        fields = dict(urllib.parse.parse_qsl(form))
+        assert fields["grant_type"] == ("password" if n % 2 == 0 else "client_credentials")
+        if n % 2 == 0:
+            assert fields["password"] == f"pw-{fields['username']}"
+            users.add(fields["username"])
+    assert users == {f"user{n}" for n in range(6)}
+    assert clients == {f"client{n}" for n in range(4)}
+
+
+def test_parse_metrics_reads_only_its_counters() -> None:
+    text = "\n".join(
+        [
+            "# HELP meshauth_db_statements_total SQL statements",
+            'meshauth_db_statements_total{verb="select"} 12.0',
+            'meshauth_db_statements_total{verb="insert"} 3.0',
+            'meshauth_tokens_issued_total{grant="password"} 4.0',
+            "meshauth_db_pool_checkouts_total 9.0",
+            'meshauth_auth_lookup_batch_size_sum{kind="user"} 8.0',
+            'meshauth_auth_lookup_batch_size_bucket{kind="user",le="1.0"} 1.0',
+            'meshauth_other_total{verb="select"} 99.0',
+        ]
+    )
+    assert bench.parse_metrics(text) == {
+        'meshauth_db_statements_total{verb="select"}': 12.0,
+        'meshauth_db_statements_total{verb="insert"}': 3.0,
+        'meshauth_tokens_issued_total{grant="password"}': 4.0,
+        "meshauth_db_pool_checkouts_total": 9.0,
+        'meshauth_auth_lookup_batch_size_sum{kind="user"}': 8.0,
+    }
+
+
+def _one(rps: float, p95: float, sql: float) -> dict[str, Any]:
+    return {
+        "requests_per_s": rps,
+        "p50_ms": 1.0,
+        "p95_ms": p95,
+        "p99_ms": 9.0,
+        "sql_per_token": sql,
+        "statements_per_token": {"select": sql - 0.5, "insert": 0.5},
+        "checkouts_per_token": sql,
+        "lookups_per_query": 2.0,
+        "cpu_us_per_request": 500.0,
+        "non_2xx": 0,
+        "errors": 0,
+        "load": 2.0,
+        "command": "wrk token",
+    }
+
+
+def test_report_gives_every_round_ratio_and_worse_count() -> None:
+    r: dict[str, Any] = {"rounds": 2, "seconds": 5, "connections": 32, "users": 10, "clients": 2, "argon2_kib": 64}
+    r["sqlite"] = {"off": [_one(400, 10, 2.0), _one(500, 10, 2.0)], "on": [_one(480, 12, 1.5), _one(500, 9, 1.5)]}
+    text = report(r)
+    assert text.count("\n| ") == 3  # header + two rounds
+    assert "| 1.20× |" in text and "| 1.00× |" in text
+    assert "p95 worse with the loader in 1 of 2 rounds" in text
+    assert "off insert 0.50, select 1.50, on insert 0.50, select 1.00" in text
+    assert "postgresql" not in text and "wrk token" in text
