@@ -8,7 +8,7 @@ from typing import Any
 _HEADER = [
     "| round | load | req/s off → on | on / off | p50 ms off → on | p95 ms off → on | p99 ms off → on"
     " | SQL statements / token off → on | checkouts / token off → on | lookups / query (on)"
-    " | CPU µs / request off → on | non-2xx off / on |",
+    " | CPU µs / request off → on | non-2xx + socket errors off / on |",
     "|---|---|---|---|---|---|---|---|---|---|---|---|",
 ]
 
