@@ -1,4 +1,5 @@
-"""The token-endpoint benchmark's own logic: the requests file, reading /metrics, the report."""
+"""The token-endpoint benchmark: its requests file, reading /metrics, the report; and (marked ``bench``,
+under the benchmark lock: ``pytest -m bench tests/bench/test_token_lookups.py``) a small real run."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import base64
 import urllib.parse
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from meshauth.bench import token_lookups as bench
 from meshauth.bench.token_lookups_report import report
@@ -92,3 +95,19 @@ def test_report_adds_the_paced_phase_when_a_rate_was_set() -> None:
     assert "**postgresql, closed loop, wrk c=32**" in text
     assert "**postgresql, paced at ~200 req/s over 16 connections**" in text
     assert "p95 worse with the loader in 0 of 1 rounds (medians 3.00 → 2.00 ms)" in text
+
+
+@pytest.mark.bench
+@pytest.mark.timeout(300)
+def test_both_settings_issue_tokens_and_the_loader_makes_fewer_lookups() -> None:
+    """The real run, small (SQLite only): both servers answer every grant, statements are counted in
+    the served process, and the loader-off server reads one client row per token (plus a user row per
+    password grant) where the loader-on server never reads more."""
+    r = bench.run(rounds=1, seconds=2, connections=16, rate=50, users=40, clients=8, argon2_kib=64, postgres_url=None)
+    (off,), (on,) = r["sqlite"]["off"], r["sqlite"]["on"]
+    for one in (off, on, *r["sqlite"]["off_paced"], *r["sqlite"]["on_paced"]):
+        assert one["tokens"] > 0 and one["non_2xx"] == 0
+        assert 0.4 <= one["statements_per_token"]["insert"] <= 0.6  # the password grants' refresh tokens
+    assert 1.4 <= off["statements_per_token"]["select"] <= 1.6
+    assert on["statements_per_token"]["select"] <= off["statements_per_token"]["select"]
+    assert on["lookups_per_query"] >= 1.0 and off["lookups_per_query"] is None
