@@ -4,7 +4,7 @@ The issue-3 store in a fresh SQLite file; two apps (coalescing off, on) built wi
 their lifespans running; 16 tasks each sending single evaluations straight to the decision front's
 ``answer`` (what the RSGI path calls after reading the body), counted in ``Activity`` as the front
 counts them, with one loop turn between requests (the HTTP write and next read); also 64-item
-``evaluations``. Settings alternate, best of PASSES. argv: [passes] [--profile on|off].
+``evaluations``. Settings alternate, best of PASSES. argv: [passes] [--profile on|off] [--uvloop].
 """
 import asyncio, cProfile, json, pstats, sys, tempfile, time
 from pathlib import Path
@@ -107,4 +107,9 @@ from meshauth.db import migrate
 
 with tempfile.TemporaryDirectory() as TMP:
     migrate(f"sqlite+aiosqlite:///{TMP}/b.db")
-    asyncio.run(main())
+    if "--uvloop" in sys.argv:  # the served workers' loop
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
