@@ -117,3 +117,32 @@ def bulk_import(
     result = bench.run(users=users, plain=plain, postgres_url=postgres_url or None)
     save("import", result)
     typer.echo(bench.report(result))
+
+
+@app.command("token")
+def token(
+    rounds: int = typer.Option(4, help="Alternated rounds per database (each setting once per round)."),
+    seconds: int = typer.Option(5, help="wrk run per setting per round."),
+    connections: int = typer.Option(32, help="Token requests in flight (wrk, closed loop)."),
+    rate: int = typer.Option(200, help="Also paced at this rate (req/s, 16 wrk connections); 0: not."),
+    users: int = typer.Option(2_000, help="Users (password grants pick one at random)."),
+    clients: int = typer.Option(200, help="Clients (every grant picks one at random)."),
+    argon2_memory_kib: int = typer.Option(64, help="argon2id memory cost (t=1) of every account in the run."),
+    postgres_url: str = typer.Option("", help="Also run on this PostgreSQL database (dropped and created)."),
+) -> None:
+    """Token endpoint: password and client_credentials grants, account loader off against on (issue 11)."""
+    from meshauth.bench import token_lookups as bench
+    from meshauth.bench.token_lookups_report import report
+
+    result = bench.run(
+        rounds=rounds,
+        seconds=seconds,
+        connections=connections,
+        rate=rate,
+        users=users,
+        clients=clients,
+        argon2_kib=argon2_memory_kib,
+        postgres_url=postgres_url or None,
+    )
+    save("token", result)
+    typer.echo(report(result))
