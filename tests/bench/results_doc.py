@@ -22,14 +22,12 @@ def _run(offered: float | None, achieved: float, p95: float, errors: int = 0, re
     }
 
 
-def _bus(p95_off: float, p95_on: float, p95_shared: float) -> dict[str, Any]:
-    """``p95_on``: worker and Valkey apart from the gate (``on_apart``); ``p95_shared``: on its core (``on``)."""
+def _bus(p95_off: float, p95_on: float) -> dict[str, Any]:
     return {
         "rates": [1000, 3000],
         "rounds": 3,
         "off": [_run(1000, 990, p95_off), _run(3000, 2970, p95_off)],
-        "on": [_run(1000, 990, p95_shared), _run(3000, 2970, p95_shared)],
-        "on_apart": [_run(1000, 990, p95_on), _run(3000, 2970, p95_on)],
+        "on": [_run(1000, 990, p95_on), _run(3000, 2970, p95_on)],
         "audit_rows": 250_000,
     }
 
@@ -92,7 +90,7 @@ BASE: dict[str, Any] = {
         "policy_single": _scenario("policy single evaluation", 1, {1000: 0.8, 3000: 1.3}, 10_000, 6.0),
         "policy_batch64": _scenario("policy batch (64)", 64, {25: 3.0}, 600, 2.304),
     },
-    "bus": _bus(0.50, 0.54, 1.40),
+    "bus": _bus(0.50, 0.54),
     # issue 10's definition: client + service CPU, batched over single (median of the rounds' ratios)
     "batch_path": {
         "command": "taskset -c 1 python -m meshauth.bench.batch_path --url $POLICY_URL --pid $POLICY_PID",

@@ -78,8 +78,8 @@ def test_steps_count_matches_the_plan() -> None:
 
     plan = scenarios.FULL
     built = [_Sc((500, 1000, 2000, 3000)), _Sc((500, 1000, 2000, 3000), 15.0)]
-    # seeding line + (4 rates × 3 repeats + saturation) × 2 + a warm-up + bus 2 rates × 3 rounds × 3 modes + batch
-    assert harness.steps(plan, built) == 1 + 13 * 2 + 1 + 18 + 1  # type: ignore[arg-type]
+    # seeding line + (4 rates × 3 repeats + saturation) × 2 + a warm-up + bus 2 rates × 3 rounds × 2 + batch
+    assert harness.steps(plan, built) == 1 + 13 * 2 + 1 + 12 + 1  # type: ignore[arg-type]
 
 
 def test_full_plan_fits_ten_minutes_and_quick_two() -> None:
@@ -87,7 +87,7 @@ def test_full_plan_fits_ten_minutes_and_quick_two() -> None:
 
     def load_seconds(plan: scenarios.Plan) -> float:
         paced = (5 * len(plan.gate_rates) + len(plan.batch_rates)) * plan.repeats * plan.seconds
-        bus = len(plan.bus_rates) * plan.bus_rounds * 3 * plan.seconds  # off, on, on_apart
+        bus = len(plan.bus_rates) * plan.bus_rounds * 2 * plan.seconds
         batch = plan.batch_path_rounds * 2 * plan.batch_path_seconds
         # six gate scenarios besides the batch one: authn HTTP and gRPC, authz warm, cold, Zipf, policy single
         paced += len(plan.gate_rates) * plan.repeats * plan.seconds

@@ -89,24 +89,15 @@ def bus_table(r: dict[str, Any]) -> list[str]:
         return ["Not measured."]
     lines = ["| offered req/s | audit | achieved req/s | p50 ms | p95 ms | p95 spread | p99 ms | errors |"]
     lines.append("|---|---|---|---|---|---|---|---|")
-    modes = [mode for mode in BUS_MODES if mode in bus]
-    for points in zip(*(bus[mode] for mode in modes), strict=True):
-        for mode, run in zip(modes, points, strict=True):
+    for off, on in zip(bus["off"], bus["on"], strict=True):
+        for mode, run in (("off", off), ("on", on)):
             lines.append(
-                f"| {run['offered']:,.0f} | {BUS_MODES[mode]} | {run['achieved']:,.0f} | {_ms(run, '50')}"
-                f" | {_ms(run, '95')} | {_spread(run, '95')} | {_ms(run, '99')} | {run['errors']} |"
+                f"| {run['offered']:,.0f} | {mode} | {run['achieved']:,.0f} | {_ms(run, '50')} | {_ms(run, '95')}"
+                f" | {_spread(run, '95')} | {_ms(run, '99')} | {run['errors']} |"
             )
     lines.append("")
     lines.append(f"Events stored by the audit worker over the whole run: {bus.get('audit_rows', 0):,}.")
     return lines
-
-
-# The bus row's modes as the report names them (bench.bus_compare: why two placements).
-BUS_MODES = {
-    "off": "off",
-    "on": "on, worker + Valkey on the gates' core",
-    "on_apart": "on, worker + Valkey on the load generator's core",
-}
 
 
 def batch_lines(r: dict[str, Any]) -> list[str]:
@@ -220,9 +211,8 @@ def render(r: dict[str, Any], results_name: str) -> str:
     for sc in r["scenarios"].values():
         for run in [*([sc["warmup"]] if sc.get("warmup") else []), *sc["paced"], sc["saturation"]]:
             out.append(f"- `{run['command']}`")
-    for mode in BUS_MODES:
-        for run in r.get("bus", {}).get(mode, []):
-            out.append(f"- `{run['command']}`")
+    for run in r.get("bus", {}).get("off", []) + r.get("bus", {}).get("on", []):
+        out.append(f"- `{run['command']}`")
     return "\n".join(out) + "\n"
 
 

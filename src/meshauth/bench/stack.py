@@ -34,8 +34,7 @@ from meshauth.db import migrate
 ADMIN = "bench-admin-token"
 LAYOUT = {
     "core 0": "Valkey, policy service (1 worker), gate authn with auditing (1 worker), gate authz with auditing"
-    " (1 worker), gate authn without auditing (1 worker), audit worker (audit worker and Valkey moved to core 1"
-    " for the bus row's on_apart runs)",
+    " (1 worker), gate authn without auditing (1 worker), audit worker",
     "core 1": "load generator (wrk -t1 / h2load -t1; the batch-efficiency client)",
 }
 

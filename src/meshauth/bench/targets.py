@@ -107,25 +107,16 @@ def _batch_row(r: dict[str, Any]) -> Row:
 
 
 def _bus_row(r: dict[str, Any]) -> Row:
-    """Judged with the audit worker and Valkey off the gate's core (``bus_compare``: as deployed); the
-    figure with them on the gates' core — what runs before 05 Dec reported — is given beside it."""
-    from meshauth.bench.bus_compare import TARGET_MODE, ratio
+    from meshauth.bench.bus_compare import ratio
 
     label, goal = "auth latency p95, audit on / off", f"≤ {MAX_AUDIT_RATIO:.2f}×"
     bus = r.get("bus")
-    mode = TARGET_MODE if bus and TARGET_MODE in bus else "on"  # results from before had "on" alone
-    value = ratio(bus, REFERENCE_RATE, mode=mode) if bus else None
+    value = ratio(bus, REFERENCE_RATE) if bus else None
     if bus is None or value is None:
         return Row(label, goal, f"not measured (bus at {REFERENCE_RATE:,} req/s)", "miss", None)
-    on, off = (next(p for p in bus[m] if p["offered"] == REFERENCE_RATE) for m in (mode, "off"))
+    on, off = (next(p for p in bus[m] if p["offered"] == REFERENCE_RATE) for m in ("on", "off"))
     note = f"{value:.2f}× ({on['percentiles']['95']:.2f} vs {off['percentiles']['95']:.2f} ms at"
-    note += f" {REFERENCE_RATE:,} req/s, median of {on['repeats']} alternated rounds"
-    if mode == TARGET_MODE:
-        note += "; audit worker and Valkey on the load generator's core, as deployed: their own pod and host"
-        shared = ratio(bus, REFERENCE_RATE, mode="on")
-        if shared is not None:
-            note += f"; with both on the gates' core, the earlier placement: {shared:.2f}×"
-    note += ")"
+    note += f" {REFERENCE_RATE:,} req/s, median of {on['repeats']} alternated rounds)"
     ok = _ok(on) and _ok(off)
     return Row(label, goal, note, "pass" if value <= MAX_AUDIT_RATIO and ok else "miss", value)
 
