@@ -242,11 +242,11 @@ class Producer:
         return 0.05
 
     def _take(self, n: int) -> list[Record]:
-        buf = self._buffer
+        buf, partition = self._buffer, self._writer.partition
         out: list[Record] = []
         for _ in range(min(n, len(buf))):
             stream, key, data = buf.popleft()
-            out.append((self._writer.names(stream).of_key(key), data))
+            out.append((partition(stream, key), data))
         return out
 
     async def _write(self, records: list[Record]) -> bool:
