@@ -27,14 +27,14 @@ DELAY = 0.001  # seconds from the first queued hook to the callback that runs th
 class Deferred:
     def __init__(self, delay: float = DELAY) -> None:
         self._delay = delay
-        self._queue: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
+        self._queue: list[tuple[Callable[..., object], tuple[Any, ...]]] = []
         self._handle: asyncio.TimerHandle | None = None
 
     @property
     def pending(self) -> int:
         return len(self._queue)
 
-    def add(self, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
+    def add(self, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
         self._queue.append((fn, args))
         if self._handle is None:
             try:

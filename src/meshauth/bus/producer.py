@@ -127,7 +127,7 @@ class Producer:
             self._wake.set()
         return True
 
-    def later(self, fn: Callable[..., None], *args: Any) -> None:
+    def later(self, fn: Callable[..., object], *args: Any) -> None:
         """Run ``fn(*args)`` — a hook that builds and publishes an event — after the request's answer
         is out (``deferred.py``); ``flushed`` and ``stop`` include what is queued so."""
         self._deferred.add(fn, args)
