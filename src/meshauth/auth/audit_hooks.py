@@ -1,8 +1,7 @@
 """What the auth service tells the audit stream: one short, synchronous call per site.
 
 Every method builds one event and hands it to the bus producer's buffer (microseconds; nothing is
-awaited on the request's account); the gate's, on every check, has it built after the answer is out
-(``bus.deferred``). Off (``audit_enabled=false``) or without a producer, each is a
+awaited on the request's account). Off (``audit_enabled=false``) or without a producer, each is a
 single attribute test. Values a caller controls (paths, reasons) are cut to ``MAX_TEXT`` characters so
 that an event stays under the bus's size limit; an event refused anyway is counted by the bus and
 logged here at most once per minute — never raised into the request.
@@ -31,23 +30,16 @@ class AuthAudit:
     def gate(
         self, verdict_status: int, headers: tuple[tuple[str, str], ...], reason: str, transport: str, path: str
     ) -> None:
-        """An ext_authz decision. Allowed verdicts carry the identity in their headers. The event is
-        built after the answer is out (``Producer.later``): this runs on every check."""
+        """An ext_authz decision. Allowed verdicts carry the identity in their headers."""
         if self.producer is None:
             return
-        self.producer.later(self._gate, time.time(), verdict_status, headers, reason, transport, path)
-
-    def _gate(
-        self, now: float, verdict_status: int, headers: tuple[tuple[str, str], ...], reason: str, transport: str,
-        path: str,
-    ) -> None:  # fmt: skip
         subject = client_id = ""
         if verdict_status == 200:
             subject, client_id = headers[0][1], headers[1][1]
-        # Built directly (not through ``audit(**fields)``): this runs for every check.
+        # Built directly (not through ``audit(**fields)``): this runs on every check.
         event = AuditEvent(
             id=new_id(),
-            time=now,
+            time=time.time(),
             type="gate.decision",
             subject=subject,
             subject_type=_kind(subject, client_id),

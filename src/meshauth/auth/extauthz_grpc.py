@@ -113,11 +113,14 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
                 trace.tracer.end(
                     span, None if status < 500 else f"HTTP {status}", {"http.response.status_code": status}
                 )
-            if verdict is not None:
-                # Queued here, built after the answer is out (``bus.deferred``); a client gone by then
-                # does not stop it. A check cancelled before its verdict (the client went away while
-                # it waited) decided nothing and is not audited.
-                self._gate.audit.gate(verdict.status, verdict.headers, verdict.reason, "grpc", http.path)
+            if verdict is not None and self._gate.audit.producer is not None:
+                # After the answer, as over HTTP: grpc.aio serializes the returned message and starts
+                # sending it in the step that ends this coroutine, before the loop runs this callback;
+                # a client gone by then does not stop it. A check cancelled before its verdict (the
+                # client went away while it waited) decided nothing and is not audited.
+                asyncio.get_running_loop().call_soon(
+                    self._gate.audit.gate, verdict.status, verdict.headers, verdict.reason, "grpc", http.path
+                )
 
     async def _decide(self, request: external_auth_pb2.CheckRequest) -> Verdict:
         started = asyncio.get_running_loop().time()

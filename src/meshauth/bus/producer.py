@@ -31,12 +31,9 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from meshauth.bus.deferred import Deferred
 from meshauth.bus.events import AuditEvent, encode
 from meshauth.bus.gauges import StreamGauges
 from meshauth.bus.metrics import DROPPED, SPOOLED
@@ -93,7 +90,6 @@ class Producer:
         self.config = config
         self._writer = StreamWriter(url, prefix=config.prefix, partitions=config.partitions, maxlen=config.maxlen)
         self._buffer: collections.deque[tuple[str, str, bytes]] = collections.deque()
-        self._deferred = Deferred()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._gauges: StreamGauges | None = None
@@ -127,11 +123,6 @@ class Producer:
             self._wake.set()
         return True
 
-    def later(self, fn: Callable[..., object], *args: Any) -> None:
-        """Run ``fn(*args)`` — a hook that builds and publishes an event — after the request's answer
-        is out (``deferred.py``); ``flushed`` and ``stop`` include what is queued so."""
-        self._deferred.add(fn, args)
-
     @property
     def buffered(self) -> int:
         return len(self._buffer)
@@ -161,7 +152,6 @@ class Producer:
 
     async def stop(self) -> None:
         """Drain: write what is buffered (to Redis, else to the spool) and close."""
-        self._deferred.run_now()
         self._closing = True
         self._wake.set()
         self._stopping.set()
@@ -184,7 +174,7 @@ class Producer:
     async def flushed(self, within: float = 10.0) -> None:
         """Wait until the buffer and the spool are empty (tests, benchmarks)."""
         deadline = time.monotonic() + within
-        while self._deferred.pending or self._buffer or self._in_flight or self.spool_pending:
+        while self._buffer or self._in_flight or self.spool_pending:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{len(self._buffer)} events still buffered, spool pending={self.spool_pending}")
             await asyncio.sleep(0.005)

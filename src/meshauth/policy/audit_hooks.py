@@ -32,17 +32,12 @@ class PolicyAudit:
     def decisions(
         self, store: str, queries: Sequence[object], decisions: Sequence[wire.Decision], started: int
     ) -> None:
-        """``started``: ``time.perf_counter_ns()`` when the request began. The events are built after
-        the answer is out (``Producer.later``): this runs for every decision."""
+        """``started``: ``time.perf_counter_ns()`` when the request began."""
         producer = self.producer
         if producer is None:
             return
         latency_us = (time.perf_counter_ns() - started) // 1000
-        producer.later(self._decisions, store, queries, decisions, latency_us, time.time())
-
-    def _decisions(
-        self, store: str, queries: Sequence[object], decisions: Sequence[wire.Decision], latency_us: int, now: float
-    ) -> None:
+        now = time.time()
         for q, d in zip(queries, decisions, strict=False):
             if not isinstance(q, Query):  # an item refused before evaluation: not a decision of the engine
                 continue
