@@ -37,6 +37,7 @@ ON = {"MESHAUTH_AUDIT_ENABLED": "true"}
 MODES = {
     "on": ON,
     "on_no_gap": {**ON, "MESHAUTH_BUS_FLUSH_GAP": "0"},
+    "on_gap_20ms": {**ON, "MESHAUTH_BUS_FLUSH_GAP": "0.02"},
     "on_flush_10ms": {**ON, "MESHAUTH_BUS_FLUSH_GAP": "0", "MESHAUTH_BUS_FLUSH_INTERVAL": "0.01"},
     "on_flush_20ms": {**ON, "MESHAUTH_BUS_FLUSH_GAP": "0", "MESHAUTH_BUS_FLUSH_INTERVAL": "0.02"},
     "off": {"MESHAUTH_AUDIT_ENABLED": "false"},

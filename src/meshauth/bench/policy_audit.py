@@ -30,7 +30,12 @@ from meshauth.bench.processes import free_port, running
 ON = {"MESHAUTH_AUDIT_ENABLED": "true"}
 # On with the default flush pacing (at most every 50 ms: ``bus_flush_gap``), on with the earlier one
 # (every 5 ms: gap 0), off.
-MODES = {"on": ON, "on_no_gap": {**ON, "MESHAUTH_BUS_FLUSH_GAP": "0"}, "off": {"MESHAUTH_AUDIT_ENABLED": "false"}}
+MODES = {
+    "on": ON,
+    "on_no_gap": {**ON, "MESHAUTH_BUS_FLUSH_GAP": "0"},
+    "on_gap_20ms": {**ON, "MESHAUTH_BUS_FLUSH_GAP": "0.02"},
+    "off": {"MESHAUTH_AUDIT_ENABLED": "false"},
+}
 
 
 def run(*, seconds: int, rate: int, rounds: int = 6, modes: tuple[str, ...] = ("on", "off")) -> dict[str, Any]:
