@@ -57,7 +57,17 @@ def test_settings_are_frozen() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"leeway": 3600}, {"signing_alg": "HS256"}, {"issuer": "ftp://x"}, {"redis_prefix": "nocolon"}, {"unknown": 1}],
+    [
+        {"leeway": 3600},
+        {"signing_alg": "HS256"},
+        {"issuer": "ftp://x"},
+        {"redis_prefix": "nocolon"},
+        {"unknown": 1},
+        {"bus_flush_gap": -0.01},
+        {"bus_flush_gap": 5.5},
+        {"bus_flush_gap": "soon"},
+        {"bus_flush_gap": float("nan")},
+    ],
 )
 def test_invalid_settings(kwargs: dict[str, object]) -> None:
     """Out-of-range or unknown settings are refused with a validation error."""

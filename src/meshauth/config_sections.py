@@ -50,9 +50,13 @@ class BusSettings(BaseModel):
     audit_enabled: bool = True
     # Streams are split into this many partitions by key hash; each is read by one consumer at a time.
     bus_partitions: int = Field(default=4, ge=1, le=256)
-    # Producer: in-process buffer (events), flushed every flush_interval seconds or flush_batch events.
+    # Producer: in-process buffer (events). A flush waits flush_interval seconds after the first
+    # event of an idle producer, and starts at least flush_gap seconds after the previous flush
+    # started (at most 1/flush_gap flushes a second: each is one round trip to Redis whatever its
+    # size); flush_batch waiting events are written at once. flush_gap 0: flush_interval alone.
     bus_buffer_events: int = Field(default=100_000, ge=1)
     bus_flush_interval: float = Field(default=0.005, gt=0, le=5)
+    bus_flush_gap: float = Field(default=0.05, ge=0, le=5)
     bus_flush_batch: int = Field(default=500, ge=1, le=100_000)
     bus_max_event_bytes: int = Field(default=16_384, ge=256, le=1_048_576)
     # Spool for when Redis is unreachable: a directory (default var_dir/bus-spool) and its size limit;

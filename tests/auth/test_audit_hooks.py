@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from google.rpc import code_pb2
 from redis.asyncio import Redis
 
+from meshauth.auth.metrics import GATE_DECISIONS
 from meshauth.bus.streams import AUDIT, StreamNames
 from tests.auth.conftest import Harness, make_settings, start_harness
+from tests.auth.test_extauthz import check_request, grpc_auth
 from tests.bus.helpers import read_all, until
+
+__all__ = ["grpc_auth"]  # the fixture, used here
 
 
 async def _events(redis: Redis) -> list[Any]:
@@ -69,3 +77,65 @@ async def test_bus_full_drops_events_never_requests(
         await until(lambda: producer.dropped > 0, what="drops counted")  # noqa: B023 - awaited here
         metrics = (await h.http.get("/metrics")).text
         assert 'meshauth_bus_dropped_total{reason="buffer_full",stream="audit"}' in metrics
+
+
+def _grpc_decisions() -> int:
+    return sum(n for labels, n in GATE_DECISIONS.counts.items() if labels[0] == "grpc")
+
+
+async def test_grpc_checks_are_audited(grpc_auth: tuple[Harness, str], redis: Redis) -> None:
+    """Through the real gRPC server: one event per check, the verdict's identity and status."""
+    h, target = grpc_auth
+    await h.add_client()
+    token = (await h.token(scope="read"))["access_token"]
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+        assert (await stub.Check(check_request({"authorization": f"Bearer {token}"}))).status.code == code_pb2.OK
+        denied = await stub.Check(check_request({"authorization": "Bearer nope"}))
+        assert denied.denied_response.status.code == 401
+    bus = h.app.service.bus
+    assert bus is not None
+    await until(lambda: bus.buffered == 0 and bus.published >= 2, what="both events flushed")
+    gate = sorted((e for e in await _events(redis) if e.type == "gate.decision"), key=lambda e: e.status)
+    assert [(e.action, e.decision, e.status, e.subject, e.resource) for e in gate] == [
+        ("grpc", "allow", 200, "svc", "/orders/1"),
+        ("grpc", "deny", 401, "", "/orders/1"),
+    ]
+
+
+async def test_grpc_checks_decided_for_a_client_gone_are_audited(grpc_auth: tuple[Harness, str], redis: Redis) -> None:
+    """200 checks in flight when the client closes its channel (after the first answer): every check
+    the gate decided — counted in ``meshauth_gate_decisions_total`` — is audited, answer delivered or
+    not; the gate keeps answering afterwards."""
+    h, target = grpc_auth
+    await h.add_client()
+    token = (await h.token(scope="read"))["access_token"]
+    request = check_request({"authorization": f"Bearer {token}"})
+    before = _grpc_decisions()
+    channel = grpc.aio.insecure_channel(target)
+    stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+    calls = [asyncio.ensure_future(stub.Check(request)) for _ in range(200)]
+    await asyncio.wait(calls, return_when=asyncio.FIRST_COMPLETED)
+    await channel.close()
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    answered = sum(1 for o in outcomes if isinstance(o, external_auth_pb2.CheckResponse))
+    assert answered >= 1
+    bus = h.app.service.bus
+    assert bus is not None
+    decided = _grpc_decisions() - before
+    assert decided >= answered
+
+    async def gate_events() -> list[Any]:
+        return [e for e in await _events(redis) if e.type == "gate.decision"]
+
+    async def all_arrived() -> bool:
+        return len(await gate_events()) >= decided
+
+    await until(all_arrived, what="an event per decided check")
+    await bus.flushed()
+    gate = await gate_events()
+    assert len(gate) == decided == _grpc_decisions() - before
+    assert all(e.action == "grpc" and e.decision == "allow" for e in gate)
+    async with grpc.aio.insecure_channel(target) as again:
+        response = await external_auth_pb2_grpc.AuthorizationStub(again).Check(request)
+    assert response.status.code == code_pb2.OK

@@ -1,6 +1,7 @@
 import asyncio
 import os
 import signal
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -171,3 +172,66 @@ async def test_an_unusable_spool_directory_does_not_stop_the_producer(
     await p.flushed()
     await p.stop()
     assert len(await read_all(redis, NAMES.all())) == 1
+
+
+async def test_flushes_are_spaced_by_the_gap_at_a_steady_rate(valkey_url: str, redis: Redis, tmp_path: Path) -> None:
+    """~2,000 events/s for ~0.5 s: a flush starts at most every ``flush_gap`` (one round trip each),
+    however the machine schedules the publisher; without a gap the same load takes many more."""
+    flushes = {}
+    for gap in (0.05, 0.0):
+        p = Producer(valkey_url, config(tmp_path / str(gap), flush_interval=0.002, flush_gap=gap))
+        await p.start()
+        started = time.monotonic()
+        for chunk in range(50):
+            for event in _events(20, start=chunk * 20):
+                p.publish(AUDIT, event)
+            await asyncio.sleep(0.01)  # paces the publisher (not a wait for a result)
+        await p.flushed()
+        elapsed = time.monotonic() - started
+        flushes[gap] = p.flushes
+        await p.stop()
+        if gap:
+            assert p.flushes <= elapsed / gap + 2, (p.flushes, elapsed)
+    assert flushes[0.0] > flushes[0.05]
+    assert len(await read_all(redis, NAMES.all())) == 2_000
+
+
+async def test_an_idle_producer_flushes_its_first_event_without_waiting_for_the_gap(
+    valkey_url: str, redis: Redis, tmp_path: Path
+) -> None:
+    """The first event after a quiet spell goes after ``flush_interval``; the next one, published just
+    after that flush, waits until ``flush_gap`` after its start; a full batch does not wait."""
+    gap = 2.0
+    p = Producer(valkey_url, config(tmp_path, flush_interval=0.002, flush_gap=gap, flush_batch=50))
+    await p.start()
+    try:
+        t0 = time.monotonic()
+        p.publish(AUDIT, audit("gate.decision", subject="a"))
+        await until(lambda: p.published == 1, within=gap * 0.75, what="first event well within the gap")
+        p.publish(AUDIT, audit("gate.decision", subject="b"))
+        await until(lambda: p.published == 2, what="second event")
+        assert time.monotonic() - t0 >= gap
+        t2 = time.monotonic()
+        for event in _events(50):
+            p.publish(AUDIT, event)
+        await until(lambda: p.published == 52, within=gap * 0.75, what="a full batch at once")
+        assert time.monotonic() - t2 < gap
+    finally:
+        await p.stop()
+    assert len(await read_all(redis, NAMES.all())) == 52
+
+
+async def test_shutdown_within_a_gap_drains_at_once(valkey_url: str, redis: Redis, tmp_path: Path) -> None:
+    p = Producer(valkey_url, config(tmp_path, flush_interval=0.002, flush_gap=5.0))
+    await p.start()
+    p.publish(AUDIT, audit("gate.decision", subject="a"))
+    await until(lambda: p.published == 1, what="first flush")
+    for event in _events(300):
+        p.publish(AUDIT, event)
+    for _ in range(5):
+        await asyncio.sleep(0)  # loop turns: the flusher wakes and begins waiting out its gap
+    started = time.monotonic()
+    await p.stop()
+    assert time.monotonic() - started < 2.0  # not the 5 s gap (nor the 5 s drain timeout: spooled)
+    assert p.spooled == 0
+    assert len(await read_all(redis, NAMES.all())) == 301

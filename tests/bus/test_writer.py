@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from redis.asyncio import Redis
 
-from meshauth.bus.streams import StreamNames
+from meshauth.bus.streams import AUDIT, StreamNames
 from meshauth.bus.writer import StreamWriter
 from tests.bus.helpers import entries
 
@@ -46,3 +47,14 @@ async def test_maxlen_caps_a_partition(valkey_url: str, redis: Redis) -> None:
         await writer.aclose()
     # Approximate trimming (~): whole radix-tree nodes go, so a little above the cap stays.
     assert 1000 <= await redis.xlen(NAMES.partition(3)) < 15_000 / 2
+
+
+def test_partition_is_the_keys_crc_partition_across_the_memory_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    from meshauth.bus import writer as writer_module
+
+    monkeypatch.setattr(writer_module, "PARTITION_MEMORY", 3)
+    w = StreamWriter("redis://127.0.0.1:1", prefix="meshauth:", partitions=4, maxlen=1000)
+    names = StreamNames("meshauth:", AUDIT, 4)
+    keys = ["alice", "bob", "", "ünïcode", "\ud800", "x" * 5000, "alice", "carol", "bob"]
+    assert [w.partition(AUDIT, key) for key in keys] == [names.of_key(key) for key in keys]
+    assert [w.partition(AUDIT, key) for key in reversed(keys)] == [names.of_key(key) for key in reversed(keys)]

