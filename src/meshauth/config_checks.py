@@ -164,6 +164,16 @@ def check_cluster_prefix(prefix: str, redis_url: str | None) -> None:
         )
 
 
+def listen_host_checked(host: str) -> str:
+    """An address to bind: empty would bind every interface without anyone having asked for it."""
+    if not host.strip():
+        raise ValueError(
+            "must name an address to listen on: 127.0.0.1 for this host only, 0.0.0.0 for every interface"
+            " (empty would bind every interface silently)"
+        )
+    return host
+
+
 def issuer_checked(issuer: str) -> str:
     if not issuer.startswith(("https://", "http://")) or "?" in issuer or "#" in issuer:
         raise ValueError("issuer must be an http(s) URL without query or fragment (RFC 8414 §2)")
