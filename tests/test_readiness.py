@@ -42,7 +42,7 @@ async def test_concurrent_checks_share_one_probe_and_each_answers_within_the_bou
     elapsed = time.monotonic() - t0
     assert started == 1
     assert set(answers) == {f"unavailable: no answer within {READY_CHECK_TIMEOUT:.0f}s"}
-    assert READY_CHECK_TIMEOUT <= elapsed < READY_CHECK_TIMEOUT + 0.5
+    assert READY_CHECK_TIMEOUT <= elapsed < READY_CHECK_TIMEOUT + 1.0
 
     release.set()
     assert await checks.check("database", frozen) == OK
@@ -64,7 +64,7 @@ async def test_a_probe_slow_to_cancel_still_answers_within_the_bound() -> None:
     t0 = time.monotonic()
     answer = await ReadyChecks().check("database", frozen_and_slow_to_cancel)
     assert answer == f"unavailable: no answer within {READY_CHECK_TIMEOUT:.0f}s"
-    assert time.monotonic() - t0 < READY_CHECK_TIMEOUT + 0.5
+    assert time.monotonic() - t0 < READY_CHECK_TIMEOUT + 1.0
     await asyncio.wait_for(cleaned_up.wait(), READY_CHECK_TIMEOUT + 1)  # it still finished, later
 
 
