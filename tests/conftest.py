@@ -102,7 +102,8 @@ async def redis(valkey_url: str) -> AsyncIterator[Redis]:
     The flush goes through an admin connection of its own with generous timeouts: under a loaded full
     run ``FLUSHALL`` outlasted the services' 0.5 s default twice, and connecting for it timed out at
     load average 23. The client handed to the test keeps the services' defaults."""
-    admin = Redis.from_url(valkey_url, socket_timeout=ADMIN_TIMEOUT, socket_connect_timeout=ADMIN_TIMEOUT)
+    url = valkey_url.replace("valkey://", "redis://", 1)  # as meshauth.redis_client.connect reads it
+    admin = Redis.from_url(url, socket_timeout=ADMIN_TIMEOUT, socket_connect_timeout=ADMIN_TIMEOUT)
     try:
         await admin.flushall()
     finally:
