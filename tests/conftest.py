@@ -24,6 +24,7 @@ from meshauth.redis_client import connect
 
 PG_URL = os.environ.get("MESHAUTH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE_PG = os.environ.get("MESHAUTH_REQUIRE_POSTGRES") == "1"
+ADMIN_TIMEOUT = 10.0  # seconds: the fixtures' own Redis commands (flush), not the code under test
 
 
 def _pg_dsn(database: str) -> str:
@@ -96,9 +97,18 @@ def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
 
 @pytest.fixture
 async def redis(valkey_url: str) -> AsyncIterator[Redis]:
-    """An async client to this run's embedded Valkey, flushed first (never the machine's shared Redis)."""
+    """An async client to this run's embedded Valkey, flushed first (never the machine's shared Redis).
+
+    The flush goes through an admin connection of its own with generous timeouts: under a loaded full
+    run ``FLUSHALL`` outlasted the services' 0.5 s default twice, and connecting for it timed out at
+    load average 23. The client handed to the test keeps the services' defaults."""
+    url = valkey_url.replace("valkey://", "redis://", 1)  # as meshauth.redis_client.connect reads it
+    admin = Redis.from_url(url, socket_timeout=ADMIN_TIMEOUT, socket_connect_timeout=ADMIN_TIMEOUT)
+    try:
+        await admin.flushall()
+    finally:
+        await admin.aclose()
     client = connect(valkey_url)
     assert isinstance(client, Redis)  # one server: never a cluster client
-    await client.flushall()
     yield client
     await client.aclose()

@@ -132,3 +132,12 @@ def test_load_settings_names_an_explicit_argument() -> None:
 def test_passwords_in_urls_are_masked(url: str, shown: str) -> None:
     """Only the password of a URL is hidden."""
     assert mask_url(url) == shown
+
+
+def test_worker_metrics_host_must_name_an_address() -> None:
+    """Empty (or blank) would bind every interface: every interface is asked for as 0.0.0.0."""
+    for host in ("", "  "):
+        with pytest.raises(ConfigError, match="worker_metrics_host="):
+            load_settings(worker_metrics_host=host)
+    assert load_settings(worker_metrics_host="0.0.0.0").worker_metrics_host == "0.0.0.0"
+    assert load_settings().worker_metrics_host == "127.0.0.1"

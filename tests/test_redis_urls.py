@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -80,22 +81,58 @@ def test_a_bad_url_is_a_config_error_naming_the_variable(monkeypatch: pytest.Mon
     assert "names the monitored primary" in line and "hunter2" not in line
 
 
-def test_cluster_needs_a_hash_tagged_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every meshauth key in one slot, or MULTI/Lua/MGET/XREAD over several keys fail with CROSSSLOT."""
+@pytest.mark.parametrize("url", ["redis+cluster://n1:6379,n2:6379", "rediss+cluster://n1:6379"])
+@pytest.mark.parametrize("variable", ["MESHAUTH_REDIS_URL", "REDIS_URL"])
+def test_a_cluster_url_alone_gets_the_hash_tagged_prefix(
+    monkeypatch: pytest.MonkeyPatch, url: str, variable: str
+) -> None:
+    """Every meshauth key in one slot, or MULTI/Lua/MGET/XREAD over several keys fail with CROSSSLOT:
+    with a Cluster URL and no prefix set, the prefix is ``{meshauth}:`` without being asked for."""
+    monkeypatch.delenv("MESHAUTH_CONFIG_FILE", raising=False)
+    monkeypatch.delenv("MESHAUTH_REDIS_PREFIX", raising=False)
+    monkeypatch.setenv(variable, url)
+    assert load_settings().redis_prefix == "{meshauth}:"
+    monkeypatch.delenv(variable)
+    assert load_settings(redis_url=url).redis_prefix == "{meshauth}:"
+    assert load_settings().redis_prefix == "meshauth:"  # one server: the plain default
+    assert load_settings(redis_url="redis+sentinel://s1/m").redis_prefix == "meshauth:"
+
+
+def test_a_cluster_prefix_set_explicitly_must_carry_a_hash_tag(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An explicitly set prefix is never replaced: untagged, it is a one-line error naming the variable."""
     monkeypatch.delenv("MESHAUTH_CONFIG_FILE", raising=False)
     monkeypatch.setenv("MESHAUTH_REDIS_URL", "redis+cluster://n1:6379,n2:6379")
-    with pytest.raises(ConfigError) as caught:
-        load_settings()
-    (line,) = caught.value.problems
-    assert "MESHAUTH_REDIS_PREFIX is unset (default 'meshauth:')" in line and "{meshauth}:" in line
-    monkeypatch.setenv("MESHAUTH_REDIS_PREFIX", "mesh{}auth:")
-    with pytest.raises(ConfigError, match=re.escape("MESHAUTH_REDIS_PREFIX='mesh{}auth:'")):
-        load_settings()
-    monkeypatch.setenv("MESHAUTH_REDIS_PREFIX", "{meshauth}:")
-    assert load_settings().redis_prefix == "{meshauth}:"
+    for untagged in ("meshauth:", "mesh{}auth:"):
+        monkeypatch.setenv("MESHAUTH_REDIS_PREFIX", untagged)
+        with pytest.raises(ConfigError) as caught:
+            load_settings()
+        (line,) = caught.value.problems
+        assert line.startswith(f"meshauth: configuration error: MESHAUTH_REDIS_PREFIX={untagged!r}: ")
+        assert "{meshauth}:" in line
+    monkeypatch.setenv("MESHAUTH_REDIS_PREFIX", "{tenant-a}:")
+    assert load_settings().redis_prefix == "{tenant-a}:"
+    monkeypatch.delenv("MESHAUTH_REDIS_PREFIX")
+    with pytest.raises(ConfigError, match=re.escape("redis_prefix='meshauth:'")):
+        load_settings(redis_prefix="meshauth:")
     monkeypatch.setenv("MESHAUTH_REDIS_URL", "redis+sentinel://s1/m")  # one server at a time: any prefix
     monkeypatch.setenv("MESHAUTH_REDIS_PREFIX", "meshauth:")
     assert load_settings().redis_url == "redis+sentinel://s1/m"
+
+
+def test_a_cluster_prefix_from_the_config_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The same from a TOML file: unset there, the tagged default; set untagged, an error naming the key."""
+    monkeypatch.delenv("MESHAUTH_REDIS_PREFIX", raising=False)
+    monkeypatch.delenv("MESHAUTH_REDIS_URL", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    config = tmp_path / "meshauth.toml"
+    config.write_text('redis_url = "redis+cluster://n1:6379"\n')
+    monkeypatch.setenv("MESHAUTH_CONFIG_FILE", str(config))
+    assert load_settings().redis_prefix == "{meshauth}:"
+    config.write_text('redis_url = "redis+cluster://n1:6379"\nredis_prefix = "meshauth:"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    (line,) = caught.value.problems
+    assert line.startswith(f"meshauth: configuration error: redis_prefix in {config}=") and "{meshauth}:" in line
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,9 @@ import os
 from functools import cached_property
 from ipaddress import ip_network
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AliasChoices, Field, SecretStr, ValidationInfo, field_validator
+from pydantic import AfterValidator, AliasChoices, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -32,6 +32,7 @@ from meshauth.config_checks import (
     redis_prefix_checked,
     redis_url_checked,
     routes_file_checked,
+    with_cluster_prefix,
 )
 from meshauth.config_sections import BatchingSettings, BusSettings, MonitoringSettings
 
@@ -39,6 +40,7 @@ SigningAlg = Literal["ES256", "EdDSA", "RS256"]
 
 DEFAULT_VAR_DIR = Path("var")
 MAX_LEEWAY_SECONDS = 300
+REDIS_URL_KEYS = ("MESHAUTH_REDIS_URL", "REDIS_URL", "redis_url")  # in the order the first given wins
 MAX_DECISION_TOKEN_CHARS = 512  # policy/guard.py refuses longer Authorization lines unread
 
 
@@ -57,7 +59,7 @@ class Settings(BatchingSettings, MonitoringSettings, BusSettings, BaseSettings):
         default=None, validation_alias=AliasChoices("MESHAUTH_DATABASE_URL", "DATABASE_URL", "database_url")
     )
     redis_url: Annotated[str | None, AfterValidator(redis_url_checked)] = Field(
-        default=None, validation_alias=AliasChoices("MESHAUTH_REDIS_URL", "REDIS_URL", "redis_url")
+        default=None, validation_alias=AliasChoices(*REDIS_URL_KEYS)
     )
     redis_prefix: Annotated[str, AfterValidator(redis_prefix_checked)] = "meshauth:"
     admin_token: SecretStr | None = None
@@ -119,6 +121,11 @@ class Settings(BatchingSettings, MonitoringSettings, BusSettings, BaseSettings):
     policy_cache_ttl: float = Field(default=5.0, gt=0, le=86_400)
     policy_cache_deny_ttl: float = Field(default=1.0, gt=0, le=86_400)
     policy_cache_l1_size: int = Field(default=10_000, ge=1, le=10_000_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cluster_prefix_default(cls, data: Any) -> Any:
+        return with_cluster_prefix(data, REDIS_URL_KEYS)  # a Cluster URL alone: {meshauth}:
 
     @field_validator("redis_prefix")
     @classmethod

@@ -8,7 +8,9 @@ or a worker that crash-loops on it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from meshauth.redis_urls import (
@@ -137,14 +139,39 @@ def redis_prefix_checked(prefix: str) -> str:
     return prefix
 
 
+CLUSTER_PREFIX = "{meshauth}:"  # the prefix a Cluster URL gets when none is set
+
+
+def with_cluster_prefix(data: Any, url_keys: Sequence[str]) -> Any:
+    """The settings' input with ``redis_prefix`` defaulted to ``CLUSTER_PREFIX`` when the Redis URL (the
+    first of ``url_keys`` given) is a Cluster URL and no prefix was set anywhere. A prefix that was set is
+    left alone, for ``check_cluster_prefix`` to refuse if untagged."""
+    if not isinstance(data, dict) or "redis_prefix" in data:
+        return data
+    url = next((data[key] for key in url_keys if key in data), None)
+    if isinstance(url, str) and is_cluster_url(url):
+        return {**data, "redis_prefix": CLUSTER_PREFIX}
+    return data
+
+
 def check_cluster_prefix(prefix: str, redis_url: str | None) -> None:
     """With a Cluster URL every meshauth key must hash to one slot: MULTI, Lua, MGET and XREAD over
     several streams touch several keys at once, and Cluster refuses that across slots (CROSSSLOT)."""
     if is_cluster_url(redis_url) and hash_tag(prefix) is None:
         raise ValueError(
             "with a redis+cluster:// URL the prefix must carry a hash tag, e.g. {meshauth}: (every meshauth key"
-            " in one slot: multi-key commands cannot span slots)"
+            " in one slot: multi-key commands cannot span slots); unset, it is {meshauth}:"
         )
+
+
+def listen_host_checked(host: str) -> str:
+    """An address to bind: empty would bind every interface without anyone having asked for it."""
+    if not host.strip():
+        raise ValueError(
+            "must name an address to listen on: 127.0.0.1 for this host only, 0.0.0.0 for every interface"
+            " (empty would bind every interface silently)"
+        )
+    return host
 
 
 def issuer_checked(issuer: str) -> str:

@@ -8,9 +8,11 @@ live here so that config.py stays one screenful of the core settings.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
+
+from meshauth.config_checks import listen_host_checked
 
 
 class BatchingSettings(BaseModel):
@@ -75,7 +77,7 @@ class BusSettings(BaseModel):
     bus_drop_log_interval: float = Field(default=10.0, gt=0)
     # Each worker's /metrics (handled, dead-lettered, backlog): the address, and one port per worker
     # (two workers on one host need two); 0: no metrics server.
-    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_host: Annotated[str, AfterValidator(listen_host_checked)] = "127.0.0.1"  # "": refused
     audit_worker_metrics_port: int = Field(default=9102, ge=0, le=65535)
     analytics_worker_metrics_port: int = Field(default=9103, ge=0, le=65535)
     # --- end message bus ---

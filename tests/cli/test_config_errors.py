@@ -163,3 +163,22 @@ def test_serve_auth_without_redis_is_one_line(tmp_path: Path) -> None:
     [line] = problem_lines(result.stderr)
     assert "meshauth serve auth needs REDIS_URL" in line
     assert "meshauth up" in line
+
+
+@pytest.mark.parametrize("host", ["", " ", "\t"])
+def test_an_empty_worker_metrics_host_is_refused(tmp_path: Path, host: str) -> None:
+    """MESHAUTH_WORKER_METRICS_HOST="" used to bind the workers' /metrics on every interface, silently:
+    now exit 2 with one line naming the variable and the two usual values."""
+    result = meshauth(
+        tmp_path,
+        "worker",
+        "audit",
+        timeout=30,
+        MESHAUTH_WORKER_METRICS_HOST=host,
+        MESHAUTH_REDIS_URL="redis://127.0.0.1:1",
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    [line] = problem_lines(result.stderr)
+    assert line.startswith(f"meshauth: configuration error: MESHAUTH_WORKER_METRICS_HOST={host!r}: ")
+    assert "0.0.0.0" in line and "127.0.0.1" in line

@@ -7,6 +7,8 @@ import asyncio
 import socket
 import struct
 import threading
+import time
+import urllib.request
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -20,6 +22,7 @@ from tests.cli.conftest import clean_env, free_port
 from tests.cli.test_worker import _publish, _samples, _start, _stop
 
 EVENTS = 300
+SCRAPE_WITHIN = 2.0  # seconds: well inside Prometheus' default scrape timeout (10 s)
 
 
 def _attack(port: int, stop: threading.Event) -> None:
@@ -117,3 +120,44 @@ def _answers(port: int) -> bool:
         return ("meshauth_bus_handled_total", frozenset({("stream", "audit"), ("group", "audit")})) in _samples(port)
     except OSError:
         return False
+
+
+def _hold_idle(port: int, count: int) -> list[socket.socket]:
+    """``count`` connections that send nothing (or one byte of a head, slowloris) and stay open."""
+    held = []
+    for n in range(count):
+        s = socket.create_connection(("127.0.0.1", port), timeout=2)
+        if n % 2:
+            s.send(b"G")
+        held.append(s)
+    return held
+
+
+def _timed_scrape(port: int) -> float:
+    started = time.monotonic()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=SCRAPE_WITHIN) as resp:
+        assert resp.status == 200 and b"# TYPE " in resp.read()
+    return time.monotonic() - started
+
+
+async def test_a_scrape_answers_while_idle_connections_hold_the_cap(
+    valkey_url: str, redis: Redis, sqlite_url: str, tmp_path: Path
+) -> None:
+    """Twice the connection cap held open by idle and slowloris clients: a scrape still answers within
+    SCRAPE_WITHIN seconds, every time (before: it was closed unanswered while the cap was held)."""
+    port = free_port()
+    env = clean_env(MESHAUTH_REDIS_URL=valkey_url, MESHAUTH_DATABASE_URL=sqlite_url, MESHAUTH_BUS_BLOCK="0.1")
+    proc = _start(tmp_path, env, "worker", "audit", "--metrics-port", str(port))
+    held: list[socket.socket] = []
+    try:
+        await until(lambda: _listening(port), within=60, what=f"the worker's /metrics on :{port}")
+        for _ in range(3):
+            held += await asyncio.to_thread(_hold_idle, port, MAX_CONNECTIONS * 2)
+            took = await asyncio.to_thread(_timed_scrape, port)
+            assert took < SCRAPE_WITHIN, took
+    finally:
+        for s in held:
+            s.close()
+        err = _stop(proc)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "request failed" not in err, err[-3000:]

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from meshauth.config import Settings
-from meshauth.config_load import ConfigError, load_settings
+from meshauth.config_load import load_settings
 from tests.deploy.dockerfile import parse
 from tests.deploy.manifests import K8S, PENDING_SETTINGS, REPO, Obj, kustomize, setting_names, validate
 
@@ -110,15 +110,17 @@ def test_production_takes_a_sentinel_url_as_it_is(production: list[Obj], monkeyp
     assert {settings.redis_prefix for _, settings in loaded} == {"meshauth:"}
 
 
-def test_a_cluster_url_needs_the_redis_cluster_component(
+def test_a_cluster_url_loads_with_and_without_the_redis_cluster_component(
     production: list[Obj], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """production alone with a redis+cluster:// URL stops at start, naming the prefix; with
-    components/redis-cluster every container loads it with the hash-tagged prefix, and the rest of the
-    objects still validate."""
+    """production alone with a redis+cluster:// URL: every container loads it with the hash-tagged
+    prefix (the default for a Cluster URL); with components/redis-cluster (which sets that prefix
+    explicitly) the same, and the rest of the objects still validate."""
     secrets = {**EXAMPLE_SECRETS, "redis-url": CLUSTER_URL}
-    with pytest.raises(ConfigError, match="MESHAUTH_REDIS_PREFIX"):
-        list(_load_every_container(production, secrets, monkeypatch))
+    alone = list(_load_every_container(production, secrets, monkeypatch))
+    with_redis = [settings for _, settings in alone if settings.redis_url == CLUSTER_URL]
+    assert len(with_redis) >= 3  # auth, policy, bus-worker (migrations need no Redis)
+    assert {settings.redis_prefix for settings in with_redis} == {"{meshauth}:"}
     relative = Path(os.path.relpath(K8S, tmp_path))
     (tmp_path / "kustomization.yaml").write_text(
         f"resources:\n  - {relative}/overlays/production\ncomponents:\n  - {relative}/components/redis-cluster\n"

@@ -40,8 +40,10 @@ async def test_revocation_and_sessions_reach_every_replica(
 ) -> None:
     """Two auth replicas on one Sentinel/Cluster URL: a token revoked on one is refused by the other
     (the revocation key, MULTI, and the invalidation stream read with a blocking XREAD); a session
-    made on one passes the other's gate and logging out ends it on both."""
-    settings = make_settings(sqlite_url, ha.url, tmp_path, redis_prefix=ha.prefix)
+    made on one passes the other's gate and logging out ends it on both. No prefix is set: a Cluster
+    URL alone gets the hash-tagged ``{meshauth}:``, so every multi-key command here stays in one slot."""
+    settings = make_settings(sqlite_url, ha.url, tmp_path)
+    assert settings.redis_prefix == ha.prefix
     async for one in start_harness(settings):
         async for two in start_harness(settings):
             await one.add_client()

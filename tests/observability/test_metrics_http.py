@@ -93,23 +93,50 @@ async def test_an_idle_connection_is_closed_after_the_read_timeout(
         writer.close()
 
 
-async def test_connections_beyond_the_limit_are_closed_and_the_rest_still_served(server: MetricsServer) -> None:
+async def test_at_the_cap_a_newcomer_closes_the_oldest_idle_connection(server: MetricsServer) -> None:
+    """The cap held by idle connections: a scrape is still answered, and the oldest idle one is the one
+    closed for it (before: the scrape was closed unanswered while the cap was held)."""
     idle = [await asyncio.open_connection(server.host, server.port) for _ in range(MAX_CONNECTIONS)]
     try:
         await asyncio.sleep(0.2)  # let the server take them all
+        answer = await _exchange(server, b"GET /metrics HTTP/1.1\r\n\r\n", within=2.0)
+        assert answer.startswith(b"HTTP/1.1 200")
+        oldest, newest = idle[0][0], idle[-1][0]
+        with contextlib.suppress(ConnectionResetError):
+            assert await asyncio.wait_for(oldest.read(), 2.0) == b""  # closed unanswered
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(newest.read(), 0.2)  # still open, still waiting for its head
+    finally:
+        for _r, w in idle:
+            w.close()
+
+
+async def test_at_the_cap_with_every_connection_answering_a_newcomer_is_closed(
+    server: MetricsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only connections still reading their head are closed for a newcomer: with every open one being
+    answered (clients that do not read a large answer), the newcomer is closed unanswered."""
+    monkeypatch.setattr(metrics_http, "MAX_CONNECTIONS", 2)
+    monkeypatch.setattr(metrics_http, "exposition", lambda: b"x" * 16_000_000)
+    stuck = []
+    for _ in range(2):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # takes little of the answer
+        sock.connect((server.host, server.port))
+        sock.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
+        stuck.append(sock)
+    try:
+        await asyncio.sleep(0.3)  # both heads read, both answers waiting on their clients
         reader, writer = await asyncio.open_connection(server.host, server.port)
         try:
             writer.write(b"GET /metrics HTTP/1.1\r\n\r\n")
-            # Refused: closed (or reset) without an answer.
             with contextlib.suppress(ConnectionResetError):
                 assert await asyncio.wait_for(reader.read(), 5.0) == b""
         finally:
             writer.close()
     finally:
-        for _r, w in idle:
-            w.close()
-    await asyncio.sleep(0.2)
-    assert (await _exchange(server, b"GET /metrics HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        for sock in stuck:
+            sock.close()
 
 
 async def test_a_busy_port_is_an_oserror(server: MetricsServer) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import logging
@@ -35,7 +34,7 @@ from meshauth.config import Settings
 from meshauth.config_load import load_settings
 from meshauth.http import ApiError, api_error_handler, internal_error_handler, json_response, unavailable_handler
 from meshauth.observability.metrics import metrics_endpoint, publisher
-from meshauth.readiness import ping_database, readiness_response, ready_check
+from meshauth.readiness import ReadyChecks, ping_database, readiness_response
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +55,7 @@ class AuthApp:
         self.grpc_bound: int | None = None
         self._grpc: grpc.aio.Server | None = None
         self.ext_authz = ExtAuthzHttp(self.gate, self.authorizer)
+        self.ready_checks = ReadyChecks()  # a /readyz storm shares one check per dependency
         self.router = self._router()
         publisher(self._publish_metrics)
 
@@ -150,10 +150,10 @@ class AuthApp:
 
     async def _readyz(self, _request: Request) -> Response:
         # Each dependency is checked on its own, concurrently and within READY_CHECK_TIMEOUT, so a frozen
-        # Redis or database makes /readyz answer "not ready" promptly instead of hanging the probe.
-        database, redis = await asyncio.gather(
-            ready_check(ping_database(self.service.engine)), ready_check(self.service.redis.ping())
-        )
+        # Redis or database makes /readyz answer "not ready" promptly instead of hanging the probe;
+        # concurrent probes share the check in flight (one pool connection, not one per probe).
+        s = self.service
+        checks = await self.ready_checks.run({"database": lambda: ping_database(s.engine), "redis": s.redis.ping})
         listener = self.service.listener
         # Revocations are only current while the invalidation stream is read: a replica that lost it
         # misses other replicas' revocations, so it is not ready even if its first snapshot loaded.
@@ -163,7 +163,7 @@ class AuthApp:
             revocations = "unavailable: invalidation stream disconnected"
         else:
             revocations = "ok"
-        return readiness_response({"database": database, "redis": redis, "revocations": revocations})
+        return readiness_response({**checks, "revocations": revocations})
 
     def _publish_metrics(self) -> None:
         """Copy counts the service keeps itself into metrics (``observability.metrics.publisher``)."""

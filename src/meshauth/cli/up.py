@@ -70,7 +70,7 @@ def up(
         for worker in workers:  # the message bus's consumers (audit_log, analytics); supervised like the services
             stack.spawn(f"{worker} worker", "worker", worker, "--no-migrate")
         for replica in replicas:
-            stack.wait_ready(replica.name, replica.url + "/healthz")
+            stack.wait_ready(replica.name, replica.url)
         auth = topology.auth[0].url
         typer.echo("")
         typer.echo("meshauth is up")

@@ -30,6 +30,7 @@ from meshauth.local.health import wait_healthy
 from meshauth.local.valkey import EmbeddedValkey
 
 READY_TIMEOUT = 60.0
+READY_PATH = "/readyz"  # readiness; /healthz is liveness only
 POLL_INTERVAL = 0.2  # seconds between looks at the children
 FIRST_RESTART_DELAY = 0.5  # seconds
 MAX_RESTART_DELAY = 30.0  # seconds
@@ -134,8 +135,10 @@ class Stack:
         start()
         self.supervised[name] = Supervised(name, start, exit_code, cleanup)
 
-    def wait_ready(self, name: str, url: str) -> None:
-        wait_healthy(url, self.children[name], timeout=READY_TIMEOUT, name=name)
+    def wait_ready(self, name: str, base_url: str, *, timeout: float = READY_TIMEOUT) -> None:
+        """Until ``name``'s ``/readyz`` answers 200: ready (its database and, for auth, Redis answer),
+        not merely alive — "meshauth is up" must mean the services can serve."""
+        wait_healthy(base_url + READY_PATH, self.children[name], timeout=timeout, name=name)
 
     def run_until_stopped(self) -> int:
         def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -4,9 +4,15 @@ The services answer ``/metrics`` through their app (``metrics.metrics_endpoint``
 and a web server for one path is more than it needs. This is the smallest server that is safe to leave
 on a port anyone on the network may reach: one request per connection (``Connection: close``), its head
 read up to ``MAX_HEAD`` bytes within ``READ_TIMEOUT`` seconds (an idle or half-open connection is closed
-then), at most ``MAX_CONNECTIONS`` at once (more are closed unanswered), and only ``GET``/``HEAD
-/metrics`` answered with the text ``metrics.exposition()`` gives — 404 for other paths, 405 for other
-methods, 400 for a head that is not HTTP/1.x. Nothing a client sends is decoded as text.
+then), at most ``MAX_CONNECTIONS`` at once, and only ``GET``/``HEAD /metrics`` answered with the text
+``metrics.exposition()`` gives — 404 for other paths, 405 for other methods, 400 for a head that is
+not HTTP/1.x. Nothing a client sends is decoded as text.
+
+At the cap a new connection closes the *oldest one still reading its head* (idle, or a slowloris
+sending a byte at a time) and is served; only when every open connection is being answered is the new
+one closed unanswered. Refusing newcomers instead let one client holding 32 idle connections (opened
+again every ``READ_TIMEOUT``) keep Prometheus out: every scrape was closed unanswered. A scrape sends
+its head at once, so it is answered before a later newcomer can close it.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ class MetricsServer:
         self.port = port
         self._server: asyncio.Server | None = None
         self._open = 0
+        self._reading: dict[asyncio.StreamWriter, None] = {}  # connections still reading their head, oldest first
 
     async def start(self) -> None:
         """Bind and listen; OSError when the address cannot be bound (busy, not permitted)."""
@@ -55,15 +62,18 @@ class MetricsServer:
         return f"http://{self.host}:{self.port}/metrics"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._open >= MAX_CONNECTIONS:
+        if self._open >= MAX_CONNECTIONS and not self._close_oldest_reading():
             writer.transport.abort()
             return
         self._open += 1
+        self._reading[writer] = None
         try:
             try:
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
             except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
-                return  # closed, too large or too slow: nothing worth an answer
+                return  # closed (or closed for a newcomer), too large or too slow: nothing worth an answer
+            finally:
+                self._reading.pop(writer, None)
             if writer.is_closing():
                 # The client is gone (reset right after its request): uvloop raises RuntimeError, not
                 # ConnectionError, on a write to a closed transport — one ERROR traceback per such client.
@@ -87,6 +97,16 @@ class MetricsServer:
             self._open -= 1
             if not writer.is_closing():
                 writer.transport.abort()  # a client that stopped reading: drop what it did not take
+
+    def _close_oldest_reading(self) -> bool:
+        """Close the oldest connection still reading its head (its handler ends and counts it out);
+        False when every open connection is past its head."""
+        oldest = next(iter(self._reading), None)
+        if oldest is None:
+            return False
+        del self._reading[oldest]
+        oldest.transport.abort()
+        return True
 
 
 def _answer(head: bytes) -> tuple[int, bytes, bool]:

@@ -7,7 +7,6 @@ the same under ``/stores/{store}/`` (served by ``decision_front.DecisionFront``,
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import time
 from collections.abc import Awaitable, Callable
@@ -34,7 +33,7 @@ from meshauth.policy.metrics import DECISIONS, add_many
 from meshauth.policy.names import check_store
 from meshauth.policy.registry import Registry
 from meshauth.policy.stores import DEFAULT_STORE
-from meshauth.readiness import readiness_response, ready_check
+from meshauth.readiness import ReadyChecks, readiness_response
 from meshauth.redis_client import RedisConn
 
 _JSON = "application/json"
@@ -58,6 +57,7 @@ class PolicyApi:
     audit: PolicyAudit = field(default_factory=PolicyAudit)
     coalescer: Coalescer | None = None  # concurrent single evaluations answered together (issue 11)
     redis: RedisConn | None = None  # the announcer's connection, for /readyz to report
+    ready_checks: ReadyChecks = field(default_factory=ReadyChecks)  # a /readyz storm shares one check
 
     def __post_init__(self) -> None:
         self.admin_routes = AdminRoutes(self.settings, self.registry, self.admin, self.admin_token, self.audit)
@@ -149,11 +149,10 @@ class PolicyApi:
         is reported but not required: decisions never read it; without it state changes reach this
         replica at the next ``policy_refresh_interval`` and audit events are spooled. Requiring it
         would take every replica out of rotation at once for a dependency decisions do not need."""
-        probes = {"database": ready_check(self.admin.ping())}
+        probes: dict[str, Callable[[], Awaitable[object]]] = {"database": self.admin.ping}
         if self.redis is not None:
-            probes["redis"] = ready_check(self.redis.ping())
-        results = await asyncio.gather(*probes.values())
-        return readiness_response(dict(zip(probes, results, strict=True)), optional={"redis"})
+            probes["redis"] = self.redis.ping
+        return readiness_response(await self.ready_checks.run(probes), optional={"redis"})
 
     def routes(self) -> list[Route]:
         s = "/stores/{store}"
