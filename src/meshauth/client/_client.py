@@ -41,6 +41,7 @@ from meshauth.client._config import (
 )
 from meshauth.client._endpoints import Endpoints
 from meshauth.client._keys import L1Key, request_key
+from meshauth.client._many import ManyParts, check_many
 from meshauth.client._metrics import BREAKER_STATE, BREAKER_TRANSITIONS, CACHE, CHECKS, SINGLEFLIGHT_JOINS, STATE_CODE
 from meshauth.client._models import MINIMIZE_LATENCY, Check, Consistency, Decision, State
 from meshauth.client._request import Deadline, Pending, checked
@@ -208,15 +209,12 @@ class PolicyClient:
         consistency: Consistency = MINIMIZE_LATENCY,
         timeout: float | None = None,  # noqa: ASYNC109 - as check()
     ) -> list[Decision]:
-        """Several checks at once (they share batches); decisions in the order asked."""
-        return list(
-            await asyncio.gather(
-                *(
-                    self.check(c.subject, c.action, c.resource, c.context, consistency=consistency, timeout=timeout)
-                    for c in checks
-                )
-            )
-        )
+        """Several checks at once, in one pass (``_many.py``): caches looked up together, misses sent
+        as ``evaluations`` calls of at most ``max_batch`` under one deadline; answers as ``check()``'s."""
+        b, c = self._batcher, self._caller
+        parts = ManyParts(self.store, self._timeout, b.max_batch if b else 1, self._cache is not None, c.flush,
+                          c.breaker, self._stored, self._l1, self._sf, self._warmer, self._tracker)  # fmt: skip
+        return await check_many(parts, checks, consistency, timeout)
 
     async def aclose(self) -> None:
         await self._tracker.aclose()
