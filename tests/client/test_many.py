@@ -114,7 +114,9 @@ async def run(operations: list[Op], max_batch: int) -> None:
             if op == "many":
                 subjects, name = arg
                 checks = [Check(user(s), "view", DOC) for s in subjects]
-                want = [seen(await oracle.check(user(s), "view", DOC, consistency=level(name, world))) for s in subjects]
+                want = [
+                    seen(await oracle.check(user(s), "view", DOC, consistency=level(name, world))) for s in subjects
+                ]
                 for client in (cached, uncached):
                     got = await client.check_many(checks, consistency=level(name, world))
                     assert [seen(d) for d in got] == want, (client is cached, subjects, name)
@@ -156,7 +158,12 @@ async def test_cached_items_are_answered_and_only_misses_are_sent() -> None:
     async with make(t) as c:
         await c.check(user("a"), "view", DOC)
         ds = await c.check_many([Check(user(s), "view", DOC) for s in ("a", "b", "b", "xc")])
-    assert [(d.decision, d.source) for d in ds] == [(True, "l1"), (True, "service"), (True, "service"), (False, "service")]
+    assert [(d.decision, d.source) for d in ds] == [
+        (True, "l1"),
+        (True, "service"),
+        (True, "service"),
+        (False, "service"),
+    ]
     assert [e["subject"]["id"] for e in t.calls[-1][1]["evaluations"]] == ["b", "xc"]
 
 
