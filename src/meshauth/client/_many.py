@@ -23,16 +23,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
-from meshauth import wire
 from meshauth.client._answers import Unavailable, outcome
 from meshauth.client._breaker import CircuitBreaker
 from meshauth.client._cache import DecisionL1
 from meshauth.client._keys import L1Key, request_key
 from meshauth.client._metrics import CACHE, CHECKS, SINGLEFLIGHT_JOINS
 from meshauth.client._models import Check, Consistency, Decision, State
-from meshauth.client._request import Deadline, Pending, checked
+from meshauth.client._request import Deadline, Pending, checked_many
 from meshauth.client._stored import DecisionStore
 from meshauth.client._tracking import StateTracker
 from meshauth.client._warming import Warmer
@@ -82,16 +81,8 @@ async def check_many(
         raise TypeError("consistency must be MINIMIZE_LATENCY, FULLY_CONSISTENT or at_least(state)")
     if not checks:
         return []
-    first = _checked(0, checks[0], timeout, parts.timeout)
-    when, request = first.deadline, first.request  # one deadline for the batch, one trace
-    pending = [first]
-    for n in range(1, len(checks)):
-        c = checks[n]
-        subject, resource = _entity(c, "subject"), _entity(c, "resource")
-        if subject is None or resource is None or type(c.action) is not str or not c.action or c.context is not None:
-            pending.append(_checked(n, c, timeout, parts.timeout))
-        else:  # the common shape, validated as checked() does at a third of its cost
-            pending.append(Pending(subject, c.action, resource, None, when, request=request))
+    pending = checked_many(checks, timeout, parts.timeout)
+    when = pending[0].deadline
     floor = parts.tracker.seen
     if consistency.state is not None:
         floor = consistency.state.join(floor)
@@ -137,28 +128,6 @@ async def check_many(
     for (verdict, source), n in counts.items():
         CHECKS.add_many(n, verdict, source)
     return answers
-
-
-def _checked(n: int, c: object, timeout: float | None, default_timeout: float) -> Pending:
-    if not isinstance(c, Check):
-        raise TypeError(f"checks[{n}] must be a Check")
-    try:
-        return checked(c.subject, c.action, c.resource, c.context, timeout, default_timeout)
-    except (TypeError, ValueError) as exc:
-        raise type(exc)(f"checks[{n}]: {exc}") from None
-
-
-def _entity(c: object, name: str) -> Any:
-    """``c``'s subject or resource when it has the common shape (a Check holding a ``{"type", "id"}``
-    dict of non-empty strings), as ``_request.entity`` builds it; else None (``checked`` decides)."""
-    if type(c) is not Check:
-        return None
-    value = getattr(c, name)
-    if type(value) is dict and len(value) == 2:
-        kind, ident = value.get("type"), value.get("id")
-        if type(kind) is str and type(ident) is str and kind and ident:
-            return (wire.Subject if name == "subject" else wire.Resource)(kind, ident)
-    return None
 
 
 async def _answer(
