@@ -343,3 +343,22 @@ async def test_a_cancelled_batch_leaves_no_joiner_waiting() -> None:
             await many
         d = await asyncio.wait_for(one, 5)
     assert (d.decision, d.error) == (False, REASON_UNAVAILABLE)
+
+
+async def test_every_item_shape_is_sent_as_check_sends_it() -> None:
+    """Items in the common shape and every other accepted shape (structs, properties, a context)
+    reach the service exactly as one check() at a time sends them."""
+    from meshauth.wire import Resource, Subject
+
+    shapes = [
+        Check(user("a"), "view", DOC),
+        Check(Subject("User", "b"), "view", Resource("Doc", "d2")),
+        Check({"type": "User", "id": "c", "properties": {"dept": "x"}}, "view", DOC),
+        Check(user("d"), "view", DOC, {"ip": "10.0.0.1"}),
+    ]
+    batch, one = MockTransport(), MockTransport()
+    async with make(batch, cache=None) as many, make(one, cache=None, batching=None) as single:
+        await many.check_many(shapes)
+        for c in shapes:
+            await single.check(c.subject, c.action, c.resource, c.context)
+    assert batch.calls[0][1]["evaluations"] == [doc for _, doc, _ in one.calls]

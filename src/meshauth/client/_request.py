@@ -80,13 +80,30 @@ def checked_many(checks: Sequence[Check], timeout: object, default_timeout: floa
     first = _checked(0, checks[0], timeout, default_timeout)
     when, request = first.deadline, first.request
     pending = [first]
+    subject_of, resource_of = wire.Subject, wire.Resource
     for n in range(1, len(checks)):
+        # The common shape (dicts of two non-empty strings, no context) validated here as checked()
+        # does, at a quarter of its cost (~2 µs of a batched decision's ~7 µs of client CPU was this).
         c = checks[n]
-        subject, resource = _entity(c, "subject"), _entity(c, "resource")
-        if subject is None or resource is None or type(c.action) is not str or not c.action or c.context is not None:
-            pending.append(_checked(n, c, timeout, default_timeout))
-        else:  # the common shape, validated as checked() does, at a third of its cost
-            pending.append(Pending(subject, c.action, resource, None, when, request=request))
+        if type(c) is Check and c.context is None and type(c.action) is str and c.action:
+            s, r = c.subject, c.resource
+            if type(s) is dict and type(r) is dict and len(s) == 2 and len(r) == 2:
+                st, si, rt, ri = s.get("type"), s.get("id"), r.get("type"), r.get("id")
+                if (
+                    type(st) is str
+                    and type(si) is str
+                    and type(rt) is str
+                    and type(ri) is str
+                    and st
+                    and si
+                    and rt
+                    and ri
+                ):
+                    pending.append(
+                        Pending(subject_of(st, si), c.action, resource_of(rt, ri), None, when, request=request)
+                    )
+                    continue
+        pending.append(_checked(n, c, timeout, default_timeout))
     for p in pending:
         p.deadline = when
     return pending
@@ -99,19 +116,6 @@ def _checked(n: int, c: object, timeout: object, default_timeout: float) -> Pend
         return checked(c.subject, c.action, c.resource, c.context, timeout, default_timeout)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"checks[{n}]: {exc}") from None
-
-
-def _entity(c: object, name: str) -> Any:
-    """``c``'s subject or resource when it has the common shape (a Check holding a ``{"type", "id"}``
-    dict of non-empty strings), as ``_request.entity`` builds it; else None (``checked`` decides)."""
-    if type(c) is not Check:
-        return None
-    value = getattr(c, name)
-    if type(value) is dict and len(value) == 2:
-        kind, ident = value.get("type"), value.get("id")
-        if type(kind) is str and type(ident) is str and kind and ident:
-            return (wire.Subject if name == "subject" else wire.Resource)(kind, ident)
-    return None
 
 
 class Deadline:
