@@ -362,3 +362,10 @@ async def test_every_item_shape_is_sent_as_check_sends_it() -> None:
         for c in shapes:
             await single.check(c.subject, c.action, c.resource, c.context)
     assert batch.calls[0][1]["evaluations"] == [doc for _, doc, _ in one.calls]
+
+
+async def test_any_iterable_of_checks_is_accepted() -> None:
+    """A generator of checks is answered like a list (as when check_many gathered check() calls)."""
+    async with make(MockTransport()) as c:
+        ds = await c.check_many(Check(user(f"u{i}"), "view", DOC) for i in range(3))  # type: ignore[arg-type]
+    assert [d.decision for d in ds] == [True, True, True]

@@ -79,6 +79,8 @@ async def check_many(
 ) -> list[Decision]:
     if not isinstance(consistency, Consistency):
         raise TypeError("consistency must be MINIMIZE_LATENCY, FULLY_CONSISTENT or at_least(state)")
+    if type(checks) is not list and type(checks) is not tuple:
+        checks = list(checks)  # any iterable of checks, as when this gathered one check() per item
     if not checks:
         return []
     pending = checked_many(checks, timeout, parts.timeout)
