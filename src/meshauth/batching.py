@@ -70,6 +70,10 @@ class Batcher(Generic[T, R]):
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
+    def max_batch(self) -> int:
+        return self._max_batch
+
+    @property
     def in_flight(self) -> int:
         """Batches handed to ``flush`` and not yet answered."""
         return self._in_flight

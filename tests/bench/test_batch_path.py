@@ -34,3 +34,25 @@ def test_questions_come_from_the_harness_workload() -> None:
     # Zipf: the most popular user is asked far more often than a uniform draw would (1 in 10,000)
     top = sum(1 for s, _, _ in asked if s["id"] == "u0")
     assert top > 50
+
+
+def test_explicit_batches_are_reported_beside_the_figure_not_instead() -> None:
+    """With explicit check_many rounds, their ratio is added under its own name; ratio_path stays
+    the micro-batched figure."""
+    rounds = [
+        {"single": _mode(4000, 10000), "batched": _mode(20000, 40000), "explicit": _mode(36000, 50000)},
+        {"single": _mode(4000, 10000), "batched": _mode(28000, 30000), "explicit": _mode(40000, 60000)},
+        {"single": _mode(5000, 10000), "batched": _mode(30000, 50000), "explicit": _mode(40000, 70000)},
+    ]
+    out = batch_path.summarize(rounds)
+    assert out["ratio_path"] == pytest.approx(6.0)
+    assert out["ratio_path_explicit"] == pytest.approx(9.0)
+    assert out["ratio_path_explicit_per_round"] == pytest.approx([9.0, 10.0, 8.0])
+    assert out["ratio_service_explicit"] == pytest.approx(6.0)
+
+
+def test_rounds_without_explicit_batches_report_only_the_figure() -> None:
+    """An older results file (single and batched only) summarizes as before."""
+    out = batch_path.summarize([{"single": _mode(4000, 10000), "batched": _mode(20000, 40000)}])
+    assert out["ratio_path"] == pytest.approx(5.0)
+    assert "ratio_path_explicit" not in out

@@ -69,6 +69,15 @@ def test_batch_efficiency_is_issue_10s_definition() -> None:
     assert _by_label(r)["batch efficiency"].verdict == "miss"
 
 
+def test_explicit_batches_are_shown_beside_the_figure_and_do_not_set_the_verdict() -> None:
+    r = doc()
+    r["batch_path"]["ratio_path"] = 6.0
+    r["batch_path"]["ratio_path_explicit"] = 12.0
+    row = _by_label(r)["batch efficiency"]
+    assert row.value == pytest.approx(6.0) and row.verdict == "miss"
+    assert "explicit check_many batches of 64: 12.0×" in row.measured
+
+
 def test_bus_row_reads_the_median_p95s_at_3000() -> None:
     row = _by_label(doc())["auth latency p95, audit on / off"]
     assert row.value == pytest.approx(1.08)

@@ -5,12 +5,15 @@ process pins itself to the client core:
     flock /tmp/meshauth-bench.lock python -m meshauth.bench.client [PART ...] [--uvloop]
 
 Parts (default: all): ``batch`` — decisions per CPU-second of the whole policy path (client + service,
-caches off, every check distinct), batched vs one call per check, at saturation, plus the cost of an
-L1 hit; ``transports`` — aiohttp HTTP/1.1 vs curl_cffi h2c and HTTP/1.1 (``client_transports.py``);
-``zipf`` — hit rates under Zipf s=1.1 (``client_cache.py``); ``activation`` — hit rate and latency
-around a policy activation, warming on and off; ``invalidation`` — entity writes reaching three
-client processes (``client_invalidation.py``). CPU is read from the kernel (this process; the
-service's process tree from /proc): CPU actually spent, not wall time.
+caches off, every check distinct) at saturation, in one run, modes alternated: (a) one call per
+check (``single``), (b) concurrent ``check()`` micro-batched (``batched``), (c) explicit
+``check_many`` batches of ``--max-batch`` from ``--batch-callers`` callers (``explicit``); ratios
+against (a); plus the cost of an L1 hit; ``transports`` — aiohttp HTTP/1.1 vs curl_cffi h2c and
+HTTP/1.1 (``client_transports.py``); ``zipf`` — hit rates under Zipf s=1.1 (``client_cache.py``);
+``activation`` — hit rate and latency around a policy activation, warming on and off;
+``invalidation`` — entity writes reaching three client processes (``client_invalidation.py``). CPU
+is read from the kernel (this process; the service's process tree from /proc): CPU actually spent,
+not wall time.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import timeit
 from typing import Any
 
 from meshauth.bench import client_cache, client_invalidation, client_transports
-from meshauth.bench.client_setup import keep_in_flight, pin_client, policy_service
+from meshauth.bench.client_setup import keep_batches_in_flight, keep_in_flight, pin_client, policy_service
 from meshauth.client import BatchConfig, PolicyClient
 from meshauth.client._cache import DecisionL1
 from meshauth.client._keys import request_key
@@ -51,20 +54,26 @@ def l1_costs() -> dict[str, float]:
     }
 
 
+MODES = ("single", "batched", "explicit")
+
+
 async def saturate(
-    url: str, *, batched: bool, seconds: float, concurrency: int, pid: int, max_batch: int = 64
+    url: str, *, mode: str, seconds: float, concurrency: int, pid: int, max_batch: int = 64, callers: int = 2
 ) -> dict[str, float]:
     client = PolicyClient(
         [url],
         timeout=5.0,
-        batching=BatchConfig(max_batch=max_batch, max_wait=0.002) if batched else None,
+        batching=None if mode == "single" else BatchConfig(max_batch=max_batch, max_wait=0.002),
         singleflight=False,
         cache=None,
         retry=None,
         breaker=None,
     )
     # warm-up (64 checks): connections open, service compiled
-    run = await keep_in_flight(client, pid, workers=concurrency, seconds=seconds, warm=64, distinct_resources=True)
+    if mode == "explicit":
+        run = await keep_batches_in_flight(client, pid, callers=callers, size=max_batch, seconds=seconds, warm=64)
+    else:
+        run = await keep_in_flight(client, pid, workers=concurrency, seconds=seconds, warm=64, distinct_resources=True)
     await client.aclose()
     counter, errors = run.decisions, run.errors
     client_cpu, server_cpu, wall = run.client_cpu, run.server_cpu, run.wall
@@ -97,30 +106,39 @@ def batch(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"l1": l1_costs()}
     with policy_service() as served:
         out["warm_check_us"] = asyncio.run(warm_check_us(served.url))
-        runs: dict[str, list[dict[str, float]]] = {"single": [], "batched": []}
+        print(f"policy service pid {served.pid}", file=sys.stderr, flush=True)  # for py-spy from outside
+        modes = args.modes or MODES
+        runs: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
         for _ in range(args.rounds):  # interleaved: the machine is shared and noisy
-            for name, on in (("single", False), ("batched", True)):
-                runs[name].append(
+            for mode in modes:
+                runs[mode].append(
                     asyncio.run(
                         saturate(
                             served.url,
-                            batched=on,
+                            mode=mode,
                             seconds=args.seconds,
                             concurrency=args.concurrency,
                             pid=served.pid,
                             max_batch=args.max_batch,
+                            callers=args.batch_callers,
                         )
                     )
                 )
-    single = max(runs["single"], key=lambda r: r["decisions_per_path_cpu_s"])
-    batched = max(runs["batched"], key=lambda r: r["decisions_per_path_cpu_s"])
-    out.update(single=single, batched=batched)
-    out["ratio_client_cpu"] = batched["decisions_per_client_cpu_s"] / single["decisions_per_client_cpu_s"]
-    out["ratio_path_cpu"] = batched["decisions_per_path_cpu_s"] / single["decisions_per_path_cpu_s"]
-    out["ratio_path_cpu_per_round"] = [
-        b["decisions_per_path_cpu_s"] / s["decisions_per_path_cpu_s"]
-        for s, b in zip(runs["single"], runs["batched"], strict=True)
-    ]
+    for mode in modes:
+        out[mode] = max(runs[mode], key=lambda r: r["decisions_per_path_cpu_s"])
+    if "single" in modes:
+        single = out["single"]
+        for mode, suffix in (("batched", ""), ("explicit", "_explicit")):
+            if mode not in modes:
+                continue
+            out["ratio_client_cpu" + suffix] = (
+                out[mode]["decisions_per_client_cpu_s"] / single["decisions_per_client_cpu_s"]
+            )
+            out["ratio_path_cpu" + suffix] = out[mode]["decisions_per_path_cpu_s"] / single["decisions_per_path_cpu_s"]
+            out["ratio_path_cpu_per_round" + suffix] = [
+                b["decisions_per_path_cpu_s"] / s["decisions_per_path_cpu_s"]
+                for s, b in zip(runs["single"], runs[mode], strict=True)
+            ]
     return out
 
 
@@ -156,7 +174,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--max-batch", type=int, default=64, help="BatchConfig.max_batch in the batch part")
+    parser.add_argument("--max-batch", type=int, default=64, help="BatchConfig.max_batch and check_many's size")
+    parser.add_argument("--batch-callers", type=int, default=2, help="concurrent check_many callers (explicit mode)")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=None, help="batch part: modes to run (all)")
     parser.add_argument("--rate", type=int, default=2000, help="offered checks/s in the activation part")
     parser.add_argument("--zipf-warmup", type=int, default=1_000_000)
     parser.add_argument("--zipf-checks", type=int, default=300_000)

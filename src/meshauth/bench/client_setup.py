@@ -20,7 +20,7 @@ from typing import Any
 
 from meshauth.bench.loadgen import CLIENT_CORE, SERVER_CORE
 from meshauth.bench.processes import free_port, running
-from meshauth.client import PolicyClient
+from meshauth.client import Check, PolicyClient
 
 ADMIN = "bench-admin-token"
 POLICIES = """
@@ -156,6 +156,40 @@ async def keep_in_flight(
     )
     c0, s0, t0 = time.process_time(), tree_cpu(pid), time.perf_counter()
     tasks = [asyncio.ensure_future(worker(w)) for w in range(workers)]
+    await asyncio.sleep(seconds)
+    stop = True
+    await asyncio.gather(*tasks)
+    c1, s1, t1 = time.process_time(), tree_cpu(pid), time.perf_counter()
+    return Saturated(decisions, errors, t1 - t0, c1 - c0, s1 - s0)
+
+
+async def keep_batches_in_flight(
+    client: PolicyClient, pid: int, *, callers: int, size: int, seconds: float, warm: int
+) -> Saturated:
+    """As :func:`keep_in_flight`, with ``callers`` each asking ``check_many`` of ``size`` questions
+    never asked before (a new subject and resource per question), one batch after another."""
+    decisions = errors = 0
+    stop = False
+
+    async def caller(w: int) -> None:
+        nonlocal decisions, errors
+        i = 0
+        while not stop:
+            got = await client.check_many(
+                [
+                    Check({"type": "User", "id": f"u{w}-{k}"}, "view", {"type": "Doc", "id": f"d{k}"})
+                    for k in range(i, i + size)
+                ]
+            )
+            decisions += len(got)
+            errors += sum(d.error is not None for d in got)
+            i += size
+
+    await client.check_many(
+        [Check({"type": "User", "id": f"w{i}"}, "view", {"type": "Doc", "id": "d"}) for i in range(warm)]
+    )
+    c0, s0, t0 = time.process_time(), tree_cpu(pid), time.perf_counter()
+    tasks = [asyncio.ensure_future(caller(w)) for w in range(callers)]
     await asyncio.sleep(seconds)
     stop = True
     await asyncio.gather(*tasks)

@@ -5,16 +5,17 @@ precise errors, and rebuilt from its canonical key (cache warming asks hot quest
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
 
 from meshauth import wire
 from meshauth.client._keys import request_key
+from meshauth.client._models import Check
 from meshauth.observability import trace
 
-__all__ = ["Deadline", "Pending", "Question", "checked", "entity", "from_key", "question"]
+__all__ = ["Deadline", "Pending", "Question", "checked", "checked_many", "entity", "from_key", "question"]
 
 
 class Pending(msgspec.Struct, gc=False):
@@ -92,6 +93,50 @@ class Question(msgspec.Struct, frozen=True, gc=False):
 def question(store: str, subject: object, action: object, resource: object, context: object) -> Question:
     """:class:`Question` from a check's arguments, validated as :func:`checked` validates them."""
     return Question(request_key(store, *_validated(subject, action, resource, context)))
+
+
+def checked_many(checks: Sequence[Check], timeout: object, default_timeout: float) -> list[Pending]:
+    """``checked`` for each of a non-empty batch (an error names ``checks[i]``), all with one
+    deadline and the trace of the request they are made for."""
+    first = _checked(0, checks[0], timeout, default_timeout)
+    when, request = first.deadline, first.request
+    pending = [first]
+    subject_of, resource_of = wire.Subject, wire.Resource
+    for n in range(1, len(checks)):
+        # The common shape (dicts of two non-empty strings, no context) validated here as checked()
+        # does, at a quarter of its cost (~2 µs of a batched decision's ~7 µs of client CPU was this).
+        c = checks[n]
+        if type(c) is Check and c.context is None and type(c.action) is str and c.action:
+            s, r = c.subject, c.resource
+            if type(s) is dict and type(r) is dict and len(s) == 2 and len(r) == 2:
+                st, si, rt, ri = s.get("type"), s.get("id"), r.get("type"), r.get("id")
+                if (
+                    type(st) is str
+                    and type(si) is str
+                    and type(rt) is str
+                    and type(ri) is str
+                    and st
+                    and si
+                    and rt
+                    and ri
+                ):
+                    pending.append(
+                        Pending(subject_of(st, si), c.action, resource_of(rt, ri), None, when, request=request)
+                    )
+                    continue
+        pending.append(_checked(n, c, timeout, default_timeout))
+    for p in pending:
+        p.deadline = when
+    return pending
+
+
+def _checked(n: int, c: object, timeout: object, default_timeout: float) -> Pending:
+    if not isinstance(c, Check):
+        raise TypeError(f"checks[{n}] must be a Check")
+    try:
+        return checked(c.subject, c.action, c.resource, c.context, timeout, default_timeout)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"checks[{n}]: {exc}") from None
 
 
 class Deadline:

@@ -198,8 +198,19 @@ class Evaluator:
             requests = [cedar.request(q.principal, q.action, q.resource, q.context) for q in group]
             subset = sets[key]
             results = cedar.authorize(requests, subset.policies, entities, schema)
+            # Most answers of a group are alike (same decision for the same reasons, no errors): built
+            # once per kind, shared by the group's items (answers are only encoded and audited).
+            alike: dict[tuple[str, tuple[str, ...]], wire.Decision] = {}
             for q, result in zip(group, results, strict=True):
-                answers[q.key] = _decision(state, result, subset)
+                diag = result.diagnostics
+                if diag.errors:
+                    answers[q.key] = _decision(state, result, subset)
+                    continue
+                kind = (result.decision, tuple(diag.reason))
+                d = alike.get(kind)
+                if d is None:
+                    d = alike[kind] = _decision(state, result, subset)
+                answers[q.key] = d
 
 
 def _decision(state: StoreState, result: cedar.Result, subset: Subset) -> wire.Decision:

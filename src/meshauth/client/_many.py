@@ -1,0 +1,280 @@
+"""``PolicyClient.check_many``: an explicit batch in one pass, not one ``check()`` per item.
+
+Answering a batch through ``check()`` costs each item a coroutine, a future, a deadline timer and a
+batcher slot: ~17–19 µs of client CPU per decision, the floor of micro-batching (docs/performance.md,
+issue 10 (b)). Here the whole batch shares one of each:
+
+1. every item is validated (an invalid argument raises, naming ``checks[i]``, before anything is
+   asked) and looked up in L1 at the client's state (joined with ``at_least``'s);
+2. with single-flight on, identical items in the batch are asked once, an item already in flight
+   (a concurrent ``check()`` or batch) joins it, and the rest are claimed (``SingleFlight.lead``: a
+   future per item) so concurrent checks join them;
+3. if the breaker is open every miss falls back at once; otherwise the misses are looked up in L2
+   (one ``MGET``), and what remains goes to the service as ``evaluations`` calls of at most
+   ``max_batch`` items (1 with batching off: one ``evaluation`` call per item, as ``check()``);
+4. everything runs under one deadline (the batch's ``timeout``); each answer is checked and kept
+   as ``check()`` keeps it (never from a state older than the floor; kept in L1/L2 under the state
+   it stands for). A failure — an item, a call, the deadline — fails only the items it touched, each
+   to its own fallback (a stale entry under ``stale_if_error``, else a ``policy_unavailable`` deny).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import cast
+
+from meshauth.client._answers import Unavailable, outcome
+from meshauth.client._breaker import CircuitBreaker
+from meshauth.client._cache import DecisionL1
+from meshauth.client._keys import L1Key, request_key
+from meshauth.client._metrics import CACHE, CHECKS, SINGLEFLIGHT_JOINS
+from meshauth.client._models import Check, Consistency, Decision, State
+from meshauth.client._request import Deadline, Pending, checked_many
+from meshauth.client._stored import DecisionStore
+from meshauth.client._tracking import StateTracker
+from meshauth.client._warming import Warmer
+from meshauth.singleflight import SingleFlight
+
+__all__ = ["ManyParts", "check_many"]
+
+Flight = tuple[str, State | None, bytes]
+Flush = Callable[[list[Pending]], Awaitable[list[Decision | BaseException]]]
+
+
+@dataclass(frozen=True, slots=True)
+class ManyParts:
+    """The parts of a ``PolicyClient`` a batch goes through (``None``: that feature is off)."""
+
+    store: str
+    timeout: float
+    max_batch: int
+    cache_on: bool
+    flush: Flush  # the caller's flush: one call for a list of checks
+    breaker: CircuitBreaker | None
+    stored: DecisionStore | None
+    l1: DecisionL1 | None
+    sf: SingleFlight[Flight, Decision] | None
+    warmer: Warmer | None
+    tracker: StateTracker
+
+
+class _Miss:
+    """One question the caches could not answer, and the batch items that asked it."""
+
+    __slots__ = ("ck", "flight", "future", "indices", "p", "rkey")
+
+    def __init__(self, p: Pending, rkey: bytes, ck: L1Key | None, flight: Flight | None, i: int) -> None:
+        self.p, self.rkey, self.ck, self.flight = p, rkey, ck, flight
+        self.indices = [i]
+        self.future: asyncio.Future[Decision] | None = None  # ours to resolve (single-flight leader)
+
+
+async def check_many(
+    parts: ManyParts,
+    checks: Sequence[Check],
+    consistency: Consistency,
+    timeout: float | None,  # noqa: ASYNC109 - one deadline for the batch, as check()'s
+) -> list[Decision]:
+    if not isinstance(consistency, Consistency):
+        raise TypeError("consistency must be MINIMIZE_LATENCY, FULLY_CONSISTENT or at_least(state)")
+    if type(checks) is not list and type(checks) is not tuple:
+        checks = list(checks)  # any iterable of checks, as when this gathered one check() per item
+    if not checks:
+        return []
+    pending = checked_many(checks, timeout, parts.timeout)
+    when = pending[0].deadline
+    floor = parts.tracker.seen
+    if consistency.state is not None:
+        floor = consistency.state.join(floor)
+    sf, l1, hot = parts.sf, parts.l1, parts.warmer.hot if parts.warmer is not None else None
+    need_key = parts.cache_on or sf is not None
+    use_cache = parts.cache_on and floor is not None and consistency.mode != "fully_consistent"
+    out: list[Decision | None] = [None] * len(pending)
+    misses: list[_Miss] = []
+    by_flight: dict[Flight, _Miss] = {}
+    for i, p in enumerate(pending):
+        rkey = request_key(parts.store, p.subject, p.action, p.resource, p.context) if need_key else b""
+        if hot is not None:
+            hot.seen(rkey)
+        ck: L1Key | None = None
+        if use_cache:
+            assert floor is not None
+            ck = (floor.revision, floor.entities_version, rkey)
+            if l1 is not None:
+                hit = l1.get(ck)
+                if hit is not None:
+                    CACHE.add("l1", "hit")
+                    out[i] = hit
+                    continue
+                CACHE.add("l1", "miss")
+        if sf is None:
+            misses.append(_Miss(p, rkey, ck, None, i))
+            continue
+        flight = (consistency.mode, floor, rkey)
+        same = by_flight.get(flight)
+        if same is not None:  # asked twice in this batch: once
+            same.indices.append(i)
+            SINGLEFLIGHT_JOINS.add()
+            continue
+        by_flight[flight] = miss = _Miss(p, rkey, ck, flight, i)
+        misses.append(miss)
+    if misses:
+        await _answer(parts, misses, out, floor, when)
+    answers = cast("list[Decision]", out)  # every item settled (_answer fails each closed at worst)
+    counts: dict[tuple[str, str], int] = {}
+    for d in answers:
+        label = (outcome(d), d.source)
+        counts[label] = counts.get(label, 0) + 1
+    for (verdict, source), n in counts.items():
+        CHECKS.add_many(n, verdict, source)
+    return answers
+
+
+async def _answer(
+    parts: ManyParts, misses: list[_Miss], out: list[Decision | None], floor: State | None, when: float
+) -> None:
+    breaker = parts.breaker
+    if breaker is not None and breaker.rejecting():
+        for m in misses:
+            _settle(parts, m, out, Unavailable("circuit breaker open"))
+        return
+    sf = parts.sf
+    joins: list[_Miss] = []
+    asks: list[_Miss] = []
+    if sf is None:
+        asks = misses
+    else:
+        for m in misses:
+            assert m.flight is not None
+            if m.flight in sf:
+                SINGLEFLIGHT_JOINS.add()
+                joins.append(m)
+            else:
+                m.future = sf.lead(m.flight)
+                asks.append(m)
+    deadline = Deadline(when)
+    try:
+        await _ask(parts, asks, joins, out, floor)
+    except asyncio.CancelledError:
+        if not deadline.expired():
+            _abandon(parts, asks, "the batch was cancelled")
+            raise
+        for m in (*asks, *joins):
+            if out[m.indices[0]] is None:
+                _settle(parts, m, out, Unavailable("deadline passed"))
+    finally:
+        deadline.cancel()
+        _abandon(parts, asks, "the batch ended without an answer")
+
+
+async def _ask(
+    parts: ManyParts, asks: list[_Miss], joins: list[_Miss], out: list[Decision | None], floor: State | None
+) -> None:
+    if asks:
+        if parts.warmer is not None:
+            parts.warmer.ensure_pushing()
+        rest = asks
+        stored = parts.stored
+        l2 = stored.l2 if stored is not None else None
+        if stored is not None and l2 is not None:
+            looked = [m for m in asks if m.ck is not None]
+            if looked:
+                found = await stored.from_l2([m.ck for m in looked if m.ck is not None])
+                for m, d in zip(looked, found, strict=True):
+                    if d is not None:
+                        _settle(parts, m, out, d)  # an L2 hit is in L1 already
+                rest = [m for m in asks if out[m.indices[0]] is None]
+        size = parts.max_batch
+        chunks = [rest[k : k + size] for k in range(0, len(rest), size)]
+        if len(chunks) == 1:
+            _deliver(parts, chunks[0], await _call(parts.flush, chunks[0]), out, floor)
+        elif chunks:
+            got = await asyncio.gather(*(_call(parts.flush, chunk) for chunk in chunks))
+            for chunk, results in zip(chunks, got, strict=True):
+                _deliver(parts, chunk, results, out, floor)
+    sf = parts.sf
+    for m in joins:
+        assert sf is not None and m.flight is not None  # noqa: PT018 - narrowing
+        try:
+            d = await sf.do(m.flight, _never)
+        except Exception as exc:  # noqa: BLE001 - fail closed: the shared work failed, deny
+            _settle(parts, m, out, exc)
+        else:
+            _settle(parts, m, out, d)
+
+
+async def _never() -> Decision:  # pragma: no cover - a join never starts work
+    raise AssertionError("joined a flight that was not in flight")
+
+
+async def _call(flush: Flush, chunk: list[_Miss]) -> list[Decision | BaseException]:
+    try:
+        results = await flush([m.p for m in chunk])
+    except Exception as exc:  # noqa: BLE001 - the call failed: every item of this chunk fails closed
+        return [exc] * len(chunk)
+    if len(results) != len(chunk):
+        return [Unavailable(f"{len(results)} answers for {len(chunk)} checks")] * len(chunk)
+    return results
+
+
+def _deliver(
+    parts: ManyParts,
+    chunk: list[_Miss],
+    results: list[Decision | BaseException],
+    out: list[Decision | None],
+    floor: State | None,
+) -> None:
+    """Each service answer checked and kept as ``PolicyClient._fill`` does."""
+    stored = parts.stored
+    # A batch's answers come from one state: check it (and learn it) once per distinct state.
+    last: tuple[int | None, int | None] = (None, None)
+    keep_at: State | None = None
+    for m, d in zip(chunk, results, strict=True):
+        if isinstance(d, BaseException) or d.error is not None:
+            _settle(parts, m, out, d)  # a bad question is answered as such, never cached
+            continue
+        if (d.revision, d.entities_version) != last:
+            state = d.state
+            assert state is not None
+            if not state.covers(floor):
+                stale = f"the service answered from revision {state.revision}, older than one already seen"
+                _settle(parts, m, out, Unavailable(stale))
+                continue
+            last, keep_at = (d.revision, d.entities_version), state.join(floor)
+            parts.tracker.learn(keep_at)
+            if stored is not None and stored.l2 is not None:
+                stored.l2.trusted = True
+        assert keep_at is not None
+        if stored is not None:
+            stored.put(m.rkey, d, keep_at)
+        if m.future is None and len(m.indices) == 1:
+            out[m.indices[0]] = d  # nobody joined it: _settle's work is this
+        else:
+            _settle(parts, m, out, d)
+
+
+def _settle(parts: ManyParts, m: _Miss, out: list[Decision | None], got: Decision | BaseException) -> None:
+    """``m``'s answer (an exception: its fallback) to every item that asked it, and to its joiners."""
+    if m.future is not None and not m.future.done():
+        if isinstance(got, BaseException):
+            m.future.set_exception(got)  # each joiner falls back on its own (check() does so)
+        else:
+            m.future.set_result(got)
+        if parts.sf is not None and m.flight is not None:
+            parts.sf.release(m.flight, m.future)
+    if isinstance(got, BaseException):
+        detail = str(got) or type(got).__name__
+        got = parts.stored.fallback(m.ck, detail) if parts.stored is not None else DecisionStore.deny(detail)
+    for i in m.indices:
+        out[i] = got
+
+
+def _abandon(parts: ManyParts, asks: list[_Miss], why: str) -> None:
+    """No leader future is left unresolved: a joiner would wait for it forever."""
+    for m in asks:
+        if m.future is not None and not m.future.done():
+            m.future.set_exception(Unavailable(why))
+            if parts.sf is not None and m.flight is not None:
+                parts.sf.release(m.flight, m.future)
