@@ -64,7 +64,7 @@ def test_mget_and_scripts_against_valkey(valkey_url: str, loop: str) -> None:
             got = await asyncio.gather(*(rr.mget([b"a", b"nope", f"k{i}".encode()], within=2.0) for i in range(50)))
             assert got == [[b"\x00\xff\r\n", None, None]] * 50  # pipelined, each reply to its caller
             assert await rr.eval(SCRIPT, [b"x", b"y"], [40], within=2.0) == 42
-            await r.script_flush()  # as after a restart: NOSCRIPT, then EVAL
+            await r.script_flush()  # as after a restart: NOSCRIPT, then SCRIPT LOAD and EVALSHA
             assert await rr.eval(SCRIPT, [b"x"], [1], within=2.0) == 2
             with pytest.raises(ResponseError):
                 await rr.command(b"NOSUCHCOMMAND", within=2.0)
@@ -214,3 +214,19 @@ async def test_the_client_with_l2_over_the_raw_path_is_a_miss_while_redis_is_sto
     finally:
         await r.aclose()
         valkey.close()
+
+
+async def test_a_connection_that_never_gets_ready_costs_no_more_than_the_commands_time() -> None:
+    """A server that accepts but never answers the set-up (AUTH): the command fails within its own
+    time, not the (longer) connect timeout."""
+    server, port = await hostile_server(b"")
+    rr = raw(f"redis://:pw@127.0.0.1:{port}", socket_connect_timeout=5.0)
+    try:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await rr.mget([b"k"], within=0.1)
+        assert time.monotonic() - started < 1.0
+    finally:
+        await rr.aclose()
+        server.close()
+        await server.wait_closed()

@@ -153,7 +153,10 @@ class RawRedis:
         """One command's reply within ``within`` seconds (see the module docstring for failures)."""
         proto = self._proto
         if proto is None or proto.lost:
-            proto = await self._connect()
+            # The connect counts against the command's time too (a stopped Redis whose listen backlog
+            # is full never completes it); it goes on, shared, for the next command.
+            async with asyncio.timeout(within):
+                proto = await self._connect()
         return await self._send(proto, encode(args), within)
 
     async def mget(self, keys: Sequence[bytes], *, within: float) -> list[bytes | None]:
@@ -161,8 +164,8 @@ class RawRedis:
         return reply
 
     async def eval(self, script: str, keys: Sequence[bytes], args: Sequence[Arg], *, within: float) -> Any:
-        """``EVALSHA``, falling back to ``EVAL`` once when the server does not know the script
-        (a restarted Redis)."""
+        """``EVALSHA``; when the server does not know the script (a restarted Redis), ``SCRIPT LOAD``
+        and ``EVALSHA`` again."""
         sha = self._shas.get(script)
         if sha is None:
             sha = self._shas[script] = hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest().encode()
@@ -171,7 +174,8 @@ class RawRedis:
         except ResponseError as e:
             if not str(e).startswith("NOSCRIPT"):
                 raise
-        return await self.command(b"EVAL", script, len(keys), *keys, *args, within=within)
+        await self.command(b"SCRIPT", b"LOAD", script, within=within)  # as redis-py's Script does
+        return await self.command(b"EVALSHA", sha, len(keys), *keys, *args, within=within)
 
     def _send(self, proto: _Protocol, payload: bytes, within: float) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
@@ -219,6 +223,8 @@ class RawRedis:
         return proto
 
     async def aclose(self) -> None:
+        if self._connecting is not None and not self._connecting.done():
+            self._connecting.cancel()
         proto, self._proto = self._proto, None
         if proto is not None and proto.transport is not None:
             proto.transport.close()
