@@ -72,6 +72,13 @@ async def authz(
         yield h
 
 
+async def l1_hits(h: Harness) -> float:
+    """The gate's policy client's L1 hits so far, as its metrics say."""
+    text = (await h.http.get("/metrics")).text
+    line = 'meshauth_client_cache_total{level="l1",result="hit"} '
+    return sum(float(x[len(line) :]) for x in text.splitlines() if x.startswith(line))
+
+
 def reason(r: object) -> str | None:
     return r.headers.get("x-meshauth-reason")  # type: ignore[attr-defined, no-any-return]
 
@@ -235,3 +242,42 @@ def test_cache_lifetimes_are_bounded(sqlite_url: str, valkey_url: str, tmp_path:
     for bad in ({"policy_cache_ttl": 0}, {"policy_cache_deny_ttl": -1}, {"policy_cache_l1_size": 0}):
         with pytest.raises(ValueError, match="greater than"):
             make_settings(sqlite_url, valkey_url, tmp_path, **bad)
+
+
+async def test_warm_answers_stay_with_their_identity_path_and_context(authz: Harness) -> None:
+    """Hot decisions are answered from L1 through the gate's prepared questions: interleaved over
+    several rounds (the first asks the policy service, the rest are L1 hits), each answer is the one
+    for its own identity, scope and path — spellings of one resource agree, hostile spellings are
+    refused before any question, two Authorization lines are never resolved."""
+    h = authz
+    session = await login(h)
+    read = {"authorization": f"Bearer {(await h.token(scope='read'))['access_token']}"}
+    write = {"authorization": f"Bearer {(await h.token(scope='write'))['access_token']}"}
+    alice = {"cookie": f"meshauth_session={session}"}
+    hits_before = await l1_hits(h)
+    cases = [
+        (alice, "/documents/d1", 200, None),
+        (read, "/documents/d1", 200, None),
+        (write, "/documents/d1", 403, "policy_denied"),  # same subject and path, another context
+        (alice, "/documents/d%31", 200, None),  # the same resource, spelled otherwise
+        (read, "/documents/secre%74", 403, "policy_denied"),  # "secret" percent-encoded: still secret
+        (alice, "/documents/secret", 403, "policy_denied"),
+        (read, "/documents/d1?id=secret", 200, None),  # the query string takes no part
+        (alice, "/documents/%2e%2e", 403, "path_not_canonical"),
+        (read, "/documents/..", 403, "path_not_canonical"),
+        (alice, "/documents//d1", 403, "path_not_canonical"),
+        (read, "/documents/d%FF", 403, "path_not_canonical"),  # not UTF-8
+        (alice, "/documents/" + "d" * 5000, 403, "path_too_long"),
+    ]
+    for _ in range(3):
+        for headers, path, status, why in cases:
+            r = await h.http.get("/ext_authz" + path, headers=headers)
+            assert (r.status_code, reason(r)) == (status, why), (headers, path)
+            if status == 200:
+                expected = "alice" if headers is alice else "svc"
+                assert r.headers["x-meshauth-subject"] == expected, (headers, path)
+        two = [("authorization", read["authorization"]), ("authorization", write["authorization"])]
+        r = await h.http.get("/ext_authz/documents/d1", headers=two)
+        assert r.status_code == 401 and "x-meshauth-subject" not in r.headers
+    # The rounds after the first were answered from L1: the 6 policy questions twice more, at least.
+    assert await l1_hits(h) - hits_before >= 12

@@ -31,6 +31,7 @@ def test_public_names_are_pinned() -> None:
         "EjectionConfig",
         "PolicyClient",
         "PoolConfig",
+        "Question",
         "Resource",
         "Response",
         "RetryBudget",

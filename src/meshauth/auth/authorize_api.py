@@ -3,7 +3,7 @@
 Request: a bearer token or the session cookie (the gate's rules: two of either is 401
 ``invalid_request``), and ``{"action": "read", "resource": {"type": "Document", "id": "d1"},
 "context": {...}}`` (``context`` optional). Answer: ``{"decision": true|false, "reasons": [...],
-"revision": N, "entities_version": M|null}``. The subject is the credential's (``authz.subject_for``)
+"revision": N, "entities_version": M|null}``. The subject is the credential's (``authz_questions.subject_for``)
 and the context gets the credential's ``scope`` (a list of scope tokens) and ``client_id``, replacing
 keys of those names a caller sent. The store is ``MESHAUTH_POLICY_STORE``.
 
@@ -21,7 +21,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from meshauth.auth.authz import Authorizer, credential_context, policy_client, subject_for
+from meshauth.auth.authz import Authorizer, policy_client
+from meshauth.auth.authz_questions import credential_context, subject_for
 from meshauth.auth.gate import MISSING, Gate, Verdict, join_cookies
 from meshauth.auth.service import AuthService
 from meshauth.client import REASON_INVALID_REQUEST, PolicyClient

@@ -17,6 +17,8 @@ client exists. For an authenticated request (anything else keeps the gate's 401/
 Subject: a client-credentials token (``sub`` equal to ``client_id``: users and clients share one
 namespace, ``accounts``) → ``{"type": "Client", "id": client_id}``; any other token or a session →
 ``{"type": "User", "id": sub}``. Context: ``{"scope": [scope tokens], "client_id": client_id}``.
+Each (identity, route) question is prepared once (``authz_questions``) and looked up in L1 without a
+coroutine (``PolicyClient.cached``); only a miss asks ``PolicyClient.check``.
 """
 
 from __future__ import annotations
@@ -24,9 +26,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Mapping
-from typing import Any
 
+from meshauth.auth.authz_questions import Questions
 from meshauth.auth.gate import Verdict
 from meshauth.client import (
     REASON_INVALID_REQUEST,
@@ -36,7 +37,6 @@ from meshauth.client import (
     Decision,
     PolicyClient,
     StateFollower,
-    Subject,
     WarmConfig,
 )
 from meshauth.config import Settings
@@ -58,17 +58,6 @@ def refused(status: int, reason: str, credential: str) -> Verdict:
     headers = ((REASON_HEADER, reason),)
     raw = tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers)
     return Verdict(status, headers, credential, reason, raw)
-
-
-def subject_for(credential: str, subject: str, client_id: str) -> Subject:
-    if credential == "bearer" and subject == client_id:
-        return Subject(type="Client", id=client_id)
-    return Subject(type="User", id=subject)
-
-
-def credential_context(client_id: str, scope: str) -> dict[str, Any]:
-    """What the credential adds to a check's context (it wins over a caller's keys of the same name)."""
-    return {"scope": scope.split(), "client_id": client_id}
 
 
 def policy_client(settings: Settings, redis: RedisConn | None) -> PolicyClient:
@@ -113,6 +102,7 @@ class Authorizer:
         self.table = table
         self.client = client
         self.deadline = settings.policy_check_deadline
+        self._questions = Questions(client)
         # The policy service announces under the same prefix (settings.redis_prefix) once it has Redis.
         self._follower = StateFollower(redis_url, [client], prefix=settings.redis_prefix)
 
@@ -141,20 +131,17 @@ class Authorizer:
         remaining = self.deadline - (asyncio.get_running_loop().time() - started)
         if remaining <= 0:
             return refused(503, POLICY_UNAVAILABLE, verdict.credential)
-        subject, client_id, scope = (value for _, value in verdict.headers)
-        resource: Mapping[str, str] = route.resource or {}
         try:
-            # No asyncio.timeout around it: PolicyClient.check answers within ``timeout`` by contract
-            # (an L1 hit at once, anything else under its own deadline), and a timeout context here
-            # cost 5-6 µs per request, as much as the L1 hit itself. tests/auth/test_authz_failures.py
-            # holds the gate to its deadline end to end (slow, stopped and killed policy services).
-            decision = await self.client.check(
-                subject_for(verdict.credential, subject, client_id),
-                route.action,
-                resource,
-                credential_context(client_id, scope),
-                timeout=remaining,
-            )
+            asked = self._questions.get(verdict, route)
+            decision = self.client.cached(asked.question)
+            if decision is None:
+                # No asyncio.timeout around it: PolicyClient.check answers within ``timeout`` by contract
+                # (an L1 hit at once, anything else under its own deadline), and a timeout context here
+                # cost 5-6 µs per request, as much as the L1 hit itself. tests/auth/test_authz_failures.py
+                # holds the gate to its deadline end to end (slow, stopped and killed policy services).
+                decision = await self.client.check(
+                    asked.subject, asked.action, asked.resource, asked.context, timeout=remaining
+                )
         except Exception:  # fail closed: no decision is not an allow
             log.exception("policy check failed")
             return refused(503, POLICY_UNAVAILABLE, verdict.credential)

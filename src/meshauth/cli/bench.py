@@ -39,11 +39,24 @@ def auth(
     authz: bool = typer.Option(
         False, "--authz", help="Authz mode instead: floor, authn, authz warm and cold (policy service asked)."
     ),
+    warm_rounds: int = typer.Option(
+        0,
+        "--warm-rounds",
+        min=0,
+        help="With --authz: only authn against authz warm, alternated this many rounds (ratio median and spread).",
+    ),
     audit_compare: bool = typer.Option(
         False, "--audit-compare", help="Only compare the warm gate with auditing on and off (issue 12)."
     ),
 ) -> None:
     """ext_authz HTTP check: warm, cache off, and a trivial app as the floor, at a fixed rate."""
+    if authz and warm_rounds:
+        from meshauth.bench import authz_warm
+
+        warm_result = authz_warm.run(rate=rate, seconds=seconds, connections=connections, rounds=warm_rounds)
+        save("authz-warm", warm_result)
+        typer.echo(authz_warm.report(warm_result))
+        return
     if authz:
         from meshauth.bench import authz as authz_bench
 

@@ -47,6 +47,7 @@ from meshauth.client._models import (
     State,
     at_least,
 )
+from meshauth.client._request import Question
 from meshauth.client._retry import RetryBudget
 from meshauth.client._transport import AiohttpTransport, Response, Transport, TransportError
 from meshauth.wire import Resource, Subject
@@ -69,6 +70,7 @@ __all__ = [
     "EjectionConfig",
     "PolicyClient",
     "PoolConfig",
+    "Question",
     "Resource",
     "Response",
     "RetryBudget",

@@ -17,6 +17,7 @@ older state, from a lagging replica, is refused as unavailable); unannounced cha
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -41,10 +42,11 @@ from meshauth.client._config import (
 )
 from meshauth.client._endpoints import Endpoints
 from meshauth.client._flight import Flights
+from meshauth.client._front import L1Front
 from meshauth.client._keys import L1Key, request_key
-from meshauth.client._metrics import BREAKER_STATE, BREAKER_TRANSITIONS, CACHE, CHECKS, SINGLEFLIGHT_JOINS, STATE_CODE
+from meshauth.client._metrics import BREAKER_STATE, BREAKER_TRANSITIONS, CHECKS, SINGLEFLIGHT_JOINS, STATE_CODE
 from meshauth.client._models import MINIMIZE_LATENCY, Check, Consistency, Decision, State
-from meshauth.client._request import Deadline, Pending, checked
+from meshauth.client._request import Deadline, Pending, Question, checked, question
 from meshauth.client._retry import RetryBudget
 from meshauth.client._stored import DecisionStore
 from meshauth.client._tracking import StateTracker
@@ -118,8 +120,8 @@ class PolicyClient:
         if warming is not None and cache is not None and l1 is not None and stored is not None:
             batch = batching.max_batch if batching else BatchConfig().max_batch
             self._warmer = Warmer(store, warming, cache, l1, l2, redis, self._caller.flush, stored.put, batch)
-        self._hot = self._warmer.hot if self._warmer is not None else None
         self._tracker = StateTracker(store, self._warmer)
+        self._front = L1Front(l1, self._warmer.hot if self._warmer is not None else None, self._tracker)
         BREAKER_STATE.labels(store).set(0)
 
     @property
@@ -177,27 +179,30 @@ class PolicyClient:
         if not isinstance(consistency, Consistency):
             raise TypeError("consistency must be MINIMIZE_LATENCY, FULLY_CONSISTENT or at_least(state)")
         p = checked(subject, action, resource, context, timeout, self._timeout)
-        floor = self._tracker.seen  # L1 is looked up inline (no coroutine): most checks of a warm gate end there
-        if consistency.state is not None:
-            floor = consistency.state.join(floor)
         rkey = b""
         if self._cache is not None or self._sf is not None:
             rkey = request_key(self.store, p.subject, p.action, p.resource, p.context)
-        if self._hot is not None:
-            self._hot.seen(rkey)
-        ck: L1Key | None = None
-        if self._cache is not None and floor is not None and consistency.mode != "fully_consistent":
-            ck = (floor.revision, floor.entities_version, rkey)
-            if self._l1 is not None:
-                hit = self._l1.get(ck)
-                if hit is not None:
-                    CACHE.add("l1", "hit")
-                    CHECKS.add(outcome(hit), hit.source)
-                    return hit
-                CACHE.add("l1", "miss")
+        hit, floor, ck = self._front.lookup(rkey, consistency)  # inline, no coroutine: a warm gate ends here
+        if hit is not None:
+            return hit
         d = await self._miss(p, consistency, floor, rkey, ck)
         CHECKS.add(outcome(d), d.source)
         return d
+
+    def question(
+        self,
+        subject: wire.Subject | Mapping[str, Any],
+        action: str,
+        resource: wire.Resource | Mapping[str, Any],
+        context: Mapping[str, Any] | None = None,
+    ) -> Question:
+        """A check's arguments validated (as :meth:`check` does) and encoded once, for :meth:`cached`."""
+        return question(self.store, subject, action, resource, context)
+
+    def cached(self, q: Question) -> Decision | None:
+        """What :meth:`check` would answer from L1 for a :meth:`question` right now, or None — then ask
+        :meth:`check` (which counts the miss). No coroutine, no validation, no encoding: a warm gate's path."""
+        return self._front.hit(q.key)
 
     async def check_many(
         self,
@@ -207,14 +212,8 @@ class PolicyClient:
         timeout: float | None = None,  # noqa: ASYNC109 - as check()
     ) -> list[Decision]:
         """Several checks at once (they share batches); decisions in the order asked."""
-        return list(
-            await asyncio.gather(
-                *(
-                    self.check(c.subject, c.action, c.resource, c.context, consistency=consistency, timeout=timeout)
-                    for c in checks
-                )
-            )
-        )
+        ask = functools.partial(self.check, consistency=consistency, timeout=timeout)
+        return list(await asyncio.gather(*(ask(c.subject, c.action, c.resource, c.context) for c in checks)))
 
     async def aclose(self) -> None:
         await self._tracker.aclose()

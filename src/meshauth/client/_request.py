@@ -1,5 +1,6 @@
 """A check as it travels the client (:class:`Pending`), built from the caller's arguments with
-precise errors, and rebuilt from its canonical key (cache warming asks hot questions again)."""
+precise errors, and rebuilt from its canonical key (cache warming asks hot questions again); a
+:class:`Question`: the canonical key alone, made once for checks asked again and again."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from typing import Any
 import msgspec
 
 from meshauth import wire
+from meshauth.client._keys import request_key
 from meshauth.observability import trace
 
-__all__ = ["Deadline", "Pending", "checked", "entity", "from_key"]
+__all__ = ["Deadline", "Pending", "Question", "checked", "entity", "from_key", "question"]
 
 
 class Pending(msgspec.Struct, gc=False):
@@ -54,23 +56,42 @@ def checked(
     """A check's arguments, validated (``ValueError``/``TypeError`` naming the argument), with its
     deadline on the running loop's clock."""
     if timeout is None:
-        budget = default_timeout
+        seconds = default_timeout
     elif isinstance(timeout, int | float) and 0 <= timeout < float("inf"):
-        budget = float(timeout)
+        seconds = float(timeout)
     else:
         raise ValueError("timeout must be a finite number of seconds >= 0")
+    s, a, r, c = _validated(subject, action, resource, context)
+    return Pending(s, a, r, c, asyncio.get_running_loop().time() + seconds, request=trace.current.get())
+
+
+def _validated(
+    subject: object, action: object, resource: object, context: object
+) -> tuple[wire.Subject, str, wire.Resource, dict[str, Any] | None]:
     if not isinstance(action, str) or not action:
         raise ValueError("action must be a non-empty string")
-    if context is not None and type(context) is not dict and not isinstance(context, Mapping):
+    if context is None:
+        ctx = None
+    elif type(context) is dict or isinstance(context, Mapping):
+        ctx = dict(context)
+    else:
         raise TypeError("context must be a mapping or None")
-    return Pending(
-        entity(subject, wire.Subject, "subject"),
-        action,
-        entity(resource, wire.Resource, "resource"),
-        None if context is None else dict(context),
-        asyncio.get_running_loop().time() + budget,
-        request=trace.current.get(),
-    )
+    return entity(subject, wire.Subject, "subject"), action, entity(resource, wire.Resource, "resource"), ctx
+
+
+class Question(msgspec.Struct, frozen=True, gc=False):
+    """A check's question, validated and encoded once (``PolicyClient.question``), to be looked up
+    any number of times (``PolicyClient.cached``). It is nothing but its canonical key
+    (``_keys.request_key``: the encoding ``check`` makes, store first): no part of it can change
+    after the key was made, an L1 entry under that key was made for that very question, and a
+    question made by a client of another store never matches."""
+
+    key: bytes
+
+
+def question(store: str, subject: object, action: object, resource: object, context: object) -> Question:
+    """:class:`Question` from a check's arguments, validated as :func:`checked` validates them."""
+    return Question(request_key(store, *_validated(subject, action, resource, context)))
 
 
 class Deadline:

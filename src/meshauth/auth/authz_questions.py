@@ -1,0 +1,90 @@
+"""The policy question an authenticated request asks on a route, and a memo of prepared ones.
+
+Question: subject from the credential — a client-credentials token (``sub`` equal to ``client_id``:
+users and clients share one namespace) → ``{"type": "Client", "id": client_id}``; any other token or
+a session → ``{"type": "User", "id": sub}``; the route's action and resource; context
+``{"scope": [scope tokens], "client_id": client_id}``.
+
+**The memo** (:class:`Questions`). A warm gate asks the same few questions again and again (a few
+identities × a few paths), and building one — subject, context, validation, the canonical key
+(``PolicyClient.question``) — cost ~3 µs of a warm check's ~5 µs in process, and ~12 µs of gate CPU
+per request at 3,000 req/s (docs/performance.md, issue 10, "Warm path"). So each question is built
+once and kept: the key's encoding stays the client's own (``_keys.request_key``), and L1 is still
+the only cache of decisions — the memo holds questions, never answers.
+
+It is keyed by the identity (``id``) of the two objects a request's question is made of — the
+gate's allow :class:`~meshauth.auth.gate.Verdict` (cached per identity by ``gate.allow``) and the
+route table's :class:`~meshauth.routes.RouteMatch` (cached per exact method and path by
+``RouteTable.match``) — which costs one small tuple and no hashing of strings. Ids are only unique
+among live objects, so each entry holds both objects (they cannot be freed, and their ids cannot
+be reused, while it exists) and a lookup also checks ``is`` on both: an entry answers only the very
+verdict and match it was made from, whose fields (frozen) are the whole question. A verdict or a
+match made again (its own cache evicted it) is another object: a miss, never a wrong question.
+Bounded: at :data:`MAX_QUESTIONS` entries it starts again from empty (as the route table's memo).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from meshauth.auth.gate import Verdict
+from meshauth.client import PolicyClient, Question, Subject
+from meshauth.routes import RouteMatch
+
+__all__ = ["MAX_QUESTIONS", "Asked", "Questions", "credential_context", "subject_for"]
+
+MAX_QUESTIONS = 16_384
+
+
+def subject_for(credential: str, subject: str, client_id: str) -> Subject:
+    if credential == "bearer" and subject == client_id:
+        return Subject(type="Client", id=client_id)
+    return Subject(type="User", id=subject)
+
+
+def credential_context(client_id: str, scope: str) -> dict[str, Any]:
+    """What the credential adds to a check's context (it wins over a caller's keys of the same name)."""
+    return {"scope": scope.split(), "client_id": client_id}
+
+
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """One request's question: as ``PolicyClient.check`` arguments (a miss) and prepared (a hit)."""
+
+    subject: Subject
+    action: str
+    resource: Mapping[str, str]
+    context: dict[str, Any]
+    question: Question
+
+
+class Questions:
+    def __init__(self, client: PolicyClient) -> None:
+        self._client = client
+        self._memo: dict[tuple[int, int], tuple[Verdict, RouteMatch, Asked]] = {}
+
+    def __len__(self) -> int:
+        return len(self._memo)
+
+    def get(self, verdict: Verdict, route: RouteMatch) -> Asked:
+        """The question ``verdict`` (an allow: its headers are subject, client id, scope) asks on
+        ``route`` (an ``authorize`` match). Raises what ``PolicyClient.question`` raises for a
+        malformed one (the caller fails closed)."""
+        key = (id(verdict), id(route))
+        entry = self._memo.get(key)
+        if entry is not None and entry[0] is verdict and entry[1] is route:
+            return entry[2]
+        asked = self._ask(verdict, route)
+        if len(self._memo) >= MAX_QUESTIONS:
+            self._memo.clear()
+        self._memo[key] = (verdict, route, asked)
+        return asked
+
+    def _ask(self, verdict: Verdict, route: RouteMatch) -> Asked:
+        subject, client_id, scope = (value for _, value in verdict.headers)
+        who = subject_for(verdict.credential, subject, client_id)
+        resource: Mapping[str, str] = route.resource or {}
+        context = credential_context(client_id, scope)
+        return Asked(who, route.action, resource, context, self._client.question(who, route.action, resource, context))

@@ -1,0 +1,94 @@
+"""The gate's memo of prepared policy questions (``auth/authz_questions.py``): one question per
+(allow verdict, route match) object pair, never another identity's or another path's."""
+
+from __future__ import annotations
+
+import pytest
+
+import meshauth.auth.authz_questions as questions
+from meshauth.auth.authz_questions import Questions, credential_context, subject_for
+from meshauth.auth.gate import Verdict, allow
+from meshauth.client import PolicyClient
+from meshauth.routes import parse_routes
+from tests.client.mock import MockTransport
+
+ROUTES = """
+routes:
+  - {method: GET, path: "/documents/{id}", action: read, resource: {type: Document, id: "{id}"}}
+"""
+
+
+def identity(subject: str, client_id: str = "app", scope: str = "read") -> Verdict:
+    """An allow verdict made afresh (not from ``gate.allow``'s cache): a new object every time."""
+    headers = (("x-meshauth-subject", subject), ("x-meshauth-client-id", client_id), ("x-meshauth-scope", scope))
+    return Verdict(200, headers, "bearer")
+
+
+@pytest.fixture
+def client() -> PolicyClient:
+    return PolicyClient(["http://pdp"], transport=MockTransport())
+
+
+def expected(client: PolicyClient, verdict: Verdict, resource_id: str) -> bytes:
+    subject, client_id, scope = (v for _, v in verdict.headers)
+    return client.question(
+        subject_for(verdict.credential, subject, client_id),
+        "read",
+        {"type": "Document", "id": resource_id},
+        credential_context(client_id, scope),
+    ).key
+
+
+def test_a_pair_is_prepared_once(client: PolicyClient) -> None:
+    table = parse_routes(ROUTES)
+    memo = Questions(client)
+    v, route = allow("alice", "app", "read", "bearer"), table.match("GET", "/documents/d1")
+    first = memo.get(v, route)
+    assert memo.get(v, route) is first and len(memo) == 1
+    assert (first.subject.type, first.subject.id, first.action, dict(first.resource)) == (
+        "User",
+        "alice",
+        "read",
+        {"type": "Document", "id": "d1"},
+    )
+    assert first.context == {"scope": ["read"], "client_id": "app"}
+    assert first.question.key == expected(client, v, "d1")
+
+
+def test_a_client_credentials_token_asks_as_the_client(client: PolicyClient) -> None:
+    v = identity("svc", client_id="svc", scope="read write")
+    asked = Questions(client).get(v, parse_routes(ROUTES).match("GET", "/documents/d1"))
+    assert (asked.subject.type, asked.subject.id) == ("Client", "svc")
+    assert asked.context == {"scope": ["read", "write"], "client_id": "svc"}
+
+
+def test_equal_verdicts_from_other_objects_get_the_same_question(client: PolicyClient) -> None:
+    table = parse_routes(ROUTES)
+    memo = Questions(client)
+    route = table.match("GET", "/documents/d1")
+    assert memo.get(identity("bob"), route).question == memo.get(identity("bob"), route).question
+
+
+@pytest.mark.parametrize("bound", [1, 3, 64])
+def test_reused_object_ids_never_give_another_identitys_question(
+    client: PolicyClient, monkeypatch: pytest.MonkeyPatch, bound: int
+) -> None:
+    """Verdicts and matches made and dropped by the thousand (CPython reuses a freed object's id at
+    once), with the memo starting again every ``bound`` entries: each gets its own question."""
+    monkeypatch.setattr(questions, "MAX_QUESTIONS", bound)
+    table = parse_routes(ROUTES)
+    memo = Questions(client)
+    for i in range(2000):
+        v = identity(f"u{i % 7}")
+        path = f"/documents/d{i % 5}"
+        # A fresh table (and so a fresh match object) every few requests: ids of dropped matches recur.
+        route = (table if i % 3 else parse_routes(ROUTES)).match("GET", path)
+        asked = memo.get(v, route)
+        assert asked.question.key == expected(client, v, f"d{i % 5}"), i
+        assert len(memo) <= bound
+
+
+def test_a_malformed_question_raises_for_the_caller_to_fail_closed(client: PolicyClient) -> None:
+    """An empty subject cannot come from the gate (it refuses such tokens), but if it did: an error."""
+    with pytest.raises(ValueError, match="subject"):
+        Questions(client).get(identity(""), parse_routes(ROUTES).match("GET", "/documents/d1"))
