@@ -6,6 +6,7 @@ within the command's timeout."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -157,16 +158,36 @@ async def test_redis_restarted_and_stopped(tmp_path: Path) -> None:
         valkey.close()
 
 
-async def hostile_server(reply: bytes) -> tuple[asyncio.Server, int]:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read(1024)
-        writer.write(reply)
-        await writer.drain()
-        await reader.read(1024)
+class HostileServer:
+    """Answers the first command with ``reply`` whatever it was; every connection closed on ``close``."""
+
+    def __init__(self, reply: bytes) -> None:
+        self.reply = reply
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        port: int = self.server.sockets[0].getsockname()[1]
+        return port
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
+        with contextlib.suppress(ConnectionError):
+            await reader.read(1024)
+            writer.write(self.reply)
+            await writer.drain()
+            await reader.read(1024)
         writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1]
+    async def close(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        await self.server.wait_closed()
 
 
 HOSTILE = [b"!garbage\r\n", b"*1\r\n$1\r\na\r\n*1\r\n$1\r\nb\r\n", b"*-5\r\n", b"$99999999999\r\n"]
@@ -176,7 +197,8 @@ HOSTILE = [b"!garbage\r\n", b"*1\r\n$1\r\na\r\n*1\r\n$1\r\nb\r\n", b"*-5\r\n", b
 async def test_a_hostile_server_is_an_error_never_a_wrong_answer(reply: bytes) -> None:
     """A malformed reply, or a reply nobody asked for, closes the connection: no later command can be
     answered with another's reply."""
-    server, port = await hostile_server(reply)
+    server = HostileServer(reply)
+    port = await server.start()
     rr = raw(f"redis://127.0.0.1:{port}")
     try:
         first = await asyncio.gather(rr.mget([b"k"], within=0.5), return_exceptions=True)
@@ -185,8 +207,7 @@ async def test_a_hostile_server_is_an_error_never_a_wrong_answer(reply: bytes) -
         assert later[0] != [b"b"], "a reply nobody asked for was handed to the next command"
     finally:
         await rr.aclose()
-        server.close()
-        await server.wait_closed()
+        await server.close()
 
 
 async def test_the_client_with_l2_over_the_raw_path_is_a_miss_while_redis_is_stopped(tmp_path: Path) -> None:
@@ -219,7 +240,8 @@ async def test_the_client_with_l2_over_the_raw_path_is_a_miss_while_redis_is_sto
 async def test_a_connection_that_never_gets_ready_costs_no_more_than_the_commands_time() -> None:
     """A server that accepts but never answers the set-up (AUTH): the command fails within its own
     time, not the (longer) connect timeout."""
-    server, port = await hostile_server(b"")
+    server = HostileServer(b"")
+    port = await server.start()
     rr = raw(f"redis://:pw@127.0.0.1:{port}", socket_connect_timeout=5.0)
     try:
         started = time.monotonic()
@@ -228,5 +250,4 @@ async def test_a_connection_that_never_gets_ready_costs_no_more_than_the_command
         assert time.monotonic() - started < 1.0
     finally:
         await rr.aclose()
-        server.close()
-        await server.wait_closed()
+        await server.close()
