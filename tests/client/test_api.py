@@ -82,6 +82,7 @@ def test_config_objects_are_frozen_keyword_only_and_comparable(cls: type) -> Non
         (BatchConfig, {"max_wait": float("nan")}, "max_wait"),
         (BreakerConfig, {"failure_rate": 1.5}, "failure_rate"),
         (BreakerConfig, {"probes": 0}, "probes"),
+        (BreakerConfig, {"count": "requests"}, "count"),
         (CacheConfig, {"ttl": -1.0}, "ttl"),
         (CacheConfig, {"stale_if_error": float("inf")}, "stale_if_error"),
         (RetryConfig, {"ratio": 2.0}, "ratio"),

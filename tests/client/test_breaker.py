@@ -1,8 +1,15 @@
-"""CircuitBreaker, driven by an injected clock (no sleeping)."""
+"""CircuitBreaker, driven by an injected clock (no sleeping); counting calls or checks."""
 
 from __future__ import annotations
 
-from meshauth.client import BreakerConfig, CircuitBreaker
+import asyncio
+from typing import Any
+
+from meshauth.client import REASON_UNAVAILABLE, BreakerConfig, CircuitBreaker, PolicyClient, Response
+from tests.client.mock import Clock as MockClock
+from tests.client.mock import MockTransport
+
+DOC = {"type": "Doc", "id": "d1"}
 
 
 class Clock:
@@ -137,3 +144,72 @@ def test_transitions_are_reported() -> None:
     clock.now += 1.0
     succeed(b, 2)
     assert seen == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
+
+
+CHECKS = BreakerConfig(window=10.0, min_calls=20, failure_rate=0.5, open_for=1.0, probes=2, count="checks")
+
+
+def test_counting_checks_weighs_each_call_by_its_batch() -> None:
+    """count="checks": two failed calls of 10 checks each reach min_calls (20) and open it, where
+    counting calls they are 2 of 20; a success of 30 checks outweighs them again."""
+    by_calls = CircuitBreaker(BreakerConfig(window=10.0, min_calls=20, failure_rate=0.5), clock=Clock())
+    by_checks = CircuitBreaker(CHECKS, clock=Clock())
+    for b in (by_calls, by_checks):
+        for _ in range(2):
+            t = b.allow()
+            assert t is not None
+            b.record(t, False, 10)
+    assert (by_calls.state, by_checks.state) == ("closed", "open")
+
+    clock = Clock()
+    mixed = CircuitBreaker(CHECKS, clock=clock)
+    t = mixed.allow()
+    assert t is not None
+    mixed.record(t, True, 30)
+    for _ in range(2):
+        t = mixed.allow()
+        assert t is not None
+        mixed.record(t, False, 10)
+    assert mixed.state == "closed"  # 20 failed of 50 checks: below the rate
+    clock.now += 11  # the success leaves the window
+    t = mixed.allow()
+    assert t is not None
+    mixed.record(t, False, 1)
+    assert mixed.state == "closed"  # 1 check in the window: below min_calls
+    t = mixed.allow()
+    assert t is not None
+    mixed.record(t, False, 19)
+    assert mixed.state == "open"
+
+
+def test_counting_checks_probes_still_count_calls() -> None:
+    """Half-open: ``probes`` successful calls close it whatever their size; one failed call reopens."""
+    clock = Clock()
+    b = CircuitBreaker(CHECKS, clock=clock)
+    t = b.allow()
+    assert t is not None
+    b.record(t, False, 64)
+    assert b.state == "open"
+    clock.now += 1.0
+    first, second = b.allow(), b.allow()
+    assert first is not None and second is not None and b.allow() is None
+    b.record(first, True, 1)
+    assert b.state == "half_open"
+    b.record(second, True, 1)
+    assert b.state == "closed"
+
+
+async def test_a_client_counting_checks_opens_on_one_failed_batch_of_min_calls() -> None:
+    """Through PolicyClient: 20 concurrent checks go out as one call; when it fails, counting checks
+    opens the breaker (20 ≥ min_calls), counting calls does not (1 < 20)."""
+
+    async def broken(url: str, doc: dict[str, Any]) -> Response:
+        return Response(503, b"")
+
+    for count, state in (("checks", "open"), ("calls", "closed")):
+        t = MockTransport(broken)
+        cfg = BreakerConfig(min_calls=20, count=count)  # type: ignore[arg-type]
+        async with PolicyClient(["http://pdp"], transport=t, breaker=cfg, retry=None, clock=MockClock(0.0)) as c:
+            ds = await asyncio.gather(*(c.check({"type": "User", "id": f"u{i}"}, "view", DOC) for i in range(20)))
+            assert len(t.calls) == 1 and all(d.error == REASON_UNAVAILABLE for d in ds)
+            assert c.breaker_state == state, count

@@ -9,11 +9,11 @@ endpoint, transport, retries), ``_endpoints.py`` (power of two choices, ejection
 ``_tracking.py`` (the state answered at), ``_hot.py`` and ``_warming.py`` (hotness, warming),
 ``_announcements.py`` and ``_invalidation.py`` (state announcements across processes),
 ``_metrics.py``, ``_config.py`` (keyword-only, frozen configuration), ``_models.py`` (Decision,
-State, Consistency). No private module imports this package's ``__init__`` (no import cycle).
-The batcher and single-flight are shared with other components (``meshauth.batching``,
-``meshauth.singleflight``). This package imports no service code: only the
-wire types and shared layers (``meshauth.cache``, ``meshauth.bus``, ``meshauth.redis_client``,
-``meshauth.observability``).
+State, Consistency), ``_flight.py`` (single-flight without a task per miss), ``_resp.py`` (L2's own
+connection for its two hot commands). No private module imports this package's ``__init__`` (no
+import cycle). The batcher is shared with other components (``meshauth.batching``). This package
+imports no service code: only the wire types and shared layers (``meshauth.cache``,
+``meshauth.bus``, ``meshauth.redis_client``, ``meshauth.observability``).
 
 Quick use::
 

@@ -5,7 +5,8 @@ call through once the reset time passes (FIELD-NOTES); under load that is a full
 service that just failed. Here:
 
 - **closed**: calls pass; outcomes are counted in time buckets over ``window`` seconds. When at least
-  ``min_calls`` calls are in the window and the failure share reaches ``failure_rate`` → open.
+  ``min_calls`` calls are in the window and the failure share reaches ``failure_rate`` → open. With
+  ``count="checks"`` an outcome weighs as many checks as its call carried (``record(..., checks=n)``).
 - **open**: ``allow()`` refuses (fail fast) until ``open_for`` seconds have passed → half-open.
 - **half-open**: at most ``probes`` calls at a time are let through; ``probes`` successes → closed
   (with a fresh window); one failure → open again.
@@ -42,6 +43,7 @@ class CircuitBreaker:
         self._clock = clock
         self._on_transition = on_transition
         self._bucket_width = self._cfg.window / _BUCKETS
+        self._by_checks = self._cfg.count == "checks"
         # [bucket index, calls, failures], oldest first
         self._buckets: collections.deque[list[int]] = collections.deque()
         self.state: StateName = "closed"
@@ -84,7 +86,9 @@ class CircuitBreaker:
         if ticket == self._generation and self.state == "half_open":
             self._probes_out -= 1
 
-    def record(self, ticket: int, ok: bool) -> None:
+    def record(self, ticket: int, ok: bool, checks: int = 1) -> None:
+        """The outcome of a call made with ``ticket``, carrying ``checks`` checks (a weight only with
+        ``count="checks"``; half-open probes count calls either way)."""
         if ticket != self._generation:
             return
         if self.state == "half_open":
@@ -105,10 +109,11 @@ class CircuitBreaker:
         if not buckets or buckets[-1][0] != index:
             buckets.append([index, 0, 0])
         bucket = buckets[-1]
-        bucket[1] += 1
+        weight = max(1, checks) if self._by_checks else 1
+        bucket[1] += weight
         if ok:
             return
-        bucket[2] += 1
+        bucket[2] += weight
         calls = sum(b[1] for b in buckets)
         if calls >= self._cfg.min_calls and sum(b[2] for b in buckets) >= self._cfg.failure_rate * calls:
             self._move("open")

@@ -103,15 +103,15 @@ class Caller:
                 decisions = parse(endpoint, resp, count)
             except Refused as exc:
                 outcome = "refused"
-                self._record(url, ticket, True)
+                self._record(url, ticket, True, count)
                 raise Unavailable(str(exc)) from None
             except TimeoutError:
                 # The deadline is spent: no retry can help, and the service is slow or stopped.
                 outcome = "timeout"
-                self._record(url, ticket, False)
+                self._record(url, ticket, False, count)
                 raise Unavailable("timed out waiting for the policy service") from None
             except Exception as exc:  # noqa: BLE001 - transport, HTTP or decoding: fail closed
-                self._record(url, ticket, False)
+                self._record(url, ticket, False, count)
                 last = f"{type(exc).__name__}: {exc}"[:512]
             except BaseException:
                 if breaker is not None:
@@ -119,7 +119,7 @@ class Caller:
                 raise
             else:
                 outcome = "ok"
-                self._record(url, ticket, True)
+                self._record(url, ticket, True, count)
                 return decisions
             finally:
                 endpoints.outstanding[url] -= 1
@@ -136,7 +136,7 @@ class Caller:
             RETRIES.add("sent")
             attempt += 1
 
-    def _record(self, url: str, ticket: int, ok: bool) -> None:
+    def _record(self, url: str, ticket: int, ok: bool, checks: int) -> None:
         if self.breaker is not None:
-            self.breaker.record(ticket, ok)
+            self.breaker.record(ticket, ok, checks)
         self.endpoints.record(url, ok)

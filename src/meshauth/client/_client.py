@@ -40,6 +40,7 @@ from meshauth.client._config import (
     check_client_args,
 )
 from meshauth.client._endpoints import Endpoints
+from meshauth.client._flight import Flights
 from meshauth.client._front import L1Front
 from meshauth.client._keys import L1Key, request_key
 from meshauth.client._many import ManyParts, check_many
@@ -52,7 +53,6 @@ from meshauth.client._tracking import StateTracker
 from meshauth.client._transport import AiohttpTransport, Transport
 from meshauth.client._warming import Warmer
 from meshauth.redis_client import RedisConn
-from meshauth.singleflight import SingleFlight
 
 __all__ = ["PolicyClient"]
 
@@ -106,9 +106,7 @@ class PolicyClient:
         self._batcher: Batcher[Pending, Decision] | None = (
             Batcher(self._flush, max_batch=batching.max_batch, max_wait=batching.max_wait) if batching else None
         )
-        self._sf: SingleFlight[tuple[str, State | None, bytes], Decision] | None = (
-            SingleFlight() if singleflight else None
-        )
+        self._sf: Flights[tuple[str, State | None, bytes], Decision] | None = Flights() if singleflight else None
         self._cache = cache
         l1 = DecisionL1(maxsize=cache.l1_size, stale_for=cache.stale_if_error, clock=wall_clock) if cache else None
         l2 = (

@@ -11,6 +11,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -61,13 +62,21 @@ class BreakerConfig:
     """Closed → open when, over the last ``window`` seconds and at least ``min_calls`` calls, the
     failure share reaches ``failure_rate``; open for ``open_for`` seconds (calls fail fast); then
     half-open: at most ``probes`` calls at a time reach the service, ``probes`` successes close it,
-    one failure opens it again."""
+    one failure opens it again.
+
+    ``count``: what the window counts — ``"calls"`` (default: each call to the service is one
+    outcome) or ``"checks"`` (a call counts once per check it carried, and ``min_calls`` is then a
+    number of checks). A batching client under a stopped service fails few, large calls; counting
+    checks opens the breaker as fast whether the checks went out one per call or 64 per call, so
+    the batch wait can grow without slowing the breaker (the gate: docs/performance.md, issue 10).
+    """
 
     window: float = 10.0
     min_calls: int = 20
     failure_rate: float = 0.5
     open_for: float = 1.0
     probes: int = 3
+    count: Literal["calls", "checks"] = "calls"
 
     def __post_init__(self) -> None:
         _positive("window", self.window)
@@ -78,6 +87,8 @@ class BreakerConfig:
             raise ValueError(f"probes must be an integer >= 1, not {self.probes!r}")
         if not (isinstance(self.failure_rate, int | float) and 0 < self.failure_rate <= 1):
             raise ValueError(f"failure_rate must be in (0, 1], not {self.failure_rate!r}")
+        if self.count not in ("calls", "checks"):
+            raise ValueError(f"count must be 'calls' or 'checks', not {self.count!r}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -133,3 +133,5 @@ class DecisionStore:
             if self._writer is not None:
                 await asyncio.gather(self._writer, return_exceptions=True)
                 await asyncio.sleep(0)  # let its done callback run
+        if self._l2 is not None:
+            await self._l2.aclose()

@@ -1,0 +1,68 @@
+"""Single-flight for the client's misses without a task per miss.
+
+``meshauth.singleflight.SingleFlight`` runs every call's work in a task of its own and every caller
+awaits it through ``asyncio.shield``, so a caller that gives up does not cancel the work for others.
+Under cold load every check is a miss and almost none is ever joined, so that task and shield were
+paid on every cold check (~4.5 % of the gate's samples, docs/performance.md issue 10 "Run 6") for a
+join that rarely comes. Here the first caller (the leader) runs the work in its own task, inline, and
+only callers that join wait on a future (through a shield: a joiner giving up cancels nothing).
+
+What a leader's cancellation means changes, and is made safe: when the leader is cancelled (its own
+deadline), its work stops — its joiners are not failed with it, they start over (one of them leads a
+fresh call under its own deadline). A failure of the work itself is every joiner's failure, as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
+
+__all__ = ["Flights"]
+
+K = TypeVar("K", bound=Hashable)
+R = TypeVar("R")
+
+
+class _LeaderGone(Exception):
+    """The leader was cancelled: its joiners start over."""
+
+
+class Flights(Generic[K, R]):
+    def __init__(self) -> None:
+        self._calls: dict[K, asyncio.Future[R]] = {}
+        self.joins = 0  # calls that shared another's execution (tests and metrics)
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def __contains__(self, key: object) -> bool:
+        """True while a call for ``key`` is in flight (a ``do`` now would join it)."""
+        return key in self._calls
+
+    async def do(self, key: K, work: Callable[[], Awaitable[R]]) -> R:
+        calls = self._calls
+        while (joined := calls.get(key)) is not None:
+            self.joins += 1
+            try:
+                return await asyncio.shield(joined)
+            except _LeaderGone:
+                continue
+        shared: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        calls[key] = shared
+        try:
+            result = await work()
+        except asyncio.CancelledError:
+            shared.set_exception(_LeaderGone())
+            raise
+        except BaseException as exc:
+            shared.set_exception(exc)
+            raise
+        else:
+            shared.set_result(result)
+            return result
+        finally:
+            if calls.get(key) is shared:
+                del calls[key]
+            if shared.done() and not shared.cancelled():
+                shared.exception()  # retrieved: nobody may have joined
