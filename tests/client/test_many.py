@@ -331,7 +331,8 @@ async def test_a_batch_joins_a_check_in_flight() -> None:
 
 
 async def test_a_cancelled_batch_leaves_no_joiner_waiting() -> None:
-    """Cancelling a batch fails its joiners closed (a deny) instead of leaving them waiting."""
+    """Cancelling a batch leaves no joiner waiting on it: a joined check() starts over and asks
+    itself (as when a check()'s own leader is cancelled) — its answer is the service's."""
     t = Gated()
     async with make(t, cache=None, retry=None) as c:
         many = asyncio.ensure_future(c.check_many([Check(user("a"), "view", DOC)]))
@@ -341,8 +342,40 @@ async def test_a_cancelled_batch_leaves_no_joiner_waiting() -> None:
         many.cancel()
         with pytest.raises(asyncio.CancelledError):
             await many
+        t.go.set()
         d = await asyncio.wait_for(one, 5)
-    assert (d.decision, d.error) == (False, REASON_UNAVAILABLE)
+    assert (d.decision, d.error) == (True, None)
+    assert t.checks_sent == 2
+
+
+async def test_a_cancelled_batch_with_its_deadline_passed_denies_its_joiner() -> None:
+    """A joiner of a batch that ran out of time is answered closed, within its own wait."""
+    t = Gated()
+    async with make(t, cache=None, retry=None) as c:
+        many = asyncio.ensure_future(c.check_many([Check(user("a"), "view", DOC)], timeout=0.05))
+        await t.arrived.wait()
+        one = asyncio.ensure_future(c.check(user("a"), "view", DOC))
+        ds = await asyncio.wait_for(many, 5)
+        d = await asyncio.wait_for(one, 5)
+    assert (ds[0].decision, ds[0].error) == (False, REASON_UNAVAILABLE)
+    assert d.decision is False
+
+
+async def test_a_batch_whose_joined_check_is_cancelled_asks_itself() -> None:
+    """The check() a batch item joined is cancelled (its caller gave up): the batch asks that item
+    itself and answers it from the service, not with a deny."""
+    t = Gated()
+    async with make(t, cache=None, retry=None) as c:
+        one = asyncio.ensure_future(c.check(user("a"), "view", DOC))
+        await t.arrived.wait()
+        many = asyncio.ensure_future(c.check_many([Check(user("a"), "view", DOC), Check(user("b"), "view", DOC)]))
+        await asyncio.sleep(0)
+        one.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await one
+        t.go.set()
+        ds = await asyncio.wait_for(many, 5)
+    assert [(x.decision, x.error) for x in ds] == [(True, None), (True, None)]
 
 
 async def test_every_item_shape_is_sent_as_check_sends_it() -> None:

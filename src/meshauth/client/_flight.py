@@ -18,13 +18,13 @@ import asyncio
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
-__all__ = ["Flights"]
+__all__ = ["Flights", "LeaderGone"]
 
 K = TypeVar("K", bound=Hashable)
 R = TypeVar("R")
 
 
-class _LeaderGone(Exception):
+class LeaderGone(Exception):
     """The leader was cancelled: its joiners start over."""
 
 
@@ -46,14 +46,14 @@ class Flights(Generic[K, R]):
             self.joins += 1
             try:
                 return await asyncio.shield(joined)
-            except _LeaderGone:
+            except LeaderGone:
                 continue
         shared: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         calls[key] = shared
         try:
             result = await work()
         except asyncio.CancelledError:
-            shared.set_exception(_LeaderGone())
+            shared.set_exception(LeaderGone())
             raise
         except BaseException as exc:
             shared.set_exception(exc)
@@ -66,3 +66,27 @@ class Flights(Generic[K, R]):
                 del calls[key]
             if shared.done() and not shared.cancelled():
                 shared.exception()  # retrieved: nobody may have joined
+
+    def lead(self, key: K) -> asyncio.Future[R]:
+        """Claim ``key`` (not in flight) for work the caller runs itself (``check_many``): later
+        :meth:`do` calls join the returned future, which the caller resolves (a result, an
+        exception, or :class:`LeaderGone` to make joiners start over) then calls :meth:`release`."""
+        if key in self._calls:
+            raise KeyError("already in flight")
+        shared: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._calls[key] = shared
+        return shared
+
+    def release(self, key: K, shared: asyncio.Future[R]) -> None:
+        """``key``'s work led with :meth:`lead` is done: the next call starts afresh."""
+        if self._calls.get(key) is shared:
+            del self._calls[key]
+        if shared.done() and not shared.cancelled():
+            shared.exception()  # retrieved: nobody may have joined
+
+    def joined(self, key: K) -> asyncio.Future[R] | None:
+        """The future of ``key``'s call in flight, to await through ``asyncio.shield`` (a join), or None."""
+        shared = self._calls.get(key)
+        if shared is not None:
+            self.joins += 1
+        return shared

@@ -7,7 +7,7 @@ issue 10 (b)). Here the whole batch shares one of each:
 1. every item is validated (an invalid argument raises, naming ``checks[i]``, before anything is
    asked) and looked up in L1 at the client's state (joined with ``at_least``'s);
 2. with single-flight on, identical items in the batch are asked once, an item already in flight
-   (a concurrent ``check()`` or batch) joins it, and the rest are claimed (``SingleFlight.lead``: a
+   (a concurrent ``check()`` or batch) joins it, and the rest are claimed (``Flights.lead``: a
    future per item) so concurrent checks join them;
 3. if the breaker is open every miss falls back at once; otherwise the misses are looked up in L2
    (one ``MGET``), and what remains goes to the service as ``evaluations`` calls of at most
@@ -28,6 +28,7 @@ from typing import cast
 from meshauth.client._answers import Unavailable, outcome
 from meshauth.client._breaker import CircuitBreaker
 from meshauth.client._cache import DecisionL1
+from meshauth.client._flight import Flights, LeaderGone
 from meshauth.client._keys import L1Key, request_key
 from meshauth.client._metrics import CACHE, CHECKS, SINGLEFLIGHT_JOINS
 from meshauth.client._models import Check, Consistency, Decision, State
@@ -35,7 +36,6 @@ from meshauth.client._request import Deadline, Pending, checked_many
 from meshauth.client._stored import DecisionStore
 from meshauth.client._tracking import StateTracker
 from meshauth.client._warming import Warmer
-from meshauth.singleflight import SingleFlight
 
 __all__ = ["ManyParts", "check_many"]
 
@@ -55,7 +55,7 @@ class ManyParts:
     breaker: CircuitBreaker | None
     stored: DecisionStore | None
     l1: DecisionL1 | None
-    sf: SingleFlight[Flight, Decision] | None
+    sf: Flights[Flight, Decision] | None
     warmer: Warmer | None
     tracker: StateTracker
 
@@ -63,12 +63,13 @@ class ManyParts:
 class _Miss:
     """One question the caches could not answer, and the batch items that asked it."""
 
-    __slots__ = ("ck", "flight", "future", "indices", "p", "rkey")
+    __slots__ = ("ck", "flight", "future", "indices", "joined", "p", "rkey")
 
     def __init__(self, p: Pending, rkey: bytes, ck: L1Key | None, flight: Flight | None, i: int) -> None:
         self.p, self.rkey, self.ck, self.flight = p, rkey, ck, flight
         self.indices = [i]
         self.future: asyncio.Future[Decision] | None = None  # ours to resolve (single-flight leader)
+        self.joined: asyncio.Future[Decision] | None = None  # another's, joined
 
 
 async def check_many(
@@ -148,7 +149,8 @@ async def _answer(
     else:
         for m in misses:
             assert m.flight is not None
-            if m.flight in sf:
+            m.joined = sf.joined(m.flight)
+            if m.joined is not None:
                 SINGLEFLIGHT_JOINS.add()
                 joins.append(m)
             else:
@@ -159,14 +161,14 @@ async def _answer(
         await _ask(parts, asks, joins, out, floor)
     except asyncio.CancelledError:
         if not deadline.expired():
-            _abandon(parts, asks, "the batch was cancelled")
+            _abandon(parts, asks, LeaderGone())  # joined check()s start over, as when their leader is cancelled
             raise
         for m in (*asks, *joins):
             if out[m.indices[0]] is None:
                 _settle(parts, m, out, Unavailable("deadline passed"))
     finally:
         deadline.cancel()
-        _abandon(parts, asks, "the batch ended without an answer")
+        _abandon(parts, asks, Unavailable("the batch ended without an answer"))
 
 
 async def _ask(
@@ -194,19 +196,18 @@ async def _ask(
             got = await asyncio.gather(*(_call(parts.flush, chunk) for chunk in chunks))
             for chunk, results in zip(chunks, got, strict=True):
                 _deliver(parts, chunk, results, out, floor)
-    sf = parts.sf
     for m in joins:
-        assert sf is not None and m.flight is not None  # noqa: PT018 - narrowing
+        assert m.joined is not None
         try:
-            d = await sf.do(m.flight, _never)
+            # The future held since the join: the flight may have ended (and left the table) since.
+            d = await asyncio.shield(m.joined)
+        except LeaderGone:  # its leader was cancelled: ask it ourselves
+            _deliver(parts, [m], await _call(parts.flush, [m]), out, floor)
+            continue
         except Exception as exc:  # noqa: BLE001 - fail closed: the shared work failed, deny
             _settle(parts, m, out, exc)
         else:
             _settle(parts, m, out, d)
-
-
-async def _never() -> Decision:  # pragma: no cover - a join never starts work
-    raise AssertionError("joined a flight that was not in flight")
 
 
 async def _call(flush: Flush, chunk: list[_Miss]) -> list[Decision | BaseException]:
@@ -271,10 +272,10 @@ def _settle(parts: ManyParts, m: _Miss, out: list[Decision | None], got: Decisio
         out[i] = got
 
 
-def _abandon(parts: ManyParts, asks: list[_Miss], why: str) -> None:
+def _abandon(parts: ManyParts, asks: list[_Miss], why: Exception) -> None:
     """No leader future is left unresolved: a joiner would wait for it forever."""
     for m in asks:
         if m.future is not None and not m.future.done():
-            m.future.set_exception(Unavailable(why))
+            m.future.set_exception(why)
             if parts.sf is not None and m.flight is not None:
                 parts.sf.release(m.flight, m.future)
