@@ -4,10 +4,6 @@ The first caller for a key runs the work in a task of its own; later callers for
 it while it is in flight. The work runs in a separate task so a caller that gives up (cancelled, out
 of time) does not cancel it for the others. Once it finishes the key is forgotten: the next call
 starts afresh (this is not a cache).
-
-A caller that answers many keys with one piece of work (``PolicyClient.check_many``: one call for
-a batch) claims them with :meth:`SingleFlight.lead` instead: a future per key, which the caller
-must resolve, rather than a task per key (a task costs ~10 µs per key; the batch path costs ~5).
 """
 
 from __future__ import annotations
@@ -24,7 +20,7 @@ R = TypeVar("R")
 
 class SingleFlight(Generic[K, R]):
     def __init__(self) -> None:
-        self._calls: dict[K, asyncio.Future[R]] = {}
+        self._calls: dict[K, asyncio.Task[R]] = {}
         self.joins = 0  # calls that shared another's execution (tests and metrics)
 
     def __len__(self) -> int:
@@ -45,26 +41,10 @@ class SingleFlight(Generic[K, R]):
         # shield: one caller's cancellation must not cancel the shared work.
         return await asyncio.shield(task)
 
-    def lead(self, key: K) -> asyncio.Future[R]:
-        """Claim ``key`` (not in flight) for work the caller runs itself: later :meth:`do` calls
-        for it join the returned future, which the caller must resolve (result or exception) and
-        then :meth:`release` (at once: a done callback would forget the key only on the next loop
-        turn, and a caller that goes on without yielding would join its own finished work)."""
-        if key in self._calls:
-            raise KeyError("already in flight")
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._calls[key] = future
-        future.add_done_callback(lambda _f: self._forget(key, _f))
-        return future
-
-    def release(self, key: K, future: asyncio.Future[R]) -> None:
-        """``key``'s work led with :meth:`lead` is done: the next call starts afresh."""
-        self._forget(key, future)
-
     async def _run(self, work: Callable[[], Awaitable[R]]) -> R:
         return await work()
 
-    def _forget(self, key: K, task: asyncio.Future[R]) -> None:
+    def _forget(self, key: K, task: asyncio.Task[R]) -> None:
         if self._calls.get(key) is task:
             del self._calls[key]
         if not task.cancelled():
