@@ -14,6 +14,8 @@ from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, exte
 from google.rpc import code_pb2
 from redis.asyncio import Redis
 
+from meshauth.auth.authz import GATE_BREAKER
+from meshauth.client import BreakerConfig, CircuitBreaker
 from meshauth.config import Settings
 from tests.auth.conftest import Harness, login, make_settings, start_harness
 from tests.client.served import DECISION_TOKEN, policy_server, push
@@ -281,3 +283,54 @@ async def test_warm_answers_stay_with_their_identity_path_and_context(authz: Har
         assert r.status_code == 401 and "x-meshauth-subject" not in r.headers
     # The rounds after the first were answered from L1: the 6 policy questions twice more, at least.
     assert await l1_hits(h) - hits_before >= 12
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _busy_then_stopped(config: BreakerConfig) -> float | None:
+    """10 s of health at 3,000 checks/s (calls of 5 checks), then the policy service stops: every
+    call fails at its 100 ms deadline. Seconds from the stop until the breaker opens (None: not in 5 s)."""
+    clock = _Clock()
+    breaker = CircuitBreaker(config, clock=clock)
+    step = 5 / 3000
+    for _ in range(int(10 / step)):
+        ticket = breaker.allow()
+        assert ticket is not None
+        breaker.record(ticket, True, 5)
+        clock.now += step
+    stopped = clock.now
+    clock.now += 0.1  # the first calls after the stop fail at their deadline
+    while clock.now - stopped < 5:
+        ticket = breaker.allow()
+        if ticket is None:
+            return clock.now - stopped
+        breaker.record(ticket, False, 5)
+        clock.now += step
+    return None
+
+
+def test_gate_breaker_opens_within_a_second_after_busy_health() -> None:
+    """The gate's breaker (1 s window, counting checks) opens within a second of a stop that follows
+    a long busy healthy spell; the client default's 10 s window would take seconds (what it fixed)."""
+    opened = _busy_then_stopped(GATE_BREAKER)
+    assert opened is not None and opened < 1.0
+    slow = _busy_then_stopped(BreakerConfig(window=10.0, min_calls=20, count="checks"))
+    assert slow is None or slow > 2.0
+
+
+def test_gate_breaker_stays_closed_through_a_blip() -> None:
+    """One failed call of 5 checks among a second's healthy traffic does not open it."""
+    clock = _Clock()
+    breaker = CircuitBreaker(GATE_BREAKER, clock=clock)
+    for n in range(600):
+        ticket = breaker.allow()
+        assert ticket is not None
+        breaker.record(ticket, n != 300, 5)
+        clock.now += 1 / 600
+    assert breaker.state == "closed"
