@@ -45,6 +45,14 @@ class SingleFlight(Generic[K, R]):
         # shield: one caller's cancellation must not cancel the shared work.
         return await asyncio.shield(task)
 
+    def joined(self, key: K) -> asyncio.Future[R] | None:
+        """The work in flight for ``key`` (counted as a join), or None: await it (shielded) later,
+        even after it finished and the key was forgotten, and get its result."""
+        task = self._calls.get(key)
+        if task is not None:
+            self.joins += 1
+        return task
+
     def lead(self, key: K) -> asyncio.Future[R]:
         """Claim ``key`` (not in flight) for work the caller runs itself: later :meth:`do` calls
         for it join the returned future, which the caller must resolve (result or exception) and

@@ -63,12 +63,13 @@ class ManyParts:
 class _Miss:
     """One question the caches could not answer, and the batch items that asked it."""
 
-    __slots__ = ("ck", "flight", "future", "indices", "p", "rkey")
+    __slots__ = ("ck", "flight", "future", "indices", "p", "rkey", "shared")
 
     def __init__(self, p: Pending, rkey: bytes, ck: L1Key | None, flight: Flight | None, i: int) -> None:
         self.p, self.rkey, self.ck, self.flight = p, rkey, ck, flight
         self.indices = [i]
         self.future: asyncio.Future[Decision] | None = None  # ours to resolve (single-flight leader)
+        self.shared: asyncio.Future[Decision] | None = None  # another's work in flight, joined
 
 
 async def check_many(
@@ -148,7 +149,9 @@ async def _answer(
     else:
         for m in misses:
             assert m.flight is not None
-            if m.flight in sf:
+            # Held now: the work may finish (and its key be forgotten) before the batch awaits it.
+            m.shared = sf.joined(m.flight)
+            if m.shared is not None:
                 SINGLEFLIGHT_JOINS.add()
                 joins.append(m)
             else:
@@ -194,19 +197,14 @@ async def _ask(
             got = await asyncio.gather(*(_call(parts.flush, chunk) for chunk in chunks))
             for chunk, results in zip(chunks, got, strict=True):
                 _deliver(parts, chunk, results, out, floor)
-    sf = parts.sf
     for m in joins:
-        assert sf is not None and m.flight is not None  # noqa: PT018 - narrowing
+        assert m.shared is not None
         try:
-            d = await sf.do(m.flight, _never)
+            d = await asyncio.shield(m.shared)  # one caller's cancellation must not cancel the shared work
         except Exception as exc:  # noqa: BLE001 - fail closed: the shared work failed, deny
             _settle(parts, m, out, exc)
         else:
             _settle(parts, m, out, d)
-
-
-async def _never() -> Decision:  # pragma: no cover - a join never starts work
-    raise AssertionError("joined a flight that was not in flight")
 
 
 async def _call(flush: Flush, chunk: list[_Miss]) -> list[Decision | BaseException]:
