@@ -330,8 +330,10 @@ async def test_a_batch_joins_a_check_in_flight() -> None:
     assert t.checks_sent == 2
 
 
-async def test_a_cancelled_batch_leaves_no_joiner_waiting() -> None:
-    """Cancelling a batch fails its joiners closed (a deny) instead of leaving them waiting."""
+async def test_a_cancelled_batch_leaves_its_joiners_the_answer() -> None:
+    """Cancelling a batch (its caller went away) does not answer the checks that joined it: the
+    batch's call goes on for them, as a cancelled check()'s does (before: each was denied,
+    policy_unavailable, for another caller's cancellation)."""
     t = Gated()
     async with make(t, cache=None, retry=None) as c:
         many = asyncio.ensure_future(c.check_many([Check(user("a"), "view", DOC)]))
@@ -341,8 +343,31 @@ async def test_a_cancelled_batch_leaves_no_joiner_waiting() -> None:
         many.cancel()
         with pytest.raises(asyncio.CancelledError):
             await many
+        t.go.set()
         d = await asyncio.wait_for(one, 5)
-    assert (d.decision, d.error) == (False, REASON_UNAVAILABLE)
+    assert (d.decision, d.error) == (True, None)
+    assert t.checks_sent == 1
+
+
+async def test_a_failed_batch_call_leaves_no_joiner_waiting() -> None:
+    """The batch's call failing fails its joiners closed (each its own deny), never leaves them waiting."""
+    t = Gated()
+
+    async def broken(url: str, doc: dict[str, Any]) -> Response:
+        t.arrived.set()
+        await t.go.wait()
+        return Response(503, b"{}")
+
+    t.handler = broken
+    async with make(t, cache=None, retry=None) as c:
+        many = asyncio.ensure_future(c.check_many([Check(user("a"), "view", DOC)]))
+        await t.arrived.wait()
+        one = asyncio.ensure_future(c.check(user("a"), "view", DOC))
+        await asyncio.sleep(0)
+        t.go.set()
+        (m,) = await asyncio.wait_for(many, 5)
+        d = await asyncio.wait_for(one, 5)
+    assert (m.decision, m.error) == (d.decision, d.error) == (False, REASON_UNAVAILABLE)
 
 
 async def test_every_item_shape_is_sent_as_check_sends_it() -> None:
