@@ -66,6 +66,9 @@ def checked(
     return Pending(s, a, r, c, asyncio.get_running_loop().time() + seconds, request=trace.current.get())
 
 
+_SCALARS = frozenset({str, int, float, bool})
+
+
 def _validated(
     subject: object, action: object, resource: object, context: object
 ) -> tuple[wire.Subject, str, wire.Resource, dict[str, Any] | None]:
@@ -75,6 +78,12 @@ def _validated(
         ctx = None
     elif type(context) is dict or isinstance(context, Mapping):
         ctx = dict(context)
+        for value in ctx.values():
+            if not (value is None or type(value) in _SCALARS):
+                # A snapshot of nested values: the key is encoded now, the question sent later (batched);
+                # a caller that changed a nested dict meanwhile had another question's answer kept under it.
+                ctx = msgspec.to_builtins(ctx)
+                break
     else:
         raise TypeError("context must be a mapping or None")
     return entity(subject, wire.Subject, "subject"), action, entity(resource, wire.Resource, "resource"), ctx
