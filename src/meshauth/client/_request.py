@@ -48,6 +48,22 @@ def entity(value: object, cls: type[wire.Subject] | type[wire.Resource], name: s
         raise TypeError(f"{name} must be a {cls.__name__} or a mapping with 'type' and 'id'")
     if not out.type or not out.id:
         raise ValueError(f"{name}: type and id must be non-empty")
+    if out.properties is not None:
+        out = cls(out.type, out.id, _snapshot(out.properties))  # the caller's struct or nested dicts
+    return out
+
+
+_SCALARS = frozenset({str, int, float, bool})
+
+
+def _snapshot(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``values`` no later change by the caller reaches: the key is encoded at once but the
+    question sent later (batched), and a caller that changed a nested dict (or a struct's properties)
+    meanwhile had the changed question's answer kept in L1 under the original question's key."""
+    out = dict(values)
+    for value in out.values():
+        if not (value is None or type(value) in _SCALARS):
+            return msgspec.to_builtins(out)  # type: ignore[no-any-return]
     return out
 
 
@@ -66,9 +82,6 @@ def checked(
     return Pending(s, a, r, c, asyncio.get_running_loop().time() + seconds, request=trace.current.get())
 
 
-_SCALARS = frozenset({str, int, float, bool})
-
-
 def _validated(
     subject: object, action: object, resource: object, context: object
 ) -> tuple[wire.Subject, str, wire.Resource, dict[str, Any] | None]:
@@ -77,13 +90,7 @@ def _validated(
     if context is None:
         ctx = None
     elif type(context) is dict or isinstance(context, Mapping):
-        ctx = dict(context)
-        for value in ctx.values():
-            if not (value is None or type(value) in _SCALARS):
-                # A snapshot of nested values: the key is encoded now, the question sent later (batched);
-                # a caller that changed a nested dict meanwhile had another question's answer kept under it.
-                ctx = msgspec.to_builtins(ctx)
-                break
+        ctx = _snapshot(context)
     else:
         raise TypeError("context must be a mapping or None")
     return entity(subject, wire.Subject, "subject"), action, entity(resource, wire.Resource, "resource"), ctx
