@@ -41,6 +41,21 @@ async def test_a_nested_context_changed_after_the_call_does_not_poison_the_cache
     assert not again.decision
 
 
+async def test_a_subject_struct_changed_after_the_call_does_not_poison_the_cache() -> None:
+    """A ``Subject`` passed as a struct and then given another id: the original question's key holds
+    the original subject's answer (before: the other subject's allow, answered from L1 to the first)."""
+    doc = {"type": "Doc", "id": "d"}
+    async with PolicyClient(["http://pdp"], transport=MockTransport()) as c:  # the mock denies ids "x…"
+        await c.check({"type": "User", "id": "w"}, "view", doc)  # a state known
+        subject = Subject("User", "xguest")
+        first = asyncio.ensure_future(c.check(subject, "view", doc))
+        await asyncio.sleep(0)  # one loop turn: the check has made its key and waits in the batcher
+        subject.id = "admin"
+        assert not (await first).decision
+        again = await c.check(Subject("User", "xguest"), "view", doc)
+    assert not again.decision
+
+
 def role_in_properties(item: dict[str, Any]) -> bool:
     props = item["subject"].get("properties") or {}
     return (props.get("a") or {}).get("role") == "admin"

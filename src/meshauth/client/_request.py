@@ -38,7 +38,7 @@ def entity(value: object, cls: type[wire.Subject] | type[wire.Resource], name: s
         if type(kind) is str and type(ident) is str and kind and ident:
             return cls(kind, ident)
     if isinstance(value, cls):
-        out: Any = value
+        out: Any = cls(value.type, value.id, value.properties)  # a copy: the caller's struct may change
     elif isinstance(value, Mapping):
         try:
             out = msgspec.convert(dict(value), cls)
@@ -49,7 +49,7 @@ def entity(value: object, cls: type[wire.Subject] | type[wire.Resource], name: s
     if not out.type or not out.id:
         raise ValueError(f"{name}: type and id must be non-empty")
     if out.properties is not None:
-        out = cls(out.type, out.id, _snapshot(out.properties))  # the caller's struct or nested dicts
+        out.properties = _snapshot(out.properties)  # nested dicts may be the caller's
     return out
 
 
