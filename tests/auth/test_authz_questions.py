@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
+
 import pytest
 
 import meshauth.auth.authz_questions as questions
@@ -92,3 +95,29 @@ def test_a_malformed_question_raises_for_the_caller_to_fail_closed(client: Polic
     """An empty subject cannot come from the gate (it refuses such tokens), but if it did: an error."""
     with pytest.raises(ValueError, match="subject"):
         Questions(client).get(identity(""), parse_routes(ROUTES).match("GET", "/documents/d1"))
+
+
+def test_hostile_long_paths_cannot_make_the_memo_hold_much(client: PolicyClient) -> None:
+    """One client asking 16,384 distinct 4,000-character paths: the memo holds at most a few MiB more
+    than the route table's own memo (before: ~140 MiB more, past the gate's memory limit), and every
+    question is still right."""
+    table = parse_routes(ROUTES)
+    v = allow("alice", "app", "read", "bearer")
+    held: dict[bool, int] = {}
+    for with_memo in (False, True):
+        memo = Questions(client)
+        gc.collect()
+        tracemalloc.start()
+        try:
+            for i in range(questions.MAX_QUESTIONS):
+                rid = f"{i:08d}{'x' * 4000}"
+                route = table.match("GET", f"/documents/{rid}")
+                if with_memo and i % 997 == 0:
+                    assert memo.get(v, route).question.key == expected(client, v, rid)
+                elif with_memo:
+                    memo.get(v, route)
+            gc.collect()
+            held[with_memo] = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+    assert held[True] - held[False] < 32 * 2**20, held

@@ -235,3 +235,26 @@ async def test_shutdown_within_a_gap_drains_at_once(valkey_url: str, redis: Redi
     assert time.monotonic() - started < 2.0  # not the 5 s gap (nor the 5 s drain timeout: spooled)
     assert p.spooled == 0
     assert len(await read_all(redis, NAMES.all())) == 301
+
+
+async def test_a_batch_filled_while_the_flusher_waits_out_its_gap_goes_at_once(
+    valkey_url: str, redis: Redis, tmp_path: Path
+) -> None:
+    """``flush_batch`` waiting events go at once even when they gathered during a gap the flusher
+    had begun to wait out for fewer (before: they waited the whole gap; with a buffer smaller than
+    the rate times the gap, what came on top was dropped with Redis healthy)."""
+    gap = 5.0
+    p = Producer(valkey_url, config(tmp_path, flush_interval=0.002, flush_gap=gap, flush_batch=50))
+    await p.start()
+    try:
+        p.publish(AUDIT, audit("gate.decision", subject="a"))
+        await until(lambda: p.published == 1, within=gap * 0.5, what="first flush")
+        p.publish(AUDIT, audit("gate.decision", subject="b"))
+        for _ in range(5):
+            await asyncio.sleep(0)  # loop turns: the flusher wakes for one event and waits out its gap
+        for event in _events(49):
+            p.publish(AUDIT, event)
+        await until(lambda: p.published == 51, within=gap * 0.5, what="the batch filled during the gap")
+    finally:
+        await p.stop()
+    assert len(await read_all(redis, NAMES.all())) == 51

@@ -330,9 +330,10 @@ async def test_a_batch_joins_a_check_in_flight() -> None:
     assert t.checks_sent == 2
 
 
-async def test_a_cancelled_batch_leaves_no_joiner_waiting() -> None:
-    """Cancelling a batch leaves no joiner waiting on it: a joined check() starts over and asks
-    itself (as when a check()'s own leader is cancelled) — its answer is the service's."""
+async def test_a_cancelled_batch_leaves_its_joiners_the_answer() -> None:
+    """Cancelling a batch (its caller went away) does not answer the checks that joined it: the
+    batch's call goes on for them, as a cancelled check()'s does (before: each was denied,
+    policy_unavailable, for another caller's cancellation)."""
     t = Gated()
     async with make(t, cache=None, retry=None) as c:
         many = asyncio.ensure_future(c.check_many([Check(user("a"), "view", DOC)]))
@@ -345,7 +346,28 @@ async def test_a_cancelled_batch_leaves_no_joiner_waiting() -> None:
         t.go.set()
         d = await asyncio.wait_for(one, 5)
     assert (d.decision, d.error) == (True, None)
-    assert t.checks_sent == 2
+    assert t.checks_sent == 1
+
+
+async def test_a_failed_batch_call_leaves_no_joiner_waiting() -> None:
+    """The batch's call failing fails its joiners closed (each its own deny), never leaves them waiting."""
+    t = Gated()
+
+    async def broken(url: str, doc: dict[str, Any]) -> Response:
+        t.arrived.set()
+        await t.go.wait()
+        return Response(503, b"{}")
+
+    t.handler = broken
+    async with make(t, cache=None, retry=None) as c:
+        many = asyncio.ensure_future(c.check_many([Check(user("a"), "view", DOC)]))
+        await t.arrived.wait()
+        one = asyncio.ensure_future(c.check(user("a"), "view", DOC))
+        await asyncio.sleep(0)
+        t.go.set()
+        (m,) = await asyncio.wait_for(many, 5)
+        d = await asyncio.wait_for(one, 5)
+    assert (m.decision, m.error) == (d.decision, d.error) == (False, REASON_UNAVAILABLE)
 
 
 async def test_a_cancelled_batch_with_its_deadline_passed_denies_its_joiner() -> None:
@@ -402,3 +424,66 @@ async def test_any_iterable_of_checks_is_accepted() -> None:
     async with make(MockTransport()) as c:
         ds = await c.check_many(Check(user(f"u{i}"), "view", DOC) for i in range(3))  # type: ignore[arg-type]
     assert [d.decision for d in ds] == [True, True, True]
+
+
+class PerSubject(MockTransport):
+    """Holds each subject's call until its own gate opens (``sent[id]`` is set once it is held)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gates: dict[str, asyncio.Event] = {}
+        self.sent: dict[str, asyncio.Event] = {}
+        self.handler = self._gated
+
+    def gate(self, uid: str) -> asyncio.Event:
+        self.sent.setdefault(uid, asyncio.Event())
+        return self.gates.setdefault(uid, asyncio.Event())
+
+    async def _gated(self, url: str, doc: dict[str, Any]) -> Response:
+        items = doc["evaluations"] if url.endswith("evaluations") else [doc]
+        for item in items:
+            uid = item["subject"]["id"]
+            gate = self.gate(uid)
+            self.sent[uid].set()
+            await gate.wait()
+        return await self.policy(url, doc)
+
+
+async def test_a_joined_check_that_finishes_first_is_still_answered() -> None:
+    """An item that joined a check() in flight is answered with that check's decision even when the
+    check finishes (and its flight is forgotten) while the batch's own call is still out. Before:
+    the batch joined the key only after its own call returned, found nothing in flight, started
+    ``_never`` and denied the item ("joined a flight that was not in flight")."""
+    t = PerSubject()
+    async with make(t, cache=None, batching=None) as c:
+        ga, gb = t.gate("a"), t.gate("b")
+        one = asyncio.ensure_future(c.check(user("a"), "view", DOC))
+        await t.sent["a"].wait()
+        many = asyncio.ensure_future(c.check_many([Check(user("a"), "view", DOC), Check(user("b"), "view", DOC)]))
+        await t.sent["b"].wait()  # the batch asks b; a joined the check in flight
+        ga.set()
+        assert (await one).decision
+        gb.set()
+        ds = await asyncio.wait_for(many, 5)
+    assert [(d.decision, d.error) for d in ds] == [(True, None), (True, None)]
+    assert t.checks_sent == 2
+
+
+async def test_every_joined_flight_answers_whatever_order_they_finish_in() -> None:
+    """Two items joining two checks in flight: the second check finishes first."""
+    t = PerSubject()
+    async with make(t, cache=None, batching=None) as c:
+        ga, gb = t.gate("a"), t.gate("b")
+        one = asyncio.ensure_future(c.check(user("a"), "view", DOC))
+        two = asyncio.ensure_future(c.check(user("b"), "view", DOC))
+        await t.sent["a"].wait()
+        await t.sent["b"].wait()
+        many = asyncio.ensure_future(c.check_many([Check(user("a"), "view", DOC), Check(user("b"), "view", DOC)]))
+        await asyncio.sleep(0)  # one loop turn: the batch joins both (no timing)
+        gb.set()
+        assert (await two).decision
+        ga.set()
+        assert (await one).decision
+        ds = await asyncio.wait_for(many, 5)
+    assert [(d.decision, d.error) for d in ds] == [(True, None), (True, None)]
+    assert t.checks_sent == 2

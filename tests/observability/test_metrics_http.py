@@ -111,6 +111,25 @@ async def test_at_the_cap_a_newcomer_closes_the_oldest_idle_connection(server: M
             w.close()
 
 
+async def test_a_scrape_accepted_with_a_flood_of_newcomers_is_still_answered(server: MetricsServer) -> None:
+    """A scrape whose head is already received, accepted in the same loop turn as more newcomers than
+    the cap: each newcomer closed the oldest connection still "reading", which was the scrape (its
+    head not read yet) — an attacker's burst of connections evicted it. Its head is read first now."""
+    loop = asyncio.get_running_loop()
+    scrape = socket.create_connection((server.host, server.port))
+    flood: list[socket.socket] = []
+    try:
+        scrape.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
+        # The loop is held here (blocking calls): the kernel queues them all, the server accepts them at once.
+        flood.extend(socket.create_connection((server.host, server.port)) for _ in range(MAX_CONNECTIONS + 1))
+        scrape.setblocking(False)
+        answer = await asyncio.wait_for(loop.sock_recv(scrape, 64), 5.0)
+        assert answer.startswith(b"HTTP/1.1 200")
+    finally:
+        for sock in (scrape, *flood):
+            sock.close()
+
+
 async def test_at_the_cap_with_every_connection_answering_a_newcomer_is_closed(
     server: MetricsServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

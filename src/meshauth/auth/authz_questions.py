@@ -20,7 +20,11 @@ among live objects, so each entry holds both objects (they cannot be freed, and 
 be reused, while it exists) and a lookup also checks ``is`` on both: an entry answers only the very
 verdict and match it was made from, whose fields (frozen) are the whole question. A verdict or a
 match made again (its own cache evicted it) is another object: a miss, never a wrong question.
-Bounded: at :data:`MAX_QUESTIONS` entries it starts again from empty (as the route table's memo).
+Bounded: at :data:`MAX_QUESTIONS` entries, or once its questions' keys hold :data:`MAX_QUESTION_BYTES`, it
+starts again from empty (as the route table's memo). The byte bound is for hostile paths: one client
+asking 16,384 distinct 4,000-character paths on a ``{id}`` route held ~140 MiB in the memo (each entry
+keeps its route match alive, and the key repeats the path) on top of the route memo's ~66 MiB — past
+the gate's memory limit; ordinary keys (~100–300 bytes) reach the count first.
 """
 
 from __future__ import annotations
@@ -33,9 +37,10 @@ from meshauth.auth.gate import Verdict
 from meshauth.client import PolicyClient, Question, Subject
 from meshauth.routes import RouteMatch
 
-__all__ = ["MAX_QUESTIONS", "Asked", "Questions", "credential_context", "subject_for"]
+__all__ = ["MAX_QUESTIONS", "MAX_QUESTION_BYTES", "Asked", "Questions", "credential_context", "subject_for"]
 
 MAX_QUESTIONS = 16_384
+MAX_QUESTION_BYTES = 8 * 1024 * 1024  # of question keys held (the routes' resources are about as much again)
 
 
 def subject_for(credential: str, subject: str, client_id: str) -> Subject:
@@ -64,6 +69,7 @@ class Questions:
     def __init__(self, client: PolicyClient) -> None:
         self._client = client
         self._memo: dict[tuple[int, int], tuple[Verdict, RouteMatch, Asked]] = {}
+        self._bytes = 0  # of the keys held
 
     def __len__(self) -> int:
         return len(self._memo)
@@ -77,8 +83,11 @@ class Questions:
         if entry is not None and entry[0] is verdict and entry[1] is route:
             return entry[2]
         asked = self._ask(verdict, route)
-        if len(self._memo) >= MAX_QUESTIONS:
+        size = len(asked.question.key)
+        if len(self._memo) >= MAX_QUESTIONS or self._bytes + size > MAX_QUESTION_BYTES:
             self._memo.clear()
+            self._bytes = 0
+        self._bytes += size
         self._memo[key] = (verdict, route, asked)
         return asked
 

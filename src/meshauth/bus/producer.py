@@ -95,7 +95,8 @@ class Producer:
         self._gauges: StreamGauges | None = None
         self._spool = Spool(config.spool_dir, config.spool_max_bytes) if config.spool_dir else None
         self._closing = False
-        self._stopping = asyncio.Event()  # set by stop: a flush waiting out its gap goes at once
+        # Set by stop, and by publish once flush_batch events wait: a flush waiting out its gap goes at once.
+        self._hurry = asyncio.Event()
         self._in_flight = 0  # taken from the buffer, not yet in Redis or the spool
         self._drops_unlogged = 0
         self._last_drop_log = 0.0
@@ -121,6 +122,8 @@ class Producer:
         self._buffer.append((stream, event.key if key is None else key, data))
         if not self._wake.is_set():
             self._wake.set()
+        elif len(self._buffer) >= self.config.flush_batch and not self._hurry.is_set():
+            self._hurry.set()  # the flusher may be waiting out its gap for fewer
         return True
 
     @property
@@ -154,7 +157,7 @@ class Producer:
         """Drain: write what is buffered (to Redis, else to the spool) and close."""
         self._closing = True
         self._wake.set()
-        self._stopping.set()
+        self._hurry.set()
         if self._task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), DRAIN_TIMEOUT)
@@ -205,8 +208,9 @@ class Producer:
                 await self._wake.wait()
                 if len(self._buffer) < self.config.flush_batch and not self._closing:
                     gap = started + self.config.flush_gap - loop.time()
+                    self._hurry.clear()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stopping.wait(), max(self.config.flush_interval, gap))
+                        await asyncio.wait_for(self._hurry.wait(), max(self.config.flush_interval, gap))
             started = loop.time()
             batch = self._take(self.config.flush_batch)
             if not self._buffer:

@@ -7,15 +7,15 @@ issue 10 (b)). Here the whole batch shares one of each:
 1. every item is validated (an invalid argument raises, naming ``checks[i]``, before anything is
    asked) and looked up in L1 at the client's state (joined with ``at_least``'s);
 2. with single-flight on, identical items in the batch are asked once, an item already in flight
-   (a concurrent ``check()`` or batch) joins it, and the rest are claimed (``Flights.lead``: a
-   future per item) so concurrent checks join them;
+   (a concurrent ``check()`` or batch) joins it, the rest are claimed (``Flights.lead``) for others to join;
 3. if the breaker is open every miss falls back at once; otherwise the misses are looked up in L2
    (one ``MGET``), and what remains goes to the service as ``evaluations`` calls of at most
    ``max_batch`` items (1 with batching off: one ``evaluation`` call per item, as ``check()``);
 4. everything runs under one deadline (the batch's ``timeout``); each answer is checked and kept
    as ``check()`` keeps it (never from a state older than the floor; kept in L1/L2 under the state
    it stands for). A failure — an item, a call, the deadline — fails only the items it touched, each
-   to its own fallback (a stale entry under ``stale_if_error``, else a ``policy_unavailable`` deny).
+   to its own fallback (a stale entry under ``stale_if_error``, else a ``policy_unavailable`` deny);
+   the calls run in a task of their own, so a caller that goes away leaves joiners their answers.
 """
 
 from __future__ import annotations
@@ -63,13 +63,13 @@ class ManyParts:
 class _Miss:
     """One question the caches could not answer, and the batch items that asked it."""
 
-    __slots__ = ("ck", "flight", "future", "indices", "joined", "p", "rkey")
+    __slots__ = ("ck", "flight", "future", "indices", "p", "rkey", "shared")
 
     def __init__(self, p: Pending, rkey: bytes, ck: L1Key | None, flight: Flight | None, i: int) -> None:
         self.p, self.rkey, self.ck, self.flight = p, rkey, ck, flight
         self.indices = [i]
         self.future: asyncio.Future[Decision] | None = None  # ours to resolve (single-flight leader)
-        self.joined: asyncio.Future[Decision] | None = None  # another's, joined
+        self.shared: asyncio.Future[Decision] | None = None  # another's work in flight, joined
 
 
 async def check_many(
@@ -123,7 +123,9 @@ async def check_many(
         misses.append(miss)
     if misses:
         await _answer(parts, misses, out, floor, when)
-    answers = cast("list[Decision]", out)  # every item settled (_answer fails each closed at worst)
+    # Every item settled (_answer fails each closed at worst). A copy: past the deadline the batch's
+    # work may still write into ``out`` (for the checks that joined it) after this returns.
+    answers = cast("list[Decision]", out[:])
     counts: dict[tuple[str, str], int] = {}
     for d in answers:
         label = (outcome(d), d.source)
@@ -149,59 +151,78 @@ async def _answer(
     else:
         for m in misses:
             assert m.flight is not None
-            m.joined = sf.joined(m.flight)
-            if m.joined is not None:
+            m.shared = sf.joined(m.flight)  # held now: it may end (its key forgotten) before it is awaited
+            if m.shared is not None:
                 SINGLEFLIGHT_JOINS.add()
                 joins.append(m)
             else:
                 m.future = sf.lead(m.flight)
                 asks.append(m)
     deadline = Deadline(when)
+    work = _start(parts, asks, out, floor) if asks else None
     try:
-        await _ask(parts, asks, joins, out, floor)
+        if work is not None:
+            await asyncio.shield(work)  # with single-flight, others may be waiting for it too
+        await _join(parts, joins, out, floor)
     except asyncio.CancelledError:
+        if work is not None and sf is None:
+            work.cancel()  # nobody else waits for it
         if not deadline.expired():
-            _abandon(parts, asks, LeaderGone())  # joined check()s start over, as when their leader is cancelled
-            raise
+            raise  # the work goes on for the checks that joined it (as a cancelled check()'s does)
         for m in (*asks, *joins):
             if out[m.indices[0]] is None:
-                _settle(parts, m, out, Unavailable("deadline passed"))
+                _fail(parts, m, out, "deadline passed")  # this caller's answer; the work settles joiners
     finally:
         deadline.cancel()
-        _abandon(parts, asks, Unavailable("the batch ended without an answer"))
 
 
-async def _ask(
-    parts: ManyParts, asks: list[_Miss], joins: list[_Miss], out: list[Decision | None], floor: State | None
-) -> None:
-    if asks:
-        if parts.warmer is not None:
-            parts.warmer.ensure_pushing()
-        rest = asks
-        stored = parts.stored
-        l2 = stored.l2 if stored is not None else None
-        if stored is not None and l2 is not None:
-            looked = [m for m in asks if m.ck is not None]
-            if looked:
-                found = await stored.from_l2([m.ck for m in looked if m.ck is not None])
-                for m, d in zip(looked, found, strict=True):
-                    if d is not None:
-                        _settle(parts, m, out, d)  # an L2 hit is in L1 already
-                rest = [m for m in asks if out[m.indices[0]] is None]
-        size = parts.max_batch
-        chunks = [rest[k : k + size] for k in range(0, len(rest), size)]
-        if len(chunks) == 1:
-            _deliver(parts, chunks[0], await _call(parts.flush, chunks[0]), out, floor)
-        elif chunks:
-            got = await asyncio.gather(*(_call(parts.flush, chunk) for chunk in chunks))
-            for chunk, results in zip(chunks, got, strict=True):
-                _deliver(parts, chunk, results, out, floor)
+def _start(parts: ManyParts, asks: list[_Miss], out: list[Decision | None], floor: State | None) -> asyncio.Task[None]:
+    """The batch's questions asked in a task of their own: a caller going away leaves joiners their answers."""
+    work = asyncio.ensure_future(_ask(parts, asks, out, floor))
+
+    def done(w: asyncio.Task[None]) -> None:
+        if not w.cancelled():
+            w.exception()  # retrieved: the caller may be gone (it re-raises through the shield otherwise)
+        for m in asks:  # no leader future left unresolved: a joiner would wait for it forever
+            if m.future is not None and not m.future.done():
+                m.future.set_exception(Unavailable("the batch ended without an answer"))
+                if parts.sf is not None and m.flight is not None:
+                    parts.sf.release(m.flight, m.future)
+
+    work.add_done_callback(done)
+    return work
+
+
+async def _ask(parts: ManyParts, asks: list[_Miss], out: list[Decision | None], floor: State | None) -> None:
+    if parts.warmer is not None:
+        parts.warmer.ensure_pushing()
+    rest = asks
+    stored = parts.stored
+    l2 = stored.l2 if stored is not None else None
+    if stored is not None and l2 is not None:
+        looked = [m for m in asks if m.ck is not None]
+        if looked:
+            found = await stored.from_l2([m.ck for m in looked if m.ck is not None])
+            for m, d in zip(looked, found, strict=True):
+                if d is not None:
+                    _settle(parts, m, out, d)  # an L2 hit is in L1 already
+            rest = [m for m in asks if out[m.indices[0]] is None]
+    size = parts.max_batch
+    chunks = [rest[k : k + size] for k in range(0, len(rest), size)]
+    if len(chunks) == 1:
+        _deliver(parts, chunks[0], await _call(parts.flush, chunks[0]), out, floor)
+    elif chunks:
+        got = await asyncio.gather(*(_call(parts.flush, chunk) for chunk in chunks))
+        for chunk, results in zip(chunks, got, strict=True):
+            _deliver(parts, chunk, results, out, floor)
+
+
+async def _join(parts: ManyParts, joins: list[_Miss], out: list[Decision | None], floor: State | None) -> None:
     for m in joins:
-        assert m.joined is not None
+        assert m.shared is not None
         try:
-            # The future held since the join: the flight may have ended (and left the table) since.
-            d = await asyncio.shield(m.joined)
-        except LeaderGone:  # its leader was cancelled: ask it ourselves
+            d = await asyncio.shield(m.shared)  # one caller's cancellation must not cancel the shared work
+        except LeaderGone:  # the check() it joined was cancelled (its work stopped): ask it ourselves
             _deliver(parts, [m], await _call(parts.flush, [m]), out, floor)
             continue
         except Exception as exc:  # noqa: BLE001 - fail closed: the shared work failed, deny
@@ -266,16 +287,14 @@ def _settle(parts: ManyParts, m: _Miss, out: list[Decision | None], got: Decisio
         if parts.sf is not None and m.flight is not None:
             parts.sf.release(m.flight, m.future)
     if isinstance(got, BaseException):
-        detail = str(got) or type(got).__name__
-        got = parts.stored.fallback(m.ck, detail) if parts.stored is not None else DecisionStore.deny(detail)
+        _fail(parts, m, out, str(got) or type(got).__name__)
+        return
     for i in m.indices:
         out[i] = got
 
 
-def _abandon(parts: ManyParts, asks: list[_Miss], why: Exception) -> None:
-    """No leader future is left unresolved: a joiner would wait for it forever."""
-    for m in asks:
-        if m.future is not None and not m.future.done():
-            m.future.set_exception(why)
-            if parts.sf is not None and m.flight is not None:
-                parts.sf.release(m.flight, m.future)
+def _fail(parts: ManyParts, m: _Miss, out: list[Decision | None], detail: str) -> None:
+    """``m``'s fallback to every item that asked it (a stale entry under stale_if_error, else a deny)."""
+    got = parts.stored.fallback(m.ck, detail) if parts.stored is not None else DecisionStore.deny(detail)
+    for i in m.indices:
+        out[i] = got

@@ -38,7 +38,7 @@ def entity(value: object, cls: type[wire.Subject] | type[wire.Resource], name: s
         if type(kind) is str and type(ident) is str and kind and ident:
             return cls(kind, ident)
     if isinstance(value, cls):
-        out: Any = value
+        out: Any = cls(value.type, value.id, value.properties)  # a copy: the caller's struct may change
     elif isinstance(value, Mapping):
         try:
             out = msgspec.convert(dict(value), cls)
@@ -48,6 +48,22 @@ def entity(value: object, cls: type[wire.Subject] | type[wire.Resource], name: s
         raise TypeError(f"{name} must be a {cls.__name__} or a mapping with 'type' and 'id'")
     if not out.type or not out.id:
         raise ValueError(f"{name}: type and id must be non-empty")
+    if out.properties is not None:
+        out.properties = _snapshot(out.properties)  # nested dicts may be the caller's
+    return out
+
+
+_SCALARS = frozenset({str, int, float, bool})
+
+
+def _snapshot(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``values`` no later change by the caller reaches: the key is encoded at once but the
+    question sent later (batched), and a caller that changed a nested dict (or a struct's properties)
+    meanwhile had the changed question's answer kept in L1 under the original question's key."""
+    out = dict(values)
+    for value in out.values():
+        if not (value is None or type(value) in _SCALARS):
+            return msgspec.to_builtins(out)  # type: ignore[no-any-return]
     return out
 
 
@@ -74,7 +90,7 @@ def _validated(
     if context is None:
         ctx = None
     elif type(context) is dict or isinstance(context, Mapping):
-        ctx = dict(context)
+        ctx = _snapshot(context)
     else:
         raise TypeError("context must be a mapping or None")
     return entity(subject, wire.Subject, "subject"), action, entity(resource, wire.Resource, "resource"), ctx

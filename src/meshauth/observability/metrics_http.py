@@ -12,7 +12,9 @@ At the cap a new connection closes the *oldest one still reading its head* (idle
 sending a byte at a time) and is served; only when every open connection is being answered is the new
 one closed unanswered. Refusing newcomers instead let one client holding 32 idle connections (opened
 again every ``READ_TIMEOUT``) keep Prometheus out: every scrape was closed unanswered. A scrape sends
-its head at once, so it is answered before a later newcomer can close it.
+its head at once, so it is answered before a later newcomer can close it: a newcomer at the cap lets
+the loop turn a few times first, so a head already received is read even when the scrape was accepted
+in one turn with a burst of newcomers (which otherwise closed it before its head was read).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ MAX_HEAD = 8192
 READ_TIMEOUT = 5.0
 WRITE_TIMEOUT = 10.0
 MAX_CONNECTIONS = 32
+SETTLE_TURNS = 8  # loop turns a newcomer at the cap waits before closing another (3 sufficed, asyncio)
 
 _REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed"}
 
@@ -62,9 +65,14 @@ class MetricsServer:
         return f"http://{self.host}:{self.port}/metrics"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._open >= MAX_CONNECTIONS and not self._close_oldest_reading():
-            writer.transport.abort()
-            return
+        if self._open >= MAX_CONNECTIONS:
+            # A few loop turns first: a head already received (a scrape accepted in the same turn as a
+            # burst of newcomers) is read meanwhile, so that scrape is past its head, not closed for them.
+            for _ in range(SETTLE_TURNS):
+                await asyncio.sleep(0)
+            if self._open >= MAX_CONNECTIONS and not self._close_oldest_reading():
+                writer.transport.abort()
+                return
         self._open += 1
         self._reading[writer] = None
         try:
