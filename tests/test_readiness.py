@@ -96,6 +96,19 @@ async def test_a_failing_probe_is_reported_to_every_caller() -> None:
     assert set(answers) == {"unavailable: ConnectionRefusedError"}
 
 
+async def test_an_unexpected_error_is_not_ready_not_an_exception() -> None:
+    """A probe failing in a way no driver was expected to (a bug, a library's own error type) makes
+    the dependency "unavailable" — the service answers 503, not ready — never an exception (a 500)."""
+    checks = ReadyChecks()
+
+    async def broken() -> None:
+        await asyncio.sleep(0)
+        raise RuntimeError("no reachable node")
+
+    answers = await asyncio.gather(*(checks.check("redis", broken) for _ in range(3)))
+    assert set(answers) == {"unavailable: RuntimeError"}
+
+
 async def _database_connections(name: str) -> int:
     conn = await asyncpg.connect(PG_URL, timeout=3)
     try:

@@ -18,8 +18,6 @@ import asyncio
 from collections.abc import Awaitable, Callable, Collection, Mapping
 
 import sqlalchemy as sa
-from redis.exceptions import RedisError
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.responses import Response
 
@@ -50,7 +48,7 @@ async def ready_check(probe: Awaitable[object]) -> str:
         return f"unavailable: no answer within {READY_CHECK_TIMEOUT:.0f}s"
     try:
         task.result()
-    except (SQLAlchemyError, RedisError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready (503), never a 500
         return f"unavailable: {type(exc).__name__}"
     return OK
 
