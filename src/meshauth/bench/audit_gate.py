@@ -18,6 +18,7 @@ import os
 import statistics
 import tempfile
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, cast
@@ -122,7 +123,14 @@ def report(r: dict[str, Any]) -> str:
                 f" | {x['non_2xx']} | {x['service_cpu_us_per_request']:.1f} | {x['valkey_cpu_s']:.2f}"
                 f" | {x.get('load_average', 0):.1f} |"
             )
-    rows.append("")
+    rows += ratio_summary(r, modes, rounds)
+    return "\n".join(rows)
+
+
+def ratio_summary(r: dict[str, Any], modes: Sequence[str], rounds: int) -> list[str]:
+    """The lines under a comparison's table (the gate's and the policy service's): each round's p95
+    ratio to auditing off, then each mode's medians and spread, the events published, the command."""
+    rows = [""]
     audited = [mode for mode in modes if mode != "off"]
     for i in range(rounds):
         ratios = ", ".join(f"{mode} {r[mode][i]['p95_ms'] / r['off'][i]['p95_ms']:.2f}×" for mode in audited)
@@ -140,4 +148,4 @@ def report(r: dict[str, Any]) -> str:
         f"- events published by the audited runs: {r['events_in_stream']}",
         f"- command: `{r['off'][0]['command']}`",
     ]
-    return "\n".join(rows)
+    return rows

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import tempfile
 from pathlib import Path
 from typing import Any, cast
 
 from meshauth.bench import policy_harness as harness
 from meshauth.bench import policy_workload as workload
-from meshauth.bench.audit_gate import rotated
+from meshauth.bench.audit_gate import ratio_summary, rotated
 from meshauth.bench.client_setup import tree_cpu
 from meshauth.bench.loadgen import CLIENT_CORE, idle_poll
 from meshauth.bench.policy_harness import LUA, SERVERS, admin, driver, wrk
@@ -98,22 +97,5 @@ def report(r: dict[str, Any]) -> str:
                 f" | {x['p99_ms']:.2f} | {x['failures']} | {x['service_cpu_us_per_request']:.1f}"
                 f" | {x['valkey_cpu_s']:.2f} | {x.get('load_average', 0):.1f} |"
             )
-    rows.append("")
-    audited = [mode for mode in modes if mode != "off"]
-    for i in range(rounds):
-        ratios = ", ".join(f"{mode} {r[mode][i]['p95_ms'] / r['off'][i]['p95_ms']:.2f}×" for mode in audited)
-        rows.append(f"- round {i + 1} p95 on / off: {ratios}")
-    median = {mode: statistics.median(x["p95_ms"] for x in r[mode]) for mode in modes}
-    for mode in modes:
-        per_round = sorted(r[mode][i]["p95_ms"] / r["off"][i]["p95_ms"] for i in range(rounds))
-        rows.append(
-            f"- {mode}: median p95 {median[mode]:.2f} ms ({median[mode] / median['off']:.3f}× off's median);"
-            f" per-round ratio median {statistics.median(per_round):.2f}×,"
-            f" range {per_round[0]:.2f}–{per_round[-1]:.2f}×;"
-            f" median CPU µs/req {statistics.median(x['service_cpu_us_per_request'] for x in r[mode]):.1f}"
-        )
-    rows += [
-        f"- events published by the audited runs: {r['events_in_stream']}",
-        f"- command: `{r['off'][0]['command']}`",
-    ]
+    rows += ratio_summary(r, modes, rounds)
     return "\n".join(rows)
