@@ -13,7 +13,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from meshauth.readiness import OK, READY_CHECK_TIMEOUT, ReadyChecks
+from meshauth.readiness import OK, READY_CHECK_TIMEOUT, STILL_CLEANING, ReadyChecks
 from tests.auth.conftest import make_settings, start_harness
 from tests.conftest import PG_URL
 from tests.freezable import freezable
@@ -66,6 +66,44 @@ async def test_a_probe_slow_to_cancel_still_answers_within_the_bound() -> None:
     assert answer == f"unavailable: no answer within {READY_CHECK_TIMEOUT:.0f}s"
     assert time.monotonic() - t0 < READY_CHECK_TIMEOUT + 1.0
     await asyncio.wait_for(cleaned_up.wait(), READY_CHECK_TIMEOUT + 1)  # it still finished, later
+
+
+async def test_no_new_check_while_a_timed_out_one_is_still_cancelling() -> None:
+    """Against a frozen dependency a probe that timed out may take long to cancel; the probes after it
+    answer "unavailable" at once instead of piling up one more hung check each, and once the old check
+    has finished cancelling the next probe checks again."""
+    checks = ReadyChecks()
+    started = 0
+    release_cleanup = asyncio.Event()
+    cleaned_up = asyncio.Event()
+    healthy = False
+
+    async def probe() -> None:
+        nonlocal started
+        started += 1
+        if healthy:
+            return
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await release_cleanup.wait()
+            cleaned_up.set()  # the task ends in this same step, before any waiter resumes
+
+    async def fine() -> None:
+        return None
+
+    first = await checks.check("database", probe)
+    assert first == f"unavailable: no answer within {READY_CHECK_TIMEOUT:.0f}s"
+    t0 = time.monotonic()
+    later = await asyncio.gather(*(checks.check("database", probe) for _ in range(10)))
+    assert set(later) == {STILL_CLEANING}
+    assert time.monotonic() - t0 < 0.5
+    assert started == 1
+    assert await checks.check("redis", fine) == OK  # another dependency is not held up
+    healthy = True
+    release_cleanup.set()
+    await cleaned_up.wait()
+    assert await checks.check("database", probe) == OK
 
 
 async def test_each_dependency_has_its_own_flight() -> None:

@@ -9,7 +9,10 @@ Concurrent probes in one process share one in-flight check per dependency (``Rea
 flight): a storm of 100 probes against a healthy database otherwise checked out a pool connection
 each (up to 20, the pool's size plus overflow), and against a frozen one opened as many connections
 that hung. A probe that joins a check already in flight waits only for the rest of it, so every probe
-still answers within ``READY_CHECK_TIMEOUT``.
+still answers within ``READY_CHECK_TIMEOUT``. A check out of time is cancelled and left to clean up in
+the background; while it still does, further probes of that dependency answer "unavailable" at once
+instead of starting another check (against a frozen database each probe period would otherwise leave
+one more hung connection and task behind, until the pool ran dry).
 """
 
 from __future__ import annotations
@@ -26,12 +29,15 @@ from meshauth.singleflight import SingleFlight
 
 READY_CHECK_TIMEOUT = 2.0  # seconds; below a typical Kubernetes readiness probe timeout
 OK = "ok"
+STILL_CLEANING = "unavailable: the previous check is still being cancelled"
 
 
 _ABANDONED: set[asyncio.Future[object]] = set()  # probes out of time, still cleaning up after cancel
 
 
-async def ready_check(probe: Awaitable[object]) -> str:
+async def ready_check(
+    probe: Awaitable[object], abandoned: Callable[[asyncio.Future[object]], None] | None = None
+) -> str:
     # Not ``asyncio.wait_for``: it waits for the cancelled probe to finish cancelling, and a query
     # cancelled on a frozen PostgreSQL connection spent another 2 s closing it (probes answered after
     # 4.0 s against the promised 2 s). The cancelled probe finishes in the background instead.
@@ -45,6 +51,8 @@ async def ready_check(probe: Awaitable[object]) -> str:
         task.cancel()
         _ABANDONED.add(task)
         task.add_done_callback(_forget)
+        if abandoned is not None:
+            abandoned(task)
         return f"unavailable: no answer within {READY_CHECK_TIMEOUT:.0f}s"
     try:
         task.result()
@@ -64,9 +72,18 @@ class ReadyChecks:
 
     def __init__(self) -> None:
         self._flight: SingleFlight[str, str] = SingleFlight()
+        self._cleaning: dict[str, asyncio.Future[object]] = {}  # a timed-out check still cancelling
 
     async def check(self, name: str, probe: Callable[[], Awaitable[object]]) -> str:
-        return await self._flight.do(name, lambda: ready_check(probe()))
+        cleaning = self._cleaning.get(name)
+        if cleaning is not None:
+            if not cleaning.done():
+                return STILL_CLEANING
+            del self._cleaning[name]
+        return await self._flight.do(name, lambda: ready_check(probe(), lambda task: self._abandoned(name, task)))
+
+    def _abandoned(self, name: str, task: asyncio.Future[object]) -> None:
+        self._cleaning[name] = task
 
     async def run(self, probes: Mapping[str, Callable[[], Awaitable[object]]]) -> dict[str, str]:
         """Every probe concurrently (each shared as ``check`` does): ``{name: "ok" | "unavailable: …"}``."""
