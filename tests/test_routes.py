@@ -144,6 +144,17 @@ def test_memo_stays_bounded(table: RouteTable) -> None:
     assert table.match("GET", "/documents/19999").resource == {"type": "Document", "id": "19999"}
 
 
+def test_long_targets_are_matched_but_not_remembered(table: RouteTable) -> None:
+    """The memo's bound is a count; long targets (a hostile client's 4 KiB ids and query strings) are
+    matched each time instead, so 8,192 entries stay a few MiB, not ~66 MiB."""
+    table._memo.clear()
+    long_id = "x" * 3000
+    for i in range(100):
+        m = table.match("GET", f"/documents/{long_id}{i}?q={'y' * 4000}")
+        assert m.resource == {"type": "Document", "id": f"{long_id}{i}"}
+    assert table._memo == {}
+
+
 def test_load_routes_reads_a_file(tmp_path: Path) -> None:
     path = tmp_path / "routes.yaml"
     path.write_text(TABLE)

@@ -42,6 +42,10 @@ from meshauth.route_paths import NOT_CANONICAL, PathRefused, split_path
 __all__ = ["MAX_FILE_BYTES", "Route", "RouteMatch", "RouteTable", "RouteTableError", "load_routes", "parse_routes"]
 
 _MEMO_SIZE = 8192
+# Only targets this short are remembered: the memo is bounded by count, and at 8,192 entries of the
+# longest paths a request head may carry (~8 KiB each, plus the resource ids cut from them) it held
+# ~66 MiB per worker. Real routes are far shorter; longer targets are matched each time.
+_MEMO_TARGET_MAX = 512
 
 Outcome = Literal["authorize", "allow", "deny"]
 
@@ -71,6 +75,8 @@ class RouteTable:
 
     def match(self, method: str, target: str) -> RouteMatch:
         """The outcome for a request (``target``: the path as sent, query string allowed)."""
+        if len(target) > _MEMO_TARGET_MAX:
+            return self._match(method.upper(), target)
         key = (method, target)
         hit = self._memo.get(key)
         if hit is None:
