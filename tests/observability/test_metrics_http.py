@@ -93,14 +93,25 @@ async def test_an_idle_connection_is_closed_after_the_read_timeout(
         writer.close()
 
 
-async def test_at_the_cap_a_newcomer_closes_the_oldest_idle_connection(server: MetricsServer) -> None:
+async def test_at_the_cap_a_newcomer_closes_the_oldest_idle_connection(
+    server: MetricsServer, caplog: pytest.LogCaptureFixture
+) -> None:
     """The cap held by idle connections: a scrape is still answered, and the oldest idle one is the one
-    closed for it (before: the scrape was closed unanswered while the cap was held)."""
+    closed for it (before: the scrape was closed unanswered while the cap was held). The operator is
+    told, once per interval, not once per connection."""
     idle = [await asyncio.open_connection(server.host, server.port) for _ in range(MAX_CONNECTIONS)]
     try:
         await asyncio.sleep(0.2)  # let the server take them all
-        answer = await _exchange(server, b"GET /metrics HTTP/1.1\r\n\r\n", within=2.0)
-        assert answer.startswith(b"HTTP/1.1 200")
+        with caplog.at_level(logging.WARNING, logger=metrics_http.__name__):
+            answer = await _exchange(server, b"GET /metrics HTTP/1.1\r\n\r\n", within=2.0)
+            assert answer.startswith(b"HTTP/1.1 200")
+            idle.append(await asyncio.open_connection(server.host, server.port))  # at the cap again
+            await asyncio.sleep(0.2)
+            second = await _exchange(server, b"GET /metrics HTTP/1.1\r\n\r\n", within=2.0)
+            assert second.startswith(b"HTTP/1.1 200")
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1, warnings
+        assert "1 idle or slow connection(s) closed for newcomers, 0 newcomer(s) closed unanswered" in warnings[0]
         oldest, newest = idle[0][0], idle[-1][0]
         with contextlib.suppress(ConnectionResetError):
             assert await asyncio.wait_for(oldest.read(), 2.0) == b""  # closed unanswered

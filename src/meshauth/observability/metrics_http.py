@@ -15,6 +15,9 @@ again every ``READ_TIMEOUT``) keep Prometheus out: every scrape was closed unans
 its head at once, so it is answered before a later newcomer can close it: a newcomer at the cap lets
 the loop turn a few times first, so a head already received is read even when the scrape was accepted
 in one turn with a burst of newcomers (which otherwise closed it before its head was read).
+Either event — a connection closed for a newcomer, a newcomer closed unanswered — is logged as one
+warning per ``CAP_LOG_INTERVAL`` with the counts since the last one, so an operator sees that the
+port is being held without a line per connection of the flood.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -34,6 +38,7 @@ READ_TIMEOUT = 5.0
 WRITE_TIMEOUT = 10.0
 MAX_CONNECTIONS = 32
 SETTLE_TURNS = 8  # loop turns a newcomer at the cap waits before closing another (3 sufficed, asyncio)
+CAP_LOG_INTERVAL = 60.0  # seconds between two warnings about the connection cap
 
 _REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed"}
 
@@ -47,6 +52,8 @@ class MetricsServer:
         self._server: asyncio.Server | None = None
         self._open = 0
         self._reading: dict[asyncio.StreamWriter, None] = {}  # connections still reading their head, oldest first
+        self._at_cap = {"evicted": 0, "refused": 0}  # since the last warning
+        self._warned_at = -CAP_LOG_INTERVAL
 
     async def start(self) -> None:
         """Bind and listen; OSError when the address cannot be bound (busy, not permitted)."""
@@ -70,9 +77,12 @@ class MetricsServer:
             # burst of newcomers) is read meanwhile, so that scrape is past its head, not closed for them.
             for _ in range(SETTLE_TURNS):
                 await asyncio.sleep(0)
-            if self._open >= MAX_CONNECTIONS and not self._close_oldest_reading():
-                writer.transport.abort()
-                return
+            if self._open >= MAX_CONNECTIONS:
+                if not self._close_oldest_reading():
+                    writer.transport.abort()
+                    self._cap_event("refused")
+                    return
+                self._cap_event("evicted")
         self._open += 1
         self._reading[writer] = None
         try:
@@ -105,6 +115,21 @@ class MetricsServer:
             self._open -= 1
             if not writer.is_closing():
                 writer.transport.abort()  # a client that stopped reading: drop what it did not take
+
+    def _cap_event(self, kind: str) -> None:
+        self._at_cap[kind] += 1
+        now = time.monotonic()
+        if now - self._warned_at >= CAP_LOG_INTERVAL:
+            self._warned_at = now
+            counts, self._at_cap = self._at_cap, {"evicted": 0, "refused": 0}
+            log.warning(
+                "metrics server at its cap of %d connections: %d idle or slow connection(s) closed for"
+                " newcomers, %d newcomer(s) closed unanswered (next report in %.0f s at the earliest)",
+                MAX_CONNECTIONS,
+                counts["evicted"],
+                counts["refused"],
+                CAP_LOG_INTERVAL,
+            )
 
     def _close_oldest_reading(self) -> bool:
         """Close the oldest connection still reading its head (its handler ends and counts it out);
