@@ -180,8 +180,11 @@ class Evaluator:
         """One engine call per policy subset the scope index picks for these queries."""
         groups: dict[int, list[Query]] = {}
         sets: dict[int, Subset] = {}
-        policies_for = state.index.policies_for
-        for q in queries:
+        index = state.index
+        policies_for = index.policies_for
+        if not index.enabled:  # a small store is evaluated whole: one group, no lookup per query
+            groups[id(index.whole)], sets[id(index.whole)] = queries, index.whole
+        for q in queries if index.enabled else ():
             action = q.action
             ancestors = _ancestors(action, parents_of) if action in parents_of else _NONE
             subset = policies_for(action, ancestors, q.principal[0], q.resource[0])
