@@ -191,7 +191,7 @@ async def test_batch_uses_one_engine_call_per_policy_subset(make_app) -> None:  
 
 async def test_a_scope_only_store_is_answered_without_the_engine(make_app) -> None:  # type: ignore[no-untyped-def]
     """Policies with scope alone (scope_table.py): no engine call, the same answers and reasons as
-    the engine gives; an item with a context still goes to the engine."""
+    the engine gives; an item whose context the engine might refuse (a float) goes to the engine."""
     async with make_app() as (app, client):
         await push(
             client,
@@ -213,9 +213,15 @@ async def test_a_scope_only_store_is_answered_without_the_engine(make_app) -> No
             (False, [], []),
         ]
         assert evaluator.engine_calls == before
-        with_context = {**body, "evaluations": [{**items[1], "context": {"ip": "10.0.0.1"}}]}
-        out = (await batch(client, with_context))["evaluations"]
+        plain = {**body, "evaluations": [{**items[1], "context": {"scope": "read", "n": 2}}]}
+        out = (await batch(client, plain))["evaluations"]
         assert [(e["decision"], e["context"]["policies"]) for e in out] == [(False, ["no-mallory"])]
+        assert evaluator.engine_calls == before
+        floats = {**body, "evaluations": [{**items[0], "context": {"ratio": 0.5}}, items[1]]}
+        out = (await batch(client, floats))["evaluations"]
+        assert out[0]["decision"] is False
+        assert out[0]["context"]["errors"] != []  # the engine's: Cedar has no floats
+        assert [(out[1]["decision"], out[1]["context"]["policies"])] == [(False, ["no-mallory"])]
         assert evaluator.engine_calls == before + 1
 
 

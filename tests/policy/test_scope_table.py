@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshauth.policy import cedar
-from meshauth.policy.scope_table import MAX_POLICIES, table_for
+from meshauth.policy.scope_table import MAX_POLICIES, plain_context, table_for
 
 PRINCIPALS = [
     "principal",
@@ -57,6 +57,38 @@ def test_the_table_answers_as_the_engine(policies: list[str], requests: list[tup
     assert table is not None
     engine = cedar.authorize([cedar.request(p, a, r, None) for p, a, r in requests], compiled, NO_ENTITIES, None)
     for (p, a, r), result in zip(requests, engine, strict=True):
+        allowed, reasons = table.decide(p, a, r)
+        assert result.diagnostics.errors == []
+        assert (result.decision, sorted(result.diagnostics.reason)) == ("Allow" if allowed else "Deny", sorted(reasons))
+
+
+context_value = st.one_of(
+    st.text(max_size=4),
+    st.booleans(),
+    st.integers(min_value=-(2**64), max_value=2**64),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.none(),
+    st.lists(st.integers(min_value=0, max_value=3), max_size=2),
+    st.just({"__extn": {"fn": "ip", "arg": "bad"}}),
+    st.just({"__entity": {"type": "User", "id": "a"}}),
+)
+context = st.dictionaries(st.sampled_from(["a", "b", "__x", "__entity", "__extn", ""]), context_value, max_size=3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(policy, min_size=1, max_size=4), request, context)
+def test_a_plain_context_is_one_the_engine_takes_without_error(
+    policies: list[str], req: tuple[cedar.Uid, ...], ctx: dict[str, object]
+) -> None:
+    """The table answers a query with a context only when the engine would take that context
+    without an error, and then answers as the engine does."""
+    text = "\n".join(policies)
+    compiled = cedar.parse_policies(text)
+    table = table_for(text, len(compiled))
+    assert table is not None
+    p, a, r = req
+    (result,) = cedar.authorize([cedar.request(p, a, r, ctx or None)], compiled, NO_ENTITIES, None)
+    if plain_context(ctx or None):
         allowed, reasons = table.decide(p, a, r)
         assert result.diagnostics.errors == []
         assert (result.decision, sorted(result.diagnostics.reason)) == ("Allow" if allowed else "Deny", sorted(reasons))

@@ -25,7 +25,7 @@ from meshauth.policy.entity_loader import EntityLoader
 from meshauth.policy.entity_record import EntityRecord, bare_entity, entity_refs
 from meshauth.policy.index import Subset
 from meshauth.policy.metrics import ENGINE_CALLS, TABLE_DECISIONS, add_many
-from meshauth.policy.scope_table import ScopeTable
+from meshauth.policy.scope_table import ScopeTable, plain_context
 from meshauth.policy.snapshot import Snapshot
 from meshauth.policy.state import StoreState
 
@@ -126,10 +126,10 @@ class Evaluator:
         """The common case, kept short: one query, answered from the snapshot."""
         parents_of = state.schema_actions if state.schema_actions is not None else snapshot.action_parents
         subset = state.index.policies_for(q.action, _ancestors(q.action, parents_of), q.principal[0], q.resource[0])
-        if subset.table is not None and state.schema is None and q.context is None:
+        if subset.table is not None and state.schema is None:  # _by_table sends it back if it cannot
             answers: dict[Hashable, wire.Decision] = {}
-            self._by_table(state, [q], subset.table, subset, answers)
-            return answers[q.key]
+            if not self._by_table(state, [q], subset.table, subset, answers):
+                return answers[q.key]
         self.engine_calls += 1
         ENGINE_CALLS.add("snapshot")
         request = cedar.request(q.principal, q.action, q.resource, q.context)
@@ -229,12 +229,12 @@ class Evaluator:
     def _by_table(
         state: StoreState, group: list[Query], table: ScopeTable, subset: Subset, answers: dict[Hashable, wire.Decision]
     ) -> list[Query]:
-        """Answer the group's plain queries (no context, no properties) from a scope-only set's
+        """Answer the group's plain queries (a plain context, no properties) from a scope-only set's
         table (``scope_table.py``: as the engine would, without it); returns the rest, for the engine."""
         rest: list[Query] = []
         alike: dict[tuple[bool, tuple[str, ...]], wire.Decision] = {}
         for q in group:
-            if q.context is not None or q.principal_attrs is not None or q.resource_attrs is not None:
+            if not plain_context(q.context) or q.principal_attrs is not None or q.resource_attrs is not None:
                 rest.append(q)
                 continue
             allowed, hit = table.decide(q.principal, q.action, q.resource)

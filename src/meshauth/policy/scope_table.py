@@ -14,8 +14,8 @@ Why: the engine call is ~7 µs of a batched decision's ~21 µs (cedarpy 4.12, 64
 the benchmark's 2-policy set; docs/performance.md issue 10 (b), batch2), against ~1 µs here
 (``bench/adhoc/issue10-batch2/table_micro.py``). The evaluator uses a table only for sets of at
 most :data:`MAX_POLICIES` policies, for stores without a schema (with one, Cedar validates each
-request against it) and for queries without context or properties (Cedar parses a context: a
-malformed extension value is an error there). ``tests/policy/test_scope_table.py`` checks it
+request against it), for queries without properties and with a :func:`plain_context` (Cedar parses
+a context: a float or a malformed extension value is an error there). ``tests/policy/test_scope_table.py`` checks it
 against the engine (Hypothesis: random sets and requests, same decision and reasons).
 """
 
@@ -27,7 +27,7 @@ import msgspec
 
 from meshauth.policy.cedar import Uid, policies_json
 
-__all__ = ["MAX_POLICIES", "ScopeTable", "table_for"]
+__all__ = ["MAX_POLICIES", "ScopeTable", "plain_context", "table_for"]
 
 MAX_POLICIES = 32  # converting the text costs per compiled set; larger sets are rarely scope-only
 
@@ -67,6 +67,23 @@ class ScopeTable:
             if (a is None or a == action) and _matches(p, principal) and _matches(r, resource)
         ]
         return bool(hit), hit
+
+
+_I64 = range(-(2**63), 2**63)
+
+
+def plain_context(context: dict[str, Any] | None) -> bool:
+    """Whether Cedar takes this context without an error: strings, booleans and 64-bit integers
+    under keys that are no escape (``__entity``, ``__extn``). A float, a ``null``, an out-of-range
+    integer or an extension value that does not parse is an error in the engine's answer, so a
+    query carrying anything else goes to the engine (as the gate's ``scope``/``client_id`` do not)."""
+    if context is None:
+        return True
+    for key, value in context.items():
+        kind = type(value)
+        if key.startswith("__") or not (kind is str or kind is bool or (kind is int and value in _I64)):
+            return False
+    return True
 
 
 def _entity(node: Any) -> Uid | None:
