@@ -10,9 +10,10 @@ the text (``cedar.policies_json``): nothing here parses Cedar, and a set with an
 (a condition, an ``in``, a template or link, a count that differs from the compiled set's) gets no
 table and goes to the engine as before.
 
-Why: the engine call is ~7 µs of a batched decision's ~21 µs (cedarpy 4.12, 64 requests per call,
-the benchmark's 2-policy set; docs/performance.md issue 10 (b), batch2), against ~1 µs here
-(``bench/adhoc/issue10-batch2/table_micro.py``). The evaluator uses a table only for sets of at
+Why: the engine was ~7–8 µs of a batched decision's ~21 µs of client + service CPU (cedarpy 4.12,
+64 requests per call, the benchmark's 2-policy set: 8.15 µs per request with its request building
+and answer decoding, against 0.65 µs here — ``bench/adhoc/issue10-batch2/table_micro.py``;
+docs/performance.md issue 10 (b), branch ``batch2``). The evaluator uses a table only for sets of at
 most :data:`MAX_POLICIES` policies, for stores without a schema (with one, Cedar validates each
 request against it), for queries without properties and with a :func:`plain_context` (Cedar parses
 a context: a float or a malformed extension value is an error there). ``tests/policy/test_scope_table.py`` checks it
