@@ -119,6 +119,7 @@ def test_service_metrics_the_dashboard_queries_are_on_live_metrics(served_names:
         "meshauth_policy_index_cache_total",
         "meshauth_policy_entity_queries_total",
         "meshauth_policy_entity_cache_total",  # stored entities looked up (none in a fresh store)
+        "meshauth_policy_engine_calls_total",  # none while a scope-only store is answered from its table
         "meshauth_bus_spooled_total",  # Redis unreachable
         "meshauth_bus_dropped_total",  # buffer and spool full, or an oversized event
     }

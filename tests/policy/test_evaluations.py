@@ -172,12 +172,13 @@ async def test_evaluations_is_not_a_list_is_400(client: httpx.AsyncClient) -> No
 
 
 async def test_batch_uses_one_engine_call_per_policy_subset(make_app) -> None:  # type: ignore[no-untyped-def]
-    """Items sharing a policy subset are evaluated together: engine calls = distinct subsets."""
+    """Items sharing a policy subset are evaluated together: engine calls = distinct subsets.
+    (Conditions, so the engine decides: scope-only sets are answered from their table.)"""
     async with make_app(policy_index_min_policies=0) as (app, client):
         await push(
             client,
-            'permit(principal, action == Action::"view", resource is Doc);\n'
-            'permit(principal, action == Action::"view", resource is Img);',
+            'permit(principal, action == Action::"view", resource is Doc) when { true };\n'
+            'permit(principal, action == Action::"view", resource is Img) when { true };',
         )
         evaluator = app.state.api.evaluator
         before = evaluator.engine_calls
@@ -186,6 +187,42 @@ async def test_batch_uses_one_engine_call_per_policy_subset(make_app) -> None:  
         out = await batch(client, body)
         assert all(e["decision"] for e in out["evaluations"])
         assert evaluator.engine_calls - before == 2
+
+
+async def test_a_scope_only_store_is_answered_without_the_engine(make_app) -> None:  # type: ignore[no-untyped-def]
+    """Policies with scope alone (scope_table.py): no engine call, the same answers and reasons as
+    the engine gives; an item whose context the engine might refuse (a float) goes to the engine."""
+    async with make_app() as (app, client):
+        await push(
+            client,
+            '@id("view-all") permit(principal, action == Action::"view", resource);\n'
+            '@id("no-mallory") forbid(principal == User::"mallory", action, resource);',
+        )
+        evaluator = app.state.api.evaluator
+        before = evaluator.engine_calls
+        items = [
+            {"subject": {"type": "User", "id": "alice"}, "action": {"name": "view"}},
+            {"subject": {"type": "User", "id": "mallory"}, "action": {"name": "view"}},
+            {"subject": {"type": "User", "id": "alice"}, "action": {"name": "edit"}},
+        ]
+        body = {"resource": {"type": "Doc", "id": "d"}, "evaluations": items}
+        out = (await batch(client, body))["evaluations"]
+        assert [(e["decision"], e["context"]["policies"], e["context"]["errors"]) for e in out] == [
+            (True, ["view-all"], []),
+            (False, ["no-mallory"], []),
+            (False, [], []),
+        ]
+        assert evaluator.engine_calls == before
+        plain = {**body, "evaluations": [{**items[1], "context": {"scope": "read", "n": 2}}]}
+        out = (await batch(client, plain))["evaluations"]
+        assert [(e["decision"], e["context"]["policies"]) for e in out] == [(False, ["no-mallory"])]
+        assert evaluator.engine_calls == before
+        floats = {**body, "evaluations": [{**items[0], "context": {"ratio": 0.5}}, items[1]]}
+        out = (await batch(client, floats))["evaluations"]
+        assert out[0]["decision"] is False
+        assert out[0]["context"]["errors"] != []  # the engine's: Cedar has no floats
+        assert [(out[1]["decision"], out[1]["context"]["policies"])] == [(False, ["no-mallory"])]
+        assert evaluator.engine_calls == before + 1
 
 
 async def test_batch_loads_entities_with_one_query_per_level(make_app) -> None:  # type: ignore[no-untyped-def]

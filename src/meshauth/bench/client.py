@@ -27,7 +27,14 @@ import timeit
 from typing import Any
 
 from meshauth.bench import client_cache, client_invalidation, client_transports
-from meshauth.bench.client_setup import keep_batches_in_flight, keep_in_flight, pin_client, policy_service
+from meshauth.bench.client_setup import (
+    CONDITIONED,
+    POLICIES,
+    keep_batches_in_flight,
+    keep_in_flight,
+    pin_client,
+    policy_service,
+)
 from meshauth.client import BatchConfig, PolicyClient
 from meshauth.client._cache import DecisionL1
 from meshauth.client._keys import request_key
@@ -104,7 +111,8 @@ async def warm_check_us(url: str, n: int = 50_000) -> float:
 
 def batch(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"l1": l1_costs()}
-    with policy_service() as served:
+    out["policies"] = args.policies
+    with policy_service(policies=CONDITIONED if args.policies == "conditioned" else POLICIES) as served:
         out["warm_check_us"] = asyncio.run(warm_check_us(served.url))
         print(f"policy service pid {served.pid}", file=sys.stderr, flush=True)  # for py-spy from outside
         modes = args.modes or MODES
@@ -177,6 +185,12 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=64, help="BatchConfig.max_batch and check_many's size")
     parser.add_argument("--batch-callers", type=int, default=2, help="concurrent check_many callers (explicit mode)")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=None, help="batch part: modes to run (all)")
+    parser.add_argument(
+        "--policies",
+        choices=("scope", "conditioned"),
+        default="scope",
+        help="batch part: the 2-policy store as is (scope only) or with 'when { true }' (the engine decides)",
+    )
     parser.add_argument("--rate", type=int, default=2000, help="offered checks/s in the activation part")
     parser.add_argument("--zipf-warmup", type=int, default=1_000_000)
     parser.add_argument("--zipf-checks", type=int, default=300_000)

@@ -27,6 +27,9 @@ POLICIES = """
 @id("view-all") permit(principal, action == Action::"view", resource);
 @id("no-mallory") forbid(principal == User::"mallory", action, resource);
 """
+# The same policies with a condition that always holds: the engine must decide every request (a
+# scope-only set is answered from its table: policy/scope_table.py).
+CONDITIONED = POLICIES.replace(");", ") when { true };")
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -75,7 +78,7 @@ class Served:
 
 
 @contextlib.contextmanager
-def policy_service(*, redis: bool = False, **env_extra: str) -> Iterator[Served]:
+def policy_service(*, redis: bool = False, policies: str = POLICIES, **env_extra: str) -> Iterator[Served]:
     """A policy service (one worker, SQLite) on the server core, with a private Valkey if asked
     (also on the server core, as the service and Valkey share one core in the issue's setup)."""
     with contextlib.ExitStack() as stack:
@@ -101,7 +104,7 @@ def policy_service(*, redis: bool = False, **env_extra: str) -> Iterator[Served]
             env["MESHAUTH_REDIS_URL"] = redis_url
         url = f"http://127.0.0.1:{port}"
         proc = stack.enter_context(running(["-m", "meshauth.policy.server"], env, url + "/healthz"))
-        push(url, POLICIES)
+        push(url, policies)
         yield Served(url, proc.pid, redis_url)
 
 

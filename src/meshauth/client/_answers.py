@@ -13,13 +13,16 @@ into a deny.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import msgspec
 
 from meshauth import wire
+from meshauth.client._metrics import CHECKS
 from meshauth.client._models import REASON_INVALID_REQUEST, Decision
 from meshauth.client._transport import Response
 
-__all__ = ["Refused", "Unavailable", "item_decision", "outcome", "parse"]
+__all__ = ["Refused", "Unavailable", "count_checks", "item_decision", "outcome", "parse"]
 
 _REFUSED = "the service refused the request"
 
@@ -55,11 +58,46 @@ def item_decision(d: wire.Decision) -> Decision:
     )
 
 
+class _RawItems(msgspec.Struct):
+    evaluations: list[msgspec.Raw]
+
+
+_decode_items = msgspec.json.Decoder(_RawItems).decode
+# Decisions by the exact bytes of their item: most items of a batch's answer are alike (same
+# decision, reasons and state), and a Decision is immutable, so alike items share one, decoded and
+# built once: 0.31 instead of 0.63 µs per item (bench/adhoc/issue10-batch2/answers_micro.py).
+_ALIKE: dict[bytes, Decision] = {}
+_ALIKE_MAX = 1024
+
+
+def _alike(raw: bytes) -> Decision:
+    found = _ALIKE.get(raw)
+    if found is None:
+        found = item_decision(wire.decode_decision(raw))
+        if len(_ALIKE) >= _ALIKE_MAX:
+            _ALIKE.clear()  # items that are all different (errors naming entities): never unbounded
+        _ALIKE[raw] = found
+    return found
+
+
 def outcome(d: Decision) -> str:
     """The ``outcome`` label of a check's answer (metrics)."""
     if d.error:
         return "invalid" if d.error == REASON_INVALID_REQUEST else "unavailable"
     return "allow" if d.decision else "deny"
+
+
+def count_checks(answers: list[Decision]) -> None:
+    """``CHECKS`` for a batch's answers, counted per distinct answer object (alike answers are one
+    object: ``_alike``) in C, then per label."""
+    by_id = dict(zip(map(id, answers), answers, strict=True))
+    counts: dict[tuple[str, str], int] = {}
+    for ident, n in Counter(map(id, answers)).items():
+        d = by_id[ident]
+        label = (outcome(d), d.source)
+        counts[label] = counts.get(label, 0) + n
+    for (verdict, source), n in counts.items():
+        CHECKS.add_many(n, verdict, source)
 
 
 def _invalid(detail: str) -> Decision:
@@ -84,10 +122,10 @@ def parse(endpoint: str, resp: Response, count: int) -> list[Decision]:
     if status == 200:
         if endpoint == "evaluation":
             return [item_decision(wire.decode_decision(resp.body))]
-        decisions = wire.decode_evaluations_response(resp.body).evaluations
-        if len(decisions) != count:
-            raise Unavailable(f"the service answered {len(decisions)} decisions for {count} checks")
-        return [item_decision(d) for d in decisions]
+        items = _decode_items(resp.body).evaluations
+        if len(items) != count:
+            raise Unavailable(f"the service answered {len(items)} decisions for {count} checks")
+        return [_alike(bytes(raw)) for raw in items]
     if status in (400, 413, 422):
         # The question is malformed: every check in the request gets that answer (a deny).
         return [_invalid(_error_text(resp.body))] * count

@@ -1,21 +1,21 @@
 """``PolicyClient.check_many``: an explicit batch in one pass, not one ``check()`` per item.
 
 Answering a batch through ``check()`` costs each item a coroutine, a future, a deadline timer and a
-batcher slot: ~17–19 µs of client CPU per decision, the floor of micro-batching (docs/performance.md,
-issue 10 (b)). Here the whole batch shares one of each:
+batcher slot (~17–19 µs of client CPU per decision: docs/performance.md, issue 10 (b)). Here:
 
-1. every item is validated (an invalid argument raises, naming ``checks[i]``, before anything is
-   asked) and looked up in L1 at the client's state (joined with ``at_least``'s);
-2. with single-flight on, identical items in the batch are asked once, an item already in flight
-   (a concurrent ``check()`` or batch) joins it, the rest are claimed (``Flights.lead``) for others to join;
-3. if the breaker is open every miss falls back at once; otherwise the misses are looked up in L2
-   (one ``MGET``), and what remains goes to the service as ``evaluations`` calls of at most
-   ``max_batch`` items (1 with batching off: one ``evaluation`` call per item, as ``check()``);
-4. everything runs under one deadline (the batch's ``timeout``); each answer is checked and kept
-   as ``check()`` keeps it (never from a state older than the floor; kept in L1/L2 under the state
-   it stands for). A failure — an item, a call, the deadline — fails only the items it touched, each
-   to its own fallback (a stale entry under ``stale_if_error``, else a ``policy_unavailable`` deny);
-   the calls run in a task of their own, so a caller that goes away leaves joiners their answers.
+1. at most :data:`MAX_MANY` checks (more raise ``ValueError``: the pass is synchronous, and 20,000
+   items held the event loop ~155 ms); every item validated (an invalid argument raises, naming
+   ``checks[i]``, before anything is asked) and looked up in L1 at the client's state (and ``at_least``'s);
+2. with single-flight on, identical items are asked once, an item already in flight (a concurrent
+   ``check()`` or batch) joins it, the rest are claimed (``Flights.lead``) for others to join;
+3. if the breaker is open every miss falls back at once; else the misses are looked up in L2 (one
+   ``MGET``), the rest go to the service as ``evaluations`` calls of at most ``max_batch`` items
+   (1 with batching off: one ``evaluation`` call per item, as ``check()``);
+4. one deadline (the batch's ``timeout``); each answer checked and kept as ``check()`` keeps it
+   (never from a state older than the floor; kept in L1/L2 under the state it stands for). A
+   failure — an item, a call, the deadline — fails only the items it touched, each to its own
+   fallback (a stale entry under ``stale_if_error``, else a ``policy_unavailable`` deny); the calls
+   run in a task of their own, so a caller that goes away leaves joiners their answers.
 """
 
 from __future__ import annotations
@@ -23,21 +23,24 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import cast
 
-from meshauth.client._answers import Unavailable, outcome
+from meshauth.client._answers import Unavailable, count_checks
 from meshauth.client._breaker import CircuitBreaker
 from meshauth.client._cache import DecisionL1
 from meshauth.client._flight import Flights, LeaderGone
 from meshauth.client._keys import L1Key, request_key
-from meshauth.client._metrics import CACHE, CHECKS, SINGLEFLIGHT_JOINS
+from meshauth.client._metrics import CACHE, SINGLEFLIGHT_JOINS
 from meshauth.client._models import Check, Consistency, Decision, State
 from meshauth.client._request import Deadline, Pending, checked_many
 from meshauth.client._stored import DecisionStore
 from meshauth.client._tracking import StateTracker
 from meshauth.client._warming import Warmer
 
-__all__ = ["ManyParts", "check_many"]
+__all__ = ["MAX_MANY", "ManyParts", "check_many"]
+
+MAX_MANY = 1024  # the service's limit per call (policy_max_evaluations): ~8 ms of loop time at most
 
 Flight = tuple[str, State | None, bytes]
 Flush = Callable[[list[Pending]], Awaitable[list[Decision | BaseException]]]
@@ -81,7 +84,9 @@ async def check_many(
     if not isinstance(consistency, Consistency):
         raise TypeError("consistency must be MINIMIZE_LATENCY, FULLY_CONSISTENT or at_least(state)")
     if type(checks) is not list and type(checks) is not tuple:
-        checks = list(checks)  # any iterable of checks, as when this gathered one check() per item
+        checks = list(islice(checks, MAX_MANY + 1))  # any iterable of checks (read no further than needed)
+    if len(checks) > MAX_MANY:
+        raise ValueError(f"check_many takes at most {MAX_MANY} checks (the service's limit per call): split them")
     if not checks:
         return []
     pending = checked_many(checks, timeout, parts.timeout)
@@ -126,12 +131,7 @@ async def check_many(
     # Every item settled (_answer fails each closed at worst). A copy: past the deadline the batch's
     # work may still write into ``out`` (for the checks that joined it) after this returns.
     answers = cast("list[Decision]", out[:])
-    counts: dict[tuple[str, str], int] = {}
-    for d in answers:
-        label = (outcome(d), d.source)
-        counts[label] = counts.get(label, 0) + 1
-    for (verdict, source), n in counts.items():
-        CHECKS.add_many(n, verdict, source)
+    count_checks(answers)
     return answers
 
 

@@ -136,13 +136,14 @@ def checked_many(checks: Sequence[Check], timeout: object, default_timeout: floa
                     and rt
                     and ri
                 ):
+                    # Positional: keywords cost a struct ~0.1 µs more (l2_key None, then the trace).
                     pending.append(
-                        Pending(subject_of(st, si), c.action, resource_of(rt, ri), None, when, request=request)
+                        Pending(subject_of(st, si), c.action, resource_of(rt, ri), None, when, None, request)
                     )
                     continue
-        pending.append(_checked(n, c, timeout, default_timeout))
-    for p in pending:
-        p.deadline = when
+        p = _checked(n, c, timeout, default_timeout)
+        p.deadline = when  # one deadline for the batch
+        pending.append(p)
     return pending
 
 

@@ -95,7 +95,12 @@ class PolicyApi:
                 if d.decision == stop_on:
                     decisions = decisions[: n + 1]
                     break
-        outcomes = collections.Counter(_outcome(d) for d in decisions)
+        # Per distinct answer object (the evaluator shares alike answers), counted in C.
+        shared = collections.Counter(map(id, decisions))
+        by_id = dict(zip(map(id, decisions), decisions, strict=True))
+        outcomes: collections.Counter[str] = collections.Counter()
+        for ident, n in shared.items():
+            outcomes[_outcome(by_id[ident])] += n
         self.audit.decisions(store, batch.items, decisions, started)
         for outcome, n in outcomes.items():
             add_many(DECISIONS, n, "evaluations", outcome)

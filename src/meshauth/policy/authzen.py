@@ -20,11 +20,9 @@ from meshauth import wire
 from meshauth.http import ApiError, utf8_problem
 from meshauth.policy.cedar import Uid
 from meshauth.policy.errors import bad_request, not_json
-from meshauth.policy.names import check_uid, is_valid_uid
+from meshauth.policy.names import action_uid, check_uid, is_valid_uid
 
 _canonical = msgspec.json.Encoder(order="deterministic")
-_FULL_UID = re.compile(r'(?P<type>[A-Za-z_][A-Za-z0-9_]*(?:::[A-Za-z_][A-Za-z0-9_]*)*)::"(?P<id>(?:[^"\\]|\\.)*)"\Z')
-_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "0": "\0", "\\": "\\", '"': '"', "'": "'"}
 _MSGSPEC_PATH = re.compile(r" - at `\$\.?([^`]*)`")
 _MISSING = re.compile(r"missing required field `([^`]*)`")
 _ITEM_KEYS = ("subject", "action", "resource", "context")
@@ -45,41 +43,6 @@ class Query(msgspec.Struct, frozen=True, gc=False):
     principal_attrs: dict[str, Any] | None
     resource_attrs: dict[str, Any] | None
     key: Hashable
-
-
-def _unescape(s: str) -> str:
-    out: list[str] = []
-    i = 0
-    while i < len(s):
-        c = s[i]
-        if c == "\\" and i + 1 < len(s):
-            nxt = s[i + 1]
-            if nxt == "u" and s[i + 2 : i + 3] == "{":
-                end = s.index("}", i)
-                code = int(s[i + 3 : end], 16)
-                if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
-                    raise ValueError(f"\\u{{{s[i + 3 : end]}}} is not a Unicode scalar value")
-                out.append(chr(code))
-                i = end + 1
-                continue
-            out.append(_ESCAPES.get(nxt, nxt))
-            i += 2
-            continue
-        out.append(c)
-        i += 1
-    return "".join(out)
-
-
-def action_uid(field: str, name: str) -> Uid:
-    if name.endswith('"') and '::"' in name:
-        m = _FULL_UID.match(name)
-        if m is None:
-            raise bad_request(field, f'{name!r} looks like a Cedar uid but is not one (Type::"id")')
-        try:
-            return check_uid(field, m["type"], _unescape(m["id"]))
-        except (ValueError, IndexError):
-            raise bad_request(field, f"{name!r} has a bad escape in its id") from None
-    return check_uid(field, "Action", name)
 
 
 def to_query(req: wire.EvaluationRequest, field: str = "") -> Query:
@@ -104,18 +67,27 @@ def query_of(
     return _query(principal, action_id, resource_uid, context, subject.properties, resource.properties)
 
 
+def plain_action(action: wire.Action) -> bool:
+    """Whether the action is a valid bare name (no Cedar uid to unescape)."""
+    name = action.name
+    return is_valid_uid("Action", name) and not (name.endswith('"') and '::"' in name)
+
+
 def plain_query(
-    subject: wire.Subject, action: wire.Action, resource: wire.Resource, context: dict[str, Any] | None
+    subject: wire.Subject,
+    action: wire.Action,
+    resource: wire.Resource,
+    context: dict[str, Any] | None,
+    action_ok: bool | None = None,
 ) -> Query | None:
-    """The query when every uid is valid and the action a bare name (no Cedar uid to unescape);
-    else None, and ``query_of`` checks field by field to say what is wrong. This runs once per
-    decision, so it builds no field names for error messages it will not need."""
+    """The query when every uid is valid and the action a bare name (``action_ok``: already known,
+    as for a batch's default action); else None, and ``query_of`` checks field by field to say what
+    is wrong. This runs once per decision, so it builds no field names for messages it will not need."""
     name = action.name
     if not (
         is_valid_uid(subject.type, subject.id)
         and is_valid_uid(resource.type, resource.id)
-        and is_valid_uid("Action", name)
-        and not (name.endswith('"') and '::"' in name)
+        and (plain_action(action) if action_ok is None else action_ok)
     ):
         return None
     uids = (subject.type, subject.id), ("Action", name), (resource.type, resource.id)
@@ -216,7 +188,9 @@ def parse_evaluations(body: bytes, max_items: int) -> Batch:
     if not evaluations:
         return Batch([_single(_typed_item(wire.EvaluationItem(), top, None))], semantic, single=True)
     _check_count(len(evaluations), max_items)
-    items = [_typed_item(e, top, n) for n, e in enumerate(evaluations)]
+    # The batch's default action (a client sends one action once) is checked once, not per item.
+    top_ok = plain_action(top.action) if top.action is not None else None
+    items = [_typed_item(e, top, n, top_ok) for n, e in enumerate(evaluations)]
     return Batch(items, semantic, single=False)
 
 
@@ -236,14 +210,18 @@ def _check_count(count: int, max_items: int) -> None:
         raise ApiError(413, "request_too_large", f"evaluations has {count} items; the limit is {max_items}")
 
 
-def _typed_item(item: wire.EvaluationItem, top: wire.EvaluationsRequest, n: int | None) -> Query | wire.ItemError:
-    """Item ``n`` (None: the top level stands alone) with the top-level defaults merged in."""
+def _typed_item(
+    item: wire.EvaluationItem, top: wire.EvaluationsRequest, n: int | None, top_ok: bool | None = None
+) -> Query | wire.ItemError:
+    """Item ``n`` (None: the top level stands alone) with the top-level defaults merged in
+    (``top_ok``: whether the top-level action is plain, when known)."""
     subject = item.subject if item.subject is not None else top.subject
-    action = item.action if item.action is not None else top.action
+    own = item.action
+    action = own if own is not None else top.action
     resource = item.resource if item.resource is not None else top.resource
     context = item.context if item.context is not None else top.context
     if subject is not None and action is not None and resource is not None:
-        query = plain_query(subject, action, resource, context)
+        query = plain_query(subject, action, resource, context, None if own is not None else top_ok)
         if query is not None:
             return query
     field = "" if n is None else f"evaluations[{n}]"

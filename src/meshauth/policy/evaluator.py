@@ -24,7 +24,8 @@ from meshauth.policy.cedar import Uid
 from meshauth.policy.entity_loader import EntityLoader
 from meshauth.policy.entity_record import EntityRecord, bare_entity, entity_refs
 from meshauth.policy.index import Subset
-from meshauth.policy.metrics import ENGINE_CALLS, add_many
+from meshauth.policy.metrics import ENGINE_CALLS, TABLE_DECISIONS, add_many
+from meshauth.policy.scope_table import ScopeTable, plain_context
 from meshauth.policy.snapshot import Snapshot
 from meshauth.policy.state import StoreState
 
@@ -125,6 +126,10 @@ class Evaluator:
         """The common case, kept short: one query, answered from the snapshot."""
         parents_of = state.schema_actions if state.schema_actions is not None else snapshot.action_parents
         subset = state.index.policies_for(q.action, _ancestors(q.action, parents_of), q.principal[0], q.resource[0])
+        if subset.table is not None and state.schema is None:  # _by_table sends it back if it cannot
+            answers: dict[Hashable, wire.Decision] = {}
+            if not self._by_table(state, [q], subset.table, subset, answers):
+                return answers[q.key]
         self.engine_calls += 1
         ENGINE_CALLS.add("snapshot")
         request = cedar.request(q.principal, q.action, q.resource, q.context)
@@ -180,8 +185,11 @@ class Evaluator:
         """One engine call per policy subset the scope index picks for these queries."""
         groups: dict[int, list[Query]] = {}
         sets: dict[int, Subset] = {}
-        policies_for = state.index.policies_for
-        for q in queries:
+        index = state.index
+        policies_for = index.policies_for
+        if not index.enabled:  # a small store is evaluated whole: one group, no lookup per query
+            groups[id(index.whole)], sets[id(index.whole)] = queries, index.whole
+        for q in queries if index.enabled else ():
             action = q.action
             ancestors = _ancestors(action, parents_of) if action in parents_of else _NONE
             subset = policies_for(action, ancestors, q.principal[0], q.resource[0])
@@ -191,12 +199,17 @@ class Evaluator:
                 sets[id(subset)] = subset
             else:
                 group.append(q)
-        self.engine_calls += len(groups)
-        add_many(ENGINE_CALLS, len(groups), "batch")
         schema = state.schema
         for key, group in groups.items():
-            requests = [cedar.request(q.principal, q.action, q.resource, q.context) for q in group]
             subset = sets[key]
+            table = subset.table if schema is None else None
+            if table is not None:
+                group = self._by_table(state, group, table, subset, answers)
+                if not group:
+                    continue
+            self.engine_calls += 1
+            add_many(ENGINE_CALLS, 1, "batch")
+            requests = [cedar.request(q.principal, q.action, q.resource, q.context) for q in group]
             results = cedar.authorize(requests, subset.policies, entities, schema)
             # Most answers of a group are alike (same decision for the same reasons, no errors): built
             # once per kind, shared by the group's items (answers are only encoded and audited).
@@ -211,6 +224,28 @@ class Evaluator:
                 if d is None:
                     d = alike[kind] = _decision(state, result, subset)
                 answers[q.key] = d
+
+    @staticmethod
+    def _by_table(
+        state: StoreState, group: list[Query], table: ScopeTable, subset: Subset, answers: dict[Hashable, wire.Decision]
+    ) -> list[Query]:
+        """Answer the group's plain queries (a plain context, no properties) from a scope-only set's
+        table (``scope_table.py``: as the engine would, without it); returns the rest, for the engine."""
+        rest: list[Query] = []
+        alike: dict[tuple[bool, tuple[str, ...]], wire.Decision] = {}
+        for q in group:
+            if not plain_context(q.context) or q.principal_attrs is not None or q.resource_attrs is not None:
+                rest.append(q)
+                continue
+            allowed, hit = table.decide(q.principal, q.action, q.resource)
+            kind = (allowed, tuple(hit))
+            d = alike.get(kind)
+            if d is None:
+                result = cedar.Result("Allow" if allowed else "Deny", cedar.Diagnostics(reason=hit))
+                d = alike[kind] = _decision(state, result, subset)
+            answers[q.key] = d
+        TABLE_DECISIONS.add_many(len(group) - len(rest))
+        return rest
 
 
 def _decision(state: StoreState, result: cedar.Result, subset: Subset) -> wire.Decision:

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 from meshauth.policy.cedar import PolicySet, Uid
 from meshauth.policy.metrics import INDEX_CACHE
+from meshauth.policy.scope_table import ScopeTable, table_for
 from meshauth.policy.scopes import ANYTHING, Policy, analyse, whole_set_facts
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class Subset:
 
     policies: PolicySet
     ids: tuple[str, ...] | None = None
+    table: ScopeTable | None = None  # a scope-only set's answers without the engine (scope_table.py)
 
     def store_id(self, pid: str) -> str:
         ids = self.ids
@@ -92,7 +94,7 @@ class PolicyIndex:
     ) -> None:
         started = time.perf_counter()
         self.full = full
-        self.whole = Subset(full)
+        self.whole = Subset(full, None, table_for(text, len(full)))
         self._cache_keys = max(1, cache_keys)
         policies = analyse(text)
         templates = len(full.templates())
@@ -208,7 +210,7 @@ class PolicyIndex:
             return self.whole
         if not ids:
             if self._empty is None:
-                self._empty = Subset(PolicySet.from_str(""), ())
+                self._empty = Subset(PolicySet.from_str(""), (), table_for("", 0))
             return self._empty
         by_ids = self._by_ids
         found = by_ids.get(ids)
@@ -223,11 +225,12 @@ class PolicyIndex:
 
     def _compile(self, ids: tuple[int, ...]) -> Subset:
         chosen = [self._policies[n] for n in ids]
+        text = "\n".join(p.text for p in chosen)
         try:
-            compiled = PolicySet.from_str("\n".join(p.text for p in chosen))
+            compiled = PolicySet.from_str(text)
         except ValueError:
             compiled = None
         if compiled is None or len(compiled) != len(chosen):
             log.warning("policy index: a subset of %d policies did not compile alone; using the whole set", len(ids))
             return self.whole
-        return Subset(compiled, tuple(p.id for p in chosen))
+        return Subset(compiled, tuple(p.id for p in chosen), table_for(text, len(chosen)))

@@ -20,6 +20,9 @@ DECISIONS = IntCounters(
     "meshauth_policy_decisions", "Decisions answered, by endpoint and outcome.", ["endpoint", "outcome"]
 )
 ENGINE_CALLS = IntCounters("meshauth_policy_engine_calls", "Cedar is_authorized_batch calls.", ["path"])
+TABLE_DECISIONS = IntCounters(
+    "meshauth_policy_table_decisions", "Decisions answered from a scope-only policy set's table, without Cedar.", []
+)
 INDEX_CACHE = IntCounters(
     "meshauth_policy_index_cache",
     "Scope-index lookups of a compiled policy subset, by outcome (hit rate: hit / (hit + miss)).",

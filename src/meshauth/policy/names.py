@@ -100,3 +100,44 @@ def check_store(name: str) -> str:
     if not _STORE.match(name):
         raise bad_request("store", "a store name is 1-64 letters, digits, '_', '.', '-' (starting alphanumeric)")
     return name
+
+
+_FULL_UID = re.compile(r'(?P<type>[A-Za-z_][A-Za-z0-9_]*(?:::[A-Za-z_][A-Za-z0-9_]*)*)::"(?P<id>(?:[^"\\]|\\.)*)"\Z')
+_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "0": "\0", "\\": "\\", '"': '"', "'": "'"}
+
+
+def _unescape(s: str) -> str:
+    out: list[str] = []
+    i = 0
+    while i < len(s):
+        c = s[i]
+        if c == "\\" and i + 1 < len(s):
+            nxt = s[i + 1]
+            if nxt == "u" and s[i + 2 : i + 3] == "{":
+                end = s.index("}", i)
+                code = int(s[i + 3 : end], 16)
+                if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
+                    raise ValueError(f"\\u{{{s[i + 3 : end]}}} is not a Unicode scalar value")
+                out.append(chr(code))
+                i = end + 1
+                continue
+            out.append(_ESCAPES.get(nxt, nxt))
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def action_uid(field: str, name: str) -> tuple[str, str]:
+    """An action name as a uid: ``Action::"name"``, or a full Cedar uid (``App::Action::"view"``) read
+    and unescaped; a 400 naming ``field`` when it is neither."""
+    if name.endswith('"') and '::"' in name:
+        m = _FULL_UID.match(name)
+        if m is None:
+            raise bad_request(field, f'{name!r} looks like a Cedar uid but is not one (Type::"id")')
+        try:
+            return check_uid(field, m["type"], _unescape(m["id"]))
+        except (ValueError, IndexError):
+            raise bad_request(field, f"{name!r} has a bad escape in its id") from None
+    return check_uid(field, "Action", name)
