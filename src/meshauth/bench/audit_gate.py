@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import redis
+
 from meshauth.bench.auth import CLIENT_ID, SECRET, _create_client, _post_form
 from meshauth.bench.client_setup import tree_cpu
 from meshauth.bench.loadgen import CLIENT_CORE, idle_poll, paced
