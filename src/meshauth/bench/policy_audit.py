@@ -16,7 +16,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import redis
 
@@ -76,7 +76,8 @@ def run(*, seconds: int, rate: int, rounds: int = 6, modes: tuple[str, ...] = ("
                     result["load_average"] = os.getloadavg()[0]
                     out[mode].append(result)
         client = redis.Redis(port=valkey.port)
-        out["events_in_stream"] = sum(cast(int, client.xlen(f"meshauth:bus:audit:{n}")) for n in range(4))
+        lengths: list[int] = [client.xlen(f"meshauth:bus:audit:{n}") for n in range(4)]
+        out["events_in_stream"] = sum(lengths)
         client.close()
     return out
 
