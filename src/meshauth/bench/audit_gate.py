@@ -18,6 +18,7 @@ idle-poll spinner starved it for seconds and most audited runs spooled (docs/per
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import tempfile
@@ -32,7 +33,7 @@ import redis
 from meshauth.bench.auth import CLIENT_ID, SECRET, _create_client, _post_form
 from meshauth.bench.client_setup import tree_cpu
 from meshauth.bench.loadgen import CLIENT_CORE, idle_poll, paced
-from meshauth.bench.processes import free_port, running, service_env
+from meshauth.bench.processes import free_port, process_tree, running, service_env
 from meshauth.bench.valkey_here import local_valkey
 from meshauth.config import Settings
 from meshauth.db import migrate
@@ -95,6 +96,7 @@ def run(
                     req = urllib.request.Request(gate, headers=headers)  # noqa: S310 - loopback
                     urllib.request.urlopen(req, timeout=5).close()  # noqa: S310
                     before = [tree_cpu(pid) for pid in (proc.pid, valkey.pid)]
+                    switches = context_switches(proc.pid)
                     with idle_poll():
                         result = paced(gate, rate=rate, connections=connections, seconds=seconds, headers=headers)
                     used = [tree_cpu(pid) - b for pid, b in zip((proc.pid, valkey.pid), before, strict=True)]
@@ -102,6 +104,7 @@ def run(
                     row["service_cpu_us_per_request"] = sum(used[:-1]) / max(result.requests, 1) * 1e6
                     row["valkey_cpu_s"] = used[-1]
                     row["load_average"] = os.getloadavg()[0]
+                    row["switches_per_request"] = (context_switches(proc.pid) - switches) / max(result.requests, 1)
                     row["spooled"] = bus_counter(base, "meshauth_bus_spooled_total")
                     out[mode].append(row)
         client = redis.Redis(port=valkey.port)
@@ -109,6 +112,18 @@ def run(
         out["events_in_stream"] = sum(lengths)
         client.close()
     return out
+
+
+def context_switches(pid: int) -> int:
+    """Voluntary + involuntary context switches of every thread of ``pid`` and its children."""
+    total = 0
+    for p in process_tree(pid):
+        for task in Path(f"/proc/{p}/task").iterdir():
+            with contextlib.suppress(OSError):
+                for line in (task / "status").read_text().splitlines():
+                    if "ctxt_switches:" in line:
+                        total += int(line.split()[1])
+    return total
 
 
 def bus_counter(base: str, name: str) -> int:
@@ -157,6 +172,7 @@ def ratio_summary(r: dict[str, Any], modes: Sequence[str], rounds: int) -> list[
             f" per-round ratio median {statistics.median(per_round):.2f}×,"
             f" range {per_round[0]:.2f}–{per_round[-1]:.2f}×;"
             f" median CPU µs/req {statistics.median(x['service_cpu_us_per_request'] for x in r[mode]):.1f}"
+            f", context switches/req {statistics.median(x.get('switches_per_request', 0) for x in r[mode]):.2f}"
         )
     rows += [
         f"- events published by the audited runs: {r['events_in_stream']}",
