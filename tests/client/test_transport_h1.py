@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
@@ -238,6 +239,64 @@ async def test_no_answer_and_a_trickled_body_time_out_and_the_connection_is_drop
     never.set()
 
 
+@contextlib.contextmanager
+def unanswered_syn() -> Iterator[str]:
+    """A listener whose accept queue is full and never drained: the kernel drops further SYNs, so a
+    connect to it neither succeeds nor fails (a policy service too starved or stopped to accept)."""
+    with contextlib.ExitStack() as stack:
+        listener = stack.enter_context(socket.socket())
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)  # Linux queues backlog + 1 = 1 connection, then drops SYNs
+        addr = listener.getsockname()
+        stack.enter_context(socket.create_connection(addr, timeout=5))  # takes the one place
+        for _ in range(2):  # in case a kernel queues more: SYNs in flight fill those places too
+            filler = stack.enter_context(socket.socket())
+            filler.setblocking(False)
+            filler.connect_ex(addr)
+        yield f"http://127.0.0.1:{addr[1]}/x"
+
+
+async def test_a_connect_that_never_completes_is_a_timeout_and_frees_its_slot() -> None:
+    """The deadline passing while connecting is a ``TimeoutError`` (the contract: the caller counts a
+    timeout, not a connection failure); it was a ``TransportError`` — ``TimeoutError`` is an ``OSError``."""
+    with unanswered_syn() as url:
+        t = H1Transport(PoolConfig(connections=1))
+        for _ in range(2):  # the second call gets the slot the first gave back
+            with pytest.raises(TimeoutError):
+                await post(t, url, timeout=0.1)
+        assert not t.connections
+        await t.aclose()
+
+
+async def test_a_call_waiting_for_a_full_pool_times_out_and_the_pool_serves_on() -> None:
+    never = asyncio.Event()
+    asked = asyncio.Queue[None]()
+
+    async def first_silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        if not never.is_set():  # the first connection holds the pool's one slot, unanswered
+            asked.put_nowait(None)
+            await never.wait()
+            return
+        writer.write(OK)
+        await reader.read()  # until the client closes
+
+    async with scripted(first_silent) as (url, _):
+        t = H1Transport(PoolConfig(connections=1))
+        holder = asyncio.ensure_future(post(t, url, timeout=30))
+        await asked.get()
+        with pytest.raises(TimeoutError):  # waited for the one slot: out at its own deadline
+            await post(t, url, timeout=0.1)
+        holder.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await holder
+        assert not t.connections
+        never.set()
+        assert await post(t, url) == (200, b"ok")
+        assert t.connections == 1
+        await t.aclose()
+
+
 async def test_unsolicited_data_drops_the_connection_and_the_next_call_opens_another() -> None:
     async def chatty(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
@@ -352,6 +411,8 @@ def test_the_same_under_uvloop() -> None:
             await test_a_hostile_reply_is_a_transport_error_and_the_connection_is_not_reused(reply, why)
         await test_a_never_ending_head_and_an_oversized_body_are_cut_off()
         await test_no_answer_and_a_trickled_body_time_out_and_the_connection_is_dropped()
+        await test_a_connect_that_never_completes_is_a_timeout_and_frees_its_slot()
+        await test_a_call_waiting_for_a_full_pool_times_out_and_the_pool_serves_on()
         await test_unsolicited_data_drops_the_connection_and_the_next_call_opens_another()
         await test_an_idle_connection_the_server_closed_is_not_used()
         await test_the_pool_limit_holds_and_waiting_calls_are_served()

@@ -254,11 +254,11 @@ class H1Transport:
         try:
             async with asyncio.timeout_at(deadline):
                 transport, _ = await loop.create_connection(lambda: conn, *target.key)
-        except OSError as exc:
+        except BaseException as exc:
             conn.close()
-            raise TransportError(f"{type(exc).__name__}: {exc}") from exc
-        except BaseException:
-            conn.close()
+            # The deadline passing is a TimeoutError (the contract), though TimeoutError is an OSError.
+            if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
+                raise TransportError(f"{type(exc).__name__}: {exc}") from exc
             raise
         if conn.transport is None:  # connection_made is called by now (asyncio and uvloop); in case not
             conn.transport = transport
