@@ -29,6 +29,7 @@ def test_public_names_are_pinned() -> None:
         "Consistency",
         "Decision",
         "EjectionConfig",
+        "H1Transport",
         "PolicyClient",
         "PoolConfig",
         "Question",

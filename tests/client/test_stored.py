@@ -129,3 +129,35 @@ async def test_fills_reach_l2_while_the_client_is_open(redis: Redis) -> None:
             assert loop.time() < give_up, "the fills never reached L2"
             await asyncio.sleep(WRITE_DELAY)
         assert 1 <= await command_calls(redis, "evalsha") <= 2
+
+
+async def test_l2_reads_back_off_while_they_never_hit_and_resume_on_a_hit(valkey_url: str, redis: Redis) -> None:
+    """READ_PROBE keys without a hit: then one batch in READ_SKIP reads L2; the first hit restores every read."""
+    from meshauth.client._stored import READ_PROBE, READ_SKIP
+
+    t = MockTransport(revision=1)
+    conn = Redis.from_url(valkey_url.replace("valkey://", "redis://", 1))
+    other_conn = Redis.from_url(valkey_url.replace("valkey://", "redis://", 1))
+    cfg = CacheConfig(l2_timeout=2.0)
+    try:
+        async with (
+            PolicyClient(["http://pdp"], transport=t, redis=conn, warming=None, cache=cfg) as client,
+            PolicyClient(["http://pdp"], transport=t, redis=other_conn, warming=None, cache=cfg) as other,
+        ):
+            client.advance(State(1))
+            other.advance(State(1))
+            for start in range(0, READ_PROBE, 64):  # batches of 64 new questions: all L2 misses
+                await asyncio.gather(*(client.check(ALICE, "view", doc(i)) for i in range(start, start + 64)))
+            await redis.config_resetstat()
+            for i in range(2 * READ_SKIP):  # one check per batch: reads back off
+                await client.check(ALICE, "view", doc(10_000 + i))
+            assert await command_calls(redis, "mget") == 2
+            # Another replica's answers in L2: the next reading batch hits, and reads resume.
+            for i in range(2 * READ_SKIP):
+                await other.check(ALICE, "edit", doc(i))
+            await other.aclose()  # its buffered fills written
+            sources = [(await client.check(ALICE, "edit", doc(i))).source for i in range(2 * READ_SKIP)]
+        assert "l2" in sources and sources[-READ_SKIP:] == ["l2"] * READ_SKIP
+    finally:
+        await conn.aclose()
+        await other_conn.aclose()

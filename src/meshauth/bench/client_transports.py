@@ -20,10 +20,11 @@ Factory = Callable[[], Transport]
 
 
 def factories() -> dict[str, Factory]:
-    from meshauth.client import AiohttpTransport
+    from meshauth.client import AiohttpTransport, H1Transport
     from meshauth.client._transport_curl import CurlTransport
 
     return {
+        "h1_own": H1Transport,
         "aiohttp_http1": AiohttpTransport,
         "curl_h2c": lambda: CurlTransport(http="h2c"),
         "curl_http1": lambda: CurlTransport(http="http1"),

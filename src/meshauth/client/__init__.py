@@ -50,6 +50,7 @@ from meshauth.client._models import (
 from meshauth.client._request import Question
 from meshauth.client._retry import RetryBudget
 from meshauth.client._transport import AiohttpTransport, Response, Transport, TransportError
+from meshauth.client._transport_h1 import H1Transport
 from meshauth.wire import Resource, Subject
 
 __all__ = [
@@ -68,6 +69,7 @@ __all__ = [
     "Consistency",
     "Decision",
     "EjectionConfig",
+    "H1Transport",
     "PolicyClient",
     "PoolConfig",
     "Question",

@@ -134,7 +134,7 @@ class Caller:
                 took = time.perf_counter() - started
                 # A failure counts as slow, or a URL that fails fast would look the fastest.
                 endpoints.observe(url, took if outcome in ("ok", "refused") else max(took, FAILED_CALL_SECONDS))
-                CALL_SECONDS.labels(endpoint, outcome).observe(took)
+                CALL_SECONDS.observe(took, endpoint, outcome)
             if attempt >= (self._budget.max_attempts if self._budget else 1) or loop.time() >= deadline:
                 raise Unavailable(last)
             assert self._budget is not None

@@ -50,7 +50,8 @@ from meshauth.client._request import Deadline, Pending, Question, checked, quest
 from meshauth.client._retry import RetryBudget
 from meshauth.client._stored import DecisionStore
 from meshauth.client._tracking import StateTracker
-from meshauth.client._transport import AiohttpTransport, Transport
+from meshauth.client._transport import Transport
+from meshauth.client._transport_h1 import default_transport
 from meshauth.client._warming import Warmer
 from meshauth.redis_client import RedisConn
 
@@ -63,9 +64,9 @@ class PolicyClient:
     ``urls``: policy service replicas (one inside a mesh); ``store``: the store asked; ``token``:
     ``Authorization: Bearer`` for a protected decision API; ``timeout``: a check's default deadline
     (seconds). Every other keyword configures one feature, and ``None`` switches it off. ``redis``
-    enables L2 (with ``cache`` on) and shares hotness for warming. ``transport`` replaces the aiohttp
-    pool; ``clock`` drives the breaker and the endpoints (ejection, latency), ``wall_clock`` expiry.
-    """
+    enables L2 (with ``cache`` on) and shares hotness for warming. ``transport`` replaces the default
+    (``H1Transport`` for http:// URLs, aiohttp for https://); ``clock`` drives the breaker and the
+    endpoints (ejection, latency), ``wall_clock`` expiry."""
 
     def __init__(
         self,
@@ -96,7 +97,7 @@ class PolicyClient:
             headers["authorization"] = f"Bearer {token}"
         self._own_transport = transport is None
         self._caller = Caller(
-            transport if transport is not None else AiohttpTransport(pool),
+            transport if transport is not None else default_transport(clean, pool),
             Endpoints(clean, ejection, clock=clock, balance=balancing),
             store=store,
             headers=headers,

@@ -14,6 +14,13 @@ together (another replica may miss them in L2 for those few ms and ask the servi
 the same). Allows live ``ttl``, denies ``deny_ttl``. The fallback is a
 cached decision expired less than ``stale_if_error`` ago, for exactly that question at that state
 (default off), else a deny with reason ``policy_unavailable`` — never an allow.
+
+L2 reads back off while they never hit: after ``READ_PROBE`` looked-up keys in a row without a hit,
+only one batch in ``READ_SKIP`` reads L2 (the others go straight to the service, counted as
+``cache{level="l2",result="skipped"}``) until a read hits again. A gate whose questions are all new (the
+cold benchmark: no L2 hit is possible) paid an ``MGET`` round trip per batch for nothing — a Valkey
+wake-up and a reply event on the core it shares with Valkey and the policy service (docs/performance.md,
+"Stop 19, branch ``cold2``"); a skipped read costs only that batch's chance of an L2 hit.
 """
 
 from __future__ import annotations
@@ -30,11 +37,13 @@ from meshauth.client._metrics import CACHE, FALLBACKS
 from meshauth.client._models import Decision, State, unavailable
 from meshauth.client._request import Pending
 
-__all__ = ["WRITE_BUFFER", "WRITE_DELAY", "DecisionStore"]
+__all__ = ["READ_PROBE", "READ_SKIP", "WRITE_BUFFER", "WRITE_DELAY", "DecisionStore"]
 
 _STALE_SOURCE = "stale"
 WRITE_BUFFER = 4096  # L2 fills waiting for the write in flight; beyond it they are dropped
 WRITE_DELAY = 0.005  # seconds a fill may wait for others to share its round trip
+READ_PROBE = 1024  # keys looked up in L2 in a row without a hit before reads back off
+READ_SKIP = 8  # while backed off, one batch in this many reads L2
 
 
 class DecisionStore:
@@ -45,6 +54,8 @@ class DecisionStore:
         self._writes: list[tuple[L1Key, Decision, float]] = []
         self._writer: asyncio.Task[None] | None = None  # at most one write in flight
         self._write_soon: asyncio.TimerHandle | None = None
+        self._dry = 0  # keys looked up in L2 since its last hit
+        self._skips = 0
 
     @property
     def l2(self) -> DecisionL2 | None:
@@ -74,7 +85,14 @@ class DecisionStore:
         keys = [p.l2_key for p in items if p.l2_key is not None]
         if self._l2 is None or not keys:
             return await call(items)
-        hits = iter(await self.from_l2(keys))
+        if self._dry >= READ_PROBE:
+            self._skips += 1
+            if self._skips % READ_SKIP:
+                CACHE.add_many(len(keys), "l2", "skipped")
+                return await call(items)
+        found = await self.from_l2(keys)
+        self._dry = self._dry + len(keys) if all(d is None for d in found) else 0
+        hits = iter(found)
         out: list[Decision | BaseException | None] = [None if p.l2_key is None else next(hits) for p in items]
         rest = [i for i, d in enumerate(out) if d is None]
         if rest:
