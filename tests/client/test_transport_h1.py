@@ -420,3 +420,12 @@ def test_the_same_under_uvloop() -> None:
         await test_refused_and_bad_headers_are_transport_errors()
 
     uvloop.run(all_of_them())
+
+
+def test_the_pool_drops_idle_connections_before_the_policy_service_does() -> None:
+    """The policy service closes a kept-alive connection idle ``http_header_read_timeout`` seconds
+    (granian_server.py): a client keeping one longer reuses it, now and then, exactly as the server
+    closes it, and that call fails (a closed connection, no answer). The client must let go first."""
+    from meshauth.config import Settings  # the service's default; tests may import both sides
+
+    assert PoolConfig().keepalive < Settings.model_fields["http_header_read_timeout"].default
