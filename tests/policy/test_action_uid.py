@@ -9,8 +9,8 @@ import httpx
 import msgspec
 import pytest
 
+from meshauth.http import ApiError
 from meshauth.policy import cedar
-from meshauth.policy.errors import ApiError
 from meshauth.policy.names import action_uid
 from tests.policy.conftest import ask, decide, push
 
