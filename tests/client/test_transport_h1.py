@@ -418,6 +418,7 @@ def test_the_same_under_uvloop() -> None:
         await test_the_pool_limit_holds_and_waiting_calls_are_served()
         await test_a_cancelled_call_and_aclose_leave_nothing_open()
         await test_refused_and_bad_headers_are_transport_errors()
+        await test_a_connection_answered_before_its_request_was_sent_is_not_reused()
 
     uvloop.run(all_of_them())
 
