@@ -418,5 +418,39 @@ def test_the_same_under_uvloop() -> None:
         await test_the_pool_limit_holds_and_waiting_calls_are_served()
         await test_a_cancelled_call_and_aclose_leave_nothing_open()
         await test_refused_and_bad_headers_are_transport_errors()
+        await test_a_connection_answered_before_its_request_was_sent_is_not_reused()
 
     uvloop.run(all_of_them())
+
+
+def test_the_pool_drops_idle_connections_before_the_policy_service_does() -> None:
+    """The policy service closes a kept-alive connection idle ``http_header_read_timeout`` seconds
+    (granian_server.py): a client keeping one longer reuses it, now and then, exactly as the server
+    closes it, and that call fails (a closed connection, no answer). The client must let go first."""
+    from meshauth.config import Settings  # the service's default; tests may import both sides
+
+    assert PoolConfig().keepalive < Settings.model_fields["http_header_read_timeout"].default
+
+
+async def test_a_connection_answered_before_its_request_was_sent_is_not_reused() -> None:
+    """A server may answer before it has read the request's body (and then never read it): the rest
+    of that body still waits in the connection's write buffer, so a call reusing it would queue behind
+    it and time out. Such a connection is closed, and the next call opens another."""
+    connections = [0]
+
+    async def early(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections[0] += 1
+        if connections[0] == 1:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(OK)
+            await writer.drain()
+            await asyncio.Future()  # reads no more: the body stays unsent
+        await answering(OK)(reader, writer)
+
+    async with scripted(early) as (url, seen):
+        t = H1Transport()
+        big = b"x" * (64 << 20)  # beyond what the kernel's socket buffers take
+        assert (await t.post(url, big, {}, timeout=5.0)).status == 200
+        assert await post(t, url) == (200, b"ok")
+        assert seen[0] == 2
+        await t.aclose()

@@ -130,3 +130,45 @@ def test_a_large_set_gets_no_table() -> None:
     text = "\n".join(f'permit(principal == User::"u{n}", action, resource);' for n in range(MAX_POLICIES + 1))
     assert table_for(text, MAX_POLICIES + 1) is None
     assert table_for(text.rsplit("\n", 1)[0], MAX_POLICIES) is not None
+
+
+# Ids Cedar writes with escapes (quote, backslash, NUL, newline, non-ASCII) and types in namespaces, where an
+# ``is`` or ``==`` of one namespace must not match another's: the table still answers as the engine.
+ODD_IDS = ['q"u', "back\\slash", "\x00", "nl\n", "\u00e9", "\U0001f600", ""]
+ODD_TYPES = ["User", "A::User", "A::B::User", "B::User", "Action", "A::Action"]
+
+
+def _literal(eid: str) -> str:
+    escapes = {'"': '\\"', "\\": "\\\\", "\x00": "\\0", "\n": "\\n"}
+    return '"' + "".join(escapes.get(c, c if ord(c) < 128 else f"\\u{{{ord(c):x}}}") for c in eid) + '"'
+
+
+odd_uid = st.tuples(st.sampled_from(ODD_TYPES), st.sampled_from(ODD_IDS))
+odd_scope = st.one_of(
+    st.just(""), odd_uid.map(lambda u: f" == {u[0]}::{_literal(u[1])}"), st.sampled_from(ODD_TYPES).map(" is {}".format)
+)
+odd_action_uid = st.tuples(st.sampled_from(["Action", "A::Action"]), st.sampled_from(ODD_IDS))  # Cedar: an Action type
+odd_action = st.one_of(st.just(""), odd_action_uid.map(lambda u: f" == {u[0]}::{_literal(u[1])}"))
+odd_policy = st.builds(
+    lambda effect, p, a, r: f"{effect}(principal{p}, action{a}, resource{r});",
+    st.sampled_from(["permit", "forbid"]),
+    odd_scope,
+    odd_action,
+    odd_scope,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(odd_policy, max_size=6), st.lists(st.tuples(odd_uid, odd_uid, odd_uid), min_size=1, max_size=8))
+def test_escaped_ids_and_namespaced_types_answer_as_the_engine(
+    policies: list[str], requests: list[tuple[cedar.Uid, ...]]
+) -> None:
+    text = "\n".join(policies)
+    compiled = cedar.parse_policies(text)
+    table = table_for(text, len(compiled))
+    assert table is not None
+    engine = cedar.authorize([cedar.request(p, a, r, None) for p, a, r in requests], compiled, NO_ENTITIES, None)
+    for (p, a, r), result in zip(requests, engine, strict=True):
+        allowed, reasons = table.decide(p, a, r)
+        assert result.diagnostics.errors == []
+        assert (result.decision, sorted(result.diagnostics.reason)) == ("Allow" if allowed else "Deny", sorted(reasons))

@@ -146,7 +146,9 @@ class PoolConfig:
     ``keepalive`` seconds; a response body over ``max_response_bytes`` is a failed call."""
 
     connections: int = 64
-    keepalive: float = 30.0
+    # Below the policy service's idle close (http_header_read_timeout, 20 s): the client lets go first,
+    # else a call now and then reuses a connection just as the server closes it and fails unanswered.
+    keepalive: float = 15.0
     max_response_bytes: int = 4 * 1024 * 1024
 
     def __post_init__(self) -> None:

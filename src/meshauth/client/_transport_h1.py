@@ -212,7 +212,8 @@ class H1Transport:
         finally:
             timer.cancel()
             conn.waiter = None
-        if conn.reusable and conn.open and not self._closed:
+        # Answered before the whole request left (the server may never read the rest): not reusable.
+        if conn.reusable and conn.open and not self._closed and not conn.transport.get_write_buffer_size():
             conn.idle_since = loop.time()
             self._idle.setdefault(conn.key, []).append(conn)
             self._wake()
