@@ -71,8 +71,9 @@ async def test_decisions_equal_those_over_aiohttp(server: str) -> None:
     assert [d.decision for d in singles] == [d.decision for d in want]
 
 
-def test_the_default_is_h1_for_http_and_aiohttp_for_https() -> None:
-    assert isinstance(default_transport(["http://a:1", "http://b:2"], None), H1Transport)
+def test_the_default_is_aiohttp_and_h1_is_opt_in() -> None:
+    """aiohttp until the gate's failures under load with H1Transport are explained (default_transport)."""
+    assert isinstance(default_transport(["http://a:1", "http://b:2"], None), AiohttpTransport)
     assert isinstance(default_transport(["http://a:1", "https://b:2"], None), AiohttpTransport)
 
 

@@ -1,5 +1,5 @@
 """A thin HTTP/1.1 keep-alive transport: an asyncio Protocol per connection, httptools' response parser
-(llhttp, C) and a small pool — the default for ``http://`` URLs (``https://`` keeps aiohttp).
+(llhttp, C) and a small pool — opt-in (``transport=``) for ``http://`` URLs; aiohttp is the default.
 
 Why own, not aiohttp: a cold gate makes one call per ~3-4 checks, and aiohttp's machinery per call
 (request and response objects, a writer, a payload, a stream reader, a timer context) was the largest
@@ -293,8 +293,8 @@ class H1Transport:
 
 
 def default_transport(urls: Sequence[str], pool: PoolConfig | None) -> H1Transport | AiohttpTransport:
-    """The client's transport when none is given: this one for plain ``http://`` URLs (a mesh's
-    sidecar or a local service), aiohttp where any URL is ``https://`` (TLS is not done here)."""
-    if all(url.startswith("http://") for url in urls):
-        return H1Transport(pool)
+    """The client's transport when none is given: aiohttp, also for ``http://`` URLs until the gate's
+    failures under load on branch cold2 are explained (docs/performance.md, "cold2: the slow-service
+    test"); this one is opt-in (``transport=H1Transport()``, plain ``http://`` only: no TLS)."""
+    del urls  # the choice by scheme comes back with this transport as the default
     return AiohttpTransport(pool)
