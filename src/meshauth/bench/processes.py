@@ -31,11 +31,17 @@ def running(args: list[str], env: dict[str, str], health_url: str) -> Iterator[s
         wait_healthy(health_url, proc, timeout=60.0)
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 10 s; reaped either way."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def service_env(var_dir: Path, redis_url: str, **extra: str) -> dict[str, str]:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from meshauth.bench.processes import free_port
+from meshauth.bench.processes import free_port, stop_process
 
 
 @dataclass(frozen=True)
@@ -62,9 +62,4 @@ def local_valkey(core: int | None = None) -> Iterator[LocalValkey]:
             client.close()
             yield LocalValkey(proc.pid, port)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
