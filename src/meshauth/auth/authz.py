@@ -6,7 +6,8 @@ client exists. For an authenticated request (anything else keeps the gate's 401/
 - the route table (``meshauth.routes``) matches the method and the path after ``/ext_authz``;
 - ``default: authenticated`` for an unmatched path: 200 with the identity headers, as in authn mode;
 - a deny by the table (``no_route``, ``method_not_routed``, ``path_not_canonical``,
-  ``path_too_long``): 403 with ``x-meshauth-reason`` naming it;
+  ``path_too_long``): 403 with ``x-meshauth-reason`` naming it; so is a request carrying a method or
+  URL override header (``request_override``, :data:`OVERRIDE_HEADERS`), whatever its route;
 - a route: the policy service is asked (``meshauth.client.PolicyClient``, L1 and L2 on the service's
   Redis) whether the credential's subject may do the route's action on its resource. A genuine allow:
   200 with the identity headers; a deny: 403 ``policy_denied`` (``policy_invalid_request`` when the
@@ -49,6 +50,17 @@ REASON_HEADER = "x-meshauth-reason"
 POLICY_DENIED = "policy_denied"
 POLICY_INVALID = "policy_invalid_request"
 POLICY_UNAVAILABLE = "policy_unavailable"
+# Headers by which common upstream frameworks serve another method or path than the request line's:
+# Rack/Rails and Express ``method-override`` (X-HTTP-Method-Override), ASP.NET/OData (X-HTTP-Method),
+# X-Method-Override, Symfony and IIS URL rewriting (X-Original-URL, X-Rewrite-URL). The gate would
+# authorize ``GET /documents/d1`` (read) and such an upstream serve a DELETE, or another path. Like
+# the path spellings on which upstreams differ (``route_paths``), refused in authz mode (403
+# ``request_override``), whatever the route: one legitimate use (PATCH tunnelled through POST) costs
+# the caller a clear refusal, an ignored one costs an authorization bypass.
+OVERRIDE_HEADERS = frozenset(
+    {"x-http-method-override", "x-http-method", "x-method-override", "x-original-url", "x-rewrite-url"}
+)
+REQUEST_OVERRIDE = "request_override"
 GATE_BATCH_WAIT = 0.005  # seconds a cold check may wait for a batch while another is out
 # The breaker judges the last second, not the client default's ten: the gate serves thousands of checks
 # a second, and a policy service that stops after a long healthy spell opens a breaker only once its
@@ -124,10 +136,15 @@ class Authorizer:
         await self._follower.stop()
         await self.client.aclose()
 
-    async def decide(self, verdict: Verdict, method: str, target: str, started: float) -> Verdict:
-        """``verdict``: the gate's authn answer; ``started``: the request's start, event-loop time."""
+    async def decide(
+        self, verdict: Verdict, method: str, target: str, started: float, *, overridden: bool = False
+    ) -> Verdict:
+        """``verdict``: the gate's authn answer; ``started``: the request's start, event-loop time;
+        ``overridden``: the request carries one of :data:`OVERRIDE_HEADERS`."""
         if not verdict.allowed:
             return verdict
+        if overridden:
+            return refused(403, REQUEST_OVERRIDE, verdict.credential)
         route = self.table.match(method, target)
         if route.outcome == "allow":
             return verdict

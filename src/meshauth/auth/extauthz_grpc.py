@@ -22,7 +22,7 @@ from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, exte
 from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
-from meshauth.auth.authz import Authorizer
+from meshauth.auth.authz import OVERRIDE_HEADERS, Authorizer
 from meshauth.auth.gate import Gate, Verdict, join_cookies
 from meshauth.auth.metrics import GRPC_REQUEST_SECONDS, count_gate_decision
 from meshauth.config import Settings
@@ -60,6 +60,15 @@ def _credentials(http: attribute_context_pb2.AttributeContext.HttpRequest) -> tu
             value = line.raw_value.decode("latin-1") if line.raw_value else line.value
             (authorizations if name == "authorization" else cookies).append(value)
     return authorizations, join_cookies(cookies)
+
+
+def _overridden(http: attribute_context_pb2.AttributeContext.HttpRequest) -> bool:
+    """Whether the checked request carries a method or URL override header (``authz.OVERRIDE_HEADERS``),
+    in either of Envoy's header forms."""
+    lines = http.header_map.headers
+    if lines:
+        return any(line.key.lower() in OVERRIDE_HEADERS for line in lines)
+    return any(name.lower() in OVERRIDE_HEADERS for name in http.headers)
 
 
 def _header_values(http: attribute_context_pb2.AttributeContext.HttpRequest) -> trace.HeaderValues:
@@ -130,7 +139,7 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
         if verdict is None:
             verdict = await self._gate.check(authorizations[0] if authorizations else None, cookie)
         if self._authz is not None:
-            verdict = await self._authz.decide(verdict, http.method, http.path, started)
+            verdict = await self._authz.decide(verdict, http.method, http.path, started, overridden=_overridden(http))
         count_gate_decision("grpc", verdict.credential, verdict.status)
         return verdict
 
