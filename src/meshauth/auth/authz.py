@@ -69,12 +69,17 @@ GATE_BATCH_WAIT = 0.005  # seconds a cold check may wait for a batch while anoth
 GATE_BREAKER = BreakerConfig(window=1.0, min_calls=20, count="checks")
 
 
-@functools.lru_cache(maxsize=64)
-def refused(status: int, reason: str, credential: str) -> Verdict:
-    """403 (denied) or 503 (no decision) with ``x-meshauth-reason``; a few fixed values, cached."""
+def refused(status: int, reason: str, allowed: Verdict) -> Verdict:
+    """403 (denied) or 503 (no decision) with ``x-meshauth-reason`` for the authenticated ``allowed``
+    verdict, whose identity it keeps for the audit event (never sent: Envoy would pass it downstream)."""
+    return _refused(status, reason, allowed.credential, allowed.headers[0][1], allowed.headers[1][1])
+
+
+@functools.lru_cache(maxsize=4096)  # a few reasons per identity; identities are few next to requests
+def _refused(status: int, reason: str, credential: str, subject: str, client_id: str) -> Verdict:
     headers = ((REASON_HEADER, reason),)
     raw = tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers)
-    return Verdict(status, headers, credential, reason, raw)
+    return Verdict(status, headers, credential, reason, raw, identity=(subject, client_id))
 
 
 def policy_client(settings: Settings, redis: RedisConn | None) -> PolicyClient:
@@ -106,10 +111,10 @@ def verdict_for(decision: Decision, allowed: Verdict) -> Verdict:
     if decision.decision:
         return allowed
     if decision.error is None:
-        return refused(403, POLICY_DENIED, allowed.credential)
+        return refused(403, POLICY_DENIED, allowed)
     if decision.error == REASON_INVALID_REQUEST:
-        return refused(403, POLICY_INVALID, allowed.credential)
-    return refused(503, POLICY_UNAVAILABLE, allowed.credential)
+        return refused(403, POLICY_INVALID, allowed)
+    return refused(503, POLICY_UNAVAILABLE, allowed)
 
 
 class Authorizer:
@@ -144,15 +149,15 @@ class Authorizer:
         if not verdict.allowed:
             return verdict
         if overridden:
-            return refused(403, REQUEST_OVERRIDE, verdict.credential)
+            return refused(403, REQUEST_OVERRIDE, verdict)
         route = self.table.match(method, target)
         if route.outcome == "allow":
             return verdict
         if route.outcome == "deny":
-            return refused(403, route.reason, verdict.credential)
+            return refused(403, route.reason, verdict)
         remaining = self.deadline - (asyncio.get_running_loop().time() - started)
         if remaining <= 0:
-            return refused(503, POLICY_UNAVAILABLE, verdict.credential)
+            return refused(503, POLICY_UNAVAILABLE, verdict)
         try:
             asked = self._questions.get(verdict, route)
             decision = self.client.cached(asked.question)
@@ -166,5 +171,5 @@ class Authorizer:
                 )
         except Exception:  # fail closed: no decision is not an allow
             log.exception("policy check failed")
-            return refused(503, POLICY_UNAVAILABLE, verdict.credential)
+            return refused(503, POLICY_UNAVAILABLE, verdict)
         return verdict_for(decision, verdict)

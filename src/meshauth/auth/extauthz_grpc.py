@@ -128,7 +128,13 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
                 # a client gone by then does not stop it. A check cancelled before its verdict (the
                 # client went away while it waited) decided nothing and is not audited.
                 asyncio.get_running_loop().call_soon(
-                    self._gate.audit.gate, verdict.status, verdict.headers, verdict.reason, "grpc", http.path
+                    self._gate.audit.gate,
+                    verdict.status,
+                    verdict.headers,
+                    verdict.reason,
+                    "grpc",
+                    http.path,
+                    verdict.identity,
                 )
 
     async def _decide(self, request: external_auth_pb2.CheckRequest) -> Verdict:

@@ -86,7 +86,9 @@ class ExtAuthzHttp:
             await self._respond(send, verdict.status, verdict.encoded())
         finally:
             # After the answer is handed to the server: the audit event is not the caller's wait.
-            self._gate.audit.gate(verdict.status, verdict.headers, verdict.reason, "http", scope["path"])
+            self._gate.audit.gate(
+                verdict.status, verdict.headers, verdict.reason, "http", scope["path"], verdict.identity
+            )
 
     @staticmethod
     async def _respond(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:
