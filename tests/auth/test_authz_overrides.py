@@ -10,7 +10,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from google.rpc import code_pb2
 
-from meshauth.auth.authz import OVERRIDE_HEADERS
+from meshauth.routes import OVERRIDE_HEADERS
 from tests.auth.conftest import Harness
 from tests.auth.test_authz import authz, grpc_check, policy_url, reason  # noqa: F401 - fixtures
 

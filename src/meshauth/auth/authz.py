@@ -42,7 +42,7 @@ from meshauth.client import (
 )
 from meshauth.config import Settings
 from meshauth.redis_client import RedisConn
-from meshauth.routes import RouteTable, load_routes
+from meshauth.routes import REQUEST_OVERRIDE, RouteTable, load_routes
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +50,6 @@ REASON_HEADER = "x-meshauth-reason"
 POLICY_DENIED = "policy_denied"
 POLICY_INVALID = "policy_invalid_request"
 POLICY_UNAVAILABLE = "policy_unavailable"
-# Headers by which common upstream frameworks serve another method or path than the request line's:
-# Rack/Rails and Express ``method-override`` (X-HTTP-Method-Override), ASP.NET/OData (X-HTTP-Method),
-# X-Method-Override, Symfony and IIS URL rewriting (X-Original-URL, X-Rewrite-URL). The gate would
-# authorize ``GET /documents/d1`` (read) and such an upstream serve a DELETE, or another path. Like
-# the path spellings on which upstreams differ (``route_paths``), refused in authz mode (403
-# ``request_override``), whatever the route: one legitimate use (PATCH tunnelled through POST) costs
-# the caller a clear refusal, an ignored one costs an authorization bypass.
-OVERRIDE_HEADERS = frozenset(
-    {"x-http-method-override", "x-http-method", "x-method-override", "x-original-url", "x-rewrite-url"}
-)
-REQUEST_OVERRIDE = "request_override"
 GATE_BATCH_WAIT = 0.005  # seconds a cold check may wait for a batch while another is out
 # The breaker judges the last second, not the client default's ten: the gate serves thousands of checks
 # a second, and a policy service that stops after a long healthy spell opens a breaker only once its

@@ -22,12 +22,13 @@ from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, exte
 from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
-from meshauth.auth.authz import OVERRIDE_HEADERS, Authorizer
+from meshauth.auth.authz import Authorizer
 from meshauth.auth.gate import Gate, Verdict, join_cookies
 from meshauth.auth.metrics import GRPC_REQUEST_SECONDS, count_gate_decision
 from meshauth.config import Settings
 from meshauth.granian_server import grpc_connection_cap
 from meshauth.observability import trace
+from meshauth.routes import OVERRIDE_HEADERS
 
 MAX_MESSAGE_BYTES = 1 << 20
 CHECK_METHOD = "/envoy.service.auth.v3.Authorization/Check"
@@ -63,7 +64,7 @@ def _credentials(http: attribute_context_pb2.AttributeContext.HttpRequest) -> tu
 
 
 def _overridden(http: attribute_context_pb2.AttributeContext.HttpRequest) -> bool:
-    """Whether the checked request carries a method or URL override header (``authz.OVERRIDE_HEADERS``),
+    """Whether the checked request carries a method or URL override header (``routes.OVERRIDE_HEADERS``),
     in either of Envoy's header forms."""
     lines = http.header_map.headers
     if lines:

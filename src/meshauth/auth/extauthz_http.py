@@ -19,9 +19,10 @@ from urllib.parse import quote
 
 from starlette.types import Receive, Scope, Send
 
-from meshauth.auth.authz import OVERRIDE_HEADERS, Authorizer
+from meshauth.auth.authz import Authorizer
 from meshauth.auth.gate import Gate, Verdict, join_cookies
 from meshauth.auth.metrics import count_gate_decision
+from meshauth.routes import OVERRIDE_HEADERS
 
 PREFIX = "/ext_authz"
 
