@@ -39,13 +39,35 @@ from typing import Final, Literal
 from meshauth.route_file import MAX_FILE_BYTES, Default, Route, RouteTableError, read_route_file, read_routes
 from meshauth.route_paths import NOT_CANONICAL, PathRefused, split_path
 
-__all__ = ["MAX_FILE_BYTES", "Route", "RouteMatch", "RouteTable", "RouteTableError", "load_routes", "parse_routes"]
+__all__ = [
+    "MAX_FILE_BYTES",
+    "OVERRIDE_HEADERS",
+    "REQUEST_OVERRIDE",
+    "Route",
+    "RouteMatch",
+    "RouteTable",
+    "RouteTableError",
+    "load_routes",
+    "parse_routes",
+]
 
 _MEMO_SIZE = 8192
 # Only targets this short are remembered: the memo is bounded by count, and at 8,192 entries of the
 # longest paths a request head may carry (~8 KiB each, plus the resource ids cut from them) it held
 # ~66 MiB per worker. Real routes are far shorter; longer targets are matched each time.
 _MEMO_TARGET_MAX = 512
+
+# Headers by which common upstream frameworks serve another method or path than the request line's:
+# Rack/Rails and Express ``method-override`` (X-HTTP-Method-Override), ASP.NET/OData (X-HTTP-Method),
+# X-Method-Override, Symfony and IIS URL rewriting (X-Original-URL, X-Rewrite-URL). The gate would
+# authorize ``GET /documents/d1`` (read) and such an upstream serve a DELETE, or another path. Like
+# the path spellings on which upstreams differ (``route_paths``), refused by the gate and by
+# ``meshauth.client.asgi`` (403 ``request_override``), whatever the route: one legitimate use (PATCH
+# tunnelled through POST) costs the caller a clear refusal, an ignored one an authorization bypass.
+OVERRIDE_HEADERS = frozenset(
+    {"x-http-method-override", "x-http-method", "x-method-override", "x-original-url", "x-rewrite-url"}
+)
+REQUEST_OVERRIDE = "request_override"
 
 Outcome = Literal["authorize", "allow", "deny"]
 

@@ -87,6 +87,17 @@ async def test_table_denials_and_default(guarded: httpx.AsyncClient) -> None:
     assert (r.status_code, r.headers["x-meshauth-reason"]) == (403, "path_not_canonical")
 
 
+async def test_override_headers_are_refused(guarded: httpx.AsyncClient) -> None:
+    """A method or URL override the app's own stack may obey (Rack, Express, Symfony) is 403, even on
+    a default-authenticated path: the check would be of one request and the app serve another."""
+    alice = {"x-user": "alice"}
+    for name, value in (("X-HTTP-Method-Override", "DELETE"), ("X-Original-URL", "/documents/d1")):
+        for path in ("/documents/d1", "/open"):
+            r = await guarded.get(path, headers={**alice, name: value})
+            assert (r.status_code, r.headers.get("x-meshauth-reason")) == (403, "request_override"), (name, path)
+    assert (await guarded.get("/documents/d1", headers={name: "DELETE"})).status_code == 401  # authn first
+
+
 async def test_policy_unavailable_is_503() -> None:
     async with PolicyClient([f"http://127.0.0.1:{free_port()}"], timeout=0.2) as client:
         app = PolicyMiddleware(APP, client=client, routes=ROUTES, subject=user_from_header)

@@ -36,15 +36,24 @@ class AuthAudit:
         self._template_bytes = 0
 
     def gate(
-        self, verdict_status: int, headers: tuple[tuple[str, str], ...], reason: str, transport: str, path: str
+        self,
+        verdict_status: int,
+        headers: tuple[tuple[str, str], ...],
+        reason: str,
+        transport: str,
+        path: str,
+        identity: tuple[str, str] | None = None,
     ) -> None:
-        """An ext_authz decision. Allowed verdicts carry the identity in their headers."""
+        """An ext_authz decision. Allowed verdicts carry the identity in their headers; a request
+        refused after authentication (authz mode), in ``identity``."""
         producer = self.producer
         if producer is None:
             return
         subject = client_id = ""
         if verdict_status == 200:
             subject, client_id = headers[0][1], headers[1][1]
+        elif identity is not None:
+            subject, client_id = identity
         # Everything but the id and the time repeats from check to check (one client, a few paths): the
         # event's encoding is kept per question and stamped when it leaves the buffer (``events.stamp``).
         question = (verdict_status, subject, client_id, reason, transport, path)

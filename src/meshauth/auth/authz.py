@@ -6,7 +6,8 @@ client exists. For an authenticated request (anything else keeps the gate's 401/
 - the route table (``meshauth.routes``) matches the method and the path after ``/ext_authz``;
 - ``default: authenticated`` for an unmatched path: 200 with the identity headers, as in authn mode;
 - a deny by the table (``no_route``, ``method_not_routed``, ``path_not_canonical``,
-  ``path_too_long``): 403 with ``x-meshauth-reason`` naming it;
+  ``path_too_long``): 403 with ``x-meshauth-reason`` naming it; so is a request carrying a method or
+  URL override header (``request_override``, :data:`OVERRIDE_HEADERS`), whatever its route;
 - a route: the policy service is asked (``meshauth.client.PolicyClient``, L1 and L2 on the service's
   Redis) whether the credential's subject may do the route's action on its resource. A genuine allow:
   200 with the identity headers; a deny: 403 ``policy_denied`` (``policy_invalid_request`` when the
@@ -41,7 +42,7 @@ from meshauth.client import (
 )
 from meshauth.config import Settings
 from meshauth.redis_client import RedisConn
-from meshauth.routes import RouteTable, load_routes
+from meshauth.routes import REQUEST_OVERRIDE, RouteTable, load_routes
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +58,17 @@ GATE_BATCH_WAIT = 0.005  # seconds a cold check may wait for a batch while anoth
 GATE_BREAKER = BreakerConfig(window=1.0, min_calls=20, count="checks")
 
 
-@functools.lru_cache(maxsize=64)
-def refused(status: int, reason: str, credential: str) -> Verdict:
-    """403 (denied) or 503 (no decision) with ``x-meshauth-reason``; a few fixed values, cached."""
+def refused(status: int, reason: str, allowed: Verdict) -> Verdict:
+    """403 (denied) or 503 (no decision) with ``x-meshauth-reason`` for the authenticated ``allowed``
+    verdict, whose identity it keeps for the audit event (never sent: Envoy would pass it downstream)."""
+    return _refused(status, reason, allowed.credential, allowed.headers[0][1], allowed.headers[1][1])
+
+
+@functools.lru_cache(maxsize=4096)  # a few reasons per identity; identities are few next to requests
+def _refused(status: int, reason: str, credential: str, subject: str, client_id: str) -> Verdict:
     headers = ((REASON_HEADER, reason),)
     raw = tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers)
-    return Verdict(status, headers, credential, reason, raw)
+    return Verdict(status, headers, credential, reason, raw, identity=(subject, client_id))
 
 
 def policy_client(settings: Settings, redis: RedisConn | None) -> PolicyClient:
@@ -94,10 +100,10 @@ def verdict_for(decision: Decision, allowed: Verdict) -> Verdict:
     if decision.decision:
         return allowed
     if decision.error is None:
-        return refused(403, POLICY_DENIED, allowed.credential)
+        return refused(403, POLICY_DENIED, allowed)
     if decision.error == REASON_INVALID_REQUEST:
-        return refused(403, POLICY_INVALID, allowed.credential)
-    return refused(503, POLICY_UNAVAILABLE, allowed.credential)
+        return refused(403, POLICY_INVALID, allowed)
+    return refused(503, POLICY_UNAVAILABLE, allowed)
 
 
 class Authorizer:
@@ -124,18 +130,23 @@ class Authorizer:
         await self._follower.stop()
         await self.client.aclose()
 
-    async def decide(self, verdict: Verdict, method: str, target: str, started: float) -> Verdict:
-        """``verdict``: the gate's authn answer; ``started``: the request's start, event-loop time."""
+    async def decide(
+        self, verdict: Verdict, method: str, target: str, started: float, *, overridden: bool = False
+    ) -> Verdict:
+        """``verdict``: the gate's authn answer; ``started``: the request's start, event-loop time;
+        ``overridden``: the request carries one of :data:`OVERRIDE_HEADERS`."""
         if not verdict.allowed:
             return verdict
+        if overridden:
+            return refused(403, REQUEST_OVERRIDE, verdict)
         route = self.table.match(method, target)
         if route.outcome == "allow":
             return verdict
         if route.outcome == "deny":
-            return refused(403, route.reason, verdict.credential)
+            return refused(403, route.reason, verdict)
         remaining = self.deadline - (asyncio.get_running_loop().time() - started)
         if remaining <= 0:
-            return refused(503, POLICY_UNAVAILABLE, verdict.credential)
+            return refused(503, POLICY_UNAVAILABLE, verdict)
         try:
             asked = self._questions.get(verdict, route)
             decision = self.client.cached(asked.question)
@@ -149,5 +160,5 @@ class Authorizer:
                 )
         except Exception:  # fail closed: no decision is not an allow
             log.exception("policy check failed")
-            return refused(503, POLICY_UNAVAILABLE, verdict.credential)
+            return refused(503, POLICY_UNAVAILABLE, verdict)
         return verdict_for(decision, verdict)

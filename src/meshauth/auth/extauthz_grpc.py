@@ -28,6 +28,7 @@ from meshauth.auth.metrics import GRPC_REQUEST_SECONDS, count_gate_decision
 from meshauth.config import Settings
 from meshauth.granian_server import grpc_connection_cap
 from meshauth.observability import trace
+from meshauth.routes import OVERRIDE_HEADERS
 
 MAX_MESSAGE_BYTES = 1 << 20
 CHECK_METHOD = "/envoy.service.auth.v3.Authorization/Check"
@@ -60,6 +61,15 @@ def _credentials(http: attribute_context_pb2.AttributeContext.HttpRequest) -> tu
             value = line.raw_value.decode("latin-1") if line.raw_value else line.value
             (authorizations if name == "authorization" else cookies).append(value)
     return authorizations, join_cookies(cookies)
+
+
+def _overridden(http: attribute_context_pb2.AttributeContext.HttpRequest) -> bool:
+    """Whether the checked request carries a method or URL override header (``routes.OVERRIDE_HEADERS``),
+    in either of Envoy's header forms."""
+    lines = http.header_map.headers
+    if lines:
+        return any(line.key.lower() in OVERRIDE_HEADERS for line in lines)
+    return any(name.lower() in OVERRIDE_HEADERS for name in http.headers)
 
 
 def _header_values(http: attribute_context_pb2.AttributeContext.HttpRequest) -> trace.HeaderValues:
@@ -119,7 +129,13 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
                 # a client gone by then does not stop it. A check cancelled before its verdict (the
                 # client went away while it waited) decided nothing and is not audited.
                 asyncio.get_running_loop().call_soon(
-                    self._gate.audit.gate, verdict.status, verdict.headers, verdict.reason, "grpc", http.path
+                    self._gate.audit.gate,
+                    verdict.status,
+                    verdict.headers,
+                    verdict.reason,
+                    "grpc",
+                    http.path,
+                    verdict.identity,
                 )
 
     async def _decide(self, request: external_auth_pb2.CheckRequest) -> Verdict:
@@ -130,7 +146,7 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
         if verdict is None:
             verdict = await self._gate.check(authorizations[0] if authorizations else None, cookie)
         if self._authz is not None:
-            verdict = await self._authz.decide(verdict, http.method, http.path, started)
+            verdict = await self._authz.decide(verdict, http.method, http.path, started, overridden=_overridden(http))
         count_gate_decision("grpc", verdict.credential, verdict.status)
         return verdict
 

@@ -22,12 +22,14 @@ from starlette.types import Receive, Scope, Send
 from meshauth.auth.authz import Authorizer
 from meshauth.auth.gate import Gate, Verdict, join_cookies
 from meshauth.auth.metrics import count_gate_decision
+from meshauth.routes import OVERRIDE_HEADERS
 
 PREFIX = "/ext_authz"
 
 _TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
 _BODIES = {200: b"", 401: b"unauthorized\n", 403: b"forbidden\n", 503: b"unavailable\n"}
 _RAW_PREFIX = PREFIX.encode()
+_OVERRIDES = frozenset(name.encode() for name in OVERRIDE_HEADERS)
 
 
 def is_ext_authz(path: str) -> bool:
@@ -61,7 +63,9 @@ class ExtAuthzHttp:
     async def _authorize(self, authz: Authorizer, scope: Scope, send: Send) -> None:
         started = asyncio.get_running_loop().time()
         verdict = await self._authenticate(scope)
-        await self._finish(await authz.decide(verdict, scope["method"], target(scope), started), scope, send)
+        overridden = any(name in _OVERRIDES for name, _ in scope["headers"])
+        decided = await authz.decide(verdict, scope["method"], target(scope), started, overridden=overridden)
+        await self._finish(decided, scope, send)
 
     async def _authenticate(self, scope: Scope) -> Verdict:
         authorizations: list[str] = []
@@ -83,7 +87,9 @@ class ExtAuthzHttp:
             await self._respond(send, verdict.status, verdict.encoded())
         finally:
             # After the answer is handed to the server: the audit event is not the caller's wait.
-            self._gate.audit.gate(verdict.status, verdict.headers, verdict.reason, "http", scope["path"])
+            self._gate.audit.gate(
+                verdict.status, verdict.headers, verdict.reason, "http", scope["path"], verdict.identity
+            )
 
     @staticmethod
     async def _respond(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:

@@ -43,6 +43,9 @@ class Verdict:
     reason: str = ""
     # The headers as the HTTP transport sends them, encoded once (allow verdicts are reused).
     raw: tuple[tuple[bytes, bytes], ...] = ()
+    # (subject, client id) of an authenticated request refused after authentication (authz mode): sent
+    # to no one, only audited — without it the audit trail said who was allowed, never who was denied.
+    identity: tuple[str, str] | None = None
 
     @property
     def allowed(self) -> bool:

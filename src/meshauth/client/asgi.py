@@ -20,10 +20,11 @@ Who asks — one of, required (there is no default, because guessing would be un
   the client (a client-credentials token), else ``User::<subject>``; context: ``scope`` (a list) and
   ``client_id``, as the gate sends them.
 
-Outcomes, as the gate: the route's policy allows → the app runs; a deny by the table or the policy →
-403 with ``x-meshauth-reason``; no decision (service down, slow past the client's deadline, breaker
-open) → 503 ``x-meshauth-reason: policy_unavailable``. Never an allow on error. WebSocket handshakes are
-checked as ``GET`` and refused by closing (1008 denied, 1013 unavailable). Lifespan events pass.
+Outcomes, as the gate: the route's policy allows → the app runs; a deny by the table or the policy,
+or a method or URL override header (``routes.OVERRIDE_HEADERS``) → 403 with ``x-meshauth-reason``;
+no decision (service down, slow past the client's deadline, breaker open) → 503
+``x-meshauth-reason: policy_unavailable``. Never an allow on error. WebSocket handshakes are checked
+as ``GET`` and refused by closing (1008 denied, 1013 unavailable). Lifespan events pass.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 # Only the package's public names: its internals are free to change under this module.
 from meshauth.client import REASON_INVALID_REQUEST, PolicyClient, Subject
-from meshauth.routes import RouteTable, load_routes
+from meshauth.routes import OVERRIDE_HEADERS, REQUEST_OVERRIDE, RouteTable, load_routes
 
 __all__ = ["Caller", "PolicyMiddleware", "caller_from_identity_headers"]
 
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 REASON_HEADER = b"x-meshauth-reason"
 SESSION_CLIENT_ID = "meshauth-session"  # the client id the gate gives session-based identities
 _IDENTITY = (b"x-meshauth-subject", b"x-meshauth-client-id", b"x-meshauth-scope")
+_OVERRIDES = frozenset(name.encode() for name in OVERRIDE_HEADERS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +124,8 @@ class PolicyMiddleware:
             caller = None
         if caller is None:  # authentication first, as the gate: 401 before any route is looked at
             return 401, "unauthenticated"
+        if any(name in _OVERRIDES for name, _ in scope.get("headers", ())):
+            return 403, REQUEST_OVERRIDE  # a method or URL override the app's stack may obey (routes.py)
         route = self.routes.match(method, target)
         if route.outcome == "deny":
             return 403, route.reason

@@ -13,12 +13,18 @@ import re
 from meshauth.policy.cedar import Uid
 
 STRING = r'"(?:[^"\\]|\\.)*"'
-WS = r"(?:\s|//[^\n]*)*"
+# Cedar ends a line comment at ``\n`` *or* ``\r`` (policies and schemas alike). Reading a lone ``\r`` as
+# inside the comment hid from these expressions code that Cedar compiles: ``permit(…) //\r; forbid(…)``
+# was one statement here and two policies in Cedar, so the scope index never evaluated the forbid.
+COMMENT = r"//[^\n\r]*"
+WS = rf"(?:\s|{COMMENT})*"
 IDENT = r"[_A-Za-z][_A-Za-z0-9]*"
 PATH = rf"{IDENT}(?:{WS}::{WS}{IDENT})*"
 UID = rf"{PATH}{WS}::{WS}{STRING}"
-# One statement: everything up to a ``;`` outside strings and comments.
-_STATEMENT = re.compile(r'(?:[^;"/]++|"(?:[^"\\]++|\\.)*+"|//[^\n]*+|/)*+;')
+# One statement: everything up to a ``;`` outside strings and comments — or a comment with no ``;``
+# after it (the text's last), matched so that no statement is searched for inside it: a trailing
+# ``//permit(…);`` is no policy to Cedar, and was one here.
+_STATEMENT = re.compile(r'(?P<statement>(?:[^;"/]++|"(?:[^"\\]++|\\.)*+"|//[^\n\r]*+|/)*+;)|//[^\n\r]*+')
 
 
 def _entity_constraint(var: str) -> str:
@@ -38,7 +44,7 @@ HEAD = re.compile(
     rf"resource{WS}{_entity_constraint('resource')}{WS}\)"
 )
 UID_PARTS = re.compile(rf"(?P<type>{PATH}){WS}::{WS}(?P<id>{STRING})")
-_LAYOUT = re.compile(r"\s+|//[^\n]*")
+_LAYOUT = re.compile(rf"\s+|{COMMENT}")
 
 
 class Unreadable(Exception):
@@ -65,4 +71,4 @@ def read_uid(text: str) -> Uid:
 
 def statements(text: str) -> list[str]:
     """The text of each statement, in Cedar's order (``policyN`` is the N-th)."""
-    return [m[0] for m in _STATEMENT.finditer(text)]
+    return [m["statement"] for m in _STATEMENT.finditer(text) if m["statement"] is not None]

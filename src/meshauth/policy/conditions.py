@@ -13,14 +13,14 @@ from dataclasses import dataclass
 import msgspec
 
 from meshauth.policy.cedar import Uid, policies_json
-from meshauth.policy.cedar_syntax import HEAD, IDENT, STRING, UID, WS, Unreadable, read_uid, statements
+from meshauth.policy.cedar_syntax import COMMENT, HEAD, IDENT, STRING, UID, WS, Unreadable, read_uid, statements
 from meshauth.policy.entity_record import entity_refs
 
-_LITERAL = re.compile(rf"(?P<uid>\b{UID})|{STRING}|//[^\n]*")
+_LITERAL = re.compile(rf"(?P<uid>\b{UID})|{STRING}|{COMMENT}")
 # Attribute access (``.a`` not followed by a call), tag access (``.getTag(``, ``.hasTag(``), ``has``
 # and ``[`` (indexing, or a set literal: counted too — an upper bound is all the loader needs).
 _ACCESS = re.compile(
-    rf"{STRING}|//[^\n]*|(?P<access>\.{WS}(?:getTag|hasTag){WS}\(|\.{WS}{IDENT}+(?!{WS}\()|\bhas\b|\[)"
+    rf"{STRING}|{COMMENT}|(?P<access>\.{WS}(?:getTag|hasTag){WS}\(|\.{WS}{IDENT}+(?!{WS}\()|\bhas\b|\[)"
 )
 
 

@@ -33,7 +33,7 @@ def _type_problem(value: str) -> str | None:
     for part in value.split("::"):
         if part in _RESERVED:
             return f"{value!r} uses the reserved word {part!r}"
-        if "__cedar" in part:
+        if part == "__cedar":  # Cedar reserves this component exactly (`x__cedar`, `__cedarx` are names)
             return f"{value!r} uses the reserved name '__cedar'"
     return None
 

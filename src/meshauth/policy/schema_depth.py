@@ -27,7 +27,7 @@ import msgspec
 _CEDAR_TOKEN = re.compile(
     r"""
     (?P<ws>\s+)
-  | (?P<comment>//[^\n]*)
+  | (?P<comment>//[^\n\r]*)
   | (?P<string>"(?:[^"\\]|\\.)*"?)
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\s*::\s*[A-Za-z_][A-Za-z0-9_]*)*)
   | (?P<op>.)

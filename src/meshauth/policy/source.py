@@ -19,7 +19,7 @@ from meshauth.policy.cedar import PolicySet
 _TOKEN = re.compile(
     r"""
     (?P<ws>\s+)
-  | (?P<comment>//[^\n]*)
+  | (?P<comment>//[^\n\r]*)
   | (?P<string>"(?:[^"\\]|\\.)*"?)
   | (?P<word>[A-Za-z_][A-Za-z0-9_]*)
   | (?P<number>\d+)

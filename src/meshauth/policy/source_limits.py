@@ -132,7 +132,7 @@ def _located(text: str, limits: Limits) -> list[SourceError]:
 _GUARDED = re.compile(
     r"""
     "(?:[^"\\]|\\.)*"?
-  | //[^\n]*
+  | //[^\n\r]*
   | ((?:in|has|like|is|if)\b|&&|\|\||[=!<>]=|[^\sA-Za-z0-9_"])
   | [A-Za-z_][A-Za-z0-9_]*
   | \d+
