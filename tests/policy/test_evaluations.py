@@ -217,6 +217,13 @@ async def test_a_scope_only_store_is_answered_without_the_engine(make_app) -> No
         out = (await batch(client, plain))["evaluations"]
         assert [(e["decision"], e["context"]["policies"]) for e in out] == [(False, ["no-mallory"])]
         assert evaluator.engine_calls == before
+        # The gate's context (``auth.authz``): scope as a list of tokens, and the client id.
+        gate = {"scope": ["openid", "documents:read"], "client_id": "c1"}
+        gates = {**body, "evaluations": [{**items[0], "context": gate}, {**items[1], "context": gate}]}
+        out = (await batch(client, gates))["evaluations"]
+        expected = [(True, ["view-all"]), (False, ["no-mallory"])]
+        assert [(e["decision"], e["context"]["policies"]) for e in out] == expected
+        assert evaluator.engine_calls == before
         floats = {**body, "evaluations": [{**items[0], "context": {"ratio": 0.5}}, items[1]]}
         out = (await batch(client, floats))["evaluations"]
         assert out[0]["decision"] is False

@@ -69,6 +69,22 @@ context_value = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),
     st.none(),
     st.lists(st.integers(min_value=0, max_value=3), max_size=2),
+    # Lists as the gate sends ``scope``, mixed, nested, and with what Cedar refuses inside.
+    st.lists(st.text(max_size=3), max_size=3),
+    st.lists(
+        st.one_of(
+            st.text(max_size=2),
+            st.booleans(),
+            st.integers(min_value=-(2**64), max_value=2**64),
+            st.floats(allow_nan=False, allow_infinity=False),
+            st.none(),
+            st.lists(st.text(max_size=2), max_size=2),
+            st.just({"a": 1}),
+            st.just({"__extn": {"fn": "ip", "arg": "bad"}}),
+            st.just({"__entity": {"type": "User", "id": "a"}}),
+        ),
+        max_size=3,
+    ),
     st.just({"__extn": {"fn": "ip", "arg": "bad"}}),
     st.just({"__entity": {"type": "User", "id": "a"}}),
 )

