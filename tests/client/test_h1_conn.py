@@ -70,4 +70,3 @@ async def test_a_bad_header_is_a_transport_error_naming_it(headers: dict[str, st
         await t.post("http://127.0.0.1:9/x", b"", headers, timeout=1)
     assert not t.connections  # refused before connecting
     await t.aclose()
-
