@@ -63,24 +63,40 @@ class Target:
         path = (split.path or "/") + (f"?{split.query}" if split.query else "")
         if not _TARGET.fullmatch(path) or not _TARGET.fullmatch("/" + split.netloc):
             raise TransportError(f"the URL is not visible ASCII without spaces (percent-encode it): {url[:200]!r}")
-        self.key = (split.hostname, port or 80)
+        self.key = (split.hostname, 80 if port is None else port)
         self.prefix = f"POST {path} HTTP/1.1\r\nHost: {split.netloc}\r\n".encode("ascii")
 
 
 def head(target: Target, headers: Mapping[str, str], length: int) -> list[bytes]:
     """The request head as parts to join (``prefix``, one line per header, ``Content-Length``)."""
     parts = [target.prefix]
-    for name, value in headers.items():
-        if not _TOKEN.fullmatch(name) or name.lower() in _OWN:
-            raise TransportError(f"header name {name[:100]!r} is not one this transport can send")
-        if _BAD_VALUE.search(value):
-            raise TransportError(f"header {name!r} holds a line break or another control character")
-        try:
-            parts.append(f"{name}: {value}\r\n".encode("latin-1"))
-        except UnicodeEncodeError:
-            raise TransportError(f"header {name!r} holds characters outside latin-1 (encode it first)") from None
+    for item in headers.items():
+        line = _lines.get(item)
+        if line is None:
+            line = _line(*item)
+            if len(_lines) >= _LINES:
+                _lines.clear()
+            _lines[item] = line
+        parts.append(line)
     parts.append(b"Content-Length: %d\r\n\r\n" % length)
     return parts
+
+
+# Checked and encoded header lines: a client sends the same few (content type, token) on every call,
+# and checking each again cost ~0.5 µs a header (1.2 -> 2.8 µs a head with a trace header, loaded machine).
+_LINES = 256
+_lines: dict[tuple[str, str], bytes] = {}
+
+
+def _line(name: str, value: str) -> bytes:
+    if not _TOKEN.fullmatch(name) or name.lower() in _OWN:
+        raise TransportError(f"header name {name[:100]!r} is not one this transport can send")
+    if _BAD_VALUE.search(value):
+        raise TransportError(f"header {name!r} holds a line break or another control character")
+    try:
+        return f"{name}: {value}\r\n".encode("latin-1")
+    except UnicodeEncodeError:
+        raise TransportError(f"header {name!r} holds characters outside latin-1 (encode it first)") from None
 
 
 class Conn(asyncio.Protocol):
