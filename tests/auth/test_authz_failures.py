@@ -84,6 +84,27 @@ async def test_policy_service_sigstop_under_load(tmp_path: Path, valkey_url: str
         assert load.outcomes[-1].status == 200, load.outcomes[-1]
 
 
+@pytest.mark.parametrize("transport", ["h1", "aiohttp"])
+async def test_the_gate_stops_with_checks_in_flight_to_a_stopped_policy_service(
+    tmp_path: Path, valkey_url: str, redis: Redis, transport: str
+) -> None:
+    """SIGTERM while checks wait on a SIGSTOPped policy service (its connections open, nothing
+    answered): the gate still exits (``serve`` waits 10 s for it, then fails the test). The gate did
+    not, once, on branch cold2 — the cause was its main process's final collection, not the transport
+    (tests/test_granian_server.py); this holds the whole shutdown path, client and transport included."""
+    with policy_process(tmp_path / "pdp") as pdp:
+        with served_gate(tmp_path / "gate", valkey_url, pdp.url, MESHAUTH_POLICY_TRANSPORT=transport) as gate:
+            load = Load(gate, await asyncio.to_thread(client_token, gate))
+            await warm(load)
+            pdp.signal(signal.SIGSTOP)
+            running = asyncio.create_task(load.run(("uncached", "hot"), workers=8))
+            await wait_for(lambda: len(load.outcomes) >= 16, timeout=5.0)
+        load.stop()
+        await asyncio.gather(running, return_exceptions=True)  # calls to the gone gate fail: expected
+        pdp.signal(signal.SIGCONT)
+    assert any((o.status, o.reason) == (503, "policy_unavailable") for o in load.outcomes if o.kind == "uncached")
+
+
 async def test_policy_service_killed_and_restarted(tmp_path: Path, valkey_url: str, redis: Redis) -> None:
     """SIGKILL: same guarantees (503 fast, never an allow by error); restarted on its port, decisions resume."""
     with policy_process(tmp_path / "pdp") as pdp, served_gate(tmp_path / "gate", valkey_url, pdp.url) as gate:
