@@ -70,3 +70,12 @@ async def test_a_bad_header_is_a_transport_error_naming_it(headers: dict[str, st
         await t.post("http://127.0.0.1:9/x", b"", headers, timeout=1)
     assert not t.connections  # refused before connecting
     await t.aclose()
+
+
+@pytest.mark.parametrize("timeout", [0.0, -1.0, float("nan")])
+async def test_no_time_left_is_a_timeout_before_connecting(timeout: float) -> None:
+    t = H1Transport()
+    with pytest.raises(TimeoutError):
+        await t.post("http://127.0.0.1:9/x", b"", {}, timeout=timeout)
+    assert not t.connections
+    await t.aclose()

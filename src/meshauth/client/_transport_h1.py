@@ -57,6 +57,8 @@ class H1Transport:
     async def post(self, url: str, body: bytes, headers: Mapping[str, str], *, timeout: float) -> Response:  # noqa: ASYNC109 - see Transport
         if self._closed:
             raise TransportError("the transport is closed")
+        if not timeout > 0:  # spent (or NaN, which no timer would ever fire at)
+            raise TimeoutError("no time left for the call")
         target = self._targets.get(url)
         if target is None:
             if len(self._targets) >= _TARGETS:
