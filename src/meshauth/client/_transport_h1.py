@@ -6,8 +6,9 @@ Why own, not aiohttp: a cold gate makes one call per ~3-4 checks, and aiohttp's 
 (request and response objects, a writer, a payload, a stream reader, a timer context) was the largest
 single block of the gate's per-call CPU. This one does per call one ``write`` of the request head and
 body, the parser's callbacks, one future and one timer: client CPU per call 95 µs against aiohttp's
-227 µs at 1 in flight, 44 against 107 µs at 32 in flight; the gate's CPU per cold request −17 %
-with this stop's two other cuts (docs/performance.md, "Stop 19, branch ``cold2``").
+227 µs at 1 in flight, 44 against 107 µs at 32 in flight; the gate's CPU per cold request 9-23 %
+below aiohttp's in the same benchmark run (docs/performance.md, "Stop 19, branch ``cold2``" and
+"Stop 20, branch ``h1``").
 
 The :class:`~meshauth.client._transport.Transport` contract, as aiohttp's: returns within ``timeout``
 or raises ``TimeoutError``; any other failure is a ``TransportError`` — refused or reset, closed before
@@ -17,6 +18,9 @@ responses), a malformed response (garbage status line, bad chunking), a response
 server sent unasked. A failed or abandoned call's connection is closed, never reused. Pool: at most
 ``PoolConfig.connections`` open connections per transport (further calls wait for one, within their
 deadline), idle ones reused last-in first-out and dropped after ``PoolConfig.keepalive`` seconds.
+What a caller hands in is checked before a byte is written (``_h1_conn.py``). ``aclose`` fails every
+call in flight at once — waiting for a slot, connecting, or waiting for its answer — and returns
+within ``CLOSE_WAIT`` seconds whatever the peers do (a shutdown must not wait on a stopped service).
 """
 
 from __future__ import annotations
