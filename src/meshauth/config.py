@@ -109,9 +109,8 @@ class Settings(BatchingSettings, MonitoringSettings, BusSettings, BaseSettings):
     # check's whole budget (s); past it the gate answers 503 policy_unavailable. policy_decision_token:
     # sent as a bearer token to a protected decision API (unset: the first of decision_api_tokens, if any).
     # policy_l2_enabled: the decision cache's second level in Redis (off: in-process L1 only; to measure it).
-    # policy_cache_*: how long allows / denies are cached (s) and L1's entries. Keys carry the policy
-    # revision and entity version, so a change is seen at once; the TTL bounds what a change the
-    # service could not announce (Redis down) may serve. Longer TTLs raise the hit rate (docs/performance.md).
+    # policy_cache_*: allow / deny TTLs (s; they bound what an unannounced change may serve) and L1's entries.
+    # policy_transport: the client's HTTP/1.1 pool, own (h1) or aiohttp (client/README.md "Transports").
     policy_urls: tuple[str, ...] = ()
     routes_file: Annotated[Path | None, AfterValidator(routes_file_checked)] = None
     policy_store: str = Field(default="default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -121,6 +120,7 @@ class Settings(BatchingSettings, MonitoringSettings, BusSettings, BaseSettings):
     policy_cache_ttl: float = Field(default=5.0, gt=0, le=86_400)
     policy_cache_deny_ttl: float = Field(default=1.0, gt=0, le=86_400)
     policy_cache_l1_size: int = Field(default=10_000, ge=1, le=10_000_000)
+    policy_transport: Literal["h1", "aiohttp"] = "h1"
 
     @model_validator(mode="before")
     @classmethod

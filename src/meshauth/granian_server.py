@@ -55,6 +55,7 @@ The gRPC ext_authz listener (grpc.aio, C core) has its own limits: ``auth.extaut
 from __future__ import annotations
 
 import atexit
+import gc
 import importlib
 import logging
 import os
@@ -165,6 +166,10 @@ def serve(
         _server(factory, host, port, workers, interface, settings, permits).serve()
     finally:
         multiprocess.remove_dir(metrics_dir, settings.metrics_dir)
+        # The process ends next, and its final full collection scanned every object the imports made to
+        # free memory the exit frees anyway: 0.37-0.51 CPU-s, 8.5 s wall at load average 11 (a gate not
+        # gone 10 s after SIGTERM in tests). Frozen, the collection skips them: 0.04 CPU-s, 0.12 s.
+        gc.freeze()
 
 
 def _server(

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 from redis.asyncio import Redis
 
 from meshauth.client import State, announce
@@ -83,6 +84,27 @@ async def test_policy_service_sigstop_under_load(tmp_path: Path, valkey_url: str
         assert load.outcomes[-1].status == 200, load.outcomes[-1]
 
 
+@pytest.mark.parametrize("transport", ["h1", "aiohttp"])
+async def test_the_gate_stops_with_checks_in_flight_to_a_stopped_policy_service(
+    tmp_path: Path, valkey_url: str, redis: Redis, transport: str
+) -> None:
+    """SIGTERM while checks wait on a SIGSTOPped policy service (its connections open, nothing
+    answered): the gate still exits (``serve`` waits 10 s for it, then fails the test). The gate did
+    not, once, on branch cold2 — the cause was its main process's final collection, not the transport
+    (tests/test_granian_server.py); this holds the whole shutdown path, client and transport included."""
+    with policy_process(tmp_path / "pdp") as pdp:
+        with served_gate(tmp_path / "gate", valkey_url, pdp.url, MESHAUTH_POLICY_TRANSPORT=transport) as gate:
+            load = Load(gate, await asyncio.to_thread(client_token, gate))
+            await warm(load)
+            pdp.signal(signal.SIGSTOP)
+            running = asyncio.create_task(load.run(("uncached", "hot"), workers=8))
+            await wait_for(lambda: len(load.outcomes) >= 16, timeout=5.0)
+        load.stop()
+        await asyncio.gather(running, return_exceptions=True)  # calls to the gone gate fail: expected
+        pdp.signal(signal.SIGCONT)
+    assert any((o.status, o.reason) == (503, "policy_unavailable") for o in load.outcomes if o.kind == "uncached")
+
+
 async def test_policy_service_killed_and_restarted(tmp_path: Path, valkey_url: str, redis: Redis) -> None:
     """SIGKILL: same guarantees (503 fast, never an allow by error); restarted on its port, decisions resume."""
     with policy_process(tmp_path / "pdp") as pdp, served_gate(tmp_path / "gate", valkey_url, pdp.url) as gate:
@@ -112,23 +134,29 @@ async def test_policy_service_killed_and_restarted(tmp_path: Path, valkey_url: s
         assert any(o.kind == "secret" and o.status == 403 and o.reason == "policy_denied" for o in load.outcomes)
 
 
-async def test_slow_policy_service_never_exceeds_the_deadline(tmp_path: Path, valkey_url: str, redis: Redis) -> None:
+@pytest.mark.parametrize("transport", ["h1", "aiohttp"])
+async def test_slow_policy_service_never_exceeds_the_deadline(
+    tmp_path: Path, valkey_url: str, redis: Redis, transport: str
+) -> None:
     """A policy service that accepts and reads but answers only after 2 s: every check is 503
-    policy_unavailable at the deadline, none waits for the answer."""
+    policy_unavailable at the deadline, none waits for the answer — over either of the client's transports."""
 
     writers: set[asyncio.StreamWriter] = set()
+    heads: list[bytes] = []
 
     async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writers.add(writer)
         with contextlib.suppress(OSError):
-            while await reader.read(65536):
+            while got := await reader.read(65536):
+                if got.startswith(b"POST "):  # a request's head (its body may come in another read)
+                    heads.append(got.partition(b"\r\n\r\n")[0].lower())
                 await asyncio.sleep(2.0)
                 writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
 
     server = await asyncio.start_server(slow, "127.0.0.1", 0)
     url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
     try:
-        with served_gate(tmp_path / "gate", valkey_url, url) as gate:
+        with served_gate(tmp_path / "gate", valkey_url, url, MESHAUTH_POLICY_TRANSPORT=transport) as gate:
             load = Load(gate, await asyncio.to_thread(client_token, gate))
             running = asyncio.create_task(load.run(("uncached", "hot", "secret"), workers=8))
             await asyncio.sleep(2.0)
@@ -142,6 +170,8 @@ async def test_slow_policy_service_never_exceeds_the_deadline(tmp_path: Path, va
     assert load.outcomes
     assert all((o.status, o.reason) == (503, "policy_unavailable") for o in load.outcomes)
     assert max(o.seconds for o in load.outcomes) <= ANSWER_BOUND, max(o.seconds for o in load.outcomes)
+    # The setting reached the gate's client: aiohttp adds "Accept: */*", H1Transport sends only the client's headers.
+    assert heads and {b"\r\naccept: */*" in h for h in heads} == {transport == "aiohttp"}
 
 
 async def test_redis_restart(tmp_path: Path) -> None:

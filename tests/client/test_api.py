@@ -108,3 +108,10 @@ def test_client_refuses_bad_arguments(kwargs: dict[str, object]) -> None:
     urls = args.pop("urls")
     with pytest.raises(ValueError, match=r"must|not"):
         PolicyClient(urls, **args)  # type: ignore[arg-type]
+
+
+def test_the_client_refuses_credentials_in_a_url() -> None:
+    """aiohttp would send them as Basic (which the decision API does not take), H1Transport not at
+    all: refused at construction, pointing at ``token=``."""
+    with pytest.raises(ValueError, match=r"credentials.*token="):
+        PolicyClient(["http://svc:secret@policy:8090"])

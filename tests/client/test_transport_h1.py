@@ -23,7 +23,7 @@ from meshauth.client import (
     PoolConfig,
     TransportError,
 )
-from meshauth.client._transport_h1 import HEAD_LIMIT, default_transport
+from meshauth.client._transport_h1 import CLOSE_WAIT, HEAD_LIMIT, default_transport
 from tests.client.served import DECISION_TOKEN, policy_server, push
 
 POLICY = """
@@ -71,10 +71,13 @@ async def test_decisions_equal_those_over_aiohttp(server: str) -> None:
     assert [d.decision for d in singles] == [d.decision for d in want]
 
 
-def test_the_default_is_aiohttp_and_h1_is_opt_in() -> None:
-    """aiohttp until the gate's failures under load with H1Transport are explained (default_transport)."""
-    assert isinstance(default_transport(["http://a:1", "http://b:2"], None), AiohttpTransport)
+def test_the_default_is_h1_for_http_urls_and_aiohttp_when_asked_or_for_https() -> None:
+    assert isinstance(default_transport(["http://a:1", "http://b:2"], None), H1Transport)
+    assert isinstance(default_transport(["http://a:1"], PoolConfig(connections=2)), H1Transport)
+    assert isinstance(default_transport(["http://a:1"], PoolConfig(transport="aiohttp")), AiohttpTransport)
     assert isinstance(default_transport(["http://a:1", "https://b:2"], None), AiohttpTransport)
+    with pytest.raises(ValueError, match="transport"):
+        PoolConfig(transport="h2")  # type: ignore[arg-type]
 
 
 async def read_request(reader: asyncio.StreamReader) -> bytes:
@@ -420,6 +423,8 @@ def test_the_same_under_uvloop() -> None:
         await test_a_cancelled_call_and_aclose_leave_nothing_open()
         await test_refused_and_bad_headers_are_transport_errors()
         await test_a_connection_answered_before_its_request_was_sent_is_not_reused()
+        await test_aclose_ends_a_connect_in_progress_at_once()
+        await test_aclose_ends_calls_waiting_for_an_answer_a_slot_or_a_full_write_buffer_at_once()
 
     uvloop.run(all_of_them())
 
@@ -455,3 +460,49 @@ async def test_a_connection_answered_before_its_request_was_sent_is_not_reused()
         assert await post(t, url) == (200, b"ok")
         assert seen[0] == 2
         await t.aclose()
+
+
+async def test_aclose_ends_a_connect_in_progress_at_once() -> None:
+    """A connect the peer never answers (a stopped or starved service) held ``aclose`` and its call
+    until the call's deadline; the gate's shutdown waits for ``aclose``. Now both end at once."""
+    with unanswered_syn() as url:
+        t = H1Transport()
+        call = asyncio.ensure_future(post(t, url, timeout=30))
+        await asyncio.sleep(0)  # one loop turn: the call runs to its connect
+        assert t.connections == 1
+        started = asyncio.get_running_loop().time()
+        async with asyncio.timeout(CLOSE_WAIT + 1):
+            await t.aclose()
+            with pytest.raises(TransportError, match="closed"):
+                await call
+        assert asyncio.get_running_loop().time() - started < CLOSE_WAIT
+        assert not t.connections
+
+
+async def test_aclose_ends_calls_waiting_for_an_answer_a_slot_or_a_full_write_buffer_at_once() -> None:
+    """A server that neither answers nor reads (SIGSTOPped, half-open): one call waits for its answer
+    with a body the kernel cannot take, another for the pool's only other slot; ``aclose`` fails both
+    at once and drops what was unsent."""
+    never = asyncio.Event()
+    asked = asyncio.Queue[None]()
+
+    async def stuck(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        asked.put_nowait(None)
+        await never.wait()  # reads no more
+
+    async with scripted(stuck) as (url, _):
+        t = H1Transport(PoolConfig(connections=1))
+        big = asyncio.ensure_future(t.post(url, b"x" * (64 << 20), {}, timeout=30))
+        await asked.get()
+        waiting = asyncio.ensure_future(post(t, url, timeout=30))
+        for _ in range(3):  # no I/O on its way to the wait for the slot: a few loop turns
+            await asyncio.sleep(0)
+        assert not waiting.done()
+        async with asyncio.timeout(1):
+            await t.aclose()
+            for call in (big, waiting):
+                with pytest.raises(TransportError, match="closed"):
+                    await call
+        assert not t.connections
+    never.set()

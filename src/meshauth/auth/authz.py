@@ -37,6 +37,7 @@ from meshauth.client import (
     CacheConfig,
     Decision,
     PolicyClient,
+    PoolConfig,
     StateFollower,
     WarmConfig,
 )
@@ -87,6 +88,7 @@ def policy_client(settings: Settings, redis: RedisConn | None) -> PolicyClient:
             l2_prefix=f"{settings.redis_prefix}decision:",
         ),
         warming=WarmConfig(state_prefix=settings.redis_prefix),
+        pool=PoolConfig(transport=settings.policy_transport),
         # While a batch is out, further cold checks wait up to 5 ms (the client's default: 2) so they
         # share fewer, larger calls: 13-19 % less gate CPU per cold check under load (docs/performance.md,
         # issue 10). Fewer calls would slow a breaker that counts calls (a stopped policy service fails

@@ -6,7 +6,8 @@ the load generator (wrk, paced) to core 1. Measured in one run, in this order: t
 in authn mode, the gate in authz mode **warm** (one path, so every decision is an L1 hit after the
 first) and **cold** (every request a path never asked before: an L1 and L2 miss and a call to the
 policy service, batched with whatever else is in flight), and cold again with L2 off
-(``MESHAUTH_POLICY_L2_ENABLED=false``) to show what the Redis level costs when it cannot help. The
+(``MESHAUTH_POLICY_L2_ENABLED=false``) to show what the Redis level costs when it cannot help, and
+cold over aiohttp (``MESHAUTH_POLICY_TRANSPORT=aiohttp``; the default is the own ``H1Transport``). The
 policy allows every request, so every answer must be a 200: any other status counts as an error.
 
 Last, a separately labelled **split placement** (``authz_cold_split``): the same cold load with the
@@ -155,6 +156,11 @@ def run(*, rate: int = 3000, seconds: int = 10, connections: int = 30) -> dict[s
                 # Where cold checks fit on the shared core: the same load at a third of the rate.
                 third = {**runs, "rate": rate // 3, "connections": max(1, connections // 3)}
                 results["authz_cold_third"] = _runs(base + "/", headers=headers, distinct=True, procs=procs, **third)
+            # The policy client's other transport (aiohttp; the default is H1Transport): the same cold load.
+            aio = {**authz_env, "MESHAUTH_POLICY_TRANSPORT": "aiohttp"}
+            with running(serve_auth, aio, f"{base}/healthz") as gate:
+                procs = {**procs, "gate": gate.pid}
+                results["authz_cold_aiohttp"] = _runs(base + "/", headers=headers, distinct=True, procs=procs, **runs)
             # What L2 costs when it cannot help: the same cold load with the Redis level off.
             no_l2 = {**authz_env, "MESHAUTH_POLICY_L2_ENABLED": "false"}
             with running(serve_auth, no_l2, f"{base}/healthz") as gate:
@@ -174,7 +180,8 @@ def run(*, rate: int = 3000, seconds: int = 10, connections: int = 30) -> dict[s
     return results
 
 
-CASES = ("floor", "authn", "authz_warm", "authz_cold", "authz_cold_no_l2", "authz_cold_third", "authz_cold_split")
+CASES = ("floor", "authn", "authz_warm", "authz_cold", "authz_cold_third", "authz_cold_aiohttp", "authz_cold_no_l2",
+         "authz_cold_split")  # fmt: skip
 
 
 def report(r: dict[str, Any]) -> str:

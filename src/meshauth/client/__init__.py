@@ -4,6 +4,7 @@ Layout: ``_client.py`` holds :class:`PolicyClient` (the check path: L1 → singl
 batcher → call); beside it one private module per mechanism — ``_call.py`` (one call: breaker,
 endpoint, transport, retries), ``_endpoints.py`` (power of two choices, ejection), ``_answers.py``
 (responses → decisions), ``_transport.py`` (the transport interface and the aiohttp pool),
+``_transport_h1.py`` and ``_h1_conn.py`` (the own HTTP/1.1 pool, the default for http:// URLs),
 ``_breaker.py``, ``_retry.py`` (retry budget), ``_request.py`` (a check's arguments), ``_keys.py``
 (canonical cache keys), ``_cache.py`` (L1, L2), ``_stored.py`` (both levels and the fallback),
 ``_tracking.py`` (the state answered at), ``_hot.py`` and ``_warming.py`` (hotness, warming),

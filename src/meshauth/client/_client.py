@@ -65,7 +65,7 @@ class PolicyClient:
     ``Authorization: Bearer`` for a protected decision API; ``timeout``: a check's default deadline
     (seconds). Every other keyword configures one feature, and ``None`` switches it off. ``redis``
     enables L2 (with ``cache`` on) and shares hotness for warming. ``transport`` replaces the default
-    (aiohttp; ``H1Transport`` is opt-in for http:// URLs); ``clock`` drives the breaker and the
+    (``H1Transport`` for http:// URLs, else aiohttp: ``PoolConfig.transport``); ``clock`` drives the breaker and the
     endpoints (ejection, latency), ``wall_clock`` expiry."""
 
     def __init__(

@@ -1,5 +1,6 @@
-"""Transports: one small interface (:class:`Transport`) and the default, aiohttp over HTTP/1.1
-keep-alive (the fastest Python client measured here, FIELD-NOTES "Python HTTP clients").
+"""Transports: one small interface (:class:`Transport`) and aiohttp over HTTP/1.1 keep-alive (the
+fastest Python client measured in FIELD-NOTES "Python HTTP clients"; the default for ``https://``
+URLs and with ``PoolConfig(transport="aiohttp")`` — for ``http://`` the own ``H1Transport`` is).
 
 A transport moves bytes and nothing else: no retries, no decoding, no breaker. It must return within
 ``timeout`` seconds or raise ``TimeoutError``; any other failure is a :class:`TransportError`.
