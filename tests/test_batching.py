@@ -173,29 +173,3 @@ def test_bad_settings_are_refused(max_batch: int, max_wait: float) -> None:
 
     with pytest.raises(ValueError, match="must"):
         Batcher(flush, max_batch=max_batch, max_wait=max_wait)
-
-
-async def test_a_held_batch_waits_for_its_timer_or_its_release() -> None:
-    """``hold``: with more items known to be coming, an idle batch waits (``max_wait`` at most) instead
-    of going on the next turn; ``release`` sends it on the next turn, the timer if nothing does."""
-    rec = Recorder()
-    timer = FakeTimer()
-    coming = [True]
-    b: Batcher[int, int] = Batcher(rec, max_batch=64, max_wait=0.005, call_later=timer, hold=lambda: coming[0])
-    first = asyncio.ensure_future(b.submit(1))
-    await settle()
-    assert rec.batches == [] and [delay for delay, _fn, _c in timer.calls] == [0.005]
-    second = asyncio.ensure_future(b.submit(2))
-    b.release()  # the last one it waited for
-    assert await first == 10 and await second == 20
-    assert rec.batches == [[1, 2]] and timer.calls[0][2] == [True]  # the timer was cancelled
-    late = asyncio.ensure_future(b.submit(3))
-    await settle()
-    assert not late.done()
-    timer.fire()  # nobody came: the timer sends it
-    assert await late == 30
-    assert rec.batches == [[1, 2], [3]]
-    coming[0] = False
-    b.release()  # not holding: nothing happens
-    assert await b.submit(4) == 40  # nothing coming: the next turn, as without ``hold``
-    assert len(timer.calls) == 2

@@ -11,8 +11,6 @@ When a batch goes out (the three flush triggers):
   still joins, but a lone call waits for nothing: batching adds no latency at low load;
 - **time**: a flush is in flight (the service is busy with our last batch) → wait at most
   ``max_wait`` for more items. Under load batches grow by themselves while the previous one is out.
-  Also when the owner says more items are on their way (``hold``: e.g. requests whose bodies are
-  still being read) → wait at most ``max_wait``, or until the owner calls ``release``.
 
 Results: ``flush`` returns one entry per item, in order; an entry that is an exception fails only
 that item's caller. An exception raised by ``flush`` itself, or a result list of the wrong length,
@@ -55,7 +53,6 @@ class Batcher(Generic[T, R]):
         max_batch: int = 64,
         max_wait: float = 0.002,
         call_later: CallLater | None = None,
-        hold: Callable[[], bool] | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
@@ -65,10 +62,6 @@ class Batcher(Generic[T, R]):
         self._max_batch = max_batch
         self._max_wait = max_wait
         self._call_later = call_later
-        # Asked before an idle flush is scheduled for the next turn: True means more items are known
-        # to be coming, so wait for them (``max_wait`` at most, or until ``release``).
-        self._hold = hold
-        self._holding = False
         self._items: list[T] = []
         self._futures: list[asyncio.Future[R]] = []
         # Pending items are waiting for exactly one scheduled trigger (next turn or timer), or none.
@@ -99,31 +92,13 @@ class Batcher(Generic[T, R]):
             self._go()
         elif self._scheduled is None:
             if self._in_flight == 0:
-                self._idle(loop)
+                self._scheduled = loop.call_soon(self._go)
             else:
                 later = self._call_later or loop.call_later
                 self._scheduled = later(self._max_wait, self._go)
         return await future
 
-    def _idle(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Schedule the idle flush: the next turn, or held (``hold``) for ``max_wait`` at most."""
-        if self._hold is None or not self._hold():
-            self._scheduled = loop.call_soon(self._go)
-        else:
-            self._holding = True
-            later = self._call_later or loop.call_later
-            self._scheduled = later(self._max_wait, self._go)
-
-    def release(self) -> None:
-        """The items ``hold`` waited for have come (or will not): a held batch goes out on the next
-        turn instead of at its timer. Does nothing unless a batch is being held."""
-        if self._holding and self._scheduled is not None:
-            self._scheduled.cancel()
-            self._holding = False
-            self._scheduled = asyncio.get_running_loop().call_soon(self._go)
-
     def _go(self) -> None:
-        self._holding = False
         if self._scheduled is not None:
             self._scheduled.cancel()
             self._scheduled = None
@@ -151,15 +126,9 @@ class Batcher(Generic[T, R]):
         finally:
             self._in_flight -= 1
             # Items that queued behind this batch now go out at once (we are idle again, or the
-            # timer would only have delayed them further). With ``hold``, as an idle flush: those
-            # still coming (the rest of the turn, or those ``hold`` knows of) join them.
+            # timer would only have delayed them further).
             if self._items and self._in_flight == 0:
-                if self._hold is None:
-                    self._go()
-                else:
-                    if self._scheduled is not None:
-                        self._scheduled.cancel()
-                    self._idle(asyncio.get_running_loop())
+                self._go()
         for f, r in zip(futures, results, strict=True):
             if f.done():
                 continue  # the caller stopped waiting

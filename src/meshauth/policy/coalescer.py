@@ -50,32 +50,12 @@ class Activity:
     body is read, so one still on its way to the coalescer keeps the others queueing for it. It
     cannot count requests whose task granian has scheduled but the loop has not started yet (under
     load, a turn's worth of them), hence the idle gap in ``Coalescer.decide`` as well.
-
-    ``arrived`` counts those of them that have reached the coalescer and not yet left it (queued,
-    being decided, or decided and not yet resumed). ``active - arrived`` are still on their way (body
-    being read, parsed), and a batch waits for them (``max_wait`` at most). Experiment (stop 20,
-    docs/performance.md): at 16 in flight 46 % of batches held one request; with this hold and the
-    default 0.5 ms the timer expired first (still 47 %); with 2 ms, 10 % (mean 5.4 -> 9.4) but no
-    throughput gain measurable. Reverted after this commit.
     """
 
-    __slots__ = ("active", "arrived", "released")
+    __slots__ = ("active",)
 
     def __init__(self) -> None:
         self.active = 0
-        self.arrived = 0
-        # Called when the last request a held batch waits for arrives or leaves (``Coalescer``).
-        self.released: Callable[[], None] | None = None
-
-    def leave(self) -> None:
-        """A request counted in ``active`` is answered (or refused before reaching the coalescer)."""
-        self.active -= 1
-        if self.released is not None and self.active <= self.arrived:
-            self.released()
-
-    def expecting(self) -> bool:
-        """Whether single evaluations in progress have yet to reach the coalescer."""
-        return self.active > self.arrived
 
 
 class _Pending:
@@ -108,11 +88,7 @@ class Coalescer:
         # loop has scheduled but not started may follow in the same turn, so queue for them.
         self._idle_gap = max_wait
         self._last_decided = -float("inf")
-        self._batcher: Batcher[_Pending, wire.Decision] = Batcher(
-            self._flush, max_batch=max_batch, max_wait=max_wait, hold=activity.expecting if activity else None
-        )
-        if activity is not None:
-            activity.released = self._batcher.release
+        self._batcher: Batcher[_Pending, wire.Decision] = Batcher(self._flush, max_batch=max_batch, max_wait=max_wait)
         self.batches = 0  # for tests: how many batches went out
         self.largest = 0  # for tests: the largest batch so far
         self.inline = 0  # for tests: requests evaluated at once, alone
@@ -120,10 +96,9 @@ class Coalescer:
     async def decide(self, state: StoreState, query: Query, snapshot: Snapshot | None) -> wire.Decision:
         """``query``'s decision at ``state`` (and ``snapshot``), evaluated with whatever else is pending."""
         activity, batcher = self._activity, self._batcher
-        if activity is None:
-            return await batcher.submit(_Pending(state, snapshot, query))
         if (
-            activity.active <= 1
+            activity is not None
+            and activity.active <= 1
             and batcher.in_flight == 0
             and batcher.pending == 0
             and self._clock() - self._last_decided >= self._idle_gap
@@ -135,13 +110,7 @@ class Coalescer:
             finally:
                 self._last_decided = self._clock()
             return decision
-        activity.arrived += 1
-        try:
-            if not activity.expecting():
-                batcher.release()  # the last one a held batch waited for: it goes on the next turn
-            return await batcher.submit(_Pending(state, snapshot, query))
-        finally:
-            activity.arrived -= 1
+        return await self._batcher.submit(_Pending(state, snapshot, query))
 
     async def aclose(self) -> None:
         """Answer what is pending (at shutdown)."""

@@ -137,7 +137,7 @@ class DecisionFront:
             return
         finally:
             if counted is not None:
-                counted.leave()
+                counted.active -= 1
         headers = [(b"content-type", JSON.encode()), (b"content-length", str(len(payload)).encode())]
         if is_error:
             headers.append((b"cache-control", b"no-store"))
@@ -203,7 +203,7 @@ class DecisionFront:
             return
         finally:
             if counted is not None:
-                counted.leave()
+                counted.active -= 1
         protocol.response_bytes(status, ERROR_HEADERS if is_error else _JSON_HEADERS, payload)
 
 
