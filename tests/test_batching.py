@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from meshauth.batching import Batcher, BatchSizeError
+from meshauth.batching import Batcher, BatchSizeError, DeadlinePassed
 
 
 class FakeTimer:
@@ -173,3 +173,61 @@ def test_bad_settings_are_refused(max_batch: int, max_wait: float) -> None:
 
     with pytest.raises(ValueError, match="must"):
         Batcher(flush, max_batch=max_batch, max_wait=max_wait)
+
+
+async def test_enqueue_fails_an_item_at_its_deadline_and_leaves_the_others_their_results() -> None:
+    """``enqueue`` with a deadline: the item whose deadline passes while its batch is out fails with
+    DeadlinePassed then; an item with a later deadline in the same batch gets its result."""
+    rec = Recorder()
+    rec.gate = asyncio.Event()
+    b: Batcher[int, int] = Batcher(rec, max_batch=64, max_wait=10.0)
+    loop = asyncio.get_running_loop()
+    short = b.enqueue(1, loop.time() + 0.02)
+    long = b.enqueue(2, loop.time() + 30.0)
+    plain = b.enqueue(3)
+    with pytest.raises(DeadlinePassed):
+        await short
+    assert not long.done() and not plain.done()
+    rec.gate.set()
+    assert (await long, await plain) == (20, 30)
+    assert rec.batches == [[1, 2, 3]]
+
+
+async def test_enqueue_deadline_runs_while_the_item_waits_for_its_batch() -> None:
+    """A deadline shorter than the time trigger: the item fails at its deadline while still pending
+    (behind a batch in flight), not when its batch goes out."""
+    rec = Recorder()
+    rec.gate = asyncio.Event()
+    timer = FakeTimer()
+    b: Batcher[int, int] = Batcher(rec, max_batch=64, max_wait=10.0, call_later=timer)
+    first = b.enqueue(1)
+    await settle()  # in flight, held
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    queued = b.enqueue(2, started + 0.02)
+    with pytest.raises(DeadlinePassed):
+        await queued
+    assert b.pending == 1 and loop.time() - started < 5.0
+    rec.gate.set()
+    assert await first == 10
+
+
+async def test_enqueue_earlier_deadline_after_a_later_one_still_fires_first() -> None:
+    """The batch's one timer follows the earliest deadline, whatever the order items came in."""
+    rec = Recorder()
+    rec.gate = asyncio.Event()
+    b: Batcher[int, int] = Batcher(rec, max_batch=64, max_wait=10.0)
+    loop = asyncio.get_running_loop()
+    late = b.enqueue(1, loop.time() + 30.0)
+    early = b.enqueue(2, loop.time() + 0.02)
+    with pytest.raises(DeadlinePassed):
+        await early
+    assert not late.done()
+    rec.gate.set()
+    assert await late == 10
+
+
+async def test_submit_still_awaits_its_own_result() -> None:
+    rec = Recorder()
+    b: Batcher[int, int] = Batcher(rec)
+    assert await asyncio.gather(b.submit(4), b.submit(5)) == [40, 50]

@@ -108,6 +108,7 @@ async def run(operations: list[Op], max_batch: int) -> None:
     async with (
         make(world, batching=batching, **frozen) as cached,
         make(world, batching=batching, cache=None, **frozen) as uncached,
+        make(world, batching=batching, cache=None, singleflight=False, **frozen) as plain,  # _many_plain.py
         make(world, batching=None, cache=None, singleflight=False, **frozen) as oracle,
     ):
         for op, arg in operations:
@@ -117,9 +118,9 @@ async def run(operations: list[Op], max_batch: int) -> None:
                 want = [
                     seen(await oracle.check(user(s), "view", DOC, consistency=level(name, world))) for s in subjects
                 ]
-                for client in (cached, uncached):
+                for client in (cached, uncached, plain):
                     got = await client.check_many(checks, consistency=level(name, world))
-                    assert [seen(d) for d in got] == want, (client is cached, subjects, name)
+                    assert [seen(d) for d in got] == want, (client is cached, client is plain, subjects, name)
                 continue
             if op == "activate":
                 world.inverted = not world.inverted
@@ -127,7 +128,7 @@ async def run(operations: list[Op], max_batch: int) -> None:
             else:
                 (world.granted.add if op == "grant" else world.granted.discard)(arg)
                 world.ev += 1
-            for client in (cached, uncached, oracle):
+            for client in (cached, uncached, plain, oracle):
                 client.advance(State(world.revision, world.ev))  # the announcement has arrived
 
 

@@ -22,8 +22,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from meshauth import wire
-from meshauth.batching import Batcher
-from meshauth.client._answers import Unavailable, outcome
+from meshauth.batching import Batcher, DeadlinePassed
+from meshauth.client._accept import accept
+from meshauth.client._answers import outcome
 from meshauth.client._breaker import CircuitBreaker, StateName
 from meshauth.client._cache import DecisionL1, DecisionL2
 from meshauth.client._call import Caller
@@ -186,7 +187,21 @@ class PolicyClient:
         hit, floor, ck = self._front.lookup(rkey, consistency)  # inline, no coroutine: a warm gate ends here
         if hit is not None:
             return hit
-        d = await self._miss(p, consistency, floor, rkey, ck)
+        b, breaker = self._batcher, self._caller.breaker
+        if b is None or self._sf is not None or (breaker is not None and breaker.rejecting()):
+            d = await self._miss(p, consistency, floor, rkey, ck)
+        else:
+            # A batched miss without single-flight, inline: no coroutine below this one and no timer
+            # of its own (the batcher fails the future at the deadline: one timer per batch).
+            if self._warmer is not None:
+                self._warmer.ensure_pushing()
+            p.l2_key = ck
+            try:
+                d = accept(await b.enqueue(p, p.deadline), floor, rkey, self._stored, self._tracker)
+            except DeadlinePassed:
+                d = self._fallback(ck, "deadline passed")
+            except Exception as exc:  # noqa: BLE001 - fail closed: whatever went wrong, deny
+                d = self._fallback(ck, str(exc) or type(exc).__name__)
         CHECKS.add(outcome(d), d.source)
         return d
 
@@ -267,27 +282,11 @@ class PolicyClient:
             raise got
         else:
             d = got
-        if d.source == "l2" or d.error is not None:
-            return d  # an L2 hit is in L1 already; a bad question is answered as such, never cached
-        state = d.state
-        assert state is not None
-        if not state.covers(floor):
-            raise Unavailable(f"the service answered from revision {state.revision}, older than one already seen")
-        if self._stored is not None and self._stored.l2 is not None:
-            self._stored.l2.trusted = True  # the state known now is the service's: L2 under it stands
-        # Asked at ``floor`` or later, the answer stands for ``floor`` too (or a client that advanced
-        # on an announcement would never hit what it stores).
-        self._keep(rkey, d, state.join(floor))
-        return d
+        return accept(d, floor, rkey, self._stored, self._tracker)
 
     async def _flush(self, items: list[Pending]) -> list[Decision | BaseException]:
         """The batcher's flush: the batch's L2 lookups in one ``MGET``, the rest in one call."""
         return await (self._stored.through_l2(items, self._caller.flush) if self._stored else self._caller.flush(items))
-
-    def _keep(self, rkey: bytes, d: Decision, state: State) -> None:
-        if self._stored is not None:
-            self._stored.put(rkey, d, state)
-        self._tracker.learn(state)
 
     def _fallback(self, ck: L1Key | None, detail: str) -> Decision:
         if self._stored is not None:

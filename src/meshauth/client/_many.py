@@ -1,7 +1,5 @@
-"""``PolicyClient.check_many``: an explicit batch in one pass, not one ``check()`` per item.
-
-Answering a batch through ``check()`` costs each item a coroutine, a future, a deadline timer and a
-batcher slot (~17–19 µs of client CPU per decision: docs/performance.md, issue 10 (b)). Here:
+"""``PolicyClient.check_many``: an explicit batch in one pass, not a coroutine, future and batcher
+slot per item as ``check()`` (caches and single-flight off: ``_many_plain.py``). Here:
 
 1. at most :data:`MAX_MANY` checks (more raise ``ValueError``: the pass is synchronous, and 20,000
    items held the event loop ~155 ms); every item validated (an invalid argument raises, naming
@@ -9,19 +7,19 @@ batcher slot (~17–19 µs of client CPU per decision: docs/performance.md, issu
 2. with single-flight on, identical items are asked once, an item already in flight (a concurrent
    ``check()`` or batch) joins it, the rest are claimed (``Flights.lead``) for others to join;
 3. if the breaker is open every miss falls back at once; else the misses are looked up in L2 (one
-   ``MGET``), the rest go to the service as ``evaluations`` calls of at most ``max_batch`` items
-   (1 with batching off: one ``evaluation`` call per item, as ``check()``);
+   ``MGET``), the rest go to the service as ``evaluations`` calls of at most ``max_batch`` items (1
+   with batching off: one ``evaluation`` call per item);
 4. one deadline (the batch's ``timeout``); each answer checked and kept as ``check()`` keeps it
    (never from a state older than the floor; kept in L1/L2 under the state it stands for). A
    failure — an item, a call, the deadline — fails only the items it touched, each to its own
-   fallback (a stale entry under ``stale_if_error``, else a ``policy_unavailable`` deny); the calls
-   run in a task of their own, so a caller that goes away leaves joiners their answers.
+   fallback (a stale entry under ``stale_if_error``, else a ``policy_unavailable`` deny); the calls run
+   in a task of their own, so a caller that goes away leaves joiners their answers.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import cast
@@ -31,6 +29,7 @@ from meshauth.client._breaker import CircuitBreaker
 from meshauth.client._cache import DecisionL1
 from meshauth.client._flight import Flights, LeaderGone
 from meshauth.client._keys import L1Key, request_key
+from meshauth.client._many_plain import Flush, answer_plain
 from meshauth.client._metrics import CACHE, SINGLEFLIGHT_JOINS
 from meshauth.client._models import Check, Consistency, Decision, State
 from meshauth.client._request import Deadline, Pending, checked_many
@@ -41,9 +40,7 @@ from meshauth.client._warming import Warmer
 __all__ = ["MAX_MANY", "ManyParts", "check_many"]
 
 MAX_MANY = 1024  # the service's limit per call (policy_max_evaluations): ~8 ms of loop time at most
-
 Flight = tuple[str, State | None, bytes]
-Flush = Callable[[list[Pending]], Awaitable[list[Decision | BaseException]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +66,7 @@ class _Miss:
     __slots__ = ("ck", "flight", "future", "indices", "p", "rkey", "shared")
 
     def __init__(self, p: Pending, rkey: bytes, ck: L1Key | None, flight: Flight | None, i: int) -> None:
-        self.p, self.rkey, self.ck, self.flight = p, rkey, ck, flight
-        self.indices = [i]
+        self.p, self.rkey, self.ck, self.flight, self.indices = p, rkey, ck, flight, [i]
         self.future: asyncio.Future[Decision] | None = None  # ours to resolve (single-flight leader)
         self.shared: asyncio.Future[Decision] | None = None  # another's work in flight, joined
 
@@ -94,6 +90,10 @@ async def check_many(
     floor = parts.tracker.seen
     if consistency.state is not None:
         floor = consistency.state.join(floor)
+    if not parts.cache_on and parts.sf is None:  # nothing to look up, share or keep: _many_plain.py
+        plain = await answer_plain(pending, parts.flush, parts.max_batch, parts.breaker, parts.tracker, floor, when)
+        count_checks(plain)
+        return plain
     sf, l1, hot = parts.sf, parts.l1, parts.warmer.hot if parts.warmer is not None else None
     need_key = parts.cache_on or sf is not None
     use_cache = parts.cache_on and floor is not None and consistency.mode != "fully_consistent"

@@ -53,9 +53,12 @@ class State:
         )
 
     def join(self, other: State | None) -> State:
-        """The least state that covers both."""
-        if other is None or self == other:
+        """The least state that covers both (``other`` itself when they are equal: a tracker joining
+        an answer's state into its own keeps its object, which ``is`` then finds on the hot path)."""
+        if other is None:
             return self
+        if other is self or self == other:
+            return other
         ev: int | None
         if self.entities_version is None:
             ev = other.entities_version

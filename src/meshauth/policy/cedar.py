@@ -214,6 +214,29 @@ def request(principal: Uid, action: Uid, resource: Uid, context: dict[str, Any] 
 def authorize(
     requests: list[dict[str, Any]], policies: PolicySet, entities: Entities, schema: Schema | None
 ) -> list[Result]:
-    """Evaluate ``requests`` (from :func:`request`) with one engine call, answers in order."""
+    """Evaluate ``requests`` (from :func:`request`) with one engine call, answers in order. Answers
+    alike but for their timing metrics are decoded once and share one (unchanged) :class:`Result`:
+    most of a batch's answers are alike, and a key lookup costs a third of a decode."""
     raw = _internal.is_authorized_batch(requests, policies, entities, schema, False)
-    return [_result_decoder.decode(r) for r in raw]
+    if len(raw) == 1:
+        return [_result_decoder.decode(raw[0])]
+    alike: dict[str, Result] = {}
+    out: list[Result] = []
+    for r in raw:
+        key = _answer_key(r)
+        got = alike.get(key)
+        if got is None:
+            got = alike[key] = _result_decoder.decode(r)
+        out.append(got)
+    return out
+
+
+def _answer_key(raw: str) -> str:
+    """An answer's text without its ``metrics`` member (timings, different in every answer) when
+    that member is the last one and flat (numbers only): what is cut holds nothing :class:`Result`
+    reads. In any other shape the whole text (no sharing, never a wrong one). The marker cannot occur
+    inside a JSON string (its quotes would be escaped there)."""
+    i = raw.rfind(',"metrics":{')
+    if i < 0 or raw.find("}", i) != len(raw) - 2:
+        return raw
+    return raw[:i]

@@ -211,18 +211,14 @@ class Evaluator:
             add_many(ENGINE_CALLS, 1, "batch")
             requests = [cedar.request(q.principal, q.action, q.resource, q.context) for q in group]
             results = cedar.authorize(requests, subset.policies, entities, schema)
-            # Most answers of a group are alike (same decision for the same reasons, no errors): built
-            # once per kind, shared by the group's items (answers are only encoded and audited).
-            alike: dict[tuple[str, tuple[str, ...]], wire.Decision] = {}
+            # Most answers of a group are alike: cedar.authorize gives alike answers one Result, and
+            # each Result's decision is built once, shared by its items (answers are only encoded
+            # and audited). ``results`` holds every Result meanwhile: no id is reused in this loop.
+            alike: dict[int, wire.Decision] = {}
             for q, result in zip(group, results, strict=True):
-                diag = result.diagnostics
-                if diag.errors:
-                    answers[q.key] = _decision(state, result, subset)
-                    continue
-                kind = (result.decision, tuple(diag.reason))
-                d = alike.get(kind)
+                d = alike.get(id(result))
                 if d is None:
-                    d = alike[kind] = _decision(state, result, subset)
+                    d = alike[id(result)] = _decision(state, result, subset)
                 answers[q.key] = d
 
     @staticmethod
