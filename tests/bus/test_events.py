@@ -3,7 +3,7 @@ import gc
 import msgspec
 import pytest
 
-from meshauth.bus.events import STAMP_BYTES, AuditEvent, MalformedEvent, audit, decode, encode, new_id, stamp, template
+from meshauth.bus.events import AuditEvent, MalformedEvent, audit, decode, encode, new_id
 
 
 def test_round_trip() -> None:
@@ -61,21 +61,12 @@ def test_events_are_not_tracked_by_the_collector() -> None:
         {"type": "admin.action"},
     ],
 )
-def test_a_stamped_template_is_the_event_encode_writes(fields: dict[str, object]) -> None:
-    """Spliced bytes decode to the struct with the id and time they were stamped with, and are the
-    bytes ``encode`` writes for it (short and long strings, non-ASCII, large ints, few fields)."""
-    tpl = template(AuditEvent(id="ignored", time=99.0, **fields))  # type: ignore[arg-type]
-    assert tpl is not None
-    for at in (0.0, 1733443200.123456, -1.5, float(2**60)):
-        data = stamp(tpl, at)
-        event = decode(data)
-        assert event == AuditEvent(id=event.id, time=at, **fields)  # type: ignore[arg-type]
-        assert data == encode(event)
-        assert len(data) <= len(tpl) + STAMP_BYTES
+def test_every_field_kind_round_trips(fields: dict[str, object]) -> None:
+    """Short and long strings, non-ASCII, large ints, few fields: decoded as encoded."""
+    event = AuditEvent(id=new_id(), time=1733443200.123456, **fields)  # type: ignore[arg-type]
+    assert decode(encode(event)) == event
 
 
-def test_stamped_ids_are_unique_and_new_ids_too() -> None:
-    tpl = template(audit("gate.decision", subject="a"))
-    assert tpl is not None
-    ids = [decode(stamp(tpl, 1.0)).id for _ in range(5000)] + [new_id() for _ in range(5000)]
+def test_new_ids_are_unique() -> None:
+    ids = [new_id() for _ in range(10_000)]
     assert len(set(ids)) == 10_000
