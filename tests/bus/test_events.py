@@ -3,7 +3,18 @@ import gc
 import msgspec
 import pytest
 
-from meshauth.bus.events import AuditEvent, MalformedEvent, audit, decode, encode, new_id
+from meshauth.bus.events import (
+    MAX_BATCH_BYTES,
+    AuditEvent,
+    MalformedEvent,
+    audit,
+    batch_size,
+    batches,
+    decode,
+    decode_batch,
+    encode,
+    new_id,
+)
 
 
 def test_round_trip() -> None:
@@ -70,3 +81,41 @@ def test_every_field_kind_round_trips(fields: dict[str, object]) -> None:
 def test_new_ids_are_unique() -> None:
     ids = [new_id() for _ in range(10_000)]
     assert len(set(ids)) == 10_000
+
+
+def test_a_batch_holds_its_events_in_order_and_says_how_many() -> None:
+    events = [audit("gate.decision", subject="s", status=i) for i in range(300)]
+    (payload,) = batches([encode(e) for e in events])
+    assert batch_size(payload) == 300
+    assert decode_batch(payload) == events
+
+
+def test_a_batch_past_the_byte_bound_is_split_in_order() -> None:
+    events = [audit("gate.decision", subject="s", reason="r" * 10_000, status=i) for i in range(300)]
+    payloads = batches([encode(e) for e in events])
+    assert len(payloads) > 1
+    assert all(len(p) <= MAX_BATCH_BYTES + 8 for p in payloads)
+    assert [e for p in payloads for e in decode_batch(p)] == events
+    assert sum(batch_size(p) for p in payloads) == 300
+
+
+def test_an_entry_of_one_event_reads_as_a_batch_of_one() -> None:
+    """Entries written before batches (and by other writers) hold one event: still read."""
+    event = audit("token.issued", subject="a")
+    assert decode_batch(encode(event)) == [event]
+    assert batch_size(encode(event)) == 1
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"",
+        b"\xdd\x00\x00\x00\x02\x80",  # says two, holds one (and that one empty)
+        b"\x91\xc1",  # an array of garbage
+        msgspec.msgpack.encode([{"id": "x", "time": 1.0, "type": "nope"}]),
+        msgspec.msgpack.encode([{"id": "x", "time": 1.0, "type": "token.issued", "v": 99}]),
+    ],
+)
+def test_a_malformed_batch_is_refused_whole(payload: bytes) -> None:
+    with pytest.raises(MalformedEvent):
+        decode_batch(payload)
