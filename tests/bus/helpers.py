@@ -48,7 +48,7 @@ async def entries(redis: RedisConn, key: str) -> Entries:
 
 
 async def read_all(redis: RedisConn, keys: list[str]) -> list[tuple[str, bytes, AuditEvent]]:
-    out = []
+    out: list[tuple[str, bytes, AuditEvent]] = []
     for key in keys:
         for entry_id, fields in await entries(redis, key):
             out.extend((key, entry_id, event) for event in decode_batch(fields[b"d"]))
