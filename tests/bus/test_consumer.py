@@ -89,6 +89,40 @@ async def test_always_failing_event_is_dead_lettered_and_the_partition_moves_on(
     assert decode(fields[b"d"]).status == 13
 
 
+async def test_a_batch_entry_settles_each_event_once_across_a_dead_letter_and_a_transient_failure(
+    valkey_url: str, producer: Producer, redis: Redis
+) -> None:
+    """One flush on one key: one batch entry of ten events. Event 3 always raises, event 6 meets the
+    database away once: 3 is dead-lettered alone and once, every other event is handled once and in
+    order (a retry resumes after what its entry already settled), and the entry is acked."""
+    handled: list[int] = []
+    away = [True]
+
+    async def handler(batch: Sequence[Delivery]) -> None:
+        for d in batch:
+            if d.event.status == 3:
+                raise ValueError("three")
+            if d.event.status == 6 and away[0] and len(batch) == 1:
+                away[0] = False
+                raise TransientError("database away")
+        handled.extend(d.event.status for d in batch)
+
+    for status in range(10):
+        producer.publish(AUDIT, audit("gate.decision", subject="one-key", status=status))
+    await producer.flushed()
+    stream = NAMES.of_key("one-key")
+    assert len(await entries(redis, stream)) == 1
+    task = await _run(Consumer(valkey_url, AUDIT, "audit", handler, FAST))
+    await until(lambda: len(handled) >= 9, what="the events around the dead one")
+    await until(lambda: _all_acked(redis, "audit"), what="the entry acked")
+    await _stop(task)
+    assert handled == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+    dead = await entries(redis, NAMES.dead)
+    assert len(dead) == 1
+    assert dead[0][1][b"error"] == b"ValueError: three"
+    assert decode(dead[0][1][b"d"]).status == 3
+
+
 async def test_malformed_entry_is_dead_lettered_without_stopping(
     valkey_url: str, producer: Producer, redis: Redis
 ) -> None:

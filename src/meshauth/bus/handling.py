@@ -41,7 +41,7 @@ class Handling:
     async def handle(self, works: list[Work]) -> None:
         """One handler call for every partition read together (one database transaction, not one per
         partition); a failure there is sorted out partition by partition."""
-        together = [w for w in works if len(w.batch) > 1 and not w.part.failures]
+        together = [w for w in works if len(w.batch) > 1 and not w.part.failures and not w.part.progress]
         if len(together) > 1:
             try:
                 await self.handler([delivery for w in together for _, delivery in w.batch])
