@@ -1,10 +1,11 @@
-"""Handing what a consumer read to the handler, and sorting out a failure entry by entry.
+"""Handing what a consumer read to the handler, and sorting out a failure event by event.
 
 A read (one ``Work`` per partition) is handed over in one call when it can be (one database
-transaction for every partition read together). When the handler raises, the entries are tried one at
-a time, in order: those before the failing one are done; the failing one is retried after
-``retry_delay``, and after ``max_attempts`` failures it is dead-lettered with the error (so the
-partition moves on). ``TransientError`` (the handler's database is away) retries without counting an
+transaction for every partition read together). When the handler raises, the events are tried one at
+a time, in order (a batch entry's events each on their own): those before the failing one are done;
+the failing one is retried after ``retry_delay``, and after ``max_attempts`` failures it is
+dead-lettered alone with the error (so the partition moves on). An entry is acked once all its events
+are handled or dead-lettered. ``TransientError`` (the handler's database is away) retries without counting an
 attempt. What is done and what is dead is collected in each ``Work``; the consumer acks and
 dead-letters it (``entries.settle``).
 """
