@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
 
-from meshauth.bus.events import AuditEvent, decode
+from meshauth.bus.events import AuditEvent, decode_batch
 from meshauth.redis_client import RedisConn
 
 
@@ -48,8 +48,8 @@ async def entries(redis: RedisConn, key: str) -> Entries:
 
 
 async def read_all(redis: RedisConn, keys: list[str]) -> list[tuple[str, bytes, AuditEvent]]:
-    out = []
+    out: list[tuple[str, bytes, AuditEvent]] = []
     for key in keys:
         for entry_id, fields in await entries(redis, key):
-            out.append((key, entry_id, decode(fields[b"d"])))
+            out.extend((key, entry_id, event) for event in decode_batch(fields[b"d"]))
     return out

@@ -9,13 +9,13 @@ from redis.asyncio import Redis
 
 from meshauth.bus.consumer import Consumer, ConsumerConfig
 from meshauth.bus.entries import Delivery
-from meshauth.bus.events import audit, decode
+from meshauth.bus.events import audit, decode, decode_batch
 from meshauth.bus.groups import ensure_groups
 from meshauth.bus.handling import TransientError
 from meshauth.bus.producer import Producer, ProducerConfig
 from meshauth.bus.retention import trim
 from meshauth.bus.streams import AUDIT, StreamNames
-from tests.bus.helpers import entries, until
+from tests.bus.helpers import entries, read_all, until
 
 NAMES = StreamNames("meshauth:", AUDIT, 2)
 FAST = ConsumerConfig(partitions=2, block=0.05, min_idle=0.3, max_attempts=3, lease_ttl=1.0, retry_delay=0.01)
@@ -87,6 +87,40 @@ async def test_always_failing_event_is_dead_lettered_and_the_partition_moves_on(
     assert fields[b"attempts"] == b"3"
     assert fields[b"group"] == b"audit"
     assert decode(fields[b"d"]).status == 13
+
+
+async def test_a_batch_entry_settles_each_event_once_across_a_dead_letter_and_a_transient_failure(
+    valkey_url: str, producer: Producer, redis: Redis
+) -> None:
+    """One flush on one key: one batch entry of ten events. Event 3 always raises, event 6 meets the
+    database away once: 3 is dead-lettered alone and once, every other event is handled once and in
+    order (a retry resumes after what its entry already settled), and the entry is acked."""
+    handled: list[int] = []
+    away = [True]
+
+    async def handler(batch: Sequence[Delivery]) -> None:
+        for d in batch:
+            if d.event.status == 3:
+                raise ValueError("three")
+            if d.event.status == 6 and away[0] and len(batch) == 1:
+                away[0] = False
+                raise TransientError("database away")
+        handled.extend(d.event.status for d in batch)
+
+    for status in range(10):
+        producer.publish(AUDIT, audit("gate.decision", subject="one-key", status=status))
+    await producer.flushed()
+    stream = NAMES.of_key("one-key")
+    assert len(await entries(redis, stream)) == 1
+    task = await _run(Consumer(valkey_url, AUDIT, "audit", handler, FAST))
+    await until(lambda: len(handled) >= 9, what="the events around the dead one")
+    await until(lambda: _all_acked(redis, "audit"), what="the entry acked")
+    await _stop(task)
+    assert handled == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+    dead = await entries(redis, NAMES.dead)
+    assert len(dead) == 1
+    assert dead[0][1][b"error"] == b"ValueError: three"
+    assert decode(dead[0][1][b"d"]).status == 3
 
 
 async def test_malformed_entry_is_dead_lettered_without_stopping(
@@ -172,6 +206,8 @@ async def test_trimming_keeps_what_a_group_has_not_acknowledged(
     for i in range(50):
         producer.publish(AUDIT, audit("token.issued", subject=f"s{i}"))
     await producer.flushed()
+    written = sum([await redis.xlen(s) for s in NAMES.all()])  # batch entries: one per partition per flush
+    assert len(await read_all(redis, NAMES.all())) == 50
 
     async def handler(batch: Sequence[Delivery]) -> None:
         return None
@@ -182,13 +218,13 @@ async def test_trimming_keeps_what_a_group_has_not_acknowledged(
         what="audit group caught up",
     )
     await trim(redis, NAMES)
-    assert sum([await redis.xlen(s) for s in NAMES.all()]) == 50
+    assert sum([await redis.xlen(s) for s in NAMES.all()]) == written
     other = await _run(Consumer(valkey_url, AUDIT, "analytics", handler, FAST))
     await until(lambda: _all_acked(redis, "analytics"), what="analytics group caught up")
     removed = await trim(redis, NAMES)
     await _stop(task)
     await _stop(other)
-    assert removed == 50
+    assert removed == written
     assert sum([await redis.xlen(s) for s in NAMES.all()]) == 0
 
 
@@ -288,7 +324,7 @@ async def test_a_consumer_with_a_name_that_is_not_utf8_stops_no_one(
     for i in range(10):
         producer.publish(AUDIT, audit("token.issued", subject=f"s{i}"))
     await until(lambda: _stream_lengths(redis, 11), what="the events in the streams")
-    ids = {decode(fields[b"d"]).id for _, fields in await entries(redis, second)}
+    ids = {e.id for _, fields in await entries(redis, second) for e in decode_batch(fields[b"d"])}
     assert ids
     seen: list[str] = []
 
@@ -307,4 +343,4 @@ async def test_a_consumer_with_a_name_that_is_not_utf8_stops_no_one(
 
 
 async def _stream_lengths(redis: Redis, total: int) -> bool:
-    return sum([await redis.xlen(s) for s in NAMES.all()]) >= total
+    return len(await read_all(redis, NAMES.all())) >= total

@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from meshauth.audit.store import AuditWriter
 from meshauth.bus.consumer import Consumer, ConsumerConfig
 from meshauth.bus.entries import Delivery
-from meshauth.bus.events import AuditEvent, audit, decode
+from meshauth.bus.events import AuditEvent, audit, decode_batch
 from meshauth.bus.producer import Producer, ProducerConfig
 from meshauth.bus.streams import AUDIT
 from meshauth.db import create_engine
@@ -43,7 +43,10 @@ async def _killed(proc: subprocess.Popen[bytes]) -> None:
 
 
 async def _publish(url: str, tmp_path: Path, events: list[AuditEvent]) -> None:
-    p = Producer(url, ProducerConfig(partitions=2, spool_dir=tmp_path / "spool", flush_interval=0.002))
+    # Small flushes, so many small batch entries: a consumer's reads then hold several handler batches
+    # for the doomed consumers to die in the middle of.
+    config = ProducerConfig(partitions=2, spool_dir=tmp_path / "spool", flush_interval=0.002, flush_batch=5)
+    p = Producer(url, config)
     await p.start()
     for e in events:
         p.publish(AUDIT, e)
@@ -133,10 +136,12 @@ async def test_an_entry_that_kills_every_holder_is_dead_lettered_and_the_partiti
     """A handler bug that ends the process (not an exception the consumer could count): every new
     consumer claims the entry from the dead one and dies with it again. Redis's delivery counter sees
     the crashes; after max_attempts (2) of them the entry is dead-lettered, and the rest is handled."""
-    # One key: one partition, and the poison entry sits between the others.
+    # One key: one partition, and the poison entry sits between the others. Each group is its own
+    # flush, so its own entry: an entry that kills every holder goes to dead letters whole.
     events = [audit("gate.decision", subject="k", decision="allow", status=i) for i in range(10)]
-    events.insert(5, audit("gate.decision", subject="k", decision="allow", status=99, resource="poison"))
-    await _publish(valkey_url, tmp_path, events)
+    poison = audit("gate.decision", subject="k", decision="allow", status=99, resource="poison")
+    for group in (events[:5], [poison], events[5:]):
+        await _publish(valkey_url, tmp_path, group)
     crashes = 0
     for _ in range(6):
         proc = _spawn(valkey_url, "poison")
@@ -157,7 +162,7 @@ async def test_an_entry_that_kills_every_holder_is_dead_lettered_and_the_partiti
     dead = cast(list[tuple[bytes, dict[bytes, bytes]]], await redis.xrange("meshauth:bus:audit:dead"))
     assert len(dead) == 1, dead
     assert b"never acknowledged" in dead[0][1][b"error"]
-    assert decode(dead[0][1][b"d"]).resource == "poison"
+    assert [e.resource for e in decode_batch(dead[0][1][b"d"])] == ["poison"]
     assert crashes == 3  # delivered 2 × max_attempts + 1 times: the third holder to claim it sets it aside
     # A sound consumer now handles the rest; the poison entry is not handed over again.
     seen: list[int] = []

@@ -1,7 +1,8 @@
 """Writing ``analytics_minutes``: decision events folded into per-minute rows, exactly once.
 
 Rows are per stream partition, and a partition is handled by one consumer at a time and in entry-id
-order; each row remembers the newest entry it counted (``last_entry``), so an entry delivered again
+order; each row remembers the newest event it counted (``last_entry``: entry id and place in a batch
+entry), so an entry delivered again
 after a failover, or a batch retried after a failure, is skipped rather than counted twice.
 """
 
@@ -23,9 +24,14 @@ DECISION_TYPES = ("gate.decision", "policy.decision")
 Key = tuple[int, str, str, int]  # minute, store, action, partition
 
 
-def entry_order(entry_id: str) -> tuple[int, int]:
+def entry_order(position: str) -> tuple[int, int, int]:
+    """``<ms>-<seq>`` (a stream entry id) or ``<ms>-<seq>.<place>`` (an event's place in a batch
+    entry) as a sortable triple; an entry id alone is its first event."""
+    entry_id, _, place = position.partition(".")
     ms, _, seq = entry_id.partition("-")
-    return (int(ms), int(seq or 0)) if ms.isdigit() else (0, 0)
+    if not ms.isdigit():
+        return (0, 0, 0)
+    return (int(ms), int(seq) if seq.isdigit() else 0, int(place) if place.isdigit() else 0)
 
 
 @dataclass
@@ -79,10 +85,11 @@ class AnalyticsWriter:
                 m["requests"], m["allows"], m["denies"], m["cache_hits"], m["cache_lookups"],
                 {int(k): int(v) for k, v in dict(m["latency"]).items()}, m["last_entry"],
             )  # fmt: skip
-        last = entry_order(row.last_entry) if row.last_entry else (-1, -1)
+        last = entry_order(row.last_entry) if row.last_entry else (-1, -1, -1)
         added = 0
         for d in items:
-            if entry_order(d.entry_id) <= last:
+            position = f"{d.entry_id}.{d.place}"
+            if entry_order(position) <= last:
                 continue  # counted before this delivery
             e = d.event
             row.requests += 1
@@ -93,7 +100,7 @@ class AnalyticsWriter:
                 row.cache_hits += e.cache == "hit"
             b = bucket(e.latency_us)
             row.latency[b] = row.latency.get(b, 0) + 1
-            row.last_entry = d.entry_id
+            row.last_entry = position
             added += 1
         if not added:
             return

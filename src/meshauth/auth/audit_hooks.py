@@ -12,19 +12,13 @@ from __future__ import annotations
 import logging
 import time
 
-import msgspec.structs
-
-from meshauth.bus.events import STAMP_BYTES, AuditEvent, AuditType, SubjectType, audit, new_id, template
+from meshauth.bus.events import AuditEvent, AuditType, SubjectType, audit, new_id
 from meshauth.bus.producer import EventTooLarge, Producer
 from meshauth.bus.streams import AUDIT
 
 log = logging.getLogger(__name__)
 
 MAX_TEXT = 1024
-# gate.decision templates kept (one per distinct verdict, subject, reason, transport and path): bounded in
-# number and in bytes (template and key strings), as paths are the caller's to choose.
-MAX_TEMPLATES = 4096
-MAX_TEMPLATE_BYTES = 4 * 1024 * 1024
 _LOG_EVERY = 60.0
 
 
@@ -32,8 +26,6 @@ class AuthAudit:
     def __init__(self, producer: Producer | None) -> None:
         self.producer = producer
         self._last_refusal_log = 0.0
-        self._templates: dict[tuple[int, str, str, str, str, str], bytes] = {}
-        self._template_bytes = 0
 
     def gate(
         self,
@@ -46,58 +38,28 @@ class AuthAudit:
     ) -> None:
         """An ext_authz decision. Allowed verdicts carry the identity in their headers; a request
         refused after authentication (authz mode), in ``identity``."""
-        producer = self.producer
-        if producer is None:
+        if self.producer is None:
             return
         subject = client_id = ""
         if verdict_status == 200:
             subject, client_id = headers[0][1], headers[1][1]
         elif identity is not None:
             subject, client_id = identity
-        # Everything but the id and the time repeats from check to check (one client, a few paths): the
-        # event's encoding is kept per question and stamped when it leaves the buffer (``events.stamp``).
-        question = (verdict_status, subject, client_id, reason, transport, path)
-        tpl = self._templates.get(question)
-        if tpl is None:
-            tpl = self._template(question)
-            if tpl is None:
-                return
-        producer.publish_template(AUDIT, subject, tpl, time.time())
-
-    def _template(self, question: tuple[int, str, str, str, str, str]) -> bytes | None:
-        """The gate.decision template of ``question``, remembered (bounded); None if refused (too large)."""
-        assert self.producer is not None
-        status, subject, client_id, reason, transport, path = question
-        event = AuditEvent(
-            id="",
-            time=0.0,
-            type="gate.decision",
-            subject=subject,
-            subject_type=_kind(subject, client_id),
-            client_id=client_id,
-            decision="allow" if status == 200 else "deny",
-            action=transport,
-            resource=path[:MAX_TEXT],
-            status=status,
-            reason=reason[:MAX_TEXT],
+        self._send(
+            AuditEvent(
+                id=new_id(),
+                time=time.time(),
+                type="gate.decision",
+                subject=subject,
+                subject_type=_kind(subject, client_id),
+                client_id=client_id,
+                decision="allow" if verdict_status == 200 else "deny",
+                action=transport,
+                resource=path[:MAX_TEXT],
+                status=verdict_status,
+                reason=reason[:MAX_TEXT],
+            )
         )
-        tpl = template(event)
-        if tpl is None:  # not a layout stamp writes: the plain path
-            self._send(msgspec.structs.replace(event, id=new_id(), time=time.time()))
-            return None
-        try:
-            self.producer.check_size(AUDIT, event.type, len(tpl) + STAMP_BYTES)
-        except EventTooLarge as exc:
-            self._refused(exc)
-            return None
-        size = len(tpl) + sum(len(part) for part in question[1:])
-        if len(self._templates) >= MAX_TEMPLATES or self._template_bytes + size > MAX_TEMPLATE_BYTES:
-            # Many distinct questions (paths): start again rather than grow.
-            self._templates.clear()
-            self._template_bytes = 0
-        self._templates[question] = tpl
-        self._template_bytes += size
-        return tpl
 
     def token(self, type_: AuditType, subject: str, client_id: str, *, reason: str = "") -> None:
         """token.issued / token.refreshed / token.revoked."""

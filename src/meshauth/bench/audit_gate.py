@@ -26,7 +26,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -35,6 +35,7 @@ from meshauth.bench.client_setup import tree_cpu
 from meshauth.bench.loadgen import CLIENT_CORE, idle_poll, paced
 from meshauth.bench.processes import free_port, process_tree, running, service_env
 from meshauth.bench.valkey_here import local_valkey
+from meshauth.bus.events import batch_size
 from meshauth.config import Settings
 from meshauth.db import migrate
 
@@ -108,10 +109,18 @@ def run(
                     row["spooled"] = bus_counter(base, "meshauth_bus_spooled_total")
                     out[mode].append(row)
         client = redis.Redis(port=valkey.port)
-        lengths: list[int] = [client.xlen(f"meshauth:bus:audit:{n}") for n in range(4)]
-        out["events_in_stream"] = sum(lengths)
+        out["events_in_stream"] = events_in_streams(client, [f"meshauth:bus:audit:{n}" for n in range(4)])
         client.close()
     return out
+
+
+def events_in_streams(client: redis.Redis, streams: list[str]) -> int:
+    """Events (not entries: an entry is a batch, ``bus.events.batches``) held by ``streams``."""
+    total = 0
+    for stream in streams:
+        for _, fields in cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrange(stream)):
+            total += batch_size(fields.get(b"d", b""))
+    return total
 
 
 def context_switches(pid: int) -> int:

@@ -68,7 +68,8 @@ async def _phase(
             now = time.time()
             stored = await _count(engine) - before
             samples.append((now, stored, await _backlog(redis, partitions)))
-            if stored >= expected and pub.poll() is not None:
+            # Until the backlog is zero too: the last batch entry is acked just after its rows commit.
+            if stored >= expected and pub.poll() is not None and samples[-1][2] == 0:
                 break
             await asyncio.sleep(SAMPLE)
         out, _ = pub.communicate(timeout=60)

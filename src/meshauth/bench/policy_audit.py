@@ -22,7 +22,7 @@ import redis
 
 from meshauth.bench import policy_harness as harness
 from meshauth.bench import policy_workload as workload
-from meshauth.bench.audit_gate import ratio_summary, rotated
+from meshauth.bench.audit_gate import events_in_streams, ratio_summary, rotated
 from meshauth.bench.client_setup import tree_cpu
 from meshauth.bench.loadgen import CLIENT_CORE, idle_poll
 from meshauth.bench.policy_harness import LUA, SERVERS, admin, driver, wrk
@@ -76,8 +76,7 @@ def run(*, seconds: int, rate: int, rounds: int = 6, modes: tuple[str, ...] = ("
                     result["load_average"] = os.getloadavg()[0]
                     out[mode].append(result)
         client = redis.Redis(port=valkey.port)
-        lengths: list[int] = [client.xlen(f"meshauth:bus:audit:{n}") for n in range(4)]
-        out["events_in_stream"] = sum(lengths)
+        out["events_in_stream"] = events_in_streams(client, [f"meshauth:bus:audit:{n}" for n in range(4)])
         client.close()
     return out
 

@@ -286,10 +286,10 @@ class Consumer:
         if not await settle(redis, works, self.names.dead, self.group):
             return
         for w in works:
-            self.handled += len(w.done)
+            self.handled += w.handled
             self.dead_lettered += len(w.dead)
             # add_many, not ``counts``: in multiprocess mode only it reaches the file a scrape reads.
-            HANDLED.add_many(len(w.done), self.names.name, self.group)
+            HANDLED.add_many(w.handled, self.names.name, self.group)
             if w.dead:
                 DEAD_LETTERED.add_many(len(w.dead), self.names.name, self.group)
                 for entry_id, _, error, _ in w.dead:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple, cast
 
-from meshauth.bus.events import AuditEvent, MalformedEvent, decode
+from meshauth.bus.events import AuditEvent, MalformedEvent, decode_batch
 from meshauth.redis_client import RedisConn
 
 Entry = tuple[bytes, dict[bytes, bytes] | None]
@@ -19,24 +19,30 @@ ERROR_CHARS = 2000
 
 
 class Delivery(NamedTuple):
-    """One event as a handler gets it: its stream entry id (ordered within a partition) and partition."""
+    """One event as a handler gets it: its stream entry id (ordered within a partition), partition, and
+    place in the entry (a batch entry holds a flush's events of one partition, in publish order)."""
 
     entry_id: str
     partition: int
     event: AuditEvent
+    place: int = 0
 
 
 @dataclass
 class Partition:
     """A leased partition's state in the consumer (see ``consumer``'s docstring for the three states);
-    ``failures`` counts handler failures per entry for the dead-letter decision."""
+    ``failures`` counts handler failures per event (entry id, place) for the dead-letter decision;
+    ``progress`` and ``letters``: of a batch entry retried event by event, how many of its events are
+    settled and the dead letters held until the whole entry is (then it is acknowledged)."""
 
     recovering: bool = True
     backlog: bool = False
     careful: bool = False  # a holder died with this backlog: re-read and settle it one entry at a time
     retry: bool = False  # the backlog is this holder's own retry (a failure, the database away): not a delivery
     retry_at: float = 0.0
-    failures: dict[bytes, int] = field(default_factory=dict)
+    failures: dict[tuple[bytes, int], int] = field(default_factory=dict)
+    progress: dict[bytes, int] = field(default_factory=dict)
+    letters: dict[bytes, list[DeadLetter]] = field(default_factory=dict)
 
 
 @dataclass
@@ -49,6 +55,7 @@ class Work:
     batch: list[tuple[bytes, Delivery]]
     done: list[bytes] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
+    handled: int = 0  # events handled (``done`` counts entries)
 
 
 def decode_entries(stream: str, n: int, part: Partition, entries: list[Entry]) -> Work:
@@ -61,9 +68,15 @@ def decode_entries(stream: str, n: int, part: Partition, entries: list[Entry]) -
         try:
             if payload is None:
                 raise MalformedEvent(f"no 'd' field (fields: {sorted(k.decode('latin-1') for k in fields)})")
-            w.batch.append((entry_id, Delivery(entry_id.decode(), n, decode(payload))))
+            events = decode_batch(payload)
         except MalformedEvent as exc:
             w.dead.append((entry_id, payload if payload is not None else repr(fields).encode(), str(exc), 0))
+            continue
+        if not events:
+            w.done.append(entry_id)
+            continue
+        sid = entry_id.decode()
+        w.batch.extend((entry_id, Delivery(sid, n, event, i)) for i, event in enumerate(events))
     return w
 
 

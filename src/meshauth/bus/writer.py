@@ -8,12 +8,12 @@ written before the groups that must read it exist.
 
 from __future__ import annotations
 
-import collections
 import logging
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from meshauth.bus.events import batch_size
 from meshauth.bus.groups import ensure_groups
 from meshauth.bus.metrics import PUBLISHED
 from meshauth.bus.spool import Record
@@ -87,8 +87,10 @@ class StreamWriter:
         """XADD ``records`` in one script call; False if Redis did not take them (if the reply was lost
         they may have landed: replaying them is harmless, consumers de-duplicate by event id)."""
         keys = [key for key, _ in records]
-        # The logical streams of the batch, from its few distinct partition keys (not per record).
-        partitions = collections.Counter(keys)
+        # Events per partition (a record is a batch entry: ``events.batch_size``), for the counter.
+        partitions: dict[str, int] = {}
+        for key, data in records:
+            partitions[key] = partitions.get(key, 0) + batch_size(data)
         try:
             await self._ensure_groups({logical(key) for key in partitions})
             if self._raw is not None:

@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 
 from meshauth.audit.query import to_json
 from meshauth.audit.store import as_dict, row
-from meshauth.bus.events import MalformedEvent, decode
+from meshauth.bus.events import MalformedEvent, decode_batch
 from meshauth.bus.streams import AUDIT, StreamNames
 from meshauth.config_load import load_settings
 from meshauth.redis_client import connect, resolve_redis_url
@@ -59,13 +59,15 @@ async def _follow(url: str, names: StreamNames, wanted: dict[str, str], count: i
                 for entry_id, fields in entries:
                     positions[stream.decode()] = entry_id
                     try:
-                        event = to_json(as_dict(row(decode(fields.get(b"d", b"")))))
+                        events = decode_batch(fields.get(b"d", b""))
                     except MalformedEvent:
                         continue
-                    if all(event.get(k) == v for k, v in wanted.items()):
-                        typer.echo(json.dumps(event, separators=(",", ":")))
-                        shown += 1
-                        if count and shown >= count:
-                            return
+                    for one in events:
+                        event = to_json(as_dict(row(one)))
+                        if all(event.get(k) == v for k, v in wanted.items()):
+                            typer.echo(json.dumps(event, separators=(",", ":")))
+                            shown += 1
+                            if count and shown >= count:
+                                return
     finally:
         await redis.aclose()
