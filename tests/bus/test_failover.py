@@ -6,10 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import cast
 
+import pytest
 import sqlalchemy as sa
 from redis.asyncio import Redis
 
@@ -22,6 +23,7 @@ from meshauth.bus.streams import AUDIT
 from meshauth.db import create_engine
 from meshauth.db.tables import audit_log
 from tests.bus.helpers import until
+from tests.conftest import ADMIN_TIMEOUT
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ConsumerConfig(partitions=2, block=0.05, count=100, min_idle=0.3, lease_ttl=1.0, retry_delay=0.01)
@@ -127,8 +129,25 @@ async def _lag_zero(redis: Redis) -> bool:
     return True
 
 
+@pytest.fixture
+async def observer(redis: Redis, valkey_url: str) -> AsyncIterator[Redis]:
+    """The test's own polling client, with the fixtures' generous timeouts: the ``redis`` fixture keeps
+    the services' 0.5 s default, and at load 12-20 one ``XLEN``/``XPENDING`` poll outlasted it (a
+    ``TimeoutError`` in the test, not in the consumer under test). Takes ``redis`` for its flush."""
+    del redis
+    client = Redis.from_url(
+        valkey_url.replace("valkey://", "redis://", 1),
+        socket_timeout=ADMIN_TIMEOUT,
+        socket_connect_timeout=ADMIN_TIMEOUT,
+    )
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
 async def test_an_entry_that_kills_every_holder_is_dead_lettered_and_the_partition_moves_on(
-    valkey_url: str, redis: Redis, tmp_path: Path
+    valkey_url: str, observer: Redis, tmp_path: Path
 ) -> None:
     """A handler bug that ends the process (not an exception the consumer could count): every new
     consumer claims the entry from the dead one and dies with it again. Redis's delivery counter sees
@@ -142,7 +161,7 @@ async def test_an_entry_that_kills_every_holder_is_dead_lettered_and_the_partiti
         proc = _spawn(valkey_url, "poison")
 
         async def settled(proc: subprocess.Popen[bytes] = proc) -> bool:
-            return proc.poll() is not None or bool(await redis.xlen("meshauth:bus:audit:dead"))
+            return proc.poll() is not None or bool(await observer.xlen("meshauth:bus:audit:dead"))
 
         try:
             await until(settled, within=60, what="the consumer died or dead-lettered the entry")
@@ -150,11 +169,11 @@ async def test_an_entry_that_kills_every_holder_is_dead_lettered_and_the_partiti
             if proc.poll() is None:  # it dead-lettered the entry and lives on: done with it
                 proc.kill()
             proc.wait()
-        if await redis.xlen("meshauth:bus:audit:dead"):
+        if await observer.xlen("meshauth:bus:audit:dead"):
             break
         assert proc.returncode == -signal.SIGKILL
         crashes += 1
-    dead = cast(list[tuple[bytes, dict[bytes, bytes]]], await redis.xrange("meshauth:bus:audit:dead"))
+    dead = cast(list[tuple[bytes, dict[bytes, bytes]]], await observer.xrange("meshauth:bus:audit:dead"))
     assert len(dead) == 1, dead
     assert b"never acknowledged" in dead[0][1][b"error"]
     assert decode(dead[0][1][b"d"]).resource == "poison"
@@ -170,11 +189,11 @@ async def test_an_entry_that_kills_every_holder_is_dead_lettered_and_the_partiti
     survivor.start()
 
     async def done() -> bool:
-        return await _no_pending(redis) and await _lag_zero(redis)
+        return await _no_pending(observer) and await _lag_zero(observer)
 
     try:
         await until(done, within=60, what="everything acked")
     finally:
         await survivor.stop()
-    logged = cast(list[bytes], await redis.lrange("order-log", 0, -1))
+    logged = cast(list[bytes], await observer.lrange("order-log", 0, -1))
     assert set(range(10)) <= set(seen) | {int(x.decode().split(":")[2]) for x in logged}
