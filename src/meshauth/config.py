@@ -235,6 +235,7 @@ class Settings(BatchingSettings, MonitoringSettings, BusSettings, BaseSettings):
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_kib: int = Field(default=65_536, ge=8)
     argon2_parallelism: int = Field(default=1, ge=1)
+    argon2_costly_budget_kib: int = Field(default=524_288, ge=262_144)  # KiB; see auth/passwords.py
 
     @field_validator("trusted_proxies")
     @classmethod
