@@ -91,7 +91,7 @@ async def test_logins_to_costly_imported_accounts_beyond_the_budget_answer_503(
     and once the attempts end a costly account logs in."""
     memory = 128 * 1024 + 4
     settings = make_settings(sqlite_url, valkey_url, tmp_path, argon2_costly_budget_kib=256 * 1024)
-    imported = await asyncio.to_thread(_hash, "right", memory, 1)
+    imported = await asyncio.to_thread(_hash, "right", memory, 3)  # t=3: long enough to overlap
     async for h in start_harness(settings):
         await h.add_client("svc")
         await h.add_user("alice")
@@ -100,6 +100,7 @@ async def test_logins_to_costly_imported_accounts_beyond_the_budget_answer_503(
             "/admin/users:bulk", headers={**h.admin, "content-type": "application/json"}, content=json.dumps(items)
         )
         assert r.status_code == 200, r.text
+        assert (await _grant(h, "alice", PASSWORD)).status_code == 200  # the client's secret is verified now
 
         answers = await asyncio.gather(
             _grant(h, "big0", "wrong"),
