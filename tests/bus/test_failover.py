@@ -53,8 +53,26 @@ async def _publish(url: str, tmp_path: Path, events: list[AuditEvent]) -> None:
     await p.stop()
 
 
+@pytest.fixture
+async def observer(redis: Redis, valkey_url: str) -> AsyncIterator[Redis]:
+    """The tests' own Redis client (polls, recorders), with the fixtures' generous timeouts: the
+    ``redis`` fixture keeps the services' 0.5 s default, and at load 12-20 one ``XLEN``/``XPENDING``
+    poll outlasted it (a ``TimeoutError`` in the test, not in the consumer under test). Takes
+    ``redis`` for its flush."""
+    del redis
+    client = Redis.from_url(
+        valkey_url.replace("valkey://", "redis://", 1),
+        socket_timeout=ADMIN_TIMEOUT,
+        socket_connect_timeout=ADMIN_TIMEOUT,
+    )
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
 async def test_consumer_killed_mid_batch_every_event_lands_in_audit_log_once(
-    valkey_url: str, redis: Redis, db_url: str, tmp_path: Path
+    valkey_url: str, observer: Redis, db_url: str, tmp_path: Path
 ) -> None:
     events = [audit("gate.decision", subject=f"user{i % 13}", decision="allow", status=i) for i in range(1000)]
     await _publish(valkey_url, tmp_path, events)
@@ -64,7 +82,7 @@ async def test_consumer_killed_mid_batch_every_event_lands_in_audit_log_once(
         async with engine.connect() as conn:
             half_done = (await conn.execute(sa.select(sa.func.count()).select_from(audit_log))).scalar_one()
         assert 0 < half_done < 1000  # it died with work stored and work pending
-        pending = sum([(await redis.xpending(s, "audit"))["pending"] for s in _partitions()])
+        pending = sum([(await observer.xpending(s, "audit"))["pending"] for s in _partitions()])
         assert pending > 0
         writer = AuditWriter(engine)
         survivor = Consumer(valkey_url, AUDIT, "audit", writer, CONFIG, name="survivor")
@@ -76,7 +94,7 @@ async def test_consumer_killed_mid_batch_every_event_lands_in_audit_log_once(
             return bool(n >= 1000)
 
         await until(stored, within=60, what="every event in audit_log")
-        await until(lambda: _no_pending(redis), what="everything acked")
+        await until(lambda: _no_pending(observer), what="everything acked")
         await survivor.stop()
         await writer.close()
         async with engine.connect() as conn:
@@ -94,7 +112,7 @@ async def _no_pending(redis: Redis) -> bool:
     return sum([int((await redis.xpending(s, "audit"))["pending"]) for s in _partitions()]) == 0
 
 
-async def test_per_key_order_holds_across_a_consumer_failover(valkey_url: str, redis: Redis, tmp_path: Path) -> None:
+async def test_per_key_order_holds_across_a_consumer_failover(valkey_url: str, observer: Redis, tmp_path: Path) -> None:
     """Each key's events are handled in publish order by the dying consumer and by its successor;
     the successor starts with what the dead one left pending."""
     keys = [f"k{i}" for i in range(6)]
@@ -102,14 +120,14 @@ async def test_per_key_order_holds_across_a_consumer_failover(valkey_url: str, r
     await _killed(_spawn(valkey_url, "order"))
 
     async def record(batch: Sequence[Delivery]) -> None:
-        await redis.rpush("order-log", *[f"B:{d.event.subject}:{d.event.status}" for d in batch])
+        await observer.rpush("order-log", *[f"B:{d.event.subject}:{d.event.status}" for d in batch])
 
     survivor = Consumer(valkey_url, AUDIT, "audit", record, CONFIG, name="survivor")
     survivor.start()
-    await until(lambda: _no_pending(redis), within=60, what="everything acked")
-    await until(lambda: _lag_zero(redis), what="everything delivered")
+    await until(lambda: _no_pending(observer), within=60, what="everything acked")
+    await until(lambda: _lag_zero(observer), what="everything delivered")
     await survivor.stop()
-    log = [line.decode().split(":") for line in cast(list[bytes], await redis.lrange("order-log", 0, -1))]
+    log = [line.decode().split(":") for line in cast(list[bytes], await observer.lrange("order-log", 0, -1))]
     assert {who for who, _, _ in log} == {"A", "B"}
     for key in keys:
         by_b = [int(s) for who, k, s in log if k == key and who == "B"]
@@ -127,23 +145,6 @@ async def _lag_zero(redis: Redis) -> bool:
             if g["name"] == b"audit" and g["lag"]:
                 return False
     return True
-
-
-@pytest.fixture
-async def observer(redis: Redis, valkey_url: str) -> AsyncIterator[Redis]:
-    """The test's own polling client, with the fixtures' generous timeouts: the ``redis`` fixture keeps
-    the services' 0.5 s default, and at load 12-20 one ``XLEN``/``XPENDING`` poll outlasted it (a
-    ``TimeoutError`` in the test, not in the consumer under test). Takes ``redis`` for its flush."""
-    del redis
-    client = Redis.from_url(
-        valkey_url.replace("valkey://", "redis://", 1),
-        socket_timeout=ADMIN_TIMEOUT,
-        socket_connect_timeout=ADMIN_TIMEOUT,
-    )
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 async def test_an_entry_that_kills_every_holder_is_dead_lettered_and_the_partition_moves_on(
