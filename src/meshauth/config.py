@@ -211,13 +211,13 @@ class Settings(BatchingSettings, MonitoringSettings, BusSettings, BaseSettings):
     session_absolute_timeout: int = Field(default=8 * 3600, ge=10)
     cookie_secure: bool = True
     cookie_samesite: Literal["lax", "strict", "none"] = "lax"
+    session_check_budget: float = Field(default=0.15, gt=0, le=10)  # the gate's session lookup (s), then 503
 
     # Guessing throttle: failures allowed per window before 429 (the model: auth/throttle.py).
     throttle_window: int = Field(default=300, ge=1)
     # Per account (user or client id) from one address.
     throttle_max_per_account: int = Field(default=5, ge=1)
     throttle_max_per_address: int = Field(default=50, ge=1)
-    # --- auth hardening (guessing throttle, issue 7 items 6 and 16) ---
     # Per user from every address it has not logged in from, together, per throttle_total_window (s).
     throttle_max_per_account_total: int = Field(default=100, ge=1)
     throttle_total_window: int = Field(default=3600, ge=1)
@@ -228,7 +228,6 @@ class Settings(BatchingSettings, MonitoringSettings, BusSettings, BaseSettings):
     throttle_attempt_timeout: float = Field(default=30.0, gt=0, le=600)
     # How long an attempt waits for attempts in flight to end before it is refused (s).
     throttle_max_wait: float = Field(default=5.0, ge=0, le=60)
-    # --- end auth hardening ---
     # Peers whose X-Forwarded-For is believed (CIDRs): the sidecar/gateway addresses in a mesh.
     trusted_proxies: tuple[str, ...] = ()
 
@@ -236,6 +235,7 @@ class Settings(BatchingSettings, MonitoringSettings, BusSettings, BaseSettings):
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_kib: int = Field(default=65_536, ge=8)
     argon2_parallelism: int = Field(default=1, ge=1)
+    argon2_costly_budget_kib: int = Field(default=524_288, ge=262_144)  # KiB; see auth/passwords.py
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -122,6 +127,34 @@ async def test_session_store_down_fails_closed(sqlite_url: str, valkey_server_fa
         server.stop()
         r = await h.http.get("/ext_authz/", headers={"cookie": f"meshauth_session={sid}"})
         assert r.status_code == 503
+
+
+async def test_frozen_session_store_answers_503_within_the_session_budget(
+    sqlite_url: str, valkey_server_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A SIGSTOPped Redis (no error, no answer): the session check gives up after
+    ``session_check_budget``, not the Redis client's 0.5 s command timeout, so the gate's 503 and its
+    reason reach Envoy before its own 0.25 s ext_authz timeout would answer a reasonless 403."""
+    server = valkey_server_factory()
+    settings = make_settings(
+        sqlite_url, server.connection_url, tmp_path, session_cache_ttl=0, session_check_budget=0.05
+    )
+    async for h in start_harness(settings):
+        await h.add_user()
+        sid = await login(h)
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            for _ in range(3):
+                started = time.monotonic()
+                r = await h.http.get("/ext_authz/", headers={"cookie": f"meshauth_session={sid}"})
+                elapsed = time.monotonic() - started
+                assert r.status_code == 503
+                assert r.headers["x-meshauth-reason"] == "session_unavailable"
+                assert elapsed < 0.4, elapsed  # the budget is 0.05 s; the Redis timeout 0.5 s
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        r = await h.http.get("/ext_authz/", headers={"cookie": f"meshauth_session={sid}"})
+        assert r.status_code == 200  # the dropped command left no broken connection behind
 
 
 async def test_logout_with_two_session_cookies_is_refused(auth: Harness) -> None:

@@ -27,11 +27,14 @@ from meshauth.bus.streams import AUDIT
 from meshauth.db import create_engine
 from meshauth.redis_client import connect
 from tests.bus.test_failover import CONFIG
+from tests.conftest import ADMIN_TIMEOUT
 
 
 async def main(url: str, mode: str, db_url: str | None) -> None:
     batches = 0
-    redis = connect(url)
+    # The recorder's own client: generous, so a loaded machine cannot make the handler raise a
+    # TimeoutError (a retried batch, not the crash under test) where it should die.
+    redis = connect(url, socket_timeout=ADMIN_TIMEOUT)
     writer = AuditWriter(create_engine(db_url)) if db_url else None
 
     async def handler(batch: Sequence[Delivery]) -> None:

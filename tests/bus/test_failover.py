@@ -6,10 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import cast
 
+import pytest
 import sqlalchemy as sa
 from redis.asyncio import Redis
 
@@ -22,6 +23,7 @@ from meshauth.bus.streams import AUDIT
 from meshauth.db import create_engine
 from meshauth.db.tables import audit_log
 from tests.bus.helpers import until
+from tests.conftest import ADMIN_TIMEOUT
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ConsumerConfig(partitions=2, block=0.05, count=100, min_idle=0.3, lease_ttl=1.0, retry_delay=0.01)
@@ -54,8 +56,26 @@ async def _publish(url: str, tmp_path: Path, events: list[AuditEvent]) -> None:
     await p.stop()
 
 
+@pytest.fixture
+async def observer(redis: Redis, valkey_url: str) -> AsyncIterator[Redis]:
+    """The tests' own Redis client (polls, recorders), with the fixtures' generous timeouts: the
+    ``redis`` fixture keeps the services' 0.5 s default, and at load 12-20 one ``XLEN``/``XPENDING``
+    poll outlasted it (a ``TimeoutError`` in the test, not in the consumer under test). Takes
+    ``redis`` for its flush."""
+    del redis
+    client = Redis.from_url(
+        valkey_url.replace("valkey://", "redis://", 1),
+        socket_timeout=ADMIN_TIMEOUT,
+        socket_connect_timeout=ADMIN_TIMEOUT,
+    )
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
 async def test_consumer_killed_mid_batch_every_event_lands_in_audit_log_once(
-    valkey_url: str, redis: Redis, db_url: str, tmp_path: Path
+    valkey_url: str, observer: Redis, db_url: str, tmp_path: Path
 ) -> None:
     events = [audit("gate.decision", subject=f"user{i % 13}", decision="allow", status=i) for i in range(1000)]
     await _publish(valkey_url, tmp_path, events)
@@ -65,7 +85,7 @@ async def test_consumer_killed_mid_batch_every_event_lands_in_audit_log_once(
         async with engine.connect() as conn:
             half_done = (await conn.execute(sa.select(sa.func.count()).select_from(audit_log))).scalar_one()
         assert 0 < half_done < 1000  # it died with work stored and work pending
-        pending = sum([(await redis.xpending(s, "audit"))["pending"] for s in _partitions()])
+        pending = sum([(await observer.xpending(s, "audit"))["pending"] for s in _partitions()])
         assert pending > 0
         writer = AuditWriter(engine)
         survivor = Consumer(valkey_url, AUDIT, "audit", writer, CONFIG, name="survivor")
@@ -77,7 +97,7 @@ async def test_consumer_killed_mid_batch_every_event_lands_in_audit_log_once(
             return bool(n >= 1000)
 
         await until(stored, within=60, what="every event in audit_log")
-        await until(lambda: _no_pending(redis), what="everything acked")
+        await until(lambda: _no_pending(observer), what="everything acked")
         await survivor.stop()
         await writer.close()
         async with engine.connect() as conn:
@@ -95,7 +115,7 @@ async def _no_pending(redis: Redis) -> bool:
     return sum([int((await redis.xpending(s, "audit"))["pending"]) for s in _partitions()]) == 0
 
 
-async def test_per_key_order_holds_across_a_consumer_failover(valkey_url: str, redis: Redis, tmp_path: Path) -> None:
+async def test_per_key_order_holds_across_a_consumer_failover(valkey_url: str, observer: Redis, tmp_path: Path) -> None:
     """Each key's events are handled in publish order by the dying consumer and by its successor;
     the successor starts with what the dead one left pending."""
     keys = [f"k{i}" for i in range(6)]
@@ -103,14 +123,14 @@ async def test_per_key_order_holds_across_a_consumer_failover(valkey_url: str, r
     await _killed(_spawn(valkey_url, "order"))
 
     async def record(batch: Sequence[Delivery]) -> None:
-        await redis.rpush("order-log", *[f"B:{d.event.subject}:{d.event.status}" for d in batch])
+        await observer.rpush("order-log", *[f"B:{d.event.subject}:{d.event.status}" for d in batch])
 
     survivor = Consumer(valkey_url, AUDIT, "audit", record, CONFIG, name="survivor")
     survivor.start()
-    await until(lambda: _no_pending(redis), within=60, what="everything acked")
-    await until(lambda: _lag_zero(redis), what="everything delivered")
+    await until(lambda: _no_pending(observer), within=60, what="everything acked")
+    await until(lambda: _lag_zero(observer), what="everything delivered")
     await survivor.stop()
-    log = [line.decode().split(":") for line in cast(list[bytes], await redis.lrange("order-log", 0, -1))]
+    log = [line.decode().split(":") for line in cast(list[bytes], await observer.lrange("order-log", 0, -1))]
     assert {who for who, _, _ in log} == {"A", "B"}
     for key in keys:
         by_b = [int(s) for who, k, s in log if k == key and who == "B"]
@@ -131,7 +151,7 @@ async def _lag_zero(redis: Redis) -> bool:
 
 
 async def test_an_entry_that_kills_every_holder_is_dead_lettered_and_the_partition_moves_on(
-    valkey_url: str, redis: Redis, tmp_path: Path
+    valkey_url: str, observer: Redis, tmp_path: Path
 ) -> None:
     """A handler bug that ends the process (not an exception the consumer could count): every new
     consumer claims the entry from the dead one and dies with it again. Redis's delivery counter sees
@@ -147,7 +167,7 @@ async def test_an_entry_that_kills_every_holder_is_dead_lettered_and_the_partiti
         proc = _spawn(valkey_url, "poison")
 
         async def settled(proc: subprocess.Popen[bytes] = proc) -> bool:
-            return proc.poll() is not None or bool(await redis.xlen("meshauth:bus:audit:dead"))
+            return proc.poll() is not None or bool(await observer.xlen("meshauth:bus:audit:dead"))
 
         try:
             await until(settled, within=60, what="the consumer died or dead-lettered the entry")
@@ -155,11 +175,11 @@ async def test_an_entry_that_kills_every_holder_is_dead_lettered_and_the_partiti
             if proc.poll() is None:  # it dead-lettered the entry and lives on: done with it
                 proc.kill()
             proc.wait()
-        if await redis.xlen("meshauth:bus:audit:dead"):
+        if await observer.xlen("meshauth:bus:audit:dead"):
             break
         assert proc.returncode == -signal.SIGKILL
         crashes += 1
-    dead = cast(list[tuple[bytes, dict[bytes, bytes]]], await redis.xrange("meshauth:bus:audit:dead"))
+    dead = cast(list[tuple[bytes, dict[bytes, bytes]]], await observer.xrange("meshauth:bus:audit:dead"))
     assert len(dead) == 1, dead
     assert b"never acknowledged" in dead[0][1][b"error"]
     assert [e.resource for e in decode_batch(dead[0][1][b"d"])] == ["poison"]
@@ -175,11 +195,11 @@ async def test_an_entry_that_kills_every_holder_is_dead_lettered_and_the_partiti
     survivor.start()
 
     async def done() -> bool:
-        return await _no_pending(redis) and await _lag_zero(redis)
+        return await _no_pending(observer) and await _lag_zero(observer)
 
     try:
         await until(done, within=60, what="everything acked")
     finally:
         await survivor.stop()
-    logged = cast(list[bytes], await redis.lrange("order-log", 0, -1))
+    logged = cast(list[bytes], await observer.lrange("order-log", 0, -1))
     assert set(range(10)) <= set(seen) | {int(x.decode().split(":")[2]) for x in logged}

@@ -18,6 +18,7 @@ from starlette.requests import Request
 
 from meshauth.auth.accounts import MAX_SECRET_CHARS, Client
 from meshauth.auth.forms import oauth_error
+from meshauth.auth.passwords import Passwords, VerifyBusy
 from meshauth.auth.revocation import Stamp
 from meshauth.auth.service import AuthService
 from meshauth.auth.throttle import Throttled
@@ -48,6 +49,20 @@ def _is_trusted(address: str, trusted: Sequence[IPv4Network | IPv6Network]) -> b
     except ValueError:
         return False
     return any(ip in net for net in trusted)
+
+
+async def verify_secret(passwords: Passwords, stored_hash: str | None, secret: str) -> bool:
+    """``passwords.verify``, with VerifyBusy answered as OAuth answers overload (RFC 6749 §4.1.2.1's
+    ``temporarily_unavailable``, 503 and ``retry-after``, as for a backing store down): never queued."""
+    try:
+        return await passwords.verify(stored_hash, secret)
+    except VerifyBusy:
+        raise oauth_error(
+            503,
+            "temporarily_unavailable",
+            "too many costly password verifications in progress; retry shortly",
+            **{"retry-after": "1"},
+        ) from None
 
 
 def too_many(retry_after: int) -> ApiError:
@@ -96,7 +111,7 @@ class ClientAuthenticator:
             if isinstance(attempt, Throttled):
                 raise too_many(attempt.retry_after)
             async with attempt:
-                ok = await self._service.passwords.verify(client.secret_hash if client else None, secret)
+                ok = await verify_secret(self._service.passwords, client.secret_hash if client else None, secret)
                 attempt.correct = ok
         if not ok or client is None:
             raise fail

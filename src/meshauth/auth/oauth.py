@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from meshauth.auth.accounts import NAME_PATTERN, Client
-from meshauth.auth.client_auth import ClientAuthenticator, client_address, too_many
+from meshauth.auth.client_auth import ClientAuthenticator, client_address, too_many, verify_secret
 from meshauth.auth.forms import oauth_error, read_form
 from meshauth.auth.metrics import TOKENS_ISSUED
 from meshauth.auth.refresh import RefreshError, RefreshGrant, Reused
@@ -115,7 +115,7 @@ class OAuthEndpoints:
         async with attempt:
             stamp = await self._s.denylist.stamp("sub", username)
             user = await self._s.accounts.get_user(username)
-            ok = await self._s.passwords.verify(user.password_hash if user else None, password)
+            ok = await verify_secret(self._s.passwords, user.password_hash if user else None, password)
             # A disabled user's right password counts as a failure and gets a wrong one's words.
             attempt.correct = ok and user is not None and not user.disabled
         self._s.audit.login(attempt.correct, username, "")

@@ -89,6 +89,7 @@ class AuthService:
             time_cost=settings.argon2_time_cost,
             memory_kib=settings.argon2_memory_kib,
             parallelism=settings.argon2_parallelism,
+            costly_budget_kib=settings.argon2_costly_budget_kib,
         )
         self.admin_token = read_admin_token(settings)
         self.listener = InvalidationListener(url, self.rkeys.invalidations, self._on_invalidation, self._resync)
