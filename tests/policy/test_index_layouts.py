@@ -24,7 +24,8 @@ PIECES = [
     '@id("p{n};//\\r") permit(principal is User, action in [Action::"{a}"], resource);',
     '@odd("\\u{{3b}}//\n") forbid(principal == User::"u{n}", action, resource) when {{ context has x }};',
     'permit(principal == ?principal, action == Action::"{a}", resource);',
-    'permit(principal, action == Action::"{a}", resource) //\r; forbid(principal, action, resource == Doc::"secret") //\n;',
+    'permit(principal, action == Action::"{a}", resource) //\r; '
+    'forbid(principal, action, resource == Doc::"secret") //\n;',
     'permit(principal, action == Action::"{a}", resource) when {{ "a" == //\r"\n; '
     'permit(principal, action, resource is Zz) when {{ "//"\n }};',
     'permit(principal, action, resource) when {{ resource == Doc::"d{n}" && "x//" like "*;*" }};',
