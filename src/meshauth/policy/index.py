@@ -8,13 +8,16 @@ can match is also exact: whatever the index cannot analyse it keeps, "may match 
 
 Built once per activation, from the policy text itself:
 
-- the text is split into statements (Cedar numbers them ``policy0``, ``policy1``, … in order) and
-  each statement's scope is read by one regular expression over its head. A head the expression
-  does not cover (an escaped string, an unusual layout) is converted by Cedar alone (its JSON
-  form); a policy neither can analyse is a wildcard. Why text rather than Cedar's typed nodes:
-  ``PolicySet.to_pst()`` refuses valid policies (``decimal("1", "2", "3")`` parses and only errors
-  when evaluated — issue 7), and converting 100,000 policies through it or through Cedar's JSON
-  takes 20–25 s, against ~1 s here;
+- the text is split into statements (Cedar numbers them ``policy0``, ``policy1``, … in order),
+  and Cedar confirms the split: each statement alone is exactly one policy of its own, ending
+  where the statement ends (``scopes.confirmed_by_cedar``; a count alone was fooled by a
+  counterweight, stop 20), else the whole set is evaluated. Each statement's scope is read by
+  one regular expression over its head. A head the expression does not cover (an escaped string,
+  an unusual layout) is converted by Cedar alone (its JSON form); a policy neither can analyse
+  is a wildcard. Why text rather than Cedar's typed nodes: ``PolicySet.to_pst()`` refuses valid
+  policies (``decimal("1", "2", "3")`` parses and only errors when evaluated — issue 7), and
+  converting 100,000 policies through Cedar's JSON took 27 s at stop 20 (load 11 on 2 cores),
+  against 3.3 s for this index then (see docs/performance.md, "Stop 20, branch scopes3");
 - buckets map (action, resource type) — ``action ==`` —, (action group, resource type) — each uid
   of ``action in …`` — and the wildcards (any action, any resource type: ``in`` scopes and
   template slots fix no type) to the policies that can match, so a lookup costs O(policies that can
@@ -40,7 +43,7 @@ from dataclasses import dataclass
 from meshauth.policy.cedar import PolicySet, Uid
 from meshauth.policy.metrics import INDEX_CACHE
 from meshauth.policy.scope_table import ScopeTable, table_for
-from meshauth.policy.scopes import ANYTHING, Policy, analyse, whole_set_facts
+from meshauth.policy.scopes import ANYTHING, Policy, analyse, confirmed_by_cedar, whole_set_facts
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +102,14 @@ class PolicyIndex:
         policies = analyse(text)
         templates = len(full.templates())
         expected = len(full) + templates
-        if len(policies) != expected or sum(p.template for p in policies) != templates:
-            # The split disagrees with Cedar's numbering: nothing here can be trusted to name
+        agree = len(policies) == expected and sum(p.template for p in policies) == templates
+        if not (agree and confirmed_by_cedar(policies)):
+            # The split disagrees with Cedar's reading: nothing here can be trusted to name
             # policies, so evaluate the whole set and ask Cedar for ids and effects.
             log.warning(
-                "policy index: %d statements read, Cedar has %d; evaluating whole sets", len(policies), expected
+                "policy index: %d statements read, Cedar has %d (or reads them otherwise); evaluating whole sets",
+                len(policies),
+                expected,
             )
             policies = [Policy(f"policy{n}", "", ANYTHING, True, None) for n in range(expected)]
             enabled = False
