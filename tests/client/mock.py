@@ -27,6 +27,19 @@ def verdict(item: dict[str, Any], revision: int = 1, allow: bool = True) -> dict
     return {"decision": allowed, "context": {"revision": revision, "policies": ["p"] if allowed else [], "errors": []}}
 
 
+async def one_bad(url: str, doc: dict[str, Any]) -> Response:
+    """The fake policy, except that an item whose subject id is "bad" comes back as the service's
+    per-item error (a 400 inside a 200 batch)."""
+    out = []
+    for e in doc["evaluations"]:
+        if e["subject"]["id"] == "bad":
+            err = {"status": 400, "message": "evaluations[1].subject.type: bad"}
+            out.append({"decision": True, "context": {"revision": 1, "errors": [err["message"]], "error": err}})
+        else:
+            out.append(verdict(e))
+    return Response(200, msgspec.json.encode({"evaluations": out}))
+
+
 class MockTransport:
     def __init__(self, handler: Handler | None = None, *, revision: int = 1) -> None:
         self.calls: list[tuple[str, dict[str, Any], dict[str, str]]] = []

@@ -24,7 +24,7 @@ from meshauth.client import (
     TransportError,
     at_least,
 )
-from tests.client.mock import Clock, MockTransport, verdict
+from tests.client.mock import Clock, MockTransport, one_bad, verdict
 
 URL = "http://pdp"
 ALICE = {"type": "User", "id": "alice"}
@@ -181,16 +181,6 @@ async def test_batch_answer_with_wrong_count_denies_every_caller() -> None:
 
 async def test_failed_item_fails_only_its_caller() -> None:
     """A batch item the service could not evaluate is an invalid_request deny for that caller alone."""
-
-    async def one_bad(url: str, doc: dict[str, Any]) -> Response:
-        out = []
-        for e in doc["evaluations"]:
-            if e["subject"]["id"] == "bad":
-                err = {"status": 400, "message": "evaluations[1].subject.type: bad"}
-                out.append({"decision": True, "context": {"revision": 1, "errors": [err["message"]], "error": err}})
-            else:
-                out.append(verdict(e))
-        return Response(200, msgspec.json.encode({"evaluations": out}))
 
     async with make(MockTransport(one_bad)) as c:
         ds = await c.check_many([Check({"type": "User", "id": i}, "view", DOC) for i in ("a", "bad", "c")])

@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from meshauth.client import REASON_INVALID_REQUEST, REASON_UNAVAILABLE, PolicyClient, Response, State, at_least
-from tests.client.mock import MockTransport, verdict
+from tests.client.mock import MockTransport, one_bad, verdict
 
 URL = "http://pdp"
 DOC = {"type": "Doc", "id": "d1"}
@@ -35,16 +35,6 @@ async def test_concurrent_checks_share_a_call_and_each_gets_its_own_answer() -> 
 
 
 async def test_one_failed_item_fails_only_its_caller() -> None:
-    async def one_bad(url: str, doc: dict[str, Any]) -> Response:
-        out = []
-        for e in doc["evaluations"]:
-            if e["subject"]["id"] == "bad":
-                err = {"status": 400, "message": "evaluations[1].subject.type: bad"}
-                out.append({"decision": True, "context": {"revision": 1, "errors": [err["message"]], "error": err}})
-            else:
-                out.append(verdict(e))
-        return Response(200, msgspec.json.encode({"evaluations": out}))
-
     async with make(MockTransport(one_bad), cache=None) as c:
         ds = await asyncio.gather(*(c.check(user(n), "view", DOC) for n in ("a", "bad", "c")))
     assert [d.decision for d in ds] == [True, False, True]
