@@ -63,3 +63,25 @@ async def test_grpc_override_headers_are_refused(authz: Harness) -> None:  # noq
         lines.append(base_pb2.HeaderValue(key="X-HTTP-Method-Override", raw_value=b"DELETE"))
         no = await stub.Check(raw)
         assert no.status.code == code_pb2.PERMISSION_DENIED
+
+
+@pytest.mark.parametrize("value", [b"\xff\xfeDELETE", b"", b"D" * 6000], ids=["not-utf8", "empty", "6000-bytes"])
+async def test_hostile_override_values_are_refused_never_a_5xx(authz: Harness, value: bytes) -> None:  # noqa: F811
+    """The header's presence is what is refused: a value that is not UTF-8, empty or large is the same
+    403, over HTTP and in Envoy's raw gRPC header form, and the worker keeps answering."""
+    token = (await authz.token(scope="read"))["access_token"]
+    r = await authz.http.get(
+        "/ext_authz/documents/d1", headers={"authorization": f"Bearer {token}", "X-HTTP-Method-Override": value}
+    )
+    assert (r.status_code, reason(r)) == (403, "request_override")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{authz.app.grpc_bound}") as channel:
+        stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+        raw = grpc_check("GET", "/documents/d1", {})
+        lines = raw.attributes.request.http.header_map.headers
+        lines.append(base_pb2.HeaderValue(key="authorization", raw_value=f"Bearer {token}".encode()))
+        lines.append(base_pb2.HeaderValue(key="X-Original-URL", raw_value=value))
+        no = await stub.Check(raw)
+        assert no.status.code == code_pb2.PERMISSION_DENIED
+        assert no.denied_response.status.code == 403
+    ok = await authz.http.get("/ext_authz/documents/d1", headers={"authorization": f"Bearer {token}"})
+    assert ok.status_code == 200
