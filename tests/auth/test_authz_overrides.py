@@ -71,7 +71,8 @@ async def test_hostile_override_values_are_refused_never_a_5xx(authz: Harness, v
     403, over HTTP and in Envoy's raw gRPC header form, and the worker keeps answering."""
     token = (await authz.token(scope="read"))["access_token"]
     r = await authz.http.get(
-        "/ext_authz/documents/d1", headers={"authorization": f"Bearer {token}", "X-HTTP-Method-Override": value}
+        "/ext_authz/documents/d1",
+        headers={b"authorization": f"Bearer {token}".encode(), b"X-HTTP-Method-Override": value},
     )
     assert (r.status_code, reason(r)) == (403, "request_override")
     async with grpc.aio.insecure_channel(f"127.0.0.1:{authz.app.grpc_bound}") as channel:
