@@ -1,0 +1,33 @@
+"""The text reader's expressions on layout that once made them backtrack: what they read is Cedar's."""
+
+from __future__ import annotations
+
+from meshauth.policy import cedar
+from meshauth.policy.cedar_syntax import HEAD, statements
+from meshauth.policy.conditions import condition_facts
+
+RUN = "/" * 40  # 2^20 ways to split into comments: seconds per match when comments could end early
+
+
+def test_a_comment_run_after_a_word_is_one_comment() -> None:
+    """``////…`` after a word is one comment to the end of its line, in the head and in conditions:
+    literals and accesses after it are still found, and Cedar compiles the same text."""
+    text = (
+        f"forbid(principal {RUN}\n, action, resource) when {{ true {RUN}\n"
+        f'&& Config::"g" {RUN}\n has lockdown && context {RUN}\n. x }};'
+    )
+    assert len(cedar.parse_policies(text)) == 1
+    (stmt,) = statements(text)
+    assert HEAD.match(stmt) is not None
+    facts = condition_facts(text)
+    assert facts.literals == (("Config", "g"),)
+    assert facts.ref_hops == 2  # ``has`` and ``.x``
+
+
+def test_layout_after_the_last_statement_is_no_statement() -> None:
+    """Blanks and comments after the last ``;`` (a comment may hold ``;`` and whole policies) add
+    nothing, however long."""
+    text = "permit(principal, action, resource);" + " \n\t" * 50_000 + "// forbid(principal, action, resource);\r\n "
+    assert statements(text) == ["permit(principal, action, resource);"]
+    assert len(cedar.parse_policies(text)) == 1
+    assert statements("") == [] and statements(" // x;\n") == []
