@@ -217,7 +217,7 @@ class OAuthEndpoints:
             identity = await self._s.verifier.verify(token)
         except TokenError:
             return None
-        if self._s.denylist.refuses(identity):
+        if self._s.denylist.refuses(identity) or not self._s.listener.synced:  # unsynced: no revocation known
             return None
         claims = identity.claims
         return {
