@@ -70,9 +70,9 @@ class EntityLoader:
                             nxt[r] = refs_left - 1
             frontier = nxt
         if frontier:
+            # No uid in the message: it reaches callers (``/v1/authorize`` shows errors to end users).
             raise HierarchyTooDeep(
-                f"the entity graph goes on past {self._max_depth} levels (policy_max_hierarchy_depth) "
-                f"from {len(frontier)} entities, e.g. {min(frontier)}: denied"
+                f"the entity graph goes on past {self._max_depth} levels (policy_max_hierarchy_depth): denied"
             )
         return found
 
