@@ -22,7 +22,8 @@ STRING = r'"(?:[^"\\]|\\.)*"'
 COMMENT = r"//[^\n\r]*+"
 WS = rf"(?:\s|{COMMENT})*+"
 IDENT = r"[_A-Za-z][_A-Za-z0-9]*"
-PATH = rf"{IDENT}(?:{WS}::{WS}{IDENT})*"
+# Possessive too: a path is never given back in part (what follows one is never ``::`` + a name).
+PATH = rf"{IDENT}(?:{WS}::{WS}{IDENT})*+"
 UID = rf"{PATH}{WS}::{WS}{STRING}"
 # One statement: everything up to a ``;`` outside strings and comments. :func:`statements` matches
 # it only where the previous one ended, so nothing is looked for inside a comment (a trailing

@@ -18,12 +18,15 @@ from dataclasses import dataclass
 import msgspec
 
 from meshauth.policy.cedar import Uid, policies_json
-from meshauth.policy.cedar_syntax import COMMENT, HEAD, IDENT, STRING, UID, WS, Unreadable, read_uid, statements
+from meshauth.policy.cedar_syntax import COMMENT, HEAD, IDENT, PATH, STRING, WS, Unreadable, read_uid, statements
 from meshauth.policy.entity_record import entity_refs
 
 log = logging.getLogger(__name__)
 
-_LITERAL = re.compile(rf"(?P<uid>\b{UID})|{STRING}|{COMMENT}")
+# A whole path is matched whether or not an id follows it (``resource is A::B::C``): searching for a
+# literal afresh at each of its names scanned the rest of the path each time (quadratic: a 16,000-name
+# type path took 32 s, the GIL held).
+_LITERAL = re.compile(rf"\b(?P<path>{PATH})(?P<id>{WS}::{WS}{STRING})?|{STRING}|{COMMENT}")
 # Attribute access (``.a`` not followed by a call), tag access (``.getTag(``, ``.hasTag(``), ``has``
 # and ``[`` (indexing, or a set literal: counted too — an upper bound is all the loader needs).
 _ACCESS = re.compile(
@@ -65,10 +68,10 @@ def _text_facts(text: str, *, strict: bool) -> ConditionFacts | None:
         head = HEAD.match(stmt)
         body = stmt[head.end() :] if head else stmt  # unread head: its scope uids too (a superset)
         for m in _LITERAL.finditer(body):
-            if m["uid"] is None:
+            if m["id"] is None:
                 continue
             try:
-                found[read_uid(m["uid"])] = None
+                found[read_uid(m[0])] = None
             except Unreadable:
                 literals = _cedar_literals(stmt)
                 if literals is None and strict:
