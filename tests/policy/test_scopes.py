@@ -73,3 +73,10 @@ def test_the_id_annotation_is_cedars(annotations: str) -> None:
     read = read_head("policy0", text)
     assert cedar.id_annotations(text) == {"policy0": "real"}
     assert read is None or read.annotation == "real"
+
+
+def test_an_action_list_is_read_member_by_member() -> None:
+    """A uid inside a comment between the members of ``action in [...]`` is no member (Cedar's reading)."""
+    text = 'permit(principal, action in [Action::"a" // Action::"evil"\n, Action::"b"], resource);'
+    assert scope_of(text).action_in == frozenset({("Action", "a"), ("Action", "b")})
+    assert scope_of('permit(principal, action in [ // Action::"evil"\n], resource);').action_in == frozenset()
