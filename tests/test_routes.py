@@ -111,6 +111,16 @@ def test_respelling_a_routed_path_is_denied_not_defaulted(table: RouteTable, tar
     assert (m.outcome, m.reason) == ("deny", "path_not_canonical")
 
 
+def test_a_fragment_in_the_target_is_denied(table: RouteTable) -> None:
+    """``DELETE /documents/mine#x`` (a raw ``#``, which no client sends): uvicorn's h11 server gives
+    the app the path ``/documents/mine#x`` (the app deletes ``mine#x``) while hyper (granian) strips
+    it — asking the policy about ``mine`` would authorize another resource than the one served."""
+    for target in ("/documents/mine#x", "/documents/mine#x?y", "/reports#"):
+        m = table.match("DELETE", target)
+        assert (m.outcome, m.reason) == ("deny", "path_not_canonical"), target
+    assert table.match("DELETE", "/documents/mine?q=#x").resource == {"type": "Document", "id": "mine"}
+
+
 def test_trailing_slash_route_matches_only_with_the_slash(table: RouteTable) -> None:
     assert table.match("GET", "/reports/").action == "list"
 

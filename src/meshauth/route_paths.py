@@ -6,7 +6,10 @@ path to a route (or to the ``default``) that is more permissive than the route t
 serve it as. The rule here: match on what every upstream agrees on, and refuse every spelling on
 which upstreams differ.
 
-- The query string (from ``?``) and a fragment (from ``#``) take no part.
+- The query string (from ``?``) takes no part. A ``#`` before it is refused (``path_not_canonical``):
+  clients never send a fragment, and servers disagree on one — hyper (granian) strips it, h11
+  (uvicorn's default) leaves ``/documents/d1#x`` in the path, so the app serves ``d1#x`` where the
+  gate would have asked about ``d1``. Envoy refuses such requests itself by default.
 - The path is split on ``/`` *before* percent-decoding; each segment is then decoded once, strictly
   (``%`` must be followed by two hex digits; the bytes must be UTF-8). Literal route segments are
   compared with the decoded segment, so ``/docu%6Dents/d%31`` is ``/documents/d1`` — what an
@@ -67,12 +70,10 @@ def split_path(target: str) -> tuple[str, ...]:
     """The decoded segments of a request target (``/a/b%20c?q`` → ``("a", "b c")``; ``/`` → ``()``).
 
     Raises :class:`PathRefused` for a spelling the module docstring lists."""
-    end = len(target)
-    for stop in ("?", "#"):
-        at = target.find(stop)
-        if at != -1:
-            end = min(end, at)
-    path = target[:end]
+    query = target.find("?")
+    path = target if query == -1 else target[:query]
+    if "#" in path:  # a fragment before the query: stripped by some servers, part of the path to others
+        raise PathRefused(NOT_CANONICAL)
     if len(path) > MAX_PATH_CHARS:
         raise PathRefused(TOO_LONG)
     if not path.startswith("/") or not _VISIBLE_ASCII.match(path):

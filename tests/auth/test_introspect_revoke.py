@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from tests.auth.conftest import PASSWORD, SECRET, Harness, basic
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from tests.auth.conftest import PASSWORD, SECRET, Harness, basic, make_settings, start_harness
 
 
 async def test_introspect_active_access_token(auth: Harness) -> None:
@@ -148,3 +152,25 @@ async def test_revoke_with_wrong_hint_still_revokes(auth_sqlite: Harness) -> Non
     )
     assert r.status_code == 200
     assert (await h.gate(token)).status_code == 401
+
+
+async def test_introspection_before_revocations_load_is_inactive(
+    sqlite_url: str, valkey_url: str, redis: Redis, tmp_path: Path
+) -> None:
+    """A replica whose revocation mirror has not loaded (here: the stream key holds a string, so every
+    resync fails) knows no revocation: the gate answers 503 for a token, and introspection must not
+    answer ``active: true`` for one that was revoked — a resource server would accept it."""
+    settings = make_settings(sqlite_url, valkey_url, tmp_path)
+    async for h in start_harness(settings):
+        await h.add_client()
+        token = (await h.token())["access_token"]
+        r = await h.http.post("/oauth2/revoke", data={"token": token}, headers=basic("svc", SECRET))
+        assert r.status_code == 200
+    stream = f"{settings.redis_prefix}invalidations"
+    await redis.delete(stream)
+    await redis.set(stream, "not a stream")
+    async for h in start_harness(settings):
+        assert not h.app.service.listener.synced
+        assert (await h.gate(token)).status_code == 503
+        r = await h.http.post("/oauth2/introspect", data={"token": token}, headers=basic("svc", SECRET))
+        assert r.json() == {"active": False}

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from meshauth.policy import cedar
 from meshauth.policy.conditions import condition_facts, condition_literals
+from meshauth.policy.index import PolicyIndex
+from meshauth.policy.state import IndexSettings, compile_text
 
 
 def ref_hops(text: str) -> int | None:
@@ -56,3 +59,30 @@ def test_reference_bound_ignores_method_calls_and_strings() -> None:
     """``.contains(…)`` and text inside strings are not accesses."""
     text = 'permit(principal, action, resource) when { [1].contains(2) && context.s == "a.b.c" };'
     assert ref_hops(text) == 2  # ``[`` (counted: a set literal or an index) and ``.s``
+
+
+# A ``\n``-only reader cut this as one statement (the forbid inside the permit's comment), stop 20.
+HIDDEN = (
+    'permit(principal, action, resource) //\r; forbid(principal, action, resource) when { Config::"g" has lockdown };\n'
+    'permit(principal, action, resource) when { Team::"t" has x };'
+)
+
+
+def test_an_unconfirmed_split_takes_the_literals_from_cedar() -> None:
+    """Where Cedar did not confirm the split, the literals are Cedar's (a literal the split misplaced
+    would go unloaded, and ``has`` on an unloaded entity is false without an error: a forbid that
+    silently does not apply) and the reference depth is unbounded."""
+    facts = condition_facts(HIDDEN, split_confirmed=False)
+    assert set(facts.literals) == {("Config", "g"), ("Team", "t")}
+    assert facts.ref_hops is None
+    assert set(condition_facts(HIDDEN).literals) == {("Config", "g"), ("Team", "t")}  # confirmed: the text's
+
+
+def test_the_index_says_whether_cedar_confirmed_the_split() -> None:
+    """``PolicyIndex.split_confirmed`` (what compile_text passes on) is false when the statements read
+    are not Cedar's policies."""
+    full = cedar.parse_policies(HIDDEN)
+    assert PolicyIndex(full, HIDDEN).split_confirmed
+    assert not PolicyIndex(full, HIDDEN.replace("//\r;", "//\n;") + "\n;").split_confirmed
+    compiled = compile_text(HIDDEN, None, None, index=IndexSettings())
+    assert set(compiled.literals) == {("Config", "g"), ("Team", "t")}

@@ -54,3 +54,29 @@ def test_unconvertible_policy_is_read_from_text() -> None:
     with pytest.raises(ValueError, match="decimal"):
         cedar.parse_policies(text).to_pst()
     assert scope_of(text) == Scope(("Action", "a"), None, None, "Doc")
+
+
+@pytest.mark.parametrize(
+    "annotations",
+    [
+        '@id("real") @note("@id(") @x("evil")',  # "@id(" inside another annotation's string
+        '@note("@id(") @x("evil") @id("real")',
+        '@note("x") // @id("evil")\n @id("real")',
+        '@id("real") // @id("evil")\n @note("x")',
+    ],
+)
+def test_the_id_annotation_is_cedars(annotations: str) -> None:
+    """``@id`` is read annotation by annotation, never inside another's string or a comment: the id a
+    decision names as its reason is the one Cedar gives the policy (an ``@id(`` in a note made the
+    display id ``) @x(``)."""
+    text = f"{annotations} permit(principal, action, resource);"
+    read = read_head("policy0", text)
+    assert cedar.id_annotations(text) == {"policy0": "real"}
+    assert read is None or read.annotation == "real"
+
+
+def test_an_action_list_is_read_member_by_member() -> None:
+    """A uid inside a comment between the members of ``action in [...]`` is no member (Cedar's reading)."""
+    text = 'permit(principal, action in [Action::"a" // Action::"evil"\n, Action::"b"], resource);'
+    assert scope_of(text).action_in == frozenset({("Action", "a"), ("Action", "b")})
+    assert scope_of('permit(principal, action in [ // Action::"evil"\n], resource);').action_in == frozenset()

@@ -255,3 +255,45 @@ def test_crash_test_covers_the_largest_settings() -> None:
 
     assert upper("policy_max_nesting_depth") == 128
     assert upper("policy_max_expression_size") == 1000
+
+
+# Layout Cedar takes but a backtracking reader did not: a run of ``//`` after a word (each ``//`` could
+# start a new comment, so 2^(n/2) ways to read 64 slashes: the regex held the GIL and the worker,
+# /healthz included, answered nothing), and a long run of layout after the last ``;`` (quadratic).
+SLASHES = "/" * 200
+LAYOUT_HOSTILE = {
+    "slashes-after-a-word": (
+        f'@id("no-bob") forbid(principal {SLASHES}\n, action, resource) when {{ principal {SLASHES}\n'
+        f'== User::"bob" && !(Config::"g" {SLASHES}\n has lockdown) || context has x {SLASHES}\n}};\n'
+        '@id("allow-all") permit(principal, action, resource);'
+    ),
+    "trailing-layout": GOOD + " \n\t" * 100_000,
+}
+
+
+@pytest.mark.parametrize("shape", sorted(LAYOUT_HOSTILE))
+def test_comment_runs_and_trailing_layout_are_read_in_linear_time(shape: str, db_url: str, tmp_path: Path) -> None:
+    """Valid Cedar with long ``//`` runs after words, or 300,000 characters of layout after its last
+    ``;``, uploads and serves like any other text (the child process times out if reading it
+    backtracks: 64 slashes took hours)."""
+    out = _scenario("upload", db_url, tmp_path, LAYOUT_HOSTILE[shape])
+    assert out["upload"]["status"] == 201, out["upload"]
+    assert out["versions"]["active_version"] == 2
+    for who, allowed in (("alice", True), ("fresh_alice", True), ("bob", False), ("fresh_bob", False)):
+        assert out[who]["status"] == 200 and out[who]["body"]["decision"] is allowed, out[who]
+
+
+def test_a_policy_over_a_limit_under_many_bare_annotations_is_located_in_linear_time(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Naming a policy over a limit reads its ``@id`` among its annotations: 40 annotations without a
+    value (``@a   ``), none of them ``@id``, once cost 2^40 tries in a child that never answered
+    (12 took minutes); now a plain 422 naming the line."""
+    bare = "".join(f"@a{n}        " for n in range(40))
+    deep = "permit(principal, action, resource) when { " + "(" * 40 + "true" + ")" * 40 + " };"
+    out = _scenario("upload", db_url, tmp_path, GOOD + "\n" + bare + deep)
+    assert out["upload"]["status"] == 422, out["upload"]
+    body = out["upload"]["body"]
+    assert body["error"] == "policy_too_complex"
+    assert (body["errors"][0]["line"], body["errors"][0]["id"]) == (3, None)
+    assert out["versions"]["active_version"] == 1

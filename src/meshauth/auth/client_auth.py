@@ -36,7 +36,9 @@ def client_address(request: Request, trusted: Sequence[IPv4Network | IPv6Network
     peer = request.client.host if request.client else "unknown"
     if not trusted or not _is_trusted(peer, trusted):
         return peer
-    hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()]
+    # Every line, in order: a proxy that adds its own line (HAProxy) leaves the client's line first.
+    forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
+    hops = [h.strip() for h in forwarded.split(",") if h.strip()]
     for hop in reversed(hops):
         if not _is_trusted(hop, trusted):
             return hop[:64]

@@ -143,14 +143,17 @@ class OAuthEndpoints:
         # RFC 6749 §6: a refreshed scope may narrow, never widen, the original grant.
         scope = _requested_scope(form, grant.scope.split(" ") if grant.scope else [])
         issued = self._s.issuer.issue(subject=grant.subject, client_id=client.client_id, scope=scope)
-        refresh = await self._s.refresh_tokens.issue(
-            grant,
-            client_id=client.client_id,
-            subject=grant.subject,
-            scope=grant.scope,
-            access_jti=issued.jti,
-            access_exp=issued.exp,
-        )
+        try:
+            refresh = await self._s.refresh_tokens.issue(
+                grant,
+                client_id=client.client_id,
+                subject=grant.subject,
+                scope=grant.scope,
+                access_jti=issued.jti,
+                access_exp=issued.exp,
+            )
+        except RefreshError as exc:  # replayed meanwhile: the family is revoked (nothing was handed out)
+            raise oauth_error(400, "invalid_grant", str(exc)) from None
         if not await self._s.denylist.unchanged(client_stamp, user_stamp):
             await self._withdraw(refresh)
             raise oauth_error(400, "invalid_grant", "the user of this refresh token is gone or disabled")
@@ -214,7 +217,7 @@ class OAuthEndpoints:
             identity = await self._s.verifier.verify(token)
         except TokenError:
             return None
-        if self._s.denylist.refuses(identity):
+        if self._s.denylist.refuses(identity) or not self._s.listener.synced:  # unsynced: no revocation known
             return None
         claims = identity.claims
         return {

@@ -51,10 +51,25 @@ class RefreshTokens:
     async def issue(
         self, grant: RefreshGrant | None, *, client_id: str, subject: str, scope: str, access_jti: str, access_exp: int
     ) -> str:
-        """A new refresh token: the first of a family (``grant`` None) or the successor in ``grant``'s family."""
+        """A new refresh token: the first of a family (``grant`` None) or the successor in ``grant``'s family.
+
+        RefreshError if that family was revoked since ``grant`` was redeemed: a replay between the
+        redemption and this insert revoked the family without the successor, which would otherwise
+        outlive the reuse detection (and so would the access token recorded with it). The family's
+        rows are locked first (PostgreSQL), as :meth:`_revoke_where` locks them before it revokes:
+        whichever comes second sees what the first wrote."""
         token = secrets.token_urlsafe(32)
         now = int(time.time())
         async with self._engine.begin() as conn:
+            if grant is not None:
+                family = await conn.execute(
+                    sa.select(refresh_tokens.c.revoked_at)
+                    .where(refresh_tokens.c.family_id == grant.family_id)
+                    .order_by(refresh_tokens.c.token_hash)
+                    .with_for_update()
+                )
+                if any(row.revoked_at is not None for row in family):
+                    raise RefreshError("refresh token family was revoked")
             await conn.execute(
                 refresh_tokens.insert().values(
                     token_hash=token_hash(token),
@@ -117,6 +132,14 @@ class RefreshTokens:
     async def _revoke_where(self, condition: sa.ColumnElement[bool]) -> list[tuple[str, int]]:
         now = int(time.time())
         async with self._engine.begin() as conn:
+            # Wait for a successor being stored in these families (``issue`` holds their rows), so the
+            # update below — a new statement, a new snapshot — revokes it too. Same order: no deadlock.
+            await conn.execute(
+                sa.select(refresh_tokens.c.token_hash)
+                .where(condition)
+                .order_by(refresh_tokens.c.token_hash)
+                .with_for_update()
+            )
             await conn.execute(
                 refresh_tokens.update().where(condition, refresh_tokens.c.revoked_at.is_(None)).values(revoked_at=now)
             )

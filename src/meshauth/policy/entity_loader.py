@@ -20,6 +20,11 @@ from meshauth.policy.entity_store import read_records
 from meshauth.policy.metrics import ENTITY_QUERIES
 
 
+class HierarchyTooDeep(Exception):
+    """Parents or references go on past ``max_depth`` levels: what was loaded is not all a policy can
+    reach (``resource in Folder::"archive"`` would be false, and a forbid on it silently not apply)."""
+
+
 class EntityLoader:
     """DataLoader-style: everything a batch needs, one query per graph level, cache first."""
 
@@ -37,6 +42,8 @@ class EntityLoader:
         ``resource.owner.manager.suspended`` needs 3), or as deep as parents (``max_depth``) when
         that is not known; never less than ``ref_depth``. An entity a policy reaches but cannot see
         makes it error and be skipped — for a ``forbid``, an allow the snapshot path would not give.
+        A graph still going on after ``max_depth`` levels raises :class:`HierarchyTooDeep` (the
+        evaluator denies: an ancestor left out could be what a forbid names).
         """
         hops = self._max_depth if ref_hops is None else min(ref_hops, self._max_depth)
         found: dict[Uid, EntityRecord] = {}
@@ -62,6 +69,11 @@ class EntityLoader:
                         if budget.get(r, -1) < refs_left - 1 and nxt.get(r, -1) < refs_left - 1:
                             nxt[r] = refs_left - 1
             frontier = nxt
+        if frontier:
+            # No uid in the message: it reaches callers (``/v1/authorize`` shows errors to end users).
+            raise HierarchyTooDeep(
+                f"the entity graph goes on past {self._max_depth} levels (policy_max_hierarchy_depth): denied"
+            )
         return found
 
     async def _fetch(self, store: str, uids: Sequence[Uid]) -> dict[Uid, EntityRecord | None]:

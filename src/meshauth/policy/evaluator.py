@@ -21,7 +21,7 @@ from meshauth import wire
 from meshauth.policy import cedar
 from meshauth.policy.authzen import Query
 from meshauth.policy.cedar import Uid
-from meshauth.policy.entity_loader import EntityLoader
+from meshauth.policy.entity_loader import EntityLoader, HierarchyTooDeep
 from meshauth.policy.entity_record import EntityRecord, bare_entity, entity_refs
 from meshauth.policy.index import Subset
 from meshauth.policy.metrics import ENGINE_CALLS, TABLE_DECISIONS, add_many
@@ -105,7 +105,13 @@ class Evaluator:
         roots: list[Uid] = []
         for q in own if snapshot is not None else queries:
             roots.extend(_roots(q, with_action, state.literals))
-        loaded = await self.loader.load(state.name, roots, ref_hops=state.ref_hops) if roots else {}
+        try:
+            loaded = await self.loader.load(state.name, roots, ref_hops=state.ref_hops) if roots else {}
+        except HierarchyTooDeep as exc:
+            if len(queries) > 1:  # one query's deep graph denies it alone, not the batch it came in
+                return [(await self.decide(state, [item], snapshot))[0] for item in items]
+            deep = wire.ItemError(422, f"entities: {exc}")
+            return [_item_error(state, item if isinstance(item, wire.ItemError) else deep) for item in items]
         answers: dict[Hashable, wire.Decision] = {}
         if shared and snapshot is not None:
             parents_of = state.schema_actions if state.schema_actions is not None else snapshot.action_parents

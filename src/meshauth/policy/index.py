@@ -103,7 +103,9 @@ class PolicyIndex:
         templates = len(full.templates())
         expected = len(full) + templates
         agree = len(policies) == expected and sum(p.template for p in policies) == templates
-        if not (agree and confirmed_by_cedar(policies)):
+        # Whether the statements are Cedar's policies: the text's other readers (conditions.py) trust it only then.
+        self.split_confirmed = agree and confirmed_by_cedar(policies)
+        if not self.split_confirmed:
             # The split disagrees with Cedar's reading: nothing here can be trusted to name
             # policies, so evaluate the whole set and ask Cedar for ids and effects.
             log.warning(

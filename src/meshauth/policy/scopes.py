@@ -18,8 +18,9 @@ import msgspec
 from meshauth.policy.cedar import PolicySet, Uid, policies_json
 from meshauth.policy.cedar_syntax import (
     HEAD,
+    IDENT,
     STRING,
-    UID_PARTS,
+    UID,
     WS,
     Unreadable,
     layout_free,
@@ -30,7 +31,23 @@ from meshauth.policy.cedar_syntax import (
 
 log = logging.getLogger(__name__)
 
-_ID_ANNOTATION = re.compile(rf"@{WS}id\b{WS}(?:\({WS}(?P<value>{STRING}))?")
+# One annotation of the head's run of them, matched from where the last ended: searching the run for
+# ``@id`` found one inside another annotation's string or a comment (``@note("@id(")``), and named the
+# policy otherwise than Cedar does.
+_ANNOTATION = re.compile(rf"@{WS}(?P<key>{IDENT}){WS}(?:\({WS}(?P<value>{STRING}){WS}\){WS})?")
+
+
+# One member of an ``action in [...]`` list, matched from where the last ended (a search also found
+# uids inside comments between members: a superset, harmless to the index, but not Cedar's reading).
+_LIST_MEMBER = re.compile(rf"{WS},?{WS}(?P<uid>{UID})")
+
+
+def _list_uids(members: str) -> list[Uid]:
+    out, at = [], 0
+    while (u := _LIST_MEMBER.match(members, at)) is not None:
+        out.append(read_uid(u["uid"]))
+        at = u.end()
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,9 +107,13 @@ def read_head(pid: str, text: str) -> Policy | None:
         elif m["action_op"] == "in":
             action_in = frozenset({read_uid(m["action_uid"])})
         elif m["action_list"] is not None:
-            action_in = frozenset(read_uid(u[0]) for u in UID_PARTS.finditer(m["action_list"]))
+            action_in = frozenset(_list_uids(m["action_list"]))
         annotation: str | None = None
-        for a in _ID_ANNOTATION.finditer(m["annotations"]):
+        annotations, at = m["annotations"], 0
+        while (a := _ANNOTATION.match(annotations, at)) is not None and a.end() > at:
+            at = a.end()
+            if a["key"] != "id":
+                continue
             if a["value"] is None:
                 raise Unreadable  # ``@id`` without a value: let Cedar say what it means
             annotation = plain(a["value"])

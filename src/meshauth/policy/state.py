@@ -132,7 +132,7 @@ def compile_text(
     )
     if hot_keys:
         policy_index.warm(hot_keys, budget_seconds=index.warm_seconds)
-    facts = condition_facts(text)
+    facts = condition_facts(text, split_confirmed=policy_index.split_confirmed)
     return CompiledText(
         index=policy_index,
         schema=schema,
