@@ -3,8 +3,10 @@ so tests can read what the server logged (stdout and stderr: granian logs to std
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -15,9 +17,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from meshauth.local.health import NotHealthy, wait_healthy
 
 ADMIN = "served-transport-admin-token-0123456789"
+# How long a served process may take to stop once asked: two granian workers on a loaded 2-core machine
+# have taken over 10 s (tests/policy/conftest.py). Past it the process and its workers are killed.
+STOP_GRACE = 30.0
 
 
 def free_port() -> int:
@@ -75,8 +82,34 @@ def serve(service: str, interface: str, var: Path, valkey_url: str, **env_extra:
             raise RuntimeError(f"{exc}:\n{served.log()}") from None
         yield served
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, grace: float = STOP_GRACE) -> bool:
+    """Ask ``proc`` to stop with ``sig``; past ``grace`` seconds kill it, and in any case kill (and reap,
+    where they are ours) whatever of its descendants outlived it, so that no server or worker of a test
+    keeps running (or holding its port) after the test. The descendants are listed before the signal:
+    once the parent is gone, its orphans belong to init and can no longer be found from it.
+
+    True when ``proc`` stopped by itself within ``grace``."""
+    try:
+        family = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.Error:
+        family = []
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(sig)
+    try:
+        proc.wait(grace)
+        in_time = True
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        in_time = False
+    for child in family:
+        with contextlib.suppress(psutil.Error):
+            child.kill()  # psutil checks the creation time: never a reused pid
+    psutil.wait_procs(family, timeout=5)
+    return in_time
 
 
 def call(

@@ -19,6 +19,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.served import stop
+
 AUTH_REPLICAS, POLICY_REPLICAS = 5, 3
 POLICY = 'permit(principal == User::"alice", action == Action::"view", resource);\n'
 START_TIMEOUT = 180.0  # eight services starting together on a shared two-core machine
@@ -118,13 +120,8 @@ def _wait_started(proc: subprocess.Popen[bytes], output: Path) -> bool:
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    # Ctrl-C: `up` stops its services, then the Valkey they use.
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    # Ctrl-C: `up` stops its services, then the Valkey they use (killed, with all of them, past 30 s).
+    stop(proc, sig=signal.SIGINT, grace=30)
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ from meshauth.policy.app import create_app
 from meshauth.policy.decision_front import DecisionFront
 from meshauth.policy.entity_store import upsert_entities
 from meshauth.policy.entity_upload import normalize_upload
+from tests.served import STOP_GRACE, stop
 
 TOKEN = "test-admin-token"
 ADMIN = {"authorization": f"Bearer {TOKEN}"}
@@ -143,10 +144,5 @@ def served(args: list[str], var: Path, token: str, **env_extra: str) -> Iterator
         wait_healthy(url + "/healthz", proc, timeout=30)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)  # two workers on a loaded 2-core machine have taken over 10 s to stop
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-            raise
+        # Two workers on a loaded 2-core machine have taken over 10 s to stop; past 30 s it is a hang.
+        assert stop(proc), f"python {' '.join(args)} did not stop within {STOP_GRACE:.0f} s of SIGTERM"
