@@ -125,9 +125,10 @@ def short_timeouts(request: pytest.FixtureRequest, tmp_path: Path, valkey_url: s
 def test_a_silent_connection_is_closed_after_the_header_timeout(short_timeouts: Served) -> None:
     """A connection that never sends a byte is closed once the header read timeout passes."""
     with socket.create_connection(("127.0.0.1", short_timeouts.port)) as s:
-        after = closed_by_server(s, within=5)
+        after = closed_by_server(s, within=12)
+    # 1.5 s configured, the default 20 s: a loaded machine (load 20) left it open past 5 s once.
     assert after is not None
-    assert 1.0 < after < 3.5
+    assert 1.0 < after < 10
 
 
 def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout(short_timeouts: Served) -> None:
@@ -223,7 +224,8 @@ async def test_an_idle_grpc_connection_is_sent_goaway(grpc_short_timeouts: Serve
         check = external_auth_pb2_grpc.AuthorizationStub(channel).Check
         await check(external_auth_pb2.CheckRequest(), timeout=5)
         assert channel.get_state() == grpc.ChannelConnectivity.READY
-        await asyncio.wait_for(channel.wait_for_state_change(grpc.ChannelConnectivity.READY), 5)
+        # The idle limit is 1 s; 5 s passed at load 20 once without the GOAWAY.
+        await asyncio.wait_for(channel.wait_for_state_change(grpc.ChannelConnectivity.READY), 15)
         assert channel.get_state() == grpc.ChannelConnectivity.IDLE
         await check(external_auth_pb2.CheckRequest(), timeout=5)
 
