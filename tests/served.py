@@ -27,6 +27,9 @@ ADMIN = "served-transport-admin-token-0123456789"
 # How long a served process may take to stop once asked: two granian workers on a loaded 2-core machine
 # have taken over 10 s (tests/policy/conftest.py). Past it the process and its workers are killed.
 STOP_GRACE = 30.0
+# How long a served process may take to answer /healthz: over 30 s at load 20 with two busy loops (the
+# main process had not yet logged spawning its worker), ~2 s quiet.
+STARTUP = 60.0
 _SPAWNED = re.compile(r"Spawning worker-(\d+)")
 _STARTED = re.compile(r"Started worker-(\d+)(?!\d| runtime)")  # not "Started worker-1 runtime-1"
 
@@ -77,11 +80,12 @@ def serve(service: str, interface: str, var: Path, valkey_url: str, **env_extra:
             env=env,
             stdout=err,  # granian logs to stdout; Python tracebacks may go to either
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stop() ends its workers with it
         )
     served = Served(service, interface, port, grpc_port, output)
     try:
         try:
-            wait_healthy(served.url + "/healthz", proc, timeout=30, name=f"meshauth serve {service}")
+            wait_healthy(served.url + "/healthz", proc, timeout=STARTUP, name=f"meshauth serve {service}")
         except NotHealthy as exc:
             raise RuntimeError(f"{exc}:\n{served.log()}") from None
         wait_workers_started(output, proc)
@@ -108,16 +112,18 @@ def wait_workers_started(output: Path, proc: subprocess.Popen[bytes], timeout: f
 
 
 def stop(proc: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, grace: float = STOP_GRACE) -> bool:
-    """Ask ``proc`` to stop with ``sig``; past ``grace`` seconds kill it, and in any case kill (and reap,
-    where they are ours) whatever of its descendants outlived it, so that no server or worker of a test
-    keeps running (or holding its port) after the test. The descendants are listed before the signal:
-    once the parent is gone, its orphans belong to init and can no longer be found from it.
+    """Ask ``proc`` to stop with ``sig``; past ``grace`` seconds kill it, and in any case kill whatever of
+    its descendants outlived it, so that no server or worker of a test keeps running (or holding its
+    port) after the test. Descendants are found as ``proc``'s process group when it leads one
+    (``start_new_session``: a worker forked after this call is in it too, and an orphan stays in it),
+    else as its children listed before the signal (once the parent is gone its orphans belong to init).
 
     True when ``proc`` stopped by itself within ``grace``."""
     try:
         family = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.Error:
-        family = []
+        leads_group = os.getpgid(proc.pid) == proc.pid
+    except (psutil.Error, ProcessLookupError):
+        family, leads_group = [], False
     with contextlib.suppress(ProcessLookupError):
         proc.send_signal(sig)
     try:
@@ -127,6 +133,9 @@ def stop(proc: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, grace: flo
         proc.kill()
         proc.wait()
         in_time = False
+    if leads_group:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
     for child in family:
         with contextlib.suppress(psutil.Error):
             child.kill()  # psutil checks the creation time: never a reused pid

@@ -102,7 +102,10 @@ def _start(root: Path) -> tuple[subprocess.Popen[bytes], Path, tuple[int, int, i
     command = [sys.executable, "-m", "meshauth", "up", "--no-demo"]
     command += ["--auth-replicas", str(AUTH_REPLICAS), "--policy-replicas", str(POLICY_REPLICAS)]
     with output.open("w") as sink:
-        proc = subprocess.Popen(command, cwd=root, env=env, stdout=sink, stderr=subprocess.STDOUT)
+        # Its own process group: _stop kills whatever of it outlives it (services, Valkey).
+        proc = subprocess.Popen(
+            command, cwd=root, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+        )
     return proc, output, ports
 
 

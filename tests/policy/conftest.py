@@ -24,7 +24,7 @@ from meshauth.policy.app import create_app
 from meshauth.policy.decision_front import DecisionFront
 from meshauth.policy.entity_store import upsert_entities
 from meshauth.policy.entity_upload import normalize_upload
-from tests.served import STOP_GRACE, stop, wait_workers_started
+from tests.served import STARTUP, STOP_GRACE, stop, wait_workers_started
 
 TOKEN = "test-admin-token"
 ADMIN = {"authorization": f"Bearer {TOKEN}"}
@@ -140,10 +140,12 @@ def served(args: list[str], var: Path, token: str, **env_extra: str) -> Iterator
     }
     output = var / "served.log"  # granian's lines say when each worker has started
     with output.open("wb") as sink:
-        proc = subprocess.Popen([sys.executable, *args], env=env, stdout=sink, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, *args], env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+        )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(url + "/healthz", proc, timeout=30)
+        wait_healthy(url + "/healthz", proc, timeout=STARTUP)
         wait_workers_started(output, proc)
         yield url
     finally:
