@@ -183,7 +183,7 @@ def test_a_body_that_stalls_is_answered_408_after_the_body_timeout(
         for path in BODY_PATHS[service]:
             media = "application/x-www-form-urlencoded" if path == "/oauth2/token" else "application/json"
             start = time.monotonic()
-            with socket.create_connection(("127.0.0.1", served.port), timeout=5) as s:
+            with socket.create_connection(("127.0.0.1", served.port), timeout=15) as s:
                 s.sendall(
                     f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {media}\r\n"
                     f"Authorization: Bearer {ADMIN}\r\nContent-Length: 100\r\n\r\n".encode()
@@ -196,7 +196,8 @@ def test_a_body_that_stalls_is_answered_408_after_the_body_timeout(
             head, _, body = response.partition(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 408"), (path, response)
             assert json.loads(body)["error"] == "request_timeout"
-            assert 0.9 < elapsed < 3.0, (path, elapsed)
+            # 1 s configured, the default 30 s: a loaded machine (load 18) has taken over 3 s.
+            assert 0.9 < elapsed < 10, (path, elapsed)
         assert metric(served, "meshauth_http_body_timeouts_total") == before + len(BODY_PATHS[service])
         assert "Traceback" not in served.log()
         assert call("GET", served.url + "/healthz")[0] == 200
