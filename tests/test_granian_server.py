@@ -136,9 +136,9 @@ def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout(short_ti
     with socket.create_connection(("127.0.0.1", short_timeouts.port)) as s:
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         assert s.recv(65536).startswith(b"HTTP/1.1 200")
-        after = closed_by_server(s, within=5)
+        after = closed_by_server(s, within=12)
     assert after is not None
-    assert 1.0 < after < 3.5
+    assert 1.0 < after < 10  # 1.5 s configured, the default 20 s; room for a loaded machine
 
 
 def test_a_slowloris_client_is_closed_after_the_header_timeout(short_timeouts: Served) -> None:
@@ -162,7 +162,7 @@ def test_a_slowloris_client_is_closed_after_the_header_timeout(short_timeouts: S
             time.sleep(1.0)  # the trickle itself (a byte a second) is what is tested
         else:
             pytest.fail("the server kept reading a trickled request head to its end")
-    assert time.monotonic() - start < 3.5
+    assert time.monotonic() - start < 10  # 1.5 s configured; the head's trickle takes 100 s, the default 20 s
 
 
 BODY_PATHS = {
@@ -213,9 +213,9 @@ def grpc_short_timeouts(tmp_path: Path, valkey_url: str) -> Iterator[Served]:
 def test_a_silent_grpc_connection_is_closed_after_the_handshake_timeout(grpc_short_timeouts: Served) -> None:
     """A TCP connection to the gRPC port that never starts HTTP/2 is closed after the handshake timeout."""
     with socket.create_connection(("127.0.0.1", grpc_short_timeouts.grpc_port)) as s:
-        after = closed_by_server(s, within=5)
+        after = closed_by_server(s, within=12)
     assert after is not None
-    assert 0.5 < after < 3.0
+    assert 0.5 < after < 8  # 1 s configured, the default 10 s; room for a loaded machine
 
 
 async def test_an_idle_grpc_connection_is_sent_goaway(grpc_short_timeouts: Served) -> None:
