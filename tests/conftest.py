@@ -20,11 +20,10 @@ import pytest
 from redis.asyncio import Redis
 
 from meshauth.db import metadata, migrate
-from meshauth.redis_client import connect
 
 PG_URL = os.environ.get("MESHAUTH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE_PG = os.environ.get("MESHAUTH_REQUIRE_POSTGRES") == "1"
-ADMIN_TIMEOUT = 10.0  # seconds: the fixtures' own Redis commands (flush), not the code under test
+ADMIN_TIMEOUT = 10.0  # seconds: the tests' own Redis commands (flush, seeding, polls), not the services'
 
 
 def _pg_dsn(database: str) -> str:
@@ -97,18 +96,24 @@ def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
 
 @pytest.fixture
 async def redis(valkey_url: str) -> AsyncIterator[Redis]:
-    """An async client to this run's embedded Valkey, flushed first (never the machine's shared Redis).
+    """The tests' own async client to this run's embedded Valkey, flushed first (never the machine's
+    shared Redis): it seeds, polls, announces and records, and is handed to the code under test where
+    that code takes a client (L2 caches, audit hooks).
 
-    The flush goes through an admin connection of its own with generous timeouts: under a loaded full
-    run ``FLUSHALL`` outlasted the services' 0.5 s default twice, and connecting for it timed out at
-    load average 23. The client handed to the test keeps the services' defaults."""
-    url = valkey_url.replace("valkey://", "redis://", 1)  # as meshauth.redis_client.connect reads it
-    admin = Redis.from_url(url, socket_timeout=ADMIN_TIMEOUT, socket_connect_timeout=ADMIN_TIMEOUT)
+    Its timeouts are the fixtures' generous ones, not the services' 0.5 s command / 1 s connect: under a
+    loaded full run one ``FLUSHALL``, ``XADD`` or ``XLEN`` of the test's own outlasted 0.5 s (a
+    ``TimeoutError`` in the test, not in the code under test), and connecting timed out at load average
+    23. No test here is about this client's timeouts: the tests of how the services behave when Redis
+    is slow or stopped stop an embedded Valkey of their own and connect to it with the services'
+    defaults (``meshauth.redis_client.connect``)."""
+    client = Redis.from_url(
+        valkey_url.replace("valkey://", "redis://", 1),  # as meshauth.redis_client.connect reads it
+        socket_timeout=ADMIN_TIMEOUT,
+        socket_connect_timeout=ADMIN_TIMEOUT,
+        health_check_interval=30,
+    )
     try:
-        await admin.flushall()
+        await client.flushall()
+        yield client
     finally:
-        await admin.aclose()
-    client = connect(valkey_url)
-    assert isinstance(client, Redis)  # one server: never a cluster client
-    yield client
-    await client.aclose()
+        await client.aclose()

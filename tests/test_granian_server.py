@@ -125,9 +125,10 @@ def short_timeouts(request: pytest.FixtureRequest, tmp_path: Path, valkey_url: s
 def test_a_silent_connection_is_closed_after_the_header_timeout(short_timeouts: Served) -> None:
     """A connection that never sends a byte is closed once the header read timeout passes."""
     with socket.create_connection(("127.0.0.1", short_timeouts.port)) as s:
-        after = closed_by_server(s, within=5)
+        after = closed_by_server(s, within=12)
+    # 1.5 s configured, the default 20 s: a loaded machine (load 20) left it open past 5 s once.
     assert after is not None
-    assert 1.0 < after < 3.5
+    assert 1.0 < after < 10
 
 
 def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout(short_timeouts: Served) -> None:
@@ -135,9 +136,9 @@ def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout(short_ti
     with socket.create_connection(("127.0.0.1", short_timeouts.port)) as s:
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         assert s.recv(65536).startswith(b"HTTP/1.1 200")
-        after = closed_by_server(s, within=5)
+        after = closed_by_server(s, within=12)
     assert after is not None
-    assert 1.0 < after < 3.5
+    assert 1.0 < after < 10  # 1.5 s configured, the default 20 s; room for a loaded machine
 
 
 def test_a_slowloris_client_is_closed_after_the_header_timeout(short_timeouts: Served) -> None:
@@ -161,7 +162,7 @@ def test_a_slowloris_client_is_closed_after_the_header_timeout(short_timeouts: S
             time.sleep(1.0)  # the trickle itself (a byte a second) is what is tested
         else:
             pytest.fail("the server kept reading a trickled request head to its end")
-    assert time.monotonic() - start < 3.5
+    assert time.monotonic() - start < 10  # 1.5 s configured; the head's trickle takes 100 s, the default 20 s
 
 
 BODY_PATHS = {
@@ -182,7 +183,7 @@ def test_a_body_that_stalls_is_answered_408_after_the_body_timeout(
         for path in BODY_PATHS[service]:
             media = "application/x-www-form-urlencoded" if path == "/oauth2/token" else "application/json"
             start = time.monotonic()
-            with socket.create_connection(("127.0.0.1", served.port), timeout=5) as s:
+            with socket.create_connection(("127.0.0.1", served.port), timeout=15) as s:
                 s.sendall(
                     f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {media}\r\n"
                     f"Authorization: Bearer {ADMIN}\r\nContent-Length: 100\r\n\r\n".encode()
@@ -195,7 +196,8 @@ def test_a_body_that_stalls_is_answered_408_after_the_body_timeout(
             head, _, body = response.partition(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 408"), (path, response)
             assert json.loads(body)["error"] == "request_timeout"
-            assert 0.9 < elapsed < 3.0, (path, elapsed)
+            # 1 s configured, the default 30 s: a loaded machine (load 18) has taken over 3 s.
+            assert 0.9 < elapsed < 10, (path, elapsed)
         assert metric(served, "meshauth_http_body_timeouts_total") == before + len(BODY_PATHS[service])
         assert "Traceback" not in served.log()
         assert call("GET", served.url + "/healthz")[0] == 200
@@ -211,9 +213,9 @@ def grpc_short_timeouts(tmp_path: Path, valkey_url: str) -> Iterator[Served]:
 def test_a_silent_grpc_connection_is_closed_after_the_handshake_timeout(grpc_short_timeouts: Served) -> None:
     """A TCP connection to the gRPC port that never starts HTTP/2 is closed after the handshake timeout."""
     with socket.create_connection(("127.0.0.1", grpc_short_timeouts.grpc_port)) as s:
-        after = closed_by_server(s, within=5)
+        after = closed_by_server(s, within=12)
     assert after is not None
-    assert 0.5 < after < 3.0
+    assert 0.5 < after < 8  # 1 s configured, the default 10 s; room for a loaded machine
 
 
 async def test_an_idle_grpc_connection_is_sent_goaway(grpc_short_timeouts: Served) -> None:
@@ -223,7 +225,8 @@ async def test_an_idle_grpc_connection_is_sent_goaway(grpc_short_timeouts: Serve
         check = external_auth_pb2_grpc.AuthorizationStub(channel).Check
         await check(external_auth_pb2.CheckRequest(), timeout=5)
         assert channel.get_state() == grpc.ChannelConnectivity.READY
-        await asyncio.wait_for(channel.wait_for_state_change(grpc.ChannelConnectivity.READY), 5)
+        # The idle limit is 1 s; 5 s passed at load 20 once without the GOAWAY.
+        await asyncio.wait_for(channel.wait_for_state_change(grpc.ChannelConnectivity.READY), 15)
         assert channel.get_state() == grpc.ChannelConnectivity.IDLE
         await check(external_auth_pb2.CheckRequest(), timeout=5)
 

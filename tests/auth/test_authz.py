@@ -53,6 +53,9 @@ def authz_settings(
 ) -> Settings:
     path = tmp_path / "routes.yaml"
     path.write_text(routes)
+    # A check's budget with room for a loaded machine (the default 0.1 s answered 503 policy_unavailable,
+    # failing closed, at load 20): these tests are about decisions; the deadline's own test sets its own.
+    extra.setdefault("policy_check_deadline", 5.0)
     return make_settings(
         sqlite_url,
         valkey_url,

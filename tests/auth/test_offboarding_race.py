@@ -60,7 +60,15 @@ async def race(
 ) -> httpx.Response:
     """Start ``request``, offboard while it is held, then let it finish; returns its response."""
     task = asyncio.ensure_future(request)
-    await asyncio.wait_for(pause.reached.wait(), timeout=10)
+    reached = asyncio.ensure_future(pause.reached.wait())
+    await asyncio.wait({task, reached}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    reached.cancel()
+    # Seen once at load 20, unexplained: the held step not reached within 10 s. Say whether the request
+    # ended first, and how (a 503 would be a Redis command past the services' 0.5 s, failing closed).
+    if not pause.reached.is_set():
+        ended = f"{task.result().status_code} {task.result().text}" if task.done() and not task.exception() else task
+        task.cancel()
+        pytest.fail(f"the held step was not reached within 10 s; the request: {ended}")
     done = await offboard()
     assert done.status_code in (200, 204), done.text
     await next_second()

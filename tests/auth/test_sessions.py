@@ -143,18 +143,27 @@ async def test_frozen_session_store_answers_503_within_the_session_budget(
         await h.add_user()
         sid = await login(h)
         os.kill(server.pid, signal.SIGSTOP)
+        took = []
         try:
             for _ in range(3):
                 started = time.monotonic()
                 r = await h.http.get("/ext_authz/", headers={"cookie": f"meshauth_session={sid}"})
-                elapsed = time.monotonic() - started
+                took.append(time.monotonic() - started)
                 assert r.status_code == 503
                 assert r.headers["x-meshauth-reason"] == "session_unavailable"
-                assert elapsed < 0.4, elapsed  # the budget is 0.05 s; the Redis timeout 0.5 s
         finally:
             os.kill(server.pid, signal.SIGCONT)
-        r = await h.http.get("/ext_authz/", headers={"cookie": f"meshauth_session={sid}"})
-        assert r.status_code == 200  # the dropped command left no broken connection behind
+        # The budget is 0.05 s, the Redis timeout 0.5 s: a check that waited for the timeout takes at
+        # least 0.5 s every time, while a loaded machine can make any one check slow.
+        assert min(took) < 0.4, took
+        # The dropped command left no broken connection behind: the next answers are right. A loaded
+        # machine can still make a check outlast the 0.05 s budget (a 503 session_unavailable, as
+        # above); anything else, or no 200 in 20 checks, is a failure.
+        for _ in range(20):
+            r = await h.http.get("/ext_authz/", headers={"cookie": f"meshauth_session={sid}"})
+            if r.status_code != 503 or r.headers["x-meshauth-reason"] != "session_unavailable":
+                break
+        assert r.status_code == 200
 
 
 async def test_logout_with_two_session_cookies_is_refused(auth: Harness) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import pytest
 
 from meshauth.redis_client import RedisConn, connect
+from tests.conftest import ADMIN_TIMEOUT
 from tests.ha.servers import ClusterSetup, SentinelSetup, cluster_setup, sentinel_setup
 
 
@@ -41,7 +42,7 @@ async def ha(request: pytest.FixtureRequest) -> Ha:
     else:
         setup = request.getfixturevalue("cluster")
         found = Ha("cluster", setup.url, "{meshauth}:")
-    client = connect(found.url)
+    client = connect(found.url, socket_timeout=ADMIN_TIMEOUT)  # the fixture's own command, as tests/conftest.py
     await client.flushall()
     await client.aclose()
     return found
@@ -49,6 +50,8 @@ async def ha(request: pytest.FixtureRequest) -> Ha:
 
 @pytest.fixture
 async def ha_redis(ha: Ha) -> AsyncIterator[RedisConn]:
-    client = connect(ha.url)
+    """The tests' own client through the topology (it checks key names, and is the L2 of a client under
+    test), with the fixtures' timeouts as the ``redis`` fixture: not the services' 0.5 s."""
+    client = connect(ha.url, socket_timeout=ADMIN_TIMEOUT)
     yield client
     await client.aclose()

@@ -19,6 +19,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.served import stop
+
 AUTH_REPLICAS, POLICY_REPLICAS = 5, 3
 POLICY = 'permit(principal == User::"alice", action == Action::"view", resource);\n'
 START_TIMEOUT = 180.0  # eight services starting together on a shared two-core machine
@@ -100,7 +102,10 @@ def _start(root: Path) -> tuple[subprocess.Popen[bytes], Path, tuple[int, int, i
     command = [sys.executable, "-m", "meshauth", "up", "--no-demo"]
     command += ["--auth-replicas", str(AUTH_REPLICAS), "--policy-replicas", str(POLICY_REPLICAS)]
     with output.open("w") as sink:
-        proc = subprocess.Popen(command, cwd=root, env=env, stdout=sink, stderr=subprocess.STDOUT)
+        # Its own process group: _stop kills whatever of it outlives it (services, Valkey).
+        proc = subprocess.Popen(
+            command, cwd=root, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+        )
     return proc, output, ports
 
 
@@ -118,13 +123,8 @@ def _wait_started(proc: subprocess.Popen[bytes], output: Path) -> bool:
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    # Ctrl-C: `up` stops its services, then the Valkey they use.
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    # Ctrl-C: `up` stops its services, then the Valkey they use (killed, with all of them, past 30 s).
+    stop(proc, sig=signal.SIGINT, grace=30)
 
 
 @pytest.fixture(scope="module")

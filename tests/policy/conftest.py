@@ -24,6 +24,7 @@ from meshauth.policy.app import create_app
 from meshauth.policy.decision_front import DecisionFront
 from meshauth.policy.entity_store import upsert_entities
 from meshauth.policy.entity_upload import normalize_upload
+from tests.served import STARTUP, STOP_GRACE, stop, wait_workers_started
 
 TOKEN = "test-admin-token"
 ADMIN = {"authorization": f"Bearer {TOKEN}"}
@@ -137,16 +138,16 @@ def served(args: list[str], var: Path, token: str, **env_extra: str) -> Iterator
         "MESHAUTH_DATABASE_URL": f"sqlite:///{var}/m.db",
         **env_extra,
     }
-    proc = subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    output = var / "served.log"  # granian's lines say when each worker has started
+    with output.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, *args], env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+        )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(url + "/healthz", proc, timeout=30)
+        wait_healthy(url + "/healthz", proc, timeout=STARTUP)
+        wait_workers_started(output, proc)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)  # two workers on a loaded 2-core machine have taken over 10 s to stop
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-            raise
+        # Two workers on a loaded 2-core machine have taken over 10 s to stop; past 30 s it is a hang.
+        assert stop(proc), f"python {' '.join(args)} did not stop within {STOP_GRACE:.0f} s of SIGTERM"
