@@ -274,3 +274,22 @@ async def test_item_that_is_not_an_object_fails_alone(client: httpx.AsyncClient)
     out = (await batch(client, body))["evaluations"]
     assert out[0]["decision"] is True
     assert "evaluations[1]" in out[1]["context"]["error"]["message"]
+
+
+async def test_outcome_counts_alike_for_small_and_large_batches(client: httpx.AsyncClient) -> None:
+    """Batches up to 16 items are counted one by one, larger ones per shared answer object: both
+    count every answered item once under its outcome (allow, deny, error)."""
+    from meshauth.policy.metrics import DECISIONS
+
+    await push(client, POLICIES)
+    bad = {"subject": {"type": "User", "id": "u"}, "action": {"name": "view"}, "resource": {"type": "", "id": "x"}}
+    for size in (4, 16, 17, 40):
+        items = [ask("User:u", "view", f"Doc:d{n}") for n in range(size - 3)]
+        items += [ask("User:u", "view", "Doc:secret"), ask("User:u", "edit", "Doc:a"), bad]
+        before = dict(DECISIONS.counts)
+        answers = (await batch(client, {"evaluations": items}))["evaluations"]
+        assert [a["decision"] for a in answers[-3:]] == [False, False, False]
+        assert "error" in answers[-1]["context"]
+        grown = {k: v - before.get(k, 0) for k, v in DECISIONS.counts.items() if v != before.get(k, 0)}
+        want = {("evaluations", "allow"): size - 3, ("evaluations", "deny"): 2, ("evaluations", "error"): 1}
+        assert grown == want, size

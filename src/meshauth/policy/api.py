@@ -46,6 +46,27 @@ def _outcome(decision: wire.Decision) -> str:
     return "allow" if decision.decision else "deny"
 
 
+# Up to this many decisions, counted one by one; above, per distinct answer object in C (the
+# evaluator shares alike answers). Two ``Counter``s cost ~1.5 µs a call, more than a small batch's loop.
+_COUNT_ONE_BY_ONE = 16
+
+
+def _outcomes(decisions: list[wire.Decision]) -> dict[str, int]:
+    """How many of ``decisions`` allow, deny and errored."""
+    if len(decisions) > _COUNT_ONE_BY_ONE:
+        shared = collections.Counter(map(id, decisions))
+        by_id = dict(zip(map(id, decisions), decisions, strict=True))
+        many: collections.Counter[str] = collections.Counter()
+        for ident, n in shared.items():
+            many[_outcome(by_id[ident])] += n
+        return many
+    counts: dict[str, int] = {}
+    for decision in decisions:
+        outcome = _outcome(decision)
+        counts[outcome] = counts.get(outcome, 0) + 1
+    return counts
+
+
 @dataclass
 class PolicyApi:
     settings: Settings
@@ -95,12 +116,7 @@ class PolicyApi:
                 if d.decision == stop_on:
                     decisions = decisions[: n + 1]
                     break
-        # Per distinct answer object (the evaluator shares alike answers), counted in C.
-        shared = collections.Counter(map(id, decisions))
-        by_id = dict(zip(map(id, decisions), decisions, strict=True))
-        outcomes: collections.Counter[str] = collections.Counter()
-        for ident, n in shared.items():
-            outcomes[_outcome(by_id[ident])] += n
+        outcomes = _outcomes(decisions)
         self.audit.decisions(store, batch.items, decisions, started)
         for outcome, n in outcomes.items():
             add_many(DECISIONS, n, "evaluations", outcome)
