@@ -3,8 +3,8 @@
 A process is the run's when its environment carries the run's marker (``CI_TEST_RUN``, set for ``make
 test`` only; named outside ``MESHAUTH_`` because the tests' helpers drop those variables for the
 servers they start). Ones still there after a grace (a server told to stop may still be exiting) are
-listed and killed; the exit status says so (``.ci/run`` warns, it does not fail the run on it). Processes started with an environment built from scratch carry no
-marker and are not seen.
+listed and killed; the exit status says so (``.ci/run`` warns, it does not fail the run on it).
+Processes started with an environment built from scratch carry no marker and are not seen.
 """
 
 from __future__ import annotations
