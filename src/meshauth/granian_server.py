@@ -60,6 +60,7 @@ import importlib
 import logging
 import os
 import resource
+import signal
 from typing import Any, Literal
 
 from granian.constants import HTTPModes, Interfaces, Loops
@@ -84,6 +85,7 @@ _UNLIMITED = 1 << 30
 # The real factory, handed to each worker process through its environment (granian imports the
 # target by name in the worker, and with the "spawn" start method nothing else carries over).
 _FACTORY_ENV = "_MESHAUTH_SERVE_FACTORY"
+WORKERS_KILL_TIMEOUT = 20  # seconds after a stop before granian kills a worker still running
 # Used only with http_mode=auto. hyper has no header or idle timer for HTTP/2: pings (every 60 s,
 # 20 s to answer) find dead peers, and a connection may carry at most 100 requests at once.
 _HTTP2 = HTTP2Settings(max_concurrent_streams=100, keep_alive_interval=60_000, keep_alive_timeout=20)
@@ -162,6 +164,7 @@ def serve(
     # Before the workers start: they inherit the directory and write their metrics there
     # (``worker_app`` switches each one over).
     metrics_dir = multiprocess.prepare_dir(settings.metrics_dir, factory.split(":")[0])
+    os.register_at_fork(before=_hold_stops, after_in_parent=_release_stops, after_in_child=_default_stops_in_worker)
     try:
         _server(factory, host, port, workers, interface, settings, permits).serve()
     finally:
@@ -170,6 +173,31 @@ def serve(
         # free memory the exit frees anyway: 0.37-0.51 CPU-s, 8.5 s wall at load average 11 (a gate not
         # gone 10 s after SIGTERM in tests). Frozen, the collection skips them: 0.04 CPU-s, 0.12 s.
         gc.freeze()
+
+
+_STOPS = {signal.SIGTERM, signal.SIGINT}
+_mask_before_fork: set[int | signal.Signals] = set()
+
+
+def _hold_stops() -> None:
+    """Before a fork: the stop signals wait (blocked) in the forking thread, and so in the child."""
+    global _mask_before_fork
+    _mask_before_fork = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+
+
+def _release_stops() -> None:
+    signal.pthread_sigmask(signal.SIG_SETMASK, _mask_before_fork)
+
+
+def _default_stops_in_worker() -> None:
+    """In a forked worker, until granian installs the worker's own handlers. A forked worker carried the
+    main process's SIGTERM/SIGINT handler (it only flags the main's loop), so a stop that came while the
+    worker started was lost and the main process waited for it forever (bench/adhoc/stop21-tests4). With
+    the default action a stop simply ends the starting worker; one sent between the fork and here was
+    held blocked, and is taken now."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    _release_stops()
 
 
 def _server(
@@ -191,6 +219,9 @@ def _server(
         http2_settings=_HTTP2,
         # A worker that dies is replaced rather than leaving the port served by fewer workers.
         respawn_failed_workers=True,
+        # The backstop for a worker that never ends (a SIGTERM lost while it started, see worker_app):
+        # killed this long after the stop, inside Kubernetes' 30 s grace (after a 5 s preStop).
+        workers_kill_timeout=WORKERS_KILL_TIMEOUT,
         log_dictconfig=logs.granian_config(settings.log_format),
     )
 
