@@ -11,20 +11,18 @@ from redis.asyncio import Redis
 from meshauth.bus.events import AuditEvent, audit, new_id
 from meshauth.bus.metrics import DROPPED
 from meshauth.bus.producer import Producer, ProducerConfig
-from meshauth.bus.records import CHUNK, Deferred, maker
+from meshauth.bus.records import CHUNK, Deferred
 from meshauth.bus.streams import AUDIT, StreamNames
 from tests.bus.helpers import read_all
 
 NAMES = StreamNames("meshauth:", AUDIT, 4)
 
 
-@maker("test.made")
 def _make(item: Deferred) -> AuditEvent:
     _, _, at, subject, status, resource = item
     return AuditEvent(id=new_id(), time=at, type="gate.decision", subject=subject, status=status, resource=resource)
 
 
-@maker("test.broken")
 def _broken(item: Deferred) -> AuditEvent:
     raise RuntimeError("a bug in a maker")
 
@@ -42,7 +40,7 @@ async def test_deferred_and_published_events_keep_publish_order_per_key(producer
     n = 3 * CHUNK + 7
     for i in range(n):
         if i % 3:
-            assert producer.defer(("test.made", AUDIT, 1000.0 + i, f"key{i % 4}", i, "/x"))
+            assert producer.defer((_make, AUDIT, 1000.0 + i, f"key{i % 4}", i, "/x"))
         else:
             assert producer.publish(AUDIT, audit("gate.decision", subject=f"key{i % 4}", status=i))
     await producer.flushed()
@@ -63,10 +61,10 @@ async def test_oversized_or_unbuildable_deferred_events_are_counted_not_raised(
 ) -> None:
     """Found at the flush: left out and counted (oversized / invalid); the events around them go."""
     oversized, invalid = DROPPED.value(AUDIT, "oversized"), DROPPED.value(AUDIT, "invalid")
-    assert producer.defer(("test.made", AUDIT, 1.0, "a", 1, "/ok"))
-    assert producer.defer(("test.made", AUDIT, 2.0, "a", 2, "x" * 20_000))
-    assert producer.defer(("test.broken", AUDIT, 3.0))
-    assert producer.defer(("test.made", AUDIT, 4.0, "a", 4, "/ok"))
+    assert producer.defer((_make, AUDIT, 1.0, "a", 1, "/ok"))
+    assert producer.defer((_make, AUDIT, 2.0, "a", 2, "x" * 20_000))
+    assert producer.defer((_broken, AUDIT, 3.0))
+    assert producer.defer((_make, AUDIT, 4.0, "a", 4, "/ok"))
     await producer.flushed()
     rows: list[Any] = await read_all(redis, NAMES.all())
     assert [event.status for _, _, event in rows] == [1, 4]
@@ -79,6 +77,6 @@ async def test_a_stop_drains_deferred_events(valkey_url: str, redis: Redis, tmp_
     p = Producer(valkey_url, ProducerConfig(spool_dir=tmp_path / "spool", flush_interval=5.0, flush_batch=100_000))
     await p.start()
     for i in range(300):
-        assert p.defer(("test.made", AUDIT, float(i), f"k{i % 7}", i, "/"))
+        assert p.defer((_make, AUDIT, float(i), f"k{i % 7}", i, "/"))
     await p.stop()
     assert len(await read_all(redis, NAMES.all())) == 300

@@ -17,13 +17,12 @@ import time
 
 from meshauth.bus.events import AuditEvent, AuditType, SubjectType, audit, new_id
 from meshauth.bus.producer import EventTooLarge, Producer
-from meshauth.bus.records import Deferred, maker
+from meshauth.bus.records import Deferred
 from meshauth.bus.streams import AUDIT
 
 log = logging.getLogger(__name__)
 
 MAX_TEXT = 1024
-GATE = "gate.decision"  # the deferred gate decision's maker (``gate_event``)
 _LOG_EVERY = 60.0
 
 
@@ -43,15 +42,10 @@ class AuthAudit:
     ) -> None:
         """An ext_authz decision. Allowed verdicts carry the identity in their headers; a request
         refused after authentication (authz mode), in ``identity``."""
-        if self.producer is None:
-            return
-        subject = client_id = ""
-        if verdict_status == 200:
-            subject, client_id = headers[0][1], headers[1][1]
-        elif identity is not None:
-            subject, client_id = identity
-        # Strings and numbers only: an untracked tuple (``bus.records``).
-        self.producer.defer((GATE, AUDIT, time.time(), verdict_status, subject, client_id, reason, transport, path))
+        if self.producer is not None:
+            self.producer.defer(
+                (gate_event, AUDIT, time.time(), verdict_status, headers, reason, transport, path, identity)
+            )
 
     def token(self, type_: AuditType, subject: str, client_id: str, *, reason: str = "") -> None:
         """token.issued / token.refreshed / token.revoked."""
@@ -103,10 +97,14 @@ class AuthAudit:
             log.warning("audit event refused: %s", exc)
 
 
-@maker(GATE)
 def gate_event(item: Deferred) -> AuditEvent:
     """The gate.decision of a deferred ``AuthAudit.gate`` call, built at the flush (``bus.records``)."""
-    _, _, at, status, subject, client_id, reason, transport, path = item
+    _, _, at, status, headers, reason, transport, path, identity = item
+    subject = client_id = ""
+    if status == 200:
+        subject, client_id = headers[0][1], headers[1][1]
+    elif identity is not None:
+        subject, client_id = identity
     return AuditEvent(
         id=new_id(),
         time=at,

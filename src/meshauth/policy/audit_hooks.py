@@ -17,17 +17,15 @@ from typing import Any
 from meshauth import wire
 from meshauth.bus.events import AuditEvent, audit, new_id
 from meshauth.bus.producer import EventTooLarge, Producer
-from meshauth.bus.records import Deferred, maker
+from meshauth.bus.records import Deferred
 from meshauth.bus.streams import AUDIT
 from meshauth.policy.authzen import Query
 
 log = logging.getLogger(__name__)
 
 MAX_TEXT = 1024
-DECISION = "policy.decision"  # the deferred decision's maker (``policy_event``)
 
 
-@maker(DECISION)
 def policy_event(item: Deferred) -> AuditEvent:
     """The policy.decision of a deferred ``PolicyAudit.decisions`` item (a frozen ``Query``), built at
     the flush (``bus.records``)."""
@@ -63,7 +61,7 @@ class PolicyAudit:
             if not isinstance(q, Query):  # an item refused before evaluation: not a decision of the engine
                 continue
             # Deferred (``Producer.defer``): this runs for every decision; the flush builds the event.
-            producer.defer((DECISION, AUDIT, now, store, q, d.decision, latency_us))  # untracked: ``bus.records``
+            producer.defer((policy_event, AUDIT, now, store, q, d.decision, latency_us))
 
     def uploaded(self, store: str, result: dict[str, Any], author: str) -> None:
         if self.producer is None:
