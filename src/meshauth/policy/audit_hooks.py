@@ -17,31 +17,12 @@ from typing import Any
 from meshauth import wire
 from meshauth.bus.events import AuditEvent, audit, new_id
 from meshauth.bus.producer import EventTooLarge, Producer
-from meshauth.bus.records import Deferred
 from meshauth.bus.streams import AUDIT
 from meshauth.policy.authzen import Query
 
 log = logging.getLogger(__name__)
 
 MAX_TEXT = 1024
-
-
-def policy_event(item: Deferred) -> AuditEvent:
-    """The policy.decision of a deferred ``PolicyAudit.decisions`` item (a frozen ``Query``), built at
-    the flush (``bus.records``)."""
-    _, _, at, store, q, allowed, latency_us = item
-    return AuditEvent(
-        id=new_id(),
-        time=at,
-        type="policy.decision",
-        subject=q.principal[1][:MAX_TEXT],
-        subject_type=q.principal[0][:MAX_TEXT],
-        decision="allow" if allowed else "deny",
-        action=q.action[1][:MAX_TEXT],
-        store=store,
-        resource=f"{q.resource[0]}:{q.resource[1]}"[:MAX_TEXT],
-        latency_us=latency_us,
-    )
 
 
 class PolicyAudit:
@@ -60,8 +41,20 @@ class PolicyAudit:
         for q, d in zip(queries, decisions, strict=False):
             if not isinstance(q, Query):  # an item refused before evaluation: not a decision of the engine
                 continue
-            # Deferred (``Producer.defer``): this runs for every decision; the flush builds the event.
-            producer.defer((policy_event, AUDIT, now, store, q, d.decision, latency_us))
+            # Built directly (not through ``audit(**fields)``): this runs for every decision.
+            event = AuditEvent(
+                id=new_id(),
+                time=now,
+                type="policy.decision",
+                subject=q.principal[1][:MAX_TEXT],
+                subject_type=q.principal[0][:MAX_TEXT],
+                decision="allow" if d.decision else "deny",
+                action=q.action[1][:MAX_TEXT],
+                store=store,
+                resource=f"{q.resource[0]}:{q.resource[1]}"[:MAX_TEXT],
+                latency_us=latency_us,
+            )
+            self._send(event)
 
     def uploaded(self, store: str, result: dict[str, Any], author: str) -> None:
         if self.producer is None:
