@@ -1,13 +1,10 @@
 """What the auth service tells the audit stream: one short, synchronous call per site.
 
 Every method builds one event and hands it to the bus producer's buffer (microseconds; nothing is
-awaited on the request's account) — except the gate's, the one called on every check: it hands the
-producer a tuple of what it was given and the time (``Producer.defer``), and the flush builds the event
-(``gate_event``) off the request's path; the event is the same. Off (``audit_enabled=false``) or
-without a producer, each is a single attribute test. Values a caller controls (paths, reasons) are
-cut to ``MAX_TEXT`` characters so that an event stays under the bus's size limit; an event refused
-anyway is counted by the bus and logged (here or, for the gate's, by the flush) at most once per
-interval — never raised into the request.
+awaited on the request's account). Off (``audit_enabled=false``) or without a producer, each is a
+single attribute test. Values a caller controls (paths, reasons) are cut to ``MAX_TEXT`` characters so
+that an event stays under the bus's size limit; an event refused anyway is counted by the bus and
+logged here at most once per minute — never raised into the request.
 """
 
 from __future__ import annotations
@@ -17,7 +14,6 @@ import time
 
 from meshauth.bus.events import AuditEvent, AuditType, SubjectType, audit, new_id
 from meshauth.bus.producer import EventTooLarge, Producer
-from meshauth.bus.records import Deferred
 from meshauth.bus.streams import AUDIT
 
 log = logging.getLogger(__name__)
@@ -42,10 +38,28 @@ class AuthAudit:
     ) -> None:
         """An ext_authz decision. Allowed verdicts carry the identity in their headers; a request
         refused after authentication (authz mode), in ``identity``."""
-        if self.producer is not None:
-            self.producer.defer(
-                (gate_event, AUDIT, time.time(), verdict_status, headers, reason, transport, path, identity)
+        if self.producer is None:
+            return
+        subject = client_id = ""
+        if verdict_status == 200:
+            subject, client_id = headers[0][1], headers[1][1]
+        elif identity is not None:
+            subject, client_id = identity
+        self._send(
+            AuditEvent(
+                id=new_id(),
+                time=time.time(),
+                type="gate.decision",
+                subject=subject,
+                subject_type=_kind(subject, client_id),
+                client_id=client_id,
+                decision="allow" if verdict_status == 200 else "deny",
+                action=transport,
+                resource=path[:MAX_TEXT],
+                status=verdict_status,
+                reason=reason[:MAX_TEXT],
             )
+        )
 
     def token(self, type_: AuditType, subject: str, client_id: str, *, reason: str = "") -> None:
         """token.issued / token.refreshed / token.revoked."""
@@ -95,29 +109,6 @@ class AuthAudit:
         if now - self._last_refusal_log >= _LOG_EVERY:
             self._last_refusal_log = now
             log.warning("audit event refused: %s", exc)
-
-
-def gate_event(item: Deferred) -> AuditEvent:
-    """The gate.decision of a deferred ``AuthAudit.gate`` call, built at the flush (``bus.records``)."""
-    _, _, at, status, headers, reason, transport, path, identity = item
-    subject = client_id = ""
-    if status == 200:
-        subject, client_id = headers[0][1], headers[1][1]
-    elif identity is not None:
-        subject, client_id = identity
-    return AuditEvent(
-        id=new_id(),
-        time=at,
-        type="gate.decision",
-        subject=subject,
-        subject_type=_kind(subject, client_id),
-        client_id=client_id,
-        decision="allow" if status == 200 else "deny",
-        action=transport,
-        resource=path[:MAX_TEXT],
-        status=status,
-        reason=reason[:MAX_TEXT],
-    )
 
 
 def _kind(subject: str, client_id: str) -> SubjectType:

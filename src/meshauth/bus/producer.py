@@ -13,8 +13,7 @@ size (130–170 µs of the publisher's CPU for 15 events, measured, on the loop 
 3,000 events/s the flusher wakes ~20 times a second with ~150 events instead of ~200 times with ~15.
 The trade: events reach Redis up to ``flush_gap`` later; a SIGKILL loses that much (a stop drains).
 
-Nothing here waits for Redis on the caller's account: ``publish`` encodes and appends to a deque;
-``defer`` appends a tuple the flush builds the event from (``records``: the gate's hot path). Drops:
+Nothing here waits for Redis on the caller's account: ``publish`` encodes and appends to a deque. Drops:
 buffer full (Redis stalled *and* the spool full or slow) → dropped, counted in ``meshauth_bus_dropped``,
 logged at most once per ``drop_log_interval``; the request that published it is unaffected. It also
 reads the streams' backlog into gauges (``gauges.StreamGauges``) for the publisher's ``/metrics``.
@@ -27,19 +26,18 @@ import collections
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
-from meshauth.bus.events import AuditEvent, batch_size, encode
+from meshauth.bus.events import AuditEvent, batch_size, batches, encode
 from meshauth.bus.gauges import StreamGauges
 from meshauth.bus.metrics import DROPPED, SPOOLED
-from meshauth.bus.producer_config import ProducerConfig, producer_config
-from meshauth.bus.records import CHUNK, Deferred, Item, build, by_partition
 from meshauth.bus.spool import Record, Spool
 from meshauth.bus.streams import GROUPS, StreamNames
 from meshauth.bus.writer import StreamWriter, logical
+from meshauth.config import Settings
 
 log = logging.getLogger(__name__)
-
-__all__ = ["EventTooLarge", "Producer", "ProducerConfig", "producer_config"]
 
 MAX_REPLAY_PAUSE = 2.0
 DRAIN_TIMEOUT = 5.0
@@ -49,16 +47,46 @@ class EventTooLarge(ValueError):
     """An event whose encoding exceeds ``max_event_bytes``; refused at ``publish``."""
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ProducerConfig:
+    prefix: str = "meshauth:"
+    partitions: int = 4
+    buffer_events: int = 100_000
+    flush_interval: float = 0.005
+    flush_gap: float = 0.05
+    flush_batch: int = 500
+    max_event_bytes: int = 16_384
+    spool_dir: Path | None = None  # None: no spool, events are dropped while Redis is away
+    spool_max_bytes: int = 4 * 1024**3
+    maxlen: int = 1_000_000
+    drop_log_interval: float = 10.0
+    gauge_interval: float = 5.0  # seconds between reads of the streams' backlog (gauges); 0: none
+
+
+def producer_config(settings: Settings) -> ProducerConfig:
+    return ProducerConfig(
+        prefix=settings.redis_prefix,
+        partitions=settings.bus_partitions,
+        buffer_events=settings.bus_buffer_events,
+        flush_interval=settings.bus_flush_interval,
+        flush_gap=settings.bus_flush_gap,
+        flush_batch=settings.bus_flush_batch,
+        max_event_bytes=settings.bus_max_event_bytes,
+        spool_dir=settings.spool_dir if settings.bus_spool_max_bytes > 0 else None,
+        spool_max_bytes=settings.bus_spool_max_bytes,
+        maxlen=settings.bus_stream_maxlen,
+        drop_log_interval=settings.bus_drop_log_interval,
+    )
+
+
 class Producer:
     def __init__(self, url: str, config: ProducerConfig) -> None:
         self._url = url
         self.config = config
         self._writer = StreamWriter(url, prefix=config.prefix, partitions=config.partitions, maxlen=config.maxlen)
-        # Records (partition stream, encoded event) and deferred events, in publish order (``records``)
-        self._buffer: collections.deque[Item] = collections.deque()
+        # (partition stream, encoded event): what the flush sends, ready (``_take`` is a slice, not a loop)
+        self._buffer: collections.deque[Record] = collections.deque()
         self._wake = asyncio.Event()
-        self._woken = False  # ``_wake`` set and not yet cleared by the flusher: a plain test per event
-        self._cap = config.buffer_events
         self._task: asyncio.Task[None] | None = None
         self._gauges: StreamGauges | None = None
         self._spool = Spool(config.spool_dir, config.spool_max_bytes) if config.spool_dir else None
@@ -68,7 +96,6 @@ class Producer:
         self._in_flight = 0  # taken from the buffer, not yet in Redis or the spool
         self._drops_unlogged = 0
         self._last_drop_log = 0.0
-        self._last_refusal_log = 0.0
         self.published = 0  # written to Redis (including replays)
         self.flushes = 0  # script calls that wrote events to Redis
         self.spooled = 0
@@ -87,23 +114,13 @@ class Producer:
                 f"event {event.type} is {len(data)} bytes encoded; the limit is {self.config.max_event_bytes}"
                 " (bus_max_event_bytes)"
             )
-        return self._queue((self._writer.partition(stream, event.key if key is None else key), data), stream)
-
-    def defer(self, item: Deferred) -> bool:
-        """Queue ``(make, stream, *fields)``: the flush calls ``make(item)`` for the event (``records``).
-        False when it had to be dropped. An event found too large then is counted, not raised."""
-        return self._queue(item, item[1])
-
-    def _queue(self, item: Item, stream: str) -> bool:
-        buf = self._buffer
-        if len(buf) >= self._cap or self._closing:
+        if len(self._buffer) >= self.config.buffer_events or self._closing:
             self._drop(stream)
             return False
-        buf.append(item)
-        if not self._woken:
-            self._woken = True
+        self._buffer.append((self._writer.partition(stream, event.key if key is None else key), data))
+        if not self._wake.is_set():
             self._wake.set()
-        elif len(buf) >= self.config.flush_batch and not self._hurry.is_set():
+        elif len(self._buffer) >= self.config.flush_batch and not self._hurry.is_set():
             self._hurry.set()  # the flusher may be waiting out its gap for fewer
         return True
 
@@ -193,18 +210,12 @@ class Producer:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._hurry.wait(), max(self.config.flush_interval, gap))
             started = loop.time()
-            items = self._take_items(self.config.flush_batch)
+            batch = self._take(self.config.flush_batch)
             if not self._buffer:
                 self._wake.clear()
-                self._woken = False
-            self._in_flight = len(items)
+            self._in_flight = len(batch)
             try:
-                records: list[Record] = []
-                for i in range(0, len(items), CHUNK):
-                    if i:
-                        await asyncio.sleep(0)  # let queued requests run between chunks of deferred events
-                    records += self._build(items[i : i + CHUNK])
-                pause = await self._deliver(by_partition(records), pause)
+                pause = await self._deliver(batch, pause)
             finally:
                 self._in_flight = 0
             if self._closing and self.spool_pending and pause > 0.05:
@@ -222,20 +233,22 @@ class Producer:
             await self._to_spool(batch)
         return 0.05
 
-    def _take_items(self, n: int) -> list[Item]:
+    def _take(self, n: int) -> list[Record]:
+        """Up to ``n`` buffered events as one batch entry per partition, in publish order."""
         buf = self._buffer
         if n >= len(buf):
             taken = list(buf)
             buf.clear()
-            return taken
-        return [buf.popleft() for _ in range(n)]
-
-    def _build(self, items: list[Item]) -> list[Record]:
-        return build(items, self._writer.partition, self.config.max_event_bytes, self._refused)
-
-    def _take(self, n: int) -> list[Record]:
-        """Up to ``n`` buffered events as one batch entry per partition, in publish order (at once)."""
-        return by_partition(self._build(self._take_items(n)))
+        else:
+            taken = [buf.popleft() for _ in range(n)]
+        by_partition: dict[str, list[bytes]] = {}
+        for key, data in taken:
+            events = by_partition.get(key)
+            if events is None:
+                by_partition[key] = [data]
+            else:
+                events.append(data)
+        return [(key, batch) for key, events in by_partition.items() for batch in batches(events)]
 
     async def _write(self, records: list[Record]) -> bool:
         if not await self._writer.write(records):
@@ -272,15 +285,6 @@ class Producer:
                 # Keep the buffer moving too: spool it, in order, behind what is being replayed.
                 await self._to_spool(self._take(self.config.flush_batch))
         return True
-
-    def _refused(self, stream: str, reason: str) -> None:
-        """A deferred event found too large (or unbuildable) at the flush: counted, logged per interval."""
-        self.dropped += 1
-        DROPPED.add(stream, reason)
-        now = time.monotonic()
-        if now - self._last_refusal_log >= self.config.drop_log_interval:
-            self._last_refusal_log = now
-            log.warning("bus: a %s event was refused at the flush (%s)", stream, reason)
 
     def _drop(self, stream: str, n: int = 1) -> None:
         self.dropped += n
