@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
+import pytest
 from redis.asyncio import Redis
 
 from meshauth.bus.consumer import Consumer, ConsumerConfig
@@ -16,6 +17,7 @@ from meshauth.bus.producer import Producer, ProducerConfig
 from meshauth.bus.streams import AUDIT, StreamNames
 from tests.bus.helpers import entries, until
 from tests.cli.conftest import meshauth
+from tests.conftest import ADMIN_TIMEOUT
 
 NAMES = StreamNames("meshauth:", AUDIT, 4)
 FAST = ConsumerConfig(block=0.05, min_idle=0.3, max_attempts=2, lease_ttl=1.0, retry_delay=0.01)
@@ -30,8 +32,18 @@ async def _cli(tmp_path: Path, url: str, *args: str) -> tuple[int, str, str]:
     return result.returncode, result.stdout, result.stderr
 
 
+@pytest.fixture
+async def observer(redis: Redis, valkey_url: str) -> AsyncIterator[Redis]:
+    """The test's own polls, with the fixtures' generous timeouts (``redis`` keeps the services' 0.5 s,
+    which one poll outlasted at load 21); takes ``redis`` for its flush."""
+    del redis
+    client = Redis.from_url(valkey_url.replace("valkey://", "redis://", 1), socket_timeout=ADMIN_TIMEOUT)
+    yield client
+    await client.aclose()
+
+
 async def test_a_replayed_dead_letter_reaches_only_the_group_that_set_it_aside(
-    valkey_url: str, redis: Redis, tmp_path: Path
+    valkey_url: str, observer: Redis, tmp_path: Path
 ) -> None:
     """The audit group dead-letters event 13 (its handler raises); analytics counts every event once.
     ``list`` shows the letter; after the handler is fixed, ``replay --all`` hands event 13 to the audit
@@ -64,7 +76,7 @@ async def test_a_replayed_dead_letter_reaches_only_the_group_that_set_it_aside(
         await until(lambda: len(stored) >= 19 and len(counted) >= 20, what="all but 13 stored, all counted")
 
         async def dead_lettered() -> bool:
-            return len(await entries(redis, NAMES.dead)) == 1
+            return len(await entries(observer, NAMES.dead)) == 1
 
         await until(dead_lettered, what="13 dead-lettered")
         code, out, err = await _cli(tmp_path, valkey_url, "list")
@@ -80,10 +92,10 @@ async def test_a_replayed_dead_letter_reaches_only_the_group_that_set_it_aside(
         assert code == 0, err
         assert f"{letter['dead_id']}: replayed to {letter['stream']} for group audit" in out
         await until(lambda: 13 in stored, what="13 stored after the replay")
-        assert await entries(redis, NAMES.dead) == []
+        assert await entries(observer, NAMES.dead) == []
 
         async def caught_up() -> bool:
-            groups = [g for s in NAMES.all() for g in await redis.xinfo_groups(s)]
+            groups = [g for s in NAMES.all() for g in await observer.xinfo_groups(s)]
             return all(not g["lag"] and not g["pending"] for g in groups)
 
         await until(caught_up, what="both groups past the replayed entry")
@@ -95,19 +107,19 @@ async def test_a_replayed_dead_letter_reaches_only_the_group_that_set_it_aside(
 
 
 async def test_replay_refuses_letters_it_must_not_write_and_hostile_arguments(
-    valkey_url: str, redis: Redis, tmp_path: Path
+    valkey_url: str, observer: Redis, tmp_path: Path
 ) -> None:
     """A letter naming a key outside the bus, or holding bytes that are no event, stays where it is
     (exit 1, named on stderr) and nothing is written; bad ids, an unknown stream and neither ids nor
     --all are usage errors (exit 2)."""
     good = encode(audit("token.issued", subject="x"))
-    forged = await redis.xadd(
+    forged = await observer.xadd(
         NAMES.dead, {"stream": "meshauth:sessions", "id": "1-0", "group": "audit", "error": "e", "d": good}
     )
-    garbage = await redis.xadd(
+    garbage = await observer.xadd(
         NAMES.dead, {"stream": NAMES.partition(0), "id": "1-0", "group": "audit", "error": "e", "d": b"\xc1"}
     )
-    stranger = await redis.xadd(
+    stranger = await observer.xadd(
         NAMES.dead, {"stream": NAMES.partition(0), "id": "1-0", "group": "nobody", "error": "e", "d": good}
     )
     code, _, err = await _cli(tmp_path, valkey_url, "replay", "--all")
@@ -115,9 +127,9 @@ async def test_replay_refuses_letters_it_must_not_write_and_hostile_arguments(
     assert f"{_text(forged)}: not replayed: its stream 'meshauth:sessions'" in err
     assert f"{_text(garbage)}: not replayed: its payload does not decode" in err
     assert f"{_text(stranger)}: not replayed: its group 'nobody'" in err
-    assert len(await entries(redis, NAMES.dead)) == 3
-    assert not await redis.exists("meshauth:sessions")
-    assert await redis.xlen(NAMES.partition(0)) == 0
+    assert len(await entries(observer, NAMES.dead)) == 3
+    assert not await observer.exists("meshauth:sessions")
+    assert await observer.xlen(NAMES.partition(0)) == 0
     code, out, _ = await _cli(tmp_path, valkey_url, "list")
     assert code == 0
     assert [json.loads(line)["events"] for line in out.splitlines()] == [1, None, 1]

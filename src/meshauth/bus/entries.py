@@ -59,7 +59,8 @@ class Partition:
 
 
 class ReadSize:
-    """Entries per read (``XREADGROUP COUNT`` counts entries) for about ``events`` events per read.
+    """Entries per read (``XREADGROUP COUNT`` counts entries, per stream) for about ``events`` events
+    per partition per read.
 
     An entry is a batch of one flush's events of one partition (1 to ``flush_batch`` events), so a
     fixed entry count lets a catch-up read after an outage carry hundreds of times the events of a
