@@ -3,10 +3,9 @@ itself with SIGKILL (no ack, no lease release: what a crashed or OOM-killed work
 
     python -m tests.bus.consumer_process <redis url> <mode> [<database url>]
 
-mode ``audit``: the real audit writer stores the first half of its second batch (of more than one
-event), then dies.
+mode ``audit``: the real audit writer stores the first half of its second batch, then dies.
 mode ``order``: records each event's (subject, status) in the Redis list ``order-log`` as ``A:`` lines,
-and dies halfway through its third batch of more than one event.
+and dies halfway through its third batch.
 mode ``poison``: records events in ``order-log`` likewise, but dies (SIGKILL) on any batch holding an
 event whose resource is ``poison`` — every time, like a handler bug that ends the process; each process
 is a new consumer (its own name) and ``max_attempts`` is 2.
@@ -40,9 +39,7 @@ async def main(url: str, mode: str, db_url: str | None) -> None:
 
     async def handler(batch: Sequence[Delivery]) -> None:
         nonlocal batches
-        # Batches of several events are counted: the first reads are sized for one entry each (a few
-        # events, or one), and dying halfway through a batch needs more than one event in it.
-        batches += len(batch) > 1
+        batches += 1
         if mode == "poison":
             await redis.rpush("order-log", *[f"A:{d.event.subject}:{d.event.status}" for d in batch])
             if any(d.event.resource == "poison" for d in batch):

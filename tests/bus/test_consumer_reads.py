@@ -1,6 +1,5 @@
-"""How much a read carries (entries are batches) and what a retry keeps per entry, on a real Valkey."""
+"""What a retry keeps per entry of a read, on a real Valkey."""
 
-import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -8,7 +7,7 @@ import pytest
 from redis.asyncio import Redis
 
 from meshauth.bus.consumer import Consumer, ConsumerConfig
-from meshauth.bus.entries import Delivery, Partition, ReadSize, Work
+from meshauth.bus.entries import Delivery, Partition
 from meshauth.bus.events import audit, decode
 from meshauth.bus.handling import TransientError
 from meshauth.bus.producer import Producer, ProducerConfig
@@ -30,44 +29,6 @@ async def producer(valkey_url: str, redis: Redis, tmp_path: Path) -> AsyncIterat
 
 async def _pending(redis: Redis) -> int:
     return sum([(await redis.xpending(stream, "audit"))["pending"] for stream in NAMES.all()])
-
-
-async def test_a_catch_up_read_carries_about_count_events_not_count_entries(
-    valkey_url: str, producer: Producer, redis: Redis
-) -> None:
-    """A backlog of full batch entries (500 events each) read with count=100: each handler call gets
-    one entry, not 100 entries (50,000 events) — COUNT counts entries, the consumer sizes it."""
-    for status in range(2000):
-        producer.publish(AUDIT, audit("gate.decision", subject="one-key", status=status))
-        if status % 500 == 499:
-            await producer.flushed()
-    assert len(await entries(redis, NAMES.of_key("one-key"))) == 4
-    calls: list[int] = []
-    seen: list[int] = []
-
-    async def handler(batch: Sequence[Delivery]) -> None:
-        calls.append(len(batch))
-        seen.extend(d.event.status for d in batch)
-
-    consumer = Consumer(valkey_url, AUDIT, "audit", handler, dataclasses.replace(FAST, count=100))
-    consumer.start()
-    await until(lambda: len(seen) >= 2000, what="the backlog handled")
-    await consumer.stop()
-    assert seen == list(range(2000))
-    assert max(calls) == 500
-    assert consumer.handled == 2000
-
-
-def test_read_size_follows_the_events_per_entry() -> None:
-    size = ReadSize(500)
-    assert size.count() == 1  # nothing seen yet: assume full batch entries
-    part = Partition()
-    small = Work("s", 0, part, [("1-0", None)] * 10, entries=10)  # type: ignore[list-item]
-    for _ in range(20):
-        size.saw([small])
-    assert size.count() == 500  # one event per entry: 500 entries
-    size.saw([Work("s", 0, part, [("1-0", None)] * 1000, entries=2)])  # type: ignore[list-item]
-    assert size.count() == 1  # at once back to one entry
 
 
 async def test_a_retry_keeps_no_state_for_an_entry_trimmed_meanwhile(

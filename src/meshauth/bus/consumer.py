@@ -29,7 +29,6 @@ from redis.exceptions import RedisError, ResponseError
 from meshauth.bus.entries import (
     Entry,
     Partition,
-    ReadSize,
     Work,
     crash_letter,
     decode_entries,
@@ -95,7 +94,6 @@ class Consumer:
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
         self.leases = Leases(self.names, group, self.name, config.lease_ttl)
         self._parts: dict[int, Partition] = {}
-        self._size = ReadSize(config.count)
         self._next_maintenance = 0.0
         self._next_trim = 0.0
         self.handled = 0
@@ -197,7 +195,7 @@ class Consumer:
     async def _read(self, redis: RedisConn, streams: dict[str, str], *, block: int | None, count: int = 0) -> None:
         try:
             reply = await redis.xreadgroup(
-                self.group, self.name, cast(Any, streams), count=count or self._size.count(), block=block
+                self.group, self.name, cast(Any, streams), count=count or self.config.count, block=block
             )
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
@@ -223,12 +221,11 @@ class Consumer:
                 if part is not None:
                     part.backlog = part.careful = False
         if works:
-            self._size.saw(works)
             await self._handle(redis, works)
 
     async def _reread(self, redis: RedisConn, n: int, part: Partition) -> None:
         stream = self.names.partition(n)
-        entries = await own_pending(redis, stream, self.group, self.name, 1 if part.careful else self._size.count())
+        entries = await own_pending(redis, stream, self.group, self.name, 1 if part.careful else self.config.count)
         if not entries:
             part.backlog = part.careful = part.retry = False
         await self._handle(redis, [decode_entries(stream, n, part, entries, self.group)] if entries else [])

@@ -58,30 +58,6 @@ class Partition:
             self.failures = {key: n for key, n in self.failures.items() if key[0] not in gone}
 
 
-class ReadSize:
-    """Entries per read (``XREADGROUP COUNT`` counts entries, per stream) for about ``events`` events
-    per partition per read.
-
-    An entry is a batch of one flush's events of one partition (1 to ``flush_batch`` events), so a
-    fixed entry count lets a catch-up read after an outage carry hundreds of times the events of a
-    live one. The estimate of events per entry rises at once to what a read met and falls by a third
-    per read, starting high (``start``: one entry first), so reads stay near ``events`` events; only
-    the first read after entries grow can exceed it (by their growth)."""
-
-    def __init__(self, events: int, start: float = 500.0) -> None:
-        self.events = max(1, events)
-        self.per_entry = max(1.0, start)
-
-    def count(self) -> int:
-        return max(1, min(self.events, int(self.events / self.per_entry)))
-
-    def saw(self, works: list[Work]) -> None:
-        entries = sum(w.entries for w in works)
-        if entries:
-            events = sum(len(w.batch) + len(w.dead) for w in works)
-            self.per_entry = max(1.0, events / entries, self.per_entry * 2 / 3)
-
-
 @dataclass
 class Work:
     """One partition's share of a read: what to hand over, what is done, what goes to dead letters."""
@@ -93,13 +69,12 @@ class Work:
     done: list[bytes] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     handled: int = 0  # events handled (``done`` counts entries)
-    entries: int = 0  # as read
 
 
 def decode_entries(stream: str, n: int, part: Partition, entries: list[Entry], group: str = "") -> Work:
     """``entries`` as deliveries for ``group``; an entry for another group alone (a replayed dead
     letter, field ``g``: ``dead_letters``) is acknowledged unread."""
-    w = Work(stream, n, part, [], entries=len(entries))
+    w = Work(stream, n, part, [])
     mine = group.encode()
     for entry_id, fields in entries:
         if fields is None:  # deleted or trimmed while pending: nothing left to handle
