@@ -117,6 +117,7 @@ async def test_a_batch_entry_settles_each_event_once_across_a_dead_letter_and_a_
     await until(lambda: _all_acked(redis, "audit"), what="the entry acked")
     await _stop(task)
     assert handled == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+    assert task.handled == 9  # also 0-2, handled before the entry's first failure and never again
     dead = await entries(redis, NAMES.dead)
     assert len(dead) == 1
     assert dead[0][1][b"error"] == b"ValueError: three"

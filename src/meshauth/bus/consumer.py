@@ -35,6 +35,8 @@ from meshauth.bus.entries import (
     oldest_pending,
     own_pending,
     settle,
+    take_released,
+    text,
 )
 from meshauth.bus.groups import ensure_groups
 from meshauth.bus.handling import Handler, Handling
@@ -210,7 +212,7 @@ class Consumer:
             if part is None:
                 continue
             if entries:
-                works.append(decode_entries(stream, n, part, entries))
+                works.append(decode_entries(stream, n, part, entries, self.group))
             elif part.backlog:
                 part.backlog = part.careful = False
         for stream, position in streams.items():
@@ -226,11 +228,11 @@ class Consumer:
         entries = await own_pending(redis, stream, self.group, self.name, 1 if part.careful else self.config.count)
         if not entries:
             part.backlog = part.careful = part.retry = False
-        await self._handle(redis, [decode_entries(stream, n, part, entries)] if entries else [])
+        await self._handle(redis, [decode_entries(stream, n, part, entries, self.group)] if entries else [])
 
     async def _recover(self, redis: RedisConn, n: int, part: Partition) -> None:
         stream = self.names.partition(n)
-        await self._take_released(redis, stream, n)
+        await take_released(redis, stream, self.names.released(self.group, n), self.group, self.name)
         start: bytes | str = "0-0"
         min_idle_ms = int(self.config.min_idle * 1000)
         while True:
@@ -242,24 +244,13 @@ class Consumer:
                 break
         await self._check_crashes(redis, stream, n, part)
         pending = await redis.xpending(stream, self.group)
-        others = [c for c in pending.get("consumers") or [] if _text(c["name"]) != self.name and int(c["pending"])]
+        others = [c for c in pending.get("consumers") or [] if text(c["name"]) != self.name and int(c["pending"])]
         if others:
             part.retry_at = time.monotonic() + min(self.config.min_idle / 4, 1.0)
             return
         part.recovering = False
         part.backlog = True
         part.retry_at = 0.0
-
-    async def _take_released(self, redis: RedisConn, stream: str, n: int) -> None:
-        """Claim at once (XCLAIM, idle 0, JUSTID: a handover is not a delivery) what consumers that gave
-        this partition back cleanly left pending; they no longer read it."""
-        for raw in cast(set[bytes], await redis.smembers(self.names.released(self.group, n))):
-            consumer = _text(raw)
-            if consumer == self.name:
-                continue
-            while rows := await redis.xpending_range(stream, self.group, "-", "+", 1000, consumername=consumer):
-                ids: list[Any] = [row["message_id"] for row in rows]
-                await redis.xclaim(stream, self.group, self.name, 0, ids, justid=True)
 
     async def _check_crashes(self, redis: RedisConn, stream: str, n: int, part: Partition) -> None:
         """Entries delivered before and never acked were in the hands of a consumer that died (or gave
@@ -283,18 +274,17 @@ class Consumer:
         await self._settle(redis, works)
 
     async def _settle(self, redis: RedisConn, works: list[Work]) -> None:
-        if not await settle(redis, works, self.names.dead, self.group):
-            return
+        # Counted also when nothing was acked: events handled before a failure in a batch entry's retry
+        # are skipped by the next attempt (``Handling._one_by_one``), so this is their only count.
+        await settle(redis, works, self.names.dead, self.group)
         for w in works:
+            w.part.forget([*w.done, *(d[0] for d in w.dead)])
             self.handled += w.handled
             self.dead_lettered += len(w.dead)
             # add_many, not ``counts``: in multiprocess mode only it reaches the file a scrape reads.
-            HANDLED.add_many(w.handled, self.names.name, self.group)
+            if w.handled:
+                HANDLED.add_many(w.handled, self.names.name, self.group)
             if w.dead:
                 DEAD_LETTERED.add_many(len(w.dead), self.names.name, self.group)
                 for entry_id, _, error, _ in w.dead:
                     log.error("bus %s/%s: entry %s dead-lettered: %s", w.stream, self.group, entry_id.decode(), error)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else value  # names: any client's bytes

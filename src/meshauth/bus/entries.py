@@ -6,8 +6,9 @@ Kept apart from ``consumer`` (which decides what to read and when) so each stays
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 from meshauth.bus.events import AuditEvent, MalformedEvent, decode_batch
 from meshauth.redis_client import RedisConn
@@ -44,6 +45,18 @@ class Partition:
     progress: dict[bytes, int] = field(default_factory=dict)
     letters: dict[bytes, list[DeadLetter]] = field(default_factory=dict)
 
+    def forget(self, settled: Iterable[bytes]) -> None:
+        """Drop the retry state of entries that are settled — acked, dead-lettered, or found gone from
+        the stream (trimmed or deleted while pending) — so that it does not outlive them."""
+        if not (self.failures or self.progress or self.letters):
+            return
+        gone = set(settled)
+        for entry_id in gone:
+            self.progress.pop(entry_id, None)
+            self.letters.pop(entry_id, None)
+        if self.failures:
+            self.failures = {key: n for key, n in self.failures.items() if key[0] not in gone}
+
 
 @dataclass
 class Work:
@@ -58,10 +71,21 @@ class Work:
     handled: int = 0  # events handled (``done`` counts entries)
 
 
-def decode_entries(stream: str, n: int, part: Partition, entries: list[Entry]) -> Work:
+def decode_entries(stream: str, n: int, part: Partition, entries: list[Entry], group: str = "") -> Work:
+    """``entries`` as deliveries for ``group``; an entry for another group alone (a replayed dead
+    letter, field ``g``: ``dead_letters``) is acknowledged unread."""
     w = Work(stream, n, part, [])
+    mine = group.encode()
     for entry_id, fields in entries:
         if fields is None:  # deleted or trimmed while pending: nothing left to handle
+            letters = part.letters.pop(entry_id, None)  # but what a retry set aside is still written
+            if letters:
+                w.dead.extend(letters)
+            else:
+                w.done.append(entry_id)
+            continue
+        only = fields.get(b"g")
+        if only is not None and only != mine:
             w.done.append(entry_id)
             continue
         payload = fields.get(b"d")
@@ -130,3 +154,19 @@ async def own_pending(redis: RedisConn, stream: str, group: str, consumer: str, 
             pipe.xrange(stream, entry_id, entry_id)
         found = cast(list[list[Entry]], await pipe.execute())
     return [(entry_id, got[0][1] if got else None) for entry_id, got in zip(ids, found, strict=True)]
+
+
+def text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value  # names: any client's bytes
+
+
+async def take_released(redis: RedisConn, stream: str, released: str, group: str, consumer: str) -> None:
+    """Claim at once (XCLAIM, idle 0, JUSTID: a handover is not a delivery) what consumers that gave
+    this partition back cleanly (the set ``released``) left pending; they no longer read it."""
+    for raw in cast(set[bytes], await redis.smembers(released)):
+        other = text(raw)
+        if other == consumer:
+            continue
+        while rows := await redis.xpending_range(stream, group, "-", "+", 1000, consumername=other):
+            ids: list[Any] = [row["message_id"] for row in rows]
+            await redis.xclaim(stream, group, consumer, 0, ids, justid=True)
