@@ -98,9 +98,8 @@ def wait_workers_started(output: Path, proc: subprocess.Popen[bytes], timeout: f
     """Until every worker granian logged spawning in ``output`` has logged that it started serving.
 
     Healthy means one worker answers; with two, the other may still be starting on a loaded machine.
-    A SIGTERM that reaches a worker before it has started is lost (granian forks it with the main
-    process's handler, which the worker then ignores), and the server never stops: a product bug this
-    suite does not trigger by accident at every stop of a two-worker server (reported, stop 21)."""
+    A test starts from a fully started server; a stop while a worker starts is its own test
+    (tests/test_granian_stop.py: such a SIGTERM used to be lost, and the server never stopped)."""
     deadline = time.monotonic() + timeout
     while True:
         text = output.read_text(errors="replace")
