@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jwt
+import sqlalchemy as sa
 
 from tests.auth.conftest import PASSWORD, SECRET, Harness, basic
 
@@ -274,3 +275,25 @@ async def test_empty_parameter_means_omitted(auth_sqlite: Harness) -> None:
     )
     assert r.status_code == 200
     assert r.json()["scope"] == "read write"
+
+
+async def test_a_user_cannot_sign_in_through_a_client_of_the_same_id(auth: Harness) -> None:
+    """A bearer token whose subject is its client id is the client's own (client credentials): the gate asks
+    the policy about Client::"alice", not User::"alice". Names are shared between users and clients (a
+    409 at creation), but two admins creating both at once can each pass that check; so the password grant
+    also refuses a user named like the client it comes through. Through another client the user signs in."""
+    await auth.add_client("alice")
+    await auth.add_client("svc")
+    await auth.add_user("bob")
+    # The state such a race leaves: a user row named like the client (bob's row, renamed).
+    async with auth.app.service.engine.begin() as conn:
+        await conn.execute(sa.text("UPDATE users SET username = 'alice' WHERE username = 'bob'"))
+    r = await auth.http.post(
+        "/oauth2/token",
+        data={"grant_type": "password", "username": "alice", "password": PASSWORD},
+        headers=basic("alice", SECRET),
+    )
+    assert r.status_code == 400
+    assert r.json()["error"] == "invalid_grant"
+    body = await auth.token(grant_type="password", username="alice", password=PASSWORD)
+    assert jwt.decode(body["access_token"], options={"verify_signature": False})["sub"] == "alice"

@@ -47,3 +47,17 @@ async def read_form(request: Request, limit: int) -> dict[str, str]:
             # RFC 6749 §3.1: a parameter sent without a value is treated as omitted.
             form[name] = value
     return form
+
+
+def requested_scope(form: dict[str, str], allowed: tuple[str, ...] | list[str]) -> str:
+    """RFC 6749 §3.3: the requested scope must be within what is allowed; absent means all of it."""
+    raw = form.get("scope")
+    if raw is None:
+        return " ".join(allowed)
+    requested = raw.split(" ")
+    if any(not s for s in requested):
+        raise oauth_error(400, "invalid_scope", "scope must be space-separated scope tokens")
+    unknown = [s for s in requested if s not in allowed]
+    if unknown:
+        raise oauth_error(400, "invalid_scope", f"scope {unknown[0]!r} is not allowed for this grant")
+    return " ".join(dict.fromkeys(requested))

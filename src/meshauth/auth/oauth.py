@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from meshauth.auth.accounts import NAME_PATTERN, Client
 from meshauth.auth.client_auth import ClientAuthenticator, client_address, too_many, verify_secret
-from meshauth.auth.forms import oauth_error, read_form
+from meshauth.auth.forms import oauth_error, read_form, requested_scope
 from meshauth.auth.metrics import TOKENS_ISSUED
 from meshauth.auth.refresh import RefreshError, RefreshGrant, Reused
 from meshauth.auth.revocation import Stamp
@@ -23,20 +23,6 @@ from meshauth.http import json_response
 GRANTS = ("client_credentials", "password", "refresh_token")
 NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
 MAX_PASSWORD_CHARS = 1024
-
-
-def _requested_scope(form: dict[str, str], allowed: tuple[str, ...] | list[str]) -> str:
-    """RFC 6749 §3.3: the requested scope must be within what is allowed; absent means all of it."""
-    raw = form.get("scope")
-    if raw is None:
-        return " ".join(allowed)
-    requested = raw.split(" ")
-    if any(not s for s in requested):
-        raise oauth_error(400, "invalid_scope", "scope must be space-separated scope tokens")
-    unknown = [s for s in requested if s not in allowed]
-    if unknown:
-        raise oauth_error(400, "invalid_scope", f"scope {unknown[0]!r} is not allowed for this grant")
-    return " ".join(dict.fromkeys(requested))
 
 
 class OAuthEndpoints:
@@ -63,7 +49,7 @@ class OAuthEndpoints:
         return await self._refresh(client, client_stamp, form)
 
     async def _client_credentials(self, client: Client, stamp: Stamp, form: dict[str, str]) -> Response:
-        scope = _requested_scope(form, client.scopes)
+        scope = requested_scope(form, client.scopes)
         issued = self._s.issuer.issue(subject=client.client_id, client_id=client.client_id, scope=scope)
         # Nothing is stored for this token: if the client was not cut off by now, a later cut-off's time
         # covers its iat; if it was, the client was disabled while this request ran.
@@ -77,7 +63,9 @@ class OAuthEndpoints:
         username, password = form.get("username"), form.get("password")
         if username is None or password is None:
             raise oauth_error(400, "invalid_request", "username and password are required")
-        scope = _requested_scope(form, client.scopes)
+        if username == client.client_id:  # its tokens would read as the client's own (authz_questions.subject_for)
+            raise oauth_error(400, "invalid_grant", "a user cannot sign in through a client of the same id")
+        scope = requested_scope(form, client.scopes)
         user_stamp = await self.check_password(request, username, password)
         issued = self._s.issuer.issue(subject=username, client_id=client.client_id, scope=scope)
         refresh = await self._s.refresh_tokens.issue(
@@ -141,7 +129,7 @@ class OAuthEndpoints:
         if user is None or user.disabled:
             raise oauth_error(400, "invalid_grant", "the user of this refresh token is gone or disabled")
         # RFC 6749 §6: a refreshed scope may narrow, never widen, the original grant.
-        scope = _requested_scope(form, grant.scope.split(" ") if grant.scope else [])
+        scope = requested_scope(form, grant.scope.split(" ") if grant.scope else [])
         issued = self._s.issuer.issue(subject=grant.subject, client_id=client.client_id, scope=scope)
         try:
             refresh = await self._s.refresh_tokens.issue(
