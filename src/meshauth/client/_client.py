@@ -104,7 +104,9 @@ class PolicyClient(Asking):
             budget=RetryBudget(retry) if retry else None,
         )
         self._batcher: Batcher[Pending, Decision] | None = (
-            Batcher(self._flush, max_batch=batching.max_batch, max_wait=batching.max_wait) if batching else None
+            Batcher(self._flush, max_batch=batching.max_batch, max_wait=batching.max_wait, linger=batching.linger)
+            if batching
+            else None
         )
         self._sf: Flights[tuple[str, State | None, bytes], Decision] | None = Flights() if singleflight else None
         self._cache = cache
