@@ -17,7 +17,7 @@ from meshauth.batching import Batcher, DeadlinePassed
 from meshauth.client._accept import accept
 from meshauth.client._answers import outcome
 from meshauth.client._call import Caller
-from meshauth.client._flight import Flights, LeaderGone
+from meshauth.client._flight import FlightKey, Flights, LeaderGone, flight_key
 from meshauth.client._front import L1Front
 from meshauth.client._keys import L1Key
 from meshauth.client._metrics import CHECKS, SINGLEFLIGHT_JOINS
@@ -33,7 +33,7 @@ __all__ = ["Asking"]
 class Asking:
     _batcher: Batcher[Pending, Decision] | None
     _caller: Caller
-    _sf: Flights[tuple[str, State | None, bytes], Decision] | None
+    _sf: Flights[FlightKey, Decision] | None
     _front: L1Front
     _stored: DecisionStore | None
     _tracker: StateTracker
@@ -44,7 +44,7 @@ class Asking:
         if hit is not None:
             return hit
         b, breaker, sf = self._batcher, self._caller.breaker, self._sf
-        flight = (consistency.mode, floor, rkey)
+        flight = flight_key(consistency.mode, floor, rkey)
         if b is None or (breaker is not None and breaker.rejecting()) or (sf is not None and flight in sf):
             d = await self._miss(p, consistency, floor, rkey, ck)
         else:
@@ -89,7 +89,7 @@ class Asking:
         try:
             if self._sf is None:
                 return await self._fill(p, ck, floor, rkey)
-            flight = (consistency.mode, floor, rkey)
+            flight = flight_key(consistency.mode, floor, rkey)
             if flight in self._sf:
                 SINGLEFLIGHT_JOINS.add()
             return await self._sf.do(flight, lambda: self._fill(p, ck, floor, rkey))

@@ -39,7 +39,7 @@ from meshauth.client._config import (
     check_client_args,
 )
 from meshauth.client._endpoints import Endpoints
-from meshauth.client._flight import Flights
+from meshauth.client._flight import FlightKey, Flights
 from meshauth.client._front import L1Front
 from meshauth.client._keys import request_key
 from meshauth.client._many import ManyParts, check_many
@@ -108,7 +108,7 @@ class PolicyClient(Asking):
             if batching
             else None
         )
-        self._sf: Flights[tuple[str, State | None, bytes], Decision] | None = Flights() if singleflight else None
+        self._sf: Flights[FlightKey, Decision] | None = Flights() if singleflight else None
         self._cache = cache
         l1 = DecisionL1(maxsize=cache.l1_size, stale_for=cache.stale_if_error, clock=wall_clock) if cache else None
         l2 = (

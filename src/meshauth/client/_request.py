@@ -83,6 +83,15 @@ def checked(
     """A check's arguments, validated (``ValueError``/``TypeError`` naming the argument), with its
     deadline on the running loop's clock."""
     when = deadline_after(timeout, default_timeout)
+    # The common shape (dicts of two non-empty strings, no context), validated here as ``_validated``
+    # does without its calls: a micro-batched check's whole client cost is ~6 µs.
+    if context is None and type(action) is str and action and type(subject) is dict and type(resource) is dict:  # noqa: SIM102
+        if len(subject) == 2 and len(resource) == 2:
+            st, si, rt, ri = subject.get("type"), subject.get("id"), resource.get("type"), resource.get("id")
+            if type(st) is str and type(si) is str and type(rt) is str and type(ri) is str and st and si and rt and ri:
+                return Pending(
+                    wire.Subject(st, si), action, wire.Resource(rt, ri), None, when, None, trace.current.get()
+                )
     s, a, r, c = _validated(subject, action, resource, context)
     return Pending(s, a, r, c, when, None, trace.current.get())
 
