@@ -5,8 +5,10 @@ The common miss — batched, not joining an identical check in flight — runs i
 no coroutine below it and no timer of its own (the batcher fails its future at the deadline, one
 timer per batch). Only a joiner, a check without a batcher, or one met by an open breaker takes
 :meth:`_miss` (a ``Deadline`` of its own, ``Flights.do``). Before stop 21 every miss of a client with
-single-flight on (the gate's) took that path: ~15 µs of a cold gate request's CPU for a join that
-under cold load almost never comes (docs/performance.md, issue 10, "Stop 21, branch client4").
+single-flight on (the gate's) took that path — a timer, three coroutines and a task cancellation
+scheme per check for a join that under cold load almost never comes (with the L1 and flight-key cuts
+of the same stop, 19.5-21.2 → 10.8-11.7 µs of client CPU per micro-batched check with single-flight
+and L1 on, in process: docs/performance.md, issue 10, "Stop 21, branch client4").
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class Asking:
         if hit is not None:
             return hit
         b, breaker, sf = self._batcher, self._caller.breaker, self._sf
-        flight = flight_key(consistency.mode, floor, rkey)
+        flight = flight_key(consistency.mode, floor, rkey) if sf is not None else None
         if b is None or (breaker is not None and breaker.rejecting()) or (sf is not None and flight in sf):
             d = await self._miss(p, consistency, floor, rkey, ck)
         else:
@@ -55,7 +57,7 @@ class Asking:
             if self._warmer is not None:
                 self._warmer.ensure_pushing()
             p.l2_key = ck
-            shared = sf.lead(flight) if sf is not None else None
+            shared = sf.lead(flight) if sf is not None and flight is not None else None
             try:
                 d = accept(await b.enqueue(p, p.deadline), floor, rkey, self._stored, self._tracker)
             except DeadlinePassed:
@@ -74,7 +76,7 @@ class Asking:
                 if shared is not None:
                     shared.set_result(d)
             finally:
-                if shared is not None and sf is not None:
+                if shared is not None and sf is not None and flight is not None:
                     sf.release(flight, shared)
         CHECKS.add(outcome(d), d.source)
         return d
