@@ -6,7 +6,7 @@ MODE: plain | spy (py-spy record --gil on the gate's worker, raw output to /tmp/
 idle: the bench's idle-poll spinners (nice-19 busy loops on both cores) during the measured run.
 G:/P: environment for the gate / the policy service only. Prints one JSON line: achieved rate, p50/p95/p99,
 non-2xx, CPU µs per request per process, and the gate's checks per policy call (batch size histogram)."""
-import json, re, secrets, subprocess, sys, tempfile, time, urllib.request
+import json, os, re, secrets, subprocess, sys, tempfile, time, urllib.request
 from contextlib import nullcontext
 from pathlib import Path
 from meshauth.bench.auth import CLIENT_ID, SECRET, _create_client, _post_form
@@ -19,6 +19,7 @@ from meshauth.config import Settings
 from meshauth.db import migrate
 
 seconds = int(sys.argv[1]); mode = sys.argv[2]
+rate = int(os.environ.get("RATE", "3000"))  # offered req/s of the measured run
 idle = "idle" in sys.argv[3:]
 genv = dict(a[2:].split("=", 1) for a in sys.argv[3:] if a.startswith("G:"))
 pxenv = dict(a[2:].split("=", 1) for a in sys.argv[3:] if a.startswith("P:"))
@@ -61,7 +62,7 @@ with tempfile.TemporaryDirectory(prefix="client4-prof-") as tmp, local_valkey(in
             procs = {"gate": gate.pid, "policy": policy.pid, "valkey": valkey.pid}
             before = {n: tree_cpu(p) for n, p in procs.items()}
             with idle_poll() if idle else nullcontext():
-                lat = paced(base + "/", rate=3000, connections=30, seconds=seconds, headers=headers, distinct_prefix=f"/ext_authz/documents/c{secrets.token_hex(4)}-")
+                lat = paced(base + "/", rate=rate, connections=30, seconds=seconds, headers=headers, distinct_prefix=f"/ext_authz/documents/c{secrets.token_hex(4)}-")
             cpu = {n: round(1e6 * (tree_cpu(p) - before[n]) / max(1, lat.requests), 1) for n, p in procs.items()}
             b1 = batch_stats(f"{base}/metrics")
             if spy: spy.wait()

@@ -52,7 +52,6 @@ POLICY_DENIED = "policy_denied"
 POLICY_INVALID = "policy_invalid_request"
 POLICY_UNAVAILABLE = "policy_unavailable"
 GATE_BATCH_WAIT = 0.005  # seconds a cold check may wait for a batch while another is out
-GATE_BATCH_LINGER = 0.001  # seconds checks queued behind a batch wait for more before they go out
 # The breaker judges the last second, not the client default's ten: the gate serves thousands of checks
 # a second, and a policy service that stops after a long healthy spell opens a breaker only once its
 # failures match the window's earlier successes — with 10 s at 3,000 checks/s that took ~5 s, against
@@ -94,7 +93,7 @@ def policy_client(settings: Settings, redis: RedisConn | None) -> PolicyClient:
         # share fewer, larger calls: 13-19 % less gate CPU per cold check under load (docs/performance.md,
         # issue 10). Fewer calls would slow a breaker that counts calls (a stopped policy service fails
         # few, large ones: it opened after 1.03-1.06 s, promised 1 s), so the breaker counts checks.
-        batching=BatchConfig(max_wait=GATE_BATCH_WAIT, linger=GATE_BATCH_LINGER),
+        batching=BatchConfig(max_wait=GATE_BATCH_WAIT),
         breaker=GATE_BREAKER,
     )
 
