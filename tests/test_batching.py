@@ -116,6 +116,64 @@ async def test_items_queued_behind_a_batch_go_out_when_it_returns() -> None:
     assert rec.batches == [[1], [2]]
 
 
+async def test_with_a_linger_items_queued_behind_a_batch_wait_for_more_then_go_together() -> None:
+    """linger: when the batch in flight returns, the items queued behind it wait (the timer is moved
+    to the first one's linger end, the max_wait timer dropped); items coming meanwhile join them."""
+    rec = Recorder()
+    rec.gate = asyncio.Event()
+    timer = FakeTimer()
+    b: Batcher[int, int] = Batcher(rec, max_batch=64, max_wait=60.0, linger=30.0, call_later=timer)
+    first = asyncio.ensure_future(b.submit(1))
+    await settle()
+    second = asyncio.ensure_future(b.submit(2))
+    await settle()
+    rec.gate.set()
+    assert await first == 10
+    await settle()
+    assert rec.batches == [[1]] and b.pending == 1
+    live = [(d, c) for d, _, c in timer.calls if not c[0]]
+    assert len(live) == 1 and 0 < live[0][0] <= 30.0  # the linger's end, not max_wait's
+    third = asyncio.ensure_future(b.submit(3))
+    await settle()
+    assert rec.batches == [[1]]
+    timer.fire()
+    assert (await second, await third) == (20, 30)
+    assert rec.batches == [[1], [2, 3]]
+
+
+async def test_a_linger_never_holds_a_full_batch_or_a_lone_call() -> None:
+    """max_batch items go at once while lingering; with nothing in flight a call waits for nothing."""
+    rec = Recorder()
+    rec.gate = asyncio.Event()
+    timer = FakeTimer()
+    b: Batcher[int, int] = Batcher(rec, max_batch=3, max_wait=60.0, linger=30.0, call_later=timer)
+    first = asyncio.ensure_future(b.submit(0))
+    await settle()
+    queued = [asyncio.ensure_future(b.submit(i)) for i in (1, 2)]
+    await settle()
+    rec.gate.set()
+    await first
+    await settle()
+    assert rec.batches == [[0]]  # 1 and 2 linger
+    queued.append(asyncio.ensure_future(b.submit(3)))
+    await settle()
+    assert rec.batches == [[0], [1, 2, 3]]  # full: out at once
+    assert [await f for f in queued] == [10, 20, 30]
+    assert await b.submit(4) == 40  # idle: no timer involved
+    assert rec.batches[-1] == [4]
+
+
+@pytest.mark.parametrize("linger", [-1.0, float("nan"), 0.5])
+def test_a_bad_linger_is_refused(linger: float) -> None:
+    """linger must be within 0..max_wait."""
+
+    async def flush(items: list[int]) -> Sequence[int | BaseException]:
+        return items
+
+    with pytest.raises(ValueError, match="linger"):
+        Batcher(flush, max_batch=8, max_wait=0.1, linger=linger)
+
+
 async def test_failed_item_fails_only_its_caller() -> None:
     """An exception in one result slot reaches that caller; the others get their values."""
 

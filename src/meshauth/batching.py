@@ -12,6 +12,13 @@ When a batch goes out (the three flush triggers):
 - **time**: a flush is in flight (the service is busy with our last batch) → wait at most
   ``max_wait`` for more items. Under load batches grow by themselves while the previous one is out.
 
+When the batch in flight answers, the items that queued behind it go out at once — or, with
+``linger`` > 0, once the first of them has waited ``linger`` (still at ``max_batch`` items, and never
+later than ``max_wait``). Without it a batch holds what arrived during one round trip, so a fast
+round trip makes many small calls; where each call costs the receiver far more than each item (the
+policy service: ~280 µs a call), holding them a little makes fewer, bigger calls. Idle flushes are
+untouched: a lone check still waits for nothing.
+
 Results: ``flush`` returns one entry per item, in order; an entry that is an exception fails only
 that item's caller. An exception raised by ``flush`` itself, or a result list of the wrong length,
 fails every caller of the batch (fail closed: nobody gets someone else's answer or a made-up one).
@@ -103,12 +110,17 @@ class Batcher(Generic[T, R]):
         *,
         max_batch: int = 64,
         max_wait: float = 0.002,
+        linger: float = 0.0,
         call_later: CallLater | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         if not max_wait >= 0:  # also refuses NaN
             raise ValueError("max_wait must be a number of seconds >= 0")
+        if not 0 <= linger <= max_wait:
+            raise ValueError("linger must be a number of seconds in 0..max_wait")
+        self._linger = linger
+        self._first_at = 0.0  # loop time the first pending item came (kept only with a linger)
         self._flush = flush
         self._max_batch = max_batch
         self._max_wait = max_wait
@@ -159,6 +171,8 @@ class Batcher(Generic[T, R]):
             else:
                 later = self._call_later or loop.call_later
                 self._scheduled = later(self._max_wait, self._go)
+                if self._linger:
+                    self._first_at = loop.time()
         return future
 
     def _go(self) -> None:
@@ -191,9 +205,9 @@ class Batcher(Generic[T, R]):
                 due.stop()
             self._in_flight -= 1
             # Items that queued behind this batch now go out at once (we are idle again, or the
-            # timer would only have delayed them further).
+            # timer would only have delayed them further) — or at their linger's end.
             if self._items and self._in_flight == 0:
-                self._go()
+                self._after_flight()
         for f, r in zip(futures, results, strict=True):
             if f.done():
                 continue  # the caller stopped waiting
@@ -201,6 +215,16 @@ class Batcher(Generic[T, R]):
                 f.set_exception(r)
             else:
                 f.set_result(r)
+
+    def _after_flight(self) -> None:
+        if self._linger and self._scheduled is not None and len(self._items) < self._max_batch:
+            wait = self._first_at + self._linger - asyncio.get_running_loop().time()
+            if wait > 0:
+                self._scheduled.cancel()
+                later = self._call_later or asyncio.get_running_loop().call_later
+                self._scheduled = later(wait, self._go)
+                return
+        self._go()
 
     async def aclose(self) -> None:
         """Flush what is pending and wait for every batch in flight."""

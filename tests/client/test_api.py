@@ -81,6 +81,8 @@ def test_config_objects_are_frozen_keyword_only_and_comparable(cls: type) -> Non
     [
         (BatchConfig, {"max_batch": 0}, "max_batch"),
         (BatchConfig, {"max_wait": float("nan")}, "max_wait"),
+        (BatchConfig, {"linger": -0.001}, "linger"),
+        (BatchConfig, {"max_wait": 0.001, "linger": 0.002}, "linger"),
         (BreakerConfig, {"failure_rate": 1.5}, "failure_rate"),
         (BreakerConfig, {"probes": 0}, "probes"),
         (BreakerConfig, {"count": "requests"}, "count"),

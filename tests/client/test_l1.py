@@ -5,6 +5,9 @@ from __future__ import annotations
 import time
 import timeit
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from meshauth.client import Decision
 from meshauth.client._cache import DecisionL1
 from meshauth.client._keys import request_key
@@ -93,3 +96,66 @@ def test_expired_entries_are_dropped_before_live_ones() -> None:
     clock.now += 2
     l1.put((99, None, b"next"), D, clock.now + 60)
     assert l1.get(live) is D and len(l1) == 2
+
+
+class _ReferenceClock:
+    """The CLOCK eviction as first written (pop the oldest; a marked one goes to the newest end with
+    its mark cleared; expired entries dropped first), to check the one-walk eviction against."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.data: dict[int, float] = {}
+        self.used: set[int] = set()
+        self.maxsize, self.batch = maxsize, max(1, maxsize // 20)
+
+    def get(self, key: int, now: float) -> bool:
+        if key in self.data and self.data[key] > now:
+            self.used.add(key)
+            return True
+        return False
+
+    def put(self, key: int, until: float, now: float) -> None:
+        if key not in self.data and len(self.data) >= self.maxsize:
+            for k in [k for k, u in self.data.items() if u <= now]:
+                del self.data[k]
+                self.used.discard(k)
+            need = len(self.data) - self.maxsize + self.batch
+            while need > 0 and self.data:
+                k = next(iter(self.data))
+                u = self.data.pop(k)
+                if k in self.used:
+                    self.used.discard(k)
+                    self.data[k] = u
+                else:
+                    need -= 1
+        self.data[key] = until
+
+
+@given(
+    maxsize=st.integers(1, 30),
+    ops=st.lists(
+        st.tuples(st.booleans(), st.integers(0, 40), st.sampled_from((0, 0, 0, 1)), st.integers(1, 30)), max_size=400
+    ),
+)
+@settings(max_examples=300, deadline=None)
+def test_eviction_keeps_exactly_what_the_reference_clock_keeps(
+    maxsize: int, ops: list[tuple[bool, int, int, int]]
+) -> None:
+    """Random gets, puts (TTLs of 1-30 ticks) and clock ticks: after every step the cache holds as many
+    entries as the reference eviction and the same live ones (so, step after step, the same order and
+    marks: a difference in either shows as another key evicted later)."""
+    clock = Clock()
+    start = clock.now
+    l1 = DecisionL1(maxsize=maxsize, clock=clock)
+    ref = _ReferenceClock(maxsize)
+    for is_get, key, tick, ttl in ops:
+        clock.now += tick
+        k = (key, None, b"")
+        if is_get:
+            assert (l1.get(k) is not None) == ref.get(key, clock.now)
+        else:
+            l1.put(k, D, clock.now + ttl)
+            ref.put(key, clock.now + ttl, clock.now)
+        assert len(l1) == len(ref.data)
+        live = {n for n in range(41) if l1.get_stale((n, None, b"")) is not None}  # get_stale marks nothing
+        assert live == {n for n, until in ref.data.items() if until > clock.now}
+    assert clock.now >= start

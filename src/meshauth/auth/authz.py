@@ -157,9 +157,8 @@ class Authorizer:
                 # (an L1 hit at once, anything else under its own deadline), and a timeout context here
                 # cost 5-6 µs per request, as much as the L1 hit itself. tests/auth/test_authz_failures.py
                 # holds the gate to its deadline end to end (slow, stopped and killed policy services).
-                decision = await self.client.check(
-                    asked.subject, asked.action, asked.resource, asked.context, timeout=remaining
-                )
+                # check_question: the question was validated and encoded when the memo made it.
+                decision = await self.client.check_question(asked.question, timeout=remaining)
         except Exception:  # fail closed: no decision is not an allow
             log.exception("policy check failed")
             return refused(503, POLICY_UNAVAILABLE, verdict)

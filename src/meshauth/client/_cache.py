@@ -49,6 +49,7 @@ class DecisionL1:
         self._used: set[L1Key] = set()
         self._maxsize = maxsize
         self._evict_batch = max(1, maxsize // 20)
+        self._soonest = float("inf")  # no entry is kept past this (or an entry since removed was)
         self._stale_for = stale_for
         self.clock = clock
 
@@ -80,26 +81,56 @@ class DecisionL1:
         if key not in data and len(data) >= self._maxsize:
             self._evict(now)
         data[key] = (decision, fresh_until, keep_until)
+        if keep_until < self._soonest:
+            self._soonest = keep_until
 
     def _evict(self, now: float) -> None:
         data, used = self._data, self._used
-        for k in [k for k, entry in data.items() if entry[2] <= now]:
+        if self._soonest <= now:
+            # Some entry may be dead: drop every dead one first (the walk also finds the next death).
+            # Skipped while none can be: it read the whole cache at each eviction, ~1 µs per insert
+            # of a cold gate whose L1 is always full (docs/performance.md, "Stop 21, branch client4").
+            soonest, dead = float("inf"), []
+            for k, entry in data.items():
+                if entry[2] <= now:
+                    dead.append(k)
+                elif entry[2] < soonest:
+                    soonest = entry[2]
+            for k in dead:
+                del data[k]
+                used.discard(k)
+            self._soonest = soonest
+        need = len(data) - self._maxsize + self._evict_batch
+        if need <= 0:
+            return
+        # One walk from the oldest entry: unmarked ones are the victims, marked ones get a second
+        # chance (moved to the newest end, mark cleared). If the walk runs out, the second-chance
+        # keys go next, oldest first — as popping the front until ``need`` were dropped would. (That
+        # loop also rescanned the dict's freed front slots at each pop: quadratic in ``need``.)
+        victims: list[L1Key] = []
+        spared: list[L1Key] = []
+        for k in data:
+            if k in used:
+                spared.append(k)
+            else:
+                victims.append(k)
+                if len(victims) == need:
+                    break
+        else:
+            more = need - len(victims)
+            victims += spared[:more]
+            spared = spared[more:]
+        for k in victims:
             del data[k]
             used.discard(k)
-        need = len(data) - self._maxsize + self._evict_batch
-        # Each marked key is moved once (its mark cleared), so this ends within len(data) + need steps.
-        while need > 0 and data:
-            k = next(iter(data))
-            entry = data.pop(k)
-            if k in used:
-                used.discard(k)
-                data[k] = entry
-            else:
-                need -= 1
+        for k in spared:
+            used.discard(k)
+            data[k] = data.pop(k)
 
     def clear(self) -> None:
         self._data.clear()
         self._used.clear()
+        self._soonest = float("inf")
 
 
 class _Stored(msgspec.Struct, array_like=True, frozen=True):

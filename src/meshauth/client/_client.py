@@ -16,15 +16,13 @@ older state, from a lagging replica, is refused as unavailable); unannounced cha
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from meshauth import wire
-from meshauth.batching import Batcher, DeadlinePassed
-from meshauth.client._accept import accept
-from meshauth.client._answers import outcome
+from meshauth.batching import Batcher
+from meshauth.client._asking import Asking
 from meshauth.client._breaker import CircuitBreaker, StateName
 from meshauth.client._cache import DecisionL1, DecisionL2
 from meshauth.client._call import Caller
@@ -41,13 +39,13 @@ from meshauth.client._config import (
     check_client_args,
 )
 from meshauth.client._endpoints import Endpoints
-from meshauth.client._flight import Flights
+from meshauth.client._flight import FlightKey, Flights
 from meshauth.client._front import L1Front
-from meshauth.client._keys import L1Key, request_key
+from meshauth.client._keys import request_key
 from meshauth.client._many import ManyParts, check_many
-from meshauth.client._metrics import BREAKER_STATE, BREAKER_TRANSITIONS, CHECKS, SINGLEFLIGHT_JOINS, STATE_CODE
+from meshauth.client._metrics import BREAKER_STATE, BREAKER_TRANSITIONS, STATE_CODE
 from meshauth.client._models import MINIMIZE_LATENCY, Check, Consistency, Decision, State
-from meshauth.client._request import Deadline, Pending, Question, checked, question
+from meshauth.client._request import Pending, Question, checked, deadline_after, question
 from meshauth.client._retry import RetryBudget
 from meshauth.client._stored import DecisionStore
 from meshauth.client._tracking import StateTracker
@@ -59,7 +57,7 @@ from meshauth.redis_client import RedisConn
 __all__ = ["PolicyClient"]
 
 
-class PolicyClient:
+class PolicyClient(Asking):
     """An asyncio client for the meshauth policy service (AuthZEN 1.0 decision API).
 
     ``urls``: policy service replicas (one inside a mesh); ``store``: the store asked; ``token``:
@@ -106,9 +104,11 @@ class PolicyClient:
             budget=RetryBudget(retry) if retry else None,
         )
         self._batcher: Batcher[Pending, Decision] | None = (
-            Batcher(self._flush, max_batch=batching.max_batch, max_wait=batching.max_wait) if batching else None
+            Batcher(self._flush, max_batch=batching.max_batch, max_wait=batching.max_wait, linger=batching.linger)
+            if batching
+            else None
         )
-        self._sf: Flights[tuple[str, State | None, bytes], Decision] | None = Flights() if singleflight else None
+        self._sf: Flights[FlightKey, Decision] | None = Flights() if singleflight else None
         self._cache = cache
         l1 = DecisionL1(maxsize=cache.l1_size, stale_for=cache.stale_if_error, clock=wall_clock) if cache else None
         l2 = (
@@ -184,26 +184,23 @@ class PolicyClient:
         rkey = b""
         if self._cache is not None or self._sf is not None:
             rkey = request_key(self.store, p.subject, p.action, p.resource, p.context)
-        hit, floor, ck = self._front.lookup(rkey, consistency)  # inline, no coroutine: a warm gate ends here
-        if hit is not None:
-            return hit
-        b, breaker = self._batcher, self._caller.breaker
-        if b is None or self._sf is not None or (breaker is not None and breaker.rejecting()):
-            d = await self._miss(p, consistency, floor, rkey, ck)
-        else:
-            # A batched miss without single-flight, inline: no coroutine below this one and no timer
-            # of its own (the batcher fails the future at the deadline: one timer per batch).
-            if self._warmer is not None:
-                self._warmer.ensure_pushing()
-            p.l2_key = ck
-            try:
-                d = accept(await b.enqueue(p, p.deadline), floor, rkey, self._stored, self._tracker)
-            except DeadlinePassed:
-                d = self._fallback(ck, "deadline passed")
-            except Exception as exc:  # noqa: BLE001 - fail closed: whatever went wrong, deny
-                d = self._fallback(ck, str(exc) or type(exc).__name__)
-        CHECKS.add(outcome(d), d.source)
-        return d
+        return await self._ask(p, rkey, consistency)
+
+    async def check_question(
+        self,
+        q: Question,
+        *,
+        consistency: Consistency = MINIMIZE_LATENCY,
+        timeout: float | None = None,  # noqa: ASYNC109 - as check()
+    ) -> Decision:
+        """:meth:`check` of a :meth:`question` (one this client's store made: else ``ValueError``),
+        without validating or encoding its arguments again — a cold gate's path after :meth:`cached`."""
+        if not isinstance(consistency, Consistency):
+            raise TypeError("consistency must be MINIMIZE_LATENCY, FULLY_CONSISTENT or at_least(state)")
+        p = q.pending(self.store, deadline_after(timeout, self._timeout)) if isinstance(q, Question) else None
+        if p is None:
+            raise ValueError("not a question made by a client of this store")
+        return await self._ask(p, q.key, consistency)
 
     def question(
         self,
@@ -248,50 +245,6 @@ class PolicyClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-    async def _miss(
-        self, p: Pending, consistency: Consistency, floor: State | None, rkey: bytes, ck: L1Key | None
-    ) -> Decision:
-        breaker = self._caller.breaker
-        if breaker is not None and breaker.rejecting():
-            return self._fallback(ck, "circuit breaker open")
-        deadline = Deadline(p.deadline)
-        try:
-            if self._sf is None:
-                return await self._fill(p, ck, floor, rkey)
-            flight = (consistency.mode, floor, rkey)
-            if flight in self._sf:
-                SINGLEFLIGHT_JOINS.add()
-            return await self._sf.do(flight, lambda: self._fill(p, ck, floor, rkey))
-        except asyncio.CancelledError:
-            if deadline.expired():
-                return self._fallback(ck, "deadline passed")
-            raise
-        except Exception as exc:  # noqa: BLE001 - fail closed: whatever went wrong, deny
-            return self._fallback(ck, str(exc) or type(exc).__name__)
-        finally:
-            deadline.cancel()
-
-    async def _fill(self, p: Pending, ck: L1Key | None, floor: State | None, rkey: bytes) -> Decision:
-        if self._warmer is not None:
-            self._warmer.ensure_pushing()
-        p.l2_key = ck  # looked up in L2 with the rest of its batch (when there is an L2)
-        if self._batcher is not None:
-            d = await self._batcher.submit(p)
-        elif isinstance(got := (await self._flush([p]))[0], BaseException):
-            raise got
-        else:
-            d = got
-        return accept(d, floor, rkey, self._stored, self._tracker)
-
-    async def _flush(self, items: list[Pending]) -> list[Decision | BaseException]:
-        """The batcher's flush: the batch's L2 lookups in one ``MGET``, the rest in one call."""
-        return await (self._stored.through_l2(items, self._caller.flush) if self._stored else self._caller.flush(items))
-
-    def _fallback(self, ck: L1Key | None, detail: str) -> Decision:
-        if self._stored is not None:
-            return self._stored.fallback(ck, detail)
-        return DecisionStore.deny(detail)
 
     def _transition(self, was: StateName, to: StateName) -> None:
         BREAKER_TRANSITIONS.add(self.store, to)

@@ -46,16 +46,22 @@ class BatchConfig:
     """Concurrent checks go out as one AuthZEN ``evaluations`` call (see ``meshauth.batching``).
 
     ``max_batch`` items flush at once; while a batch is in flight new checks wait at most
-    ``max_wait``; with nothing in flight a check goes out on the next loop turn.
+    ``max_wait``; with nothing in flight a check goes out on the next loop turn. ``linger`` (0: off):
+    checks that queued behind a batch in flight go out once the first has waited that long, not as
+    soon as that batch answers — fewer, bigger calls under load, nothing added at low load.
     """
 
     max_batch: int = 64
     max_wait: float = 0.002
+    linger: float = 0.0
 
     def __post_init__(self) -> None:
         if not (isinstance(self.max_batch, int) and 1 <= self.max_batch <= 1024):
             raise ValueError(f"max_batch must be an integer in 1..1024 (the service's limit), not {self.max_batch!r}")
         _non_negative("max_wait", self.max_wait)
+        _non_negative("linger", self.linger)
+        if self.linger > self.max_wait:
+            raise ValueError(f"linger must not exceed max_wait ({self.max_wait!r}), not {self.linger!r}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -18,10 +18,24 @@ import asyncio
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
-__all__ = ["Flights", "LeaderGone"]
+from meshauth.client._models import State
+
+__all__ = ["FlightKey", "Flights", "LeaderGone", "flight_key"]
 
 K = TypeVar("K", bound=Hashable)
 R = TypeVar("R")
+
+
+# (consistency mode, the floor's revision and entities_version, request key): the floor's fields
+# rather than the State, whose dataclass ``__hash__`` runs Python (~0.5 µs a hash, 5 per miss).
+FlightKey = tuple[str, int | None, int | None, bytes]
+
+
+def flight_key(mode: str, floor: State | None, rkey: bytes) -> FlightKey:
+    """What identifies a check for single-flight: the same question asked at the same state."""
+    if floor is None:
+        return (mode, None, None, rkey)
+    return (mode, floor.revision, floor.entities_version, rkey)
 
 
 class LeaderGone(Exception):

@@ -27,7 +27,7 @@ from typing import cast
 from meshauth.client._answers import Unavailable, count_checks
 from meshauth.client._breaker import CircuitBreaker
 from meshauth.client._cache import DecisionL1
-from meshauth.client._flight import Flights, LeaderGone
+from meshauth.client._flight import FlightKey, Flights, LeaderGone, flight_key
 from meshauth.client._keys import L1Key, request_key
 from meshauth.client._many_plain import Flush, answer_plain
 from meshauth.client._metrics import CACHE, SINGLEFLIGHT_JOINS
@@ -40,7 +40,7 @@ from meshauth.client._warming import Warmer
 __all__ = ["MAX_MANY", "ManyParts", "check_many"]
 
 MAX_MANY = 1024  # the service's limit per call (policy_max_evaluations): ~8 ms of loop time at most
-Flight = tuple[str, State | None, bytes]
+Flight = FlightKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +118,7 @@ async def check_many(
         if sf is None:
             misses.append(_Miss(p, rkey, ck, None, i))
             continue
-        flight = (consistency.mode, floor, rkey)
+        flight = flight_key(consistency.mode, floor, rkey)
         same = by_flight.get(flight)
         if same is not None:  # asked twice in this batch: once
             same.indices.append(i)
