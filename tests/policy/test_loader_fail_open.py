@@ -57,3 +57,35 @@ async def test_a_deep_graph_denies_its_own_item_of_a_batch_only(make_app: Any) -
         for denied in (deep, shallow):
             assert denied["decision"] is False
             assert "policy_max_hierarchy_depth" in denied["context"]["errors"][0]
+
+
+async def test_a_reference_starts_a_hierarchy_of_its_own(make_app: Any) -> None:
+    """The limit is a hierarchy's depth, not the walk's length: a resource 30 folders down whose top
+    folder names an owner in a 2-level group chain is within it (each chain ≤ 32), so it is answered,
+    not denied as too deep (a walk of 33 rounds was counted as one hierarchy)."""
+    chain = [entity(f"Folder:f{n}", parents=(f"Folder:f{n - 1}",) if n else ()) for n in range(30)]
+    chain[0]["attrs"] = {"owner": {"__entity": {"type": "User", "id": "o"}}}
+    groups = [entity("User:o", parents=("Group:g1",)), entity("Group:g1", parents=("Group:g0",)), entity("Group:g0")]
+    async with make_app(policy_snapshot_max_entities=0) as (_app, client):
+        await push(client, GUARDED)
+        await load(client, [*chain, *groups, entity("Folder:archive"), entity("Doc:d", parents=("Folder:f29",))])
+        answer = await decide(client, ask("User:u", "read", "Doc:d"))
+        assert answer["decision"] is True, answer
+        assert not answer["context"].get("errors"), answer
+
+
+async def test_one_deep_item_does_not_make_a_batch_one_engine_call_per_item(make_app: Any) -> None:
+    """The batch is halved until the deep item is alone: 63 other items cost a handful of engine calls,
+    not one each (a caller could otherwise turn one call into 1,024)."""
+    async with make_app(policy_snapshot_max_entities=0) as (app, client):
+        await push(client, GUARDED)
+        await load(client, _folders(40))
+        items = [ask("User:u", "read", "Doc:d"), *(ask("User:u", "read", f"Doc:free{n}") for n in range(63))]
+        evaluator = app.state.api.evaluator
+        before = evaluator.engine_calls
+        r = await client.post("/access/v1/evaluations", json={"evaluations": items})
+        assert r.status_code == 200, r.text
+        out = r.json()["evaluations"]
+        assert out[0]["decision"] is False and "policy_max_hierarchy_depth" in out[0]["context"]["errors"][0]
+        assert all(e["decision"] is True for e in out[1:])
+        assert evaluator.engine_calls - before <= 2 * 6  # two halves per level, log2(64) levels

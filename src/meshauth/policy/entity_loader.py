@@ -25,6 +25,11 @@ class HierarchyTooDeep(Exception):
     reach (``resource in Folder::"archive"`` would be false, and a forbid on it silently not apply)."""
 
 
+# No uid in the message: it reaches callers (``/v1/authorize`` shows errors to end users).
+_TOO_DEEP = "a hierarchy in the entity graph goes on past {} levels (policy_max_hierarchy_depth): denied"
+_NOT = (-1, 0)
+
+
 class EntityLoader:
     """DataLoader-style: everything a batch needs, one query per graph level, cache first."""
 
@@ -42,38 +47,42 @@ class EntityLoader:
         ``resource.owner.manager.suspended`` needs 3), or as deep as parents (``max_depth``) when
         that is not known; never less than ``ref_depth``. An entity a policy reaches but cannot see
         makes it error and be skipped — for a ``forbid``, an allow the snapshot path would not give.
-        A graph still going on after ``max_depth`` levels raises :class:`HierarchyTooDeep` (the
-        evaluator denies: an ancestor left out could be what a forbid names).
+        A hierarchy (parents, counted again from each reference) going on past ``max_depth`` levels
+        raises :class:`HierarchyTooDeep` (the evaluator denies: an ancestor left out could be what a
+        forbid names).
         """
         hops = self._max_depth if ref_hops is None else min(ref_hops, self._max_depth)
+        start = max(self._ref_depth, hops)
         found: dict[Uid, EntityRecord] = {}
         budget: dict[Uid, int] = {}
-        frontier: dict[Uid, int] = dict.fromkeys(roots, max(self._ref_depth, hops))
-        for _ in range(self._max_depth + 1):
+        # uid -> (references it may still follow, parent steps since its root or the reference that
+        # reached it): the depth is a hierarchy's, so a reference starts counting again. A walk is at most
+        # ``start`` references with at most ``max_depth`` parent steps around each.
+        frontier: dict[Uid, tuple[int, int]] = dict.fromkeys(roots, (start, 0))
+        for _ in range((start + 1) * (self._max_depth + 1)):
             if not frontier:
                 break
-            for uid, b in frontier.items():
+            for uid, (b, _depth) in frontier.items():
                 budget[uid] = b
             records = await self._fetch(store, list(frontier))
-            nxt: dict[Uid, int] = {}
-            for uid, refs_left in frontier.items():
+            nxt: dict[Uid, tuple[int, int]] = {}
+            for uid, (refs_left, depth) in frontier.items():
                 rec = records.get(uid)
                 if rec is None:
                     continue
                 found[uid] = rec
                 for p in rec.parents:
-                    if budget.get(p, -1) < refs_left and nxt.get(p, -1) < refs_left:
-                        nxt[p] = refs_left
+                    if budget.get(p, -1) < refs_left and nxt.get(p, _NOT)[0] < refs_left:
+                        if depth >= self._max_depth:  # a parent left out could be what a forbid names
+                            raise HierarchyTooDeep(_TOO_DEEP.format(self._max_depth))
+                        nxt[p] = (refs_left, depth + 1)
                 if refs_left > 0:
                     for r in rec.refs:
-                        if budget.get(r, -1) < refs_left - 1 and nxt.get(r, -1) < refs_left - 1:
-                            nxt[r] = refs_left - 1
+                        if budget.get(r, -1) < refs_left - 1 and nxt.get(r, _NOT)[0] < refs_left - 1:
+                            nxt[r] = (refs_left - 1, 0)
             frontier = nxt
-        if frontier:
-            # No uid in the message: it reaches callers (``/v1/authorize`` shows errors to end users).
-            raise HierarchyTooDeep(
-                f"the entity graph goes on past {self._max_depth} levels (policy_max_hierarchy_depth): denied"
-            )
+        if frontier:  # cannot happen by the bound above; if it did, what is left is not loaded
+            raise HierarchyTooDeep(_TOO_DEEP.format(self._max_depth))
         return found
 
     async def _fetch(self, store: str, uids: Sequence[Uid]) -> dict[Uid, EntityRecord | None]:

@@ -9,8 +9,7 @@ Queries carrying ``properties`` get an entity set of their own (the stored entit
 properties merged over its attributes — or under them, for a store whose ``attribute_precedence``
 is "stored" — plus what it reaches), so they never leak into the shared handle. A shared handle
 that Cedar rejects (an entity not conforming to the schema) is split per query, so one bad entity
-fails only the queries that use it.
-"""
+fails only the queries that use it."""
 
 from __future__ import annotations
 
@@ -108,10 +107,11 @@ class Evaluator:
         try:
             loaded = await self.loader.load(state.name, roots, ref_hops=state.ref_hops) if roots else {}
         except HierarchyTooDeep as exc:
-            if len(queries) > 1:  # one query's deep graph denies it alone, not the batch it came in
-                return [(await self.decide(state, [item], snapshot))[0] for item in items]
+            if len(queries) > 1:  # halved until the deep query is alone: it denies itself, not the batch
+                h = len(items) // 2  # (not item by item: one deep query would make a batch n engine calls)
+                return [*await self.decide(state, items[:h], snapshot), *await self.decide(state, items[h:], snapshot)]
             deep = wire.ItemError(422, f"entities: {exc}")
-            return [_item_error(state, item if isinstance(item, wire.ItemError) else deep) for item in items]
+            return [_item_error(state, i if isinstance(i, wire.ItemError) else deep) for i in items]
         answers: dict[Hashable, wire.Decision] = {}
         if shared and snapshot is not None:
             parents_of = state.schema_actions if state.schema_actions is not None else snapshot.action_parents
