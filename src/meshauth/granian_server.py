@@ -164,7 +164,10 @@ def serve(
     # Before the workers start: they inherit the directory and write their metrics there
     # (``worker_app`` switches each one over).
     metrics_dir = multiprocess.prepare_dir(settings.metrics_dir, factory.split(":")[0])
-    os.register_at_fork(before=_hold_stops, after_in_parent=_release_stops, after_in_child=_default_stops_in_worker)
+    global _fork_hooks
+    if not _fork_hooks:  # once per process: a second set would save the first's blocked mask as "before"
+        os.register_at_fork(before=_hold_stops, after_in_parent=_release_stops, after_in_child=_default_stops_in_worker)
+        _fork_hooks = True
     try:
         _server(factory, host, port, workers, interface, settings, permits).serve()
     finally:
@@ -177,6 +180,7 @@ def serve(
 
 _STOPS = {signal.SIGTERM, signal.SIGINT}
 _mask_before_fork: set[int | signal.Signals] = set()
+_fork_hooks = False
 
 
 def _hold_stops() -> None:

@@ -64,8 +64,8 @@ class Asking:
                 if shared is not None:
                     shared.set_exception(LeaderGone())
                 d = self._fallback(ck, "deadline passed")
-            except asyncio.CancelledError:
-                if shared is not None:
+            except (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt, SystemExit):
+                if shared is not None:  # joiners start over rather than wait out their own deadlines
                     shared.set_exception(LeaderGone())
                 raise
             except Exception as exc:  # noqa: BLE001 - fail closed: whatever went wrong, deny
