@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from meshauth.bus import dead_letters
 from meshauth.bus.consumer import Consumer, ConsumerConfig
 from meshauth.bus.entries import Delivery
 from meshauth.bus.events import audit, encode
@@ -154,3 +155,21 @@ def test_dead_letters_without_redis_says_how_to_get_one(tmp_path: Path) -> None:
     result = meshauth(tmp_path, "bus", "dead-letters", "list")
     assert result.returncode == 1
     assert "no Redis" in result.stderr
+
+
+async def test_a_letter_replayed_twice_at_once_is_appended_once(valkey_url: str, observer: Redis) -> None:
+    """Two operators (or two ``replay --all``) read the same letter and replay it at once: the letter is
+    deleted and appended in one step, by whoever deleted it; the other is told it was gone."""
+    partition = NAMES.of_key("k")
+    await observer.xadd(
+        NAMES.dead,
+        {"stream": partition, "id": "1-1", "group": "audit", "error": "E", "attempts": "2",
+         "d": encode(audit("gate.decision", subject="k", status=7))},
+    )  # fmt: skip
+    (letter,) = await dead_letters.read(observer, NAMES, 10)
+    assert dead_letters.refusal(letter, NAMES) is None, letter
+    before = len(await entries(observer, partition))
+    results = await asyncio.gather(*(dead_letters.replay(observer, NAMES, letter) for _ in range(2)))
+    assert sorted(r is None for r in results) == [False, True], results
+    assert len(await entries(observer, partition)) == before + 1
+    assert await entries(observer, NAMES.dead) == []

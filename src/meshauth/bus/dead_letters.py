@@ -82,10 +82,18 @@ def refusal(letter: DeadLetter, names: StreamNames) -> str | None:
     return None
 
 
-async def replay(redis: RedisConn, names: StreamNames, letter: DeadLetter) -> bytes:
-    """Append ``letter``'s payload to its partition for its group alone and delete it; the new entry id."""
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.xadd(letter.stream, {"d": letter.payload, "g": letter.group})
-        pipe.xdel(names.dead, letter.dead_id)
-        new_id, _ = await pipe.execute()
-    return cast(bytes, new_id)
+# The letter is deleted and its payload appended in one step, and only by whoever deleted it: two
+# operators (or two ``replay --all``) racing append it once, not twice.
+_REPLAY = """
+if redis.call('XDEL', KEYS[1], ARGV[1]) == 1 then
+  return redis.call('XADD', KEYS[2], '*', 'd', ARGV[2], 'g', ARGV[3])
+end
+return false
+"""
+
+
+async def replay(redis: RedisConn, names: StreamNames, letter: DeadLetter) -> bytes | None:
+    """Append ``letter``'s payload to its partition for its group alone and delete it; the new entry
+    id, or None when the letter was gone by then (replayed or deleted meanwhile: nothing appended)."""
+    new_id = await redis.eval(_REPLAY, 2, names.dead, letter.stream, letter.dead_id, letter.payload, letter.group)
+    return cast(bytes, new_id) if new_id is not None else None

@@ -154,6 +154,10 @@ async def _replay(url: str, names: StreamNames, ids: list[str] | None) -> int:
                 refused += 1
                 continue
             new_id = await dead_letters.replay(redis, names, letter)
+            if new_id is None:
+                typer.echo(f"{letter.dead_id}: not replayed: gone meanwhile (replayed by another)", err=True)
+                refused += 1
+                continue
             typer.echo(f"{letter.dead_id}: replayed to {letter.stream} for group {letter.group} as {new_id.decode()}")
     finally:
         await redis.aclose()
