@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+import pickle
 from typing import Any
 
 import msgspec
 import pytest
 
+from meshauth import wire
 from meshauth.client import REASON_UNAVAILABLE, PolicyClient, Question, Response, TransportError
 from tests.client.mock import MockTransport, verdict
 
@@ -131,6 +134,17 @@ async def test_check_question_refuses_a_question_of_another_store_or_made_by_han
             await c.check_question(Question(c.question(ALICE, "view", DOC).key))
         with pytest.raises(ValueError, match="store"):
             await c.check_question("not a question")  # type: ignore[arg-type]
+        # Another question's parts under this key: refused, or b's answer would land in L1 under a's key.
+        a = c.question(ALICE, "view", DOC)
+        b_parts = ("default", wire.Subject("User", "alice"), "delete", wire.Resource("Doc", "d1"), None)
+        with pytest.raises(ValueError, match="store"):
+            await c.check_question(Question(a.key, b_parts))
+        copied = copy.deepcopy(a)
+        assert copied == a and pickle.loads(pickle.dumps(a)) == a
+        with pytest.raises(ValueError, match="store"):
+            await c.check_question(copied)  # a copy is looked up, not asked
+        with pytest.raises(AttributeError):
+            del a.key
         with pytest.raises(ValueError, match="timeout"):
             await c.check_question(c.question(ALICE, "view", DOC), timeout=-1)
     assert t.calls == []

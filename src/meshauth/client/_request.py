@@ -110,6 +110,9 @@ def _validated(
     return entity(subject, wire.Subject, "subject"), action, entity(resource, wire.Resource, "resource"), ctx
 
 
+_MADE = object()  # what only question() passes to Question: its parts are the key's own
+
+
 class Question:
     """A check's question, validated and encoded once (``PolicyClient.question``), to be looked up
     any number of times (``PolicyClient.cached``) and asked (``PolicyClient.check_question``) without
@@ -128,12 +131,21 @@ class Question:
         self,
         key: bytes,
         parts: tuple[str, wire.Subject, str, wire.Resource, dict[str, Any] | None] | None = None,
+        made: object = None,
     ) -> None:
         object.__setattr__(self, "key", key)
-        object.__setattr__(self, "_parts", parts)
+        # Parts are kept only from :func:`question`, which made the key from them: a hand-made
+        # Question(key_of_a, parts_of_b) asked would store b's answer in L1 under a's key.
+        object.__setattr__(self, "_parts", parts if made is _MADE else None)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("a Question is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("a Question is immutable")
+
+    def __reduce__(self) -> tuple[type[Question], tuple[bytes]]:
+        return Question, (self.key,)  # a copy or an unpickled one can be looked up, not asked
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Question) and other.key == self.key
@@ -155,7 +167,7 @@ class Question:
 def question(store: str, subject: object, action: object, resource: object, context: object) -> Question:
     """:class:`Question` from a check's arguments, validated as :func:`checked` validates them."""
     s, a, r, c = _validated(subject, action, resource, context)
-    return Question(request_key(store, s, a, r, c), (store, s, a, r, c))
+    return Question(request_key(store, s, a, r, c), (store, s, a, r, c), _MADE)
 
 
 def deadline_after(timeout: object, default_timeout: float) -> float:
