@@ -1,14 +1,14 @@
 """Reading the dead-letter stream, and replaying a dead letter to the one group that set it aside.
 
-A dead letter (``entries.settle``) holds the original partition stream, entry id, group, error,
-attempts and payload ``d`` (one event, or a whole batch entry for a crash letter). A replay appends
-that payload to the original partition as a new entry with the field ``g`` = the group, and deletes
-the dead letter, in one ``MULTI``: consumers of *other* groups acknowledge such an entry without
-handling it (``decode_entries``), so a replay reaches only the group that failed — the other group
-(analytics, which counts by entry position) handled those events the first time and would count them
-again. Refused, and left where they are: a payload that does not decode (it would only be set aside
-again: a malformed entry) and a letter naming a stream that is not one of this bus's partitions (the
-stream field is whatever was written there; a replay must not write to any other key).
+A dead letter (``entries.settle``) holds the original partition stream, entry id, group, error, attempts
+and payload ``d`` (one event, or a whole batch entry for a crash letter). A replay appends that payload
+to the original partition as a new entry with the field ``g`` = the group, and deletes the dead letter,
+in one script (only whoever deleted the letter appends it): consumers of *other* groups acknowledge such
+an entry without handling it (``decode_entries``), so a replay reaches only the group that failed — the
+other group (analytics, which counts by entry position) handled those events the first time and would
+count them again. Refused, and left where they are: a payload that does not decode (it would only be set
+aside again: a malformed entry) and a letter naming a stream that is not one of this bus's partitions
+(the stream field is whatever was written there; a replay must not write to any other key).
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import typer
 
@@ -25,21 +27,15 @@ dead = typer.Typer(
 )
 app.add_typer(dead, name="dead-letters")
 _ENTRY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+T = TypeVar("T")
 
 
 @app.command("status")
 def status() -> None:
     """Streams, groups, consumers, lag, pending entries and dead-letter sizes."""
     settings = load_settings()
-    url = resolve_redis_url(settings)
-    if url is None:
-        typer.echo("meshauth bus status: no Redis: set REDIS_URL, or run in the directory of `meshauth up`", err=True)
-        raise typer.Exit(1)
-    try:
-        streams = asyncio.run(_collect(url, settings.redis_prefix))
-    except (OSError, ConnectionError) as exc:
-        typer.echo(f"meshauth bus status: Redis at {url} unavailable ({exc})", err=True)
-        raise typer.Exit(1) from None
+    url = _url(settings, "status")
+    streams = _run("status", url, _collect(url, settings.redis_prefix))
     if not streams:
         typer.echo(f"no bus streams in {url} (prefix {settings.redis_prefix!r}) yet")
     for stream in streams:
@@ -78,6 +74,14 @@ def _url(settings: Settings, command: str) -> str:
     return url
 
 
+def _run(command: str, url: str, work: Coroutine[Any, Any, T]) -> T:
+    try:
+        return asyncio.run(work)
+    except (OSError, ConnectionError) as exc:
+        typer.echo(f"meshauth bus {command}: Redis at {url} unavailable ({exc})", err=True)
+        raise typer.Exit(1) from None
+
+
 def _names(settings: Settings, stream: str) -> StreamNames:
     if stream not in GROUPS:
         typer.echo(f"unknown stream {stream!r}: one of {', '.join(sorted(GROUPS))}", err=True)
@@ -93,11 +97,7 @@ def dead_list(
     """One JSON line per dead letter: its id, original stream, entry, group, error, attempts, events."""
     settings = load_settings()
     url, names = _url(settings, "dead-letters list"), _names(settings, stream)
-    try:
-        letters = asyncio.run(_read(url, names, count, None))
-    except (OSError, ConnectionError) as exc:
-        typer.echo(f"meshauth bus dead-letters: Redis at {url} unavailable ({exc})", err=True)
-        raise typer.Exit(1) from None
+    letters = _run("dead-letters", url, _read(url, names, count, None))
     for letter in letters:
         typer.echo(json.dumps(letter.as_json()))
 
@@ -121,12 +121,7 @@ def dead_replay(
         raise typer.Exit(2)
     settings = load_settings()
     url, names = _url(settings, "dead-letters replay"), _names(settings, stream)
-    try:
-        refused = asyncio.run(_replay(url, names, ids or None))
-    except (OSError, ConnectionError) as exc:
-        typer.echo(f"meshauth bus dead-letters: Redis at {url} unavailable ({exc})", err=True)
-        raise typer.Exit(1) from None
-    if refused:
+    if _run("dead-letters", url, _replay(url, names, ids or None)):
         raise typer.Exit(1)
 
 

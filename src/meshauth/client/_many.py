@@ -40,7 +40,6 @@ from meshauth.client._warming import Warmer
 __all__ = ["MAX_MANY", "ManyParts", "check_many"]
 
 MAX_MANY = 1024  # the service's limit per call (policy_max_evaluations): ~8 ms of loop time at most
-Flight = FlightKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +54,7 @@ class ManyParts:
     breaker: CircuitBreaker | None
     stored: DecisionStore | None
     l1: DecisionL1 | None
-    sf: Flights[Flight, Decision] | None
+    sf: Flights[FlightKey, Decision] | None
     warmer: Warmer | None
     tracker: StateTracker
 
@@ -65,7 +64,7 @@ class _Miss:
 
     __slots__ = ("ck", "flight", "future", "indices", "p", "rkey", "shared")
 
-    def __init__(self, p: Pending, rkey: bytes, ck: L1Key | None, flight: Flight | None, i: int) -> None:
+    def __init__(self, p: Pending, rkey: bytes, ck: L1Key | None, flight: FlightKey | None, i: int) -> None:
         self.p, self.rkey, self.ck, self.flight, self.indices = p, rkey, ck, flight, [i]
         self.future: asyncio.Future[Decision] | None = None  # ours to resolve (single-flight leader)
         self.shared: asyncio.Future[Decision] | None = None  # another's work in flight, joined
@@ -99,7 +98,7 @@ async def check_many(
     use_cache = parts.cache_on and floor is not None and consistency.mode != "fully_consistent"
     out: list[Decision | None] = [None] * len(pending)
     misses: list[_Miss] = []
-    by_flight: dict[Flight, _Miss] = {}
+    by_flight: dict[FlightKey, _Miss] = {}
     for i, p in enumerate(pending):
         rkey = request_key(parts.store, p.subject, p.action, p.resource, p.context) if need_key else b""
         if hot is not None:
