@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -173,3 +174,23 @@ async def test_a_letter_replayed_twice_at_once_is_appended_once(valkey_url: str,
     assert sorted(r is None for r in results) == [False, True], results
     assert len(await entries(observer, partition)) == before + 1
     assert await entries(observer, NAMES.dead) == []
+
+
+@pytest.mark.parametrize(
+    "command", [("bus", "status"), ("bus", "dead-letters", "list"), ("bus", "dead-letters", "replay", "--all")]
+)
+def test_a_redis_refusing_or_stopped_is_a_clear_error(tmp_path: Path, command: tuple[str, ...]) -> None:
+    """Nothing listening (refused), and a listener that never answers (a stopped Redis: the kernel
+    accepts, nobody reads): one line naming the URL, exit 1, no traceback."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        with socket.socket() as closed:
+            closed.bind(("127.0.0.1", 0))
+            refused = closed.getsockname()[1]
+        for port in (refused, silent.getsockname()[1]):
+            url = f"redis://127.0.0.1:{port}/0"
+            result = meshauth(tmp_path, *command, MESHAUTH_REDIS_URL=url)
+            assert result.returncode == 1, result.stderr
+            assert f"Redis at {url} unavailable" in result.stderr
+            assert "Traceback" not in result.stderr

@@ -12,6 +12,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import typer
+from redis.exceptions import RedisError
 
 from meshauth.bus import dead_letters
 from meshauth.bus.status import StreamStatus, collect
@@ -77,7 +78,7 @@ def _url(settings: Settings, command: str) -> str:
 def _run(command: str, url: str, work: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(work)
-    except (OSError, ConnectionError) as exc:
+    except (OSError, RedisError) as exc:  # refused, reset, or silent past the socket timeout (stopped)
         typer.echo(f"meshauth bus {command}: Redis at {url} unavailable ({exc})", err=True)
         raise typer.Exit(1) from None
 
