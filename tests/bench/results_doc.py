@@ -9,7 +9,7 @@ from typing import Any
 def _run(offered: float | None, achieved: float, p95: float, errors: int = 0, requests: int = 24_000) -> dict[str, Any]:
     pct = {"1": p95 / 8, "50": p95 / 3, "95": p95, "99": p95 * 1.5, "99.9": p95 * 2, "99.99": p95 * 3}
     return {
-        "command": f"PACE_MEAN_MS=10 wrk -t1 -c30 -d8s http://x/ #{offered}",
+        "command": f"PACE_RATE={offered} wrk -t1 -c30 -d8s http://x/ #{offered}",
         "offered": offered,
         "achieved": achieved,
         "requests": requests,

@@ -129,5 +129,5 @@ def test_nearest_rank_percentiles() -> None:
 
 
 def test_shown_command_hides_tokens() -> None:
-    text = drivers.shown(["wrk", "-H", "authorization: Bearer abc.def-ghi", "http://x/"], {"PACE_MEAN_MS": "10.000"})
-    assert text == 'PACE_MEAN_MS=10.000 wrk -H "authorization: Bearer $TOKEN" http://x/'
+    text = drivers.shown(["wrk", "-H", "authorization: Bearer abc.def-ghi", "http://x/"], {"PACE_RATE": "3000"})
+    assert text == 'PACE_RATE=3000 wrk -H "authorization: Bearer $TOKEN" http://x/'

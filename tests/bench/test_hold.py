@@ -30,7 +30,7 @@ def _stack(root: Path) -> Stack:
 def test_env_sh_restores_every_recorded_value(tmp_path: Path) -> None:
     s = _stack(tmp_path / "meshauth-bench-harness-x1")
     as_run = (
-        f"PACE_MEAN_MS=10.000 HARNESS_LINES={s.root}/zipf_users-3.lines taskset -c 1 wrk -t1 -c30 -d4s"
+        f"PACE_RATE=3000 HARNESS_LINES={s.root}/zipf_users-3.lines taskset -c 1 wrk -t1 -c30 -d4s"
         f' -s {HARNESS_LUA} -H "authorization: Bearer $TOKEN" {s.authz_url}'
         f" python -m meshauth.bench.batch_path --url {s.policy_url} --pid 4242"
     )

@@ -78,7 +78,7 @@ PACED = """Running 5s test @ http://127.0.0.1:1/x
   14950 requests in 5.00s, 1.1MB read
   Non-2xx or 3xx responses: 3
 Requests/sec:   2990.00
-PACED rps=2990.0 p50=0.2610 p95=0.5910 p99=0.8530 errors=1
+PACED rps=2990.0 p50=0.2610 p95=0.5910 p99=0.8530 errors=1 late=2
 """
 
 
@@ -94,10 +94,10 @@ def test_paced_reads_the_lua_summary(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(subprocess, "run", run)
     r = loadgen.paced("http://x/", rate=3000, connections=30, seconds=5, headers={"authorization": "Bearer a.b.c"})
     assert (r.p50_ms, r.p95_ms, r.p99_ms) == pytest.approx((0.261, 0.591, 0.853))
-    assert r.non_2xx == 4 and r.requests == 14950
-    assert seen["env"]["PACE_MEAN_MS"] == "10.000"
+    assert r.non_2xx == 4 and r.requests == 14950 and r.late == 2
+    assert seen["env"]["PACE_RATE"] == "3000"
     assert str(loadgen.PACED_LUA) in seen["cmd"]
-    assert loadgen.PACED_LUA.exists()
+    assert loadgen.PACED_LUA.exists() and loadgen.PACING_LUA.exists()
 
 
 def test_parse_wrk_reads_rate_p99_non_2xx_and_socket_errors() -> None:

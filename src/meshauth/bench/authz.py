@@ -186,12 +186,13 @@ CASES = ("floor", "authn", "authz_warm", "authz_cold", "authz_cold_third", "auth
 
 def report(r: dict[str, Any]) -> str:
     rows = [
-        f"Offered {r['rate']} req/s for {r['seconds']} s from {r['connections']} paced wrk connections;"
+        f"Offered {r['rate']} req/s for {r['seconds']} s (open-loop Poisson arrivals, a pool of"
+        f" {r['connections']} wrk connections; 'late': requests that found every connection busy);"
         " auth service, policy service and Valkey on core 0, wrk on core 1 (authz_cold_split: policy"
         " service and Valkey on core 1 beside wrk, the auth service alone on core 0).",
         "",
-        "| case | cores | achieved req/s | p50 ms | p95 ms | p99 ms | errors | CPU µs per request |",
-        "|---|---|---|---|---|---|---|---|",
+        "| case | cores | achieved req/s | p50 ms | p95 ms | p99 ms | errors | late | CPU µs per request |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for case in CASES:
         if case not in r:
@@ -201,7 +202,7 @@ def report(r: dict[str, Any]) -> str:
             cpu = ", ".join(f"{name} {us:.0f}" for name, us in x.get("cpu_us_per_request", {}).items())
             rows.append(
                 f"| {case} | {mode} | {x['rate']:.0f} | {x['p50_ms']:.2f} | {x['p95_ms']:.2f} | {x['p99_ms']:.2f}"
-                f" | {x['non_2xx']} | {cpu} |"
+                f" | {x['non_2xx']} | {x.get('late', 0)} | {cpu} |"
             )
     rows.append("")
     for mode in MODES:

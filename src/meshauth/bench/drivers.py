@@ -33,6 +33,7 @@ class Run:
     # the per-request log is read right: its columns, its units, its 2xx rows).
     log_mean_ms: float | None = None
     tool_mean_ms: float | None = None
+    late: int = 0  # paced wrk: requests sent > 1 ms after their arrival time (every connection was busy)
 
     def p(self, q: float) -> float:
         return self.percentiles[f"{q:g}"]
@@ -58,7 +59,18 @@ def parse_harness_wrk(out: str, offered: float | None, command: str, expected: f
     errors = sum(socket_errors.values()) + unexpected
     pct = {p: float(v) for p, v in re.findall(r"^PCT ([0-9.]+) ([0-9.]+)$", out, re.MULTILINE)}
     achieved = requests / seconds if seconds else 0.0
-    return Run(command, offered, achieved, requests, errors, pct, dict(sorted(statuses.items())), socket_errors)
+    late = re.search(r"^LATE (\d+)$", out, re.MULTILINE)
+    return Run(
+        command,
+        offered,
+        achieved,
+        requests,
+        errors,
+        pct,
+        dict(sorted(statuses.items())),
+        socket_errors,
+        late=int(late.group(1)) if late else 0,
+    )
 
 
 def shown(cmd: list[str], env: dict[str, str]) -> str:
@@ -80,8 +92,8 @@ def wrk(
     expected: frozenset[int] = OK_STATUSES,
     tokens: Path | None = None,
 ) -> Run:
-    """Paced at ``rate`` req/s over ``connections`` (open pacing), or closed loop when ``rate`` is None."""
-    env: dict[str, str] = {"PACE_MEAN_MS": f"{connections * 1000 / rate:.3f}" if rate else "0"}
+    """Paced at ``rate`` req/s (open-loop arrivals served by ``connections``), or closed loop when ``rate`` is None."""
+    env: dict[str, str] = {"PACE_RATE": f"{rate:g}" if rate else "0"}
     if lines is not None:
         env["HARNESS_LINES"] = str(lines)
     if distinct_prefix is not None:

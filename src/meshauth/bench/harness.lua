@@ -1,12 +1,12 @@
 -- The harness's wrk script. Requests come from HARNESS_LINES (one per line: path, TAB, authorization
 -- header or empty, TAB, POST body or empty), walked in order and wrapped around (the Zipf lists are
 -- precomputed samples, so order is already random); or, with HARNESS_DISTINCT_PREFIX, a path never
--- asked before (prefix .. counter). PACE_MEAN_MS > 0: open pacing as paced.lua (each connection waits
--- a random 0..2*mean ms between requests); 0 or unset: closed loop (saturation). An authorization of
+-- asked before (prefix .. counter). PACE_RATE > 0: that many requests/s, open-loop arrivals
+-- (pacing.lua); 0 or unset: closed loop (saturation). An authorization of
 -- the form "@<n>" stands for "Bearer " and line n (1-based) of HARNESS_TOKENS (the 10,000 users' tokens
 -- would make every request file tens of MB). Every answer's HTTP
 -- status is counted (response()), so the results break errors down by status.
-local mean_ms = tonumber(os.getenv("PACE_MEAN_MS") or "0")
+local pacing = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "pacing.lua")
 local prefix = os.getenv("HARNESS_DISTINCT_PREFIX")
 local lines_file = os.getenv("HARNESS_LINES")
 local tokens_file = os.getenv("HARNESS_TOKENS")
@@ -32,11 +32,7 @@ if lines_file and lines_file ~= "" then
   end
 end
 
-if mean_ms > 0 then
-  function delay()
-    return math.random() * 2 * mean_ms
-  end
-end
+delay = pacing.delay(tonumber(os.getenv("PACE_RATE") or "0"))
 
 function request()
   counter = counter + 1
@@ -79,9 +75,12 @@ function done(summary, latency, requests)
   io.write(string.format("SOCKET connect=%d read=%d write=%d timeout=%d\n", summary.errors.connect,
     summary.errors.read, summary.errors.write, summary.errors.timeout))
   local total = {}
+  local late = 0
   for _, t in ipairs(threads) do
+    late = late + (t:get("late") or 0)
     for code, n in pairs(t:get("statuses") or {}) do total[code] = (total[code] or 0) + n end
   end
+  io.write(string.format("LATE %d\n", late))
   for code, n in pairs(total) do io.write(string.format("STATUS %d %d\n", code, n)) end
   for _, p in ipairs({1, 5, 10, 20, 30, 40, 50, 60, 70, 75, 80, 90, 95, 97.5, 99, 99.5, 99.9, 99.99}) do
     io.write(string.format("PCT %g %.4f\n", p, latency:percentile(p) / 1000))

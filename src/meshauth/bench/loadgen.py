@@ -1,7 +1,7 @@
 """Load generators, each a separate process on its own core.
 
-- ``paced``: wrk with randomized per-connection pacing (``paced.lua``): a fixed offered rate whose
-  arrivals interleave, for latency percentiles.
+- ``paced``: wrk with open-loop Poisson arrivals (``paced.lua``, ``pacing.lua``): a fixed offered rate
+  that does not fall as latency grows, served by a pool of connections, for latency percentiles.
 - ``hey``: hey's ``-q`` rate limit, as a cross-check. Its workers tick in step, so it offers bursts of
   ``-c`` requests and reports the queueing those bursts cause.
 - ``wrk``: closed-loop maximum throughput (its latencies suffer coordinated omission; do not quote them).
@@ -24,6 +24,7 @@ from pathlib import Path
 
 PACED_LUA = Path(__file__).with_name("paced.lua")
 PACED_DISTINCT_LUA = Path(__file__).with_name("paced_distinct.lua")
+PACING_LUA = Path(__file__).with_name("pacing.lua")  # the arrivals, loaded by the scripts above
 
 CLIENT_CORE = "1"
 SERVER_CORE = "0"
@@ -43,6 +44,7 @@ class Latency:
     p99_ms: float
     requests: int
     non_2xx: int
+    late: int = 0  # paced only: requests sent > 1 ms after their arrival time (no free connection)
 
 
 def hey(url: str, *, rate: int, workers: int, seconds: int, headers: dict[str, str]) -> Latency:
@@ -127,26 +129,25 @@ def paced(
     headers: dict[str, str],
     distinct_prefix: str | None = None,
 ) -> Latency:
-    """Fixed offered rate with interleaved arrivals (wrk + paced.lua); percentiles from wrk's histogram.
+    """Fixed offered rate, open-loop arrivals (wrk + paced.lua); percentiles from wrk's histogram.
 
     ``distinct_prefix``: every request goes to ``distinct_prefix`` + a counter instead (paced_distinct.lua)."""
-    mean_ms = connections * 1000 / rate
     script = PACED_LUA if distinct_prefix is None else PACED_DISTINCT_LUA
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script)]
     for name, value in headers.items():
         cmd += ["-H", f"{name}: {value}"]
     cmd.append(url)
-    env = {**os.environ, "PACE_MEAN_MS": f"{mean_ms:.3f}"}
+    env = {**os.environ, "PACE_RATE": str(rate)}
     if distinct_prefix is not None:
         env["PACE_PATH_PREFIX"] = distinct_prefix
     out = subprocess.run(pinned(cmd, CLIENT_CORE), capture_output=True, text=True, check=True, env=env).stdout
-    m = re.search(r"PACED rps=([0-9.]+) p50=([0-9.]+) p95=([0-9.]+) p99=([0-9.]+) errors=(\d+)", out)
+    m = re.search(r"PACED rps=([0-9.]+) p50=([0-9.]+) p95=([0-9.]+) p99=([0-9.]+) errors=(\d+) late=(\d+)", out)
     if not m:
         raise RuntimeError(f"wrk printed no paced summary:\n{out}")
     requests = re.search(r"(\d+) requests in", out)
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     shown = (
-        f"PACE_MEAN_MS={mean_ms:.3f} "
+        f"PACE_RATE={rate} "
         + (f"PACE_PATH_PREFIX={distinct_prefix} " if distinct_prefix else "")
         + re.sub(r"Bearer [A-Za-z0-9._-]+", "Bearer $TOKEN", " ".join(pinned(cmd, CLIENT_CORE)))
     )
@@ -158,6 +159,7 @@ def paced(
         float(m.group(4)),
         int(requests.group(1)) if requests else 0,
         (int(bad.group(1)) if bad else 0) + int(m.group(5)),
+        int(m.group(6)),
     )
 
 

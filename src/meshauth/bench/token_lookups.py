@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from meshauth.bench.client_setup import tree_cpu
-from meshauth.bench.loadgen import CLIENT_CORE, parse_wrk, pinned
+from meshauth.bench.loadgen import CLIENT_CORE, PACING_LUA, parse_wrk, pinned
 from meshauth.bench.processes import free_port, running, service_env
 from meshauth.config import Settings
 from meshauth.db import migrate
@@ -43,10 +43,8 @@ from meshauth.db import migrate
 TOKEN = "bench-admin-token"
 SETTINGS = ("off", "on")
 LUA = """
-local mean_ms = tonumber(os.getenv("PACE_MEAN_MS") or "0")
-if mean_ms > 0 then  -- paced (bench.paced.lua's pacing): each connection waits 0..2*mean ms between requests
-  delay = function() return math.random() * 2 * mean_ms end
-end
+-- PACE_RATE > 0: that many requests/s, open-loop arrivals (bench/pacing.lua)
+delay = dofile(os.getenv("PACE_LIB")).delay(tonumber(os.getenv("PACE_RATE") or "0"))
 local reqs = {}
 for line in io.lines(os.getenv("BENCH_REQUESTS")) do
   local auth, body = line:match("^([^\\t]*)\\t(.*)$")
@@ -128,11 +126,11 @@ def _scrape(base: str) -> dict[str, float]:
 def _wrk(base: str, requests: Path, script: Path, *, seconds: int, connections: int, rate: int = 0) -> dict[str, Any]:
     """wrk closed loop, or paced at about ``rate`` req/s over ``connections`` when ``rate`` is set."""
     cmd = pinned(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), base], CLIENT_CORE)
-    env = {"BENCH_REQUESTS": str(requests), "PATH": "/usr/bin:/bin:/usr/local/bin"}
+    env = {"BENCH_REQUESTS": str(requests), "PACE_LIB": str(PACING_LUA), "PATH": "/usr/bin:/bin:/usr/local/bin"}
     shown = f"BENCH_REQUESTS={requests.name} "
     if rate:
-        env["PACE_MEAN_MS"] = f"{connections * 1000 / rate:.3f}"
-        shown += f"PACE_MEAN_MS={env['PACE_MEAN_MS']} "
+        env["PACE_RATE"] = str(rate)
+        shown += f"PACE_RATE={rate} "
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
     report = parse_wrk(out)
     pct = re.search(r"PCT_US (\d+) (\d+) (\d+)", out)
