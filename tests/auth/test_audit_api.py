@@ -91,6 +91,25 @@ async def test_gate_token_login_and_admin_events_are_queryable(
     assert revoked[0]["subject"] == "svc"
 
 
+async def test_a_sign_in_refused_for_a_username_that_is_the_client_id_is_audited(
+    auth: Harness, workers: tuple[AuditWriter, AnalyticsWriter]
+) -> None:
+    """Refused before the password is looked at, and still a failed login in the audit log."""
+    writer, _ = workers
+    await auth.add_client()  # admin.action
+    r = await auth.http.post(
+        "/oauth2/token",
+        data={"grant_type": "password", "username": "svc", "password": PASSWORD},
+        headers=basic("svc", SECRET),
+    )
+    assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
+    await _stored(auth, writer, 2)
+    failed = (await _audit(auth, "?type=login.failed"))["events"]
+    assert [(e["subject"], e["client_id"], e["decision"], e["reason"]) for e in failed] == [
+        ("svc", "svc", "deny", "username_is_client_id")
+    ]
+
+
 async def test_pages_follow_the_cursor_newest_first(
     auth: Harness, workers: tuple[AuditWriter, AnalyticsWriter]
 ) -> None:

@@ -64,6 +64,7 @@ class OAuthEndpoints:
         if username is None or password is None:
             raise oauth_error(400, "invalid_request", "username and password are required")
         if username == client.client_id:  # its tokens would read as the client's own (authz_questions.subject_for)
+            self._s.audit.login(False, username, client.client_id, "username_is_client_id")
             raise oauth_error(400, "invalid_grant", "a user cannot sign in through a client of the same id")
         scope = requested_scope(form, client.scopes)
         user_stamp = await self.check_password(request, username, password)
