@@ -12,7 +12,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from redis.asyncio import Redis
 
-from meshauth.bus.events import audit
+from meshauth.bus.events import audit, batches, encode
 from meshauth.bus.producer import Producer, ProducerConfig
 from meshauth.bus.streams import AUDIT, StreamNames
 from meshauth.db import create_engine
@@ -111,3 +111,28 @@ async def test_audit_tail_follows_new_events(valkey_url: str, redis: Redis, tmp_
     assert len(lines) == 3
     assert all(e["decision"] == "allow" and e["type"] == "token.issued" for e in lines)
     assert all(e["time"].endswith("Z") for e in lines)
+
+
+async def test_audit_tail_does_not_show_a_replayed_dead_letter_again(
+    valkey_url: str, redis: Redis, tmp_path: Path
+) -> None:
+    names = StreamNames("meshauth:", AUDIT, 4)
+    replayed = batches([encode(audit("token.issued", subject="replayed", decision="allow"))])[0]
+    env = clean_env(MESHAUTH_REDIS_URL=valkey_url)
+    proc = _start(tmp_path, env, "audit", "tail", "--count", "2", "--decision", "allow", stdout=subprocess.PIPE)
+    try:
+
+        async def shown() -> bool:
+            # What `bus dead-letters replay` writes (an entry for one group), then a new event.
+            await redis.xadd(names.all()[0], {"d": replayed, "g": "audit"})
+            await _publish(valkey_url, tmp_path, 1, decision="allow")
+            return proc.poll() is not None
+
+        await until(shown, within=60, what="the tail printed two events and stopped")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        out, _ = proc.communicate(timeout=10)
+    subjects = [json.loads(line)["subject"] for line in out.splitlines()]
+    assert proc.returncode == 0
+    assert len(subjects) == 2 and "replayed" not in subjects, subjects

@@ -1,6 +1,7 @@
 """``meshauth audit tail``: follow the audit stream live, one JSON object per line (the shape of
 ``GET /admin/audit``'s events), from now on. Reads the stream without a group: it takes nothing away
-from the workers."""
+from the workers. A dead letter replayed to its group (``meshauth bus dead-letters replay``: an entry
+with the field ``g``) is not shown again: it was shown when it was first published."""
 
 from __future__ import annotations
 
@@ -58,6 +59,8 @@ async def _follow(url: str, names: StreamNames, wanted: dict[str, str], count: i
             for stream, entries in cast(list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]], reply or []):
                 for entry_id, fields in entries:
                     positions[stream.decode()] = entry_id
+                    if b"g" in fields:  # a dead letter replayed to one group: published before, not new
+                        continue
                     try:
                         events = decode_batch(fields.get(b"d", b""))
                     except MalformedEvent:
