@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+import sqlalchemy as sa
 
 from meshauth.auth.refresh import RefreshError, RefreshGrant, RefreshTokens, Reused
 from meshauth.db import create_engine
+from meshauth.db.tables import refresh_tokens
+from tests.bus.helpers import until
 
 
 async def test_a_successor_minted_after_its_family_was_revoked_is_refused(db_url: str) -> None:
@@ -37,5 +42,49 @@ async def test_successors_of_a_live_family_are_issued_and_redeemed_once(db_url: 
         second = await tokens.issue(grant, client_id="app", subject="bob", scope="s", access_jti="j2", access_exp=2**40)
         assert isinstance(await tokens.redeem(second, "app"), RefreshGrant)
         assert isinstance(await tokens.redeem(second, "app"), Reused)
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_a_successor_waits_for_a_revocation_in_flight_and_is_refused(pg_database: str) -> None:
+    """The race itself, on PostgreSQL: a revocation of the family holds its rows when the successor's
+    insert starts. The insert waits on the redeemed token's row, then sees it revoked."""
+    engine = create_engine(pg_database)
+    tokens = RefreshTokens(engine, ttl=3600)
+    try:
+        first = await tokens.issue(None, client_id="app", subject="carol", scope="s", access_jti="j1", access_exp=2**40)
+        grant = await tokens.redeem(first, "app")
+        assert isinstance(grant, RefreshGrant)
+        async with engine.connect() as revoker:
+            tx = await revoker.begin()
+            # What _revoke_where does first: lock every row of the family.
+            await revoker.execute(
+                sa.select(refresh_tokens.c.token_hash)
+                .where(refresh_tokens.c.family_id == grant.family_id)
+                .with_for_update()
+            )
+            successor = asyncio.create_task(
+                tokens.issue(grant, client_id="app", subject="carol", scope="s", access_jti="j2", access_exp=2**40)
+            )
+
+            async def waiting() -> bool:
+                async with engine.connect() as probe:
+                    n = await probe.scalar(
+                        sa.text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                    )
+                return bool(n) or successor.done()
+
+            await until(waiting, what="the successor's insert waits on the family's lock")
+            assert not successor.done()
+            await revoker.execute(
+                refresh_tokens.update().where(refresh_tokens.c.family_id == grant.family_id).values(revoked_at=1)
+            )
+            await tx.commit()
+        with pytest.raises(RefreshError):
+            await successor
+        async with engine.connect() as conn:
+            rows = await conn.scalar(sa.select(sa.func.count()).where(refresh_tokens.c.family_id == grant.family_id))
+        assert rows == 1  # no successor was stored
     finally:
         await engine.dispose()

@@ -26,6 +26,7 @@ class RefreshGrant:
     client_id: str
     subject: str
     scope: str
+    token_hash: str  # of the token redeemed: its row is what a successor's insert locks and checks
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,20 +56,24 @@ class RefreshTokens:
 
         RefreshError if that family was revoked since ``grant`` was redeemed: a replay between the
         redemption and this insert revoked the family without the successor, which would otherwise
-        outlive the reuse detection (and so would the access token recorded with it). The family's
-        rows are locked first (PostgreSQL), as :meth:`_revoke_where` locks them before it revokes:
-        whichever comes second sees what the first wrote."""
+        outlive the reuse detection (and so would the access token recorded with it). The redeemed
+        token's row is locked first (PostgreSQL): every revocation of the family locks all its rows,
+        that one included, before it revokes, so whichever comes second sees what the first wrote — a
+        revocation that waited revokes the successor too, an insert that waited sees the row revoked.
+        Only that row, not the whole family: refresh rows are kept, and a long-lived session's family
+        grows by one row per refresh."""
         token = secrets.token_urlsafe(32)
         now = int(time.time())
         async with self._engine.begin() as conn:
             if grant is not None:
-                family = await conn.execute(
-                    sa.select(refresh_tokens.c.revoked_at)
-                    .where(refresh_tokens.c.family_id == grant.family_id)
-                    .order_by(refresh_tokens.c.token_hash)
-                    .with_for_update()
-                )
-                if any(row.revoked_at is not None for row in family):
+                redeemed = (
+                    await conn.execute(
+                        sa.select(refresh_tokens.c.revoked_at)
+                        .where(refresh_tokens.c.token_hash == grant.token_hash)
+                        .with_for_update()
+                    )
+                ).first()
+                if redeemed is None or redeemed.revoked_at is not None:
                     raise RefreshError("refresh token family was revoked")
             await conn.execute(
                 refresh_tokens.insert().values(
@@ -114,7 +119,7 @@ class RefreshTokens:
                     .values(used_at=now)
                 )
                 if spent.rowcount == 1:
-                    return RefreshGrant(row.family_id, row.client_id, row.subject, row.scope)
+                    return RefreshGrant(row.family_id, row.client_id, row.subject, row.scope, digest)
         return Reused(await self.revoke_family(row.family_id))
 
     async def revoke_family(self, family_id: str) -> list[tuple[str, int]]:
