@@ -4,15 +4,15 @@ file, and a missing token failing the run rather than sending a wrong header."""
 from __future__ import annotations
 
 import shutil
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
 
 from meshauth.bench import drivers
+from tests.bench.local_http import serving
 
 pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed")
 
@@ -35,14 +35,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serving(_Handler) as url:
+        yield url
 
 
 def test_statuses_counted_and_tokens_read_by_line(server: str, tmp_path: Path) -> None:

@@ -5,14 +5,14 @@ with 20 ms answers, 10 connections asked for 200 req/s offered 10 / (50 + 20) ms
 from __future__ import annotations
 
 import shutil
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from meshauth.bench import drivers, loadgen
+from tests.bench.local_http import serving
 
 pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed")
 
@@ -37,14 +37,8 @@ class _Slow(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def slow_server() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serving(_Slow) as url:
+        yield url + "/"
 
 
 def test_paced_holds_the_offered_rate_when_answers_are_slow(slow_server: str) -> None:
