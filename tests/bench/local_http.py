@@ -8,10 +8,16 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+class _Server(ThreadingHTTPServer):
+    # The default backlog of 5 drops the SYNs of wrk's connections opened at once; each dropped one
+    # connects a second later (the retransmission), which reads as a slow server.
+    request_queue_size = 128
+
+
 @contextlib.contextmanager
 def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     """``http://127.0.0.1:<port>`` served by ``handler`` until the block ends."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd = _Server(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:

@@ -11,6 +11,8 @@
 -- What wrk measures is still from the send, not from the arrival: a request that found no free
 -- connection was sent late, and that wait is not in its latency (coordinated omission). LATE counts the
 -- requests sent more than 1 ms after their arrival time, so a report can show when that happened.
+-- (wrk itself adds synthetic samples for every latency of two or more mean per-connection intervals,
+-- its stats_correct: a stall's missing requests are in its percentiles either way.)
 local ffi = require("ffi")
 ffi.cdef [[
 typedef struct { long tv_sec; long tv_nsec; } meshauth_pace_timespec;
