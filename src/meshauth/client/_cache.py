@@ -127,6 +127,18 @@ class DecisionL1:
             used.discard(k)
             data[k] = data.pop(k)
 
+    def keys_at(self, revision: int, entities_version: int | None, limit: int) -> list[bytes]:
+        """Up to ``limit`` questions held at that state: the ones hit since the last eviction pass
+        first, then the newest (what staged warming asks after the hot set)."""
+        marked: list[bytes] = []
+        rest: list[bytes] = []
+        for k in reversed(self._data):
+            if k[0] == revision and k[1] == entities_version:
+                (marked if k in self._used else rest).append(k[2])
+                if len(marked) >= limit:
+                    break
+        return (marked + rest)[:limit]
+
     def clear(self) -> None:
         self._data.clear()
         self._used.clear()
