@@ -78,7 +78,7 @@ def client_for(world: World) -> PolicyClient:
 
 
 async def ask_all(client: PolicyClient, world: World) -> list[str]:
-    sources = []
+    sources: list[str] = []
     for sid in SUBJECTS:
         d = await client.check({"type": "User", "id": sid}, "view", DOC)
         assert d.error is None, d

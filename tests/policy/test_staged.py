@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -162,7 +162,7 @@ async def test_activation_announces_staged_then_activated(tmp_path: Path, valkey
             r = await client.post(f"/admin/stores/default/policies/{stage['version']}/activate", headers=ADMIN)
             assert r.status_code == 200
             assert set(r.json()) == {"store", "version", "revision", "active_version"}  # the contract
-            entries = await redis.xrange(stream)
+            entries = cast(list[tuple[bytes, dict[bytes, bytes]]], await redis.xrange(stream))
     finally:
         await redis.aclose()
     seen = [(f[b"k"].decode(), json.loads(f[b"v"])) for _id, f in entries]
