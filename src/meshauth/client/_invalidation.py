@@ -135,7 +135,15 @@ class StateFollower:
     def _handle(self, kind: str, value: str, _exp: int) -> None:
         if kind == KIND:
             self._apply(value)
-        elif kind == KIND_STAGED:
+        elif kind in (KIND_STAGED, KIND_ACTIVATED):
+            try:
+                self._warming(kind, value)
+            except Exception:  # warming is an optimisation: it must never stop the follower
+                log.warning("handling a %s announcement failed", kind, exc_info=True)
+
+    def _warming(self, kind: str, value: str) -> None:
+        """Staged warming's announcements (``_staging.py``), for clients that know them."""
+        if kind == KIND_STAGED:
             staged = decode_staged(value)
             if staged is None:
                 log.warning("ignoring malformed staged version announcement %r", value)
@@ -143,14 +151,14 @@ class StateFollower:
             for client in self._clients:
                 if client.store == staged[0] and hasattr(client, "staged"):  # any Follows may lack it
                     client.staged(staged[1])
-        elif kind == KIND_ACTIVATED:
-            activated = decode_activated(value)
-            if activated is None:
-                log.warning("ignoring malformed activation announcement %r", value)
-                return
-            for client in self._clients:
-                if client.store == activated[0] and hasattr(client, "activated"):
-                    client.activated(activated[1], activated[2])
+            return
+        activated = decode_activated(value)
+        if activated is None:
+            log.warning("ignoring malformed activation announcement %r", value)
+            return
+        for client in self._clients:
+            if client.store == activated[0] and hasattr(client, "activated"):
+                client.activated(activated[1], activated[2])
 
     def _reconnected(self) -> None:
         if self.connects:  # after a lost connection: a change may have been made meanwhile

@@ -76,10 +76,11 @@ class Stager:
         self._task: asyncio.Task[None] | None = None
         self._warming: int | None = None  # the version being asked now
         self.asked = 0  # staged answers had from the service (tests, the benchmark)
+        self._closed = False  # a follower may outlive the client: nothing is started after aclose
 
     def staged(self, version: int) -> None:
         """``version`` was announced as staged: warm for it (after the one under way, if any)."""
-        if version in self._queued or version == self._warming:
+        if self._closed or version in self._queued or version == self._warming:
             return
         self._queued = [*self._queued, version][-KEEP_QUEUED:]
         if self._task is None or self._task.done():
@@ -167,7 +168,7 @@ class Stager:
             if resp.status != 200:
                 return False  # unknown version, the store changing, overloaded: nothing staged
             items = _decode(resp.body).evaluations
-        except (OSError, TimeoutError, msgspec.DecodeError, msgspec.ValidationError, ValueError):
+        except Exception:  # noqa: BLE001 - transport, timeout, garbage: nothing staged, checks go on as ever
             return False
         if len(items) != len(asks):
             return False
@@ -206,6 +207,7 @@ class Stager:
             await self._l2.put_many(entries)
 
     async def aclose(self) -> None:
+        self._closed = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
