@@ -42,7 +42,7 @@ class WarmingSettings(BaseModel):
     # (seconds) for clients to warm their caches for it, then activates it; 0: activate at once (cold,
     # as before). Bounded: an activation must not become slow by surprise, and a client that did not
     # warm in time just starts cold. (An upload that is not activated is announced as staged too.)
-    policy_warm_window: float = Field(default=0.2, ge=0, le=5)
+    policy_warm_window: float = Field(default=0.3, ge=0, le=5)
 
 
 class MonitoringSettings(BaseModel):

@@ -126,8 +126,7 @@ class PolicyClient(Asking):
         self._tracker = StateTracker(store, self._warmer)
         self._stager: Stager | None = None
         if self._warmer is not None and warming is not None and warming.stage and l1 is not None and cache is not None:
-            batch = batching.max_batch if batching else BatchConfig().max_batch
-            self._stager = Stager(store, warming, cache, l1, l2, self._caller, self._warmer.hot, self._tracker, batch)
+            self._stager = Stager(store, warming, cache, l1, l2, self._caller, self._warmer.hot, self._tracker)
         self._front = L1Front(l1, self._warmer.hot if self._warmer is not None else None, self._tracker)
         BREAKER_STATE.labels(store).set(0)
 

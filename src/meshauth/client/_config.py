@@ -222,8 +222,9 @@ class WarmConfig:
 
     Staged warming (``stage``; ``_staging.py``): when the service announces a version as staged
     (before it activates it, ``policy_warm_window``), up to ``stage_keys`` questions — the hot set,
-    then what L1 holds at the current state — are asked of that version (L2 first), one batch at a
-    time, for at most ``stage_budget`` seconds; at its activation they fill L1 at once."""
+    then what L1 holds at the current state — are asked of that version (L2 first), one batch of
+    ``stage_batch`` at a time, for at most ``stage_budget`` seconds; at its activation they fill L1
+    at once. (The service's ``policy_warm_window`` should be longer than ``stage_budget``.)"""
 
     hot_keys: int = 1024
     sample_every: int = 16
@@ -231,8 +232,9 @@ class WarmConfig:
     budget: float = 0.02
     state_prefix: str = "meshauth:"
     stage: bool = True
-    stage_keys: int = 8192
-    stage_budget: float = 0.15
+    stage_keys: int = 16384
+    stage_batch: int = 64
+    stage_budget: float = 0.25
 
     def __post_init__(self) -> None:
         if not (isinstance(self.hot_keys, int) and 1 <= self.hot_keys <= 100_000):
@@ -243,6 +245,8 @@ class WarmConfig:
         _positive("budget", self.budget)
         if not (isinstance(self.stage_keys, int) and 1 <= self.stage_keys <= 100_000):
             raise ValueError(f"stage_keys must be an integer in 1..100000, not {self.stage_keys!r}")
+        if not (isinstance(self.stage_batch, int) and 1 <= self.stage_batch <= 1024):
+            raise ValueError(f"stage_batch must be an integer in 1..1024, not {self.stage_batch!r}")
         _positive("stage_budget", self.stage_budget)
 
 
