@@ -50,6 +50,7 @@ KEEP_QUEUED = 2
 # this many, a loop turn apart: 10,000 at once stalled the checks for ~10 ms (measured).
 PROMOTE_AT_ONCE = 1024
 _decode = msgspec.json.Decoder(wire.EvaluationsResponse).decode
+Alike = dict[tuple[StagedAt, bool, tuple[str, ...], tuple[str, ...]], Decision]
 
 
 class Stager:
@@ -105,7 +106,10 @@ class Stager:
         # The client moves to ``state`` now: entries at older states can never answer again, and in
         # a full L1 they would make room by evicting the promoted ones (measured: half of them lost).
         self._l1.keep_only(*at)
-        items = list(found.items())[: max(0, self._l1.maxsize - len(self._l1))]  # hottest first
+        # Hottest first, leaving a tenth of L1 free: in a full L1 the first misses would evict the
+        # oldest unmarked entries — the hottest promoted ones, not hit yet (measured: 0.63 vs 0.84).
+        room = self._l1.maxsize - self._l1.maxsize // 10 - len(self._l1)
+        items = list(found.items())[: max(0, room)]
         self._put(at, items[:PROMOTE_AT_ONCE])
         self._tracker.advance(state)
         if len(items) > PROMOTE_AT_ONCE:  # the colder rest soon after, without stalling the loop
@@ -114,10 +118,9 @@ class Stager:
 
     def _put(self, at: tuple[int, int], items: list[tuple[bytes, tuple[Decision, float]]]) -> None:
         for rkey, (d, fresh_until) in items:
-            key: L1Key = (*at, rkey)
-            self._l1.put(
-                key, msgspec.structs.replace(d, revision=at[0], entities_version=at[1], source="l1"), fresh_until
-            )
+            if d.revision == at[0] and d.entities_version == at[1]:  # as made by ``_promotable``: always
+                key: L1Key = (*at, rkey)
+                self._l1.put(key, d, fresh_until)
         WARMED.add_many(len(items), "staged")
 
     async def _put_rest(self, at: tuple[int, int], items: list[tuple[bytes, tuple[Decision, float]]]) -> None:
@@ -148,18 +151,22 @@ class Stager:
         deadline = loop.time() + self._cfg.stage_budget
         seen = self._tracker.seen
         rkeys = self._questions(seen)
+        guess: StagedAt | None = None  # where the service will say it staged: where L2 may hold answers
         if seen is not None and seen.entities_version is not None:
-            at = (version, seen.revision, seen.entities_version)
-            have = self._sets.get(at, {})
+            guess = (version, seen.revision, seen.entities_version)
+            have = self._sets.get(guess, {})
             rkeys = [k for k in rkeys if k not in have]
-            in_l2 = await self._from_l2(at, rkeys, deadline - loop.time())
-            rkeys = [k for k in rkeys if k not in in_l2]
         size = self._cfg.stage_batch
         for i in range(0, len(rkeys), size):
             left = deadline - loop.time()
             if left <= 0 or self._warming != version:
                 return  # the rest is asked at first use, as without staging
-            if not await self._ask(version, rkeys[i : i + size], left):
+            # L2 chunk by chunk too: 10,000 keys hashed and read at once stalled checks for ~10 ms.
+            chunk = rkeys[i : i + size]
+            if guess is not None:
+                in_l2 = await self._from_l2(guess, chunk, left)
+                chunk = [k for k in chunk if k not in in_l2]
+            if chunk and not await self._ask(version, chunk, deadline - loop.time()):
                 return
 
     async def _from_l2(self, at: StagedAt, rkeys: list[bytes], budget: float) -> set[bytes]:
@@ -168,7 +175,8 @@ class Stager:
         keys = [staged_key(*at, k) for k in rkeys]
         found = {k: got for k, got in zip(rkeys, await self._l2.get_many(keys, budget=budget), strict=True) if got}
         if found:
-            self._keep(at, {k: (msgspec.structs.replace(d, source="service"), exp) for k, (d, exp) in found.items()})
+            alike: Alike = {}
+            self._keep(at, {k: (_promotable(alike, at, d), exp) for k, (d, exp) in found.items()})
         WARMED.add_many(len(found), "staged_l2")
         return set(found)
 
@@ -191,13 +199,16 @@ class Stager:
         if len(items) != len(asks):
             return False
         got: dict[StagedAt, Answers] = {}
+        alike: Alike = {}
         now = self._l1.clock()
         for (rkey, _), item in zip(asks, items, strict=True):
             at = _staged_at(item, version)
             if at is None:
                 continue
             ctx = item.context
-            d = Decision(decision=item.decision, reasons=tuple(ctx.policies), errors=tuple(ctx.errors), revision=None)
+            d = _promotable(
+                alike, at, Decision(decision=item.decision, reasons=tuple(ctx.policies), errors=tuple(ctx.errors))
+            )
             got.setdefault(at, {})[rkey] = (d, now + (self._cache.ttl if d.decision else self._cache.deny_ttl))
         for at, answers in got.items():
             self._keep(at, answers)
@@ -241,3 +252,15 @@ def _staged_at(item: wire.Decision, version: int) -> StagedAt | None:
     if ctx.staged_version != version or type(on) is not int or type(ev) is not int or on < 0:
         return None
     return version, on, ev
+
+
+def _promotable(alike: Alike, at: StagedAt, d: Decision) -> Decision:
+    """``d`` as L1 will hold it if it is ever used: at revision ``on + 1`` — the only revision it
+    can be used at (:meth:`Stager.activated`) — and that entities version. Made now, and alike
+    answers shared, so the activation allocates nothing per answer: 10,000 new objects at once set
+    off a full garbage collection in the middle of the checks (measured: a 44 ms p99 stall)."""
+    key = (at, d.decision, d.reasons, d.errors)
+    found = alike.get(key)
+    if found is None:
+        found = alike[key] = msgspec.structs.replace(d, revision=at[1] + 1, entities_version=at[2], source="l1")
+    return found
