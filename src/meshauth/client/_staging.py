@@ -140,7 +140,7 @@ class Stager:
                 self._warming = None
 
     def _questions(self, seen: State | None) -> list[bytes]:
-        n = min(self._cfg.stage_keys, self._l1.maxsize)  # more could not be kept
+        n = min(self._cfg.stage_keys, self._l1.maxsize - self._l1.maxsize // 10)  # more would not be kept
         rkeys = dict.fromkeys(self._hot.hottest(min(n, self._cfg.hot_keys)))
         if seen is not None and len(rkeys) < n:
             rkeys.update(dict.fromkeys(self._l1.keys_at(seen.revision, seen.entities_version, n)))
