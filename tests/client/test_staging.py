@@ -11,6 +11,7 @@ import asyncio
 from typing import Any
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
@@ -340,3 +341,22 @@ async def test_followers_ignore_what_they_do_not_know(valkey_url: str, redis: Re
             await follower.stop()
         assert old.states == [State(4, 1)]
         assert client.state == State(4, 1)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"stage_keys": 0},
+        {"stage_keys": 100_001},
+        {"stage_keys": 1.5},
+        {"stage_batch": 0},
+        {"stage_batch": 1025},
+        {"stage_batch": "64"},
+        {"stage_budget": 0},
+        {"stage_budget": -1.0},
+        {"stage_budget": float("nan")},
+    ],
+)
+def test_staging_settings_are_checked(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        WarmConfig(**bad)

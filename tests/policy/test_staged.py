@@ -5,6 +5,7 @@ from the active version labelled as staged, nor a staged one labelled as active.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -176,3 +177,32 @@ async def test_activation_announces_staged_then_activated(tmp_path: Path, valkey
     _, (store, rev, ev, version) = seen[act]
     assert (store, rev, version) == ("default", revision, stage["version"]) and isinstance(ev, int)
     assert seen[act + 1] == (KIND, ["default", revision, ev])
+
+
+async def test_no_window_no_staging_and_a_redis_that_is_down_does_not_hold_an_activation(
+    tmp_path: Path, valkey_url: str, sqlite_url: str
+) -> None:
+    """``policy_warm_window`` 0: nothing is staged. Redis unreachable with a 5 s window: the staging
+    announcement fails at once, so the activation does not wait (nobody could have warmed)."""
+    prefix = f"n{tmp_path.name[-12:]}:"
+    quiet = settings_for(sqlite_url, tmp_path, redis_url=valkey_url, redis_prefix=prefix, policy_warm_window=0)
+    redis = connect(valkey_url)
+    try:
+        async with running(quiet) as (_app, client):
+            await push(client, PERMIT)
+            stage = await push(client, FORBID, activate=False)
+            r = await client.post(f"/admin/stores/default/policies/{stage['version']}/activate", headers=ADMIN)
+            assert r.status_code == 200
+            kinds = [
+                f[b"k"] for _id, f in cast(list[tuple[bytes, dict[bytes, bytes]]], await redis.xrange(names(prefix)[0]))
+            ]
+    finally:
+        await redis.aclose()
+    assert KIND_STAGED.encode() not in kinds and KIND_ACTIVATED.encode() in kinds
+    down = settings_for(sqlite_url, tmp_path, redis_url="redis://127.0.0.1:9/0", policy_warm_window=5)
+    async with running(down) as (_app, client):
+        stage = await push(client, PERMIT, activate=False)
+        started = time.monotonic()
+        r = await client.post(f"/admin/stores/default/policies/{stage['version']}/activate", headers=ADMIN)
+        assert r.status_code == 200
+        assert time.monotonic() - started < 2.5  # the publish timeout (0.5 s) at most, never the window

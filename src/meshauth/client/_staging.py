@@ -100,8 +100,8 @@ class Stager:
         if not found:
             return False
         seen = self._tracker.seen
-        if seen is not None and seen.revision > state.revision:
-            return False  # already past it: nothing would be asked at it
+        if seen is not None and seen != state and seen.join(state) == seen:
+            return False  # already past it (an answer came first): nothing would be asked at it
         at = (state.revision, state.entities_version)
         # The client moves to ``state`` now: entries at older states can never answer again, and in
         # a full L1 they would make room by evicting the promoted ones (measured: half of them lost).
