@@ -67,6 +67,11 @@ def test_settings_are_frozen() -> None:
         {"bus_flush_gap": 5.5},
         {"bus_flush_gap": "soon"},
         {"bus_flush_gap": float("nan")},
+        {"policy_warm_window": -0.1},
+        {"policy_warm_window": 5.5},
+        {"policy_warm_window": float("nan")},
+        {"policy_warm_window": float("inf")},
+        {"policy_warm_window": "soon"},
     ],
 )
 def test_invalid_settings(kwargs: dict[str, object]) -> None:

@@ -34,7 +34,7 @@ from meshauth.config_checks import (
     routes_file_checked,
     with_cluster_prefix,
 )
-from meshauth.config_sections import BatchingSettings, BusSettings, MonitoringSettings
+from meshauth.config_sections import BatchingSettings, BusSettings, MonitoringSettings, WarmingSettings
 
 SigningAlg = Literal["ES256", "EdDSA", "RS256"]
 
@@ -44,7 +44,7 @@ REDIS_URL_KEYS = ("MESHAUTH_REDIS_URL", "REDIS_URL", "redis_url")  # in the orde
 MAX_DECISION_TOKEN_CHARS = 512  # policy/guard.py refuses longer Authorization lines unread
 
 
-class Settings(BatchingSettings, MonitoringSettings, BusSettings, BaseSettings):
+class Settings(BatchingSettings, MonitoringSettings, BusSettings, WarmingSettings, BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MESHAUTH_",
         frozen=True,

@@ -36,6 +36,15 @@ class BatchingSettings(BaseModel):
     bulk_hash_processes: int = Field(default=0, ge=0, le=256)
 
 
+class WarmingSettings(BaseModel):
+    # Stage, warm, then activate (issue 10; policy/admin.py, policy/staged.py): with Redis,
+    # ``POST …/policies/{version}/activate`` announces the version as staged and waits this long
+    # (seconds) for clients to warm their caches for it, then activates it; 0: activate at once (cold,
+    # as before). Bounded: an activation must not become slow by surprise, and a client that did not
+    # warm in time just starts cold. (An upload that is not activated is announced as staged too.)
+    policy_warm_window: float = Field(default=0.3, ge=0, le=5)
+
+
 class MonitoringSettings(BaseModel):
     # Monitoring (issue 13)
     # Log lines: "text" (granian's format and Python's defaults, as before) or "json" (one object per

@@ -6,7 +6,7 @@ them into bytes and back, so both sides agree byte for byte.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -64,8 +64,16 @@ class EvaluationItem(msgspec.Struct, omit_defaults=True):
     context: dict[str, Any] | None = None
 
 
+# A policy version number: what the database can hold (never a huge integer turned into a float).
+StagedVersion = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
+
+
 class EvaluationsOptions(msgspec.Struct, omit_defaults=True):
     evaluations_semantic: Semantic = "execute_all"
+    # meshauth's own option, sent only by ``meshauth.client``'s warmer: evaluate against this
+    # uploaded (staged, not active) version of the store instead of the active one. The answers then
+    # say so (``DecisionContext.staged_version``/``staged_on``, and ``revision`` -1).
+    meshauth_staged_version: StagedVersion | None = None
 
 
 class EvaluationsRequest(msgspec.Struct, omit_defaults=True):
@@ -96,6 +104,11 @@ class DecisionContext(msgspec.Struct):
     error: ItemError | msgspec.UnsetType = msgspec.UNSET
     # The store's entity version decided at, when the service reports it (clients key caches by it).
     entities_version: int | msgspec.UnsetType = msgspec.UNSET
+    # Only in an answer to a staged evaluation (``EvaluationsOptions.meshauth_staged_version``): the
+    # version evaluated, and the revision whose schema, attribute precedence and entities it was
+    # evaluated with. ``revision`` is then -1: a staged answer names no state that is or was active.
+    staged_version: int | msgspec.UnsetType = msgspec.UNSET
+    staged_on: int | msgspec.UnsetType = msgspec.UNSET
 
 
 class Decision(msgspec.Struct):

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meshauth.client import FULLY_CONSISTENT, PolicyClient, State, StateFollower, WarmConfig
+from meshauth.client._metrics import WARMED
 from meshauth.redis_client import connect
 from tests.client.served import ADMIN_TOKEN, DECISION_TOKEN, policy_server, post, push
 
@@ -29,7 +30,9 @@ DOC = {"type": "Doc", "id": "d"}
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, valkey_url: str) -> Iterator[str]:
-    with policy_server(tmp_path_factory.mktemp("pdp"), MESHAUTH_REDIS_URL=valkey_url) as (url, _proc):
+    # A short warm window: activations by version stage, wait it, then activate (staged warming).
+    pdp = tmp_path_factory.mktemp("pdp")
+    with policy_server(pdp, MESHAUTH_REDIS_URL=valkey_url, MESHAUTH_POLICY_WARM_WINDOW="0.05") as (url, _proc):
         push(url, GRANTED)
         yield url
 
@@ -49,6 +52,7 @@ class Admin:
         info = get(url, "/admin/stores/default")
         self.revision = int(info["revision"])
         self.inverted = False
+        self.staged: tuple[int, bool] | None = None  # (version, inverted) uploaded and not activated
 
     def set_user(self, sid: str, granted: bool) -> State:
         parents = [{"type": "Group", "id": "granted"}] if granted else []
@@ -60,6 +64,28 @@ class Admin:
     def toggle_policy(self) -> State:
         self.inverted = not self.inverted
         self.revision = push(self.url, INVERTED if self.inverted else GRANTED)["revision"]
+        return State(self.revision)
+
+    def stage(self) -> None:
+        """Upload the other policy without activating it (announced as staged: clients warm for it)."""
+        status, body = post(
+            self.url,
+            "/admin/stores/default/policies",
+            {"policies": GRANTED if self.inverted else INVERTED, "activate": False},
+            ADMIN_TOKEN,
+        )
+        assert status == 201, body
+        self.staged = (body["version"], not self.inverted)
+
+    def activate_staged(self) -> State:
+        """Activate the version staged last (stage, warm window, activate); as toggle_policy when none."""
+        if self.staged is None:
+            self.stage()
+        assert self.staged is not None
+        version, self.inverted = self.staged
+        status, body = post(self.url, f"/admin/stores/default/policies/{version}/activate", None, ADMIN_TOKEN)
+        assert status == 200, body
+        self.revision = body["revision"]
         return State(self.revision)
 
 
@@ -101,12 +127,55 @@ async def test_activation_and_entity_write_reach_a_following_client(server: str,
     await redis.aclose()
 
 
+async def test_an_activation_by_version_after_staging_is_no_cache_cliff(server: str, valkey_url: str) -> None:
+    """Upload (staged: the client asks its hot questions of the new version), then activate it: the
+    first checks at the new revision are L1 hits, with the new version's decisions."""
+    admin = Admin(server)
+    if admin.inverted:
+        admin.toggle_policy()
+    for sid, granted in zip(SUBJECTS, (True, False, True), strict=True):
+        admin.set_user(sid, granted)
+    redis = connect(valkey_url)
+    cached = PolicyClient([server], token=DECISION_TOKEN, redis=redis, timeout=5, warming=WarmConfig(sample_every=1))
+    oracle = PolicyClient([server], token=DECISION_TOKEN, cache=None, singleflight=False, timeout=5)
+    follower = StateFollower(valkey_url, [cached])
+    await follower.start()
+    try:
+        async with cached, oracle:
+            await reached(cached, State(admin.revision))
+            for sid in SUBJECTS:
+                await cached.check({"type": "User", "id": sid}, "view", DOC)
+            staged_before = WARMED.value("staged_service") + WARMED.value("staged_l2")
+            admin.stage()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5
+            while WARMED.value("staged_service") + WARMED.value("staged_l2") < staged_before + len(SUBJECTS):
+                assert loop.time() < deadline, "the client never warmed for the staged version"
+                await asyncio.sleep(0.002)
+            promoted = WARMED.value("staged")
+            target = admin.activate_staged()
+            await reached(cached, target)
+            assert WARMED.value("staged") == promoted + len(SUBJECTS)
+            for sid in SUBJECTS:
+                subject = {"type": "User", "id": sid}
+                got = await cached.check(subject, "view", DOC)
+                truth = await oracle.check(subject, "view", DOC, consistency=FULLY_CONSISTENT)
+                assert (got.source, got.revision, got.decision) == ("l1", target.revision, truth.decision), got
+    finally:
+        await follower.stop()
+        if admin.inverted:
+            admin.toggle_policy()
+        await redis.aclose()
+
+
 Op = tuple[str, str]
 ops = st.lists(
     st.one_of(
         st.tuples(st.just("check"), st.sampled_from(SUBJECTS)),
         st.tuples(st.sampled_from(["grant", "revoke"]), st.sampled_from(SUBJECTS)),
         st.tuples(st.just("activate"), st.just("")),
+        st.tuples(st.just("stage"), st.just("")),
+        st.tuples(st.just("activate_staged"), st.just("")),
     ),
     min_size=1,
     max_size=25,
@@ -133,7 +202,15 @@ async def run(server: str, valkey_url: str, operations: list[Op]) -> None:
                     assert got.error is None and truth.error is None, (got, truth)
                     assert got.decision == truth.decision, (op, sid, got, truth)
                     continue
-                target = admin.toggle_policy() if op == "activate" else admin.set_user(sid, op == "grant")
+                if op == "stage":
+                    admin.stage()
+                    continue
+                if op == "activate":
+                    target = admin.toggle_policy()
+                elif op == "activate_staged":
+                    target = admin.activate_staged()
+                else:
+                    target = admin.set_user(sid, op == "grant")
                 await reached(cached, target)  # the change has propagated (announcement, warming)
     finally:
         await follower.stop()
@@ -142,7 +219,7 @@ async def run(server: str, valkey_url: str, operations: list[Op]) -> None:
         await redis.aclose()
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=16, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(operations=ops)
 def test_cached_answers_equal_a_cache_off_oracle_on_the_real_service(
     server: str, valkey_url: str, operations: list[Op]

@@ -10,7 +10,7 @@ check (``single``), (b) concurrent ``check()`` micro-batched (``batched``), (c) 
 ``check_many`` batches of ``--max-batch`` from ``--batch-callers`` callers (``explicit``); ratios
 against (a); plus the cost of an L1 hit; ``transports`` — aiohttp HTTP/1.1 vs curl_cffi h2c and
 HTTP/1.1 (``client_transports.py``); ``zipf`` — hit rates under Zipf s=1.1 (``client_cache.py``);
-``activation`` — hit rate and latency around a policy activation, warming on and off;
+``activation`` — hit rate and latency around a policy activation: staged warming, reactive only, off;
 ``invalidation`` — entity writes reaching three client processes (``client_invalidation.py``). CPU
 is read from the kernel (this process; the service's process tree from /proc): CPU actually spent,
 not wall time.
@@ -163,11 +163,11 @@ def zipf(args: argparse.Namespace) -> dict[str, Any]:
 def activation(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with policy_service(redis=True) as served:
-        for warming in (True, False, True, False):
-            key = "warming_on" if warming else "warming_off"
-            out.setdefault(key, []).append(
-                asyncio.run(client_cache.activation(served, warming=warming, rate=args.rate, seconds=3.0, at=2.0))
-            )
+        for _ in range(args.rounds):
+            for warming in ("staged", "reactive", "off"):  # alternated, in one run
+                out.setdefault(warming, []).append(
+                    asyncio.run(client_cache.activation(served, warming=warming, rate=args.rate, seconds=3.0, at=2.0))
+                )
     return out
 
 

@@ -1,6 +1,15 @@
 """The announcement format shared by the publisher (:func:`announce`), the follower and cache warming:
 where a store's state lives in Redis, and how one is written. JSON arrays
-``[store, revision, entities_version]`` (never pickle: Redis is shared); anything else decodes to None."""
+``[store, revision, entities_version]`` (never pickle: Redis is shared); anything else decodes to None.
+
+Two more kinds on the same stream, for staged warming (``_staging.py``); a follower that does not
+know a kind skips it (``StateFollower._handle``), so older clients ignore them safely:
+
+- ``policy_staged`` ``[store, version]``: version ``version`` is about to be activated (or was just
+  uploaded): warm for it now;
+- ``policy_activated`` ``[store, revision, entities_version, version]``: revision ``revision`` is
+  ``version`` activated on ``revision - 1`` and nothing else changed; always followed by the plain
+  ``policy_state`` of that revision (what older clients act on)."""
 
 from __future__ import annotations
 
@@ -8,9 +17,22 @@ import json
 
 from meshauth.client._models import State
 
-__all__ = ["DEFAULT_PREFIX", "KIND", "decode", "encode", "names"]
+__all__ = [
+    "DEFAULT_PREFIX",
+    "KIND",
+    "KIND_ACTIVATED",
+    "KIND_STAGED",
+    "decode",
+    "decode_activated",
+    "decode_staged",
+    "encode",
+    "names",
+]
 
 KIND = "policy_state"
+KIND_STAGED = "policy_staged"
+KIND_ACTIVATED = "policy_activated"
+_VERSION_MAX = 2**31 - 1
 DEFAULT_PREFIX = "meshauth:"
 
 
@@ -34,3 +56,33 @@ def decode(value: str | bytes) -> tuple[str, State] | None:
     if type(revision) is not int or not (ev is None or type(ev) is int):
         return None
     return store, State(revision, ev)
+
+
+def _version(value: object) -> bool:
+    return type(value) is int and 1 <= value <= _VERSION_MAX
+
+
+def decode_staged(value: str | bytes) -> tuple[str, int] | None:
+    """``(store, version)`` of a ``policy_staged`` announcement, or None."""
+    try:
+        doc = json.loads(value)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not (isinstance(doc, list) and len(doc) == 2 and isinstance(doc[0], str) and _version(doc[1])):
+        return None
+    return doc[0], doc[1]
+
+
+def decode_activated(value: str | bytes) -> tuple[str, State, int] | None:
+    """``(store, state, version)`` of a ``policy_activated`` announcement, or None (the entities
+    version must be known: staged answers are used only for an exact one)."""
+    try:
+        doc = json.loads(value)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not (isinstance(doc, list) and len(doc) == 4 and isinstance(doc[0], str) and _version(doc[3])):
+        return None
+    store, revision, ev, version = doc
+    if type(revision) is not int or revision < 1 or type(ev) is not int:
+        return None
+    return store, State(revision, ev), version

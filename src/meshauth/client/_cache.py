@@ -56,6 +56,10 @@ class DecisionL1:
     def __len__(self) -> int:
         return len(self._data)
 
+    @property
+    def maxsize(self) -> int:
+        return self._maxsize
+
     def get(self, key: L1Key) -> Decision | None:
         entry = self._data.get(key)
         if entry is None:
@@ -126,6 +130,27 @@ class DecisionL1:
         for k in spared:
             used.discard(k)
             data[k] = data.pop(k)
+
+    def keys_at(self, revision: int, entities_version: int | None, limit: int) -> list[bytes]:
+        """Up to ``limit`` questions held at that state: the ones hit since the last eviction pass
+        first, then the newest (what staged warming asks after the hot set)."""
+        marked: list[bytes] = []
+        rest: list[bytes] = []
+        for k in reversed(self._data):
+            if k[0] == revision and k[1] == entities_version:
+                (marked if k in self._used else rest).append(k[2])
+                if len(marked) >= limit:
+                    break
+        return (marked + rest)[:limit]
+
+    def keep_only(self, revision: int, entities_version: int | None) -> int:
+        """Drop every entry not at that state (after a move to it nothing older can answer: they
+        would only take the room of entries at it). How many were dropped."""
+        dead = [k for k in self._data if k[0] != revision or k[1] != entities_version]
+        for k in dead:
+            del self._data[k]
+            self._used.discard(k)
+        return len(dead)
 
     def clear(self) -> None:
         self._data.clear()

@@ -20,7 +20,7 @@ from meshauth.client._metrics import BATCH_SIZE, CALL_SECONDS, RETRIES
 from meshauth.client._models import Decision
 from meshauth.client._request import Pending
 from meshauth.client._retry import RetryBudget
-from meshauth.client._transport import Transport
+from meshauth.client._transport import Response, Transport
 from meshauth.observability import trace
 
 __all__ = ["Caller"]
@@ -78,6 +78,12 @@ class Caller:
             raise
         finally:
             trace.call_ended(span)
+
+    async def post(self, body: bytes, timeout: float) -> Response:  # noqa: ASYNC109 - one attempt's own bound
+        """One ``evaluations`` call outside the breaker, retries and metrics (the staged warmer's: its
+        failures say nothing about the service's health for checks, and it never retries)."""
+        url = self.endpoints.pick()
+        return await self.transport.post(url + self._paths["evaluations"], body, self._headers, timeout=timeout)
 
     async def call(
         self, endpoint: str, body: bytes, deadline: float, count: int, extra: Mapping[str, str] | None = None

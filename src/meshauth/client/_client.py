@@ -47,6 +47,7 @@ from meshauth.client._metrics import BREAKER_STATE, BREAKER_TRANSITIONS, STATE_C
 from meshauth.client._models import MINIMIZE_LATENCY, Check, Consistency, Decision, State
 from meshauth.client._request import Pending, Question, checked, deadline_after, question
 from meshauth.client._retry import RetryBudget
+from meshauth.client._staging import Stager
 from meshauth.client._stored import DecisionStore
 from meshauth.client._tracking import StateTracker
 from meshauth.client._transport import Transport
@@ -123,6 +124,9 @@ class PolicyClient(Asking):
             batch = batching.max_batch if batching else BatchConfig().max_batch
             self._warmer = Warmer(store, warming, cache, l1, l2, redis, self._caller.flush, stored.put, batch)
         self._tracker = StateTracker(store, self._warmer)
+        self._stager: Stager | None = None
+        if self._warmer is not None and warming is not None and warming.stage and l1 is not None and cache is not None:
+            self._stager = Stager(store, warming, cache, l1, l2, self._caller, self._warmer.hot, self._tracker)
         self._front = L1Front(l1, self._warmer.hot if self._warmer is not None else None, self._tracker)
         BREAKER_STATE.labels(store).set(0)
 
@@ -151,6 +155,19 @@ class PolicyClient(Asking):
         hottest questions are asked at it first (at most ``WarmConfig.budget`` seconds), then the
         client moves to it; without warming, as :meth:`advance`."""
         self._tracker.announced(state)
+
+    def staged(self, version: int) -> None:
+        """Policy ``version`` was announced as staged (what :class:`StateFollower` calls): with staged
+        warming on, this process's hottest questions are asked of it ahead of its activation."""
+        if self._stager is not None:
+            self._stager.staged(version)
+
+    def activated(self, state: State, version: int) -> None:
+        """``state`` was announced as ``version`` activated on the revision before (what
+        :class:`StateFollower` calls): answers staged for exactly that fill L1 and the client moves
+        to ``state``; otherwise nothing here (the state's own announcement follows)."""
+        if self._stager is not None:
+            self._stager.activated(state, version)
 
     async def warm(self) -> int:
         """Warm L1 from L2's hottest questions at the store's announced state (on start; ``async
@@ -231,6 +248,8 @@ class PolicyClient(Asking):
         return await check_many(parts, checks, consistency, timeout)
 
     async def aclose(self) -> None:
+        if self._stager is not None:
+            await self._stager.aclose()
         await self._tracker.aclose()
         if self._batcher is not None:
             await self._batcher.aclose()

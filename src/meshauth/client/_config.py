@@ -218,13 +218,23 @@ class WarmConfig:
     store's announced state; on an announced new state the process's ``hot_keys`` hottest questions
     are asked again at it (L2 first) before the client moves to it, for at most ``budget`` seconds —
     so a change causes no cache cliff, and propagates at most ``budget`` later. ``state_prefix`` is
-    the announcements' Redis prefix (as :class:`StateFollower`'s ``prefix``)."""
+    the announcements' Redis prefix (as :class:`StateFollower`'s ``prefix``).
+
+    Staged warming (``stage``; ``_staging.py``): when the service announces a version as staged
+    (before it activates it, ``policy_warm_window``), up to ``stage_keys`` questions — the hot set,
+    then what L1 holds at the current state — are asked of that version (L2 first), one batch of
+    ``stage_batch`` at a time, for at most ``stage_budget`` seconds; at its activation they fill L1
+    at once. (The service's ``policy_warm_window`` should be longer than ``stage_budget``.)"""
 
     hot_keys: int = 1024
     sample_every: int = 16
     flush_every: float = 1.0
     budget: float = 0.02
     state_prefix: str = "meshauth:"
+    stage: bool = True
+    stage_keys: int = 16384
+    stage_batch: int = 64
+    stage_budget: float = 0.25
 
     def __post_init__(self) -> None:
         if not (isinstance(self.hot_keys, int) and 1 <= self.hot_keys <= 100_000):
@@ -233,6 +243,11 @@ class WarmConfig:
             raise ValueError(f"sample_every must be an integer >= 1, not {self.sample_every!r}")
         _positive("flush_every", self.flush_every)
         _positive("budget", self.budget)
+        if not (isinstance(self.stage_keys, int) and 1 <= self.stage_keys <= 100_000):
+            raise ValueError(f"stage_keys must be an integer in 1..100000, not {self.stage_keys!r}")
+        if not (isinstance(self.stage_batch, int) and 1 <= self.stage_batch <= 1024):
+            raise ValueError(f"stage_batch must be an integer in 1..1024, not {self.stage_batch!r}")
+        _positive("stage_budget", self.stage_budget)
 
 
 _STORE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")

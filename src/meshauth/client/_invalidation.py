@@ -25,19 +25,27 @@ so this module does not import the client.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from meshauth.bus.invalidations import InvalidationListener, publish
-from meshauth.client._announcements import DEFAULT_PREFIX, KIND
+from meshauth.client._announcements import (
+    DEFAULT_PREFIX,
+    KIND,
+    KIND_ACTIVATED,
+    KIND_STAGED,
+    decode_activated,
+    decode_staged,
+)
 from meshauth.client._announcements import decode as _decode
 from meshauth.client._announcements import encode as _encode
 from meshauth.client._announcements import names as _names
 from meshauth.client._models import State
 from meshauth.redis_client import RedisConn, connect
 
-__all__ = ["KIND", "Follows", "StateFollower", "announce"]
+__all__ = ["KIND", "Follows", "StateFollower", "announce", "announce_staged"]
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +63,24 @@ class Follows(Protocol):
     def invalidate(self) -> None: ...
 
 
-async def announce(redis: RedisConn, store: str, state: State, *, prefix: str = DEFAULT_PREFIX) -> None:
-    """Publish ``store``'s new state to every follower (and keep it for followers that resync)."""
+async def announce(
+    redis: RedisConn, store: str, state: State, *, prefix: str = DEFAULT_PREFIX, activated: int | None = None
+) -> None:
+    """Publish ``store``'s new state to every follower (and keep it for followers that resync).
+    ``activated``: the state is that policy version activated on the revision before and nothing
+    else (``policy_activated``, for staged warming; published first)."""
     stream, states = _names(prefix)
     value = _encode(store, state)
     await redis.hset(states, store, value)
+    if activated is not None and state.entities_version is not None:
+        doc = [store, state.revision, state.entities_version, activated]
+        await publish(redis, stream, KIND_ACTIVATED, json.dumps(doc, separators=(",", ":")))
     await publish(redis, stream, KIND, value)
+
+
+async def announce_staged(redis: RedisConn, store: str, version: int, *, prefix: str = DEFAULT_PREFIX) -> None:
+    """Tell every follower that ``version`` of ``store`` is about to be activated (``policy_staged``)."""
+    await publish(redis, _names(prefix)[0], KIND_STAGED, json.dumps([store, version], separators=(",", ":")))
 
 
 class StateFollower:
@@ -115,6 +135,30 @@ class StateFollower:
     def _handle(self, kind: str, value: str, _exp: int) -> None:
         if kind == KIND:
             self._apply(value)
+        elif kind in (KIND_STAGED, KIND_ACTIVATED):
+            try:
+                self._warming(kind, value)
+            except Exception:  # warming is an optimisation: it must never stop the follower
+                log.warning("handling a %s announcement failed", kind, exc_info=True)
+
+    def _warming(self, kind: str, value: str) -> None:
+        """Staged warming's announcements (``_staging.py``), for clients that know them."""
+        if kind == KIND_STAGED:
+            staged = decode_staged(value)
+            if staged is None:
+                log.warning("ignoring malformed staged version announcement %r", value)
+                return
+            for client in self._clients:
+                if client.store == staged[0] and hasattr(client, "staged"):  # any Follows may lack it
+                    client.staged(staged[1])
+            return
+        activated = decode_activated(value)
+        if activated is None:
+            log.warning("ignoring malformed activation announcement %r", value)
+            return
+        for client in self._clients:
+            if client.store == activated[0] and hasattr(client, "activated"):
+                client.activated(activated[1], activated[2])
 
     def _reconnected(self) -> None:
         if self.connects:  # after a lost connection: a change may have been made meanwhile

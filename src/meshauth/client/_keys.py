@@ -21,7 +21,7 @@ import msgspec
 
 from meshauth.wire import Resource, Subject
 
-__all__ = ["L1Key", "l2_key", "request_key"]
+__all__ = ["STAGED_REVISION", "L1Key", "l2_key", "request_key", "staged_key"]
 
 _encode = msgspec.msgpack.Encoder(order="deterministic").encode
 
@@ -46,3 +46,13 @@ def request_key(store: str, subject: Subject, action: str, resource: Resource, c
 
 def l2_key(prefix: str, key: L1Key) -> bytes:
     return prefix.encode() + hashlib.sha256(_encode(key)).hexdigest().encode()
+
+
+STAGED_REVISION = -1  # no state is ever at a negative revision: a staged key never names a real one
+
+
+def staged_key(version: int, on: int, entities_version: int, rkey: bytes) -> L1Key:
+    """The L2 key of a staged answer (``_staging.py``): ``rkey`` asked of policy ``version`` on top
+    of revision ``on`` with entities ``entities_version``. Shaped as an L1 key, under a revision no
+    state has, with the staged identity encoded (canonically) into its question part."""
+    return (STAGED_REVISION, entities_version, _encode(("staged", version, on, rkey)))

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meshauth.policy import cedar, stores
+from meshauth.policy.admin_checks import schema_of, validate
 from meshauth.policy.announcing import StateAnnouncer
 from meshauth.policy.entity_store import delete_entity, read_entity, upsert_entities
 from meshauth.policy.entity_upload import normalize_upload
@@ -27,49 +28,11 @@ from meshauth.policy.errors import bad_request, invalid_policy, invalid_schema, 
 from meshauth.policy.names import refuse_nul
 from meshauth.policy.registry import Registry
 from meshauth.policy.servable import Unservable, check_schema_text
-from meshauth.policy.source import Location, SourceError, statement_location, syntax_errors
 from meshauth.policy.source_limits import Limits
 from meshauth.policy.state import Compiled
 
 SCHEMA_FORMATS = ("cedar", "json")
 Announcer = StateAnnouncer | None
-
-
-def check_policies(text: str, schema: cedar.Schema | None) -> None:
-    """Raise a 422 listing every syntax or type error in ``text`` with its location."""
-    try:
-        cedar.parse_policies(text)
-    except ValueError as exc:
-        raise invalid_policy(syntax_errors(text, str(exc))) from None
-    if schema is None:
-        return
-    issues = cedar.validate(text, schema)
-    if not issues:
-        return
-    annotations = cedar.id_annotations(text)
-    errors = []
-    for issue in issues:
-        loc = statement_location(text, issue.policy_id) if issue.policy_id else None
-        errors.append(
-            SourceError(
-                issue.error,
-                loc or Location(1, 1, 0),
-                issue.policy_id or None,
-                annotations.get(issue.policy_id),
-            )
-        )
-    raise invalid_policy(errors)
-
-
-def _schema_of(row: stores.StoreRow) -> cedar.Schema | None:
-    if not row.schema_text:
-        return None
-    return cedar.parse_schema(row.schema_text, row.schema_format or "cedar")
-
-
-def _validate(row: stores.StoreRow, text: str) -> None:
-    """Syntax and types, as 422s with locations. Only for text already within the limits."""
-    check_policies(text, _schema_of(row))
 
 
 def _schema_key(row: stores.StoreRow) -> tuple[str | None, str | None]:
@@ -78,18 +41,34 @@ def _schema_key(row: stores.StoreRow) -> tuple[str | None, str | None]:
 
 class Admin:
     def __init__(
-        self, engine: AsyncEngine, registry: Registry, *, limits: Limits | None = None, announcer: Announcer = None
+        self,
+        engine: AsyncEngine,
+        registry: Registry,
+        *,
+        limits: Limits | None = None,
+        announcer: Announcer = None,
+        warm_window: float = 0.0,
     ) -> None:
         self._engine = engine
         self._registry = registry
         self._announcer = announcer
         self._limits = limits or Limits()
+        self._warm_window = warm_window  # policy_warm_window: see activate()
 
-    async def _changed(self, store: str, revision: int, entities_version: int) -> None:
+    async def _changed(self, store: str, revision: int, entities_version: int, activated: int | None = None) -> None:
         """After a committed write this worker serves: local workers re-read, clients' caches move."""
         self._registry.announce()
         if self._announcer is not None:
-            await self._announcer.changed(store, revision, entities_version)
+            await self._announcer.changed(store, revision, entities_version, activated=activated)
+
+    async def _stage(self, store: str, version: int, *, wait: bool) -> None:
+        """Announce ``version`` as staged, so clients ask their hottest questions of it (staged.py)
+        and, when ``wait``, give them the warm window to do so before the activation goes ahead.
+        Bounded by the setting; nothing to wait for without Redis or when the announcement failed."""
+        if self._announcer is None or self._warm_window <= 0:
+            return
+        if await self._announcer.staged(store, version) and wait:
+            await asyncio.sleep(self._warm_window)  # a replica that did not warm by then starts cold
 
     async def _check(self, row: stores.StoreRow, text: str) -> Compiled:
         """Everything a version must pass to be written (else a 422 naming what it does not); the
@@ -98,7 +77,7 @@ class Admin:
             state = await self._registry.compile(row, text)  # the limits first, then the engine
         except Unservable as exc:
             raise invalid_policy(exc.errors, error=exc.error) from None
-        await cedar.compile_thread(_validate, row, text)
+        await cedar.compile_thread(validate, row, text)
         return Compiled(_schema_key(row), text, state)
 
     async def _row_to_check(self, store: str) -> stores.StoreRow:
@@ -171,6 +150,8 @@ class Admin:
                 revision = await stores.activate(conn, store, version)
         await self._registry.reload(store, compiled if do_activate else None)
         await self._changed(store, revision, row.entities_version)
+        if not do_activate:
+            await self._stage(store, version, wait=False)  # clients may warm for it ahead of its activation
         return {
             "store": store,
             "version": version,
@@ -188,15 +169,18 @@ class Admin:
         if text is None:
             raise not_found(f"store {store!r} has no policy version {version}")
         compiled = await self._check(checked, text)
+        # Stage, warm, then activate: clients warm for the version while it is not yet active (the
+        # compiled text stays alive meanwhile, so staged evaluations here share this compile).
+        await self._stage(store, version, wait=True)
         async with self._engine.begin() as conn:
             row = await self._existing(conn, store)
             if await stores.version_text(conn, store, version) != text:
                 raise not_found(f"store {store!r} has no policy version {version}")  # deleted meanwhile
             if _schema_key(row) != _schema_key(checked):
                 compiled = await self._check(row, text)
-            revision = await stores.activate(conn, store, version)
+            revision, entities_version = await stores.activated(conn, store, version)
         await self._registry.reload(store, compiled)
-        await self._changed(store, revision, row.entities_version)
+        await self._changed(store, revision, entities_version, activated=version)
         return {"store": store, "version": version, "revision": revision, "active_version": version}
 
     async def versions(self, store: str) -> dict[str, Any]:
@@ -252,7 +236,7 @@ class Admin:
         entities = normalize_upload(items)
         async with self._engine.begin() as conn:
             row = await stores.ensure(conn, store)
-            schema = await cedar.compile_thread(_schema_of, row)
+            schema = await cedar.compile_thread(schema_of, row)
             document = "[" + ",".join(data.decode() for _, data in entities) + "]"
             try:
                 await asyncio.to_thread(cedar.parse_entities, document, schema)

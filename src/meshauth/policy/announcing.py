@@ -24,6 +24,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from meshauth.client import State, StateFollower, announce
+from meshauth.client._invalidation import announce_staged
 from meshauth.redis_client import RedisConn
 
 __all__ = ["PUBLISH_TIMEOUT", "StateAnnouncer", "following"]
@@ -39,14 +40,27 @@ class StateAnnouncer:
         self._prefix = prefix
         self.published = 0  # for tests and operators
 
-    async def changed(self, store: str, revision: int, entities_version: int) -> None:
+    async def changed(self, store: str, revision: int, entities_version: int, *, activated: int | None = None) -> None:
+        """``activated``: the revision is that version activated on the one before, nothing else."""
+        state = State(revision, entities_version)
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
-                await announce(self._redis, store, State(revision, entities_version), prefix=self._prefix)
+                await announce(self._redis, store, state, prefix=self._prefix, activated=activated)
         except Exception:  # the write is committed: a lost announcement only delays caches
             log.warning("could not announce the new state of policy store %r", store, exc_info=True)
             return
         self.published += 1
+
+    async def staged(self, store: str, version: int) -> bool:
+        """Tell clients to warm for ``version`` (``meshauth.client``'s staged warming); False when
+        that could not be said (then there is no point waiting for them)."""
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                await announce_staged(self._redis, store, version, prefix=self._prefix)
+        except Exception:  # warming is an optimisation: the activation goes ahead cold
+            log.warning("could not announce staged version %s of policy store %r", version, store, exc_info=True)
+            return False
+        return True
 
     async def aclose(self) -> None:
         await self._redis.aclose()

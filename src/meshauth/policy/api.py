@@ -25,13 +25,15 @@ from meshauth.observability.metrics import metrics_endpoint
 from meshauth.policy.admin import Admin
 from meshauth.policy.admin_routes import AdminRoutes
 from meshauth.policy.audit_hooks import PolicyAudit
-from meshauth.policy.authzen import parse_evaluation, parse_evaluations
+from meshauth.policy.authzen import Batch, parse_evaluation, parse_evaluations
 from meshauth.policy.coalescer import Coalescer
 from meshauth.policy.evaluator import Evaluator
 from meshauth.policy.guard import DecisionGuard
 from meshauth.policy.metrics import DECISIONS, add_many
 from meshauth.policy.names import check_store
 from meshauth.policy.registry import Registry
+from meshauth.policy.staged import label
+from meshauth.policy.state import StoreState
 from meshauth.policy.stores import DEFAULT_STORE
 from meshauth.readiness import ReadyChecks, readiness_response
 from meshauth.redis_client import RedisConn
@@ -108,6 +110,8 @@ class PolicyApi:
         check_store(store)
         state = await self.registry.get(store)
         batch = parse_evaluations(body, self.settings.policy_max_evaluations)
+        if batch.staged_version is not None:
+            return await self._staged(state, batch)
         with trace.span("policy.evaluate", store=store, checks=len(batch.items)):
             decisions = await self.evaluator.decide(state, batch.items, self.registry.snapshot_for(state))
         if batch.semantic != "execute_all":
@@ -126,6 +130,15 @@ class PolicyApi:
             only = decisions[0]
             return _encoder.encode({"decision": only.decision, "context": only.context, "evaluations": [only]})
         return wire.encode(wire.EvaluationsResponse(decisions))
+
+    async def _staged(self, active: StoreState, batch: Batch) -> bytes:
+        """A warmer's batch against a staged version (``staged.py``): labelled as staged, never
+        audited nor counted as decisions (nothing is decided for a request by them)."""
+        assert batch.staged_version is not None
+        state = await self.registry.staged.state(active, batch.staged_version)
+        with trace.span("policy.evaluate_staged", store=active.name, checks=len(batch.items)):
+            decisions = await self.evaluator.decide(state, batch.items, self.registry.snapshot_for(active))
+        return wire.encode(wire.EvaluationsResponse(label(decisions, state)))
 
     async def evaluation_route(self, request: Request) -> Response:
         """``…/access/v1/evaluation`` when reached through Starlette (the front normally answers

@@ -138,7 +138,7 @@ def create_app(settings: Settings | None = None) -> DecisionFront:
         settings=settings,
         registry=registry,
         evaluator=evaluator,
-        admin=Admin(engine, registry, limits=limits, announcer=announcer),
+        admin=Admin(engine, registry, limits=limits, announcer=announcer, warm_window=settings.policy_warm_window),
         admin_token=read_admin_token(settings),
         guard=guard,
         audit=PolicyAudit(bus),

@@ -154,6 +154,7 @@ class Batch:
     items: list[Query | wire.ItemError]
     semantic: wire.Semantic
     single: bool  # no ``evaluations`` array: answer like ``…/evaluation`` (AuthZEN §7.1)
+    staged_version: int | None = None  # evaluate against this uploaded version (the client's warmer)
 
 
 class _LooseEvaluations(msgspec.Struct):
@@ -184,14 +185,15 @@ def parse_evaluations(body: bytes, max_items: int) -> Batch:
     except (msgspec.DecodeError, RecursionError) as exc:
         raise not_json(exc) from None
     semantic: wire.Semantic = top.options.evaluations_semantic if top.options else "execute_all"
+    staged = top.options.meshauth_staged_version if top.options else None
     evaluations = top.evaluations
     if not evaluations:
-        return Batch([_single(_typed_item(wire.EvaluationItem(), top, None))], semantic, single=True)
+        return Batch([_single(_typed_item(wire.EvaluationItem(), top, None))], semantic, True, staged)
     _check_count(len(evaluations), max_items)
     # The batch's default action (a client sends one action once) is checked once, not per item.
     top_ok = plain_action(top.action) if top.action is not None else None
     items = [_typed_item(e, top, n, top_ok) for n, e in enumerate(evaluations)]
-    return Batch(items, semantic, single=False)
+    return Batch(items, semantic, False, staged)
 
 
 def _single(item: Query | wire.ItemError) -> Query:
@@ -249,12 +251,13 @@ def _parse_loose(body: bytes, max_items: int) -> Batch:
         field, message = _field_of(exc, "")
         raise bad_request(field, message) from None
     semantic: wire.Semantic = top.options.evaluations_semantic if top.options else "execute_all"
+    staged = top.options.meshauth_staged_version if top.options else None
     evaluations = top.evaluations
     if not evaluations:
-        return Batch([_single(_item({}, raw, ""))], semantic, single=True)
+        return Batch([_single(_item({}, raw, ""))], semantic, True, staged)
     _check_count(len(evaluations), max_items)
     items = [_item(e, raw, f"evaluations[{n}]") for n, e in enumerate(evaluations)]
-    return Batch(items, semantic, single=False)
+    return Batch(items, semantic, False, staged)
 
 
 def _item(item: Any, defaults: dict[str, Any], field: str) -> Query | wire.ItemError:

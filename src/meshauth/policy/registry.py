@@ -40,6 +40,7 @@ from meshauth.policy.servable import Unservable, check_schema_text
 from meshauth.policy.snapshot import Snapshot
 from meshauth.policy.snapshot_builds import SnapshotBuilds
 from meshauth.policy.source_limits import Limits
+from meshauth.policy.staged import StagedVersions
 from meshauth.policy.state import (
     Compiled,
     IndexSettings,
@@ -85,6 +86,7 @@ class Registry:
         self._snapshots = SnapshotBuilds(engine, self._states.get, max_entities=snapshot_max_entities)
         self._idle = IdleStores(sweep_seconds=idle_unload_seconds)
         self._texts = CompiledTexts(index=self._index, limits=self._limits)
+        self.staged = StagedVersions(engine, self._texts)  # for the clients' warmers (staged.py)
 
     def snapshot_for(self, state: StoreState) -> Snapshot | None:
         """The store's entity snapshot when it is current; else start a rebuild and return None."""

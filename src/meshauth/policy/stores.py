@@ -190,6 +190,21 @@ async def activate(conn: AsyncConnection, name: str, version: int) -> int:
     return await _bump(conn, name, active_version=version)
 
 
+async def activated(conn: AsyncConnection, name: str, version: int) -> tuple[int, int]:
+    """:func:`activate`, returning the new revision and the entities version of that very row
+    (one ``UPDATE … RETURNING``): revision ``r`` differs from ``r - 1`` in its active version alone,
+    which is what lets clients use answers staged at ``r - 1`` (``staged.py``)."""
+    r = (
+        await conn.execute(
+            sa.update(policy_stores)
+            .where(policy_stores.c.name == name)
+            .values(revision=policy_stores.c.revision + 1, updated_at=int(time.time()), active_version=version)
+            .returning(policy_stores.c.revision, policy_stores.c.entities_version)
+        )
+    ).one()
+    return int(r[0]), int(r[1])
+
+
 async def set_attribute_precedence(conn: AsyncConnection, name: str, precedence: str) -> int:
     """A new revision, like an activation: the same request may now get another answer, so no
     decision cached under the old revision (and no worker still on it) may answer for the new one."""

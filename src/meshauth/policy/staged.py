@@ -1,0 +1,109 @@
+"""Evaluation against a staged version: an uploaded version that is not active, for the client's
+warmer (``meshauth.client``, ``_staging.py``), so every replica can hold answers for a version
+before an activation makes it serve (no cache cliff at the activation).
+
+Asked with ``options.meshauth_staged_version`` on ``…/evaluations``. The version is compiled (once,
+shared with the upload's compile when it is still alive) under the schema of the state this worker
+serves, and evaluated with that state's entities and attribute precedence. So the answer is exactly
+what the store will answer once *this* version is activated on top of *that* revision with *those*
+entities: each answer says ``staged_version`` (the version), ``staged_on`` (the revision) and
+``entities_version``, and ``revision`` -1, which names no state that is or was active. An
+activation bumps nothing but the revision and the active version (``stores.activated``), so the
+client may use a staged answer for revision ``staged_on + 1`` only when that revision is announced
+as this version's activation with the same ``entities_version`` — anything else is cold, as without
+staging. A normal evaluation never reaches this module.
+
+Refused with a clear 400 (never an answer from another version): a version the store does not have
+(another store's, a deleted one), one that cannot be served under the current schema, and this
+worker's state not matching the database's (the schema may have changed: the client retries later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Sequence
+
+import msgspec
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from meshauth import wire
+from meshauth.http import ApiError
+from meshauth.policy import stores
+from meshauth.policy.compiled_texts import CompiledTexts
+from meshauth.policy.servable import Unservable
+from meshauth.policy.state import CompiledText, StoreState
+
+__all__ = ["STAGED_REVISION", "StagedVersions", "label"]
+
+STAGED_REVISION = -1
+# Compiled staged versions kept alive (the compiled-text map holds them weakly): a warm phase asks
+# for one version, racing admins for a few.
+KEEP = 4
+
+
+class StagedVersions:
+    def __init__(self, engine: AsyncEngine, texts: CompiledTexts) -> None:
+        self._engine = engine
+        self._texts = texts
+        self._kept: collections.OrderedDict[tuple[str, int, int], CompiledText] = collections.OrderedDict()
+        self._lock = asyncio.Lock()  # one compile at a time: the warmers must not swamp the worker
+
+    async def state(self, active: StoreState, version: int) -> StoreState:
+        """``active`` with ``version``'s policies in place of its own, or a 400."""
+        key = (active.name, version, active.revision)
+        compiled = self._kept.get(key)
+        if compiled is None:
+            async with self._lock:
+                compiled = self._kept.get(key) or await self._compile(active, version)
+            self._kept[key] = compiled
+            while len(self._kept) > KEEP:
+                self._kept.popitem(last=False)
+        self._kept.move_to_end(key)
+        return StoreState(
+            name=active.name,
+            revision=active.revision,
+            active_version=version,
+            compiled=compiled,
+            entities_version=active.entities_version,
+            attribute_precedence=active.attribute_precedence,
+        )
+
+    async def _compile(self, active: StoreState, version: int) -> CompiledText:
+        async with self._engine.connect() as conn:
+            row = await stores.get(conn, active.name)
+            text = await stores.version_text(conn, active.name, version)
+        if row is None or text is None:
+            raise _refused(f"store {active.name!r} has no policy version {version}")
+        if row.revision != active.revision or row.attribute_precedence != active.attribute_precedence:
+            # This worker is behind (or ahead of) the database: the schema it would compile under
+            # may not be the revision's. Refuse rather than label an answer with the wrong revision.
+            raise _refused(f"store {active.name!r} is changing (revision {row.revision}); ask again")
+        try:
+            return await self._texts.get(text, row.schema_text, row.schema_format)
+        except Unservable as exc:
+            raise _refused(f"policy version {version} cannot be served: {exc}") from None
+
+
+def _refused(description: str) -> ApiError:
+    return ApiError(400, "invalid_staged_version", description)
+
+
+def label(decisions: Sequence[wire.Decision], state: StoreState) -> list[wire.Decision]:
+    """The staged state's answers, labelled as staged (new objects: the evaluator shares answers)."""
+    assert state.active_version is not None
+    labelled: dict[int, wire.Decision] = {}
+    out = []
+    for d in decisions:
+        found = labelled.get(id(d))
+        if found is None:
+            ctx = msgspec.structs.replace(
+                d.context,
+                revision=STAGED_REVISION,
+                staged_version=state.active_version,
+                staged_on=state.revision,
+                entities_version=state.entities_version,
+            )
+            found = labelled[id(d)] = wire.Decision(d.decision, ctx)
+        out.append(found)
+    return out

@@ -1,0 +1,208 @@
+"""Evaluation against a staged (uploaded, not active) version, for the clients' warmers: answered
+only on the warmer's option, labelled as staged, and every bad value a clear 400 — never an answer
+from the active version labelled as staged, nor a staged one labelled as active."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+import pytest
+
+from meshauth.client._announcements import KIND, KIND_ACTIVATED, KIND_STAGED, names
+from meshauth.policy.metrics import DECISIONS
+from meshauth.redis_client import connect
+from tests.policy.conftest import ADMIN, push, running, settings_for
+
+PERMIT = '@id("all") permit(principal, action == Action::"view", resource);'
+FORBID = '@id("none") forbid(principal, action == Action::"view", resource);'
+ITEM = {"subject": {"type": "User", "id": "a"}, "action": {"name": "view"}, "resource": {"type": "Doc", "id": "d"}}
+
+
+def staged(version: Any, items: int = 1) -> dict[str, Any]:
+    return {"evaluations": [ITEM] * items, "options": {"meshauth_staged_version": version}}
+
+
+async def ask(client: httpx.AsyncClient, body: Any, store: str = "default") -> httpx.Response:
+    return await client.post(f"/stores/{store}/access/v1/evaluations", json=body)
+
+
+async def test_a_staged_version_is_answered_and_labelled_as_staged(client: httpx.AsyncClient) -> None:
+    active = await push(client, PERMIT)
+    stage = await push(client, FORBID, activate=False)
+    r = await ask(client, staged(stage["version"], items=3))
+    assert r.status_code == 200, r.text
+    for d in r.json()["evaluations"]:
+        ctx = d["context"]
+        assert d["decision"] is False and ctx["policies"] == ["none"]
+        assert ctx["revision"] == -1  # names no state that is or was active
+        assert (ctx["staged_version"], ctx["staged_on"]) == (stage["version"], active["revision"])
+        assert isinstance(ctx["entities_version"], int)
+    # A normal evaluation still answers the active version, unlabelled.
+    r = await ask(client, {"evaluations": [ITEM]})
+    (d,) = r.json()["evaluations"]
+    assert d["decision"] is True and d["context"]["revision"] == active["revision"]
+    assert "staged_version" not in d["context"] and "staged_on" not in d["context"]
+
+
+async def test_the_option_on_a_single_evaluation_is_not_a_staged_evaluation(client: httpx.AsyncClient) -> None:
+    """Only ``…/evaluations`` takes the option; elsewhere it is an unknown field and ignored."""
+    active = await push(client, PERMIT)
+    stage = await push(client, FORBID, activate=False)
+    body = {**ITEM, "options": {"meshauth_staged_version": stage["version"]}}
+    r = await client.post("/access/v1/evaluation", json=body)
+    assert r.status_code == 200
+    assert r.json()["decision"] is True and r.json()["context"]["revision"] == active["revision"]
+    assert "staged_version" not in r.json()["context"]
+
+
+async def test_the_active_version_staged_is_labelled_as_staged(client: httpx.AsyncClient) -> None:
+    active = await push(client, PERMIT)
+    r = await ask(client, staged(active["version"]))
+    ctx = r.json()["evaluations"][0]["context"]
+    assert ctx["revision"] == -1 and ctx["staged_version"] == active["version"]
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        (0, ">= 1"),
+        (-3, ">= 1"),
+        (2**31, "<= 2147483647"),
+        (10**30, "<= 2147483647"),
+        ("1", "got `str`"),
+        (1.5, "got `float`"),
+        (True, "got `bool`"),
+        ([[[[1]]]], "got `array`"),
+        ({"version": 1}, "got `object`"),
+    ],
+)
+async def test_a_malformed_or_huge_version_is_a_400_naming_the_field(
+    client: httpx.AsyncClient, value: Any, says: str
+) -> None:
+    await push(client, PERMIT)
+    r = await ask(client, staged(value))
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "invalid_request"
+    assert "options.meshauth_staged_version" in r.json()["error_description"]
+    assert says in r.json()["error_description"]
+
+
+async def test_a_number_past_any_float_is_a_400(client: httpx.AsyncClient) -> None:
+    await push(client, PERMIT)
+    body = b'{"evaluations": [], "options": {"meshauth_staged_version": 1e400}}'
+    r = await client.post("/access/v1/evaluations", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400
+
+
+async def test_non_utf8_and_deeply_nested_values_are_400s(client: httpx.AsyncClient) -> None:
+    await push(client, PERMIT)
+    bad = b'{"evaluations": [], "options": {"meshauth_staged_version": "\xff"}}'
+    r = await client.post("/access/v1/evaluations", content=bad, headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    deep = '{"evaluations": [], "options": {"meshauth_staged_version": ' + "[" * 5000 + "]" * 5000 + "}}"
+    r = await client.post("/access/v1/evaluations", content=deep, headers={"content-type": "application/json"})
+    assert r.status_code == 400
+
+
+async def test_an_unknown_version_is_a_400_not_an_answer(client: httpx.AsyncClient) -> None:
+    active = await push(client, PERMIT)
+    r = await ask(client, staged(active["version"] + 1))
+    assert r.status_code == 400
+    assert r.json()["error"] == "invalid_staged_version"
+    assert f"no policy version {active['version'] + 1}" in r.json()["error_description"]
+
+
+async def test_another_stores_version_is_a_400(client: httpx.AsyncClient) -> None:
+    """Version numbers are per store: store ``other``'s version 2 is not ``default``'s."""
+    await push(client, PERMIT)  # default: version 1 only
+    await push(client, PERMIT, store="other")
+    other = await push(client, FORBID, store="other", activate=False)
+    assert other["version"] == 2
+    r = await ask(client, staged(2))
+    assert r.status_code == 400 and r.json()["error"] == "invalid_staged_version"
+    r = await ask(client, staged(2), store="other")
+    assert r.status_code == 200 and r.json()["evaluations"][0]["decision"] is False
+
+
+async def test_a_deleted_stores_versions_are_gone(client: httpx.AsyncClient) -> None:
+    await push(client, PERMIT, store="gone")
+    stage = await push(client, FORBID, store="gone", activate=False)
+    r = await client.delete("/admin/stores/gone", headers=ADMIN)
+    assert r.status_code == 200
+    await push(client, PERMIT, store="gone")  # created again: version 3, the old ones deleted
+    r = await ask(client, staged(stage["version"]), store="gone")
+    assert r.status_code == 400 and r.json()["error"] == "invalid_staged_version"
+
+
+async def test_staged_evaluation_is_not_counted_as_decisions(client: httpx.AsyncClient) -> None:
+    """Counters of decisions are for answers that decide something; a warmer's are not."""
+    await push(client, PERMIT)
+    stage = await push(client, FORBID, activate=False)
+    before = DECISIONS.value("evaluations", "deny")
+    r = await ask(client, staged(stage["version"], items=5))
+    assert r.status_code == 200 and r.json()["evaluations"][0]["decision"] is False
+    assert DECISIONS.value("evaluations", "deny") == before
+
+
+async def test_activation_announces_staged_then_activated(tmp_path: Path, valkey_url: str, sqlite_url: str) -> None:
+    """With Redis and a warm window: ``policy_staged`` before the activation, then ``policy_activated``
+    (the version, the revision, the entities version of that revision) and the plain state; an upload
+    that is not activated is staged too; one that is activated is not (it is one transaction)."""
+    prefix = f"t{tmp_path.name[-12:]}:"
+    settings = settings_for(sqlite_url, tmp_path, redis_url=valkey_url, redis_prefix=prefix, policy_warm_window=0.05)
+    redis = connect(valkey_url)
+    stream = names(prefix)[0]
+    try:
+        async with running(settings) as (_app, client):
+            first = await push(client, PERMIT)
+            stage = await push(client, FORBID, activate=False)
+            r = await client.post(f"/admin/stores/default/policies/{stage['version']}/activate", headers=ADMIN)
+            assert r.status_code == 200
+            assert set(r.json()) == {"store", "version", "revision", "active_version"}  # the contract
+            entries = cast(list[tuple[bytes, dict[bytes, bytes]]], await redis.xrange(stream))
+    finally:
+        await redis.aclose()
+    seen = [(f[b"k"].decode(), json.loads(f[b"v"])) for _id, f in entries]
+    kinds = [k for k, _ in seen]
+    assert kinds.count(KIND_STAGED) == 2  # the upload that was not activated, and the activation
+    staged_at = [n for n, (k, v) in enumerate(seen) if k == KIND_STAGED and v == ["default", stage["version"]]]
+    act = next(n for n, (k, _) in enumerate(seen) if k == KIND_ACTIVATED)
+    assert staged_at[-1] < act
+    revision = r.json()["revision"]
+    assert revision == first["revision"] + 1
+    _, (store, rev, ev, version) = seen[act]
+    assert (store, rev, version) == ("default", revision, stage["version"]) and isinstance(ev, int)
+    assert seen[act + 1] == (KIND, ["default", revision, ev])
+
+
+async def test_no_window_no_staging_and_a_redis_that_is_down_does_not_hold_an_activation(
+    tmp_path: Path, valkey_url: str, sqlite_url: str
+) -> None:
+    """``policy_warm_window`` 0: nothing is staged. Redis unreachable with a 5 s window: the staging
+    announcement fails at once, so the activation does not wait (nobody could have warmed)."""
+    prefix = f"n{tmp_path.name[-12:]}:"
+    quiet = settings_for(sqlite_url, tmp_path, redis_url=valkey_url, redis_prefix=prefix, policy_warm_window=0)
+    redis = connect(valkey_url)
+    try:
+        async with running(quiet) as (_app, client):
+            await push(client, PERMIT)
+            stage = await push(client, FORBID, activate=False)
+            r = await client.post(f"/admin/stores/default/policies/{stage['version']}/activate", headers=ADMIN)
+            assert r.status_code == 200
+            kinds = [
+                f[b"k"] for _id, f in cast(list[tuple[bytes, dict[bytes, bytes]]], await redis.xrange(names(prefix)[0]))
+            ]
+    finally:
+        await redis.aclose()
+    assert KIND_STAGED.encode() not in kinds and KIND_ACTIVATED.encode() in kinds
+    down = settings_for(sqlite_url, tmp_path, redis_url="redis://127.0.0.1:9/0", policy_warm_window=5)
+    async with running(down) as (_app, client):
+        stage = await push(client, PERMIT, activate=False)
+        started = time.monotonic()
+        r = await client.post(f"/admin/stores/default/policies/{stage['version']}/activate", headers=ADMIN)
+        assert r.status_code == 200
+        assert time.monotonic() - started < 2.5  # the publish timeout (0.5 s) at most, never the window
