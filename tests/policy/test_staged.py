@@ -14,6 +14,7 @@ import pytest
 
 from meshauth.client._announcements import KIND, KIND_ACTIVATED, KIND_STAGED, names
 from meshauth.policy.metrics import DECISIONS
+from meshauth.policy.staged import CompileBudget
 from meshauth.redis_client import connect
 from tests.policy.conftest import ADMIN, push, running, settings_for
 
@@ -206,3 +207,40 @@ async def test_no_window_no_staging_and_a_redis_that_is_down_does_not_hold_an_ac
         r = await client.post(f"/admin/stores/default/policies/{stage['version']}/activate", headers=ADMIN)
         assert r.status_code == 200
         assert time.monotonic() - started < 2.5  # the publish timeout (0.5 s) at most, never the window
+
+
+def test_the_compile_budget_pays_a_long_compile_with_a_long_pause() -> None:
+    now = [0.0]
+    budget = CompileBudget(duty=0.1, burst=2.0, clock=lambda: now[0])
+    assert budget.wait() == 0.0
+    budget.charge(0.005)  # a small store's compile: never meets the bound
+    assert budget.wait() == 0.0
+    budget.charge(20.0)  # 100,000 policies
+    assert budget.wait() == pytest.approx(180.0, abs=0.1)  # (20 - 2) s of debt at 0.1 s per s
+    now[0] = 179.0
+    assert budget.wait() > 0
+    now[0] = 181.0
+    assert budget.wait() == 0.0
+    now[0] = 10_000.0
+    budget.charge(2.5)  # the balance never grows past the burst
+    assert budget.wait() == pytest.approx(5.0, abs=0.01)
+
+
+async def test_a_caller_cycling_through_versions_is_paced_and_kept_versions_still_answer(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Anyone on the decision API may name any uploaded version; what it costs the worker is bounded."""
+    async with running(settings_for(db_url, tmp_path)) as (app, client):
+        await push(client, PERMIT)
+        kept = await push(client, FORBID, activate=False)
+        assert (await ask(client, staged(kept["version"]))).status_code == 200
+        app.state.api.registry.staged.budget.charge(30.0)  # as after a long compile
+        again = await ask(client, staged(kept["version"]))
+        assert again.status_code == 200, again.text  # compiled already: costs nothing
+        other = await push(client, FORBID + "\n// another version", activate=False)
+        r = await ask(client, staged(other["version"]))
+        assert r.status_code == 429, r.text
+        assert r.json()["error"] == "staged_compile_paced"
+        assert 250 <= int(r.headers["retry-after"]) <= 281
+        normal = await client.post("/stores/default/access/v1/evaluations", json={"evaluations": [ITEM]})
+        assert normal.status_code == 200 and normal.json()["evaluations"][0]["decision"] is True

@@ -100,11 +100,14 @@ class DecisionFront:
         return self.max_body
 
     async def answer(self, kind: str, store: str, body: bytes) -> tuple[int, bool, bytes]:
-        """``(status, is_error, JSON payload)`` for one decision request; never raises."""
+        """``(status, is_error, JSON payload)`` for one decision request. Raises only an ApiError that
+        carries headers (``retry-after``), which the callers' error path sends with them."""
         start = time.perf_counter()
         try:
             return 200, False, await self._handlers[kind](store, body)
         except ApiError as exc:
+            if exc.headers:
+                raise
             return exc.status, True, exc.body()
         except Exception:
             log.exception("decision request failed")

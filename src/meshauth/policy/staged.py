@@ -16,13 +16,22 @@ staging. A normal evaluation never reaches this module.
 Refused with a clear 400 (never an answer from another version): a version the store does not have
 (another store's, a deleted one), one that cannot be served under the current schema, and this
 worker's state not matching the database's (the schema may have changed: the client retries later).
+
+Paced (429, ``Retry-After``): whoever may ask for a decision may ask for any uploaded version, and a
+compile costs what an upload's does (100,000 policies: ~20 s of a core). So staged compiles draw on a
+budget of compile time (:class:`CompileBudget`: it refills at a tenth of a second per second, up to
+two seconds): a caller cycling through versions holds a worker at most ~10 % busy compiling, and a
+small store's compiles (milliseconds) never meet the bound. A refused warmer starts cold, as without
+staging.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Sequence
+import math
+import time
+from collections.abc import Callable, Sequence
 
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -34,7 +43,7 @@ from meshauth.policy.compiled_texts import CompiledTexts
 from meshauth.policy.servable import Unservable
 from meshauth.policy.state import CompiledText, StoreState
 
-__all__ = ["STAGED_REVISION", "StagedVersions", "label"]
+__all__ = ["STAGED_REVISION", "CompileBudget", "StagedVersions", "label"]
 
 STAGED_REVISION = -1
 # Compiled staged versions kept alive (the compiled-text map holds them weakly): a warm phase asks
@@ -42,10 +51,38 @@ STAGED_REVISION = -1
 KEEP = 4
 
 
+class CompileBudget:
+    """Seconds of staged compiling this worker may spend: refilled at ``duty`` per second, up to
+    ``burst``. A compile may start while the balance is positive and is charged what it took, so one
+    long compile is paid for by a long pause after it."""
+
+    def __init__(self, *, duty: float = 0.1, burst: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._duty = duty
+        self._burst = burst
+        self.clock = clock
+        self._balance = burst
+        self._at = clock()
+
+    def _refill(self) -> None:
+        now = self.clock()
+        self._balance = min(self._burst, self._balance + (now - self._at) * self._duty)
+        self._at = now
+
+    def wait(self) -> float:
+        """Seconds until a compile may start (0: now)."""
+        self._refill()
+        return 0.0 if self._balance > 0 else -self._balance / self._duty + 1e-3
+
+    def charge(self, seconds: float) -> None:
+        self._refill()
+        self._balance -= seconds
+
+
 class StagedVersions:
-    def __init__(self, engine: AsyncEngine, texts: CompiledTexts) -> None:
+    def __init__(self, engine: AsyncEngine, texts: CompiledTexts, budget: CompileBudget | None = None) -> None:
         self._engine = engine
         self._texts = texts
+        self.budget = budget or CompileBudget()
         self._kept: collections.OrderedDict[tuple[str, int, int], CompiledText] = collections.OrderedDict()
         self._lock = asyncio.Lock()  # one compile at a time: the warmers must not swamp the worker
 
@@ -79,10 +116,24 @@ class StagedVersions:
             # This worker is behind (or ahead of) the database: the schema it would compile under
             # may not be the revision's. Refuse rather than label an answer with the wrong revision.
             raise _refused(f"store {active.name!r} is changing (revision {row.revision}); ask again")
+        wait = self.budget.wait()
+        if wait > 0:
+            seconds = math.ceil(wait)
+            raise ApiError(
+                429,
+                "staged_compile_paced",
+                f"staged versions are compiled at most a tenth of the time on this worker; ask again in {seconds} s",
+                headers={"retry-after": str(seconds)},
+            )
+        compiles, started = self._texts.compiles, self.budget.clock()
         try:
             return await self._texts.get(text, row.schema_text, row.schema_format)
         except Unservable as exc:
             raise _refused(f"policy version {version} cannot be served: {exc}") from None
+        finally:
+            if self._texts.compiles != compiles or self.budget.clock() - started > 0.01:
+                # compiled here (a compiled text already held, or shared with an upload, costs nothing)
+                self.budget.charge(self.budget.clock() - started)
 
 
 def _refused(description: str) -> ApiError:
