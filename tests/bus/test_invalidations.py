@@ -88,3 +88,27 @@ async def test_append_trims_the_stream_to_about_maxlen(redis: Redis) -> None:
     newest = await redis.xrevrange(STREAM, count=1)
     assert newest is not None
     assert newest[0][1] == {b"k": b"jti", b"v": b"j999", b"x": b"0"}
+
+
+async def test_a_handler_that_fails_makes_the_listener_rebuild_and_read_on(redis: Redis, valkey_url: str) -> None:
+    """A bug in one consumer's handler must neither kill the listener (every later invalidation would
+    be lost on this replica) nor skip the entry silently: the listener rebuilds, as after a gap."""
+    replica = _Replica(redis, valkey_url)
+    handle = replica._handle
+
+    def fragile(kind: str, value: str, exp: int) -> None:
+        if value == "poison":
+            raise RuntimeError("a handler bug")
+        handle(kind, value, exp)
+
+    replica.listener = InvalidationListener(valkey_url, STREAM, fragile, replica._resync)
+    await replica.listener.start()
+    try:
+        await publish(redis, STREAM, "jti", "poison", 4_000_000_000)
+        await asyncio.wait_for(replica.resynced.wait(), timeout=10)
+        await publish(redis, STREAM, "jti", "after", 4_000_000_000)
+        await asyncio.wait_for(replica.applied.wait(), timeout=10)
+        assert "after" in replica.denylist
+        assert replica.listener.connected
+    finally:
+        await replica.listener.stop()

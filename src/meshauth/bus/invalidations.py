@@ -109,6 +109,13 @@ class InvalidationListener:
             except (RedisError, OSError) as exc:
                 self.connected = False
                 log.warning("invalidation stream unavailable (%s); retrying in %.2fs", exc, backoff)
+            except Exception:
+                # A handler (or a rebuild) failed: what that entry was to change may now be stale here.
+                # Rebuild from scratch, as after a gap, rather than read on past it — or let the task
+                # die, which would stop every later invalidation reaching this replica.
+                self.connected = False
+                last_id = None
+                log.exception("invalidation entry could not be applied; rebuilding in %.2fs", backoff)
             finally:
                 await redis.aclose()
             await asyncio.sleep(backoff)
