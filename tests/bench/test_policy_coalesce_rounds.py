@@ -63,7 +63,7 @@ def test_report_says_which_setting_went_first_and_what_the_coalescer_gathered() 
         r[key] = [one[key] for one in per_round]
     text = rounds.report(r)
     assert "| 1 | off | 3.0 |" in text and "| 2 | on | 3.0 |" in text
-    assert "round 1, coalescing on: at the fixed rate 2,940 decided at once alone, 60 queued" in text
+    assert "round 1, coalescing on: at the fixed rate 2,940 decided alone in their own task, 60 queued" in text
     assert "6,000 batches of 5.8 on average (45% of them of one)" in text
     assert "round 2, coalescing on" not in text  # no counts for that round: nothing made up
 

@@ -230,7 +230,7 @@ def _gathered(r: dict[str, Any]) -> list[str]:
         mean = single.get("batch_size_sum", 0.0) / batches if batches else 0.0
         ones = single.get("batch_size_bucket_1", 0.0) / batches if batches else 0.0
         out.append(
-            f"round {n + 1}, coalescing on: at the fixed rate {alone:,.0f} decided at once alone, {queued:,.0f} "
-            f"queued; at c=16 {batches:,.0f} batches of {mean:.1f} on average ({ones:.0%} of them of one)"
+            f"round {n + 1}, coalescing on: at the fixed rate {alone:,.0f} decided alone in their own task, "
+            f"{queued:,.0f} queued; at c=16 {batches:,.0f} batches of {mean:.1f} on average ({ones:.0%} of them of one)"
         )
     return ["", *out] if out else []
