@@ -1,12 +1,13 @@
 """In-process cost of a lone single evaluation, coalescing off or on (stop 22, coal5).
 
-argv: SETTING (off|on) N [--uvloop] [--small] [--queued]. The issue-3 store in a fresh SQLite file, one app built with
+argv: SETTING (off|on) N [--uvloop] [--small] [--queued] [--control]. The issue-3 store in a fresh SQLite file, one app built with
 create_app (its lifespan running), N single evaluations sent one at a time straight to the decision
 front's ``answer`` (what the RSGI path calls after reading the body), counted in ``Activity`` as the
 front counts them, each after a loop turn and 0.6 ms after the last answer (past the coalescer's
 idle gap of 0.5 ms: the lone path). Prints µs per request and, per request, the coalescer's inline
 and batched counts and the tasks created (asyncio's task factory counted).
-For instruction counts: run under `perf stat -e instructions:u` at two N and take the difference.
+For instruction counts: run under callgrind with --control (zeroes the counters before the measured
+requests and dumps them after, through callgrind_control).
 """
 import asyncio, json, sys, tempfile, time
 from pathlib import Path
@@ -73,9 +74,15 @@ async def main(tmp):
         return spent
 
     await run(single[:200])
+    control = "--control" in sys.argv  # under callgrind: count only the measured requests
+    if control:
+        import os, subprocess
+        subprocess.run(["callgrind_control", "-z", str(os.getpid())], check=True, capture_output=True)
     loop.set_task_factory(factory)
     i0, b0 = (co.inline, co.batches) if co else (0, 0)
     spent = await run(single[200:])
+    if control:
+        subprocess.run(["callgrind_control", "-d", "measured", str(os.getpid())], check=True, capture_output=True)
     loop.set_task_factory(base_factory)
     out = {"setting": SETTING, "n": N, "us_per_request": spent / N * 1e6, "tasks_per_request": tasks[0] / N}
     if co:
