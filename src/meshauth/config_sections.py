@@ -17,8 +17,9 @@ from meshauth.config_checks import listen_host_checked
 
 class BatchingSettings(BaseModel):
     # Server-side batching (issue 11). Concurrent single ``evaluation`` requests in one worker are
-    # evaluated together (policy/coalescer.py): a lone request (nothing else in progress, the worker
-    # idle for policy_coalesce_max_wait) is decided at once; others queue for the next loop turn; while a
+    # evaluated together (policy/coalescer.py): a lone request (nothing else in progress) is decided in
+    # its own task, at once if the worker was idle for policy_coalesce_max_wait, else after one loop
+    # turn if nobody came meanwhile; others queue for the next loop turn; while a
     # batch is being evaluated, the next one gathers for at most policy_coalesce_max_wait (s) or
     # policy_coalesce_max_batch requests. Concurrent token-endpoint account and client lookups share
     # one query (auth_lookup_batching_enabled). Bulk admin operations (``/admin/users:bulk``,

@@ -44,6 +44,47 @@ def test_report_gives_every_round_and_counts_where_coalescing_was_worse() -> Non
     assert "nice -10" in text
 
 
+def test_report_says_which_setting_went_first_and_what_the_coalescer_gathered() -> None:
+    per_round = [_round(1.0, 2.0), _round(3.0, 1.5)]
+    per_round[0]["fixed_on"]["coalesced"] = {"inline_total": 2940.0, "batch_size_sum": 60.0}
+    per_round[0]["single_on"]["coalesced"] = {
+        "batch_size_count": 6000.0,
+        "batch_size_sum": 34800.0,
+        "batch_size_bucket_1": 2700.0,
+    }
+    r: dict[str, Any] = {
+        "rounds": 2,
+        "seconds": 3,
+        "rate": 1000,
+        "priority": False,
+        "order": [["off", "on"], ["on", "off"]],
+    }
+    for key in per_round[0]:
+        r[key] = [one[key] for one in per_round]
+    text = rounds.report(r)
+    assert "| 1 | off | 3.0 |" in text and "| 2 | on | 3.0 |" in text
+    assert "round 1, coalescing on: at the fixed rate 2,940 decided alone in their own task, 60 queued" in text
+    assert "6,000 batches of 5.8 on average (45% of them of one)" in text
+    assert "round 2, coalescing on" not in text  # no counts for that round: nothing made up
+
+
+def test_coalescing_counts_are_read_from_the_exposition() -> None:
+    text = (
+        "meshauth_policy_coalesced_inline_total 12.0\n"
+        'meshauth_policy_coalesced_batch_size_bucket{le="1.0"} 3.0\n'
+        'meshauth_policy_coalesced_batch_size_bucket{le="2.0"} 5.0\n'
+        "meshauth_policy_coalesced_batch_size_count 7.0\n"
+        "meshauth_policy_coalesced_batch_size_sum 20.0\n"
+    )
+    assert rounds.coalesced_counts(text) == {
+        "inline_total": 12.0,
+        "batch_size_bucket_1": 3.0,
+        "batch_size_count": 7.0,
+        "batch_size_sum": 20.0,
+    }
+    assert rounds.since({"x": 1.0}, {"x": 4.0, "y": 2.0}) == {"x": 3.0, "y": 2.0}
+
+
 def test_body_floor_reads_the_body_then_answers() -> None:
     calls: list[str] = []
 

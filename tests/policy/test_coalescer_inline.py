@@ -95,20 +95,48 @@ async def test_the_front_counts_every_evaluation_out_again(make_app) -> None:  #
         assert COALESCED_INLINE.counts[()] == before + 1
 
 
-async def test_a_busy_worker_queues_even_a_request_that_looks_alone() -> None:
-    """Right after a decision (within ``max_wait``) the worker is busy: a request that is the only one
-    counted still queues, for the requests the loop has scheduled but not started; once the worker
-    has been idle that long, it goes at once again."""
+def test_a_request_right_after_a_decision_lets_the_loop_turn_once_then_goes_alone() -> None:
+    """Within ``max_wait`` of the last decision the worker may be busy (requests its loop scheduled and
+    has not started): a request that looks alone yields one loop turn — a bare yield, no future and no
+    task — and, nobody having come, is decided alone in its own coroutine. Once the worker has been
+    idle that long, it goes at once again."""
+    now = [100.0]
+    fake = _Evaluator()
+    activity = Activity()
+    activity.active = 1
+    coalescer = Coalescer(fake, max_batch=64, max_wait=0.001, activity=activity, clock=lambda: now[0])  # type: ignore[arg-type]
+    first = coalescer.decide(object(), _query("yes"), None)  # type: ignore[arg-type]
+    with pytest.raises(StopIteration):
+        first.send(None)  # idle: at once, no suspension at all
+    now[0] += 0.0005
+    step = coalescer.decide(object(), _query("no"), None)  # type: ignore[arg-type]
+    assert step.send(None) is None  # one loop turn (asyncio.sleep(0)), not a future to wait on
+    with pytest.raises(StopIteration) as done:
+        step.send(None)
+    assert done.value.value.decision is False
+    assert (coalescer.inline, coalescer.batches) == (2, 0)
+    now[0] += 0.002
+    last = coalescer.decide(object(), _query("yes"), None)  # type: ignore[arg-type]
+    with pytest.raises(StopIteration):
+        last.send(None)
+    assert (coalescer.inline, coalescer.batches, fake.calls) == (3, 0, [1, 1, 1])
+
+
+async def test_a_request_right_after_a_decision_joins_whoever_started_during_its_turn() -> None:
+    """The request that let the loop turn finds another started meanwhile (counted in progress, queued):
+    it queues too, and the two are decided as one batch."""
     now = [100.0]
     fake = _Evaluator()
     activity = Activity()
     activity.active = 1
     coalescer = Coalescer(fake, max_batch=64, max_wait=0.001, activity=activity, clock=lambda: now[0])  # type: ignore[arg-type]
     await coalescer.decide(object(), _query("yes"), None)  # type: ignore[arg-type]
-    assert (coalescer.inline, coalescer.batches) == (1, 0)
     now[0] += 0.0005
-    await coalescer.decide(object(), _query("yes"), None)  # type: ignore[arg-type]
-    assert (coalescer.inline, coalescer.batches) == (1, 1)
-    now[0] += 0.002
-    await coalescer.decide(object(), _query("yes"), None)  # type: ignore[arg-type]
-    assert (coalescer.inline, coalescer.batches) == (2, 1)
+    state = object()
+    looks_alone = asyncio.ensure_future(coalescer.decide(state, _query("yes"), None))  # type: ignore[arg-type]
+    await asyncio.sleep(0)  # it runs, and yields its turn
+    activity.active = 2  # another request started during that turn
+    other = asyncio.ensure_future(coalescer.decide(state, _query("no"), None))  # type: ignore[arg-type]
+    answers = await asyncio.gather(looks_alone, other)
+    assert [a.decision for a in answers] == [True, False]
+    assert (coalescer.inline, coalescer.batches, fake.calls) == (1, 1, [1, 2])

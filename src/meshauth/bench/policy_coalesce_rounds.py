@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import statistics
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,28 @@ def _processes(pid: int) -> list[int]:
 
 
 cpu_seconds = tree_cpu  # user + system CPU of a process tree so far
+
+
+_COALESCED = re.compile(
+    r"^meshauth_policy_coalesced_(inline_total|batch_size_count|batch_size_sum|batch_size_bucket\{le=\"1.0\"\}) (\S+)$",
+    re.M,
+)
+
+
+def coalesced_counts(exposition: str) -> dict[str, float]:
+    """A coalescing server's counts in its ``/metrics`` text: requests decided at once alone
+    (``inline_total``), batches (``batch_size_count``), requests in them (``batch_size_sum``), batches
+    of one (``batch_size_bucket_1``)."""
+    return {n.split("{")[0] + ("_1" if "{" in n else ""): float(v) for n, v in _COALESCED.findall(exposition)}
+
+
+def _coalesced(base: str) -> dict[str, float]:
+    with urllib.request.urlopen(base + "/metrics", timeout=10) as resp:  # noqa: S310 - loopback
+        return coalesced_counts(resp.read().decode())
+
+
+def since(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: after[k] - before.get(k, 0.0) for k in after}
 
 
 def _prioritize(pid: int) -> None:
@@ -103,8 +127,14 @@ def run(
                 _prioritize(pid)
         for base in bases.values():  # warm-up: stores loaded, snapshots built, caches filled
             wrk(base, files["singles"], "/access/v1/evaluation", script, seconds=3, connections=16)
-        for _round in range(rounds):
-            for name in settings:
+        for n in range(rounds):
+            # Off first in even rounds, on first in odd ones: the first of a pair follows the previous
+            # round's floors and batches on an idle-then-busy core, and a fixed order made that a
+            # per-setting bias (stop 22: "p95 worse in 3 of 3 rounds" with off always measured first).
+            order = list(settings) if n % 2 == 0 else list(reversed(settings))
+            out.setdefault("order", []).append(order)
+            for name in order:
+                counts = _coalesced(bases[name]) if name == "on" else None
                 before = cpu_seconds(pids[name])
                 fr = _driver(
                     bases[name] + "/access/v1/evaluation",
@@ -114,9 +144,12 @@ def run(
                     priority=priority,
                 )
                 fr["cpu_us_per_request"] = (cpu_seconds(pids[name]) - before) / fr["requests"] * 1e6
+                if counts is not None:
+                    fr["coalesced"] = since(counts, _coalesced(bases[name]))
                 fr["load"] = os.getloadavg()[0]
                 out.setdefault(f"fixed_{name}", []).append(fr)
-            for name in bases:
+            for name in [*order, *_FLOORS]:
+                counts = _coalesced(bases[name]) if name == "on" else None
                 before = cpu_seconds(pids[name])
                 single = wrk(
                     bases[name], files["singles"], "/access/v1/evaluation", script, seconds=seconds, connections=16
@@ -125,6 +158,8 @@ def run(
                     (cpu_seconds(pids[name]) - before) / max(1.0, single["requests_per_s"] * seconds) * 1e6
                 )
                 single["load"] = os.getloadavg()[0]
+                if counts is not None:
+                    single["coalesced"] = since(counts, _coalesced(bases[name]))
                 out.setdefault(f"single_{name}", []).append(single)
                 if name in settings:
                     batch = wrk(
@@ -140,10 +175,10 @@ def report(r: dict[str, Any]) -> str:
         f"Interleaved: {r['rounds']} rounds of {r['seconds']} s per measurement, fixed rate {r['rate']} req/s"
         + (f", servers and load generators at nice {NICE}" if r["priority"] else ""),
         "",
-        "| round | load | p95 off → on (ms) | p99 off → on (ms) | CPU µs/request at the fixed rate off → on "
+        "| round | first | load | p95 off → on (ms) | p99 off → on (ms) | CPU µs/request at the fixed rate off → on "
         "| single c=16 off → on | on / off | 64-item batch off / on | single / batch off → on "
         "| floor (no body) | floor (body read) | on / floor (body read) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n in range(r["rounds"]):
         fo, fn = r["fixed_off"][n], r["fixed_on"][n]
@@ -151,8 +186,9 @@ def report(r: dict[str, Any]) -> str:
         bo, bn = r["batch_off"][n]["decisions_per_s"], r["batch_on"][n]["decisions_per_s"]
         fl, fb = r["single_floor"][n]["requests_per_s"], r["single_floor_body"][n]["requests_per_s"]
         co, cn = fo["cpu_us_per_request"], fn["cpu_us_per_request"]
+        first = r["order"][n][0] if "order" in r else "off"  # runs before the order alternated: off
         lines.append(
-            f"| {n + 1} | {fo['load']:.1f} | {fo['p95_ms']:.2f} → {fn['p95_ms']:.2f} "
+            f"| {n + 1} | {first} | {fo['load']:.1f} | {fo['p95_ms']:.2f} → {fn['p95_ms']:.2f} "
             f"| {fo['p99_ms']:.2f} → {fn['p99_ms']:.2f} | {co:.0f} → {cn:.0f} | {so:,.0f} → {sn:,.0f} "
             f"| **{sn / so:.2f}×** | {bo:,.0f} / {bn:,.0f} | {so / bo:.2f} → {sn / bn:.2f} "
             f"| {fl:,.0f} | {fb:,.0f} | {sn / fb:.2f} |"
@@ -162,6 +198,7 @@ def report(r: dict[str, Any]) -> str:
     single_ratio = med(
         a["requests_per_s"] / b["requests_per_s"] for a, b in zip(r["single_on"], r["single_off"], strict=True)
     )
+    lines += _gathered(r)
     lines += [
         "",
         f"p95 worse with coalescing in {worse} of {r['rounds']} rounds; medians: p95 off "
@@ -177,3 +214,23 @@ def report(r: dict[str, Any]) -> str:
         f"    {r['batch_off'][0]['command']}",
     ]
     return "\n".join(lines)
+
+
+def _gathered(r: dict[str, Any]) -> list[str]:
+    """Per round, what the coalescing server did with the requests (its ``/metrics``): at the fixed
+    rate how many were decided at once alone, at c=16 how many a batch gathered."""
+    out = []
+    for n in range(r["rounds"]):
+        fixed, single = r["fixed_on"][n].get("coalesced"), r["single_on"][n].get("coalesced")
+        if not fixed or not single:
+            continue
+        queued = fixed.get("batch_size_sum", 0.0)
+        alone = fixed.get("inline_total", 0.0)
+        batches = single.get("batch_size_count", 0.0)
+        mean = single.get("batch_size_sum", 0.0) / batches if batches else 0.0
+        ones = single.get("batch_size_bucket_1", 0.0) / batches if batches else 0.0
+        out.append(
+            f"round {n + 1}, coalescing on: at the fixed rate {alone:,.0f} decided alone in their own task, "
+            f"{queued:,.0f} queued; at c=16 {batches:,.0f} batches of {mean:.1f} on average ({ones:.0%} of them of one)"
+        )
+    return ["", *out] if out else []

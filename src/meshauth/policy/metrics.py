@@ -49,7 +49,7 @@ COALESCED_BATCH_SIZE = Histogram(
 # Counted, not a histogram observation: this is the low-load path, kept as cheap as coalescing off.
 COALESCED_INLINE = IntCounters(
     "meshauth_policy_coalesced_inline",
-    "Single evaluations decided at once, alone (nothing else in progress, worker idle for max_wait).",
+    "Single evaluations decided alone in their own task (nothing else in progress or queued).",
     [],
 )
 COALESCED_WAIT_SECONDS = Histogram(
