@@ -24,8 +24,8 @@ pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not ins
 RATE = 100
 SECONDS = 3
 STALL = 1.0
-CLOSED_LOOP_RATE = RATE * (SECONDS - STALL) / SECONDS  # what the old pacing offered: nothing during the stall
-# Rates, not counts: on a loaded machine wrk's run can last longer than asked.
+# Only late sends and an upper bound on the rate are asserted: on a loaded machine (the suite at load
+# 13) wrk on its core can run for three times as long as asked and send far fewer than offered.
 
 
 class _StallsOnce(BaseHTTPRequestHandler):
@@ -52,13 +52,13 @@ def stalling_server() -> Iterator[str]:
 
 def test_paced_sends_the_arrivals_of_a_stall_when_it_ends(stalling_server: str) -> None:
     r = loadgen.paced(stalling_server, rate=RATE, connections=1, seconds=SECONDS, headers={})
-    assert (CLOSED_LOOP_RATE + RATE) / 2 < r.rate < RATE * 1.3, r  # well above what a closed loop offers
-    assert r.late > RATE * STALL / 2, r  # the stall's arrivals, sent after it
+    assert r.rate < RATE * 1.3, r  # no runaway schedule
+    assert r.late > RATE * STALL / 2, r  # the stall's arrivals, sent after it (a closed loop sends none)
     assert f"PACE_RATE={RATE}" in r.command
 
 
 def test_harness_paced_sends_the_arrivals_of_a_stall_when_it_ends(stalling_server: str) -> None:
     r = drivers.wrk(stalling_server, seconds=SECONDS, connections=1, rate=RATE)
     assert set(r.statuses) == {"200"}
-    assert (CLOSED_LOOP_RATE + RATE) / 2 < r.achieved < RATE * 1.3, r
+    assert r.achieved < RATE * 1.3, r
     assert r.late > RATE * STALL / 2, r
