@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from google.rpc import code_pb2
 from redis.asyncio import Redis
@@ -142,8 +143,15 @@ async def test_grpc_checks_decided_for_a_client_gone_are_audited(grpc_auth: tupl
     assert response.status.code == code_pb2.OK
 
 
-async def test_gate_events_are_each_their_own(auth: Harness, redis: Redis) -> None:
-    """Each gate decision is its own event: its own id and time, its own path, in publish order per key."""
+async def test_gate_events_from_remembered_templates_are_each_their_own(
+    auth: Harness, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gate's events are stamped from a template per question: each has its own id and time, and
+    with the templates' memory at its bound (3 here) distinct paths still give each its own path, in
+    publish order per key."""
+    from meshauth.auth import audit_hooks
+
+    monkeypatch.setattr(audit_hooks, "MAX_TEMPLATES", 3)
     await auth.add_client()
     token = (await auth.token())["access_token"]
     paths = [f"/orders/{i % 7}" for i in range(40)]

@@ -1,10 +1,12 @@
 import gc
+import os
 
 import msgspec
 import pytest
 
 from meshauth.bus.events import (
     MAX_BATCH_BYTES,
+    STAMP_BYTES,
     AuditEvent,
     MalformedEvent,
     audit,
@@ -14,6 +16,8 @@ from meshauth.bus.events import (
     decode_batch,
     encode,
     new_id,
+    stamp,
+    template,
 )
 
 
@@ -81,6 +85,55 @@ def test_every_field_kind_round_trips(fields: dict[str, object]) -> None:
 def test_new_ids_are_unique() -> None:
     ids = [new_id() for _ in range(10_000)]
     assert len(set(ids)) == 10_000
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"type": "gate.decision", "subject": "svc", "subject_type": "client", "client_id": "svc", "decision": "allow"},
+        {"type": "gate.decision", "decision": "deny", "status": 401, "reason": "r" * 1024, "resource": "/ü/\x00/é"},
+        {"type": "gate.decision", "resource": "x" * 70_000, "status": 65_535, "latency_us": 2**40},
+        {"type": "gate.decision", "resource": "\udcff\ud800".encode("utf-8", "surrogatepass").decode("latin-1")},
+        {"type": "policy.decision", "store": "s", "cache": "hit", "action": "read", "subject": "\u2603" * 40},
+        {"type": "admin.action"},
+    ],
+)
+def test_a_stamped_template_is_the_event_encode_writes(fields: dict[str, object]) -> None:
+    """Stamped bytes decode to the struct with the id and time they were stamped with, and are the bytes
+    ``encode`` writes for it (short and long strings, non-ASCII, NUL, large ints, few fields)."""
+    tpl = template(AuditEvent(id="ignored", time=99.0, **fields))  # type: ignore[arg-type]
+    assert tpl is not None
+    for at in (0.0, 1733443200.123456, -1.5, float(2**60), float("nan")):
+        data = stamp(tpl, at)
+        event = decode(data)
+        assert data == encode(AuditEvent(id=event.id, time=at, **fields))  # type: ignore[arg-type]
+        assert len(data) == len(tpl[0]) + len(tpl[1]) + STAMP_BYTES
+
+
+def test_stamped_ids_are_unique_and_new_ids_too() -> None:
+    tpl = template(audit("gate.decision", subject="a"))
+    assert tpl is not None
+    ids = [decode(stamp(tpl, 1.0)).id for _ in range(5000)] + [new_id() for _ in range(5000)]
+    assert len(set(ids)) == 10_000
+    assert {len(i) for i in ids} == {32}  # audit_log.id is 40 wide
+
+
+def test_a_forked_child_stamps_ids_of_its_own() -> None:
+    """granian forks its workers: a child must not reuse its parent's prefix and counter."""
+    tpl = template(audit("gate.decision", subject="a"))
+    assert tpl is not None
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first id and a new_id, to the parent
+        os.write(write, (decode(stamp(tpl, 1.0)).id + new_id()).encode())
+        os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    assert status == 0 and len(child) == 64
+    mine = decode(stamp(tpl, 1.0)).id
+    assert child[:16] == child[32:48] != mine[:16]
 
 
 def test_a_batch_holds_its_events_in_order_and_says_how_many() -> None:

@@ -1,22 +1,20 @@
 """The producer: ``publish`` appends to an in-process buffer and returns; a background task writes.
 
-States of the flush task: *direct* — buffered events go to Redis in batches, one script call each
-(``writer.py``), one stream entry per partition per flush (``events.batches``); *spooling* — Redis
-refused or timed out, so batches go to the spool file, and a replay of the spool's oldest records is
-tried with a growing pause (0.05 s to 2 s). Once the spool is empty again the state is direct. One
-task does both, in that order: events reach Redis in publish order.
+States of the flush task: *direct* — buffered events go to Redis in batches, one script call each (``writer.py``),
+one stream entry per partition per flush (``events.batches``); *spooling* — Redis refused or timed out, so batches
+go to the spool file, and a replay of the spool's oldest records is tried with a growing pause (0.05 s to 2 s).
+Once the spool is empty again the state is direct. One task does both, in that order: events reach Redis in
+publish order.
 
-When a direct flush starts, adapting to the event rate: the first event of an idle producer waits
-``flush_interval`` (5 ms) for company; a flush starts no sooner than ``flush_gap`` (50 ms) after the
-previous one started; ``flush_batch`` waiting events go at once. A flush is one round trip whatever its
-size (130–170 µs of the publisher's CPU for 15 events, measured, on the loop the requests share), so at
-3,000 events/s the flusher wakes ~20 times a second with ~150 events instead of ~200 times with ~15.
-The trade: events reach Redis up to ``flush_gap`` later; a SIGKILL loses that much (a stop drains).
+When a direct flush starts: the first event of an idle producer waits ``flush_interval`` (5 ms) for company; a
+flush starts no sooner than ``flush_gap`` (50 ms) after the previous one started; ``flush_batch`` waiting events go
+at once. A flush is one round trip whatever its size (130–170 µs of the loop's CPU for 15 events, measured), so at
+3,000 events/s it runs ~20 times a second with ~150 events, not ~200 times with ~15. The trade: events reach Redis
+up to ``flush_gap`` later; a SIGKILL loses that much (a stop drains).
 
-Nothing here waits for Redis on the caller's account: ``publish`` encodes and appends to a deque. Drops:
-buffer full (Redis stalled *and* the spool full or slow) → dropped, counted in ``meshauth_bus_dropped``,
-logged at most once per ``drop_log_interval``; the request that published it is unaffected. It also
-reads the streams' backlog into gauges (``gauges.StreamGauges``) for the publisher's ``/metrics``.
+Nothing here waits for Redis on the caller's account: ``publish`` encodes and appends to a deque (``publish_to``:
+bytes its caller encoded, ``events.stamp``). Drops: buffer full (Redis stalled *and* the spool full or slow) →
+counted in ``meshauth_bus_dropped``, logged at most once per ``drop_log_interval``; the request is unaffected.
 """
 
 from __future__ import annotations
@@ -101,23 +99,28 @@ class Producer:
         self.spooled = 0
         self.dropped = 0
 
-    # --- the caller's side -------------------------------------------------------------------------
-
     def publish(self, stream: str, event: AuditEvent, *, key: str | None = None) -> bool:
-        """Queue ``event`` on ``stream``; False when it had to be dropped. Raises EventTooLarge.
-
-        Encoded and its partition chosen here (~1-2 µs), so that a flush only joins bytes."""
+        """Queue ``event`` on ``stream``, encoded and partitioned (a flush joins bytes); False if dropped."""
         data = encode(event)
-        if len(data) > self.config.max_event_bytes:
+        self.check_size(stream, event.type, len(data))
+        return self.publish_to(self._writer.partition(stream, event.key if key is None else key), data)
+
+    def check_size(self, stream: str, type_: str, size: int) -> None:
+        """Raise EventTooLarge (counted) for an event of ``size`` encoded bytes over the limit."""
+        if size > (limit := self.config.max_event_bytes):
             DROPPED.add(stream, "oversized")
-            raise EventTooLarge(
-                f"event {event.type} is {len(data)} bytes encoded; the limit is {self.config.max_event_bytes}"
-                " (bus_max_event_bytes)"
-            )
+            raise EventTooLarge(f"event {type_} is {size} bytes encoded; the limit is {limit} (bus_max_event_bytes)")
+
+    def partition(self, stream: str, key: str) -> str:
+        """The partition stream that events of ``key`` on ``stream`` go to (for ``publish_to``)."""
+        return self._writer.partition(stream, key)
+
+    def publish_to(self, partition: str, data: bytes) -> bool:
+        """Queue an event its caller encoded and size-checked on ``partition``'s stream; False if dropped."""
         if len(self._buffer) >= self.config.buffer_events or self._closing:
-            self._drop(stream)
+            self._drop(logical(partition))
             return False
-        self._buffer.append((self._writer.partition(stream, event.key if key is None else key), data))
+        self._buffer.append((partition, data))
         if not self._wake.is_set():
             self._wake.set()
         elif len(self._buffer) >= self.config.flush_batch and not self._hurry.is_set():
@@ -131,8 +134,6 @@ class Producer:
     @property
     def spool_pending(self) -> bool:
         return self._spool is not None and self._spool.pending
-
-    # --- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
         if self._spool is not None:
@@ -179,8 +180,6 @@ class Producer:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{len(self._buffer)} events still buffered, spool pending={self.spool_pending}")
             await asyncio.sleep(0.005)
-
-    # --- the flush task ----------------------------------------------------------------------------
 
     async def _run(self) -> None:
         while True:
