@@ -4,6 +4,7 @@ from the active version labelled as staged, nor a staged one labelled as active.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -13,9 +14,11 @@ import httpx
 import pytest
 
 from meshauth.client._announcements import KIND, KIND_ACTIVATED, KIND_STAGED, names
+from meshauth.http import ApiError
 from meshauth.policy.metrics import DECISIONS
-from meshauth.policy.staged import CompileBudget
+from meshauth.policy.staged import AT_ONCE, QUEUED, CompileBudget, StagedVersions
 from meshauth.redis_client import connect
+from tests.bus.helpers import until
 from tests.policy.conftest import ADMIN, push, running, settings_for
 
 PERMIT = '@id("all") permit(principal, action == Action::"view", resource);'
@@ -244,3 +247,35 @@ async def test_a_caller_cycling_through_versions_is_paced_and_kept_versions_stil
         assert 250 <= int(r.headers["retry-after"]) <= 281
         normal = await client.post("/stores/default/access/v1/evaluations", json={"evaluations": [ITEM]})
         assert normal.status_code == 200 and normal.json()["evaluations"][0]["decision"] is True
+
+
+async def test_staged_batches_take_turns_and_too_many_waiting_are_refused() -> None:
+    """Many replicas' warmers at once: AT_ONCE evaluated, QUEUED waiting, the rest a 429 at once."""
+    versions = StagedVersions(cast(Any, None), cast(Any, None))
+    release = asyncio.Event()
+    inside = 0
+
+    async def batch() -> None:
+        nonlocal inside
+        async with versions.turn():
+            inside += 1
+            await release.wait()
+
+    holders = [asyncio.create_task(batch()) for _ in range(AT_ONCE + QUEUED)]
+    await until(lambda: inside == AT_ONCE, what="the first batches inside")
+    with pytest.raises(ApiError) as refused:
+        async with versions.turn():
+            pass
+    assert refused.value.status == 429 and refused.value.headers == {"retry-after": "1"}
+    release.set()
+    await asyncio.gather(*holders)
+    assert inside == AT_ONCE + QUEUED  # every queued one had its turn
+
+
+async def test_a_paced_worker_reads_nothing_for_a_staged_version(db_url: str, tmp_path: Path) -> None:
+    """Refused before the version's text is fetched: even a version that does not exist is a 429."""
+    async with running(settings_for(db_url, tmp_path)) as (app, client):
+        await push(client, PERMIT)
+        app.state.api.registry.staged.budget.charge(30.0)
+        r = await ask(client, staged(999))
+        assert r.status_code == 429 and r.json()["error"] == "staged_compile_paced"

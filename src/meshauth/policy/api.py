@@ -135,9 +135,10 @@ class PolicyApi:
         """A warmer's batch against a staged version (``staged.py``): labelled as staged, never
         audited nor counted as decisions (nothing is decided for a request by them)."""
         assert batch.staged_version is not None
-        state = await self.registry.staged.state(active, batch.staged_version)
-        with trace.span("policy.evaluate_staged", store=active.name, checks=len(batch.items)):
-            decisions = await self.evaluator.decide(state, batch.items, self.registry.snapshot_for(active))
+        async with self.registry.staged.turn():
+            state = await self.registry.staged.state(active, batch.staged_version)
+            with trace.span("policy.evaluate_staged", store=active.name, checks=len(batch.items)):
+                decisions = await self.evaluator.decide(state, batch.items, self.registry.snapshot_for(active))
         return wire.encode(wire.EvaluationsResponse(label(decisions, state)))
 
     async def evaluation_route(self, request: Request) -> Response:

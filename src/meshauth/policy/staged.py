@@ -23,15 +23,20 @@ budget of compile time (:class:`CompileBudget`: it refills at a tenth of a secon
 two seconds): a caller cycling through versions holds a worker at most ~10 % busy compiling, and a
 small store's compiles (milliseconds) never meet the bound. A refused warmer starts cold, as without
 staging.
+
+Bounded otherwise too: at most ``AT_ONCE`` staged batches are evaluated at a time per worker (the
+warmers of many replicas queue, so real checks interleave between their batches) and ``QUEUED`` wait
+(beyond: 429 ``staged_busy``); compiled versions are kept for the revision the worker serves only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -49,6 +54,8 @@ STAGED_REVISION = -1
 # Compiled staged versions kept alive (the compiled-text map holds them weakly): a warm phase asks
 # for one version, racing admins for a few.
 KEEP = 4
+AT_ONCE = 2  # staged batches evaluated at a time, per worker
+QUEUED = 64  # staged batches waiting for their turn, per worker; more are refused
 
 
 class CompileBudget:
@@ -85,12 +92,33 @@ class StagedVersions:
         self.budget = budget or CompileBudget()
         self._kept: collections.OrderedDict[tuple[str, int, int], CompiledText] = collections.OrderedDict()
         self._lock = asyncio.Lock()  # one compile at a time: the warmers must not swamp the worker
+        self._turns = asyncio.Semaphore(AT_ONCE)
+        self._waiting = 0
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """One staged batch's turn (``AT_ONCE`` at a time), or a 429 when ``QUEUED`` already wait."""
+        if self._waiting >= QUEUED:
+            raise ApiError(429, "staged_busy", "too many staged evaluations waiting", headers={"retry-after": "1"})
+        self._waiting += 1
+        try:
+            await self._turns.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            yield
+        finally:
+            self._turns.release()
 
     async def state(self, active: StoreState, version: int) -> StoreState:
         """``active`` with ``version``'s policies in place of its own, or a 400."""
         key = (active.name, version, active.revision)
         compiled = self._kept.get(key)
         if compiled is None:
+            # Versions compiled at an earlier revision of this store can never be asked again (the
+            # revision only grows): let them go rather than hold their memory.
+            for old in [k for k in self._kept if k[0] == active.name and k[2] != active.revision]:
+                del self._kept[old]
             async with self._lock:
                 compiled = self._kept.get(key) or await self._compile(active, version)
             self._kept[key] = compiled
@@ -107,6 +135,7 @@ class StagedVersions:
         )
 
     async def _compile(self, active: StoreState, version: int) -> CompiledText:
+        self._paced()  # before anything is read: a refused caller costs no database read either
         async with self._engine.connect() as conn:
             row = await stores.get(conn, active.name)
             text = await stores.version_text(conn, active.name, version)
@@ -116,15 +145,6 @@ class StagedVersions:
             # This worker is behind (or ahead of) the database: the schema it would compile under
             # may not be the revision's. Refuse rather than label an answer with the wrong revision.
             raise _refused(f"store {active.name!r} is changing (revision {row.revision}); ask again")
-        wait = self.budget.wait()
-        if wait > 0:
-            seconds = math.ceil(wait)
-            raise ApiError(
-                429,
-                "staged_compile_paced",
-                f"staged versions are compiled at most a tenth of the time on this worker; ask again in {seconds} s",
-                headers={"retry-after": str(seconds)},
-            )
         compiles, started = self._texts.compiles, self.budget.clock()
         try:
             return await self._texts.get(text, row.schema_text, row.schema_format)
@@ -134,6 +154,17 @@ class StagedVersions:
             if self._texts.compiles != compiles or self.budget.clock() - started > 0.01:
                 # compiled here (a compiled text already held, or shared with an upload, costs nothing)
                 self.budget.charge(self.budget.clock() - started)
+
+    def _paced(self) -> None:
+        wait = self.budget.wait()
+        if wait > 0:
+            seconds = math.ceil(wait)
+            raise ApiError(
+                429,
+                "staged_compile_paced",
+                f"staged versions are compiled at most a tenth of the time on this worker; ask again in {seconds} s",
+                headers={"retry-after": str(seconds)},
+            )
 
 
 def _refused(description: str) -> ApiError:
