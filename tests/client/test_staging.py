@@ -360,3 +360,27 @@ async def test_followers_ignore_what_they_do_not_know(valkey_url: str, redis: Re
 def test_staging_settings_are_checked(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
         WarmConfig(**bad)
+
+
+async def test_an_entity_change_seen_before_the_activation_leaves_it_cold() -> None:
+    """An entity write read the revision before an activation and announced (1, 2) after the
+    activation's (2, 1) was made: the client will be at (2, 2) at once, so nothing is promoted at
+    (2, 1) (it would only empty L1)."""
+    world = World()
+    world.versions.append(True)
+    async with client_for(world) as client:
+        client.advance(State(world.revision, world.ev))
+        await ask_all(client, world)
+        client.staged(2)
+        await settle()
+        world.granted.add("b")
+        world.ev += 1
+        client.announced(State(1, world.ev))
+        before = WARMED.value("staged")
+        world.revision += 1
+        world.active = 2
+        client.activated(State(world.revision, 1), 2)
+        assert WARMED.value("staged") == before
+        client.announced(State(world.revision, world.ev))
+        await reached(client, world)
+        await ask_all(client, world)

@@ -178,6 +178,8 @@ class PolicyClient(Asking):
         """Drop every L1 entry and stop trusting L2 until the service has answered again (for a
         change the state may not capture: what :class:`StateFollower` calls when its connection to
         Redis is lost or comes back — a change made meanwhile was announced to nobody)."""
+        if self._stager is not None:
+            self._stager.cancel_promotion()
         if self._l1 is not None:
             self._l1.clear()
         if self._stored is not None and self._stored.l2 is not None:

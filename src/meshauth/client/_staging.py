@@ -94,14 +94,19 @@ class Stager:
         ``state.entities_version``: put the answers staged for exactly that into L1 at ``state``.
         Whether there were any (else the activation is cold, as without staging)."""
         assert state.entities_version is not None
+        if self._closed:
+            return False
         if version == self._warming:
             self._warming = None  # too late for more: the loop stops after its batch
         found = self._sets.pop((version, state.revision - 1, state.entities_version), None)
         if not found:
             return False
         seen = self._tracker.seen
-        if seen is not None and seen != state and seen.join(state) == seen:
-            return False  # already past it (an answer came first): nothing would be asked at it
+        if seen is not None and seen.join(state) != state:
+            # Already past it in some part (an answer came first, or an entity write announced the
+            # revision before this one): the client would move past ``state`` at once, so promoting at
+            # it would only empty L1 of what it holds. Cold, as without staging.
+            return False
         at = (state.revision, state.entities_version)
         # The client moves to ``state`` now: entries at older states can never answer again, and in
         # a full L1 they would make room by evicting the promoted ones (measured: half of them lost).
@@ -112,9 +117,17 @@ class Stager:
         items = list(found.items())[: max(0, room)]
         self._put(at, items[:PROMOTE_AT_ONCE])
         self._tracker.advance(state)
+        self.cancel_promotion()
         if len(items) > PROMOTE_AT_ONCE:  # the colder rest soon after, without stalling the loop
             self._promoting = asyncio.get_running_loop().create_task(self._put_rest(at, items[PROMOTE_AT_ONCE:]))
         return True
+
+    def cancel_promotion(self) -> None:
+        """Stop putting the rest of a promotion into L1 (a newer one started, or L1 was just emptied
+        because a change may have been missed: nothing older may come back into it)."""
+        if self._promoting is not None:
+            self._promoting.cancel()
+            self._promoting = None
 
     def _put(self, at: tuple[int, int], items: list[tuple[bytes, tuple[Decision, float]]]) -> None:
         for rkey, (d, fresh_until) in items:
@@ -218,6 +231,8 @@ class Stager:
         return bool(got)
 
     def _keep(self, at: StagedAt, answers: Answers) -> None:
+        if at[0] != self._warming:
+            return  # came after the activation took the set (or another version's warming began)
         self._sets.setdefault(at, {}).update(answers)
         self._sets.move_to_end(at)
         while len(self._sets) > KEEP_SETS:
