@@ -279,3 +279,19 @@ async def test_a_paced_worker_reads_nothing_for_a_staged_version(db_url: str, tm
         app.state.api.registry.staged.budget.charge(30.0)
         r = await ask(client, staged(999))
         assert r.status_code == 429 and r.json()["error"] == "staged_compile_paced"
+
+
+async def test_compiles_kept_for_an_earlier_revision_are_let_go(db_url: str, tmp_path: Path) -> None:
+    """The revision only grows: a version compiled at an earlier one can never be asked for again."""
+    async with running(settings_for(db_url, tmp_path)) as (app, client):
+        await push(client, PERMIT)
+        first = await push(client, FORBID, activate=False)
+        assert (await ask(client, staged(first["version"]))).status_code == 200
+        staged_versions = app.state.api.registry.staged
+        (held,) = staged_versions.kept
+        await push(client, PERMIT + "\n// a new revision")  # activated: the store's revision moves on
+        second = await push(client, FORBID + "\n// again", activate=False)
+        r = await ask(client, staged(second["version"]))
+        assert r.status_code == 200, r.text
+        assert held not in staged_versions.kept
+        assert [k[1] for k in staged_versions.kept] == [second["version"]]

@@ -95,6 +95,11 @@ class StagedVersions:
         self._turns = asyncio.Semaphore(AT_ONCE)
         self._waiting = 0
 
+    @property
+    def kept(self) -> list[tuple[str, int, int]]:
+        """(store, version, revision) of the compiled staged versions held, oldest first."""
+        return list(self._kept)
+
     @contextlib.asynccontextmanager
     async def turn(self) -> AsyncIterator[None]:
         """One staged batch's turn (``AT_ONCE`` at a time), or a 429 when ``QUEUED`` already wait."""
