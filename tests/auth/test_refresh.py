@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -13,6 +15,18 @@ from meshauth.db.tables import refresh_tokens
 from tests.bus.helpers import until
 
 
+async def _redeemed(tokens: RefreshTokens, subject: str) -> tuple[str, RefreshGrant]:
+    """A family's first token, and the grant its redemption gave."""
+    first = await tokens.issue(None, client_id="app", subject=subject, scope="s", access_jti="j1", access_exp=2**40)
+    grant = await tokens.redeem(first, "app")
+    assert isinstance(grant, RefreshGrant)
+    return first, grant
+
+
+def _successor(tokens: RefreshTokens, grant: RefreshGrant) -> Coroutine[Any, Any, str]:
+    return tokens.issue(grant, client_id="app", subject=grant.subject, scope="s", access_jti="j2", access_exp=2**40)
+
+
 async def test_a_successor_minted_after_its_family_was_revoked_is_refused(db_url: str) -> None:
     """The refresh grant's steps in the order a race gives them: the holder redeems R; before its
     successor is stored, the other holder replays R, which revokes the family (the successor is not
@@ -21,13 +35,11 @@ async def test_a_successor_minted_after_its_family_was_revoked_is_refused(db_url
     engine = create_engine(db_url)
     tokens = RefreshTokens(engine, ttl=3600)
     try:
-        first = await tokens.issue(None, client_id="app", subject="alice", scope="s", access_jti="j1", access_exp=2**40)
-        grant = await tokens.redeem(first, "app")
-        assert isinstance(grant, RefreshGrant)
+        first, grant = await _redeemed(tokens, "alice")
         replay = await tokens.redeem(first, "app")
         assert isinstance(replay, Reused)
         with pytest.raises(RefreshError):
-            await tokens.issue(grant, client_id="app", subject="alice", scope="s", access_jti="j2", access_exp=2**40)
+            await _successor(tokens, grant)
     finally:
         await engine.dispose()
 
@@ -36,10 +48,8 @@ async def test_successors_of_a_live_family_are_issued_and_redeemed_once(db_url: 
     engine = create_engine(db_url)
     tokens = RefreshTokens(engine, ttl=3600)
     try:
-        first = await tokens.issue(None, client_id="app", subject="bob", scope="s", access_jti="j1", access_exp=2**40)
-        grant = await tokens.redeem(first, "app")
-        assert isinstance(grant, RefreshGrant)
-        second = await tokens.issue(grant, client_id="app", subject="bob", scope="s", access_jti="j2", access_exp=2**40)
+        _, grant = await _redeemed(tokens, "bob")
+        second = await _successor(tokens, grant)
         assert isinstance(await tokens.redeem(second, "app"), RefreshGrant)
         assert isinstance(await tokens.redeem(second, "app"), Reused)
     finally:
@@ -53,9 +63,7 @@ async def test_a_successor_waits_for_a_revocation_in_flight_and_is_refused(pg_da
     engine = create_engine(pg_database)
     tokens = RefreshTokens(engine, ttl=3600)
     try:
-        first = await tokens.issue(None, client_id="app", subject="carol", scope="s", access_jti="j1", access_exp=2**40)
-        grant = await tokens.redeem(first, "app")
-        assert isinstance(grant, RefreshGrant)
+        _, grant = await _redeemed(tokens, "carol")
         async with engine.connect() as revoker:
             tx = await revoker.begin()
             # What _revoke_where does first: lock every row of the family.
@@ -64,9 +72,7 @@ async def test_a_successor_waits_for_a_revocation_in_flight_and_is_refused(pg_da
                 .where(refresh_tokens.c.family_id == grant.family_id)
                 .with_for_update()
             )
-            successor = asyncio.create_task(
-                tokens.issue(grant, client_id="app", subject="carol", scope="s", access_jti="j2", access_exp=2**40)
-            )
+            successor = asyncio.create_task(_successor(tokens, grant))
 
             async def waiting() -> bool:
                 async with engine.connect() as probe:

@@ -68,9 +68,9 @@ class AuditEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, 
         return self.subject
 
 
+_ID_KEY = b"\xa2id\xd9\x20"  # "id" and a str8 header of 32 characters: what ``stamp`` writes before an id
 _PREFIX = os.urandom(8).hex()
-# "id" and a str8 header of 32 characters, then the prefix: what ``stamp`` writes before the counter.
-_ID_HEAD = b"\xa2id\xd9\x20" + _PREFIX.encode()
+_ID_HEAD = _ID_KEY + _PREFIX.encode()
 _counter = itertools.count()
 
 
@@ -83,7 +83,7 @@ def reset_id_prefix() -> None:
     """A forked child must not reuse its parent's prefix (granian forks its workers)."""
     global _PREFIX, _ID_HEAD, _counter
     _PREFIX = os.urandom(8).hex()
-    _ID_HEAD = b"\xa2id\xd9\x20" + _PREFIX.encode()
+    _ID_HEAD = _ID_KEY + _PREFIX.encode()
     _counter = itertools.count()
 
 
@@ -125,7 +125,7 @@ def encode(event: AuditEvent) -> bytes:
 Template = tuple[bytes, bytes]
 _BLANK_ID_TIME = b"\xa2id\xa0\xa4time\xcb" + bytes(8)
 _pack_time = struct.Struct(">d").pack
-STAMP_BYTES = len(b"\xa2id\xd9\x20") + 32 + len(b"\xa4time\xcb") + 8  # what stamp adds to a template
+STAMP_BYTES = len(_ID_KEY) + 32 + len(b"\xa4time\xcb") + 8  # what stamp adds to a template
 
 
 def template(event: AuditEvent) -> Template | None:
