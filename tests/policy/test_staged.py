@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -295,3 +298,27 @@ async def test_compiles_kept_for_an_earlier_revision_are_let_go(db_url: str, tmp
         assert r.status_code == 200, r.text
         assert held not in staged_versions.kept
         assert [k[1] for k in staged_versions.kept] == [second["version"]]
+
+
+async def test_a_frozen_redis_does_not_hold_an_activation(
+    tmp_path: Path, sqlite_url: str, valkey_server_factory: Callable[..., Any]
+) -> None:
+    """A SIGSTOPped Redis (no error, no answer) during an activation with a 5 s warm window: the
+    staging announcement gives up after its publish timeout and the activation does not wait out the
+    window (nobody could have warmed); the new version serves, and decisions go on."""
+    server = valkey_server_factory()
+    frozen = settings_for(sqlite_url, tmp_path, redis_url=server.connection_url, policy_warm_window=5)
+    async with running(frozen) as (_app, client):
+        await push(client, PERMIT)
+        stage = await push(client, FORBID, activate=False)
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            r = await client.post(f"/admin/stores/default/policies/{stage['version']}/activate", headers=ADMIN)
+            took = time.monotonic() - started
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        assert r.status_code == 200, r.text
+        assert took < 4.0, took  # publish timeouts (0.5 s each) at most, never the 5 s window
+        d = await client.post("/stores/default/access/v1/evaluations", json={"evaluations": [ITEM]})
+        assert d.status_code == 200 and d.json()["evaluations"][0]["decision"] is False
