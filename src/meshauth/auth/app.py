@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -16,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from meshauth import collector
 from meshauth.auth.admin_api import AdminEndpoints
 from meshauth.auth.admin_bulk import BulkEndpoints
 from meshauth.auth.audit_api import AuditEndpoints
@@ -132,8 +132,9 @@ class AuthApp:
             )
         # What startup made (modules, the app, pools) lives as long as the process: out of the
         # collector's reach, a full collection scans only what requests made since. Measured at
-        # 3,000 req/s: full collections of 60-150 ms without this (docs/performance.md, issue 12).
-        gc.freeze()
+        # 3,000 req/s: full collections of 60-150 ms without this (docs/performance.md, issue 12);
+        # and full collections held back (collector.py: the cold gate's memos made them every ~1.3 s).
+        collector.settle()
         try:
             yield
         finally:

@@ -6,11 +6,11 @@ either the old or the new policy set, never a mix.
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeGuard
 
+from meshauth import collector
 from meshauth.policy import stores
 from meshauth.policy.cedar import Schema, Uid, parse_policies, parse_schema, schema_action_parents
 from meshauth.policy.conditions import condition_facts
@@ -171,5 +171,6 @@ def settle() -> None:
     """Move what is alive now (compiled policies, cached entities) out of the collector's reach:
     these long-lived objects would otherwise be re-scanned by every full collection, which shows
     up as multi-millisecond pauses in the decision tail. (Objects freed by reference counting are
-    still freed; only cyclic garbage frozen here would linger, and states hold no cycles.)"""
-    gc.freeze()
+    still freed; only cyclic garbage frozen here would linger, and states hold no cycles.) Full
+    collections are held back too (``meshauth.collector``)."""
+    collector.settle()

@@ -1,0 +1,77 @@
+# stop 23: adds the gate's call-latency histogram (evaluations, ok) to the output
+"""Cold-row harness for client4 (stop 21), from cold3's prof.py: the bench's cold row alone (Valkey,
+policy service, gate on core 0; 3 s warm-up; paced 3,000 req/s from core 1 over 30 connections).
+
+Usage: prof.py SECONDS MODE [idle] [G:ENV=VALUE ...] [P:ENV=VALUE ...]
+MODE: plain | spy (py-spy record --gil on the gate's worker, raw output to /tmp/client4/gate-*.txt).
+idle: the bench's idle-poll spinners (nice-19 busy loops on both cores) during the measured run.
+G:/P: environment for the gate / the policy service only. Prints one JSON line: achieved rate, p50/p95/p99,
+non-2xx, CPU µs per request per process, and the gate's checks per policy call (batch size histogram)."""
+import json, os, re, secrets, subprocess, sys, tempfile, time, urllib.request
+from contextlib import nullcontext
+from pathlib import Path
+from meshauth.bench.auth import CLIENT_ID, SECRET, _create_client, _post_form
+from meshauth.bench.authz import ROUTES, _push_policy
+from meshauth.bench.client_setup import tree_cpu
+from meshauth.bench.loadgen import SERVER_CORE, idle_poll, paced
+from meshauth.bench.processes import free_port, process_tree, running, service_env
+from meshauth.bench.valkey_here import local_valkey
+from meshauth.config import Settings
+from meshauth.db import migrate
+
+seconds = int(sys.argv[1]); mode = sys.argv[2]
+rate = int(os.environ.get("RATE", "3000"))  # offered req/s of the measured run
+idle = "idle" in sys.argv[3:]
+genv = dict(a[2:].split("=", 1) for a in sys.argv[3:] if a.startswith("G:"))
+pxenv = dict(a[2:].split("=", 1) for a in sys.argv[3:] if a.startswith("P:"))
+
+
+def batch_stats(url):
+    with urllib.request.urlopen(url, timeout=10) as r:
+        text = r.read().decode()
+    tot = {}
+    for m in re.finditer(r'^meshauth_client_call_seconds_bucket\{([^}]*)\} (\S+)$', text, re.M):
+        if 'outcome="ok"' in m.group(1) and 'endpoint="evaluations"' in m.group(1):
+            le = re.search(r'le="([^"]+)"', m.group(1)).group(1)
+            tot["call_le_" + le] = tot.get("call_le_" + le, 0) + float(m.group(2))
+    for name in ("meshauth_client_batch_size_sum", "meshauth_client_batch_size_count"):
+        tot[name] = sum(float(m.group(1)) for m in re.finditer(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+    return tot
+
+
+with tempfile.TemporaryDirectory(prefix="client4-prof-") as tmp, local_valkey(int(SERVER_CORE)) as valkey:
+    var = Path(tmp); (var / "routes.yaml").write_text(ROUTES)
+    port, policy_port = free_port(), free_port()
+    policy_url = f"http://127.0.0.1:{policy_port}"
+    env = service_env(var, valkey.url, MESHAUTH_AUTH_PORT=str(port), MESHAUTH_GRPC_PORT=str(free_port()), MESHAUTH_POLICY_PORT=str(policy_port))
+    penv = {**env, **pxenv}
+    authz_env = {**env, "MESHAUTH_ROUTES_FILE": str(var / "routes.yaml"), "MESHAUTH_POLICY_URLS": f'["{policy_url}"]', **genv}
+    migrate(Settings(database_url=env["MESHAUTH_DATABASE_URL"], redis_url=valkey.url, var_dir=var).sqlalchemy_url)
+    base = f"http://127.0.0.1:{port}"
+    hot = f"{base}/ext_authz/documents/hot"
+    with running(["-m", "meshauth", "serve", "policy", "--no-migrate"], penv, f"{policy_url}/healthz") as policy:
+        _push_policy(policy_url)
+        with running(["-m", "meshauth", "serve", "auth", "--no-migrate"], authz_env, f"{base}/healthz") as gate:
+            _create_client(base)
+            token = _post_form(f"{base}/oauth2/token", {"grant_type": "client_credentials"}, (CLIENT_ID, SECRET))
+            headers = {"authorization": f"Bearer {token['access_token']}"}
+            urllib.request.urlopen(urllib.request.Request(hot, headers=headers), timeout=5).close()
+            paced(base + "/", rate=3000, connections=30, seconds=3, headers=headers, distinct_prefix=f"/ext_authz/documents/w{secrets.token_hex(4)}-")
+            gpids = process_tree(gate.pid)
+            spy = None
+            if mode == "spy":
+                Path("/tmp/client4").mkdir(exist_ok=True)
+                spy = subprocess.Popen(["taskset", "-c", "1", "py-spy", "record", "--gil", "-p", str(gpids[-1]), "-r", "250", "-f", "raw", "-o", f"/tmp/client4/gate-{int(time.time())}.txt", "-d", str(seconds)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(1)
+            b0 = batch_stats(f"{base}/metrics")
+            procs = {"gate": gate.pid, "policy": policy.pid, "valkey": valkey.pid}
+            before = {n: tree_cpu(p) for n, p in procs.items()}
+            with idle_poll() if idle else nullcontext():
+                lat = paced(base + "/", rate=rate, connections=30, seconds=seconds, headers=headers, distinct_prefix=f"/ext_authz/documents/c{secrets.token_hex(4)}-")
+            cpu = {n: round(1e6 * (tree_cpu(p) - before[n]) / max(1, lat.requests), 1) for n, p in procs.items()}
+            b1 = batch_stats(f"{base}/metrics")
+            if spy: spy.wait()
+            n = b1["meshauth_client_batch_size_count"] - b0["meshauth_client_batch_size_count"]
+            per = (b1["meshauth_client_batch_size_sum"] - b0["meshauth_client_batch_size_sum"]) / max(1, n)
+            hist = {k: int(b1[k] - b0.get(k, 0)) for k in b1 if k.startswith("call_le_")}
+            print(json.dumps({"calls_hist": hist, "rate": lat.rate, "p50": lat.p50_ms, "p95": lat.p95_ms, "p99": lat.p99_ms, "non2xx": lat.non_2xx, "cpu": cpu, "core0": round(sum(cpu.values()), 1), "checks_per_call": round(per, 2), "calls": int(n)}))
