@@ -49,9 +49,13 @@ with tempfile.TemporaryDirectory(prefix="client4-prof-") as tmp, local_valkey(in
     migrate(Settings(database_url=env["MESHAUTH_DATABASE_URL"], redis_url=valkey.url, var_dir=var).sqlalchemy_url)
     base = f"http://127.0.0.1:{port}"
     hot = f"{base}/ext_authz/documents/hot"
-    with running(["-m", "meshauth", "serve", "policy", "--no-migrate"], penv, f"{policy_url}/healthz") as policy:
+    def uv(app, p):  # POLICY_SERVER / GATE_SERVER=uvicorn: that service under uvicorn (uvloop, httptools) instead
+        return ["-m", "uvicorn", "--factory", app, "--host", "127.0.0.1", "--port", str(p), "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
+    pargs = uv("meshauth.policy.app:create_app", policy_port) if os.environ.get("POLICY_SERVER") == "uvicorn" else ["-m", "meshauth", "serve", "policy", "--no-migrate"]
+    gargs = uv("meshauth.auth.app:create_app", port) if os.environ.get("GATE_SERVER") == "uvicorn" else ["-m", "meshauth", "serve", "auth", "--no-migrate"]
+    with running(pargs, penv, f"{policy_url}/healthz") as policy:
         _push_policy(policy_url)
-        with running(["-m", "meshauth", "serve", "auth", "--no-migrate"], authz_env, f"{base}/healthz") as gate:
+        with running(gargs, authz_env, f"{base}/healthz") as gate:
             _create_client(base)
             token = _post_form(f"{base}/oauth2/token", {"grant_type": "client_credentials"}, (CLIENT_ID, SECRET))
             headers = {"authorization": f"Bearer {token['access_token']}"}
