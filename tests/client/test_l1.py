@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from meshauth.client import Decision
 from meshauth.client._cache import DecisionL1
-from meshauth.client._keys import request_key
+from meshauth.client._keys import L1Key, request_key
 from meshauth.wire import Resource, Subject
 
 
@@ -159,3 +159,17 @@ def test_eviction_keeps_exactly_what_the_reference_clock_keeps(
         live = {n for n in range(41) if l1.get_stale((n, None, b"")) is not None}  # get_stale marks nothing
         assert live == {n for n, until in ref.data.items() if until > clock.now}
     assert clock.now >= start
+
+
+def test_kept_answers_add_nothing_to_the_collectors_walk() -> None:
+    """A full L1 (10,000 answers) is not walked by full collections: neither an answer nor, once a
+    collection has seen it, the entry holding it is tracked (``meshauth.collector``, stop 23)."""
+    import gc
+
+    l1 = DecisionL1(maxsize=16, clock=Clock())
+    d = Decision(decision=False, reasons=("policy_denied",), errors=("e",), revision=3, entities_version=4)
+    assert not gc.is_tracked(d)
+    key: L1Key = (3, 4, b"k")
+    l1.put(key, d, l1.clock() + 60.0)
+    gc.collect()
+    assert not gc.is_tracked(l1._data[key])

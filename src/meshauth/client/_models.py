@@ -90,8 +90,11 @@ def at_least(state: State) -> Consistency:
     return Consistency("at_least", state)
 
 
-class Decision(msgspec.Struct, frozen=True, kw_only=True):
+class Decision(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One check's answer. ``decision`` is True only for a genuine allow from the policy service.
+
+    Not tracked by the garbage collector (its fields are strings, numbers and tuples of strings: it
+    cannot be part of a cycle), so an L1 of many answers adds nothing to a full collection's walk.
 
     ``reasons``: the determining policies (their ``@id``), or ``(error,)`` when there was no decision;
     ``errors``: the engine's evaluation errors; ``revision``/``entities_version``: the state decided
