@@ -9,17 +9,19 @@ gate under traffic that never repeats keeps filling its memos (the route table's
 prepared questions, each entry ~10 tracked objects, cleared at 16,384 entries), so the walk grows
 again and the quarter is reached every ~1.3 s.
 
-Measured (docs/performance.md, "Stop 23: the cold gate's pauses were full collections"): the cold
+Measured (docs/performance.md, "Stop 23: the cold gate's tail was full garbage collections"): the cold
 benchmark's gate (every request a new path, 3,000 req/s, gate + policy service + Valkey on one core)
 ran **10 full collections in 16 s, 512–678 ms in all, up to 108–129 ms each** (wall time: the core is
-shared), each finding 0–20 objects to free; p99 70–100 ms. With full collections considered only
-after :data:`FULL_AFTER` young ones: none in the run, p99 14 ms. At that rate a full collection then
-comes every few minutes. What it defers is only cyclic garbage that lived long enough to be promoted
-twice — what every full collection of the runs above found almost none of; objects freed by reference
-counting (nearly all) are freed at once as before. The young generations' thresholds are kept: a
-larger first threshold (5,000 and 20,000 tried) gave the same young-collection time in longer pauses.
+shared), each finding 0–20 objects to free; p99 70–100 ms. With full collections considered only after
+:data:`FULL_AFTER` generation-1 collections: none in the run, p99 14 ms; from the rate of generation-0
+collections (~80 a second) one is due about every 2 minutes (an estimate), a walk as long as before.
+What it defers is only cyclic garbage that lived long enough to be promoted twice — of which every full
+collection of the runs above found almost none; objects freed by reference counting (nearly all) are
+freed at once as before. The young generations' thresholds are kept: a larger first threshold (5,000
+and 20,000 tried) gave the same young-collection time in longer pauses.
 
-On Python 3.14's incremental collector the third threshold is not used; freezing still applies.
+Where the collector is incremental (the design retargeted to CPython 3.14), ``set_threshold`` ignores
+the third value and pauses are short by design; freezing still applies.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import gc
 
 __all__ = ["FULL_AFTER", "settle"]
 
-FULL_AFTER = 1_000  # young (generation 1) collections before a full one is considered; CPython's default is 10
+FULL_AFTER = 1_000  # generation-1 collections before a full one is considered; CPython's default is 10
 
 
 def settle() -> None:
