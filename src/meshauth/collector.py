@@ -13,8 +13,8 @@ Measured (docs/performance.md, "Stop 23: the cold gate's tail was full garbage c
 benchmark's gate (every request a new path, 3,000 req/s, gate + policy service + Valkey on one core)
 ran **10 full collections in 16 s, 512–678 ms in all, up to 108–129 ms each** (wall time: the core is
 shared), each finding 0–20 objects to free; p99 70–100 ms. With full collections considered only after
-:data:`FULL_AFTER` generation-1 collections: none in the run, p99 14 ms; from the rate of generation-0
-collections (~80 a second) one is due about every 2 minutes (an estimate), a walk as long as before.
+:data:`FULL_AFTER` generation-1 collections: none in the run, p99 14 ms; over a 155 s run, one (86.6 ms
+— a walk as long as before, every ~2 minutes at ~86 generation-0 collections a second).
 What it defers is only cyclic garbage that lived long enough to be promoted twice — of which every full
 collection of the runs above found almost none; objects freed by reference counting (nearly all) are
 freed at once as before. The young generations' thresholds are kept: a larger first threshold (5,000
