@@ -70,12 +70,45 @@ with tempfile.TemporaryDirectory(prefix="client4-prof-") as tmp, local_valkey(in
             b0 = batch_stats(f"{base}/metrics")
             procs = {"gate": gate.pid, "policy": policy.pid, "valkey": valkey.pid}
             before = {n: tree_cpu(p) for n, p in procs.items()}
+            def rss(pid):
+                return int(next(l for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS")).split()[1])
+            rss0 = rss(gpids[-1])
+            stopper = None
+            if os.environ.get("STOP_POLICY"):  # "AT,FOR": SIGSTOP the policy service AT s into the run for FOR s
+                import signal, threading
+                at, dur = (float(x) for x in os.environ["STOP_POLICY"].split(","))
+                ppids = process_tree(policy.pid)
+                def _stop():
+                    time.sleep(at); [os.kill(q, signal.SIGSTOP) for q in ppids]
+                    time.sleep(dur); [os.kill(q, signal.SIGCONT) for q in ppids]
+                stopper = threading.Thread(target=_stop, daemon=True); stopper.start()
+                timeline = []
+                def _poll():  # every 0.5 s: breaker state, deny fallbacks, checks answered by the service
+                    t0 = time.time()
+                    while time.time() - t0 < seconds + 2:
+                        try:
+                            text = urllib.request.urlopen(f"{base}/metrics", timeout=2).read().decode()
+                        except Exception:
+                            text = ""
+                        def val(rx):
+                            return sum(float(m.group(1)) for m in re.finditer(rx, text, re.M))
+                        timeline.append((round(time.time() - t0, 1), val(r'^meshauth_client_breaker_state\{[^}]*\} (\S+)$'),
+                                         val(r'^meshauth_client_fallbacks_total\{[^}]*kind="deny"[^}]*\} (\S+)$'),
+                                         val(r'^meshauth_client_checks_total\{[^}]*source="service"[^}]*\} (\S+)$')))
+                        time.sleep(0.5)
+                threading.Thread(target=_poll, daemon=True).start()
             with idle_poll() if idle else nullcontext():
                 lat = paced(base + "/", rate=rate, connections=30, seconds=seconds, headers=headers, distinct_prefix=f"/ext_authz/documents/c{secrets.token_hex(4)}-")
             cpu = {n: round(1e6 * (tree_cpu(p) - before[n]) / max(1, lat.requests), 1) for n, p in procs.items()}
             b1 = batch_stats(f"{base}/metrics")
+            rss1 = rss(gpids[-1])
+            if os.environ.get("STOP_POLICY"):
+                time.sleep(2.5)
+                print("timeline (s, breaker state, deny fallbacks, service answers):", timeline)
+                text = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
+                print("\n".join(l for l in text.splitlines() if l.startswith(("meshauth_http_request_seconds_count", "meshauth_client_checks_total", "meshauth_client_fallbacks_total", "meshauth_gate"))))
             if spy: spy.wait()
             n = b1["meshauth_client_batch_size_count"] - b0["meshauth_client_batch_size_count"]
             per = (b1["meshauth_client_batch_size_sum"] - b0["meshauth_client_batch_size_sum"]) / max(1, n)
             hist = {k: int(b1[k] - b0.get(k, 0)) for k in b1 if k.startswith("call_le_")}
-            print(json.dumps({"calls_hist": hist, "rate": lat.rate, "p50": lat.p50_ms, "p95": lat.p95_ms, "p99": lat.p99_ms, "non2xx": lat.non_2xx, "cpu": cpu, "core0": round(sum(cpu.values()), 1), "checks_per_call": round(per, 2), "calls": int(n)}))
+            print(json.dumps({"gate_rss_kib": [rss0, rss1], "calls_hist": hist, "rate": lat.rate, "p50": lat.p50_ms, "p95": lat.p95_ms, "p99": lat.p99_ms, "non2xx": lat.non_2xx, "cpu": cpu, "core0": round(sum(cpu.values()), 1), "checks_per_call": round(per, 2), "calls": int(n)}))
