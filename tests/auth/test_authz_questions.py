@@ -11,7 +11,7 @@ import pytest
 import meshauth.auth.authz_questions as questions
 from meshauth.auth.authz_questions import Questions, credential_context, subject_for
 from meshauth.auth.gate import Verdict, allow
-from meshauth.client import PolicyClient
+from meshauth.client import PolicyClient, Subject
 from meshauth.routes import parse_routes
 from tests.client.mock import MockTransport
 
@@ -48,28 +48,42 @@ def test_a_pair_is_prepared_once(client: PolicyClient) -> None:
     v, route = allow("alice", "app", "read", "bearer"), table.match("GET", "/documents/d1")
     first = memo.get(v, route)
     assert memo.get(v, route) is first and len(memo) == 1
-    assert (first.subject.type, first.subject.id, first.action, dict(first.resource)) == (
-        "User",
-        "alice",
+    made = client.question(
+        Subject(type="User", id="alice"),
         "read",
         {"type": "Document", "id": "d1"},
+        {"scope": ["read"], "client_id": "app"},
     )
-    assert first.context == {"scope": ["read"], "client_id": "app"}
-    assert first.question.key == expected(client, v, "d1")
+    assert first.key == made.key == expected(client, v, "d1")
 
 
 def test_a_client_credentials_token_asks_as_the_client(client: PolicyClient) -> None:
     v = identity("svc", client_id="svc", scope="read write")
     asked = Questions(client).get(v, parse_routes(ROUTES).match("GET", "/documents/d1"))
-    assert (asked.subject.type, asked.subject.id) == ("Client", "svc")
-    assert asked.context == {"scope": ["read", "write"], "client_id": "svc"}
+    made = client.question(
+        Subject(type="Client", id="svc"),
+        "read",
+        {"type": "Document", "id": "d1"},
+        {"scope": ["read", "write"], "client_id": "svc"},
+    )
+    assert asked.key == made.key
+
+
+def test_an_entry_holds_the_question_alone(client: PolicyClient) -> None:
+    """What an entry keeps alive is walked by every full collection (stop 23): the verdict and the
+    match it was made from (shared with their own caches) and the question — nothing else."""
+    memo = Questions(client)
+    v, route = allow("alice", "app", "read", "bearer"), parse_routes(ROUTES).match("GET", "/documents/d1")
+    question = memo.get(v, route)
+    (entry,) = memo._memo.values()
+    assert entry == (v, route, question)
 
 
 def test_equal_verdicts_from_other_objects_get_the_same_question(client: PolicyClient) -> None:
     table = parse_routes(ROUTES)
     memo = Questions(client)
     route = table.match("GET", "/documents/d1")
-    assert memo.get(identity("bob"), route).question == memo.get(identity("bob"), route).question
+    assert memo.get(identity("bob"), route) == memo.get(identity("bob"), route)
 
 
 @pytest.mark.parametrize("bound", [1, 3, 64])
@@ -87,7 +101,7 @@ def test_reused_object_ids_never_give_another_identitys_question(
         # A fresh table (and so a fresh match object) every few requests: ids of dropped matches recur.
         route = (table if i % 3 else parse_routes(ROUTES)).match("GET", path)
         asked = memo.get(v, route)
-        assert asked.question.key == expected(client, v, f"d{i % 5}"), i
+        assert asked.key == expected(client, v, f"d{i % 5}"), i
         assert len(memo) <= bound
 
 
@@ -113,7 +127,7 @@ def test_hostile_long_paths_cannot_make_the_memo_hold_much(client: PolicyClient)
                 rid = f"{i:08d}{'x' * 4000}"
                 route = table.match("GET", f"/documents/{rid}")
                 if with_memo and i % 997 == 0:
-                    assert memo.get(v, route).question.key == expected(client, v, rid)
+                    assert memo.get(v, route).key == expected(client, v, rid)
                 elif with_memo:
                     memo.get(v, route)
             gc.collect()

@@ -150,15 +150,15 @@ class Authorizer:
         if remaining <= 0:
             return refused(503, POLICY_UNAVAILABLE, verdict)
         try:
-            asked = self._questions.get(verdict, route)
-            decision = self.client.cached(asked.question)
+            question = self._questions.get(verdict, route)
+            decision = self.client.cached(question)
             if decision is None:
                 # No asyncio.timeout around it: PolicyClient.check answers within ``timeout`` by contract
                 # (an L1 hit at once, anything else under its own deadline), and a timeout context here
                 # cost 5-6 µs per request, as much as the L1 hit itself. tests/auth/test_authz_failures.py
                 # holds the gate to its deadline end to end (slow, stopped and killed policy services).
                 # check_question: the question was validated and encoded when the memo made it.
-                decision = await self.client.check_question(asked.question, timeout=remaining)
+                decision = await self.client.check_question(question, timeout=remaining)
         except Exception:  # fail closed: no decision is not an allow
             log.exception("policy check failed")
             return refused(503, POLICY_UNAVAILABLE, verdict)

@@ -30,14 +30,13 @@ the gate's memory limit; ordinary keys (~100–300 bytes) reach the count first.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from meshauth.auth.gate import Verdict
 from meshauth.client import PolicyClient, Question, Subject
 from meshauth.routes import RouteMatch
 
-__all__ = ["MAX_QUESTIONS", "MAX_QUESTION_BYTES", "Asked", "Questions", "credential_context", "subject_for"]
+__all__ = ["MAX_QUESTIONS", "MAX_QUESTION_BYTES", "Questions", "credential_context", "subject_for"]
 
 MAX_QUESTIONS = 16_384
 MAX_QUESTION_BYTES = 8 * 1024 * 1024  # of question keys held (the routes' resources are about as much again)
@@ -54,27 +53,19 @@ def credential_context(client_id: str, scope: str) -> dict[str, Any]:
     return {"scope": scope.split(), "client_id": client_id}
 
 
-@dataclass(frozen=True, slots=True)
-class Asked:
-    """One request's question: as ``PolicyClient.check`` arguments (a miss) and prepared (a hit)."""
-
-    subject: Subject
-    action: str
-    resource: Mapping[str, str]
-    context: dict[str, Any]
-    question: Question
-
-
 class Questions:
     def __init__(self, client: PolicyClient) -> None:
         self._client = client
-        self._memo: dict[tuple[int, int], tuple[Verdict, RouteMatch, Asked]] = {}
+        # Each entry holds the question alone, not also the arguments it was made from: the question
+        # keeps its own validated copies, and every object an entry holds is walked by the collector
+        # (stop 23: a cold gate's memos were most of what its full collections walked).
+        self._memo: dict[tuple[int, int], tuple[Verdict, RouteMatch, Question]] = {}
         self._bytes = 0  # of the keys held
 
     def __len__(self) -> int:
         return len(self._memo)
 
-    def get(self, verdict: Verdict, route: RouteMatch) -> Asked:
+    def get(self, verdict: Verdict, route: RouteMatch) -> Question:
         """The question ``verdict`` (an allow: its headers are subject, client id, scope) asks on
         ``route`` (an ``authorize`` match). Raises what ``PolicyClient.question`` raises for a
         malformed one (the caller fails closed)."""
@@ -83,7 +74,7 @@ class Questions:
         if entry is not None and entry[0] is verdict and entry[1] is route:
             return entry[2]
         asked = self._ask(verdict, route)
-        size = len(asked.question.key)
+        size = len(asked.key)
         if len(self._memo) >= MAX_QUESTIONS or self._bytes + size > MAX_QUESTION_BYTES:
             self._memo.clear()
             self._bytes = 0
@@ -91,9 +82,8 @@ class Questions:
         self._memo[key] = (verdict, route, asked)
         return asked
 
-    def _ask(self, verdict: Verdict, route: RouteMatch) -> Asked:
+    def _ask(self, verdict: Verdict, route: RouteMatch) -> Question:
         subject, client_id, scope = (value for _, value in verdict.headers)
         who = subject_for(verdict.credential, subject, client_id)
         resource: Mapping[str, str] = route.resource or {}
-        context = credential_context(client_id, scope)
-        return Asked(who, route.action, resource, context, self._client.question(who, route.action, resource, context))
+        return self._client.question(who, route.action, resource, credential_context(client_id, scope))
