@@ -73,14 +73,14 @@ class Questions:
         entry = self._memo.get(key)
         if entry is not None and entry[0] is verdict and entry[1] is route:
             return entry[2]
-        asked = self._ask(verdict, route)
-        size = len(asked.key)
+        question = self._ask(verdict, route)
+        size = len(question.key)
         if len(self._memo) >= MAX_QUESTIONS or self._bytes + size > MAX_QUESTION_BYTES:
             self._memo.clear()
             self._bytes = 0
         self._bytes += size
-        self._memo[key] = (verdict, route, asked)
-        return asked
+        self._memo[key] = (verdict, route, question)
+        return question
 
     def _ask(self, verdict: Verdict, route: RouteMatch) -> Question:
         subject, client_id, scope = (value for _, value in verdict.headers)
