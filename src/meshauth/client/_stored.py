@@ -21,6 +21,15 @@ only one batch in ``READ_SKIP`` reads L2 (the others go straight to the service,
 cold benchmark: no L2 hit is possible) paid an ``MGET`` round trip per batch for nothing — a Valkey
 wake-up and a reply event on the core it shares with Valkey and the policy service (docs/performance.md,
 "Stop 19, branch ``cold2``"); a skipped read costs only that batch's chance of an L2 hit.
+
+Fills back off with the reads: while reads are backed off, one answer in ``READ_SKIP`` is written to
+L2 (the others counted as ``cache{level="l2",result="write_skipped"}``; L1 keeps every one). A replica
+that found none of its last ``READ_PROBE`` questions in L2 is asked questions nobody asks twice within
+their TTL, so the others are unlikely to ask its answers either; and when questions do start to repeat
+across replicas, the fills still written and the reads still made find one another (a repeat is found
+with probability 1/``READ_SKIP``² each time), the first hit restores every read and every fill. On the
+cold benchmark the fills cost ~23 µs of the shared core per request (Valkey ~9, the gate ~14), ~8 % of it
+(docs/performance.md, "Stop 23, end of stop").
 """
 
 from __future__ import annotations
@@ -56,6 +65,7 @@ class DecisionStore:
         self._write_soon: asyncio.TimerHandle | None = None
         self._dry = 0  # keys looked up in L2 since its last hit
         self._skips = 0
+        self._fills = 0  # answers offered to L2 while backed off
 
     @property
     def l2(self) -> DecisionL2 | None:
@@ -106,6 +116,11 @@ class DecisionStore:
         if self._l1 is not None:
             self._l1.put(key, msgspec.structs.replace(d, source="l1"), self._l1.clock() + ttl)
         if self._l2 is not None:
+            if self._dry >= READ_PROBE:
+                self._fills += 1
+                if self._fills % READ_SKIP:
+                    CACHE.add("l2", "write_skipped")
+                    return
             if len(self._writes) >= WRITE_BUFFER:
                 CACHE.add("l2", "write_dropped")
                 return
