@@ -28,8 +28,9 @@ that found none of its last ``READ_PROBE`` questions in L2 is asked questions no
 their TTL, so the others are unlikely to ask its answers either; and when questions do start to repeat
 across replicas, the fills still written and the reads still made find one another (a repeat is found
 with probability 1/``READ_SKIP``² each time), the first hit restores every read and every fill. On the
-cold benchmark the fills cost ~23 µs of the shared core per request (Valkey ~9, the gate ~14), ~8 % of it
-(docs/performance.md, "Stop 23, end of stop").
+cold benchmark L2 cost ~23 µs of the shared core per request (~8 %: the same run without L2); backing
+the fills off took Valkey's share from 14–15 to 7–9 µs, the gate's saving stayed within the rounds'
+noise (docs/performance.md, "Stop 23, end of stop").
 """
 
 from __future__ import annotations
