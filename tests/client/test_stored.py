@@ -5,6 +5,8 @@ until the service has answered again. Real Valkey."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from redis.asyncio import Redis
@@ -131,9 +133,11 @@ async def test_fills_reach_l2_while_the_client_is_open(redis: Redis) -> None:
         assert 1 <= await command_calls(redis, "evalsha") <= 2
 
 
-async def test_l2_reads_back_off_while_they_never_hit_and_resume_on_a_hit(valkey_url: str, redis: Redis) -> None:
-    """READ_PROBE keys without a hit: then one batch in READ_SKIP reads L2; the first hit restores every read."""
-    from meshauth.client._stored import READ_PROBE, READ_SKIP
+@contextlib.asynccontextmanager
+async def backed_off_and_another(valkey_url: str) -> AsyncIterator[tuple[PolicyClient, PolicyClient]]:
+    """Two clients (replicas) on the real Valkey, the first one's L2 backed off: it has looked up
+    READ_PROBE new questions, none found."""
+    from meshauth.client._stored import READ_PROBE
 
     t = MockTransport(revision=1)
     conn = Redis.from_url(valkey_url.replace("valkey://", "redis://", 1))
@@ -148,63 +152,55 @@ async def test_l2_reads_back_off_while_they_never_hit_and_resume_on_a_hit(valkey
             other.advance(State(1))
             for start in range(0, READ_PROBE, 64):  # batches of 64 new questions: all L2 misses
                 await asyncio.gather(*(client.check(ALICE, "view", doc(i)) for i in range(start, start + 64)))
-            await redis.config_resetstat()
-            for i in range(2 * READ_SKIP):  # one check per batch: reads back off
-                await client.check(ALICE, "view", doc(10_000 + i))
-            assert await command_calls(redis, "mget") == 2
-            # Another replica's answers in L2: the next reading batch hits, and reads resume.
-            for i in range(2 * READ_SKIP):
-                await other.check(ALICE, "edit", doc(i))
-            await other.aclose()  # its buffered fills written
-            sources = [(await client.check(ALICE, "edit", doc(i))).source for i in range(2 * READ_SKIP)]
-        assert "l2" in sources and sources[-READ_SKIP:] == ["l2"] * READ_SKIP
+            yield client, other
     finally:
         await conn.aclose()
         await other_conn.aclose()
+
+
+async def test_l2_reads_back_off_while_they_never_hit_and_resume_on_a_hit(valkey_url: str, redis: Redis) -> None:
+    """READ_PROBE keys without a hit: then one batch in READ_SKIP reads L2; the first hit restores every read."""
+    from meshauth.client._stored import READ_SKIP
+
+    async with backed_off_and_another(valkey_url) as (client, other):
+        await redis.config_resetstat()
+        for i in range(2 * READ_SKIP):  # one check per batch: reads back off
+            await client.check(ALICE, "view", doc(10_000 + i))
+        assert await command_calls(redis, "mget") == 2
+        # Another replica's answers in L2: the next reading batch hits, and reads resume.
+        for i in range(2 * READ_SKIP):
+            await other.check(ALICE, "edit", doc(i))
+        await other.aclose()  # its buffered fills written
+        sources = [(await client.check(ALICE, "edit", doc(i))).source for i in range(2 * READ_SKIP)]
+    assert "l2" in sources and sources[-READ_SKIP:] == ["l2"] * READ_SKIP
 
 
 async def test_l2_fills_back_off_with_the_reads_and_resume_on_a_hit(valkey_url: str, redis: Redis) -> None:
     """While reads are backed off, one answer in READ_SKIP is written to L2 (every one stays in L1);
     the first read that hits restores every fill."""
-    from meshauth.client._stored import READ_PROBE, READ_SKIP
-
-    t = MockTransport(revision=1)
-    conn = Redis.from_url(valkey_url.replace("valkey://", "redis://", 1))
-    other_conn = Redis.from_url(valkey_url.replace("valkey://", "redis://", 1))
-    cfg = CacheConfig(l2_timeout=2.0)
+    from meshauth.client._stored import READ_SKIP
 
     async def keys_in_l2() -> int:
         return len([k async for k in redis.scan_iter(match=b"*")])
 
-    try:
-        async with (
-            PolicyClient(["http://pdp"], transport=t, redis=conn, warming=None, cache=cfg) as client,
-            PolicyClient(["http://pdp"], transport=t, redis=other_conn, warming=None, cache=cfg) as other,
-        ):
-            client.advance(State(1))
-            other.advance(State(1))
-            for start in range(0, READ_PROBE, 64):  # batches of 64 new questions: all L2 misses
-                await asyncio.gather(*(client.check(ALICE, "view", doc(i)) for i in range(start, start + 64)))
-            await asyncio.sleep(0.1)  # the buffered fills written
-            await redis.flushall()
-            n = 8 * READ_SKIP
-            for start in range(0, n, 16):  # backed off: new answers, 1 in READ_SKIP goes to L2
-                await asyncio.gather(*(client.check(ALICE, "view", doc(20_000 + i)) for i in range(start, start + 16)))
-            await asyncio.sleep(0.1)
-            assert await keys_in_l2() == n // READ_SKIP
-            again = [(await client.check(ALICE, "view", doc(20_000 + i))).source for i in range(n)]
-            assert again == ["l1"] * n  # L1 kept every answer
-            # Another replica's answers in L2: a read hits, and fills resume in full.
-            for i in range(2 * READ_SKIP):
-                await other.check(ALICE, "edit", doc(i))
-            await other.aclose()
-            sources = [(await client.check(ALICE, "edit", doc(i))).source for i in range(2 * READ_SKIP)]
-            assert "l2" in sources
-            await redis.flushall()
-            for i in range(16):
-                await client.check(ALICE, "view", doc(30_000 + i))
-            await asyncio.sleep(0.1)
-            assert await keys_in_l2() == 16
-    finally:
-        await conn.aclose()
-        await other_conn.aclose()
+    async with backed_off_and_another(valkey_url) as (client, other):
+        await asyncio.sleep(0.1)  # the buffered fills written
+        await redis.flushall()
+        n = 8 * READ_SKIP
+        for start in range(0, n, 16):  # backed off: new answers, 1 in READ_SKIP goes to L2
+            await asyncio.gather(*(client.check(ALICE, "view", doc(20_000 + i)) for i in range(start, start + 16)))
+        await asyncio.sleep(0.1)
+        assert await keys_in_l2() == n // READ_SKIP
+        again = [(await client.check(ALICE, "view", doc(20_000 + i))).source for i in range(n)]
+        assert again == ["l1"] * n  # L1 kept every answer
+        # Another replica's answers in L2: a read hits, and fills resume in full.
+        for i in range(2 * READ_SKIP):
+            await other.check(ALICE, "edit", doc(i))
+        await other.aclose()
+        sources = [(await client.check(ALICE, "edit", doc(i))).source for i in range(2 * READ_SKIP)]
+        assert "l2" in sources
+        await redis.flushall()
+        for i in range(16):
+            await client.check(ALICE, "view", doc(30_000 + i))
+        await asyncio.sleep(0.1)
+        assert await keys_in_l2() == 16
