@@ -216,16 +216,21 @@ async def test_an_activation_after_staging_is_answered_from_l1() -> None:
         assert await ask_all(client, world) == ["l1"] * 4  # no cliff: every hot answer is there
 
 
+async def staged_then_entity_write(client: PolicyClient, world: World) -> None:
+    """Version 2 staged for the hot set at the current state, then an entity write (not yet seen)."""
+    client.advance(State(world.revision, world.ev))
+    await ask_all(client, world)
+    client.staged(2)
+    await settle()
+    world.granted.add("b")
+    world.ev += 1
+
+
 async def test_an_entity_write_between_staging_and_activation_leaves_it_cold() -> None:
     world = World()
     world.versions.append(True)
     async with client_for(world) as client:
-        client.advance(State(world.revision, world.ev))
-        await ask_all(client, world)
-        client.staged(2)
-        await settle()
-        world.granted.add("b")
-        world.ev += 1
+        await staged_then_entity_write(client, world)
         client.announced(State(world.revision, world.ev))
         before = WARMED.value("staged")
         await activate(client, world, 2)
@@ -369,12 +374,7 @@ async def test_an_entity_change_seen_before_the_activation_leaves_it_cold() -> N
     world = World()
     world.versions.append(True)
     async with client_for(world) as client:
-        client.advance(State(world.revision, world.ev))
-        await ask_all(client, world)
-        client.staged(2)
-        await settle()
-        world.granted.add("b")
-        world.ev += 1
+        await staged_then_entity_write(client, world)
         client.announced(State(1, world.ev))
         before = WARMED.value("staged")
         world.revision += 1

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from meshauth import collector
 from meshauth.policy import stores
 from meshauth.policy.cedar import Uid, compile_thread
 from meshauth.policy.compiled_texts import CompiledTexts
@@ -49,7 +50,6 @@ from meshauth.policy.state import (
     StoreView,
     compile_state,
     is_current,
-    settle,
     state_of,
 )
 from meshauth.policy.write_signal import WriteSignal
@@ -187,7 +187,9 @@ class Registry:
             if current is None:
                 await self._snapshots.first_load(state)
             self._states[name] = state
-            settle()
+            # Compiled policies and cached entities live as long as the state: frozen out of the
+            # collector's walk (states hold no cycles, so nothing frozen here is garbage that lingers).
+            collector.settle()
             self._snapshots.for_state(state)  # a new revision needs its own snapshot: start it now
             return state
 

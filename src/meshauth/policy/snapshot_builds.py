@@ -10,9 +10,10 @@ from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from meshauth import collector
 from meshauth.policy import snapshot
 from meshauth.policy.snapshot import REBUILD_PAUSE_SECONDS, Snapshot
-from meshauth.policy.state import StoreState, is_current, settle
+from meshauth.policy.state import StoreState, is_current
 
 log = logging.getLogger(__name__)
 REBUILD_SPACING = 4.0  # idle time after a snapshot build, as a multiple of how long it took
@@ -123,7 +124,7 @@ class SnapshotBuilds:
                     return
                 if is_current(snap, current):
                     self._snapshots[name] = snap
-                    settle()
+                    collector.settle()  # the snapshot lives as long as its state: out of the walk
                     return
                 await asyncio.sleep(REBUILD_PAUSE_SECONDS)  # the store moved on meanwhile: try again
         except Exception:  # the loader keeps serving; say why in the log

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeGuard
 
-from meshauth import collector
 from meshauth.policy import stores
 from meshauth.policy.cedar import Schema, Uid, parse_policies, parse_schema, schema_action_parents
 from meshauth.policy.conditions import condition_facts
@@ -165,12 +164,3 @@ def compile_state(
     """A state compiled for this store alone (unshared); CPU-bound: run it in a worker thread."""
     settings = index or IndexSettings(enabled=index_enabled)
     return state_of(row, compile_text(text, row.schema_text, row.schema_format, index=settings, hot_keys=hot_keys))
-
-
-def settle() -> None:
-    """Move what is alive now (compiled policies, cached entities) out of the collector's reach:
-    these long-lived objects would otherwise be re-scanned by every full collection, which shows
-    up as multi-millisecond pauses in the decision tail. (Objects freed by reference counting are
-    still freed; only cyclic garbage frozen here would linger, and states hold no cycles.) Full
-    collections are held back too (``meshauth.collector``)."""
-    collector.settle()
