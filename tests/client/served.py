@@ -10,11 +10,12 @@ import socket
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from meshauth.client import Response, Transport
 from meshauth.local.health import wait_healthy
 
 ADMIN_TOKEN = "client-test-admin-token"
@@ -68,3 +69,22 @@ def push(url: str, text: str, store: str = "default") -> dict[str, Any]:
     assert status == 201
     result: dict[str, Any] = body
     return result
+
+
+class Recording:
+    """A real transport, recording each call's endpoint (``evaluation``/``evaluations``) and body size."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+        self.calls: list[tuple[str, int]] = []
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [endpoint for endpoint, _ in self.calls]
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str], *, timeout: float) -> Response:
+        self.calls.append((url.rsplit("/", 1)[1], len(body)))
+        return await self.inner.post(url, body, headers, timeout=timeout)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

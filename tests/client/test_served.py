@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,30 +19,14 @@ from meshauth.client import (
     BreakerConfig,
     Check,
     PolicyClient,
-    Response,
 )
-from tests.client.served import DECISION_TOKEN, policy_server, post, push
+from tests.client.served import DECISION_TOKEN, Recording, policy_server, post, push
 
 POLICIES = """
 @id("view-all") permit(principal, action == Action::"view", resource);
 @id("edit-own") permit(principal, action == Action::"edit", resource) when { resource.owner == principal.id };
 @id("no-mallory") forbid(principal == User::"mallory", action, resource);
 """
-
-
-class Counting:
-    """The real aiohttp transport, counting the calls and checks that reach the network."""
-
-    def __init__(self) -> None:
-        self.inner = AiohttpTransport()
-        self.calls: list[str] = []
-
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str], *, timeout: float) -> Response:
-        self.calls.append(url.rsplit("/", 1)[1])
-        return await self.inner.post(url, body, headers, timeout=timeout)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 @pytest.fixture(scope="module")
@@ -84,18 +68,18 @@ async def test_decisions_equal_the_services(server: str) -> None:
 
 async def test_concurrent_checks_reach_the_service_as_one_evaluations_call(server: str) -> None:
     """Twenty concurrent distinct checks are one evaluations call on the wire."""
-    t = Counting()
+    t = Recording(AiohttpTransport())
     async with PolicyClient([server], token=DECISION_TOKEN, transport=t, cache=None, timeout=5) as client:
         checks = [Check({"type": "User", "id": f"u{i}"}, "view", {"type": "Doc", "id": "d"}) for i in range(20)]
         ds = await client.check_many(checks)
     await t.aclose()  # a transport passed in belongs to the caller
     assert all(d.decision for d in ds)
-    assert t.calls == ["evaluations"]
+    assert t.endpoints == ["evaluations"]
 
 
 async def test_l2_is_shared_between_clients(server: str, redis: Redis) -> None:
     """A decision one client fetched is an L2 hit for another client (another replica) on the same Redis."""
-    first_t, second_t = Counting(), Counting()
+    first_t, second_t = Recording(AiohttpTransport()), Recording(AiohttpTransport())
     ask = ({"type": "User", "id": "alice"}, "view", {"type": "Doc", "id": "d9"})
     async with PolicyClient([server], token=DECISION_TOKEN, transport=first_t, redis=redis, timeout=5) as first:
         await first.check(*ask)
@@ -106,7 +90,7 @@ async def test_l2_is_shared_between_clients(server: str, redis: Redis) -> None:
     await first_t.aclose()
     await second_t.aclose()
     assert (d.source, d.decision, again.source) == ("l2", True, "l1")
-    assert second_t.calls == []
+    assert second_t.endpoints == []
 
 
 async def test_l2_value_is_msgpack_not_pickle(server: str, redis: Redis) -> None:

@@ -95,6 +95,7 @@ def policy_client(settings: Settings, redis: RedisConn | None) -> PolicyClient:
         # few, large ones: it opened after 1.03-1.06 s, promised 1 s), so the breaker counts checks.
         batching=BatchConfig(max_wait=GATE_BATCH_WAIT),
         breaker=GATE_BREAKER,
+        max_request_bytes=settings.policy_max_request_bytes,
     )
 
 

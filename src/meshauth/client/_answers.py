@@ -22,7 +22,7 @@ from meshauth.client._metrics import CHECKS
 from meshauth.client._models import REASON_INVALID_REQUEST, Decision
 from meshauth.client._transport import Response
 
-__all__ = ["Refused", "Unavailable", "count_checks", "item_decision", "outcome", "parse"]
+__all__ = ["Refused", "Unavailable", "WholeRefused", "count_checks", "invalid", "item_decision", "outcome", "parse"]
 
 _REFUSED = "the service refused the request"
 
@@ -33,6 +33,10 @@ class Unavailable(Exception):
 
 class Refused(Exception):
     """The service answered, deliberately, with a refusal that is not about one item."""
+
+
+class WholeRefused(Exception):
+    """The service refused a call of several checks as malformed (400/413/422), naming none of them."""
 
 
 def item_decision(d: wire.Decision) -> Decision:
@@ -100,7 +104,8 @@ def count_checks(answers: list[Decision]) -> None:
         CHECKS.add_many(n, verdict, source)
 
 
-def _invalid(detail: str) -> Decision:
+def invalid(detail: str) -> Decision:
+    """The answer to a malformed check: a deny with :data:`REASON_INVALID_REQUEST` saying why."""
     return Decision(decision=False, reasons=(REASON_INVALID_REQUEST,), errors=(detail,), error=REASON_INVALID_REQUEST)
 
 
@@ -127,8 +132,9 @@ def parse(endpoint: str, resp: Response, count: int) -> list[Decision]:
             raise Unavailable(f"the service answered {len(items)} decisions for {count} checks")
         return [_alike(bytes(raw)) for raw in items]
     if status in (400, 413, 422):
-        # The question is malformed: every check in the request gets that answer (a deny).
-        return [_invalid(_error_text(resp.body))] * count
+        if count > 1:  # about which check? The caller asks again in parts (``_call.Caller``).
+            raise WholeRefused(_error_text(resp.body))
+        return [invalid(_error_text(resp.body))]
     if 400 <= status < 500 and status != 429:
         raise Refused(f"the service refused the call ({status}: {_error_text(resp.body)})")
     raise Unavailable(f"the service answered {status}")

@@ -25,7 +25,7 @@ from meshauth.batching import Batcher
 from meshauth.client._asking import Asking
 from meshauth.client._breaker import CircuitBreaker, StateName
 from meshauth.client._cache import DecisionL1, DecisionL2
-from meshauth.client._call import Caller
+from meshauth.client._call import MAX_REQUEST_BYTES, Caller
 from meshauth.client._config import (
     DEFAULT_TIMEOUT,
     BalanceConfig,
@@ -66,7 +66,9 @@ class PolicyClient(Asking):
     (seconds). Every other keyword configures one feature, and ``None`` switches it off. ``redis``
     enables L2 (with ``cache`` on) and shares hotness for warming. ``transport`` replaces the default
     (``H1Transport`` for http:// URLs, else aiohttp: ``PoolConfig.transport``); ``clock`` drives the breaker and the
-    endpoints (ejection, latency), ``wall_clock`` expiry."""
+    endpoints (ejection, latency), ``wall_clock`` expiry. ``max_request_bytes``: the largest request
+    body the service takes (its ``policy_max_request_bytes``): a check whose question alone is larger
+    is answered ``invalid_request`` without a call, and never fails the checks batched with it."""
 
     def __init__(
         self,
@@ -88,8 +90,11 @@ class PolicyClient(Asking):
         ejection: EjectionConfig | None = EjectionConfig(),
         balancing: BalanceConfig | None = BalanceConfig(),
         warming: WarmConfig | None = WarmConfig(),
+        max_request_bytes: int = MAX_REQUEST_BYTES,
     ) -> None:
         clean = check_client_args(urls, store, token, timeout)
+        if not (type(max_request_bytes) is int and max_request_bytes >= 1024):
+            raise ValueError(f"max_request_bytes must be an integer >= 1024, not {max_request_bytes!r}")
         self.store = store
         self._timeout = float(timeout)
         headers = {"content-type": "application/json"}
@@ -103,6 +108,7 @@ class PolicyClient(Asking):
             headers=headers,
             breaker=CircuitBreaker(breaker, clock=clock, on_transition=self._transition) if breaker else None,
             budget=RetryBudget(retry) if retry else None,
+            max_request_bytes=max_request_bytes,
         )
         self._batcher: Batcher[Pending, Decision] | None = (
             Batcher(self._flush, max_batch=batching.max_batch, max_wait=batching.max_wait, linger=batching.linger)

@@ -29,19 +29,24 @@ L1Key = tuple[int, int | None, bytes]
 
 
 def request_key(store: str, subject: Subject, action: str, resource: Resource, context: dict[str, Any] | None) -> bytes:
-    return _encode(
-        (
-            store,
-            subject.type,
-            subject.id,
-            subject.properties,
-            action,
-            resource.type,
-            resource.id,
-            resource.properties,
-            context,
+    """The question's canonical encoding; ``ValueError`` for one no encoder can write (an integer past
+    64 bits, a lone surrogate, nesting past the recursion limit), as for any other bad argument."""
+    try:
+        return _encode(
+            (
+                store,
+                subject.type,
+                subject.id,
+                subject.properties,
+                action,
+                resource.type,
+                resource.id,
+                resource.properties,
+                context,
+            )
         )
-    )
+    except (OverflowError, RecursionError, UnicodeEncodeError) as exc:
+        raise ValueError(f"the check cannot be encoded: {exc}") from None
 
 
 def l2_key(prefix: str, key: L1Key) -> bytes:

@@ -101,13 +101,16 @@ def _validated(
 ) -> tuple[wire.Subject, str, wire.Resource, dict[str, Any] | None]:
     if not isinstance(action, str) or not action:
         raise ValueError("action must be a non-empty string")
-    if context is None:
-        ctx = None
-    elif type(context) is dict or isinstance(context, Mapping):
-        ctx = _snapshot(context)
-    else:
-        raise TypeError("context must be a mapping or None")
-    return entity(subject, wire.Subject, "subject"), action, entity(resource, wire.Resource, "resource"), ctx
+    try:
+        if context is None:
+            ctx = None
+        elif type(context) is dict or isinstance(context, Mapping):
+            ctx = _snapshot(context)
+        else:
+            raise TypeError("context must be a mapping or None")
+        return entity(subject, wire.Subject, "subject"), action, entity(resource, wire.Resource, "resource"), ctx
+    except RecursionError:  # copying a value nested past the interpreter's limit: a bad argument like any other
+        raise ValueError("the check cannot be encoded: nested too deeply") from None
 
 
 _MADE = object()  # what only question() passes to Question: its parts are the key's own
