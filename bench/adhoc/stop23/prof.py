@@ -1,3 +1,4 @@
+# stop 24: POLICY_SERVER=fake (bench/adhoc/stop24/fakepdp.py: the serving floor as policy service); SPY_TARGET=policy spies on the policy service's worker; SPY_NONBLOCKING=1 samples without pausing it
 # stop 23: adds the gate's call-latency histogram (evaluations, ok) to the output
 """Cold-row harness for client4 (stop 21), from cold3's prof.py: the bench's cold row alone (Valkey,
 policy service, gate on core 0; 3 s warm-up; paced 3,000 req/s from core 1 over 30 connections).
@@ -51,7 +52,9 @@ with tempfile.TemporaryDirectory(prefix="client4-prof-") as tmp, local_valkey(in
     hot = f"{base}/ext_authz/documents/hot"
     def uv(app, p):  # POLICY_SERVER / GATE_SERVER=uvicorn: that service under uvicorn (uvloop, httptools) instead
         return ["-m", "uvicorn", "--factory", app, "--host", "127.0.0.1", "--port", str(p), "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
-    pargs = uv("meshauth.policy.app:create_app", policy_port) if os.environ.get("POLICY_SERVER") == "uvicorn" else ["-m", "meshauth", "serve", "policy", "--no-migrate"]
+    fake = ("import sys; sys.path.insert(0, 'bench/adhoc/stop24'); from meshauth.granian_server import serve;"
+            f" serve('fakepdp:create_app', host='127.0.0.1', port={policy_port}, interface='rsgi')")
+    pargs = ["-c", fake] if os.environ.get("POLICY_SERVER") == "fake" else uv("meshauth.policy.app:create_app", policy_port) if os.environ.get("POLICY_SERVER") == "uvicorn" else ["-m", "meshauth", "serve", "policy", "--no-migrate"]
     gargs = uv("meshauth.auth.app:create_app", port) if os.environ.get("GATE_SERVER") == "uvicorn" else ["-m", "meshauth", "serve", "auth", "--no-migrate"]
     with running(pargs, penv, f"{policy_url}/healthz") as policy:
         _push_policy(policy_url)
@@ -62,10 +65,16 @@ with tempfile.TemporaryDirectory(prefix="client4-prof-") as tmp, local_valkey(in
             urllib.request.urlopen(urllib.request.Request(hot, headers=headers), timeout=5).close()
             paced(base + "/", rate=3000, connections=30, seconds=3, headers=headers, distinct_prefix=f"/ext_authz/documents/w{secrets.token_hex(4)}-")
             gpids = process_tree(gate.pid)
+            spy_pid = process_tree(policy.pid)[-1] if os.environ.get("SPY_TARGET") == "policy" else gpids[-1]
+            spy_extra = ["--nonblocking"] if os.environ.get("SPY_NONBLOCKING") else []
             spy = None
+            if os.environ.get("NICE_POLICY"):  # stop 24: the policy service's (and Valkey's) threads at this nice
+                for q in [*process_tree(policy.pid), valkey.pid]:
+                    for t in os.listdir(f"/proc/{q}/task"):
+                        os.setpriority(os.PRIO_PROCESS, int(t), int(os.environ["NICE_POLICY"]))
             if mode == "spy":
                 Path("/tmp/client4").mkdir(exist_ok=True)
-                spy = subprocess.Popen(["taskset", "-c", "1", "py-spy", "record", "--gil", "-p", str(gpids[-1]), "-r", "250", "-f", "raw", "-o", f"/tmp/client4/gate-{int(time.time())}.txt", "-d", str(seconds)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                spy = subprocess.Popen(["taskset", "-c", "1", "py-spy", "record", "--gil", *spy_extra, "-p", str(spy_pid), "-r", "250", "-f", "raw", "-o", f"/tmp/client4/{os.environ.get('SPY_TARGET', 'gate')}-{int(time.time())}.txt", "-d", str(seconds)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 time.sleep(1)
             b0 = batch_stats(f"{base}/metrics")
             procs = {"gate": gate.pid, "policy": policy.pid, "valkey": valkey.pid}
