@@ -191,6 +191,9 @@ async def test_invalid_argument_raises_naming_the_item_and_sends_nothing() -> No
             await c.check_many([Check(user("a"), "view", DOC), Check(user("b"), "", DOC)])
         with pytest.raises(TypeError, match=r"checks\[0\] must be a Check"):
             await c.check_many([(user("a"), "view", DOC)])  # type: ignore[list-item]
+        # One its canonical key cannot encode (an integer past 64 bits): a ValueError naming it too.
+        with pytest.raises(ValueError, match=r"checks\[1\]: the check cannot be encoded"):
+            await c.check_many([Check(user("a"), "view", DOC), Check(user("b"), "view", DOC, {"n": 10**40})])
     assert t.calls == []
 
 
