@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -144,6 +145,23 @@ async def test_policy_rejects_question_is_400(api: Harness) -> None:
         "/v1/authorize", json=ask(rid="d1") | {"resource": {"type": "Not A Type", "id": "x"}}, headers=await bearer(api)
     )
     assert r.status_code == 400 and r.json()["error"] == "invalid_request"
+
+
+async def test_large_contexts_from_one_caller_never_deny_another(api: Harness) -> None:
+    """One client sends sixty distinct checks with 60 kB contexts (each within the body limit) while alice asks
+    five: together they are past the policy service's 1 MiB request limit, and a micro-batch holding
+    them was answered 413 as a whole — alice's reads came back 400 invalid_request. Now the large
+    checks are asked apart: alice is allowed, and each large check gets its own decision."""
+    h = api
+    await login(h)
+    auth = await bearer(h)
+    blob = {"flag": True, "blob": "x" * 60_000}
+    replies = await asyncio.gather(
+        *(h.http.post("/v1/authorize", json=ask("audit", rid=f"x{i}", context=blob), headers=auth) for i in range(60)),
+        *(h.http.post("/v1/authorize", json=ask(rid=f"d{i}")) for i in range(5)),
+    )
+    assert [r.status_code for r in replies] == [200] * 65, [r.text[:200] for r in replies if r.status_code != 200]
+    assert all(r.json()["decision"] is True for r in replies)
 
 
 async def test_policy_down_is_503(sqlite_url: str, valkey_url: str, redis: Redis, tmp_path: Path) -> None:
