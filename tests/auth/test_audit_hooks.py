@@ -13,7 +13,11 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from google.rpc import code_pb2
 from redis.asyncio import Redis
 
+from meshauth.auth import audit_hooks
 from meshauth.auth.metrics import GATE_DECISIONS
+from meshauth.bus import events
+from meshauth.bus.events import AuditEvent
+from meshauth.bus.producer import EventTooLarge
 from meshauth.bus.streams import AUDIT, StreamNames
 from tests.auth.conftest import Harness, make_settings, start_harness
 from tests.auth.test_extauthz import check_request, grpc_auth
@@ -149,8 +153,6 @@ async def test_gate_events_from_remembered_templates_are_each_their_own(
     """The gate's events are stamped from a template per question: each has its own id and time, and
     with the templates' memory at its bound (3 here) distinct paths still give each its own path, in
     publish order per key."""
-    from meshauth.auth import audit_hooks
-
     monkeypatch.setattr(audit_hooks, "MAX_TEMPLATES", 3)
     await auth.add_client()
     token = (await auth.token())["access_token"]
@@ -199,3 +201,92 @@ def _oversized(metrics: str) -> float:
     """The audit stream's count of events refused as oversized, 0 before the first."""
     prefix = 'meshauth_bus_dropped_total{reason="oversized",stream="audit"} '
     return sum(float(line.removeprefix(prefix)) for line in metrics.splitlines() if line.startswith(prefix))
+
+
+class _Captured:
+    """A producer stand-in for the hook's own logic: what it publishes, decoded."""
+
+    class config:
+        max_event_bytes = 16_384
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+
+    def partition(self, stream: str, key: str) -> str:
+        return f"{stream}:{len(key) % 4}"
+
+    def check_size(self, stream: str, type_: str, size: int) -> None:
+        if size > self.config.max_event_bytes:
+            raise EventTooLarge(f"{size}")
+
+    def publish_to(self, partition: str, data: bytes) -> bool:
+        self.events.append((partition, events.decode(data)))
+        return True
+
+    def publish(self, stream: str, event: Any) -> None:
+        self.events.append(("plain", event))
+
+
+def _fields(e: Any) -> tuple[Any, ...]:
+    return (e.type, e.subject, e.subject_type, e.client_id, e.decision, e.action, e.resource, e.status, e.reason)
+
+
+def test_spliced_gate_events_are_the_events_built_whole() -> None:
+    """The path spliced into a family's template gives, byte for byte in decoding, the event built
+    whole — for paths of every shape (empty, non-ASCII, long enough to be cut), verdicts and reasons;
+    each with its own id."""
+    producer = _Captured()
+    hook = audit_hooks.AuthAudit(producer)  # type: ignore[arg-type]
+    paths = ["", "/a", "/ü/€/😀", "/x" * 700, "/" + "p" * 5000, "/a"]
+    cases = [(200, (("x-meshauth-subject", "svc"), ("x-meshauth-client-id", "svc")), "", None),
+             (403, (), "policy_denied", ("alice", "web")), (401, (), "missing_credential", None)]  # fmt: skip
+    for status, headers, why, identity in cases:
+        for path in paths:
+            hook.gate(status, headers, why, "http", path, identity)
+    assert len(producer.events) == len(cases) * len(paths)
+    assert len({e.id for _, e in producer.events}) == len(producer.events)
+    n = 0
+    for status, headers, why, identity in cases:
+        subject, client = (headers[0][1], headers[1][1]) if status == 200 else identity or ("", "")
+        for path in paths:
+            partition, got = producer.events[n]
+            n += 1
+            whole = AuditEvent(id="", time=0.0, type="gate.decision", subject=subject,
+                               subject_type=audit_hooks._kind(subject, client), client_id=client,
+                               decision="allow" if status == 200 else "deny", action="http",
+                               resource=path[: audit_hooks.MAX_TEXT], status=status, reason=why)  # fmt: skip
+            assert _fields(got) == _fields(whole)
+            # An empty path is a field msgspec leaves out: that event is built whole ("plain").
+            assert partition == ("plain" if path == "" else producer.partition(AUDIT, subject))
+    assert len(hook._templates) == len(cases)  # one family per verdict and identity, not per path
+
+
+def test_a_family_whose_split_is_not_proved_is_sent_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the path's place cannot be told from the template (the marker found more than once —
+    which no string value can forge, as the marker's header is not UTF-8: forced here), each event is
+    built and sent whole, with the right path, and nothing is remembered for its family."""
+    monkeypatch.setattr(audit_hooks, "_MARKED", b"\xa4")  # "http", "type", "deny": found many times
+    producer = _Captured()
+    hook = audit_hooks.AuthAudit(producer)  # type: ignore[arg-type]
+    for path in ("/one", "/two"):
+        hook.gate(403, (), "policy_denied", "http", path, ("alice", "c"))
+    assert [(p, e.resource, e.subject) for p, e in producer.events] == [
+        ("plain", "/one", "alice"),
+        ("plain", "/two", "alice"),
+    ]
+    assert hook._templates == {}
+
+
+def test_a_spliced_event_over_the_size_limit_is_refused() -> None:
+    """The size is checked per event (the path varies): a long path refused, a short one of the same
+    family sent."""
+    producer = _Captured()
+    producer.config.max_event_bytes = 400
+    hook = audit_hooks.AuthAudit(producer)  # type: ignore[arg-type]
+    try:
+        hook.gate(401, (), "missing_credential", "http", "/short", None)
+        hook.gate(401, (), "missing_credential", "http", "/" + "p" * 600, None)
+        hook.gate(401, (), "missing_credential", "http", "/short2", None)
+    finally:
+        producer.config.max_event_bytes = 16_384
+    assert [e.resource for _, e in producer.events] == ["/short", "/short2"]

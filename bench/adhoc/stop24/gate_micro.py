@@ -1,7 +1,7 @@
 """The gate's in-process CPU per ext_authz request (stop 24): the auth app driven through raw ASGI calls
 (no server), a real policy service (subprocess, core 1) and an embedded Valkey (core 1).
 
-Usage: gate_micro.py [prof] [nol2]  — K concurrent callers, N requests each, per mode: authn-like (unmatched
+Usage: gate_micro.py [prof] [nol2] [noaudit]  — K concurrent callers, N requests each, per mode: authn-like (unmatched
 path, default deny: no policy call), warm (one path), cold (every path new). Prints process CPU µs per
 request (this process only: the gate's Python without granian) and, with prof, cProfile's top of cold."""
 import asyncio, cProfile, os, pstats, sys, tempfile, time
@@ -26,7 +26,8 @@ async def main(var: Path, valkey_url: str, policy_url: str) -> None:
     (var / "routes.yaml").write_text(ROUTES)
     s = make_settings(f"sqlite:///{var}/gate.db", valkey_url, var, routes_file=var / "routes.yaml",
                       policy_urls=(policy_url,), policy_decision_token=DECISION_TOKEN,
-                      **({"policy_l2_enabled": False} if "nol2" in sys.argv else {}))
+                      **({"policy_l2_enabled": False} if "nol2" in sys.argv else {}),
+                      **({"audit_enabled": False} if "noaudit" in sys.argv else {}))
     app = AuthApp(s)
     async with app.running():
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import NamedTuple
 
 import msgspec.structs
 
@@ -20,7 +21,6 @@ from meshauth.bus.events import (
     AuditEvent,
     AuditType,
     SubjectType,
-    Template,
     audit,
     new_id,
     stamp,
@@ -32,18 +32,36 @@ from meshauth.bus.streams import AUDIT
 log = logging.getLogger(__name__)
 
 MAX_TEXT = 1024
-# gate.decision templates kept (one per distinct verdict, subject, client, reason, transport and path):
-# bounded in number and in bytes (template and key strings), as paths are the caller's to choose.
+# gate.decision templates kept (one per distinct verdict, subject, client, reason and transport):
+# bounded in number and in bytes (template and key strings), as reasons and subjects vary.
 MAX_TEMPLATES = 4096
 MAX_TEMPLATE_BYTES = 4 * 1024 * 1024
 _LOG_EVERY = 60.0
+_pack_str = msgspec.msgpack.Encoder().encode
+# What a family's template is made with in place of the path: a value no path is (a path is cut to
+# MAX_TEXT characters), found in the template by its encoding after the resource key's.
+_MARK = "\x00" * (MAX_TEXT + 1)
+_RESOURCE_KEY = _pack_str("resource")
+_MARKED = _RESOURCE_KEY + _pack_str(_MARK)
+
+
+class _Family(NamedTuple):
+    """A gate.decision template split around its path: an event is ``stamp((head, before + path +
+    after))``; ``fixed`` its size without the path, ``room`` the bus's size limit."""
+
+    partition: str
+    head: bytes
+    before: bytes
+    after: bytes
+    fixed: int
+    room: int
 
 
 class AuthAudit:
     def __init__(self, producer: Producer | None) -> None:
         self.producer = producer
         self._last_refusal_log = 0.0
-        self._templates: dict[tuple[int, str, str, str, str, str], tuple[str, Template]] = {}
+        self._templates: dict[tuple[int, str, str, str, str], _Family] = {}
         self._template_bytes = 0
 
     def gate(
@@ -65,50 +83,84 @@ class AuthAudit:
             subject, client_id = headers[0][1], headers[1][1]
         elif identity is not None:
             subject, client_id = identity
-        # Everything but the id and the time repeats from check to check (one client, a few paths): the
-        # event's encoding and partition are kept per question and the encoding stamped (``events.stamp``):
-        # what auditing costs a check is its instructions (docs/performance.md, issue 12, "Stop 22").
-        question = (verdict_status, subject, client_id, reason, transport, path)
-        known = self._templates.get(question)
+        # Everything but the id, the time and the path repeats from check to check (one client, a few
+        # verdicts): the event's encoding around its path, and its partition, are kept per family and
+        # the path spliced in (``_Family``). Per question (the path too) every never-seen path built and
+        # encoded a whole event: 48k of the ~345k instructions of a cold authz check in process
+        # (bench/adhoc/stop24/gate_instr.py). What auditing costs a check is its instructions
+        # (docs/performance.md, issue 12, "Stop 22").
+        family = (verdict_status, subject, client_id, reason, transport)
+        known = self._templates.get(family)
         if known is None:
-            known = self._template(question)
+            known = self._template(family, path)
             if known is None:
                 return
-        producer.publish_to(known[0], stamp(known[1], time.time()))
+        resource = _pack_str(path[:MAX_TEXT])
+        size = known.fixed + len(resource)
+        if size > known.room:
+            try:
+                producer.check_size(AUDIT, "gate.decision", size)
+            except EventTooLarge as exc:
+                self._refused(exc)
+                return
+        producer.publish_to(known.partition, stamp((known.head, known.before + resource + known.after), time.time()))
 
-    def _template(self, question: tuple[int, str, str, str, str, str]) -> tuple[str, Template] | None:
-        """The partition and gate.decision template of ``question``, remembered (bounded); None if refused
-        (too large)."""
+    def _template(self, family: tuple[int, str, str, str, str], path: str) -> _Family | None:
+        """The partition and the split gate.decision template of ``family`` (made with ``path``),
+        remembered (bounded); None if refused (too large) or if the split cannot be proved (below)."""
         assert self.producer is not None
-        status, subject, client_id, reason, transport, path = question
-        event = AuditEvent(
-            id="",
-            time=0.0,
-            type="gate.decision",
-            subject=subject,
-            subject_type=_kind(subject, client_id),
-            client_id=client_id,
-            decision="allow" if status == 200 else "deny",
-            action=transport,
-            resource=path[:MAX_TEXT],
-            status=status,
-            reason=reason[:MAX_TEXT],
-        )
-        tpl = template(event)
-        if tpl is None:  # not a layout stamp writes: the plain path
-            self._send(msgspec.structs.replace(event, id=new_id(), time=time.time()))
+        status, subject, client_id, reason, transport = family
+
+        def event(resource: str) -> AuditEvent:
+            return AuditEvent(
+                id="",
+                time=0.0,
+                type="gate.decision",
+                subject=subject,
+                subject_type=_kind(subject, client_id),
+                client_id=client_id,
+                decision="allow" if status == 200 else "deny",
+                action=transport,
+                resource=resource,
+                status=status,
+                reason=reason[:MAX_TEXT],
+            )
+
+        real = event(path[:MAX_TEXT])
+        marked, tpl = template(event(_MARK)), template(real)
+        # The path's place: the one occurrence of the resource key and the marker's encoding (the
+        # caller's subject, reason or path could hold the same bytes elsewhere: then more than one),
+        # and the event with this very path rebuilt from the split, byte for byte.
+        at = marked[1].find(_MARKED) if marked is not None and tpl is not None else -1
+        split = None
+        if marked is not None and tpl is not None and at >= 0 and marked[1].count(_MARKED) == 1:
+            split = marked[1][: at + len(_RESOURCE_KEY)], marked[1][at + len(_MARKED) :]
+        if (
+            marked is None
+            or tpl is None
+            or split is None
+            or (marked[0], split[0] + _pack_str(real.resource) + split[1]) != tpl
+        ):
+            # Not a layout stamp writes, or a split not proved: this event the plain way (and the
+            # family's next one too: nothing is remembered for it).
+            self._send(msgspec.structs.replace(real, id=new_id(), time=time.time()))
             return None
+        before, after = split
+        fixed = len(marked[0]) + len(before) + len(after) + STAMP_BYTES
         try:
-            self.producer.check_size(AUDIT, event.type, len(tpl[0]) + len(tpl[1]) + STAMP_BYTES)
+            self.producer.check_size(AUDIT, real.type, fixed + len(_pack_str(real.resource)))
         except EventTooLarge as exc:
             self._refused(exc)
             return None
-        size = len(tpl[1]) + sum(len(part) for part in question[1:])
+        room = self.producer.config.max_event_bytes
+        size = len(before) + len(after) + sum(len(part) for part in family[1:])
         if len(self._templates) >= MAX_TEMPLATES or self._template_bytes + size > MAX_TEMPLATE_BYTES:
-            # Many distinct questions (paths): start again rather than grow.
+            # Many distinct families (subjects, reasons): start again rather than grow.
             self._templates.clear()
             self._template_bytes = 0
-        known = self._templates[question] = (self.producer.partition(AUDIT, subject), tpl)
+        known = self._templates[family] = _Family(
+            self.producer.partition(AUDIT, subject), marked[0], before, after, fixed, room
+        )
         self._template_bytes += size
         return known
 
