@@ -28,9 +28,18 @@ _encode = msgspec.msgpack.Encoder(order="deterministic").encode
 L1Key = tuple[int, int | None, bytes]
 
 
-def request_key(store: str, subject: Subject, action: str, resource: Resource, context: dict[str, Any] | None) -> bytes:
+def request_key(
+    store: str,
+    subject: Subject,
+    action: str,
+    resource: Resource,
+    context: dict[str, Any] | None,
+    *,
+    item: int | None = None,
+) -> bytes:
     """The question's canonical encoding; ``ValueError`` for one no encoder can write (an integer past
-    64 bits, a lone surrogate, nesting past the recursion limit), as for any other bad argument."""
+    64 bits, a lone surrogate, nesting past the recursion limit), as for any other bad argument —
+    naming ``checks[item]`` when it is an item of ``check_many``."""
     try:
         return _encode(
             (
@@ -46,7 +55,8 @@ def request_key(store: str, subject: Subject, action: str, resource: Resource, c
             )
         )
     except (OverflowError, RecursionError, UnicodeEncodeError) as exc:
-        raise ValueError(f"the check cannot be encoded: {exc}") from None
+        named = "" if item is None else f"checks[{item}]: "
+        raise ValueError(f"{named}the check cannot be encoded: {exc}") from None
 
 
 def l2_key(prefix: str, key: L1Key) -> bytes:

@@ -100,10 +100,7 @@ async def check_many(
     misses: list[_Miss] = []
     by_flight: dict[FlightKey, _Miss] = {}
     for i, p in enumerate(pending):
-        try:
-            rkey = request_key(parts.store, p.subject, p.action, p.resource, p.context) if need_key else b""
-        except ValueError as exc:  # not encodable: a malformed item, named as ``checked_many`` names one
-            raise ValueError(f"checks[{i}]: {exc}") from None
+        rkey = request_key(parts.store, p.subject, p.action, p.resource, p.context, item=i) if need_key else b""
         if hot is not None:
             hot.seen(rkey)
         ck: L1Key | None = None
