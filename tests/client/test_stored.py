@@ -159,14 +159,25 @@ async def backed_off_and_another(valkey_url: str) -> AsyncIterator[tuple[PolicyC
 
 
 async def test_l2_reads_back_off_while_they_never_hit_and_resume_on_a_hit(valkey_url: str, redis: Redis) -> None:
-    """READ_PROBE keys without a hit: then one batch in READ_SKIP reads L2; the first hit restores every read."""
-    from meshauth.client._stored import READ_SKIP
+    """READ_PROBE keys without a hit: then one batch in READ_SKIP reads L2, at most one per BACKED_OFF_GAP;
+    the first hit restores every read."""
+    from meshauth.client._stored import BACKED_OFF_GAP, READ_SKIP
 
     async with backed_off_and_another(valkey_url) as (client, other):
+        await asyncio.sleep(BACKED_OFF_GAP)
         await redis.config_resetstat()
-        for i in range(2 * READ_SKIP):  # one check per batch: reads back off
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for i in range(4 * READ_SKIP):  # one check per batch: four would read by count, one per gap does
             await client.check(ALICE, "view", doc(10_000 + i))
-        assert await command_calls(redis, "mget") == 2
+        gaps = int((loop.time() - started) / BACKED_OFF_GAP)  # 0 unless the machine is very slow
+        reads = await command_calls(redis, "mget")
+        assert 1 <= reads <= min(4, 1 + gaps)
+        await asyncio.sleep(BACKED_OFF_GAP)
+        for i in range(READ_SKIP):  # a gap later: one more
+            await client.check(ALICE, "view", doc(11_000 + i))
+        assert await command_calls(redis, "mget") == reads + 1
+        await asyncio.sleep(BACKED_OFF_GAP)
         # Another replica's answers in L2: the next reading batch hits, and reads resume.
         for i in range(2 * READ_SKIP):
             await other.check(ALICE, "edit", doc(i))
@@ -204,3 +215,21 @@ async def test_l2_fills_back_off_with_the_reads_and_resume_on_a_hit(valkey_url: 
             await client.check(ALICE, "view", doc(30_000 + i))
         await asyncio.sleep(0.1)
         assert await keys_in_l2() == 16
+
+
+async def test_backed_off_fills_share_a_write_per_gap(valkey_url: str, redis: Redis) -> None:
+    """While backed off, the fills still written wait BACKED_OFF_GAP for company: batches answered within
+    one gap cost one write (WRITE_DELAY's pace made one every 5 ms)."""
+    from meshauth.client._stored import BACKED_OFF_GAP
+
+    async with backed_off_and_another(valkey_url) as (client, _other):
+        await asyncio.sleep(2 * BACKED_OFF_GAP)  # the back-off's own fills written
+        await redis.config_resetstat()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for start in range(0, 160, 16):
+            await asyncio.gather(*(client.check(ALICE, "view", doc(40_000 + i)) for i in range(start, start + 16)))
+            await asyncio.sleep(0.002)
+        gaps = int((loop.time() - started) / BACKED_OFF_GAP)  # 0 unless the machine is very slow
+        await asyncio.sleep(2 * BACKED_OFF_GAP)
+        assert 1 <= await command_calls(redis, "evalsha") <= 1 + gaps

@@ -18,6 +18,10 @@ from tests.auth.conftest import Harness, make_settings
 import httpx
 
 MODE = sys.argv[1]
+for patch in filter(None, os.environ.get("PATCH", "").split(",")):  # PATCH=module.NAME=value,…: constants tried
+    target, value = patch.split("=")
+    module, name = target.rsplit(".", 1)
+    setattr(__import__(module, fromlist=[name]), name, type(getattr(__import__(module, fromlist=[name]), name))(value))
 K, WARM, ROUNDS = 4, 600, int(os.environ.get("ROUNDS", "300"))
 ROUTES = 'routes:\n  - {method: GET, path: "/documents/{id}", action: read, resource: {type: Document, id: "{id}"}}\n'
 ITEM = {"decision": True, "context": {"revision": 1, "entities_version": 1, "policies": ["r"], "errors": []}}

@@ -31,6 +31,14 @@ with probability 1/``READ_SKIP``² each time), the first hit restores every read
 cold benchmark L2 cost ~23 µs of the shared core per request (~8 %: the same run without L2); backing
 the fills off took Valkey's share from 14–15 to 7–9 µs, the gate's saving stayed within the rounds'
 noise (docs/performance.md, "Stop 23, end of stop").
+
+Backed off, L2 is also asked less often: a read at most once per ``BACKED_OFF_GAP`` (and still only
+one batch in ``READ_SKIP``), and the fills still written wait ``BACKED_OFF_GAP`` for company instead of
+``WRITE_DELAY``. The fill sampling cut what each write carries, not how many there were: one round
+trip per ``WRITE_DELAY`` (~200 a second) and a read per ``READ_SKIP`` batches (~110 a second at 3,000
+cold checks a second) — each a Valkey wake-up, a reply and a loopback send that cost this machine
+~20–40 µs of CPU apiece. Spaced, they are ~20 a second each; the gate's own instructions per cold
+check fell by ~20k of ~324k (bench/adhoc/stop24/gate_instr.py; docs/performance.md, "Stop 24").
 """
 
 from __future__ import annotations
@@ -47,13 +55,14 @@ from meshauth.client._metrics import CACHE, FALLBACKS
 from meshauth.client._models import Decision, State, unavailable
 from meshauth.client._request import Pending
 
-__all__ = ["READ_PROBE", "READ_SKIP", "WRITE_BUFFER", "WRITE_DELAY", "DecisionStore"]
+__all__ = ["BACKED_OFF_GAP", "READ_PROBE", "READ_SKIP", "WRITE_BUFFER", "WRITE_DELAY", "DecisionStore"]
 
 _STALE_SOURCE = "stale"
 WRITE_BUFFER = 4096  # L2 fills waiting for the write in flight; beyond it they are dropped
 WRITE_DELAY = 0.005  # seconds a fill may wait for others to share its round trip
 READ_PROBE = 1024  # keys looked up in L2 in a row without a hit before reads back off
 READ_SKIP = 8  # while backed off, one batch in this many reads L2
+BACKED_OFF_GAP = 0.05  # seconds: while backed off, at most one L2 read per gap, and fills wait this long
 
 
 class DecisionStore:
@@ -67,6 +76,7 @@ class DecisionStore:
         self._dry = 0  # keys looked up in L2 since its last hit
         self._skips = 0
         self._fills = 0  # answers offered to L2 while backed off
+        self._probed = -float("inf")  # loop time of the last read while backed off
 
     @property
     def l2(self) -> DecisionL2 | None:
@@ -98,9 +108,11 @@ class DecisionStore:
             return await call(items)
         if self._dry >= READ_PROBE:
             self._skips += 1
-            if self._skips % READ_SKIP:
+            now = asyncio.get_running_loop().time()
+            if self._skips % READ_SKIP or now - self._probed < BACKED_OFF_GAP:
                 CACHE.add_many(len(keys), "l2", "skipped")
                 return await call(items)
+            self._probed = now
         found = await self.from_l2(keys)
         self._dry = self._dry + len(keys) if all(d is None for d in found) else 0
         hits = iter(found)
@@ -128,7 +140,7 @@ class DecisionStore:
             self._writes.append((key, d, ttl))
             if self._writer is None and self._write_soon is None:
                 # Every answer delivered within WRITE_DELAY (several batches under load) joins this write.
-                self._write_soon = asyncio.get_running_loop().call_later(WRITE_DELAY, self._write)
+                self._write_soon = asyncio.get_running_loop().call_later(self._write_delay(), self._write)
 
     def _write(self) -> None:
         self._write_soon = None
@@ -141,7 +153,10 @@ class DecisionStore:
     def _written(self, _task: asyncio.Task[None]) -> None:
         self._writer = None
         if self._writes and self._write_soon is None:  # what queued meanwhile goes next, as one write
-            self._write_soon = asyncio.get_running_loop().call_later(WRITE_DELAY, self._write)
+            self._write_soon = asyncio.get_running_loop().call_later(self._write_delay(), self._write)
+
+    def _write_delay(self) -> float:
+        return BACKED_OFF_GAP if self._dry >= READ_PROBE else WRITE_DELAY
 
     def fallback(self, key: L1Key | None, detail: str) -> Decision:
         if key is not None and self._l1 is not None and self._cfg.stale_if_error > 0:
