@@ -128,9 +128,10 @@ class AuthAudit:
 
         real = event(path[:MAX_TEXT])
         marked, tpl = template(event(_MARK)), template(real)
-        # The path's place: the one occurrence of the resource key and the marker's encoding (the
-        # caller's subject, reason or path could hold the same bytes elsewhere: then more than one),
-        # and the event with this very path rebuilt from the split, byte for byte.
+        # The path's place: the one occurrence of the resource key and the marker's encoding (no other
+        # field's value can hold those bytes — the marker's str16 header, 0xDA 0x04, is not UTF-8 —
+        # but it is counted, not assumed), proved by rebuilding the event with this very path from the
+        # split, byte for byte.
         at = marked[1].find(_MARKED) if marked is not None and tpl is not None else -1
         split = None
         if marked is not None and tpl is not None and at >= 0 and marked[1].count(_MARKED) == 1:
