@@ -83,6 +83,19 @@ def split_path(target: str) -> tuple[str, ...]:
     parts = path[1:].split("/")
     if len(parts) > MAX_SEGMENTS:
         raise PathRefused(TOO_LONG)
+    if "%" not in path and ";" not in path and "\\" not in path:
+        # The common spelling, decided at once (a gate that never sees a path twice splits every one):
+        # nothing to decode, and visible ASCII without ``;`` or ``\`` leaves only empty and dot segments
+        # for ``_decoded`` to refuse. tests/test_route_paths.py holds the two ways equal.
+        if "" in parts[:-1] or "." in parts or ".." in parts:
+            raise PathRefused(NOT_CANONICAL)
+        return tuple(parts)
+    return _decoded(parts)
+
+
+def _decoded(parts: list[str]) -> tuple[str, ...]:
+    """Each segment decoded once and checked: the general way (``split_path`` decides the common
+    spelling without it)."""
     out: list[str] = []
     last = len(parts) - 1
     for i, part in enumerate(parts):

@@ -3,7 +3,7 @@ where CPU time on this shared machine is not. The auth app driven through raw AS
 policy transport answering at once (no network: batches of exactly K), an embedded Valkey for Redis.
 
 Usage: valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=/tmp/gi.%p python gate_instr.py MODE
-MODE: cold | warm. OFF=audit_enabled,policy_l2_enabled,…: settings switched off. The script switches instrumentation on for the measured rounds only (callgrind_control),
+MODE: cold | warm | authn (an unmatched path: the route table's 403, no policy check). OFF=audit_enabled,policy_l2_enabled,…: settings switched off. The script switches instrumentation on for the measured rounds only (callgrind_control),
 then prints the instructions per request from the dump."""
 import asyncio, glob, os, subprocess, sys, tempfile
 from pathlib import Path
@@ -61,13 +61,14 @@ async def main(var: Path, valkey_url: str) -> None:
                      "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
                      "root_path": "", "headers": auth, "client": ("10.0.0.1", 1234), "server": ("gate", 80)}
             async def send(m):
-                if m["type"] == "http.response.start" and m["status"] != 200:
+                if m["type"] == "http.response.start" and m["status"] != (403 if MODE == "authn" else 200):
                     bad.append(m["status"])
             await app(scope, receive, send)
 
         async def rounds(n: int, tag: str) -> None:
             for r in range(n):
-                await asyncio.gather(*(one("/ext_authz/documents/hot" if MODE == "warm" else f"/ext_authz/documents/{tag}{r}-{k}") for k in range(K)))
+                await asyncio.gather(*(one("/ext_authz/documents/hot" if MODE == "warm" else "/ext_authz/other/x" if MODE == "authn"
+                                         else f"/ext_authz/documents/{tag}{r}-{k}") for k in range(K)))
 
         await rounds(WARM, "w")
         if os.environ.get("PROF"):  # cProfile of the measured rounds instead (PROF=path of the stats file)
