@@ -105,3 +105,47 @@ async def test_item_subject_null_falls_back_to_the_default(client: httpx.AsyncCl
     first = r.json()["evaluations"][0]
     assert first["decision"] is True, first
     assert first["context"]["policies"] == ["a-only"]
+
+
+SELF = {"type": "User", "id": "a"}
+NO_SUSPENDED = (
+    "permit(principal, action, resource);\n"
+    "forbid(principal, action, resource) when { principal has suspended && principal.suspended };"
+)
+
+
+@pytest.mark.parametrize("resource_properties", [None, {"team": "x"}, {"suspended": True}])
+async def test_subject_properties_hold_when_the_resource_is_the_subject(
+    client: httpx.AsyncClient, resource_properties: dict[str, object] | None
+) -> None:
+    """A user asking about their own entity: the subject's ``properties`` are not dropped for the
+    resource's (the evaluator overrides the one entity once) — ``suspended: true`` still denies."""
+    await push(client, NO_SUSPENDED)
+    resource = {**SELF, "properties": resource_properties} if resource_properties is not None else SELF
+    body = {"subject": {**SELF, "properties": {"suspended": True}}, "action": {"name": "view"}, "resource": resource}
+    r = await client.post("/access/v1/evaluation", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["decision"] is False
+    r = await client.post("/access/v1/evaluations", json={"evaluations": [body]})
+    assert r.json()["evaluations"][0]["decision"] is False
+
+
+async def test_subject_and_resource_properties_that_disagree_on_one_entity_are_a_400(
+    client: httpx.AsyncClient,
+) -> None:
+    """Both sides describe the same entity and contradict each other: a 400 naming
+    ``resource.properties``, and in a batch that item's own error, the others answered."""
+    await push(client, NO_SUSPENDED)
+    body = {
+        "subject": {**SELF, "properties": {"suspended": True}},
+        "action": {"name": "view"},
+        "resource": {**SELF, "properties": {"suspended": False}},
+    }
+    r = await client.post("/access/v1/evaluation", json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["field"] == "resource.properties"
+    plain = {"subject": SELF, "action": {"name": "view"}, "resource": {"type": "Doc", "id": "d"}}
+    r = await client.post("/access/v1/evaluations", json={"evaluations": [plain, body, plain]})
+    out = r.json()["evaluations"]
+    assert [d["decision"] for d in out] == [True, False, True]
+    assert out[1]["context"]["error"]["message"].startswith("evaluations[1].resource.properties")

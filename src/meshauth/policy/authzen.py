@@ -64,7 +64,17 @@ def query_of(
     principal = check_uid(f"{prefix}subject", subject.type, subject.id)
     resource_uid = check_uid(f"{prefix}resource", resource.type, resource.id)
     action_id = action_uid(f"{prefix}action.name", action.name)
+    if principal == resource_uid and subject.properties and resource.properties:
+        _check_agree(subject.properties, resource.properties, f"{prefix}resource.properties")
     return _query(principal, action_id, resource_uid, context, subject.properties, resource.properties)
+
+
+def _check_agree(pattrs: dict[str, Any], rattrs: dict[str, Any], field: str) -> None:
+    """Subject and resource are one entity (a user reading their own profile), so both ``properties``
+    describe it: what one says the other must not contradict (which to believe is no guess to make)."""
+    for name in pattrs.keys() & rattrs.keys():
+        if _canonical.encode(pattrs[name]) != _canonical.encode(rattrs[name]):
+            raise bad_request(field, f"the resource is the subject, and {name!r} differs from subject.properties")
 
 
 def plain_action(action: wire.Action) -> bool:
@@ -90,6 +100,8 @@ def plain_query(
         and (plain_action(action) if action_ok is None else action_ok)
     ):
         return None
+    if subject.properties and resource.properties and subject.id == resource.id and subject.type == resource.type:
+        return None  # one entity described twice: ``query_of`` checks that the descriptions agree
     uids = (subject.type, subject.id), ("Action", name), (resource.type, resource.id)
     return _query(*uids, context, subject.properties, resource.properties)
 
@@ -108,6 +120,11 @@ def _query(
     if context is None and pattrs is None and rattrs is None:
         key: Hashable = (principal, action_id, resource_uid)  # the common case: no encoding needed
     else:
+        if principal == resource_uid and (pattrs is not None or rattrs is not None):
+            # One entity: the evaluator overrides it once, by uid, so each side carries both
+            # descriptions (else the resource's would silently replace the subject's: a dropped
+            # ``suspended: true`` is an allow that should be a deny).
+            pattrs = rattrs = {**(pattrs or {}), **(rattrs or {})}
         key = _canonical.encode((principal, action_id, resource_uid, context, pattrs, rattrs))
     return Query(principal, action_id, resource_uid, context, pattrs, rattrs, key)
 
