@@ -149,3 +149,64 @@ async def test_subject_and_resource_properties_that_disagree_on_one_entity_are_a
     out = r.json()["evaluations"]
     assert [d["decision"] for d in out] == [True, False, True]
     assert out[1]["context"]["error"]["message"].startswith("evaluations[1].resource.properties")
+
+
+def _inherited(default: dict[str, object], items: int = 1024) -> dict[str, object]:
+    """A batch of ``items`` checks that all use ``default`` (plus a plain subject, action, resource)."""
+    body: dict[str, object] = {
+        "subject": {"type": "User", "id": "a"},
+        "action": {"name": "view"},
+        "evaluations": [{"resource": {"type": "Doc", "id": f"d{n}"}} for n in range(items)],
+    }
+    for name, value in default.items():
+        if name == "context":
+            body["context"] = value
+        else:
+            body[name] = {"type": "User" if name == "subject" else "Doc", "id": "a", "properties": value}
+    return body
+
+
+@pytest.mark.parametrize(
+    ("default", "field"),
+    [
+        ({"context": {"n": list(range(2_000))}}, "context"),
+        ({"subject": {"n": list(range(2_000))}}, "subject.properties"),
+    ],
+)
+@pytest.mark.parametrize("loose", [False, True], ids=["typed", "loose"])
+async def test_a_default_repeated_past_the_request_limit_is_a_413(
+    client: httpx.AsyncClient, default: dict[str, object], field: str, loose: bool
+) -> None:
+    """A batch default (sent once, evaluated once per item) that 1,024 items use comes to ~9 MB
+    written out: over the 1 MiB request limit, so a 413 naming it — not seconds of engine time."""
+    await push(client, ALLOW_ALL)
+    body = _inherited(default)
+    if loose:  # a bad item sends the batch down the loose path, which must refuse the same
+        evaluations = body["evaluations"]
+        assert isinstance(evaluations, list)
+        evaluations.append(7)
+        evaluations.pop(0)
+    r = await client.post("/access/v1/evaluations", json=body)
+    assert r.status_code == 413, r.text
+    assert r.json()["error"] == "request_too_large"
+    assert r.json()["field"] == field
+
+
+async def test_a_small_default_for_many_items_is_answered(client: httpx.AsyncClient) -> None:
+    """The gate's kind of default (a short scope list) for 1,024 items stays well inside the limit."""
+    await push(client, ALLOW_ALL)
+    r = await client.post("/access/v1/evaluations", json=_inherited({"context": {"scope": ["read", "write"]}}))
+    assert r.status_code == 200, r.text
+    assert all(d["decision"] for d in r.json()["evaluations"])
+
+
+async def test_items_with_their_own_context_do_not_count_the_default(client: httpx.AsyncClient) -> None:
+    """Only items that leave ``context`` out use the default: overridden everywhere, it costs nothing."""
+    await push(client, ALLOW_ALL)
+    body = _inherited({"context": {"n": list(range(2_000))}})
+    evaluations = body["evaluations"]
+    assert isinstance(evaluations, list)
+    for item in evaluations:
+        item["context"] = {"own": True}
+    r = await client.post("/access/v1/evaluations", json=body)
+    assert r.status_code == 200, r.text
