@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import httpx
 import pytest
 
@@ -210,3 +213,16 @@ async def test_items_with_their_own_context_do_not_count_the_default(client: htt
         item["context"] = {"own": True}
     r = await client.post("/access/v1/evaluations", json=body)
     assert r.status_code == 200, r.text
+
+
+async def test_subject_properties_hold_on_one_entity_when_coalesced(make_app: Any) -> None:
+    """The same with coalescing on: self-checks carrying ``suspended: true`` deny, and the plain
+    checks gathered with them in one batch allow."""
+    async with make_app(policy_coalesce_enabled=True) as (app, client):
+        await push(client, NO_SUSPENDED)
+        view = {"action": {"name": "view"}, "resource": SELF}
+        suspended = {**SELF, "properties": {"suspended": True}}
+        bodies = [{**view, "subject": suspended if n % 2 else SELF} for n in range(16)]
+        answers = await asyncio.gather(*(client.post("/access/v1/evaluation", json=b) for b in bodies))
+        assert app.state.api.coalescer.largest > 1
+        assert [r.json()["decision"] for r in answers] == [n % 2 == 0 for n in range(16)]
