@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import msgspec
 import pytest
 
-from meshauth.http import ApiError, collect_bounded, error_body, media_type
+from meshauth.http import ApiError, check_length, collect_bounded, error_body, media_type
 
 
 def test_error_body_is_error_description_and_extra_fields() -> None:
@@ -39,3 +39,23 @@ async def test_collect_bounded_refuses_413_once_past_the_limit() -> None:
     with pytest.raises(ApiError) as refused:
         await collect_bounded(_chunks(b"ab", b"cd", b"e"), 4)
     assert refused.value.status == 413
+
+
+@pytest.mark.parametrize("declared", ["0" * 5_000 + "95", b"0" * 5_000 + b"95", "0", b"00"])
+def test_check_length_reads_leading_zeros_as_the_number(declared: str | bytes) -> None:
+    """A Content-Length padded with thousands of zeros (allowed: 1*DIGIT) is its value, not a ValueError."""
+    check_length(declared, 100)
+
+
+@pytest.mark.parametrize("declared", ["0" * 5_000 + "101", b"0" * 5_000 + b"9" * 5_000, "9" * 5_000])
+def test_check_length_refuses_413_past_the_limit_however_it_is_written(declared: str | bytes) -> None:
+    with pytest.raises(ApiError) as refused:
+        check_length(declared, 100)
+    assert refused.value.status == 413
+
+
+@pytest.mark.parametrize("declared", ["²", "١٢", "-1", "+5", "", b"1 2"])
+def test_check_length_refuses_400_what_is_not_ascii_digits(declared: str | bytes) -> None:
+    with pytest.raises(ApiError) as refused:
+        check_length(declared, 100)
+    assert refused.value.status == 400

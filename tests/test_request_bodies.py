@@ -113,6 +113,38 @@ def test_invalid_utf8_in_an_admin_upload_is_a_400(policy: Served, path: str, bod
     _assert_names_utf8(status, raw)
 
 
+def _padded_length(port: int, path: str, length: bytes, body: bytes) -> tuple[int, bytes]:
+    """One request whose ``Content-Length`` line is exactly ``length``; the status and body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {ADMIN}\r\n".encode()
+            + b"Content-Length: "
+            + length
+            + b"\r\n\r\n"
+            + body
+        )
+        data = b""
+        while chunk := s.recv(65_536):
+            data += chunk
+    head, _, payload = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), payload
+
+
+@pytest.mark.parametrize("path", [*POLICY_DECISIONS, "/admin/stores/s1/policies"])
+def test_content_length_padded_with_zeros_is_its_value(policy: Served, path: str) -> None:
+    """A ``Content-Length`` written with 5,000 leading zeros (1*DIGIT allows them) is read as its
+    value — the request is answered — and one over the limit is a 413: never a 500 or a traceback."""
+    body = _decision(b"u") if "access" in path else b'{"policies": "permit(principal, action, resource);"}'
+    log_before = policy.log()
+    status, raw = _padded_length(policy.port, path, b"0" * 5_000 + str(len(body)).encode(), body)
+    assert status in (200, 201), raw
+    status, raw = _padded_length(policy.port, path, b"0" * 5_000 + b"99000000", body)
+    assert status == 413, raw
+    assert json.loads(raw)["error"] == "request_too_large"
+    assert "Traceback" not in policy.log()[len(log_before) :]
+
+
 BODY_PATHS = {
     "auth": ["/v1/sessions", "/oauth2/token", "/admin/clients"],
     "policy": ["/access/v1/evaluation", "/stores/s1/access/v1/evaluations", "/admin/stores/s1/policies"],

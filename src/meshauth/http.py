@@ -111,9 +111,13 @@ def check_length(declared: str | bytes | None, limit: int) -> None:
     """Refuse on the declared ``Content-Length`` before reading anything."""
     if declared is None:
         return
-    if not declared.isdigit():
+    # ASCII digits only: ``str.isdigit`` also takes "²", which ``int()`` refuses (a ValueError: a 500).
+    if not (declared.isascii() and declared.isdigit()):
         raise ApiError(400, "invalid_request", "Content-Length is not a number")
-    if int(declared) > limit:
+    # 1*DIGIT (RFC 9110 §8.6): leading zeros are allowed, and granian passes thousands of them on,
+    # past the 4,300 digits ``int()`` converts. Count the significant ones.
+    significant = declared.lstrip(b"0") if isinstance(declared, bytes) else declared.lstrip("0")
+    if len(significant) > len(str(limit)) or int(significant or 0) > limit:
         raise too_large(limit)
 
 

@@ -37,6 +37,17 @@ async def test_huge_version_is_404(client: httpx.AsyncClient, suffix: str) -> No
     assert r.json()["error"] == "not_found"
 
 
+@pytest.mark.parametrize("suffix", ["", "/activate"])
+async def test_version_padded_with_zeros_is_its_number(client: httpx.AsyncClient, suffix: str) -> None:
+    """A version written with 5,000 leading zeros is that version (past ``int()``'s 4,300 digits: not a 500)."""
+    await push(client, ALLOW)
+    method = client.post if suffix else client.get
+    r = await method(f"/admin/stores/default/policies/{'0' * 5_000}1{suffix}", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    r = await method(f"/admin/stores/default/policies/{'0' * 5_000}2{suffix}", headers=ADMIN)
+    assert r.status_code == 404, r.text
+
+
 @pytest.mark.parametrize(
     ("path", "body"),
     [

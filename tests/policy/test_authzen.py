@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import httpx
 import pytest
 
@@ -105,3 +108,121 @@ async def test_item_subject_null_falls_back_to_the_default(client: httpx.AsyncCl
     first = r.json()["evaluations"][0]
     assert first["decision"] is True, first
     assert first["context"]["policies"] == ["a-only"]
+
+
+SELF = {"type": "User", "id": "a"}
+NO_SUSPENDED = (
+    "permit(principal, action, resource);\n"
+    "forbid(principal, action, resource) when { principal has suspended && principal.suspended };"
+)
+
+
+@pytest.mark.parametrize("resource_properties", [None, {"team": "x"}, {"suspended": True}])
+async def test_subject_properties_hold_when_the_resource_is_the_subject(
+    client: httpx.AsyncClient, resource_properties: dict[str, object] | None
+) -> None:
+    """A user asking about their own entity: the subject's ``properties`` are not dropped for the
+    resource's (the evaluator overrides the one entity once) — ``suspended: true`` still denies."""
+    await push(client, NO_SUSPENDED)
+    resource = {**SELF, "properties": resource_properties} if resource_properties is not None else SELF
+    body = {"subject": {**SELF, "properties": {"suspended": True}}, "action": {"name": "view"}, "resource": resource}
+    r = await client.post("/access/v1/evaluation", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["decision"] is False
+    r = await client.post("/access/v1/evaluations", json={"evaluations": [body]})
+    assert r.json()["evaluations"][0]["decision"] is False
+
+
+async def test_subject_and_resource_properties_that_disagree_on_one_entity_are_a_400(
+    client: httpx.AsyncClient,
+) -> None:
+    """Both sides describe the same entity and contradict each other: a 400 naming
+    ``resource.properties``, and in a batch that item's own error, the others answered."""
+    await push(client, NO_SUSPENDED)
+    body = {
+        "subject": {**SELF, "properties": {"suspended": True}},
+        "action": {"name": "view"},
+        "resource": {**SELF, "properties": {"suspended": False}},
+    }
+    r = await client.post("/access/v1/evaluation", json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["field"] == "resource.properties"
+    plain = {"subject": SELF, "action": {"name": "view"}, "resource": {"type": "Doc", "id": "d"}}
+    r = await client.post("/access/v1/evaluations", json={"evaluations": [plain, body, plain]})
+    out = r.json()["evaluations"]
+    assert [d["decision"] for d in out] == [True, False, True]
+    assert out[1]["context"]["error"]["message"].startswith("evaluations[1].resource.properties")
+
+
+def _inherited(default: dict[str, object], items: int = 1024) -> dict[str, object]:
+    """A batch of ``items`` checks that all use ``default`` (plus a plain subject, action, resource)."""
+    body: dict[str, object] = {
+        "subject": {"type": "User", "id": "a"},
+        "action": {"name": "view"},
+        "evaluations": [{"resource": {"type": "Doc", "id": f"d{n}"}} for n in range(items)],
+    }
+    for name, value in default.items():
+        if name == "context":
+            body["context"] = value
+        else:
+            body[name] = {"type": "User" if name == "subject" else "Doc", "id": "a", "properties": value}
+    return body
+
+
+@pytest.mark.parametrize(
+    ("default", "field"),
+    [
+        ({"context": {"n": list(range(2_000))}}, "context"),
+        ({"subject": {"n": list(range(2_000))}}, "subject.properties"),
+    ],
+)
+@pytest.mark.parametrize("loose", [False, True], ids=["typed", "loose"])
+async def test_a_default_repeated_past_the_request_limit_is_a_413(
+    client: httpx.AsyncClient, default: dict[str, object], field: str, loose: bool
+) -> None:
+    """A batch default (sent once, evaluated once per item) that 1,024 items use comes to ~9 MB
+    written out: over the 1 MiB request limit, so a 413 naming it — not seconds of engine time."""
+    await push(client, ALLOW_ALL)
+    body = _inherited(default)
+    if loose:  # a bad item sends the batch down the loose path, which must refuse the same
+        evaluations = body["evaluations"]
+        assert isinstance(evaluations, list)
+        evaluations.append(7)
+        evaluations.pop(0)
+    r = await client.post("/access/v1/evaluations", json=body)
+    assert r.status_code == 413, r.text
+    assert r.json()["error"] == "request_too_large"
+    assert r.json()["field"] == field
+
+
+async def test_a_small_default_for_many_items_is_answered(client: httpx.AsyncClient) -> None:
+    """The gate's kind of default (a short scope list) for 1,024 items stays well inside the limit."""
+    await push(client, ALLOW_ALL)
+    r = await client.post("/access/v1/evaluations", json=_inherited({"context": {"scope": ["read", "write"]}}))
+    assert r.status_code == 200, r.text
+    assert all(d["decision"] for d in r.json()["evaluations"])
+
+
+async def test_items_with_their_own_context_do_not_count_the_default(client: httpx.AsyncClient) -> None:
+    """Only items that leave ``context`` out use the default: overridden everywhere, it costs nothing."""
+    await push(client, ALLOW_ALL)
+    body = _inherited({"context": {"n": list(range(2_000))}})
+    evaluations = body["evaluations"]
+    assert isinstance(evaluations, list)
+    for item in evaluations:
+        item["context"] = {"own": True}
+    r = await client.post("/access/v1/evaluations", json=body)
+    assert r.status_code == 200, r.text
+
+
+async def test_subject_properties_hold_on_one_entity_when_coalesced(make_app: Any) -> None:
+    """The same with coalescing on: self-checks carrying ``suspended: true`` deny, and the plain
+    checks gathered with them in one batch allow."""
+    async with make_app(policy_coalesce_enabled=True) as (app, client):
+        await push(client, NO_SUSPENDED)
+        view = {"action": {"name": "view"}, "resource": SELF}
+        suspended = {**SELF, "properties": {"suspended": True}}
+        bodies = [{**view, "subject": suspended if n % 2 else SELF} for n in range(16)]
+        answers = await asyncio.gather(*(client.post("/access/v1/evaluation", json=b) for b in bodies))
+        assert app.state.api.coalescer.largest > 1
+        assert [r.json()["decision"] for r in answers] == [n % 2 == 0 for n in range(16)]

@@ -66,10 +66,11 @@ def _version(request: Request) -> int:
     raw = request.path_params["version"]
     if not (raw.isascii() and raw.isdigit()):
         raise bad_request("version", "must be a positive integer")
-    version = int(raw)
-    if version > MAX_VERSION:
-        raise not_found(f"store {_store(request)!r} has no policy version {raw}")
-    return version
+    # Leading zeros can run past the 4,300 digits ``int()`` converts: count the significant ones.
+    significant = raw.lstrip("0")
+    if len(significant) > len(str(MAX_VERSION)) or int(significant or 0) > MAX_VERSION:
+        raise not_found(f"store {_store(request)!r} has no policy version {significant}")
+    return int(significant or 0)
 
 
 @dataclass

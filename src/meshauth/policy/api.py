@@ -109,7 +109,8 @@ class PolicyApi:
         started = time.perf_counter_ns()
         check_store(store)
         state = await self.registry.get(store)
-        batch = parse_evaluations(body, self.settings.policy_max_evaluations)
+        settings = self.settings
+        batch = parse_evaluations(body, settings.policy_max_evaluations, max_bytes=settings.policy_max_request_bytes)
         if batch.staged_version is not None:
             return await self._staged(state, batch)
         with trace.span("policy.evaluate", store=store, checks=len(batch.items)):

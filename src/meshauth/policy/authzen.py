@@ -10,9 +10,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -23,6 +23,8 @@ from meshauth.policy.errors import bad_request, not_json
 from meshauth.policy.names import action_uid, check_uid, is_valid_uid
 
 _canonical = msgspec.json.Encoder(order="deterministic")
+_plain = msgspec.json.Encoder()
+DEFAULT_MAX_BYTES = 1_048_576  # ``policy_max_request_bytes``'s default: the service passes its own
 _MSGSPEC_PATH = re.compile(r" - at `\$\.?([^`]*)`")
 _MISSING = re.compile(r"missing required field `([^`]*)`")
 _ITEM_KEYS = ("subject", "action", "resource", "context")
@@ -64,7 +66,17 @@ def query_of(
     principal = check_uid(f"{prefix}subject", subject.type, subject.id)
     resource_uid = check_uid(f"{prefix}resource", resource.type, resource.id)
     action_id = action_uid(f"{prefix}action.name", action.name)
+    if principal == resource_uid and subject.properties and resource.properties:
+        _check_agree(subject.properties, resource.properties, f"{prefix}resource.properties")
     return _query(principal, action_id, resource_uid, context, subject.properties, resource.properties)
+
+
+def _check_agree(pattrs: dict[str, Any], rattrs: dict[str, Any], field: str) -> None:
+    """Subject and resource are one entity (a user reading their own profile), so both ``properties``
+    describe it: what one says the other must not contradict (which to believe is no guess to make)."""
+    for name in pattrs.keys() & rattrs.keys():
+        if _canonical.encode(pattrs[name]) != _canonical.encode(rattrs[name]):
+            raise bad_request(field, f"the resource is the subject, and {name!r} differs from subject.properties")
 
 
 def plain_action(action: wire.Action) -> bool:
@@ -90,6 +102,8 @@ def plain_query(
         and (plain_action(action) if action_ok is None else action_ok)
     ):
         return None
+    if subject.properties and resource.properties and subject.id == resource.id and subject.type == resource.type:
+        return None  # one entity described twice: ``query_of`` checks that the descriptions agree
     uids = (subject.type, subject.id), ("Action", name), (resource.type, resource.id)
     return _query(*uids, context, subject.properties, resource.properties)
 
@@ -108,6 +122,11 @@ def _query(
     if context is None and pattrs is None and rattrs is None:
         key: Hashable = (principal, action_id, resource_uid)  # the common case: no encoding needed
     else:
+        if principal == resource_uid and (pattrs is not None or rattrs is not None):
+            # One entity: the evaluator overrides it once, by uid, so each side carries both
+            # descriptions (else the resource's would silently replace the subject's: a dropped
+            # ``suspended: true`` is an allow that should be a deny).
+            pattrs = rattrs = {**(pattrs or {}), **(rattrs or {})}
         key = _canonical.encode((principal, action_id, resource_uid, context, pattrs, rattrs))
     return Query(principal, action_id, resource_uid, context, pattrs, rattrs, key)
 
@@ -171,17 +190,18 @@ class _LooseEvaluations(msgspec.Struct):
 _decode_batch = msgspec.json.Decoder(wire.EvaluationsRequest)
 
 
-def parse_evaluations(body: bytes, max_items: int) -> Batch:
+def parse_evaluations(body: bytes, max_items: int, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Batch:
     """``POST …/evaluations`` body → items (a bad item becomes an :class:`wire.ItemError`).
 
     The whole body is decoded into typed structs in one pass; only when that fails is it decoded
-    again loosely, item by item, to tell which items are bad and why.
+    again loosely, item by item, to tell which items are bad and why. ``max_bytes``: the request
+    limit, which the batch's defaults may not pass once repeated for their items (``_check_repeated``).
     """
     _check_utf8(body)
     try:
         top = _decode_batch.decode(body)
     except msgspec.ValidationError:
-        return _parse_loose(body, max_items)
+        return _parse_loose(body, max_items, max_bytes)
     except (msgspec.DecodeError, RecursionError) as exc:
         raise not_json(exc) from None
     semantic: wire.Semantic = top.options.evaluations_semantic if top.options else "execute_all"
@@ -190,6 +210,7 @@ def parse_evaluations(body: bytes, max_items: int) -> Batch:
     if not evaluations:
         return Batch([_single(_typed_item(wire.EvaluationItem(), top, None))], semantic, True, staged)
     _check_count(len(evaluations), max_items)
+    _check_repeated(top, lambda name: sum(getattr(e, name) is None for e in evaluations), max_bytes)
     # The batch's default action (a client sends one action once) is checked once, not per item.
     top_ok = plain_action(top.action) if top.action is not None else None
     items = [_typed_item(e, top, n, top_ok) for n, e in enumerate(evaluations)]
@@ -210,6 +231,38 @@ def _single(item: Query | wire.ItemError) -> Query:
 def _check_count(count: int, max_items: int) -> None:
     if count > max_items:
         raise ApiError(413, "request_too_large", f"evaluations has {count} items; the limit is {max_items}")
+
+
+class _Defaults(Protocol):
+    subject: wire.Subject | None
+    resource: wire.Resource | None
+    context: dict[str, Any] | None
+
+
+def _check_repeated(top: _Defaults, users: Callable[[str], int], max_bytes: int) -> None:
+    """413 when the batch's default ``context`` and ``properties``, repeated for each item that uses
+    them (``users(name)``: how many items leave ``name`` out), come to more than ``max_bytes``.
+
+    Why: a default is sent once but evaluated once per item — each item's context is encoded and
+    parsed by the engine, each item's properties make an entity document of its own. A 175 KB body
+    whose 20,000-number context 1,024 items inherited held a worker's loop 12.6 s, and an engine
+    error that quotes the context made a 146 KB body a 100 MB answer. Written out in full, such a
+    batch would be over the request limit: so it is held to that limit as if it were."""
+    repeated = (
+        ("context", "context", top.context),
+        ("subject.properties", "subject", top.subject.properties if top.subject is not None else None),
+        ("resource.properties", "resource", top.resource.properties if top.resource is not None else None),
+    )
+    sizes = [(len(_plain.encode(value)) * users(name), field) for field, name, value in repeated if value]
+    if sizes and sum(size for size, _ in sizes) > max_bytes:
+        size, field = max(sizes)
+        raise ApiError(
+            413,
+            "request_too_large",
+            f"{field}: the batch's default, repeated for the items that use it, is {size} bytes; "
+            f"the limit is {max_bytes}",
+            extra={"field": field},
+        )
 
 
 def _typed_item(
@@ -238,7 +291,7 @@ def _typed_item(
         return wire.ItemError(exc.status, exc.description)
 
 
-def _parse_loose(body: bytes, max_items: int) -> Batch:
+def _parse_loose(body: bytes, max_items: int, max_bytes: int) -> Batch:
     try:
         raw = msgspec.json.decode(body)
     except (msgspec.DecodeError, RecursionError) as exc:  # the typed pass may stop before the depth
@@ -256,6 +309,7 @@ def _parse_loose(body: bytes, max_items: int) -> Batch:
     if not evaluations:
         return Batch([_single(_item({}, raw, ""))], semantic, True, staged)
     _check_count(len(evaluations), max_items)
+    _check_repeated(top, lambda name: sum(isinstance(e, dict) and e.get(name) is None for e in evaluations), max_bytes)
     items = [_item(e, raw, f"evaluations[{n}]") for n, e in enumerate(evaluations)]
     return Batch(items, semantic, False, staged)
 
