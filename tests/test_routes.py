@@ -146,11 +146,23 @@ def test_root_route(table: RouteTable) -> None:
     assert table.match("GET", "/?q=1").action == "home"
 
 
+def test_a_path_is_remembered_from_its_second_sighting(table: RouteTable) -> None:
+    """Paths asked once (a cold gate: ids in paths) are matched and leave nothing behind; a path asked
+    again is kept, and the same match answered from then on."""
+    for i in range(1000):
+        assert table.match("GET", f"/documents/c{i}").resource == {"type": "Document", "id": f"c{i}"}
+    assert table._memo == {}
+    first, second = table.match("GET", "/documents/d1"), table.match("GET", "/documents/d1")
+    assert first == second and list(table._memo) == [("GET", "/documents/d1")]
+    assert table.match("GET", "/documents/d1") is second
+
+
 def test_memo_stays_bounded(table: RouteTable) -> None:
-    """Many distinct paths (hostile or not) cannot grow the per-table memo without bound."""
+    """Many distinct paths (hostile or not), each asked twice, cannot grow the per-table memo without bound."""
     for i in range(20_000):
         table.match("GET", f"/documents/{i}")
-    assert len(table._memo) <= 8192
+        table.match("GET", f"/documents/{i}")
+    assert 0 < len(table._memo) <= 8192
     assert table.match("GET", "/documents/19999").resource == {"type": "Document", "id": "19999"}
 
 
@@ -160,8 +172,9 @@ def test_long_targets_are_matched_but_not_remembered(table: RouteTable) -> None:
     table._memo.clear()
     long_id = "x" * 3000
     for i in range(100):
-        m = table.match("GET", f"/documents/{long_id}{i}?q={'y' * 4000}")
-        assert m.resource == {"type": "Document", "id": f"{long_id}{i}"}
+        for _ in range(2):  # twice: a short target would be kept from the second sighting
+            m = table.match("GET", f"/documents/{long_id}{i}?q={'y' * 4000}")
+            assert m.resource == {"type": "Document", "id": f"{long_id}{i}"}
     assert table._memo == {}
 
 

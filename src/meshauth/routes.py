@@ -32,10 +32,11 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
+from meshauth.admission import SecondSight
 from meshauth.route_file import MAX_FILE_BYTES, Default, Route, RouteTableError, read_route_file, read_routes
 from meshauth.route_paths import NOT_CANONICAL, PathRefused, split_path
 
@@ -82,6 +83,9 @@ class RouteMatch:
     action: str = ""
     resource: Mapping[str, str] | None = None
     route: str = ""
+    # Remembered by its table (its path's second sighting on): a memo keyed by this object's identity
+    # (``auth.authz_questions``) keeps entries only for kept matches, which alone are seen again.
+    kept: bool = field(default=False, compare=False)
 
 
 _NO_ROUTE: Final = RouteMatch("deny", "no_route")
@@ -94,18 +98,22 @@ class RouteTable:
         self.routes = routes
         self.default: Default = default
         self._memo: dict[tuple[str, str], RouteMatch] = {}
+        self._admission = SecondSight(_MEMO_SIZE)
 
     def match(self, method: str, target: str) -> RouteMatch:
-        """The outcome for a request (``target``: the path as sent, query string allowed)."""
+        """The outcome for a request (``target``: the path as sent, query string allowed). Remembered
+        from a target's second sighting (``meshauth.admission``: a target seen once leaves only its
+        hash), so traffic that never repeats a path leaves nothing for the collector to walk."""
         if len(target) > _MEMO_TARGET_MAX:
             return self._match(method.upper(), target)
         key = (method, target)
         hit = self._memo.get(key)
         if hit is None:
             hit = self._match(method.upper(), target)
-            if len(self._memo) >= _MEMO_SIZE:
-                self._memo.clear()  # bounded: hostile paths cannot grow it
-            self._memo[key] = hit
+            if self._admission.admit(key):  # kept from its second sighting (``meshauth.admission``)
+                if len(self._memo) >= _MEMO_SIZE:
+                    self._memo.clear()  # bounded: hostile paths cannot grow it
+                hit = self._memo[key] = RouteMatch(hit.outcome, hit.reason, hit.action, hit.resource, hit.route, True)
         return hit
 
     def _match(self, method: str, target: str) -> RouteMatch:

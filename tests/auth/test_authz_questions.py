@@ -42,12 +42,19 @@ def expected(client: PolicyClient, verdict: Verdict, resource_id: str) -> bytes:
     ).key
 
 
-def test_a_pair_is_prepared_once(client: PolicyClient) -> None:
+def test_a_pair_is_kept_once_its_match_is(client: PolicyClient) -> None:
+    """A question on a match its table did not keep (a path seen once) is prepared and not kept — no
+    later request brings that match object again; on a kept match (the path's second sighting on) it
+    is kept, and answered from the memo from then on."""
     table = parse_routes(ROUTES)
     memo = Questions(client)
-    v, route = allow("alice", "app", "read", "bearer"), table.match("GET", "/documents/d1")
-    first = memo.get(v, route)
-    assert memo.get(v, route) is first and len(memo) == 1
+    v, once = allow("alice", "app", "read", "bearer"), table.match("GET", "/documents/d1")
+    first = memo.get(v, once)
+    assert not once.kept and len(memo) == 0
+    kept = table.match("GET", "/documents/d1")
+    second = memo.get(v, kept)
+    assert kept.kept and second == first and len(memo) == 1
+    assert memo.get(v, kept) is second
     made = client.question(
         Subject(type="User", id="alice"),
         "read",
@@ -73,10 +80,22 @@ def test_an_entry_holds_the_question_alone(client: PolicyClient) -> None:
     """What an entry keeps alive is walked by every full collection (stop 23): the verdict and the
     match it was made from (shared with their own caches) and the question — nothing else."""
     memo = Questions(client)
-    v, route = allow("alice", "app", "read", "bearer"), parse_routes(ROUTES).match("GET", "/documents/d1")
+    table = parse_routes(ROUTES)
+    table.match("GET", "/documents/d1")
+    v, route = allow("alice", "app", "read", "bearer"), table.match("GET", "/documents/d1")  # kept
     question = memo.get(v, route)
     (entry,) = memo._memo.values()
     assert entry == (v, route, question)
+
+
+def test_pairs_asked_once_leave_nothing_behind(client: PolicyClient) -> None:
+    """A thousand never-repeated paths (a cold gate): each gets its question, none is kept."""
+    table = parse_routes(ROUTES)
+    memo = Questions(client)
+    v = allow("alice", "app", "read", "bearer")
+    for i in range(1000):
+        assert memo.get(v, table.match("GET", f"/documents/c{i}")).key == expected(client, v, f"c{i}")
+    assert len(memo) == 0 and len(table._memo) == 0
 
 
 def test_equal_verdicts_from_other_objects_get_the_same_question(client: PolicyClient) -> None:

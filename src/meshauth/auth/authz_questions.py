@@ -20,6 +20,10 @@ among live objects, so each entry holds both objects (they cannot be freed, and 
 be reused, while it exists) and a lookup also checks ``is`` on both: an entry answers only the very
 verdict and match it was made from, whose fields (frozen) are the whole question. A verdict or a
 match made again (its own cache evicted it) is another object: a miss, never a wrong question.
+An entry is made only for a match its table kept (``RouteMatch.kept``: the table remembers a path
+from its second sighting, ``meshauth.admission``): a match it did not keep is a fresh object that no
+later request brings again, so an entry keyed by it could never be read — a cold gate (ids in paths)
+made one per request, 8 objects for the collector to walk each (0 now: tests/auth/test_authz_questions.py).
 Bounded: at :data:`MAX_QUESTIONS` entries, or once its questions' keys hold :data:`MAX_QUESTION_BYTES`, it
 starts again from empty (as the route table's memo). The byte bound is for hostile paths: one client
 asking 16,384 distinct 4,000-character paths on a ``{id}`` route held ~140 MiB in the memo (each entry
@@ -74,6 +78,8 @@ class Questions:
         if entry is not None and entry[0] is verdict and entry[1] is route:
             return entry[2]
         question = self._ask(verdict, route)
+        if not route.kept:  # a match its table did not keep is never seen again: nothing to remember
+            return question
         size = len(question.key)
         if len(self._memo) >= MAX_QUESTIONS or self._bytes + size > MAX_QUESTION_BYTES:
             self._memo.clear()
