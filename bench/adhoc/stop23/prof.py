@@ -106,6 +106,9 @@ with tempfile.TemporaryDirectory(prefix="client4-prof-") as tmp, local_valkey(in
                                          val(r'^meshauth_client_checks_total\{[^}]*source="service"[^}]*\} (\S+)$')))
                         time.sleep(0.5)
                 threading.Thread(target=_poll, daemon=True).start()
+            perf = None
+            if os.environ.get("PERF"):  # stop 24: perf record of core 0 over the measured run (PERF=path of the data file)
+                perf = subprocess.Popen(["taskset", "-c", "1", "perf", "record", "-C", "0", "-F", "2000", "-o", os.environ["PERF"], "--", "sleep", str(seconds)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             with idle_poll() if idle else nullcontext():
                 lat = paced(base + "/", rate=rate, connections=30, seconds=seconds, headers=headers, distinct_prefix=f"/ext_authz/documents/c{secrets.token_hex(4)}-")
             cpu = {n: round(1e6 * (tree_cpu(p) - before[n]) / max(1, lat.requests), 1) for n, p in procs.items()}
@@ -117,6 +120,7 @@ with tempfile.TemporaryDirectory(prefix="client4-prof-") as tmp, local_valkey(in
                 text = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
                 print("\n".join(l for l in text.splitlines() if l.startswith(("meshauth_http_request_seconds_count", "meshauth_client_checks_total", "meshauth_client_fallbacks_total", "meshauth_gate"))))
             if spy: spy.wait()
+            if perf: perf.wait()
             n = b1["meshauth_client_batch_size_count"] - b0["meshauth_client_batch_size_count"]
             per = (b1["meshauth_client_batch_size_sum"] - b0["meshauth_client_batch_size_sum"]) / max(1, n)
             hist = {k: int(b1[k] - b0.get(k, 0)) for k in b1 if k.startswith("call_le_")}

@@ -3,7 +3,8 @@ where CPU time on this shared machine is not. The auth app driven through raw AS
 policy transport answering at once (no network: batches of exactly K), an embedded Valkey for Redis.
 
 Usage: valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=/tmp/gi.%p python gate_instr.py MODE
-MODE: cold | warm | authn (an unmatched path: the route table's 403, no policy check). OFF=audit_enabled,policy_l2_enabled,…: settings switched off. The script switches instrumentation on for the measured rounds only (callgrind_control),
+INSTRUMENTED=1: wrapped as served. MODE: cold | warm | authn (an unmatched path: the route table's 403, no policy check) | authnmode (no route
+file: the gate authenticates only, the warm path's 200). OFF=audit_enabled,policy_l2_enabled,…: settings switched off. The script switches instrumentation on for the measured rounds only (callgrind_control),
 then prints the instructions per request from the dump."""
 import asyncio, glob, os, subprocess, sys, tempfile
 from pathlib import Path
@@ -40,16 +41,21 @@ class Fake:
 
 async def main(var: Path, valkey_url: str) -> None:
     (var / "routes.yaml").write_text(ROUTES)
-    s = make_settings(f"sqlite:///{var}/gate.db", valkey_url, var, routes_file=var / "routes.yaml",
+    s = make_settings(f"sqlite:///{var}/gate.db", valkey_url, var, routes_file=None if MODE == "authnmode" else var / "routes.yaml",
                       policy_urls=("http://127.0.0.1:9",), policy_check_deadline=5.0,
                       **{k: False for k in os.environ.get("OFF", "").split(",") if k})
     app = AuthApp(s)
     async with app.running():
-        app.authorizer.client._caller.transport = Fake()
+        if app.authorizer is not None:
+            app.authorizer.client._caller.transport = Fake()
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
             h = Harness(app, http)
             await h.add_client()
             tok = (await h.token(scope="read"))["access_token"]
+        served = app
+        if os.environ.get("INSTRUMENTED"):  # as granian_server.worker_app serves it
+            from meshauth.observability.requests import Instrumented
+            served = Instrumented(app, prefixes=tuple(getattr(app, "route_prefixes", ())))
         auth = [(b"authorization", f"Bearer {tok}".encode()), (b"host", b"gate")]
         bad = []
 
@@ -63,11 +69,11 @@ async def main(var: Path, valkey_url: str) -> None:
             async def send(m):
                 if m["type"] == "http.response.start" and m["status"] != (403 if MODE == "authn" else 200):
                     bad.append(m["status"])
-            await app(scope, receive, send)
+            await served(scope, receive, send)
 
         async def rounds(n: int, tag: str) -> None:
             for r in range(n):
-                await asyncio.gather(*(one("/ext_authz/documents/hot" if MODE == "warm" else "/ext_authz/other/x" if MODE == "authn"
+                await asyncio.gather(*(one("/ext_authz/documents/hot" if MODE in ("warm", "authnmode") else "/ext_authz/other/x" if MODE == "authn"
                                          else f"/ext_authz/documents/{tag}{r}-{k}") for k in range(K)))
 
         await rounds(WARM, "w")
