@@ -29,6 +29,7 @@ from meshauth.config_checks import (
     check_spiffe_id,
     database_url_checked,
     issuer_checked,
+    public_url_checked,
     redis_prefix_checked,
     redis_url_checked,
     routes_file_checked,
@@ -76,6 +77,10 @@ class Settings(BatchingSettings, MonitoringSettings, BusSettings, WarmingSetting
     policy_host: str = "127.0.0.1"
     policy_port: int = Field(default=8090, ge=0, le=65535)
     policy_workers: int = Field(default=1, ge=1, le=64)
+    # The policy service's URL as its clients reach it, for the AuthZEN metadata
+    # (/.well-known/authzen-configuration). Unset: the request's own Host, answered uncacheable —
+    # a Host a shared cache kept for everyone would send every client's decisions to that host.
+    policy_public_url: Annotated[str, AfterValidator(public_url_checked)] | None = None
     # Decision requests (bytes, items) and admin uploads (policies, schema, entity bulk loads).
     policy_max_request_bytes: int = Field(default=1_048_576, ge=1024)
     policy_max_evaluations: int = Field(default=1024, ge=1)

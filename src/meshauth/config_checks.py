@@ -180,6 +180,12 @@ def issuer_checked(issuer: str) -> str:
     return issuer.rstrip("/")
 
 
+def public_url_checked(url: str) -> str:
+    if not url.startswith(("https://", "http://")) or "?" in url or "#" in url:
+        raise ValueError("must be an http(s) URL without query or fragment")
+    return url.rstrip("/")
+
+
 def routes_file_checked(path: Path | None) -> Path | None:
     if path is not None:
         check_routes_file(path)

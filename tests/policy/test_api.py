@@ -243,6 +243,25 @@ async def test_well_known_configuration(client: httpx.AsyncClient) -> None:
     assert meta["access_evaluations_endpoint"] == "http://pdp/access/v1/evaluations"
 
 
+async def test_metadata_from_a_callers_host_is_never_cacheable(client: httpx.AsyncClient) -> None:
+    """Without ``policy_public_url`` the metadata is made from the request's Host, which its sender
+    chooses: ``no-store``, so no shared cache can keep ``Host: evil.example``'s answer for everyone
+    (before: ``max-age=300`` — every client sent its decisions to the attacker's host)."""
+    r = await client.get("/.well-known/authzen-configuration", headers={"host": "evil.example"})
+    assert r.json()["policy_decision_point"] == "http://evil.example"
+    assert r.headers["cache-control"] == "no-store"
+
+
+async def test_metadata_from_the_public_url_ignores_the_host(make_app: Any) -> None:
+    """With ``policy_public_url`` the metadata names it whatever the Host, and may be cached."""
+    async with make_app(policy_public_url="https://pdp.mesh.example/") as (_app, client):
+        r = await client.get("/stores/s1/.well-known/authzen-configuration", headers={"host": "evil.example"})
+    meta = r.json()
+    assert meta["policy_decision_point"] == "https://pdp.mesh.example/stores/s1"
+    assert meta["access_evaluations_endpoint"] == "https://pdp.mesh.example/stores/s1/access/v1/evaluations"
+    assert r.headers["cache-control"] == "max-age=300"
+
+
 async def test_empty_store_denies(client: httpx.AsyncClient) -> None:
     """The default store exists from the start and, holding no policies, denies."""
     d = await decide(client, ask("User:u", "view", "Doc:a"))

@@ -164,7 +164,11 @@ class PolicyApi:
         return Response(await handler(request.path_params.get("store", DEFAULT_STORE), body), media_type=_JSON)
 
     async def configuration(self, request: Request) -> Response:
-        base = str(request.base_url).rstrip("/")
+        """AuthZEN metadata. From ``policy_public_url`` when set (cacheable); else from the request's
+        own Host — which its sender chooses, so the answer says ``no-store``: a shared cache that kept
+        one made with ``Host: evil.example`` would send every client's decisions (and tokens) there."""
+        public = self.settings.policy_public_url
+        base = public if public is not None else str(request.base_url).rstrip("/")
         if "store" in request.path_params:
             base = f"{base}/stores/{check_store(request.path_params['store'])}"
         return json_response(
@@ -173,7 +177,7 @@ class PolicyApi:
                 "access_evaluation_endpoint": f"{base}/access/v1/evaluation",
                 "access_evaluations_endpoint": f"{base}/access/v1/evaluations",
             },
-            headers={"cache-control": "max-age=300"},
+            headers={"cache-control": "max-age=300" if public is not None else "no-store"},
         )
 
     async def health(self, _request: Request) -> Response:
