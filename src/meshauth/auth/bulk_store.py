@@ -107,14 +107,18 @@ async def _write(
             done = 0
             insert_sql = _sql(conn, insert, insert.count("{}"))
             update_sql = _sql(conn, update, update.count("{}"))
-            for i in range(0, len(creates), CHUNK):
-                chunk = creates[i : i + CHUNK]
+            # Rows in name order, whatever order the items came in: two bulks of the same names lock them
+            # in one order and one waits for the other, where opposite orders deadlocked on PostgreSQL.
+            in_order = sorted(creates, key=names.__getitem__)
+            for i in range(0, len(in_order), CHUNK):
+                chunk = in_order[i : i + CHUNK]
                 await conn.exec_driver_sql(insert_sql, [insert_rows(n) for n in chunk])
                 done += len(chunk)
                 if progress is not None:
                     progress(done)
-            for i in range(0, len(updates), CHUNK):
-                chunk = updates[i : i + CHUNK]
+            in_order = sorted(updates, key=names.__getitem__)
+            for i in range(0, len(in_order), CHUNK):
+                chunk = in_order[i : i + CHUNK]
                 await conn.exec_driver_sql(update_sql, [update_rows(n) for n in chunk])
                 done += len(chunk)
                 if progress is not None:
