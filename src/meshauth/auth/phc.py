@@ -12,7 +12,8 @@ hashing (and needs no plain passwords). What is accepted, and why:
   verification, and anyone may try to log in, so an imported m of gigabytes would let strangers run a
   replica out of memory with a few concurrent attempts. The caps hold the common migration sources
   (Django m=100 MiB p=8, Bitwarden 64 MiB t=3 p=4, RFC 9106's 64 MiB and 2 GiB options: the first);
-- salt of 8-64 bytes and hash of 16-128 bytes, in unpadded standard base64 (the PHC format);
+- salt of 8-64 bytes and hash of 16-128 bytes, in canonical unpadded standard base64 (the PHC format;
+  argon2 fails to decode a last character with unused bits set);
 - nothing else: no extra fields, no whitespace, ASCII only, at most ``MAX_PHC_CHARS``.
 
 Accounts imported this way keep their parameters until their password is set again.
@@ -31,6 +32,7 @@ _PHC = re.compile(
     r"\$argon2id\$v=19\$m=(?P<m>[1-9][0-9]{0,9}),t=(?P<t>[1-9][0-9]{0,3}),p=(?P<p>[1-9][0-9]{0,3})"
     r"\$(?P<salt>[A-Za-z0-9+/]+)\$(?P<hash>[A-Za-z0-9+/]+)"
 )
+_B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _MAX_MEMORY_KIB = 256 * 1024
 _MAX_TIME = 16
 _MAX_LANES = 16
@@ -45,6 +47,10 @@ def _b64(field: str, text: str, low: int, high: int) -> None:
     size = whole * 3 + max(rest - 1, 0)
     if not low <= size <= high:
         raise AccountError(f"password_hash: {field} must be {low}-{high} bytes, not {size}")
+    # A partial last group leaves bits of its last character unused; argon2 refuses to decode (and so
+    # fails every login to the account) unless they are zero, as an encoder writes them.
+    if rest and _B64.index(text[-1]) & (0b1111 if rest == 2 else 0b11):
+        raise AccountError(f"password_hash: {field} is not canonical base64 (bits set past its last byte)")
 
 
 def check_phc(value: object) -> str:
