@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from meshauth.auth.account_loader import AccountLoader
 from meshauth.db.tables import clients, users
@@ -25,6 +25,25 @@ MAX_SECRET_CHARS = 512
 MIN_SECRET_CHARS = 8
 MAX_SCOPES = 64
 MAX_ATTRIBUTES_BYTES = 16_384
+
+
+# PostgreSQL advisory lock key ("mesh") every account creation holds to commit; see ``lock_names``.
+NAMES_LOCK_KEY = 0x6D657368
+
+
+async def lock_names(conn: AsyncConnection) -> None:
+    """Take, for the rest of ``conn``'s transaction, the lock that orders every account creation.
+
+    A name lives in one of two tables, so no constraint keeps it out of both: a creation checks the
+    other table first, and without this lock two creations of one name (a user, a client) each miss
+    the other's uncommitted row and both commit. Taken before that check, the second waits for the
+    first to commit and then sees its row."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": NAMES_LOCK_KEY})
+    else:
+        # SQLite has one writer at a time; a write that changes nothing takes its lock (and begins
+        # the transaction the driver would otherwise begin only at the insert, after the check).
+        await conn.execute(sa.text("UPDATE users SET username = username WHERE 0"))
 
 
 class AccountError(ValueError):

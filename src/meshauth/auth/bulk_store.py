@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from meshauth.auth.accounts import lock_names
 from meshauth.auth.bulk import ClientItem, Refusal, UserItem
 from meshauth.db.tables import clients, users
 
@@ -90,6 +91,7 @@ async def _write(
     names = [item.name for item in items]
     try:
         async with engine.begin() as conn:
+            await lock_names(conn)  # before looking at the other kind's table: see lock_names
             taken = await _present(conn, other, names)
             existing = await _present(conn, key, names)
             out = Written(committed=True)
