@@ -248,6 +248,7 @@ class Accounts:
     ) -> None:
         try:
             async with self._engine.begin() as conn:
+                await lock_names(conn)
                 if await conn.scalar(sa.select(other).where(other == name)):
                     raise AlreadyExists(f"{name!r} is already taken by a {'user' if kind == 'client' else 'client'}")
                 await conn.execute(table.insert().values(**values))
