@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from meshauth.auth.accounts import (
     MAX_ATTRIBUTES_BYTES,
+    MAX_ATTRIBUTES_DEPTH,
     AccountError,
     Accounts,
     AlreadyExists,
@@ -93,3 +94,22 @@ async def test_creating_a_user_waits_for_a_client_of_its_name_being_created(pg_d
             await create
     finally:
         await engine.dispose()
+
+
+def _nested(depth: int) -> dict[str, object]:
+    value: dict[str, object] = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+def test_attributes_nest_at_most_the_limit() -> None:
+    """Nesting is bounded far below any recursion limit: attributes nested ~930 deep were stored (by an
+    import) and then failed every read of them — that user's logins and the admin's list of all users."""
+    assert check_attributes(_nested(MAX_ATTRIBUTES_DEPTH)) == _nested(MAX_ATTRIBUTES_DEPTH)
+    with pytest.raises(AccountError, match="nest"):
+        check_attributes(_nested(MAX_ATTRIBUTES_DEPTH + 1))
+    with pytest.raises(AccountError, match="nest"):
+        check_attributes({"list": [_nested(MAX_ATTRIBUTES_DEPTH - 1)]})  # arrays count as objects do
+    with pytest.raises(AccountError, match="nest"):
+        check_attributes(_nested(100_000))  # refused, not a RecursionError

@@ -25,6 +25,10 @@ MAX_SECRET_CHARS = 512
 MIN_SECRET_CHARS = 8
 MAX_SCOPES = 64
 MAX_ATTRIBUTES_BYTES = 16_384
+# Far below the interpreter's recursion limit: every reader of stored attributes (the SQL driver's
+# JSON decoding, the admin listing, token issuance) recurses into them, deeper in its stack than the
+# writer that checked them, so a value nested ~930 deep was stored and then failed every read.
+MAX_ATTRIBUTES_DEPTH = 16
 
 
 # PostgreSQL advisory lock key ("mesh") every account creation holds to commit; see ``lock_names``.
@@ -122,9 +126,26 @@ def check_grant_types(value: object) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value))
 
 
+def deeper_than(value: object, limit: int) -> bool:
+    """Whether objects and arrays nest in ``value`` more than ``limit`` levels (``{}`` is one). Without
+    recursion, so a value nested past the recursion limit is measured too."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def check_attributes(value: object) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise AccountError("attributes must be a JSON object")
+    if deeper_than(value, MAX_ATTRIBUTES_DEPTH):
+        raise AccountError(f"attributes must nest at most {MAX_ATTRIBUTES_DEPTH} levels deep")
     # The size stored: the attributes as UTF-8 JSON (a character outside ASCII is 2-4 bytes).
     try:
         size = len(msgspec.json.encode(value))
