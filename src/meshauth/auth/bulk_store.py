@@ -8,9 +8,12 @@ tuples (JSON columns encoded once with msgspec): SQLAlchemy's per-row parameter 
 
 An update changes the password (secret) hash and the attributes (scopes, grant types); it never
 touches ``disabled`` or ``created_at``: a bulk racing an admin's disable leaves the account disabled,
-whichever commits first. A concurrent create of one of the same names makes the insert fail: the
-whole transaction is rolled back and :class:`Conflict` raised (the caller answers 409; retrying is
-safe, the bulk is idempotent).
+whichever commits first. Every account creation holds the names lock (``accounts.lock_names``) from
+its lookups to its commit, so a concurrent create of one of the same names, of either kind, is seen:
+this bulk waits for it, then updates the account or refuses the name. Should an insert still fail on
+a name (a writer outside meshauth), the whole transaction is rolled back and :class:`Conflict` raised
+(the caller answers 409; retrying is safe, the bulk is idempotent). Rows are written in name order,
+so two bulks never deadlock on each other's rows.
 """
 
 from __future__ import annotations
