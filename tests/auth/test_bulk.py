@@ -28,3 +28,17 @@ def test_items_nested_past_the_recursion_limit_are_refused_by_index() -> None:
     assert all("nest" in r.reason for r in refused)
     _, refused = plan_clients([{"client_id": "c", "client_secret": "secret-123", "scopes": deep}])
     assert [r.index for r in refused] == [0]
+
+
+def test_a_bad_client_secret_hash_is_named_as_such() -> None:
+    """Every refusal of a pre-hashed client secret names ``client_secret_hash``, the field the admin
+    sent, not ``password_hash``."""
+    bad = [
+        "$argon2i$v=19$m=65536,t=3,p=1$c29tZXNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+        "$argon2id$v=19$m=65536,t=3,p=1$c2FsdA$aGFzaGhhc2hoYXNoaGFzaA",
+        "$argon2id$v=19$m=4096,t=3,p=1$c29tZXNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+        7,
+    ]
+    _, refused = plan_clients([{"client_id": f"c{n}", "client_secret_hash": h} for n, h in enumerate(bad)])
+    assert len(refused) == len(bad)
+    assert all(r.reason.startswith("client_secret_hash") for r in refused), refused

@@ -96,7 +96,7 @@ def _one_of(item: dict[str, Any], plain: str, hashed: str) -> tuple[str | None, 
         raise AccountError(f"give exactly one of {plain} and {hashed}")
     if plain in item:
         return check_secret(plain, item[plain]), None
-    return None, check_phc(item[hashed])
+    return None, check_phc(item[hashed], hashed)
 
 
 def _user(index: int, raw: Any) -> UserItem:
