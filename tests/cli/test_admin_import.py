@@ -109,3 +109,14 @@ def test_an_overlong_line_is_refused_without_reading_it_into_memory(tmp_path: Pa
     assert items == [{"a": 1}, {"c": 3}] and lines == [1, 3]
     assert [(r.index, r.reason) for r in bad] == [(2, f"line is over {MAX_LINE_BYTES} bytes")]
     assert peak < 4 * MAX_LINE_BYTES
+
+
+def test_a_byte_order_mark_is_refused_by_name(tmp_path: Path) -> None:
+    """A file saved "UTF-8 with BOM" (Windows tools): its first line is refused saying so, not as an
+    invalid character at byte 0 the admin cannot see; CRLF endings and a last line without one are fine."""
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"a": 1}\r\n{"b": 2}\r\n{"c": 3}')
+    items, lines, bad = read_lines(path)
+    assert items == [{"b": 2}, {"c": 3}] and lines == [2, 3]
+    assert [r.index for r in bad] == [1]
+    assert "byte order mark" in bad[0].reason

@@ -32,6 +32,7 @@ from meshauth.db import create_engine, migrate
 __all__ = ["clients_import", "read_lines", "users_import"]
 
 MAX_LINE_BYTES = 1_048_576
+BOM = b"\xef\xbb\xbf"  # what "UTF-8 with BOM" editors put first; JSON text has none (RFC 8259 §8.1)
 SKIP_BYTES = 65_536  # read at a time from the part of a line past MAX_LINE_BYTES, which is refused
 PROGRESS_INTERVAL = 0.5  # seconds between progress lines
 
@@ -64,6 +65,11 @@ def read_lines(path: Path) -> tuple[list[Any], list[int], list[Refusal]]:
                 continue
             if line is None or len(line) > MAX_LINE_BYTES:
                 bad.append(Refusal(number, f"line is over {MAX_LINE_BYTES} bytes"))
+                continue
+            if line.startswith(BOM):
+                bad.append(
+                    Refusal(number, "line starts with a byte order mark (U+FEFF): save the file as UTF-8 without one")
+                )
                 continue
             try:
                 line.decode("utf-8")
