@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 from argon2 import PasswordHasher, Type
+from argon2.exceptions import VerificationError
 
 from meshauth.auth.accounts import AccountError
 from meshauth.auth.phc import check_phc
 
 SALT = "c29tZXNhbHRzb21lc2FsdA"  # 16 bytes
+B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 HASH = "aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"  # 32 bytes
 
 
@@ -59,3 +61,21 @@ def test_refuses_malformed_and_weak(value: object, reason: str) -> None:
     """Other algorithms, other versions, extra or missing fields, weak or huge parameters, bad base64."""
     with pytest.raises(AccountError, match=reason):
         check_phc(value)
+
+
+@pytest.mark.parametrize("field", ["salt", "hash"])
+def test_refuses_base64_argon2_cannot_decode(field: str) -> None:
+    """A last character with bits set past the data: argon2 fails every verification of such a string
+    ("Decoding failed"), so importing it would lock the account out; it is refused instead."""
+    real = PasswordHasher(time_cost=2, memory_cost=19_456, parallelism=1, type=Type.ID).hash("pw")
+    head, salt, digest = real.rsplit("$", 2)
+
+    # Both end in a partial group (16 and 32 bytes): flipping the last bit touches only padding bits.
+    def flipped(text: str) -> str:
+        return text[:-1] + B64[B64.index(text[-1]) ^ 1]
+
+    bad = f"{head}${flipped(salt)}${digest}" if field == "salt" else f"{head}${salt}${flipped(digest)}"
+    with pytest.raises(VerificationError):
+        PasswordHasher().verify(bad, "pw")
+    with pytest.raises(AccountError, match=f"{field} is not canonical base64"):
+        check_phc(bad)

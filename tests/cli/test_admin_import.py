@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from argon2 import PasswordHasher, Type
 from typer.testing import CliRunner
 
 from meshauth.cli import app
+from meshauth.cli.admin_import import MAX_LINE_BYTES, read_lines
 
 runner = CliRunner()
 PHC = PasswordHasher(time_cost=2, memory_cost=19_456, parallelism=1, type=Type.ID).hash("migrated-1")
@@ -87,3 +89,34 @@ def test_clients_import(env: dict[str, str], tmp_path: Path) -> None:
     assert json.loads(r.stdout)["created"] == 1
     listed = json.loads(runner.invoke(app, ["admin", "clients", "list"], env=env).stdout)
     assert [c["client_id"] for c in listed] == ["c1"]
+
+
+def test_an_overlong_line_is_refused_without_reading_it_into_memory(tmp_path: Path) -> None:
+    """A line past ``MAX_LINE_BYTES`` is refused by number while memory stays near that limit; the lines
+    after it keep their numbers. Before, the whole line was read first (a 1 GB line: 1 GB held)."""
+    path = tmp_path / "long.jsonl"
+    with path.open("wb") as f:
+        f.write(b'{"a": 1}\n{"b": "')
+        for _ in range(32):
+            f.write(b"x" * MAX_LINE_BYTES)
+        f.write(b'"}\n{"c": 3}')  # and no newline after the last line
+    tracemalloc.start()
+    try:
+        items, lines, bad = read_lines(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert items == [{"a": 1}, {"c": 3}] and lines == [1, 3]
+    assert [(r.index, r.reason) for r in bad] == [(2, f"line is over {MAX_LINE_BYTES} bytes")]
+    assert peak < 4 * MAX_LINE_BYTES
+
+
+def test_a_byte_order_mark_is_refused_by_name(tmp_path: Path) -> None:
+    """A file saved "UTF-8 with BOM" (Windows tools): its first line is refused saying so, not as an
+    invalid character at byte 0 the admin cannot see; CRLF endings and a last line without one are fine."""
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"a": 1}\r\n{"b": 2}\r\n{"c": 3}')
+    items, lines, bad = read_lines(path)
+    assert items == [{"b": 2}, {"c": 3}] and lines == [2, 3]
+    assert [r.index for r in bad] == [1]
+    assert "byte order mark" in bad[0].reason

@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from meshauth.auth.account_loader import AccountLoader
 from meshauth.db.tables import clients, users
@@ -25,6 +25,29 @@ MAX_SECRET_CHARS = 512
 MIN_SECRET_CHARS = 8
 MAX_SCOPES = 64
 MAX_ATTRIBUTES_BYTES = 16_384
+# Far below the interpreter's recursion limit: every reader of stored attributes (the SQL driver's
+# JSON decoding, the admin listing, token issuance) recurses into them, deeper in its stack than the
+# writer that checked them, so a value nested ~930 deep was stored and then failed every read.
+MAX_ATTRIBUTES_DEPTH = 16
+
+
+# PostgreSQL advisory lock key ("mesh") every account creation holds to commit; see ``lock_names``.
+NAMES_LOCK_KEY = 0x6D657368
+
+
+async def lock_names(conn: AsyncConnection) -> None:
+    """Take, for the rest of ``conn``'s transaction, the lock that orders every account creation.
+
+    A name lives in one of two tables, so no constraint keeps it out of both: a creation checks the
+    other table first, and without this lock two creations of one name (a user, a client) each miss
+    the other's uncommitted row and both commit. Taken before that check, the second waits for the
+    first to commit and then sees its row."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": NAMES_LOCK_KEY})
+    else:
+        # SQLite has one writer at a time; a write that changes nothing takes its lock (and begins
+        # the transaction the driver would otherwise begin only at the insert, after the check).
+        await conn.execute(sa.text("UPDATE users SET username = username WHERE 0"))
 
 
 class AccountError(ValueError):
@@ -103,9 +126,26 @@ def check_grant_types(value: object) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value))
 
 
+def deeper_than(value: object, limit: int) -> bool:
+    """Whether objects and arrays nest in ``value`` more than ``limit`` levels (``{}`` is one). Without
+    recursion, so a value nested past the recursion limit is measured too."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def check_attributes(value: object) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise AccountError("attributes must be a JSON object")
+    if deeper_than(value, MAX_ATTRIBUTES_DEPTH):
+        raise AccountError(f"attributes must nest at most {MAX_ATTRIBUTES_DEPTH} levels deep")
     # The size stored: the attributes as UTF-8 JSON (a character outside ASCII is 2-4 bytes).
     try:
         size = len(msgspec.json.encode(value))
@@ -229,6 +269,7 @@ class Accounts:
     ) -> None:
         try:
             async with self._engine.begin() as conn:
+                await lock_names(conn)
                 if await conn.scalar(sa.select(other).where(other == name)):
                     raise AlreadyExists(f"{name!r} is already taken by a {'user' if kind == 'client' else 'client'}")
                 await conn.execute(table.insert().values(**values))

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from meshauth.auth.accounts import (
+    MAX_ATTRIBUTES_DEPTH,
     RESERVED_CLIENT_IDS,
     AccountError,
     check_attributes,
@@ -27,6 +28,7 @@ from meshauth.auth.accounts import (
     check_name,
     check_scopes,
     check_secret,
+    deeper_than,
 )
 from meshauth.auth.phc import check_phc
 
@@ -80,6 +82,10 @@ def _object(item: Any, allowed: frozenset[str]) -> dict[str, Any]:
     extra = sorted(set(item) - allowed)
     if extra:
         raise AccountError(f"unknown field {extra[0]!r}")
+    # Before anything recurses into the item (the NUL check does): a file line decoded at a shallow
+    # stack may nest deeper than a check deeper in the stack can recurse.
+    if deeper_than(item, MAX_ATTRIBUTES_DEPTH + 1):
+        raise AccountError(f"item nests more than {MAX_ATTRIBUTES_DEPTH} levels deep in its attributes or elsewhere")
     if not _no_nul(item):
         raise AccountError("a string in the item contains a NUL character")
     return item
@@ -90,7 +96,7 @@ def _one_of(item: dict[str, Any], plain: str, hashed: str) -> tuple[str | None, 
         raise AccountError(f"give exactly one of {plain} and {hashed}")
     if plain in item:
         return check_secret(plain, item[plain]), None
-    return None, check_phc(item[hashed])
+    return None, check_phc(item[hashed], hashed)
 
 
 def _user(index: int, raw: Any) -> UserItem:

@@ -8,9 +8,12 @@ tuples (JSON columns encoded once with msgspec): SQLAlchemy's per-row parameter 
 
 An update changes the password (secret) hash and the attributes (scopes, grant types); it never
 touches ``disabled`` or ``created_at``: a bulk racing an admin's disable leaves the account disabled,
-whichever commits first. A concurrent create of one of the same names makes the insert fail: the
-whole transaction is rolled back and :class:`Conflict` raised (the caller answers 409; retrying is
-safe, the bulk is idempotent).
+whichever commits first. Every account creation holds the names lock (``accounts.lock_names``) from
+its lookups to its commit, so a concurrent create of one of the same names, of either kind, is seen:
+this bulk waits for it, then updates the account or refuses the name. Should an insert still fail on
+a name (a writer outside meshauth), the whole transaction is rolled back and :class:`Conflict` raised
+(the caller answers 409; retrying is safe, the bulk is idempotent). Rows are written in name order,
+so two bulks never deadlock on each other's rows.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from meshauth.auth.accounts import lock_names
 from meshauth.auth.bulk import ClientItem, Refusal, UserItem
 from meshauth.db.tables import clients, users
 
@@ -90,6 +94,7 @@ async def _write(
     names = [item.name for item in items]
     try:
         async with engine.begin() as conn:
+            await lock_names(conn)  # before looking at the other kind's table: see lock_names
             taken = await _present(conn, other, names)
             existing = await _present(conn, key, names)
             out = Written(committed=True)
@@ -107,14 +112,18 @@ async def _write(
             done = 0
             insert_sql = _sql(conn, insert, insert.count("{}"))
             update_sql = _sql(conn, update, update.count("{}"))
-            for i in range(0, len(creates), CHUNK):
-                chunk = creates[i : i + CHUNK]
+            # Rows in name order, whatever order the items came in: two bulks of the same names lock them
+            # in one order and one waits for the other, where opposite orders deadlocked on PostgreSQL.
+            in_order = sorted(creates, key=names.__getitem__)
+            for i in range(0, len(in_order), CHUNK):
+                chunk = in_order[i : i + CHUNK]
                 await conn.exec_driver_sql(insert_sql, [insert_rows(n) for n in chunk])
                 done += len(chunk)
                 if progress is not None:
                     progress(done)
-            for i in range(0, len(updates), CHUNK):
-                chunk = updates[i : i + CHUNK]
+            in_order = sorted(updates, key=names.__getitem__)
+            for i in range(0, len(in_order), CHUNK):
+                chunk = in_order[i : i + CHUNK]
                 await conn.exec_driver_sql(update_sql, [update_rows(n) for n in chunk])
                 done += len(chunk)
                 if progress is not None:

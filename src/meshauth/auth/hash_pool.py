@@ -13,6 +13,7 @@ import asyncio
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from argon2 import PasswordHasher, Type
 
@@ -32,7 +33,8 @@ def _hash_chunk(passwords: list[str]) -> list[str]:
 
 
 class HashPool:
-    """``await pool.hash_many(passwords)`` → their argon2id hashes, in order. Started on first use."""
+    """``await pool.hash_many(passwords)`` → their argon2id hashes, in order. Started on first use, and
+    started again when one of its processes died."""
 
     def __init__(self, *, time_cost: int, memory_kib: int, parallelism: int, processes: int = 0) -> None:
         self._params = (time_cost, memory_kib, parallelism)
@@ -52,13 +54,29 @@ class HashPool:
     async def hash_many(self, passwords: list[str]) -> list[str]:
         if not passwords:
             return []
-        pool = self._executor()
-        loop = asyncio.get_running_loop()
         # A few chunks per process: every process stays busy to the end, few round trips.
         size = max(1, -(-len(passwords) // (self.processes * 4)))
         chunks = [passwords[i : i + size] for i in range(0, len(passwords), size)]
-        done = await asyncio.gather(*(loop.run_in_executor(pool, _hash_chunk, c) for c in chunks))
+        try:
+            done = await self._run(chunks)
+        except BrokenProcessPool:
+            # A process died (the OOM killer, a signal): hashing has no side effects, so once more on
+            # the fresh executor ``_run`` left behind; a second death is the caller's error.
+            done = await self._run(chunks)
         return [h for chunk in done for h in chunk]
+
+    async def _run(self, chunks: list[list[str]]) -> list[list[str]]:
+        pool = self._executor()
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.gather(*(loop.run_in_executor(pool, _hash_chunk, c) for c in chunks))
+        except BrokenProcessPool:
+            # A broken executor never recovers: drop it, or every later bulk fails. Only this one —
+            # a concurrent caller may have replaced it already.
+            if self._pool is pool:
+                self._pool = None
+                pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
     def close(self) -> None:
         if self._pool is not None:

@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import msgspec
 import typer
@@ -32,10 +32,25 @@ from meshauth.db import create_engine, migrate
 __all__ = ["clients_import", "read_lines", "users_import"]
 
 MAX_LINE_BYTES = 1_048_576
+BOM = b"\xef\xbb\xbf"  # what "UTF-8 with BOM" editors put first; JSON text has none (RFC 8259 §8.1)
+SKIP_BYTES = 65_536  # read at a time from the part of a line past MAX_LINE_BYTES, which is refused
 PROGRESS_INTERVAL = 0.5  # seconds between progress lines
 
 _FILE = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="JSON Lines file, one item a line.")
 _PARTIAL = typer.Option(False, "--partial", help="Write the valid lines even when some are refused.")
+
+
+def _bounded_lines(f: BinaryIO) -> Iterator[bytes | None]:
+    """The lines of ``f``, each None when it is longer than ``MAX_LINE_BYTES`` (plus CRLF): such a line
+    is skipped in pieces, never held whole (a 1 GB line would be)."""
+    limit = MAX_LINE_BYTES + 2
+    while raw := f.readline(limit):
+        if len(raw) < limit or raw.endswith(b"\n"):
+            yield raw
+            continue
+        while (rest := f.readline(SKIP_BYTES)) and not rest.endswith(b"\n"):
+            pass
+        yield None
 
 
 def read_lines(path: Path) -> tuple[list[Any], list[int], list[Refusal]]:
@@ -44,12 +59,17 @@ def read_lines(path: Path) -> tuple[list[Any], list[int], list[Refusal]]:
     lines: list[int] = []
     bad: list[Refusal] = []
     with path.open("rb") as f:
-        for number, raw in enumerate(f, start=1):
-            line = raw.strip()
-            if not line:
+        for number, raw in enumerate(_bounded_lines(f), start=1):
+            line = raw.strip() if raw is not None else None
+            if line == b"":
                 continue
-            if len(line) > MAX_LINE_BYTES:
+            if line is None or len(line) > MAX_LINE_BYTES:
                 bad.append(Refusal(number, f"line is over {MAX_LINE_BYTES} bytes"))
+                continue
+            if line.startswith(BOM):
+                bad.append(
+                    Refusal(number, "line starts with a byte order mark (U+FEFF): save the file as UTF-8 without one")
+                )
                 continue
             try:
                 line.decode("utf-8")
