@@ -58,28 +58,32 @@ class ExtAuthzHttp:
         if self._authz is not None:
             await self._authorize(self._authz, scope, send)
             return
-        await self._finish(await self._authenticate(scope), scope, send)
+        await self._finish((await self._authenticate(scope))[0], scope, send)
 
     async def _authorize(self, authz: Authorizer, scope: Scope, send: Send) -> None:
         started = asyncio.get_running_loop().time()
-        verdict = await self._authenticate(scope)
-        overridden = any(name in _OVERRIDES for name, _ in scope["headers"])
+        verdict, overridden = await self._authenticate(scope)
         decided = await authz.decide(verdict, scope["method"], target(scope), started, overridden=overridden)
         await self._finish(decided, scope, send)
 
-    async def _authenticate(self, scope: Scope) -> Verdict:
+    async def _authenticate(self, scope: Scope) -> tuple[Verdict, bool]:
+        """The credential's verdict, and whether the request carries an override header (authz mode
+        refuses those: ``routes.OVERRIDE_HEADERS``) — both from one pass over the header lines."""
         authorizations: list[str] = []
         cookies: list[str] = []
+        overridden = False
         for name, value in scope["headers"]:
             if name == b"authorization":
                 authorizations.append(value.decode("latin-1"))
             elif name == b"cookie":
                 cookies.append(value.decode("latin-1"))
+            elif name in _OVERRIDES:
+                overridden = True
         # Warm bearer tokens are answered without awaiting anything but the response itself.
         verdict = self._gate.screen(authorizations)
         if verdict is None:
             verdict = await self._gate.check(authorizations[0] if authorizations else None, join_cookies(cookies))
-        return verdict
+        return verdict, overridden
 
     async def _finish(self, verdict: Verdict, scope: Scope, send: Send) -> None:
         count_gate_decision("http", verdict.credential, verdict.status)
