@@ -77,6 +77,24 @@ async def main(var: Path, valkey_url: str) -> None:
                                          else f"/ext_authz/documents/{tag}{r}-{k}") for k in range(K)))
 
         await rounds(WARM, "w")
+        if os.environ.get("GCSTATS"):  # collections during the measured rounds, and their time
+            import gc, time as _t
+            stats = {0: [0, 0.0], 1: [0, 0.0], 2: [0, 0.0]}
+            t0 = [0.0]
+            def cb(phase, info):
+                if phase == "start":
+                    t0[0] = _t.perf_counter()
+                else:
+                    stats[info["generation"]][0] += 1
+                    stats[info["generation"]][1] += _t.perf_counter() - t0[0]
+            gc.callbacks.append(cb)
+            c0 = _t.process_time()
+            await rounds(ROUNDS, "m")
+            cpu = _t.process_time() - c0
+            gc.callbacks.remove(cb)
+            n = ROUNDS * K
+            print({g: (c, round(1e6 * t / n, 2)) for g, (c, t) in stats.items()}, f"µs GC per request; cpu {1e6 * cpu / n:.1f} µs per request")
+            return
         if os.environ.get("PROF"):  # cProfile of the measured rounds instead (PROF=path of the stats file)
             import cProfile
             p = cProfile.Profile()
