@@ -197,3 +197,33 @@ def test_clients_that_reset_at_once_are_not_logged_as_failures_under_uvloop(capl
         answer = uvloop.run(scenario())
     assert answer.startswith(b"HTTP/1.1 200")
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_resets_leave_no_unretrieved_exception(caplog: pytest.LogCaptureFixture) -> None:
+    """Clients that reset mid-head (the attacked-port test's traffic): each reset is an exception on the
+    stream's closed-future, which the handler now takes. Left unread, asyncio logged "Future exception
+    was never retrieved" with a traceback whenever a collection freed that future before its protocol
+    (the reset's traceback ties them in a cycle) — the worker test then failed on the traceback."""
+    import gc
+
+    async def scenario() -> list[str]:
+        unretrieved: list[str] = []
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, context: unretrieved.append(str(context.get("message"))))
+        server = MetricsServer("127.0.0.1", 0)
+        await server.start()
+        try:
+            for _ in range(200):
+                with socket.create_connection((server.host, server.port)) as sock:
+                    sock.sendall(b"GET /metrics HTTP/1.1\r\n")  # no end of head: the handler is reading
+                    await asyncio.sleep(0)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST
+            await asyncio.sleep(0.5)
+            gc.collect()
+            await asyncio.sleep(0.1)
+        finally:
+            await server.stop()
+        return unretrieved
+
+    for run in (asyncio.run, uvloop.run):
+        assert run(scenario()) == []
