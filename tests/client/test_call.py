@@ -82,13 +82,14 @@ async def test_an_oversized_check_is_answered_without_a_call_and_alone(server: s
 
 
 async def test_a_large_check_is_asked_in_a_call_of_its_own(server: str) -> None:
-    """A 100 kB check among three small ones: one call for it alone, one for the rest; all answered."""
+    """A 300 kB check among three small ones (the batch past a quarter of the request limit): one call
+    for it alone, one for the rest; all answered."""
     t = Recording(H1Transport())
     async with client(server, t) as c:
         got = await asyncio.gather(
             c.check(**check(1)),
             c.check(**check(2)),
-            c.check(**check(3, context={"blob": "x" * 100_000})),
+            c.check(**check(3, context={"blob": "x" * 300_000})),
             c.check(**check(4)),
         )
     assert all(allowed(d) for d in got)
