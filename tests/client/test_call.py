@@ -98,6 +98,16 @@ async def test_a_large_check_is_asked_in_a_call_of_its_own(server: str) -> None:
     assert sorted(t.endpoints) == ["evaluation", "evaluations"]
 
 
+async def test_many_mid_sized_checks_are_packed_into_calls_under_the_threshold(server: str) -> None:
+    """Forty 15 kB checks (each under the size asked alone, 600 kB together, past a quarter of the
+    limit): packed into calls that are themselves never taken apart again — every check answered."""
+    t = Recording(H1Transport())
+    async with client(server, t) as c:
+        got = await asyncio.gather(*(c.check(**check(i, context={"blob": "x" * 15_000})) for i in range(40)))
+    assert all(allowed(d) for d in got)
+    assert len(t.calls) >= 2 and all(size <= 1_048_576 // 4 for _, size in t.calls)
+
+
 async def test_a_batch_refused_as_a_whole_is_asked_in_halves(two_at_a_time: str) -> None:
     """Five checks against a service that takes two at a time: its 400 names no check, so the client
     asks again in halves and every check gets its decision (before: five invalid_request)."""

@@ -18,8 +18,8 @@ So:
 - a batch whose body is over a quarter of ``max_request_bytes`` (256 KiB by default; or cannot be
   encoded) is taken apart: each check is sized alone, one over :data:`LARGE_CHECK` goes in a call of
   its own (which another replica or worker can take beside the rest; one single-threaded worker still
-  answers them in turn), the rest in calls of at most half of ``max_request_bytes``. Ordinary batches
-  (64 checks of a few hundred bytes, even ``check_many``'s 1,024) are never sized — sizing costs ~1.5
+  answers them in turn), the rest in calls of at most an eighth of it (never taken apart again).
+  Ordinary batches (64 checks of a few hundred bytes, even ``check_many``'s 1,024) are never sized — sizing costs ~1.5
   µs a check, as much as the rest of an explicit batch's client work — so the only cost on the hot
   path is one length test;
 - a call of several checks refused as a whole (400/413/422: :class:`WholeRefused`) is asked again in
@@ -133,7 +133,7 @@ class Caller:
 
     async def _apart(self, items: list[Pending], headers: Mapping[str, str]) -> list[Decision | BaseException]:
         """``items`` sized one by one: the unwritable and the oversized answered here, a large one in
-        a call of its own, the rest packed into calls of at most half of ``max_request_bytes``."""
+        a call of its own, the rest packed into calls of at most an eighth of ``max_request_bytes``."""
         out: list[Decision | BaseException | None] = [None] * len(items)
         alone: list[list[int]] = []
         packed: list[list[int]] = [[]]
@@ -147,7 +147,9 @@ class Caller:
             if one > LARGE_CHECK:
                 alone.append([n])  # over the service's limit too: the single path answers it
                 continue
-            if packed[-1] and size + one > self.max_request_bytes // 2:
+            # Half the threshold that sent us here: a packed group's own body stays under it (no
+            # second taking apart), and far under the service's limit.
+            if packed[-1] and size + one > self._large_batch // 2:
                 packed.append([])
                 size = 0
             packed[-1].append(n)
