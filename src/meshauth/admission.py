@@ -2,7 +2,7 @@
 
 The gate's memos (``routes.RouteTable``'s matches, ``auth.authz_questions.Questions``) pay for warm
 traffic, which asks the same few paths again and again. Traffic that never repeats a path (ids in
-paths, the cold benchmark) filled them with entries nobody read: each never-seen path left ~10
+paths, the cold benchmark) filled them with entries nobody read: each never-seen path left 8
 objects the collector tracks (a route match, its resource, a prepared question and its parts),
 inserted, walked by every young collection until promoted, and dropped at the next clear — the
 collector's share of a cold check was ~8.6 µs (docs/performance.md, "Stop 23"). A key seen once is
