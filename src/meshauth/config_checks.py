@@ -175,14 +175,17 @@ def listen_host_checked(host: str) -> str:
 
 
 def issuer_checked(issuer: str) -> str:
-    if not issuer.startswith(("https://", "http://")) or "?" in issuer or "#" in issuer:
-        raise ValueError("issuer must be an http(s) URL without query or fragment (RFC 8414 §2)")
-    return issuer.rstrip("/")
+    return _base_url(issuer, "issuer must be an http(s) URL without query or fragment (RFC 8414 §2)")
 
 
 def public_url_checked(url: str) -> str:
+    return _base_url(url, "must be an http(s) URL without query or fragment")
+
+
+def _base_url(url: str, refusal: str) -> str:
+    """``url`` without a trailing slash, if it is an http(s) URL with no query or fragment."""
     if not url.startswith(("https://", "http://")) or "?" in url or "#" in url:
-        raise ValueError("must be an http(s) URL without query or fragment")
+        raise ValueError(refusal)
     return url.rstrip("/")
 
 

@@ -47,14 +47,13 @@ _MARKED = _RESOURCE_KEY + _pack_str(_MARK)
 
 class _Family(NamedTuple):
     """A gate.decision template split around its path: an event is ``stamp((head, before + path +
-    after))``; ``fixed`` its size without the path, ``room`` the bus's size limit."""
+    after))``; ``fixed`` its size without the path."""
 
     partition: str
     head: bytes
     before: bytes
     after: bytes
     fixed: int
-    room: int
 
 
 class AuthAudit:
@@ -97,7 +96,7 @@ class AuthAudit:
                 return
         resource = _pack_str(path[:MAX_TEXT])
         size = known.fixed + len(resource)
-        if size > known.room:
+        if size > producer.config.max_event_bytes:
             try:
                 producer.check_size(AUDIT, "gate.decision", size)
             except EventTooLarge as exc:
@@ -153,14 +152,13 @@ class AuthAudit:
         except EventTooLarge as exc:
             self._refused(exc)
             return None
-        room = self.producer.config.max_event_bytes
         size = len(before) + len(after) + sum(len(part) for part in family[1:])
         if len(self._templates) >= MAX_TEMPLATES or self._template_bytes + size > MAX_TEMPLATE_BYTES:
             # Many distinct families (subjects, reasons): start again rather than grow.
             self._templates.clear()
             self._template_bytes = 0
         known = self._templates[family] = _Family(
-            self.producer.partition(AUDIT, subject), marked[0], before, after, fixed, room
+            self.producer.partition(AUDIT, subject), marked[0], before, after, fixed
         )
         self._template_bytes += size
         return known

@@ -248,6 +248,8 @@ def _check_repeated(top: _Defaults, users: Callable[[str], int], max_bytes: int)
     whose 20,000-number context 1,024 items inherited held a worker's loop 12.6 s, and an engine
     error that quotes the context made a 146 KB body a 100 MB answer. Written out in full, such a
     batch would be over the request limit: so it is held to that limit as if it were."""
+    if top.context is None and top.subject is None and top.resource is None:
+        return  # the usual batch (a client sends only its action as a default): nothing to count
     repeated = (
         ("context", "context", top.context),
         ("subject.properties", "subject", top.subject.properties if top.subject is not None else None),
