@@ -61,6 +61,10 @@ def test_settings_are_frozen() -> None:
         {"leeway": 3600},
         {"signing_alg": "HS256"},
         {"issuer": "ftp://x"},
+        {"policy_public_url": "ftp://pdp"},
+        {"policy_public_url": "https://pdp/?q=1"},
+        {"policy_public_url": "https://pdp/#x"},
+        {"policy_public_url": "pdp.mesh:8090"},
         {"redis_prefix": "nocolon"},
         {"unknown": 1},
         {"bus_flush_gap": -0.01},
@@ -78,6 +82,11 @@ def test_invalid_settings(kwargs: dict[str, object]) -> None:
     """Out-of-range or unknown settings are refused with a validation error."""
     with pytest.raises(ValidationError):
         Settings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_policy_public_url_is_kept_without_its_trailing_slash() -> None:
+    assert Settings(policy_public_url="https://pdp.mesh.example/").policy_public_url == "https://pdp.mesh.example"
+    assert Settings().policy_public_url is None
 
 
 def test_admin_token_is_hidden_in_repr() -> None:
