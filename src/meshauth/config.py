@@ -84,6 +84,10 @@ class Settings(BatchingSettings, MonitoringSettings, BusSettings, WarmingSetting
     # Decision requests (bytes, items) and admin uploads (policies, schema, entity bulk loads).
     policy_max_request_bytes: int = Field(default=1_048_576, ge=1024)
     policy_max_evaluations: int = Field(default=1024, ge=1)
+    # What one decision request's contexts and properties may weigh in all: each member or element
+    # counted once per level it sits at (a value at a context's top counts 1). The engine's cost grows
+    # so, not with bytes alone (policy/authzen.py: ~0.1 s at most at the default).
+    policy_max_request_values: int = Field(default=65_536, ge=16)
     policy_max_upload_bytes: int = Field(default=64 * 1_048_576, ge=1024)
     # How often a replica re-reads store revisions to pick up another replica's writes (seconds).
     policy_refresh_interval: float = Field(default=0.05, gt=0, le=60)

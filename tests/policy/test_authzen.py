@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from meshauth.policy.authzen import DEFAULT_MAX_VALUES, MAX_VALUE_DEPTH
 from tests.policy.conftest import ask, push
 
 ALLOW_ALL = "permit(principal, action, resource);"
@@ -226,3 +227,118 @@ async def test_subject_properties_hold_on_one_entity_when_coalesced(make_app: An
         answers = await asyncio.gather(*(client.post("/access/v1/evaluation", json=b) for b in bodies))
         assert app.state.api.coalescer.largest > 1
         assert [r.json()["decision"] for r in answers] == [n % 2 == 0 for n in range(16)]
+
+
+def _nested(levels: int) -> dict[str, Any]:
+    """An object ``levels`` deep counting itself (``{}`` is one), alternating objects and arrays."""
+    if levels == 1:
+        return {}
+    value: Any = {}
+    for n in range(levels - 2):
+        value = {"a": value} if n % 2 else [value]
+    return {"a": value}
+
+
+def _asked(**fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "subject": {"type": "User", "id": "a"},
+        "action": {"name": "view"},
+        "resource": {"type": "Doc", "id": "d"},
+    }
+    for name, value in fields.items():
+        if name == "context":
+            body["context"] = value
+        else:
+            body[name] = {**body[name], "properties": value}
+    return body
+
+
+@pytest.mark.parametrize(
+    ("name", "field"),
+    [("context", "context"), ("subject", "subject.properties"), ("resource", "resource.properties")],
+)
+async def test_a_value_nested_past_the_limit_is_a_400_naming_it(
+    client: httpx.AsyncClient, name: str, field: str
+) -> None:
+    """Cedar's cost per value grows with its depth (a 1 MiB context of 100-deep lists held a worker
+    4.4 s): a context or properties nesting past ``MAX_VALUE_DEPTH`` is refused before the engine."""
+    await push(client, ALLOW_ALL)
+    r = await client.post("/access/v1/evaluation", json=_asked(**{name: _nested(MAX_VALUE_DEPTH + 1)}))
+    assert r.status_code == 400, r.text
+    assert r.json()["field"] == field
+    assert f"at most {MAX_VALUE_DEPTH} levels" in r.json()["error_description"]
+    r = await client.post("/access/v1/evaluation", json=_asked(**{name: _nested(MAX_VALUE_DEPTH)}))
+    assert r.status_code == 200, r.text
+    assert r.json()["decision"] is True
+
+
+async def test_a_value_nested_past_the_limit_fails_only_its_batch_item(client: httpx.AsyncClient) -> None:
+    await push(client, ALLOW_ALL)
+    deep = _nested(MAX_VALUE_DEPTH + 1)
+    body = {
+        "action": {"name": "view"},
+        "evaluations": [
+            {k: v for k, v in _asked().items() if k != "action"},
+            {k: v for k, v in _asked(context=deep).items() if k != "action"},
+            {k: v for k, v in _asked(resource=deep).items() if k != "action"},
+            {k: v for k, v in _asked(context={"flat": [1, 2]}).items() if k != "action"},
+        ],
+    }
+    r = await client.post("/access/v1/evaluations", json=body)
+    assert r.status_code == 200, r.text
+    out = r.json()["evaluations"]
+    assert [item["decision"] for item in out] == [True, False, False, True]
+    assert out[1]["context"]["error"]["status"] == 400
+    assert out[1]["context"]["error"]["message"].startswith("evaluations[1].context: ")
+    assert out[2]["context"]["error"]["message"].startswith("evaluations[2].resource.properties: ")
+
+
+async def test_a_deep_default_context_fails_the_items_that_inherit_it(client: httpx.AsyncClient) -> None:
+    await push(client, ALLOW_ALL)
+    body = {**_asked(context=_nested(MAX_VALUE_DEPTH + 1)), "evaluations": [{}, {"context": {}}]}
+    r = await client.post("/access/v1/evaluations", json=body)
+    assert r.status_code == 200, r.text
+    out = r.json()["evaluations"]
+    assert out[0]["decision"] is False
+    assert out[0]["context"]["error"]["message"].startswith("evaluations[0].context: ")
+    assert out[1]["decision"] is True  # its own (empty) context replaces the default
+
+
+async def test_a_value_nested_past_the_limit_is_a_400_when_coalesced(make_app: Any) -> None:
+    async with make_app(policy_coalesce_enabled=True) as (_app, client):
+        await push(client, ALLOW_ALL)
+        bodies = [_asked(context=_nested(MAX_VALUE_DEPTH + 1) if n % 2 else {"n": n}) for n in range(8)]
+        answers = await asyncio.gather(*(client.post("/access/v1/evaluation", json=b) for b in bodies))
+        assert [r.status_code for r in answers] == [400 if n % 2 else 200 for n in range(8)]
+        assert {r.json().get("field") for r in answers if r.status_code == 400} == {"context"}
+
+
+async def test_a_request_holding_more_values_than_the_limit_is_a_413(client: httpx.AsyncClient) -> None:
+    """Bytes alone do not bound the engine's cost (it takes in every value, deep ones dearer): a
+    request whose context and properties weigh more than ``policy_max_request_values`` is refused."""
+    await push(client, ALLOW_ALL)
+    flat = list(range(DEFAULT_MAX_VALUES // 2))  # the list 1, its numbers 2 each: one over the limit
+    r = await client.post("/access/v1/evaluation", json=_asked(context={"ids": flat}))
+    assert r.status_code == 413, r.text
+    assert r.json()["error"] == "request_too_large"
+    assert "policy_max_request_values" in r.json()["error_description"]
+    r = await client.post("/access/v1/evaluation", json=_asked(context={"ids": flat[1:]}))
+    assert r.status_code == 200, r.text
+
+
+async def test_values_are_weighed_across_a_batch_and_its_inherited_defaults(make_app: Any) -> None:
+    async with make_app(policy_max_request_values=150) as (_app, client):
+        await push(client, ALLOW_ALL)
+        items = [{"context": {"ids": list(range(30))}} for _ in range(3)]  # 1 + 30 × 2 = 61 each
+        body = {**_asked(), "evaluations": items}
+        r = await client.post("/access/v1/evaluations", json=body)
+        assert r.status_code == 413, r.text
+        assert "weigh 183 (each value" in r.json()["error_description"]
+        r = await client.post("/access/v1/evaluations", json={**body, "evaluations": items[:2]})
+        assert r.status_code == 200, r.text
+        # A default context is converted once per item that inherits it, so it counts once per item.
+        inherited = {**_asked(context={"ids": list(range(30))}), "evaluations": [{}, {}, {}]}
+        r = await client.post("/access/v1/evaluations", json=inherited)
+        assert r.status_code == 413, r.text
+        r = await client.post("/access/v1/evaluation", json=_asked(subject={"groups": list(range(100))}))
+        assert r.status_code == 413, r.text

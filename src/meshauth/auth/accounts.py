@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from meshauth.auth.account_loader import AccountLoader
 from meshauth.db.tables import clients, users
+from meshauth.nesting import deeper_than
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}$")
 # RFC 6749 §3.3 scope-token: %x21 / %x23-5B / %x5D-7E
@@ -124,21 +125,6 @@ def check_grant_types(value: object) -> tuple[str, ...]:
         if grant not in GRANT_TYPES:
             raise AccountError(f"grant_types: {grant!r} is not one of {sorted(GRANT_TYPES)}")
     return tuple(dict.fromkeys(value))
-
-
-def deeper_than(value: object, limit: int) -> bool:
-    """Whether objects and arrays nest in ``value`` more than ``limit`` levels (``{}`` is one). Without
-    recursion, so a value nested past the recursion limit is measured too."""
-    stack: list[tuple[object, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
-        if children is None:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children)
-    return False
 
 
 def check_attributes(value: object) -> dict[str, Any]:

@@ -28,9 +28,9 @@ from meshauth.auth.accounts import (
     check_name,
     check_scopes,
     check_secret,
-    deeper_than,
 )
 from meshauth.auth.phc import check_phc
+from meshauth.nesting import deeper_than
 
 __all__ = ["ClientItem", "Refusal", "UserItem", "plan_clients", "plan_users"]
 

@@ -95,7 +95,7 @@ class PolicyApi:
         started = time.perf_counter_ns()
         check_store(store)
         state = await self.registry.get(store)
-        query = parse_evaluation(body)
+        query = parse_evaluation(body, max_values=self.settings.policy_max_request_values)
         with trace.span("policy.evaluate", store=store, checks=1):
             if self.coalescer is not None:
                 decision = await self.coalescer.decide(state, query, self.registry.snapshot_for(state))
@@ -110,7 +110,12 @@ class PolicyApi:
         check_store(store)
         state = await self.registry.get(store)
         settings = self.settings
-        batch = parse_evaluations(body, settings.policy_max_evaluations, max_bytes=settings.policy_max_request_bytes)
+        batch = parse_evaluations(
+            body,
+            settings.policy_max_evaluations,
+            max_bytes=settings.policy_max_request_bytes,
+            max_values=settings.policy_max_request_values,
+        )
         if batch.staged_version is not None:
             return await self._staged(state, batch)
         with trace.span("policy.evaluate", store=store, checks=len(batch.items)):

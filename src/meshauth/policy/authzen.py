@@ -18,6 +18,7 @@ import msgspec
 
 from meshauth import wire
 from meshauth.http import ApiError, utf8_problem
+from meshauth.nesting import shape
 from meshauth.policy.cedar import Uid
 from meshauth.policy.errors import bad_request, not_json
 from meshauth.policy.names import action_uid, check_uid, is_valid_uid
@@ -25,9 +26,21 @@ from meshauth.policy.names import action_uid, check_uid, is_valid_uid
 _canonical = msgspec.json.Encoder(order="deterministic")
 _plain = msgspec.json.Encoder()
 DEFAULT_MAX_BYTES = 1_048_576  # ``policy_max_request_bytes``'s default: the service passes its own
+DEFAULT_MAX_VALUES = 65_536  # ``policy_max_request_values``'s default, likewise
 _MSGSPEC_PATH = re.compile(r" - at `\$\.?([^`]*)`")
 _MISSING = re.compile(r"missing required field `([^`]*)`")
 _ITEM_KEYS = ("subject", "action", "resource", "context")
+# How deep a request's ``context`` and ``properties`` may nest (``{}`` is one level), as account
+# attributes may (auth.accounts); what they may weigh is ``policy_max_request_values`` (``_check_weight``).
+MAX_VALUE_DEPTH = 16
+_TOO_DEEP = f"must nest at most {MAX_VALUE_DEPTH} levels deep (an object or array is one level)"
+
+
+class _TooDeep(Exception):
+    """A value of the request nests past ``MAX_VALUE_DEPTH``; ``field`` names it."""
+
+    def __init__(self, field: str) -> None:
+        self.field = field
 
 
 class Query(msgspec.Struct, frozen=True, gc=False):
@@ -45,6 +58,7 @@ class Query(msgspec.Struct, frozen=True, gc=False):
     principal_attrs: dict[str, Any] | None
     resource_attrs: dict[str, Any] | None
     key: Hashable
+    weight: int = 0  # of ``context`` and the properties: each value once per level it sits at (``nesting.shape``)
 
 
 def to_query(req: wire.EvaluationRequest, field: str = "") -> Query:
@@ -66,9 +80,12 @@ def query_of(
     principal = check_uid(f"{prefix}subject", subject.type, subject.id)
     resource_uid = check_uid(f"{prefix}resource", resource.type, resource.id)
     action_id = action_uid(f"{prefix}action.name", action.name)
-    if principal == resource_uid and subject.properties and resource.properties:
-        _check_agree(subject.properties, resource.properties, f"{prefix}resource.properties")
-    return _query(principal, action_id, resource_uid, context, subject.properties, resource.properties)
+    try:
+        if principal == resource_uid and subject.properties and resource.properties:
+            _check_agree(subject.properties, resource.properties, f"{prefix}resource.properties")
+        return _query(principal, action_id, resource_uid, context, subject.properties, resource.properties)
+    except _TooDeep as exc:
+        raise bad_request(f"{prefix}{exc.field}", _TOO_DEEP) from None
 
 
 def _check_agree(pattrs: dict[str, Any], rattrs: dict[str, Any], field: str) -> None:
@@ -105,7 +122,10 @@ def plain_query(
     if subject.properties and resource.properties and subject.id == resource.id and subject.type == resource.type:
         return None  # one entity described twice: ``query_of`` checks that the descriptions agree
     uids = (subject.type, subject.id), ("Action", name), (resource.type, resource.id)
-    return _query(*uids, context, subject.properties, resource.properties)
+    try:
+        return _query(*uids, context, subject.properties, resource.properties)
+    except _TooDeep:
+        return None  # ``query_of`` names the field
 
 
 def _query(
@@ -119,16 +139,23 @@ def _query(
     context = context or None
     pattrs = pattrs or None
     rattrs = rattrs or None
+    weight = 0
     if context is None and pattrs is None and rattrs is None:
         key: Hashable = (principal, action_id, resource_uid)  # the common case: no encoding needed
     else:
+        for field, value in (("context", context), ("subject.properties", pattrs), ("resource.properties", rattrs)):
+            if value is not None:
+                depth, count = shape(value)
+                if depth > MAX_VALUE_DEPTH:
+                    raise _TooDeep(field)
+                weight += count
         if principal == resource_uid and (pattrs is not None or rattrs is not None):
             # One entity: the evaluator overrides it once, by uid, so each side carries both
             # descriptions (else the resource's would silently replace the subject's: a dropped
             # ``suspended: true`` is an allow that should be a deny).
             pattrs = rattrs = {**(pattrs or {}), **(rattrs or {})}
         key = _canonical.encode((principal, action_id, resource_uid, context, pattrs, rattrs))
-    return Query(principal, action_id, resource_uid, context, pattrs, rattrs, key)
+    return Query(principal, action_id, resource_uid, context, pattrs, rattrs, key, weight)
 
 
 def _field_of(exc: msgspec.ValidationError, prefix: str) -> tuple[str, str]:
@@ -155,8 +182,8 @@ def _check_utf8(body: bytes) -> None:
         raise bad_request("body", f"not valid JSON: {problem}")
 
 
-def parse_evaluation(body: bytes) -> Query:
-    """``POST …/evaluation`` body → query, or a 400 naming the field."""
+def parse_evaluation(body: bytes, *, max_values: int = DEFAULT_MAX_VALUES) -> Query:
+    """``POST …/evaluation`` body → query, or a 400 naming the field (a 413 past ``max_values``)."""
     _check_utf8(body)
     try:
         req = _decode_single.decode(body)
@@ -165,7 +192,28 @@ def parse_evaluation(body: bytes) -> Query:
         raise bad_request(field, message) from None
     except (msgspec.DecodeError, RecursionError) as exc:
         raise not_json(exc) from None
-    return to_query(req)
+    query = to_query(req)
+    _check_weight(query.weight, max_values)
+    return query
+
+
+def _check_weight(weight: int, max_values: int) -> None:
+    """413 when the request's contexts and properties weigh more than ``max_values``: each value (member
+    or element) counted once per level it sits at, so a value at the top of a context counts 1.
+
+    Why: the engine takes in each value for each decision while holding the worker's loop, at a cost
+    that grows with the value's depth (measured, cedarpy 4.12: a 100-deep list ~4 µs per element, a
+    100-deep record ~12 µs). Bytes alone do not bound it: a 1 MiB context of 100-deep lists held a
+    worker 4.4 s; 65,536 plain values of 8-deep records 0.53 s. At the default weight, every shape
+    measured (flat to 16 deep, lists, records, wide records, strings) took 13-70 ms within 1 MiB
+    (``bench/adhoc/stop25/value_cost.py``; docs/security.md)."""
+    if weight > max_values:
+        raise ApiError(
+            413,
+            "request_too_large",
+            f"the request's context and properties weigh {weight} (each value counted once per level it "
+            f"sits at); the limit is {max_values} (policy_max_request_values)",
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,13 +238,22 @@ class _LooseEvaluations(msgspec.Struct):
 _decode_batch = msgspec.json.Decoder(wire.EvaluationsRequest)
 
 
-def parse_evaluations(body: bytes, max_items: int, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Batch:
+def parse_evaluations(
+    body: bytes, max_items: int, *, max_bytes: int = DEFAULT_MAX_BYTES, max_values: int = DEFAULT_MAX_VALUES
+) -> Batch:
     """``POST …/evaluations`` body → items (a bad item becomes an :class:`wire.ItemError`).
 
     The whole body is decoded into typed structs in one pass; only when that fails is it decoded
     again loosely, item by item, to tell which items are bad and why. ``max_bytes``: the request
-    limit, which the batch's defaults may not pass once repeated for their items (``_check_repeated``).
+    limit, which the batch's defaults may not pass once repeated for their items (``_check_repeated``);
+    ``max_values``: what all items' contexts and properties may weigh (``_check_weight``).
     """
+    batch = _parse_batch(body, max_items, max_bytes)
+    _check_weight(sum(item.weight for item in batch.items if isinstance(item, Query)), max_values)
+    return batch
+
+
+def _parse_batch(body: bytes, max_items: int, max_bytes: int) -> Batch:
     _check_utf8(body)
     try:
         top = _decode_batch.decode(body)
