@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jwt
+import pytest
 import sqlalchemy as sa
 
 from tests.auth.conftest import PASSWORD, SECRET, Harness, basic
@@ -85,6 +86,25 @@ async def test_two_authentication_methods_rejected(auth: Harness) -> None:
     )
     assert r.status_code == 400
     assert r.json()["error"] == "invalid_request"
+
+
+@pytest.mark.parametrize("path", ["/oauth2/token", "/oauth2/introspect", "/oauth2/revoke"])
+async def test_two_authorization_lines_are_refused(auth_sqlite: Harness, path: str) -> None:
+    """Two ``Authorization`` lines are ambiguous credentials: 400 invalid_request, whichever comes
+    first (RFC 6749 §2.3: one authentication method per request). The first line used to decide, so
+    the right secret followed by another client's (or a wrong one) got a token."""
+    h = auth_sqlite
+    await h.add_client()
+    await h.add_client("other")
+    good, bad = basic("svc", SECRET)["authorization"], basic("other", "not-the-secret")["authorization"]
+    for lines in ((good, bad), (bad, good), (good, good)):
+        r = await h.http.post(
+            path,
+            content=b"grant_type=client_credentials&token=x",
+            headers=[("content-type", "application/x-www-form-urlencoded"), *(("authorization", v) for v in lines)],
+        )
+        assert r.status_code == 400, (path, r.text)
+        assert r.json() == {"error": "invalid_request", "error_description": "more than one Authorization header"}
 
 
 async def test_unknown_grant_type(auth: Harness) -> None:
