@@ -246,6 +246,43 @@ async def test_refresh_scope_may_narrow_not_widen(auth: Harness) -> None:
     assert r.json()["error"] == "invalid_scope"
 
 
+async def test_refresh_is_held_to_the_clients_current_scopes(auth: Harness) -> None:
+    """A client's scopes narrowed by the admin narrow what its refresh tokens mint: a family kept
+    refreshing used to mint the scopes of its first grant for as long as it was refreshed."""
+    await auth.add_client()
+    await auth.add_user()
+    first = await auth.token(grant_type="password", username="alice", password=PASSWORD)
+    assert first["scope"] == "read write"
+    narrowed = {
+        "client_id": "svc",
+        "client_secret": SECRET,
+        "scopes": ["read"],
+        "grant_types": ["password", "refresh_token"],
+    }
+    r = await auth.http.post("/admin/clients:bulk", headers=auth.admin, json=[narrowed])
+    assert r.status_code == 200, r.text
+    second = await auth.token(grant_type="refresh_token", refresh_token=first["refresh_token"])
+    assert second["scope"] == "read"
+    assert jwt.decode(second["access_token"], options={"verify_signature": False})["scope"] == "read"
+    r = await auth.http.post(
+        "/oauth2/token",
+        data={"grant_type": "refresh_token", "refresh_token": second["refresh_token"], "scope": "write"},
+        headers=basic("svc", SECRET),
+    )
+    assert r.status_code == 400
+    assert r.json()["error"] == "invalid_scope"
+
+
+async def test_no_refresh_token_for_a_client_without_the_refresh_grant(auth: Harness) -> None:
+    """A client that may not use the refresh_token grant gets no refresh token from the password
+    grant: one would lie dormant (and introspect as active) until the grant was added to the client."""
+    await auth.add_client("pwonly", grant_types=("password",))
+    await auth.add_user()
+    body = await auth.token("pwonly", grant_type="password", username="alice", password=PASSWORD)
+    assert "refresh_token" not in body
+    assert (await auth.gate(body["access_token"])).status_code == 200
+
+
 async def test_refresh_token_of_another_client(auth: Harness) -> None:
     """A refresh token is bound to the client it was issued to."""
     await auth.add_client("svc")
