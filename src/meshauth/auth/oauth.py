@@ -215,6 +215,11 @@ class OAuthEndpoints:
             return None
         if self._s.denylist.refuses(identity) or not self._s.listener.synced:  # unsynced: no revocation known
             return None
+        # RFC 7662 §2.2: active only before its expiration. The verifier's leeway (clock skew between
+        # the replica that issued and the one that checks) kept it "active" with its exp in the past,
+        # which the caller cannot tell from a live token without comparing clocks itself.
+        if identity.exp <= time.time():
+            return None
         claims = identity.claims
         return {
             "active": True,
