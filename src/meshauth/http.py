@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
@@ -252,6 +253,21 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
 async def api_error_handler(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return exc.response()
+
+
+# Starlette's own 404 and 405 (no route, a route without that method), named as error codes.
+_HTTP_ERRORS = {404: "not_found", 405: "method_not_allowed"}
+
+
+async def http_exception_handler(_request: Request, exc: Exception) -> Response:
+    """Starlette's routing errors in the error shape (its default is a plain-text body)."""
+    assert isinstance(exc, HTTPException)
+    return Response(
+        error_body(_HTTP_ERRORS.get(exc.status_code, "invalid_request"), exc.detail),
+        status_code=exc.status_code,
+        headers=exc.headers,
+        media_type="application/json",
+    )
 
 
 async def unavailable_handler(_request: Request, exc: Exception) -> Response:

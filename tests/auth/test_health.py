@@ -48,9 +48,17 @@ async def test_metrics_count_gate_decisions(auth_sqlite: Harness, redis: Redis) 
 
 
 async def test_unknown_route_is_404_json_free_of_internals(auth_sqlite: Harness) -> None:
-    """Unknown paths are a plain 404, methods not allowed a 405."""
-    assert (await auth_sqlite.http.get("/nope")).status_code == 404
-    assert (await auth_sqlite.http.get("/oauth2/token")).status_code == 405
+    """Unknown paths are a 404, methods not allowed a 405, both in the error shape (as the policy
+    service answers them): they were Starlette's plain-text "Not Found" / "Method Not Allowed"."""
+    r = await auth_sqlite.http.get("/nope")
+    assert r.status_code == 404
+    assert r.json() == {"error": "not_found", "error_description": "Not Found"}
+    for method, path in (("GET", "/oauth2/token"), ("PUT", "/oauth2/revoke"), ("POST", "/.well-known/jwks.json")):
+        r = await auth_sqlite.http.request(method, path)
+        assert r.status_code == 405, (method, path)
+        assert r.headers["content-type"] == "application/json"
+        assert r.json() == {"error": "method_not_allowed", "error_description": "Method Not Allowed"}
+        assert r.headers["allow"]
 
 
 async def test_readyz_reports_revocations_failing_while_redis_is_gone(

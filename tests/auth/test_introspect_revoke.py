@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from redis.asyncio import Redis
 
-from tests.auth.conftest import PASSWORD, SECRET, Harness, basic, make_settings, start_harness
+from tests.auth.conftest import PASSWORD, SECRET, Harness, basic, claims, make_settings, sign, start_harness
 
 
 async def test_introspect_active_access_token(auth: Harness) -> None:
@@ -28,6 +29,22 @@ async def test_introspect_garbage_is_inactive(auth: Harness) -> None:
     for token in ("garbage", "a.b.c", "x" * 10_000):
         r = await auth.http.post("/oauth2/introspect", data={"token": token}, headers=basic("svc", SECRET))
         assert r.json() == {"active": False}
+
+
+async def test_introspect_expired_token_within_the_leeway_is_inactive(auth_sqlite: Harness) -> None:
+    """Past its ``exp`` a token is not active (RFC 7662 §2.2), though the verifiers' clock-skew leeway
+    still accepts it: introspection is this server reading its own clock. It answered ``active: true``
+    with an ``exp`` in the past for up to ``MESHAUTH_LEEWAY`` (at most 300 s) after expiry."""
+    h = auth_sqlite
+    await h.add_client()
+    now = int(time.time())
+    for exp in (now - 5, now):
+        token = sign(h, claims(h, sub="svc", iat=now - 900, exp=exp))
+        r = await h.http.post("/oauth2/introspect", data={"token": token}, headers=basic("svc", SECRET))
+        assert r.json() == {"active": False}, exp - now
+    live = sign(h, claims(h, sub="svc", iat=now - 900, exp=now + 60))
+    r = await h.http.post("/oauth2/introspect", data={"token": live}, headers=basic("svc", SECRET))
+    assert r.json()["active"] is True
 
 
 async def test_introspect_requires_client_auth(auth: Harness) -> None:

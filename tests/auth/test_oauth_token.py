@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jwt
+import pytest
 import sqlalchemy as sa
 
 from tests.auth.conftest import PASSWORD, SECRET, Harness, basic
@@ -85,6 +86,25 @@ async def test_two_authentication_methods_rejected(auth: Harness) -> None:
     )
     assert r.status_code == 400
     assert r.json()["error"] == "invalid_request"
+
+
+@pytest.mark.parametrize("path", ["/oauth2/token", "/oauth2/introspect", "/oauth2/revoke"])
+async def test_two_authorization_lines_are_refused(auth_sqlite: Harness, path: str) -> None:
+    """Two ``Authorization`` lines are ambiguous credentials: 400 invalid_request, whichever comes
+    first (RFC 6749 §2.3: one authentication method per request). The first line used to decide, so
+    the right secret followed by another client's (or a wrong one) got a token."""
+    h = auth_sqlite
+    await h.add_client()
+    await h.add_client("other")
+    good, bad = basic("svc", SECRET)["authorization"], basic("other", "not-the-secret")["authorization"]
+    for lines in ((good, bad), (bad, good), (good, good)):
+        r = await h.http.post(
+            path,
+            content=b"grant_type=client_credentials&token=x",
+            headers=[("content-type", "application/x-www-form-urlencoded"), *(("authorization", v) for v in lines)],
+        )
+        assert r.status_code == 400, (path, r.text)
+        assert r.json() == {"error": "invalid_request", "error_description": "more than one Authorization header"}
 
 
 async def test_unknown_grant_type(auth: Harness) -> None:
@@ -224,6 +244,43 @@ async def test_refresh_scope_may_narrow_not_widen(auth: Harness) -> None:
     )
     assert r.status_code == 400
     assert r.json()["error"] == "invalid_scope"
+
+
+async def test_refresh_is_held_to_the_clients_current_scopes(auth: Harness) -> None:
+    """A client's scopes narrowed by the admin narrow what its refresh tokens mint: a family kept
+    refreshing used to mint the scopes of its first grant for as long as it was refreshed."""
+    await auth.add_client()
+    await auth.add_user()
+    first = await auth.token(grant_type="password", username="alice", password=PASSWORD)
+    assert first["scope"] == "read write"
+    narrowed = {
+        "client_id": "svc",
+        "client_secret": SECRET,
+        "scopes": ["read"],
+        "grant_types": ["password", "refresh_token"],
+    }
+    r = await auth.http.post("/admin/clients:bulk", headers=auth.admin, json=[narrowed])
+    assert r.status_code == 200, r.text
+    second = await auth.token(grant_type="refresh_token", refresh_token=first["refresh_token"])
+    assert second["scope"] == "read"
+    assert jwt.decode(second["access_token"], options={"verify_signature": False})["scope"] == "read"
+    r = await auth.http.post(
+        "/oauth2/token",
+        data={"grant_type": "refresh_token", "refresh_token": second["refresh_token"], "scope": "write"},
+        headers=basic("svc", SECRET),
+    )
+    assert r.status_code == 400
+    assert r.json()["error"] == "invalid_scope"
+
+
+async def test_no_refresh_token_for_a_client_without_the_refresh_grant(auth: Harness) -> None:
+    """A client that may not use the refresh_token grant gets no refresh token from the password
+    grant: one would lie dormant (and introspect as active) until the grant was added to the client."""
+    await auth.add_client("pwonly", grant_types=("password",))
+    await auth.add_user()
+    body = await auth.token("pwonly", grant_type="password", username="alice", password=PASSWORD)
+    assert "refresh_token" not in body
+    assert (await auth.gate(body["access_token"])).status_code == 200
 
 
 async def test_refresh_token_of_another_client(auth: Harness) -> None:

@@ -94,3 +94,42 @@ async def test_a_successor_waits_for_a_revocation_in_flight_and_is_refused(pg_da
         assert rows == 1  # no successor was stored
     finally:
         await engine.dispose()
+
+
+async def test_on_sqlite_a_successor_waits_for_a_revocation_in_flight_and_is_refused(sqlite_url: str) -> None:
+    """The race on SQLite, which has no row locks: a revocation of the family has written (and holds
+    the write lock) when the successor is minted. The successor must wait and then see the family
+    revoked. Its check used to read the redeemed row outside any transaction (the driver begins one at
+    the first write), so it saw the row live and stored the successor once the revocation committed:
+    a refresh racing a replay or a revoke came back 200 with tokens that outlived the revocation."""
+    engine = create_engine(sqlite_url)
+    tokens = RefreshTokens(engine, ttl=3600)
+    statements: list[str] = []
+    try:
+        _, grant = await _redeemed(tokens, "dave")
+        async with engine.connect() as revoker:
+            tx = await revoker.begin()
+            await revoker.execute(
+                refresh_tokens.update().where(refresh_tokens.c.family_id == grant.family_id).values(revoked_at=1)
+            )
+
+            def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+                statements.append(statement)
+
+            sa.event.listen(engine.sync_engine, "before_cursor_execute", seen)
+            successor = asyncio.create_task(_successor(tokens, grant))
+
+            async def writing() -> bool:
+                # The successor has sent its first write: it now waits on the revocation's lock.
+                return any(s.lstrip().upper().startswith(("INSERT", "UPDATE")) for s in statements)
+
+            await until(writing, what="the successor's first write")
+            assert not successor.done()
+            await tx.commit()
+        with pytest.raises(RefreshError):
+            await successor
+        async with engine.connect() as conn:
+            rows = await conn.scalar(sa.select(sa.func.count()).where(refresh_tokens.c.family_id == grant.family_id))
+        assert rows == 1  # no successor was stored
+    finally:
+        await engine.dispose()

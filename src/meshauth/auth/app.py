@@ -10,6 +10,7 @@ import grpc
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -32,7 +33,14 @@ from meshauth.auth.service import AuthService
 from meshauth.auth.session_api import SessionEndpoints
 from meshauth.config import Settings
 from meshauth.config_load import load_settings
-from meshauth.http import ApiError, api_error_handler, internal_error_handler, json_response, unavailable_handler
+from meshauth.http import (
+    ApiError,
+    api_error_handler,
+    http_exception_handler,
+    internal_error_handler,
+    json_response,
+    unavailable_handler,
+)
 from meshauth.observability.metrics import metrics_endpoint, publisher
 from meshauth.readiness import ReadyChecks, ping_database, readiness_response
 
@@ -99,6 +107,7 @@ class AuthApp:
             routes=routes,
             exception_handlers={
                 ApiError: api_error_handler,
+                HTTPException: http_exception_handler,
                 SQLAlchemyError: unavailable_handler,
                 RedisError: unavailable_handler,
                 ConnectionError: unavailable_handler,

@@ -132,7 +132,12 @@ class ClientAuthenticator:
 
     @staticmethod
     def _credentials(request: Request, form: dict[str, str]) -> tuple[str, str, bool]:
-        header = request.headers.get("authorization")
+        lines = request.headers.getlist("authorization")
+        if len(lines) > 1:
+            # Ambiguous credentials are refused, as the gate refuses them: with the first line deciding,
+            # a proxy or log in front that reads another line would see another client.
+            raise oauth_error(400, "invalid_request", "more than one Authorization header")
+        header = lines[0] if lines else None
         in_body = "client_secret" in form
         if header is not None and header[:6].lower() == "basic ":
             if in_body:

@@ -69,16 +69,21 @@ class OAuthEndpoints:
         scope = requested_scope(form, client.scopes)
         user_stamp = await self.check_password(request, username, password)
         issued = self._s.issuer.issue(subject=username, client_id=client.client_id, scope=scope)
-        refresh = await self._s.refresh_tokens.issue(
-            None,
-            client_id=client.client_id,
-            subject=username,
-            scope=scope,
-            access_jti=issued.jti,
-            access_exp=issued.exp,
-        )
+        refresh = None
+        if "refresh_token" in client.grant_types:
+            # Not otherwise: a refresh token this client may not redeem would lie dormant, and turn
+            # live if the grant were added to the client later.
+            refresh = await self._s.refresh_tokens.issue(
+                None,
+                client_id=client.client_id,
+                subject=username,
+                scope=scope,
+                access_jti=issued.jti,
+                access_exp=issued.exp,
+            )
         if not await self._s.denylist.unchanged(client_stamp, user_stamp):
-            await self._withdraw(refresh)
+            if refresh is not None:
+                await self._withdraw(refresh)
             raise oauth_error(400, "invalid_grant", "invalid username or password")
         self._s.audit.token("token.issued", username, client.client_id)
         return self._token_response("password", issued.token, scope, refresh)
@@ -129,8 +134,10 @@ class OAuthEndpoints:
         user = await self._s.accounts.get_user(grant.subject)
         if user is None or user.disabled:
             raise oauth_error(400, "invalid_grant", "the user of this refresh token is gone or disabled")
-        # RFC 6749 §6: a refreshed scope may narrow, never widen, the original grant.
-        scope = requested_scope(form, grant.scope.split(" ") if grant.scope else [])
+        # RFC 6749 §6: a refreshed scope may narrow, never widen, the original grant; nor may it pass
+        # what the client holds now (an admin may have narrowed it since: a family is refreshed for
+        # as long as its holder likes, and would mint the old scopes all that time).
+        scope = requested_scope(form, [s for s in grant.scope.split(" ") if s and s in client.scopes])
         issued = self._s.issuer.issue(subject=grant.subject, client_id=client.client_id, scope=scope)
         try:
             refresh = await self._s.refresh_tokens.issue(
@@ -207,6 +214,11 @@ class OAuthEndpoints:
         except TokenError:
             return None
         if self._s.denylist.refuses(identity) or not self._s.listener.synced:  # unsynced: no revocation known
+            return None
+        # RFC 7662 §2.2: active only before its expiration. The verifier's leeway (clock skew between
+        # the replica that issued and the one that checks) kept it "active" with its exp in the past,
+        # which the caller cannot tell from a live token without comparing clocks itself.
+        if identity.exp <= time.time():
             return None
         claims = identity.claims
         return {

@@ -66,6 +66,18 @@ class RefreshTokens:
         now = int(time.time())
         async with self._engine.begin() as conn:
             if grant is not None:
+                if conn.dialect.name == "sqlite":
+                    # SQLite has no row locks, and its driver begins the transaction only at the first
+                    # write: the select below ran outside it, saw the row live while a revocation held
+                    # the write lock, and the insert then stored the successor after the revocation
+                    # committed. A write that changes nothing takes the lock first (as
+                    # ``accounts.lock_names``): a revocation that wrote first is seen below, and one
+                    # that comes later waits for this insert and revokes the successor too.
+                    await conn.execute(
+                        refresh_tokens.update()
+                        .where(refresh_tokens.c.token_hash == grant.token_hash)
+                        .values(revoked_at=refresh_tokens.c.revoked_at)
+                    )
                 redeemed = (
                     await conn.execute(
                         sa.select(refresh_tokens.c.revoked_at)
