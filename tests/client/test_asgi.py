@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
-from starlette.types import Scope
+from starlette.types import Receive, Scope, Send
 
 from meshauth.client import PolicyClient
 from meshauth.client.asgi import Caller, PolicyMiddleware, caller_from_identity_headers
@@ -22,6 +22,7 @@ POLICIES = """
 @id("alice-reads") permit(principal == User::"alice", action == Action::"read", resource);
 @id("svc-reads") permit(principal == Client::"svc", action == Action::"read", resource)
   when { context.scope.contains("read") };
+@id("no-r%41w") forbid(principal, action, resource == Document::"r%41w");
 """
 ROUTES = parse_routes(
     """
@@ -85,6 +86,25 @@ async def test_table_denials_and_default(guarded: httpx.AsyncClient) -> None:
     assert (r.status_code, r.headers["x-meshauth-reason"]) == (403, "method_not_routed")
     r = await guarded.get("/documents/%2e%2e", headers=alice)
     assert (r.status_code, r.headers["x-meshauth-reason"]) == (403, "path_not_canonical")
+
+
+async def test_a_server_without_raw_path_is_matched_on_the_path_re_encoded(server: str) -> None:
+    """ASGI makes ``raw_path`` optional (Mangum sends None). The decoded ``path`` was matched as if it
+    were sent, decoded a second time: ``/documents/r%2541w`` (the app serves ``r%41w``, forbidden)
+    asked about ``rAw`` and was served. Re-encoded, as the gate does (``extauthz_http.target``), it is
+    judged as sent: a double escape is refused, and a non-ASCII id is asked about, not refused."""
+
+    async def without_raw_path(scope: Scope, receive: Receive, send: Send) -> None:
+        await guard({k: v for k, v in scope.items() if k != "raw_path"}, receive, send)
+
+    async with PolicyClient([server], token=DECISION_TOKEN, timeout=2) as client:
+        guard = PolicyMiddleware(APP, client=client, routes=ROUTES, subject=user_from_header)
+        transport = httpx.ASGITransport(app=without_raw_path)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            alice = {"x-user": "alice"}
+            r = await http.get("/documents/r%2541w", headers=alice)
+            assert (r.status_code, r.headers.get("x-meshauth-reason")) == (403, "path_not_canonical")
+            assert (await http.get("/documents/caf%C3%A9", headers=alice)).text == "served"
 
 
 async def test_override_headers_are_refused(guarded: httpx.AsyncClient) -> None:

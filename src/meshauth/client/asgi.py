@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -116,7 +117,12 @@ class PolicyMiddleware:
     async def _decide(self, scope: Scope) -> tuple[int, str]:
         method = "GET" if scope["type"] == "websocket" else scope["method"]
         raw = scope.get("raw_path")
-        target = raw.decode("latin-1") if raw is not None else scope["path"]
+        if raw is None:
+            # ASGI makes raw_path optional (Mangum sends None). The decoded path re-encoded, as the gate
+            # does (auth.extauthz_http.target): matched as is, it was decoded a second time, and
+            # /documents/r%2541w (the app serves "r%41w") asked the policy about "rAw".
+            raw = quote(scope["path"], safe="/!$&'()*+,;=:@~").encode()
+        target = raw.decode("latin-1")
         try:
             caller = await self._subject(scope)
         except Exception:  # a subject function that fails is not a credential
