@@ -111,6 +111,31 @@ def test_respelling_a_routed_path_is_denied_not_defaulted(table: RouteTable, tar
     assert (m.outcome, m.reason) == ("deny", "path_not_canonical")
 
 
+SHADOWED = """
+routes:
+  - {method: DELETE, path: "/documents/{id}", action: delete, resource: {type: Document, id: "{id}"}}
+  - {method: GET, path: /documents/admin, action: administer, resource: {type: Console, id: admin}}
+  - {method: GET, path: "/documents/{id}", action: read, resource: {type: Document, id: "{id}"}}
+"""
+
+
+@pytest.mark.parametrize("target", ["/documents/ADMIN", "/documents/Admin", "/documents/%EF%BD%81dmin"])
+def test_a_respelling_of_an_earlier_route_is_denied_not_taken_by_a_later_placeholder(target: str) -> None:
+    """``GET /documents/ADMIN`` fell through the literal ``/documents/admin`` to ``/documents/{id}``
+    and was authorized as ``read`` on Document ``ADMIN``; a case-insensitive upstream (Express and
+    ASP.NET route so by default) or an NFKC-normalising one serves it as ``/documents/admin``. A path
+    that only a respelling makes match a route listed before the one it matched is denied."""
+    m = parse_routes(SHADOWED).match("GET", target)
+    assert (m.outcome, m.reason) == ("deny", "path_not_canonical")
+
+
+def test_routes_before_the_match_that_bind_the_path_as_spelled_do_not_deny_it() -> None:
+    table = parse_routes(SHADOWED)
+    assert table.match("GET", "/documents/admin").action == "administer"
+    assert table.match("GET", "/documents/D1").resource == {"type": "Document", "id": "D1"}  # DELETE's path
+    assert table.match("DELETE", "/documents/ADMIN").resource == {"type": "Document", "id": "ADMIN"}
+
+
 def test_a_fragment_in_the_target_is_denied(table: RouteTable) -> None:
     """``DELETE /documents/mine#x`` (a raw ``#``, which no client sends): uvicorn's h11 server gives
     the app the path ``/documents/mine#x`` (the app deletes ``mine#x``) while hyper (granian) strips

@@ -20,7 +20,10 @@ literally (case-sensitive); the first route matching both the path and the metho
 - a path no route matches but that would match one ignoring case, Unicode compatibility forms (NFKC:
   ``/ｄocuments``) and one trailing slash (an upstream may serve ``/Documents/d1/`` as
   ``/documents/d1``): **deny** (``path_not_canonical``), whatever the
-  default, so ``default: authenticated`` cannot be reached by respelling a routed path;
+  default, so ``default: authenticated`` cannot be reached by respelling a routed path; likewise a
+  path a route matches but that, so respelled, would match a route listed *before* it and not
+  matching it as spelled (``/documents/ADMIN``: ``/documents/admin`` to such an upstream, not the
+  ``/documents/{id}`` after it);
 - otherwise unmatched: ``default`` (``deny`` → ``no_route``).
 
 Reading the file (``route_file``) refuses anchors and aliases (billion laughs), tags, deep nesting
@@ -99,6 +102,8 @@ class RouteTable:
         self.default: Default = default
         self._memo: dict[tuple[str, str], RouteMatch] = {}
         self._admission = SecondSight(_MEMO_SIZE)
+        # Each route's segments as ``_near_miss`` compares them (a placeholder: None).
+        self._folded = tuple(tuple(None if s is None else _fold(s) for s in route.segments) for route in routes)
 
     def match(self, method: str, target: str) -> RouteMatch:
         """The outcome for a request (``target``: the path as sent, query string allowed). Remembered
@@ -122,12 +127,16 @@ class RouteTable:
         except PathRefused as exc:
             return RouteMatch("deny", exc.reason)
         path_known = False
-        for route in self.routes:
+        for i, route in enumerate(self.routes):
             values = _bind(route, segments)
             if values is None:
                 continue
             path_known = True
             if route.methods is None or method in route.methods:
+                if i and self._near_miss(segments, before=i):
+                    # A respelling of a route listed before this one (``/documents/ADMIN`` before
+                    # ``/documents/{id}``): a case-insensitive upstream serves that route, not this.
+                    return RouteMatch("deny", NOT_CANONICAL)
                 rid = "".join(text if name is None else values[name] for text, name in route.resource_id)
                 return RouteMatch(
                     "authorize",
@@ -141,13 +150,16 @@ class RouteTable:
             return RouteMatch("deny", NOT_CANONICAL)
         return _AUTHENTICATED if self.default == "authenticated" else _NO_ROUTE
 
-    def _near_miss(self, segments: tuple[str, ...]) -> bool:
+    def _near_miss(self, segments: tuple[str, ...], before: int | None = None) -> bool:
+        """Whether the path, respelled, matches a route (of the first ``before`` routes, then only those
+        that do not match it as spelled)."""
         folded = tuple(_fold(s) for s in segments)
         if folded and folded[-1] == "":
             folded = folded[:-1]
-        for route in self.routes:
+        for j, literal in enumerate(self._folded[:before]):
+            if before is not None and _bind(self.routes[j], segments) is not None:
+                continue
             for candidate in (folded, (*folded, "")):
-                literal = tuple(None if s is None else _fold(s) for s in route.segments)
                 if len(literal) == len(candidate) and all(
                     (lit is None and seg != "") or lit == seg for lit, seg in zip(literal, candidate, strict=True)
                 ):
