@@ -203,6 +203,23 @@ def test_long_targets_are_matched_but_not_remembered(table: RouteTable) -> None:
     assert table._memo == {}
 
 
+def test_long_methods_are_matched_but_not_remembered(table: RouteTable) -> None:
+    """The method is half the memo's key, and granian (and Envoy over HTTP/2) pass methods of 50 KB: a
+    client sending each of 8,192 short paths twice with such a method held ~400 MiB per worker. A
+    method longer than any a route may name (32 characters) can only reach a ``*`` route: matched each
+    time, not remembered."""
+    table._memo.clear()
+    for i in range(100):
+        for _ in range(2):
+            m = table.match("X" * 50_000, f"/folders/f/documents/d{i}")
+            assert m.resource == {"type": "Document", "id": f"f/d{i}"}
+            assert table.match("Y" * 50_000, f"/documents/d{i}").reason == "method_not_routed"
+    assert table._memo == {}
+    for _ in range(2):
+        assert table.match("M" * 32, "/folders/f/documents/d").outcome == "authorize"
+    assert list(table._memo) == [("M" * 32, "/folders/f/documents/d")]
+
+
 def test_load_routes_reads_a_file(tmp_path: Path) -> None:
     path = tmp_path / "routes.yaml"
     path.write_text(TABLE)

@@ -40,7 +40,15 @@ from pathlib import Path
 from typing import Final, Literal
 
 from meshauth.admission import SecondSight
-from meshauth.route_file import MAX_FILE_BYTES, Default, Route, RouteTableError, read_route_file, read_routes
+from meshauth.route_file import (
+    MAX_FILE_BYTES,
+    MAX_METHOD_CHARS,
+    Default,
+    Route,
+    RouteTableError,
+    read_route_file,
+    read_routes,
+)
 from meshauth.route_paths import NOT_CANONICAL, PathRefused, split_path
 
 __all__ = [
@@ -60,6 +68,10 @@ _MEMO_SIZE = 8192
 # longest paths a request head may carry (~8 KiB each, plus the resource ids cut from them) it held
 # ~66 MiB per worker. Real routes are far shorter; longer targets are matched each time.
 _MEMO_TARGET_MAX = 512
+# Nor methods longer than a route file may name (``route_file``: 32 characters): such a method matches
+# only a ``*`` route, and granian (Envoy over HTTP/2 too) passes 50 KB methods — 8,192 of them held
+# ~400 MiB per worker, the target bound notwithstanding.
+_MEMO_METHOD_MAX = MAX_METHOD_CHARS
 
 # Headers by which common upstream frameworks serve another method or path than the request line's:
 # Rack/Rails and Express ``method-override`` (X-HTTP-Method-Override), ASP.NET/OData (X-HTTP-Method),
@@ -109,7 +121,7 @@ class RouteTable:
         """The outcome for a request (``target``: the path as sent, query string allowed). Remembered
         from a target's second sighting (``meshauth.admission``: a target seen once leaves only its
         hash), so traffic that never repeats a path leaves nothing for the collector to walk."""
-        if len(target) > _MEMO_TARGET_MAX:
+        if len(target) > _MEMO_TARGET_MAX or len(method) > _MEMO_METHOD_MAX:
             return self._match(method.upper(), target)
         key = (method, target)
         hit = self._memo.get(key)
