@@ -205,7 +205,7 @@ def test_long_targets_are_matched_but_not_remembered(table: RouteTable) -> None:
 
 def test_long_methods_are_matched_but_not_remembered(table: RouteTable) -> None:
     """The method is half the memo's key, and granian (and Envoy over HTTP/2) pass methods of 50 KB: a
-    client sending each of 8,192 short paths twice with such a method held ~400 MiB per worker. A
+    client sending each of 8,192 short paths twice with such a method would hold ~400 MiB per worker. A
     method longer than any a route may name (32 characters) can only reach a ``*`` route: matched each
     time, not remembered."""
     table._memo.clear()

@@ -69,7 +69,7 @@ _MEMO_SIZE = 8192
 # ~66 MiB per worker. Real routes are far shorter; longer targets are matched each time.
 _MEMO_TARGET_MAX = 512
 # Nor methods longer than a route file may name (``route_file``: 32 characters): such a method matches
-# only a ``*`` route, and granian (Envoy over HTTP/2 too) passes 50 KB methods — 8,192 of them held
+# only a ``*`` route, and granian (Envoy over HTTP/2 too) passes 50 KB methods — 8,192 of them would hold
 # ~400 MiB per worker, the target bound notwithstanding.
 _MEMO_METHOD_MAX = MAX_METHOD_CHARS
 
