@@ -59,6 +59,7 @@ __all__ = [
     "RouteMatch",
     "RouteTable",
     "RouteTableError",
+    "is_override",
     "load_routes",
     "parse_routes",
 ]
@@ -84,8 +85,18 @@ OVERRIDE_HEADERS = frozenset(
     {"x-http-method-override", "x-http-method", "x-method-override", "x-original-url", "x-rewrite-url"}
 )
 REQUEST_OVERRIDE = "request_override"
+# The same names with ``_`` for ``-``: CGI-style servers (Rack on Puma before 6.4.3, PHP, WSGI's environ)
+# read ``X_HTTP_METHOD_OVERRIDE`` as ``HTTP_X_HTTP_METHOD_OVERRIDE``, exactly as ``X-HTTP-Method-Override``,
+# and Envoy passes names with underscores by default. Compare ``name.replace("_", "-")`` (lower-cased).
+
+_RAW_OVERRIDES = frozenset(name.encode() for name in OVERRIDE_HEADERS)
 
 Outcome = Literal["authorize", "allow", "deny"]
+
+
+def is_override(name: bytes) -> bool:
+    """Whether a lower-cased header name is one of :data:`OVERRIDE_HEADERS`, ``_`` read as ``-``."""
+    return name in _RAW_OVERRIDES or (b"_" in name and name.replace(b"_", b"-") in _RAW_OVERRIDES)
 
 
 @dataclass(frozen=True, slots=True)

@@ -111,7 +111,11 @@ async def test_override_headers_are_refused(guarded: httpx.AsyncClient) -> None:
     """A method or URL override the app's own stack may obey (Rack, Express, Symfony) is 403, even on
     a default-authenticated path: the check would be of one request and the app serve another."""
     alice = {"x-user": "alice"}
-    for name, value in (("X-HTTP-Method-Override", "DELETE"), ("X-Original-URL", "/documents/d1")):
+    for name, value in (
+        ("X-HTTP-Method-Override", "DELETE"),
+        ("X-Original-URL", "/documents/d1"),
+        ("X_HTTP_Method_Override", "DELETE"),  # the same header to CGI-style stacks (HTTP_X_HTTP_METHOD_OVERRIDE)
+    ):
         for path in ("/documents/d1", "/open"):
             r = await guarded.get(path, headers={**alice, name: value})
             assert (r.status_code, r.headers.get("x-meshauth-reason")) == (403, "request_override"), (name, path)

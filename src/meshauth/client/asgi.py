@@ -40,7 +40,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 # Only the package's public names: its internals are free to change under this module.
 from meshauth.client import REASON_INVALID_REQUEST, PolicyClient, Subject
-from meshauth.routes import OVERRIDE_HEADERS, REQUEST_OVERRIDE, RouteTable, load_routes
+from meshauth.routes import REQUEST_OVERRIDE, RouteTable, is_override, load_routes
 
 __all__ = ["Caller", "PolicyMiddleware", "caller_from_identity_headers"]
 
@@ -49,7 +49,6 @@ log = logging.getLogger(__name__)
 REASON_HEADER = b"x-meshauth-reason"
 SESSION_CLIENT_ID = "meshauth-session"  # the client id the gate gives session-based identities
 _IDENTITY = (b"x-meshauth-subject", b"x-meshauth-client-id", b"x-meshauth-scope")
-_OVERRIDES = frozenset(name.encode() for name in OVERRIDE_HEADERS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +129,7 @@ class PolicyMiddleware:
             caller = None
         if caller is None:  # authentication first, as the gate: 401 before any route is looked at
             return 401, "unauthenticated"
-        if any(name in _OVERRIDES for name, _ in scope.get("headers", ())):
+        if any(is_override(name) for name, _ in scope.get("headers", ())):
             return 403, REQUEST_OVERRIDE  # a method or URL override the app's stack may obey (routes.py)
         route = self.routes.match(method, target)
         if route.outcome == "deny":
