@@ -9,7 +9,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
 from meshauth.client import PolicyClient
@@ -105,6 +105,32 @@ async def test_a_server_without_raw_path_is_matched_on_the_path_re_encoded(serve
             r = await http.get("/documents/r%2541w", headers=alice)
             assert (r.status_code, r.headers.get("x-meshauth-reason")) == (403, "path_not_canonical")
             assert (await http.get("/documents/caf%C3%A9", headers=alice)).text == "served"
+
+
+@pytest.mark.parametrize("prefixed", [False, True], ids=["app-paths", "full-paths"])
+async def test_a_root_path_does_not_hide_the_routes(server: str, prefixed: bool) -> None:
+    """Under a root path — a Starlette ``Mount``, or ``uvicorn --root-path`` (which prefixes ``path``
+    and ``raw_path`` both) — the app routes ``/documents/d1`` for ``/api/documents/d1``: a table of the
+    app's paths matched nothing, and ``default: authenticated`` served any document unasked. Both
+    spellings are matched now, the stricter wins, so a table of the full paths still holds too."""
+    base = "/api" if prefixed else ""
+    route = (
+        f'{{method: GET, path: "{base}/documents/{{id}}", action: read, resource: {{type: Document, id: "{{id}}"}}}}'
+    )
+    table = parse_routes(f"default: authenticated\nroutes:\n  - {route}\n")
+    async with PolicyClient([server], token=DECISION_TOKEN, timeout=2) as client:
+        guard = PolicyMiddleware(APP, client=client, routes=table, subject=user_from_header)
+        mounted = Starlette(routes=[Mount("/api", app=guard)])
+        for app, root_path in ((mounted, ""), (guard, "/api")):
+            transport = httpx.ASGITransport(app=app, root_path=root_path)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+                r = await http.get("/api/documents/d1", headers={"x-user": "bob"})
+                assert (r.status_code, r.headers.get("x-meshauth-reason")) == (403, "policy_denied"), root_path
+                assert (await http.get("/api/documents/d1", headers={"x-user": "alice"})).text == "served"
+            if app is mounted:  # the mount's path spelled otherwise: which route would that be?
+                async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+                    r = await http.get("/%61pi/documents/d1", headers={"x-user": "bob"})
+                    assert (r.status_code, r.headers.get("x-meshauth-reason")) == (403, "path_not_canonical")
 
 
 async def test_override_headers_are_refused(guarded: httpx.AsyncClient) -> None:
