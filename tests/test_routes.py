@@ -136,6 +136,23 @@ def test_routes_before_the_match_that_bind_the_path_as_spelled_do_not_deny_it() 
     assert table.match("DELETE", "/documents/ADMIN").resource == {"type": "Document", "id": "ADMIN"}
 
 
+def test_a_respelling_that_asks_the_same_question_or_takes_another_method_is_not_denied() -> None:
+    """Only an earlier route that would take the request and ask another question makes a respelling
+    a danger: a trailing-slash twin with the same action and resource is no other route, and a POST-only
+    literal is not where an upstream sends a GET."""
+    table = parse_routes(
+        """
+routes:
+  - {method: GET, path: "/x/{id}/", action: read, resource: {type: Doc, id: "{id}"}}
+  - {method: POST, path: /x/new, action: create, resource: {type: Doc, id: new}}
+  - {method: GET, path: "/x/{id}", action: read, resource: {type: Doc, id: "{id}"}}
+"""
+    )
+    assert table.match("GET", "/x/foo").resource == {"type": "Doc", "id": "foo"}
+    assert table.match("GET", "/x/NEW").resource == {"type": "Doc", "id": "NEW"}
+    assert table.match("POST", "/x/NEW").reason == "method_not_routed"  # listed for POST only as /x/new
+
+
 def test_a_fragment_in_the_target_is_denied(table: RouteTable) -> None:
     """``DELETE /documents/mine#x`` (a raw ``#``, which no client sends): uvicorn's h11 server gives
     the app the path ``/documents/mine#x`` (the app deletes ``mine#x``) while hyper (granian) strips

@@ -156,7 +156,7 @@ class RouteTable:
                 continue
             path_known = True
             if route.methods is None or method in route.methods:
-                if i and self._near_miss(segments, before=i):
+                if i and self._near_miss(segments, before=i, method=method):
                     # A respelling of a route listed before this one (``/documents/ADMIN`` before
                     # ``/documents/{id}``): a case-insensitive upstream serves that route, not this.
                     return RouteMatch("deny", NOT_CANONICAL)
@@ -173,21 +173,33 @@ class RouteTable:
             return RouteMatch("deny", NOT_CANONICAL)
         return _AUTHENTICATED if self.default == "authenticated" else _NO_ROUTE
 
-    def _near_miss(self, segments: tuple[str, ...], before: int | None = None) -> bool:
+    def _near_miss(self, segments: tuple[str, ...], before: int | None = None, method: str = "") -> bool:
         """Whether the path, respelled, matches a route (of the first ``before`` routes, then only those
-        that do not match it as spelled)."""
+        that do not match it as spelled, that take ``method``, and that would ask another question than
+        route ``before``: ``/x/{id}/`` listed before ``/x/{id}`` with the same action and resource is no
+        other route to an upstream that ignores the slash)."""
         folded = tuple(_fold(s) for s in segments)
         if folded and folded[-1] == "":
             folded = folded[:-1]
         for j, literal in enumerate(self._folded[:before]):
-            if before is not None and _bind(self.routes[j], segments) is not None:
-                continue
+            if before is not None:
+                earlier = self.routes[j]
+                if (
+                    (earlier.methods is not None and method not in earlier.methods)
+                    or _same_question(earlier, self.routes[before])
+                    or _bind(earlier, segments) is not None
+                ):
+                    continue
             for candidate in (folded, (*folded, "")):
                 if len(literal) == len(candidate) and all(
                     (lit is None and seg != "") or lit == seg for lit, seg in zip(literal, candidate, strict=True)
                 ):
                     return True
         return False
+
+
+def _same_question(a: Route, b: Route) -> bool:
+    return (a.action, a.resource_type, a.resource_id) == (b.action, b.resource_type, b.resource_id)
 
 
 def _fold(segment: str) -> str:
