@@ -48,6 +48,10 @@ def test_segments(target: str, segments: tuple[str, ...]) -> None:
         "/documents/%00",  # NUL
         "/documents/a\x00b",
         "/documents/%0d%0a",  # CR LF
+        "/documents/%7f",  # DEL
+        "/documents/secret%C2%85",  # NEL, a C1 control: Python's str.strip() and split() take it for space
+        "/documents/%C2%80",  # the C1 range's ends
+        "/documents/%C2%9F",
         "/documents/%ff",  # not UTF-8
         "/documents/%c3",  # truncated UTF-8
         "/documents/\xe9",  # raw non-ASCII (latin-1 bytes as ASGI passes them)

@@ -111,6 +111,48 @@ def test_respelling_a_routed_path_is_denied_not_defaulted(table: RouteTable, tar
     assert (m.outcome, m.reason) == ("deny", "path_not_canonical")
 
 
+SHADOWED = """
+routes:
+  - {method: DELETE, path: "/documents/{id}", action: delete, resource: {type: Document, id: "{id}"}}
+  - {method: GET, path: /documents/admin, action: administer, resource: {type: Console, id: admin}}
+  - {method: GET, path: "/documents/{id}", action: read, resource: {type: Document, id: "{id}"}}
+"""
+
+
+@pytest.mark.parametrize("target", ["/documents/ADMIN", "/documents/Admin", "/documents/%EF%BD%81dmin"])
+def test_a_respelling_of_an_earlier_route_is_denied_not_taken_by_a_later_placeholder(target: str) -> None:
+    """``GET /documents/ADMIN`` fell through the literal ``/documents/admin`` to ``/documents/{id}``
+    and was authorized as ``read`` on Document ``ADMIN``; a case-insensitive upstream (Express and
+    ASP.NET route so by default) or an NFKC-normalising one serves it as ``/documents/admin``. A path
+    that only a respelling makes match a route listed before the one it matched is denied."""
+    m = parse_routes(SHADOWED).match("GET", target)
+    assert (m.outcome, m.reason) == ("deny", "path_not_canonical")
+
+
+def test_routes_before_the_match_that_bind_the_path_as_spelled_do_not_deny_it() -> None:
+    table = parse_routes(SHADOWED)
+    assert table.match("GET", "/documents/admin").action == "administer"
+    assert table.match("GET", "/documents/D1").resource == {"type": "Document", "id": "D1"}  # DELETE's path
+    assert table.match("DELETE", "/documents/ADMIN").resource == {"type": "Document", "id": "ADMIN"}
+
+
+def test_a_respelling_that_asks_the_same_question_or_takes_another_method_is_not_denied() -> None:
+    """Only an earlier route that would take the request and ask another question makes a respelling
+    a danger: a trailing-slash twin with the same action and resource is no other route, and a POST-only
+    literal is not where an upstream sends a GET."""
+    table = parse_routes(
+        """
+routes:
+  - {method: GET, path: "/x/{id}/", action: read, resource: {type: Doc, id: "{id}"}}
+  - {method: POST, path: /x/new, action: create, resource: {type: Doc, id: new}}
+  - {method: GET, path: "/x/{id}", action: read, resource: {type: Doc, id: "{id}"}}
+"""
+    )
+    assert table.match("GET", "/x/foo").resource == {"type": "Doc", "id": "foo"}
+    assert table.match("GET", "/x/NEW").resource == {"type": "Doc", "id": "NEW"}
+    assert table.match("POST", "/x/NEW").reason == "method_not_routed"  # listed for POST only as /x/new
+
+
 def test_a_fragment_in_the_target_is_denied(table: RouteTable) -> None:
     """``DELETE /documents/mine#x`` (a raw ``#``, which no client sends): uvicorn's h11 server gives
     the app the path ``/documents/mine#x`` (the app deletes ``mine#x``) while hyper (granian) strips
@@ -176,6 +218,23 @@ def test_long_targets_are_matched_but_not_remembered(table: RouteTable) -> None:
             m = table.match("GET", f"/documents/{long_id}{i}?q={'y' * 4000}")
             assert m.resource == {"type": "Document", "id": f"{long_id}{i}"}
     assert table._memo == {}
+
+
+def test_long_methods_are_matched_but_not_remembered(table: RouteTable) -> None:
+    """The method is half the memo's key, and granian (and Envoy over HTTP/2) pass methods of 50 KB: a
+    client sending each of 8,192 short paths twice with such a method would hold ~400 MiB per worker. A
+    method longer than any a route may name (32 characters) can only reach a ``*`` route: matched each
+    time, not remembered."""
+    table._memo.clear()
+    for i in range(100):
+        for _ in range(2):
+            m = table.match("X" * 50_000, f"/folders/f/documents/d{i}")
+            assert m.resource == {"type": "Document", "id": f"f/d{i}"}
+            assert table.match("Y" * 50_000, f"/documents/d{i}").reason == "method_not_routed"
+    assert table._memo == {}
+    for _ in range(2):
+        assert table.match("M" * 32, "/folders/f/documents/d").outcome == "authorize"
+    assert list(table._memo) == [("M" * 32, "/folders/f/documents/d")]
 
 
 def test_load_routes_reads_a_file(tmp_path: Path) -> None:

@@ -16,7 +16,15 @@ from typing import Literal
 
 import yaml
 
-__all__ = ["MAX_FILE_BYTES", "Default", "Route", "RouteTableError", "read_route_file", "read_routes"]
+__all__ = [
+    "MAX_FILE_BYTES",
+    "MAX_METHOD_CHARS",
+    "Default",
+    "Route",
+    "RouteTableError",
+    "read_route_file",
+    "read_routes",
+]
 
 MAX_FILE_BYTES = 1 << 20
 MAX_DEPTH = 8  # the format needs 4: document → routes → route → resource
@@ -27,7 +35,8 @@ MAX_NAME_CHARS = 256
 Default = Literal["deny", "authenticated"]
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]{0,63})\}")
-_METHOD = re.compile(r"[A-Z][A-Z0-9_-]{0,31}\Z")
+MAX_METHOD_CHARS = 32
+_METHOD = re.compile(rf"[A-Z][A-Z0-9_-]{{0,{MAX_METHOD_CHARS - 1}}}\Z")
 _LITERAL_SEGMENT = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@-]+\Z")  # RFC 3986 pchar, no escapes
 _STR = "tag:yaml.org,2002:str"
 

@@ -15,9 +15,9 @@ which upstreams differ.
   compared with the decoded segment, so ``/docu%6Dents/d%31`` is ``/documents/d1`` — what an
   upstream that decodes serves.
 - Refused (``path_not_canonical``): a segment that decodes to something containing ``/`` or ``\\``
-  (``%2F``: one upstream's segment is another's two), a control character or NUL, a ``%`` followed by
-  two hex digits after decoding (double encoding: an upstream that decodes twice sees another path),
-  a dot segment ``.`` or ``..`` (also as ``%2e``), a ``;`` raw or decoded (path parameters: Tomcat,
+  (``%2F``: one upstream's segment is another's two), a control character (C0, DEL or C1) or NUL, a
+  ``%`` followed by two hex digits after decoding (double encoding: an upstream that decodes twice
+  sees another path), a dot segment ``.`` or ``..`` (also as ``%2e``), a ``;`` raw or decoded (path parameters: Tomcat,
   Jetty and Spring serve ``/documents/secret;x`` as ``/documents/secret`` and ``..;`` as ``..``;
   others keep the ``;`` — a route would bind ``secret;x`` and ask the policy about the wrong resource),
   an empty segment other than one trailing slash (``//``: merged by some upstreams), raw bytes outside
@@ -43,7 +43,9 @@ TOO_LONG = "path_too_long"
 _VISIBLE_ASCII = re.compile(r"[\x21-\x7e]*\Z")
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
-_FORBIDDEN_DECODED = re.compile(r"[\x00-\x1f\x7f/\\;]|%[0-9A-Fa-f]{2}")
+# Control characters are C0, DEL *and* C1 (U+0080-U+009F, ``%C2%80``-``%C2%9F``): NEL (``%C2%85``) is a
+# line break to ``str.splitlines()`` and whitespace to ``str.strip()``; only C0 and DEL were refused.
+_FORBIDDEN_DECODED = re.compile(r"[\x00-\x1f\x7f-\x9f/\\;]|%[0-9A-Fa-f]{2}")
 
 
 class PathRefused(ValueError):

@@ -20,7 +20,10 @@ literally (case-sensitive); the first route matching both the path and the metho
 - a path no route matches but that would match one ignoring case, Unicode compatibility forms (NFKC:
   ``/ｄocuments``) and one trailing slash (an upstream may serve ``/Documents/d1/`` as
   ``/documents/d1``): **deny** (``path_not_canonical``), whatever the
-  default, so ``default: authenticated`` cannot be reached by respelling a routed path;
+  default, so ``default: authenticated`` cannot be reached by respelling a routed path; likewise a
+  path a route matches but that, so respelled, would match a route listed *before* it and not
+  matching it as spelled (``/documents/ADMIN``: ``/documents/admin`` to such an upstream, not the
+  ``/documents/{id}`` after it);
 - otherwise unmatched: ``default`` (``deny`` → ``no_route``).
 
 Reading the file (``route_file``) refuses anchors and aliases (billion laughs), tags, deep nesting
@@ -37,7 +40,15 @@ from pathlib import Path
 from typing import Final, Literal
 
 from meshauth.admission import SecondSight
-from meshauth.route_file import MAX_FILE_BYTES, Default, Route, RouteTableError, read_route_file, read_routes
+from meshauth.route_file import (
+    MAX_FILE_BYTES,
+    MAX_METHOD_CHARS,
+    Default,
+    Route,
+    RouteTableError,
+    read_route_file,
+    read_routes,
+)
 from meshauth.route_paths import NOT_CANONICAL, PathRefused, split_path
 
 __all__ = [
@@ -48,6 +59,7 @@ __all__ = [
     "RouteMatch",
     "RouteTable",
     "RouteTableError",
+    "is_override",
     "load_routes",
     "parse_routes",
 ]
@@ -57,6 +69,10 @@ _MEMO_SIZE = 8192
 # longest paths a request head may carry (~8 KiB each, plus the resource ids cut from them) it held
 # ~66 MiB per worker. Real routes are far shorter; longer targets are matched each time.
 _MEMO_TARGET_MAX = 512
+# Nor methods longer than a route file may name (``route_file``: 32 characters): such a method matches
+# only a ``*`` route, and granian (Envoy over HTTP/2 too) passes 50 KB methods — 8,192 of them would hold
+# ~400 MiB per worker, the target bound notwithstanding.
+_MEMO_METHOD_MAX = MAX_METHOD_CHARS
 
 # Headers by which common upstream frameworks serve another method or path than the request line's:
 # Rack/Rails and Express ``method-override`` (X-HTTP-Method-Override), ASP.NET/OData (X-HTTP-Method),
@@ -69,8 +85,18 @@ OVERRIDE_HEADERS = frozenset(
     {"x-http-method-override", "x-http-method", "x-method-override", "x-original-url", "x-rewrite-url"}
 )
 REQUEST_OVERRIDE = "request_override"
+# The same names with ``_`` for ``-``: CGI-style servers (Rack on Puma before 6.4.3, PHP, WSGI's environ)
+# read ``X_HTTP_METHOD_OVERRIDE`` as ``HTTP_X_HTTP_METHOD_OVERRIDE``, exactly as ``X-HTTP-Method-Override``,
+# and Envoy passes names with underscores by default. Compare ``name.replace("_", "-")`` (lower-cased).
+
+_RAW_OVERRIDES = frozenset(name.encode() for name in OVERRIDE_HEADERS)
 
 Outcome = Literal["authorize", "allow", "deny"]
+
+
+def is_override(name: bytes) -> bool:
+    """Whether a lower-cased header name is one of :data:`OVERRIDE_HEADERS`, ``_`` read as ``-``."""
+    return name in _RAW_OVERRIDES or (b"_" in name and name.replace(b"_", b"-") in _RAW_OVERRIDES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,12 +125,14 @@ class RouteTable:
         self.default: Default = default
         self._memo: dict[tuple[str, str], RouteMatch] = {}
         self._admission = SecondSight(_MEMO_SIZE)
+        # Each route's segments as ``_near_miss`` compares them (a placeholder: None).
+        self._folded = tuple(tuple(None if s is None else _fold(s) for s in route.segments) for route in routes)
 
     def match(self, method: str, target: str) -> RouteMatch:
         """The outcome for a request (``target``: the path as sent, query string allowed). Remembered
         from a target's second sighting (``meshauth.admission``: a target seen once leaves only its
         hash), so traffic that never repeats a path leaves nothing for the collector to walk."""
-        if len(target) > _MEMO_TARGET_MAX:
+        if len(target) > _MEMO_TARGET_MAX or len(method) > _MEMO_METHOD_MAX:
             return self._match(method.upper(), target)
         key = (method, target)
         hit = self._memo.get(key)
@@ -122,12 +150,16 @@ class RouteTable:
         except PathRefused as exc:
             return RouteMatch("deny", exc.reason)
         path_known = False
-        for route in self.routes:
+        for i, route in enumerate(self.routes):
             values = _bind(route, segments)
             if values is None:
                 continue
             path_known = True
             if route.methods is None or method in route.methods:
+                if i and self._near_miss(segments, before=i, method=method):
+                    # A respelling of a route listed before this one (``/documents/ADMIN`` before
+                    # ``/documents/{id}``): a case-insensitive upstream serves that route, not this.
+                    return RouteMatch("deny", NOT_CANONICAL)
                 rid = "".join(text if name is None else values[name] for text, name in route.resource_id)
                 return RouteMatch(
                     "authorize",
@@ -141,18 +173,33 @@ class RouteTable:
             return RouteMatch("deny", NOT_CANONICAL)
         return _AUTHENTICATED if self.default == "authenticated" else _NO_ROUTE
 
-    def _near_miss(self, segments: tuple[str, ...]) -> bool:
+    def _near_miss(self, segments: tuple[str, ...], before: int | None = None, method: str = "") -> bool:
+        """Whether the path, respelled, matches a route (of the first ``before`` routes, then only those
+        that do not match it as spelled, that take ``method``, and that would ask another question than
+        route ``before``: ``/x/{id}/`` listed before ``/x/{id}`` with the same action and resource is no
+        other route to an upstream that ignores the slash)."""
         folded = tuple(_fold(s) for s in segments)
         if folded and folded[-1] == "":
             folded = folded[:-1]
-        for route in self.routes:
+        for j, literal in enumerate(self._folded[:before]):
+            if before is not None:
+                earlier = self.routes[j]
+                if (
+                    (earlier.methods is not None and method not in earlier.methods)
+                    or _same_question(earlier, self.routes[before])
+                    or _bind(earlier, segments) is not None
+                ):
+                    continue
             for candidate in (folded, (*folded, "")):
-                literal = tuple(None if s is None else _fold(s) for s in route.segments)
                 if len(literal) == len(candidate) and all(
                     (lit is None and seg != "") or lit == seg for lit, seg in zip(literal, candidate, strict=True)
                 ):
                     return True
         return False
+
+
+def _same_question(a: Route, b: Route) -> bool:
+    return (a.action, a.resource_type, a.resource_id) == (b.action, b.resource_type, b.resource_id)
 
 
 def _fold(segment: str) -> str:

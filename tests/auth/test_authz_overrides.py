@@ -65,6 +65,33 @@ async def test_grpc_override_headers_are_refused(authz: Harness) -> None:  # noq
         assert no.status.code == code_pb2.PERMISSION_DENIED
 
 
+UNDERSCORED = ["X_HTTP_METHOD_OVERRIDE", "x-http_method-override", "X_Original_URL", "x_method_override"]
+
+
+@pytest.mark.parametrize("name", UNDERSCORED)
+async def test_underscore_spellings_of_override_headers_are_refused(authz: Harness, name: str) -> None:  # noqa: F811
+    """CGI-style servers (Rack on Puma before 6.4.3, PHP, WSGI's environ) read ``X_HTTP_METHOD_OVERRIDE``
+    as ``X-HTTP-Method-Override`` (both are ``HTTP_X_HTTP_METHOD_OVERRIDE``), and Envoy passes
+    underscores by default: ``POST /documents/d1`` with it was authorized as a POST and served as a
+    DELETE by Rack::MethodOverride. Over HTTP (when Envoy is told to forward the name) and gRPC."""
+    token = (await authz.token(scope="read"))["access_token"]
+    auth = {"authorization": f"Bearer {token}"}
+    r = await authz.http.get("/ext_authz/documents/d1", headers={**auth, name: "DELETE"})
+    assert (r.status_code, reason(r)) == (403, "request_override")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{authz.app.grpc_bound}") as channel:
+        stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+        no = await stub.Check(grpc_check("GET", "/documents/d1", {**auth, name.lower(): "DELETE"}))
+        assert no.status.code == code_pb2.PERMISSION_DENIED
+        raw = grpc_check("GET", "/documents/d1", {})
+        lines = raw.attributes.request.http.header_map.headers
+        lines.append(base_pb2.HeaderValue(key="authorization", raw_value=f"Bearer {token}".encode()))
+        lines.append(base_pb2.HeaderValue(key=name, raw_value=b"DELETE"))
+        no = await stub.Check(raw)
+        assert no.status.code == code_pb2.PERMISSION_DENIED
+    r = await authz.http.get("/ext_authz/documents/d1", headers={**auth, "x_request_id": "1"})
+    assert r.status_code == 200  # other underscored names are not refused
+
+
 @pytest.mark.parametrize("value", [b"\xff\xfeDELETE", b"", b"D" * 6000], ids=["not-utf8", "empty", "6000-bytes"])
 async def test_hostile_override_values_are_refused_never_a_5xx(authz: Harness, value: bytes) -> None:  # noqa: F811
     """The header's presence is what is refused: a value that is not UTF-8, empty or large is the same

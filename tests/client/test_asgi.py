@@ -9,8 +9,8 @@ import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
-from starlette.routing import Route
-from starlette.types import Scope
+from starlette.routing import Mount, Route
+from starlette.types import Receive, Scope, Send
 
 from meshauth.client import PolicyClient
 from meshauth.client.asgi import Caller, PolicyMiddleware, caller_from_identity_headers
@@ -22,6 +22,7 @@ POLICIES = """
 @id("alice-reads") permit(principal == User::"alice", action == Action::"read", resource);
 @id("svc-reads") permit(principal == Client::"svc", action == Action::"read", resource)
   when { context.scope.contains("read") };
+@id("no-r%41w") forbid(principal, action, resource == Document::"r%41w");
 """
 ROUTES = parse_routes(
     """
@@ -87,11 +88,60 @@ async def test_table_denials_and_default(guarded: httpx.AsyncClient) -> None:
     assert (r.status_code, r.headers["x-meshauth-reason"]) == (403, "path_not_canonical")
 
 
+async def test_a_server_without_raw_path_is_matched_on_the_path_re_encoded(server: str) -> None:
+    """ASGI makes ``raw_path`` optional (Mangum sends None). The decoded ``path`` was matched as if it
+    were sent, decoded a second time: ``/documents/r%2541w`` (the app serves ``r%41w``, forbidden)
+    asked about ``rAw`` and was served. Re-encoded, as the gate does (``extauthz_http.target``), it is
+    judged as sent: a double escape is refused, and a non-ASCII id is asked about, not refused."""
+
+    async def without_raw_path(scope: Scope, receive: Receive, send: Send) -> None:
+        await guard({k: v for k, v in scope.items() if k != "raw_path"}, receive, send)
+
+    async with PolicyClient([server], token=DECISION_TOKEN, timeout=2) as client:
+        guard = PolicyMiddleware(APP, client=client, routes=ROUTES, subject=user_from_header)
+        transport = httpx.ASGITransport(app=without_raw_path)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            alice = {"x-user": "alice"}
+            r = await http.get("/documents/r%2541w", headers=alice)
+            assert (r.status_code, r.headers.get("x-meshauth-reason")) == (403, "path_not_canonical")
+            assert (await http.get("/documents/caf%C3%A9", headers=alice)).text == "served"
+
+
+@pytest.mark.parametrize("prefixed", [False, True], ids=["app-paths", "full-paths"])
+async def test_a_root_path_does_not_hide_the_routes(server: str, prefixed: bool) -> None:
+    """Under a root path — a Starlette ``Mount``, or ``uvicorn --root-path`` (which prefixes ``path``
+    and ``raw_path`` both) — the app routes ``/documents/d1`` for ``/api/documents/d1``: a table of the
+    app's paths matched nothing, and ``default: authenticated`` served any document unasked. Both
+    spellings are matched now, the stricter wins, so a table of the full paths still holds too."""
+    base = "/api" if prefixed else ""
+    route = (
+        f'{{method: GET, path: "{base}/documents/{{id}}", action: read, resource: {{type: Document, id: "{{id}}"}}}}'
+    )
+    table = parse_routes(f"default: authenticated\nroutes:\n  - {route}\n")
+    async with PolicyClient([server], token=DECISION_TOKEN, timeout=2) as client:
+        guard = PolicyMiddleware(APP, client=client, routes=table, subject=user_from_header)
+        mounted = Starlette(routes=[Mount("/api", app=guard)])
+        for app, root_path in ((mounted, ""), (guard, "/api")):
+            transport = httpx.ASGITransport(app=app, root_path=root_path)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+                r = await http.get("/api/documents/d1", headers={"x-user": "bob"})
+                assert (r.status_code, r.headers.get("x-meshauth-reason")) == (403, "policy_denied"), root_path
+                assert (await http.get("/api/documents/d1", headers={"x-user": "alice"})).text == "served"
+            if app is mounted:  # the mount's path spelled otherwise: which route would that be?
+                async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+                    r = await http.get("/%61pi/documents/d1", headers={"x-user": "bob"})
+                    assert (r.status_code, r.headers.get("x-meshauth-reason")) == (403, "path_not_canonical")
+
+
 async def test_override_headers_are_refused(guarded: httpx.AsyncClient) -> None:
     """A method or URL override the app's own stack may obey (Rack, Express, Symfony) is 403, even on
     a default-authenticated path: the check would be of one request and the app serve another."""
     alice = {"x-user": "alice"}
-    for name, value in (("X-HTTP-Method-Override", "DELETE"), ("X-Original-URL", "/documents/d1")):
+    for name, value in (
+        ("X-HTTP-Method-Override", "DELETE"),
+        ("X-Original-URL", "/documents/d1"),
+        ("X_HTTP_Method_Override", "DELETE"),  # the same header to CGI-style stacks (HTTP_X_HTTP_METHOD_OVERRIDE)
+    ):
         for path in ("/documents/d1", "/open"):
             r = await guarded.get(path, headers={**alice, name: value})
             assert (r.status_code, r.headers.get("x-meshauth-reason")) == (403, "request_override"), (name, path)

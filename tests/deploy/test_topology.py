@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from meshauth.auth.extauthz_http import PREFIX as EXT_AUTHZ_PREFIX
+from meshauth.routes import OVERRIDE_HEADERS
 from tests.deploy.manifests import REPO, Obj
 
 PHASE1 = {"auth": 5, "policy": 3, "bus-worker": 2}
@@ -200,6 +201,9 @@ def test_ext_authz_policy_and_providers_agree(production: list[Obj]) -> None:
         assert "timeout" in provider and 0 < _seconds(provider["timeout"]) <= 1  # Istio's default: 600 s
         assert provider["failOpen"] is False
     assert "authorization" in http["includeRequestHeadersInCheck"]
+    # The gate refuses override headers in either spelling (routes.is_override): over HTTP it sees only these.
+    overrides = OVERRIDE_HEADERS | {name.replace("-", "_") for name in OVERRIDE_HEADERS}
+    assert overrides <= set(http["includeRequestHeadersInCheck"])
     assert {"x-meshauth-subject", "x-meshauth-client-id", "x-meshauth-scope"} <= set(http["headersToUpstreamOnAllow"])
 
 

@@ -28,7 +28,7 @@ from meshauth.auth.metrics import GRPC_REQUEST_SECONDS, count_gate_decision
 from meshauth.config import Settings
 from meshauth.granian_server import grpc_connection_cap
 from meshauth.observability import trace
-from meshauth.routes import OVERRIDE_HEADERS
+from meshauth.routes import is_override
 
 MAX_MESSAGE_BYTES = 1 << 20
 CHECK_METHOD = "/envoy.service.auth.v3.Authorization/Check"
@@ -65,11 +65,10 @@ def _credentials(http: attribute_context_pb2.AttributeContext.HttpRequest) -> tu
 
 def _overridden(http: attribute_context_pb2.AttributeContext.HttpRequest) -> bool:
     """Whether the checked request carries a method or URL override header (``routes.OVERRIDE_HEADERS``),
-    in either of Envoy's header forms."""
+    in either of Envoy's header forms, ``_`` read as ``-``."""
     lines = http.header_map.headers
-    if lines:
-        return any(line.key.lower() in OVERRIDE_HEADERS for line in lines)
-    return any(name.lower() in OVERRIDE_HEADERS for name in http.headers)
+    names = (line.key for line in lines) if lines else iter(http.headers)
+    return any(is_override(name.lower().encode("utf-8")) for name in names)
 
 
 def _header_values(http: attribute_context_pb2.AttributeContext.HttpRequest) -> trace.HeaderValues:

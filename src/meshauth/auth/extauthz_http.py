@@ -22,14 +22,13 @@ from starlette.types import Receive, Scope, Send
 from meshauth.auth.authz import Authorizer
 from meshauth.auth.gate import Gate, Verdict, join_cookies
 from meshauth.auth.metrics import count_gate_decision
-from meshauth.routes import OVERRIDE_HEADERS
+from meshauth.routes import is_override
 
 PREFIX = "/ext_authz"
 
 _TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
 _BODIES = {200: b"", 401: b"unauthorized\n", 403: b"forbidden\n", 503: b"unavailable\n"}
 _RAW_PREFIX = PREFIX.encode()
-_OVERRIDES = frozenset(name.encode() for name in OVERRIDE_HEADERS)
 
 
 def is_ext_authz(path: str) -> bool:
@@ -77,7 +76,7 @@ class ExtAuthzHttp:
                 authorizations.append(value.decode("latin-1"))
             elif name == b"cookie":
                 cookies.append(value.decode("latin-1"))
-            elif name in _OVERRIDES:
+            elif is_override(name):
                 overridden = True
         # Warm bearer tokens are answered without awaiting anything but the response itself.
         verdict = self._gate.screen(authorizations)

@@ -23,7 +23,9 @@ Who asks — one of, required (there is no default, because guessing would be un
 Outcomes, as the gate: the route's policy allows → the app runs; a deny by the table or the policy,
 or a method or URL override header (``routes.OVERRIDE_HEADERS``) → 403 with ``x-meshauth-reason``;
 no decision (service down, slow past the client's deadline, breaker open) → 503
-``x-meshauth-reason: policy_unavailable``. Never an allow on error. WebSocket handshakes are checked
+``x-meshauth-reason: policy_unavailable``. Never an allow on error. Under a root path (a ``Mount``,
+``uvicorn --root-path``) the table may name the app's paths or the full ones: both are matched, and
+the stricter outcome wins. WebSocket handshakes are checked
 as ``GET`` and refused by closing (1008 denied, 1013 unavailable). Lifespan events pass.
 """
 
@@ -34,12 +36,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 # Only the package's public names: its internals are free to change under this module.
 from meshauth.client import REASON_INVALID_REQUEST, PolicyClient, Subject
-from meshauth.routes import OVERRIDE_HEADERS, REQUEST_OVERRIDE, RouteTable, load_routes
+from meshauth.routes import REQUEST_OVERRIDE, RouteMatch, RouteTable, is_override, load_routes
 
 __all__ = ["Caller", "PolicyMiddleware", "caller_from_identity_headers"]
 
@@ -47,8 +50,8 @@ log = logging.getLogger(__name__)
 
 REASON_HEADER = b"x-meshauth-reason"
 SESSION_CLIENT_ID = "meshauth-session"  # the client id the gate gives session-based identities
+_PATH_SAFE = "/!$&'()*+,;=:@~"  # kept as is when a path is re-encoded (auth.extauthz_http.target's)
 _IDENTITY = (b"x-meshauth-subject", b"x-meshauth-client-id", b"x-meshauth-scope")
-_OVERRIDES = frozenset(name.encode() for name in OVERRIDE_HEADERS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +119,12 @@ class PolicyMiddleware:
     async def _decide(self, scope: Scope) -> tuple[int, str]:
         method = "GET" if scope["type"] == "websocket" else scope["method"]
         raw = scope.get("raw_path")
-        target = raw.decode("latin-1") if raw is not None else scope["path"]
+        if raw is None:
+            # ASGI makes raw_path optional (Mangum sends None). The decoded path re-encoded, as the gate
+            # does (auth.extauthz_http.target): matched as is, it was decoded a second time, and
+            # /documents/r%2541w (the app serves "r%41w") asked the policy about "rAw".
+            raw = quote(scope["path"], safe=_PATH_SAFE).encode()
+        target = raw.decode("latin-1")
         try:
             caller = await self._subject(scope)
         except Exception:  # a subject function that fails is not a credential
@@ -124,9 +132,12 @@ class PolicyMiddleware:
             caller = None
         if caller is None:  # authentication first, as the gate: 401 before any route is looked at
             return 401, "unauthenticated"
-        if any(name in _OVERRIDES for name, _ in scope.get("headers", ())):
+        if any(is_override(name) for name, _ in scope.get("headers", ())):
             return 403, REQUEST_OVERRIDE  # a method or URL override the app's stack may obey (routes.py)
         route = self.routes.match(method, target)
+        inner = _below_root(scope, target)
+        if inner is not None:
+            route = _stricter(route, self.routes.match(method, inner))
         if route.outcome == "deny":
             return 403, route.reason
         if route.outcome == "allow":
@@ -147,6 +158,37 @@ class PolicyMiddleware:
         return 503, "policy_unavailable"
 
 
+def _below_root(scope: Scope, target: str) -> str | None:
+    """``target`` without the scope's ``root_path``, as the app's router sees it (Starlette's
+    ``get_route_path``), or None when the router takes nothing off.
+
+    Under a ``Mount`` or ``uvicorn --root-path`` (which prefixes ``path`` and ``raw_path`` both), the
+    app routes ``/documents/d1`` for ``/api/documents/d1``; a table may be written either way. A root
+    path the target spells otherwise (``/%61pi/documents/d1`` under ``Mount("/api")``) gives "", which
+    no route matches: refused."""
+    root = scope.get("root_path") or ""
+    path: str = scope["path"]
+    if not root or not path.startswith(root) or path[len(root) : len(root) + 1] != "/":
+        return None
+    prefix = quote(root, safe=_PATH_SAFE)
+    if target.startswith(prefix) and target[len(prefix) : len(prefix) + 1] == "/":
+        return target[len(prefix) :]
+    return ""
+
+
+def _stricter(full: RouteMatch, inner: RouteMatch) -> RouteMatch:
+    """One outcome for the two spellings of a request under a root path: a refusal by either (other
+    than the default's), else the route either matched (refused if they ask different questions), else
+    the default."""
+    for match in (full, inner):
+        if match.outcome == "deny" and match.reason != "no_route":
+            return match
+    if full.outcome == "authorize" and inner.outcome == "authorize":
+        return full if (full.action, full.resource) == (inner.action, inner.resource) else _TWO_ROUTES
+    return inner if inner.outcome == "authorize" else full
+
+
+_TWO_ROUTES = RouteMatch("deny", "path_not_canonical")
 _BODIES = {401: b"unauthorized\n", 403: b"forbidden\n", 503: b"unavailable\n"}
 
 
