@@ -34,10 +34,20 @@ _SPAWNED = re.compile(r"Spawning worker-(\d+)")
 _STARTED = re.compile(r"Started worker-(\d+)(?!\d| runtime)")  # not "Started worker-1 runtime-1"
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nothing listens on now, never one this process was given before: the kernel may hand the
+    same ephemeral port to two binds in a row once the first socket is closed, and two services given
+    one port collided (``meshauth up`` refused ports that overlap; tests/cli/test_up.py failed so)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 @dataclass(frozen=True)

@@ -55,12 +55,14 @@ The gRPC ext_authz listener (grpc.aio, C core) has its own limits: ``auth.extaut
 from __future__ import annotations
 
 import atexit
+import errno
 import gc
 import importlib
 import logging
 import os
 import resource
 import signal
+import socket
 from typing import Any, Literal
 
 from granian.constants import HTTPModes, Interfaces, Loops
@@ -69,7 +71,7 @@ from granian.server import Server
 
 from meshauth import http
 from meshauth.config import Settings
-from meshauth.config_load import load_settings
+from meshauth.config_load import ConfigError, load_settings
 from meshauth.observability import logs, multiprocess, otel
 from meshauth.observability.metrics import enter_worker
 from meshauth.observability.requests import Instrumented
@@ -147,6 +149,30 @@ def admitted_connections(settings: Settings) -> int:
     return permits
 
 
+def check_port_free(host: str, port: int, setting: str) -> None:
+    """Raise :class:`ConfigError` (naming ``setting``) when another socket listens on ``host:port``.
+
+    granian listens with ``SO_REUSEPORT``, so its bind succeeds beside another listener that set it too —
+    a second meshauth server on a busy port started, and the kernel split the connections between the
+    two (a stale instance, another store or another key set answering part of the traffic). A bind
+    without ``SO_REUSEPORT`` fails on a port anyone listens on; ``SO_REUSEADDR`` lets it past the
+    ``TIME_WAIT`` of a server just stopped. Checked just before granian binds (a port taken in between
+    still slips through, as with any check-then-bind)."""
+    if port == 0:
+        return
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            problem = f"port {port} on {host} is in use by another process; choose another port or stop that one"
+        else:
+            problem = f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+        raise ConfigError([f"meshauth: configuration error: {setting}={port}: {problem}"]) from None
+
+
 def serve(
     factory: str,
     *,
@@ -155,9 +181,12 @@ def serve(
     workers: int = 1,
     interface: Interface = "asgi",
     settings: Settings | None = None,
+    port_setting: str = "port",
 ) -> None:
-    """Serve ``module:function`` (an app factory) until interrupted. Blocks."""
+    """Serve ``module:function`` (an app factory) until interrupted. Blocks. ``port_setting`` names the
+    variable that chose ``port``, for the error when it is taken (:func:`check_port_free`)."""
     settings = settings or load_settings()
+    check_port_free(host, port, port_setting)
     otel.require()
     permits = admitted_connections(settings)
     os.environ[_FACTORY_ENV] = factory

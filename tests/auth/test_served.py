@@ -6,7 +6,6 @@ import base64
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -17,14 +16,9 @@ from pathlib import Path
 import pytest
 
 from meshauth.local.health import wait_healthy
+from tests.served import free_port
 
 ADMIN = "served-admin-token-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def call(

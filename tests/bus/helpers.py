@@ -4,7 +4,6 @@ stopped and started again on the same port with its data, and reading a stream b
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any, cast
 
 from meshauth.bus.events import AuditEvent, decode_batch
 from meshauth.redis_client import RedisConn
+from tests.served import free_port
 
 
 async def until(condition: Callable[[], bool | Awaitable[bool]], *, within: float = 20.0, what: str = "") -> None:
@@ -25,13 +25,6 @@ async def until(condition: Callable[[], bool | Awaitable[bool]], *, within: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {within}s: {what}")
         await asyncio.sleep(0.02)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def restartable_valkey(factory: Callable[..., Any], data_dir: Path) -> Any:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -31,9 +30,3 @@ def meshauth(tmp_path: Path, *args: str, timeout: float = 60, **env: str) -> sub
 
 def problem_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.strip()]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

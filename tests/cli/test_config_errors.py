@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.cli.conftest import meshauth, problem_lines
+from tests.served import free_port
 
 ENTRY_POINTS = [
     ["up", "--no-demo"],
@@ -182,3 +184,31 @@ def test_an_empty_worker_metrics_host_is_refused(tmp_path: Path, host: str) -> N
     [line] = problem_lines(result.stderr)
     assert line.startswith(f"meshauth: configuration error: MESHAUTH_WORKER_METRICS_HOST={host!r}: ")
     assert "0.0.0.0" in line and "127.0.0.1" in line
+
+
+@pytest.mark.parametrize(
+    ("service", "variable"),
+    [("auth", "MESHAUTH_AUTH_PORT"), ("auth", "MESHAUTH_GRPC_PORT"), ("policy", "MESHAUTH_POLICY_PORT")],
+)
+def test_a_port_another_server_listens_on_is_refused(tmp_path: Path, service: str, variable: str) -> None:
+    """granian listens with SO_REUSEPORT, so a second server on a busy port started and the kernel split
+    the connections between the two (a stale instance answering half the decisions): now refused."""
+    with socket.socket() as held:
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # as granian's own listener does
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        env: dict[str, Any] = {
+            "MESHAUTH_AUTH_PORT": str(free_port()),
+            "MESHAUTH_GRPC_PORT": str(free_port()),
+            "MESHAUTH_POLICY_PORT": str(free_port()),
+            variable: str(port),
+            "MESHAUTH_AUTH_HOST": "127.0.0.1",
+            "MESHAUTH_POLICY_HOST": "127.0.0.1",
+        }
+        result = meshauth(tmp_path, "serve", service, REDIS_URL="redis://127.0.0.1:6379/15", **env)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    [line] = problem_lines(result.stderr)
+    assert line.startswith(f"meshauth: configuration error: {variable}={port}: ")
+    assert "in use" in line

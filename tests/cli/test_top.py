@@ -18,8 +18,8 @@ from meshauth.bus.metrics import STREAM_LAG
 from meshauth.cli.top import Target, default_urls, frame
 from meshauth.config_load import load_settings
 from meshauth.observability.scrape import Samples, fetch
-from tests.cli.conftest import free_port, meshauth
-from tests.served import ADMIN, Served, call, serve
+from tests.cli.conftest import meshauth
+from tests.served import ADMIN, Served, call, free_port, serve
 
 WIDTH, HEIGHT = 80, 24
 

@@ -22,7 +22,7 @@ import pytest
 from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
 
 from meshauth.local.walkthrough import BEGIN, END
-from tests.cli.conftest import free_port
+from tests.served import free_port
 
 
 def assert_grpc_ext_authz(tmp_path: Path, http_port: int, grpc_port: int) -> None:

@@ -11,7 +11,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.cli.conftest import clean_env, free_port, meshauth
+from tests.cli.conftest import clean_env, meshauth
+from tests.served import free_port
 
 
 def _get_json(url: str, token: str) -> dict[str, object]:

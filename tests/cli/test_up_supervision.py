@@ -23,7 +23,8 @@ import psutil
 import pytest
 from redis import Redis
 
-from tests.cli.conftest import clean_env, free_port
+from tests.cli.conftest import clean_env
+from tests.served import free_port
 
 RECOVERY_SECONDS = 30
 

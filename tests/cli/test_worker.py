@@ -21,7 +21,8 @@ from meshauth.bus.streams import AUDIT
 from meshauth.db import create_engine
 from meshauth.db.tables import audit_log
 from tests.bus.helpers import until
-from tests.cli.conftest import clean_env, free_port
+from tests.cli.conftest import clean_env
+from tests.served import free_port
 
 
 def _start(cwd: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:

@@ -18,8 +18,9 @@ from meshauth.db import create_engine
 from meshauth.db.tables import audit_log
 from meshauth.observability.metrics_http import MAX_CONNECTIONS
 from tests.bus.helpers import until
-from tests.cli.conftest import clean_env, free_port
+from tests.cli.conftest import clean_env
 from tests.cli.test_worker import _publish, _samples, _start, _stop
+from tests.served import free_port
 
 EVENTS = 300
 SCRAPE_WITHIN = 2.0  # seconds: well inside Prometheus' default scrape timeout (10 s)

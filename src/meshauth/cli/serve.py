@@ -6,7 +6,7 @@ import typer
 
 from meshauth.config_load import ConfigError, load_settings
 from meshauth.db import migrate
-from meshauth.granian_server import Interface, serve
+from meshauth.granian_server import Interface, check_port_free, serve
 from meshauth.redis_client import resolve_redis_url
 
 app = typer.Typer(help="Run one service in the foreground.", no_args_is_help=True)
@@ -59,6 +59,16 @@ def _serve(service: str, migrate_db: bool, interface: str) -> None:
         migrate(settings.sqlalchemy_url)
     if service == "auth":
         host, port, workers = settings.auth_host, settings.auth_port, settings.auth_workers
+        # Each worker binds the gRPC port itself with SO_REUSEPORT (extauthz_grpc), so a port another
+        # server holds would be shared as silently as the HTTP one (granian_server.check_port_free).
+        check_port_free(host, settings.grpc_port, "MESHAUTH_GRPC_PORT")
     else:
         host, port, workers = settings.policy_host, settings.policy_port, settings.policy_workers
-    serve(f"meshauth.{service}.app:create_app", host=host, port=port, workers=workers, interface=chosen)
+    serve(
+        f"meshauth.{service}.app:create_app",
+        host=host,
+        port=port,
+        workers=workers,
+        interface=chosen,
+        port_setting=f"MESHAUTH_{service.upper()}_PORT",
+    )

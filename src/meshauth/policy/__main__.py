@@ -17,7 +17,7 @@ FACTORY = "meshauth.policy.app:create_app"
 
 def serve_rsgi(*, host: str, port: int, workers: int = 1) -> None:
     """Serve the policy app (RSGI) until interrupted. Blocks."""
-    serve(FACTORY, host=host, port=port, workers=workers, interface="rsgi")
+    serve(FACTORY, host=host, port=port, workers=workers, interface="rsgi", port_setting="MESHAUTH_POLICY_PORT")
 
 
 def main() -> None:
