@@ -13,6 +13,7 @@ the new one inside the transaction.
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import replace
 from typing import Any
 
@@ -22,7 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from meshauth.policy import cedar, stores
 from meshauth.policy.admin_checks import schema_of, validate
 from meshauth.policy.announcing import StateAnnouncer
-from meshauth.policy.entity_store import delete_entity, read_entity, upsert_entities
+from meshauth.policy.entity_record import EntityRecord
+from meshauth.policy.entity_store import delete_entity, find_cycle, lock_entities, read_entity, upsert_entities
 from meshauth.policy.entity_upload import normalize_upload
 from meshauth.policy.errors import bad_request, invalid_policy, invalid_schema, not_found, store_not_found
 from meshauth.policy.names import refuse_nul
@@ -242,6 +244,14 @@ class Admin:
                 await asyncio.to_thread(cedar.parse_entities, document, schema)
             except ValueError as exc:
                 raise bad_request("entities", str(exc)) from None
+            # Cedar saw this upload alone: a cycle it closes with stored entities is found here,
+            # under the store's write lock (taken after the parse, which may take seconds).
+            await lock_entities(conn, store)
+            cycle = await find_cycle(conn, store, {uid: EntityRecord.from_json(data).parents for uid, data in entities})
+            if cycle is not None:
+                shown = [f"{t}::{json.dumps(i)}" for t, i in cycle[:8]]  # a long cycle: its start
+                chain = " -> ".join(shown) + (" -> …" if len(cycle) > 8 else "")
+                raise bad_request("entities", f"the parents would form a cycle with stored entities: {chain}")
             new_version = await upsert_entities(conn, store, entities)
         self._registry.cache_drop(store, [uid for uid, _ in entities], row.entities_version, new_version)
         await self._changed(store, row.revision, new_version)

@@ -8,7 +8,7 @@ whether what they hold is current.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -97,3 +97,56 @@ async def read_entity(engine: AsyncEngine, store: str, uid: Uid) -> bytes | None
             )
         )
     return None if data is None else str(data).encode()
+
+
+async def lock_entities(conn: AsyncConnection, store: str) -> None:
+    """Take the store row's write lock now, before an upload's checks read stored entities: two
+    uploads that each close half of a parent cycle would otherwise both pass (PostgreSQL row lock;
+    SQLite's writer lock). A no-op update: nothing changes until :func:`bump_entities_version`."""
+    await conn.execute(
+        sa.update(policy_stores)
+        .where(policy_stores.c.name == store)
+        .values(entities_version=policy_stores.c.entities_version)
+    )
+
+
+async def find_cycle(conn: AsyncConnection, store: str, uploaded: Mapping[Uid, Sequence[Uid]]) -> list[Uid] | None:
+    """A parent cycle reachable from an uploaded entity once ``uploaded`` (uid → parents) replaces what is
+    stored, as ``[u, …, u]``; None when there is none. Cedar checks an upload's own entities only, so
+    a cycle closed across uploads (``a → b`` stored, ``b → a`` uploaded) would be written, and every
+    decision reaching it then fails. Reads the stored ancestors level by level (one chunked query per
+    level), then walks without recursion."""
+    graph: dict[Uid, Sequence[Uid]] = dict(uploaded)
+    frontier = {p for parents in uploaded.values() for p in parents if p not in graph}
+    while frontier:
+        keys = [uid_key(u) for u in frontier]
+        found = {record.uid: record.parents for _, record in await read_records(conn, store, keys)}
+        for uid in frontier:
+            graph[uid] = found.get(uid, ())  # a parent not stored has no parents
+        frontier = {p for uid in frontier for p in graph[uid] if p not in graph}
+    # Depth-first from each uploaded entity; a parent on the current path closes a cycle. A cycle
+    # among stored entities that the upload reaches is refused too: the uploaded entity's decisions
+    # would fail on it all the same (an upload that re-parents one of them breaks it, and passes).
+    done: set[Uid] = set()
+    for start in uploaded:
+        if start in done:
+            continue
+        path: list[Uid] = [start]
+        on_path = {start}
+        stack = [iter(graph[start])]
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                stack.pop()
+                finished = path.pop()
+                on_path.discard(finished)
+                done.add(finished)
+                continue
+            if nxt in on_path:
+                return [*path[path.index(nxt) :], nxt]
+            if nxt in done:
+                continue
+            path.append(nxt)
+            on_path.add(nxt)
+            stack.append(iter(graph.get(nxt, ())))
+    return None
