@@ -99,17 +99,6 @@ async def read_entity(engine: AsyncEngine, store: str, uid: Uid) -> bytes | None
     return None if data is None else str(data).encode()
 
 
-async def lock_entities(conn: AsyncConnection, store: str) -> None:
-    """Take the store row's write lock now, before an upload's checks read stored entities: two
-    uploads that each close half of a parent cycle would otherwise both pass (PostgreSQL row lock;
-    SQLite's writer lock). A no-op update: nothing changes until :func:`bump_entities_version`."""
-    await conn.execute(
-        sa.update(policy_stores)
-        .where(policy_stores.c.name == store)
-        .values(entities_version=policy_stores.c.entities_version)
-    )
-
-
 async def find_cycle(conn: AsyncConnection, store: str, uploaded: Mapping[Uid, Sequence[Uid]]) -> list[Uid] | None:
     """A parent cycle reachable from an uploaded entity once ``uploaded`` (uid → parents) replaces what is
     stored, as ``[u, …, u]``; None when there is none. Cedar checks an upload's own entities only, so
