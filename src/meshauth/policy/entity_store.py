@@ -36,6 +36,35 @@ async def read_records(conn: AsyncConnection, store: str, keys: Sequence[str]) -
     return found
 
 
+async def read_records_at(
+    conn: AsyncConnection, store: str, keys: Sequence[str]
+) -> tuple[set[int | None], list[tuple[str, EntityRecord]]]:
+    """:func:`read_records`, with the store's ``entities_version`` each statement read them at (one
+    per chunk; None when the store row is missing). The version comes from the same statement, so it
+    is the version of exactly those rows, found or absent: a reader whose statements all saw one
+    version read one committed state (every entity write bumps it in its transaction)."""
+    versions: set[int | None] = set()
+    found: list[tuple[str, EntityRecord]] = []
+    for i in range(0, len(keys), QUERY_CHUNK):
+        on = sa.and_(
+            policy_entities.c.store == policy_stores.c.name, policy_entities.c.uid.in_(keys[i : i + QUERY_CHUNK])
+        )
+        rows = await conn.execute(
+            sa.select(policy_stores.c.entities_version, policy_entities.c.uid, policy_entities.c.data)
+            .select_from(policy_stores.outerjoin(policy_entities, on))
+            .where(policy_stores.c.name == store)
+        )
+        seen = False
+        for version, key, data in rows:
+            seen = True
+            versions.add(int(version))
+            if key is not None:
+                found.append((key, EntityRecord.from_json(data)))
+        if not seen:
+            versions.add(None)
+    return versions, found
+
+
 def _upsert(dialect: str) -> Any:
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert

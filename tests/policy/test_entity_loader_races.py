@@ -1,0 +1,66 @@
+"""An entity upload committing while a decision's entities are read level by level: the decision is
+made on one state of the store, never half the old and half the new one."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+
+from meshauth.policy import entity_loader
+from tests.policy.conftest import ADMIN, ask, entity, load, push
+
+
+def pause_after_first_read(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, asyncio.Event]:
+    """The loader's first SQL read returns, then waits for ``release``: (paused, release)."""
+    real = entity_loader.read_records_at
+    paused, release = asyncio.Event(), asyncio.Event()
+
+    async def first_then_wait(*args: Any) -> Any:
+        out = await real(*args)
+        if not paused.is_set():
+            paused.set()
+            await release.wait()
+        return out
+
+    monkeypatch.setattr(entity_loader, "read_records_at", first_then_wait)
+    return paused, release
+
+
+async def test_an_upload_between_two_levels_is_not_decided_half_old_half_new(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await push(client, 'permit(principal in Group::"admins", action, resource);')
+    # Before: u -> g, and g is nobody's member. After (one upload): u -> h, and g -> admins.
+    # Neither state lets u in; u's old parent g read with g's new parents did.
+    await load(client, [entity("User:u", parents=("Group:g",)), entity("Group:g"), entity("Group:h")])
+    paused, release = pause_after_first_read(monkeypatch)
+    body = ask("User:u", "view", "Doc:d")
+    body["subject"]["properties"] = {"team": "x"}  # through the loader, not a snapshot
+    decision = asyncio.create_task(client.post("/access/v1/evaluation", json=body))
+    await asyncio.wait_for(paused.wait(), 10)
+    await load(client, [entity("User:u", parents=("Group:h",)), entity("Group:g", parents=("Group:admins",))])
+    release.set()
+    r = await decision
+    assert r.status_code == 200, r.text
+    assert r.json()["decision"] is False, r.text
+
+
+async def test_a_deletion_between_two_levels_is_not_decided_half_old_half_new(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An entity read as absent after its deletion, with the old parents of its child: a forbid missed."""
+    await push(client, 'permit(principal, action, resource);\nforbid(principal in Group::"banned", action, resource);')
+    await load(client, [entity("User:u", parents=("Group:g",)), entity("Group:g", parents=("Group:banned",))])
+    paused, release = pause_after_first_read(monkeypatch)
+    body = ask("User:u", "view", "Doc:d")
+    body["subject"]["properties"] = {"team": "x"}
+    decision = asyncio.create_task(client.post("/access/v1/evaluation", json=body))
+    await asyncio.wait_for(paused.wait(), 10)
+    await load(client, [entity("User:u", parents=("Group:h",)), entity("Group:h", parents=("Group:banned",))])
+    assert (await client.delete("/admin/stores/default/entities/Group/g", headers=ADMIN)).status_code == 200
+    release.set()
+    r = await decision
+    assert r.json()["decision"] is False, r.text
