@@ -9,13 +9,13 @@ from typing import Any
 import httpx
 import pytest
 
-from meshauth.policy import entity_loader
+from meshauth.policy import entity_loader, entity_store
 from tests.policy.conftest import ADMIN, ask, entity, load, push
 
 
 def pause_after_first_read(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, asyncio.Event]:
     """The loader's first SQL read returns, then waits for ``release``: (paused, release)."""
-    real = entity_loader.read_records_at
+    real = entity_store.read_records_at
     paused, release = asyncio.Event(), asyncio.Event()
 
     async def first_then_wait(*args: Any) -> Any:
