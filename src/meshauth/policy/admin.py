@@ -23,8 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from meshauth.policy import cedar, stores
 from meshauth.policy.admin_checks import schema_of, validate
 from meshauth.policy.announcing import StateAnnouncer
-from meshauth.policy.entity_record import EntityRecord
-from meshauth.policy.entity_store import delete_entity, find_cycle, read_entity, upsert_entities
+from meshauth.policy.entity_store import delete_entity, find_cycle, parents_of, read_entity, upsert_entities
 from meshauth.policy.entity_upload import normalize_upload
 from meshauth.policy.errors import bad_request, invalid_policy, invalid_schema, not_found, store_not_found
 from meshauth.policy.names import refuse_nul
@@ -253,7 +252,7 @@ class Admin:
             # under the store's write lock (taken after the parse, which may take seconds), so two
             # uploads cannot each close half of one.
             await stores.lock(conn, store)
-            cycle = await find_cycle(conn, store, {uid: EntityRecord.from_json(data).parents for uid, data in entities})
+            cycle = await find_cycle(conn, store, {uid: parents_of(data) for uid, data in entities})
             if cycle is not None:
                 shown = [f"{t}::{json.dumps(i)}" for t, i in cycle[:8]]  # a long cycle: its start
                 chain = " -> ".join(shown) + (" -> …" if len(cycle) > 8 else "")
