@@ -4,6 +4,7 @@ made on one state of the store, never half the old and half the new one."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -64,3 +65,35 @@ async def test_a_deletion_between_two_levels_is_not_decided_half_old_half_new(
     release.set()
     r = await decision
     assert r.json()["decision"] is False, r.text
+
+
+async def test_a_replica_does_not_mix_its_cached_entities_with_another_replicas_newer_write(
+    client: httpx.AsyncClient, make_app: Any, tmp_path: Path
+) -> None:
+    """Replica B (another host: its own var_dir, not following yet) holds the child in its cache
+    but not the parent (evicted); A's upload moves both. B read the parent's new parents with the
+    child's cached old ones: an allow neither state gives. It now reads both from SQL."""
+    await push(client, 'permit(principal in Group::"admins", action, resource);')
+    await load(client, [entity("User:u", parents=("Group:g",)), entity("Group:g"), entity("Group:h")])
+    other = tmp_path / "other-host"
+    other.mkdir()
+    async with make_app(
+        var_dir=other, policy_refresh_interval=60, policy_entity_cache_size=4, policy_snapshot_max_entities=0
+    ) as (_app, b):
+        body = ask("User:u", "view", "Doc:d")
+        body["subject"]["properties"] = {"team": "x"}  # through the loader, not a snapshot
+
+        async def on_b(principal: str) -> bool:
+            asked = {**body, "subject": {**body["subject"], "type": principal.split(":")[0]}}
+            asked["subject"]["id"] = principal.split(":")[1]
+            r = await b.post("/access/v1/evaluation", json=asked)
+            assert r.status_code == 200, r.text
+            decision: bool = r.json()["decision"]
+            return decision
+
+        # The cache (4 entries, oldest out first) ends up holding u but not its parent g.
+        assert await on_b("Group:g") is False  # caches g, Doc::"d", Action::"view"
+        assert await on_b("User:u") is False  # caches u (g a hit)
+        assert await on_b("User:z") is False  # caches z (absent), evicting g
+        await load(client, [entity("User:u", parents=("Group:h",)), entity("Group:g", parents=("Group:admins",))])
+        assert await on_b("User:u") is False

@@ -50,7 +50,9 @@ class EntityLoader:
         self._max_depth = max_depth
         self.queries = 0  # for tests and metrics: SQL round trips made
 
-    async def load(self, store: str, roots: Iterable[Uid], *, ref_hops: int | None = None) -> dict[Uid, EntityRecord]:
+    async def load(
+        self, store: str, roots: Iterable[Uid], *, ref_hops: int | None = None, entities_version: int | None = None
+    ) -> dict[Uid, EntityRecord]:
         """Every stored entity reachable from ``roots`` through parents and attribute/tag references.
 
         References are followed ``ref_hops`` deep (how far the store's policies can follow them:
@@ -59,24 +61,35 @@ class EntityLoader:
         makes it error and be skipped — for a ``forbid``, an allow the snapshot path would not give.
         A hierarchy (parents, counted again from each reference) going on past ``max_depth`` levels
         raises :class:`HierarchyTooDeep` (the evaluator denies: an ancestor left out could be what a
-        forbid names).
+        forbid names). ``entities_version``: the version this process knows the store at, which its
+        cache holds (None: not checked).
         """
         hops = self._max_depth if ref_hops is None else min(ref_hops, self._max_depth)
         roots = list(roots)  # walked again on a retry
         # Each level is its own query: an entity upload committing between two of them gave a walk
         # half before and half after it (a user's old parent read with that parent's new parents:
         # an allow neither state gives). Every statement also reads the store's entities_version;
-        # a walk that saw two is read again, from SQL alone (the cache may hold the torn reads).
+        # a walk that saw two is read again, from SQL alone (the cache may hold the torn reads). So
+        # is one that took entities from the cache and read SQL at another version than the cache
+        # holds: another replica's write not yet followed (the cache is cleared only then), or one
+        # that evicted a parent, mixed the cached old child with the parent's new parents.
         for attempt in range(LOAD_ATTEMPTS):
             versions: set[int | None] = set()
-            found = await self._walk(store, roots, max(self._ref_depth, hops), versions, cached=attempt == 0)
-            if len(versions) <= 1:
-                return found
+            cached = attempt == 0
+            hits: list[bool] = []
+            found = await self._walk(store, roots, max(self._ref_depth, hops), versions, cached=cached, hits=hits)
+            if len(versions) > 1:
+                continue
+            if hits and versions and entities_version is not None and versions != {entities_version}:
+                continue
+            return found
         raise EntitiesChanging(_CHANGING)
 
     async def _walk(
-        self, store: str, roots: Iterable[Uid], start: int, versions: set[int | None], *, cached: bool
+        self, store: str, roots: Iterable[Uid], start: int, versions: set[int | None], *, cached: bool, hits: list[bool]
     ) -> dict[Uid, EntityRecord]:
+        """One walk; ``versions`` gets the version of every SQL read, ``hits`` an entry when the cache
+        answered any uid."""
         found: dict[Uid, EntityRecord] = {}
         budget: dict[Uid, int] = {}
         # uid -> (references it may still follow, parent steps since its root or the reference that
@@ -88,7 +101,7 @@ class EntityLoader:
                 break
             for uid, (b, _depth) in frontier.items():
                 budget[uid] = b
-            records = await self._fetch(store, list(frontier), versions, cached=cached)
+            records = await self._fetch(store, list(frontier), versions, cached=cached, hits=hits)
             nxt: dict[Uid, tuple[int, int]] = {}
             for uid, (refs_left, depth) in frontier.items():
                 rec = records.get(uid)
@@ -110,14 +123,16 @@ class EntityLoader:
         return found
 
     async def _fetch(
-        self, store: str, uids: Sequence[Uid], versions: set[int | None], *, cached: bool
+        self, store: str, uids: Sequence[Uid], versions: set[int | None], *, cached: bool, hits: list[bool]
     ) -> dict[Uid, EntityRecord | None]:
         if cached:
-            hits, misses = self.cache.get_many(store, uids)
+            found, misses = self.cache.get_many(store, uids)
+            if found:
+                hits.append(True)
         else:
-            hits, misses = {}, list(uids)
+            found, misses = {}, list(uids)
         if not misses:
-            return hits
+            return found
         loaded: dict[Uid, EntityRecord | None] = dict.fromkeys(misses)
         keys = {uid_key(u): u for u in misses}
         generation = self.cache.generation(store)
@@ -130,5 +145,5 @@ class EntityLoader:
             loaded[keys[key]] = record
         if len(versions) == 1 and self.cache.generation(store) == generation:
             self.cache.put_many(store, loaded)  # else a write landed meanwhile: what we read may be stale
-        hits.update(loaded)
-        return hits
+        found.update(loaded)
+        return found
