@@ -10,8 +10,11 @@ from typing import Any
 import httpx
 import pytest
 
+from meshauth.db import create_engine
 from meshauth.policy import entity_loader, entity_store
-from tests.policy.conftest import ADMIN, ask, entity, load, push
+from meshauth.policy.entity_cache import EntityCache
+from meshauth.policy.entity_loader import EntityLoader
+from tests.policy.conftest import ADMIN, ask, entity, load, push, seed_entities
 
 
 def pause_after_first_read(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, asyncio.Event]:
@@ -97,3 +100,22 @@ async def test_a_replica_does_not_mix_its_cached_entities_with_another_replicas_
         assert await on_b("User:z") is False  # caches z (absent), evicting g
         await load(client, [entity("User:u", parents=("Group:h",)), entity("Group:g", parents=("Group:admins",))])
         assert await on_b("User:u") is False
+
+
+async def test_what_is_read_ahead_of_the_version_the_cache_holds_is_not_cached(db_url: str) -> None:
+    """A replica that has not followed a write yet reads an entity at the newer version: caching it
+    would let a later walk answered from the cache alone join it to older cached entities."""
+    await seed_entities(db_url, [entity("User:u", parents=("Group:g",)), entity("Group:g")])  # version 1
+    engine = create_engine(db_url)
+    cache = EntityCache(max_entries=100)
+    loader = EntityLoader(engine, cache, ref_depth=1, max_depth=8)
+    try:
+        await loader.load("s", [("User", "u")], entities_version=1)
+        assert cache.get_many("s", [("User", "u")])[1] == []  # read at the version it holds: cached
+        await seed_entities(db_url, [entity("Group:g", parents=("Group:admins",))])  # version 2
+        cache.drop("s", [("Group", "g")])  # say, evicted
+        found = await loader.load("s", [("User", "u")], entities_version=1)
+        assert found[("Group", "g")].parents == (("Group", "admins"),)  # read from SQL, after a retry
+        assert cache.get_many("s", [("Group", "g")])[1] == [("Group", "g")]  # not cached
+    finally:
+        await engine.dispose()

@@ -77,7 +77,9 @@ class EntityLoader:
             versions: set[int | None] = set()
             cached = attempt == 0
             hits: list[bool] = []
-            found = await self._walk(store, roots, max(self._ref_depth, hops), versions, cached=cached, hits=hits)
+            found = await self._walk(
+                store, roots, max(self._ref_depth, hops), versions, cached=cached, hits=hits, known=entities_version
+            )
             if len(versions) > 1:
                 continue
             if hits and versions and entities_version is not None and versions != {entities_version}:
@@ -86,7 +88,15 @@ class EntityLoader:
         raise EntitiesChanging(_CHANGING)
 
     async def _walk(
-        self, store: str, roots: Iterable[Uid], start: int, versions: set[int | None], *, cached: bool, hits: list[bool]
+        self,
+        store: str,
+        roots: Iterable[Uid],
+        start: int,
+        versions: set[int | None],
+        *,
+        cached: bool,
+        hits: list[bool],
+        known: int | None,
     ) -> dict[Uid, EntityRecord]:
         """One walk; ``versions`` gets the version of every SQL read, ``hits`` an entry when the cache
         answered any uid."""
@@ -101,7 +111,7 @@ class EntityLoader:
                 break
             for uid, (b, _depth) in frontier.items():
                 budget[uid] = b
-            records = await self._fetch(store, list(frontier), versions, cached=cached, hits=hits)
+            records = await self._fetch(store, list(frontier), versions, cached=cached, hits=hits, known=known)
             nxt: dict[Uid, tuple[int, int]] = {}
             for uid, (refs_left, depth) in frontier.items():
                 rec = records.get(uid)
@@ -123,7 +133,14 @@ class EntityLoader:
         return found
 
     async def _fetch(
-        self, store: str, uids: Sequence[Uid], versions: set[int | None], *, cached: bool, hits: list[bool]
+        self,
+        store: str,
+        uids: Sequence[Uid],
+        versions: set[int | None],
+        *,
+        cached: bool,
+        hits: list[bool],
+        known: int | None,
     ) -> dict[Uid, EntityRecord | None]:
         if cached:
             found, misses = self.cache.get_many(store, uids)
@@ -143,7 +160,11 @@ class EntityLoader:
         versions.update(read_at)
         for key, record in records:
             loaded[keys[key]] = record
-        if len(versions) == 1 and self.cache.generation(store) == generation:
-            self.cache.put_many(store, loaded)  # else a write landed meanwhile: what we read may be stale
+        # Cached only when read at the version the cache holds: else a write landed meanwhile (the
+        # generation), or this replica has not followed one yet, and a later walk answered from the
+        # cache alone would join this newer entity to older cached ones.
+        current = versions == {known} or (known is None and len(versions) == 1)
+        if current and self.cache.generation(store) == generation:
+            self.cache.put_many(store, loaded)
         found.update(loaded)
         return found
