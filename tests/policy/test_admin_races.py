@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from meshauth.policy import stores
-from tests.policy.conftest import ADMIN, push
+from tests.policy.conftest import ADMIN, entity, load, push
 
 SCHEMA = "entity User; entity Doc { owner: User }; action view appliesTo { principal: User, resource: Doc };"
 
@@ -85,3 +85,33 @@ async def test_a_schema_set_during_an_activation_never_leaves_a_version_it_refus
     activated, schema_set = await activation, await schema
     # Version 2 names an action the schema does not have: at most one of the two may succeed.
     assert sorted([activated.status_code, schema_set.status_code]) in ([200, 422],), (activated.text, schema_set.text)
+
+
+async def test_an_entity_deletion_during_an_upload_of_it_does_not_deadlock(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upload holds the store's lock, then writes the entity rows; a deletion that locked the
+    entity's row first and then waited for the store's was a deadlock (PostgreSQL aborts one: a 503)."""
+    from meshauth.policy import admin, entity_store
+
+    await load(client, [entity("User:x")])
+    reached, release = asyncio.Event(), asyncio.Event()
+    real = entity_store.find_cycle
+
+    async def hold(*args: Any) -> Any:
+        reached.set()
+        await release.wait()
+        return await real(*args)
+
+    monkeypatch.setattr(admin, "find_cycle", hold)
+    upload = asyncio.create_task(
+        client.post("/admin/stores/default/entities", json=[entity("User:x", {"n": 1})], headers=ADMIN)
+    )
+    await reached.wait()
+    deletion = asyncio.create_task(client.delete("/admin/stores/default/entities/User/x", headers=ADMIN))
+    await asyncio.sleep(0.3)
+    release.set()
+    uploaded, deleted = await upload, await deletion
+    assert (uploaded.status_code, deleted.status_code) == (200, 200), (uploaded.text, deleted.text)
+    r = await client.get("/admin/stores/default/entities/User/x", headers=ADMIN)
+    assert r.status_code == 404, r.text  # the upload, then the deletion

@@ -264,6 +264,9 @@ class Admin:
 
     async def delete_entity(self, store: str, etype: str, eid: str) -> dict[str, Any]:
         async with self._engine.begin() as conn:
+            # The store's lock before the entity's row, as an upload takes them: the other order
+            # deadlocked with an upload of the same entity on PostgreSQL (one of the two a 503).
+            await stores.lock(conn, store)
             row = await self._existing(conn, store)
             new_version = await delete_entity(conn, store, (etype, eid))
         if new_version is None:
