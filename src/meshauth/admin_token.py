@@ -40,6 +40,13 @@ def read_admin_token(settings: Settings) -> str | None:
         return None
 
 
+def one_authorization(lines: list[str]) -> str | None:
+    """The request's Authorization header when it sent exactly one, else None (refused): with two,
+    which one is "the" credential depends on who reads them (this service the first, a proxy or a
+    log maybe the other), so neither is taken — as the policy service's decision guard does."""
+    return lines[0] if len(lines) == 1 else None
+
+
 def is_admin(authorization: str | None, expected: str | None) -> bool:
     """Constant-time check of an ``Authorization: Bearer …`` header against the admin token."""
     if not expected or not authorization:

@@ -184,3 +184,13 @@ async def test_disabled_user_tokens_from_any_grant_refused(auth_sqlite: Harness)
     later = int(time.time()) + 2
     fresh = sign(h, claims(h, sub="alice", client_id="meshauth-session", scope="", iat=later))
     assert (await h.gate(fresh)).status_code == 200
+
+
+async def test_two_authorization_lines_are_refused(auth: Harness) -> None:
+    """Two Authorization lines are one credential too many, whichever carries the token (a proxy
+    reading the other line would see another caller): 401, as the policy service's guard answers."""
+    token = auth.admin["authorization"]
+    for lines in ([token, "Bearer wrong"], ["Bearer wrong", token], [token, token]):
+        r = await auth.http.get("/admin/clients", headers=[("authorization", v) for v in lines])
+        assert r.status_code == 401, lines
+        assert r.json()["error"] == "unauthorized"

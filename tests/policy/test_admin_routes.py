@@ -158,3 +158,14 @@ async def test_uncaught_error_under_rsgi_is_a_json_500(make_app: Any, monkeypatc
     assert status == 500
     assert b'"server_error"' in body
     assert b"secret" not in body
+
+
+async def test_two_authorization_lines_are_refused(client: httpx.AsyncClient) -> None:
+    """Two Authorization lines are refused whichever carries the token, as the decision guard does."""
+    token = ADMIN["authorization"]
+    for lines in ([token, "Bearer wrong"], ["Bearer wrong", token], [token, token]):
+        r = await client.get("/admin/stores", headers=[("authorization", v) for v in lines])
+        assert r.status_code == 401, lines
+        assert r.json()["error"] == "invalid_token"
+        r = await client.put("/admin/stores/s2", headers=[("authorization", v) for v in lines])
+        assert r.status_code == 401, lines

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import Request
 from starlette.responses import Response
 
-from meshauth.admin_token import is_admin
+from meshauth.admin_token import is_admin, one_authorization
 from meshauth.auth.accounts import (
     AccountError,
     AlreadyExists,
@@ -38,7 +38,7 @@ class AdminEndpoints:
 
     def guarded(self, endpoint: Endpoint) -> Endpoint:
         async def wrapper(request: Request) -> Response:
-            if not is_admin(request.headers.get("authorization"), self._s.admin_token):
+            if not is_admin(one_authorization(request.headers.getlist("authorization")), self._s.admin_token):
                 raise ApiError(
                     401,
                     "unauthorized",

@@ -13,6 +13,7 @@ the new one inside the transaction.
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import replace
 from typing import Any
 
@@ -22,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from meshauth.policy import cedar, stores
 from meshauth.policy.admin_checks import schema_of, validate
 from meshauth.policy.announcing import StateAnnouncer
-from meshauth.policy.entity_store import delete_entity, read_entity, upsert_entities
+from meshauth.policy.entity_store import delete_entity, find_cycle, parents_of, read_entity, upsert_entities
 from meshauth.policy.entity_upload import normalize_upload
 from meshauth.policy.errors import bad_request, invalid_policy, invalid_schema, not_found, store_not_found
 from meshauth.policy.names import refuse_nul
@@ -103,6 +104,7 @@ class Admin:
         """Create the store if needed and set its attribute precedence; a change is a new revision
         (nothing cached under the old rule answers for the new one), the same value changes nothing."""
         async with self._engine.begin() as conn:
+            await stores.lock(conn, store)
             row = await stores.ensure(conn, store)
             if row.attribute_precedence != attribute_precedence:
                 await stores.set_attribute_precedence(conn, store, attribute_precedence)
@@ -127,6 +129,7 @@ class Admin:
 
     async def delete_store(self, store: str) -> dict[str, Any]:
         async with self._engine.begin() as conn:
+            await stores.lock(conn, store)
             row = await self._existing(conn, store)
             revision = await stores.delete(conn, store)
         await self._registry.reload(store)
@@ -140,6 +143,7 @@ class Admin:
         checked = await self._row_to_check(store)
         compiled = await self._check(checked, text)
         async with self._engine.begin() as conn:
+            await stores.lock(conn, store)
             row = await stores.ensure(conn, store)
             if _schema_key(row) != _schema_key(checked):
                 compiled = await self._check(row, text)  # the schema changed meanwhile: check under it
@@ -173,6 +177,7 @@ class Admin:
         # compiled text stays alive meanwhile, so staged evaluations here share this compile).
         await self._stage(store, version, wait=True)
         async with self._engine.begin() as conn:
+            await stores.lock(conn, store)  # a deletion or a schema committed after this waits for it
             row = await self._existing(conn, store)
             if await stores.version_text(conn, store, version) != text:
                 raise not_found(f"store {store!r} has no policy version {version}")  # deleted meanwhile
@@ -216,6 +221,7 @@ class Admin:
             raise invalid_schema(f"{fmt} schema does not parse: {exc}") from None
         compiled = None
         async with self._engine.begin() as conn:
+            await stores.lock(conn, store)
             row = await stores.ensure(conn, store)
             if row.active_version is not None:
                 active = await stores.version_text(conn, store, row.active_version) or ""
@@ -242,6 +248,15 @@ class Admin:
                 await asyncio.to_thread(cedar.parse_entities, document, schema)
             except ValueError as exc:
                 raise bad_request("entities", str(exc)) from None
+            # Cedar saw this upload alone: a cycle it closes with stored entities is found here,
+            # under the store's write lock (taken after the parse, which may take seconds), so two
+            # uploads cannot each close half of one.
+            await stores.lock(conn, store)
+            cycle = await find_cycle(conn, store, {uid: parents_of(data) for uid, data in entities})
+            if cycle is not None:
+                shown = [f"{t}::{json.dumps(i)}" for t, i in cycle[:8]]  # a long cycle: its start
+                chain = " -> ".join(shown) + (" -> …" if len(cycle) > 8 else "")
+                raise bad_request("entities", f"the parents would form a cycle with stored entities: {chain}")
             new_version = await upsert_entities(conn, store, entities)
         self._registry.cache_drop(store, [uid for uid, _ in entities], row.entities_version, new_version)
         await self._changed(store, row.revision, new_version)
@@ -249,6 +264,9 @@ class Admin:
 
     async def delete_entity(self, store: str, etype: str, eid: str) -> dict[str, Any]:
         async with self._engine.begin() as conn:
+            # The store's lock before the entity's row, as an upload takes them: the other order
+            # deadlocked with an upload of the same entity on PostgreSQL (one of the two a 503).
+            await stores.lock(conn, store)
             row = await self._existing(conn, store)
             new_version = await delete_entity(conn, store, (etype, eid))
         if new_version is None:

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from meshauth.admin_token import is_admin, read_admin_token
+from meshauth.admin_token import is_admin, one_authorization, read_admin_token
 from meshauth.config import Settings
 from meshauth.http import json_response, media_type, read_body
 from meshauth.policy.admin import SCHEMA_FORMATS, Admin
@@ -86,7 +86,7 @@ class AdminRoutes:
         return is_admin(authorization, self.admin_token or read_admin_token(self.settings))
 
     def _check_admin(self, request: Request) -> None:
-        if not self.is_admin(request.headers.get("authorization")):
+        if not self.is_admin(one_authorization(request.headers.getlist("authorization"))):
             raise unauthorized()
 
     async def _admin_body(self, request: Request) -> bytes:

@@ -16,13 +16,23 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from meshauth.policy.cedar import Uid
 from meshauth.policy.entity_cache import EntityCache
 from meshauth.policy.entity_record import EntityRecord, uid_key
-from meshauth.policy.entity_store import read_records
+from meshauth.policy.entity_store import read_records_at
 from meshauth.policy.metrics import ENTITY_QUERIES
 
 
 class HierarchyTooDeep(Exception):
     """Parents or references go on past ``max_depth`` levels: what was loaded is not all a policy can
     reach (``resource in Folder::"archive"`` would be false, and a forbid on it silently not apply)."""
+
+
+class EntitiesChanging(HierarchyTooDeep):
+    """Entity writes kept landing between the levels of every walk tried: no one state was read, so
+    nothing is decided on it (denied, as a hierarchy too deep is)."""
+
+
+# Walks tried when a write lands between two levels of one (the later ones read every level from SQL).
+LOAD_ATTEMPTS = 3
+_CHANGING = "the store's entities changed while they were read, on every try: denied (retry)"
 
 
 # No uid in the message: it reaches callers (``/v1/authorize`` shows errors to end users).
@@ -40,7 +50,9 @@ class EntityLoader:
         self._max_depth = max_depth
         self.queries = 0  # for tests and metrics: SQL round trips made
 
-    async def load(self, store: str, roots: Iterable[Uid], *, ref_hops: int | None = None) -> dict[Uid, EntityRecord]:
+    async def load(
+        self, store: str, roots: Iterable[Uid], *, ref_hops: int | None = None, entities_version: int | None = None
+    ) -> dict[Uid, EntityRecord]:
         """Every stored entity reachable from ``roots`` through parents and attribute/tag references.
 
         References are followed ``ref_hops`` deep (how far the store's policies can follow them:
@@ -49,10 +61,45 @@ class EntityLoader:
         makes it error and be skipped — for a ``forbid``, an allow the snapshot path would not give.
         A hierarchy (parents, counted again from each reference) going on past ``max_depth`` levels
         raises :class:`HierarchyTooDeep` (the evaluator denies: an ancestor left out could be what a
-        forbid names).
+        forbid names). ``entities_version``: the version this process knows the store at, which its
+        cache holds (None: not checked).
         """
         hops = self._max_depth if ref_hops is None else min(ref_hops, self._max_depth)
-        start = max(self._ref_depth, hops)
+        roots = list(roots)  # walked again on a retry
+        # Each level is its own query: an entity upload committing between two of them gave a walk
+        # half before and half after it (a user's old parent read with that parent's new parents:
+        # an allow neither state gives). Every statement also reads the store's entities_version;
+        # a walk that saw two is read again, from SQL alone (the cache may hold the torn reads). So
+        # is one that took entities from the cache and read SQL at another version than the cache
+        # holds: another replica's write not yet followed (the cache is cleared only then), or one
+        # that evicted a parent, mixed the cached old child with the parent's new parents.
+        for attempt in range(LOAD_ATTEMPTS):
+            versions: set[int | None] = set()
+            cached = attempt == 0
+            hits: list[bool] = []
+            found = await self._walk(
+                store, roots, max(self._ref_depth, hops), versions, cached=cached, hits=hits, known=entities_version
+            )
+            if len(versions) > 1:
+                continue
+            if hits and versions and entities_version is not None and versions != {entities_version}:
+                continue
+            return found
+        raise EntitiesChanging(_CHANGING)
+
+    async def _walk(
+        self,
+        store: str,
+        roots: Iterable[Uid],
+        start: int,
+        versions: set[int | None],
+        *,
+        cached: bool,
+        hits: list[bool],
+        known: int | None,
+    ) -> dict[Uid, EntityRecord]:
+        """One walk; ``versions`` gets the version of every SQL read, ``hits`` an entry when the cache
+        answered any uid."""
         found: dict[Uid, EntityRecord] = {}
         budget: dict[Uid, int] = {}
         # uid -> (references it may still follow, parent steps since its root or the reference that
@@ -64,7 +111,7 @@ class EntityLoader:
                 break
             for uid, (b, _depth) in frontier.items():
                 budget[uid] = b
-            records = await self._fetch(store, list(frontier))
+            records = await self._fetch(store, list(frontier), versions, cached=cached, hits=hits, known=known)
             nxt: dict[Uid, tuple[int, int]] = {}
             for uid, (refs_left, depth) in frontier.items():
                 rec = records.get(uid)
@@ -85,19 +132,39 @@ class EntityLoader:
             raise HierarchyTooDeep(_TOO_DEEP.format(self._max_depth))
         return found
 
-    async def _fetch(self, store: str, uids: Sequence[Uid]) -> dict[Uid, EntityRecord | None]:
-        hits, misses = self.cache.get_many(store, uids)
+    async def _fetch(
+        self,
+        store: str,
+        uids: Sequence[Uid],
+        versions: set[int | None],
+        *,
+        cached: bool,
+        hits: list[bool],
+        known: int | None,
+    ) -> dict[Uid, EntityRecord | None]:
+        if cached:
+            found, misses = self.cache.get_many(store, uids)
+            if found:
+                hits.append(True)
+        else:
+            found, misses = {}, list(uids)
         if not misses:
-            return hits
+            return found
         loaded: dict[Uid, EntityRecord | None] = dict.fromkeys(misses)
         keys = {uid_key(u): u for u in misses}
         generation = self.cache.generation(store)
         self.queries += 1
         ENTITY_QUERIES.add()
         async with self._engine.connect() as conn:
-            for key, record in await read_records(conn, store, list(keys)):
-                loaded[keys[key]] = record
-        if self.cache.generation(store) == generation:
-            self.cache.put_many(store, loaded)  # else a write landed meanwhile: what we read may be stale
-        hits.update(loaded)
-        return hits
+            read_at, records = await read_records_at(conn, store, list(keys))
+        versions.update(read_at)
+        for key, record in records:
+            loaded[keys[key]] = record
+        # Cached only when read at the version the cache holds: else a write landed meanwhile (the
+        # generation), or this replica has not followed one yet, and a later walk answered from the
+        # cache alone would join this newer entity to older cached ones.
+        current = versions == {known} or (known is None and len(versions) == 1)
+        if current and self.cache.generation(store) == generation:
+            self.cache.put_many(store, loaded)
+        found.update(loaded)
+        return found

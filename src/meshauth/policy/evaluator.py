@@ -105,7 +105,13 @@ class Evaluator:
         for q in own if snapshot is not None else queries:
             roots.extend(_roots(q, with_action, state.literals))
         try:
-            loaded = await self.loader.load(state.name, roots, ref_hops=state.ref_hops) if roots else {}
+            loaded = (
+                await self.loader.load(
+                    state.name, roots, ref_hops=state.ref_hops, entities_version=state.entities_version
+                )
+                if roots
+                else {}
+            )
         except HierarchyTooDeep as exc:
             if len(queries) > 1:  # halved until the deep query is alone: it denies itself, not the batch
                 h = len(items) // 2  # (not item by item: one deep query would make a batch n engine calls)

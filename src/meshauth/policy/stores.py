@@ -72,6 +72,17 @@ def _row(r: Any) -> StoreRow:
     return StoreRow(r[0], int(r[1]), r[2], r[3], r[4], int(r[5]), bool(r[6]), precedence)
 
 
+async def lock(conn: AsyncConnection, name: str) -> None:
+    """Take the store row's write lock before the transaction reads anything: PostgreSQL's row lock
+    (every later statement of the transaction then sees the writes committed before it), SQLite's
+    writer lock. A no-op update, so it changes nothing. Every admin write takes it first: an
+    activation that read the store before a deletion committed activated a version of a deleted
+    store (or a version the new schema refuses), a state neither order gives."""
+    await conn.execute(
+        sa.update(policy_stores).where(policy_stores.c.name == name).values(revision=policy_stores.c.revision)
+    )
+
+
 async def get(conn: AsyncConnection, name: str) -> StoreRow | None:
     """The store, or None when it does not exist or was deleted (``default`` always exists)."""
     r = (await conn.execute(sa.select(*_STORE_COLS).where(policy_stores.c.name == name))).first()
