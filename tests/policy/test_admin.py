@@ -317,3 +317,21 @@ async def test_entities_upload_nested_past_the_recursion_limit_is_a_400(client: 
     r = await client.post("/admin/stores/default/entities", content=body, headers=headers)
     assert r.status_code == 400, r.text
     assert r.json()["field"] == "body"
+
+
+async def test_an_unlinked_template_is_refused_not_stored_to_never_apply(client: httpx.AsyncClient) -> None:
+    """meshauth has no API to link a template, and an unlinked one applies to nothing: a ``forbid``
+    template was accepted (201) and silently forbade nothing. Refused, located, nothing stored."""
+    text = (
+        'permit(principal, action, resource);\n@id("no-interns")\nforbid(principal == ?principal, action, resource);\n'
+    )
+    r = await client.post("/admin/stores/default/policies", json={"policies": text}, headers=ADMIN)
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert body["error"] == "invalid_policy"
+    err = body["errors"][0]
+    assert err["line"] == 2
+    assert err["id"] == "no-interns"
+    assert "template" in err["message"] and "?principal" in err["message"]
+    r = await client.get("/admin/stores/default/policies", headers=ADMIN)
+    assert "?principal" not in r.text

@@ -11,11 +11,16 @@ __all__ = ["check_policies", "schema_of", "validate"]
 
 
 def check_policies(text: str, schema: cedar.Schema | None) -> None:
-    """Raise a 422 listing every syntax or type error in ``text`` with its location."""
+    """Raise a 422 listing every syntax or type error in ``text`` with its location, and every
+    template: meshauth has no API to link one, and an unlinked template applies to nothing (a
+    ``forbid`` template was stored and forbade nothing)."""
     try:
-        cedar.parse_policies(text)
+        parsed = cedar.parse_policies(text)
     except ValueError as exc:
         raise invalid_policy(syntax_errors(text, str(exc))) from None
+    templates = parsed.templates()
+    if templates:
+        raise invalid_policy([_template_error(text, t) for t in templates])
     if schema is None:
         return
     issues = cedar.validate(text, schema)
@@ -34,6 +39,19 @@ def check_policies(text: str, schema: cedar.Schema | None) -> None:
             )
         )
     raise invalid_policy(errors)
+
+
+def _template_error(text: str, template: dict[str, object]) -> SourceError:
+    policy_id = str(template["id"])
+    annotation = template.get("id_annotation")
+    raw = template.get("slots")
+    slots = ", ".join(map(str, raw)) if isinstance(raw, list) else "?"
+    message = (
+        f"a template (slots {slots}): meshauth does not link templates, so it would apply to nothing; "
+        "name the entities in the policy instead"
+    )
+    loc = statement_location(text, policy_id) or Location(1, 1, 0)
+    return SourceError(message, loc, policy_id, str(annotation) if annotation is not None else None)
 
 
 def schema_of(row: stores.StoreRow) -> cedar.Schema | None:
