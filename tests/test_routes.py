@@ -248,3 +248,20 @@ def test_example_route_file_loads() -> None:
     example = Path(__file__).resolve().parent.parent / "examples" / "routes.yaml"
     table = load_routes(example)
     assert table.match("GET", "/documents/d1").action == "read"
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["_method=DELETE", "a=1&_method=delete", "_METHOD=PUT", "%5Fmethod=DELETE", "x=1;_method=DELETE", "_method"],
+)
+def test_a_method_override_parameter_is_refused_whatever_the_route(table: RouteTable, query: str) -> None:
+    """Express ``methodOverride('_method')`` and Symfony serve ``POST /documents/d1?_method=DELETE`` as a
+    DELETE: the gate would authorize the POST. Refused as the override headers are."""
+    for target in (f"/documents/d1?{query}", f"/nowhere?{query}"):
+        m = table.match("POST", target)
+        assert (m.outcome, m.reason) == ("deny", "request_override"), target
+
+
+def test_parameters_that_only_look_like_the_override_are_routed(table: RouteTable) -> None:
+    for query in ("method=DELETE", "x_method=1", "q=_method", "sort=-method", "%zz=1"):
+        assert table.match("GET", f"/documents/d1?{query}").outcome == "authorize", query

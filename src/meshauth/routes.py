@@ -33,11 +33,13 @@ and huge files before any object is built; every error names the file and line
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
+from urllib.parse import unquote_plus
 
 from meshauth.admission import SecondSight
 from meshauth.route_file import (
@@ -54,6 +56,7 @@ from meshauth.route_paths import NOT_CANONICAL, PathRefused, split_path
 __all__ = [
     "MAX_FILE_BYTES",
     "OVERRIDE_HEADERS",
+    "OVERRIDE_PARAMETER",
     "REQUEST_OVERRIDE",
     "Route",
     "RouteMatch",
@@ -61,6 +64,7 @@ __all__ = [
     "RouteTableError",
     "is_override",
     "load_routes",
+    "overrides_in_query",
     "parse_routes",
 ]
 
@@ -90,8 +94,32 @@ REQUEST_OVERRIDE = "request_override"
 # and Envoy passes names with underscores by default. Compare ``name.replace("_", "-")`` (lower-cased).
 
 _RAW_OVERRIDES = frozenset(name.encode() for name in OVERRIDE_HEADERS)
+# The query parameter by which Express ``methodOverride('_method')`` and Symfony (``_method``, with
+# http_method_override) serve a POST as another method: refused as the headers are. The same parameter
+# in a form *body* (Rails, Laravel) never reaches ext_authz: docs/security.md says to turn it off.
+OVERRIDE_PARAMETER = "_method"
+_PAIRS = re.compile("[&;]")
 
 Outcome = Literal["authorize", "allow", "deny"]
+
+
+def _query_override(target: str) -> bool:
+    q = target.find("?")
+    return q != -1 and overrides_in_query(target[q + 1 :])
+
+
+def overrides_in_query(query: str) -> bool:
+    """Whether a query string names :data:`OVERRIDE_PARAMETER` (any case, percent-encoded or not). The
+    route table checks targets that carry their query (gRPC's path); ASGI servers hand the query apart
+    (``query_string``), so the HTTP gate and ``meshauth.client.asgi`` ask this themselves."""
+    lowered = query.lower()
+    if "method" not in lowered and "%" not in query:
+        return False  # the common query, decided without splitting it
+    for pair in _PAIRS.split(query):  # ``;`` too: some query parsers (older Python, Tomcat) split on it
+        key = pair.split("=", 1)[0]
+        if unquote_plus(key, errors="replace").lower() == OVERRIDE_PARAMETER:
+            return True
+    return False
 
 
 def is_override(name: bytes) -> bool:
@@ -115,6 +143,7 @@ class RouteMatch:
 
 
 _NO_ROUTE: Final = RouteMatch("deny", "no_route")
+_OVERRIDDEN: Final = RouteMatch("deny", REQUEST_OVERRIDE)
 _AUTHENTICATED: Final = RouteMatch("allow", "no_route")
 _WRONG_METHOD: Final = RouteMatch("deny", "method_not_routed")
 
@@ -145,6 +174,8 @@ class RouteTable:
         return hit
 
     def _match(self, method: str, target: str) -> RouteMatch:
+        if _query_override(target):
+            return _OVERRIDDEN
         try:
             segments = split_path(target)
         except PathRefused as exc:

@@ -113,3 +113,20 @@ async def test_hostile_override_values_are_refused_never_a_5xx(authz: Harness, v
         assert no.denied_response.status.code == 403
     ok = await authz.http.get("/ext_authz/documents/d1", headers={"authorization": f"Bearer {token}"})
     assert ok.status_code == 200
+
+
+async def test_a_method_override_parameter_is_refused_over_http_and_grpc(authz: Harness) -> None:  # noqa: F811
+    """``?_method=DELETE`` (Express methodOverride, Symfony): served as a DELETE by such an upstream."""
+    token = (await authz.token(scope="read"))["access_token"]
+    auth = {"authorization": f"Bearer {token}"}
+    r = await authz.http.get("/ext_authz/documents/d1?_method=DELETE", headers=auth)
+    assert (r.status_code, reason(r)) == (403, "request_override")
+    r = await authz.http.get("/ext_authz/documents/d1?method=DELETE", headers=auth)
+    assert r.status_code == 200
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{authz.app.grpc_bound}") as channel:
+        stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+        no = await stub.Check(grpc_check("GET", "/documents/d1?%5Fmethod=DELETE", auth))
+        assert no.status.code == code_pb2.PERMISSION_DENIED
+        assert {o.header.key: o.header.value for o in no.denied_response.headers} == {
+            "x-meshauth-reason": "request_override"
+        }

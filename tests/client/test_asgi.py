@@ -148,6 +148,14 @@ async def test_override_headers_are_refused(guarded: httpx.AsyncClient) -> None:
     assert (await guarded.get("/documents/d1", headers={name: "DELETE"})).status_code == 401  # authn first
 
 
+async def test_a_method_override_parameter_is_refused(guarded: httpx.AsyncClient) -> None:
+    """``?_method=DELETE``: Express methodOverride and Symfony serve the POST as a DELETE."""
+    alice = {"x-user": "alice"}
+    for path in ("/documents/d1?_method=DELETE", "/open?%5Fmethod=PUT"):
+        r = await guarded.post(path, headers=alice)
+        assert (r.status_code, r.headers.get("x-meshauth-reason")) == (403, "request_override"), path
+
+
 async def test_policy_unavailable_is_503() -> None:
     async with PolicyClient([f"http://127.0.0.1:{free_port()}"], timeout=0.2) as client:
         app = PolicyMiddleware(APP, client=client, routes=ROUTES, subject=user_from_header)

@@ -22,7 +22,7 @@ from starlette.types import Receive, Scope, Send
 from meshauth.auth.authz import Authorizer
 from meshauth.auth.gate import Gate, Verdict, join_cookies
 from meshauth.auth.metrics import count_gate_decision
-from meshauth.routes import is_override
+from meshauth.routes import is_override, overrides_in_query
 
 PREFIX = "/ext_authz"
 
@@ -62,6 +62,8 @@ class ExtAuthzHttp:
     async def _authorize(self, authz: Authorizer, scope: Scope, send: Send) -> None:
         started = asyncio.get_running_loop().time()
         verdict, overridden = await self._authenticate(scope)
+        query = scope.get("query_string")
+        overridden = overridden or bool(query and overrides_in_query(query.decode("latin-1")))
         decided = await authz.decide(verdict, scope["method"], target(scope), started, overridden=overridden)
         await self._finish(decided, scope, send)
 

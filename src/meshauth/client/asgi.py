@@ -42,7 +42,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 # Only the package's public names: its internals are free to change under this module.
 from meshauth.client import REASON_INVALID_REQUEST, PolicyClient, Subject
-from meshauth.routes import REQUEST_OVERRIDE, RouteMatch, RouteTable, is_override, load_routes
+from meshauth.routes import REQUEST_OVERRIDE, RouteMatch, RouteTable, is_override, load_routes, overrides_in_query
 
 __all__ = ["Caller", "PolicyMiddleware", "caller_from_identity_headers"]
 
@@ -132,7 +132,9 @@ class PolicyMiddleware:
             caller = None
         if caller is None:  # authentication first, as the gate: 401 before any route is looked at
             return 401, "unauthenticated"
-        if any(is_override(name) for name, _ in scope.get("headers", ())):
+        if any(is_override(name) for name, _ in scope.get("headers", ())) or overrides_in_query(
+            scope.get("query_string", b"").decode("latin-1")
+        ):
             return 403, REQUEST_OVERRIDE  # a method or URL override the app's stack may obey (routes.py)
         route = self.routes.match(method, target)
         inner = _below_root(scope, target)
