@@ -9,16 +9,7 @@ from __future__ import annotations
 
 def deeper_than(value: object, limit: int) -> bool:
     """Whether objects and arrays nest in ``value`` more than ``limit`` levels (``{}`` is one)."""
-    stack: list[tuple[object, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
-        if children is None:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-    return False
+    return shape(value)[0] > limit
 
 
 def shape(value: object) -> tuple[int, int]:

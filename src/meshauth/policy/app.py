@@ -21,7 +21,6 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from meshauth.admin_token import read_admin_token
@@ -29,7 +28,13 @@ from meshauth.bus.producer import Producer, producer_config
 from meshauth.config import Settings
 from meshauth.config_load import load_settings
 from meshauth.db import create_engine
-from meshauth.http import ApiError, api_error_handler, internal_error_handler, json_response, unavailable_handler
+from meshauth.http import (
+    ApiError,
+    api_error_handler,
+    http_exception_handler,
+    internal_error_handler,
+    unavailable_handler,
+)
 from meshauth.policy.admin import Admin
 from meshauth.policy.announcing import StateAnnouncer, following
 from meshauth.policy.api import PolicyApi
@@ -49,16 +54,6 @@ from meshauth.redis_client import connect, resolve_redis_url
 log = logging.getLogger(__name__)
 
 SIGNAL_FILE = "policy-writes.signal"  # in var_dir, shared by the workers of one host (write_signal.py)
-_HTTP_ERRORS = {404: "not_found", 405: "method_not_allowed"}
-
-
-async def _http_error(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    return json_response(
-        {"error": _HTTP_ERRORS.get(exc.status_code, "invalid_request"), "error_description": exc.detail},
-        status=exc.status_code,
-        headers=exc.headers,
-    )
 
 
 class _Contained:
@@ -172,7 +167,7 @@ def create_app(settings: Settings | None = None) -> DecisionFront:
         middleware=[Middleware(_Contained)],
         exception_handlers={
             ApiError: api_error_handler,
-            HTTPException: _http_error,
+            HTTPException: http_exception_handler,
             SQLAlchemyError: unavailable_handler,
             ConnectionError: unavailable_handler,
             Exception: internal_error_handler,
