@@ -143,12 +143,22 @@ def _query(
     if context is None and pattrs is None and rattrs is None:
         key: Hashable = (principal, action_id, resource_uid)  # the common case: no encoding needed
     else:
-        for field, value in (("context", context), ("subject.properties", pattrs), ("resource.properties", rattrs)):
-            if value is not None:
-                depth, count = shape(value)
-                if depth > MAX_VALUE_DEPTH:
-                    raise _TooDeep(field)
-                weight += count
+        # Each value weighed on its own line (not a loop over (field, value) pairs): this runs for every
+        # decision with a context, and the loop's tuples cost as much as the weighing.
+        if context is not None:
+            depth, weight = shape(context)
+            if depth > MAX_VALUE_DEPTH:
+                raise _TooDeep("context")
+        if pattrs is not None:
+            depth, more = shape(pattrs)
+            if depth > MAX_VALUE_DEPTH:
+                raise _TooDeep("subject.properties")
+            weight += more
+        if rattrs is not None:
+            depth, more = shape(rattrs)
+            if depth > MAX_VALUE_DEPTH:
+                raise _TooDeep("resource.properties")
+            weight += more
         if principal == resource_uid and (pattrs is not None or rattrs is not None):
             # One entity: the evaluator overrides it once, by uid, so each side carries both
             # descriptions (else the resource's would silently replace the subject's: a dropped
@@ -249,7 +259,11 @@ def parse_evaluations(
     ``max_values``: what all items' contexts and properties may weigh (``_check_weight``).
     """
     batch = _parse_batch(body, max_items, max_bytes)
-    _check_weight(sum(item.weight for item in batch.items if isinstance(item, Query)), max_values)
+    weight = 0
+    for item in batch.items:
+        if type(item) is Query:
+            weight += item.weight
+    _check_weight(weight, max_values)
     return batch
 
 
