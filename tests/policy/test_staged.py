@@ -322,3 +322,17 @@ async def test_a_frozen_redis_does_not_hold_an_activation(
         assert took < 4.0, took  # publish timeouts (0.5 s each) at most, never the 5 s window
         d = await client.post("/stores/default/access/v1/evaluations", json={"evaluations": [ITEM]})
         assert d.status_code == 200 and d.json()["evaluations"][0]["decision"] is False
+
+
+@pytest.mark.parametrize(("semantic", "kept"), [("deny_on_first_deny", 1), ("permit_on_first_permit", 3)])
+async def test_a_staged_batch_keeps_its_evaluations_semantic(
+    client: httpx.AsyncClient, semantic: str, kept: int
+) -> None:
+    """Answered as an active batch is: cut after the first deny (or permit), AuthZEN 1.0 §7.2."""
+    await push(client, PERMIT)
+    stage = await push(client, FORBID, activate=False)
+    body = staged(stage["version"], items=3)
+    body["options"]["evaluations_semantic"] = semantic
+    r = await ask(client, body)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["evaluations"]) == kept

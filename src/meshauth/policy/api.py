@@ -53,6 +53,17 @@ def _outcome(decision: wire.Decision) -> str:
 _COUNT_ONE_BY_ONE = 16
 
 
+def _cut(batch: Batch, decisions: list[wire.Decision]) -> list[wire.Decision]:
+    """The answers ``batch.semantic`` keeps (AuthZEN 1.0 §7.2): all, or up to the first deny / permit."""
+    if batch.semantic == "execute_all":
+        return decisions
+    stop_on = batch.semantic == "permit_on_first_permit"
+    for n, d in enumerate(decisions):
+        if d.decision == stop_on:
+            return decisions[: n + 1]
+    return decisions
+
+
 def _outcomes(decisions: list[wire.Decision]) -> dict[str, int]:
     """How many of ``decisions`` allow, deny and errored."""
     if len(decisions) > _COUNT_ONE_BY_ONE:
@@ -119,13 +130,7 @@ class PolicyApi:
         if batch.staged_version is not None:
             return await self._staged(state, batch)
         with trace.span("policy.evaluate", store=store, checks=len(batch.items)):
-            decisions = await self.evaluator.decide(state, batch.items, self.registry.snapshot_for(state))
-        if batch.semantic != "execute_all":
-            stop_on = batch.semantic == "permit_on_first_permit"
-            for n, d in enumerate(decisions):
-                if d.decision == stop_on:
-                    decisions = decisions[: n + 1]
-                    break
+            decisions = _cut(batch, await self.evaluator.decide(state, batch.items, self.registry.snapshot_for(state)))
         outcomes = _outcomes(decisions)
         self.audit.decisions(store, batch.items, decisions, started)
         for outcome, n in outcomes.items():
@@ -145,7 +150,7 @@ class PolicyApi:
             state = await self.registry.staged.state(active, batch.staged_version)
             with trace.span("policy.evaluate_staged", store=active.name, checks=len(batch.items)):
                 decisions = await self.evaluator.decide(state, batch.items, self.registry.snapshot_for(active))
-        return wire.encode(wire.EvaluationsResponse(label(decisions, state)))
+        return wire.encode(wire.EvaluationsResponse(label(_cut(batch, decisions), state)))
 
     async def evaluation_route(self, request: Request) -> Response:
         """``…/access/v1/evaluation`` when reached through Starlette (the front normally answers
