@@ -16,6 +16,7 @@ them. The stored value carries its absolute expiry so an L2 hit fills L1 only fo
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable, Sequence
 
@@ -183,7 +184,13 @@ return #KEYS
 
 class DecisionL2:
     def __init__(
-        self, redis: RedisConn, *, prefix: str, timeout: float, clock: Callable[[], float] = time.time
+        self,
+        redis: RedisConn,
+        *,
+        prefix: str,
+        timeout: float,
+        clock: Callable[[], float] = time.time,
+        lifetimes: tuple[float, float] = (math.inf, math.inf),
     ) -> None:
         if isinstance(redis, RedisCluster) and hash_tag(prefix) is None:
             # MGET of a batch's keys must stay in one slot (Cluster refuses CROSSSLOT).
@@ -192,6 +199,8 @@ class DecisionL2:
         self._prefix = prefix
         self._timeout = timeout
         self._clock = clock
+        # The longest a deny and an allow read here may live on (``CacheConfig.deny_ttl``, ``ttl``).
+        self._lifetimes = lifetimes
         self._put_many = redis.register_script(_PUT_MANY)
         self._raw: RawRedis | None = raw_for(redis)
         # False from a lost connection of the state follower until the client has a fresh answer
@@ -208,18 +217,42 @@ class DecisionL2:
             return [None] * len(keys)
         if budget is None:
             budget = self._timeout
+        names = self._names(keys)
+        asked = [n for n in names if n is not None]
+        if not asked:
+            return [None] * len(keys)
         raws: Sequence[object]
         try:
             if self._raw is not None:
-                raws = await self._raw.mget([l2_key(self._prefix, k) for k in keys], within=budget)
+                raws = await self._raw.mget(asked, within=budget)
             else:
                 async with asyncio.timeout(budget):
-                    raws = await self._redis.mget([l2_key(self._prefix, k) for k in keys])
+                    raws = await self._redis.mget(asked)
         except (RedisError, OSError, TimeoutError):
             return [None] * len(keys)
-        if len(raws) != len(keys):
+        if len(raws) != len(asked):
             return [None] * len(keys)  # not an MGET's reply: a miss, like any other Redis failure
-        return [self._read(raw) for raw in raws]
+        if len(asked) == len(keys):
+            return [self._read(raw) for raw in raws]
+        got = iter(raws)
+        return [None if n is None else self._read(next(got)) for n in names]
+
+    def _names(self, keys: list[L1Key]) -> list[bytes | None]:
+        """Each key's Redis name, or None for one that cannot be encoded (a state past 2**64: an
+        ``at_least`` floor a caller made up) — a miss for that key alone. Raised, it failed the whole
+        batch's lookup, and so every check batched with it."""
+        prefix = self._prefix
+        try:
+            return [l2_key(prefix, k) for k in keys]
+        except OverflowError:
+            pass
+        names: list[bytes | None] = []
+        for k in keys:
+            try:
+                names.append(l2_key(prefix, k))
+            except OverflowError:
+                names.append(None)
+        return names
 
     def _read(self, raw: object) -> tuple[Decision, float] | None:
         if not isinstance(raw, bytes):
@@ -232,8 +265,13 @@ class DecisionL2:
         # *asked* at, which may be newer than the one the answer reports (an announced
         # entities_version); the key is a SHA-256 of that state and the question, so it cannot
         # collide with another question's.
-        if s.expires_at <= self._clock():
+        # An expiry that is no time (NaN is never "past") makes the value unreadable; one further
+        # ahead than this client's own TTL (another host's clock, a writer's garbage) is cut to it:
+        # either made the entry answer from L1 for as long as the client stayed at that state.
+        now = self._clock()
+        if not math.isfinite(s.expires_at) or s.expires_at <= now:
             return None
+        expires_at = min(s.expires_at, now + self._lifetimes[s.decision])
         d = Decision(
             decision=s.decision,
             reasons=s.reasons,
@@ -242,7 +280,7 @@ class DecisionL2:
             entities_version=s.entities_version,
             source="l2",
         )
-        return d, s.expires_at
+        return d, expires_at
 
     async def put_many(self, entries: list[tuple[L1Key, Decision, float]]) -> None:
         """Store ``(key, decision, ttl)`` entries in one command (a script of ``SET … PX``); a Redis
@@ -254,9 +292,16 @@ class DecisionL2:
         args: list[bytes | int] = []
         for key, d, ttl in entries:
             assert d.revision is not None
-            keys.append(l2_key(self._prefix, key))
-            args.append(_encode(_Stored(d.decision, d.reasons, d.errors, d.revision, d.entities_version, now + ttl)))
+            try:
+                name = l2_key(self._prefix, key)
+                value = _encode(_Stored(d.decision, d.reasons, d.errors, d.revision, d.entities_version, now + ttl))
+            except OverflowError:
+                continue  # a state no key can encode (``_names``): not written, the others are
+            keys.append(name)
+            args.append(value)
             args.append(max(1, int(ttl * 1000)))
+        if not keys:
+            return
         try:
             if self._raw is not None:
                 await self._raw.eval(_PUT_MANY, keys, args, within=self._timeout)
