@@ -230,8 +230,10 @@ class DecisionL2:
                     raws = await self._redis.mget(asked)
         except (RedisError, OSError, TimeoutError):
             return [None] * len(keys)
-        if len(raws) != len(asked):
-            return [None] * len(keys)  # not an MGET's reply: a miss, like any other Redis failure
+        if not isinstance(raws, list) or len(raws) != len(asked):
+            # Not an MGET's reply (a nil, an integer: len() of it raised, failing the whole batch's
+            # checks): a miss, like any other Redis failure.
+            return [None] * len(keys)
         if len(asked) == len(keys):
             return [self._read(raw) for raw in raws]
         got = iter(raws)
