@@ -261,7 +261,12 @@ async def test_a_floor_no_key_can_encode_fails_only_its_own_check(redis: Redis) 
         l2 = c._stored.l2 if c._stored is not None else None
         assert l2 is not None
         good = (1, None, b"q")
-        await l2.put_many([((2**64, None, b"q"), Decision(decision=True, revision=1), 5.0), (good, Decision(decision=True, revision=1), 5.0)])
+        await l2.put_many(
+            [
+                ((2**64, None, b"q"), Decision(decision=True, revision=1), 5.0),
+                (good, Decision(decision=True, revision=1), 5.0),
+            ]
+        )
         assert [got is not None for got in await l2.get_many([(2**64, None, b"q"), good])] == [False, True]
 
 

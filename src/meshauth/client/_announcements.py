@@ -48,11 +48,11 @@ def encode(store: str, state: State) -> str:
     return json.dumps([store, state.revision, state.entities_version], separators=(",", ":"))
 
 
-def _load(value: str | bytes) -> object:
+def _load(value: object) -> object:
     """The JSON document of an announcement, or None. Never raises: a value nested past the recursion
     limit raised RecursionError out of the follower's resync (which then failed again at every
     rebuild, so no announcement was applied any more) and out of ``PolicyClient.warm``."""
-    if len(value) > MAX_LENGTH:
+    if not isinstance(value, str | bytes) or len(value) > MAX_LENGTH:
         return None
     try:
         return json.loads(value)
