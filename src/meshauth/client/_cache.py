@@ -217,44 +217,20 @@ class DecisionL2:
             return [None] * len(keys)
         if budget is None:
             budget = self._timeout
-        names = self._names(keys)
-        asked = [n for n in names if n is not None]
-        if not asked:
-            return [None] * len(keys)
         raws: Sequence[object]
         try:
             if self._raw is not None:
-                raws = await self._raw.mget(asked, within=budget)
+                raws = await self._raw.mget([l2_key(self._prefix, k) for k in keys], within=budget)
             else:
                 async with asyncio.timeout(budget):
-                    raws = await self._redis.mget(asked)
+                    raws = await self._redis.mget([l2_key(self._prefix, k) for k in keys])
         except (RedisError, OSError, TimeoutError):
             return [None] * len(keys)
-        if not isinstance(raws, list) or len(raws) != len(asked):
-            # Not an MGET's reply (a nil, an integer: len() of it raised, failing the whole batch's
-            # checks): a miss, like any other Redis failure.
+        if not isinstance(raws, list) or len(raws) != len(keys):
+            # Not an MGET's reply (a nil, an integer: len() of it raised, failing the batch's checks):
+            # a miss, like any other Redis failure.
             return [None] * len(keys)
-        if len(asked) == len(keys):
-            return [self._read(raw) for raw in raws]
-        got = iter(raws)
-        return [None if n is None else self._read(next(got)) for n in names]
-
-    def _names(self, keys: list[L1Key]) -> list[bytes | None]:
-        """Each key's Redis name, or None for one that cannot be encoded (a state past 2**64: an
-        ``at_least`` floor a caller made up) — a miss for that key alone. Raised, it failed the whole
-        batch's lookup, and so every check batched with it."""
-        prefix = self._prefix
-        try:
-            return [l2_key(prefix, k) for k in keys]
-        except OverflowError:
-            pass
-        names: list[bytes | None] = []
-        for k in keys:
-            try:
-                names.append(l2_key(prefix, k))
-            except OverflowError:
-                names.append(None)
-        return names
+        return [self._read(raw) for raw in raws]
 
     def _read(self, raw: object) -> tuple[Decision, float] | None:
         if not isinstance(raw, bytes):
@@ -294,16 +270,9 @@ class DecisionL2:
         args: list[bytes | int] = []
         for key, d, ttl in entries:
             assert d.revision is not None
-            try:
-                name = l2_key(self._prefix, key)
-                value = _encode(_Stored(d.decision, d.reasons, d.errors, d.revision, d.entities_version, now + ttl))
-            except OverflowError:
-                continue  # a state no key can encode (``_names``): not written, the others are
-            keys.append(name)
-            args.append(value)
+            keys.append(l2_key(self._prefix, key))
+            args.append(_encode(_Stored(d.decision, d.reasons, d.errors, d.revision, d.entities_version, now + ttl)))
             args.append(max(1, int(ttl * 1000)))
-        if not keys:
-            return
         try:
             if self._raw is not None:
                 await self._raw.eval(_PUT_MANY, keys, args, within=self._timeout)
