@@ -200,3 +200,22 @@ async def test_a_hot_set_score_that_is_no_count_is_skipped_on_start(redis: Redis
         assert await second.warm() == 1
         d = await second.check(user(1), "view", DOC)
     assert (d.decision, d.source, t.calls) == (True, "l1", [])
+
+
+async def test_a_check_after_close_starts_nothing_that_outlives_the_client(redis: Redis) -> None:
+    """A check that reaches the client after ``aclose`` began (traffic still arriving at a shutdown,
+    a joiner starting over) is answered, but starts nothing: it restarted the hotness pusher — a task
+    pushing to Redis every ``flush_every`` for as long as the loop ran — and reopened L2's own
+    connection, which nobody closed any more (an unclosed socket)."""
+    c = PolicyClient(["http://pdp"], transport=MockTransport(), redis=redis, warming=EVERY)
+    async with c:
+        c.advance(State(1))
+        await c.check(user(1), "view", DOC)
+    before = asyncio.all_tasks()
+    d = await c.check(user(2), "view", DOC)
+    await asyncio.sleep(0.05)  # past WRITE_DELAY: the fill's write, if any, has run
+    assert (d.decision, d.error) == (True, None)
+    assert not [t for t in asyncio.all_tasks() - before if not t.done()]
+    assert c._warmer is not None and c._warmer._pusher is None
+    assert c._stored is not None and c._stored.l2 is not None and c._stored.l2._raw is not None
+    assert c._stored.l2._raw._proto is None
