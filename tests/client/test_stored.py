@@ -10,6 +10,7 @@ import math
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 import pytest
 from redis.asyncio import Redis
 
@@ -284,5 +285,28 @@ async def test_an_l2_entry_lives_in_l1_no_longer_than_the_clients_own_ttl(redis:
             return
         assert (d.decision, d.source) == (True, "l2")
         await asyncio.sleep(0.35)
+        d = await c.check(ALICE, "view", doc(1))
+    assert (d.decision, d.source) == (False, "service")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [True, ["p"], [], 1, None, 1e12, "a field of another format"],  # another (later) layout
+        [True, ["p"], [], 1, None],  # truncated
+        [1, ["p"], [], 1, None, 1e12],  # not a bool
+        {"decision": True, "revision": 1},  # a map
+    ],
+)
+async def test_an_l2_value_of_another_layout_is_a_miss(redis: Redis, value: object) -> None:
+    """Only a value of exactly this layout answers from L2: one with a field more (another version of
+    the client writing its own layout under the same prefix — whatever that field means there, e.g.
+    that the allow is not to be used) was read as a plain allow, the extra field dropped."""
+    t = MockTransport()
+    async with PolicyClient(["http://pdp"], transport=t, redis=redis, warming=None) as c:
+        await c.check(ALICE, "view", doc(0))  # the client is at revision 1
+        key = l2_key("meshauth:decision:", (1, None, c.question(ALICE, "view", doc(1)).key))
+        await redis.set(key, msgspec.msgpack.encode(value), px=5000)
+        t.allow = False
         d = await c.check(ALICE, "view", doc(1))
     assert (d.decision, d.source) == (False, "service")

@@ -159,7 +159,9 @@ class DecisionL1:
         self._soonest = float("inf")
 
 
-class _Stored(msgspec.Struct, array_like=True, frozen=True):
+# Exactly this layout (``forbid_unknown_fields``): a value with a field more — another version of the
+# client writing its own layout under the same prefix — was read as this one, the field dropped.
+class _Stored(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
     decision: bool
     reasons: tuple[str, ...]
     errors: tuple[str, ...]
