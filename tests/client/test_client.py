@@ -395,3 +395,35 @@ async def test_a_caller_cancelling_its_check_gets_the_cancellation_not_a_deny() 
         gate.set()
         d = await c.check({"type": "User", "id": "b"}, "view", DOC, timeout=5)
     assert d.decision and d.error is None
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        {"revision": 2**64},
+        {"revision": 2**63},
+        {"revision": -2},
+        {"revision": 1, "entities_version": 2**64},
+        {"revision": 1, "entities_version": -1},
+    ],
+)
+async def test_an_answer_from_an_impossible_state_is_garbage_and_stalls_nothing(state: dict[str, int]) -> None:
+    """A revision or entities version no store can have (past SQL BIGINT, negative) is a garbage
+    answer: denied as unavailable, and not learned. Learned, it stalled the client for good — every
+    later answer of the service was "older than one already seen", and one past 2**64 made every
+    later batch fail to build its L2 keys."""
+    bad = True
+
+    async def once(url: str, doc: dict[str, Any]) -> Response:
+        if bad:
+            return Response(200, msgspec.json.encode({"decision": True, "context": {**state, "policies": ["p"]}}))
+        return await t.policy(url, doc)
+
+    t = MockTransport(once)
+    async with make(t, retry=None) as c:
+        d = await c.check(ALICE, "view", DOC)
+        assert (d.decision, d.error) == (False, REASON_UNAVAILABLE)
+        assert c.state is None
+        bad = False
+        d = await c.check(ALICE, "view", DOC)
+    assert (d.decision, d.error, d.revision) == (True, None, 1)

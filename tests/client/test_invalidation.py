@@ -211,3 +211,58 @@ async def test_nothing_cached_before_a_redis_restart_answers_after_it(tmp_path: 
         valkey.close()
     assert follower.resyncs == 1, "the restart caused a resync: this test would not test the reconnection"
     assert (after.decision, after.source, after.revision, len(t.calls)) == (False, "service", 2, 2)
+
+
+NESTED = "[" * 100_000  # json.loads raises RecursionError (not ValueError) on this
+
+
+async def test_garbage_in_the_states_hash_neither_stalls_the_follower_nor_fails_a_start(
+    valkey_url: str, redis: Redis
+) -> None:
+    """A value in the states hash nested past the recursion limit (or huge, or a state no store can
+    have) is a malformed announcement like any other: ignored. It raised out of the resync, so the
+    follower rebuilt, failed and rebuilt forever — no announcement was ever applied again, and every
+    client's L1 was flushed at each attempt — and out of warming on start, so ``async with
+    PolicyClient(...)`` raised."""
+    await redis.hset("meshauth:policy-state", "default", NESTED)
+    await redis.hset("meshauth:policy-state", "other", '["other", ' + "1" * 5000 + ", null]")
+    async with PolicyClient(["http://pdp"], transport=MockTransport(), redis=redis) as client:
+        assert client.state is None
+        follower, seen = await following(valkey_url, client)
+        try:
+            await announce(redis, "default", State(4, 2))
+            assert await asyncio.wait_for(seen.get(), 5) == State(4, 2)
+        finally:
+            await follower.stop()
+    assert client.state == State(4, 2)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        NESTED,
+        '["default", ' + "9" * 5000 + ", null]",
+        '["default", 18446744073709551616, null]',
+        '["default", 9223372036854775808, 1]',
+        '["default", 5, 18446744073709551616]',
+        '["default", -1, null]',
+        '["default", 5, ' + "[" * 50 + "]" * 50 + "]",
+        '["default", 5, null' + " " * 10_000 + "]",
+    ],
+)
+async def test_an_announced_state_no_store_can_have_is_ignored(valkey_url: str, redis: Redis, bad: str) -> None:
+    """A revision or entities version past SQL BIGINT (or negative), deep nesting or a huge value on
+    the stream is ignored and logged, without a rebuild (each rebuild flushes every client's L1). One
+    past 2**64 adopted made every check of the client fail for good: its L2 keys could not be built,
+    and every answer of the service was "older than one already seen"."""
+    async with PolicyClient(["http://pdp"], transport=MockTransport(), redis=redis) as client:
+        follower, seen = await following(valkey_url, client)
+        try:
+            await redis.xadd("meshauth:policy-state:stream", {"k": "policy_state", "v": bad, "x": "0"})
+            await announce(redis, "default", State(1))
+            assert await asyncio.wait_for(seen.get(), 5) == State(1)
+            assert follower.resyncs == 1  # the first one only
+            d = await client.check(ALICE, "view", DOC)
+        finally:
+            await follower.stop()
+    assert (d.decision, d.error, client.state) == (True, None, State(1))

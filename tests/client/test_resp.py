@@ -251,3 +251,22 @@ async def test_a_connection_that_never_gets_ready_costs_no_more_than_the_command
     finally:
         await rr.aclose()
         await server.close()
+
+
+@pytest.mark.parametrize("reply", [b"*-1\r\n", b"$-1\r\n", b":5\r\n", b"$2\r\nab\r\n", b"+OK\r\n"])
+async def test_a_reply_to_mget_that_is_no_array_is_a_miss_and_the_checks_are_answered(reply: bytes) -> None:
+    """A server (or a proxy in front of it) answering the batch's ``MGET`` with a nil, an integer or
+    a string instead of an array: every key is a miss and the service answers the checks. ``len()``
+    of it raised TypeError out of the lookup, which failed every check of the batch as unavailable."""
+    server = HostileServer(reply)
+    port = await server.start()
+    redis = plain(f"redis://127.0.0.1:{port}")
+    t = MockTransport()
+    try:
+        async with PolicyClient(["http://pdp"], transport=t, redis=redis, warming=None) as c:
+            c.advance(State(1))  # keys to look up in L2 from the first check on
+            d = await c.check({"type": "User", "id": "alice"}, "view", {"type": "Doc", "id": "d"})
+    finally:
+        await redis.aclose()
+        await server.close()
+    assert (d.decision, d.error, d.source) == (True, None, "service")

@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
+import pytest
 from redis.asyncio import Redis
 
-from meshauth.client import PolicyClient, State
-from meshauth.client._cache import DecisionL2
+from meshauth.client import Check, PolicyClient, State, at_least
+from meshauth.client._cache import DecisionL2, _encode, _Stored
 from meshauth.client._config import CacheConfig
+from meshauth.client._keys import l2_key
 from meshauth.client._models import Decision
 from meshauth.client._stored import WRITE_BUFFER, WRITE_DELAY, DecisionStore
 from tests.client.mock import MockTransport
@@ -233,3 +237,76 @@ async def test_backed_off_fills_share_a_write_per_gap(valkey_url: str, redis: Re
         gaps = int((loop.time() - started) / BACKED_OFF_GAP)  # 0 unless the machine is very slow
         await asyncio.sleep(2 * BACKED_OFF_GAP)
         assert 1 <= await command_calls(redis, "evalsha") <= 1 + gaps
+
+
+async def test_a_floor_no_key_can_encode_fails_only_its_own_check(redis: Redis) -> None:
+    """``at_least`` a state past 2**64 (a caller's garbage) is that check's problem alone: its L2 key
+    cannot be encoded, so it is a miss (and the service's older answer is refused, as for any floor
+    ahead of the service). The batch's MGET built every key at once, so the OverflowError failed
+    every check batched with it as ``policy_unavailable``."""
+    t = MockTransport()
+    async with PolicyClient(["http://pdp"], transport=t, redis=redis) as c:
+        await c.check(ALICE, "view", doc(0))
+        far, near = await asyncio.gather(
+            c.check(ALICE, "view", doc(1), consistency=at_least(State(2**64))),
+            c.check(ALICE, "view", doc(2)),
+        )
+        assert (far.decision, far.error) == (False, "policy_unavailable")
+        assert "older than one already seen" in far.errors[0]
+        assert (near.decision, near.error, near.source) == (True, None, "service")
+        [many_far, many_near] = await c.check_many(
+            [Check(ALICE, "view", doc(3)), Check(ALICE, "view", doc(4))], consistency=at_least(State(1))
+        )
+        assert many_far.decision and many_near.decision
+        # Its key is one no real state has (the numbers in hex), and the same each time.
+        far_key = l2_key("p:", (2**64, None, b"q"))
+        assert far_key == l2_key("p:", (2**64, None, b"q")) != l2_key("p:", (0, None, b"q"))
+
+
+@pytest.mark.parametrize("expires", [float("nan"), float("inf"), 1e12])
+async def test_an_l2_entry_lives_in_l1_no_longer_than_the_clients_own_ttl(redis: Redis, expires: float) -> None:
+    """An L2 value's expiry that is no time (NaN, infinite) is an unreadable value (a miss); one far
+    ahead (another host's clock, a writer's garbage) fills L1 for at most this client's own ``ttl``.
+    Both made the entry answer from L1 for as long as the client stayed at that state: a NaN expiry
+    is never "past", and a far one never comes. Here the entry claims an allow the service no
+    longer gives."""
+    t = MockTransport()
+    async with PolicyClient(
+        ["http://pdp"], transport=t, redis=redis, cache=CacheConfig(ttl=0.2, deny_ttl=0.2), warming=None
+    ) as c:
+        await c.check(ALICE, "view", doc(0))  # the client is at revision 1
+        key = l2_key("meshauth:decision:", (1, None, c.question(ALICE, "view", doc(1)).key))
+        # Redis itself drops it after 250 ms (as the writer's PX would): from then on only L1 can answer.
+        await redis.set(key, _encode(_Stored(True, ("p",), (), 1, None, expires)), px=250)
+        t.allow = False
+        d = await c.check(ALICE, "view", doc(1))
+        if math.isnan(expires) or math.isinf(expires):
+            assert (d.decision, d.source) == (False, "service")
+            return
+        assert (d.decision, d.source) == (True, "l2")
+        await asyncio.sleep(0.35)
+        d = await c.check(ALICE, "view", doc(1))
+    assert (d.decision, d.source) == (False, "service")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [True, ["p"], [], 1, None, 1e12, "a field of another format"],  # another (later) layout
+        [True, ["p"], [], 1, None],  # truncated
+        [1, ["p"], [], 1, None, 1e12],  # not a bool
+        {"decision": True, "revision": 1},  # a map
+    ],
+)
+async def test_an_l2_value_of_another_layout_is_a_miss(redis: Redis, value: object) -> None:
+    """Only a value of exactly this layout answers from L2: one with a field more (another version of
+    the client writing its own layout under the same prefix — whatever that field means there, e.g.
+    that the allow is not to be used) was read as a plain allow, the extra field dropped."""
+    t = MockTransport()
+    async with PolicyClient(["http://pdp"], transport=t, redis=redis, warming=None) as c:
+        await c.check(ALICE, "view", doc(0))  # the client is at revision 1
+        key = l2_key("meshauth:decision:", (1, None, c.question(ALICE, "view", doc(1)).key))
+        await redis.set(key, msgspec.msgpack.encode(value), px=5000)
+        t.allow = False
+        d = await c.check(ALICE, "view", doc(1))
+    assert (d.decision, d.source) == (False, "service")

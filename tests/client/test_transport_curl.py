@@ -10,6 +10,7 @@ import pytest
 from meshauth.client import REASON_UNAVAILABLE, Check, PolicyClient
 from meshauth.client._transport_curl import CurlTransport
 from tests.client.served import DECISION_TOKEN, policy_server, push
+from tests.client.test_transport_h1 import answering, scripted
 
 POLICY = """
 @id("view-all") permit(principal, action == Action::"view", resource);
@@ -51,3 +52,20 @@ async def test_a_refused_connection_is_a_deny() -> None:
         d = await client.check({"type": "User", "id": "a"}, "view", {"type": "Doc", "id": "d"})
     await transport.aclose()
     assert (d.decision, d.error) == (False, REASON_UNAVAILABLE)
+
+
+async def test_a_redirect_is_a_deny_never_a_decision_from_elsewhere() -> None:
+    """As the other transports (``test_transport_h1.py``): a 307 is no decision. curl_cffi followed
+    it by default, so the allow of whatever server the Location named was taken as the service's."""
+    allow = b'{"decision": true, "context": {"revision": 1, "entities_version": 1}}'
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(allow), allow)
+    async with scripted(answering(answer, answer)) as (elsewhere, asked):
+        moved = b"HTTP/1.1 307 Moved\r\nLocation: %s\r\nContent-Length: 0\r\n\r\n" % elsewhere.encode()
+        transport = CurlTransport(http="http1")
+        async with (
+            scripted(answering(moved, moved)) as (url, _),
+            PolicyClient([url.rsplit("/", 1)[0]], transport=transport, timeout=1, cache=None, batching=None) as c,
+        ):
+            d = await c.check({"type": "User", "id": "a"}, "view", {"type": "Doc", "id": "d"})
+        await transport.aclose()
+    assert (d.decision, d.error, asked[0]) == (False, REASON_UNAVAILABLE, 0)

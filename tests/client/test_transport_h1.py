@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Literal
 
 import pytest
 import uvloop
@@ -507,3 +508,26 @@ async def test_aclose_ends_calls_waiting_for_an_answer_a_slot_or_a_full_write_bu
                     await call
         assert not t.connections
     never.set()
+
+
+@pytest.mark.parametrize("transport", ["h1", "aiohttp"])
+@pytest.mark.parametrize("status", [307, 308])
+async def test_a_redirect_is_a_deny_never_a_decision_from_elsewhere(
+    transport: Literal["h1", "aiohttp"], status: int
+) -> None:
+    """A 307/308 from the policy URL (a proxy, a misconfigured ingress, a hostile hop) is no decision:
+    both transports answer it as the status it is, and the check is denied. aiohttp followed it —
+    re-sending the question to whatever the Location named, another host and path included — and the
+    client took that server's allow as the service's."""
+    allow = b'{"decision": true, "context": {"revision": 1, "entities_version": 1}}'
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(allow), allow)
+    async with scripted(answering(answer, answer)) as (elsewhere, asked):
+        moved = b"HTTP/1.1 %d Moved\r\nLocation: %s\r\nContent-Length: 0\r\n\r\n" % (status, elsewhere.encode())
+        async with (
+            scripted(answering(moved, moved)) as (url, _),
+            PolicyClient(
+                [url.rsplit("/", 1)[0]], pool=PoolConfig(transport=transport), timeout=1, cache=None, batching=None
+            ) as client,
+        ):
+            d = await client.check({"type": "User", "id": "a"}, "view", {"type": "Doc", "id": "d"})
+    assert (d.decision, d.error, asked[0]) == (False, REASON_UNAVAILABLE, 0)

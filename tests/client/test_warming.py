@@ -182,3 +182,40 @@ async def test_a_batch_answered_within_the_budget_is_kept_when_another_is_not() 
         ds = [await client.check(user(i), "view", DOC, timeout=1) for i in range(4)]
     assert [(d.source, d.revision) for d in ds] == [("l1", 2), ("l1", 2), ("service", 2), ("service", 2)]
     assert len(first.calls) == warmed + 2
+
+
+async def test_a_hot_set_score_that_is_no_count_is_skipped_on_start(redis: Redis) -> None:
+    """Members of the shared hot set whose score is infinite (``ZADD +inf`` by anyone sharing the
+    Redis) are skipped; the rest still warm L1. ``int(inf)`` raised OverflowError out of ``warm()``,
+    so every new process failed to start its client (``async with`` raised) while it was there."""
+    rkey = request_key("default", Subject("User", "u1"), "view", Resource("Doc", "d"), None)
+    await announce(redis, "default", State(3, 4))
+    async with PolicyClient(["http://pdp"], transport=MockTransport(revision=3), redis=redis) as first:
+        await first.check(user(1), "view", DOC)
+    await until_async(lambda: redis.dbsize(), 3)  # the state hash, the stream, the L2 fill
+    hot = b"meshauth:decision:hot:default"
+    await redis.zadd(hot, {rkey: 5, b"inf": float("inf"), b"-inf": float("-inf")})
+    t = MockTransport(revision=3)
+    async with PolicyClient(["http://pdp"], transport=t, redis=redis) as second:
+        assert await second.warm() == 1
+        d = await second.check(user(1), "view", DOC)
+    assert (d.decision, d.source, t.calls) == (True, "l1", [])
+
+
+async def test_a_check_after_close_starts_nothing_that_outlives_the_client(redis: Redis) -> None:
+    """A check that reaches the client after ``aclose`` began (traffic still arriving at a shutdown,
+    a joiner starting over) is answered, but starts nothing: it restarted the hotness pusher — a task
+    pushing to Redis every ``flush_every`` for as long as the loop ran — and reopened L2's own
+    connection, which nobody closed any more (an unclosed socket)."""
+    c = PolicyClient(["http://pdp"], transport=MockTransport(), redis=redis, warming=EVERY)
+    async with c:
+        c.advance(State(1))
+        await c.check(user(1), "view", DOC)
+    before = asyncio.all_tasks()
+    d = await c.check(user(2), "view", DOC)
+    await asyncio.sleep(0.05)  # past WRITE_DELAY: the fill's write, if any, has run
+    assert (d.decision, d.error) == (True, None)
+    assert not [t for t in asyncio.all_tasks() - before if not t.done()]
+    assert c._warmer is not None and c._warmer._pusher is None
+    assert c._stored is not None and c._stored.l2 is not None and c._stored.l2._raw is not None
+    assert c._stored.l2._raw._proto is None

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 
-from meshauth.client._models import State
+from meshauth.client._models import STATE_MAX, State
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -34,6 +34,9 @@ KIND_STAGED = "policy_staged"
 KIND_ACTIVATED = "policy_activated"
 _VERSION_MAX = 2**31 - 1
 DEFAULT_PREFIX = "meshauth:"
+# What an announcement can be at most: a store name (64 characters that JSON writes as they are) and
+# three numbers. Anything longer is garbage, refused before it is parsed (a huge value held the loop).
+MAX_LENGTH = 256
 
 
 def names(prefix: str) -> tuple[str, str]:
@@ -45,15 +48,29 @@ def encode(store: str, state: State) -> str:
     return json.dumps([store, state.revision, state.entities_version], separators=(",", ":"))
 
 
-def decode(value: str | bytes) -> tuple[str, State] | None:
-    try:
-        doc = json.loads(value)
-    except (ValueError, UnicodeDecodeError):
+def _load(value: object) -> object:
+    """The JSON document of an announcement, or None. Never raises: a value nested past the recursion
+    limit raised RecursionError out of the follower's resync (which then failed again at every
+    rebuild, so no announcement was applied any more) and out of ``PolicyClient.warm``."""
+    if not isinstance(value, str | bytes) or len(value) > MAX_LENGTH:
         return None
+    try:
+        return json.loads(value)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+
+
+def _number(value: object) -> bool:
+    """A revision or entities version a store can have (``STATE_MAX``)."""
+    return type(value) is int and 0 <= value <= STATE_MAX
+
+
+def decode(value: str | bytes) -> tuple[str, State] | None:
+    doc = _load(value)
     if not (isinstance(doc, list) and len(doc) == 3 and isinstance(doc[0], str)):
         return None
     store, revision, ev = doc
-    if type(revision) is not int or not (ev is None or type(ev) is int):
+    if not _number(revision) or not (ev is None or _number(ev)):
         return None
     return store, State(revision, ev)
 
@@ -64,10 +81,7 @@ def _version(value: object) -> bool:
 
 def decode_staged(value: str | bytes) -> tuple[str, int] | None:
     """``(store, version)`` of a ``policy_staged`` announcement, or None."""
-    try:
-        doc = json.loads(value)
-    except (ValueError, UnicodeDecodeError):
-        return None
+    doc = _load(value)
     if not (isinstance(doc, list) and len(doc) == 2 and isinstance(doc[0], str) and _version(doc[1])):
         return None
     return doc[0], doc[1]
@@ -76,13 +90,10 @@ def decode_staged(value: str | bytes) -> tuple[str, int] | None:
 def decode_activated(value: str | bytes) -> tuple[str, State, int] | None:
     """``(store, state, version)`` of a ``policy_activated`` announcement, or None (the entities
     version must be known: staged answers are used only for an exact one)."""
-    try:
-        doc = json.loads(value)
-    except (ValueError, UnicodeDecodeError):
-        return None
+    doc = _load(value)
     if not (isinstance(doc, list) and len(doc) == 4 and isinstance(doc[0], str) and _version(doc[3])):
         return None
     store, revision, ev, version = doc
-    if type(revision) is not int or revision < 1 or type(ev) is not int:
+    if not (_number(revision) and _number(ev)) or revision < 1:
         return None
     return store, State(revision, ev), version

@@ -19,7 +19,7 @@ import msgspec
 
 from meshauth import wire
 from meshauth.client._metrics import CHECKS
-from meshauth.client._models import REASON_INVALID_REQUEST, Decision
+from meshauth.client._models import REASON_INVALID_REQUEST, STATE_MAX, Decision
 from meshauth.client._transport import Response
 
 __all__ = ["Refused", "Unavailable", "WholeRefused", "count_checks", "invalid", "item_decision", "outcome", "parse"]
@@ -42,6 +42,9 @@ class WholeRefused(Exception):
 def item_decision(d: wire.Decision) -> Decision:
     ctx = d.context
     ev = None if isinstance(ctx.entities_version, msgspec.UnsetType) else ctx.entities_version
+    if not (0 <= ctx.revision <= STATE_MAX and (ev is None or 0 <= ev <= STATE_MAX)):
+        # No store has that state (``STATE_MAX``): a garbage answer, never one to learn a state from.
+        raise Unavailable("the service answered a revision or entities version no store can have")
     if not isinstance(ctx.error, msgspec.UnsetType):
         # The service could not evaluate this item: the question was bad. Deny, whatever it said.
         errors = tuple(ctx.errors) or (ctx.error.message,)

@@ -16,6 +16,7 @@ them. The stored value carries its absolute expiry so an L2 hit fills L1 only fo
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable, Sequence
 
@@ -158,7 +159,9 @@ class DecisionL1:
         self._soonest = float("inf")
 
 
-class _Stored(msgspec.Struct, array_like=True, frozen=True):
+# Exactly this layout (``forbid_unknown_fields``): a value with a field more — another version of the
+# client writing its own layout under the same prefix — was read as this one, the field dropped.
+class _Stored(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
     decision: bool
     reasons: tuple[str, ...]
     errors: tuple[str, ...]
@@ -183,7 +186,13 @@ return #KEYS
 
 class DecisionL2:
     def __init__(
-        self, redis: RedisConn, *, prefix: str, timeout: float, clock: Callable[[], float] = time.time
+        self,
+        redis: RedisConn,
+        *,
+        prefix: str,
+        timeout: float,
+        clock: Callable[[], float] = time.time,
+        lifetimes: tuple[float, float] = (math.inf, math.inf),
     ) -> None:
         if isinstance(redis, RedisCluster) and hash_tag(prefix) is None:
             # MGET of a batch's keys must stay in one slot (Cluster refuses CROSSSLOT).
@@ -192,6 +201,8 @@ class DecisionL2:
         self._prefix = prefix
         self._timeout = timeout
         self._clock = clock
+        # The longest a deny and an allow read here may live on (``CacheConfig.deny_ttl``, ``ttl``).
+        self._lifetimes = lifetimes
         self._put_many = redis.register_script(_PUT_MANY)
         self._raw: RawRedis | None = raw_for(redis)
         # False from a lost connection of the state follower until the client has a fresh answer
@@ -217,8 +228,10 @@ class DecisionL2:
                     raws = await self._redis.mget([l2_key(self._prefix, k) for k in keys])
         except (RedisError, OSError, TimeoutError):
             return [None] * len(keys)
-        if len(raws) != len(keys):
-            return [None] * len(keys)  # not an MGET's reply: a miss, like any other Redis failure
+        if not isinstance(raws, list) or len(raws) != len(keys):
+            # Not an MGET's reply (a nil, an integer: len() of it raised, failing the batch's checks):
+            # a miss, like any other Redis failure.
+            return [None] * len(keys)
         return [self._read(raw) for raw in raws]
 
     def _read(self, raw: object) -> tuple[Decision, float] | None:
@@ -232,8 +245,13 @@ class DecisionL2:
         # *asked* at, which may be newer than the one the answer reports (an announced
         # entities_version); the key is a SHA-256 of that state and the question, so it cannot
         # collide with another question's.
-        if s.expires_at <= self._clock():
+        # An expiry that is no time (NaN is never "past") makes the value unreadable; one further
+        # ahead than this client's own TTL (another host's clock, a writer's garbage) is cut to it:
+        # either made the entry answer from L1 for as long as the client stayed at that state.
+        now = self._clock()
+        if not math.isfinite(s.expires_at) or s.expires_at <= now:
             return None
+        expires_at = min(s.expires_at, now + self._lifetimes[s.decision])
         d = Decision(
             decision=s.decision,
             reasons=s.reasons,
@@ -242,7 +260,7 @@ class DecisionL2:
             entities_version=s.entities_version,
             source="l2",
         )
-        return d, s.expires_at
+        return d, expires_at
 
     async def put_many(self, entries: list[tuple[L1Key, Decision, float]]) -> None:
         """Store ``(key, decision, ttl)`` entries in one command (a script of ``SET … PX``); a Redis

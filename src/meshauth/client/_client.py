@@ -119,7 +119,13 @@ class PolicyClient(Asking):
         self._cache = cache
         l1 = DecisionL1(maxsize=cache.l1_size, stale_for=cache.stale_if_error, clock=wall_clock) if cache else None
         l2 = (
-            DecisionL2(redis, prefix=cache.l2_prefix, timeout=cache.l2_timeout, clock=wall_clock)
+            DecisionL2(
+                redis,
+                prefix=cache.l2_prefix,
+                timeout=cache.l2_timeout,
+                clock=wall_clock,
+                lifetimes=(cache.deny_ttl, cache.ttl),
+            )
             if cache and redis is not None
             else None
         )

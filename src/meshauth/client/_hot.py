@@ -12,6 +12,8 @@ be asked again; one over ``MAX_KEY_BYTES`` is not counted (it would bloat Redis 
 
 from __future__ import annotations
 
+import math
+
 from redis.exceptions import RedisError
 
 from meshauth.client._config import WarmConfig
@@ -77,7 +79,9 @@ async def push(redis: RedisConn, zset: bytes, counts: dict[bytes, int], *, keep:
 
 
 async def top(redis: RedisConn, zset: bytes, n: int) -> list[tuple[bytes, int]]:
-    """The ``n`` hottest questions in the shared set with their counts (empty on a Redis error)."""
+    """The ``n`` hottest questions in the shared set with their counts (empty on a Redis error). A
+    score that is no count (infinite: anyone sharing the Redis can ``ZADD +inf``) skips its member:
+    ``int()`` of it raised out of warming on start, and every new client failed to start."""
     try:
         got = await redis.zrevrange(zset, 0, n - 1, withscores=True)
     except (RedisError, OSError):
@@ -85,5 +89,7 @@ async def top(redis: RedisConn, zset: bytes, n: int) -> list[tuple[bytes, int]]:
     out: list[tuple[bytes, int]] = []
     for pair in got:
         if isinstance(pair, tuple | list) and len(pair) == 2 and isinstance(pair[0], bytes):
-            out.append((pair[0], int(pair[1])))
+            score = pair[1]
+            if isinstance(score, int | float) and math.isfinite(score):
+                out.append((pair[0], int(score)))
     return out

@@ -123,7 +123,7 @@ class StateFollower:
     def _apply(self, raw: str | bytes) -> None:
         parsed = _decode(raw)
         if parsed is None:
-            log.warning("ignoring malformed policy state announcement %r", raw)
+            log.warning("ignoring malformed policy state announcement %.200r", raw)  # never a huge line
             return
         store, state = parsed
         for client in self._clients:
@@ -146,7 +146,7 @@ class StateFollower:
         if kind == KIND_STAGED:
             staged = decode_staged(value)
             if staged is None:
-                log.warning("ignoring malformed staged version announcement %r", value)
+                log.warning("ignoring malformed staged version announcement %.200r", value)
                 return
             for client in self._clients:
                 if client.store == staged[0] and hasattr(client, "staged"):  # any Follows may lack it
@@ -154,7 +154,7 @@ class StateFollower:
             return
         activated = decode_activated(value)
         if activated is None:
-            log.warning("ignoring malformed activation announcement %r", value)
+            log.warning("ignoring malformed activation announcement %.200r", value)
             return
         for client in self._clients:
             if client.store == activated[0] and hasattr(client, "activated"):

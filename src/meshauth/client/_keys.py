@@ -60,7 +60,14 @@ def request_key(
 
 
 def l2_key(prefix: str, key: L1Key) -> bytes:
-    return prefix.encode() + hashlib.sha256(_encode(key)).hexdigest().encode()
+    try:
+        encoded = _encode(key)
+    except OverflowError:
+        # A state past 64 bits (an ``at_least`` floor a caller made up): its numbers in hex, a key no
+        # real state has (those are integers). Raised, it failed the whole batch's L2 lookup — every
+        # check batched with it.
+        encoded = _encode(tuple(hex(n) if isinstance(n, int) else n for n in key))
+    return prefix.encode() + hashlib.sha256(encoded).hexdigest().encode()
 
 
 STAGED_REVISION = -1  # no state is ever at a negative revision: a staged key never names a real one

@@ -15,6 +15,7 @@ __all__ = [
     "MINIMIZE_LATENCY",
     "REASON_INVALID_REQUEST",
     "REASON_UNAVAILABLE",
+    "STATE_MAX",
     "Check",
     "Consistency",
     "Decision",
@@ -30,6 +31,12 @@ REASON_UNAVAILABLE: Final = "policy_unavailable"
 REASON_INVALID_REQUEST: Final = "invalid_request"
 
 Source = Literal["service", "l1", "l2", "stale", "none"]
+
+# The largest revision or entities version a store can have (the service keeps both as SQL BIGINT).
+# A number past it, or below 0, is garbage wherever it comes from (an answer, an announcement): one
+# taken as a state would be "newer" than every real one, and the client — which never answers from a
+# state older than one it has seen — would refuse every answer of the service from then on.
+STATE_MAX: Final = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -148,6 +148,9 @@ class RawRedis:
         self._connecting: asyncio.Future[_Protocol] | None = None
         self._paused_until = 0.0
         self._shas: dict[str, bytes] = {}
+        # After aclose a command fails (a miss) rather than connect again: a check or a fill arriving
+        # then reopened a connection nobody would close.
+        self._closed = False
 
     async def command(self, *args: Arg, within: float) -> Any:
         """One command's reply within ``within`` seconds (see the module docstring for failures)."""
@@ -200,6 +203,8 @@ class RawRedis:
         return fut
 
     async def _connect(self) -> _Protocol:
+        if self._closed:
+            raise ConnectionError("redis connection closed (the client is closed)")
         if self._connecting is None or self._connecting.done():
             self._connecting = asyncio.ensure_future(self._open())
             self._connecting.add_done_callback(_retrieve)
@@ -232,6 +237,7 @@ class RawRedis:
         return proto
 
     async def aclose(self) -> None:
+        self._closed = True
         if self._connecting is not None and not self._connecting.done():
             self._connecting.cancel()
         proto, self._proto = self._proto, None

@@ -70,7 +70,10 @@ class AiohttpTransport:
         session = self._session or self._open()
         limit = self._pool.max_response_bytes
         try:
-            async with asyncio.timeout(timeout), session.post(url, data=body, headers=headers) as resp:
+            # No redirects (as H1Transport): a 307/308 followed re-sent the question to whatever host
+            # and path its Location named, and that server's answer was taken as the service's.
+            post = session.post(url, data=body, headers=headers, allow_redirects=False)
+            async with asyncio.timeout(timeout), post as resp:
                 length = resp.content_length
                 if length is not None and length > limit:
                     raise TransportError(f"response of {length} bytes is over the {limit}-byte limit")

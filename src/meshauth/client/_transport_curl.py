@@ -40,8 +40,10 @@ class CurlTransport:
             self._session = AsyncSession(max_clients=self._pool.connections, http_version=self._version)
         try:
             async with asyncio.timeout(timeout):
+                # No redirects (as the other transports): curl_cffi follows them by default, and the
+                # answer of whatever server a 307's Location named was taken as the service's.
                 resp = await self._session.post(
-                    url, data=body, headers=dict(headers), timeout=timeout, accept_encoding=None
+                    url, data=body, headers=dict(headers), timeout=timeout, accept_encoding=None, allow_redirects=False
                 )
         except RequestException as exc:
             if "timed out" in str(exc).lower():

@@ -66,10 +66,13 @@ class Warmer:
         self._keep = keep
         self._max_batch = max_batch
         self._pusher: asyncio.Task[None] | None = None
+        # After aclose nothing starts again: a check arriving then (a shutdown under traffic) restarted
+        # the pusher, a task pushing to Redis every ``flush_every`` for as long as the loop ran.
+        self._closed = False
 
     def ensure_pushing(self) -> None:
-        """Start the periodic push of hot counts to Redis (once; needs a running loop)."""
-        if self._pusher is None and self._redis is not None:
+        """Start the periodic push of hot counts to Redis (once; needs a running loop; never after aclose)."""
+        if self._pusher is None and self._redis is not None and not self._closed:
             self._pusher = asyncio.get_running_loop().create_task(self._push_forever())
 
     async def _push_forever(self) -> None:
@@ -79,6 +82,7 @@ class Warmer:
             await push(self._redis, self._hot_set, self.hot.take_pending(), keep=self._cfg.hot_keys * 4)
 
     async def aclose(self) -> None:
+        self._closed = True
         if self._pusher is not None:
             self._pusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
