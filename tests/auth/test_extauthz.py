@@ -8,11 +8,13 @@ from typing import Any
 
 import grpc
 import pytest
+import yaml
 from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
 from google.rpc import code_pb2
 from redis.asyncio import Redis
 
+from meshauth.auth.gate import identity_spellings
 from tests.auth.conftest import Harness, claims, login, make_settings, sign, start_harness
 
 
@@ -317,3 +319,45 @@ async def test_gate_fails_closed_before_revocations_load(
         r = await h.gate(token)
         assert r.status_code == 503
         assert (await h.http.get("/readyz")).json()["checks"]["revocations"] != "ok"
+
+
+async def test_identity_header_impostors_are_removed_on_allow(auth_sqlite: Harness) -> None:
+    """``x_meshauth_subject: admin`` from the caller: Envoy overwrites ``x-meshauth-subject`` on an allow,
+    not this, and CGI-style upstreams (WSGI, PHP, Rack) read both as ``HTTP_X_MESHAUTH_SUBJECT``. The
+    allow lists every such spelling in ``x-envoy-auth-headers-to-remove``; a refusal lists nothing."""
+    h = auth_sqlite
+    await h.add_client()
+    token = (await h.token(scope="read"))["access_token"]
+    spoof = {"x_meshauth_subject": "admin", "x-meshauth_scope": "admin", "x_other": "kept"}
+    r = await h.http.get("/ext_authz/orders", headers={"authorization": f"Bearer {token}", **spoof})
+    assert r.status_code == 200
+    assert r.headers["x-meshauth-subject"] == "svc"
+    removed = [n.strip() for n in r.headers["x-envoy-auth-headers-to-remove"].split(",")]
+    assert sorted(removed) == ["x-meshauth_scope", "x_meshauth_subject"]
+    r = await h.http.get("/ext_authz/orders", headers={"authorization": f"Bearer {token}"})
+    assert "x-envoy-auth-headers-to-remove" not in r.headers  # the usual request: nothing to remove
+    r = await h.http.get("/ext_authz/orders", headers=spoof)
+    assert r.status_code == 401 and "x-envoy-auth-headers-to-remove" not in r.headers
+
+
+async def test_grpc_identity_header_impostors_are_removed_on_allow(grpc_auth: tuple[Harness, str]) -> None:
+    h, target = grpc_auth
+    await h.add_client()
+    token = (await h.token(scope="read"))["access_token"]
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+        spoof = {"X_MESHAUTH_CLIENT_ID": "admin", "x_meshauth-client_id": "admin"}
+        resp = await stub.Check(check_request({"authorization": f"Bearer {token}", **spoof}))
+        assert resp.status.code == code_pb2.OK
+        assert sorted(resp.ok_response.headers_to_remove) == ["x_meshauth-client_id", "x_meshauth_client_id"]
+        resp = await stub.Check(check_request({"authorization": f"Bearer {token}"}))
+        assert list(resp.ok_response.headers_to_remove) == []
+
+
+def test_the_http_provider_forwards_every_impostor_spelling_to_the_check() -> None:
+    """Over HTTP Envoy sends the check only the headers the provider lists: all 13 spellings must be
+    there for the gate to see (and have removed) any of them."""
+    doc = yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy/istio/mesh-config.yaml").read_text())
+    [http] = [p for p in doc["spec"]["meshConfig"]["extensionProviders"] if "envoyExtAuthzHttp" in p]
+    listed = set(http["envoyExtAuthzHttp"]["includeRequestHeadersInCheck"])
+    assert set(identity_spellings()) <= listed

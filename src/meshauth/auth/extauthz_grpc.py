@@ -23,7 +23,7 @@ from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
 from meshauth.auth.authz import Authorizer
-from meshauth.auth.gate import Gate, Verdict, join_cookies
+from meshauth.auth.gate import Gate, Verdict, impostor, join_cookies
 from meshauth.auth.metrics import GRPC_REQUEST_SECONDS, count_gate_decision
 from meshauth.config import Settings
 from meshauth.granian_server import grpc_connection_cap
@@ -71,6 +71,15 @@ def _overridden(http: attribute_context_pb2.AttributeContext.HttpRequest) -> boo
     return any(is_override(name.lower().encode("utf-8")) for name in names)
 
 
+def _impostors(http: attribute_context_pb2.AttributeContext.HttpRequest) -> list[str]:
+    """The identity-header impostors the checked request carries (``gate.impostor``), in either of
+    Envoy's header forms: an allow has Envoy remove them from the upstream request."""
+    lines = http.header_map.headers
+    names = (line.key for line in lines) if lines else iter(http.headers)
+    found = [name.lower() for name in names if "_" in name]  # the usual request has none: one test each
+    return list(dict.fromkeys(n for n in found if impostor(n.encode("utf-8")))) if found else []
+
+
 def _header_values(http: attribute_context_pb2.AttributeContext.HttpRequest) -> trace.HeaderValues:
     """The checked request's header lines of a name (its request context reads ``x-request-id`` and
     ``traceparent``). The ``headers`` map has duplicates joined with "," already, which no id accepts;
@@ -112,7 +121,7 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
         try:
             verdict = await self._decide(request)
             status = verdict.status
-            return self._response(verdict)
+            return self._response(verdict, http)
         finally:
             trace.current.reset(token)
             GRPC_REQUEST_SECONDS.observe(
@@ -149,11 +158,15 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
         count_gate_decision("grpc", verdict.credential, verdict.status)
         return verdict
 
-    def _response(self, verdict: Verdict) -> external_auth_pb2.CheckResponse:
+    def _response(
+        self, verdict: Verdict, http: attribute_context_pb2.AttributeContext.HttpRequest
+    ) -> external_auth_pb2.CheckResponse:
         if verdict.allowed:
             return external_auth_pb2.CheckResponse(
                 status=status_pb2.Status(code=code_pb2.OK),
-                ok_response=external_auth_pb2.OkHttpResponse(headers=[_header(k, v) for k, v in verdict.headers]),
+                ok_response=external_auth_pb2.OkHttpResponse(
+                    headers=[_header(k, v) for k, v in verdict.headers], headers_to_remove=_impostors(http)
+                ),
             )
         return self._denied(verdict.status, verdict.headers, verdict.reason)
 

@@ -20,7 +20,7 @@ from urllib.parse import quote
 from starlette.types import Receive, Scope, Send
 
 from meshauth.auth.authz import Authorizer
-from meshauth.auth.gate import Gate, Verdict, join_cookies
+from meshauth.auth.gate import HEADERS_TO_REMOVE, Gate, Verdict, impostor, join_cookies
 from meshauth.auth.metrics import count_gate_decision
 from meshauth.routes import is_override, overrides_in_query
 
@@ -57,22 +57,25 @@ class ExtAuthzHttp:
         if self._authz is not None:
             await self._authorize(self._authz, scope, send)
             return
-        await self._finish((await self._authenticate(scope))[0], scope, send)
+        verdict, _, impostors = await self._authenticate(scope)
+        await self._finish(verdict, scope, send, impostors)
 
     async def _authorize(self, authz: Authorizer, scope: Scope, send: Send) -> None:
         started = asyncio.get_running_loop().time()
-        verdict, overridden = await self._authenticate(scope)
+        verdict, overridden, impostors = await self._authenticate(scope)
         query = scope.get("query_string")
         overridden = overridden or bool(query and overrides_in_query(query.decode("latin-1")))
         decided = await authz.decide(verdict, scope["method"], target(scope), started, overridden=overridden)
-        await self._finish(decided, scope, send)
+        await self._finish(decided, scope, send, impostors)
 
-    async def _authenticate(self, scope: Scope) -> tuple[Verdict, bool]:
-        """The credential's verdict, and whether the request carries an override header (authz mode
-        refuses those: ``routes.OVERRIDE_HEADERS``) — both from one pass over the header lines."""
+    async def _authenticate(self, scope: Scope) -> tuple[Verdict, bool, list[bytes] | None]:
+        """The credential's verdict, whether the request carries an override header (authz mode
+        refuses those: ``routes.OVERRIDE_HEADERS``) and the identity-header impostors it carries
+        (``gate.impostor``; None when none) — all from one pass over the header lines."""
         authorizations: list[str] = []
         cookies: list[str] = []
         overridden = False
+        impostors: list[bytes] | None = None
         for name, value in scope["headers"]:
             if name == b"authorization":
                 authorizations.append(value.decode("latin-1"))
@@ -80,16 +83,21 @@ class ExtAuthzHttp:
                 cookies.append(value.decode("latin-1"))
             elif is_override(name):
                 overridden = True
+            elif impostor(name):
+                impostors = [*(impostors or ()), name]
         # Warm bearer tokens are answered without awaiting anything but the response itself.
         verdict = self._gate.screen(authorizations)
         if verdict is None:
             verdict = await self._gate.check(authorizations[0] if authorizations else None, join_cookies(cookies))
-        return verdict, overridden
+        return verdict, overridden, impostors
 
-    async def _finish(self, verdict: Verdict, scope: Scope, send: Send) -> None:
+    async def _finish(self, verdict: Verdict, scope: Scope, send: Send, impostors: list[bytes] | None = None) -> None:
         count_gate_decision("http", verdict.credential, verdict.status)
+        headers = verdict.encoded()
+        if impostors and verdict.allowed:
+            headers.append((HEADERS_TO_REMOVE, b", ".join(dict.fromkeys(impostors))))
         try:
-            await self._respond(send, verdict.status, verdict.encoded())
+            await self._respond(send, verdict.status, headers)
         finally:
             # After the answer is handed to the server: the audit event is not the caller's wait.
             self._gate.audit.gate(

@@ -34,6 +34,30 @@ from meshauth.auth.tokens import Identity, TokenError
 
 SESSION_CLIENT_ID = "meshauth-session"  # reserved in accounts.RESERVED_CLIENT_IDS
 REALM = 'Bearer realm="meshauth"'
+IDENTITY_HEADERS = ("x-meshauth-subject", "x-meshauth-client-id", "x-meshauth-scope")
+_RAW_IDENTITY = frozenset(name.encode() for name in IDENTITY_HEADERS)
+# What an allow asks Envoy to take off the upstream request (HTTP ext_authz; gRPC: ``headers_to_remove``).
+HEADERS_TO_REMOVE = b"x-envoy-auth-headers-to-remove"
+
+
+def impostor(name: bytes) -> bool:
+    """Whether a (lower-cased) request header name spells an identity header with ``_`` for ``-``
+    (``x_meshauth_subject``, ``x-meshauth_scope``). Envoy overwrites the identity headers themselves
+    on an allow, not these, and passes names with underscores by default; CGI-style upstreams (WSGI's
+    environ, PHP, Rack) read both as ``HTTP_X_MESHAUTH_SUBJECT`` — a caller's own identity claim next
+    to the gate's. An allow therefore has Envoy remove every such header (``IDENTITY_HEADERS``)."""
+    return b"_" in name and name.replace(b"_", b"-") in _RAW_IDENTITY
+
+
+def identity_spellings() -> list[str]:
+    """Every ``_``/``-`` spelling of the identity headers but their own: what the HTTP provider must
+    forward to the check (deploy/istio/mesh-config.yaml) for the gate to see and remove them."""
+    out: list[str] = []
+    for name in IDENTITY_HEADERS:
+        parts = name.split("-")
+        for mask in range(1, 2 ** (len(parts) - 1)):
+            out.append(parts[0] + "".join(("_" if mask >> i & 1 else "-") + p for i, p in enumerate(parts[1:])))
+    return out
 
 
 @dataclass(frozen=True, slots=True)
