@@ -1,7 +1,7 @@
 #!/bin/bash
-# Stop 24's end-of-stop headline runs, one after another under the bench lock; logs in bench/results/stop24-end/.
+# The end-of-stop headline runs (stops 24, 25), one after another under the bench lock; logs in $1 (default bench/results/stop24-end/).
 cd "$(dirname "$0")/../../.." || exit 1
-out=bench/results/stop24-end; mkdir -p $out
+out=${1:-bench/results/stop24-end}; mkdir -p $out  # stop 25: bench/adhoc/stop24/end.sh bench/results/stop25-end
 run() { name=$1; shift; echo "== $(date -u +%H:%M:%S) $name: $*" | tee -a $out/index.log; flock /tmp/meshauth-bench.lock "$@" > $out/$name.log 2>&1; echo "   rc $? load $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a $out/index.log; }
 run authz .venv/bin/meshauth bench auth --authz --seconds 8
 run batch .venv/bin/python -m meshauth.bench.client batch --uvloop --seconds 4 --rounds 3
