@@ -5,6 +5,7 @@ from __future__ import annotations
 import jwt
 import pytest
 import sqlalchemy as sa
+from redis.exceptions import RedisError
 
 from tests.auth.conftest import PASSWORD, SECRET, Harness, basic
 
@@ -354,3 +355,37 @@ async def test_a_user_cannot_sign_in_through_a_client_of_the_same_id(auth: Harne
     assert r.json()["error"] == "invalid_grant"
     body = await auth.token(grant_type="password", username="alice", password=PASSWORD)
     assert jwt.decode(body["access_token"], options={"verify_signature": False})["sub"] == "alice"
+
+
+@pytest.mark.parametrize(("failing", "nth"), [("stamp", 2), ("unchanged", 1)])  # stamp 1 is the client's
+async def test_a_refresh_that_fails_after_spending_its_token_can_be_retried(
+    auth: Harness, monkeypatch: pytest.MonkeyPatch, failing: str, nth: int
+) -> None:
+    """Redis failing after the token was spent (before its successor was stored, or after): the answer is
+    a 503, and the client's retry with the same token was a replay that revoked the family — a Redis
+    failover logged users out. The token is given back before the 503, and the retry is answered."""
+    await auth.add_client()
+    await auth.add_user()
+    first = await auth.token(grant_type="password", username="alice", password=PASSWORD)
+    denylist = auth.app.service.denylist
+    real = getattr(denylist, failing)
+    calls = []
+
+    async def once(*args: object) -> object:
+        calls.append(args)
+        if len(calls) < nth:
+            return await real(*args)
+        monkeypatch.setattr(denylist, failing, real)
+        raise RedisError("connection lost")
+
+    monkeypatch.setattr(denylist, failing, once)
+    form = {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}
+    r = await auth.http.post("/oauth2/token", data=form, headers=basic("svc", SECRET))
+    assert r.status_code == 503, r.text
+    second = await auth.token(**form)  # the retry: answered, not a replay
+    assert (await auth.gate(second["access_token"])).status_code == 200
+    third = await auth.token(grant_type="refresh_token", refresh_token=second["refresh_token"])
+    assert (await auth.gate(third["access_token"])).status_code == 200
+    # Nothing the failed attempt stored can be redeemed: the first token is spent now.
+    replay = await auth.http.post("/oauth2/token", data=form, headers=basic("svc", SECRET))
+    assert replay.status_code == 400

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -18,7 +19,9 @@ from meshauth.auth.revocation import Stamp
 from meshauth.auth.service import AuthService
 from meshauth.auth.throttle import Throttled
 from meshauth.auth.tokens import TokenError
-from meshauth.http import json_response
+from meshauth.http import ApiError, json_response
+
+log = logging.getLogger(__name__)
 
 GRANTS = ("client_credentials", "password", "refresh_token")
 NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
@@ -130,6 +133,27 @@ class OAuthEndpoints:
                 await self._s.denylist.revoke(jti, exp)
             raise oauth_error(400, "invalid_grant", "refresh token was already used; its token family is revoked")
         grant: RefreshGrant = outcome
+        issued: list[str] = []  # the successor, once stored
+        try:
+            scope, access, refresh = await self._successor(client, client_stamp, grant, form, issued)
+        except ApiError:
+            raise
+        except Exception:
+            # A dependency failed after the token was spent: give it back before the 503, so the
+            # client's retry is a refresh, not a replay that revokes its family (``give_back``).
+            try:
+                await self._s.refresh_tokens.give_back(grant, issued[0] if issued else None)
+            except Exception:  # the database is down too: the retry will find the token spent
+                log.warning("a refresh token could not be given back after a failure", exc_info=True)
+            raise
+        self._s.audit.token("token.refreshed", grant.subject, client.client_id)
+        return self._token_response("refresh_token", access, scope, refresh)
+
+    async def _successor(
+        self, client: Client, client_stamp: Stamp, grant: RefreshGrant, form: dict[str, str], stored: list[str]
+    ) -> tuple[str, str, str]:
+        """The scope, access token and refresh token that follow ``grant`` (its token spent); the
+        refresh token is put in ``stored`` as soon as it is stored."""
         user_stamp = await self._s.denylist.stamp("sub", grant.subject)
         user = await self._s.accounts.get_user(grant.subject)
         if user is None or user.disabled:
@@ -150,11 +174,11 @@ class OAuthEndpoints:
             )
         except RefreshError as exc:  # replayed meanwhile: the family is revoked (nothing was handed out)
             raise oauth_error(400, "invalid_grant", str(exc)) from None
+        stored.append(refresh)
         if not await self._s.denylist.unchanged(client_stamp, user_stamp):
             await self._withdraw(refresh)
             raise oauth_error(400, "invalid_grant", "the user of this refresh token is gone or disabled")
-        self._s.audit.token("token.refreshed", grant.subject, client.client_id)
-        return self._token_response("refresh_token", issued.token, scope, refresh)
+        return scope, issued.token, refresh
 
     def _token_response(self, grant: str, access_token: str, scope: str, refresh_token: str | None) -> Response:
         # Counted here, once the token is handed out (a grant withdrawn above issued nothing).

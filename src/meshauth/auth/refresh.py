@@ -134,6 +134,26 @@ class RefreshTokens:
                     return RefreshGrant(row.family_id, row.client_id, row.subject, row.scope, digest)
         return Reused(await self.revoke_family(row.family_id))
 
+    async def give_back(self, grant: RefreshGrant, successor: str | None) -> None:
+        """Undo a redemption whose answer never left (a dependency failed after ``redeem``): end the
+        successor stored for it, if any — it was handed to no one — and make ``grant``'s token
+        redeemable again, unless its family was revoked meanwhile. Without this the client's retry
+        of its one refresh token was a replay, and revoked the family: a Redis failover logged users
+        out. One transaction: the successor is never live beside its given-back parent."""
+        now = int(time.time())
+        async with self._engine.begin() as conn:
+            if successor is not None:
+                await conn.execute(
+                    refresh_tokens.update()
+                    .where(refresh_tokens.c.token_hash == token_hash(successor))
+                    .values(used_at=now, revoked_at=now)
+                )
+            await conn.execute(
+                refresh_tokens.update()
+                .where(refresh_tokens.c.token_hash == grant.token_hash, refresh_tokens.c.revoked_at.is_(None))
+                .values(used_at=None)
+            )
+
     async def revoke_family(self, family_id: str) -> list[tuple[str, int]]:
         """Revoke every token of a family; returns the (jti, exp) of its access tokens still alive."""
         return await self._revoke_where(refresh_tokens.c.family_id == family_id)
