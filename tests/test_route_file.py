@@ -100,3 +100,22 @@ def test_non_utf8_and_nul_are_refused_with_a_line() -> None:
 def test_missing_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(RouteTableError, match="cannot read the route file"):
         load_routes(tmp_path / "absent.yaml")
+
+
+TWO = "  - method: GET\n    path: /o/{org}/{doc}\n    action: read\n    resource: {type: Document, id: 'ID'}\n"
+
+
+@pytest.mark.parametrize("template", ["{org}{doc}", "{org}-{doc}", "{org}:{doc}", "x{org} {doc}y"])
+def test_placeholders_not_parted_by_a_slash_are_refused(template: str) -> None:
+    """A segment holds any character but ``/``: ``{org}-{doc}`` is ``a-b-c`` for ``/o/a-b/c`` and for
+    ``/o/a/b-c`` — two resources the policy would see as one."""
+    assert error("routes:\n" + TWO.replace("ID", template)).startswith(
+        "r.yaml:5: resource id: {org} and {doc} must be parted by a /"
+    )
+
+
+def test_placeholders_parted_by_a_slash_are_one_resource_each() -> None:
+    table = parse_routes("routes:\n" + TWO.replace("ID", "{org}/{doc}"))
+    assert table.match("GET", "/o/a-b/c").resource == {"type": "Document", "id": "a-b/c"}
+    assert table.match("GET", "/o/a/b-c").resource == {"type": "Document", "id": "a/b-c"}
+    assert parse_routes("routes:\n" + TWO.replace("ID", "org:{org}/doc:{doc}")).routes

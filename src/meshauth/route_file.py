@@ -9,6 +9,7 @@ it is written and every error names its file and line: :class:`RouteTableError`.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,4 +243,13 @@ class _Reader:
         parts.append((text[at:], None))
         if any("{" in t or "}" in t for t, name in parts if name is None):
             raise self.fail(node, "resource id: braces only as {name} placeholders of the path")
+        # A decoded segment holds any character but "/" (route_paths refuses %2F): with anything else
+        # between two placeholders, two paths give one id ({a}-{b}: a-b-c for /a-b/c and /a/b-c), and
+        # the policy would decide for one resource what the upstream serves as another.
+        names_seen = [(i, name) for i, (_, name) in enumerate(parts) if name is not None]
+        for (i, first), (j, second) in itertools.pairwise(names_seen):
+            if not any("/" in text for text, _ in parts[i + 1 : j]):
+                raise self.fail(
+                    node, f"resource id: {{{first}}} and {{{second}}} must be parted by a / (no path segment holds one)"
+                )
         return tuple(p for p in parts if p[1] is not None or p[0])
