@@ -59,6 +59,10 @@ async def test_unknown_route_is_404_json_free_of_internals(auth_sqlite: Harness)
         assert r.headers["content-type"] == "application/json"
         assert r.json() == {"error": "method_not_allowed", "error_description": "Method Not Allowed"}
         assert r.headers["allow"]
+    # A trailing slash is another path, answered so — not a 307 to a path the client did not ask for
+    # (a redirected POST or DELETE is re-sent by some clients, dropped by others).
+    r = await auth_sqlite.http.post("/oauth2/token/", data={"grant_type": "client_credentials"})
+    assert (r.status_code, r.json()["error"]) == (404, "not_found")
 
 
 async def test_readyz_reports_revocations_failing_while_redis_is_gone(

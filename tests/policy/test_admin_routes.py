@@ -169,3 +169,11 @@ async def test_two_authorization_lines_are_refused(client: httpx.AsyncClient) ->
         assert r.json()["error"] == "invalid_token"
         r = await client.put("/admin/stores/s2", headers=[("authorization", v) for v in lines])
         assert r.status_code == 401, lines
+
+
+async def test_a_trailing_slash_is_a_404_not_a_redirect(client: httpx.AsyncClient) -> None:
+    """``DELETE …/entities/User/a/`` was a 307 with no body to the path without the slash."""
+    r = await client.delete("/admin/stores/default/entities/User/a/", headers=ADMIN)
+    assert (r.status_code, r.json()["error"]) == (404, "not_found")
+    r = await client.post("/admin/stores/default/policies/", json={"policies": ""}, headers=ADMIN)
+    assert (r.status_code, r.json()["error"]) == (404, "not_found")

@@ -103,7 +103,7 @@ class AuthApp:
             Route("/readyz", self._readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
         ]
-        return Starlette(
+        app = Starlette(
             routes=routes,
             exception_handlers={
                 ApiError: api_error_handler,
@@ -115,6 +115,8 @@ class AuthApp:
             },
             lifespan=self._lifespan,
         )
+        app.router.redirect_slashes = False  # a trailing slash is another path: 404, not a bodiless 307
+        return app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and is_ext_authz(scope["path"]):

@@ -173,6 +173,9 @@ def create_app(settings: Settings | None = None) -> DecisionFront:
             Exception: internal_error_handler,
         },
     )
+    # A trailing slash is another path, a 404 like any other: Starlette would answer a bodiless 307 to the
+    # path without it, which clients re-send (or drop) as they please, a DELETE included.
+    app.router.redirect_slashes = False
     app.state.api = api
     return DecisionFront(
         app,
