@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
 
 from tests.policy.conftest import ADMIN, ask, decide, entity, load, push
 
@@ -335,3 +336,22 @@ async def test_an_unlinked_template_is_refused_not_stored_to_never_apply(client:
     assert "template" in err["message"] and "?principal" in err["message"]
     r = await client.get("/admin/stores/default/policies", headers=ADMIN)
     assert "?principal" not in r.text
+
+
+@pytest.mark.parametrize(
+    ("text", "culprit", "line"),
+    [
+        ('@id("r") permit(principal, action, resource);\n@id("r") forbid(principal, action, resource);', "r", 2),
+        # policy1 has no @id, so decisions name it "policy1": policy0 may not take that name.
+        ('@id("policy1") permit(principal, action, resource);\nforbid(principal, action, resource);', "policy1", 1),
+    ],
+)
+async def test_an_id_two_policies_would_answer_to_is_refused(
+    client: httpx.AsyncClient, text: str, culprit: str, line: int
+) -> None:
+    """Decisions and the audit trail name policies by ``@id`` (else by position): two policies answering
+    to one name made a decision's ``policies`` ambiguous — was it the permit or the forbid?"""
+    r = await client.post("/admin/stores/default/policies", json={"policies": text}, headers=ADMIN)
+    assert r.status_code == 422, r.text
+    err = r.json()["errors"][0]
+    assert culprit in err["message"] and err["line"] == line

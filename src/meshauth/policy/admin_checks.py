@@ -21,6 +21,9 @@ def check_policies(text: str, schema: cedar.Schema | None) -> None:
     templates = parsed.templates()
     if templates:
         raise invalid_policy([_template_error(text, t) for t in templates])
+    clashes = _name_clashes(text)
+    if clashes:
+        raise invalid_policy(clashes)
     if schema is None:
         return
     issues = cedar.validate(text, schema)
@@ -39,6 +42,30 @@ def check_policies(text: str, schema: cedar.Schema | None) -> None:
             )
         )
     raise invalid_policy(errors)
+
+
+def _name_clashes(text: str) -> list[SourceError]:
+    """Policies two of which would be named alike: decisions and the audit trail name a policy by its
+    ``@id``, else by its position (``policy3``), so a repeated ``@id``, or an ``@id`` that is another
+    unannotated policy's positional name, made a decision's ``policies`` ambiguous."""
+    annotations = cedar.id_annotations(text)
+    if not annotations:
+        return []
+    groups: dict[str, list[str]] = {}  # the name a decision gives → the policies answering to it
+    for pid in cedar.policy_ids(text):
+        groups.setdefault(annotations.get(pid, pid), []).append(pid)
+    errors = []
+    for name, pids in groups.items():
+        if len(pids) < 2:
+            continue
+        annotated = [p for p in pids if p in annotations]
+        # Against an unannotated policy's own name every @id taking it is at fault; among @ids alone,
+        # every one after the first.
+        for pid in annotated if len(annotated) < len(pids) else annotated[1:]:
+            others = ", ".join(p for p in pids if p != pid)
+            message = f"@id({name!r}) names another policy as well ({others}): decisions could not tell them apart"
+            errors.append(SourceError(message, statement_location(text, pid) or Location(1, 1, 0), pid, name))
+    return errors
 
 
 def _template_error(text: str, template: dict[str, object]) -> SourceError:

@@ -45,6 +45,7 @@ __all__ = [
     "parse_policies",
     "parse_schema",
     "policies_json",
+    "policy_ids",
     "schema_action_parents",
     "validate",
 ]
@@ -190,6 +191,12 @@ def id_annotations(text: str) -> dict[str, str]:
         for pid, p in (*tree.get("staticPolicies", {}).items(), *tree.get("templates", {}).items())
         if p.get("annotations", {}).get("id") is not None
     }
+
+
+def policy_ids(text: str) -> list[str]:
+    """Cedar's positional ids of every policy and template in ``text`` (``policy0``, …), in order."""
+    tree = msgspec.json.decode(policies_json(text))
+    return [*tree.get("staticPolicies", {}), *tree.get("templates", {})]
 
 
 def validate(text: str, schema: Schema) -> list[ValidationIssue]:
