@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 
 from meshauth.bus.consumer import Consumer, ConsumerConfig
 from meshauth.bus.entries import Delivery
-from meshauth.bus.events import audit, decode, decode_batch
+from meshauth.bus.events import audit, decode, decode_batch, encode
 from meshauth.bus.groups import ensure_groups
 from meshauth.bus.handling import TransientError
 from meshauth.bus.producer import Producer, ProducerConfig
@@ -151,6 +151,36 @@ async def test_malformed_entry_is_dead_lettered_without_stopping(
     assert b"unknown schema version 9" in dead[2][b"error"]
     assert b"no 'd' field" in dead[0][b"error"]
     assert all(f[b"attempts"] == b"0" for f in dead)
+    assert (await redis.xpending(stream, "audit"))["pending"] == 0
+
+
+async def test_an_entry_nested_past_the_decoders_depth_is_dead_lettered_and_the_next_handled(
+    valkey_url: str, producer: Producer, redis: Redis
+) -> None:
+    """An event carrying an unknown field nested 200,000 arrays deep: msgspec skips unknown fields by
+    recursing and raises RecursionError, not a DecodeError. Unconverted, it escaped ``decode_entries``,
+    the consumer started over on its pending list and met the same entry again, forever: every entry
+    after it in the partition waited (and nothing said why but a log line a second)."""
+    handled: list[str] = []
+
+    async def handler(batch: Sequence[Delivery]) -> None:
+        handled.extend(d.event.subject for d in batch)
+
+    await ensure_groups(redis, NAMES)
+    stream = NAMES.of_key("k")
+    good = encode(audit("token.issued", subject="bomb"))
+    bomb = bytes([good[0] + 1]) + good[1:] + b"\xa1x" + b"\x91" * 200_000 + b"\xc0"  # one more field, deep
+    await redis.xadd(stream, {"d": bomb})
+    await redis.xadd(stream, {"d": b"\xdd\x00\x00\x00\x01" + bomb})  # the same inside a batch entry
+    producer.publish(AUDIT, audit("token.issued", subject="k"))
+    task = await _run(Consumer(valkey_url, AUDIT, "audit", handler, FAST))
+    await until(lambda: handled == ["k"], within=10, what="the good event after the nested ones")
+    await until(lambda: _has_dead_letters(redis), what="dead letters")
+    await _stop(task)
+    dead = [fields for _, fields in await entries(redis, NAMES.dead)]
+    assert len(dead) == 2
+    assert all(b"nested too deeply" in f[b"error"] for f in dead)
+    assert task.dead_lettered == 2
     assert (await redis.xpending(stream, "audit"))["pending"] == 0
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from meshauth.bus.events import (
     MAX_BATCH_BYTES,
+    MAX_TIME,
     STAMP_BYTES,
     AuditEvent,
     MalformedEvent,
@@ -105,9 +106,14 @@ def test_a_stamped_template_is_the_event_encode_writes(fields: dict[str, object]
     assert tpl is not None
     for at in (0.0, 1733443200.123456, -1.5, float(2**60), float("nan")):
         data = stamp(tpl, at)
-        event = decode(data)
-        assert data == encode(AuditEvent(id=event.id, time=at, **fields))  # type: ignore[arg-type]
+        event_id = msgspec.msgpack.decode(data)["id"]  # the codec's bytes, whatever the time
+        assert data == encode(AuditEvent(id=event_id, time=at, **fields))  # type: ignore[arg-type]
         assert len(data) == len(tpl[0]) + len(tpl[1]) + STAMP_BYTES
+        if 0 <= at < MAX_TIME:
+            assert decode(data).id == event_id
+        else:  # stamped as given, refused when read (no RFC 3339 form)
+            with pytest.raises(MalformedEvent, match="time"):
+                decode(data)
 
 
 def test_stamped_ids_are_unique_and_new_ids_too() -> None:

@@ -15,7 +15,7 @@ import itertools
 import os
 import struct
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 import msgspec.structs
@@ -39,6 +39,14 @@ Decision = Literal["allow", "deny"]
 SubjectType = str  # "user", "client", "admin", or a policy principal's entity type
 
 
+# Unix seconds from 1970 to before the year 9999: a time readers can write as RFC 3339. An entry timed
+# outside (a neighbour's XADD) is malformed: stored, a row in the year 33658 fitted audit_log's BIGINT,
+# headed every newest-first page and made GET /admin/audit (and /admin/analytics) a 500 for good; NaN
+# and infinity failed every handler attempt before the dead-letter stream. Checked when decoded.
+MAX_TIME = 253_402_214_400.0  # 9999-01-01T00:00:00Z
+Time = Annotated[float, msgspec.Meta(ge=0.0, lt=MAX_TIME)]
+
+
 class AuditEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     """Something that happened because of a request. ``key`` orders it (events with one key are
     handled in order): the subject, so one subject's history is in order.
@@ -48,7 +56,7 @@ class AuditEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, 
     60-117 ms full collection within 10 s at 3,000 events/s, none with auditing off)."""
 
     id: str
-    time: float  # Unix seconds
+    time: Time  # Unix seconds
     type: AuditType
     v: int = SCHEMA_VERSION
     subject: str = ""
@@ -142,11 +150,19 @@ def stamp(tpl: Template, at: float) -> bytes:
     return b"%b%b%016x\xa4time\xcb%b%b" % (tpl[0], _ID_HEAD, next(_counter), _pack_time(at), tpl[1])
 
 
+# msgspec skips a field the schema does not know by recursing into it, and past its depth raises
+# RecursionError, not a DecodeError: an entry with a deeply nested unknown field is malformed too (left
+# to escape, it restarted the consumer on it again and again, the partition's later entries waiting).
+_TOO_DEEP = "nested too deeply (an unknown field past the decoder's depth)"
+
+
 def decode(data: bytes) -> AuditEvent:
     try:
         event = _decoder.decode(data)
     except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
         raise MalformedEvent(str(exc)) from None
+    except RecursionError:
+        raise MalformedEvent(_TOO_DEEP) from None
     if event.v != SCHEMA_VERSION:
         raise MalformedEvent(f"unknown schema version {event.v} (this reader knows {SCHEMA_VERSION})")
     return event
@@ -173,6 +189,8 @@ def decode_batch(data: bytes) -> list[AuditEvent]:
         events = _batch_decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise MalformedEvent(str(exc)) from None
+    except RecursionError:
+        raise MalformedEvent(_TOO_DEEP) from None
     for event in events:
         if event.v != SCHEMA_VERSION:
             raise MalformedEvent(f"unknown schema version {event.v} (this reader knows {SCHEMA_VERSION})")
