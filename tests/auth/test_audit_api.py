@@ -146,6 +146,10 @@ async def test_since_and_until_bound_the_window(auth: Harness, workers: tuple[Au
     assert (await _audit(auth, "?since=2999-01-01T00:00:00.123456789Z"))["events"] == []
 
 
+def _raw_cursor(raw: str) -> str:
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
 def _forged_cursor(time_text: str) -> str:
     return base64.urlsafe_b64encode(f"{time_text}:x".encode()).decode().rstrip("=")
 
@@ -168,6 +172,8 @@ def _forged_cursor(time_text: str) -> str:
         ("?limit=%D9%A3", "limit"),  # Arabic-Indic 3: not a decimal the docs promise
         ("?cursor=" + _forged_cursor("9" * 60), "cursor"),  # past 64 bits (was a 500: driver overflow)
         ("?cursor=" + _forged_cursor("\u0661\u0662"), "cursor"),  # Arabic-Indic digits
+        ("?cursor=" + _raw_cursor("123:a\x00b"), "cursor"),  # NUL: PostgreSQL refuses it (was a 503)
+        ("?since=2026-12-04T10:00:00Z&since=2026-12-05T10:00:00Z", "since"),
         ("?subject=" + "x" * 300, "subject"),
         ("?store=" + "s" * 65, "store"),
         ("?action=", "action"),
