@@ -184,6 +184,33 @@ async def test_an_entry_nested_past_the_decoders_depth_is_dead_lettered_and_the_
     assert (await redis.xpending(stream, "audit"))["pending"] == 0
 
 
+async def test_an_entry_with_a_string_that_is_not_utf8_is_dead_lettered_and_the_next_handled(
+    valkey_url: str, producer: Producer, redis: Redis
+) -> None:
+    """A msgpack string holding bytes that are not UTF-8: msgspec raises UnicodeDecodeError, not a
+    DecodeError — as with the nesting above, the consumer started over on it until its delivery count
+    made it a crash letter (wrong reason, the partition waiting meanwhile)."""
+    handled: list[str] = []
+
+    async def handler(batch: Sequence[Delivery]) -> None:
+        handled.extend(d.event.subject for d in batch)
+
+    await ensure_groups(redis, NAMES)
+    stream = NAMES.of_key("k")
+    good = encode(audit("token.issued", subject="AAA"))
+    for bad in (b"\xed\xa0\x80", b"\xff\xfe\xfd"):  # a lone surrogate, bytes UTF-8 never has
+        await redis.xadd(stream, {"d": good.replace(b"\xa3AAA", b"\xa3" + bad)})
+    producer.publish(AUDIT, audit("token.issued", subject="k"))
+    task = await _run(Consumer(valkey_url, AUDIT, "audit", handler, FAST))
+    await until(lambda: handled == ["k"], within=10, what="the good event after the bad ones")
+    await until(lambda: _has_dead_letters(redis), what="dead letters")
+    await _stop(task)
+    dead = [fields for _, fields in await entries(redis, NAMES.dead)]
+    assert [f[b"attempts"] for f in dead] == [b"0", b"0"]
+    assert all(b"not UTF-8" in f[b"error"] for f in dead)
+    assert task.dead_lettered == 2
+
+
 async def test_transient_failures_retry_without_dead_lettering(
     valkey_url: str, producer: Producer, redis: Redis
 ) -> None:

@@ -150,9 +150,10 @@ def stamp(tpl: Template, at: float) -> bytes:
     return b"%b%b%016x\xa4time\xcb%b%b" % (tpl[0], _ID_HEAD, next(_counter), _pack_time(at), tpl[1])
 
 
-# msgspec skips a field the schema does not know by recursing into it, and past its depth raises
-# RecursionError, not a DecodeError: an entry with a deeply nested unknown field is malformed too (left
-# to escape, it restarted the consumer on it again and again, the partition's later entries waiting).
+# Not every malformed input is a DecodeError to msgspec: past its depth (a deeply nested unknown field,
+# skipped by recursing) it raises RecursionError, and a string that is not UTF-8 a UnicodeDecodeError.
+# Left to escape, either restarted the consumer on the entry again and again (the partitions' later
+# entries waiting) until its delivery count made it a crash letter, with the wrong reason.
 _TOO_DEEP = "nested too deeply (an unknown field past the decoder's depth)"
 
 
@@ -163,6 +164,8 @@ def decode(data: bytes) -> AuditEvent:
         raise MalformedEvent(str(exc)) from None
     except RecursionError:
         raise MalformedEvent(_TOO_DEEP) from None
+    except UnicodeDecodeError as exc:
+        raise MalformedEvent(f"a string is not UTF-8 ({exc})") from None
     if event.v != SCHEMA_VERSION:
         raise MalformedEvent(f"unknown schema version {event.v} (this reader knows {SCHEMA_VERSION})")
     return event
@@ -191,6 +194,8 @@ def decode_batch(data: bytes) -> list[AuditEvent]:
         raise MalformedEvent(str(exc)) from None
     except RecursionError:
         raise MalformedEvent(_TOO_DEEP) from None
+    except UnicodeDecodeError as exc:
+        raise MalformedEvent(f"a string is not UTF-8 ({exc})") from None
     for event in events:
         if event.v != SCHEMA_VERSION:
             raise MalformedEvent(f"unknown schema version {event.v} (this reader knows {SCHEMA_VERSION})")
