@@ -3,6 +3,7 @@ import os
 
 import msgspec
 import pytest
+from pydantic import ValidationError
 
 from meshauth.bus.events import (
     MAX_BATCH_BYTES,
@@ -20,6 +21,7 @@ from meshauth.bus.events import (
     stamp,
     template,
 )
+from meshauth.config import Settings
 
 
 def test_round_trip() -> None:
@@ -156,6 +158,25 @@ def test_a_batch_past_the_byte_bound_is_split_in_order() -> None:
     assert all(len(p) <= MAX_BATCH_BYTES + 8 for p in payloads)
     assert [e for p in payloads for e in decode_batch(p)] == events
     assert sum(batch_size(p) for p in payloads) == 300
+
+
+def test_a_payload_larger_than_any_producer_writes_is_malformed() -> None:
+    """The producer refuses an event past ``bus_max_event_bytes`` (at most 1 MiB) and splits batches past
+    ``MAX_BATCH_BYTES``, so no payload of its exceeds a batch header and 1 MiB. A neighbour's larger
+    one (a 20 MiB reason here; up to Redis's 512 MiB) was decoded and stored: one audit_log row each
+    that every page of GET /admin/audit then read and encoded whole, a thousand to a page."""
+    biggest = audit("gate.decision", reason="r" * (MAX_BATCH_BYTES - 200))
+    (payload,) = batches([encode(biggest)])
+    assert len(payload) <= MAX_BATCH_BYTES
+    assert decode_batch(payload) == [biggest]
+    assert decode_batch(encode(biggest)) == [biggest]  # the form before batches
+    most = Settings(bus_max_event_bytes=MAX_BATCH_BYTES).bus_max_event_bytes  # the setting's bound
+    with pytest.raises(ValidationError):
+        Settings(bus_max_event_bytes=most + 1)
+    huge = encode(audit("gate.decision", reason="r" * (20 * MAX_BATCH_BYTES)))
+    for data in (huge, batches([huge])[0]):
+        with pytest.raises(MalformedEvent, match="larger than"):
+            decode_batch(data)
 
 
 def test_an_entry_of_one_event_reads_as_a_batch_of_one() -> None:

@@ -115,6 +115,10 @@ _batch_decoder = msgspec.msgpack.Decoder(list[AuditEvent])
 # as a batch of one.
 _BATCH_HEAD = struct.Struct(">BI")
 MAX_BATCH_BYTES = 1024 * 1024  # a batch is split past this (the spool reads 4 MiB at a time)
+# No producer's payload is larger: an event past ``bus_max_event_bytes`` (at most MAX_BATCH_BYTES) is
+# refused at publish, batches are split past MAX_BATCH_BYTES. A larger one is a neighbour's (up to
+# Redis's 512 MiB): decoded and stored, it was a row every GET /admin/audit page read and encoded whole.
+MAX_PAYLOAD_BYTES = _BATCH_HEAD.size + MAX_BATCH_BYTES
 
 
 class MalformedEvent(ValueError):
@@ -186,6 +190,8 @@ def batch_size(data: bytes) -> int:
 
 def decode_batch(data: bytes) -> list[AuditEvent]:
     """The events of an entry's payload: a batch, or one event (as written before batches)."""
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise MalformedEvent(f"{len(data)} bytes: larger than any producer writes ({MAX_PAYLOAD_BYTES})")
     if not data or not (data[0] in (0xDC, 0xDD) or 0x90 <= data[0] <= 0x9F):
         return [decode(data)]
     try:
