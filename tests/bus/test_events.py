@@ -194,6 +194,12 @@ def test_an_entry_of_one_event_reads_as_a_batch_of_one() -> None:
         b"\x91\xc1",  # an array of garbage
         msgspec.msgpack.encode([{"id": "x", "time": 1.0, "type": "nope"}]),
         msgspec.msgpack.encode([{"id": "x", "time": 1.0, "type": "token.issued", "v": 99}]),
+        # Past audit_log's columns (id VARCHAR(40), status INTEGER, latency_us BIGINT): PostgreSQL
+        # refused the row five times before the dead-letter stream, the partition waiting; SQLite
+        # stored a long id, whose cursor then outgrew what GET /admin/audit takes back (128).
+        msgspec.msgpack.encode([{"id": "x" * 41, "time": 1.0, "type": "token.issued"}]),
+        msgspec.msgpack.encode([{"id": "x", "time": 1.0, "type": "gate.decision", "status": 2**31}]),
+        msgspec.msgpack.encode([{"id": "x", "time": 1.0, "type": "gate.decision", "latency_us": 2**63}]),
     ],
 )
 def test_a_malformed_batch_is_refused_whole(payload: bytes) -> None:

@@ -45,6 +45,12 @@ SubjectType = str  # "user", "client", "admin", or a policy principal's entity t
 # and infinity failed every handler attempt before the dead-letter stream. Checked when decoded.
 MAX_TIME = 253_402_214_400.0  # 9999-01-01T00:00:00Z
 Time = Annotated[float, msgspec.Meta(ge=0.0, lt=MAX_TIME)]
+# And what audit_log's columns hold (id VARCHAR(40), status INTEGER, latency_us BIGINT; msgspec's int
+# goes to 2^64): past them PostgreSQL refused the row on every attempt before the dead-letter stream,
+# the partition waiting, and SQLite stored an id whose cursor GET /admin/audit would not take back.
+Id = Annotated[str, msgspec.Meta(max_length=40)]
+Int32 = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 
 
 class AuditEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
@@ -55,7 +61,7 @@ class AuditEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, 
     events a busy service makes do not push the collector into full collections (measured: a
     60-117 ms full collection within 10 s at 3,000 events/s, none with auditing off)."""
 
-    id: str
+    id: Id
     time: Time  # Unix seconds
     type: AuditType
     v: int = SCHEMA_VERSION
@@ -66,9 +72,9 @@ class AuditEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, 
     store: str = ""
     resource: str = ""
     client_id: str = ""
-    status: int = 0
+    status: Int32 = 0
     reason: str = ""
-    latency_us: int = 0
+    latency_us: Int64 = 0
     cache: Literal["hit", "miss", ""] = ""
 
     @property
