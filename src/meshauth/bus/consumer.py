@@ -98,6 +98,7 @@ class Consumer:
         self._next_trim = 0.0
         self.handled = 0
         self.dead_lettered = 0
+        self.gone = 0
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -281,6 +282,12 @@ class Consumer:
             w.part.forget([*w.done, *(d[0] for d in w.dead)])
             self.handled += w.handled
             self.dead_lettered += len(w.dead)
+            self.gone += len(w.gone)
+            for entry_id in w.gone:
+                # Pending here, then trimmed (the producer's MAXLEN, a lagging group) or deleted: its
+                # events not yet handled are lost; the ack that follows would otherwise say nothing.
+                log.warning("bus %s/%s: entry %s gone from the stream before it was handled: its events are "
+                            "lost", w.stream, self.group, entry_id.decode())  # fmt: skip
             # add_many, not ``counts``: in multiprocess mode only it reaches the file a scrape reads.
             if w.handled:
                 HANDLED.add_many(w.handled, self.names.name, self.group)

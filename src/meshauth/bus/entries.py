@@ -69,6 +69,7 @@ class Work:
     done: list[bytes] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     handled: int = 0  # events handled (``done`` counts entries)
+    gone: list[bytes] = field(default_factory=list)  # pending entries found trimmed or deleted: lost
 
 
 def decode_entries(stream: str, n: int, part: Partition, entries: list[Entry], group: str = "") -> Work:
@@ -78,6 +79,7 @@ def decode_entries(stream: str, n: int, part: Partition, entries: list[Entry], g
     mine = group.encode()
     for entry_id, fields in entries:
         if fields is None:  # deleted or trimmed while pending: nothing left to handle
+            w.gone.append(entry_id)
             letters = part.letters.pop(entry_id, None)  # but what a retry set aside is still written
             if letters:
                 w.dead.extend(letters)
