@@ -211,6 +211,35 @@ async def test_an_entry_with_a_string_that_is_not_utf8_is_dead_lettered_and_the_
     assert task.dead_lettered == 2
 
 
+async def test_an_entry_for_a_group_that_reads_no_stream_here_is_dead_lettered_not_skipped(
+    valkey_url: str, producer: Producer, redis: Redis
+) -> None:
+    """Field ``g`` marks a dead letter replayed to one group (``dead_letters``): every other group
+    acknowledges it unread. Naming a group this stream does not have (a neighbour's entry; a replay
+    never writes one) it was acknowledged unread by every group: the event reached no table, and
+    nothing said so."""
+    handled: list[str] = []
+
+    async def handler(batch: Sequence[Delivery]) -> None:
+        handled.extend(d.event.subject for d in batch)
+
+    await ensure_groups(redis, NAMES)
+    stream = NAMES.of_key("k")
+    await redis.xadd(stream, {"d": encode(audit("token.issued", subject="nobody's")), "g": "nobody"})
+    await redis.xadd(stream, {"d": encode(audit("token.issued", subject="analytics'")), "g": "analytics"})
+    await redis.xadd(stream, {"d": encode(audit("token.issued", subject="mine")), "g": "audit"})
+    producer.publish(AUDIT, audit("token.issued", subject="k"))
+    task = await _run(Consumer(valkey_url, AUDIT, "audit", handler, FAST))
+    await until(lambda: handled == ["mine", "k"], within=10, what="the entries for this group")
+    await until(lambda: _has_dead_letters(redis), what="dead letters")
+    await _stop(task)
+    (dead,) = [fields for _, fields in await entries(redis, NAMES.dead)]
+    assert dead[b"group"] == b"audit"
+    assert b"'nobody'" in dead[b"error"]
+    assert decode(dead[b"d"]).subject == "nobody's"
+    assert (await redis.xpending(stream, "audit"))["pending"] == 0
+
+
 async def test_transient_failures_retry_without_dead_lettering(
     valkey_url: str, producer: Producer, redis: Redis
 ) -> None:

@@ -213,7 +213,7 @@ class Consumer:
             if part is None:
                 continue
             if entries:
-                works.append(decode_entries(stream, n, part, entries, self.group))
+                works.append(decode_entries(stream, n, part, entries, self.group, self.names.groups))
             elif part.backlog:
                 part.backlog = part.careful = False
         for stream, position in streams.items():
@@ -229,7 +229,9 @@ class Consumer:
         entries = await own_pending(redis, stream, self.group, self.name, 1 if part.careful else self.config.count)
         if not entries:
             part.backlog = part.careful = part.retry = False
-        await self._handle(redis, [decode_entries(stream, n, part, entries, self.group)] if entries else [])
+        await self._handle(
+            redis, [decode_entries(stream, n, part, entries, self.group, self.names.groups)] if entries else []
+        )
 
     async def _recover(self, redis: RedisConn, n: int, part: Partition) -> None:
         stream = self.names.partition(n)

@@ -72,11 +72,15 @@ class Work:
     gone: list[bytes] = field(default_factory=list)  # pending entries found trimmed or deleted: lost
 
 
-def decode_entries(stream: str, n: int, part: Partition, entries: list[Entry], group: str = "") -> Work:
+def decode_entries(
+    stream: str, n: int, part: Partition, entries: list[Entry], group: str = "", groups: tuple[str, ...] = ()
+) -> Work:
     """``entries`` as deliveries for ``group``; an entry for another group alone (a replayed dead
-    letter, field ``g``: ``dead_letters``) is acknowledged unread."""
+    letter, field ``g``: ``dead_letters``) is acknowledged unread — unless that group is not one of
+    ``groups`` (the stream's): then no group would handle it, and it is dead-lettered."""
     w = Work(stream, n, part, [])
     mine = group.encode()
+    declared = {g.encode() for g in groups}
     for entry_id, fields in entries:
         if fields is None:  # deleted or trimmed while pending: nothing left to handle
             w.gone.append(entry_id)
@@ -87,10 +91,14 @@ def decode_entries(stream: str, n: int, part: Partition, entries: list[Entry], g
                 w.done.append(entry_id)
             continue
         only = fields.get(b"g")
-        if only is not None and only != mine:
-            w.done.append(entry_id)
-            continue
         payload = fields.get(b"d")
+        if only is not None and only != mine:
+            if not declared or only in declared:
+                w.done.append(entry_id)
+            else:
+                error = f"for group {text(only)!r}, which does not read this stream: no group would handle it"
+                w.dead.append((entry_id, payload if payload is not None else repr(fields).encode(), error, 0))
+            continue
         try:
             if payload is None:
                 raise MalformedEvent(f"no 'd' field (fields: {sorted(k.decode('latin-1') for k in fields)})")
