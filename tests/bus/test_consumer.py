@@ -1,3 +1,4 @@
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -393,6 +394,43 @@ async def test_retries_while_the_database_is_away_are_not_taken_for_crashes(
         await until(lambda: set(seen) == set(ids), within=10, what="every event handled by the successor")
     finally:
         await _stop(second)
+    assert await redis.xlen(NAMES.dead) == 0
+
+
+async def test_several_handovers_through_a_database_outage_are_not_taken_for_crashes(
+    valkey_url: str, producer: Producer, redis: Redis
+) -> None:
+    """As above, with the partitions handed over several times (a rolling restart during the outage,
+    workers joining and leaving). The backlog was re-read with XREADGROUP … 0, which Redis counts as
+    a delivery: at the seventh handover (max_attempts 3) the oldest pending entries were dead-lettered
+    as "delivered 7 times … its holders died handling it", though no holder had died."""
+    calls = [0]
+
+    async def away(batch: Sequence[Delivery]) -> None:
+        calls[0] += 1
+        raise TransientError("database away")
+
+    ids = []
+    for i in range(10):
+        event = audit("token.issued", subject=f"s{i % 5}")
+        ids.append(event.id)
+        producer.publish(AUDIT, event)
+    for round_ in range(2 * FAST.max_attempts + 2):
+        calls[0] = 0
+        holder = await _run(Consumer(valkey_url, AUDIT, "audit", away, FAST, name=f"holder{round_}"))
+        await until(lambda: calls[0] >= 4, what="the holder retried through the outage")
+        await asyncio.sleep(FAST.min_idle + 0.1)
+        await _stop(holder)
+    seen: list[str] = []
+
+    async def handler(batch: Sequence[Delivery]) -> None:
+        seen.extend(d.event.id for d in batch)
+
+    last = await _run(Consumer(valkey_url, AUDIT, "audit", handler, FAST, name="last"))
+    try:
+        await until(lambda: set(seen) == set(ids), within=10, what="every event handled at last")
+    finally:
+        await _stop(last)
     assert await redis.xlen(NAMES.dead) == 0
 
 
