@@ -316,6 +316,27 @@ async def test_trimming_keeps_what_a_group_has_not_acknowledged(
     assert sum([await redis.xlen(s) for s in NAMES.all()]) == 0
 
 
+async def test_trimming_forgets_consumers_idle_with_nothing_pending(redis: Redis) -> None:
+    """Each worker start reads under a new consumer name; the old names stayed in every partition's
+    group for good (Redis memory, ``meshauth bus status`` growing with each restart). Trimming deletes
+    those idle past the bound with nothing pending; one holding entries, or seen lately, stays."""
+    await ensure_groups(redis, NAMES)
+    stream = NAMES.partition(0)
+    for name in ("gone", "holding"):
+        await redis.xadd(stream, {"d": encode(audit("token.issued", subject=name))})
+        await redis.xreadgroup("audit", name, {stream: ">"})
+        if name == "gone":
+            ((entry_id, _),) = await entries(redis, stream)
+            await redis.xack(stream, "audit", entry_id)
+    await asyncio.sleep(0.3)
+    await redis.xreadgroup("audit", "reading", {stream: ">"})  # seen just now, nothing pending
+    await trim(redis, NAMES, idle_consumer_ms=200)
+    left = {c["name"] for c in await redis.xinfo_consumers(stream, "audit")}
+    assert left == {b"holding", b"reading"}
+    await trim(redis, NAMES)  # the default bound: an hour
+    assert len(await redis.xinfo_consumers(stream, "audit")) == 2
+
+
 async def _all_acked(redis: Redis, group: str) -> bool:
     for stream in NAMES.all():
         info = {g["name"].decode(): g for g in await redis.xinfo_groups(stream)}[group]
