@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from meshauth.bus.consumer import Consumer, ConsumerConfig
 from meshauth.bus.entries import Delivery
-from meshauth.bus.events import audit, decode, decode_batch, encode
+from meshauth.bus.events import MAX_PAYLOAD_BYTES, audit, decode, decode_batch, encode
 from meshauth.bus.groups import ensure_groups
 from meshauth.bus.handling import TransientError
 from meshauth.bus.producer import Producer, ProducerConfig
@@ -239,6 +239,31 @@ async def test_an_entry_for_a_group_that_reads_no_stream_here_is_dead_lettered_n
     assert b"'nobody'" in dead[b"error"]
     assert decode(dead[b"d"]).subject == "nobody's"
     assert (await redis.xpending(stream, "audit"))["pending"] == 0
+
+
+async def test_a_huge_malformed_entry_is_dead_lettered_cut_to_what_a_producer_writes(
+    valkey_url: str, producer: Producer, redis: Redis
+) -> None:
+    """A 3 MiB payload (no producer writes over a batch header and 1 MiB) and an entry of 5,000 fields
+    without one: their dead letters keep the payload's first MAX_PAYLOAD_BYTES and a sample of the
+    fields — the whole entry was copied into the dead-letter stream."""
+    handled: list[str] = []
+
+    async def handler(batch: Sequence[Delivery]) -> None:
+        handled.extend(d.event.subject for d in batch)
+
+    await ensure_groups(redis, NAMES)
+    stream = NAMES.of_key("k")
+    await redis.xadd(stream, {"d": b"\x00" * (3 * MAX_PAYLOAD_BYTES)})
+    await redis.xadd(stream, {f"f{i}": "v" * 100 for i in range(5000)})
+    producer.publish(AUDIT, audit("token.issued", subject="k"))
+    task = await _run(Consumer(valkey_url, AUDIT, "audit", handler, FAST))
+    await until(lambda: handled == ["k"], within=10, what="the good event after the huge ones")
+    await until(lambda: _has_dead_letters(redis), what="dead letters")
+    await _stop(task)
+    big, fields = [f for _, f in await entries(redis, NAMES.dead)]
+    assert len(big[b"d"]) == MAX_PAYLOAD_BYTES and b"larger than any producer writes" in big[b"error"]
+    assert len(fields[b"d"]) < 20_000 and b"no 'd' field" in fields[b"error"]
 
 
 async def test_transient_failures_retry_without_dead_lettering(

@@ -6,11 +6,12 @@ Kept apart from ``consumer`` (which decides what to read and when) so each stays
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, cast
 
-from meshauth.bus.events import AuditEvent, MalformedEvent, decode_batch
+from meshauth.bus.events import MAX_PAYLOAD_BYTES, AuditEvent, MalformedEvent, decode_batch
 from meshauth.redis_client import RedisConn
 
 Entry = tuple[bytes, dict[bytes, bytes] | None]
@@ -97,14 +98,14 @@ def decode_entries(
                 w.done.append(entry_id)
             else:
                 error = f"for group {text(only)!r}, which does not read this stream: no group would handle it"
-                w.dead.append((entry_id, payload if payload is not None else repr(fields).encode(), error, 0))
+                w.dead.append((entry_id, _kept(payload, fields), error, 0))
             continue
         try:
             if payload is None:
                 raise MalformedEvent(f"no 'd' field (fields: {sorted(k.decode('latin-1') for k in fields)})")
             events = decode_batch(payload)
         except MalformedEvent as exc:
-            w.dead.append((entry_id, payload if payload is not None else repr(fields).encode(), str(exc), 0))
+            w.dead.append((entry_id, _kept(payload, fields), str(exc), 0))
             continue
         if not events:
             w.done.append(entry_id)
@@ -112,6 +113,15 @@ def decode_entries(
         sid = entry_id.decode()
         w.batch.extend((entry_id, Delivery(sid, n, event, i)) for i, event in enumerate(events))
     return w
+
+
+def _kept(payload: bytes | None, fields: dict[bytes, bytes]) -> bytes:
+    """What a malformed entry's dead letter keeps: its payload up to what a producer could write (more
+    is no event: it cannot be replayed), or without one a sample of its fields. Whole, a neighbour's
+    512 MiB entry was copied into the dead-letter stream, and ``dead-letters list`` read 100 at a time."""
+    if payload is not None:
+        return payload[:MAX_PAYLOAD_BYTES]
+    return repr({k[:64]: v[:256] for k, v in itertools.islice(fields.items(), 32)}).encode()
 
 
 async def settle(redis: RedisConn, works: list[Work], dead_stream: str, group: str) -> bool:
