@@ -16,6 +16,7 @@ from meshauth.bus.handling import TransientError
 from meshauth.bus.producer import Producer, ProducerConfig
 from meshauth.bus.retention import trim
 from meshauth.bus.streams import AUDIT, StreamNames
+from tests.bus.conftest import cuttable_proxy
 from tests.bus.helpers import entries, read_all, until
 
 NAMES = StreamNames("meshauth:", AUDIT, 2)
@@ -264,6 +265,42 @@ async def test_a_huge_malformed_entry_is_dead_lettered_cut_to_what_a_producer_wr
     big, fields = [f for _, f in await entries(redis, NAMES.dead)]
     assert len(big[b"d"]) == MAX_PAYLOAD_BYTES and b"larger than any producer writes" in big[b"error"]
     assert len(fields[b"d"]) < 20_000 and b"no 'd' field" in fields[b"error"]
+
+
+async def test_a_read_whose_acks_redis_never_took_is_read_again_after_the_reconnect(
+    valkey_url: str, producer: Producer, redis: Redis
+) -> None:
+    """The connection drops between the read and its settle (the handler done, the MULTI of acks and
+    dead letters lost). The consumer reconnected and read on from ``>``: what the read had left pending
+    (a malformed entry's dead letter never written, events handled but not acked) was never read again
+    by it — stuck until a restart or a lost lease, holding retention back, and gone without a trace
+    once the producer's MAXLEN trimmed it. After a Redis error the leased partitions are recovered."""
+    async with cuttable_proxy(valkey_url) as proxy:
+        calls = [0]
+
+        async def handler(batch: Sequence[Delivery]) -> None:
+            calls[0] += 1
+            if calls[0] == 1:
+                await proxy.sever()  # the settle after this handler cannot reach Redis
+
+        await ensure_groups(redis, NAMES)
+        stream = NAMES.of_key("k")
+        await redis.xadd(stream, {"d": b"\xc1garbage"})
+        producer.publish(AUDIT, audit("token.issued", subject="k"))
+        await producer.flushed()
+        task = await _run(Consumer(proxy.url, AUDIT, "audit", handler, FAST))
+        await until(lambda: calls[0] >= 1, what="the first read handled")
+        await asyncio.wait_for(proxy.refused.wait(), timeout=10)  # it noticed, and cannot come back yet
+        proxy.restore()
+
+        async def settled() -> bool:
+            return (await redis.xpending(stream, "audit"))["pending"] == 0 and await _has_dead_letters(redis)
+
+        try:
+            await until(settled, within=10, what="the read left pending settled after the reconnect")
+        finally:
+            await _stop(task)
+        assert calls[0] == 2  # handled again (idempotent handlers), then acked
 
 
 async def test_transient_failures_retry_without_dead_lettering(

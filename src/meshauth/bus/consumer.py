@@ -143,6 +143,10 @@ class Consumer:
                 if self._stopping:
                     return
                 log.warning("bus consumer %s: Redis unavailable (%s); retrying in %.2fs", self.name, exc, backoff)
+                # A read's entries may be pending with no settle to come (its MULTI, or the read's own
+                # reply, lost with the connection): recover the partitions, so they are read again
+                # rather than left pending behind the live reads until a restart.
+                self._parts = {n: Partition() for n in self.leases.owned}
                 self._next_maintenance = 0.0
             except Exception:
                 # A bug met on one entry must not end the worker: log it, start over (reads resume
