@@ -58,3 +58,18 @@ def test_p95_comes_from_the_histogram_within_a_bucket() -> None:
     assert 950 <= p95 <= 950 * 1.2
     assert quantile_us({}, 0.95) is None
     assert upper_us(bucket(10**12)) > 3600e6 * 0.9
+
+
+async def test_a_store_or_action_holding_nul_is_counted(db_url: str) -> None:
+    """A decision event whose store or action holds NUL (an AuthZEN action name is a client's JSON
+    string; any entry a neighbour writes). PostgreSQL's text refuses NUL: the fold failed, five attempts
+    a retry delay apart (a second at the defaults, the partition waiting), then the decision was
+    dead-lettered — the audit group kept it, its writer marks the character. Marked here as there."""
+    engine = create_engine(db_url)
+    writer = AnalyticsWriter(engine)
+    event = audit("policy.decision", store="s\x00", action="read\x00", decision="allow", latency_us=5)
+    await writer([Delivery("1-0", 0, event)])
+    async with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in await conn.execute(sa.select(analytics_minutes))]
+    await engine.dispose()
+    assert [(r["store"], r["action"], r["requests"]) for r in rows] == [("s\ufffd", "read\ufffd", 1)]

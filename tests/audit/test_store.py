@@ -1,3 +1,4 @@
+import msgspec
 import pytest
 import sqlalchemy as sa
 
@@ -44,6 +45,20 @@ async def test_hostile_values_are_stored_not_refused(db_url: str) -> None:
     assert row["subject"] == ("al\ufffdice" + "x" * 500)[:256]
     assert row["client_id"] == "c" * 128
     assert row["reason"] == "r\ufffd"
+
+
+async def test_an_id_holding_nul_is_stored_marked(db_url: str) -> None:
+    """As the other text columns: PostgreSQL refused the row ("invalid byte sequence ... 0x00") five
+    times, then it went to the dead-letter stream, the partition waiting meanwhile."""
+    event = audit("token.issued", subject="s")
+    engine = create_engine(db_url)
+    writer = AuditWriter(engine)
+    forged = Delivery("1-0", 0, msgspec.structs.replace(event, id="a\x00b"))
+    await writer([forged])
+    await writer([forged])  # still idempotent
+    await writer.close()
+    await engine.dispose()
+    assert [r["id"] for r in await _rows(db_url)] == ["a\ufffdb"]
 
 
 async def test_an_unreachable_database_is_transient() -> None:

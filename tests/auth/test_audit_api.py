@@ -7,14 +7,16 @@ import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 import pytest
+from redis.asyncio import Redis
 
 from meshauth.analytics.store import AnalyticsWriter
 from meshauth.audit.store import AuditWriter
 from meshauth.bus.consumer import Consumer, ConsumerConfig
-from meshauth.bus.streams import AUDIT
+from meshauth.bus.streams import AUDIT, StreamNames
 from tests.auth.conftest import PASSWORD, SECRET, Harness, basic
-from tests.bus.helpers import until
+from tests.bus.helpers import entries, until
 
 FAST = ConsumerConfig(block=0.05, min_idle=0.5, lease_ttl=1.0, retry_delay=0.01)
 
@@ -144,6 +146,10 @@ async def test_since_and_until_bound_the_window(auth: Harness, workers: tuple[Au
     assert (await _audit(auth, "?since=2999-01-01T00:00:00.123456789Z"))["events"] == []
 
 
+def _raw_cursor(raw: str) -> str:
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
 def _forged_cursor(time_text: str) -> str:
     return base64.urlsafe_b64encode(f"{time_text}:x".encode()).decode().rstrip("=")
 
@@ -166,6 +172,8 @@ def _forged_cursor(time_text: str) -> str:
         ("?limit=%D9%A3", "limit"),  # Arabic-Indic 3: not a decimal the docs promise
         ("?cursor=" + _forged_cursor("9" * 60), "cursor"),  # past 64 bits (was a 500: driver overflow)
         ("?cursor=" + _forged_cursor("\u0661\u0662"), "cursor"),  # Arabic-Indic digits
+        ("?cursor=" + _raw_cursor("123:a\x00b"), "cursor"),  # NUL: PostgreSQL refuses it (was a 503)
+        ("?since=2026-12-04T10:00:00Z&since=2026-12-05T10:00:00Z", "since"),
         ("?subject=" + "x" * 300, "subject"),
         ("?store=" + "s" * 65, "store"),
         ("?action=", "action"),
@@ -215,3 +223,31 @@ async def test_analytics_counts_decisions_per_minute(
     assert all(m["store"] == "" and m["p95_latency_ms"] is not None for m in rows)
     bad = await auth.http.get("/admin/analytics?since=soon", headers=auth.admin)
     assert bad.status_code == 400 and bad.json()["field"] == "since"
+
+
+async def test_an_event_timed_past_what_a_date_can_say_is_dead_lettered_not_a_500_for_every_reader(
+    auth: Harness, workers: tuple[AuditWriter, AnalyticsWriter], redis: Redis
+) -> None:
+    """A stream entry timed in the year 33658 (or before year 1) fitted audit_log's BIGINT and was
+    stored; newest first, it headed every unfiltered page, and GET /admin/audit (and, through its
+    analytics row, GET /admin/analytics) answered 500 for good (the row's time has no RFC 3339 form).
+    NaN and infinity were only dead-lettered after every attempt. The schema bounds ``time``."""
+    writer, _ = workers
+    await auth.add_client()
+    await _stored(auth, writer, 1)
+    names = StreamNames("meshauth:", AUDIT, 4)
+    for when in (1e12, -1e12, float("nan"), float("inf")):
+        event = msgspec.msgpack.encode(
+            {"id": f"far{when}", "time": when, "type": "gate.decision", "decision": "allow", "subject": "s"}
+        )
+        await redis.xadd(names.of_key("s"), {"d": event})
+    await until(lambda: _dead_letters(redis, names.dead, 8), what="8 dead letters (4 events, 2 groups)")
+    assert (await _audit(auth))["events"]
+    r = await auth.http.get("/admin/analytics?since=2000-01-01T00:00:00Z", headers=auth.admin)
+    assert r.status_code == 200, r.text
+    dead = [fields for _, fields in await entries(redis, names.dead)]
+    assert all(f[b"attempts"] == b"0" and b"time" in f[b"error"] for f in dead)
+
+
+async def _dead_letters(redis: Redis, key: str, n: int) -> bool:
+    return int(await redis.xlen(key)) >= n

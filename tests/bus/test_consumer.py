@@ -1,3 +1,4 @@
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -9,12 +10,13 @@ from redis.asyncio import Redis
 
 from meshauth.bus.consumer import Consumer, ConsumerConfig
 from meshauth.bus.entries import Delivery
-from meshauth.bus.events import audit, decode, decode_batch
+from meshauth.bus.events import MAX_PAYLOAD_BYTES, audit, decode, decode_batch, encode
 from meshauth.bus.groups import ensure_groups
 from meshauth.bus.handling import TransientError
 from meshauth.bus.producer import Producer, ProducerConfig
 from meshauth.bus.retention import trim
 from meshauth.bus.streams import AUDIT, StreamNames
+from tests.bus.conftest import cuttable_proxy
 from tests.bus.helpers import entries, read_all, until
 
 NAMES = StreamNames("meshauth:", AUDIT, 2)
@@ -154,6 +156,153 @@ async def test_malformed_entry_is_dead_lettered_without_stopping(
     assert (await redis.xpending(stream, "audit"))["pending"] == 0
 
 
+async def test_an_entry_nested_past_the_decoders_depth_is_dead_lettered_and_the_next_handled(
+    valkey_url: str, producer: Producer, redis: Redis
+) -> None:
+    """An event carrying an unknown field nested 200,000 arrays deep: msgspec skips unknown fields by
+    recursing and raises RecursionError, not a DecodeError. Unconverted, it escaped ``decode_entries``,
+    the consumer started over on its pending list and met the same entry again, forever: every entry
+    after it in the partition waited (and nothing said why but a log line a second)."""
+    handled: list[str] = []
+
+    async def handler(batch: Sequence[Delivery]) -> None:
+        handled.extend(d.event.subject for d in batch)
+
+    await ensure_groups(redis, NAMES)
+    stream = NAMES.of_key("k")
+    good = encode(audit("token.issued", subject="bomb"))
+    bomb = bytes([good[0] + 1]) + good[1:] + b"\xa1x" + b"\x91" * 200_000 + b"\xc0"  # one more field, deep
+    await redis.xadd(stream, {"d": bomb})
+    await redis.xadd(stream, {"d": b"\xdd\x00\x00\x00\x01" + bomb})  # the same inside a batch entry
+    producer.publish(AUDIT, audit("token.issued", subject="k"))
+    task = await _run(Consumer(valkey_url, AUDIT, "audit", handler, FAST))
+    await until(lambda: handled == ["k"], within=10, what="the good event after the nested ones")
+    await until(lambda: _has_dead_letters(redis), what="dead letters")
+    await _stop(task)
+    dead = [fields for _, fields in await entries(redis, NAMES.dead)]
+    assert len(dead) == 2
+    assert all(b"nested too deeply" in f[b"error"] for f in dead)
+    assert task.dead_lettered == 2
+    assert (await redis.xpending(stream, "audit"))["pending"] == 0
+
+
+async def test_an_entry_with_a_string_that_is_not_utf8_is_dead_lettered_and_the_next_handled(
+    valkey_url: str, producer: Producer, redis: Redis
+) -> None:
+    """A msgpack string holding bytes that are not UTF-8: msgspec raises UnicodeDecodeError, not a
+    DecodeError — as with the nesting above, the consumer started over on it until its delivery count
+    made it a crash letter (wrong reason, the partition waiting meanwhile)."""
+    handled: list[str] = []
+
+    async def handler(batch: Sequence[Delivery]) -> None:
+        handled.extend(d.event.subject for d in batch)
+
+    await ensure_groups(redis, NAMES)
+    stream = NAMES.of_key("k")
+    good = encode(audit("token.issued", subject="AAA"))
+    for bad in (b"\xed\xa0\x80", b"\xff\xfe\xfd"):  # a lone surrogate, bytes UTF-8 never has
+        await redis.xadd(stream, {"d": good.replace(b"\xa3AAA", b"\xa3" + bad)})
+    producer.publish(AUDIT, audit("token.issued", subject="k"))
+    task = await _run(Consumer(valkey_url, AUDIT, "audit", handler, FAST))
+    await until(lambda: handled == ["k"], within=10, what="the good event after the bad ones")
+    await until(lambda: _has_dead_letters(redis), what="dead letters")
+    await _stop(task)
+    dead = [fields for _, fields in await entries(redis, NAMES.dead)]
+    assert [f[b"attempts"] for f in dead] == [b"0", b"0"]
+    assert all(b"not UTF-8" in f[b"error"] for f in dead)
+    assert task.dead_lettered == 2
+
+
+async def test_an_entry_for_a_group_that_reads_no_stream_here_is_dead_lettered_not_skipped(
+    valkey_url: str, producer: Producer, redis: Redis
+) -> None:
+    """Field ``g`` marks a dead letter replayed to one group (``dead_letters``): every other group
+    acknowledges it unread. Naming a group this stream does not have (a neighbour's entry; a replay
+    never writes one) it was acknowledged unread by every group: the event reached no table, and
+    nothing said so."""
+    handled: list[str] = []
+
+    async def handler(batch: Sequence[Delivery]) -> None:
+        handled.extend(d.event.subject for d in batch)
+
+    await ensure_groups(redis, NAMES)
+    stream = NAMES.of_key("k")
+    await redis.xadd(stream, {"d": encode(audit("token.issued", subject="nobody's")), "g": "nobody"})
+    await redis.xadd(stream, {"d": encode(audit("token.issued", subject="analytics'")), "g": "analytics"})
+    await redis.xadd(stream, {"d": encode(audit("token.issued", subject="mine")), "g": "audit"})
+    producer.publish(AUDIT, audit("token.issued", subject="k"))
+    task = await _run(Consumer(valkey_url, AUDIT, "audit", handler, FAST))
+    await until(lambda: handled == ["mine", "k"], within=10, what="the entries for this group")
+    await until(lambda: _has_dead_letters(redis), what="dead letters")
+    await _stop(task)
+    (dead,) = [fields for _, fields in await entries(redis, NAMES.dead)]
+    assert dead[b"group"] == b"audit"
+    assert b"'nobody'" in dead[b"error"]
+    assert decode(dead[b"d"]).subject == "nobody's"
+    assert (await redis.xpending(stream, "audit"))["pending"] == 0
+
+
+async def test_a_huge_malformed_entry_is_dead_lettered_cut_to_what_a_producer_writes(
+    valkey_url: str, producer: Producer, redis: Redis
+) -> None:
+    """A 3 MiB payload (no producer writes over a batch header and 1 MiB) and an entry of 5,000 fields
+    without one: their dead letters keep the payload's first MAX_PAYLOAD_BYTES and a sample of the
+    fields — the whole entry was copied into the dead-letter stream."""
+    handled: list[str] = []
+
+    async def handler(batch: Sequence[Delivery]) -> None:
+        handled.extend(d.event.subject for d in batch)
+
+    await ensure_groups(redis, NAMES)
+    stream = NAMES.of_key("k")
+    await redis.xadd(stream, {"d": b"\x00" * (3 * MAX_PAYLOAD_BYTES)})
+    await redis.xadd(stream, {f"f{i}": "v" * 100 for i in range(5000)})
+    producer.publish(AUDIT, audit("token.issued", subject="k"))
+    task = await _run(Consumer(valkey_url, AUDIT, "audit", handler, FAST))
+    await until(lambda: handled == ["k"], within=10, what="the good event after the huge ones")
+    await until(lambda: _has_dead_letters(redis), what="dead letters")
+    await _stop(task)
+    big, fields = [f for _, f in await entries(redis, NAMES.dead)]
+    assert len(big[b"d"]) == MAX_PAYLOAD_BYTES and b"larger than any producer writes" in big[b"error"]
+    assert len(fields[b"d"]) < 20_000 and b"no 'd' field" in fields[b"error"]
+
+
+async def test_a_read_whose_acks_redis_never_took_is_read_again_after_the_reconnect(
+    valkey_url: str, producer: Producer, redis: Redis
+) -> None:
+    """The connection drops between the read and its settle (the handler done, the MULTI of acks and
+    dead letters lost). The consumer reconnected and read on from ``>``: what the read had left pending
+    (a malformed entry's dead letter never written, events handled but not acked) was never read again
+    by it — stuck until a restart or a lost lease, holding retention back, and gone without a trace
+    once the producer's MAXLEN trimmed it. After a Redis error the leased partitions are recovered."""
+    async with cuttable_proxy(valkey_url) as proxy:
+        calls = [0]
+
+        async def handler(batch: Sequence[Delivery]) -> None:
+            calls[0] += 1
+            if calls[0] == 1:
+                await proxy.sever()  # the settle after this handler cannot reach Redis
+
+        await ensure_groups(redis, NAMES)
+        stream = NAMES.of_key("k")
+        await redis.xadd(stream, {"d": b"\xc1garbage"})
+        producer.publish(AUDIT, audit("token.issued", subject="k"))
+        await producer.flushed()
+        task = await _run(Consumer(proxy.url, AUDIT, "audit", handler, FAST))
+        await until(lambda: calls[0] >= 1, what="the first read handled")
+        await asyncio.wait_for(proxy.refused.wait(), timeout=10)  # it noticed, and cannot come back yet
+        proxy.restore()
+
+        async def settled() -> bool:
+            return (await redis.xpending(stream, "audit"))["pending"] == 0 and await _has_dead_letters(redis)
+
+        try:
+            await until(settled, within=10, what="the read left pending settled after the reconnect")
+        finally:
+            await _stop(task)
+        assert calls[0] == 2  # handled again (idempotent handlers), then acked
+
+
 async def test_transient_failures_retry_without_dead_lettering(
     valkey_url: str, producer: Producer, redis: Redis
 ) -> None:
@@ -227,6 +376,27 @@ async def test_trimming_keeps_what_a_group_has_not_acknowledged(
     await _stop(other)
     assert removed == written
     assert sum([await redis.xlen(s) for s in NAMES.all()]) == 0
+
+
+async def test_trimming_forgets_consumers_idle_with_nothing_pending(redis: Redis) -> None:
+    """Each worker start reads under a new consumer name; the old names stayed in every partition's
+    group for good (Redis memory, ``meshauth bus status`` growing with each restart). Trimming deletes
+    those idle past the bound with nothing pending; one holding entries, or seen lately, stays."""
+    await ensure_groups(redis, NAMES)
+    stream = NAMES.partition(0)
+    for name in ("gone", "holding"):
+        await redis.xadd(stream, {"d": encode(audit("token.issued", subject=name))})
+        await redis.xreadgroup("audit", name, {stream: ">"})
+        if name == "gone":
+            ((entry_id, _),) = await entries(redis, stream)
+            await redis.xack(stream, "audit", entry_id)
+    await asyncio.sleep(0.3)
+    await redis.xreadgroup("audit", "reading", {stream: ">"})  # seen just now, nothing pending
+    await trim(redis, NAMES, idle_consumer_ms=200)
+    left = {c["name"] for c in await redis.xinfo_consumers(stream, "audit")}
+    assert left == {b"holding", b"reading"}
+    await trim(redis, NAMES)  # the default bound: an hour
+    assert len(await redis.xinfo_consumers(stream, "audit")) == 2
 
 
 async def _all_acked(redis: Redis, group: str) -> bool:
@@ -307,6 +477,43 @@ async def test_retries_while_the_database_is_away_are_not_taken_for_crashes(
         await until(lambda: set(seen) == set(ids), within=10, what="every event handled by the successor")
     finally:
         await _stop(second)
+    assert await redis.xlen(NAMES.dead) == 0
+
+
+async def test_several_handovers_through_a_database_outage_are_not_taken_for_crashes(
+    valkey_url: str, producer: Producer, redis: Redis
+) -> None:
+    """As above, with the partitions handed over several times (a rolling restart during the outage,
+    workers joining and leaving). The backlog was re-read with XREADGROUP … 0, which Redis counts as
+    a delivery: at the seventh handover (max_attempts 3) the oldest pending entries were dead-lettered
+    as "delivered 7 times … its holders died handling it", though no holder had died."""
+    calls = [0]
+
+    async def away(batch: Sequence[Delivery]) -> None:
+        calls[0] += 1
+        raise TransientError("database away")
+
+    ids = []
+    for i in range(10):
+        event = audit("token.issued", subject=f"s{i % 5}")
+        ids.append(event.id)
+        producer.publish(AUDIT, event)
+    for round_ in range(2 * FAST.max_attempts + 2):
+        calls[0] = 0
+        holder = await _run(Consumer(valkey_url, AUDIT, "audit", away, FAST, name=f"holder{round_}"))
+        await until(lambda: calls[0] >= 4, what="the holder retried through the outage")
+        await asyncio.sleep(FAST.min_idle + 0.1)
+        await _stop(holder)
+    seen: list[str] = []
+
+    async def handler(batch: Sequence[Delivery]) -> None:
+        seen.extend(d.event.id for d in batch)
+
+    last = await _run(Consumer(valkey_url, AUDIT, "audit", handler, FAST, name="last"))
+    try:
+        await until(lambda: set(seen) == set(ids), within=10, what="every event handled at last")
+    finally:
+        await _stop(last)
     assert await redis.xlen(NAMES.dead) == 0
 
 

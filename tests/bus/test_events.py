@@ -3,9 +3,11 @@ import os
 
 import msgspec
 import pytest
+from pydantic import ValidationError
 
 from meshauth.bus.events import (
     MAX_BATCH_BYTES,
+    MAX_TIME,
     STAMP_BYTES,
     AuditEvent,
     MalformedEvent,
@@ -19,6 +21,7 @@ from meshauth.bus.events import (
     stamp,
     template,
 )
+from meshauth.config import Settings
 
 
 def test_round_trip() -> None:
@@ -105,9 +108,14 @@ def test_a_stamped_template_is_the_event_encode_writes(fields: dict[str, object]
     assert tpl is not None
     for at in (0.0, 1733443200.123456, -1.5, float(2**60), float("nan")):
         data = stamp(tpl, at)
-        event = decode(data)
-        assert data == encode(AuditEvent(id=event.id, time=at, **fields))  # type: ignore[arg-type]
+        event_id = msgspec.msgpack.decode(data)["id"]  # the codec's bytes, whatever the time
+        assert data == encode(AuditEvent(id=event_id, time=at, **fields))  # type: ignore[arg-type]
         assert len(data) == len(tpl[0]) + len(tpl[1]) + STAMP_BYTES
+        if 0 <= at < MAX_TIME:
+            assert decode(data).id == event_id
+        else:  # stamped as given, refused when read (no RFC 3339 form)
+            with pytest.raises(MalformedEvent, match="time"):
+                decode(data)
 
 
 def test_stamped_ids_are_unique_and_new_ids_too() -> None:
@@ -152,6 +160,25 @@ def test_a_batch_past_the_byte_bound_is_split_in_order() -> None:
     assert sum(batch_size(p) for p in payloads) == 300
 
 
+def test_a_payload_larger_than_any_producer_writes_is_malformed() -> None:
+    """The producer refuses an event past ``bus_max_event_bytes`` (at most 1 MiB) and splits batches past
+    ``MAX_BATCH_BYTES``, so no payload of its exceeds a batch header and 1 MiB. A neighbour's larger
+    one (a 20 MiB reason here; up to Redis's 512 MiB) was decoded and stored: one audit_log row each
+    that every page of GET /admin/audit then read and encoded whole, a thousand to a page."""
+    biggest = audit("gate.decision", reason="r" * (MAX_BATCH_BYTES - 200))
+    (payload,) = batches([encode(biggest)])
+    assert len(payload) <= MAX_BATCH_BYTES
+    assert decode_batch(payload) == [biggest]
+    assert decode_batch(encode(biggest)) == [biggest]  # the form before batches
+    most = Settings(bus_max_event_bytes=MAX_BATCH_BYTES).bus_max_event_bytes  # the setting's bound
+    with pytest.raises(ValidationError):
+        Settings(bus_max_event_bytes=most + 1)
+    huge = encode(audit("gate.decision", reason="r" * (20 * MAX_BATCH_BYTES)))
+    for data in (huge, batches([huge])[0]):
+        with pytest.raises(MalformedEvent, match="larger than"):
+            decode_batch(data)
+
+
 def test_an_entry_of_one_event_reads_as_a_batch_of_one() -> None:
     """Entries written before batches (and by other writers) hold one event: still read."""
     event = audit("token.issued", subject="a")
@@ -167,6 +194,12 @@ def test_an_entry_of_one_event_reads_as_a_batch_of_one() -> None:
         b"\x91\xc1",  # an array of garbage
         msgspec.msgpack.encode([{"id": "x", "time": 1.0, "type": "nope"}]),
         msgspec.msgpack.encode([{"id": "x", "time": 1.0, "type": "token.issued", "v": 99}]),
+        # Past audit_log's columns (id VARCHAR(40), status INTEGER, latency_us BIGINT): PostgreSQL
+        # refused the row five times before the dead-letter stream, the partition waiting; SQLite
+        # stored a long id, whose cursor then outgrew what GET /admin/audit takes back (128).
+        msgspec.msgpack.encode([{"id": "x" * 41, "time": 1.0, "type": "token.issued"}]),
+        msgspec.msgpack.encode([{"id": "x", "time": 1.0, "type": "gate.decision", "status": 2**31}]),
+        msgspec.msgpack.encode([{"id": "x", "time": 1.0, "type": "gate.decision", "latency_us": 2**63}]),
     ],
 )
 def test_a_malformed_batch_is_refused_whole(payload: bytes) -> None:

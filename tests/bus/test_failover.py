@@ -183,7 +183,7 @@ async def test_an_entry_that_kills_every_holder_is_dead_lettered_and_the_partiti
     assert len(dead) == 1, dead
     assert b"never acknowledged" in dead[0][1][b"error"]
     assert [e.resource for e in decode_batch(dead[0][1][b"d"])] == ["poison"]
-    assert crashes == 3  # delivered 2 × max_attempts + 1 times: the third holder to claim it sets it aside
+    assert crashes == 3  # delivered max_attempts + 2 times: the third holder to claim it sets it aside
     # A sound consumer now handles the rest; the poison entry is not handed over again.
     seen: list[int] = []
 

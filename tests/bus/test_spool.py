@@ -1,7 +1,10 @@
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
+
+import msgspec
 
 from meshauth.bus.spool import Spool
 
@@ -81,3 +84,47 @@ def test_a_torn_tail_ends_the_file(tmp_path: Path) -> None:
     spool.open()
     assert _drain(spool) == [("s:0", b"whole")]
     spool.close()
+
+
+def _framed(record: tuple[str, bytes]) -> bytes:
+    body = msgspec.msgpack.encode(record)
+    return struct.pack(">I", len(body)) + body
+
+
+def _drain_at_most(spool: Spool, reads: int) -> list[tuple[str, bytes]]:
+    out: list[tuple[str, bytes]] = []
+    for _ in range(reads):
+        if not spool.pending:
+            return out
+        records, consumed = spool.read(1000)
+        out.extend(records)
+        spool.commit(consumed)
+    raise AssertionError(f"still pending after {reads} reads: replay makes no progress")
+
+
+def test_a_record_that_is_not_utf8_is_skipped_and_the_next_replayed(tmp_path: Path) -> None:
+    """msgspec raises UnicodeDecodeError (not a DecodeError) for such a stream name: it escaped
+    ``read``, the producer's flush task restarted on it every 0.1 s, the spool never drained and every
+    later event was spooled behind it until the spool was full, then dropped."""
+    body = msgspec.msgpack.encode(("s:0", b"x")).replace(b"s:0", b"\xff:0")
+    data = _framed(("s:0", b"before")) + struct.pack(">I", len(body)) + body + _framed(("s:0", b"after"))
+    (tmp_path / "spool-1-00000000.bin").write_bytes(data)  # a dead producer's (no lock held)
+    spool = Spool(tmp_path, 1 << 30)
+    spool.open()
+    assert _drain_at_most(spool, 10) == [("s:0", b"before"), ("s:0", b"after")]
+    spool.close()
+
+
+def test_a_length_no_record_has_ends_the_file_rather_than_the_replay(tmp_path: Path) -> None:
+    """A length past the read window (4 MiB; a record is at most a batch of 1 MiB) mid-file, with more
+    than the window behind it: ``read`` found no whole record and returned nothing consumed, forever —
+    the replay spun on it, the spool never drained. Nothing after it can be framed again: the rest of
+    the file is dropped, with a warning."""
+    filler = [("s:0", b"y" * 1000)] * 6000  # ~6 MiB behind the bad length
+    data = _framed(("s:0", b"before")) + struct.pack(">I", 0xFFFFFFF0) + b"".join(map(_framed, filler))
+    (tmp_path / "spool-1-00000000.bin").write_bytes(data)
+    spool = Spool(tmp_path, 1 << 30)
+    spool.open()
+    assert _drain_at_most(spool, 10) == [("s:0", b"before")]
+    spool.close()
+    assert list(tmp_path.glob("spool-*.bin")) == []

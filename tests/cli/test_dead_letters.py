@@ -152,6 +152,33 @@ async def test_replay_refuses_letters_it_must_not_write_and_hostile_arguments(
     assert "9-9: no such dead letter" in err
 
 
+async def test_letters_whose_payload_is_not_utf8_or_nested_too_deep_are_listed_and_refused(
+    valkey_url: str, observer: Redis, tmp_path: Path
+) -> None:
+    """A crash letter holds whatever bytes killed its holders: a string that is not UTF-8, an unknown
+    field nested past msgspec's depth. ``list`` and ``replay --all`` ended in a traceback on them
+    (UnicodeDecodeError, RecursionError: not DecodeErrors), showing and replaying none of the others.
+    Letters missing every field, or with names that are not UTF-8, are listed too."""
+    good = encode(audit("token.issued", subject="AAA"))
+    payloads = [
+        good.replace(b"\xa3AAA", b"\xa3\xff\xfe\xfd"),
+        bytes([good[0] + 1]) + good[1:] + b"\xa1x" + b"\x91" * 200_000 + b"\xc0",
+    ]
+    for payload in payloads:
+        await observer.xadd(NAMES.dead, {"stream": NAMES.partition(0), "id": "1-0", "group": "audit", "d": payload})
+    await observer.xadd(NAMES.dead, {"x": b"\xff"})
+    await observer.xadd(NAMES.dead, {"stream": b"\xff\x00", "group": b"\xc3", "error": b"\xe2\x82", "d": good})
+    code, out, err = await _cli(tmp_path, valkey_url, "list")
+    assert code == 0, err
+    letters = [json.loads(line) for line in out.splitlines()]
+    assert [letter["events"] for letter in letters] == [None, None, None, 1]
+    code, out, err = await _cli(tmp_path, valkey_url, "replay", "--all")
+    assert code == 1, err
+    assert err.count("not replayed") == 4 and "Traceback" not in err
+    assert len(await entries(observer, NAMES.dead)) == 4
+    assert await observer.xlen(NAMES.partition(0)) == 0
+
+
 def test_dead_letters_without_redis_says_how_to_get_one(tmp_path: Path) -> None:
     result = meshauth(tmp_path, "bus", "dead-letters", "list")
     assert result.returncode == 1

@@ -34,6 +34,12 @@ def entry_order(position: str) -> tuple[int, int, int]:
     return (int(ms), int(seq) if seq.isdigit() else 0, int(place) if place.isdigit() else 0)
 
 
+def _text(value: str, width: int) -> str:
+    """Cut to the column's width; NUL marked, as ``audit.store`` does: PostgreSQL text cannot hold it
+    (an AuthZEN action name is the client's string), and a fold that fails is retried, then dead-lettered."""
+    return value[:width].replace("\x00", "\ufffd")
+
+
 @dataclass
 class _Row:
     requests: int = 0
@@ -58,7 +64,8 @@ class AnalyticsWriter:
         for d in deliveries:
             e = d.event
             if e.type in DECISION_TYPES:
-                by_key.setdefault((int(e.time) // 60 * 60, e.store[:64], e.action[:256], d.partition), []).append(d)
+                key = (int(e.time) // 60 * 60, _text(e.store, 64), _text(e.action, 256), d.partition)
+                by_key.setdefault(key, []).append(d)
         if not by_key:
             return
         try:

@@ -130,7 +130,9 @@ def _cursor(seen: Mapping[str, str]) -> tuple[int, str] | None:
             raise ValueError("too long")
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
         time_text, _, event_id = raw.partition(":")
-        if not event_id or not _DECIMAL.fullmatch(time_text) or int(time_text) > _MAX_BIGINT:
+        # NUL: no id PostgreSQL stores has one, and its driver refuses it in a parameter (a DBAPIError,
+        # answered 503 "a backing store is unavailable").
+        if not event_id or "\x00" in event_id or not _DECIMAL.fullmatch(time_text) or int(time_text) > _MAX_BIGINT:
             raise ValueError("not ours")
         return int(time_text), event_id
     except (ValueError, binascii.Error, UnicodeDecodeError):

@@ -65,7 +65,7 @@ _SQLITE_INSERT = (
 
 def row(event: AuditEvent) -> Row:
     return (
-        event.id,
+        _text(event.id),  # an id's length is the schema's (``events.AuditEvent``)
         int(event.time * 1_000_000),
         event.type,
         _text(event.subject, _WIDTHS["subject"]),

@@ -5,8 +5,12 @@ order even across a failover:
 
 * *recovering* — just leased: claim (``XAUTOCLAIM``) what earlier holders left pending once it
   has been idle ``min_idle``; stay here while another consumer still has entries pending in it.
-* *backlog* — own pending entries: claimed ones re-read with ``XREADGROUP … 0`` (Redis counts each such
-  delivery: the crash evidence); a failed batch's, after ``retry_delay``, with ``XRANGE`` (not counted).
+* *backlog* — own pending entries, re-read with ``XRANGE`` (``entries.own_pending``), which Redis does
+  not count as a delivery: only a claim (``XAUTOCLAIM``, of what a holder that died left) is, so the
+  delivery counter is the crash evidence. (Re-read with ``XREADGROUP … 0``, each clean handover — a
+  rolling restart, a rebalance — counted one more: a few of them during a database outage and the
+  oldest pending entry was dead-lettered as one its holders had died with.) A failed batch's are
+  re-read the same way, after ``retry_delay``.
 * *live* — new entries, ``XREADGROUP … >`` with ``BLOCK``, all live partitions in one call.
 
 A batch is acked (one ``XACK``) only after the handler returned; how a failing handler is retried,
@@ -98,6 +102,7 @@ class Consumer:
         self._next_trim = 0.0
         self.handled = 0
         self.dead_lettered = 0
+        self.gone = 0
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -138,6 +143,10 @@ class Consumer:
                 if self._stopping:
                     return
                 log.warning("bus consumer %s: Redis unavailable (%s); retrying in %.2fs", self.name, exc, backoff)
+                # A read's entries may be pending with no settle to come (its MULTI, or the read's own
+                # reply, lost with the connection): recover the partitions, so they are read again
+                # rather than left pending behind the live reads until a restart.
+                self._parts = {n: Partition() for n in self.leases.owned}
                 self._next_maintenance = 0.0
             except Exception:
                 # A bug met on one entry must not end the worker: log it, start over (reads resume
@@ -177,14 +186,8 @@ class Consumer:
                 await self._recover(redis, n, part)
         due = {n: p for n, p in self._parts.items() if p.backlog and p.retry_at <= now}
         if due:
-            for n in [n for n, p in due.items() if p.retry]:
-                await self._reread(redis, n, due.pop(n))
-            careful = {self.names.partition(n): "0" for n, p in due.items() if p.careful}
-            if careful:
-                await self._read(redis, careful, block=None, count=1)
-            bulk = {self.names.partition(n): "0" for n, p in due.items() if not p.careful}
-            if bulk:
-                await self._read(redis, bulk, block=None)
+            for n, part in due.items():
+                await self._reread(redis, n, part)
             return
         live = {self.names.partition(n): ">" for n, p in self._parts.items() if not (p.recovering or p.backlog)}
         if not live:
@@ -192,34 +195,24 @@ class Consumer:
             return
         await self._read(redis, live, block=int(self.config.block * 1000))
 
-    async def _read(self, redis: RedisConn, streams: dict[str, str], *, block: int | None, count: int = 0) -> None:
+    async def _read(self, redis: RedisConn, streams: dict[str, str], *, block: int) -> None:
+        """New entries (``>``) of the live partitions."""
         try:
             reply = await redis.xreadgroup(
-                self.group, self.name, cast(Any, streams), count=count or self.config.count, block=block
+                self.group, self.name, cast(Any, streams), count=self.config.count, block=block
             )
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
             await ensure_groups(redis, self.names)  # Redis lost them (restarted empty)
             return
-        got: set[str] = set()
         works: list[Work] = []
         for raw_stream, entries in cast(list[tuple[bytes, list[Entry]]], reply or []):
             stream = raw_stream.decode() if isinstance(raw_stream, bytes) else raw_stream
-            got.add(stream)
             n = int(stream.rsplit(":", 1)[1])
             part = self._parts.get(n)
-            if part is None:
-                continue
-            if entries:
-                works.append(decode_entries(stream, n, part, entries, self.group))
-            elif part.backlog:
-                part.backlog = part.careful = False
-        for stream, position in streams.items():
-            if position == "0" and stream not in got:
-                part = self._parts.get(int(stream.rsplit(":", 1)[1]))
-                if part is not None:
-                    part.backlog = part.careful = False
+            if part is not None and entries:
+                works.append(decode_entries(stream, n, part, entries, self.group, self.names.groups))
         if works:
             await self._handle(redis, works)
 
@@ -228,7 +221,9 @@ class Consumer:
         entries = await own_pending(redis, stream, self.group, self.name, 1 if part.careful else self.config.count)
         if not entries:
             part.backlog = part.careful = part.retry = False
-        await self._handle(redis, [decode_entries(stream, n, part, entries, self.group)] if entries else [])
+        await self._handle(
+            redis, [decode_entries(stream, n, part, entries, self.group, self.names.groups)] if entries else []
+        )
 
     async def _recover(self, redis: RedisConn, n: int, part: Partition) -> None:
         stream = self.names.partition(n)
@@ -256,14 +251,16 @@ class Consumer:
         """Entries delivered before and never acked were in the hands of a consumer that died (or gave
         the partition back). Their backlog is re-read one entry at a time (``careful``), each settled
         before the next, so a handler that ends the process dies with that entry alone in hand, and
-        Redis's delivery counter singles it out: the oldest pending entry, delivered twice per holder
-        that died with it (claim and re-read), goes to the dead-letter stream after ``max_attempts``
-        such deaths (delivered 2 × max_attempts + 1 times) instead of being handed over again."""
+        Redis's delivery counter singles it out: the oldest pending entry, delivered once, then claimed
+        once per holder that died with it, goes to the dead-letter stream when the holder after
+        ``max_attempts + 1`` such deaths claims it (delivered max_attempts + 2 times) instead of being
+        handed over again. A clean handover (``take_released``: XCLAIM JUSTID) and re-reads
+        (``own_pending``: XRANGE) count nothing."""
         oldest = await oldest_pending(redis, stream, self.group, self.name)
         if oldest is None or oldest[1] < 2:
             return
         part.careful = True
-        if oldest[1] > 2 * self.config.max_attempts:
+        if oldest[1] > self.config.max_attempts + 1:
             dead = await crash_letter(redis, stream, *oldest)
             await self._settle(redis, [Work(stream, n, part, [], dead=[dead])])
 
@@ -281,6 +278,12 @@ class Consumer:
             w.part.forget([*w.done, *(d[0] for d in w.dead)])
             self.handled += w.handled
             self.dead_lettered += len(w.dead)
+            self.gone += len(w.gone)
+            for entry_id in w.gone:
+                # Pending here, then trimmed (the producer's MAXLEN, a lagging group) or deleted: its
+                # events not yet handled are lost; the ack that follows would otherwise say nothing.
+                log.warning("bus %s/%s: entry %s gone from the stream before it was handled: its events are "
+                            "lost", w.stream, self.group, entry_id.decode())  # fmt: skip
             # add_many, not ``counts``: in multiprocess mode only it reaches the file a scrape reads.
             if w.handled:
                 HANDLED.add_many(w.handled, self.names.name, self.group)

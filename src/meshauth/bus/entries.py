@@ -6,11 +6,12 @@ Kept apart from ``consumer`` (which decides what to read and when) so each stays
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, cast
 
-from meshauth.bus.events import AuditEvent, MalformedEvent, decode_batch
+from meshauth.bus.events import MAX_PAYLOAD_BYTES, AuditEvent, MalformedEvent, decode_batch
 from meshauth.redis_client import RedisConn
 
 Entry = tuple[bytes, dict[bytes, bytes] | None]
@@ -69,15 +70,21 @@ class Work:
     done: list[bytes] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     handled: int = 0  # events handled (``done`` counts entries)
+    gone: list[bytes] = field(default_factory=list)  # pending entries found trimmed or deleted: lost
 
 
-def decode_entries(stream: str, n: int, part: Partition, entries: list[Entry], group: str = "") -> Work:
+def decode_entries(
+    stream: str, n: int, part: Partition, entries: list[Entry], group: str = "", groups: tuple[str, ...] = ()
+) -> Work:
     """``entries`` as deliveries for ``group``; an entry for another group alone (a replayed dead
-    letter, field ``g``: ``dead_letters``) is acknowledged unread."""
+    letter, field ``g``: ``dead_letters``) is acknowledged unread — unless that group is not one of
+    ``groups`` (the stream's): then no group would handle it, and it is dead-lettered."""
     w = Work(stream, n, part, [])
     mine = group.encode()
+    declared = {g.encode() for g in groups}
     for entry_id, fields in entries:
         if fields is None:  # deleted or trimmed while pending: nothing left to handle
+            w.gone.append(entry_id)
             letters = part.letters.pop(entry_id, None)  # but what a retry set aside is still written
             if letters:
                 w.dead.extend(letters)
@@ -85,16 +92,20 @@ def decode_entries(stream: str, n: int, part: Partition, entries: list[Entry], g
                 w.done.append(entry_id)
             continue
         only = fields.get(b"g")
-        if only is not None and only != mine:
-            w.done.append(entry_id)
-            continue
         payload = fields.get(b"d")
+        if only is not None and only != mine:
+            if not declared or only in declared:
+                w.done.append(entry_id)
+            else:
+                error = f"for group {text(only)!r}, which does not read this stream: no group would handle it"
+                w.dead.append((entry_id, _kept(payload, fields), error, 0))
+            continue
         try:
             if payload is None:
                 raise MalformedEvent(f"no 'd' field (fields: {sorted(k.decode('latin-1') for k in fields)})")
             events = decode_batch(payload)
         except MalformedEvent as exc:
-            w.dead.append((entry_id, payload if payload is not None else repr(fields).encode(), str(exc), 0))
+            w.dead.append((entry_id, _kept(payload, fields), str(exc), 0))
             continue
         if not events:
             w.done.append(entry_id)
@@ -102,6 +113,15 @@ def decode_entries(stream: str, n: int, part: Partition, entries: list[Entry], g
         sid = entry_id.decode()
         w.batch.extend((entry_id, Delivery(sid, n, event, i)) for i, event in enumerate(events))
     return w
+
+
+def _kept(payload: bytes | None, fields: dict[bytes, bytes]) -> bytes:
+    """What a malformed entry's dead letter keeps: its payload up to what a producer could write (more
+    is no event: it cannot be replayed), or without one a sample of its fields. Whole, a neighbour's
+    512 MiB entry was copied into the dead-letter stream, and ``dead-letters list`` read 100 at a time."""
+    if payload is not None:
+        return payload[:MAX_PAYLOAD_BYTES]
+    return repr({k[:64]: v[:256] for k, v in itertools.islice(fields.items(), 32)}).encode()
 
 
 async def settle(redis: RedisConn, works: list[Work], dead_stream: str, group: str) -> bool:

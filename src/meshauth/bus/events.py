@@ -15,7 +15,7 @@ import itertools
 import os
 import struct
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 import msgspec.structs
@@ -39,6 +39,20 @@ Decision = Literal["allow", "deny"]
 SubjectType = str  # "user", "client", "admin", or a policy principal's entity type
 
 
+# Unix seconds from 1970 to before the year 9999: a time readers can write as RFC 3339. An entry timed
+# outside (a neighbour's XADD) is malformed: stored, a row in the year 33658 fitted audit_log's BIGINT,
+# headed every newest-first page and made GET /admin/audit (and /admin/analytics) a 500 for good; NaN
+# and infinity failed every handler attempt before the dead-letter stream. Checked when decoded.
+MAX_TIME = 253_402_214_400.0  # 9999-01-01T00:00:00Z
+Time = Annotated[float, msgspec.Meta(ge=0.0, lt=MAX_TIME)]
+# And what audit_log's columns hold (id VARCHAR(40), status INTEGER, latency_us BIGINT; msgspec's int
+# goes to 2^64): past them PostgreSQL refused the row on every attempt before the dead-letter stream,
+# the partition waiting, and SQLite stored an id whose cursor GET /admin/audit would not take back.
+Id = Annotated[str, msgspec.Meta(max_length=40)]
+Int32 = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+
+
 class AuditEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     """Something that happened because of a request. ``key`` orders it (events with one key are
     handled in order): the subject, so one subject's history is in order.
@@ -47,8 +61,8 @@ class AuditEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, 
     events a busy service makes do not push the collector into full collections (measured: a
     60-117 ms full collection within 10 s at 3,000 events/s, none with auditing off)."""
 
-    id: str
-    time: float  # Unix seconds
+    id: Id
+    time: Time  # Unix seconds
     type: AuditType
     v: int = SCHEMA_VERSION
     subject: str = ""
@@ -58,9 +72,9 @@ class AuditEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, 
     store: str = ""
     resource: str = ""
     client_id: str = ""
-    status: int = 0
+    status: Int32 = 0
     reason: str = ""
-    latency_us: int = 0
+    latency_us: Int64 = 0
     cache: Literal["hit", "miss", ""] = ""
 
     @property
@@ -107,6 +121,10 @@ _batch_decoder = msgspec.msgpack.Decoder(list[AuditEvent])
 # as a batch of one.
 _BATCH_HEAD = struct.Struct(">BI")
 MAX_BATCH_BYTES = 1024 * 1024  # a batch is split past this (the spool reads 4 MiB at a time)
+# No producer's payload is larger: an event past ``bus_max_event_bytes`` (at most MAX_BATCH_BYTES) is
+# refused at publish, batches are split past MAX_BATCH_BYTES. A larger one is a neighbour's (up to
+# Redis's 512 MiB): decoded and stored, it was a row every GET /admin/audit page read and encoded whole.
+MAX_PAYLOAD_BYTES = _BATCH_HEAD.size + MAX_BATCH_BYTES
 
 
 class MalformedEvent(ValueError):
@@ -142,11 +160,22 @@ def stamp(tpl: Template, at: float) -> bytes:
     return b"%b%b%016x\xa4time\xcb%b%b" % (tpl[0], _ID_HEAD, next(_counter), _pack_time(at), tpl[1])
 
 
+# Not every malformed input is a DecodeError to msgspec: past its depth (a deeply nested unknown field,
+# skipped by recursing) it raises RecursionError, and a string that is not UTF-8 a UnicodeDecodeError.
+# Left to escape, either restarted the consumer on the entry again and again (the partitions' later
+# entries waiting) until its delivery count made it a crash letter, with the wrong reason.
+_TOO_DEEP = "nested too deeply (an unknown field past the decoder's depth)"
+
+
 def decode(data: bytes) -> AuditEvent:
     try:
         event = _decoder.decode(data)
     except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
         raise MalformedEvent(str(exc)) from None
+    except RecursionError:
+        raise MalformedEvent(_TOO_DEEP) from None
+    except UnicodeDecodeError as exc:
+        raise MalformedEvent(f"a string is not UTF-8 ({exc})") from None
     if event.v != SCHEMA_VERSION:
         raise MalformedEvent(f"unknown schema version {event.v} (this reader knows {SCHEMA_VERSION})")
     return event
@@ -167,12 +196,18 @@ def batch_size(data: bytes) -> int:
 
 def decode_batch(data: bytes) -> list[AuditEvent]:
     """The events of an entry's payload: a batch, or one event (as written before batches)."""
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise MalformedEvent(f"{len(data)} bytes: larger than any producer writes ({MAX_PAYLOAD_BYTES})")
     if not data or not (data[0] in (0xDC, 0xDD) or 0x90 <= data[0] <= 0x9F):
         return [decode(data)]
     try:
         events = _batch_decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise MalformedEvent(str(exc)) from None
+    except RecursionError:
+        raise MalformedEvent(_TOO_DEEP) from None
+    except UnicodeDecodeError as exc:
+        raise MalformedEvent(f"a string is not UTF-8 ({exc})") from None
     for event in events:
         if event.v != SCHEMA_VERSION:
             raise MalformedEvent(f"unknown schema version {event.v} (this reader knows {SCHEMA_VERSION})")

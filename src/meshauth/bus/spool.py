@@ -27,6 +27,7 @@ _LEN = struct.Struct(">I")
 _records = msgspec.msgpack.Decoder(tuple[str, bytes])
 _encoder = msgspec.msgpack.Encoder()
 Record = tuple[str, bytes]
+READ_WINDOW = 4 * 1024 * 1024  # bytes read at a time; no record is longer
 
 
 @dataclass
@@ -112,11 +113,17 @@ class Spool:
         if f is None:
             return [], 0
         f.handle.seek(f.offset)
-        data = f.handle.read(min(f.size - f.offset, 4 * 1024 * 1024))
+        data = f.handle.read(min(f.size - f.offset, READ_WINDOW))
         records: list[Record] = []
         pos = 0
         while len(records) < max_records and pos + _LEN.size <= len(data):
             (length,) = _LEN.unpack_from(data, pos)
+            if _LEN.size + length > READ_WINDOW:
+                # No record is that long (a batch is at most ~1 MiB): the file is corrupt here, and what
+                # follows cannot be framed again. Read on, it would return nothing consumed, forever.
+                log.warning("spool %s: a record length of %d at byte %d; dropping the rest of the file (%d bytes)",
+                            f.path, length, f.offset + pos, f.size - f.offset - pos)  # fmt: skip
+                return records, f.size - f.offset
             end = pos + _LEN.size + length
             if end > len(data):
                 if len(data) == f.size - f.offset:  # the whole rest was read: a torn tail (writer died mid-record)
@@ -125,7 +132,7 @@ class Spool:
                 break
             try:
                 records.append(_records.decode(data[pos + _LEN.size : end]))
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, UnicodeDecodeError):  # msgspec's for a str that is not UTF-8
                 log.warning("skipping an unreadable spool record in %s", f.path)
             pos = end
         return records, pos
