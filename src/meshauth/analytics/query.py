@@ -42,7 +42,19 @@ def parse_query(pairs: list[tuple[str, str]]) -> AnalyticsQuery:
     )
 
 
-async def minutes(engine: AsyncEngine, q: AnalyticsQuery) -> list[dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class Minutes:
+    """The answer: ``minutes`` newest first; ``truncated`` when older minutes matched but were left out
+    (the row limit), so a caller knows to narrow ``since``/``until``/``store``/``action``."""
+
+    minutes: list[dict[str, Any]]
+    truncated: bool
+
+
+async def read(engine: AsyncEngine, q: AnalyticsQuery) -> Minutes:
+    """At most ``MAX_ROWS`` rows, newest minute first, never part of a minute: a minute is one row per
+    partition, store and action, so the limit could fall inside the oldest minute read and its totals
+    come out too low without a sign; that minute is left out and the answer says ``truncated``."""
     t = analytics_minutes.c
     stmt = sa.select(analytics_minutes).where(t.minute >= q.since // 60 * 60)
     if q.until is not None:
@@ -51,19 +63,25 @@ async def minutes(engine: AsyncEngine, q: AnalyticsQuery) -> list[dict[str, Any]
         stmt = stmt.where(t.store == q.store)
     if q.action is not None:
         stmt = stmt.where(t.action == q.action)
-    stmt = stmt.order_by(t.minute.desc()).limit(MAX_ROWS)
-    merged: dict[tuple[int, str, str], dict[str, Any]] = {}
+    stmt = stmt.order_by(t.minute.desc()).limit(MAX_ROWS + 1)
     async with engine.connect() as conn:
-        for r in await conn.execute(stmt):
-            m = r._mapping
-            agg = merged.setdefault(
-                (m["minute"], m["store"], m["action"]),
-                {"requests": 0, "allows": 0, "denies": 0, "cache_hits": 0, "cache_lookups": 0, "latency": {}},
-            )
-            for name in ("requests", "allows", "denies", "cache_hits", "cache_lookups"):
-                agg[name] += m[name]
-            for k, v in dict(m["latency"]).items():
-                agg["latency"][int(k)] = agg["latency"].get(int(k), 0) + int(v)
+        rows = list(await conn.execute(stmt))
+    truncated = len(rows) > MAX_ROWS
+    if truncated:
+        cut = rows[MAX_ROWS - 1].minute
+        split = rows[MAX_ROWS].minute == cut  # the row left out belongs to the last minute kept
+        rows = [r for r in rows[:MAX_ROWS] if not (split and r.minute == cut)]
+    merged: dict[tuple[int, str, str], dict[str, Any]] = {}
+    for r in rows:
+        m = r._mapping
+        agg = merged.setdefault(
+            (m["minute"], m["store"], m["action"]),
+            {"requests": 0, "allows": 0, "denies": 0, "cache_hits": 0, "cache_lookups": 0, "latency": {}},
+        )
+        for name in ("requests", "allows", "denies", "cache_hits", "cache_lookups"):
+            agg[name] += m[name]
+        for k, v in dict(m["latency"]).items():
+            agg["latency"][int(k)] = agg["latency"].get(int(k), 0) + int(v)
     out = []
     for (minute, store, action), agg in sorted(merged.items(), key=lambda kv: (-kv[0][0], kv[0][1], kv[0][2])):
         p95 = quantile_us(agg["latency"], 0.95)
@@ -79,4 +97,4 @@ async def minutes(engine: AsyncEngine, q: AnalyticsQuery) -> list[dict[str, Any]
                 "cache_hit_rate": round(agg["cache_hits"] / agg["cache_lookups"], 4) if agg["cache_lookups"] else None,
             }
         )
-    return out
+    return Minutes(out, truncated)

@@ -67,4 +67,5 @@ class AuditEndpoints:
             q = analytics_query.parse_query(_pairs(request))
         except BadFilter as exc:
             raise _bad(exc) from None
-        return json_response({"minutes": await analytics_query.minutes(self._s.engine, q)}, headers=NO_STORE)
+        answer = await analytics_query.read(self._s.engine, q)
+        return json_response({"minutes": answer.minutes, "truncated": answer.truncated}, headers=NO_STORE)
