@@ -9,12 +9,14 @@ from typing import Any
 
 import msgspec
 import pytest
+import sqlalchemy as sa
 from redis.asyncio import Redis
 
 from meshauth.analytics.store import AnalyticsWriter
 from meshauth.audit.store import AuditWriter
 from meshauth.bus.consumer import Consumer, ConsumerConfig
 from meshauth.bus.streams import AUDIT, StreamNames
+from meshauth.db.tables import audit_log
 from tests.auth.conftest import PASSWORD, SECRET, Harness, basic
 from tests.bus.helpers import entries, until
 
@@ -251,3 +253,15 @@ async def test_an_event_timed_past_what_a_date_can_say_is_dead_lettered_not_a_50
 
 async def _dead_letters(redis: Redis, key: str, n: int) -> bool:
     return int(await redis.xlen(key)) >= n
+
+
+async def test_a_row_stored_with_a_time_no_date_can_say_is_listed_not_a_500(auth: Harness) -> None:
+    """Rows a release before stop 25 stored with a time past year 9999 (the bus now refuses such
+    events) headed every unfiltered page and made it a 500 for good. Listed, its time ``null``."""
+    row = {"id": "far", "time_us": 2**62, "type": "gate.decision", "subject": "x", "subject_type": "user",
+           "decision": "allow", "action": "http", "store": "", "resource": "/r", "client_id": "c",
+           "status": 200, "reason": "", "latency_us": 0}  # fmt: skip
+    async with auth.app.service.engine.begin() as conn:
+        await conn.execute(sa.insert(audit_log), [row])
+    page = await _audit(auth)
+    assert [(e["id"], e["time"]) for e in page["events"]][:1] == [("far", None)]

@@ -139,8 +139,14 @@ def _cursor(seen: Mapping[str, str]) -> tuple[int, str] | None:
         raise BadFilter("cursor", "not a cursor from a previous answer's next_cursor") from None
 
 
-def rfc3339(time_us: int) -> str:
-    return datetime.fromtimestamp(time_us / 1_000_000, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+def rfc3339(time_us: int) -> str | None:
+    """``time_us`` in RFC 3339, or None for a time no date can say (before year 1, past 9999): the bus
+    refuses such events now, but a row an older release stored made every page that held it a 500."""
+    try:
+        moment = datetime.fromtimestamp(time_us / 1_000_000, UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def to_json(r: Mapping[str, Any]) -> dict[str, Any]:
