@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
+import pytest
 from redis.asyncio import Redis
 
 from meshauth.auth.revocation import Denylist
@@ -112,3 +114,12 @@ async def test_a_handler_that_fails_makes_the_listener_rebuild_and_read_on(redis
         assert replica.listener.connected
     finally:
         await replica.listener.stop()
+
+
+def test_a_malformed_entry_is_logged_cut_not_whole(caplog: pytest.LogCaptureFixture) -> None:
+    """Whoever can write to Redis can add an entry: a malformed one with a 1 MB value was logged whole."""
+    listener = InvalidationListener("redis://unused", STREAM, lambda *a: None, lambda: None)  # type: ignore[arg-type,return-value]
+    with caplog.at_level(logging.WARNING):
+        listener._dispatch({b"k": b"\xff" * 10, b"v": b"x" * 1_000_000})
+    [record] = caplog.records
+    assert "malformed" in record.getMessage() and len(record.getMessage()) < 1_000

@@ -102,7 +102,7 @@ def decode_entries(
             continue
         try:
             if payload is None:
-                raise MalformedEvent(f"no 'd' field (fields: {sorted(k.decode('latin-1') for k in fields)})")
+                raise MalformedEvent(f"no 'd' field (fields: {_names(fields)})")
             events = decode_batch(payload)
         except MalformedEvent as exc:
             w.dead.append((entry_id, _kept(payload, fields), str(exc), 0))
@@ -113,6 +113,14 @@ def decode_entries(
         sid = entry_id.decode()
         w.batch.extend((entry_id, Delivery(sid, n, event, i)) for i, event in enumerate(events))
     return w
+
+
+def _names(fields: dict[bytes, bytes], most: int = 8) -> str:
+    """A few of an entry's field names, cut: a hostile entry's thousands of long names made the dead
+    letter's reason (and the log line) as large as the entry."""
+    names = sorted(k.decode("latin-1")[:64] for k in list(fields)[: most + 1])[:most]
+    more = len(fields) - len(names)
+    return ", ".join(names) + (f" and {more} more" if more > 0 else "")
 
 
 def _kept(payload: bytes | None, fields: dict[bytes, bytes]) -> bytes:

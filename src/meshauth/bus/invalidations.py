@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import reprlib
 from collections.abc import Awaitable, Callable
 from typing import cast
 
@@ -24,6 +25,9 @@ from redis.typing import EncodableT, FieldT
 from meshauth.redis_client import RedisConn, connect, stop_reader
 
 log = logging.getLogger(__name__)
+# Entries are anyone's who can write to Redis: a malformed one is logged cut, not whole.
+_brief = reprlib.Repr()
+_brief.maxdict, _brief.maxstring, _brief.maxother = 8, 64, 64
 
 STREAM_MAXLEN = 100_000
 BLOCK_MS = 1000
@@ -155,7 +159,7 @@ class InvalidationListener:
             value = fields[b"v"].decode()
             exp = int(fields.get(b"x", b"0"))
         except (KeyError, ValueError, UnicodeDecodeError):
-            log.warning("ignoring malformed invalidation entry %r", fields)
+            log.warning("ignoring malformed invalidation entry %s", _brief.repr(fields))
             return
         self._handler(kind, value, exp)
 
