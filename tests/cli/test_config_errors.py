@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.cli.conftest import meshauth, problem_lines
+from tests.cli.conftest import clean_env, meshauth, problem_lines
 from tests.served import free_port
 
 ENTRY_POINTS = [
@@ -206,9 +210,24 @@ def test_a_port_another_server_listens_on_is_refused(tmp_path: Path, service: st
             "MESHAUTH_AUTH_HOST": "127.0.0.1",
             "MESHAUTH_POLICY_HOST": "127.0.0.1",
         }
-        result = meshauth(tmp_path, "serve", service, REDIS_URL="redis://127.0.0.1:6379/15", **env)
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
-    [line] = problem_lines(result.stderr)
+        # Its own session, killed whole if it serves after all: a server that started (the bug) held its
+        # ports after the test, as granian's workers outlived a timed-out ``subprocess.run``.
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "meshauth", "serve", service],
+            cwd=tmp_path,
+            env=clean_env(REDIS_URL="redis://127.0.0.1:6379/15", **env),
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            _, stderr = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise AssertionError(f"meshauth serve {service} started on a port another server holds") from None
+    assert proc.returncode == 2, stderr[-2000:]
+    assert "Traceback" not in stderr
+    [line] = problem_lines(stderr)
     assert line.startswith(f"meshauth: configuration error: {variable}={port}: ")
     assert "in use" in line
