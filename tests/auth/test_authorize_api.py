@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from tests.auth.conftest import Harness, login, make_settings, start_harness
+from tests.auth.conftest import PASSWORD, Harness, login, make_settings, start_harness
 from tests.client.served import DECISION_TOKEN, policy_server, push
 from tests.served import free_port
 
@@ -19,6 +19,8 @@ POLICIES = """
 @id("alice-reads") permit(principal == User::"alice", action == Action::"read", resource);
 @id("svc-ctx") permit(principal == Client::"svc", action == Action::"audit", resource)
   when { context.client_id == "svc" && context.scope.contains("read") && context has flag && context.flag == true };
+@id("session-named-user") permit(principal == User::"meshauth-session", action == Action::"list", resource);
+@id("session-client") permit(principal == Client::"meshauth-session", action == Action::"impersonate", resource);
 """
 
 
@@ -83,6 +85,23 @@ async def test_client_token_context_gets_scope_and_client_id(api: Harness) -> No
     forged = ask("audit", context={"flag": True, "scope": ["read"], "client_id": "svc"})
     r = await h.http.post("/v1/authorize", json=forged, headers=await bearer(h, "write"))
     assert r.json()["decision"] is False
+
+
+async def test_user_named_like_the_session_client_is_still_a_user(api: Harness) -> None:
+    """A user may be named "meshauth-session" (the client id reserved for session tokens, refused to
+    clients only). The access token its login hands out has sub == client_id == "meshauth-session",
+    and asked as Client::"meshauth-session" (allowed "impersonate", denied its own "list"), while its
+    session cookie and the client library's identity headers (client.asgi) say User. Now User on both."""
+    h = api
+    await h.add_user("meshauth-session")
+    r = await h.http.post("/v1/sessions", json={"username": "meshauth-session", "password": PASSWORD})
+    assert r.status_code == 201, r.text
+    auth = {"authorization": f"Bearer {r.json()['access_token']}"}
+    for headers in (auth, {}):  # the token, then the cookie the client kept
+        r = await h.http.post("/v1/authorize", json=ask("list"), headers=headers)
+        assert r.status_code == 200 and r.json()["decision"] is True, (headers, r.text)
+        r = await h.http.post("/v1/authorize", json=ask("impersonate"), headers=headers)
+        assert r.status_code == 200 and r.json()["decision"] is False, (headers, r.text)
 
 
 async def test_no_credential_is_401(api: Harness) -> None:
