@@ -135,6 +135,10 @@ async def test_no_credential_is_401(api: Harness) -> None:
         (ask(context={"n": 10**30}), "context"),  # was a 500: the client's cache key cannot encode it
         (ask(context={"n": [2**63]}), "context"),  # past Cedar's 64-bit Long
         (ask(context={"n": -(2**63) - 1}), "context"),
+        # Cedar has no floats: the policy service could not build the request and the answer was a
+        # 200 {"decision": false} that hid the caller's mistake.
+        (ask(context={"price": 9.99}), "context"),
+        (ask(context={"n": [{"x": 1.0}]}), "context"),
     ],
 )
 async def test_malformed_bodies_are_400_naming_the_field(api: Harness, body: dict[str, Any], field: str) -> None:
