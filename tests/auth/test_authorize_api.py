@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+import os
+import signal
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -201,3 +203,30 @@ async def test_policy_down_is_503(sqlite_url: str, valkey_url: str, redis: Redis
         r = await h.http.post("/v1/authorize", json=ask(), headers=await bearer(h))
         assert r.status_code == 503
         assert r.json()["error"] == "policy_unavailable" and r.json()["error_description"]
+
+
+async def test_frozen_session_store_is_503_with_retry_after(
+    sqlite_url: str, valkey_server_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A session cookie that cannot be confirmed (Redis SIGSTOPped) is a 503 within the session budget,
+    never a decision; it said "temporarily_unavailable" without the ``retry-after`` every other 503
+    of this endpoint (and the service's) carries."""
+    server = valkey_server_factory()
+    settings = make_settings(
+        sqlite_url,
+        server.connection_url,
+        tmp_path,
+        policy_urls=(f"http://127.0.0.1:{free_port()}",),
+        session_cache_ttl=0,
+        session_check_budget=0.05,
+    )
+    async for h in start_harness(settings):
+        await h.add_user()
+        await login(h)
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            r = await h.http.post("/v1/authorize", json=ask())
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        assert r.status_code == 503, r.text
+        assert r.json()["error"] == "temporarily_unavailable" and r.headers["retry-after"] == "1"

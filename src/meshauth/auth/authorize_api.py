@@ -92,7 +92,12 @@ def parse_question(body: dict[str, Any]) -> tuple[str, dict[str, str], dict[str,
 
 def _unauthorized(verdict: Verdict) -> ApiError:
     if verdict.status == 503:
-        return ApiError(503, "temporarily_unavailable", verdict.reason or "credential cannot be checked now")
+        return ApiError(
+            503,
+            "temporarily_unavailable",
+            verdict.reason or "credential cannot be checked now",
+            headers={"retry-after": "1"},  # as every other 503 of the service (http.unavailable_handler)
+        )
     error = "invalid_request" if "invalid_request" in dict(verdict.headers).get("www-authenticate", "") else ""
     return ApiError(
         401,
