@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+import os
+import signal
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
-from tests.auth.conftest import Harness, login, make_settings, start_harness
+from tests.auth.conftest import PASSWORD, Harness, login, make_settings, start_harness
 from tests.client.served import DECISION_TOKEN, policy_server, push
 from tests.served import free_port
 
@@ -19,6 +21,8 @@ POLICIES = """
 @id("alice-reads") permit(principal == User::"alice", action == Action::"read", resource);
 @id("svc-ctx") permit(principal == Client::"svc", action == Action::"audit", resource)
   when { context.client_id == "svc" && context.scope.contains("read") && context has flag && context.flag == true };
+@id("session-named-user") permit(principal == User::"meshauth-session", action == Action::"list", resource);
+@id("session-client") permit(principal == Client::"meshauth-session", action == Action::"impersonate", resource);
 """
 
 
@@ -85,6 +89,23 @@ async def test_client_token_context_gets_scope_and_client_id(api: Harness) -> No
     assert r.json()["decision"] is False
 
 
+async def test_user_named_like_the_session_client_is_still_a_user(api: Harness) -> None:
+    """A user may be named "meshauth-session" (the client id reserved for session tokens, refused to
+    clients only). The access token its login hands out has sub == client_id == "meshauth-session",
+    and asked as Client::"meshauth-session" (allowed "impersonate", denied its own "list"), while its
+    session cookie and the client library's identity headers (client.asgi) say User. Now User on both."""
+    h = api
+    await h.add_user("meshauth-session")
+    r = await h.http.post("/v1/sessions", json={"username": "meshauth-session", "password": PASSWORD})
+    assert r.status_code == 201, r.text
+    auth = {"authorization": f"Bearer {r.json()['access_token']}"}
+    for headers in (auth, {}):  # the token, then the cookie the client kept
+        r = await h.http.post("/v1/authorize", json=ask("list"), headers=headers)
+        assert r.status_code == 200 and r.json()["decision"] is True, (headers, r.text)
+        r = await h.http.post("/v1/authorize", json=ask("impersonate"), headers=headers)
+        assert r.status_code == 200 and r.json()["decision"] is False, (headers, r.text)
+
+
 async def test_no_credential_is_401(api: Harness) -> None:
     r = await api.http.post("/v1/authorize", json=ask())
     assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
@@ -116,6 +137,10 @@ async def test_no_credential_is_401(api: Harness) -> None:
         (ask(context={"n": 10**30}), "context"),  # was a 500: the client's cache key cannot encode it
         (ask(context={"n": [2**63]}), "context"),  # past Cedar's 64-bit Long
         (ask(context={"n": -(2**63) - 1}), "context"),
+        # Cedar has no floats: the policy service could not build the request and the answer was a
+        # 200 {"decision": false} that hid the caller's mistake.
+        (ask(context={"price": 9.99}), "context"),
+        (ask(context={"n": [{"x": 1.0}]}), "context"),
     ],
 )
 async def test_malformed_bodies_are_400_naming_the_field(api: Harness, body: dict[str, Any], field: str) -> None:
@@ -178,3 +203,30 @@ async def test_policy_down_is_503(sqlite_url: str, valkey_url: str, redis: Redis
         r = await h.http.post("/v1/authorize", json=ask(), headers=await bearer(h))
         assert r.status_code == 503
         assert r.json()["error"] == "policy_unavailable" and r.json()["error_description"]
+
+
+async def test_frozen_session_store_is_503_with_retry_after(
+    sqlite_url: str, valkey_server_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A session cookie that cannot be confirmed (Redis SIGSTOPped) is a 503 within the session budget,
+    never a decision; it said "temporarily_unavailable" without the ``retry-after`` every other 503
+    of this endpoint (and the service's) carries."""
+    server = valkey_server_factory()
+    settings = make_settings(
+        sqlite_url,
+        server.connection_url,
+        tmp_path,
+        policy_urls=(f"http://127.0.0.1:{free_port()}",),
+        session_cache_ttl=0,
+        session_check_budget=0.05,
+    )
+    async for h in start_harness(settings):
+        await h.add_user()
+        await login(h)
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            r = await h.http.post("/v1/authorize", json=ask())
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        assert r.status_code == 503, r.text
+        assert r.json()["error"] == "temporarily_unavailable" and r.headers["retry-after"] == "1"

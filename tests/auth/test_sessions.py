@@ -10,7 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tests.auth.conftest import PASSWORD, Harness, login, make_settings, start_harness
 
@@ -187,3 +189,29 @@ async def test_session_cookie_found_among_odd_cookies(auth_sqlite: Harness) -> N
     for before in ('x={"a":1}', "pref=a b", 'a=b"c', "junk"):
         r = await h.http.get("/ext_authz/", headers={"cookie": f"{before}; meshauth_session={sid}"})
         assert r.status_code == 200, before
+
+
+async def test_logout_interrupted_by_redis_can_be_retried(auth: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis fails between logout's two writes (the session's end, its token's revocation): the 503
+    said "try again", but the session was already gone, so the retry was 401 invalid_session and the
+    token handed out at login kept passing the gate until it expired. Now the token is revoked first:
+    the failed logout leaves the session live, and the retry ends both."""
+    h = auth
+    await h.add_user()
+    r = await h.http.post("/v1/sessions", json={"username": "alice", "password": PASSWORD})
+    sid, token = r.cookies["meshauth_session"], r.json()["access_token"]
+    cookie = {"cookie": f"meshauth_session={sid}"}
+    denylist = h.app.service.denylist
+    real_revoke = denylist.revoke
+
+    async def failing_revoke(jti: str, exp: int) -> None:
+        raise RedisConnectionError("Redis went away")
+
+    monkeypatch.setattr(denylist, "revoke", failing_revoke)
+    r = await h.http.delete("/v1/sessions/current", headers=cookie)
+    assert r.status_code == 503 and r.json()["error"] == "temporarily_unavailable"
+    monkeypatch.setattr(denylist, "revoke", real_revoke)
+    r = await h.http.delete("/v1/sessions/current", headers=cookie)
+    assert r.status_code == 204, r.text
+    assert (await h.http.get("/ext_authz/", headers=cookie)).status_code == 401
+    assert (await h.gate(token)).status_code == 401

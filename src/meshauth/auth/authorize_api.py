@@ -46,8 +46,8 @@ def _text(value: object, field: str) -> str:
 
 
 def _depth_and_nul(value: object, field: str) -> None:
-    """Refuse NUL anywhere in the context (keys too), nesting deeper than MAX_CONTEXT_DEPTH and
-    integers outside Cedar's Long."""
+    """Refuse NUL anywhere in the context (keys too), nesting deeper than MAX_CONTEXT_DEPTH,
+    integers outside Cedar's Long and floats."""
     stack: list[tuple[object, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -60,6 +60,10 @@ def _depth_and_nul(value: object, field: str) -> None:
             raise ApiError(400, "invalid_request", f"{field} must not contain NUL")
         elif isinstance(item, int) and not LONG_MIN <= item <= LONG_MAX:
             raise ApiError(400, "invalid_request", f"{field}: integers must fit in 64 bits (Cedar Long)")
+        elif isinstance(item, float):
+            # The policy service cannot build a Cedar request holding one: its answer is a deny with
+            # an error, which this endpoint would pass on as a plain {"decision": false}.
+            raise ApiError(400, "invalid_request", f"{field}: numbers must be integers (Cedar has no floats)")
 
 
 def parse_question(body: dict[str, Any]) -> tuple[str, dict[str, str], dict[str, Any]]:
@@ -88,7 +92,12 @@ def parse_question(body: dict[str, Any]) -> tuple[str, dict[str, str], dict[str,
 
 def _unauthorized(verdict: Verdict) -> ApiError:
     if verdict.status == 503:
-        return ApiError(503, "temporarily_unavailable", verdict.reason or "credential cannot be checked now")
+        return ApiError(
+            503,
+            "temporarily_unavailable",
+            verdict.reason or "credential cannot be checked now",
+            headers={"retry-after": "1"},  # as every other 503 of the service (http.unavailable_handler)
+        )
     error = "invalid_request" if "invalid_request" in dict(verdict.headers).get("www-authenticate", "") else ""
     return ApiError(
         401,

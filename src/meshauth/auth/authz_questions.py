@@ -1,8 +1,8 @@
 """The policy question an authenticated request asks on a route, and a memo of prepared ones.
 
 Question: subject from the credential — a client-credentials token (``sub`` equal to ``client_id``:
-users and clients share one namespace) → ``{"type": "Client", "id": client_id}``; any other token or
-a session → ``{"type": "User", "id": sub}``; the route's action and resource; context
+users and clients share one namespace; not the session client id) → ``{"type": "Client", "id": client_id}``;
+any other token or a session → ``{"type": "User", "id": sub}``; the route's action and resource; context
 ``{"scope": [scope tokens], "client_id": client_id}``.
 
 **The memo** (:class:`Questions`). A warm gate asks the same few questions again and again (a few
@@ -36,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from meshauth.auth.gate import Verdict
+from meshauth.auth.gate import SESSION_CLIENT_ID, Verdict
 from meshauth.client import PolicyClient, Question, Subject
 from meshauth.routes import RouteMatch
 
@@ -47,7 +47,9 @@ MAX_QUESTION_BYTES = 8 * 1024 * 1024  # of question keys held (the routes' resou
 
 
 def subject_for(credential: str, subject: str, client_id: str) -> Subject:
-    if credential == "bearer" and subject == client_id:
+    # SESSION_CLIENT_ID is reserved for clients, not users: a user named so gets session tokens with
+    # sub == client_id, and is still that user (as ``meshauth.client.asgi`` reads the identity headers).
+    if credential == "bearer" and subject == client_id and client_id != SESSION_CLIENT_ID:
         return Subject(type="Client", id=client_id)
     return Subject(type="User", id=subject)
 

@@ -63,11 +63,16 @@ class SessionEndpoints:
             # The gate's rule for ambiguous credentials: which session would this end?
             raise ApiError(400, "invalid_request", "more than one session cookie on this request")
         session_id = found[0] if found else None
-        ended = await self._s.sessions.end(session_id) if session_id else None
-        if ended is None:
+        session = await self._s.sessions.stored(session_id) if session_id else None
+        if session is None or session_id is None:
             raise ApiError(401, "invalid_session", "no live session cookie on this request")
-        # The token handed out with the session ends with it.
-        await self._s.denylist.revoke(ended.access_jti, ended.access_exp)
+        # The token handed out with the session ends with it. Revoked before the session ends: two
+        # writes, and if Redis fails between them the 503 must leave a logout that can be retried (the
+        # other order left a live token and no session to find it by).
+        await self._s.denylist.revoke(session.access_jti, session.access_exp)
+        if await self._s.sessions.end(session_id) is None:
+            # Ended meanwhile (a concurrent logout, an offboarding, the idle timeout): as without a cookie.
+            raise ApiError(401, "invalid_session", "no live session cookie on this request")
         response = Response(status_code=204)
         settings = self._s.settings
         response.delete_cookie(

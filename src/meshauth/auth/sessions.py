@@ -103,6 +103,14 @@ class SessionStore:
             self._cache[digest] = session
         return session
 
+    async def stored(self, session_id: str) -> Session | None:
+        """What Redis holds for a cookie value, as is: no cache, no deadline check, no TTL refresh
+        (logout reads it to revoke the session's token before ending it)."""
+        if not session_id or len(session_id) > MAX_COOKIE_CHARS:
+            return None
+        raw = await self._redis.get(self._keys.session(session_hash(session_id)))
+        return self._decoder.decode(raw) if raw is not None else None
+
     async def end(self, session_id: str) -> Session | None:
         """Delete the session everywhere; returns what it was, if it existed."""
         if not session_id or len(session_id) > MAX_COOKIE_CHARS:
