@@ -54,7 +54,8 @@ def check_database_url(url: str) -> None:
 def check_redis_url(url: str) -> None:
     """Raise ValueError unless ``url`` names a Redis (or Valkey) with a supported scheme and an address that parses."""
     if not url.startswith(REDIS_URL_SCHEMES):
-        scheme = url.split(":", 1)[0] if "://" in url else url[:20]
+        # Up to the first ':' only: behind it, in a URL with its slashes mistyped, comes the password.
+        scheme = url.split(":", 1)[0][:20]
         raise ValueError(
             f"unsupported Redis URL scheme {scheme!r}; expected redis://host:port/db, rediss://… (TLS),"
             " valkey://host:port, unix:///path/to/socket, redis+sentinel://host1:26379,host2:26379/<service>"
