@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,12 +64,13 @@ def test_a_huge_config_file_is_refused_unread(tmp_path: Path) -> None:
 def test_a_url_missing_its_slashes_does_not_show_the_password(tmp_path: Path, variable: str, value: str) -> None:
     """A typo in the scheme separator (``redis:/``, ``postgresql//``): the problem line and ``config check``
     must still hide the password."""
-    result = meshauth(tmp_path, "db", "upgrade", **{variable: value})
+    env: dict[str, Any] = {variable: value}  # Any: mypy cannot tell this holds no "timeout" key
+    result = meshauth(tmp_path, "db", "upgrade", **env)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     [line] = problem_lines(result.stderr)
     assert variable in line
     assert "hunter2" not in line, line
-    checked = meshauth(tmp_path, "config", "check", **{variable: value})
+    checked = meshauth(tmp_path, "config", "check", **env)
     assert checked.returncode == 2
     assert "hunter2" not in checked.stdout + checked.stderr
