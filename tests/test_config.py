@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,24 @@ def test_worker_metrics_host_must_name_an_address() -> None:
             load_settings(worker_metrics_host=host)
     assert load_settings(worker_metrics_host="0.0.0.0").worker_metrics_host == "0.0.0.0"
     assert load_settings().worker_metrics_host == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("MESHAUTH_AUDIENCE", b"mesh\xffauth"),
+        ("MESHAUTH_SESSION_COOKIE_NAME", b"\xe9"),
+        ("MESHAUTH_TRUSTED_PROXIES", b'["10.0.0.0/8", "\xff"]'),
+        ("MESHAUTH_KEY_ENCRYPTION_KEY", b"s3cret\xff-kek-value"),
+    ],
+)
+def test_a_variable_that_is_not_utf8_is_a_problem(monkeypatch: pytest.MonkeyPatch, variable: str, value: bytes) -> None:
+    """Bytes that are not UTF-8 (Python keeps them as surrogates) were taken as valid text, then every token,
+    cookie or key encryption failed with UnicodeEncodeError: refused at load, naming the variable, secrets hidden."""
+    monkeypatch.delenv("MESHAUTH_CONFIG_FILE", raising=False)
+    monkeypatch.setenv(variable, os.fsdecode(value))
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    [problem] = caught.value.problems
+    assert variable in problem and "UTF-8" in problem, problem
+    assert "s3cret" not in problem

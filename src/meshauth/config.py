@@ -68,6 +68,16 @@ def config_file_problem(path: str) -> str | None:
     return None
 
 
+def _not_utf8(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 class Settings(BatchingSettings, MonitoringSettings, BusSettings, WarmingSettings, BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MESHAUTH_",
@@ -153,6 +163,16 @@ class Settings(BatchingSettings, MonitoringSettings, BusSettings, WarmingSetting
     policy_cache_deny_ttl: float = Field(default=1.0, gt=0, le=86_400)
     policy_cache_l1_size: int = Field(default=10_000, ge=1, le=10_000_000)
     policy_transport: Literal["h1", "aiohttp"] = "h1"
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _utf8(cls, v: Any) -> Any:
+        # An environment value holding bytes that are not UTF-8 reaches Python as text with surrogates
+        # (PEP 383): it validated as text, then every token, cookie or key encryption built from it failed
+        # with UnicodeEncodeError. Refused here, naming the variable, like any other bad value.
+        if any(_not_utf8(item) for item in (v if isinstance(v, list | tuple) else (v,))):
+            raise ValueError("not UTF-8 text (the value holds bytes that are not UTF-8)")
+        return v
 
     @model_validator(mode="before")
     @classmethod
