@@ -49,7 +49,8 @@ def main() -> None:
     # The one place configuration errors are caught: one line per problem, no traceback, exit 2.
     # A database that cannot be reached or refuses the login is an operator's problem too (it is down, or
     # DATABASE_URL names the wrong one): one line with its reason, exit 1, instead of a 200-line traceback
-    # from alembic. Only these: any other exception is a bug whose traceback is wanted.
+    # from alembic; so is a file-system path that cannot be used. Only these: any other exception is a bug
+    # whose traceback is wanted.
     try:
         app()
     except ConfigError as exc:
@@ -67,4 +68,10 @@ def main() -> None:
         if (exc.errno or 0) > 0 and exc.strerror:  # "Connect call failed (…)" says neither refused nor timed out
             reason = f"{os.strerror(exc.errno or 0)} ({exc.strerror})"
         print(f"meshauth: cannot connect to the database (DATABASE_URL): {reason}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as exc:
+        # A path the operator named that cannot be used: var_dir read-only, on a full disk, under a file.
+        if exc.filename is None:
+            raise
+        print(f"meshauth: error: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
         sys.exit(1)
