@@ -94,3 +94,27 @@ def test_pushing_a_fifo_says_what_it_is(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert "does not exist" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("command", [["entities", "load"], ["policy", "schema"], ["policy", "push"]])
+def test_a_file_that_never_ends_is_not_read_whole(tmp_path: Path, command: list[str]) -> None:
+    """``/dev/zero`` (or a multi-GB file named by mistake) was read whole into memory before anything was
+    sent: read up to the upload limit, then refused naming it."""
+    target = "/dev/zero"
+    if command[1] == "push":  # push takes regular files (or directories) only: a sparse 2 MiB file
+        big = tmp_path / "big.cedar"
+        with big.open("wb") as fh:
+            fh.truncate(2 * 1_048_576)
+        target = str(big)
+    result = meshauth(
+        tmp_path,
+        *command,
+        target,
+        "--url",
+        closed_url(),
+        timeout=30,
+        MESHAUTH_POLICY_MAX_UPLOAD_BYTES="1048576",
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "MESHAUTH_POLICY_MAX_UPLOAD_BYTES" in result.stderr, result.stderr

@@ -145,20 +145,28 @@ def _policy_files(target: Path) -> list[Path]:
     return [target]
 
 
-def _read_bytes(path: Path) -> bytes:
+def _read_bytes(path: Path, limit: int | None = None) -> bytes:
+    """The file, read up to ``limit`` (default: the upload limit) and refused past it: the service refuses a
+    larger upload anyway, and /dev/zero or a multi-GB file named by mistake was read whole into memory first."""
+    if limit is None:
+        limit = load_settings().policy_max_upload_bytes
     try:
-        return path.read_bytes()
+        with path.open("rb") as fh:
+            data = fh.read(limit + 1)
     except OSError as exc:
         raise typer.BadParameter(f"{path} cannot be read ({exc.strerror})") from None
+    if len(data) > limit:
+        raise typer.BadParameter(
+            f"{path} is larger than MESHAUTH_POLICY_MAX_UPLOAD_BYTES ({limit} bytes), the most an upload may weigh"
+        )
+    return data
 
 
-def _read_policy(path: Path) -> str:
+def _read_policy(path: Path, limit: int) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return _read_bytes(path, limit).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise typer.BadParameter(f"{path} is not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise typer.BadParameter(f"{path} cannot be read ({exc.strerror})") from None
 
 
 @app.command("push")
@@ -172,8 +180,10 @@ def push(
     parts: list[str] = []
     sources: list[tuple[Path, int, int]] = []
     line = 1
+    budget = load_settings().policy_max_upload_bytes  # for every file together: they are sent as one upload
     for path in _policy_files(target):
-        text = _read_policy(path)
+        text = _read_policy(path, budget)
+        budget -= len(text.encode())
         if not text.endswith("\n"):
             text += "\n"
         count = text.count("\n")
