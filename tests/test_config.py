@@ -177,3 +177,17 @@ def test_a_variable_that_is_not_utf8_is_a_problem(monkeypatch: pytest.MonkeyPatc
     [problem] = caught.value.problems
     assert variable in problem and "UTF-8" in problem, problem
     assert "s3cret" not in problem
+
+
+def test_passwords_in_url_lists_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MESHAUTH_POLICY_URLS holds URLs too: ``config check`` and problem lines mask their passwords as well."""
+    from meshauth.config_report import check
+
+    monkeypatch.delenv("MESHAUTH_CONFIG_FILE", raising=False)
+    monkeypatch.setenv("MESHAUTH_POLICY_URLS", '["http://gate:hunter2@policy:8090"]')
+    [row] = [r for r in check().rows if r.name == "policy_urls"]
+    assert "hunter2" not in row.value and "gate:***@policy" in row.value, row.value
+    monkeypatch.setenv("MESHAUTH_POLICY_URLS", '["http://gate:hunter2@policy:8090", "ftp://gate:hunter2@policy"]')
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert "hunter2" not in "\n".join(caught.value.problems), caught.value.problems

@@ -68,7 +68,8 @@ def check_redis_url(url: str) -> None:
 def check_policy_url(url: str) -> None:
     """Raise ValueError unless ``url`` is an http(s) base URL of a policy service whose address parses."""
     if not url.startswith(("http://", "https://")):
-        raise ValueError(f"policy_urls: {url[:80]!r} is not an http:// or https:// base URL")
+        # The scheme only: the problem line shows the value, masked; the URL here would carry its password.
+        raise ValueError(f"policy_urls: scheme {url.split(':', 1)[0][:20]!r} is not http:// or https://")
     check_url_address(url, "http://policy:8090")
 
 

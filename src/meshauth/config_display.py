@@ -149,6 +149,8 @@ def show(name: str, value: object) -> str:
         return MASK
     if isinstance(value, str):
         return repr(mask_url(value))
+    if isinstance(value, tuple | list):  # policy_urls: a list of URLs
+        return repr([mask_url(v) if isinstance(v, str) else v for v in value])
     return repr(value)
 
 
@@ -161,7 +163,7 @@ def display(name: str, value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, tuple | list):
-        return json.dumps(list(value))
+        return json.dumps([mask_url(v) if isinstance(v, str) else v for v in value])
     if isinstance(value, str):
         return mask_url(value)
     return str(value)
