@@ -41,3 +41,12 @@ def test_a_database_that_refuses_the_login(tmp_path: Path) -> None:
     [line] = problem_lines(result.stderr)
     assert "no_such_role" in line, line
     assert "hunter2" not in result.stderr + result.stdout
+
+
+def test_db_upgrade_to_a_revision_that_does_not_exist(tmp_path: Path) -> None:
+    """A mistyped revision: alembic's reason on one line, exit 2 (a usage error), not its traceback."""
+    result = meshauth(tmp_path, "db", "upgrade", "nonsense")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    [line] = problem_lines(result.stderr)
+    assert "nonsense" in line, line
