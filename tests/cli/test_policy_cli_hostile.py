@@ -118,3 +118,31 @@ def test_a_file_that_never_ends_is_not_read_whole(tmp_path: Path, command: list[
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     assert "MESHAUTH_POLICY_MAX_UPLOAD_BYTES" in result.stderr, result.stderr
+
+
+def test_a_url_that_is_not_a_policy_service(tmp_path: Path) -> None:
+    """Another web server on that port answers 200 with HTML: said so, not "not a valid URL" nor a KeyError."""
+    import http.server
+    import threading
+
+    class Html(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<html>hello</html>"
+            self.send_response(200)
+            self.send_header("content-type", "text/html")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Html)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        line = _one_error(meshauth(tmp_path, "policy", "versions", "--url", url))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "not a meshauth policy service" in line, line

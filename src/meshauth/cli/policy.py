@@ -68,8 +68,7 @@ class AdminClient:
         try:
             req = urllib.request.Request(self.base + path, data=body, method=method, headers=headers)  # noqa: S310 - URL is the operator's
             with urllib.request.urlopen(req, timeout=TIMEOUT_SECONDS) as resp:  # noqa: S310
-                data: dict[str, Any] = json.loads(resp.read() or b"{}")
-                return data
+                raw = resp.read() or b"{}"
         except urllib.error.HTTPError as exc:
             raw = exc.read()
             try:
@@ -86,6 +85,15 @@ class AdminClient:
         except ValueError:  # not a URL urllib can use (its message quotes the whole URL, password included)
             what = f"{shown}: not an http:// or https:// URL with a valid port"
             raise CommandError(0, {"error": "bad_url", "error_description": what}) from None
+        # Parsed outside the try above: JSON's ValueError is not a bad URL.
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            what = f"{shown}: not a meshauth policy service (its answer is not a JSON object)"
+            raise CommandError(0, {"error": "bad_answer", "error_description": what})
+        return data
 
 
 BAD_TOKEN = (
