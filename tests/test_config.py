@@ -62,6 +62,11 @@ def test_settings_are_frozen() -> None:
         {"leeway": 3600},
         {"signing_alg": "HS256"},
         {"issuer": "ftp://x"},
+        {"issuer": "http://x\n.evil"},  # a control character would go into every token and the metadata
+        {"issuer": "http://x y"},
+        {"session_cookie_name": "a;b=c\r\nSet-Cookie: x"},  # not an RFC 6265 token: breaks Set-Cookie
+        {"session_cookie_name": ""},
+        {"session_cookie_name": "a b"},
         {"policy_public_url": "ftp://pdp"},
         {"policy_public_url": "https://pdp/?q=1"},
         {"policy_public_url": "https://pdp/#x"},

@@ -258,7 +258,8 @@ class Settings(BatchingSettings, MonitoringSettings, BusSettings, WarmingSetting
     denylist_sweep_interval: float = Field(default=60.0, gt=0)
 
     # Sessions (seconds)
-    session_cookie_name: str = "meshauth_session"
+    # An RFC 6265 cookie-name (a token): anything else (';', '=', a space, CR LF) breaks the Set-Cookie line.
+    session_cookie_name: str = Field(default="meshauth_session", pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
     session_idle_timeout: int = Field(default=1800, ge=10)
     session_absolute_timeout: int = Field(default=8 * 3600, ge=10)
     cookie_secure: bool = True

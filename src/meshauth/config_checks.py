@@ -177,16 +177,22 @@ def listen_host_checked(host: str) -> str:
 
 
 def issuer_checked(issuer: str) -> str:
-    return _base_url(issuer, "issuer must be an http(s) URL without query or fragment (RFC 8414 §2)")
+    return _base_url(issuer, "issuer must be an http(s) URL without query, fragment or spaces (RFC 8414 §2)")
 
 
 def public_url_checked(url: str) -> str:
-    return _base_url(url, "must be an http(s) URL without query or fragment")
+    return _base_url(url, "must be an http(s) URL without query, fragment or spaces")
 
 
 def _base_url(url: str, refusal: str) -> str:
     """``url`` without a trailing slash, if it is an http(s) URL with no query or fragment."""
-    if not url.startswith(("https://", "http://")) or "?" in url or "#" in url:
+    # No spaces or control characters: the URL goes verbatim into every token, the metadata and headers.
+    if (
+        not url.startswith(("https://", "http://"))
+        or "?" in url
+        or "#" in url
+        or any(c <= " " or c == "\x7f" for c in url)
+    ):
         raise ValueError(refusal)
     return url.rstrip("/")
 
