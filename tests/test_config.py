@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,11 @@ def test_settings_are_frozen() -> None:
         {"leeway": 3600},
         {"signing_alg": "HS256"},
         {"issuer": "ftp://x"},
+        {"issuer": "http://x\n.evil"},  # a control character would go into every token and the metadata
+        {"issuer": "http://x y"},
+        {"session_cookie_name": "a;b=c\r\nSet-Cookie: x"},  # not an RFC 6265 token: breaks Set-Cookie
+        {"session_cookie_name": ""},
+        {"session_cookie_name": "a b"},
         {"policy_public_url": "ftp://pdp"},
         {"policy_public_url": "https://pdp/?q=1"},
         {"policy_public_url": "https://pdp/#x"},
@@ -155,3 +161,38 @@ def test_worker_metrics_host_must_name_an_address() -> None:
             load_settings(worker_metrics_host=host)
     assert load_settings(worker_metrics_host="0.0.0.0").worker_metrics_host == "0.0.0.0"
     assert load_settings().worker_metrics_host == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("MESHAUTH_AUDIENCE", b"mesh\xffauth"),
+        ("MESHAUTH_SESSION_COOKIE_NAME", b"\xe9"),
+        ("MESHAUTH_TRUSTED_PROXIES", b'["10.0.0.0/8", "\xff"]'),
+        ("MESHAUTH_KEY_ENCRYPTION_KEY", b"s3cret\xff-kek-value"),
+    ],
+)
+def test_a_variable_that_is_not_utf8_is_a_problem(monkeypatch: pytest.MonkeyPatch, variable: str, value: bytes) -> None:
+    """Bytes that are not UTF-8 (Python keeps them as surrogates) were taken as valid text, then every token,
+    cookie or key encryption failed with UnicodeEncodeError: refused at load, naming the variable, secrets hidden."""
+    monkeypatch.delenv("MESHAUTH_CONFIG_FILE", raising=False)
+    monkeypatch.setenv(variable, os.fsdecode(value))
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    [problem] = caught.value.problems
+    assert variable in problem and "UTF-8" in problem, problem
+    assert "s3cret" not in problem
+
+
+def test_passwords_in_url_lists_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MESHAUTH_POLICY_URLS holds URLs too: ``config check`` and problem lines mask their passwords as well."""
+    from meshauth.config_report import check
+
+    monkeypatch.delenv("MESHAUTH_CONFIG_FILE", raising=False)
+    monkeypatch.setenv("MESHAUTH_POLICY_URLS", '["http://gate:hunter2@policy:8090"]')
+    [row] = [r for r in check().rows if r.name == "policy_urls"]
+    assert "hunter2" not in row.value and "gate:***@policy" in row.value, row.value
+    monkeypatch.setenv("MESHAUTH_POLICY_URLS", '["http://gate:hunter2@policy:8090", "ftp://gate:hunter2@policy"]')
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert "hunter2" not in "\n".join(caught.value.problems), caught.value.problems

@@ -8,6 +8,7 @@ prefix because every platform sets them that way.
 from __future__ import annotations
 
 import os
+import stat
 from functools import cached_property
 from ipaddress import ip_network
 from pathlib import Path
@@ -43,6 +44,38 @@ DEFAULT_VAR_DIR = Path("var")
 MAX_LEEWAY_SECONDS = 300
 REDIS_URL_KEYS = ("MESHAUTH_REDIS_URL", "REDIS_URL", "redis_url")  # in the order the first given wins
 MAX_DECISION_TOKEN_CHARS = 512  # policy/guard.py refuses longer Authorization lines unread
+# Every setting written out is a few KiB: a larger file is something else named by mistake (a log, a dump),
+# refused before it is read whole into memory and parsed.
+MAX_CONFIG_FILE_BYTES = 1_048_576
+
+
+def config_file_problem(path: str) -> str | None:
+    """Why the file at ``path`` cannot be a config file, or None. Judged from its ``stat`` before it is
+    opened: opening a FIFO blocks until someone writes to it (the command would hang), and a device such
+    as /dev/zero never ends."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return "the file does not exist"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if stat.S_ISDIR(info.st_mode):
+        return "cannot be read (Is a directory)"
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file (a FIFO, socket or device); name a TOML file"
+    if info.st_size > MAX_CONFIG_FILE_BYTES:
+        return f"larger than {MAX_CONFIG_FILE_BYTES} bytes ({info.st_size}); is it the config file?"
+    return None
+
+
+def _not_utf8(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 class Settings(BatchingSettings, MonitoringSettings, BusSettings, WarmingSettings, BaseSettings):
@@ -131,6 +164,16 @@ class Settings(BatchingSettings, MonitoringSettings, BusSettings, WarmingSetting
     policy_cache_l1_size: int = Field(default=10_000, ge=1, le=10_000_000)
     policy_transport: Literal["h1", "aiohttp"] = "h1"
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _utf8(cls, v: Any) -> Any:
+        # An environment value holding bytes that are not UTF-8 reaches Python as text with surrogates
+        # (PEP 383): it validated as text, then every token, cookie or key encryption built from it failed
+        # with UnicodeEncodeError. Refused here, naming the variable, like any other bad value.
+        if any(_not_utf8(item) for item in (v if isinstance(v, list | tuple) else (v,))):
+            raise ValueError("not UTF-8 text (the value holds bytes that are not UTF-8)")
+        return v
+
     @model_validator(mode="before")
     @classmethod
     def _cluster_prefix_default(cls, data: Any) -> Any:
@@ -215,7 +258,8 @@ class Settings(BatchingSettings, MonitoringSettings, BusSettings, WarmingSetting
     denylist_sweep_interval: float = Field(default=60.0, gt=0)
 
     # Sessions (seconds)
-    session_cookie_name: str = "meshauth_session"
+    # An RFC 6265 cookie-name (a token): anything else (';', '=', a space, CR LF) breaks the Set-Cookie line.
+    session_cookie_name: str = Field(default="meshauth_session", pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
     session_idle_timeout: int = Field(default=1800, ge=10)
     session_absolute_timeout: int = Field(default=8 * 3600, ge=10)
     cookie_secure: bool = True
@@ -279,8 +323,9 @@ class Settings(BatchingSettings, MonitoringSettings, BusSettings, WarmingSetting
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         config_file = os.environ.get("MESHAUTH_CONFIG_FILE")
         if config_file:
-            if not Path(config_file).is_file():
-                raise FileNotFoundError(f"MESHAUTH_CONFIG_FILE={config_file} does not exist")
+            problem = config_file_problem(config_file)
+            if problem is not None:  # load_settings lists it (config_report) with the other problems
+                raise FileNotFoundError(f"MESHAUTH_CONFIG_FILE={config_file}: {problem}")
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
 

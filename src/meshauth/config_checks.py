@@ -54,7 +54,8 @@ def check_database_url(url: str) -> None:
 def check_redis_url(url: str) -> None:
     """Raise ValueError unless ``url`` names a Redis (or Valkey) with a supported scheme and an address that parses."""
     if not url.startswith(REDIS_URL_SCHEMES):
-        scheme = url.split(":", 1)[0] if "://" in url else url[:20]
+        # Up to the first ':' only: behind it, in a URL with its slashes mistyped, comes the password.
+        scheme = url.split(":", 1)[0][:20]
         raise ValueError(
             f"unsupported Redis URL scheme {scheme!r}; expected redis://host:port/db, rediss://… (TLS),"
             " valkey://host:port, unix:///path/to/socket, redis+sentinel://host1:26379,host2:26379/<service>"
@@ -67,7 +68,8 @@ def check_redis_url(url: str) -> None:
 def check_policy_url(url: str) -> None:
     """Raise ValueError unless ``url`` is an http(s) base URL of a policy service whose address parses."""
     if not url.startswith(("http://", "https://")):
-        raise ValueError(f"policy_urls: {url[:80]!r} is not an http:// or https:// base URL")
+        # The scheme only: the problem line shows the value, masked; the URL here would carry its password.
+        raise ValueError(f"policy_urls: scheme {url.split(':', 1)[0][:20]!r} is not http:// or https://")
     check_url_address(url, "http://policy:8090")
 
 
@@ -175,16 +177,22 @@ def listen_host_checked(host: str) -> str:
 
 
 def issuer_checked(issuer: str) -> str:
-    return _base_url(issuer, "issuer must be an http(s) URL without query or fragment (RFC 8414 §2)")
+    return _base_url(issuer, "issuer must be an http(s) URL without query, fragment or spaces (RFC 8414 §2)")
 
 
 def public_url_checked(url: str) -> str:
-    return _base_url(url, "must be an http(s) URL without query or fragment")
+    return _base_url(url, "must be an http(s) URL without query, fragment or spaces")
 
 
 def _base_url(url: str, refusal: str) -> str:
     """``url`` without a trailing slash, if it is an http(s) URL with no query or fragment."""
-    if not url.startswith(("https://", "http://")) or "?" in url or "#" in url:
+    # No spaces or control characters: the URL goes verbatim into every token, the metadata and headers.
+    if (
+        not url.startswith(("https://", "http://"))
+        or "?" in url
+        or "#" in url
+        or any(c <= " " or c == "\x7f" for c in url)
+    ):
         raise ValueError(refusal)
     return url.rstrip("/")
 

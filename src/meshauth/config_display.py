@@ -101,7 +101,7 @@ def mask_url(text: str) -> str:
     """
     scheme, sep, rest = text.partition("://")
     if not sep:
-        return text
+        return _mask_mistyped(text)
     end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
     if "@" not in rest[:end] and "@" in rest[end:].split("=", 1)[0]:
         # Credentials with an unencoded '/' or '?' (the URL is refused for it): mask up to their '@'.
@@ -116,6 +116,22 @@ def mask_url(text: str) -> str:
         query, hash_mark, fragment = query.partition("#")
         query = "&".join(_mask_parameter(p) for p in query.split("&")) + hash_mark + fragment
     return f"{scheme}://{netloc}{path}{qmark}{query}"
+
+
+def _mask_mistyped(text: str) -> str:
+    """A value without ``://`` but with an ``@``: a URL with its slashes mistyped (``redis:/app:pw@cache``,
+    ``postgresql//app:pw@db``) or left out (``app:pw@db``). Where the user name ends cannot be told, so all
+    before the last ``@`` but a leading scheme name is hidden (more than the password: the URL is refused anyway)."""
+    at = text.rfind("@")
+    if at < 0:
+        return text
+    name = 0
+    while name < at and (text[name].isascii() and (text[name].isalnum() or text[name] in "+.-")):
+        name += 1
+    path, qmark, query = text[at + 1 :].partition("?")
+    if qmark:
+        query = "&".join(_mask_parameter(p) for p in query.split("&"))
+    return f"{text[:name]}:{MASK}@{path}{qmark}{query}"
 
 
 def _mask_parameter(parameter: str) -> str:
@@ -133,6 +149,8 @@ def show(name: str, value: object) -> str:
         return MASK
     if isinstance(value, str):
         return repr(mask_url(value))
+    if isinstance(value, tuple | list):  # policy_urls: a list of URLs
+        return repr([mask_url(v) if isinstance(v, str) else v for v in value])
     return repr(value)
 
 
@@ -145,7 +163,7 @@ def display(name: str, value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, tuple | list):
-        return json.dumps(list(value))
+        return json.dumps([mask_url(v) if isinstance(v, str) else v for v in value])
     if isinstance(value, str):
         return mask_url(value)
     return str(value)

@@ -23,9 +23,10 @@ def load_settings(**overrides: object) -> Settings:
     """Settings for a command or a service; a bad configuration raises :class:`ConfigError`."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, RecursionError) as exc:
         # ValidationError and pydantic-settings' SettingsError are ValueErrors; a missing or unreadable
-        # file is an OSError, bad TOML a ValueError. Diagnose from the sources again to list every problem
+        # file is an OSError, bad TOML (or not UTF-8) a ValueError, TOML nested too deeply for tomllib's
+        # recursive parser a RecursionError. Diagnose from the sources again to list every problem
         # with where it came from, rather than only the first one pydantic-settings stopped at.
         problems = settings_problems(overrides)
         if not problems:

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource
 
-from meshauth.config import Settings
+from meshauth.config import Settings, config_file_problem
 from meshauth.config_display import accepted_form, display, show
 
 CONFIG_FILE_VARIABLE = "MESHAUTH_CONFIG_FILE"
@@ -146,17 +146,26 @@ def _read_file(found: Sources) -> None:
     path = os.environ.get(CONFIG_FILE_VARIABLE)
     if not path:
         return
+    problem = config_file_problem(path)
+    if problem is not None:
+        found.problems.append(f"{PREFIX}{CONFIG_FILE_VARIABLE}={path!r}: {problem}")
+        return
     try:
         with Path(path).open("rb") as fh:
             data = tomllib.load(fh)
-    except FileNotFoundError:
-        found.problems.append(f"{PREFIX}{CONFIG_FILE_VARIABLE}={path!r}: the file does not exist")
-        return
     except OSError as exc:
         found.problems.append(f"{PREFIX}{CONFIG_FILE_VARIABLE}={path!r}: cannot be read ({exc.strerror})")
         return
+    except UnicodeDecodeError as exc:
+        found.problems.append(
+            f"{PREFIX}{CONFIG_FILE_VARIABLE}={path!r}: not UTF-8 (byte {exc.start}); a TOML file is UTF-8 text"
+        )
+        return
     except tomllib.TOMLDecodeError as exc:
         found.problems.append(f"{PREFIX}{CONFIG_FILE_VARIABLE}={path!r}: not valid TOML ({exc})")
+        return
+    except RecursionError:
+        found.problems.append(f"{PREFIX}{CONFIG_FILE_VARIABLE}={path!r}: not valid TOML (nested too deeply)")
         return
     for key, value in data.items():
         name = _field_for_key(key)

@@ -22,6 +22,7 @@ import pytest
 from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
 
 from meshauth.local.walkthrough import BEGIN, END
+from tests.conftest import PG_URL
 from tests.served import free_port
 
 
@@ -204,3 +205,15 @@ def test_up_refuses_a_busy_port(tmp_path: Path) -> None:
         )
     assert result.returncode != 0
     assert "auth" in result.stderr
+
+
+def test_up_does_not_print_the_passwords_in_its_urls(tmp_path: Path) -> None:
+    """``meshauth up`` lists the database and Redis it uses: with their passwords masked, as ``config check``
+    shows them. (PostgreSQL here trusts local connections: the password is given and ignored.)"""
+    env = up_env()
+    user_and_rest = PG_URL.split("://", 1)[1]
+    user, _, rest = user_and_rest.partition("@")
+    env["DATABASE_URL"] = f"postgresql://{user}:hunter2@{rest}"
+    with running_up(tmp_path, env, "--no-demo") as text:
+        assert "hunter2" not in text
+        assert f"{user}:***@" in text

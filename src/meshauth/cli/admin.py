@@ -12,6 +12,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import msgspec
 import typer
 from redis.exceptions import RedisError
 
@@ -68,6 +69,27 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _utf8(what: str, secret: str) -> None:
+    """Refuse a non-UTF-8 argument (Python keeps its bytes as surrogates, which no hash or database encodes)."""
+    try:
+        secret.encode()
+    except UnicodeEncodeError:
+        raise _fail(f"the {what} is not UTF-8 text", 2) from None
+
+
+def _json_object(text: str) -> object:
+    """``--attributes`` parsed as strict JSON: msgspec, as ``users import`` reads them, refuses NaN and Infinity
+    (which json.loads takes, and no other JSON parser reads back) and bytes that are not UTF-8."""
+    try:
+        return msgspec.json.decode(text.encode("utf-8", "surrogateescape"))
+    except msgspec.DecodeError as exc:
+        raise _fail(f"attributes is not JSON: {exc}", 2) from None
+    except UnicodeDecodeError as exc:
+        raise _fail(f"attributes is not UTF-8 text (byte {exc.start})", 2) from None
+    except RecursionError:
+        raise _fail("attributes is not JSON: nested too deeply", 2) from None
+
+
 def _echo(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, sort_keys=True))
 
@@ -80,6 +102,7 @@ def clients_create(
     grant: list[str] = typer.Option(["client_credentials"], "--grant", help="Allowed grant type; repeat."),
 ) -> None:
     """Register an OAuth client."""
+    _utf8("client secret", secret)
     try:
         new = new_client(client_id, secret, list(scope), list(grant))
     except AccountError as exc:
@@ -124,10 +147,9 @@ def users_create(
     attributes: str = typer.Option("{}", "--attributes", help="JSON object of attributes."),
 ) -> None:
     """Create a user."""
+    _utf8("password", password)
     try:
-        new = new_user(username, password, json.loads(attributes))
-    except json.JSONDecodeError as exc:
-        raise _fail(f"attributes is not JSON: {exc}", 2) from None
+        new = new_user(username, password, _json_object(attributes))
     except AccountError as exc:
         raise _fail(str(exc), 2) from None
 
@@ -165,6 +187,11 @@ def users_delete(username: str) -> None:
 
 def _offboard(kind: str, name: str, done: str, change: Callable[[Accounts], Awaitable[bool]]) -> None:
     """Disable or delete an account, then end what it holds (tokens, sessions, refresh tokens)."""
+
+    try:
+        name.encode()
+    except UnicodeEncodeError:  # a non-UTF-8 argument: no account has such a name (the driver cannot send it)
+        raise _fail(f"no {kind} {name!r}") from None
 
     async def work(_s: Settings, accounts: Accounts, _p: Passwords) -> bool:
         return await change(accounts)

@@ -8,6 +8,7 @@ from ``MESHAUTH_ADMIN_TOKEN`` or ``var/admin-token``.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import urllib.error
@@ -20,6 +21,7 @@ from typing import Any
 import typer
 
 from meshauth.admin_token import read_admin_token
+from meshauth.config_display import mask_url
 from meshauth.config_load import load_settings
 
 app = typer.Typer(help="Cedar policy stores: push, list versions, activate.", no_args_is_help=True)
@@ -56,14 +58,17 @@ class AdminClient:
     ) -> dict[str, Any]:
         headers = {"accept": "application/json", "x-meshauth-author": os.environ.get("USER", "cli")}
         if self.token:
+            if not _header_safe(self.token):
+                # http.client refuses it with a ValueError that quotes the whole line: the token, in a traceback.
+                raise CommandError(0, {"error": "bad_token", "error_description": BAD_TOKEN})
             headers["authorization"] = f"Bearer {self.token}"
         if body is not None:
             headers["content-type"] = content_type
-        req = urllib.request.Request(self.base + path, data=body, method=method, headers=headers)  # noqa: S310 - URL is the operator's
+        shown = mask_url(self.base)
         try:
+            req = urllib.request.Request(self.base + path, data=body, method=method, headers=headers)  # noqa: S310 - URL is the operator's
             with urllib.request.urlopen(req, timeout=TIMEOUT_SECONDS) as resp:  # noqa: S310
-                data: dict[str, Any] = json.loads(resp.read() or b"{}")
-                return data
+                raw = resp.read() or b"{}"
         except urllib.error.HTTPError as exc:
             raw = exc.read()
             try:
@@ -72,7 +77,39 @@ class AdminClient:
                 parsed = {"error": "http_error", "error_description": raw.decode(errors="replace")[:500]}
             raise CommandError(exc.code, parsed) from None
         except urllib.error.URLError as exc:
-            raise CommandError(0, {"error": "unreachable", "error_description": f"{self.base}: {exc.reason}"}) from None
+            reason = exc.reason if isinstance(exc.reason, str) else _os_reason(exc.reason)
+            raise CommandError(0, {"error": "unreachable", "error_description": f"{shown}: {reason}"}) from None
+        except (OSError, http.client.HTTPException) as exc:  # reset or timed out while reading the answer
+            reason = _os_reason(exc)
+            raise CommandError(0, {"error": "unreachable", "error_description": f"{shown}: {reason}"}) from None
+        except ValueError:  # not a URL urllib can use (its message quotes the whole URL, password included)
+            what = f"{shown}: not an http:// or https:// URL with a valid port"
+            raise CommandError(0, {"error": "bad_url", "error_description": what}) from None
+        # Parsed outside the try above: JSON's ValueError is not a bad URL.
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            what = f"{shown}: not a meshauth policy service (its answer is not a JSON object)"
+            raise CommandError(0, {"error": "bad_answer", "error_description": what})
+        return data
+
+
+BAD_TOKEN = (
+    "the admin token (MESHAUTH_ADMIN_TOKEN or var/admin-token) holds a control character (a CR from a CRLF file,"
+    " a newline) or a character beyond Latin-1: an HTTP header cannot carry it; the token is not shown"
+)
+
+
+def _header_safe(token: str) -> bool:
+    return all(" " <= c <= "\xff" and c != "\x7f" for c in token)
+
+
+def _os_reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
 
 
 def _client(url: str | None) -> AdminClient:
@@ -80,7 +117,8 @@ def _client(url: str | None) -> AdminClient:
 
 
 def _store_path(store: str) -> str:
-    return "/admin/stores/" + urllib.parse.quote(store, safe="")
+    # errors: a non-UTF-8 argument (surrogate-escaped by Python) is sent as the bytes given, for the service to judge.
+    return "/admin/stores/" + urllib.parse.quote(store, safe="", errors="surrogateescape")
 
 
 def _fail(exc: CommandError, sources: list[tuple[Path, int, int]] | None = None) -> typer.Exit:
@@ -108,9 +146,35 @@ def _policy_files(target: Path) -> list[Path]:
         if not files:
             raise typer.BadParameter(f"{target} holds no *.cedar files")
         return files
-    if not target.is_file():
+    if not target.exists():
         raise typer.BadParameter(f"{target} does not exist")
+    if not target.is_file():
+        raise typer.BadParameter(f"{target} is not a regular file or a directory")
     return [target]
+
+
+def _read_bytes(path: Path, limit: int | None = None) -> bytes:
+    """The file, read up to ``limit`` (default: the upload limit) and refused past it: the service refuses a
+    larger upload anyway, and /dev/zero or a multi-GB file named by mistake was read whole into memory first."""
+    if limit is None:
+        limit = load_settings().policy_max_upload_bytes
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(limit + 1)
+    except OSError as exc:
+        raise typer.BadParameter(f"{path} cannot be read ({exc.strerror})") from None
+    if len(data) > limit:
+        raise typer.BadParameter(
+            f"{path} is larger than MESHAUTH_POLICY_MAX_UPLOAD_BYTES ({limit} bytes), the most an upload may weigh"
+        )
+    return data
+
+
+def _read_policy(path: Path, limit: int) -> str:
+    try:
+        return _read_bytes(path, limit).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise typer.BadParameter(f"{path} is not UTF-8 text (byte {exc.start})") from None
 
 
 @app.command("push")
@@ -124,8 +188,10 @@ def push(
     parts: list[str] = []
     sources: list[tuple[Path, int, int]] = []
     line = 1
+    budget = load_settings().policy_max_upload_bytes  # for every file together: they are sent as one upload
     for path in _policy_files(target):
-        text = path.read_text()
+        text = _read_policy(path, budget)
+        budget -= len(text.encode())
         if not text.endswith("\n"):
             text += "\n"
         count = text.count("\n")
@@ -214,7 +280,7 @@ def schema(
     fmt = "json" if file.suffix == ".json" else "cedar"
     try:
         result = _client(url).call(
-            "PUT", f"{_store_path(store)}/schema?format={fmt}", body=file.read_bytes(), content_type="text/plain"
+            "PUT", f"{_store_path(store)}/schema?format={fmt}", body=_read_bytes(file), content_type="text/plain"
         )
     except CommandError as exc:
         raise _fail(exc) from None
@@ -229,7 +295,7 @@ def load_entities(
 ) -> None:
     """Upsert entities from a file in Cedar's JSON entity format, in one transaction."""
     try:
-        result = _client(url).call("POST", _store_path(store) + "/entities", body=file.read_bytes())
+        result = _client(url).call("POST", _store_path(store) + "/entities", body=_read_bytes(file))
     except CommandError as exc:
         raise _fail(exc) from None
     typer.echo(f"{store}: {result['upserted']} entities written")
@@ -243,8 +309,8 @@ def delete_entity(
     url: str | None = URL_OPTION,
 ) -> None:
     """Delete one entity."""
-    path = f"{_store_path(store)}/entities/{urllib.parse.quote(entity_type, safe=':')}/"
-    path += urllib.parse.quote(entity_id, safe="")
+    path = f"{_store_path(store)}/entities/{urllib.parse.quote(entity_type, safe=':', errors='surrogateescape')}/"
+    path += urllib.parse.quote(entity_id, safe="", errors="surrogateescape")
     try:
         _client(url).call("DELETE", path)
     except CommandError as exc:

@@ -12,6 +12,7 @@ from types import FrameType
 import typer
 
 from meshauth.admin_token import ensure_admin_token
+from meshauth.config_display import mask_url
 from meshauth.config_load import load_settings
 from meshauth.local.bootstrap import bootstrap
 from meshauth.local.replicas import MAX_REPLICAS, Replica, Topology, plan
@@ -79,8 +80,9 @@ def up(
         typer.echo(f"  ext_authz gRPC   {grpc[0]}" + (f" … {grpc[-1]}" if len(grpc) > 1 else ""))
         if with_policy:
             typer.echo(f"  policy service   {_ports(topology.policy)}   (AuthZEN)")
-        typer.echo(f"  redis            {redis_url}{'' if settings.redis_url else '   (embedded Valkey)'}")
-        typer.echo(f"  database         {settings.sqlalchemy_url}")
+        # Masked: this goes to a terminal, a CI log or a screen share; the URLs may carry passwords.
+        typer.echo(f"  redis            {mask_url(redis_url)}{'' if settings.redis_url else '   (embedded Valkey)'}")
+        typer.echo(f"  database         {mask_url(settings.sqlalchemy_url)}")
         typer.echo(f"  metrics          {auth}/metrics")
         if workers:
             typer.echo(f"  bus workers      {', '.join(workers)}   (meshauth bus status; meshauth audit tail)")
