@@ -196,3 +196,13 @@ def test_passwords_in_url_lists_are_masked(monkeypatch: pytest.MonkeyPatch) -> N
     with pytest.raises(ConfigError) as caught:
         load_settings()
     assert "hunter2" not in "\n".join(caught.value.problems), caught.value.problems
+
+
+def test_a_samesite_none_cookie_must_be_secure() -> None:
+    """Browsers drop a ``SameSite=None`` cookie without ``Secure``: every login would seem to work and
+    no session would ever come back. Refused at start, naming the setting."""
+    with pytest.raises(ConfigError, match="cookie_samesite='none'") as caught:
+        load_settings(cookie_samesite="none", cookie_secure=False)
+    assert "cookie_secure" in str(caught.value)
+    assert load_settings(cookie_samesite="none", cookie_secure=True).cookie_samesite == "none"
+    assert load_settings(cookie_samesite="lax", cookie_secure=False).cookie_secure is False

@@ -290,6 +290,16 @@ class Settings(BatchingSettings, MonitoringSettings, BusSettings, WarmingSetting
     argon2_parallelism: int = Field(default=1, ge=1)
     argon2_costly_budget_kib: int = Field(default=524_288, ge=262_144)  # KiB; see auth/passwords.py
 
+    @field_validator("cookie_samesite")
+    @classmethod
+    def _samesite_secure(cls, v: str, info: ValidationInfo) -> str:
+        # Declared after cookie_secure, so it is in info.data (unless refused itself).
+        if v == "none" and info.data.get("cookie_secure") is False:
+            raise ValueError(
+                "SameSite=None needs cookie_secure=true: browsers drop a SameSite=None cookie without Secure"
+            )
+        return v
+
     @field_validator("trusted_proxies")
     @classmethod
     def _cidrs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
