@@ -19,6 +19,7 @@ from meshauth.db import create_engine
 from meshauth.db.tables import audit_log
 from tests.bus.helpers import until
 from tests.cli.conftest import clean_env, meshauth
+from tests.served import free_port
 
 
 def _start(cwd: Path, env: dict[str, str], *args: str, stdout: int | None = None) -> subprocess.Popen[str]:
@@ -136,3 +137,12 @@ async def test_audit_tail_does_not_show_a_replayed_dead_letter_again(
     subjects = [json.loads(line)["subject"] for line in out.splitlines()]
     assert proc.returncode == 0
     assert len(subjects) == 2 and "replayed" not in subjects, subjects
+
+
+def test_bus_status_does_not_print_the_redis_password(tmp_path: Path) -> None:
+    """Redis unreachable: the line names the URL with its password masked."""
+    port = free_port()  # nothing listens there
+    result = meshauth(tmp_path, "bus", "status", REDIS_URL=f"redis://:hunter2@127.0.0.1:{port}/0")
+    assert result.returncode == 1, result.stderr
+    assert "hunter2" not in result.stdout + result.stderr
+    assert f"redis://:***@127.0.0.1:{port}/0" in result.stderr

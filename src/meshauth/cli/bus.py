@@ -18,6 +18,7 @@ from meshauth.bus import dead_letters
 from meshauth.bus.status import StreamStatus, collect
 from meshauth.bus.streams import AUDIT, GROUPS, StreamNames
 from meshauth.config import Settings
+from meshauth.config_display import mask_url
 from meshauth.config_load import load_settings
 from meshauth.redis_client import connect, resolve_redis_url
 
@@ -38,7 +39,7 @@ def status() -> None:
     url = _url(settings, "status")
     streams = _run("status", url, _collect(url, settings.redis_prefix))
     if not streams:
-        typer.echo(f"no bus streams in {url} (prefix {settings.redis_prefix!r}) yet")
+        typer.echo(f"no bus streams in {mask_url(url)} (prefix {settings.redis_prefix!r}) yet")
     for stream in streams:
         _show(stream)
 
@@ -79,7 +80,7 @@ def _run(command: str, url: str, work: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(work)
     except (OSError, RedisError) as exc:  # refused, reset, or silent past the socket timeout (stopped)
-        typer.echo(f"meshauth bus {command}: Redis at {url} unavailable ({exc})", err=True)
+        typer.echo(f"meshauth bus {command}: Redis at {mask_url(url)} unavailable ({exc})", err=True)
         raise typer.Exit(1) from None
 
 
