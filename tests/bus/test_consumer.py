@@ -468,16 +468,7 @@ async def test_retries_while_the_database_is_away_are_not_taken_for_crashes(
     first = await _run(Consumer(valkey_url, AUDIT, "audit", away, FAST, name="first"))
     await until(lambda: calls >= 4 * FAST.max_attempts * 2, what="the first consumer retried through the outage")
     await _stop(first)
-    seen: list[str] = []
-
-    async def handler(batch: Sequence[Delivery]) -> None:
-        seen.extend(d.event.id for d in batch)
-
-    second = await _run(Consumer(valkey_url, AUDIT, "audit", handler, FAST, name="second"))
-    try:
-        await until(lambda: set(seen) == set(ids), within=10, what="every event handled by the successor")
-    finally:
-        await _stop(second)
+    await _all_handled_by_a_successor(valkey_url, ids, "second")
     assert await redis.xlen(NAMES.dead) == 0
 
 
@@ -505,17 +496,22 @@ async def test_several_handovers_through_a_database_outage_are_not_taken_for_cra
         await until(lambda: calls[0] >= 4, what="the holder retried through the outage")
         await asyncio.sleep(FAST.min_idle + 0.1)
         await _stop(holder)
+    await _all_handled_by_a_successor(valkey_url, ids, "last")
+    assert await redis.xlen(NAMES.dead) == 0
+
+
+async def _all_handled_by_a_successor(valkey_url: str, ids: list[str], name: str) -> None:
+    """A consumer that handles everything, started under ``name``, until every one of ``ids`` is seen."""
     seen: list[str] = []
 
     async def handler(batch: Sequence[Delivery]) -> None:
         seen.extend(d.event.id for d in batch)
 
-    last = await _run(Consumer(valkey_url, AUDIT, "audit", handler, FAST, name="last"))
+    successor = await _run(Consumer(valkey_url, AUDIT, "audit", handler, FAST, name=name))
     try:
-        await until(lambda: set(seen) == set(ids), within=10, what="every event handled at last")
+        await until(lambda: set(seen) == set(ids), within=10, what=f"every event handled by {name}")
     finally:
-        await _stop(last)
-    assert await redis.xlen(NAMES.dead) == 0
+        await _stop(successor)
 
 
 async def test_a_consumer_with_a_name_that_is_not_utf8_stops_no_one(
