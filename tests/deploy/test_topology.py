@@ -3,6 +3,7 @@ breaking sized for the replica counts, bounded retries and an explicit ext_authz
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from typing import Any
@@ -242,3 +243,22 @@ def test_admin_api_is_refused_to_callers_outside_the_meshauth_namespace(workload
             for rule in rules
             for operation in rule.get("to", [])
         ), f"{workload}: {path} is not denied to callers outside {NAMESPACE}"
+
+
+@pytest.mark.parametrize("workload", ["auth", "policy"])
+def test_sidecar_outlives_the_app_drain(workload: str, production: list[Obj]) -> None:
+    """On SIGTERM Istio's sidecar drains for terminationDrainDuration (default 5 s) and exits, while the
+    app keeps serving through its preStop sleep and then drains up to granian's workers_kill_timeout:
+    requests still in flight after 5 s would lose their inbound path and their outbound calls. The
+    sidecar must stay until the app is done (and leave early once idle), within the pod's grace."""
+    from meshauth.granian_server import WORKERS_KILL_TIMEOUT
+
+    template = _of(production, "Deployment")[workload]["spec"]["template"]
+    pod = template["spec"]
+    proxy = json.loads(template["metadata"]["annotations"]["proxy.istio.io/config"])
+    (container,) = [c for c in pod["containers"] if c["name"] == workload]
+    pre_stop = float(container["lifecycle"]["preStop"]["exec"]["command"][-1])
+    drain = _seconds(proxy.get("terminationDrainDuration", "5s"))
+    assert pre_stop + WORKERS_KILL_TIMEOUT <= drain <= pod["terminationGracePeriodSeconds"]
+    assert proxy.get("proxyMetadata", {}).get("EXIT_ON_ZERO_ACTIVE_CONNECTIONS") == "true"
+    assert proxy.get("holdApplicationUntilProxyStarts") is True
