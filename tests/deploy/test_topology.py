@@ -3,6 +3,7 @@ breaking sized for the replica counts, bounded retries and an explicit ext_authz
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from typing import Any
@@ -182,7 +183,7 @@ def test_mtls_is_strict(production: list[Obj]) -> None:
 def test_ext_authz_policy_and_providers_agree(production: list[Obj]) -> None:
     """The CUSTOM AuthorizationPolicy (root namespace) names a provider of deploy/istio/mesh-config.yaml;
     both providers reach the auth Service on its ports, with an explicit sub-second timeout, failing closed."""
-    (policy,) = _of(production, "AuthorizationPolicy").values()
+    (policy,) = [p for p in _of(production, "AuthorizationPolicy").values() if p["spec"].get("action") == "CUSTOM"]
     assert policy["metadata"]["namespace"] == "istio-system"
     assert policy["spec"]["action"] == "CUSTOM" and policy["spec"]["rules"]
     providers = {
@@ -209,10 +210,55 @@ def test_ext_authz_policy_and_providers_agree(production: list[Obj]) -> None:
 
 @pytest.mark.parametrize("overlay", ["dev", "production"])
 def test_everything_lives_in_the_meshauth_namespace(overlay: str, rendered: dict[str, list[Obj]]) -> None:
-    """Namespaced objects are in meshauth, except the mesh-wide ext_authz policy in Istio's root namespace."""
+    """Namespaced objects are in meshauth, except the mesh-wide ext_authz (CUSTOM) policy in Istio's root
+    namespace."""
     for obj in rendered[overlay]:
         if obj["kind"] == "Namespace":
             assert obj["metadata"]["name"] == NAMESPACE and obj["metadata"]["labels"]["istio-injection"] == "enabled"
             continue
-        expected = "istio-system" if obj["kind"] == "AuthorizationPolicy" else NAMESPACE
+        custom = obj["kind"] == "AuthorizationPolicy" and obj["spec"].get("action") == "CUSTOM"
+        expected = "istio-system" if custom else NAMESPACE
         assert obj["metadata"].get("namespace") == expected, f"{obj['kind']} {obj['metadata']['name']}"
+
+
+@pytest.mark.parametrize("workload", ["auth", "policy"])
+def test_admin_api_is_refused_to_callers_outside_the_meshauth_namespace(workload: str, production: list[Obj]) -> None:
+    """/admin/ on either service is refused by its sidecar unless the caller's verified identity is in
+    the meshauth namespace: the ingress gateway (istio-system) and every other meshed workload are
+    reachable by NetworkPolicy, so without this the admin token alone guards the admin API from them.
+    (kubectl port-forward reaches the app without passing the sidecar's inbound listener.)"""
+    policies = [
+        p
+        for p in _of(production, "AuthorizationPolicy").values()
+        if p["metadata"].get("namespace") == NAMESPACE
+        and p["spec"].get("selector", {}).get("matchLabels") == {"app.kubernetes.io/name": workload}
+        and p["spec"].get("action") == "DENY"
+    ]
+    assert policies, f"no DENY AuthorizationPolicy guards {workload}'s admin API"
+    rules = [rule for policy in policies for rule in policy["spec"]["rules"]]
+    for path in ("/admin", "/admin/*"):
+        assert any(
+            path in operation["operation"].get("paths", [])
+            and {"notNamespaces": [NAMESPACE]} in [source["source"] for source in rule.get("from", [])]
+            for rule in rules
+            for operation in rule.get("to", [])
+        ), f"{workload}: {path} is not denied to callers outside {NAMESPACE}"
+
+
+@pytest.mark.parametrize("workload", ["auth", "policy"])
+def test_sidecar_outlives_the_app_drain(workload: str, production: list[Obj]) -> None:
+    """On SIGTERM Istio's sidecar drains for terminationDrainDuration (default 5 s) and exits, while the
+    app keeps serving through its preStop sleep and then drains up to granian's workers_kill_timeout:
+    requests still in flight after 5 s would lose their inbound path and their outbound calls. The
+    sidecar must stay until the app is done (and leave early once idle), within the pod's grace."""
+    from meshauth.granian_server import WORKERS_KILL_TIMEOUT
+
+    template = _of(production, "Deployment")[workload]["spec"]["template"]
+    pod = template["spec"]
+    proxy = json.loads(template["metadata"]["annotations"]["proxy.istio.io/config"])
+    (container,) = [c for c in pod["containers"] if c["name"] == workload]
+    pre_stop = float(container["lifecycle"]["preStop"]["exec"]["command"][-1])
+    drain = _seconds(proxy.get("terminationDrainDuration", "5s"))
+    assert pre_stop + WORKERS_KILL_TIMEOUT <= drain <= pod["terminationGracePeriodSeconds"]
+    assert proxy.get("proxyMetadata", {}).get("EXIT_ON_ZERO_ACTIVE_CONNECTIONS") == "true"
+    assert proxy.get("holdApplicationUntilProxyStarts") is True
