@@ -139,6 +139,12 @@ async def test_keys_encrypted_at_rest(sqlite_url: str, valkey_url: str, redis: R
     with pytest.raises(RuntimeError, match="MESHAUTH_KEY_ENCRYPTION_KEY"):
         async for _ in start_harness(make_settings(sqlite_url, valkey_url, tmp_path)):
             pass
+    # With a different key-encryption key (a rotated Secret): the same clear start-up error, no traceback
+    # from deep inside the PEM loader and no new key minted past the unreadable one.
+    wrong = make_settings(sqlite_url, valkey_url, tmp_path, key_encryption_key="another-secret")
+    with pytest.raises(RuntimeError, match="wrong MESHAUTH_KEY_ENCRYPTION_KEY"):
+        async for _ in start_harness(wrong):
+            pass
 
 
 async def test_forged_kids_cause_one_reload(auth_sqlite: Harness) -> None:
@@ -194,3 +200,52 @@ async def test_rotation_announcement_reaches_running_replica(auth_sqlite: Harnes
     while h.app.service.keys.signer.kid != new_kid:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.01)
+
+
+async def _insert_row(h: Harness, kid: str, alg: str, pem: str, jwk: dict[str, object]) -> None:
+    async with h.app.service.engine.begin() as conn:
+        await conn.execute(
+            signing_keys.insert().values(
+                kid=kid, alg=alg, private_pem=pem, public_jwk=jwk, created_at=0, retired_at=int(time.time())
+            )
+        )
+
+
+async def test_tampered_key_row_is_refused_not_a_500(auth_sqlite: Harness) -> None:
+    """A key row that is garbage (truncated PEM, or alg that is not its key's) is refused, never a 500:
+    a token naming it is a 401, and the row does not stop the other keys from loading."""
+    from cryptography.hazmat.primitives import serialization
+
+    h = auth_sqlite
+    good = keys.generate_private_key("ES256")
+    pem = good.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    await _insert_row(h, "truncatedkid", "ES256", pem[:80], {"kty": "EC"})
+    await _insert_row(h, "wrongalgkid", "RS256", pem, keys.public_jwk("RS256", "wrongalgkid", good.public_key()))
+    for kid in ("truncatedkid", "wrongalgkid"):
+        past_rate_limit(h.app.service.keys)
+        r = await h.gate(sign(h, claims(h), kid=kid))
+        assert r.status_code == 401, (kid, r.status_code, r.text)
+    assert h.app.service.keys.get("wrongalgkid") is None
+    await h.app.service.keys.load()  # a reload still works: the bad rows are skipped
+    kids = {k["kid"] for k in (await h.http.get("/.well-known/jwks.json")).json()["keys"]}
+    assert h.app.service.keys.signer.kid in kids
+    assert not kids & {"truncatedkid", "wrongalgkid"}
+
+
+async def test_published_jwk_is_derived_from_the_private_key(auth_sqlite: Harness) -> None:
+    """A public_jwk column that does not match the private key is never published (it would let whoever
+    wrote it mint tokens that relying parties accept)."""
+    from cryptography.hazmat.primitives import serialization
+
+    h = auth_sqlite
+    real = keys.generate_private_key("ES256")
+    other = keys.generate_private_key("ES256")
+    pem = real.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    await _insert_row(h, "swappedjwk", "ES256", pem, keys.public_jwk("ES256", "swappedjwk", other.public_key()))
+    await h.app.service.keys.load()
+    published = {k["kid"]: k for k in (await h.http.get("/.well-known/jwks.json")).json()["keys"]}
+    assert published.get("swappedjwk") in (None, keys.public_jwk("ES256", "swappedjwk", real.public_key()))

@@ -9,6 +9,7 @@ rotation). Every replica reloads the set on a timer, on a ``keys`` invalidation,
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import re
 import secrets
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
@@ -34,6 +36,8 @@ UNKNOWN_KID_RELOAD_INTERVAL = 1.0
 
 PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,19 +72,40 @@ def public_jwk(alg: str, kid: str, public_key: PublicKey) -> dict[str, Any]:
     return {**jwk, "kid": kid, "alg": alg, "use": "sig"}
 
 
+def _fits(alg: str, private: object) -> bool:
+    if alg == "ES256":
+        return isinstance(private, ec.EllipticCurvePrivateKey) and isinstance(private.curve, ec.SECP256R1)
+    if alg == "EdDSA":
+        return isinstance(private, ed25519.Ed25519PrivateKey)
+    if alg == "RS256":
+        return isinstance(private, rsa.RSAPrivateKey) and private.key_size >= 2048
+    return False
+
+
 def _load_row(row: Any, kek: bytes | None) -> SigningKey:
+    """Parse one key row; ValueError (with the kid, never key material) when the row cannot be trusted."""
     pem = row.private_pem.encode()
     encrypted = b"ENCRYPTED" in pem.split(b"\n", 1)[0]
     if encrypted and kek is None:
-        raise RuntimeError(f"signing key {row.kid} is encrypted; set MESHAUTH_KEY_ENCRYPTION_KEY")
-    private = serialization.load_pem_private_key(pem, password=kek if encrypted else None)
+        raise ValueError(f"signing key {row.kid} is encrypted; set MESHAUTH_KEY_ENCRYPTION_KEY")
+    try:
+        private = serialization.load_pem_private_key(pem, password=kek if encrypted else None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        hint = " (wrong MESHAUTH_KEY_ENCRYPTION_KEY?)" if encrypted else ""
+        raise ValueError(f"signing key {row.kid} is not a private key this service can read{hint}") from exc
+    # The row's alg and the key must agree, or the signer would fail on every token it issues.
+    if not _fits(row.alg, private):
+        raise ValueError(f"signing key {row.kid}: its key is not a {row.alg!r} key")
     assert isinstance(private, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey)
+    public = private.public_key()
     return SigningKey(
         kid=row.kid,
         alg=row.alg,
         private_key=private,
-        public_key=private.public_key(),
-        public_jwk=row.public_jwk,
+        public_key=public,
+        # Derived, not read from the row: a public_jwk column that disagrees with the private key would
+        # publish a key this service never signs with (or one whoever wrote it holds the private half of).
+        public_jwk=public_jwk(row.alg, row.kid, public),
         created_at=row.created_at,
         retired_at=row.retired_at,
     )
@@ -165,6 +190,7 @@ class KeyStore:
         self._overlap = overlap
         self._by_kid: dict[str, SigningKey] = {}
         self._signer: SigningKey | None = None
+        self._refused: list[str] = []  # why rows were refused on the last load (for the start-up error)
         # Seconds, for the unknown-kid reload rate limit only; public so that a test can step past it.
         self.clock = clock
         self._last_load = -math.inf  # never loaded: the first unknown kid may reload at once
@@ -174,7 +200,8 @@ class KeyStore:
     @property
     def signer(self) -> SigningKey:
         if self._signer is None:
-            raise RuntimeError("no active signing key; run `meshauth admin rotate-keys`")
+            why = "".join(f"; refused: {reason}" for reason in self._refused)
+            raise RuntimeError(f"no active signing key; run `meshauth admin rotate-keys`{why}")
         return self._signer
 
     def get(self, kid: str) -> SigningKey | None:
@@ -197,9 +224,21 @@ class KeyStore:
         now = int(time.time())
         async with self._engine.connect() as conn:
             rows = (await conn.execute(sa.select(signing_keys))).all()
-        live = [self._parsed(r) for r in rows if r.retired_at is None or r.retired_at + self._overlap > now]
+        live: list[SigningKey] = []
+        refused: list[str] = []
+        for row in rows:
+            if row.retired_at is None or row.retired_at + self._overlap > now:
+                try:
+                    live.append(self._parsed(row))
+                except ValueError as exc:
+                    # One bad row (tampered, truncated, wrong KEK) is refused, not fatal: the other keys
+                    # keep verifying and a later rotation still loads. With no good active key left, the
+                    # signer is None and start-up fails clearly (AuthService.start).
+                    log.error("refusing signing key row: %s", exc)
+                    refused.append(str(exc))
         active = sorted((k for k in live if k.retired_at is None), key=lambda k: (k.created_at, k.kid))
         self._by_kid = {k.kid: k for k in live}
+        self._refused = refused
         self._signer = active[-1] if active else None
 
     def _parsed(self, row: Any) -> SigningKey:

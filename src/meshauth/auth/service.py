@@ -101,6 +101,7 @@ class AuthService:
     async def start(self) -> None:
         await ensure_key(self.engine, self.settings.signing_alg, kek=self.settings.kek)
         await self.keys.load()
+        _ = self.keys.signer  # no usable active key (all refused): fail start-up clearly, not per request
         await self.listener.start()
         if self.bus is not None:
             await self.bus.start()
