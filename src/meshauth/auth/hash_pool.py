@@ -76,9 +76,20 @@ class HashPool:
             if self._pool is pool:
                 self._pool = None
                 pool.shutdown(wait=False, cancel_futures=True)
+                _kill_workers(pool)
             raise
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    """End the broken executor's other processes. A process killed while it held the call queue's read
+    lock leaves the others waiting on that lock for good, and the executor's thread joins them — at
+    interpreter exit too, so a service hung on shutdown (a test run passed and never ended). The
+    executor has no public way to do this before Python 3.14 (``terminate_workers``)."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        if process.is_alive():
+            process.kill()
