@@ -18,8 +18,6 @@ async def test_a_killed_process_does_not_break_every_later_bulk() -> None:
         assert len(await pool.hash_many(["password-1"])) == 1
         executor = pool._executor()  # the test kills one of the processes it started
         broken = dict(executor._processes)
-        # The idle process blocked reading the call queue holds its read lock; killed, it leaves the
-        # other waiting on that lock for good (which of the two is killed here is chance: ~half the runs).
         os.kill(next(iter(broken)), signal.SIGKILL)
         hashes = await pool.hash_many(["password-1", "password-2"])
         assert [PasswordHasher().verify(h, p) for h, p in zip(hashes, ["password-1", "password-2"], strict=True)] == [
@@ -27,11 +25,10 @@ async def test_a_killed_process_does_not_break_every_later_bulk() -> None:
             True,
         ]
         assert len(await pool.hash_many(["password-3"])) == 1
-        # The broken executor's other processes are gone too: one waiting on the queue lock the killed
-        # one held never exits, and the executor's thread joining it held the interpreter's exit (a
-        # test run of tests/auth passed and then never ended; a service would hang on shutdown).
-        for process in broken.values():
-            process.join(timeout=10)
-            assert not process.is_alive(), process.pid
+        # The broken executor's other processes are gone: once one outlived it, blocked on the call
+        # queue's lock, and the executor's thread joining it held the interpreter's exit (a run of
+        # tests/auth passed and never ended). Not reproduced in isolation: this passes without
+        # hash_pool._kill_workers too, and would fail only when such a process is left.
+        assert [p.is_alive() for p in broken.values()] == [False] * len(broken)
     finally:
         pool.close()

@@ -75,8 +75,8 @@ class HashPool:
             # a concurrent caller may have replaced it already.
             if self._pool is pool:
                 self._pool = None
+                _kill_workers(pool)  # before shutdown, which forgets the processes
                 pool.shutdown(wait=False, cancel_futures=True)
-                _kill_workers(pool)
             raise
 
     def close(self) -> None:
@@ -86,10 +86,11 @@ class HashPool:
 
 
 def _kill_workers(pool: ProcessPoolExecutor) -> None:
-    """End the broken executor's other processes. A process killed while it held the call queue's read
-    lock leaves the others waiting on that lock for good, and the executor's thread joins them — at
-    interpreter exit too, so a service hung on shutdown (a test run passed and never ended). The
-    executor has no public way to do this before Python 3.14 (``terminate_workers``)."""
+    """SIGKILL the broken executor's processes. Its own thread SIGTERMs the processes it knows when it
+    finds the pool broken and then joins them — yet once a worker was seen alive after that, blocked on
+    the call queue's lock, and that join held the interpreter's exit (a run of tests/auth passed and
+    never ended; a service would hang so on shutdown). How it outlived the SIGTERM is not known; killed
+    again here, whatever the executor did. ``_processes``: no public way before Python 3.14."""
     for process in list((getattr(pool, "_processes", None) or {}).values()):
         if process.is_alive():
             process.kill()
