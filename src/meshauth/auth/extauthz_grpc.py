@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -63,20 +64,22 @@ def _credentials(http: attribute_context_pb2.AttributeContext.HttpRequest) -> tu
     return authorizations, join_cookies(cookies)
 
 
+def _header_names(http: attribute_context_pb2.AttributeContext.HttpRequest) -> Iterator[str]:
+    """The checked request's header names, in whichever of Envoy's two header forms it filled."""
+    lines = http.header_map.headers
+    return (line.key for line in lines) if lines else iter(http.headers)
+
+
 def _overridden(http: attribute_context_pb2.AttributeContext.HttpRequest) -> bool:
     """Whether the checked request carries a method or URL override header (``routes.OVERRIDE_HEADERS``),
     in either of Envoy's header forms, ``_`` read as ``-``."""
-    lines = http.header_map.headers
-    names = (line.key for line in lines) if lines else iter(http.headers)
-    return any(is_override(name.lower().encode("utf-8")) for name in names)
+    return any(is_override(name.lower().encode("utf-8")) for name in _header_names(http))
 
 
 def _impostors(http: attribute_context_pb2.AttributeContext.HttpRequest) -> list[str]:
     """The identity-header impostors the checked request carries (``gate.impostor``), in either of
     Envoy's header forms: an allow has Envoy remove them from the upstream request."""
-    lines = http.header_map.headers
-    names = (line.key for line in lines) if lines else iter(http.headers)
-    found = [name.lower() for name in names if "_" in name]  # the usual request has none: one test each
+    found = [name.lower() for name in _header_names(http) if "_" in name]  # the usual request has none: one test each
     return list(dict.fromkeys(n for n in found if impostor(n.encode("utf-8")))) if found else []
 
 

@@ -117,11 +117,7 @@ def allow(subject: str, client_id: str, scope: str, credential: str) -> Verdict:
     header value is turned into a refusal (see the module docstring)."""
     if not (_safe(subject) and _safe(client_id) and _safe(scope, may_be_empty=True)):
         return _refused(credential, "token identity is not a safe header value")
-    headers = (
-        ("x-meshauth-subject", subject),
-        ("x-meshauth-client-id", client_id),
-        ("x-meshauth-scope", scope),
-    )
+    headers = tuple(zip(IDENTITY_HEADERS, (subject, client_id, scope), strict=True))
     raw = tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers)
     return Verdict(200, headers, credential, raw=raw)
 
